@@ -1,0 +1,376 @@
+//! A connector's configuration: the operator's file that says which plugin to
+//! run, with what configuration, what it is granted, and where mail goes.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::{ConfigError, Origin, PluginManifest, read_toml, relative_to};
+
+const HINT: &str = "a connector file has id, plugin, optional folder and schedule, and the tables [plugin-config], [grants], [secrets], [mapping], [sink]; see examples/demo/connector.toml";
+
+/// A parsed connector configuration with its paths resolved.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ConnectorConfig {
+    /// Identifier of this connector; keys its state. Lower-case letters,
+    /// digits and `-`.
+    pub id: String,
+    /// Path of the plugin's manifest.
+    pub plugin: PathBuf,
+    /// Name of the folder under `INBOX` that receives the mail; defaults to
+    /// the plugin's display name.
+    #[serde(default)]
+    pub folder: Option<String>,
+    /// How often the daemon runs the connector, e.g. `24h`, `30m`, `1d`.
+    #[serde(default = "default_schedule", deserialize_with = "de_duration")]
+    pub schedule: Duration,
+    /// Configuration handed to the plugin as JSON.
+    #[serde(default)]
+    pub plugin_config: toml::Table,
+    /// What the operator allows the plugin.
+    #[serde(default)]
+    pub grants: Grants,
+    /// Where the granted secrets' values come from.
+    #[serde(default)]
+    pub secrets: SecretSource,
+    /// How participants become mailboxes.
+    #[serde(default)]
+    pub mapping: MappingConfig,
+    /// Where mail is imported.
+    pub sink: SinkConfig,
+    /// How often a page is retried after a transient failure or throttling.
+    #[serde(default = "default_retries")]
+    pub retries: u32,
+    /// Where the file was read from (not part of the file).
+    #[serde(skip)]
+    pub path: PathBuf,
+}
+
+fn default_schedule() -> Duration {
+    Duration::from_secs(24 * 3600)
+}
+
+fn default_retries() -> u32 {
+    5
+}
+
+/// What the operator grants; the plugin gets the part of it that its
+/// manifest also declares.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Grants {
+    /// Outbound HTTP origins.
+    #[serde(default)]
+    pub hosts: Vec<Origin>,
+    /// Secret names the plugin may read.
+    #[serde(default)]
+    pub secrets: Vec<String>,
+    /// Secret names the host may sign with for the plugin.
+    #[serde(default)]
+    pub signing_keys: Vec<String>,
+    /// Folders the plugin may read: path inside the sandbox → folder on disk.
+    #[serde(default)]
+    pub files: BTreeMap<String, PathBuf>,
+    /// Lower memory ceiling than the manifest's, in MiB.
+    #[serde(default)]
+    pub memory_mb: Option<u32>,
+    /// Lower time limit per call than the manifest's, in seconds.
+    #[serde(default)]
+    pub timeout_secs: Option<u32>,
+}
+
+/// Where secret values come from.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "from", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum SecretSource {
+    /// Environment variables named `<prefix><NAME>`, the name upper-cased
+    /// with `-` as `_`.
+    Env {
+        /// Prefix of the variables, e.g. `SYMPHONY_`.
+        #[serde(default)]
+        prefix: String,
+    },
+    /// A TOML file of `name = "value"` lines, readable by the owner only.
+    File {
+        /// The file's path.
+        path: PathBuf,
+    },
+}
+
+impl Default for SecretSource {
+    fn default() -> Self {
+        SecretSource::Env {
+            prefix: String::new(),
+        }
+    }
+}
+
+/// How participants are mapped to mailboxes.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct MappingConfig {
+    /// CSV of `ExternalUserId,Mailbox`, checked before automatic mapping.
+    #[serde(default)]
+    pub overrides: Option<PathBuf>,
+    /// When set, only emails in these domains map automatically.
+    #[serde(default)]
+    pub domains: Vec<String>,
+}
+
+/// Where mail is imported.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum SinkConfig {
+    /// A local Maildir++ tree, one maildir per mailbox.
+    Maildir {
+        /// Root folder.
+        path: PathBuf,
+        /// Whether to fsync each email (on by default).
+        #[serde(default = "yes")]
+        fsync: bool,
+    },
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn de_duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let s = String::deserialize(d)?;
+    parse_duration(&s).ok_or_else(|| {
+        serde::de::Error::custom(format!(
+            "`{s}` is not a duration; write a number with a unit: s, m, h or d (e.g. 24h)"
+        ))
+    })
+}
+
+/// Parses `90s`, `30m`, `24h`, `1d`.
+pub fn parse_duration(s: &str) -> Option<Duration> {
+    let s = s.trim();
+    let unit_at = s.find(|c: char| !c.is_ascii_digit())?;
+    let n: u64 = s[..unit_at].parse().ok()?;
+    let secs = match &s[unit_at..] {
+        "s" => n,
+        "m" => n.checked_mul(60)?,
+        "h" => n.checked_mul(3600)?,
+        "d" => n.checked_mul(86400)?,
+        _ => return None,
+    };
+    (secs > 0).then(|| Duration::from_secs(secs))
+}
+
+impl ConnectorConfig {
+    /// Reads a connector file, resolves its relative paths against the
+    /// file's folder and checks it.
+    pub fn load(path: &Path) -> Result<ConnectorConfig, ConfigError> {
+        let mut cfg: ConnectorConfig = read_toml(path, HINT)?;
+        cfg.path = path.to_path_buf();
+        cfg.plugin = relative_to(path, &cfg.plugin);
+        for dir in cfg.grants.files.values_mut() {
+            *dir = relative_to(path, dir);
+        }
+        if let SecretSource::File { path: p } = &mut cfg.secrets {
+            *p = relative_to(path, p);
+        }
+        if let Some(p) = &mut cfg.mapping.overrides {
+            *p = relative_to(path, p);
+        }
+        match &mut cfg.sink {
+            SinkConfig::Maildir { path: p, .. } => *p = relative_to(path, p),
+        }
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    fn invalid(&self, message: String, hint: &str) -> ConfigError {
+        ConfigError::Invalid {
+            path: self.path.clone(),
+            message,
+            hint: hint.to_string(),
+        }
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if !super::manifest::is_identifier(&self.id) {
+            return Err(self.invalid(
+                format!("id `{}` is not a connector identifier", self.id),
+                "use lower-case letters, digits and `-`, starting with a letter",
+            ));
+        }
+        if let Some(folder) = &self.folder
+            && (folder.trim().is_empty() || folder.contains(['/', '.', '\\']))
+        {
+            return Err(self.invalid(
+                format!("folder `{folder}` cannot be a folder name under INBOX"),
+                "use a plain name without `/`, `.` or `\\`, e.g. `Symphony`",
+            ));
+        }
+        for guest in self.grants.files.keys() {
+            if !guest.starts_with('/') || guest.contains("..") {
+                return Err(self.invalid(
+                    format!("granted folder `{guest}` is not an absolute path inside the sandbox"),
+                    "name it like \"/export\" = \"path/on/this/machine\"",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks the grants against the plugin's manifest: everything granted
+    /// must be declared. Returns the list of problems, empty when none.
+    pub fn check_grants(&self, manifest: &PluginManifest) -> Result<(), ConfigError> {
+        let declared = &manifest.permissions;
+        let mut problems = Vec::new();
+        for origin in &self.grants.hosts {
+            if !declared.hosts.iter().any(|d| origin.is_within(d)) {
+                problems.push(format!(
+                    "host {origin} is granted but the plugin does not declare it"
+                ));
+            }
+        }
+        for name in &self.grants.secrets {
+            if !declared.secrets.contains(name) {
+                problems.push(format!("secret `{name}` is granted but not declared"));
+            }
+        }
+        for name in &self.grants.signing_keys {
+            if !declared.signing_keys.contains(name) {
+                problems.push(format!("signing key `{name}` is granted but not declared"));
+            }
+        }
+        if !self.grants.files.is_empty() && !declared.files {
+            problems
+                .push("folders are granted but the plugin does not declare `files = true`".into());
+        }
+        for (guest, dir) in &self.grants.files {
+            if !dir.is_dir() {
+                problems.push(format!(
+                    "granted folder {guest} → {} does not exist",
+                    dir.display()
+                ));
+            }
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(self.invalid(
+                problems.join("; "),
+                &format!(
+                    "grant only what the manifest {} declares, and point folders at existing directories",
+                    manifest.path.display()
+                ),
+            ))
+        }
+    }
+
+    /// The folder under INBOX that receives mail: `folder`, or the plugin's
+    /// display name.
+    pub fn folder_name<'a>(&'a self, manifest: &'a PluginManifest) -> &'a str {
+        self.folder.as_deref().unwrap_or(&manifest.name)
+    }
+
+    /// The plugin configuration as JSON text.
+    pub fn plugin_config_json(&self) -> String {
+        serde_json::to_string(&self.plugin_config).expect("a TOML table is valid JSON")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str) -> Result<ConnectorConfig, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("connector.toml");
+        std::fs::write(&path, text).unwrap();
+        ConnectorConfig::load(&path)
+    }
+
+    const GOOD: &str = r#"
+id = "demo"
+plugin = "manifest.toml"
+schedule = "12h"
+[plugin-config]
+path = "/export/chat.jsonl"
+page_size = 50
+[grants]
+hosts = ["http://127.0.0.1:9000"]
+[mapping]
+domains = ["example.com"]
+[sink]
+kind = "maildir"
+path = "mail"
+"#;
+
+    #[test]
+    fn valid_config_resolves_paths_and_defaults() {
+        let cfg = load(GOOD).unwrap();
+        assert_eq!(cfg.schedule, Duration::from_secs(12 * 3600));
+        assert!(cfg.plugin.is_absolute());
+        assert_eq!(cfg.retries, 5);
+        let SinkConfig::Maildir { path, fsync } = &cfg.sink;
+        assert!(path.ends_with("mail") && path.is_absolute() && *fsync);
+        assert_eq!(
+            cfg.plugin_config_json(),
+            r#"{"page_size":50,"path":"/export/chat.jsonl"}"#
+        );
+    }
+
+    #[test]
+    fn unknown_sink_field_is_rejected_with_its_line() {
+        let msg = load(&(GOOD.to_string() + "colour = 1\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("colour"), "{msg}");
+        assert!(msg.contains("connector.toml:15:"), "{msg}");
+    }
+
+    #[test]
+    fn unknown_sink_kind_is_rejected() {
+        let msg = load(&GOOD.replace("kind = \"maildir\"", "kind = \"pigeon\""))
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("pigeon"), "{msg}");
+    }
+
+    #[test]
+    fn bad_schedule_says_how_to_write_one() {
+        let msg = load(&GOOD.replace("12h", "twice a day"))
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("write a number with a unit"), "{msg}");
+        assert!(msg.contains(":4:"), "{msg}");
+    }
+
+    #[test]
+    fn durations_parse_with_units() {
+        assert_eq!(parse_duration("90s"), Some(Duration::from_secs(90)));
+        assert_eq!(parse_duration("1d"), Some(Duration::from_secs(86400)));
+        assert_eq!(parse_duration("0h"), None);
+        assert_eq!(parse_duration("5"), None);
+    }
+
+    #[test]
+    fn grants_beyond_the_manifest_are_refused() {
+        let cfg = load(GOOD).unwrap();
+        let manifest: PluginManifest = toml::from_str(
+            r#"id = "x"
+name = "X"
+version = "1"
+api-version = "0.1.0"
+wasm = "x.wasm"
+sha256 = "00"
+[permissions]
+hosts = ["http://127.0.0.1:9001"]"#,
+        )
+        .unwrap();
+        let msg = cfg.check_grants(&manifest).unwrap_err().to_string();
+        assert!(
+            msg.contains("http://127.0.0.1:9000 is granted but the plugin does not declare it"),
+            "{msg}"
+        );
+    }
+}

@@ -1,0 +1,666 @@
+//! Turns a normalized [`Message`] and its [`Conversation`] into an RFC 5322
+//! email, ready for a mailbox.
+//!
+//! The output is deterministic: the same message always gives the same
+//! bytes (MIME boundaries are derived from the Message-ID, the Date from the
+//! send time), so [`Email::sha256`] identifies the content.
+//!
+//! Every value a source gives is kept exactly: header values that would not
+//! survive a parser unchanged are written as RFC 2047 encoded words, and
+//! attachments are written byte for byte. Line breaks in text bodies are
+//! written as CRLF, as RFC 5322 requires.
+
+mod encode;
+#[cfg(test)]
+mod tests;
+
+use std::borrow::Cow;
+use std::path::PathBuf;
+
+use mail_builder::MessageBuilder;
+use mail_builder::headers::content_type::ContentType;
+use mail_builder::headers::date::Date;
+use mail_builder::headers::message_id::MessageId;
+use mail_builder::headers::raw::Raw;
+use mail_builder::mime::{BodyPart, MimePart};
+use sha2::{Digest, Sha256};
+
+use crate::model::{
+    AttachmentData, Conversation, ConversationKind, Message, MessageKind, Person, Relation,
+    TimestampMs,
+};
+
+/// How many participants a generated subject names before "and N others".
+const SUBJECT_NAMES: usize = 3;
+/// Longest property name kept in an `X-Connector-Property-<Name>` header.
+const MAX_PROPERTY_NAME: usize = 40;
+/// Media type of attachments whose type is unknown or unusable.
+const OCTET_STREAM: &str = "application/octet-stream";
+
+/// An email built from one message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Email {
+    /// The Message-ID, without angle brackets (see
+    /// [`EmailConverter::message_id`]).
+    pub message_id: String,
+    /// The RFC 5322 message, CRLF line endings.
+    pub bytes: Vec<u8>,
+    /// Lower-case hex SHA-256 of `bytes`.
+    pub sha256: String,
+    /// When the message was sent; mailboxes use it as the arrival date.
+    pub sent_at: TimestampMs,
+}
+
+/// Why a message could not be turned into an email.
+#[derive(Debug, thiserror::Error)]
+pub enum ConvertError {
+    /// The message has no id, so it has no stable Message-ID.
+    #[error(
+        "a message in conversation `{conversation_id}` has an empty id; the plugin must give every message a stable id (report this to the plugin's authors)"
+    )]
+    EmptyMessageId {
+        /// The conversation the message claimed.
+        conversation_id: String,
+    },
+    /// The message was paired with another conversation than its own.
+    #[error(
+        "message `{message_id}` belongs to conversation `{message_conversation}` but was converted with conversation `{conversation}`; this is a host bug, please report it"
+    )]
+    ConversationMismatch {
+        /// The message's source id.
+        message_id: String,
+        /// The conversation id the message carries.
+        message_conversation: String,
+        /// The id of the conversation it was given with.
+        conversation: String,
+    },
+    /// A spooled attachment file could not be read.
+    #[error(
+        "cannot read attachment `{attachment_id}` of message `{message_id}` from {}: {source}; check that the spool folder still exists and is readable, then run again", path.display()
+    )]
+    AttachmentRead {
+        /// The message's source id.
+        message_id: String,
+        /// The attachment's id.
+        attachment_id: String,
+        /// The spool file.
+        path: PathBuf,
+        /// What the file system said.
+        #[source]
+        source: std::io::Error,
+    },
+    /// mail-builder failed to write the message.
+    #[error(
+        "cannot build the email for message `{message_id}`: {source}; this is a host bug, please report it"
+    )]
+    Build {
+        /// The message's source id.
+        message_id: String,
+        /// What failed.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Builds emails for one source.
+#[derive(Debug, Clone)]
+pub struct EmailConverter {
+    source_id: String,
+    source_name: String,
+    /// `source_id` as a DNS label, for Message-IDs and placeholder addresses.
+    label: String,
+}
+
+impl EmailConverter {
+    /// A converter for the source with this id (e.g. `symphony`, part of
+    /// every Message-ID, so it must never change for a source) and display
+    /// name (e.g. `Symphony`).
+    pub fn new(source_id: &str, source_name: &str) -> EmailConverter {
+        EmailConverter {
+            source_id: source_id.to_string(),
+            source_name: source_name.to_string(),
+            label: dns_label(source_id),
+        }
+    }
+
+    /// The Message-ID (without angle brackets) of the message with this
+    /// source id.
+    ///
+    /// It is `<h>@<label>.connector.invalid`, where `h` is the first 32 hex
+    /// digits of SHA-256 over the source id's UTF-8 bytes, a zero byte and
+    /// the message id's UTF-8 bytes, and `label` is the source id lower-cased
+    /// with every character other than `a-z`, `0-9` and `-` replaced by `-`.
+    /// Mailboxes deduplicate on it and replies point at it, so this formula
+    /// must stay the same forever.
+    pub fn message_id(&self, source_message_id: &str) -> String {
+        let mut hash = Sha256::new();
+        hash.update(self.source_id.as_bytes());
+        hash.update([0u8]);
+        hash.update(source_message_id.as_bytes());
+        let hex = hex::encode(hash.finalize());
+        format!("{}@{}.connector.invalid", &hex[..32], self.label)
+    }
+
+    /// The address used for someone in the headers: their email when it is
+    /// a plain ASCII address, else `<id>@<label>.invalid` where `<id>` is the
+    /// person id made safe for a local part (see [`placeholder_local_part`]).
+    pub fn address_of(&self, person: &Person) -> String {
+        match person.email.as_deref().map(str::trim) {
+            Some(email) if is_plain_address(email) => email.to_string(),
+            _ => format!(
+                "{}@{}.invalid",
+                placeholder_local_part(&person.id),
+                self.label
+            ),
+        }
+    }
+
+    /// Builds the email for `msg`, which belongs to `conv`.
+    pub fn convert(&self, msg: &Message, conv: &Conversation) -> Result<Email, ConvertError> {
+        if msg.id.is_empty() {
+            return Err(ConvertError::EmptyMessageId {
+                conversation_id: msg.conversation_id.clone(),
+            });
+        }
+        if msg.conversation_id != conv.id {
+            return Err(ConvertError::ConversationMismatch {
+                message_id: msg.id.clone(),
+                message_conversation: msg.conversation_id.clone(),
+                conversation: conv.id.clone(),
+            });
+        }
+
+        let message_id = self.message_id(&msg.id);
+        let mut builder = MessageBuilder::new()
+            .header("From", Raw::new(self.mailbox(&msg.sender)))
+            .date(Date::new(msg.sent_at.div_euclid(1000)));
+        let to = self.recipients(conv);
+        if !to.is_empty() {
+            builder = builder.header("To", Raw::new(to));
+        }
+        builder = builder
+            .header(
+                "Subject",
+                Raw::new(encode::unstructured(&subject(msg, conv), 9)),
+            )
+            .message_id(message_id.clone());
+
+        let replies: Vec<String> = unique(msg.relations.iter().filter_map(|r| match r {
+            Relation::ReplyTo(id) => Some(self.message_id(id)),
+            _ => None,
+        }));
+        if !replies.is_empty() {
+            builder = builder.in_reply_to(MessageId::from(replies));
+        }
+        let references: Vec<String> = unique(
+            msg.relations
+                .iter()
+                .map(|r| self.message_id(relation_target(r))),
+        );
+        if !references.is_empty() {
+            builder = builder.references(MessageId::from(references));
+        }
+
+        let mut x = vec![
+            ("X-Connector-Source".to_string(), self.source_id.clone()),
+            (
+                "X-Connector-Source-Name".to_string(),
+                self.source_name.clone(),
+            ),
+            ("X-Connector-Conversation-Id".to_string(), conv.id.clone()),
+            (
+                "X-Connector-Conversation-Kind".to_string(),
+                conversation_kind(conv.kind).to_string(),
+            ),
+            ("X-Connector-Message-Id".to_string(), msg.id.clone()),
+            (
+                "X-Connector-Message-Kind".to_string(),
+                msg.kind.as_str().to_string(),
+            ),
+            ("X-Connector-Sender-Id".to_string(), msg.sender.id.clone()),
+            (
+                "X-Connector-Source-SHA256".to_string(),
+                msg.source_sha256.clone(),
+            ),
+        ];
+        for relation in &msg.relations {
+            let name = match relation {
+                Relation::ReplyTo(_) => "X-Connector-Reply-To",
+                Relation::ForwardOf(_) => "X-Connector-Forward-Of",
+                Relation::EditOf(_) => "X-Connector-Edit-Of",
+                Relation::Deletes(_) => "X-Connector-Deletes",
+            };
+            x.push((name.to_string(), relation_target(relation).to_string()));
+        }
+        for (name, value) in &msg.properties {
+            x.push((
+                format!("X-Connector-Property-{}", property_header_name(name)),
+                value.clone(),
+            ));
+        }
+        for (name, value) in x {
+            let encoded = encode::unstructured(&value, name.len() + 2);
+            builder = builder.header(name, Raw::new(encoded));
+        }
+
+        let body = self.body(msg, &message_id)?;
+        let bytes = builder
+            .body(body)
+            .write_to_vec()
+            .map_err(|source| ConvertError::Build {
+                message_id: msg.id.clone(),
+                source,
+            })?;
+        let sha256 = hex::encode(Sha256::digest(&bytes));
+        Ok(Email {
+            message_id,
+            bytes,
+            sha256,
+            sent_at: msg.sent_at,
+        })
+    }
+
+    /// `"Name" <address>` (or `<address>` without a name), encoded.
+    fn mailbox(&self, person: &Person) -> String {
+        let address = self.address_of(person);
+        match display_name(person) {
+            Some(name) => format!("{} <{address}>", encode::phrase(name, 6)),
+            None => format!("<{address}>"),
+        }
+    }
+
+    /// The `To` list: every participant once, in order.
+    fn recipients(&self, conv: &Conversation) -> String {
+        let mut seen_ids = std::collections::HashSet::new();
+        let mut seen_addresses = std::collections::HashSet::new();
+        let mut list = Vec::new();
+        for person in &conv.participants {
+            if !seen_ids.insert(person.id.as_str()) {
+                continue;
+            }
+            if !seen_addresses.insert(self.address_of(person).to_ascii_lowercase()) {
+                continue;
+            }
+            list.push(self.mailbox(person));
+        }
+        list.join(", ")
+    }
+
+    /// The body: text and HTML (as alternatives when both exist), then
+    /// attachments, with boundaries derived from the Message-ID.
+    fn body(&self, msg: &Message, message_id: &str) -> Result<MimePart<'static>, ConvertError> {
+        let context = context_lines(msg, |id| self.message_id(id));
+        let given_text = msg.text.as_deref().filter(|t| !t.is_empty());
+        let given_html = msg.html.as_deref().filter(|t| !t.is_empty());
+        let text = match (given_text, given_html) {
+            (Some(text), _) => Some(with_context(&context, text)),
+            (None, Some(_)) => None,
+            (None, None) => Some(with_context(&context, &event_text(msg))),
+        };
+        let html = given_html.map(|html| {
+            if context.is_empty() {
+                crlf(html)
+            } else {
+                let lines: Vec<String> = context.iter().map(|l| escape_html(l)).collect();
+                crlf(&format!("<p>{}</p>\n{html}", lines.join("<br>\n")))
+            }
+        });
+
+        let mut attachments = Vec::with_capacity(msg.attachments.len());
+        for attachment in &msg.attachments {
+            let bytes = match &attachment.data {
+                AttachmentData::Bytes(bytes) => bytes.clone(),
+                AttachmentData::File(path) => {
+                    std::fs::read(path).map_err(|source| ConvertError::AttachmentRead {
+                        message_id: msg.id.clone(),
+                        attachment_id: attachment.id.clone(),
+                        path: path.clone(),
+                        source,
+                    })?
+                }
+            };
+            let media_type = attachment
+                .media_type
+                .as_deref()
+                .and_then(usable_media_type)
+                .unwrap_or_else(|| OCTET_STREAM.to_string());
+            let file_name = if attachment.file_name.trim().is_empty() {
+                format!("attachment-{}", attachment.id)
+            } else {
+                attachment.file_name.clone()
+            };
+            let id_header = "X-Connector-Attachment-Id";
+            attachments.push(
+                MimePart::new(
+                    ContentType::new(media_type).attribute("name", file_name.clone()),
+                    BodyPart::Binary(Cow::Owned(bytes)),
+                )
+                .attachment(file_name)
+                .header(
+                    id_header,
+                    Raw::new(encode::unstructured(&attachment.id, id_header.len() + 2)),
+                ),
+            );
+        }
+
+        let texts: Vec<&str> = text.iter().chain(html.iter()).map(String::as_str).collect();
+        let boundary = |suffix: &str| boundary(message_id, suffix, &texts);
+        let alternative = boundary("alt");
+        let mixed = boundary("mix");
+        let main = match (text, html) {
+            (Some(text), Some(html)) => Some(MimePart::new(
+                ContentType::new("multipart/alternative").attribute("boundary", alternative),
+                vec![
+                    MimePart::new("text/plain", text),
+                    MimePart::new("text/html", html),
+                ],
+            )),
+            (Some(text), None) => Some(MimePart::new("text/plain", text)),
+            (None, Some(html)) => Some(MimePart::new("text/html", html)),
+            (None, None) => None,
+        };
+        Ok(match main {
+            Some(main) if attachments.is_empty() => main,
+            main => {
+                let mut parts = Vec::with_capacity(attachments.len() + 1);
+                parts.extend(main);
+                parts.extend(attachments);
+                MimePart::new(
+                    ContentType::new("multipart/mixed").attribute("boundary", mixed),
+                    parts,
+                )
+            }
+        })
+    }
+}
+
+/// A MIME boundary derived from the Message-ID, changed in the (practically
+/// impossible) case that a text part contains it.
+fn boundary(message_id: &str, suffix: &str, texts: &[&str]) -> String {
+    let hash = hex::encode(Sha256::digest(message_id.as_bytes()));
+    let mut candidate = format!("=_conn_{}_{suffix}", &hash[..24]);
+    let mut n = 0u32;
+    while texts.iter().any(|t| t.contains(&candidate)) {
+        n += 1;
+        candidate = format!("=_conn_{}_{suffix}{n}", &hash[..24]);
+    }
+    candidate
+}
+
+/// The items without repeats, in order of first appearance.
+fn unique(items: impl Iterator<Item = String>) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for item in items {
+        if !out.contains(&item) {
+            out.push(item);
+        }
+    }
+    out
+}
+
+fn relation_target(relation: &Relation) -> &str {
+    match relation {
+        Relation::ReplyTo(id)
+        | Relation::ForwardOf(id)
+        | Relation::EditOf(id)
+        | Relation::Deletes(id) => id,
+    }
+}
+
+fn conversation_kind(kind: ConversationKind) -> &'static str {
+    match kind {
+        ConversationKind::Direct => "direct",
+        ConversationKind::Group => "group",
+        ConversationKind::Room => "room",
+        ConversationKind::Feed => "feed",
+    }
+}
+
+fn display_name(person: &Person) -> Option<&str> {
+    person
+        .display_name
+        .as_deref()
+        .filter(|name| !name.trim().is_empty())
+}
+
+/// What a person is called in generated text: display name, else email,
+/// else id.
+fn name_of(person: &Person) -> &str {
+    display_name(person)
+        .or_else(|| person.email.as_deref().filter(|e| !e.trim().is_empty()))
+        .unwrap_or(&person.id)
+}
+
+/// The subject: the conversation's name, or "Conversation with …", with a
+/// prefix naming the event for edits, deletions, joins and leaves.
+fn subject(msg: &Message, conv: &Conversation) -> String {
+    let base = match conv.name.as_deref().filter(|n| !n.trim().is_empty()) {
+        Some(name) => name.to_string(),
+        None => {
+            let mut seen = std::collections::HashSet::new();
+            let names: Vec<&str> = conv
+                .participants
+                .iter()
+                .filter(|p| seen.insert(p.id.as_str()))
+                .map(name_of)
+                .collect();
+            if names.is_empty() {
+                format!("Conversation with {}", name_of(&msg.sender))
+            } else if names.len() <= SUBJECT_NAMES {
+                format!("Conversation with {}", names.join(", "))
+            } else {
+                let others = names.len() - SUBJECT_NAMES;
+                format!(
+                    "Conversation with {} and {others} other{}",
+                    names[..SUBJECT_NAMES].join(", "),
+                    if others == 1 { "" } else { "s" }
+                )
+            }
+        }
+    };
+    let prefix = match msg.kind {
+        MessageKind::Edit => "Edited: ",
+        MessageKind::Deletion => "Deleted: ",
+        MessageKind::MemberJoined => "Member joined: ",
+        MessageKind::MemberLeft => "Member left: ",
+        MessageKind::Chat | MessageKind::System => "",
+    };
+    format!("{prefix}{base}")
+}
+
+/// One line per relation, naming the original message by source id and
+/// Message-ID.
+fn context_lines(msg: &Message, message_id: impl Fn(&str) -> String) -> Vec<String> {
+    msg.relations
+        .iter()
+        .map(|relation| {
+            let what = match relation {
+                Relation::ReplyTo(_) => "In reply to message",
+                Relation::ForwardOf(_) => "Forwarded from message",
+                Relation::EditOf(_) => "Edit of message",
+                Relation::Deletes(_) => "Deletes message",
+            };
+            let id = relation_target(relation);
+            format!("{what} {id} <{}>", message_id(id))
+        })
+        .collect()
+}
+
+/// The body text with the relation lines and a blank line in front.
+fn with_context(context: &[String], text: &str) -> String {
+    if context.is_empty() {
+        crlf(text)
+    } else {
+        crlf(&format!("{}\n\n{text}", context.join("\n")))
+    }
+}
+
+/// What to write when the message has no body: a description of the event.
+fn event_text(msg: &Message) -> String {
+    let who = name_of(&msg.sender);
+    match msg.kind {
+        MessageKind::MemberJoined => format!("{who} joined the conversation"),
+        MessageKind::MemberLeft => format!("{who} left the conversation"),
+        MessageKind::Deletion => "This message was deleted".to_string(),
+        MessageKind::Edit => "This message was edited and has no text".to_string(),
+        MessageKind::Chat | MessageKind::System if !msg.attachments.is_empty() => {
+            let names: Vec<&str> = msg
+                .attachments
+                .iter()
+                .map(|a| a.file_name.as_str())
+                .collect();
+            format!("{who} sent {}", names.join(", "))
+        }
+        MessageKind::Chat => format!("{who} sent a message without text"),
+        MessageKind::System => "System event".to_string(),
+    }
+}
+
+/// Line breaks as CRLF (bare CR and bare LF included).
+fn crlf(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + text.len() / 32);
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\r' => {
+                if chars.peek() == Some(&'\n') {
+                    chars.next();
+                }
+                out.push_str("\r\n");
+            }
+            '\n' => out.push_str("\r\n"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn escape_html(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '&' => out.push_str("&amp;"),
+            '"' => out.push_str("&quot;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// `type/subtype` lower-cased when it is a valid single-part media type
+/// (parameters are dropped). `multipart/*` and `message/*` are refused:
+/// their parts may not be base64-encoded, which an attachment is.
+fn usable_media_type(value: &str) -> Option<String> {
+    let essence = value.split(';').next()?.trim().to_ascii_lowercase();
+    let (kind, subtype) = essence.split_once('/')?;
+    let token = |s: &str| {
+        !s.is_empty()
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$&-^_.+".contains(&b))
+    };
+    (token(kind) && token(subtype) && kind != "multipart" && kind != "message").then_some(essence)
+}
+
+/// `X-Connector-Property-<Name>` suffix: letters, digits and `-`; any other
+/// run of characters becomes one `-`; at most 40 characters; `Unnamed`
+/// when nothing is left.
+fn property_header_name(name: &str) -> String {
+    let mut out = String::new();
+    for c in name.chars() {
+        if c.is_ascii_alphanumeric() {
+            out.push(c);
+        } else if !out.ends_with('-') {
+            out.push('-');
+        }
+    }
+    let trimmed: String = out
+        .trim_matches('-')
+        .chars()
+        .take(MAX_PROPERTY_NAME)
+        .collect();
+    let trimmed = trimmed.trim_end_matches('-');
+    if trimmed.is_empty() {
+        "Unnamed".to_string()
+    } else {
+        trimmed.to_string()
+    }
+}
+
+/// `source_id` as a DNS label: lower case, `a-z0-9-`, never empty.
+fn dns_label(source_id: &str) -> String {
+    let label: String = source_id
+        .chars()
+        .map(|c| {
+            let c = c.to_ascii_lowercase();
+            if c.is_ascii_alphanumeric() { c } else { '-' }
+        })
+        .collect();
+    let label = label.trim_matches('-');
+    if label.is_empty() {
+        "source".to_string()
+    } else {
+        label.chars().take(63).collect()
+    }
+}
+
+/// Characters RFC 5322 allows in an atom, except `/` (kept out because
+/// addresses also name folders on disk).
+fn is_atext(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-=?^_`{|}~".contains(&b)
+}
+
+/// Whether `email` is a plain ASCII `local@domain` address (dot-atom local
+/// part, domain of letters, digits, `-` and dots).
+pub(crate) fn is_plain_address(email: &str) -> bool {
+    let Some((local, domain)) = email.rsplit_once('@') else {
+        return false;
+    };
+    let dot_atom = |s: &str, part: fn(u8) -> bool| {
+        !s.is_empty() && s.split('.').all(|p| !p.is_empty() && p.bytes().all(part))
+    };
+    local.len() <= 64
+        && domain.len() <= 253
+        && dot_atom(local, is_atext)
+        && dot_atom(domain, |b| b.is_ascii_alphanumeric() || b == b'-')
+        && domain
+            .split('.')
+            .all(|label| !label.starts_with('-') && !label.ends_with('-') && label.len() <= 63)
+}
+
+/// The local part of a placeholder address for a person without a usable
+/// email: the id lower-cased when it consists of `a-z`, `0-9`, `.`, `_`, `-`
+/// (no leading, trailing or double dot) and is at most 48 characters;
+/// otherwise those characters kept, every other run replaced by `_`, cut to
+/// 48 characters and followed by `-` and 8 hex digits of the id's SHA-256,
+/// so that different ids keep different addresses.
+pub fn placeholder_local_part(id: &str) -> String {
+    let clean = !id.is_empty()
+        && id.len() <= 48
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
+        && !id.starts_with('.')
+        && !id.ends_with('.')
+        && !id.contains("..");
+    if clean {
+        return id.to_string();
+    }
+    let mut out = String::new();
+    for c in id.chars() {
+        let c = c.to_ascii_lowercase();
+        if c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_' {
+            out.push(c);
+        } else if c == '.' && !out.is_empty() && !out.ends_with('.') {
+            out.push('.');
+        } else if !out.ends_with('_') {
+            out.push('_');
+        }
+    }
+    let cut: String = out.chars().take(48).collect();
+    let cut = cut.trim_end_matches('.');
+    let hash = hex::encode(Sha256::digest(id.as_bytes()));
+    let sep = if cut.is_empty() { "" } else { "-" };
+    format!("{cut}{sep}{}", &hash[..8])
+}

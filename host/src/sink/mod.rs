@@ -1,0 +1,126 @@
+//! Imports emails into mailboxes.
+//!
+//! A [`Sink`] stores each email in a folder of a mailbox. It must never
+//! store the same email twice in the same folder: [`Sink::contains`] answers
+//! whether an email with a given Message-ID is already there, which lets a
+//! run that crashed between delivering and recording the delivery pick up
+//! without duplicates.
+
+mod maildir;
+
+use std::path::PathBuf;
+
+pub use maildir::MaildirSink;
+
+use crate::convert::Email;
+use crate::map::Mailbox;
+
+/// One email to store in one folder of one mailbox.
+#[derive(Debug, Clone, Copy)]
+pub struct Delivery<'a> {
+    /// The mailbox.
+    pub mailbox: &'a Mailbox,
+    /// Logical folder path, `/`-separated, e.g. `INBOX/Symphony`.
+    pub folder: &'a str,
+    /// The email.
+    pub email: &'a Email,
+}
+
+/// Where a sink put an email (for a Maildir, its path relative to the
+/// root), recorded in the delivery ledger.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Receipt(pub String);
+
+/// Why a delivery failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    /// The mail store cannot be reached now.
+    #[error(
+        "the mail store {target} is unavailable: {message}; check that it is running and reachable, the run retries later"
+    )]
+    Unavailable {
+        /// Which store.
+        target: String,
+        /// What happened.
+        message: String,
+    },
+    /// Reading or writing the store failed.
+    #[error(
+        "cannot write to {}: {source}; check free space and permissions, the run retries later", path.display()
+    )]
+    Io {
+        /// The file or folder.
+        path: PathBuf,
+        /// What the file system said.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The folder name cannot be stored.
+    #[error(
+        "folder `{folder}` cannot be stored: {reason}; change the connector's `folder` setting"
+    )]
+    InvalidFolder {
+        /// The logical folder path.
+        folder: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The mailbox name cannot be stored.
+    #[error("mailbox `{mailbox}` cannot be stored: {reason}; fix the mapping for this person")]
+    InvalidMailbox {
+        /// The mailbox.
+        mailbox: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The store rejected this email or mailbox.
+    #[error(
+        "{target} refused the email {message_id} for {mailbox}: {reason}; the item is kept as failed, fix the cause and run again"
+    )]
+    Refused {
+        /// Which store.
+        target: String,
+        /// The mailbox.
+        mailbox: String,
+        /// The email's Message-ID.
+        message_id: String,
+        /// What the store said.
+        reason: String,
+    },
+}
+
+impl SinkError {
+    /// Whether trying again later may succeed (the store was unavailable or
+    /// an I/O operation failed) rather than the item or mailbox having been
+    /// refused.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            SinkError::Unavailable { .. } | SinkError::Io { .. } => true,
+            SinkError::InvalidFolder { .. }
+            | SinkError::InvalidMailbox { .. }
+            | SinkError::Refused { .. } => false,
+        }
+    }
+}
+
+/// A mail store that emails are imported into.
+pub trait Sink: Send {
+    /// A short description for logs, e.g. `maildir /var/mail/archive`.
+    fn describe(&self) -> String;
+
+    /// Whether an email with this Message-ID (without angle brackets) is
+    /// already in the folder. Implementations read what a folder holds once
+    /// and cache it; deliveries made through the same sink keep the cache
+    /// current.
+    fn contains(
+        &mut self,
+        mailbox: &Mailbox,
+        folder: &str,
+        message_id: &str,
+    ) -> Result<bool, SinkError>;
+
+    /// Stores the emails; one result per delivery, in order. An email whose
+    /// Message-ID is already in the folder is not stored again: its result
+    /// is the receipt of the copy already there.
+    fn deliver(&mut self, batch: &[Delivery<'_>]) -> Vec<Result<Receipt, SinkError>>;
+}

@@ -1,0 +1,37 @@
+//! Plugin log lines, forwarded into the host's `tracing` output with the
+//! plugin's id.
+
+use super::bindings::log::{self, Level};
+use super::sandbox::SandboxState;
+
+fn fields_text(fields: &[(String, String)]) -> String {
+    fields
+        .iter()
+        .map(|(k, v)| format!("{k}={v:?}"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+impl log::Host for SandboxState {
+    fn enabled(&mut self, level: Level) -> bool {
+        match level {
+            Level::Trace => tracing::enabled!(target: "plugin", tracing::Level::TRACE),
+            Level::Debug => tracing::enabled!(target: "plugin", tracing::Level::DEBUG),
+            Level::Info => tracing::enabled!(target: "plugin", tracing::Level::INFO),
+            Level::Warn => tracing::enabled!(target: "plugin", tracing::Level::WARN),
+            Level::Error => tracing::enabled!(target: "plugin", tracing::Level::ERROR),
+        }
+    }
+
+    fn log(&mut self, level: Level, message: String, fields: Vec<(String, String)>) {
+        let plugin = self.plugin_id.as_str();
+        let fields = fields_text(&fields);
+        match level {
+            Level::Trace => tracing::trace!(target: "plugin", plugin, fields, "{message}"),
+            Level::Debug => tracing::debug!(target: "plugin", plugin, fields, "{message}"),
+            Level::Info => tracing::info!(target: "plugin", plugin, fields, "{message}"),
+            Level::Warn => tracing::warn!(target: "plugin", plugin, fields, "{message}"),
+            Level::Error => tracing::error!(target: "plugin", plugin, fields, "{message}"),
+        }
+    }
+}

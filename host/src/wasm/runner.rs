@@ -1,0 +1,385 @@
+//! Loading a plugin component and driving its sessions: a fresh store per
+//! session, a deadline on every call, traps turned into typed errors, and
+//! attachments fetched before a page leaves this module.
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+
+use wasmtime::component::{Component, HasSelf, Linker, ResourceAny};
+use wasmtime::{Store, Trap};
+
+use super::bindings::{SourcePlugin, SourcePluginPre, types as wit};
+use super::convert;
+use super::engine::PluginEngine;
+use super::host_http::HttpClient;
+use super::sandbox::SandboxState;
+use crate::config::PluginManifest;
+use crate::model::{Attachment, AttachmentData};
+use crate::plugin::{Capabilities, Page, PluginError, SecretStore, Source, SourceSession};
+use crate::state::StateDb;
+
+/// Largest checkpoint the host stores.
+pub const MAX_CHECKPOINT: usize = 1 << 20;
+/// Largest inline attachment the host accepts.
+pub const MAX_INLINE_ATTACHMENT: usize = 8 << 20;
+/// Attachments larger than this are spooled to disk.
+const SPOOL_THRESHOLD: u64 = 16 << 20;
+/// Chunk size for deferred attachment reads.
+const ATTACHMENT_CHUNK: u32 = 1 << 20;
+
+/// Access to the connector's key/value state for the plugin's `state` import.
+#[derive(Clone)]
+pub struct KvAccess {
+    /// The host's state database.
+    pub db: Arc<Mutex<StateDb>>,
+    /// The connector the values belong to.
+    pub connector: String,
+}
+
+/// A compiled plugin ready to start sessions.
+pub struct WasmPlugin {
+    engine: PluginEngine,
+    id: String,
+    pre: SourcePluginPre<SandboxState>,
+    caps: Arc<Capabilities>,
+    secrets: Arc<SecretStore>,
+    http: HttpClient,
+    kv: Option<KvAccess>,
+}
+
+impl WasmPlugin {
+    /// Checks the wasm against the manifest's SHA-256, compiles it (or takes
+    /// it from the cache) and links it to the host imports.
+    pub fn load(
+        engine: &PluginEngine,
+        manifest: &PluginManifest,
+        caps: Capabilities,
+        secrets: SecretStore,
+        kv: Option<KvAccess>,
+    ) -> Result<WasmPlugin, PluginError> {
+        let bytes = manifest
+            .read_wasm()
+            .map_err(|e| PluginError::Load(e.to_string()))?;
+        let component = Component::new(engine.engine(), &bytes).map_err(|e| {
+            PluginError::Load(format!(
+                "{} is not a valid WebAssembly component: {e:#}; build it for wasm32-wasip2",
+                manifest.wasm_path().display()
+            ))
+        })?;
+        let mut linker: Linker<SandboxState> = Linker::new(engine.engine());
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
+            .map_err(|e| PluginError::Load(format!("linking WASI: {e:#}")))?;
+        SourcePlugin::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)
+            .map_err(|e| PluginError::Load(format!("linking the host API: {e:#}")))?;
+        let pre = linker.instantiate_pre(&component).map_err(|e| {
+            PluginError::Load(format!(
+                "plugin {} needs imports this host does not provide: {e:#}; rebuild it with a connector-sdk for API {}",
+                manifest.id, manifest.api_version
+            ))
+        })?;
+        let pre = SourcePluginPre::new(pre).map_err(|e| {
+            PluginError::Load(format!(
+                "plugin {} does not export the connector:source@0.1.0 world: {e:#}",
+                manifest.id
+            ))
+        })?;
+        Ok(WasmPlugin {
+            engine: engine.clone(),
+            id: manifest.id.clone(),
+            pre,
+            caps: Arc::new(caps),
+            secrets: Arc::new(secrets),
+            http: HttpClient::new(),
+            kv,
+        })
+    }
+
+    fn instantiate(&self) -> Result<(Store<SandboxState>, SourcePlugin), PluginError> {
+        let state = SandboxState::new(
+            &self.id,
+            self.caps.clone(),
+            self.secrets.clone(),
+            self.http.clone(),
+            self.kv.clone(),
+        )?;
+        let mut store = Store::new(self.engine.engine(), state);
+        store.limiter(|s| &mut s.limiter);
+        store.set_epoch_deadline(PluginEngine::ticks_for(self.caps.timeout_secs));
+        let bindings = self
+            .pre
+            .instantiate(&mut store)
+            .map_err(|e| classify(e, &store, self.caps.timeout_secs))?;
+        Ok((store, bindings))
+    }
+}
+
+impl Source for WasmPlugin {
+    fn validate_config(&mut self, config_json: &str) -> Result<(), PluginError> {
+        let (mut store, bindings) = self.instantiate()?;
+        let result = bindings
+            .connector_source_source()
+            .call_validate_config(&mut store, config_json)
+            .map_err(|e| classify(e, &store, self.caps.timeout_secs))?;
+        result.map_err(source_error)
+    }
+
+    fn open(
+        &mut self,
+        config_json: &str,
+        checkpoint: Option<Vec<u8>>,
+    ) -> Result<Box<dyn SourceSession + '_>, PluginError> {
+        let (mut store, bindings) = self.instantiate()?;
+        let session = bindings
+            .connector_source_source()
+            .session()
+            .call_open(&mut store, config_json, checkpoint.as_ref())
+            .map_err(|e| classify(e, &store, self.caps.timeout_secs))?
+            .map_err(source_error)?;
+        Ok(Box::new(WasmSession {
+            plugin: self,
+            store,
+            bindings,
+            session: Some(session),
+            spool: None,
+        }))
+    }
+}
+
+/// A session of a wasm plugin; its store lives as long as the session.
+pub struct WasmSession<'a> {
+    plugin: &'a WasmPlugin,
+    store: Store<SandboxState>,
+    bindings: SourcePlugin,
+    session: Option<ResourceAny>,
+    spool: Option<tempfile::TempDir>,
+}
+
+impl WasmSession<'_> {
+    fn arm_deadline(&mut self) {
+        self.store
+            .set_epoch_deadline(PluginEngine::ticks_for(self.plugin.caps.timeout_secs));
+    }
+
+    fn fail(&mut self, e: wasmtime::Error) -> PluginError {
+        // After a trap the instance may be inconsistent: never call it again.
+        self.session = None;
+        classify(e, &self.store, self.plugin.caps.timeout_secs)
+    }
+
+    fn session(&self) -> Result<ResourceAny, PluginError> {
+        self.session.ok_or_else(|| {
+            PluginError::Protocol("the session was ended by an earlier failure".into())
+        })
+    }
+
+    fn resolve_attachment(
+        &mut self,
+        message_id: &str,
+        a: wit::Attachment,
+    ) -> Result<Attachment, PluginError> {
+        let data = match a.body {
+            wit::AttachmentBody::Inline(bytes) => {
+                if bytes.len() > MAX_INLINE_ATTACHMENT {
+                    return Err(PluginError::Protocol(format!(
+                        "attachment {} of message {message_id} is {} bytes inline; above {MAX_INLINE_ATTACHMENT} use fetch or deferred",
+                        a.id,
+                        bytes.len()
+                    )));
+                }
+                AttachmentData::Bytes(bytes)
+            }
+            wit::AttachmentBody::Fetch(spec) => {
+                let mut sink = self.spool_sink(a.size)?;
+                let plugin = self.plugin;
+                plugin
+                    .http
+                    .download(&plugin.id, &plugin.caps, &plugin.secrets, &spec, &mut sink)
+                    .map_err(|e| {
+                        PluginError::Transient(format!(
+                            "attachment {} of message {message_id}: {e}",
+                            a.id
+                        ))
+                    })?;
+                sink.finish()?
+            }
+            wit::AttachmentBody::Deferred => self.read_deferred(message_id, &a.id, a.size)?,
+        };
+        Ok(Attachment {
+            id: a.id,
+            file_name: a.file_name,
+            media_type: a.media_type,
+            data,
+        })
+    }
+
+    fn read_deferred(
+        &mut self,
+        message_id: &str,
+        attachment_id: &str,
+        size: Option<u64>,
+    ) -> Result<AttachmentData, PluginError> {
+        let session = self.session()?;
+        self.arm_deadline();
+        let reader = self
+            .bindings
+            .connector_source_source()
+            .session()
+            .call_open_attachment(&mut self.store, session, message_id, attachment_id)
+            .map_err(|e| self.fail(e))?
+            .map_err(source_error)?;
+        let mut sink = self.spool_sink(size)?;
+        loop {
+            self.arm_deadline();
+            let chunk = self
+                .bindings
+                .connector_source_source()
+                .attachment_reader()
+                .call_read(&mut self.store, reader, ATTACHMENT_CHUNK)
+                .map_err(|e| self.fail(e))?
+                .map_err(source_error)?;
+            match chunk {
+                Some(bytes) => sink.write_all(&bytes).map_err(spool_error)?,
+                None => break,
+            }
+        }
+        reader
+            .resource_drop(&mut self.store)
+            .map_err(|e| self.fail(e))?;
+        sink.finish()
+    }
+
+    fn spool_sink(&mut self, size: Option<u64>) -> Result<SpoolSink, PluginError> {
+        if size.is_some_and(|s| s <= SPOOL_THRESHOLD) {
+            return Ok(SpoolSink::Memory(Vec::new()));
+        }
+        if self.spool.is_none() {
+            self.spool = Some(tempfile::tempdir().map_err(spool_error)?);
+        }
+        let dir = self.spool.as_ref().expect("just created").path();
+        let file = tempfile::NamedTempFile::new_in(dir).map_err(spool_error)?;
+        Ok(SpoolSink::File(std::io::BufWriter::new(file)))
+    }
+}
+
+/// Where attachment bytes go while they arrive: memory for small files, a
+/// temporary file for large or unknown sizes.
+enum SpoolSink {
+    Memory(Vec<u8>),
+    File(std::io::BufWriter<tempfile::NamedTempFile>),
+}
+
+impl Write for SpoolSink {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            SpoolSink::Memory(v) => v.write(buf),
+            SpoolSink::File(f) => f.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            SpoolSink::Memory(_) => Ok(()),
+            SpoolSink::File(f) => f.flush(),
+        }
+    }
+}
+
+impl SpoolSink {
+    fn finish(self) -> Result<AttachmentData, PluginError> {
+        match self {
+            SpoolSink::Memory(v) => Ok(AttachmentData::Bytes(v)),
+            SpoolSink::File(f) => {
+                let file = f.into_inner().map_err(|e| spool_error(e.into_error()))?;
+                if file.as_file().metadata().map_err(spool_error)?.len() <= SPOOL_THRESHOLD {
+                    let bytes = std::fs::read(file.path()).map_err(spool_error)?;
+                    return Ok(AttachmentData::Bytes(bytes));
+                }
+                let (_, path) = file.keep().map_err(|e| spool_error(e.error))?;
+                Ok(AttachmentData::File(path))
+            }
+        }
+    }
+}
+
+fn spool_error(e: std::io::Error) -> PluginError {
+    PluginError::Transient(format!(
+        "cannot spool an attachment to disk: {e}; check free space in the temporary folder"
+    ))
+}
+
+impl SourceSession for WasmSession<'_> {
+    fn next_page(&mut self) -> Result<Page, PluginError> {
+        let session = self.session()?;
+        self.arm_deadline();
+        let page = self
+            .bindings
+            .connector_source_source()
+            .session()
+            .call_next_page(&mut self.store, session)
+            .map_err(|e| self.fail(e))?
+            .map_err(source_error)?;
+        if page.checkpoint.len() > MAX_CHECKPOINT {
+            return Err(PluginError::Protocol(format!(
+                "checkpoint of {} bytes is larger than the {MAX_CHECKPOINT} the host stores",
+                page.checkpoint.len()
+            )));
+        }
+        let mut messages = Vec::with_capacity(page.messages.len());
+        for mut m in page.messages {
+            let wit_attachments = std::mem::take(&mut m.attachments);
+            let mut attachments = Vec::with_capacity(wit_attachments.len());
+            for a in wit_attachments {
+                attachments.push(self.resolve_attachment(&m.id, a)?);
+            }
+            messages.push(convert::message(m, attachments));
+        }
+        Ok(Page {
+            conversations: page
+                .conversations
+                .into_iter()
+                .map(convert::conversation)
+                .collect(),
+            messages,
+            checkpoint: page.checkpoint,
+            complete: page.complete,
+        })
+    }
+}
+
+impl Drop for WasmSession<'_> {
+    fn drop(&mut self) {
+        if let Some(session) = self.session.take() {
+            self.arm_deadline();
+            if let Err(e) = session.resource_drop(&mut self.store) {
+                tracing::warn!(plugin = %self.plugin.id, "ending the plugin session failed: {e:#}");
+            }
+        }
+    }
+}
+
+fn source_error(e: wit::SourceError) -> PluginError {
+    match e {
+        wit::SourceError::InvalidConfig(m) => PluginError::InvalidConfig(m),
+        wit::SourceError::Auth(m) => PluginError::Auth(m),
+        wit::SourceError::RateLimited(s) => PluginError::RateLimited(s),
+        wit::SourceError::Transient(m) => PluginError::Transient(m),
+        wit::SourceError::Permanent(m) => PluginError::Permanent(m),
+    }
+}
+
+/// Names a failed call: the deadline, the memory cap, or a crash.
+fn classify(e: wasmtime::Error, store: &Store<SandboxState>, timeout_secs: u32) -> PluginError {
+    let data = store.data();
+    if e.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
+        return PluginError::Deadline { secs: timeout_secs };
+    }
+    if data.limiter.was_hit() {
+        return PluginError::MemoryLimit {
+            mb: (data.caps.memory_bytes >> 20) as u32,
+        };
+    }
+    PluginError::Trap {
+        message: format!("{e:?}"),
+        stderr: data.stderr_text(),
+    }
+}
