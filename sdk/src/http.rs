@@ -364,10 +364,7 @@ pub fn parse_retry_after(value: &str) -> Option<u32> {
 impl From<HttpError> for SourceError {
     fn from(err: HttpError) -> Self {
         match err {
-            HttpError::Denied(origin) => SourceError::Permanent(format!(
-                "HTTP request denied: origin {origin} is not allowed for this plugin \
-                 (declare it in the manifest and ask the operator to grant it)"
-            )),
+            HttpError::Denied(why) => SourceError::Permanent(format!("HTTP request denied: {why}")),
             HttpError::InvalidRequest(why) => {
                 SourceError::Permanent(format!("invalid HTTP request: {why}"))
             }

@@ -325,7 +325,7 @@ path = "mail"
             .unwrap_err()
             .to_string();
         assert!(msg.contains("colour"), "{msg}");
-        assert!(msg.contains("connector.toml:15:"), "{msg}");
+        assert!(msg.contains("connector.toml:12:"), "{msg}");
     }
 
     #[test]

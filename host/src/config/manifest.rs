@@ -333,7 +333,7 @@ secrets = ["token"]
         let e = PluginManifest::load(&write(dir.path(), &text)).unwrap_err();
         let msg = e.to_string();
         assert!(msg.contains("unknown field `colour`"), "{msg}");
-        assert!(msg.contains("manifest.toml:12:"), "{msg}");
+        assert!(msg.contains("manifest.toml:11:"), "{msg}");
         assert!(msg.contains("hint:"), "{msg}");
     }
 
@@ -344,7 +344,7 @@ secrets = ["token"]
         let msg = PluginManifest::load(&write(dir.path(), &text))
             .unwrap_err()
             .to_string();
-        assert!(msg.contains(":10:"), "{msg}");
+        assert!(msg.contains(":9:"), "{msg}");
         assert!(msg.contains("scheme://host[:port]"), "{msg}");
     }
 

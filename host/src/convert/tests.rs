@@ -697,3 +697,26 @@ fn dates_before_1970_and_milliseconds_are_handled() {
     assert_eq!(email.sent_at, -86_400_500);
     assert_eq!(parse(&email).date().unwrap().to_timestamp(), -86_401);
 }
+
+#[test]
+fn hostile_attachment_names_and_media_types_cannot_inject_headers() {
+    let mut msg = chat("m", "x");
+    msg.attachments = vec![attachment(
+        "a\r\nBcc: evil@example.com",
+        "name\r\nBcc: evil@example.com\".txt",
+        Some("text/plain\r\nBcc: evil@example.com"),
+        AttachmentData::Bytes(b"data".to_vec()),
+    )];
+    let email = converter().convert(&msg, &room()).unwrap();
+    let parsed = parse(&email);
+    assert!(parsed.bcc().is_none());
+    assert!(!raw_text(&email).contains("\r\nBcc:"));
+    let part = parsed.attachments().next().unwrap();
+    assert_eq!(part.contents(), b"data");
+    assert_eq!(part.content_type().unwrap().subtype(), Some("octet-stream"));
+    assert_eq!(
+        values(&parsed, "X-Connector-Attachment-Id"),
+        Vec::<String>::new(),
+        "attachment ids are part headers, not message headers"
+    );
+}

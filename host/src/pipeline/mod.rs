@@ -98,6 +98,12 @@ impl Host {
                 state_dir.display()
             ))
         })?;
+        let state_dir = &std::path::absolute(state_dir).map_err(|e| {
+            StateError::Io(format!(
+                "cannot resolve the state folder {}: {e}",
+                state_dir.display()
+            ))
+        })?;
         let db = StateDb::open(&state_dir.join("state.db"))?;
         let engine = PluginEngine::new(Some(&state_dir.join("compile-cache")))?;
         Ok(Host {

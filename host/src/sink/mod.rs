@@ -46,7 +46,7 @@ pub enum SinkError {
     },
     /// Reading or writing the store failed.
     #[error(
-        "cannot write to {}: {source}; check free space and permissions, the run retries later", path.display()
+        "cannot use {}: {source}; check free space and permissions, the run retries later", path.display()
     )]
     Io {
         /// The file or folder.
