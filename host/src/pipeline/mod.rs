@@ -15,10 +15,10 @@ use crate::convert::{ConvertError, EmailConverter};
 use crate::map::{MapError, UserMap};
 use crate::model::Conversation;
 use crate::plugin::secrets::SecretError;
-use crate::plugin::{Capabilities, PluginError, SecretStore, Source};
+use crate::plugin::{Capabilities, PluginError, SecretStore, loader};
 use crate::sink::{MaildirSink, Sink, SinkError};
 use crate::state::{RunCounts, RunId, RunOutcome, StateDb, StateError};
-use crate::wasm::{KvAccess, PluginEngine, WasmPlugin};
+use crate::wasm::{KvAccess, PluginEngine};
 
 pub use retry::RetryPolicy;
 
@@ -131,7 +131,7 @@ impl Host {
         if let Some(csv) = &config.mapping.overrides {
             UserMap::load(Some(csv), config.mapping.domains.clone())?;
         }
-        let mut plugin = WasmPlugin::load(
+        let mut plugin = loader::load(
             &self.engine,
             &manifest,
             Capabilities::none(&manifest),
@@ -148,7 +148,12 @@ impl Host {
         config: &ConnectorConfig,
         options: &RunOptions,
     ) -> Result<RunSummary, RunError> {
-        let run = self.db().begin_run(&config.id, now_ms())?;
+        let run = {
+            let mut db = self.db();
+            // A run still marked as running was cut short by a crash.
+            db.interrupt_unfinished(&config.id, now_ms())?;
+            db.begin_run(&config.id, now_ms())?
+        };
         let mut counts = RunCounts::default();
         let result = self.run_pages(config, options, run, &mut counts);
         let (outcome, error) = match &result {
@@ -192,7 +197,7 @@ impl Host {
             db: self.db.clone(),
             connector: config.id.clone(),
         };
-        let mut plugin = WasmPlugin::load(&self.engine, &manifest, caps, secrets, Some(kv))?;
+        let mut plugin = loader::load(&self.engine, &manifest, caps, secrets, Some(kv))?;
         let stage = page::PageStage {
             connector: &config.id,
             folder: format!("INBOX/{}", config.folder_name(&manifest)),

@@ -3,6 +3,7 @@
 
 pub mod capabilities;
 pub mod error;
+pub mod loader;
 pub mod secrets;
 
 pub use capabilities::Capabilities;
