@@ -395,9 +395,9 @@ impl Faults {
     fn validate(&self) -> Result<(), SimError> {
         let check = |t: &Trigger| match t {
             Trigger::EveryNth(0) => Err(SimError::Config("every=0 is not allowed".into())),
-            Trigger::Probability(p) if !(0.0..=1.0).contains(p) => Err(SimError::Config(
-                format!("probability {p} is outside 0..=1"),
-            )),
+            Trigger::Probability(p) if !(0.0..=1.0).contains(p) => Err(SimError::Config(format!(
+                "probability {p} is outside 0..=1"
+            ))),
             _ => Ok(()),
         };
         for f in [&self.rate_limit_429, &self.rate_limit_400]
@@ -412,7 +412,10 @@ impl Faults {
         if let Some(f) = &self.server_error {
             check(&f.trigger)?;
             if !(500..=599).contains(&f.status) {
-                return Err(SimError::Config(format!("{} is not a 5xx status", f.status)));
+                return Err(SimError::Config(format!(
+                    "{} is not a 5xx status",
+                    f.status
+                )));
             }
         }
         if let Some(f) = &self.slow {
@@ -452,7 +455,8 @@ impl FromStr for Faults {
                     "every" => trigger = Some(Trigger::EveryNth(v.parse().map_err(bad)?)),
                     "p" => {
                         trigger = Some(Trigger::Probability(
-                            v.parse().map_err(|_| SimError::Config(format!("bad {kv:?}")))?,
+                            v.parse()
+                                .map_err(|_| SimError::Config(format!("bad {kv:?}")))?,
                         ))
                     }
                     "burst" => burst = v.parse().map_err(bad)?,
@@ -484,9 +488,10 @@ impl FromStr for Faults {
                     }
                 }
                 "expire" => {
-                    faults.session_expires_after_requests = Some(after.ok_or_else(|| {
-                        SimError::Config("expire needs after=N".to_string())
-                    })?)
+                    faults.session_expires_after_requests = Some(
+                        after
+                            .ok_or_else(|| SimError::Config("expire needs after=N".to_string()))?,
+                    )
                 }
                 "5xx" | "500" | "503" => {
                     faults.server_error = Some(ServerErrorFault {

@@ -66,7 +66,16 @@ mod tests {
     #[test]
     fn chunked_base64_equals_whole_base64_and_length_is_predicted() {
         let key = [7u8; 32];
-        for size in [0u64, 1, 2, 3, 4, CHUNK as u64, CHUNK as u64 + 1, 3 * CHUNK as u64 + 2] {
+        for size in [
+            0u64,
+            1,
+            2,
+            3,
+            4,
+            CHUNK as u64,
+            CHUNK as u64 + 1,
+            3 * CHUNK as u64 + 2,
+        ] {
             let whole: Vec<u8> = Chunks::new(key, size).flatten().collect();
             assert_eq!(whole.len() as u64, size);
             let streamed: String = base64_chunks(key, size)

@@ -396,11 +396,52 @@ const ROOM_NAMES: &[&str] = &[
     "FX Options",
 ];
 const WORDS: &[&str] = &[
-    "the", "desk", "rates", "curve", "swap", "bid", "offer", "client", "order", "filled",
-    "please", "check", "risk", "limit", "today", "tomorrow", "price", "spread", "bond", "yield",
-    "update", "meeting", "call", "report", "numbers", "approve", "trade", "booked", "settle",
-    "margin", "notional", "forward", "option", "volatility", "hedge", "liquidity", "market",
-    "close", "open", "position", "ticket", "confirm", "counterparty", "review", "draft", "final",
+    "the",
+    "desk",
+    "rates",
+    "curve",
+    "swap",
+    "bid",
+    "offer",
+    "client",
+    "order",
+    "filled",
+    "please",
+    "check",
+    "risk",
+    "limit",
+    "today",
+    "tomorrow",
+    "price",
+    "spread",
+    "bond",
+    "yield",
+    "update",
+    "meeting",
+    "call",
+    "report",
+    "numbers",
+    "approve",
+    "trade",
+    "booked",
+    "settle",
+    "margin",
+    "notional",
+    "forward",
+    "option",
+    "volatility",
+    "hedge",
+    "liquidity",
+    "market",
+    "close",
+    "open",
+    "position",
+    "ticket",
+    "confirm",
+    "counterparty",
+    "review",
+    "draft",
+    "final",
 ];
 const UNICODE_SNIPPETS: &[&str] = &[
     "Grüße aus Zürich – ça va? Ñandú, Ærøskøbing",
@@ -447,7 +488,11 @@ const FILE_NAMES: &[&str] = &[
     "no extension",
     "archive.tar.gz",
 ];
-const IMAGE_NAMES: &[&str] = &["chart.png", "screenshot 2024-01-05 at 10.22.13.png", "photo.jpg"];
+const IMAGE_NAMES: &[&str] = &[
+    "chart.png",
+    "screenshot 2024-01-05 at 10.22.13.png",
+    "photo.jpg",
+];
 const USER_AGENTS: &[&str] = &[
     "DESKTOP-24.5.1-12345-Windows-10-Chrome-120.0.6099.234",
     "MOBILE-24.4.0-iOS-17.2",
@@ -465,7 +510,7 @@ fn ascii_fold(s: &str) -> String {
             'ú' | 'ù' | 'û' | 'ü' => "u",
             'ñ' => "n",
             'ç' => "c",
-            _ if c.is_ascii_alphanumeric() => {
+            _ if c.is_ascii_alphanumeric() || c == '-' => {
                 out.push(c.to_ascii_lowercase());
                 continue;
             }
@@ -550,7 +595,11 @@ pub(crate) fn generate(cfg: &SimConfig) -> Dataset {
             title: Some(if i == 0 {
                 "Compliance Officer".to_string()
             } else {
-                TITLES.choose(&mut rng).copied().unwrap_or("Trader").to_string()
+                TITLES
+                    .choose(&mut rng)
+                    .copied()
+                    .unwrap_or("Trader")
+                    .to_string()
             }),
             department: Some(DEPARTMENTS[i % DEPARTMENTS.len()].into()),
             location: Some(LOCATIONS[i % LOCATIONS.len()].into()),
@@ -627,7 +676,7 @@ pub(crate) fn generate(cfg: &SimConfig) -> Dataset {
     let mut empty_room = None;
     for (si, &kind) in kinds.iter().enumerate() {
         let id = gen_id(&mut rng, &mut used_ids);
-        let mut pick_humans = |rng: &mut ChaCha8Rng, n: usize, exclude: &[usize]| {
+        let pick_humans = |rng: &mut ChaCha8Rng, n: usize, exclude: &[usize]| {
             let pool: Vec<usize> = humans
                 .iter()
                 .copied()
@@ -683,7 +732,11 @@ pub(crate) fn generate(cfg: &SimConfig) -> Dataset {
                 s.name = Some(if k < ROOM_NAMES.len() {
                     ROOM_NAMES[k].to_string()
                 } else {
-                    format!("{} {}", ROOM_NAMES[k % ROOM_NAMES.len()], k / ROOM_NAMES.len() + 1)
+                    format!(
+                        "{} {}",
+                        ROOM_NAMES[k % ROOM_NAMES.len()],
+                        k / ROOM_NAMES.len() + 1
+                    )
                 });
                 s.description = Some(format!("Room for {}", sentence(&mut rng, 3, 6)));
                 let n = rng.gen_range(4..=9);
@@ -921,7 +974,11 @@ pub(crate) fn generate(cfg: &SimConfig) -> Dataset {
         } else if r < 0.13 && !recent.is_empty() {
             Kind::Reply(*recent.choose(&mut rng).unwrap_or(&recent[0]))
         } else if r < 0.16 && !forward_sources.is_empty() {
-            Kind::Forward(*forward_sources.choose(&mut rng).unwrap_or(&forward_sources[0]))
+            Kind::Forward(
+                *forward_sources
+                    .choose(&mut rng)
+                    .unwrap_or(&forward_sources[0]),
+            )
         } else {
             Kind::Normal
         };
@@ -946,7 +1003,14 @@ pub(crate) fn generate(cfg: &SimConfig) -> Dataset {
             sid: {
                 let b: [u8; 16] = rng.r#gen();
                 let h = hex::encode(b);
-                format!("{}-{}-{}-{}-{}", &h[..8], &h[8..12], &h[12..16], &h[16..20], &h[20..])
+                format!(
+                    "{}-{}-{}-{}-{}",
+                    &h[..8],
+                    &h[8..12],
+                    &h[12..16],
+                    &h[16..20],
+                    &h[20..]
+                )
             },
         };
         match kind {
@@ -1007,9 +1071,16 @@ pub(crate) fn generate(cfg: &SimConfig) -> Dataset {
                             } else {
                                 FILE_NAMES.choose(&mut rng).copied().unwrap_or("report.pdf")
                             };
-                            let max = cfg.max_small_attachment_bytes as f64;
-                            let size = (rng.gen_range(0.0..max.ln().max(0.0))).exp() as u64;
-                            (name.to_string(), size.clamp(1, cfg.max_small_attachment_bytes))
+                            let hi = (cfg.max_small_attachment_bytes as f64).ln();
+                            let size = if hi > 0.0 {
+                                rng.gen_range(0.0..hi).exp() as u64
+                            } else {
+                                1
+                            };
+                            (
+                                name.to_string(),
+                                size.clamp(1, cfg.max_small_attachment_bytes),
+                            )
                         };
                         let file = gen_file(&mut rng, cfg.seed, uploader, size, &mut used_ids);
                         let thumbnails = if IMAGE_NAMES.contains(&name.as_str()) {
@@ -1078,7 +1149,11 @@ pub(crate) fn generate(cfg: &SimConfig) -> Dataset {
             .copied()
             .filter(|&i| Some(messages[i].stream) != busy)
             .collect();
-        let pool = if non_busy.is_empty() { &normals } else { &non_busy };
+        let pool = if non_busy.is_empty() {
+            &normals
+        } else {
+            &non_busy
+        };
         let target = pool[pool.len() / 3];
         let uploader = users[messages[target].sender].id;
         let file = gen_file(
@@ -1114,11 +1189,6 @@ pub(crate) fn generate(cfg: &SimConfig) -> Dataset {
 
     // ---- indexes -----------------------------------------------------------------------------------
     let user_index = users.iter().enumerate().map(|(i, u)| (u.id, i)).collect();
-    let stream_index = streams
-        .iter()
-        .enumerate()
-        .map(|(i, s)| (s.id.clone(), i))
-        .collect();
     let message_index = messages
         .iter()
         .enumerate()
@@ -1152,14 +1222,11 @@ pub(crate) fn generate(cfg: &SimConfig) -> Dataset {
     for m in &mut messages {
         m.stream = remap[m.stream];
     }
-    let stream_index = {
-        let _ = stream_index;
-        streams
-            .iter()
-            .enumerate()
-            .map(|(i, s)| (s.id.clone(), i))
-            .collect()
-    };
+    let stream_index = streams
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.id.clone(), i))
+        .collect();
 
     Dataset {
         seed: cfg.seed,
@@ -1182,7 +1249,7 @@ fn render_normal(
     users: &[User],
     mentionable: &[usize],
 ) -> Rendered {
-    let mut b = MessageBuilder::new(kind % 2 == 0);
+    let mut b = MessageBuilder::new(kind.is_multiple_of(2));
     match kind {
         0 => {
             // Plain text as an API-sent message: no paragraph.
@@ -1304,7 +1371,11 @@ fn render_max_length(rng: &mut ChaCha8Rng) -> Rendered {
     let mut chars = 0usize;
     while chars < LIMIT {
         let piece = if rng.gen_bool(0.1) {
-            UNICODE_SNIPPETS.choose(rng).copied().unwrap_or("é").to_string()
+            UNICODE_SNIPPETS
+                .choose(rng)
+                .copied()
+                .unwrap_or("é")
+                .to_string()
         } else {
             sentence(rng, 5, 15)
         };

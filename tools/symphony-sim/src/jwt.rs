@@ -30,7 +30,11 @@ pub(crate) fn now_secs() -> u64 {
 
 /// Signs a Symphony login JWT (RS512) for `username`, expiring at `expires_at` (Unix seconds),
 /// with the PKCS#8 (`BEGIN PRIVATE KEY`) or PKCS#1 (`BEGIN RSA PRIVATE KEY`) PEM private key.
-pub fn sign_jwt(private_key_pem: &str, username: &str, expires_at: u64) -> Result<String, SimError> {
+pub fn sign_jwt(
+    private_key_pem: &str,
+    username: &str,
+    expires_at: u64,
+) -> Result<String, SimError> {
     let key = parse_private_key(private_key_pem)?;
     let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"RS512","typ":"JWT"}"#);
     let claims = serde_json::json!({ "sub": username, "exp": expires_at });
@@ -96,7 +100,10 @@ impl std::fmt::Display for JwtRejection {
             JwtRejection::BadSignature => write!(f, "invalid token signature"),
             JwtRejection::Expired => write!(f, "authentication token expired"),
             JwtRejection::TooFarAhead => {
-                write!(f, "authentication token expiration exceeds the 5 minutes limit")
+                write!(
+                    f,
+                    "authentication token expiration exceeds the 5 minutes limit"
+                )
             }
         }
     }
@@ -110,9 +117,12 @@ pub(crate) fn verify(
     max_lifetime_secs: u64,
 ) -> Result<String, JwtRejection> {
     let mut parts = token.trim().split('.');
-    let (Some(h), Some(c), Some(s), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+    let (Some(h), Some(c), Some(s), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
     else {
-        return Err(JwtRejection::Malformed("expected three dot-separated parts"));
+        return Err(JwtRejection::Malformed(
+            "expected three dot-separated parts",
+        ));
     };
     let decode = |p: &str| URL_SAFE_NO_PAD.decode(p.trim_end_matches('='));
     let header: serde_json::Value = decode(h)

@@ -130,7 +130,8 @@ impl MessageBuilder {
     fn entity(&mut self, visible: &str, value: Value) {
         let key = self.next_entity.to_string();
         self.next_entity += 1;
-        self.html.push_str("<span class=\"entity\" data-entity-id=\"");
+        self.html
+            .push_str("<span class=\"entity\" data-entity-id=\"");
         self.html.push_str(&key);
         self.html.push_str("\">");
         self.text(visible);
@@ -264,7 +265,10 @@ mod tests {
         assert!(r.presentation.starts_with(
             r#"<div data-format="PresentationML" data-version="2.0" class="wysiwyg"><p>Hi <span class="entity" data-entity-id="0">@Zoë &lt;Z&gt;</span> &amp; "#
         ));
-        assert_eq!(r.text, "Hi @Zoë <Z> & #rates $AAPL 👍\na\tb\n1\t2\nx < y\nz");
+        assert_eq!(
+            r.text,
+            "Hi @Zoë <Z> & #rates $AAPL 👍\na\tb\n1\t2\nx < y\nz"
+        );
         let data: Value = serde_json::from_str(&r.data).unwrap();
         assert_eq!(data["0"]["type"], "com.symphony.user.mention");
         assert_eq!(data["0"]["id"][0]["value"], "42");

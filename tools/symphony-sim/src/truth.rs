@@ -226,7 +226,9 @@ impl GroundTruth {
 
     /// Messages of one stream, in listing order.
     pub fn messages_in<'a>(&'a self, stream_id: &'a str) -> impl Iterator<Item = &'a TruthMessage> {
-        self.messages.iter().filter(move |m| m.stream_id == stream_id)
+        self.messages
+            .iter()
+            .filter(move |m| m.stream_id == stream_id)
     }
 
     /// Messages a client can list right now (all but those whose suppression is applied).
