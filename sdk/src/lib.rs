@@ -129,7 +129,59 @@
 //! retry. Conversions exist from [`http::HttpError`], [`secrets::SecretError`],
 //! [`signing::SigningError`], [`state::StateError`] and [`std::io::Error`], so
 //! `?` does the sensible thing; [`http::classify_status`] turns HTTP statuses
-//! into the right variant.
+//! into the right variant. `RateLimited` and `Transient` make the host pause
+//! and open a new session at the last committed checkpoint; the others stop
+//! the run with the message shown to the operator. A panic is a crash: the
+//! host reports it and never calls that instance again.
+//!
+//! ## Capabilities
+//!
+//! The plugin's `manifest.toml` declares every origin, secret, signing key
+//! and folder access it may use; the operator grants a subset; the plugin
+//! gets the intersection. Asking for anything else is an **error value**
+//! (for example [`http::HttpError::Denied`], [`secrets::SecretError::NotDeclared`]),
+//! never a trap. Only the sandbox's limits (`memory-mb`, `timeout-secs` per
+//! call) stop a plugin.
+//!
+//! ## Checkpoints
+//!
+//! [`Page::checkpoint`] is the position *after* the page. The host commits
+//! it together with the page's deliveries, once all of them succeeded, and
+//! hands the last committed one to [`Source::open`] on the next run; a page
+//! that failed half-way is produced again from the previous checkpoint (and
+//! never delivered twice). Put in it what you need to continue right after
+//! the page — a server cursor, an offset in an append-only file,
+//! per-conversation high-water marks — as versioned bytes such as
+//! `{"v":1,"cursor":"…"}`, at most 1 MiB. Never keep resume positions in
+//! [`state`]: its writes survive a failed page.
+//!
+//! ## Attachments
+//!
+//! [`AttachmentBody::Inline`] for small files already in hand (≤ 8 MiB),
+//! [`AttachmentBody::Fetch`] for a URL the host downloads itself under the
+//! plugin's HTTP grants (any size; the bytes never enter the sandbox), and
+//! [`AttachmentBody::Deferred`] for files the plugin reads itself, later,
+//! through [`Source::open_attachment`] in chunks (any size). Set `size`
+//! when known.
+//!
+//! ## Testing
+//!
+//! Test parsing and paging natively with `cargo test`. Test the built
+//! component as the host runs it with the harness crate
+//! `connector-plugin-harness` (`sdk/harness`): scripted HTTP responses,
+//! granted folders, secrets and state in, pages and requests out, no
+//! network.
+//!
+//! ## Versioning
+//!
+//! The WIT world of a released [`API_VERSION`] never changes; a new world
+//! is a new folder under `wit/`, and hosts keep running plugins built
+//! against the old ones (they read the version from the component). Declare
+//! [`API_VERSION`] as the manifest's `api-version`.
+//!
+//! The full guide, with the manifest, the capability model, errors and
+//! retries, state, logging and native or non-Rust plugins, is
+//! `docs/plugin-guide.md` in the repository.
 
 #![warn(missing_docs)]
 

@@ -3,6 +3,11 @@
 //! packaging, writes connector files, serves files over real HTTP, and reads
 //! back what landed in the Maildir.
 
+pub mod dovecot;
+pub mod ops;
+
+pub mod slack;
+
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
@@ -58,6 +63,43 @@ pub fn build_plugin(crate_name: &str) -> PathBuf {
     assert!(wasm.is_file(), "cargo built no {}", wasm.display());
     built.insert(crate_name.to_string(), wasm.clone());
     wasm
+}
+
+/// Builds a native plugin crate (a `cdylib`, debug, in `target/plugins`) for
+/// this machine and returns the shared library's path. Built once per
+/// process.
+pub fn build_native_plugin(crate_name: &str) -> PathBuf {
+    static BUILT: OnceLock<Mutex<BTreeMap<String, PathBuf>>> = OnceLock::new();
+    let built = BUILT.get_or_init(Default::default);
+    let mut built = built.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(path) = built.get(crate_name) {
+        return path.clone();
+    }
+    let root = workspace_root();
+    let target_dir = root.join("target").join("plugins");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let output = Command::new(cargo)
+        .current_dir(&root)
+        .args(["build", "-p", crate_name])
+        .arg("--target-dir")
+        .arg(&target_dir)
+        .env_remove("CARGO_TARGET_DIR")
+        .output()
+        .expect("running cargo to build a native plugin");
+    assert!(
+        output.status.success(),
+        "building native plugin {crate_name} failed:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let lib = target_dir.join("debug").join(format!(
+        "{}{}{}",
+        std::env::consts::DLL_PREFIX,
+        crate_name.replace('-', "_"),
+        std::env::consts::DLL_SUFFIX
+    ));
+    assert!(lib.is_file(), "cargo built no {}", lib.display());
+    built.insert(crate_name.to_string(), lib.clone());
+    lib
 }
 
 /// Builds a plugin and installs it into `dir` with `connector package`'s

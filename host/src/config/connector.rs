@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::{ConfigError, Origin, PluginManifest, read_toml, relative_to};
+use super::{ConfigError, Origin, PluginManifest, Schedule, read_toml, relative_to};
 
 const HINT: &str = "a connector file has id, plugin, optional folder and schedule, and the tables [plugin-config], [grants], [secrets], [mapping], [sink]; see examples/demo/connector.toml";
 
@@ -24,9 +24,11 @@ pub struct ConnectorConfig {
     /// the plugin's display name.
     #[serde(default)]
     pub folder: Option<String>,
-    /// How often the daemon runs the connector, e.g. `24h`, `30m`, `1d`.
-    #[serde(default = "default_schedule", deserialize_with = "de_duration")]
-    pub schedule: Duration,
+    /// When the daemon runs the connector: an interval such as `24h`,
+    /// `30m`, `1d` (the default is `24h`), or a cron expression such as
+    /// `0 2 * * *`.
+    #[serde(default)]
+    pub schedule: Schedule,
     /// Configuration handed to the plugin as JSON.
     #[serde(default)]
     pub plugin_config: toml::Table,
@@ -47,10 +49,6 @@ pub struct ConnectorConfig {
     /// Where the file was read from (not part of the file).
     #[serde(skip)]
     pub path: PathBuf,
-}
-
-fn default_schedule() -> Duration {
-    Duration::from_secs(24 * 3600)
 }
 
 fn default_retries() -> u32 {
@@ -80,6 +78,11 @@ pub struct Grants {
     /// Lower time limit per call than the manifest's, in seconds.
     #[serde(default)]
     pub timeout_secs: Option<u32>,
+    /// Lets a native plugin (manifest `kind = "native"`) run: it is loaded
+    /// into the host process, outside any sandbox, so only set this for
+    /// plugins you trust as much as the host itself.
+    #[serde(default)]
+    pub trusted_native: bool,
 }
 
 /// Where secret values come from.
@@ -132,19 +135,114 @@ pub enum SinkConfig {
         #[serde(default = "yes")]
         fsync: bool,
     },
+    /// An IMAP server (Dovecot, Exchange Online, …); see
+    /// [`ImapSinkConfig`].
+    Imap(ImapSinkConfig),
+}
+
+/// `[sink] kind = "imap"`: where the IMAP server is, how to reach it and
+/// how to log in. Passwords and tokens are never written here: the
+/// `*-secret` keys name secrets of the connector's `[secrets]` source.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ImapSinkConfig {
+    /// Server host name (also checked against its TLS certificate).
+    pub host: String,
+    /// Port; 993 with `tls = "implicit"`, else 143, when absent.
+    #[serde(default)]
+    pub port: Option<u16>,
+    /// Transport security; `implicit` when absent.
+    #[serde(default)]
+    pub tls: ImapTls,
+    /// PEM file of CA certificates trusted besides the public web roots
+    /// (for a server with a private CA).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// How each mailbox is logged in to.
+    pub auth: ImapAuthMethod,
+    /// With `auth = "master"`: the master user's name.
+    #[serde(default)]
+    pub master_user: Option<String>,
+    /// With `auth = "master"`: separator of `LOGIN "<mailbox><sep><master>"`
+    /// when the server offers no AUTH=PLAIN (Dovecot's
+    /// `auth_master_user_separator`).
+    #[serde(default = "default_master_separator")]
+    pub master_separator: String,
+    /// With `auth = "master"`: name of the secret holding the master
+    /// password. With `auth = "login"`: name of each mailbox's password
+    /// secret, where `{mailbox}` stands for the mailbox address (e.g.
+    /// `imap-password-{mailbox}`).
+    #[serde(default)]
+    pub password_secret: Option<String>,
+    /// With `auth = "xoauth2"`: name of the secret holding the OAuth2
+    /// access token.
+    #[serde(default)]
+    pub token_secret: Option<String>,
+    /// Most connections open at once, one per mailbox being imported
+    /// into (4 when absent).
+    #[serde(default = "default_imap_connections")]
+    pub max_connections: u32,
+    /// Most emails appended by one command or pipelined run (100).
+    #[serde(default = "default_imap_batch_messages")]
+    pub batch_messages: u32,
+    /// Most MiB appended by one command or pipelined run (32).
+    #[serde(default = "default_imap_batch_mb")]
+    pub batch_mb: u32,
+    /// Seconds to wait for the server before giving up on a connection
+    /// (120).
+    #[serde(default = "default_imap_timeout")]
+    pub timeout_secs: u32,
+}
+
+/// How an IMAP connection is secured.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ImapTls {
+    /// TLS from the first byte (IMAPS, port 993).
+    #[default]
+    Implicit,
+    /// Plain text upgraded with STARTTLS before logging in (port 143).
+    Starttls,
+    /// No encryption at all: only for tests on a loopback address.
+    None,
+}
+
+/// How the IMAP sink logs in to each mailbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ImapAuthMethod {
+    /// Each mailbox with its own password (`password-secret`, with
+    /// `{mailbox}` in the name).
+    Login,
+    /// A Dovecot master user logs in as every mailbox (`master-user`,
+    /// `password-secret`).
+    Master,
+    /// OAuth2 bearer token (`token-secret`), e.g. Exchange Online app-only.
+    Xoauth2,
+}
+
+fn default_master_separator() -> String {
+    "*".to_string()
+}
+
+fn default_imap_connections() -> u32 {
+    4
+}
+
+fn default_imap_batch_messages() -> u32 {
+    100
+}
+
+fn default_imap_batch_mb() -> u32 {
+    32
+}
+
+fn default_imap_timeout() -> u32 {
+    120
 }
 
 fn yes() -> bool {
     true
-}
-
-fn de_duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-    let s = String::deserialize(d)?;
-    parse_duration(&s).ok_or_else(|| {
-        serde::de::Error::custom(format!(
-            "`{s}` is not a duration; write a number with a unit: s, m, h or d (e.g. 24h)"
-        ))
-    })
 }
 
 /// Parses `90s`, `30m`, `24h`, `1d`.
@@ -180,6 +278,11 @@ impl ConnectorConfig {
         }
         match &mut cfg.sink {
             SinkConfig::Maildir { path: p, .. } => *p = relative_to(path, p),
+            SinkConfig::Imap(imap) => {
+                if let Some(ca) = &mut imap.ca_file {
+                    *ca = relative_to(path, ca);
+                }
+            }
         }
         cfg.validate()?;
         Ok(cfg)
@@ -308,10 +411,15 @@ path = "mail"
     #[test]
     fn valid_config_resolves_paths_and_defaults() {
         let cfg = load(GOOD).unwrap();
-        assert_eq!(cfg.schedule, Duration::from_secs(12 * 3600));
+        assert_eq!(
+            cfg.schedule,
+            Schedule::Every(Duration::from_secs(12 * 3600))
+        );
         assert!(cfg.plugin.is_absolute());
         assert_eq!(cfg.retries, 5);
-        let SinkConfig::Maildir { path, fsync } = &cfg.sink;
+        let SinkConfig::Maildir { path, fsync } = &cfg.sink else {
+            panic!("a maildir sink: {:?}", cfg.sink);
+        };
         assert!(path.ends_with("mail") && path.is_absolute() && *fsync);
         assert_eq!(
             cfg.plugin_config_json(),
@@ -326,6 +434,81 @@ path = "mail"
             .to_string();
         assert!(msg.contains("colour"), "{msg}");
         assert!(msg.contains("connector.toml:12:"), "{msg}");
+    }
+
+    const IMAP: &str = r#"
+id = "demo"
+plugin = "manifest.toml"
+[sink]
+kind = "imap"
+host = "imap.example.test"
+auth = "master"
+master-user = "archiver"
+password-secret = "imap-master-password"
+ca-file = "certs/ca.pem"
+"#;
+
+    #[test]
+    fn imap_sink_has_tls_on_by_default_and_resolves_its_ca_file() {
+        let cfg = load(IMAP).unwrap();
+        let SinkConfig::Imap(imap) = &cfg.sink else {
+            panic!("an imap sink: {:?}", cfg.sink);
+        };
+        assert_eq!(imap.host, "imap.example.test");
+        assert_eq!(imap.tls, ImapTls::Implicit);
+        assert_eq!(imap.port, None);
+        assert_eq!(imap.auth, ImapAuthMethod::Master);
+        assert_eq!(imap.master_user.as_deref(), Some("archiver"));
+        assert_eq!(
+            imap.password_secret.as_deref(),
+            Some("imap-master-password")
+        );
+        assert_eq!(imap.master_separator, "*");
+        assert_eq!(
+            (
+                imap.max_connections,
+                imap.batch_messages,
+                imap.batch_mb,
+                imap.timeout_secs
+            ),
+            (4, 100, 32, 120)
+        );
+        let ca = imap.ca_file.as_ref().unwrap();
+        assert!(
+            ca.is_absolute() && ca.ends_with("certs/ca.pem"),
+            "{}",
+            ca.display()
+        );
+    }
+
+    #[test]
+    fn imap_sink_takes_plain_tcp_and_xoauth2_only_when_spelled_out() {
+        let text = IMAP.replace(
+            "auth = \"master\"",
+            "auth = \"xoauth2\"\ntoken-secret = \"graph-token\"\ntls = \"none\"\nport = 10143",
+        );
+        let cfg = load(&text).unwrap();
+        let SinkConfig::Imap(imap) = &cfg.sink else {
+            panic!("an imap sink");
+        };
+        assert_eq!(imap.tls, ImapTls::None);
+        assert_eq!(imap.port, Some(10143));
+        assert_eq!(imap.auth, ImapAuthMethod::Xoauth2);
+        assert_eq!(imap.token_secret.as_deref(), Some("graph-token"));
+
+        let msg = load(&IMAP.replace("ca-file", "tls = \"plain\"\nca-file"))
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("plain") && msg.contains("implicit"), "{msg}");
+    }
+
+    #[test]
+    fn imap_sink_refuses_a_password_written_in_the_file() {
+        let msg = load(&(IMAP.to_string() + "password = \"hunter2\"\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("password"), "{msg}");
+        assert!(msg.contains("password-secret"), "{msg}");
     }
 
     #[test]

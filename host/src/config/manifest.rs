@@ -10,9 +10,22 @@ use sha2::{Digest, Sha256};
 use super::{ConfigError, Origin, read_toml, relative_to};
 
 /// The WIT API versions this host can run.
-pub const SUPPORTED_API_VERSIONS: &[&str] = &["0.1.0"];
+pub const SUPPORTED_API_VERSIONS: &[&str] = crate::wasm::SUPPORTED_API_VERSIONS;
 
-const HINT: &str = "a manifest has id, name, version, api-version, wasm, sha256 and a [permissions] table (hosts, secrets, signing-keys, files, memory-mb, timeout-secs); see plugins/chat-export/manifest.toml";
+const HINT: &str = "a manifest has id, name, version, api-version, wasm (or kind = \"native\" and library), sha256 and a [permissions] table (hosts, secrets, signing-keys, files, memory-mb, timeout-secs); see plugins/chat-export/manifest.toml";
+
+/// What a plugin is built as.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PluginKind {
+    /// A WebAssembly component run in the sandbox (the default).
+    #[default]
+    Wasm,
+    /// A native shared library loaded into the host process: trusted code,
+    /// run only when the operator's connector file sets
+    /// `[grants] trusted-native = true`.
+    Native,
+}
 
 /// A parsed and checked plugin manifest.
 #[derive(Debug, Clone, Deserialize)]
@@ -26,9 +39,19 @@ pub struct PluginManifest {
     pub version: String,
     /// The WIT API version the plugin was built against, e.g. `0.1.0`.
     pub api_version: String,
-    /// Path of the `.wasm` component, relative to the manifest.
+    /// `wasm` (default) or `native`.
+    #[serde(default)]
+    pub kind: PluginKind,
+    /// Path of the `.wasm` component, relative to the manifest (wasm
+    /// plugins).
+    #[serde(default)]
     pub wasm: PathBuf,
-    /// Hex SHA-256 of the `.wasm` file; checked before every load.
+    /// Path of the shared library (`.so`, `.dylib`, `.dll`), relative to the
+    /// manifest (native plugins).
+    #[serde(default)]
+    pub library: Option<PathBuf>,
+    /// Hex SHA-256 of the `.wasm` file (or the library); checked before every
+    /// load.
     pub sha256: String,
     /// What the plugin asks to be allowed.
     #[serde(default)]
@@ -158,6 +181,22 @@ impl PluginManifest {
                 "use a short display name without `/`, `.` or `\\`, e.g. `Symphony`",
             ));
         }
+        match (self.kind, self.wasm.as_os_str().is_empty(), &self.library) {
+            (PluginKind::Wasm, false, None) | (PluginKind::Native, true, Some(_)) => {}
+            (PluginKind::Wasm, _, _) => {
+                return Err(invalid(
+                    "a wasm plugin needs `wasm` (the component's path) and no `library`".into(),
+                    "set wasm = \"my_plugin.wasm\", or kind = \"native\" with library = \"libmy_plugin.so\"",
+                ));
+            }
+            (PluginKind::Native, _, _) => {
+                return Err(invalid(
+                    "a native plugin needs `library` (the shared library's path) and no `wasm`"
+                        .into(),
+                    "set library = \"libmy_plugin.so\" beside kind = \"native\"",
+                ));
+            }
+        }
         if !SUPPORTED_API_VERSIONS.contains(&self.api_version.as_str()) {
             return Err(invalid(
                 format!(
@@ -191,12 +230,17 @@ impl PluginManifest {
         Ok(())
     }
 
-    /// The wasm file's path, resolved against the manifest's folder.
+    /// The plugin file's path (the wasm component, or the library of a
+    /// native plugin), resolved against the manifest's folder.
     pub fn wasm_path(&self) -> PathBuf {
-        relative_to(&self.path, &self.wasm)
+        match (&self.kind, &self.library) {
+            (PluginKind::Native, Some(library)) => relative_to(&self.path, library),
+            _ => relative_to(&self.path, &self.wasm),
+        }
     }
 
-    /// Reads the wasm file and checks it against the pinned SHA-256.
+    /// Reads the plugin file (see [`PluginManifest::wasm_path`]) and checks it
+    /// against the pinned SHA-256.
     pub fn read_wasm(&self) -> Result<Vec<u8>, WasmFileError> {
         let path = self.wasm_path();
         let bytes = std::fs::read(&path).map_err(|source| WasmFileError::Read {
@@ -245,19 +289,27 @@ pub fn package(source: &Path, wasm: &Path, out: &Path) -> Result<PathBuf, Packag
     let bytes = std::fs::read(wasm).map_err(io(wasm))?;
     let sha = hex::encode(Sha256::digest(&bytes));
     std::fs::create_dir_all(out).map_err(io(out))?;
-    let wasm_name = format!("{}.wasm", manifest.id);
+    let (key, wasm_name) = match manifest.kind {
+        PluginKind::Wasm => ("wasm", format!("{}.wasm", manifest.id)),
+        PluginKind::Native => (
+            "library",
+            wasm.file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| format!("{}.so", manifest.id)),
+        ),
+    };
     std::fs::write(out.join(&wasm_name), &bytes).map_err(io(out))?;
     let text = std::fs::read_to_string(source).map_err(io(source))?;
     let mut in_root = true;
     let rewritten: Vec<String> = text
         .lines()
         .map(|line| {
-            let key = line.split('=').next().unwrap_or("").trim();
+            let field = line.split('=').next().unwrap_or("").trim();
             if line.trim_start().starts_with('[') {
                 in_root = false;
             }
-            match key {
-                "wasm" if in_root => format!("wasm = \"{wasm_name}\""),
+            match field {
+                f if f == key && in_root => format!("{key} = \"{wasm_name}\""),
                 "sha256" if in_root => format!("sha256 = \"{sha}\""),
                 _ => line.to_string(),
             }
@@ -369,6 +421,34 @@ secrets = ["token"]
             PluginManifest::load(&src).is_err(),
             "an unpinned manifest must not load"
         );
+    }
+
+    #[test]
+    fn native_manifests_name_a_library_and_package_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let native = good("unset")
+            .replace("wasm = \"plugin.wasm\"", "kind = \"native\"\nlibrary = \"libx.so\"");
+        let src = write(dir.path(), &native);
+        let m = PluginManifest::load_unpinned(&src).unwrap();
+        assert_eq!(m.kind, PluginKind::Native);
+        assert!(m.wasm_path().ends_with("libx.so"));
+        std::fs::write(dir.path().join("libbuilt.so"), b"\x7fELF").unwrap();
+        let out = dir.path().join("dist");
+        let written = package(&src, &dir.path().join("libbuilt.so"), &out).unwrap();
+        let m = PluginManifest::load(&written).unwrap();
+        assert_eq!(m.read_wasm().unwrap(), b"\x7fELF");
+        assert!(m.wasm_path().ends_with("libbuilt.so"));
+
+        let both = good("unset").replace("wasm = ", "library = \"libx.so\"\nwasm = ");
+        let msg = PluginManifest::load_unpinned(&write(dir.path(), &both))
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("a wasm plugin needs `wasm`"), "{msg}");
+        let no_lib = good("unset").replace("wasm = \"plugin.wasm\"", "kind = \"native\"");
+        let msg = PluginManifest::load_unpinned(&write(dir.path(), &no_lib))
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("a native plugin needs `library`"), "{msg}");
     }
 
     #[test]

@@ -5,12 +5,14 @@
 pub mod connector;
 pub mod manifest;
 pub mod origin;
+pub mod schedule;
 
 use std::path::{Path, PathBuf};
 
 pub use connector::{ConnectorConfig, MappingConfig, SecretSource, SinkConfig};
-pub use manifest::{PluginManifest, RequestedPermissions};
+pub use manifest::{PluginKind, PluginManifest, RequestedPermissions};
 pub use origin::Origin;
+pub use schedule::Schedule;
 
 /// Why a configuration file could not be used.
 #[derive(Debug, thiserror::Error)]

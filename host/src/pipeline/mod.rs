@@ -2,24 +2,30 @@
 //! map its participants, import it, and commit the page's ledger entries and
 //! checkpoint together.
 
+pub mod faults;
+mod lock;
 mod page;
+mod redeliver;
 mod retry;
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::config::{ConfigError, ConnectorConfig, PluginManifest, SinkConfig};
+use crate::config::{ConfigError, ConnectorConfig, PluginManifest, SecretSource, SinkConfig};
 use crate::convert::{ConvertError, EmailConverter};
 use crate::map::{MapError, UserMap};
 use crate::model::Conversation;
 use crate::plugin::secrets::SecretError;
 use crate::plugin::{Capabilities, PluginError, SecretStore, loader};
-use crate::sink::{MaildirSink, Sink, SinkError};
-use crate::state::{RunCounts, RunId, RunOutcome, StateDb, StateError};
+use crate::sink::imap::ImapSettings;
+use crate::sink::{ImapSink, MaildirSink, Sink, SinkError};
+use crate::state::{CheckpointSlot, RunCounts, RunId, RunKind, RunOutcome, StateDb, StateError};
 use crate::wasm::{KvAccess, PluginEngine};
 
+pub use redeliver::{RedeliverySummary, connector_sink};
 pub use retry::RetryPolicy;
 
 /// Why a run failed. Nothing of an unfinished page is committed, so the next
@@ -54,6 +60,14 @@ pub enum RunError {
     /// The state database failed.
     #[error(transparent)]
     State(#[from] StateError),
+    /// Another run of the connector is going on.
+    #[error(
+        "connector `{connector}` is already running in another process (the daemon, a backfill or a redelivery); wait until that run ends (`connector status` shows it), then try again"
+    )]
+    Busy {
+        /// The connector.
+        connector: String,
+    },
 }
 
 /// Options of one run.
@@ -61,6 +75,70 @@ pub enum RunError {
 pub struct RunOptions {
     /// Stop after this many pages (the rest waits for the next run).
     pub max_pages: Option<u64>,
+}
+
+/// A `[from, to)` range of sent times, in ms since the epoch, for a backfill.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimeWindow {
+    /// First sent time included.
+    pub from_ms: i64,
+    /// First sent time excluded.
+    pub to_ms: i64,
+}
+
+impl TimeWindow {
+    /// Whether a message sent at `sent_at_ms` falls in the range.
+    pub fn contains(&self, sent_at_ms: i64) -> bool {
+        (self.from_ms..self.to_ms).contains(&sent_at_ms)
+    }
+
+    /// The checkpoint key of a backfill of `connector` over this range: the
+    /// backfill resumes there, and the connector's own checkpoint is left
+    /// alone.
+    pub fn checkpoint_key(&self, connector: &str) -> String {
+        format!("{connector}#backfill:{}..{}", self.from_ms, self.to_ms)
+    }
+}
+
+/// Told about a run's progress (the daemon's live status, progress bars).
+pub trait RunObserver: Send + Sync {
+    /// A run started.
+    fn run_started(&self, _connector: &str, _run: RunId) {}
+    /// A page was committed; `total` is what the run did so far.
+    fn page_committed(&self, _connector: &str, _total: &RunCounts) {}
+}
+
+/// How a run is steered beyond [`RunOptions`].
+#[derive(Clone, Default)]
+pub struct RunControl {
+    /// Once set, the run stops after the page it is on is committed (a page
+    /// is never left half recorded); the run ends as interrupted.
+    pub stop: Option<Arc<AtomicBool>>,
+    /// Make this run a backfill: the plugin is opened without the
+    /// connector's checkpoint, only messages sent in the range are
+    /// delivered, and the resume position is kept under
+    /// [`TimeWindow::checkpoint_key`] (cleared once the backfill completes).
+    pub window: Option<TimeWindow>,
+    /// Told about progress.
+    pub observer: Option<Arc<dyn RunObserver>>,
+}
+
+impl RunControl {
+    fn stopping(&self) -> bool {
+        self.stop.as_ref().is_some_and(|s| s.load(Ordering::SeqCst))
+    }
+
+    /// Sleeps for `pause`, waking early when asked to stop.
+    fn sleep(&self, pause: Duration) {
+        let until = std::time::Instant::now() + pause;
+        while !self.stopping() {
+            let left = until.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            std::thread::sleep(left.min(Duration::from_millis(100)));
+        }
+    }
 }
 
 /// What a finished run did.
@@ -134,11 +212,12 @@ impl Host {
         let mut plugin = loader::load(
             &self.engine,
             &manifest,
-            Capabilities::none(&manifest),
+            Capabilities::for_validation(&manifest, config),
             SecretStore::default(),
             None,
         )?;
         plugin.validate_config(&config.plugin_config_json())?;
+        open_sink(&config.sink, &config.secrets)?;
         Ok(manifest)
     }
 
@@ -148,14 +227,33 @@ impl Host {
         config: &ConnectorConfig,
         options: &RunOptions,
     ) -> Result<RunSummary, RunError> {
+        self.run_controlled(config, options, &RunControl::default())
+    }
+
+    /// Runs a connector once under `control` (stop flag, backfill range,
+    /// progress observer), recording the run (also when it fails).
+    pub fn run_controlled(
+        &self,
+        config: &ConnectorConfig,
+        options: &RunOptions,
+        control: &RunControl,
+    ) -> Result<RunSummary, RunError> {
+        let (kind, range) = match control.window {
+            Some(w) => (RunKind::Backfill, Some((w.from_ms, w.to_ms))),
+            None => (RunKind::Run, None),
+        };
+        let _lock = lock::ConnectorLock::acquire(&self.state_dir, &config.id)?;
         let run = {
             let mut db = self.db();
             // A run still marked as running was cut short by a crash.
             db.interrupt_unfinished(&config.id, now_ms())?;
-            db.begin_run(&config.id, now_ms())?
+            db.begin_run_of(&config.id, now_ms(), kind, range)?
         };
+        if let Some(observer) = &control.observer {
+            observer.run_started(&config.id, run);
+        }
         let mut counts = RunCounts::default();
-        let result = self.run_pages(config, options, run, &mut counts);
+        let result = self.run_pages(config, options, control, run, &mut counts);
         let (outcome, error) = match &result {
             Ok(outcome) => (*outcome, None),
             Err(e) => (RunOutcome::Failed, Some(e.to_string())),
@@ -179,6 +277,7 @@ impl Host {
         &self,
         config: &ConnectorConfig,
         options: &RunOptions,
+        control: &RunControl,
         run: RunId,
         counts: &mut RunCounts,
     ) -> Result<RunOutcome, RunError> {
@@ -192,7 +291,7 @@ impl Host {
             config.mapping.overrides.as_deref(),
             config.mapping.domains.clone(),
         )?;
-        let mut sink = open_sink(&config.sink);
+        let mut sink = open_sink(&config.sink, &config.secrets)?;
         let kv = KvAccess {
             db: self.db.clone(),
             connector: config.id.clone(),
@@ -204,6 +303,14 @@ impl Host {
             converter: EmailConverter::new(&manifest.id, &manifest.name),
             users: &users,
             retry: RetryPolicy::new(config.retries),
+            checkpoint_slot: match &control.window {
+                Some(w) => CheckpointSlot::Key(w.checkpoint_key(&config.id)),
+                None => CheckpointSlot::Connector,
+            },
+        };
+        let checkpoint_key = match &control.window {
+            Some(w) => w.checkpoint_key(&config.id),
+            None => config.id.clone(),
         };
         let config_json = config.plugin_config_json();
         let retry = RetryPolicy::new(config.retries);
@@ -213,18 +320,23 @@ impl Host {
         // Each attempt opens a session at the last committed checkpoint; a
         // retryable failure ends the attempt and, after a pause, starts another.
         loop {
-            let checkpoint = self.db().checkpoint(&config.id)?;
+            let checkpoint = self.db().checkpoint(&checkpoint_key)?;
             let mut conversations: HashMap<String, Conversation> = HashMap::new();
             let attempt = (|| -> Result<RunOutcome, RunError> {
                 let mut session = plugin.open(&config_json, checkpoint)?;
                 loop {
-                    if options.max_pages.is_some_and(|max| pages >= max) {
+                    if options.max_pages.is_some_and(|max| pages >= max) || control.stopping() {
                         return Ok(RunOutcome::Interrupted);
                     }
-                    let page = session.next_page()?;
+                    let mut page = session.next_page()?;
+                    faults::reached(faults::Point::Fetch);
+                    if let Some(window) = &control.window {
+                        page.messages.retain(|m| window.contains(m.sent_at));
+                    }
                     let complete = page.complete;
                     let page_counts =
                         stage.deliver(page, &mut conversations, sink.as_mut(), &self.db, run)?;
+                    faults::reached(faults::Point::Committed);
                     tracing::info!(
                         connector = %config.id,
                         messages = page_counts.items_from_source,
@@ -234,9 +346,17 @@ impl Host {
                         "page committed"
                     );
                     counts.add(&page_counts);
+                    if let Some(observer) = &control.observer {
+                        observer.page_committed(&config.id, counts);
+                    }
                     pages += 1;
                     failures = 0;
                     if complete {
+                        if control.window.is_some() {
+                            // A finished backfill starts over next time; the
+                            // ledger keeps that free of duplicates.
+                            self.db().clear_checkpoint(&checkpoint_key)?;
+                        }
                         return Ok(RunOutcome::Succeeded);
                     }
                 }
@@ -246,7 +366,7 @@ impl Host {
                     let pause = retry.pause(failures, &e);
                     failures += 1;
                     tracing::warn!(connector = %config.id, "{e}; retrying in {pause:?} from the last checkpoint");
-                    std::thread::sleep(pause);
+                    control.sleep(pause);
                 }
                 other => return other,
             }
@@ -254,8 +374,21 @@ impl Host {
     }
 }
 
-fn open_sink(config: &SinkConfig) -> Box<dyn Sink> {
-    match config {
+/// The sink a connector's `[sink]` table describes. Its credentials (IMAP
+/// passwords, tokens) are the operator's: read from the connector's secret
+/// source, not from the plugin's grants. Nothing connects yet.
+pub(crate) fn open_sink(
+    config: &SinkConfig,
+    secrets: &SecretSource,
+) -> Result<Box<dyn Sink>, SinkError> {
+    Ok(match config {
         SinkConfig::Maildir { path, fsync } => Box::new(MaildirSink::new(path.clone(), *fsync)),
-    }
+        SinkConfig::Imap(imap) => {
+            let settings = ImapSettings::from_config(imap).map_err(|reason| SinkError::Setup {
+                target: format!("imap://{}", imap.host),
+                reason,
+            })?;
+            Box::new(ImapSink::new(settings, Arc::new(secrets.clone()))?)
+        }
+    })
 }

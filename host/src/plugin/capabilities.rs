@@ -4,6 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
+use crate::config::connector::Grants;
 use crate::config::{ConnectorConfig, Origin, PluginManifest};
 
 /// Effective permissions of one configured plugin.
@@ -21,14 +22,22 @@ pub struct Capabilities {
     pub memory_bytes: u64,
     /// Time limit per call in seconds.
     pub timeout_secs: u32,
+    /// Whether the operator trusts a native plugin to run in the host
+    /// process (`[grants] trusted-native`).
+    pub trusted_native: bool,
 }
 
 impl Capabilities {
     /// Declared ∩ granted. Anything granted but not declared is dropped here;
     /// [`ConnectorConfig::check_grants`] reports it to the operator.
     pub fn new(manifest: &PluginManifest, connector: &ConnectorConfig) -> Capabilities {
+        Self::from_grants(manifest, &connector.grants)
+    }
+
+    /// Declared ∩ `granted`, for callers that have grants without a whole
+    /// connector file (the plugin test harness).
+    pub fn from_grants(manifest: &PluginManifest, granted: &Grants) -> Capabilities {
         let declared = &manifest.permissions;
-        let granted = &connector.grants;
         let hosts = granted
             .hosts
             .iter()
@@ -65,6 +74,7 @@ impl Capabilities {
             files,
             memory_bytes: u64::from(memory_mb) << 20,
             timeout_secs,
+            trusted_native: granted.trusted_native,
         }
     }
 
@@ -77,6 +87,16 @@ impl Capabilities {
             files: BTreeMap::new(),
             memory_bytes: u64::from(manifest.permissions.memory_mb) << 20,
             timeout_secs: manifest.permissions.timeout_secs,
+            trusted_native: false,
+        }
+    }
+
+    /// Nothing but the operator's trust in a native plugin: for validating
+    /// a connector's plugin without letting it reach anything.
+    pub fn for_validation(manifest: &PluginManifest, connector: &ConnectorConfig) -> Capabilities {
+        Capabilities {
+            trusted_native: connector.grants.trusted_native,
+            ..Self::none(manifest)
         }
     }
 

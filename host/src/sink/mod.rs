@@ -6,10 +6,12 @@
 //! run that crashed between delivering and recording the delivery pick up
 //! without duplicates.
 
+pub mod imap;
 mod maildir;
 
 use std::path::PathBuf;
 
+pub use imap::ImapSink;
 pub use maildir::MaildirSink;
 
 use crate::convert::Email;
@@ -87,6 +89,28 @@ pub enum SinkError {
         /// What the store said.
         reason: String,
     },
+    /// The store refused the credentials (or they are missing).
+    #[error("{target} refused the login for {mailbox}: {reason}; {fix}, then run again")]
+    Authentication {
+        /// Which store.
+        target: String,
+        /// The mailbox being logged in to.
+        mailbox: String,
+        /// What the store (or the secret source) said.
+        reason: String,
+        /// Which credential to fix, and where.
+        fix: String,
+    },
+    /// The sink's settings cannot work with this store (certificate not
+    /// trusted, TLS or authentication method not offered, CA file
+    /// unusable).
+    #[error("cannot use {target}: {reason}; fix the connector's [sink] settings, then run again")]
+    Setup {
+        /// Which store.
+        target: String,
+        /// What is wrong.
+        reason: String,
+    },
 }
 
 impl SinkError {
@@ -98,8 +122,20 @@ impl SinkError {
             SinkError::Unavailable { .. } | SinkError::Io { .. } => true,
             SinkError::InvalidFolder { .. }
             | SinkError::InvalidMailbox { .. }
-            | SinkError::Refused { .. } => false,
+            | SinkError::Refused { .. }
+            | SinkError::Authentication { .. }
+            | SinkError::Setup { .. } => false,
         }
+    }
+
+    /// Whether the error concerns the whole sink (credentials, TLS, server
+    /// set-up) rather than one item: the run stops instead of quarantining
+    /// items one by one, and the operator fixes the setting first.
+    pub fn is_fatal(&self) -> bool {
+        matches!(
+            self,
+            SinkError::Authentication { .. } | SinkError::Setup { .. }
+        )
     }
 }
 

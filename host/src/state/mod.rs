@@ -9,8 +9,11 @@
 //! or none of it is (and the sinks' own duplicate check covers emails
 //! delivered but not yet recorded).
 
+mod reports;
 #[cfg(test)]
 mod tests;
+
+pub use reports::{ConnectorTotals, DeliveredPair, FailureKind, RunFailure, RunKind, SeenItem};
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -21,7 +24,7 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use crate::model::{Person, TimestampMs};
 
 /// Schema version this build writes and understands.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 /// Most bytes (keys plus values) one connector's plugin may keep.
 pub const KV_QUOTA_BYTES: u64 = 16 * 1024 * 1024;
 /// Largest single value a plugin may store.
@@ -34,10 +37,11 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 const IDS_PER_QUERY: usize = 500;
 
 /// Schema migrations, applied in order; a database records each one it has.
-const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "checkpoints, runs, ledger, quarantine, kv",
-    "
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "checkpoints, runs, ledger, quarantine, kv",
+        "
     CREATE TABLE checkpoints (
         connector TEXT PRIMARY KEY NOT NULL,
         data BLOB NOT NULL,
@@ -89,7 +93,44 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[(
         PRIMARY KEY (connector, key)
     ) WITHOUT ROWID;
     ",
-)];
+    ),
+    (
+        2,
+        "run kinds, items seen and failures per run, quarantined items' source SHA-256",
+        "
+    ALTER TABLE runs ADD COLUMN kind TEXT NOT NULL DEFAULT 'run'
+        CHECK (kind IN ('run', 'backfill', 'redeliver'));
+    ALTER TABLE runs ADD COLUMN range_from_ms INTEGER;
+    ALTER TABLE runs ADD COLUMN range_to_ms INTEGER;
+    ALTER TABLE runs ADD COLUMN pid INTEGER;
+    CREATE INDEX runs_by_finish ON runs (finished_at_ms);
+    ALTER TABLE quarantine ADD COLUMN source_sha256 TEXT NOT NULL DEFAULT '';
+    CREATE TABLE run_items (
+        run_id INTEGER NOT NULL,
+        connector TEXT NOT NULL,
+        item_id TEXT NOT NULL,
+        source_sha256 TEXT NOT NULL,
+        sent_at_ms INTEGER NOT NULL,
+        mailboxes TEXT NOT NULL,
+        unmapped TEXT NOT NULL,
+        PRIMARY KEY (run_id, item_id)
+    ) WITHOUT ROWID;
+    CREATE TABLE run_failures (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        run_id INTEGER NOT NULL,
+        connector TEXT NOT NULL,
+        item_id TEXT NOT NULL,
+        source_user_id TEXT NOT NULL,
+        mailbox TEXT NOT NULL,
+        kind TEXT NOT NULL CHECK (kind IN ('unmapped', 'refused')),
+        reason TEXT NOT NULL,
+        at_ms INTEGER NOT NULL
+    );
+    CREATE INDEX run_failures_by_run ON run_failures (run_id, id);
+    CREATE INDEX run_failures_by_item ON run_failures (connector, item_id);
+    ",
+    ),
+];
 
 /// What went wrong with the state database.
 #[derive(Debug, thiserror::Error)]
@@ -277,6 +318,12 @@ pub struct RunRecord {
     pub counts: RunCounts,
     /// The error that ended it, if any.
     pub error: Option<String>,
+    /// What sort of run it is.
+    pub kind: RunKind,
+    /// For a backfill, the `[from, to)` range of sent times it covers, in ms.
+    pub range_ms: Option<(TimestampMs, TimestampMs)>,
+    /// The id of the process that ran it.
+    pub pid: Option<u32>,
 }
 
 /// A delivered (item, mailbox) pair.
@@ -313,6 +360,9 @@ pub struct QuarantineEntry {
     pub unmapped: Vec<Person>,
     /// Why it is quarantined.
     pub reason: String,
+    /// Hex SHA-256 of the source item (empty for items quarantined before
+    /// schema version 2).
+    pub source_sha256: String,
 }
 
 /// Everything one page of a run records, written atomically by
@@ -329,6 +379,26 @@ pub struct PageCommit {
     pub counts: RunCounts,
     /// The checkpoint to resume from after this page, stored as given.
     pub checkpoint: Vec<u8>,
+    /// Where the checkpoint goes.
+    pub checkpoint_slot: CheckpointSlot,
+    /// The items the source gave in this page, with their expected fan-out.
+    pub seen: Vec<SeenItem>,
+    /// What could not be delivered, one record per (item, participant or
+    /// mailbox).
+    pub failures: Vec<RunFailure>,
+}
+
+/// Which checkpoint a page commit moves.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum CheckpointSlot {
+    /// The connector's own checkpoint (scheduled runs).
+    #[default]
+    Connector,
+    /// A separate key, e.g. a backfill's resume position, so that the
+    /// connector's own checkpoint is untouched.
+    Key(String),
+    /// No checkpoint is written (quarantine redelivery).
+    Keep,
 }
 
 /// The state database.
@@ -472,11 +542,32 @@ impl StateDb {
 
     // ----- runs ----------------------------------------------------------
 
-    /// Records the start of a run.
+    /// Records the start of a scheduled (or `--once`) run.
     pub fn begin_run(&mut self, connector: &str, started_at_ms: i64) -> Result<RunId, StateError> {
+        self.begin_run_of(connector, started_at_ms, RunKind::Run, None)
+    }
+
+    /// Records the start of a run of `kind`, with the backfill range when
+    /// there is one, and this process's id (so `status` can tell a running
+    /// run from one whose process died).
+    pub fn begin_run_of(
+        &mut self,
+        connector: &str,
+        started_at_ms: i64,
+        kind: RunKind,
+        range_ms: Option<(TimestampMs, TimestampMs)>,
+    ) -> Result<RunId, StateError> {
         self.conn.execute(
-            "INSERT INTO runs (connector, started_at_ms) VALUES (?1, ?2)",
-            params![connector, started_at_ms],
+            "INSERT INTO runs (connector, started_at_ms, kind, range_from_ms, range_to_ms, pid)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![
+                connector,
+                started_at_ms,
+                kind.as_str(),
+                range_ms.map(|r| r.0),
+                range_ms.map(|r| r.1),
+                i64::from(std::process::id())
+            ],
         )?;
         Ok(RunId(self.conn.last_insert_rowid()))
     }
@@ -538,13 +629,34 @@ impl StateDb {
 
     /// The connector's most recent runs, newest first.
     pub fn runs(&self, connector: &str, limit: usize) -> Result<Vec<RunRecord>, StateError> {
-        let mut stmt = self.conn.prepare(
+        self.query_runs(
+            "WHERE connector = ?1 ORDER BY id DESC LIMIT ?2",
+            params![connector, to_i64(limit as u64)],
+        )
+    }
+
+    /// One run, by id.
+    pub fn run(&self, run: RunId) -> Result<Option<RunRecord>, StateError> {
+        Ok(self
+            .query_runs("WHERE id = ?1", params![run.0])?
+            .into_iter()
+            .next())
+    }
+
+    /// Runs selected by an SQL tail (`WHERE … ORDER BY …`) over `runs`.
+    fn query_runs(
+        &self,
+        tail: &str,
+        values: impl rusqlite::Params,
+    ) -> Result<Vec<RunRecord>, StateError> {
+        let mut stmt = self.conn.prepare(&format!(
             "SELECT id, connector, started_at_ms, finished_at_ms, outcome, pages,
                     items_from_source, items_for_import, imported, skipped_duplicates,
-                    failed, quarantined, error
-             FROM runs WHERE connector = ?1 ORDER BY id DESC LIMIT ?2",
-        )?;
-        let rows = stmt.query_map(params![connector, to_i64(limit as u64)], |r| {
+                    failed, quarantined, error, kind, range_from_ms, range_to_ms, pid
+             FROM runs {tail}"
+        ))?;
+        let rows = stmt.query_map(values, |r| {
+            let range: (Option<i64>, Option<i64>) = (r.get(14)?, r.get(15)?);
             Ok((
                 RunRecord {
                     id: RunId(r.get(0)?),
@@ -562,14 +674,24 @@ impl StateDb {
                         quarantined: to_u64(r.get(11)?),
                     },
                     error: r.get(12)?,
+                    kind: RunKind::Run,
+                    range_ms: match range {
+                        (Some(from), Some(to)) => Some((from, to)),
+                        _ => None,
+                    },
+                    pid: r
+                        .get::<_, Option<i64>>(16)?
+                        .and_then(|p| u32::try_from(p).ok()),
                 },
                 r.get::<_, Option<String>>(4)?,
+                r.get::<_, String>(13)?,
             ))
         })?;
         let mut out = Vec::new();
         for row in rows {
-            let (mut record, outcome) = row?;
+            let (mut record, outcome, kind) = row?;
             record.outcome = outcome.as_deref().map(RunOutcome::parse).transpose()?;
+            record.kind = RunKind::parse(&kind)?;
             out.push(record);
         }
         Ok(out)
@@ -659,8 +781,9 @@ impl StateDb {
     /// Records a page in one transaction: its ledger entries (pairs already
     /// recorded keep their first entry), quarantine records (replacing
     /// earlier ones of the same item), released quarantine items, counts
-    /// (added to the run's) and checkpoint. Either all of it is stored or,
-    /// on error, none of it.
+    /// (added to the run's), the items seen and the failures (for the admin
+    /// log and reconciliation) and checkpoint (in its slot). Either all of
+    /// it is stored or, on error, none of it.
     pub fn commit_page(
         &mut self,
         connector: &str,
@@ -701,8 +824,8 @@ impl StateDb {
             }
             let mut quarantine = tx.prepare_cached(
                 "INSERT OR REPLACE INTO quarantine (connector, item_id, message_id, email,
-                    sent_at_ms, unmapped, reason, run_id)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                    sent_at_ms, unmapped, reason, run_id, source_sha256)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
             )?;
             for (q, unmapped) in page.quarantine.iter().zip(&unmapped_json) {
                 quarantine.execute(params![
@@ -713,7 +836,8 @@ impl StateDb {
                     q.sent_at_ms,
                     unmapped,
                     q.reason,
-                    run.0
+                    run.0,
+                    q.source_sha256
                 ])?;
             }
             let mut release =
@@ -733,12 +857,20 @@ impl StateDb {
             if changed == 0 {
                 return Err(StateError::UnknownRun { run });
             }
-            tx.execute(
-                "INSERT INTO checkpoints (connector, data, run_id) VALUES (?1, ?2, ?3)
-                 ON CONFLICT (connector) DO UPDATE SET data = excluded.data,
-                    run_id = excluded.run_id",
-                params![connector, page.checkpoint, run.0],
-            )?;
+            reports::record_page(&tx, connector, run, page)?;
+            let key = match &page.checkpoint_slot {
+                CheckpointSlot::Connector => Some(connector),
+                CheckpointSlot::Key(key) => Some(key.as_str()),
+                CheckpointSlot::Keep => None,
+            };
+            if let Some(key) = key {
+                tx.execute(
+                    "INSERT INTO checkpoints (connector, data, run_id) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (connector) DO UPDATE SET data = excluded.data,
+                        run_id = excluded.run_id",
+                    params![key, page.checkpoint, run.0],
+                )?;
+            }
         }
         tx.commit()?;
         Ok(())
@@ -749,7 +881,7 @@ impl StateDb {
     /// The connector's quarantined messages, oldest first.
     pub fn quarantine(&self, connector: &str) -> Result<Vec<QuarantineEntry>, StateError> {
         let mut stmt = self.conn.prepare(
-            "SELECT item_id, message_id, email, sent_at_ms, unmapped, reason
+            "SELECT item_id, message_id, email, sent_at_ms, unmapped, reason, source_sha256
              FROM quarantine WHERE connector = ?1 ORDER BY sent_at_ms, item_id",
         )?;
         let rows = stmt.query_map([connector], |r| {
@@ -760,11 +892,12 @@ impl StateDb {
                 r.get::<_, i64>(3)?,
                 r.get::<_, String>(4)?,
                 r.get::<_, String>(5)?,
+                r.get::<_, String>(6)?,
             ))
         })?;
         let mut out = Vec::new();
         for row in rows {
-            let (item_id, message_id, email, sent_at_ms, unmapped, reason) = row?;
+            let (item_id, message_id, email, sent_at_ms, unmapped, reason, source_sha256) = row?;
             let unmapped = serde_json::from_str(&unmapped).map_err(|e| StateError::Corrupt {
                 what: "unmapped participant list",
                 message: e.to_string(),
@@ -776,6 +909,7 @@ impl StateDb {
                 sent_at_ms,
                 unmapped,
                 reason,
+                source_sha256,
             });
         }
         Ok(out)

@@ -24,6 +24,7 @@ fn quarantined(item: &str, reason: &str) -> QuarantineEntry {
             email: None,
         }],
         reason: reason.to_string(),
+        source_sha256: "s".repeat(64),
     }
 }
 
@@ -46,6 +47,7 @@ fn page(ledger: Vec<LedgerEntry>, checkpoint: &[u8]) -> PageCommit {
         released: Vec::new(),
         counts: counts(2),
         checkpoint: checkpoint.to_vec(),
+        ..PageCommit::default()
     }
 }
 
@@ -487,4 +489,128 @@ fn run_counts_add_every_field() {
     );
     let json = serde_json::to_value(&total).unwrap();
     assert_eq!(json["items_for_import"], 5);
+}
+
+#[test]
+fn a_page_records_what_it_saw_and_what_failed_for_the_admin_log() {
+    let mut db = StateDb::open_in_memory().unwrap();
+    let run = db
+        .begin_run_of("c", 10, RunKind::Backfill, Some((1, 2)))
+        .unwrap();
+    let mut p = page(vec![entry("m1", "a@x")], b"1");
+    p.seen = vec![SeenItem {
+        item_id: "m1".into(),
+        source_sha256: "s".repeat(64),
+        sent_at_ms: 5,
+        mailboxes: vec!["a@x".into()],
+        unmapped: vec!["u-ext".into()],
+    }];
+    p.failures = vec![RunFailure {
+        item_id: "m1".into(),
+        source_user_id: "u-ext".into(),
+        mailbox: String::new(),
+        kind: FailureKind::Unmapped,
+        reason: "no mailbox".into(),
+    }];
+    p.checkpoint_slot = CheckpointSlot::Key("c#backfill:1..2".into());
+    db.commit_page("c", run, &p).unwrap();
+    assert_eq!(db.run_items(run).unwrap(), p.seen);
+    assert_eq!(db.run_failures(run).unwrap(), p.failures);
+    assert_eq!(
+        db.checkpoint("c").unwrap(),
+        None,
+        "the connector's own is untouched"
+    );
+    assert_eq!(
+        db.checkpoint("c#backfill:1..2").unwrap().as_deref(),
+        Some(&b"1"[..])
+    );
+    let r = db.run(run).unwrap().unwrap();
+    assert_eq!(r.kind, RunKind::Backfill);
+    assert_eq!(r.range_ms, Some((1, 2)));
+    assert_eq!(r.pid, Some(std::process::id()));
+    assert_eq!(db.ledger_of_run(run).unwrap().len(), 1);
+    assert!(db.is_quarantined("c", "q1").unwrap());
+    assert_eq!(db.connectors().unwrap(), ["c"]);
+
+    // A commit that keeps the checkpoint (redelivery) writes none.
+    let redeliver = db.begin_run_of("c", 20, RunKind::Redeliver, None).unwrap();
+    let keep = PageCommit {
+        checkpoint_slot: CheckpointSlot::Keep,
+        checkpoint: b"ignored".to_vec(),
+        ..PageCommit::default()
+    };
+    db.commit_page("c", redeliver, &keep).unwrap();
+    assert_eq!(db.checkpoint("c").unwrap(), None);
+}
+
+#[test]
+fn pruning_removes_old_runs_with_their_items_and_failures_but_never_the_ledger() {
+    let mut db = StateDb::open_in_memory().unwrap();
+    let old = db.begin_run("c", 0).unwrap();
+    let mut p = page(vec![entry("m1", "a@x")], b"1");
+    p.failures = vec![RunFailure {
+        item_id: "m1".into(),
+        source_user_id: "u".into(),
+        mailbox: "b@x".into(),
+        kind: FailureKind::Refused,
+        reason: "full".into(),
+    }];
+    db.commit_page("c", old, &p).unwrap();
+    db.finish_run(
+        old,
+        1_000,
+        RunOutcome::Succeeded,
+        &RunCounts::default(),
+        None,
+    )
+    .unwrap();
+    let new = db.begin_run("c", 5_000).unwrap();
+    db.finish_run(
+        new,
+        6_000,
+        RunOutcome::Failed,
+        &RunCounts::default(),
+        Some("x"),
+    )
+    .unwrap();
+    let unfinished = db.begin_run("c", 7_000).unwrap();
+    assert_eq!(db.prune_runs_before(2_000).unwrap(), 1);
+    assert!(db.run(old).unwrap().is_none());
+    assert!(db.run_failures(old).unwrap().is_empty());
+    assert!(db.run(new).unwrap().is_some());
+    assert!(db.run(unfinished).unwrap().is_some());
+    assert!(db.is_delivered("c", "m1", "a@x").unwrap());
+    let totals = db.connector_totals("c").unwrap();
+    assert_eq!(totals.runs_by_outcome.get("failed"), Some(&1));
+    assert_eq!(totals.last_success_ms, None);
+}
+
+#[test]
+fn a_version_1_database_is_upgraded_in_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    {
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch(
+            "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY NOT NULL,
+                description TEXT NOT NULL, applied_at TEXT NOT NULL DEFAULT 'then');",
+        )
+        .unwrap();
+        conn.execute_batch(MIGRATIONS[0].2).unwrap();
+        conn.execute_batch(
+            "INSERT INTO schema_migrations (version, description) VALUES (1, 'v1');
+             INSERT INTO runs (connector, started_at_ms, finished_at_ms, outcome)
+                VALUES ('c', 1, 2, 'succeeded');
+             INSERT INTO quarantine VALUES ('c', 'q', 'q@x', x'00', 3, '[]', 'why', 1);",
+        )
+        .unwrap();
+    }
+    let db = StateDb::open(&path).unwrap();
+    assert_eq!(db.schema_version().unwrap(), 2);
+    let r = db.last_run("c").unwrap().unwrap();
+    assert_eq!(r.kind, RunKind::Run);
+    assert_eq!(r.pid, None);
+    let q = db.quarantine("c").unwrap();
+    assert_eq!(q[0].source_sha256, "");
 }

@@ -6,10 +6,10 @@ use std::io::Read;
 use base64::Engine as _;
 use sha2::{Digest, Sha256};
 
-use super::bindings::types as wit;
+use super::latest::types as wit;
 use crate::model;
 
-pub(super) fn person(p: wit::Person) -> model::Person {
+pub(crate) fn person(p: wit::Person) -> model::Person {
     model::Person {
         id: p.id,
         display_name: p.display_name.filter(|n| !n.trim().is_empty()),
@@ -17,7 +17,7 @@ pub(super) fn person(p: wit::Person) -> model::Person {
     }
 }
 
-pub(super) fn conversation(c: wit::Conversation) -> model::Conversation {
+pub(crate) fn conversation(c: wit::Conversation) -> model::Conversation {
     model::Conversation {
         id: c.id,
         kind: match c.kind {
@@ -52,7 +52,7 @@ fn relation(r: wit::Relation) -> model::Relation {
 }
 
 /// A message without its attachments, which the runner resolves separately.
-pub(super) fn message(m: wit::Message, attachments: Vec<model::Attachment>) -> model::Message {
+pub(crate) fn message(m: wit::Message, attachments: Vec<model::Attachment>) -> model::Message {
     let source_sha256 = match &m.original {
         Some(bytes) => hex::encode(Sha256::digest(bytes)),
         None => normalized_digest(&m),

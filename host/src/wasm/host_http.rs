@@ -1,14 +1,20 @@
 //! Outbound HTTP for plugins: every request is checked against the plugin's
 //! allowed origins; redirects are not followed (the plugin sees the 3xx and
 //! any next hop is checked again); secret headers are filled in here.
+//!
+//! The checks live in [`HttpClient`]; what actually carries a request is an
+//! [`HttpTransport`]: [`UreqTransport`] (real HTTP, the default) or any other
+//! implementation, such as the scripted one of the plugin test harness. A
+//! transport only ever sees requests that passed the allow-list.
 
 use std::io::Read;
+use std::sync::Arc;
 use std::time::Duration;
 
 use wasmtime::component::Resource;
 
-use super::bindings::http::{self, FullResponse, HttpError, Method, Request};
-use super::bindings::types::BodyEncoding;
+use super::latest::http::{self, FullResponse, HttpError, Method, Request};
+use super::latest::types::BodyEncoding;
 use super::sandbox::SandboxState;
 use crate::plugin::{Capabilities, SecretStore};
 
@@ -20,82 +26,97 @@ const MAX_CHUNK: u32 = 4 << 20;
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 const MAX_TIMEOUT: Duration = Duration::from_secs(600);
 
-/// The HTTP client shared by a run's plugin calls and host-side downloads.
-#[derive(Clone)]
-pub struct HttpClient {
-    agent: ureq::Agent,
+/// A request that passed the allow-list, with secret headers filled in, as
+/// handed to an [`HttpTransport`].
+#[derive(Debug, Clone)]
+pub struct TransportRequest<'a> {
+    /// Upper-case method name (`GET`, `POST`, …).
+    pub method: &'static str,
+    /// The parsed, allowed URL.
+    pub url: &'a url::Url,
+    /// Every header to send, secret values included.
+    pub headers: Vec<(String, String)>,
+    /// The request body.
+    pub body: Option<&'a [u8]>,
+    /// Time limit for the whole exchange (already capped by the host).
+    pub timeout: Duration,
 }
 
-impl Default for HttpClient {
-    fn default() -> Self {
-        HttpClient::new()
+/// A response from an [`HttpTransport`]: status, headers (names in lower
+/// case) and a body read as it arrives.
+pub struct TransportResponse {
+    /// Status code.
+    pub status: u16,
+    /// Response headers, names in lower case.
+    pub headers: Vec<(String, String)>,
+    /// The body.
+    pub body: Box<dyn Read + Send + Sync>,
+}
+
+/// Why a transport got no response.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TransportError {
+    /// No answer within the time limit.
+    #[error("timed out")]
+    Timeout,
+    /// The connection failed or broke.
+    #[error("connection failed: {0}")]
+    Connection(String),
+    /// Anything else.
+    #[error("{0}")]
+    Other(String),
+}
+
+impl From<TransportError> for HttpError {
+    fn from(e: TransportError) -> Self {
+        match e {
+            TransportError::Timeout => HttpError::Timeout,
+            TransportError::Connection(m) => HttpError::Connection(m),
+            TransportError::Other(m) => HttpError::Other(m),
+        }
     }
 }
 
-/// A response whose body the plugin reads in chunks.
-pub struct HttpResponse {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: Box<dyn Read + Send + Sync>,
+/// What carries a checked request to the network (or pretends to).
+///
+/// Implementations must not follow redirects: the plugin sees a 3xx and
+/// asks again, and that next request is checked against the allow-list too.
+pub trait HttpTransport: Send + Sync {
+    /// Sends `request` and returns once the response headers are in.
+    fn send(&self, request: TransportRequest<'_>) -> Result<TransportResponse, TransportError>;
 }
 
-/// A request as the host performs it, before secrets are filled in.
-pub(super) struct Outbound<'a> {
-    pub method: &'static str,
-    pub url: &'a str,
-    pub headers: &'a [(String, String)],
-    pub secret_headers: &'a [(String, String)],
-    pub body: Option<&'a [u8]>,
-    pub timeout: Option<Duration>,
+/// Real HTTP over `ureq`, following no redirects.
+pub struct UreqTransport {
+    agent: ureq::Agent,
 }
 
-impl HttpClient {
-    /// A client that follows no redirects.
-    pub fn new() -> HttpClient {
+impl Default for UreqTransport {
+    fn default() -> Self {
+        UreqTransport::new()
+    }
+}
+
+impl UreqTransport {
+    /// A transport with a 30 s connect timeout that follows no redirects.
+    pub fn new() -> UreqTransport {
         let agent = ureq::AgentBuilder::new()
             .redirects(0)
             .timeout_connect(Duration::from_secs(30))
             .user_agent(concat!("connector-host/", env!("CARGO_PKG_VERSION")))
             .build();
-        HttpClient { agent }
+        UreqTransport { agent }
     }
+}
 
-    /// Sends a request if `caps` allow its origin.
-    pub(super) fn send(
-        &self,
-        plugin_id: &str,
-        caps: &Capabilities,
-        secrets: &SecretStore,
-        req: Outbound<'_>,
-    ) -> Result<HttpResponse, HttpError> {
-        let url = url::Url::parse(req.url)
-            .map_err(|e| HttpError::InvalidRequest(format!("bad URL `{}`: {e}", req.url)))?;
-        if !caps.allows(&url) {
-            let origin = url.origin().ascii_serialization();
-            tracing::warn!(
-                plugin = plugin_id,
-                %origin,
-                "denied a request to an origin the plugin is not granted"
-            );
-            return Err(HttpError::Denied(format!(
-                "{origin} is not granted to plugin {plugin_id}; the operator can add it to [grants] hosts if the manifest declares it"
-            )));
-        }
-        let timeout = req.timeout.unwrap_or(DEFAULT_TIMEOUT).min(MAX_TIMEOUT);
-        let mut request = self.agent.request_url(req.method, &url).timeout(timeout);
-        for (name, value) in req.headers {
+impl HttpTransport for UreqTransport {
+    fn send(&self, req: TransportRequest<'_>) -> Result<TransportResponse, TransportError> {
+        let mut request = self
+            .agent
+            .request_url(req.method, req.url)
+            .timeout(req.timeout);
+        for (name, value) in &req.headers {
             request = request.set(name, value);
-        }
-        for (name, secret) in req.secret_headers {
-            if !caps.secrets.contains(secret) {
-                return Err(HttpError::InvalidRequest(format!(
-                    "secret `{secret}` is not declared by the plugin or not granted by the operator"
-                )));
-            }
-            let value = secrets.get(secret).ok_or_else(|| {
-                HttpError::InvalidRequest(format!("secret `{secret}` has no value set"))
-            })?;
-            request = request.set(name, value.expose());
         }
         let result = match req.body {
             Some(body) => request.send_bytes(body),
@@ -117,21 +138,112 @@ impl HttpClient {
                     .collect::<Vec<_>>()
             })
             .collect();
-        Ok(HttpResponse {
+        Ok(TransportResponse {
             status,
             headers,
             body: response.into_reader(),
         })
     }
+}
 
-    /// Downloads a file for the host itself (an attachment's `fetch`), under
-    /// the plugin's permissions, decoding base64 when asked.
-    pub(super) fn download(
+/// The HTTP client shared by a run's plugin calls and host-side downloads:
+/// the allow-list and secret checks in front of an [`HttpTransport`].
+#[derive(Clone)]
+pub struct HttpClient {
+    transport: Arc<dyn HttpTransport>,
+}
+
+impl Default for HttpClient {
+    fn default() -> Self {
+        HttpClient::new()
+    }
+}
+
+/// A response whose body the plugin reads in chunks.
+pub struct HttpResponse {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Box<dyn Read + Send + Sync>,
+}
+
+/// A request as the host performs it, before secrets are filled in.
+pub(crate) struct Outbound<'a> {
+    pub method: &'static str,
+    pub url: &'a str,
+    pub headers: &'a [(String, String)],
+    pub secret_headers: &'a [(String, String)],
+    pub body: Option<&'a [u8]>,
+    pub timeout: Option<Duration>,
+}
+
+impl HttpClient {
+    /// A client over real HTTP ([`UreqTransport`]) that follows no redirects.
+    pub fn new() -> HttpClient {
+        HttpClient::with_transport(Arc::new(UreqTransport::new()))
+    }
+
+    /// A client over `transport`; the allow-list and secret checks stay in
+    /// front of it.
+    pub fn with_transport(transport: Arc<dyn HttpTransport>) -> HttpClient {
+        HttpClient { transport }
+    }
+
+    /// Sends a request if `caps` allow its origin.
+    pub(crate) fn send(
         &self,
         plugin_id: &str,
         caps: &Capabilities,
         secrets: &SecretStore,
-        spec: &super::bindings::types::FetchSpec,
+        req: Outbound<'_>,
+    ) -> Result<HttpResponse, HttpError> {
+        let url = url::Url::parse(req.url)
+            .map_err(|e| HttpError::InvalidRequest(format!("bad URL `{}`: {e}", req.url)))?;
+        if !caps.allows(&url) {
+            let origin = url.origin().ascii_serialization();
+            tracing::warn!(
+                plugin = plugin_id,
+                %origin,
+                "denied a request to an origin the plugin is not granted"
+            );
+            return Err(HttpError::Denied(format!(
+                "{origin} is not granted to plugin {plugin_id}; the operator can add it to [grants] hosts if the manifest declares it"
+            )));
+        }
+        let timeout = req.timeout.unwrap_or(DEFAULT_TIMEOUT).min(MAX_TIMEOUT);
+        let mut headers = req.headers.to_vec();
+        for (name, secret) in req.secret_headers {
+            if !caps.secrets.contains(secret) {
+                return Err(HttpError::InvalidRequest(format!(
+                    "secret `{secret}` is not declared by the plugin or not granted by the operator"
+                )));
+            }
+            let value = secrets.get(secret).ok_or_else(|| {
+                HttpError::InvalidRequest(format!("secret `{secret}` has no value set"))
+            })?;
+            headers.push((name.clone(), value.expose().to_string()));
+        }
+        let response = self.transport.send(TransportRequest {
+            method: req.method,
+            url: &url,
+            headers,
+            body: req.body,
+            timeout,
+        })?;
+        Ok(HttpResponse {
+            status: response.status,
+            headers: response.headers,
+            body: response.body,
+        })
+    }
+
+    /// Downloads a file for the host itself (an attachment's `fetch`), under
+    /// the plugin's permissions, decoding base64 when asked.
+    pub(crate) fn download(
+        &self,
+        plugin_id: &str,
+        caps: &Capabilities,
+        secrets: &SecretStore,
+        spec: &super::latest::types::FetchSpec,
         out: &mut dyn std::io::Write,
     ) -> Result<u64, String> {
         let response = self
@@ -163,12 +275,12 @@ impl HttpClient {
     }
 }
 
-fn transport_error(t: &ureq::Transport) -> HttpError {
+fn transport_error(t: &ureq::Transport) -> TransportError {
     let text = t.to_string();
     if text.contains("timed out") || text.contains("Timeout") {
-        HttpError::Timeout
+        TransportError::Timeout
     } else {
-        HttpError::Connection(text)
+        TransportError::Connection(text)
     }
 }
 

@@ -1,7 +1,7 @@
 //! The plugin's small key/value store, kept in the host's state database
 //! under the connector's id.
 
-use super::bindings::state::{self, StateError};
+use super::latest::state::{self, StateError};
 use super::sandbox::SandboxState;
 use crate::state::StateError as DbError;
 
@@ -45,4 +45,4 @@ impl state::Host for SandboxState {
     }
 }
 
-impl super::bindings::types::Host for SandboxState {}
+impl super::latest::types::Host for SandboxState {}

@@ -1,7 +1,7 @@
 //! Plugin log lines, forwarded into the host's `tracing` output with the
 //! plugin's id.
 
-use super::bindings::log::{self, Level};
+use super::latest::log::{self, Level};
 use super::sandbox::SandboxState;
 
 fn fields_text(fields: &[(String, String)]) -> String {

@@ -7,8 +7,8 @@ use rsa::pkcs1v15::SigningKey;
 use rsa::pkcs8::DecodePrivateKey;
 use rsa::signature::{SignatureEncoding, Signer};
 
-use super::bindings::secrets::{self, SecretError};
-use super::bindings::signing::{self, Algorithm, SigningError};
+use super::latest::secrets::{self, SecretError};
+use super::latest::signing::{self, Algorithm, SigningError};
 use super::sandbox::SandboxState;
 
 impl secrets::Host for SandboxState {

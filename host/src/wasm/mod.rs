@@ -1,7 +1,14 @@
 //! WebAssembly source plugins: components for the `connector:source` world,
 //! run in wasmtime's sandbox with only the capabilities they are granted.
+//!
+//! Every released version of the WIT world has its own bindings module
+//! (`since_v0_1_0`, …; the newest is `latest`). The API version of a plugin
+//! is read from the component's import and export names
+//! ([`api_version::detect`]), checked against the manifest, and the plugin
+//! is linked and called through the bindings of that version, so that
+//! plugins built against an older world keep running on a newer host.
 
-mod bindings;
+pub mod api_version;
 mod convert;
 pub mod engine;
 mod host_http;
@@ -11,7 +18,22 @@ mod host_secrets;
 mod limits;
 mod runner;
 mod sandbox;
+mod since_v0_1_0;
+mod versioned;
 
+/// The newest WIT world's bindings: the types the host works with.
+use since_v0_1_0 as latest;
+
+pub use api_version::{ApiVersion, ApiVersionError, SUPPORTED_API_VERSIONS};
 pub use engine::PluginEngine;
-pub use host_http::HttpClient;
-pub use runner::{KvAccess, WasmPlugin, WasmSession};
+pub use host_http::{
+    HttpClient, HttpTransport, TransportError, TransportRequest, TransportResponse, UreqTransport,
+};
+pub use runner::{KvAccess, MAX_CHECKPOINT, MAX_INLINE_ATTACHMENT, WasmPlugin, WasmSession};
+
+// Shared with native plugins, which use the same data model and attachment
+// handling.
+pub(crate) use convert::conversation as convert_conversation;
+pub(crate) use convert::message as convert_message;
+pub(crate) use latest::types as wit;
+pub(crate) use runner::{SpoolSink, spool_error};

@@ -5,14 +5,16 @@
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
-use wasmtime::component::{Component, HasSelf, Linker, ResourceAny};
+use wasmtime::component::{Component, Linker, ResourceAny};
 use wasmtime::{Store, Trap};
 
-use super::bindings::{SourcePlugin, SourcePluginPre, types as wit};
+use super::api_version::{self, ApiVersion};
 use super::convert;
 use super::engine::PluginEngine;
 use super::host_http::HttpClient;
+use super::latest::types as wit;
 use super::sandbox::SandboxState;
+use super::versioned::{Instance, InstancePre};
 use crate::config::PluginManifest;
 use crate::model::{Attachment, AttachmentData};
 use crate::plugin::{Capabilities, Page, PluginError, SecretStore, Source, SourceSession};
@@ -40,7 +42,7 @@ pub struct KvAccess {
 pub struct WasmPlugin {
     engine: PluginEngine,
     id: String,
-    pre: SourcePluginPre<SandboxState>,
+    pre: InstancePre,
     caps: Arc<Capabilities>,
     secrets: Arc<SecretStore>,
     http: HttpClient,
@@ -49,13 +51,29 @@ pub struct WasmPlugin {
 
 impl WasmPlugin {
     /// Checks the wasm against the manifest's SHA-256, compiles it (or takes
-    /// it from the cache) and links it to the host imports.
+    /// it from the cache), reads the API version it was built against and
+    /// links it to the host imports of that version. HTTP goes over the
+    /// network.
     pub fn load(
         engine: &PluginEngine,
         manifest: &PluginManifest,
         caps: Capabilities,
         secrets: SecretStore,
         kv: Option<KvAccess>,
+    ) -> Result<WasmPlugin, PluginError> {
+        Self::load_with_http(engine, manifest, caps, secrets, kv, HttpClient::new())
+    }
+
+    /// Like [`WasmPlugin::load`], with HTTP (the plugin's requests and the
+    /// host's attachment downloads) carried by `http`, for example a client
+    /// over a scripted transport in tests.
+    pub fn load_with_http(
+        engine: &PluginEngine,
+        manifest: &PluginManifest,
+        caps: Capabilities,
+        secrets: SecretStore,
+        kv: Option<KvAccess>,
+        http: HttpClient,
     ) -> Result<WasmPlugin, PluginError> {
         let bytes = manifest
             .read_wasm()
@@ -66,21 +84,17 @@ impl WasmPlugin {
                 manifest.wasm_path().display()
             ))
         })?;
+        let version = api_version::detect(engine.engine(), &component, &manifest.api_version)
+            .map_err(|e| PluginError::Load(format!("plugin {}: {e}", manifest.id)))?;
         let mut linker: Linker<SandboxState> = Linker::new(engine.engine());
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
             .map_err(|e| PluginError::Load(format!("linking WASI: {e:#}")))?;
-        SourcePlugin::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)
-            .map_err(|e| PluginError::Load(format!("linking the host API: {e:#}")))?;
-        let pre = linker.instantiate_pre(&component).map_err(|e| {
+        let pre = InstancePre::new(version, &mut linker, &component).map_err(|e| {
             PluginError::Load(format!(
-                "plugin {} needs imports this host does not provide: {e:#}; rebuild it with a connector-sdk for API {}",
-                manifest.id, manifest.api_version
-            ))
-        })?;
-        let pre = SourcePluginPre::new(pre).map_err(|e| {
-            PluginError::Load(format!(
-                "plugin {} does not export the connector:source@0.1.0 world: {e:#}",
-                manifest.id
+                "plugin {} (API {}) cannot be linked: {e:#}; rebuild it with a connector-sdk for API {}",
+                manifest.id,
+                version.as_str(),
+                version.as_str()
             ))
         })?;
         Ok(WasmPlugin {
@@ -89,12 +103,18 @@ impl WasmPlugin {
             pre,
             caps: Arc::new(caps),
             secrets: Arc::new(secrets),
-            http: HttpClient::new(),
+            http,
             kv,
         })
     }
 
-    fn instantiate(&self) -> Result<(Store<SandboxState>, SourcePlugin), PluginError> {
+    /// The API version the plugin was built against (read from the
+    /// component).
+    pub fn api_version(&self) -> ApiVersion {
+        self.pre.version()
+    }
+
+    fn instantiate(&self) -> Result<(Store<SandboxState>, Instance), PluginError> {
         let state = SandboxState::new(
             &self.id,
             self.caps.clone(),
@@ -117,7 +137,6 @@ impl Source for WasmPlugin {
     fn validate_config(&mut self, config_json: &str) -> Result<(), PluginError> {
         let (mut store, bindings) = self.instantiate()?;
         let result = bindings
-            .connector_source_source()
             .call_validate_config(&mut store, config_json)
             .map_err(|e| classify(e, &store, self.caps.timeout_secs))?;
         result.map_err(source_error)
@@ -130,8 +149,6 @@ impl Source for WasmPlugin {
     ) -> Result<Box<dyn SourceSession + '_>, PluginError> {
         let (mut store, bindings) = self.instantiate()?;
         let session = bindings
-            .connector_source_source()
-            .session()
             .call_open(&mut store, config_json, checkpoint.as_ref())
             .map_err(|e| classify(e, &store, self.caps.timeout_secs))?
             .map_err(source_error)?;
@@ -149,7 +166,7 @@ impl Source for WasmPlugin {
 pub struct WasmSession<'a> {
     plugin: &'a WasmPlugin,
     store: Store<SandboxState>,
-    bindings: SourcePlugin,
+    bindings: Instance,
     session: Option<ResourceAny>,
     spool: Option<tempfile::TempDir>,
 }
@@ -222,8 +239,6 @@ impl WasmSession<'_> {
         self.arm_deadline();
         let reader = self
             .bindings
-            .connector_source_source()
-            .session()
             .call_open_attachment(&mut self.store, session, message_id, attachment_id)
             .map_err(|e| self.fail(e))?
             .map_err(source_error)?;
@@ -232,8 +247,6 @@ impl WasmSession<'_> {
             self.arm_deadline();
             let chunk = self
                 .bindings
-                .connector_source_source()
-                .attachment_reader()
                 .call_read(&mut self.store, reader, ATTACHMENT_CHUNK)
                 .map_err(|e| self.fail(e))?
                 .map_err(source_error)?;
@@ -249,22 +262,16 @@ impl WasmSession<'_> {
     }
 
     fn spool_sink(&mut self, size: Option<u64>) -> Result<SpoolSink, PluginError> {
-        if size.is_some_and(|s| s <= SPOOL_THRESHOLD) {
-            return Ok(SpoolSink::Memory(Vec::new()));
-        }
-        if self.spool.is_none() {
-            self.spool = Some(tempfile::tempdir().map_err(spool_error)?);
-        }
-        let dir = self.spool.as_ref().expect("just created").path();
-        let file = tempfile::NamedTempFile::new_in(dir).map_err(spool_error)?;
-        Ok(SpoolSink::File(std::io::BufWriter::new(file)))
+        SpoolSink::new(size, &mut self.spool)
     }
 }
 
 /// Where attachment bytes go while they arrive: memory for small files, a
 /// temporary file for large or unknown sizes.
-enum SpoolSink {
+pub(crate) enum SpoolSink {
+    /// Small files.
     Memory(Vec<u8>),
+    /// Large or unknown sizes.
     File(std::io::BufWriter<tempfile::NamedTempFile>),
 }
 
@@ -285,7 +292,25 @@ impl Write for SpoolSink {
 }
 
 impl SpoolSink {
-    fn finish(self) -> Result<AttachmentData, PluginError> {
+    /// A sink for a file of `size` bytes (if known), spooling into `dir`
+    /// (created on first need and removed with the session).
+    pub(crate) fn new(
+        size: Option<u64>,
+        dir: &mut Option<tempfile::TempDir>,
+    ) -> Result<SpoolSink, PluginError> {
+        if size.is_some_and(|s| s <= SPOOL_THRESHOLD) {
+            return Ok(SpoolSink::Memory(Vec::new()));
+        }
+        if dir.is_none() {
+            *dir = Some(tempfile::tempdir().map_err(spool_error)?);
+        }
+        let dir = dir.as_ref().expect("just created").path();
+        let file = tempfile::NamedTempFile::new_in(dir).map_err(spool_error)?;
+        Ok(SpoolSink::File(std::io::BufWriter::new(file)))
+    }
+
+    /// The attachment's data: bytes, or the spooled file.
+    pub(crate) fn finish(self) -> Result<AttachmentData, PluginError> {
         match self {
             SpoolSink::Memory(v) => Ok(AttachmentData::Bytes(v)),
             SpoolSink::File(f) => {
@@ -301,7 +326,7 @@ impl SpoolSink {
     }
 }
 
-fn spool_error(e: std::io::Error) -> PluginError {
+pub(crate) fn spool_error(e: std::io::Error) -> PluginError {
     PluginError::Transient(format!(
         "cannot spool an attachment to disk: {e}; check free space in the temporary folder"
     ))
@@ -313,8 +338,6 @@ impl SourceSession for WasmSession<'_> {
         self.arm_deadline();
         let page = self
             .bindings
-            .connector_source_source()
-            .session()
             .call_next_page(&mut self.store, session)
             .map_err(|e| self.fail(e))?
             .map_err(source_error)?;

@@ -1,0 +1,737 @@
+//! The session against an in-memory pod that answers like the spec says.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use connector_sdk::http::{FullResponse, HttpError, Request};
+use connector_sdk::{AttachmentBody, ConversationKind, MessageKind, Page, Relation, SourceError};
+use serde_json::{Value, json};
+
+use super::*;
+
+#[derive(Clone)]
+struct FakeStream {
+    id: String,
+    kind: &'static str,
+    name: Option<String>,
+    /// (user id, external)
+    members: Vec<(i64, bool)>,
+    /// (ts, id, json)
+    messages: Vec<(i64, String, Value)>,
+}
+
+/// A failure to answer: path fragment, status, extra headers.
+type Injected = (String, u16, Vec<(String, String)>);
+
+#[derive(Default)]
+struct FakePod {
+    streams: Vec<FakeStream>,
+    /// id → (name, email)
+    users: BTreeMap<i64, (String, Option<String>)>,
+    events: Vec<Value>,
+    valid: HashSet<String>,
+    counter: u64,
+    now: i64,
+    /// Requests as `METHOD path?query`.
+    log: Vec<String>,
+    /// Answer the next request whose path contains the key with this
+    /// status and headers (once per entry).
+    fail: Vec<Injected>,
+    /// Refuse every session token once (they expire).
+    expire: bool,
+    signed: Vec<String>,
+}
+
+fn response(status: u16, body: Value) -> FullResponse {
+    FullResponse {
+        status,
+        headers: vec![("content-type".into(), "application/json".into())],
+        body: if status == 204 {
+            Vec::new()
+        } else {
+            serde_json::to_vec(&body).unwrap()
+        },
+    }
+}
+
+fn query(url: &str) -> HashMap<String, String> {
+    url.split_once('?')
+        .map(|(_, q)| {
+            q.split('&')
+                .filter_map(|kv| kv.split_once('='))
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+impl FakePod {
+    fn user_json(&self, id: i64) -> Value {
+        let (name, email) = self.users.get(&id).cloned().unwrap_or_default();
+        let mut v = json!({"userId": id, "displayName": name});
+        if let Some(e) = email {
+            v["email"] = json!(e);
+        }
+        v
+    }
+
+    fn stream(&self, id: &str) -> Option<&FakeStream> {
+        self.streams.iter().find(|s| s.id == id)
+    }
+
+    fn answer(&mut self, req: &Request) -> FullResponse {
+        let path_q = req.url.split_once("://").unwrap().1;
+        let path_q = &path_q[path_q.find('/').unwrap()..];
+        let path = path_q.split('?').next().unwrap().to_string();
+        let q = query(&req.url);
+        let method = crate::client::endpoint(req.method, "http://h/")
+            .split(' ')
+            .next()
+            .unwrap()
+            .to_string();
+        self.log.push(format!("{method} {path_q}"));
+        if let Some(i) = self
+            .fail
+            .iter()
+            .position(|(k, _, _)| path.contains(k.as_str()))
+        {
+            let (_, status, headers) = self.fail.remove(i);
+            let mut r = response(status, json!({"code": status, "message": "injected"}));
+            r.headers.extend(headers);
+            return r;
+        }
+        let header = |name: &str| {
+            req.headers
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.clone())
+        };
+        if path.ends_with("/pubkey/authenticate") {
+            let body: Value = serde_json::from_slice(req.body.as_deref().unwrap()).unwrap();
+            let token = body["token"].as_str().unwrap();
+            assert_eq!(token.split('.').count(), 3);
+            self.counter += 1;
+            let (name, t) = if path.starts_with("/login") {
+                ("sessionToken", format!("s{}", self.counter))
+            } else {
+                ("keyManagerToken", format!("k{}", self.counter))
+            };
+            self.valid.insert(t.clone());
+            return response(200, json!({"name": name, "token": t}));
+        }
+        if self.expire {
+            self.expire = false;
+            self.valid.clear();
+        }
+        let session_ok = header("sessionToken").is_some_and(|t| self.valid.contains(&t));
+        let km_ok = header("keyManagerToken").is_some_and(|t| self.valid.contains(&t));
+        if !session_ok || (path.starts_with("/agent") && !km_ok) {
+            return response(401, json!({"code": 401, "message": "Invalid session"}));
+        }
+        let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
+        let skip: usize = q.get("skip").map_or(0, |v| v.parse().unwrap());
+        let limit: usize = q.get("limit").map_or(50, |v| v.parse().unwrap());
+        match segs.as_slice() {
+            ["pod", "v2", "admin", "streams", "list"] => {
+                assert!(limit <= 100);
+                let filter: Value = serde_json::from_slice(req.body.as_deref().unwrap()).unwrap();
+                let types: Vec<String> = filter["streamTypes"]
+                    .as_array()
+                    .map(|a| {
+                        a.iter()
+                            .map(|t| t["type"].as_str().unwrap().to_string())
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                let all: Vec<&FakeStream> = self
+                    .streams
+                    .iter()
+                    .filter(|s| types.is_empty() || types.iter().any(|t| t == s.kind))
+                    .collect();
+                let page: Vec<Value> = all
+                    .iter()
+                    .skip(skip)
+                    .take(limit)
+                    .map(|s| {
+                        json!({"id": s.id, "type": s.kind, "attributes": {
+                            "roomName": s.name, "members": s.members.iter().map(|m| m.0).collect::<Vec<_>>(),
+                            "lastMessageDate": s.messages.last().map(|m| m.0),
+                        }})
+                    })
+                    .collect();
+                response(
+                    200,
+                    json!({"count": all.len(), "skip": skip, "limit": limit, "streams": page}),
+                )
+            }
+            ["pod", "v1", "admin", "stream", id, "membership", "list"] => {
+                assert!(limit <= 1000);
+                let Some(s) = self.stream(id) else {
+                    return response(400, json!({"message": "no such stream"}));
+                };
+                let members: Vec<Value> = s
+                    .members
+                    .iter()
+                    .skip(skip)
+                    .take(limit)
+                    .map(|(id, external)| {
+                        let mut u = self.user_json(*id);
+                        u["isExternal"] = json!(external);
+                        // Like real pods, the list leaves some emails out.
+                        if id % 2 == 0 {
+                            u.as_object_mut().unwrap().remove("email");
+                        }
+                        json!({"user": u, "joinDate": 1})
+                    })
+                    .collect();
+                response(200, json!({"count": s.members.len(), "members": members}))
+            }
+            ["pod", "v1", "admin", "room", _, "membership", "list"] => response(200, json!([])),
+            ["pod", "v3", "users"] => {
+                let ids: Vec<i64> = q["uid"].split(',').map(|v| v.parse().unwrap()).collect();
+                assert!(ids.len() <= 100);
+                assert_eq!(q.get("local").map(String::as_str), Some("false"));
+                let users: Vec<Value> = ids
+                    .iter()
+                    .filter(|id| self.users.contains_key(id))
+                    .map(|id| {
+                        let (name, email) = &self.users[id];
+                        json!({"id": id, "displayName": name, "emailAddress": email})
+                    })
+                    .collect();
+                if users.is_empty() {
+                    return response(204, Value::Null);
+                }
+                response(200, json!({"users": users}))
+            }
+            ["agent", "v4", "stream", sid, "message"] => {
+                assert!(limit <= 500);
+                let since: i64 = q["since"].parse().unwrap();
+                let Some(s) = self.stream(sid) else {
+                    return response(400, json!({"message": "no such stream"}));
+                };
+                let page: Vec<Value> = s
+                    .messages
+                    .iter()
+                    .filter(|m| m.0 >= since)
+                    .skip(skip)
+                    .take(limit)
+                    .map(|m| m.2.clone())
+                    .collect();
+                if page.is_empty() {
+                    return response(204, Value::Null);
+                }
+                response(200, Value::Array(page))
+            }
+            ["agent", "v1", "message", id] => {
+                for s in &self.streams {
+                    if let Some(m) = s.messages.iter().find(|m| m.1 == *id) {
+                        return response(200, m.2.clone());
+                    }
+                }
+                response(204, Value::Null)
+            }
+            ["agent", "v5", "events", "read"] => {
+                let body: Value = serde_json::from_slice(req.body.as_deref().unwrap()).unwrap();
+                assert_eq!(body["type"], "datahose");
+                let from: usize = body["ackId"]
+                    .as_str()
+                    .and_then(|a| a.strip_prefix("ack-"))
+                    .map_or(0, |n| n.parse().unwrap());
+                let to = (from + 2).min(self.events.len());
+                response(
+                    200,
+                    json!({"events": self.events[from..to], "ackId": format!("ack-{to}")}),
+                )
+            }
+            _ => response(404, json!({"message": "not found"})),
+        }
+    }
+}
+
+/// The pod behind a shared handle, so tests can change it between runs.
+#[derive(Clone, Default)]
+struct Shared(std::rc::Rc<std::cell::RefCell<FakePod>>);
+
+impl Backend for Shared {
+    fn fetch(&mut self, request: &Request) -> Result<FullResponse, HttpError> {
+        Ok(self.0.borrow_mut().answer(request))
+    }
+
+    fn sign(&mut self, data: &[u8]) -> Result<Vec<u8>, SourceError> {
+        self.0
+            .borrow_mut()
+            .signed
+            .push(String::from_utf8(data.to_vec()).unwrap());
+        Ok(vec![1, 2, 3])
+    }
+
+    fn now_ms(&self) -> i64 {
+        let mut pod = self.0.borrow_mut();
+        pod.now += 1;
+        1_800_000_000_000 + pod.now
+    }
+}
+
+fn message_json(stream: &FakeStream, ts: i64, id: &str, sender: i64, pod: &FakePod) -> Value {
+    json!({
+        "messageId": id,
+        "timestamp": ts,
+        "message": format!(r#"<div data-format="PresentationML" data-version="2.0"><p>text of {id}</p></div>"#),
+        "data": "{}",
+        "user": pod.user_json(sender),
+        "stream": {"streamId": stream.id, "streamType": stream.kind},
+    })
+}
+
+/// Four streams, one of each type, with same-millisecond runs, an edit, a
+/// reply, a forward, a mention and attachments.
+fn pod() -> Shared {
+    let mut pod = FakePod::default();
+    for (id, name, email) in [
+        (1, "Alice", Some("alice@acme.example")),
+        (2, "Bob", Some("bob@acme.example")),
+        (3, "Carol", Some("carol@acme.example")),
+        (4, "Wei External", None),
+    ] {
+        pod.users.insert(id, (name.into(), email.map(String::from)));
+    }
+    let mut streams = vec![
+        FakeStream {
+            id: "ROOMxx".into(),
+            kind: "ROOM",
+            name: Some("Rates Desk".into()),
+            members: vec![(1, false), (2, false), (4, true)],
+            messages: Vec::new(),
+        },
+        FakeStream {
+            id: "IMxxxx".into(),
+            kind: "IM",
+            name: None,
+            members: vec![(1, false), (3, false)],
+            messages: Vec::new(),
+        },
+        FakeStream {
+            id: "MIMxxx".into(),
+            kind: "MIM",
+            name: None,
+            members: vec![(1, false), (2, false), (3, false)],
+            messages: Vec::new(),
+        },
+        FakeStream {
+            id: "POSTxx".into(),
+            kind: "POST",
+            name: None,
+            members: vec![(2, false)],
+            messages: Vec::new(),
+        },
+    ];
+    // The room: 30 messages with runs of equal timestamps.
+    for i in 0..30i64 {
+        let ts = 1000 + i / 4;
+        let s = &streams[0];
+        let mut m = message_json(s, ts, &format!("r{i:02}"), 1 + i % 2, &pod);
+        if i == 5 {
+            m["replacing"] = json!("r04");
+            m["initialMessageId"] = json!("r04");
+            m["initialTimestamp"] = json!(1001);
+        }
+        if i == 6 {
+            m["parentMessageId"] = json!("r01");
+        }
+        if i == 7 {
+            m["data"] = json!(
+                r#"{"0":{"id":[{"type":"com.symphony.user.userId","value":"3"}],"type":"com.symphony.user.mention"}}"#
+            );
+            m["message"] = json!(
+                r#"<div data-format="PresentationML" data-version="2.0"><p>hi <span class="entity" data-entity-id="0">@Carol</span></p></div>"#
+            );
+        }
+        if i == 9 {
+            m["attachments"] = json!([
+                {"id": "internal_1%2Fa%3D%3D", "name": "a.pdf", "size": 10, "images": []},
+                {"id": "internal_1/b==", "name": "b.txt", "size": 3, "images": []}
+            ]);
+        }
+        streams[0].messages.push((ts, format!("r{i:02}"), m));
+    }
+    for i in 0..3i64 {
+        let s = &streams[1];
+        let mut m = message_json(s, 2000 + i, &format!("i{i}"), 3, &pod);
+        if i == 2 {
+            m["parentMessageId"] = json!("r02");
+        }
+        streams[1].messages.push((2000 + i, format!("i{i}"), m));
+    }
+    {
+        let s = &streams[2];
+        let m = message_json(s, 3000, "m0", 4, &pod);
+        streams[2].messages.push((3000, "m0".into(), m));
+    }
+    {
+        let s = &streams[3];
+        let m = message_json(s, 4000, "p0", 2, &pod);
+        streams[3].messages.push((4000, "p0".into(), m));
+    }
+    pod.streams = streams;
+    pod.events = vec![
+        json!({"id": "ev1", "messageId": "r03", "timestamp": 5000, "type": "MESSAGESUPPRESSED",
+               "initiator": {"user": {"userId": 1, "displayName": "Alice"}},
+               "payload": {"messageSuppressed": {"messageId": "r03", "stream": {"streamId": "ROOMxx", "streamType": "ROOM"}}}}),
+        json!({"id": "ev2", "timestamp": 5001, "type": "USERLEFTROOM",
+               "initiator": {"user": {"userId": 1}},
+               "payload": {"userLeftRoom": {"stream": {"streamId": "ROOMxx", "streamType": "ROOM"}, "affectedUser": {"userId": 2, "displayName": "Bob"}}}}),
+        json!({"id": "ev3", "messageId": "zz", "timestamp": 5002, "type": "MESSAGESUPPRESSED",
+               "initiator": {"user": {"userId": 1}},
+               "payload": {"messageSuppressed": {"messageId": "zz", "stream": {"streamId": "OTHER1", "streamType": "IM"}}}}),
+    ];
+    Shared(std::rc::Rc::new(std::cell::RefCell::new(pod)))
+}
+
+const CONFIG: &str = r#"{"pod_url": "https://pod.example", "agent_url": "https://agent.example",
+    "key_manager_url": "https://km.example", "username": "archiver", "page_size": 7}"#;
+
+fn config_with(extra: &str) -> String {
+    CONFIG.replace("\"page_size\": 7", extra)
+}
+
+/// Pulls pages until one is complete (or `max` pages); checks that every
+/// message's conversation was described earlier in the session.
+fn run(session: &mut Session<Shared>, max: usize) -> (Vec<Page>, bool) {
+    let mut pages = Vec::new();
+    let mut described = HashSet::new();
+    for _ in 0..max {
+        let page = session.next_page().unwrap();
+        for c in &page.conversations {
+            assert!(described.insert(c.id.clone()), "{} described twice", c.id);
+        }
+        for m in &page.messages {
+            assert!(
+                described.contains(&m.conversation_id),
+                "{} undescribed",
+                m.id
+            );
+        }
+        let done = page.complete;
+        pages.push(page);
+        if done {
+            return (pages, true);
+        }
+    }
+    (pages, false)
+}
+
+fn ids(pages: &[Page]) -> Vec<String> {
+    pages
+        .iter()
+        .flat_map(|p| p.messages.iter().map(|m| m.id.clone()))
+        .collect()
+}
+
+fn all_source_ids(pod: &Shared) -> Vec<String> {
+    let pod = pod.0.borrow();
+    let mut streams: Vec<&FakeStream> = pod.streams.iter().collect();
+    streams.sort_by(|a, b| a.id.cmp(&b.id));
+    streams
+        .iter()
+        .flat_map(|s| s.messages.iter().map(|m| m.1.clone()))
+        .collect()
+}
+
+#[test]
+fn a_full_run_archives_every_message_once_in_stream_order() {
+    let pod = pod();
+    let mut session = Session::open(CONFIG, None, pod.clone()).unwrap();
+    let order: Vec<&str> = session.streams().iter().map(|s| s.id.as_str()).collect();
+    assert_eq!(order, ["IMxxxx", "MIMxxx", "POSTxx", "ROOMxx"]);
+    let (pages, done) = run(&mut session, 100);
+    assert!(done);
+    let got = ids(&pages);
+    let mut want = all_source_ids(&pod);
+    want.extend(["suppression-r03", "event-ev2", "suppression-zz"].map(String::from));
+    assert_eq!(got, want);
+    // At most page_size messages a page; the JWT was signed by the backend.
+    assert!(pages.iter().all(|p| p.messages.len() <= 7));
+    let pod_ref = pod.0.borrow();
+    assert!(pod_ref.signed[0].split('.').count() == 2);
+    // Streams whose listing was short are not asked again.
+    let im_requests = pod_ref
+        .log
+        .iter()
+        .filter(|l| l.starts_with("GET /agent/v4/stream/IMxxxx/message"))
+        .count();
+    assert_eq!(im_requests, 1);
+}
+
+#[test]
+fn conversations_and_normalization() {
+    let pod = pod();
+    let mut session = Session::open(CONFIG, None, pod.clone()).unwrap();
+    let (pages, _) = run(&mut session, 100);
+    let convs: HashMap<String, Conversation> = pages
+        .iter()
+        .flat_map(|p| p.conversations.iter().cloned())
+        .map(|c| (c.id.clone(), c))
+        .collect();
+    let room = &convs["ROOMxx"];
+    assert_eq!(room.kind, ConversationKind::Room);
+    assert_eq!(room.name.as_deref(), Some("Rates Desk"));
+    let people: Vec<(&str, Option<&str>)> = room
+        .participants
+        .iter()
+        .map(|p| (p.id.as_str(), p.email.as_deref()))
+        .collect();
+    // Bob's email was left out of the member list: looked up. The external
+    // member has none and stays.
+    assert_eq!(
+        people,
+        [
+            ("1", Some("alice@acme.example")),
+            ("2", Some("bob@acme.example")),
+            ("4", None)
+        ]
+    );
+    assert_eq!(convs["IMxxxx"].kind, ConversationKind::Direct);
+    assert_eq!(convs["MIMxxx"].kind, ConversationKind::Group);
+    assert_eq!(convs["POSTxx"].kind, ConversationKind::Feed);
+    assert_eq!(convs["IMxxxx"].name, None);
+
+    let all: HashMap<String, &Message> = pages
+        .iter()
+        .flat_map(|p| p.messages.iter())
+        .map(|m| (m.id.clone(), m))
+        .collect();
+    let edit = all["r05"];
+    assert_eq!(edit.kind, MessageKind::Edit);
+    assert_eq!(edit.relations, vec![Relation::EditOf("r04".into())]);
+    assert_eq!(all["r06"].relations, vec![Relation::ReplyTo("r01".into())]);
+    // i2's parent is in the room, read before it in this run: a forward.
+    assert_eq!(all["i2"].relations, vec![Relation::ForwardOf("r02".into())]);
+    assert_eq!(
+        all["r07"].text.as_deref(),
+        Some("hi @Carol <carol@acme.example>")
+    );
+    assert_eq!(all["r00"].text.as_deref(), Some("text of r00"));
+    assert_eq!(
+        all["r00"].sender.email.as_deref(),
+        Some("alice@acme.example")
+    );
+    // Senders whose message lacks an email get it from the member list.
+    assert_eq!(all["r01"].sender.email.as_deref(), Some("bob@acme.example"));
+    assert_eq!(all["m0"].sender.email, None);
+    let deletion = all["suppression-r03"];
+    assert_eq!(deletion.kind, MessageKind::Deletion);
+    assert_eq!(deletion.relations, vec![Relation::Deletes("r03".into())]);
+    assert_eq!(deletion.sender.email.as_deref(), Some("alice@acme.example"));
+    assert_eq!(all["event-ev2"].kind, MessageKind::MemberLeft);
+    // An event in a stream the stream list did not give is still archived;
+    // its member list is unavailable, so only the sender receives it.
+    assert_eq!(all["suppression-zz"].conversation_id, "OTHER1");
+    assert!(convs["OTHER1"].participants.is_empty());
+    assert_eq!(convs["OTHER1"].kind, ConversationKind::Direct);
+    // Originals are the items exactly as listed.
+    let raw: Value = serde_json::from_slice(all["r05"].original.as_ref().unwrap()).unwrap();
+    assert_eq!(raw["replacing"], "r04");
+}
+
+#[test]
+fn attachments_are_fetched_by_the_host_with_fresh_session_headers() {
+    let pod = pod();
+    let mut session = Session::open(CONFIG, None, pod.clone()).unwrap();
+    let (pages, _) = run(&mut session, 100);
+    let page = pages
+        .iter()
+        .find(|p| p.messages.iter().any(|m| m.id == "r09"))
+        .unwrap();
+    let m = page.messages.iter().find(|m| m.id == "r09").unwrap();
+    assert_eq!(m.attachments.len(), 2);
+    let logins_before = pod.0.borrow().counter;
+    let AttachmentBody::Fetch(spec) = &m.attachments[0].body else {
+        panic!("not fetch")
+    };
+    assert_eq!(
+        spec.url,
+        "https://agent.example/agent/v1/stream/ROOMxx/attachment?fileId=internal_1%2Fa%3D%3D&messageId=r09"
+    );
+    let AttachmentBody::Fetch(spec2) = &m.attachments[1].body else {
+        panic!("not fetch")
+    };
+    assert!(spec2.url.contains("fileId=internal_1%2Fb%3D%3D&"));
+    // The headers carry tokens the pod still accepts.
+    let pod_ref = pod.0.borrow();
+    for (name, value) in &spec.headers {
+        assert!(["sessionToken", "keyManagerToken"].contains(&name.as_str()));
+        assert!(pod_ref.valid.contains(value), "{name} is stale");
+    }
+    assert!(
+        logins_before >= 4,
+        "logged in again for the attachment page"
+    );
+}
+
+#[test]
+fn resuming_from_every_checkpoint_gives_exactly_the_rest() {
+    let pod0 = pod();
+    let mut session = Session::open(CONFIG, None, pod0.clone()).unwrap();
+    let (pages, _) = run(&mut session, 100);
+    let all = ids(&pages);
+    let mut offset = 0;
+    for (k, page) in pages.iter().enumerate() {
+        offset += page.messages.len();
+        let pod = pod();
+        let mut resumed = Session::open(CONFIG, Some(page.checkpoint.clone()), pod).unwrap();
+        let (rest, done) = run(&mut resumed, 100);
+        assert!(done);
+        let rest_ids = ids(&rest);
+        // Messages: exactly the rest. Events are read again from the ackId.
+        let want: Vec<String> = all[offset..].to_vec();
+        assert_eq!(rest_ids, want, "after page {k}");
+    }
+}
+
+#[test]
+fn a_later_run_takes_only_new_messages_including_the_same_millisecond() {
+    let pod = pod();
+    let mut session = Session::open(CONFIG, None, pod.clone()).unwrap();
+    let (pages, _) = run(&mut session, 100);
+    let checkpoint = pages.last().unwrap().checkpoint.clone();
+    let again = Session::open(CONFIG, Some(checkpoint.clone()), pod.clone());
+    let (pages2, done) = run(&mut again.unwrap(), 100);
+    assert!(done);
+    assert!(ids(&pages2).is_empty(), "{:?}", ids(&pages2));
+    // A new message in the last millisecond of the room, one later, and
+    // the last one seen suppressed (gone from the listing).
+    {
+        let mut p = pod.0.borrow_mut();
+        let last_ts = p.streams[0].messages.last().unwrap().0;
+        let s = p.streams[0].clone();
+        let a = message_json(&s, last_ts, "new-same-ms", 1, &p);
+        let b = message_json(&s, last_ts + 5, "new-later", 2, &p);
+        p.streams[0].messages.retain(|m| m.1 != "r29");
+        p.streams[0]
+            .messages
+            .push((last_ts, "new-same-ms".into(), a));
+        p.streams[0]
+            .messages
+            .push((last_ts + 5, "new-later".into(), b));
+    }
+    let mut third = Session::open(CONFIG, Some(checkpoint), pod.clone()).unwrap();
+    let (pages3, _) = run(&mut third, 100);
+    assert_eq!(ids(&pages3), ["new-same-ms", "new-later"]);
+}
+
+#[test]
+fn an_expired_session_logs_in_again_once() {
+    let pod = pod();
+    let mut session = Session::open(CONFIG, None, pod.clone()).unwrap();
+    pod.0.borrow_mut().expire = true;
+    let page = session.next_page().unwrap();
+    assert!(!page.messages.is_empty());
+    // A 401 right after logging in again is an auth failure.
+    {
+        let mut p = pod.0.borrow_mut();
+        p.fail.push(("/message".into(), 401, vec![]));
+        p.fail.push(("/message".into(), 401, vec![]));
+    }
+    assert!(matches!(session.next_page(), Err(SourceError::Auth(_))));
+}
+
+#[test]
+fn throttling_and_failures_are_classified() {
+    for (status, headers, check) in [
+        (
+            429u16,
+            vec![("retry-after".to_string(), "3".to_string())],
+            (|e: &SourceError| *e == SourceError::RateLimited(Some(3))) as fn(&SourceError) -> bool,
+        ),
+        (
+            400,
+            vec![("retry-after".to_string(), "2".to_string())],
+            |e| *e == SourceError::RateLimited(Some(2)),
+        ),
+        (503, vec![], |e| matches!(e, SourceError::Transient(_))),
+        (
+            404,
+            vec![],
+            |e| matches!(e, SourceError::Permanent(m) if m.contains("GET /agent/v4/stream/IMxxxx/message") && m.contains("404")),
+        ),
+    ] {
+        let pod = pod();
+        let mut session = Session::open(CONFIG, None, pod.clone()).unwrap();
+        pod.0
+            .borrow_mut()
+            .fail
+            .push(("/message".into(), status, headers));
+        let err = session.next_page().unwrap_err();
+        assert!(check(&err), "{status}: {err:?}");
+    }
+    // A failed login is an auth failure.
+    let pod = pod();
+    pod.0
+        .borrow_mut()
+        .fail
+        .push(("/login/".into(), 401, vec![]));
+    assert!(matches!(
+        Session::open(CONFIG, None, pod),
+        Err(SourceError::Auth(_))
+    ));
+}
+
+#[test]
+fn stream_types_are_filtered() {
+    let pod = pod();
+    let cfg = config_with("\"stream_types\": [\"ROOM\"], \"events\": false");
+    let mut session = Session::open(&cfg, None, pod.clone()).unwrap();
+    assert_eq!(session.streams().len(), 1);
+    let (pages, done) = run(&mut session, 100);
+    assert!(done);
+    assert!(ids(&pages).iter().all(|id| id.starts_with('r')));
+    assert_eq!(ids(&pages).len(), 30);
+    // Without POST the type filter goes to the pod.
+    let log = &pod.0.borrow().log;
+    assert!(
+        log.iter()
+            .any(|l| l.starts_with("POST /pod/v2/admin/streams/list"))
+    );
+    assert!(!log.iter().any(|l| l.contains("/events/read")));
+}
+
+#[test]
+fn a_listing_with_many_attachments_is_split_over_pages() {
+    let pod = pod();
+    {
+        let mut p = pod.0.borrow_mut();
+        let s = p.streams[1].clone();
+        for i in 0..20 {
+            let mut m = message_json(&s, 2100 + i, &format!("att{i}"), 1, &p);
+            m["attachments"] = json!([
+                {"id": format!("f{i}a"), "name": "a", "size": 1},
+                {"id": format!("f{i}b"), "name": "b", "size": 1}
+            ]);
+            p.streams[1].messages.push((2100 + i, format!("att{i}"), m));
+        }
+    }
+    let cfg = config_with("\"page_size\": 500, \"events\": false");
+    let mut session = Session::open(&cfg, None, pod).unwrap();
+    let (pages, _) = run(&mut session, 100);
+    for p in &pages {
+        let n: usize = p.messages.iter().map(|m| m.attachments.len()).sum();
+        assert!(n <= MAX_PAGE_ATTACHMENTS, "{n} attachments in a page");
+    }
+    assert_eq!(
+        ids(&pages).iter().filter(|i| i.starts_with("att")).count(),
+        20
+    );
+}
+
+#[test]
+fn bad_checkpoints_and_configs() {
+    let pod = pod();
+    assert!(matches!(
+        Session::open(CONFIG, Some(b"{\"offset\":3}".to_vec()), pod.clone()),
+        Err(SourceError::Permanent(_))
+    ));
+    assert!(matches!(
+        Session::open("{}", None, pod),
+        Err(SourceError::InvalidConfig(_))
+    ));
+}

@@ -1,0 +1,388 @@
+//! What operators and auditors do after runs, with the real binary: the
+//! admin log, quarantine redelivery once the mapping is fixed, the
+//! reconciliation report (and its mismatch flags), and backfills over a
+//! date range.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use connector_e2e::ops::*;
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_connector-cli");
+
+fn bin() -> &'static Path {
+    Path::new(BIN)
+}
+
+/// The admin log: its summary as (column, value) pairs, and its failure rows.
+struct AdminLog {
+    summary: Vec<(String, String)>,
+    failures: Vec<Vec<String>>,
+}
+
+impl AdminLog {
+    fn parse(text: &str) -> AdminLog {
+        let (head, tail) = text
+            .split_once("\n\n")
+            .expect("a blank line separates the summary from the failures");
+        let mut r = csv::Reader::from_reader(head.as_bytes());
+        let columns: Vec<String> = r.headers().unwrap().iter().map(String::from).collect();
+        let values: Vec<String> = r
+            .records()
+            .next()
+            .expect("a summary row")
+            .unwrap()
+            .iter()
+            .map(String::from)
+            .collect();
+        let mut r = csv::Reader::from_reader(tail.as_bytes());
+        assert_eq!(
+            r.headers().unwrap().iter().collect::<Vec<_>>(),
+            ["Item id", "Source user id", "Mailbox", "Failure", "Reason"]
+        );
+        let failures = r
+            .records()
+            .map(|rec| rec.unwrap().iter().map(String::from).collect())
+            .collect();
+        AdminLog {
+            summary: columns.into_iter().zip(values).collect(),
+            failures,
+        }
+    }
+
+    fn get(&self, column: &str) -> &str {
+        &self
+            .summary
+            .iter()
+            .find(|(c, _)| c == column)
+            .unwrap_or_else(|| panic!("admin log has no column {column}"))
+            .1
+    }
+
+    fn count(&self, column: &str) -> usize {
+        self.get(column).parse().unwrap()
+    }
+}
+
+fn emails_in_mailboxes(mail: &Path) -> usize {
+    mailbox_contents(mail, CHAT_FOLDER_ON_DISK)
+        .values()
+        .map(Vec::len)
+        .sum()
+}
+
+#[test]
+fn the_admin_log_counts_equal_what_the_mailboxes_hold() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = chat_setup(tmp.path(), "ops", 31, 4, "24h");
+    let config = s.config.to_str().unwrap();
+    let out = connector_ok(bin(), &s.state, &["run", "--once", config]);
+    let run: i64 = out
+        .split_whitespace()
+        .nth(2)
+        .and_then(|r| r.parse().ok())
+        .unwrap_or_else(|| panic!("`run` names its run: {out}"));
+    let text = connector_ok(bin(), &s.state, &["log", "--connector", "ops", "--last"]);
+    let by_id = connector_ok(bin(), &s.state, &["log", &run.to_string()]);
+    assert_eq!(text, by_id, "`log RUN` and `log --connector --last` agree");
+    let log = AdminLog::parse(&text);
+    assert_eq!(
+        log.summary
+            .iter()
+            .map(|(c, _)| c.as_str())
+            .take(7)
+            .collect::<Vec<_>>(),
+        [
+            "Completion time",
+            "Items available from source",
+            "Items available for import after fan-out",
+            "Imported",
+            "Partially imported",
+            "Skipped as duplicates",
+            "Failed"
+        ]
+    );
+    assert!(log.get("Completion time").starts_with("20"), "{text}");
+    let in_mailboxes = emails_in_mailboxes(&s.mail);
+    assert_eq!(in_mailboxes, assert_mailboxes_match(&s.mail, &s.truth));
+    assert_eq!(log.count("Imported"), in_mailboxes);
+    assert_eq!(log.count("Items available from source"), 31);
+    let quarantined = s.truth.quarantined.len();
+    // Every participant of every message is an item for import: the
+    // delivered ones plus dave, who has no mailbox, on each room-ext message.
+    assert_eq!(
+        log.count("Items available for import after fan-out"),
+        in_mailboxes + quarantined
+    );
+    assert_eq!(log.count("Skipped as duplicates"), 0);
+    assert_eq!(log.count("Failed"), quarantined);
+    assert_eq!(log.count("Partially imported"), quarantined);
+    assert_eq!(log.count("Quarantined"), quarantined);
+    assert_eq!(log.get("Outcome"), "succeeded");
+    assert_eq!(log.failures.len(), log.count("Failed"));
+    let failed_items: BTreeSet<String> = log.failures.iter().map(|f| f[0].clone()).collect();
+    assert_eq!(failed_items, s.truth.quarantined);
+    for f in &log.failures {
+        assert_eq!(f[1], "u-dave");
+        assert_eq!(f[2], "", "no mailbox");
+        assert_eq!(f[3], "unmapped");
+        assert!(f[4].contains("mapping CSV"), "{}", f[4]);
+    }
+
+    // A second run finds nothing new: its log says so.
+    connector_ok(bin(), &s.state, &["run", "--once", config]);
+    let again = AdminLog::parse(&connector_ok(
+        bin(),
+        &s.state,
+        &["log", "--connector", "ops", "--last"],
+    ));
+    assert_eq!(again.count("Imported"), 0);
+    assert_eq!(again.count("Items available from source"), 0);
+    assert!(again.failures.is_empty());
+    assert_eq!(emails_in_mailboxes(&s.mail), in_mailboxes);
+}
+
+#[test]
+fn quarantined_items_reach_newly_mapped_mailboxes_once_the_mapping_csv_is_fixed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut s = chat_setup(tmp.path(), "quar", 24, 5, "24h");
+    let config = s.config.to_str().unwrap();
+    connector_ok(bin(), &s.state, &["run", "--once", config]);
+    let list = connector_ok(bin(), &s.state, &["quarantine", "list"]);
+    let mut r = csv::Reader::from_reader(list.as_bytes());
+    let rows: Vec<csv::StringRecord> = r.records().map(Result::unwrap).collect();
+    assert_eq!(rows.len(), s.truth.quarantined.len(), "{list}");
+    for row in &rows {
+        assert_eq!(&row[0], "quar");
+        assert!(s.truth.quarantined.contains(&row[1]));
+        assert_eq!(&row[4], "u-dave");
+    }
+
+    // Before the fix nothing changes.
+    let out = connector_ok(bin(), &s.state, &["quarantine", "redeliver", config]);
+    assert!(out.contains(" 0 delivered"), "{out}");
+    assert!(
+        out.contains(&format!("{} still quarantined", rows.len())),
+        "{out}"
+    );
+
+    std::fs::write(
+        &s.users_csv,
+        "ExternalUserId,Mailbox\nu-carol,carol@example.test\nu-dave,dave@example.test\n",
+    )
+    .unwrap();
+    let out = connector_ok(bin(), &s.state, &["quarantine", "redeliver", config]);
+    let n = rows.len();
+    assert!(out.contains(&format!("{n} delivered")), "{out}");
+    assert!(out.contains(&format!("{n} released")), "{out}");
+    let dave: BTreeSet<String> = s
+        .truth
+        .quarantined
+        .iter()
+        .map(|i| chat_message_id(i))
+        .collect();
+    s.truth
+        .mailboxes
+        .insert("dave@example.test".to_string(), dave);
+    assert_mailboxes_match(&s.mail, &s.truth);
+    let list = connector_ok(bin(), &s.state, &["quarantine", "list", "quar", "--json"]);
+    assert_eq!(
+        serde_json::from_str::<Value>(&list).unwrap(),
+        Value::Array(vec![])
+    );
+
+    // The redelivery has its own admin log.
+    let log = AdminLog::parse(&connector_ok(
+        bin(),
+        &s.state,
+        &["log", "--connector", "quar", "--last"],
+    ));
+    assert_eq!(log.get("Run kind"), "redeliver");
+    assert_eq!(log.count("Imported"), n);
+    assert_eq!(log.count("Failed"), 0);
+
+    // Doing it again, or a backfill over everything, delivers nothing twice.
+    let out = connector_ok(bin(), &s.state, &["quarantine", "redeliver", config]);
+    assert!(out.contains("0 quarantined item(s) examined"), "{out}");
+    let out = connector_ok(
+        bin(),
+        &s.state,
+        &["run", "--once", "--from", "2020-01-01", config],
+    );
+    assert!(out.contains(" 0 imported"), "{out}");
+    assert!(out.contains(" 0 quarantined"), "{out}");
+    assert_mailboxes_match(&s.mail, &s.truth);
+}
+
+#[test]
+fn reconcile_proves_every_delivery_and_flags_an_altered_source_item_and_a_lost_email() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = chat_setup(tmp.path(), "audit", 27, 6, "24h");
+    let config = s.config.to_str().unwrap();
+    connector_ok(bin(), &s.state, &["run", "--once", config]);
+    let args = [
+        "reconcile",
+        "--connector",
+        "audit",
+        "--last",
+        "--format",
+        "json",
+        "--check-mailboxes",
+        config,
+    ];
+    let rec: Value = serde_json::from_str(&connector_ok(bin(), &s.state, &args)).unwrap();
+    assert_eq!(rec["items_seen"], 27);
+    assert_eq!(rec["mismatches"], 0);
+    assert_eq!(rec["mailboxes_checked"], true);
+    let rows = rec["rows"].as_array().unwrap();
+    let delivered: Vec<&Value> = rows.iter().filter(|r| r["status"] == "delivered").collect();
+    assert_eq!(delivered.len(), s.truth.pairs());
+    for r in &delivered {
+        assert_eq!(r["source_sha256"], r["delivered_source_sha256"]);
+        assert_eq!(r["email_sha256"].as_str().unwrap().len(), 64);
+        assert_eq!(r["source_sha256"].as_str().unwrap().len(), 64);
+    }
+    let quarantined = rows.iter().filter(|r| r["status"] == "quarantined").count();
+    assert_eq!(quarantined, s.truth.quarantined.len());
+    // Per mailbox per day, the counts add up (27 hourly messages: two days).
+    let by_day = connector_ok(
+        bin(),
+        &s.state,
+        &["reconcile", "--connector", "audit", "--last", "--by-day"],
+    );
+    let mut r = csv::Reader::from_reader(by_day.as_bytes());
+    let mut days = BTreeSet::new();
+    let mut delivered_sum = 0;
+    for rec in r.records() {
+        let rec = rec.unwrap();
+        days.insert(rec[0].to_string());
+        delivered_sum += rec[3].parse::<usize>().unwrap();
+        assert_eq!(&rec[5], "0");
+    }
+    assert_eq!(days, ["2026-01-01", "2026-01-02"].map(String::from).into());
+    assert_eq!(delivered_sum, s.truth.pairs());
+
+    // The source alters a message it already gave (same length, so the
+    // export's offsets hold), and an email disappears from a mailbox.
+    let text = std::fs::read_to_string(&s.export).unwrap();
+    std::fs::write(
+        &s.export,
+        text.replace("\"message 1 in im-1", "\"MESSAGE 1 in im-1"),
+    )
+    .unwrap();
+    let victim = chat_message_id("m-00004");
+    let alice = connector_e2e::maildir_emails(&s.mail, "alice@example.test", CHAT_FOLDER_ON_DISK);
+    let lost = alice
+        .iter()
+        .find(|e| String::from_utf8_lossy(&e.bytes).contains(&victim))
+        .unwrap();
+    std::fs::remove_file(&lost.path).unwrap();
+
+    let out = connector_ok(
+        bin(),
+        &s.state,
+        &[
+            "run",
+            "--once",
+            "--from",
+            "2026-01-01",
+            "--to",
+            "2026-01-03",
+            config,
+        ],
+    );
+    assert!(
+        out.contains(" 0 imported"),
+        "the ledger keeps the backfill from redelivering: {out}"
+    );
+    let result = connector(bin(), &s.state, &args);
+    assert_eq!(
+        result.status.code(),
+        Some(1),
+        "mismatches make reconcile fail"
+    );
+    let rec: Value = serde_json::from_slice(&result.stdout).unwrap();
+    let flagged: BTreeSet<(String, String, String)> = rec["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["mismatch"] == true)
+        .map(|r| {
+            (
+                r["item_id"].as_str().unwrap().to_string(),
+                r["mailbox"].as_str().unwrap().to_string(),
+                r["status"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let want: BTreeSet<(String, String, String)> = [
+        ("m-00001", "alice@example.test", "source-changed"),
+        ("m-00001", "bob@example.test", "source-changed"),
+        ("m-00004", "alice@example.test", "not-in-mailbox"),
+    ]
+    .into_iter()
+    .map(|(a, b, c)| (a.into(), b.into(), c.into()))
+    .collect();
+    assert_eq!(flagged, want);
+    assert_eq!(rec["mismatches"], 3);
+}
+
+#[test]
+fn a_backfill_delivers_only_its_date_range_resumes_when_interrupted_and_leaves_the_checkpoint_alone()
+ {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = chat_setup(tmp.path(), "back", 48, 4, "24h");
+    let config = s.config.to_str().unwrap();
+    let range = [
+        "--from",
+        "2026-01-01T10:00:00Z",
+        "--to",
+        "2026-01-01T20:00:00Z",
+    ];
+    // Stopped after 4 pages (messages 0–15, of which 10–15 are in range).
+    let mut args = vec!["run", "--once", "--max-pages", "4"];
+    args.extend(range);
+    args.push(config);
+    let out = connector_ok(bin(), &s.state, &args);
+    assert!(out.contains("interrupted"), "{out}");
+    assert!(out.contains(" 6 message(s) from source"), "{out}");
+    // The same backfill again resumes at its own checkpoint: messages 16–19.
+    let mut args = vec!["run", "--once"];
+    args.extend(range);
+    args.push(config);
+    let out = connector_ok(bin(), &s.state, &args);
+    assert!(out.contains("succeeded"), "{out}");
+    assert!(out.contains(" 4 message(s) from source"), "{out}");
+    let in_range: BTreeSet<String> = (10..20)
+        .map(|i| chat_message_id(&format!("m-{i:05}")))
+        .collect();
+    let got = mailbox_contents(&s.mail, CHAT_FOLDER_ON_DISK);
+    let mut pairs = 0;
+    for (mailbox, ids) in &got {
+        for id in ids {
+            assert!(
+                in_range.contains(id),
+                "{mailbox} got {id}, outside the range"
+            );
+        }
+        pairs += ids.len();
+    }
+    let want_pairs: usize = s
+        .truth
+        .mailboxes
+        .values()
+        .map(|ids| ids.intersection(&in_range).count())
+        .sum();
+    assert_eq!(pairs, want_pairs);
+
+    // The connector's own checkpoint was never moved: its first run starts
+    // at the beginning and skips what the backfill delivered.
+    let out = connector_ok(bin(), &s.state, &["run", "--once", config]);
+    assert!(out.contains(" 48 message(s) from source"), "{out}");
+    assert!(
+        out.contains(&format!(" {want_pairs} duplicate(s) skipped")),
+        "{out}"
+    );
+    assert_mailboxes_match(&s.mail, &s.truth);
+}
