@@ -88,6 +88,17 @@ fn pages_checkpoints_and_requests_over_scripted_http() {
         checkpoints.iter().all(|c| c.starts_with("{\"offset\":")),
         "{checkpoints:?}"
     );
+    let opened = run
+        .logs
+        .iter()
+        .find(|l| l.message == "chat export opened")
+        .expect("the plugin's log lines are captured");
+    assert_eq!(opened.level, "info");
+    assert!(
+        opened
+            .fields
+            .contains(&("page_size".to_string(), "2".to_string()))
+    );
     let urls: Vec<&str> = run.requests.iter().map(|r| r.url.as_str()).collect();
     assert_eq!(
         urls,

@@ -127,24 +127,32 @@ fn the_harness_runs_native_plugins_too() {
 
 #[test]
 fn a_library_that_is_not_a_connector_plugin_is_refused_before_any_call() {
-    // Any shared library without the handshake symbol: the test binary's
-    // own C library will do.
-    let libc = ["/lib/x86_64-linux-gnu/libm.so.6", "/usr/lib/x86_64-linux-gnu/libm.so.6", "/lib64/libm.so.6"]
-        .into_iter()
-        .map(Path::new)
-        .find(|p| p.is_file());
-    let Some(libc) = libc else {
+    // Any shared library without the handshake symbol: the C maths
+    // library will do.
+    let libm = [
+        "/lib/x86_64-linux-gnu/libm.so.6",
+        "/usr/lib/x86_64-linux-gnu/libm.so.6",
+        "/lib64/libm.so.6",
+    ]
+    .into_iter()
+    .map(Path::new)
+    .find(|p| p.is_file());
+    let Some(libm) = libm else {
         eprintln!("no libm found; skipping");
         return;
     };
     let tmp = tempfile::tempdir().unwrap();
     let manifest = connector_host::config::manifest::package(
         &workspace_root().join("plugins/native-example/manifest.toml"),
-        libc,
+        libm,
         &tmp.path().join("plugin"),
     )
     .unwrap();
-    let err = Harness::new(&manifest).trust_native().run_pages().unwrap_err().to_string();
+    let err = Harness::new(&manifest)
+        .trust_native()
+        .run_pages()
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("is not a connector native plugin"), "{err}");
     assert!(err.contains("connector_native_abi_version"), "{err}");
 }

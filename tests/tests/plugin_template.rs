@@ -110,7 +110,11 @@ fn new_plugin_creates_a_plugin_that_builds_to_wasm_and_runs() {
         .state("sessions", "41")
         .run_pages()
         .unwrap();
-    assert_eq!(run.state("sessions").as_deref(), Some(&b"42"[..]), "state in and out");
+    assert_eq!(
+        run.state("sessions").as_deref(),
+        Some(&b"42"[..]),
+        "state in and out"
+    );
     assert_eq!(run.pages.len(), 3);
     assert_eq!(run.messages().count(), 5);
     assert_eq!(

@@ -256,3 +256,11 @@ fn a_run_stopped_midway_resumes_where_it_stopped() {
     );
     check_mailboxes(&s.root.join("mail"), &export.expected);
 }
+
+#[test]
+fn the_example_connector_file_parses() {
+    let config =
+        ConnectorConfig::load(&workspace_root().join("examples/slack/connector.toml")).unwrap();
+    assert_eq!(config.id, "slack");
+    assert!(config.plugin.ends_with("slack-export/manifest.toml"));
+}

@@ -426,8 +426,10 @@ secrets = ["token"]
     #[test]
     fn native_manifests_name_a_library_and_package_it() {
         let dir = tempfile::tempdir().unwrap();
-        let native = good("unset")
-            .replace("wasm = \"plugin.wasm\"", "kind = \"native\"\nlibrary = \"libx.so\"");
+        let native = good("unset").replace(
+            "wasm = \"plugin.wasm\"",
+            "kind = \"native\"\nlibrary = \"libx.so\"",
+        );
         let src = write(dir.path(), &native);
         let m = PluginManifest::load_unpinned(&src).unwrap();
         assert_eq!(m.kind, PluginKind::Native);

@@ -16,6 +16,8 @@
 //! library (it stays mapped until the process ends, so no code or static can
 //! disappear under a running session).
 
+#![warn(missing_docs)]
+
 pub mod abi;
 mod plugin;
 

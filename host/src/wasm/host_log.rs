@@ -14,6 +14,9 @@ fn fields_text(fields: &[(String, String)]) -> String {
 
 impl log::Host for SandboxState {
     fn enabled(&mut self, level: Level) -> bool {
+        if self.log_sink.is_some() {
+            return true;
+        }
         match level {
             Level::Trace => tracing::enabled!(target: "plugin", tracing::Level::TRACE),
             Level::Debug => tracing::enabled!(target: "plugin", tracing::Level::DEBUG),
@@ -24,6 +27,20 @@ impl log::Host for SandboxState {
     }
 
     fn log(&mut self, level: Level, message: String, fields: Vec<(String, String)>) {
+        if let Some(sink) = &self.log_sink {
+            let line = super::runner::LogLine {
+                level: match level {
+                    Level::Trace => "trace",
+                    Level::Debug => "debug",
+                    Level::Info => "info",
+                    Level::Warn => "warn",
+                    Level::Error => "error",
+                },
+                message: message.clone(),
+                fields: fields.clone(),
+            };
+            sink.lock().unwrap_or_else(|p| p.into_inner()).push(line);
+        }
         let plugin = self.plugin_id.as_str();
         let fields = fields_text(&fields);
         match level {

@@ -8,6 +8,8 @@
 //! is linked and called through the bindings of that version, so that
 //! plugins built against an older world keep running on a newer host.
 
+#![warn(missing_docs)]
+
 pub mod api_version;
 mod convert;
 pub mod engine;
@@ -29,7 +31,9 @@ pub use engine::PluginEngine;
 pub use host_http::{
     HttpClient, HttpTransport, TransportError, TransportRequest, TransportResponse, UreqTransport,
 };
-pub use runner::{KvAccess, MAX_CHECKPOINT, MAX_INLINE_ATTACHMENT, WasmPlugin, WasmSession};
+pub use runner::{
+    KvAccess, LogLine, LogSink, MAX_CHECKPOINT, MAX_INLINE_ATTACHMENT, WasmPlugin, WasmSession,
+};
 
 // Shared with native plugins, which use the same data model and attachment
 // handling.

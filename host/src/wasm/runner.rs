@@ -47,6 +47,21 @@ pub struct WasmPlugin {
     secrets: Arc<SecretStore>,
     http: HttpClient,
     kv: Option<KvAccess>,
+    log_sink: Option<LogSink>,
+}
+
+/// A plugin's log lines, kept in memory (besides the host's log) for tests.
+pub type LogSink = Arc<Mutex<Vec<LogLine>>>;
+
+/// One line a plugin logged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogLine {
+    /// `trace`, `debug`, `info`, `warn` or `error`.
+    pub level: &'static str,
+    /// The message.
+    pub message: String,
+    /// Its key/value fields.
+    pub fields: Vec<(String, String)>,
 }
 
 impl WasmPlugin {
@@ -105,7 +120,13 @@ impl WasmPlugin {
             secrets: Arc::new(secrets),
             http,
             kv,
+            log_sink: None,
         })
+    }
+
+    /// Also records every line the plugin logs (at any level) into `sink`.
+    pub fn set_log_sink(&mut self, sink: LogSink) {
+        self.log_sink = Some(sink);
     }
 
     /// The API version the plugin was built against (read from the
@@ -121,6 +142,7 @@ impl WasmPlugin {
             self.secrets.clone(),
             self.http.clone(),
             self.kv.clone(),
+            self.log_sink.clone(),
         )?;
         let mut store = Store::new(self.engine.engine(), state);
         store.limiter(|s| &mut s.limiter);

@@ -9,7 +9,7 @@ use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use super::host_http::HttpClient;
 use super::limits::MemoryCap;
-use super::runner::KvAccess;
+use super::runner::{KvAccess, LogSink};
 use crate::plugin::{Capabilities, PluginError, SecretStore};
 
 /// How much of a plugin's stderr is kept for error reports.
@@ -24,6 +24,7 @@ pub struct SandboxState {
     pub(super) secrets: Arc<SecretStore>,
     pub(super) http: HttpClient,
     pub(super) kv: Option<KvAccess>,
+    pub(super) log_sink: Option<LogSink>,
     pub(super) plugin_id: String,
     pub(super) stderr: MemoryOutputPipe,
 }
@@ -37,6 +38,7 @@ impl SandboxState {
         secrets: Arc<SecretStore>,
         http: HttpClient,
         kv: Option<KvAccess>,
+        log_sink: Option<LogSink>,
     ) -> Result<SandboxState, PluginError> {
         let stderr = MemoryOutputPipe::new(STDERR_CAPACITY);
         let mut wasi = WasiCtxBuilder::new();
@@ -61,6 +63,7 @@ impl SandboxState {
             secrets,
             http,
             kv,
+            log_sink,
             plugin_id: plugin_id.to_string(),
             stderr,
         })

@@ -42,8 +42,8 @@
 //! [`Harness::run_pages`] opens one session (from [`Harness::checkpoint`]
 //! if set), pulls pages until one is `complete` (or [`Harness::max_pages`]
 //! is reached) and returns a [`Run`]: the pages with their attachments
-//! resolved to bytes, the checkpoints, every request, and the plugin's state
-//! store afterwards. Run it again with `.checkpoint(run.last_checkpoint())`
+//! resolved to bytes, the checkpoints, every request, every line the plugin
+//! logged, and the plugin's state store afterwards. Run it again with `.checkpoint(run.last_checkpoint())`
 //! to test resuming.
 //!
 //! Scripted responses ([`Harness::respond`], [`Harness::respond_once`],
@@ -63,16 +63,16 @@ use std::sync::{Arc, Mutex, OnceLock};
 use connector_host::config::connector::Grants;
 use connector_host::config::{Origin, PluginKind, PluginManifest, RequestedPermissions};
 use connector_host::model::AttachmentData;
-use connector_host::plugin::{Capabilities, PluginError, SecretStore, loader};
+use connector_host::plugin::{Capabilities, PluginError, SecretStore, Source, loader};
 use connector_host::state::StateDb;
-use connector_host::wasm::{HttpClient, KvAccess, PluginEngine};
+use connector_host::wasm::{HttpClient, KvAccess, LogSink, PluginEngine, WasmPlugin};
 use sha2::{Digest, Sha256};
 
 pub use connector_host::model::{
     Attachment, Conversation, ConversationKind, Message, MessageKind, Person, Relation,
 };
 pub use connector_host::plugin::Page;
-pub use connector_host::wasm::TransportError;
+pub use connector_host::wasm::{LogLine, TransportError};
 pub use scripted::{Method, RecordedRequest};
 
 use scripted::{Rule, ScriptedTransport};
@@ -129,6 +129,8 @@ pub struct Run {
     /// Every HTTP request that passed the allow-list (plugin requests and the
     /// host's `fetch` attachment downloads), in order.
     pub requests: Vec<RecordedRequest>,
+    /// Every line the plugin logged, at any level (wasm plugins).
+    pub logs: Vec<LogLine>,
     state: Arc<Mutex<StateDb>>,
 }
 
@@ -428,6 +430,7 @@ impl Harness {
                 run: Box::new(Run {
                     pages: Vec::new(),
                     requests: Vec::new(),
+                    logs: Vec::new(),
                     state: Arc::new(Mutex::new(
                         StateDb::open_in_memory().expect("an in-memory database"),
                     )),
@@ -453,15 +456,26 @@ impl Harness {
             db: db.clone(),
             connector: CONNECTOR.into(),
         };
-        let mut plugin = loader::load_with_http(
-            &engine,
-            &manifest,
-            caps,
-            self.secrets(),
-            (manifest.kind == PluginKind::Wasm).then_some(kv),
-            http,
-        )
-        .map_err(HarnessError::Load)?;
+        let logs: LogSink = Arc::new(Mutex::new(Vec::new()));
+        let mut plugin: Box<dyn Source> = match manifest.kind {
+            PluginKind::Wasm => {
+                let mut wasm = WasmPlugin::load_with_http(
+                    &engine,
+                    &manifest,
+                    caps,
+                    self.secrets(),
+                    Some(kv),
+                    http,
+                )
+                .map_err(HarnessError::Load)?;
+                wasm.set_log_sink(logs.clone());
+                Box::new(wasm)
+            }
+            PluginKind::Native => {
+                loader::load_with_http(&engine, &manifest, caps, self.secrets(), None, http)
+                    .map_err(HarnessError::Load)?
+            }
+        };
         let mut pages = Vec::new();
         let result = (|| -> Result<(), PluginError> {
             let mut session = plugin.open(&self.config_json, self.checkpoint.clone())?;
@@ -491,6 +505,7 @@ impl Harness {
         let run = Run {
             pages,
             requests: transport.requests(),
+            logs: logs.lock().unwrap_or_else(|p| p.into_inner()).clone(),
             state: db,
         };
         let unscripted: Vec<RecordedRequest> = run

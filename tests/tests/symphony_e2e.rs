@@ -1,0 +1,593 @@
+//! The Symphony plugin, built to wasm32-wasip2, run by the real host against
+//! the Symphony simulator over real HTTP into a Maildir. Every email is
+//! parsed back and compared with the simulator's ground truth; runs with
+//! injected faults (throttling, expired sessions, server errors, dropped
+//! connections) must end with byte-identical mailboxes.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+
+use connector_e2e::*;
+use connector_host::config::ConnectorConfig;
+use connector_host::convert::EmailConverter;
+use connector_host::model::Person;
+use connector_host::pipeline::{Host, RunOptions, RunSummary};
+use connector_host::state::RunOutcome;
+use base64::Engine as _;
+use mail_parser::{Encoding, Message, MessageParser, MessagePart, MimeHeaders};
+use sha2::{Digest, Sha256};
+use symphony_sim::{
+    BlockingSim, Faults, GroundTruth, Relation, SimConfig, SuppressionMode, TEST_PRIVATE_KEY_PEM,
+    TEST_USERNAME, TruthMessage, normalize_text, start_blocking,
+};
+
+const FOLDER_ON_DISK: &str = ".INBOX.Symphony";
+const DOMAIN: &str = "acme-capital.example";
+
+struct Setup {
+    _tmp: tempfile::TempDir,
+    config: ConnectorConfig,
+    state: PathBuf,
+    mail: PathBuf,
+}
+
+/// Installs the plugin and writes a connector file for the simulator at
+/// `base`, with the private key in a 0600 secrets file.
+fn setup(base: &str, page_size: u32) -> Setup {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let manifest = install_plugin("symphony", "plugins/symphony/manifest.toml", &root.join("plugin"));
+    let secrets = write_file(
+        root,
+        "secrets.toml",
+        &format!("private-key = '''\n{}'''\n", TEST_PRIVATE_KEY_PEM.trim_end()),
+    );
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&secrets, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    let config = write_file(
+        root,
+        "connector.toml",
+        &format!(
+            r#"
+id = "symphony-e2e"
+plugin = "{manifest}"
+retries = 12
+
+[plugin-config]
+pod_url = "{base}"
+agent_url = "{base}"
+key_manager_url = "{base}"
+username = "{TEST_USERNAME}"
+page_size = {page_size}
+
+[grants]
+hosts = ["{base}"]
+signing-keys = ["private-key"]
+
+[secrets]
+from = "file"
+path = "{secrets}"
+
+[mapping]
+domains = ["{DOMAIN}"]
+
+[sink]
+kind = "maildir"
+path = "mail"
+fsync = false
+"#,
+            manifest = manifest.display(),
+            secrets = secrets.display(),
+        ),
+    );
+    Setup {
+        config: ConnectorConfig::load(&config).unwrap(),
+        state: root.join("state"),
+        mail: root.join("mail"),
+        _tmp: tmp,
+    }
+}
+
+fn sim_config(messages: usize) -> SimConfig {
+    SimConfig::builder()
+        .seed(20_240_101)
+        .messages(messages)
+        .large_attachment_bytes(0)
+        .max_small_attachment_bytes(48 * 1024)
+        .suppressions(SuppressionMode::Pending)
+        .build()
+}
+
+fn sim(config: SimConfig) -> BlockingSim {
+    start_blocking(config).expect("the simulator starts")
+}
+
+/// Runs until a run succeeds (a run may give up on a long streak of
+/// injected faults; the next one resumes at its checkpoint).
+fn run_to_success(host: &Host, s: &Setup) -> Vec<RunSummary> {
+    let mut runs = Vec::new();
+    for _ in 0..4 {
+        match host.run_once(&s.config, &RunOptions::default()) {
+            Ok(summary) if summary.outcome == RunOutcome::Succeeded => {
+                runs.push(summary);
+                return runs;
+            }
+            Ok(summary) => runs.push(summary),
+            Err(e) => eprintln!("run failed, running again: {e}"),
+        }
+    }
+    panic!("no run succeeded: {runs:?}");
+}
+
+fn lower(s: &str) -> String {
+    s.to_ascii_lowercase()
+}
+
+/// What one (source) item should look like, and where it should land.
+struct Expected<'a> {
+    message: &'a TruthMessage,
+    /// True for the deletion record of a suppressed message.
+    deletion: bool,
+    mailboxes: BTreeSet<String>,
+    /// Mailboxes that may also receive it (the suppression's initiator).
+    optional: BTreeSet<String>,
+}
+
+fn expectations(truth: &GroundTruth) -> BTreeMap<String, Expected<'_>> {
+    let officer = truth
+        .users
+        .iter()
+        .filter(|u| !u.external && u.email.is_some() && u.account_type == "NORMAL")
+        .min_by_key(|u| u.user_id)
+        .and_then(|u| u.email.clone())
+        .map(|e| lower(&e));
+    let mut out = BTreeMap::new();
+    for m in &truth.messages {
+        let stream = truth.stream(&m.stream_id).unwrap();
+        let members: BTreeSet<String> = stream
+            .members
+            .iter()
+            .filter_map(|p| p.email.as_deref().map(lower))
+            .collect();
+        let mut mailboxes = members.clone();
+        mailboxes.extend(m.sender_email.as_deref().map(lower));
+        // The tests apply suppressions after a first run: every message was
+        // listed once, and stays archived.
+        out.insert(
+            m.message_id.clone(),
+            Expected {
+                message: m,
+                deletion: false,
+                mailboxes: mailboxes.clone(),
+                optional: BTreeSet::new(),
+            },
+        );
+        if m.suppression_applied {
+            let mut optional: BTreeSet<String> = officer.iter().cloned().collect();
+            optional.extend(m.sender_email.as_deref().map(lower));
+            out.insert(
+                format!("suppression-{}", m.message_id),
+                Expected {
+                    message: m,
+                    deletion: true,
+                    mailboxes: members,
+                    optional,
+                },
+            );
+        }
+    }
+    out
+}
+
+fn header(parsed: &Message<'_>, name: &str) -> Option<String> {
+    parsed.header_raw(name).map(|v| v.trim().to_string())
+}
+
+/// The body text without the host's relation lines ("In reply to message
+/// …" and a blank line).
+fn body_without_context(parsed: &Message<'_>) -> String {
+    let text = parsed
+        .body_text(0)
+        .map(|t| t.replace("\r\n", "\n"))
+        .unwrap_or_default();
+    let context = [
+        "In reply to message ",
+        "Forwarded from message ",
+        "Edit of message ",
+        "Deletes message ",
+    ];
+    if context.iter().any(|c| text.starts_with(c)) {
+        text.split_once("\n\n")
+            .map(|(_, rest)| rest.to_string())
+            .unwrap_or_default()
+    } else {
+        text
+    }
+}
+
+/// The text the plugin should give: the ground truth's, with mentions
+/// followed by the user's email and table cells separated by ` | `.
+fn expected_text(truth: &GroundTruth, m: &TruthMessage) -> String {
+    let mut text = m.text.clone();
+    let mut mentioned: Vec<i64> = m.mentions.clone();
+    mentioned.sort_unstable();
+    mentioned.dedup();
+    for id in mentioned {
+        let user = truth.user(id).unwrap();
+        if let Some(email) = &user.email {
+            let at = format!("@{}", user.display_name);
+            text = text.replace(&at, &format!("{at} <{email}>"));
+        }
+    }
+    text.replace('\t', " | ")
+}
+
+/// An attachment's bytes as stored. mail-parser hands text parts back
+/// decoded to UTF-8 (lossily); those are decoded from the raw transfer
+/// encoding instead.
+fn attachment_bytes(raw: &[u8], part: &MessagePart<'_>) -> Vec<u8> {
+    if !part.is_text() {
+        return part.contents().to_vec();
+    }
+    let body = &raw[part.raw_body_offset() as usize..part.raw_end_offset() as usize];
+    match part.encoding {
+        Encoding::Base64 => {
+            let compact: Vec<u8> = body
+                .iter()
+                .copied()
+                .filter(|b| !b.is_ascii_whitespace())
+                .collect();
+            base64::engine::general_purpose::STANDARD
+                .decode(compact)
+                .expect("base64 attachment")
+        }
+        Encoding::QuotedPrintable => {
+            // The line break before the boundary is the boundary's.
+            let body = body.strip_suffix(b"\r\n").unwrap_or(body);
+            let mut out = Vec::with_capacity(body.len());
+            let mut i = 0;
+            while i < body.len() {
+                match body[i] {
+                    b'=' if body[i + 1..].starts_with(b"\r\n") => i += 3,
+                    b'=' if body[i + 1..].starts_with(b"\n") => i += 2,
+                    b'=' => {
+                        let hex = std::str::from_utf8(&body[i + 1..i + 3]).unwrap();
+                        out.push(u8::from_str_radix(hex, 16).expect("quoted-printable"));
+                        i += 3;
+                    }
+                    b => {
+                        out.push(b);
+                        i += 1;
+                    }
+                }
+            }
+            out
+        }
+        Encoding::None => part.contents().to_vec(),
+    }
+}
+
+/// Checks one email against the ground truth.
+fn check_email(
+    converter: &EmailConverter,
+    truth: &GroundTruth,
+    id: &str,
+    e: &Expected<'_>,
+    raw: &[u8],
+    parsed: &Message<'_>,
+) {
+    let m = e.message;
+    let stream = truth.stream(&m.stream_id).unwrap();
+    assert_eq!(header(parsed, "X-Connector-Message-Id").as_deref(), Some(id));
+    assert_eq!(
+        header(parsed, "X-Connector-Conversation-Id").as_deref(),
+        Some(m.stream_id.as_str()),
+        "{id}"
+    );
+    let kind = header(parsed, "X-Connector-Message-Kind").unwrap();
+    let sha = header(parsed, "X-Connector-Source-SHA256").unwrap();
+    assert!(sha.len() == 64 && sha.bytes().all(|b| b.is_ascii_hexdigit()), "{id}");
+    let to: BTreeSet<String> = parsed
+        .to()
+        .map(|list| {
+            list.iter()
+                .filter_map(|a| a.address())
+                .map(lower)
+                .collect()
+        })
+        .unwrap_or_default();
+    let want_to: BTreeSet<String> = stream
+        .members
+        .iter()
+        .map(|p| {
+            lower(&converter.address_of(&Person {
+                id: p.user_id.to_string(),
+                display_name: Some(p.display_name.clone()),
+                email: p.email.clone(),
+            }))
+        })
+        .collect();
+    assert_eq!(to, want_to, "{id}: every member, past and external ones included");
+    if e.deletion {
+        assert_eq!(kind, "deletion", "{id}");
+        assert_eq!(
+            header(parsed, "X-Connector-Deletes").as_deref(),
+            Some(m.message_id.as_str())
+        );
+        assert_eq!(
+            parsed.date().unwrap().to_timestamp(),
+            m.suppressed_at.unwrap().div_euclid(1000),
+            "{id} Date"
+        );
+        return;
+    }
+    assert_eq!(
+        parsed.date().unwrap().to_timestamp(),
+        m.timestamp.div_euclid(1000),
+        "{id} Date"
+    );
+    let from = parsed
+        .from()
+        .and_then(|a| a.first())
+        .and_then(|a| a.address())
+        .map(lower)
+        .unwrap();
+    match &m.sender_email {
+        Some(email) => assert_eq!(from, lower(email), "{id} From"),
+        None => assert!(from.ends_with(".invalid"), "{id} placeholder From {from}"),
+    }
+    assert_eq!(
+        header(parsed, "X-Connector-Sender-Id"),
+        Some(m.sender_user_id.to_string())
+    );
+    match &m.replacing {
+        Some(target) => {
+            assert_eq!(kind, "edit", "{id}");
+            assert_eq!(header(parsed, "X-Connector-Edit-Of").as_ref(), Some(target));
+            assert_eq!(
+                header(parsed, "X-Connector-Property-Initial-Message-Id"),
+                m.initial_message_id
+            );
+        }
+        None => assert_eq!(kind, "chat", "{id}"),
+    }
+    let (reply, forward) = (
+        header(parsed, "X-Connector-Reply-To"),
+        header(parsed, "X-Connector-Forward-Of"),
+    );
+    match m.relation {
+        Some(Relation::Reply) => {
+            assert_eq!(reply, m.parent_message_id, "{id} reply");
+            assert_eq!(forward, None);
+            assert_eq!(
+                parsed.in_reply_to().as_text().map(str::to_string),
+                Some(converter.message_id(m.parent_message_id.as_deref().unwrap()))
+            );
+        }
+        Some(Relation::Forward) => {
+            assert_eq!(forward, m.parent_message_id, "{id} forward");
+            assert_eq!(reply, None);
+        }
+        None => assert_eq!((reply, forward), (None, None), "{id}"),
+    }
+    assert_eq!(
+        header(parsed, "X-Connector-Property-Stream-Type").as_deref(),
+        Some(m.stream_type.as_str())
+    );
+    if let Some(name) = &stream.name {
+        let subject = parsed.subject().unwrap();
+        assert_eq!(subject.trim_start_matches("Edited: "), name, "{id} subject");
+    }
+    if !m.text.is_empty() {
+        let got = body_without_context(parsed);
+        assert_eq!(
+            normalize_text(&got),
+            normalize_text(&expected_text(truth, m)),
+            "{id}: text"
+        );
+        if m.text_chars >= 60_000 {
+            assert!(got.chars().count() >= 60_000, "{id}: the long message is whole");
+        }
+        assert!(
+            parsed.body_html(0).is_some(),
+            "{id}: an HTML body beside the text"
+        );
+    }
+    let got: Vec<(String, String)> = parsed
+        .attachments()
+        .map(|a| {
+            (
+                a.attachment_name().unwrap_or_default().to_string(),
+                hex::encode(Sha256::digest(attachment_bytes(raw, a))),
+            )
+        })
+        .collect();
+    let want: Vec<(String, String)> = m
+        .attachments
+        .iter()
+        .map(|a| (a.name.clone(), a.sha256.clone()))
+        .collect();
+    assert_eq!(got, want, "{id}: attachments byte for byte");
+}
+
+/// Checks every mailbox against the ground truth: each item exactly once in
+/// each mapped participant's `INBOX/Symphony`, nothing else; returns
+/// (mailbox, Message-ID) → SHA-256 of the email.
+fn check_archive(s: &Setup, truth: &GroundTruth) -> BTreeMap<(String, String), String> {
+    let converter = EmailConverter::new("symphony", "Symphony");
+    let expected = expectations(truth);
+    let by_message_id: BTreeMap<String, (&String, &Expected<'_>)> = expected
+        .iter()
+        .map(|(id, e)| (converter.message_id(id), (id, e)))
+        .collect();
+    let mut snapshot = BTreeMap::new();
+    let mut checked: BTreeMap<String, String> = BTreeMap::new();
+    let mut seen: BTreeMap<&String, BTreeSet<String>> = BTreeMap::new();
+    for mailbox in mailboxes(&s.mail) {
+        for stored in maildir_emails(&s.mail, &mailbox, FOLDER_ON_DISK) {
+            let parsed = MessageParser::default()
+                .parse(&stored.bytes)
+                .expect("the email parses");
+            let mid = parsed.message_id().expect("a Message-ID").to_string();
+            let (id, e) = by_message_id
+                .get(&mid)
+                .unwrap_or_else(|| panic!("{mailbox}: unexpected email {mid}"));
+            assert!(
+                e.mailboxes.contains(&mailbox) || e.optional.contains(&mailbox),
+                "{mailbox} received {id}, which it should not"
+            );
+            assert!(
+                seen.entry(id).or_default().insert(mailbox.clone()),
+                "{mailbox}: {id} delivered twice"
+            );
+            let sha = hex::encode(Sha256::digest(&stored.bytes));
+            match checked.get(&mid) {
+                Some(first) => assert_eq!(first, &sha, "{id}: the same email in every mailbox"),
+                None => {
+                    check_email(&converter, truth, id, e, &stored.bytes, &parsed);
+                    checked.insert(mid.clone(), sha.clone());
+                }
+            }
+            snapshot.insert((mailbox.clone(), mid), sha);
+        }
+    }
+    for (id, e) in &expected {
+        let got = seen.get(id).cloned().unwrap_or_default();
+        for mailbox in &e.mailboxes {
+            assert!(got.contains(mailbox), "{mailbox} lacks {id}");
+        }
+    }
+    snapshot
+}
+
+fn deliveries(truth: &GroundTruth) -> usize {
+    expectations(truth)
+        .values()
+        .map(|e| e.mailboxes.len())
+        .sum()
+}
+
+#[test]
+fn every_message_reaches_every_mapped_participant_once_and_matches_the_ground_truth() {
+    let sim = sim(sim_config(2000));
+    let s = setup(&sim.base_url(), 50);
+    let host = Host::open(&s.state).unwrap();
+
+    // Interrupted after a few pages, then resumed from the checkpoint.
+    let first = host
+        .run_once(&s.config, &RunOptions { max_pages: Some(6) })
+        .unwrap();
+    assert_eq!(first.outcome, RunOutcome::Interrupted);
+    let second = host.run_once(&s.config, &RunOptions::default()).unwrap();
+    assert_eq!(second.outcome, RunOutcome::Succeeded);
+    let truth = sim.ground_truth();
+    assert_eq!(truth.messages.len(), 2000);
+    assert_eq!(
+        (first.counts.items_from_source + second.counts.items_from_source) as usize,
+        truth.messages.len(),
+        "every message taken once"
+    );
+    assert_eq!(second.counts.skipped_duplicates, 0);
+    assert_eq!(
+        (first.counts.imported + second.counts.imported) as usize,
+        deliveries(&truth)
+    );
+    assert!(second.counts.quarantined > 0, "external and email-less members are quarantined");
+    check_archive(&s, &truth);
+
+    // Nothing new: nothing imported.
+    let third = host.run_once(&s.config, &RunOptions::default()).unwrap();
+    assert_eq!(third.outcome, RunOutcome::Succeeded);
+    assert_eq!((third.counts.items_from_source, third.counts.imported), (0, 0));
+
+    // Suppressions happen: the next run archives them as deletions.
+    let applied = sim.apply_suppressions();
+    assert!(applied > 0);
+    let fourth = host.run_once(&s.config, &RunOptions::default()).unwrap();
+    assert_eq!(fourth.outcome, RunOutcome::Succeeded);
+    assert_eq!(fourth.counts.items_from_source as usize, applied);
+    let truth = sim.ground_truth();
+    check_archive(&s, &truth);
+    let stats = sim.stats();
+    assert!(stats.message_pages > 0 && stats.attachment_downloads > 0);
+}
+
+#[test]
+fn faults_do_not_change_the_archive() {
+    let clean_sim = sim(sim_config(800));
+    let clean = setup(&clean_sim.base_url(), 50);
+    let clean_host = Host::open(&clean.state).unwrap();
+    run_to_success(&clean_host, &clean);
+    clean_sim.apply_suppressions();
+    run_to_success(&clean_host, &clean);
+    let clean_snapshot = check_archive(&clean, &clean_sim.ground_truth());
+
+    let faults: Faults =
+        "429:every=50:burst=2:retry=1,400:every=89:burst=1:retry=1,5xx:every=67:status=503,drop:p=0.02,expire:after=30"
+            .parse()
+            .unwrap();
+    let mut config = sim_config(800);
+    config.faults = faults;
+    let faulty_sim = sim(config);
+    let faulty = setup(&faulty_sim.base_url(), 50);
+    let faulty_host = Host::open(&faulty.state).unwrap();
+    run_to_success(&faulty_host, &faulty);
+    faulty_sim.apply_suppressions();
+    run_to_success(&faulty_host, &faulty);
+    let stats = faulty_sim.stats();
+    assert!(stats.throttled_429 > 0, "{stats:?}");
+    assert!(stats.throttled_400 > 0, "{stats:?}");
+    assert!(stats.server_errors > 0, "{stats:?}");
+    assert!(stats.expired_sessions > 0, "{stats:?}");
+    assert!(stats.dropped_connections > 0, "{stats:?}");
+    let faulty_snapshot = check_archive(&faulty, &faulty_sim.ground_truth());
+    assert_eq!(
+        faulty_snapshot, clean_snapshot,
+        "the same mailboxes, byte for byte"
+    );
+}
+
+#[test]
+fn a_fifty_megabyte_attachment_arrives_whole() {
+    const SIZE: u64 = 50 * 1000 * 1000;
+    let config = SimConfig::builder()
+        .seed(5)
+        .messages(120)
+        .large_attachment_bytes(SIZE)
+        .max_small_attachment_bytes(4 * 1024)
+        .max_length_message(false)
+        .build();
+    let sim = sim(config);
+    let s = setup(&sim.base_url(), 500);
+    let host = Host::open(&s.state).unwrap();
+    let summary = host.run_once(&s.config, &RunOptions::default()).unwrap();
+    assert_eq!(summary.outcome, RunOutcome::Succeeded);
+    let truth = sim.ground_truth();
+    let (m, big) = truth
+        .attachments()
+        .find(|(_, a)| a.size == SIZE)
+        .expect("the large attachment");
+    let converter = EmailConverter::new("symphony", "Symphony");
+    let mid = converter.message_id(&m.message_id);
+    let sender = m.sender_email.as_deref().map(lower).unwrap();
+    let emails = maildir_emails(&s.mail, &sender, FOLDER_ON_DISK);
+    let stored = emails
+        .iter()
+        .find(|e| {
+            MessageParser::default()
+                .parse_headers(&e.bytes)
+                .and_then(|p| p.message_id().map(|id| id == mid))
+                .unwrap_or(false)
+        })
+        .expect("the email with the large attachment");
+    let parsed = MessageParser::default().parse(&stored.bytes).unwrap();
+    let att = parsed
+        .attachments()
+        .find(|a| a.attachment_name() == Some(big.name.as_str()))
+        .unwrap();
+    assert_eq!(att.contents().len() as u64, SIZE);
+    assert_eq!(hex::encode(Sha256::digest(att.contents())), big.sha256);
+    check_archive(&s, &truth);
+}
