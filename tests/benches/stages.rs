@@ -1,9 +1,14 @@
 //! Throughput of each host stage, per message: the plugin boundary (a page
-//! of messages across WIT), email building, mapping and the Maildir write.
+//! of messages across WIT), the Symphony plugin's PresentationML conversion
+//! (natively), email building, mapping and the Maildir write.
 //!
-//! Run with `cargo bench -p connector-e2e --bench stages`.
+//! Run with `cargo bench -p connector-e2e --bench stages` (about two
+//! minutes on 2 cores once built; the defaults below keep each benchmark
+//! short, `-- --measurement-time 10` for steadier figures).
 
+use std::collections::HashMap;
 use std::hint::black_box;
+use std::time::Duration;
 
 use connector_e2e::{build_plugin, workspace_root};
 use connector_host::config::PluginManifest;
@@ -48,6 +53,31 @@ fn message(i: usize) -> Message {
         source_sha256: "0".repeat(64),
         properties: Vec::new(),
     }
+}
+
+/// About 1 KB of PresentationML with the usual entities: a mention, a
+/// hashtag, a cashtag, an emoji, a link, bold text and a list.
+const PRESENTATION_ML: &str = r#"<div data-format="PresentationML" data-version="2.0" class="wysiwyg"><p>Morning <span class="entity" data-entity-id="0">@Zoë Trader</span>, the <b>10y</b> is at 4.12 and 2s10s flattened again; see <a href="https://example.test/research/rates?id=42">the note</a> &amp; the desk's view below <span class="entity" data-entity-id="1">#rates</span> <span class="entity" data-entity-id="2">$TLT</span> <span class="entity" data-entity-id="3">👍</span></p><ul><li>Bund auction covered 1.9x, tails small</li><li>Gilts under pressure after CPI, <i>watch</i> the long end</li><li>UST supply on Thursday: 7y, sizes unchanged</li></ul><p>Positions: flat duration, long 5y vs short 30y. Anyone who wants to discuss the curve trade, ping me before noon; otherwise we keep the stops where they are and revisit after the data. Thanks all, and please keep the chat on topic for compliance.</p></div>"#;
+
+const ENTITIES: &str = r#"{"0":{"id":[{"type":"com.symphony.user.userId","value":"71811853189212"}],"type":"com.symphony.user.mention"},"1":{"id":[{"type":"org.symphony.oss.taxonomy.hashtag","value":"rates"}],"type":"org.symphony.oss.taxonomy","version":"1.0"},"2":{"id":[{"type":"org.symphony.oss.fin.security.id.ticker","value":"TLT"}],"type":"org.symphony.oss.taxonomy","version":"1.0"},"3":{"type":"com.symphony.emoji","version":"1.0","data":{"unicode":"👍","annotation":"thumbsup"}}}"#;
+
+fn presentation(c: &mut Criterion) {
+    use symphony::presentation::{MentionedUser, parse_entities, render};
+    let users = |id: i64| {
+        (id == 71_811_853_189_212).then(|| MentionedUser {
+            name: "Zoë Trader".into(),
+            email: Some("zoe@example.test".into()),
+        })
+    };
+    let mut g = c.benchmark_group("presentationml");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("render_1kb", |b| {
+        b.iter(|| {
+            let entities: HashMap<_, _> = parse_entities(Some(black_box(ENTITIES)));
+            black_box(render(black_box(PRESENTATION_ML), &entities, &users))
+        })
+    });
+    g.finish();
 }
 
 fn convert(c: &mut Criterion) {
@@ -139,5 +169,17 @@ fn boundary(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, convert, map, maildir, boundary);
+/// Short runs: the whole bench stays within a few minutes on 2 cores.
+fn config() -> Criterion {
+    Criterion::default()
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2))
+        .sample_size(20)
+}
+
+criterion_group! {
+    name = benches;
+    config = config();
+    targets = presentation, convert, map, maildir, boundary
+}
 criterion_main!(benches);

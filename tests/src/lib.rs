@@ -3,8 +3,11 @@
 //! packaging, writes connector files, serves files over real HTTP, and reads
 //! back what landed in the Maildir.
 
+pub mod chat_fixture;
 pub mod dovecot;
+pub mod graph_server;
 pub mod ops;
+pub mod smtp_server;
 
 pub mod slack;
 

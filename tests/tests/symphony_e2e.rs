@@ -7,13 +7,13 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
+use base64::Engine as _;
 use connector_e2e::*;
 use connector_host::config::ConnectorConfig;
 use connector_host::convert::EmailConverter;
 use connector_host::model::Person;
 use connector_host::pipeline::{Host, RunOptions, RunSummary};
 use connector_host::state::RunOutcome;
-use base64::Engine as _;
 use mail_parser::{Encoding, Message, MessageParser, MessagePart, MimeHeaders};
 use sha2::{Digest, Sha256};
 use symphony_sim::{
@@ -36,11 +36,18 @@ struct Setup {
 fn setup(base: &str, page_size: u32) -> Setup {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path();
-    let manifest = install_plugin("symphony", "plugins/symphony/manifest.toml", &root.join("plugin"));
+    let manifest = install_plugin(
+        "symphony",
+        "plugins/symphony/manifest.toml",
+        &root.join("plugin"),
+    );
     let secrets = write_file(
         root,
         "secrets.toml",
-        &format!("private-key = '''\n{}'''\n", TEST_PRIVATE_KEY_PEM.trim_end()),
+        &format!(
+            "private-key = '''\n{}'''\n",
+            TEST_PRIVATE_KEY_PEM.trim_end()
+        ),
     );
     {
         use std::os::unix::fs::PermissionsExt;
@@ -280,7 +287,10 @@ fn check_email(
 ) {
     let m = e.message;
     let stream = truth.stream(&m.stream_id).unwrap();
-    assert_eq!(header(parsed, "X-Connector-Message-Id").as_deref(), Some(id));
+    assert_eq!(
+        header(parsed, "X-Connector-Message-Id").as_deref(),
+        Some(id)
+    );
     assert_eq!(
         header(parsed, "X-Connector-Conversation-Id").as_deref(),
         Some(m.stream_id.as_str()),
@@ -288,15 +298,13 @@ fn check_email(
     );
     let kind = header(parsed, "X-Connector-Message-Kind").unwrap();
     let sha = header(parsed, "X-Connector-Source-SHA256").unwrap();
-    assert!(sha.len() == 64 && sha.bytes().all(|b| b.is_ascii_hexdigit()), "{id}");
+    assert!(
+        sha.len() == 64 && sha.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{id}"
+    );
     let to: BTreeSet<String> = parsed
         .to()
-        .map(|list| {
-            list.iter()
-                .filter_map(|a| a.address())
-                .map(lower)
-                .collect()
-        })
+        .map(|list| list.iter().filter_map(|a| a.address()).map(lower).collect())
         .unwrap_or_default();
     let want_to: BTreeSet<String> = stream
         .members
@@ -309,7 +317,10 @@ fn check_email(
             }))
         })
         .collect();
-    assert_eq!(to, want_to, "{id}: every member, past and external ones included");
+    assert_eq!(
+        to, want_to,
+        "{id}: every member, past and external ones included"
+    );
     if e.deletion {
         assert_eq!(kind, "deletion", "{id}");
         assert_eq!(
@@ -388,7 +399,10 @@ fn check_email(
             "{id}: text"
         );
         if m.text_chars >= 60_000 {
-            assert!(got.chars().count() >= 60_000, "{id}: the long message is whole");
+            assert!(
+                got.chars().count() >= 60_000,
+                "{id}: the long message is whole"
+            );
         }
         assert!(
             parsed.body_html(0).is_some(),
@@ -494,13 +508,19 @@ fn every_message_reaches_every_mapped_participant_once_and_matches_the_ground_tr
         (first.counts.imported + second.counts.imported) as usize,
         deliveries(&truth)
     );
-    assert!(second.counts.quarantined > 0, "external and email-less members are quarantined");
+    assert!(
+        second.counts.quarantined > 0,
+        "external and email-less members are quarantined"
+    );
     check_archive(&s, &truth);
 
     // Nothing new: nothing imported.
     let third = host.run_once(&s.config, &RunOptions::default()).unwrap();
     assert_eq!(third.outcome, RunOutcome::Succeeded);
-    assert_eq!((third.counts.items_from_source, third.counts.imported), (0, 0));
+    assert_eq!(
+        (third.counts.items_from_source, third.counts.imported),
+        (0, 0)
+    );
 
     // Suppressions happen: the next run archives them as deletions.
     let applied = sim.apply_suppressions();
@@ -525,7 +545,7 @@ fn faults_do_not_change_the_archive() {
     let clean_snapshot = check_archive(&clean, &clean_sim.ground_truth());
 
     let faults: Faults =
-        "429:every=50:burst=2:retry=1,400:every=89:burst=1:retry=1,5xx:every=67:status=503,drop:p=0.02,expire:after=30"
+        "429:every=70:burst=2:retry=1,400:every=113:burst=1:retry=1,5xx:every=89:status=503,drop:p=0.015,expire:after=30"
             .parse()
             .unwrap();
     let mut config = sim_config(800);
@@ -533,14 +553,30 @@ fn faults_do_not_change_the_archive() {
     let faulty_sim = sim(config);
     let faulty = setup(&faulty_sim.base_url(), 50);
     let faulty_host = Host::open(&faulty.state).unwrap();
+    // Sessions also expire by time: every token dies now and then, also
+    // while the host downloads attachments.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let expirer = {
+        let (stop, handle) = (stop.clone(), faulty_sim.handle());
+        std::thread::spawn(move || {
+            let mut expired = 0;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                std::thread::sleep(std::time::Duration::from_millis(2000));
+                expired += handle.expire_sessions();
+            }
+            expired
+        })
+    };
     run_to_success(&faulty_host, &faulty);
     faulty_sim.apply_suppressions();
     run_to_success(&faulty_host, &faulty);
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let expired = expirer.join().unwrap();
     let stats = faulty_sim.stats();
+    assert!(expired > 0 && stats.unauthorized > 0, "{expired} {stats:?}");
     assert!(stats.throttled_429 > 0, "{stats:?}");
     assert!(stats.throttled_400 > 0, "{stats:?}");
     assert!(stats.server_errors > 0, "{stats:?}");
-    assert!(stats.expired_sessions > 0, "{stats:?}");
     assert!(stats.dropped_connections > 0, "{stats:?}");
     let faulty_snapshot = check_archive(&faulty, &faulty_sim.ground_truth());
     assert_eq!(

@@ -9,7 +9,7 @@ use serde::Deserialize;
 
 use super::{ConfigError, Origin, PluginManifest, Schedule, read_toml, relative_to};
 
-const HINT: &str = "a connector file has id, plugin, optional folder and schedule, and the tables [plugin-config], [grants], [secrets], [mapping], [sink]; see examples/demo/connector.toml";
+const HINT: &str = "a connector file has id, plugin, optional folder and schedule, and the tables [plugin-config], [grants], [secrets], [mapping], [sink]; see examples/symphony/connector.toml";
 
 /// A parsed connector configuration with its paths resolved.
 #[derive(Debug, Clone, Deserialize)]
@@ -138,6 +138,96 @@ pub enum SinkConfig {
     /// An IMAP server (Dovecot, Exchange Online, …); see
     /// [`ImapSinkConfig`].
     Imap(ImapSinkConfig),
+    /// An SMTP journaling address of an archive; see [`SmtpSinkConfig`].
+    Smtp(SmtpSinkConfig),
+    /// Exchange Online mailboxes through Microsoft Graph (app-only); see
+    /// [`GraphSinkConfig`].
+    Graph(GraphSinkConfig),
+}
+
+/// `[sink] kind = "smtp"`: journal every email to an archive's address.
+/// SMTP has no folders and cannot be asked what it holds: see the SMTP
+/// sink's documentation for how duplicates are avoided.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct SmtpSinkConfig {
+    /// Server host name (also checked against its TLS certificate).
+    pub host: String,
+    /// Port; 465 with `tls = "implicit"`, 587 with `starttls`, 25 with
+    /// `none`, when absent.
+    #[serde(default)]
+    pub port: Option<u16>,
+    /// Transport security; `starttls` when absent.
+    #[serde(default = "default_smtp_tls")]
+    pub tls: ImapTls,
+    /// PEM file of CA certificates trusted besides the public web roots.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// User name for SMTP AUTH (PLAIN or LOGIN); no AUTH when absent.
+    #[serde(default)]
+    pub username: Option<String>,
+    /// Name of the secret holding the AUTH password (with `username`).
+    #[serde(default)]
+    pub password_secret: Option<String>,
+    /// Envelope sender (`MAIL FROM`), e.g. `connector@example.com`.
+    pub from: String,
+    /// Envelope recipient (`RCPT TO`): the journal address, or a template
+    /// where `{mailbox}` stands for the mailbox address and `{local}` for
+    /// its local part (one journal address per mailbox).
+    pub to: String,
+    /// Name sent in `EHLO` (`connector.invalid` when absent).
+    #[serde(default)]
+    pub hello_name: Option<String>,
+    /// Seconds to wait for the server (120).
+    #[serde(default = "default_imap_timeout")]
+    pub timeout_secs: u32,
+    /// Sets TCP_NODELAY on the connection (on by default; without it each
+    /// email waits ~40 ms for a delayed ACK).
+    #[serde(default = "yes")]
+    pub tcp_nodelay: bool,
+}
+
+fn default_smtp_tls() -> ImapTls {
+    ImapTls::Starttls
+}
+
+/// `[sink] kind = "graph"`: Exchange Online through Microsoft Graph with
+/// an app registration (client credentials).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct GraphSinkConfig {
+    /// Directory (tenant) id or domain.
+    pub tenant: String,
+    /// Application (client) id of the app registration.
+    pub client_id: String,
+    /// Name of the secret holding the app's client secret.
+    pub client_secret_secret: String,
+    /// Graph's base URL (`https://graph.microsoft.com` when absent).
+    #[serde(default = "default_graph_url")]
+    pub graph_url: String,
+    /// The identity platform's base URL
+    /// (`https://login.microsoftonline.com` when absent).
+    #[serde(default = "default_login_url")]
+    pub login_url: String,
+    /// Most requests in flight at once, all mailboxes together (8); never
+    /// more than 4 per mailbox, Exchange's own limit.
+    #[serde(default = "default_graph_concurrency")]
+    pub max_concurrency: u32,
+    /// Seconds to wait for one request (120).
+    #[serde(default = "default_imap_timeout")]
+    pub timeout_secs: u32,
+}
+
+fn default_graph_url() -> String {
+    "https://graph.microsoft.com".to_string()
+}
+
+fn default_login_url() -> String {
+    "https://login.microsoftonline.com".to_string()
+}
+
+fn default_graph_concurrency() -> u32 {
+    8
 }
 
 /// `[sink] kind = "imap"`: where the IMAP server is, how to reach it and
@@ -283,6 +373,12 @@ impl ConnectorConfig {
                     *ca = relative_to(path, ca);
                 }
             }
+            SinkConfig::Smtp(smtp) => {
+                if let Some(ca) = &mut smtp.ca_file {
+                    *ca = relative_to(path, ca);
+                }
+            }
+            SinkConfig::Graph(_) => {}
         }
         cfg.validate()?;
         Ok(cfg)

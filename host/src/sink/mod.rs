@@ -6,13 +6,17 @@
 //! run that crashed between delivering and recording the delivery pick up
 //! without duplicates.
 
+pub mod graph;
 pub mod imap;
 mod maildir;
+pub mod smtp;
 
 use std::path::PathBuf;
 
 pub use imap::ImapSink;
+pub use graph::GraphSink;
 pub use maildir::MaildirSink;
+pub use smtp::SmtpSink;
 
 use crate::convert::Email;
 use crate::map::Mailbox;

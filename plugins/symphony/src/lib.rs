@@ -16,6 +16,8 @@
 //!
 //! See `README.md` beside this crate for the operator's view.
 
+#![warn(missing_docs)]
+
 pub mod api;
 pub mod checkpoint;
 pub mod client;

@@ -425,8 +425,10 @@ impl<B: Backend> Session<B> {
         }
         self.checkpoint.cursor = Some(stream.id.clone());
         if self.pending.is_empty() && !self.pending_more {
-            // The listing was short: the stream is drained for this run.
+            // The listing was short: the stream is drained for this run, and
+            // a resumed run starts at the next one.
             self.next += 1;
+            self.checkpoint.cursor = self.streams.get(self.next).map(|s| s.id.clone());
         }
         connector_sdk::info!(
             "Symphony messages";
@@ -695,6 +697,7 @@ impl<B: Backend> Session<B> {
             "tag": self.config.events_tag,
             "eventTypes": EVENT_TYPES,
             "ackId": self.checkpoint.ack_id.clone().unwrap_or_default(),
+            "updatePresence": false,
         });
         let response = match self
             .client

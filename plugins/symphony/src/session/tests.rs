@@ -233,6 +233,8 @@ impl FakePod {
             ["agent", "v5", "events", "read"] => {
                 let body: Value = serde_json::from_slice(req.body.as_deref().unwrap()).unwrap();
                 assert_eq!(body["type"], "datahose");
+                assert_eq!(body["updatePresence"], false);
+                assert!(!body["eventTypes"].as_array().unwrap().is_empty());
                 let from: usize = body["ackId"]
                     .as_str()
                     .and_then(|a| a.strip_prefix("ack-"))
@@ -734,4 +736,38 @@ fn bad_checkpoints_and_configs() {
         Session::open("{}", None, pod),
         Err(SourceError::InvalidConfig(_))
     ));
+}
+
+#[test]
+fn many_quiet_streams_give_empty_pages_that_keep_the_place() {
+    let pod = pod();
+    {
+        let mut p = pod.0.borrow_mut();
+        for i in 0..120 {
+            p.streams.push(FakeStream {
+                id: format!("QUIET{i:03}"),
+                kind: "MIM",
+                name: None,
+                members: vec![(1, false)],
+                messages: Vec::new(),
+            });
+        }
+    }
+    let cfg = config_with("\"page_size\": 500, \"events\": false");
+    let mut session = Session::open(&cfg, None, pod.clone()).unwrap();
+    let (pages, done) = run(&mut session, 100);
+    assert!(done);
+    let empty = pages
+        .iter()
+        .filter(|p| p.messages.is_empty() && !p.complete)
+        .count();
+    assert!(empty >= 2, "{empty} empty pages");
+    assert_eq!(ids(&pages).len(), 35);
+    // An empty page's checkpoint resumes after the streams already asked.
+    let first_empty = pages.iter().find(|p| p.messages.is_empty()).unwrap();
+    let cp = Checkpoint::decode(&first_empty.checkpoint).unwrap();
+    let cursor = cp.cursor.clone().unwrap();
+    let resumed = Session::open(&cfg, Some(first_empty.checkpoint.clone()), pod).unwrap();
+    assert_eq!(resumed.streams()[0].id, cursor);
+    assert_eq!(resumed.streams().len(), 124);
 }
