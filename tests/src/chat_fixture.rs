@@ -124,7 +124,13 @@ pub fn chat_fixture(root: &Path, n: usize, big: Option<usize>) -> ChatFixture {
 
 /// A connector file importing the fixture with `sink` as its `[sink]`
 /// table (without the header) and `secrets` as a secrets file.
-pub fn connector_file(root: &Path, id: &str, f: &ChatFixture, sink: &str, secrets: &str) -> PathBuf {
+pub fn connector_file(
+    root: &Path,
+    id: &str,
+    f: &ChatFixture,
+    sink: &str,
+    secrets: &str,
+) -> PathBuf {
     let secrets_path = crate::write_file(root, "secrets.toml", secrets);
     std::fs::set_permissions(
         &secrets_path,

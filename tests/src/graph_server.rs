@@ -242,7 +242,13 @@ fn handle(mut request: Request, state: &Mutex<State>, options: &GraphOptions, or
     let mut body = Vec::new();
     let _ = request.as_reader().read_to_end(&mut body);
     if std::env::var_os("GRAPH_SERVER_TRACE").is_some() {
-        eprintln!("[graph-server] {} {} body {} read in {:?}", request.method(), request.url(), body.len(), t0.elapsed());
+        eprintln!(
+            "[graph-server] {} {} body {} read in {:?}",
+            request.method(),
+            request.url(),
+            body.len(),
+            t0.elapsed()
+        );
     }
     let url = url::Url::parse(&format!("http://x{}", request.url())).expect("a request URL");
     let query: HashMap<String, String> = url.query_pairs().into_owned().collect();
@@ -312,7 +318,10 @@ fn handle(mut request: Request, state: &Mutex<State>, options: &GraphOptions, or
     }
     let sent = request.respond(response);
     if std::env::var_os("GRAPH_SERVER_TRACE").is_some() {
-        eprintln!("[graph-server] answered {status} in {:?}: {sent:?}", t0.elapsed());
+        eprintln!(
+            "[graph-server] answered {status} in {:?}: {sent:?}",
+            t0.elapsed()
+        );
     }
 }
 
@@ -404,15 +413,25 @@ fn graph(
     let folder_id = |s: &State, name: &str| -> Option<String> {
         let folders = &s.folders[user];
         match name {
-            "inbox" => folders.iter().find(|f| f.name == "Inbox").map(|f| f.id.clone()),
-            "msgfolderroot" => folders.iter().find(|f| f.parent.is_none()).map(|f| f.id.clone()),
+            "inbox" => folders
+                .iter()
+                .find(|f| f.name == "Inbox")
+                .map(|f| f.id.clone()),
+            "msgfolderroot" => folders
+                .iter()
+                .find(|f| f.parent.is_none())
+                .map(|f| f.id.clone()),
             id => folders.iter().find(|f| f.id == id).map(|f| f.id.clone()),
         }
     };
     match (method, rest) {
         (Method::Get, ["mailFolders", parent, "childFolders"]) => {
             let Some(parent) = folder_id(&s, parent) else {
-                return error(404, "ErrorItemNotFound", "The specified object was not found in the store.");
+                return error(
+                    404,
+                    "ErrorItemNotFound",
+                    "The specified object was not found in the store.",
+                );
             };
             let filter = query.get("$filter").cloned().unwrap_or_default();
             let Some(name) = filter
@@ -420,29 +439,46 @@ fn graph(
                 .and_then(|f| f.strip_suffix('\''))
                 .map(|n| n.replace("''", "'"))
             else {
-                s.violations.push(format!("childFolders without a displayName filter: {filter:?}"));
-                return error(400, "ErrorInvalidUrlQueryFilter", "The query filter is invalid.");
+                s.violations.push(format!(
+                    "childFolders without a displayName filter: {filter:?}"
+                ));
+                return error(
+                    400,
+                    "ErrorInvalidUrlQueryFilter",
+                    "The query filter is invalid.",
+                );
             };
             let value: Vec<Value> = s.folders[user]
                 .iter()
-                .filter(|f| f.parent.as_deref() == Some(parent.as_str()) && f.name.eq_ignore_ascii_case(&name))
+                .filter(|f| {
+                    f.parent.as_deref() == Some(parent.as_str())
+                        && f.name.eq_ignore_ascii_case(&name)
+                })
                 .map(|f| json!({"id": f.id, "displayName": f.name}))
                 .collect();
             (200, json!({"value": value}), Vec::new())
         }
         (Method::Post, ["mailFolders", parent, "childFolders"]) => {
             let Some(parent) = folder_id(&s, parent) else {
-                return error(404, "ErrorItemNotFound", "The specified object was not found in the store.");
+                return error(
+                    404,
+                    "ErrorItemNotFound",
+                    "The specified object was not found in the store.",
+                );
             };
             let Some(name) = json["displayName"].as_str().map(str::to_string) else {
-                s.violations.push("childFolders POST without displayName".into());
+                s.violations
+                    .push("childFolders POST without displayName".into());
                 return error(400, "ErrorInvalidRequest", "displayName is required");
             };
-            if s.folders[user]
-                .iter()
-                .any(|f| f.parent.as_deref() == Some(parent.as_str()) && f.name.eq_ignore_ascii_case(&name))
-            {
-                return error(409, "ErrorFolderExists", "A folder with the specified name already exists.");
+            if s.folders[user].iter().any(|f| {
+                f.parent.as_deref() == Some(parent.as_str()) && f.name.eq_ignore_ascii_case(&name)
+            }) {
+                return error(
+                    409,
+                    "ErrorFolderExists",
+                    "A folder with the specified name already exists.",
+                );
             }
             let id = s.id("folder-");
             s.folders.get_mut(user).unwrap().push(Folder {
@@ -454,10 +490,16 @@ fn graph(
         }
         (Method::Get, ["mailFolders", folder, "messages"]) => {
             let Some(folder) = folder_id(&s, folder) else {
-                return error(404, "ErrorItemNotFound", "The specified object was not found in the store.");
+                return error(
+                    404,
+                    "ErrorItemNotFound",
+                    "The specified object was not found in the store.",
+                );
             };
             if query.get("$select").map(String::as_str) != Some("internetMessageId") {
-                s.violations.push(format!("message list without $select=internetMessageId: {query:?}"));
+                s.violations.push(format!(
+                    "message list without $select=internetMessageId: {query:?}"
+                ));
             }
             let top: usize = query.get("$top").and_then(|t| t.parse().ok()).unwrap_or(10);
             let skip: usize = query.get("$skip").and_then(|t| t.parse().ok()).unwrap_or(0);
@@ -465,13 +507,19 @@ fn graph(
             let all: Vec<&StoredMessage> = s
                 .messages
                 .get(user)
-                .map(|m| m.iter().filter(|m| m.json["parentFolderId"] == folder).collect())
+                .map(|m| {
+                    m.iter()
+                        .filter(|m| m.json["parentFolderId"] == folder)
+                        .collect()
+                })
                 .unwrap_or_default();
             let value: Vec<Value> = all
                 .iter()
                 .skip(skip)
                 .take(page)
-                .map(|m| json!({"id": m.id, "internetMessageId": m.properties.get("String 0x1035")}))
+                .map(
+                    |m| json!({"id": m.id, "internetMessageId": m.properties.get("String 0x1035")}),
+                )
                 .collect();
             let mut out = json!({"value": value});
             if skip + page < all.len() {
@@ -484,11 +532,20 @@ fn graph(
         }
         (Method::Post, ["mailFolders", folder, "messages"]) => {
             let Some(folder) = folder_id(&s, folder) else {
-                return error(404, "ErrorItemNotFound", "The specified object was not found in the store.");
+                return error(
+                    404,
+                    "ErrorItemNotFound",
+                    "The specified object was not found in the store.",
+                );
             };
             if body.len() > 4 << 20 {
-                s.violations.push(format!("a create request of {} bytes", body.len()));
-                return error(413, "RequestBodyTooLarge", "The request is larger than 4 MB.");
+                s.violations
+                    .push(format!("a create request of {} bytes", body.len()));
+                return error(
+                    413,
+                    "RequestBodyTooLarge",
+                    "The request is larger than 4 MB.",
+                );
             }
             match check_message(&json) {
                 Ok((properties, attachments)) => {
@@ -497,14 +554,21 @@ fn graph(
                     let mut stored = json.clone();
                     stored.as_object_mut().unwrap().remove("attachments");
                     stored["parentFolderId"] = json!(folder);
-                    s.messages.entry(user.to_string()).or_default().push(StoredMessage {
-                        id: id.clone(),
-                        folder: path,
-                        json: stored,
-                        properties,
-                        attachments,
-                    });
-                    (201, json!({"id": id, "parentFolderId": folder, "isDraft": false}), Vec::new())
+                    s.messages
+                        .entry(user.to_string())
+                        .or_default()
+                        .push(StoredMessage {
+                            id: id.clone(),
+                            folder: path,
+                            json: stored,
+                            properties,
+                            attachments,
+                        });
+                    (
+                        201,
+                        json!({"id": id, "parentFolderId": folder, "isDraft": false}),
+                        Vec::new(),
+                    )
                 }
                 Err(problem) => {
                     s.violations.push(format!("create: {problem}"));
@@ -514,11 +578,20 @@ fn graph(
         }
         (Method::Patch, ["messages", id]) => {
             let Some(props) = json["singleValueExtendedProperties"].as_array().cloned() else {
-                s.violations.push("PATCH without singleValueExtendedProperties".into());
+                s.violations
+                    .push("PATCH without singleValueExtendedProperties".into());
                 return error(400, "ErrorInvalidRequest", "nothing to update");
             };
-            let Some(m) = s.messages.get_mut(user).and_then(|m| m.iter_mut().find(|m| m.id == *id)) else {
-                return error(404, "ErrorItemNotFound", "The specified object was not found in the store.");
+            let Some(m) = s
+                .messages
+                .get_mut(user)
+                .and_then(|m| m.iter_mut().find(|m| m.id == *id))
+            else {
+                return error(
+                    404,
+                    "ErrorItemNotFound",
+                    "The specified object was not found in the store.",
+                );
             };
             for p in props {
                 if let (Some(k), Some(v)) = (p["id"].as_str(), p["value"].as_str()) {
@@ -534,8 +607,16 @@ fn graph(
             (204, Value::Null, Vec::new())
         }
         (Method::Post, ["messages", id, "attachments", "createUploadSession"]) => {
-            if !s.messages.get(user).is_some_and(|m| m.iter().any(|m| m.id == *id)) {
-                return error(404, "ErrorItemNotFound", "The specified object was not found in the store.");
+            if !s
+                .messages
+                .get(user)
+                .is_some_and(|m| m.iter().any(|m| m.id == *id))
+            {
+                return error(
+                    404,
+                    "ErrorItemNotFound",
+                    "The specified object was not found in the store.",
+                );
             }
             let item = &json["AttachmentItem"];
             let (Some("file"), Some(name), Some(size)) = (
@@ -543,15 +624,23 @@ fn graph(
                 item["name"].as_str(),
                 item["size"].as_u64(),
             ) else {
-                s.violations.push(format!("createUploadSession with {item}"));
-                return error(400, "ErrorInvalidRequest", "AttachmentItem needs attachmentType, name and size");
+                s.violations
+                    .push(format!("createUploadSession with {item}"));
+                return error(
+                    400,
+                    "ErrorInvalidRequest",
+                    "AttachmentItem needs attachmentType, name and size",
+                );
             };
             let sid = s.id("upload-");
             let upload = Upload {
                 mailbox: user.to_string(),
                 message: id.to_string(),
                 name: name.to_string(),
-                content_type: item["contentType"].as_str().unwrap_or("application/octet-stream").to_string(),
+                content_type: item["contentType"]
+                    .as_str()
+                    .unwrap_or("application/octet-stream")
+                    .to_string(),
                 size: size as usize,
                 received: Vec::new(),
             };
@@ -665,10 +754,17 @@ fn check_message(
         }
         let name = a["name"].as_str().ok_or("attachment without name")?;
         let bytes = base64::engine::general_purpose::STANDARD
-            .decode(a["contentBytes"].as_str().ok_or("attachment without contentBytes")?)
+            .decode(
+                a["contentBytes"]
+                    .as_str()
+                    .ok_or("attachment without contentBytes")?,
+            )
             .map_err(|e| format!("contentBytes of {name} is not base64: {e}"))?;
         if bytes.len() > 3 << 20 {
-            return Err(format!("inline attachment {name} of {} bytes: use an upload session", bytes.len()));
+            return Err(format!(
+                "inline attachment {name} of {} bytes: use an upload session",
+                bytes.len()
+            ));
         }
         attachments.push(StoredAttachment {
             name: name.to_string(),
@@ -688,19 +784,32 @@ fn upload(s: &mut State, id: &str, range: Option<String>, body: &[u8]) -> Answer
         let r = r.strip_prefix("bytes ")?;
         let (span, total) = r.split_once('/')?;
         let (a, b) = span.split_once('-')?;
-        Some((a.parse::<usize>().ok()?, b.parse::<usize>().ok()?, total.parse::<usize>().ok()?))
+        Some((
+            a.parse::<usize>().ok()?,
+            b.parse::<usize>().ok()?,
+            total.parse::<usize>().ok()?,
+        ))
     });
     let problem = match parsed {
         None => Some(format!("Content-Range {range:?}")),
         Some((a, b, total)) => {
             if total != upload.size {
-                Some(format!("total {total} but the session is for {}", upload.size))
+                Some(format!(
+                    "total {total} but the session is for {}",
+                    upload.size
+                ))
             } else if a != upload.received.len() {
-                Some(format!("range starts at {a}, expected {}", upload.received.len()))
+                Some(format!(
+                    "range starts at {a}, expected {}",
+                    upload.received.len()
+                ))
             } else if b < a || b - a + 1 != body.len() {
                 Some(format!("range {a}-{b} for {} bytes", body.len()))
             } else if b + 1 != total && !body.len().is_multiple_of(CHUNK_UNIT) {
-                Some(format!("a chunk of {} bytes is not a multiple of 320 KiB", body.len()))
+                Some(format!(
+                    "a chunk of {} bytes is not a multiple of 320 KiB",
+                    body.len()
+                ))
             } else if body.len() > 60 << 20 {
                 Some("a chunk over 60 MiB".into())
             } else {

@@ -90,11 +90,7 @@ max-concurrency = 8
     );
     assert!(throttled > 0, "some requests were throttled and retried");
     assert_eq!(tokens, 1, "the token is cached");
-    assert!(
-        server.violations().is_empty(),
-        "{:#?}",
-        server.violations()
-    );
+    assert!(server.violations().is_empty(), "{:#?}", server.violations());
     assert!(server.max_in_flight_per_mailbox() <= 4);
 
     // Read back and compare.

@@ -99,7 +99,9 @@ to = "journal+{{local}}@archive.example.test"
             "{mailbox}: {mid} differs from what was sent"
         );
         assert!(
-            entry.receipt.starts_with(&format!("smtp:{};250 ", r.rcpt_tos[0]))
+            entry
+                .receipt
+                .starts_with(&format!("smtp:{};250 ", r.rcpt_tos[0]))
                 && entry.receipt.contains("queued as J"),
             "receipt {}",
             entry.receipt
@@ -113,7 +115,10 @@ to = "journal+{{local}}@archive.example.test"
         if let Some((name, want)) = f.attachments.get(&mid) {
             let att = parsed.attachments().next().expect("an attachment");
             assert_eq!(att.attachment_name(), Some(name.as_str()));
-            assert!(att.contents() == want.as_slice(), "{mailbox}: {name} intact");
+            assert!(
+                att.contents() == want.as_slice(),
+                "{mailbox}: {name} intact"
+            );
         }
     }
     assert_eq!(got, f.expected, "exactly the expected emails per mailbox");

@@ -391,22 +391,30 @@ pub(crate) fn open_sink(
             Box::new(ImapSink::new(settings, Arc::new(secrets.clone()))?)
         }
         SinkConfig::Smtp(smtp) => {
-            let settings = crate::sink::smtp::SmtpSettings::from_config(smtp).map_err(|reason| {
-                SinkError::Setup {
-                    target: format!("smtp://{}", smtp.host),
-                    reason,
-                }
-            })?;
-            Box::new(crate::sink::SmtpSink::new(settings, Arc::new(secrets.clone()))?)
+            let settings =
+                crate::sink::smtp::SmtpSettings::from_config(smtp).map_err(|reason| {
+                    SinkError::Setup {
+                        target: format!("smtp://{}", smtp.host),
+                        reason,
+                    }
+                })?;
+            Box::new(crate::sink::SmtpSink::new(
+                settings,
+                Arc::new(secrets.clone()),
+            )?)
         }
         SinkConfig::Graph(graph) => {
-            let settings = crate::sink::graph::GraphSettings::from_config(graph).map_err(
-                |reason| SinkError::Setup {
-                    target: graph.graph_url.clone(),
-                    reason,
-                },
-            )?;
-            Box::new(crate::sink::GraphSink::new(settings, Arc::new(secrets.clone())))
+            let settings =
+                crate::sink::graph::GraphSettings::from_config(graph).map_err(|reason| {
+                    SinkError::Setup {
+                        target: graph.graph_url.clone(),
+                        reason,
+                    }
+                })?;
+            Box::new(crate::sink::GraphSink::new(
+                settings,
+                Arc::new(secrets.clone()),
+            ))
         }
     })
 }

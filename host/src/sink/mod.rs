@@ -13,8 +13,8 @@ pub mod smtp;
 
 use std::path::PathBuf;
 
-pub use imap::ImapSink;
 pub use graph::GraphSink;
+pub use imap::ImapSink;
 pub use maildir::MaildirSink;
 pub use smtp::SmtpSink;
 

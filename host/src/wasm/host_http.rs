@@ -245,7 +245,7 @@ impl HttpClient {
         secrets: &SecretStore,
         spec: &super::latest::types::FetchSpec,
         out: &mut dyn std::io::Write,
-    ) -> Result<u64, String> {
+    ) -> Result<u64, DownloadError> {
         let response = self
             .send(
                 plugin_id,
@@ -260,9 +260,17 @@ impl HttpClient {
                     timeout: Some(MAX_TIMEOUT),
                 },
             )
-            .map_err(|e| format!("{e:?}"))?;
+            .map_err(DownloadError::Request)?;
         if response.status != 200 {
-            return Err(format!("download answered HTTP {}", response.status));
+            let retry_after = response
+                .headers
+                .iter()
+                .find(|(name, _)| name == "retry-after")
+                .and_then(|(_, v)| v.trim().parse().ok());
+            return Err(DownloadError::Status {
+                status: response.status,
+                retry_after,
+            });
         }
         let copied = match spec.encoding {
             BodyEncoding::Identity => std::io::copy(&mut { response.body }, out),
@@ -271,7 +279,53 @@ impl HttpClient {
                 std::io::copy(&mut decoder, out)
             }
         };
-        copied.map_err(|e| format!("download broke off: {e}"))
+        copied.map_err(DownloadError::Body)
+    }
+}
+
+/// Why a host-side download failed.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum DownloadError {
+    /// The request was refused before or while sending.
+    #[error("request failed: {0:?}")]
+    Request(HttpError),
+    /// The server answered with another status than 200.
+    #[error("the server answered HTTP {status}")]
+    Status {
+        /// The status.
+        status: u16,
+        /// Its `Retry-After` in seconds, when given.
+        retry_after: Option<u64>,
+    },
+    /// The body broke off or was not valid base64.
+    #[error("the download broke off: {0}")]
+    Body(std::io::Error),
+}
+
+impl DownloadError {
+    /// Whether the same download may succeed if tried again shortly: the
+    /// connection broke, the server was busy or throttled, or it failed.
+    pub(crate) fn is_retryable(&self) -> bool {
+        match self {
+            DownloadError::Request(e) => {
+                matches!(e, HttpError::Timeout | HttpError::Connection(_))
+            }
+            DownloadError::Status { status, .. } => {
+                *status == 429 || *status == 408 || *status >= 500
+            }
+            DownloadError::Body(e) => e.kind() != std::io::ErrorKind::InvalidData,
+        }
+    }
+
+    /// How long the server asked to wait, when it did.
+    pub(crate) fn retry_after(&self) -> Option<std::time::Duration> {
+        match self {
+            DownloadError::Status {
+                retry_after: Some(secs),
+                ..
+            } => Some(std::time::Duration::from_secs(*secs)),
+            _ => None,
+        }
     }
 }
 
@@ -389,5 +443,32 @@ impl http::HostResponse for SandboxState {
     fn drop(&mut self, this: Resource<HttpResponse>) -> wasmtime::Result<()> {
         self.table.delete(this)?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod download_error_tests {
+    use super::*;
+
+    #[test]
+    fn busy_or_broken_downloads_are_retried_and_refusals_are_not() {
+        let status = |status, retry_after| DownloadError::Status {
+            status,
+            retry_after,
+        };
+        assert!(status(503, None).is_retryable());
+        assert!(status(429, Some(3)).is_retryable());
+        assert_eq!(
+            status(429, Some(3)).retry_after(),
+            Some(Duration::from_secs(3))
+        );
+        assert!(!status(404, None).is_retryable());
+        assert!(!status(401, None).is_retryable());
+        assert!(DownloadError::Request(HttpError::Timeout).is_retryable());
+        assert!(!DownloadError::Request(HttpError::Denied("x".into())).is_retryable());
+        let broken = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset");
+        assert!(DownloadError::Body(broken).is_retryable());
+        let garbage = std::io::Error::new(std::io::ErrorKind::InvalidData, "not base64");
+        assert!(!DownloadError::Body(garbage).is_retryable());
     }
 }

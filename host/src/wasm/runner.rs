@@ -4,6 +4,7 @@
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use wasmtime::component::{Component, Linker, ResourceAny};
 use wasmtime::{Store, Trap};
@@ -26,6 +27,10 @@ pub const MAX_CHECKPOINT: usize = 1 << 20;
 pub const MAX_INLINE_ATTACHMENT: usize = 8 << 20;
 /// Attachments larger than this are spooled to disk.
 const SPOOL_THRESHOLD: u64 = 16 << 20;
+/// Retries of one attachment download before the page fails.
+const DOWNLOAD_RETRIES: u32 = 4;
+/// Longest pause between download retries.
+const MAX_DOWNLOAD_PAUSE: Duration = Duration::from_secs(30);
 /// Chunk size for deferred attachment reads.
 const ATTACHMENT_CHUNK: u32 = 1 << 20;
 
@@ -227,20 +232,7 @@ impl WasmSession<'_> {
                 }
                 AttachmentData::Bytes(bytes)
             }
-            wit::AttachmentBody::Fetch(spec) => {
-                let mut sink = self.spool_sink(a.size)?;
-                let plugin = self.plugin;
-                plugin
-                    .http
-                    .download(&plugin.id, &plugin.caps, &plugin.secrets, &spec, &mut sink)
-                    .map_err(|e| {
-                        PluginError::Transient(format!(
-                            "attachment {} of message {message_id}: {e}",
-                            a.id
-                        ))
-                    })?;
-                sink.finish()?
-            }
+            wit::AttachmentBody::Fetch(spec) => self.download(message_id, &a.id, a.size, &spec)?,
             wit::AttachmentBody::Deferred => self.read_deferred(message_id, &a.id, a.size)?,
         };
         Ok(Attachment {
@@ -249,6 +241,43 @@ impl WasmSession<'_> {
             media_type: a.media_type,
             data,
         })
+    }
+
+    /// Downloads a `fetch` attachment, retrying a few times when the
+    /// connection breaks or the server is busy, so that one flaky download
+    /// does not send the whole page back to the plugin.
+    fn download(
+        &mut self,
+        message_id: &str,
+        attachment_id: &str,
+        size: Option<u64>,
+        spec: &wit::FetchSpec,
+    ) -> Result<AttachmentData, PluginError> {
+        let plugin = self.plugin;
+        let mut attempt = 0;
+        loop {
+            let mut sink = self.spool_sink(size)?;
+            match plugin
+                .http
+                .download(&plugin.id, &plugin.caps, &plugin.secrets, spec, &mut sink)
+            {
+                Ok(_) => return sink.finish(),
+                Err(e) if e.is_retryable() && attempt < DOWNLOAD_RETRIES => {
+                    let pause = e
+                        .retry_after()
+                        .unwrap_or(Duration::from_millis(250) * (1 << attempt))
+                        .min(MAX_DOWNLOAD_PAUSE);
+                    attempt += 1;
+                    tracing::warn!(plugin = %plugin.id, attachment = attachment_id, message = message_id, "attachment download failed ({e}); retry {attempt} in {pause:?}");
+                    std::thread::sleep(pause);
+                }
+                Err(e) => {
+                    return Err(PluginError::Transient(format!(
+                        "attachment {attachment_id} of message {message_id}: {e}"
+                    )));
+                }
+            }
+        }
     }
 
     fn read_deferred(

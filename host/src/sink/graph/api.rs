@@ -259,7 +259,12 @@ impl Api {
                 429 | 503 if attempt < ATTEMPTS && !(creates && status == 503) => {
                     let wait = Duration::from_secs(answer.retry_after.unwrap_or(2 << attempt))
                         .min(MAX_WAIT);
-                    tracing::info!(url, status, ?wait, "Graph throttled; waiting for Retry-After");
+                    tracing::info!(
+                        url,
+                        status,
+                        ?wait,
+                        "Graph throttled; waiting for Retry-After"
+                    );
                     std::thread::sleep(wait);
                     continue;
                 }
@@ -270,7 +275,9 @@ impl Api {
                     });
                 }
                 403 if code == "Authorization_RequestDenied"
-                    || message.to_ascii_lowercase().contains("insufficient privileges") =>
+                    || message
+                        .to_ascii_lowercase()
+                        .contains("insufficient privileges") =>
                 {
                     return Err(ApiError::Setup(format!(
                         "{said}; the app lacks the Mail.ReadWrite application permission or its admin consent"
@@ -310,17 +317,18 @@ impl Api {
             let base = format!("{}/mailFolders/{parent}/childFolders", self.users(mailbox));
             parent = match self.find_child(&base, name)? {
                 Some(id) => id,
-                None => match self.call("POST", &base, Some(&json!({"displayName": name})), false)
-                {
-                    Ok(created) => created["id"]
-                        .as_str()
-                        .map(str::to_string)
-                        .ok_or_else(|| ApiError::Refused(format!("{base}: no folder id")))?,
-                    Err(ApiError::Refused(said)) if said.contains(" 409 ") => {
-                        self.find_child(&base, name)?.ok_or(ApiError::Refused(said))?
+                None => {
+                    match self.call("POST", &base, Some(&json!({"displayName": name})), false) {
+                        Ok(created) => created["id"]
+                            .as_str()
+                            .map(str::to_string)
+                            .ok_or_else(|| ApiError::Refused(format!("{base}: no folder id")))?,
+                        Err(ApiError::Refused(said)) if said.contains(" 409 ") => self
+                            .find_child(&base, name)?
+                            .ok_or(ApiError::Refused(said))?,
+                        Err(e) => return Err(e),
                     }
-                    Err(e) => return Err(e),
-                },
+                }
             };
         }
         Ok(parent)
@@ -355,8 +363,7 @@ impl Api {
         while let Some(url) = next.take() {
             let page = self.call("GET", &url, None, false)?;
             for m in page["value"].as_array().into_iter().flatten() {
-                if let (Some(mid), Some(id)) = (m["internetMessageId"].as_str(), m["id"].as_str())
-                {
+                if let (Some(mid), Some(id)) = (m["internetMessageId"].as_str(), m["id"].as_str()) {
                     out.insert(
                         mid.trim().trim_matches(['<', '>']).to_string(),
                         id.to_string(),
@@ -394,7 +401,8 @@ impl Api {
         message_id: &str,
     ) -> Result<(), ApiError> {
         let url = format!("{}/messages/{id}", self.users(mailbox));
-        let patch = json!({"singleValueExtendedProperties": [body::message_id_property(message_id)]});
+        let patch =
+            json!({"singleValueExtendedProperties": [body::message_id_property(message_id)]});
         self.call("PATCH", &url, Some(&patch), false).map(|_| ())
     }
 

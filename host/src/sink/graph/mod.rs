@@ -207,9 +207,9 @@ impl Scheduler {
             if jobs.is_empty() {
                 return None;
             }
-            let at = jobs.iter().position(|j| {
-                busy.get(&j.mailbox).copied().unwrap_or(0) < PER_MAILBOX_CONCURRENCY
-            });
+            let at = jobs
+                .iter()
+                .position(|j| busy.get(&j.mailbox).copied().unwrap_or(0) < PER_MAILBOX_CONCURRENCY);
             if let Some(at) = at {
                 let job = jobs.remove(at);
                 *busy.entry(job.mailbox.clone()).or_default() += 1;
@@ -290,12 +290,7 @@ impl Sink for GraphSink {
                 mailbox: d.mailbox.clone(),
             });
         }
-        let workers = self
-            .api
-            .settings
-            .max_concurrency
-            .min(jobs.len())
-            .max(1);
+        let workers = self.api.settings.max_concurrency.min(jobs.len()).max(1);
         let folder_ids: HashMap<usize, String> = jobs
             .iter()
             .map(|j| {
@@ -365,7 +360,12 @@ impl Sink for GraphSink {
 }
 
 /// Creates one email in a folder; returns its Graph id.
-fn create(api: &Api, mailbox: &Mailbox, folder_id: &str, email: &Email) -> Result<String, ApiError> {
+fn create(
+    api: &Api,
+    mailbox: &Mailbox,
+    folder_id: &str,
+    email: &Email,
+) -> Result<String, ApiError> {
     let built = body::message_json(email).map_err(ApiError::Invalid)?;
     let id = api.create_message(mailbox, folder_id, &built.json)?;
     if built.large.is_empty() {

@@ -178,7 +178,10 @@ impl SmtpSink {
                         setup(format!("cannot read `ca-file` {}: {e}", path.display()))
                     })?;
                     let cert = Certificate::from_pem(&pem).map_err(|e| {
-                        setup(format!("`ca-file` {} is not a PEM certificate: {e}", path.display()))
+                        setup(format!(
+                            "`ca-file` {} is not a PEM certificate: {e}",
+                            path.display()
+                        ))
                     })?;
                     builder = builder.add_root_certificate(cert);
                 }
@@ -333,10 +336,8 @@ impl SmtpSink {
             Ok(response) => {
                 let text = response.message().collect::<Vec<_>>().join(" ");
                 let receipt = format!("smtp:{rcpt};{} {text}", response.code());
-                self.sent.insert(
-                    (rcpt.to_string(), message_id.to_string()),
-                    receipt.clone(),
-                );
+                self.sent
+                    .insert((rcpt.to_string(), message_id.to_string()), receipt.clone());
                 Ok(Receipt(receipt))
             }
             Err(e) => {
@@ -402,9 +403,7 @@ impl Sink for SmtpSink {
     ) -> Result<bool, SinkError> {
         // Only what this sink sent is known: see the module documentation.
         let rcpt = self.recipient(mailbox);
-        Ok(self
-            .sent
-            .contains_key(&(rcpt, message_id.to_string())))
+        Ok(self.sent.contains_key(&(rcpt, message_id.to_string())))
     }
 
     fn deliver(&mut self, batch: &[Delivery<'_>]) -> Vec<Result<Receipt, SinkError>> {
