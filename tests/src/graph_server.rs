@@ -243,7 +243,11 @@ fn handle(mut request: Request, state: &Mutex<State>, options: &GraphOptions, or
     let _ = request.as_reader().read_to_end(&mut body);
     if std::env::var_os("GRAPH_SERVER_TRACE").is_some() {
         eprintln!(
-            "[graph-server] {} {} body {} read in {:?}",
+            "[graph-server] {:?} {} {} body {} read in {:?}",
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_millis(),
             request.method(),
             request.url(),
             body.len(),
@@ -313,6 +317,9 @@ fn handle(mut request: Request, state: &Mutex<State>, options: &GraphOptions, or
     };
     let mut response = Response::from_data(text.into_bytes()).with_status_code(status);
     response.add_header(Header::from_bytes("Content-Type", "application/json").unwrap());
+    // tiny_http sometimes leaves the next request on a kept-alive
+    // connection unread until the client gives up: one request each.
+    response.add_header(Header::from_bytes("Connection", "close").unwrap());
     for (k, v) in headers {
         response.add_header(Header::from_bytes(k.as_bytes(), v.as_bytes()).unwrap());
     }

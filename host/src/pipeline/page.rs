@@ -66,6 +66,11 @@ impl PageStage<'_> {
         // refuses them below): released from the quarantine if they were in it.
         let mut fully_mapped = Vec::new();
         {
+            // What the ledger already has of this page's items: one query
+            // per page, not per message (nothing is recorded before the
+            // page's commit, so the answer holds for the whole page).
+            let ids: Vec<&str> = page.messages.iter().map(|m| m.id.as_str()).collect();
+            let delivered = lock(db).delivered_set(self.connector, &ids)?;
             for msg in &page.messages {
                 let conv = conversations.get(&msg.conversation_id).ok_or_else(|| {
                     PluginError::Protocol(format!(
@@ -127,7 +132,6 @@ impl PageStage<'_> {
                     });
                 }
                 let mut needed = Vec::new();
-                let delivered = lock(db).delivered_set(self.connector, &[msg.id.as_str()])?;
                 for mailbox in &fan.mailboxes {
                     if delivered.contains(&(msg.id.clone(), mailbox.to_string())) {
                         counts.skipped_duplicates += 1;
@@ -157,6 +161,11 @@ impl PageStage<'_> {
         self.import(&pending, sink, &mut commit, &mut counts)?;
         {
             let db = lock(db);
+            // Most connectors have nothing in the quarantine: then no item
+            // needs looking up.
+            if db.quarantine_count(self.connector)? == 0 {
+                fully_mapped.clear();
+            }
             for item in fully_mapped {
                 let refused = commit
                     .failures

@@ -39,8 +39,9 @@ pub struct MaildirSink {
     root: PathBuf,
     fsync: bool,
     host: String,
-    /// Per folder directory: key → receipt of the file holding it.
-    index: HashMap<PathBuf, HashMap<String, String>>,
+    /// Per folder directory: the keys of the emails it holds, as numbers
+    /// (16 bytes each, so a folder of millions stays small in memory).
+    index: HashMap<PathBuf, HashSet<u128>>,
     /// Folder directories whose layout has been created.
     prepared: HashSet<PathBuf>,
     /// Makes `tmp/` names unique within the process.
@@ -77,9 +78,9 @@ impl MaildirSink {
     }
 
     /// The key index of a folder, read from disk the first time.
-    fn folder_index(&mut self, dir: &Path) -> Result<&mut HashMap<String, String>, SinkError> {
+    fn folder_index(&mut self, dir: &Path) -> Result<&mut HashSet<u128>, SinkError> {
         if !self.index.contains_key(dir) {
-            let mut keys = HashMap::new();
+            let mut keys = HashSet::new();
             for sub in ["cur", "new"] {
                 let path = self.root.join(dir).join(sub);
                 let entries = match fs::read_dir(&path) {
@@ -95,8 +96,7 @@ impl MaildirSink {
                     let name = entry.file_name();
                     let Some(name) = name.to_str() else { continue };
                     if let Some(key) = key_in_name(name) {
-                        keys.entry(key.to_string())
-                            .or_insert_with(|| receipt_path(dir, sub, name));
+                        keys.insert(key_number(key));
                     }
                 }
             }
@@ -144,13 +144,13 @@ impl MaildirSink {
         let dir = Self::folder_dir(delivery.mailbox, delivery.folder)?;
         let email = delivery.email;
         let key = key_of(&email.message_id);
-        if let Some(existing) = self.folder_index(&dir)?.get(&key) {
-            return Ok(Receipt(existing.clone()));
+        let secs = email.sent_at.div_euclid(1000).max(0);
+        let name = format!("{secs}.K{key}.{},S={}:2,S", self.host, email.bytes.len());
+        if self.folder_index(&dir)?.contains(&key_number(&key)) {
+            return self.existing_receipt(&dir, &name, &key);
         }
         self.prepare(&dir)?;
 
-        let secs = email.sent_at.div_euclid(1000).max(0);
-        let name = format!("{secs}.K{key}.{},S={}:2,S", self.host, email.bytes.len());
         self.counter += 1;
         let tmp_name = format!(
             "{secs}.K{key}.P{}Q{}.{}",
@@ -176,8 +176,38 @@ impl MaildirSink {
             sync_dir(&abs.join("cur"))?;
         }
         let receipt = receipt_path(&dir, "cur", &name);
-        self.folder_index(&dir)?.insert(key, receipt.clone());
+        self.folder_index(&dir)?.insert(key_number(&key));
         Ok(Receipt(receipt))
+    }
+
+    /// The receipt of the file already holding the email with `key`: the
+    /// name this sink gives it (the same email delivered again), else the
+    /// file found by its key in `cur/` or `new/`.
+    fn existing_receipt(&self, dir: &Path, name: &str, key: &str) -> Result<Receipt, SinkError> {
+        if self.root.join(dir).join("cur").join(name).is_file() {
+            return Ok(Receipt(receipt_path(dir, "cur", name)));
+        }
+        for sub in ["cur", "new"] {
+            let path = self.root.join(dir).join(sub);
+            let entries = match fs::read_dir(&path) {
+                Ok(entries) => entries,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(source) => return Err(SinkError::Io { path, source }),
+            };
+            for entry in entries {
+                let entry = entry.map_err(|source| SinkError::Io {
+                    path: path.clone(),
+                    source,
+                })?;
+                let file = entry.file_name();
+                if let Some(file) = file.to_str()
+                    && key_in_name(file) == Some(key)
+                {
+                    return Ok(Receipt(receipt_path(dir, sub, file)));
+                }
+            }
+        }
+        Ok(Receipt(receipt_path(dir, "cur", name)))
     }
 
     fn write_file(&self, path: &Path, bytes: &[u8], modified: SystemTime) -> Result<(), SinkError> {
@@ -213,7 +243,7 @@ impl Sink for MaildirSink {
     ) -> Result<bool, SinkError> {
         let dir = Self::folder_dir(mailbox, folder)?;
         let key = key_of(message_id);
-        Ok(self.folder_index(&dir)?.contains_key(&key))
+        Ok(self.folder_index(&dir)?.contains(&key_number(&key)))
     }
 
     fn deliver(&mut self, batch: &[Delivery<'_>]) -> Vec<Result<Receipt, SinkError>> {
@@ -225,6 +255,11 @@ impl Sink for MaildirSink {
 fn key_of(message_id: &str) -> String {
     let hex = hex::encode(Sha256::digest(message_id.as_bytes()));
     hex[..32].to_string()
+}
+
+/// A key (32 lower-case hex digits) as the number the index holds.
+fn key_number(key: &str) -> u128 {
+    u128::from_str_radix(key, 16).unwrap_or_default()
 }
 
 /// The key in a file name written by this sink, if any.

@@ -80,6 +80,10 @@ fn main() -> Result<()> {
             for scenario in [&["throughput"][..], &["attachment"][..], &["backfill"][..]] {
                 let status = Command::new(std::env::current_exe()?)
                     .args(scenario)
+                    .args(
+                        dir.iter()
+                            .flat_map(|d| [OsStr::new("--dir"), d.as_os_str()]),
+                    )
                     .status()?;
                 if !status.success() {
                     bail!("scenario {scenario:?} failed: {status}");
@@ -306,6 +310,7 @@ fn throughput(tmp: tempfile::TempDir, messages: usize, imap: bool) -> Result<()>
     let config = symphony_connector(&dir, &sim.base, &maildir_sink(&mail), "")?;
     let host = Host::open(&dir.join("state"))?;
     let (summary, elapsed) = timed_run(&host, &config)?;
+    println!("peak RSS of the Maildir run: {}", mb(peak_rss()));
     let emails = read_maildir(&mail)?;
     let bytes: u64 = emails.values().flatten().map(|e| e.len() as u64).sum();
     let count: usize = emails.values().map(Vec::len).sum();
@@ -317,7 +322,6 @@ fn throughput(tmp: tempfile::TempDir, messages: usize, imap: bool) -> Result<()>
     report_run("simulator → Maildir", &summary.counts, elapsed);
     drop(host);
     if !imap {
-        println!("peak RSS (throughput): {}", mb(peak_rss()));
         return Ok(());
     }
     if !Path::new(connector_e2e::dovecot::DOVECOT).is_file() {
@@ -367,7 +371,6 @@ batch-messages = {IMAP_BATCH}
         "simulator → Dovecot / raw ceiling: {:.0}%",
         100.0 * host_rate / raw_rate
     );
-    println!("peak RSS (throughput): {}", mb(peak_rss()));
     Ok(())
 }
 
@@ -401,7 +404,8 @@ fn read_maildir(root: &Path) -> Result<BTreeMap<String, Vec<Vec<u8>>>> {
 /// non-synchronizing literals, `IMAP_CONNECTIONS` mailboxes at a time.
 /// Returns the time from the first connection to the last answer.
 fn raw_multiappend(port: u16, emails: &BTreeMap<String, Vec<Vec<u8>>>) -> Result<Duration> {
-    let queue: Mutex<Vec<(&String, &Vec<Vec<u8>>)>> = Mutex::new(emails.iter().collect());
+    type Work<'a> = Vec<(&'a String, &'a Vec<Vec<u8>>)>;
+    let queue: Mutex<Work<'_>> = Mutex::new(emails.iter().collect());
     let started = Instant::now();
     std::thread::scope(|s| -> Result<()> {
         let workers: Vec<_> = (0..IMAP_CONNECTIONS)
@@ -538,7 +542,7 @@ struct Sampler {
 impl RunObserver for Sampler {
     fn page_committed(&self, _connector: &str, total: &RunCounts) {
         let page = self.pages.fetch_add(1, Ordering::Relaxed) + 1;
-        if page == 10 || page % self.every == 0 {
+        if page == 10 || page.is_multiple_of(self.every) {
             let sample = (total.items_from_source, rss(), self.started.elapsed());
             eprintln!(
                 "  {:>8} messages  RSS {}  {:.0}s",

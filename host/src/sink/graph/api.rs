@@ -232,6 +232,7 @@ impl Api {
             let answer = match answer(sent) {
                 Ok(a) => a,
                 Err(message) => {
+                    eprintln!("DEBUG {method} {url}: {message}");
                     return Err(ApiError::Unavailable {
                         message: format!("{method} {url}: {message}"),
                         maybe_done: creates,
