@@ -17,7 +17,8 @@ use std::sync::{Arc, Mutex};
 
 use base64::Engine as _;
 use serde_json::{Value, json};
-use tiny_http::{Header, Method, Request, Response, Server};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
 
 /// How the server behaves.
 #[derive(Debug, Clone)]
@@ -142,11 +143,8 @@ const CHUNK_UNIT: usize = 320 * 1024;
 impl GraphServer {
     /// Starts the server with these options.
     pub fn start(options: GraphOptions) -> GraphServer {
-        let server = Arc::new(Server::http("127.0.0.1:0").expect("binding a loopback port"));
-        let origin = format!(
-            "http://{}",
-            server.server_addr().to_ip().expect("an IP address")
-        );
+        let listener = TcpListener::bind("127.0.0.1:0").expect("binding a loopback port");
+        let origin = format!("http://{}", listener.local_addr().expect("an address"));
         let mut state = State::default();
         for user in &options.users {
             let root = state.id("root-");
@@ -168,14 +166,17 @@ impl GraphServer {
             );
         }
         let state = Arc::new(Mutex::new(state));
-        for _ in 0..24 {
-            let server = server.clone();
+        {
             let state = state.clone();
             let options = options.clone();
             let origin = origin.clone();
             std::thread::spawn(move || {
-                while let Ok(request) = server.recv() {
-                    handle(request, &state, &options, &origin);
+                for stream in listener.incoming() {
+                    let Ok(stream) = stream else { continue };
+                    let state = state.clone();
+                    let options = options.clone();
+                    let origin = origin.clone();
+                    std::thread::spawn(move || serve(stream, &state, &options, &origin));
                 }
             });
         }
@@ -237,31 +238,118 @@ impl GraphServer {
     }
 }
 
-fn handle(mut request: Request, state: &Mutex<State>, options: &GraphOptions, origin: &str) {
-    let t0 = std::time::Instant::now();
-    let mut body = Vec::new();
-    let _ = request.as_reader().read_to_end(&mut body);
-    if std::env::var_os("GRAPH_SERVER_TRACE").is_some() {
-        eprintln!(
-            "[graph-server] {:?} {} {} body {} read in {:?}",
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_millis(),
-            request.method(),
-            request.url(),
-            body.len(),
-            t0.elapsed()
-        );
+/// The HTTP method of a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Method {
+    Get,
+    Post,
+    Put,
+    Patch,
+    Delete,
+    Other(String),
+}
+
+impl std::fmt::Display for Method {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Method::Get => f.write_str("GET"),
+            Method::Post => f.write_str("POST"),
+            Method::Put => f.write_str("PUT"),
+            Method::Patch => f.write_str("PATCH"),
+            Method::Delete => f.write_str("DELETE"),
+            Method::Other(m) => f.write_str(m),
+        }
     }
-    let url = url::Url::parse(&format!("http://x{}", request.url())).expect("a request URL");
+}
+
+/// A parsed HTTP/1.1 request.
+struct Request {
+    method: Method,
+    target: String,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+/// Reads one request; `None` at the end of the connection.
+fn read_request(reader: &mut BufReader<TcpStream>) -> Option<Request> {
+    let mut line = String::new();
+    if reader.read_line(&mut line).ok()? == 0 {
+        return None;
+    }
+    let mut parts = line.split_whitespace();
+    let method = match parts.next()? {
+        "GET" => Method::Get,
+        "POST" => Method::Post,
+        "PUT" => Method::Put,
+        "PATCH" => Method::Patch,
+        "DELETE" => Method::Delete,
+        other => Method::Other(other.to_string()),
+    };
+    let target = parts.next()?.to_string();
+    let mut headers = Vec::new();
+    loop {
+        let mut h = String::new();
+        if reader.read_line(&mut h).ok()? == 0 {
+            return None;
+        }
+        let h = h.trim_end();
+        if h.is_empty() {
+            break;
+        }
+        let (k, v) = h.split_once(':')?;
+        headers.push((k.trim().to_string(), v.trim().to_string()));
+    }
+    let length: usize = headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(0);
+    let mut body = vec![0; length];
+    reader.read_exact(&mut body).ok()?;
+    Some(Request {
+        method,
+        target,
+        headers,
+        body,
+    })
+}
+
+/// Serves one connection, request after request (keep-alive).
+fn serve(stream: TcpStream, state: &Mutex<State>, options: &GraphOptions, origin: &str) {
+    let mut writer = stream.try_clone().expect("cloning a socket");
+    let mut reader = BufReader::new(stream);
+    while let Some(request) = read_request(&mut reader) {
+        let (status, value, headers) = handle(&request, state, options, origin);
+        let text = if value.is_null() {
+            String::new()
+        } else {
+            value.to_string()
+        };
+        let mut head = format!(
+            "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
+            text.len()
+        );
+        for (k, v) in headers {
+            head.push_str(&format!("{k}: {v}\r\n"));
+        }
+        head.push_str("\r\n");
+        if writer.write_all(head.as_bytes()).is_err() || writer.write_all(text.as_bytes()).is_err()
+        {
+            return;
+        }
+    }
+}
+
+fn handle(request: &Request, state: &Mutex<State>, options: &GraphOptions, origin: &str) -> Answer {
+    let body = &request.body;
+    let url = url::Url::parse(&format!("http://x{}", request.target)).expect("a request URL");
     let query: HashMap<String, String> = url.query_pairs().into_owned().collect();
     let header = |name: &str| {
         request
-            .headers()
+            .headers
             .iter()
-            .find(|h| h.field.as_str().as_str().eq_ignore_ascii_case(name))
-            .map(|h| h.value.as_str().to_string())
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.clone())
     };
     // Mailbox addresses, ids and names here need no percent-decoding.
     let path: Vec<String> = url
@@ -269,10 +357,10 @@ fn handle(mut request: Request, state: &Mutex<State>, options: &GraphOptions, or
         .map(|s| s.map(str::to_string).collect())
         .unwrap_or_default();
     let path: Vec<&str> = path.iter().map(String::as_str).collect();
-    let method = request.method().clone();
+    let method = request.method.clone();
     let answer: Answer = match path.as_slice() {
         ["login", _tenant, "oauth2", "v2.0", "token"] if method == Method::Post => {
-            token(state, options, &body)
+            token(state, options, body)
         }
         ["upload", id] if method == Method::Put => {
             let mut s = state.lock().unwrap_or_else(|p| p.into_inner());
@@ -280,7 +368,7 @@ fn handle(mut request: Request, state: &Mutex<State>, options: &GraphOptions, or
                 s.violations
                     .push("an upload PUT carried an Authorization header".into());
             }
-            upload(&mut s, id, header("Content-Range"), &body)
+            upload(&mut s, id, header("Content-Range"), body)
         }
         ["graph", "v1.0", "users", user, rest @ ..] => {
             let user = user.to_string();
@@ -299,7 +387,7 @@ fn handle(mut request: Request, state: &Mutex<State>, options: &GraphOptions, or
             // Let concurrent requests overlap, as a real server would.
             std::thread::sleep(std::time::Duration::from_millis(2));
             let answer = graph(
-                state, options, origin, &method, &user, rest, &query, &header, &body,
+                state, options, origin, &method, &user, rest, &query, &header, body,
             );
             let mut s = state.lock().unwrap_or_else(|p| p.into_inner());
             if let Some(n) = s.in_flight.get_mut(&user) {
@@ -309,27 +397,7 @@ fn handle(mut request: Request, state: &Mutex<State>, options: &GraphOptions, or
         }
         _ => error(404, "ResourceNotFound", "no such resource"),
     };
-    let (status, value, headers) = answer;
-    let text = if value.is_null() {
-        String::new()
-    } else {
-        value.to_string()
-    };
-    let mut response = Response::from_data(text.into_bytes()).with_status_code(status);
-    response.add_header(Header::from_bytes("Content-Type", "application/json").unwrap());
-    // tiny_http sometimes leaves the next request on a kept-alive
-    // connection unread until the client gives up: one request each.
-    response.add_header(Header::from_bytes("Connection", "close").unwrap());
-    for (k, v) in headers {
-        response.add_header(Header::from_bytes(k.as_bytes(), v.as_bytes()).unwrap());
-    }
-    let sent = request.respond(response);
-    if std::env::var_os("GRAPH_SERVER_TRACE").is_some() {
-        eprintln!(
-            "[graph-server] answered {status} in {:?}: {sent:?}",
-            t0.elapsed()
-        );
-    }
+    answer
 }
 
 fn token(state: &Mutex<State>, options: &GraphOptions, body: &[u8]) -> Answer {

@@ -608,6 +608,36 @@ ca-file = "certs/ca.pem"
     }
 
     #[test]
+    fn smtp_and_graph_sinks_parse_with_their_defaults() {
+        let smtp = GOOD.replace(
+            "kind = \"maildir\"\npath = \"mail\"",
+            "kind = \"smtp\"\nhost = \"smtp.example.test\"\nfrom = \"c@example.test\"\nto = \"journal@example.test\"\nca-file = \"ca.pem\"",
+        );
+        let cfg = load(&smtp).unwrap();
+        let SinkConfig::Smtp(s) = &cfg.sink else {
+            panic!("an smtp sink: {:?}", cfg.sink);
+        };
+        assert_eq!(s.tls, ImapTls::Starttls);
+        assert!(s.tcp_nodelay);
+        assert!(s.ca_file.as_ref().unwrap().is_absolute());
+        let graph = GOOD.replace(
+            "kind = \"maildir\"\npath = \"mail\"",
+            "kind = \"graph\"\ntenant = \"contoso.example\"\nclient-id = \"app\"\nclient-secret-secret = \"graph-secret\"",
+        );
+        let cfg = load(&graph).unwrap();
+        let SinkConfig::Graph(g) = &cfg.sink else {
+            panic!("a graph sink: {:?}", cfg.sink);
+        };
+        assert_eq!(g.graph_url, "https://graph.microsoft.com");
+        assert_eq!(g.login_url, "https://login.microsoftonline.com");
+        assert_eq!(g.max_concurrency, 8);
+        let msg = load(&(graph + "client-secret = \"x\"\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("client-secret"), "{msg}");
+    }
+
+    #[test]
     fn unknown_sink_kind_is_rejected() {
         let msg = load(&GOOD.replace("kind = \"maildir\"", "kind = \"pigeon\""))
             .unwrap_err()

@@ -232,7 +232,6 @@ impl Api {
             let answer = match answer(sent) {
                 Ok(a) => a,
                 Err(message) => {
-                    eprintln!("DEBUG {method} {url}: {message}");
                     return Err(ApiError::Unavailable {
                         message: format!("{method} {url}: {message}"),
                         maybe_done: creates,
@@ -460,7 +459,7 @@ impl Api {
                 maybe_done: false,
             })?;
             match answer.status {
-                200 | 201 | 202 => {
+                200..=202 => {
                     attempt = 0;
                     let parsed: Value = serde_json::from_str(&answer.body).unwrap_or(Value::Null);
                     // The server says where to go on (normally `end`).
