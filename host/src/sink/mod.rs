@@ -141,6 +141,55 @@ impl SinkError {
             SinkError::Authentication { .. } | SinkError::Setup { .. }
         )
     }
+
+    /// The same error again, for another item it concerns (a batch that
+    /// failed as a whole fails each of its deliveries).
+    pub fn for_another_item(e: &SinkError) -> SinkError {
+        match e {
+            SinkError::Unavailable { target, message } => SinkError::Unavailable {
+                target: target.clone(),
+                message: message.clone(),
+            },
+            SinkError::Io { path, source } => SinkError::Io {
+                path: path.clone(),
+                source: std::io::Error::new(source.kind(), source.to_string()),
+            },
+            SinkError::InvalidFolder { folder, reason } => SinkError::InvalidFolder {
+                folder: folder.clone(),
+                reason: reason.clone(),
+            },
+            SinkError::InvalidMailbox { mailbox, reason } => SinkError::InvalidMailbox {
+                mailbox: mailbox.clone(),
+                reason: reason.clone(),
+            },
+            SinkError::Refused {
+                target,
+                mailbox,
+                message_id,
+                reason,
+            } => SinkError::Refused {
+                target: target.clone(),
+                mailbox: mailbox.clone(),
+                message_id: message_id.clone(),
+                reason: reason.clone(),
+            },
+            SinkError::Authentication {
+                target,
+                mailbox,
+                reason,
+                fix,
+            } => SinkError::Authentication {
+                target: target.clone(),
+                mailbox: mailbox.clone(),
+                reason: reason.clone(),
+                fix: fix.clone(),
+            },
+            SinkError::Setup { target, reason } => SinkError::Setup {
+                target: target.clone(),
+                reason: reason.clone(),
+            },
+        }
+    }
 }
 
 /// A mail store that emails are imported into.

@@ -272,7 +272,7 @@ impl Sink for GraphSink {
         for (i, d) in batch.iter().enumerate() {
             let key = (d.mailbox.clone(), d.folder.to_string());
             if let Some(e) = failed_folders.get(&key) {
-                results[i] = Some(Err(copy_error(e)));
+                results[i] = Some(Err(SinkError::for_another_item(e)));
                 continue;
             }
             if let Some(id) = self.folders[&key].known.get(&d.email.message_id) {
@@ -349,7 +349,7 @@ impl Sink for GraphSink {
         for (i, first) in repeats {
             results[i] = Some(match results[first].as_ref().expect("sent first") {
                 Ok(r) => Ok(r.clone()),
-                Err(e) => Err(copy_error(e)),
+                Err(e) => Err(SinkError::for_another_item(e)),
             });
         }
         results
@@ -384,52 +384,4 @@ fn create(
         return Err(e);
     }
     Ok(id)
-}
-
-/// The same error again, for every item it concerns.
-fn copy_error(e: &SinkError) -> SinkError {
-    match e {
-        SinkError::Unavailable { target, message } => SinkError::Unavailable {
-            target: target.clone(),
-            message: message.clone(),
-        },
-        SinkError::Io { path, source } => SinkError::Io {
-            path: path.clone(),
-            source: std::io::Error::new(source.kind(), source.to_string()),
-        },
-        SinkError::InvalidFolder { folder, reason } => SinkError::InvalidFolder {
-            folder: folder.clone(),
-            reason: reason.clone(),
-        },
-        SinkError::InvalidMailbox { mailbox, reason } => SinkError::InvalidMailbox {
-            mailbox: mailbox.clone(),
-            reason: reason.clone(),
-        },
-        SinkError::Refused {
-            target,
-            mailbox,
-            message_id,
-            reason,
-        } => SinkError::Refused {
-            target: target.clone(),
-            mailbox: mailbox.clone(),
-            message_id: message_id.clone(),
-            reason: reason.clone(),
-        },
-        SinkError::Authentication {
-            target,
-            mailbox,
-            reason,
-            fix,
-        } => SinkError::Authentication {
-            target: target.clone(),
-            mailbox: mailbox.clone(),
-            reason: reason.clone(),
-            fix: fix.clone(),
-        },
-        SinkError::Setup { target, reason } => SinkError::Setup {
-            target: target.clone(),
-            reason: reason.clone(),
-        },
-    }
 }

@@ -672,7 +672,7 @@ impl MailboxState {
         let folder = fb.folder;
         if let Err(e) = self.ready_folder(sh, folder) {
             for (i, _) in &fb.items {
-                out.push((*i, Err(copy_error(&e))));
+                out.push((*i, Err(SinkError::for_another_item(&e))));
             }
             return;
         }
@@ -723,7 +723,7 @@ impl MailboxState {
         for (i, first) in repeats {
             let copy = match sent.iter().find(|(j, _)| *j == first) {
                 Some((_, Ok(r))) => Ok(r.clone()),
-                Some((_, Err(e))) => Err(copy_error(e)),
+                Some((_, Err(e))) => Err(SinkError::for_another_item(e)),
                 None => unreachable!("the first copy was sent"),
             };
             sent.push((i, copy));
@@ -747,7 +747,10 @@ impl MailboxState {
                 if let Some(state) = self.folders.get_mut(folder) {
                     state.stale = true;
                 }
-                chunk.iter().map(|_| Err(copy_error(&e))).collect()
+                chunk
+                    .iter()
+                    .map(|_| Err(SinkError::for_another_item(&e)))
+                    .collect()
             }
         }
     }
@@ -988,54 +991,6 @@ fn connection_error(sh: &Shared, e: ClientError) -> SinkError {
         other => SinkError::Unavailable {
             target: sh.target.clone(),
             message: other.to_string(),
-        },
-    }
-}
-
-/// The same error again, for every item it concerns.
-fn copy_error(e: &SinkError) -> SinkError {
-    match e {
-        SinkError::Unavailable { target, message } => SinkError::Unavailable {
-            target: target.clone(),
-            message: message.clone(),
-        },
-        SinkError::Io { path, source } => SinkError::Io {
-            path: path.clone(),
-            source: std::io::Error::new(source.kind(), source.to_string()),
-        },
-        SinkError::InvalidFolder { folder, reason } => SinkError::InvalidFolder {
-            folder: folder.clone(),
-            reason: reason.clone(),
-        },
-        SinkError::InvalidMailbox { mailbox, reason } => SinkError::InvalidMailbox {
-            mailbox: mailbox.clone(),
-            reason: reason.clone(),
-        },
-        SinkError::Refused {
-            target,
-            mailbox,
-            message_id,
-            reason,
-        } => SinkError::Refused {
-            target: target.clone(),
-            mailbox: mailbox.clone(),
-            message_id: message_id.clone(),
-            reason: reason.clone(),
-        },
-        SinkError::Authentication {
-            target,
-            mailbox,
-            reason,
-            fix,
-        } => SinkError::Authentication {
-            target: target.clone(),
-            mailbox: mailbox.clone(),
-            reason: reason.clone(),
-            fix: fix.clone(),
-        },
-        SinkError::Setup { target, reason } => SinkError::Setup {
-            target: target.clone(),
-            reason: reason.clone(),
         },
     }
 }
