@@ -7,7 +7,10 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 
 use base64::Engine as _;
-use connector_host::convert::EmailConverter;
+use connector_host::convert::{Email, EmailConverter};
+use connector_host::model::{
+    Attachment, Conversation, ConversationKind, Message, MessageKind, Person,
+};
 use serde_json::json;
 
 /// The four users (mailboxes).
@@ -177,4 +180,41 @@ pub fn message_id_of(bytes: &[u8]) -> String {
         .find(|l| l.to_ascii_lowercase().starts_with("message-id:"))
         .expect("a Message-ID header");
     line[11..].trim().trim_matches(['<', '>']).to_string()
+}
+
+/// A participant whose id, name and address all come from `email`.
+pub fn synthetic_person(email: &str) -> Person {
+    Person {
+        id: format!("u-{email}"),
+        display_name: Some(email.to_string()),
+        email: Some(email.to_string()),
+    }
+}
+
+/// Message number `i` (id `id`, sent by one of [`USERS`] in turn, one
+/// second apart) in a room of all [`USERS`], built into an email by the
+/// host's converter: for the tests that drive a sink alone.
+pub fn synthetic_email(id: &str, i: usize, text: String, attachments: Vec<Attachment>) -> Email {
+    let conversation = Conversation {
+        id: "c1".into(),
+        kind: ConversationKind::Room,
+        name: Some("Synthetic ✓".into()),
+        participants: USERS.iter().map(|u| synthetic_person(u)).collect(),
+    };
+    let message = Message {
+        id: id.to_string(),
+        conversation_id: "c1".into(),
+        sender: synthetic_person(USERS[i % USERS.len()]),
+        sent_at: 1_700_000_000_000 + i as i64 * 1000,
+        kind: MessageKind::Chat,
+        relations: Vec::new(),
+        text: Some(text),
+        html: None,
+        attachments,
+        source_sha256: "0".repeat(64),
+        properties: Vec::new(),
+    };
+    EmailConverter::new("synthetic", "Synthetic")
+        .convert(&message, &conversation)
+        .expect("a synthetic message converts")
 }

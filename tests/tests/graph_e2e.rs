@@ -13,13 +13,12 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Instant;
 
-use connector_e2e::chat_fixture::{USERS, chat_fixture, connector_file};
+use connector_e2e::chat_fixture::{USERS, chat_fixture, connector_file, synthetic_email};
 use connector_e2e::graph_server::{GraphOptions, GraphServer};
 use connector_host::config::ConnectorConfig;
 use connector_host::config::connector::GraphSinkConfig;
-use connector_host::convert::{Email, EmailConverter};
+use connector_host::convert::Email;
 use connector_host::map::Mailbox;
-use connector_host::model::{Conversation, ConversationKind, Message, MessageKind, Person};
 use connector_host::pipeline::{Host, RunOptions};
 use connector_host::plugin::SecretStore;
 use connector_host::sink::graph::GraphSettings;
@@ -212,39 +211,9 @@ max-concurrency = 8
 
 // ---- the sink alone ---------------------------------------------------
 
-fn person(email: &str) -> Person {
-    Person {
-        id: format!("u-{email}"),
-        display_name: Some(email.to_string()),
-        email: Some(email.to_string()),
-    }
-}
-
 fn emails(tag: &str, n: usize) -> Vec<Email> {
-    let converter = EmailConverter::new("synthetic", "Synthetic");
-    let conversation = Conversation {
-        id: "c1".into(),
-        kind: ConversationKind::Room,
-        name: Some("Synthetic".into()),
-        participants: USERS.iter().map(|u| person(u)).collect(),
-    };
     (0..n)
-        .map(|i| {
-            let message = Message {
-                id: format!("{tag}-{i}"),
-                conversation_id: "c1".into(),
-                sender: person(USERS[i % 4]),
-                sent_at: 1_700_000_000_000 + i as i64 * 1000,
-                kind: MessageKind::Chat,
-                relations: Vec::new(),
-                text: Some(format!("message {i}")),
-                html: None,
-                attachments: Vec::new(),
-                source_sha256: "0".repeat(64),
-                properties: Vec::new(),
-            };
-            converter.convert(&message, &conversation).unwrap()
-        })
+        .map(|i| synthetic_email(&format!("{tag}-{i}"), i, format!("message {i}"), Vec::new()))
         .collect()
 }
 

@@ -15,31 +15,22 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use base64::Engine as _;
+use connector_e2e::chat_fixture::{ChatFixture, USERS, chat_fixture, noise, synthetic_email};
 use connector_e2e::dovecot::{Dovecot, DovecotOptions, ImapReader, MASTER_PASSWORD, MASTER_USER};
-use connector_e2e::{install_chat_export, write_file};
+use connector_e2e::write_file;
 use connector_host::config::ConnectorConfig;
 use connector_host::config::connector::{ImapAuthMethod, ImapSinkConfig, ImapTls};
-use connector_host::convert::{Email, EmailConverter};
+use connector_host::convert::Email;
 use connector_host::map::Mailbox;
-use connector_host::model::{
-    Attachment, AttachmentData, Conversation, ConversationKind, Message, MessageKind, Person,
-};
+use connector_host::model::{Attachment, AttachmentData};
 use connector_host::pipeline::{Host, RunOptions};
 use connector_host::plugin::SecretStore;
 use connector_host::sink::imap::{ImapSettings, SecretLookup};
 use connector_host::sink::{Delivery, ImapSink, Sink, SinkError};
 use connector_host::state::RunOutcome;
 use mail_parser::{MessageParser, MimeHeaders};
-use serde_json::json;
 use sha2::{Digest, Sha256};
 
-const USERS: [&str; 4] = [
-    "alice@example.test",
-    "bob@example.test",
-    "carol@example.test",
-    "dave@example.test",
-];
 const FOLDER: &str = "INBOX/Symphony";
 const BIG: usize = 50 << 20;
 
@@ -62,29 +53,6 @@ fn dovecot(options: DovecotOptions) -> Dovecot {
     })
 }
 
-/// Deterministic bytes, fast even in a debug build.
-fn noise(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        out.extend_from_slice(&x.to_le_bytes());
-    }
-    out.truncate(len);
-    out
-}
-
-/// Who receives the messages of each conversation.
-fn members(conversation: &str) -> &'static [&'static str] {
-    match conversation {
-        "room-all" => &USERS,
-        "room-ab" => &USERS[..2],
-        _ => &USERS[2..],
-    }
-}
-
 struct Setup {
     _tmp: tempfile::TempDir,
     config: ConnectorConfig,
@@ -102,52 +70,12 @@ struct Setup {
 fn setup(n: usize, big: bool, port: u16, retries: u32, batch: u32) -> Setup {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path();
-    let manifest = install_chat_export(&root.join("plugin"));
-    let export = root.join("export");
-    std::fs::create_dir_all(export.join("files")).unwrap();
-    let person = |email: &str| {
-        let name = &email[..email.find('@').unwrap()];
-        json!({"id": format!("u-{name}"), "name": name, "email": email})
-    };
-    let mut lines = Vec::new();
-    for conv in ["room-all", "room-ab", "im-cd"] {
-        let participants: Vec<_> = members(conv).iter().map(|e| person(e)).collect();
-        lines.push(json!({"type": "conversation", "id": conv, "kind": "room",
-            "name": format!("Desk {conv} — ünïcode 💹"), "participants": participants}));
-    }
-    let converter = EmailConverter::new("chat-export", "Chat export");
-    let mut expected: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    let mut attachments = HashMap::new();
-    for i in 0..n {
-        let conv = ["room-all", "room-ab", "im-cd"][i % 3];
-        let sender = members(conv)[i % members(conv).len()];
-        let id = format!("msg-{i:05}");
-        let mut m = json!({"type": "message", "id": id, "conversation": conv,
-            "sender": person(sender), "sent_at": 1_767_000_000_000i64 + i as i64 * 1000,
-            "text": format!("Message {i} — héllo 😀 {}", "words ".repeat(i % 40))});
-        let mid = converter.message_id(&id);
-        if big && i == 4 {
-            let bytes = noise(BIG, 42);
-            std::fs::write(export.join("files/big.bin"), &bytes).unwrap();
-            m["attachments"] = json!([{"id": "big", "name": "big.bin",
-                "media_type": "application/octet-stream", "path": "files/big.bin"}]);
-            attachments.insert(mid.clone(), ("big.bin".to_string(), bytes));
-        } else if i % 25 == 3 {
-            let bytes = noise(1000 + i * 7, i as u64);
-            m["attachments"] = json!([{"id": "a", "name": format!("file-{i}.bin"),
-                "content_base64": base64::engine::general_purpose::STANDARD.encode(&bytes)}]);
-            attachments.insert(mid.clone(), (format!("file-{i}.bin"), bytes));
-        }
-        lines.push(m);
-        for mb in members(conv) {
-            expected
-                .entry(mb.to_string())
-                .or_default()
-                .insert(mid.clone());
-        }
-    }
-    let text: String = lines.iter().map(|l| l.to_string() + "\n").collect();
-    std::fs::write(export.join("chat.jsonl"), text).unwrap();
+    let ChatFixture {
+        manifest,
+        expected,
+        attachments,
+        ..
+    } = chat_fixture(root, n, big.then_some(BIG));
     let secrets = write_file(
         root,
         "secrets.toml",
@@ -392,74 +320,25 @@ fn dovecot_killed_mid_import_then_restarted_loses_and_duplicates_nothing() {
 
 // ---- the sink alone ---------------------------------------------------
 
-fn person(email: &str) -> Person {
-    Person {
-        id: format!("u-{email}"),
-        display_name: Some(email.to_string()),
-        email: Some(email.to_string()),
-    }
-}
-
 /// `n` emails built by the host's converter from synthetic messages, each
 /// about `size` bytes.
 fn synthetic_emails(tag: &str, n: usize, size: usize) -> Vec<Email> {
-    let converter = EmailConverter::new("synthetic", "Synthetic");
-    let conversation = Conversation {
-        id: "c1".into(),
-        kind: ConversationKind::Room,
-        name: Some("Synthetic ✓".into()),
-        participants: USERS.iter().map(|u| person(u)).collect(),
-    };
     (0..n)
         .map(|i| {
-            let message = Message {
-                id: format!("{tag}-{i}"),
-                conversation_id: "c1".into(),
-                sender: person(USERS[i % 4]),
-                sent_at: 1_700_000_000_000 + i as i64 * 1000,
-                kind: MessageKind::Chat,
-                relations: Vec::new(),
-                text: Some(format!(
-                    "message {i} {}",
-                    "x".repeat(size.saturating_sub(1200))
-                )),
-                html: None,
-                attachments: Vec::new(),
-                source_sha256: "0".repeat(64),
-                properties: Vec::new(),
-            };
-            converter.convert(&message, &conversation).unwrap()
+            let text = format!("message {i} {}", "x".repeat(size.saturating_sub(1200)));
+            synthetic_email(&format!("{tag}-{i}"), i, text, Vec::new())
         })
         .collect()
 }
 
 fn with_attachment(tag: &str, bytes: Vec<u8>) -> Email {
-    let converter = EmailConverter::new("synthetic", "Synthetic");
-    let conversation = Conversation {
-        id: "c1".into(),
-        kind: ConversationKind::Direct,
-        name: None,
-        participants: USERS.iter().map(|u| person(u)).collect(),
+    let attachment = Attachment {
+        id: "a".into(),
+        file_name: "data.bin".into(),
+        media_type: None,
+        data: AttachmentData::Bytes(bytes),
     };
-    let message = Message {
-        id: tag.into(),
-        conversation_id: "c1".into(),
-        sender: person(USERS[0]),
-        sent_at: 1_700_000_000_000,
-        kind: MessageKind::Chat,
-        relations: Vec::new(),
-        text: Some("see attached".into()),
-        html: None,
-        attachments: vec![Attachment {
-            id: "a".into(),
-            file_name: "data.bin".into(),
-            media_type: None,
-            data: AttachmentData::Bytes(bytes),
-        }],
-        source_sha256: "0".repeat(64),
-        properties: Vec::new(),
-    };
-    converter.convert(&message, &conversation).unwrap()
+    synthetic_email(tag, 0, "see attached".into(), vec![attachment])
 }
 
 fn sink_config(port: u16, tls: ImapTls, auth: ImapAuthMethod) -> ImapSinkConfig {

@@ -12,15 +12,15 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use connector_e2e::chat_fixture::{USERS, chat_fixture, connector_file, message_id_of, noise};
+use connector_e2e::chat_fixture::{
+    USERS, chat_fixture, connector_file, message_id_of, noise, synthetic_email,
+};
 use connector_e2e::smtp_server::SmtpServer;
 use connector_host::config::ConnectorConfig;
 use connector_host::config::connector::{ImapTls, SmtpSinkConfig};
-use connector_host::convert::{Email, EmailConverter};
+use connector_host::convert::Email;
 use connector_host::map::Mailbox;
-use connector_host::model::{
-    Attachment, AttachmentData, Conversation, ConversationKind, Message, MessageKind, Person,
-};
+use connector_host::model::{Attachment, AttachmentData};
 use connector_host::pipeline::{Host, RunOptions};
 use connector_host::plugin::SecretStore;
 use connector_host::sink::smtp::SmtpSettings;
@@ -148,47 +148,25 @@ fn on_the_wire(bytes: &[u8]) -> Vec<u8> {
     out
 }
 
-fn person(email: &str) -> Person {
-    Person {
-        id: format!("u-{email}"),
-        display_name: Some(email.to_string()),
-        email: Some(email.to_string()),
-    }
-}
-
 fn emails(tag: &str, n: usize) -> Vec<Email> {
-    let converter = EmailConverter::new("synthetic", "Synthetic");
-    let conversation = Conversation {
-        id: "c1".into(),
-        kind: ConversationKind::Room,
-        name: Some("Synthetic ✓".into()),
-        participants: USERS.iter().map(|u| person(u)).collect(),
-    };
     (0..n)
         .map(|i| {
-            let message = Message {
-                id: format!("{tag}-{i}"),
-                conversation_id: "c1".into(),
-                sender: person(USERS[i % 4]),
-                sent_at: 1_700_000_000_000 + i as i64 * 1000,
-                kind: MessageKind::Chat,
-                relations: Vec::new(),
-                text: Some(format!("message {i}\r\n.leading dot line\r\n.\r\nend")),
-                html: None,
-                attachments: if i % 10 == 0 {
-                    vec![Attachment {
-                        id: "a".into(),
-                        file_name: "data.bin".into(),
-                        media_type: None,
-                        data: AttachmentData::Bytes(noise(3000, i as u64)),
-                    }]
-                } else {
-                    Vec::new()
-                },
-                source_sha256: "0".repeat(64),
-                properties: Vec::new(),
+            let attachments = if i % 10 == 0 {
+                vec![Attachment {
+                    id: "a".into(),
+                    file_name: "data.bin".into(),
+                    media_type: None,
+                    data: AttachmentData::Bytes(noise(3000, i as u64)),
+                }]
+            } else {
+                Vec::new()
             };
-            converter.convert(&message, &conversation).unwrap()
+            synthetic_email(
+                &format!("{tag}-{i}"),
+                i,
+                format!("message {i}\r\n.leading dot line\r\n.\r\nend"),
+                attachments,
+            )
         })
         .collect()
 }
