@@ -308,12 +308,12 @@ impl Host {
                 None => CheckpointSlot::Connector,
             },
         };
-        let checkpoint_key = match &control.window {
-            Some(w) => w.checkpoint_key(&config.id),
-            None => config.id.clone(),
+        let checkpoint_key = match &stage.checkpoint_slot {
+            CheckpointSlot::Key(key) => key.clone(),
+            _ => config.id.clone(),
         };
         let config_json = config.plugin_config_json();
-        let retry = RetryPolicy::new(config.retries);
+        let retry = stage.retry;
         let mut failures = 0u32;
         let mut pages = 0u64;
         tracing::info!(connector = %config.id, plugin = %manifest.id, folder = %stage.folder, "run started");
