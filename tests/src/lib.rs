@@ -29,10 +29,46 @@ pub fn workspace_root() -> PathBuf {
 /// Builds a plugin crate for `wasm32-wasip2` (release, in `target/plugins`)
 /// and returns the `.wasm` path. Each crate is built once per process.
 pub fn build_plugin(crate_name: &str) -> PathBuf {
+    build_once(
+        crate_name,
+        &["--release", "--target", "wasm32-wasip2"],
+        "(is the target installed? `rustup target add wasm32-wasip2`)",
+        |target_dir| {
+            target_dir
+                .join("wasm32-wasip2/release")
+                .join(format!("{}.wasm", crate_name.replace('-', "_")))
+        },
+    )
+}
+
+/// Builds a native plugin crate (a `cdylib`, debug, in `target/plugins`) for
+/// this machine and returns the shared library's path. Built once per
+/// process.
+pub fn build_native_plugin(crate_name: &str) -> PathBuf {
+    build_once(crate_name, &[], "", |target_dir| {
+        target_dir.join("debug").join(format!(
+            "{}{}{}",
+            std::env::consts::DLL_PREFIX,
+            crate_name.replace('-', "_"),
+            std::env::consts::DLL_SUFFIX
+        ))
+    })
+}
+
+/// Runs `cargo build -p CRATE ARGS` into `target/plugins` once per process
+/// and crate (with the caller's flags), and returns the artifact `artifact`
+/// names there. A failed build panics with cargo's output and `hint`.
+fn build_once(
+    crate_name: &str,
+    args: &[&str],
+    hint: &str,
+    artifact: impl FnOnce(&Path) -> PathBuf,
+) -> PathBuf {
     static BUILT: OnceLock<Mutex<BTreeMap<String, PathBuf>>> = OnceLock::new();
+    let key = format!("{crate_name} {}", args.join(" "));
     let built = BUILT.get_or_init(Default::default);
     let mut built = built.lock().unwrap_or_else(|p| p.into_inner());
-    if let Some(path) = built.get(crate_name) {
+    if let Some(path) = built.get(&key) {
         return path.clone();
     }
     let root = workspace_root();
@@ -40,14 +76,8 @@ pub fn build_plugin(crate_name: &str) -> PathBuf {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let output = Command::new(cargo)
         .current_dir(&root)
-        .args([
-            "build",
-            "--release",
-            "--target",
-            "wasm32-wasip2",
-            "-p",
-            crate_name,
-        ])
+        .args(["build", "-p", crate_name])
+        .args(args)
         .arg("--target-dir")
         .arg(&target_dir)
         .env_remove("CARGO_TARGET_DIR")
@@ -57,52 +87,13 @@ pub fn build_plugin(crate_name: &str) -> PathBuf {
         .expect("running cargo to build a plugin");
     assert!(
         output.status.success(),
-        "building plugin {crate_name} for wasm32-wasip2 failed (is the target installed? `rustup target add wasm32-wasip2`):\n{}",
+        "building plugin {crate_name} failed {hint}:\n{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    let wasm = target_dir
-        .join("wasm32-wasip2/release")
-        .join(format!("{}.wasm", crate_name.replace('-', "_")));
-    assert!(wasm.is_file(), "cargo built no {}", wasm.display());
-    built.insert(crate_name.to_string(), wasm.clone());
-    wasm
-}
-
-/// Builds a native plugin crate (a `cdylib`, debug, in `target/plugins`) for
-/// this machine and returns the shared library's path. Built once per
-/// process.
-pub fn build_native_plugin(crate_name: &str) -> PathBuf {
-    static BUILT: OnceLock<Mutex<BTreeMap<String, PathBuf>>> = OnceLock::new();
-    let built = BUILT.get_or_init(Default::default);
-    let mut built = built.lock().unwrap_or_else(|p| p.into_inner());
-    if let Some(path) = built.get(crate_name) {
-        return path.clone();
-    }
-    let root = workspace_root();
-    let target_dir = root.join("target").join("plugins");
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let output = Command::new(cargo)
-        .current_dir(&root)
-        .args(["build", "-p", crate_name])
-        .arg("--target-dir")
-        .arg(&target_dir)
-        .env_remove("CARGO_TARGET_DIR")
-        .output()
-        .expect("running cargo to build a native plugin");
-    assert!(
-        output.status.success(),
-        "building native plugin {crate_name} failed:\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let lib = target_dir.join("debug").join(format!(
-        "{}{}{}",
-        std::env::consts::DLL_PREFIX,
-        crate_name.replace('-', "_"),
-        std::env::consts::DLL_SUFFIX
-    ));
-    assert!(lib.is_file(), "cargo built no {}", lib.display());
-    built.insert(crate_name.to_string(), lib.clone());
-    lib
+    let path = artifact(&target_dir);
+    assert!(path.is_file(), "cargo built no {}", path.display());
+    built.insert(key, path.clone());
+    path
 }
 
 /// Builds a plugin and installs it into `dir` with `connector package`'s
