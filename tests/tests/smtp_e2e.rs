@@ -216,10 +216,10 @@ fn a_shared_journal_address_gets_one_copy_per_email_and_refusals_are_per_item() 
     assert_eq!(received.len(), 20, "one journal copy per email");
     for (r, email) in received.iter().zip(&list) {
         assert!(
-            r.bytes == on_the_wire(&email.bytes),
+            r.bytes == on_the_wire(&email.bytes().unwrap()),
             "bytes unchanged (dot-stuffing undone): got {} bytes, sent {}",
             r.bytes.len(),
-            email.bytes.len(),
+            email.len(),
         );
     }
     assert!(

@@ -10,12 +10,16 @@
 //! attachments are written byte for byte. Line breaks in text bodies are
 //! written as CRLF, as RFC 5322 requires.
 
+mod email;
 mod encode;
 #[cfg(test)]
 mod tests;
+mod writer;
+
+pub use email::Email;
 
 use std::borrow::Cow;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use mail_builder::MessageBuilder;
 use mail_builder::headers::content_type::ContentType;
@@ -24,10 +28,10 @@ use mail_builder::headers::message_id::MessageId;
 use mail_builder::headers::raw::Raw;
 use mail_builder::mime::{BodyPart, MimePart};
 use sha2::{Digest, Sha256};
+use writer::{AttachmentSource, EmailWriter, WriteError};
 
 use crate::model::{
     AttachmentData, Conversation, ConversationKind, Message, MessageKind, Person, Relation,
-    TimestampMs,
 };
 
 /// How many participants a generated subject names before "and N others".
@@ -36,20 +40,6 @@ const SUBJECT_NAMES: usize = 3;
 const MAX_PROPERTY_NAME: usize = 40;
 /// Media type of attachments whose type is unknown or unusable.
 const OCTET_STREAM: &str = "application/octet-stream";
-
-/// An email built from one message.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Email {
-    /// The Message-ID, without angle brackets (see
-    /// [`EmailConverter::message_id`]).
-    pub message_id: String,
-    /// The RFC 5322 message, CRLF line endings.
-    pub bytes: Vec<u8>,
-    /// Lower-case hex SHA-256 of `bytes`.
-    pub sha256: String,
-    /// When the message was sent; mailboxes use it as the arrival date.
-    pub sent_at: TimestampMs,
-}
 
 /// Why a message could not be turned into an email.
 #[derive(Debug, thiserror::Error)]
@@ -89,14 +79,16 @@ pub enum ConvertError {
         #[source]
         source: std::io::Error,
     },
-    /// mail-builder failed to write the message.
+    /// A big email could not be written to its spool file.
     #[error(
-        "cannot build the email for message `{message_id}`: {source}; this is a host bug, please report it"
+        "cannot write the email for message `{message_id}` to a spool file: {source}; check free space and permissions in {}, then run again", dir.display()
     )]
-    Build {
+    Spool {
         /// The message's source id.
         message_id: String,
-        /// What failed.
+        /// The spool folder.
+        dir: PathBuf,
+        /// What the file system said.
         #[source]
         source: std::io::Error,
     },
@@ -109,7 +101,13 @@ pub struct EmailConverter {
     source_name: String,
     /// `source_id` as a DNS label, for Message-IDs and placeholder addresses.
     label: String,
+    /// Where emails bigger than `spill_above` bytes are written.
+    spool_dir: PathBuf,
+    spill_above: usize,
 }
+
+/// Emails up to this size are built in memory; bigger ones in a spool file.
+pub const DEFAULT_SPILL_ABOVE: usize = 4 * 1024 * 1024;
 
 impl EmailConverter {
     /// A converter for the source with this id (e.g. `symphony`, part of
@@ -120,7 +118,18 @@ impl EmailConverter {
             source_id: source_id.to_string(),
             source_name: source_name.to_string(),
             label: dns_label(source_id),
+            spool_dir: writer::default_spool_dir(),
+            spill_above: DEFAULT_SPILL_ABOVE,
         }
+    }
+
+    /// The same converter, writing emails bigger than `spill_above` bytes
+    /// to spool files in `dir` instead of memory (by default: the
+    /// temporary folder, above [`DEFAULT_SPILL_ABOVE`]).
+    pub fn with_spool(mut self, dir: &Path, spill_above: usize) -> EmailConverter {
+        self.spool_dir = dir.to_path_buf();
+        self.spill_above = spill_above;
+        self
     }
 
     /// The Message-ID (without angle brackets) of the message with this
@@ -243,21 +252,38 @@ impl EmailConverter {
             builder = builder.header(name, Raw::new(encoded));
         }
 
-        let body = self.body(msg, &message_id)?;
-        let bytes = builder
-            .body(body)
-            .write_to_vec()
-            .map_err(|source| ConvertError::Build {
+        let sources: Vec<AttachmentSource<'_>> = msg
+            .attachments
+            .iter()
+            .map(|a| match &a.data {
+                AttachmentData::Bytes(bytes) => AttachmentSource::Bytes(bytes),
+                AttachmentData::File(path) => AttachmentSource::File(path),
+            })
+            .collect();
+        let mut out = EmailWriter::new(&sources, &self.spool_dir, self.spill_above);
+        builder
+            .body(self.body(msg, &message_id))
+            .serialize(&mut out);
+        let built = out.finish().map_err(|e| match e {
+            WriteError::Attachment { index, source } => {
+                let attachment = &msg.attachments[index];
+                ConvertError::AttachmentRead {
+                    message_id: msg.id.clone(),
+                    attachment_id: attachment.id.clone(),
+                    path: match &attachment.data {
+                        AttachmentData::File(path) => path.clone(),
+                        AttachmentData::Bytes(_) => PathBuf::new(),
+                    },
+                    source,
+                }
+            }
+            WriteError::Spool(source) => ConvertError::Spool {
                 message_id: msg.id.clone(),
+                dir: self.spool_dir.clone(),
                 source,
-            })?;
-        let sha256 = hex::encode(Sha256::digest(&bytes));
-        Ok(Email {
-            message_id,
-            bytes,
-            sha256,
-            sent_at: msg.sent_at,
-        })
+            },
+        })?;
+        Ok(Email::built(message_id, built, msg.sent_at))
     }
 
     /// `"Name" <address>` (or `<address>` without a name), encoded.
@@ -287,8 +313,9 @@ impl EmailConverter {
     }
 
     /// The body: text and HTML (as alternatives when both exist), then
-    /// attachments, with boundaries derived from the Message-ID.
-    fn body(&self, msg: &Message, message_id: &str) -> Result<MimePart<'static>, ConvertError> {
+    /// attachments, with boundaries derived from the Message-ID. Attachment
+    /// bodies are placeholders the [`EmailWriter`] fills in.
+    fn body(&self, msg: &Message, message_id: &str) -> MimePart<'static> {
         let context = context_lines(msg, |id| self.message_id(id));
         let given_text = msg.text.as_deref().filter(|t| !t.is_empty());
         let given_html = msg.html.as_deref().filter(|t| !t.is_empty());
@@ -307,18 +334,7 @@ impl EmailConverter {
         });
 
         let mut attachments = Vec::with_capacity(msg.attachments.len());
-        for attachment in &msg.attachments {
-            let bytes = match &attachment.data {
-                AttachmentData::Bytes(bytes) => bytes.clone(),
-                AttachmentData::File(path) => {
-                    std::fs::read(path).map_err(|source| ConvertError::AttachmentRead {
-                        message_id: msg.id.clone(),
-                        attachment_id: attachment.id.clone(),
-                        path: path.clone(),
-                        source,
-                    })?
-                }
-            };
+        for (index, attachment) in msg.attachments.iter().enumerate() {
             let media_type = attachment
                 .media_type
                 .as_deref()
@@ -333,13 +349,14 @@ impl EmailConverter {
             attachments.push(
                 MimePart::new(
                     ContentType::new(media_type).attribute("name", file_name.clone()),
-                    BodyPart::Binary(Cow::Owned(bytes)),
+                    BodyPart::Binary(Cow::Owned(writer::placeholder(index))),
                 )
                 .attachment(file_name)
                 .header(
                     id_header,
                     Raw::new(encode::unstructured(&attachment.id, id_header.len() + 2)),
-                ),
+                )
+                .transfer_encoding("base64"),
             );
         }
 
@@ -359,7 +376,7 @@ impl EmailConverter {
             (None, Some(html)) => Some(MimePart::new("text/html", html)),
             (None, None) => None,
         };
-        Ok(match main {
+        match main {
             Some(main) if attachments.is_empty() => main,
             main => {
                 let mut parts = Vec::with_capacity(attachments.len() + 1);
@@ -370,7 +387,7 @@ impl EmailConverter {
                     parts,
                 )
             }
-        })
+        }
     }
 }
 

@@ -65,7 +65,9 @@ fn parser() -> MessageParser {
 }
 
 fn parse(email: &Email) -> mail_parser::Message<'_> {
-    parser().parse(&email.bytes).expect("the email parses")
+    parser()
+        .parse(email.in_memory().expect("a small email is in memory"))
+        .expect("the email parses")
 }
 
 /// Every value of an unstructured header, decoded.
@@ -111,7 +113,8 @@ fn ids(value: &HeaderValue<'_>) -> Vec<String> {
 }
 
 fn raw_text(email: &Email) -> &str {
-    std::str::from_utf8(&email.bytes).expect("the email is ASCII")
+    std::str::from_utf8(email.in_memory().expect("a small email is in memory"))
+        .expect("the email is ASCII")
 }
 
 #[test]
@@ -146,7 +149,10 @@ fn every_header_round_trips_through_mail_parser() {
 
     assert_eq!(email.message_id, c.message_id("msg-1"));
     assert_eq!(email.sent_at, msg.sent_at);
-    assert_eq!(email.sha256, hex::encode(Sha256::digest(&email.bytes)));
+    assert_eq!(
+        email.sha256,
+        hex::encode(Sha256::digest(&email.bytes().unwrap()[..]))
+    );
     assert_eq!(parsed.message_id(), Some(email.message_id.as_str()));
     assert_eq!(
         addresses(parsed.from()),
@@ -445,7 +451,7 @@ fn non_ascii_and_emoji_header_values_round_trip_exactly() {
     msg.properties = vec![("Label".to_string(), "café ☕ — naïve".to_string())];
     let email = converter().convert(&msg, &conv).unwrap();
     let parsed = parse(&email);
-    assert!(email.bytes.is_ascii());
+    assert!(email.bytes().unwrap().is_ascii());
     assert_eq!(parsed.subject(), conv.name.as_deref());
     let names: Vec<Option<String>> = addresses(parsed.to()).into_iter().map(|a| a.0).collect();
     let expected: Vec<Option<String>> = conv
@@ -487,7 +493,7 @@ fn odd_ids_round_trip_in_headers() {
         let c = converter();
         let email = c.convert(&msg, &conv).unwrap();
         let parsed = parse(&email);
-        assert!(email.bytes.is_ascii());
+        assert!(email.bytes().unwrap().is_ascii());
         assert_eq!(value(&parsed, "X-Connector-Conversation-Id"), conv.id);
         assert_eq!(value(&parsed, "X-Connector-Message-Id"), msg.id);
         assert_eq!(value(&parsed, "X-Connector-Sender-Id"), id);
@@ -563,7 +569,7 @@ fn text_line_breaks_are_written_as_crlf() {
 fn unicode_text_body_round_trips() {
     let text = "Grüße 👋\r\n  indented line with trailing space \r\n\ttab";
     let email = converter().convert(&chat("u", text), &room()).unwrap();
-    assert!(email.bytes.is_ascii());
+    assert!(email.bytes().unwrap().is_ascii());
     assert_eq!(parse(&email).body_text(0).unwrap(), text);
 }
 
@@ -654,8 +660,19 @@ fn five_megabyte_attachment_from_a_file_round_trips() {
         Some("application/x-custom"),
         AttachmentData::File(path),
     )];
-    let email = converter().convert(&msg, &room()).unwrap();
-    let parsed = parse(&email);
+    let spool = tempfile::tempdir().unwrap();
+    let email = converter()
+        .with_spool(spool.path(), DEFAULT_SPILL_ABOVE)
+        .convert(&msg, &room())
+        .unwrap();
+    let file = email
+        .spool_path()
+        .expect("an email over the threshold is spooled");
+    assert!(file.starts_with(spool.path()));
+    assert_eq!(std::fs::metadata(file).unwrap().len(), email.len());
+    let bytes = email.bytes().unwrap();
+    assert_eq!(email.sha256, hex::encode(Sha256::digest(&bytes[..])));
+    let parsed = parser().parse(&bytes[..]).unwrap();
     assert_eq!(parsed.body_text(0).unwrap(), "Alice Martin sent big.bin");
     let part = parsed.attachments().next().unwrap();
     assert_eq!(part.content_type().unwrap().subtype(), Some("x-custom"));
@@ -719,4 +736,146 @@ fn hostile_attachment_names_and_media_types_cannot_inject_headers() {
         Vec::<String>::new(),
         "attachment ids are part headers, not message headers"
     );
+}
+
+/// Deterministic bytes that are not text.
+fn noise(len: usize, seed: u32) -> Vec<u8> {
+    let mut state = seed | 1;
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 17;
+            state ^= state << 5;
+            state as u8
+        })
+        .collect()
+}
+
+#[test]
+fn a_spooled_email_has_the_same_bytes_as_one_built_in_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    // Sizes around base64 line (57) and chunk (57 * 1024) boundaries.
+    let sizes = [
+        0,
+        1,
+        56,
+        57,
+        58,
+        57 * 1024 - 1,
+        57 * 1024,
+        57 * 1024 + 1,
+        200_000,
+    ];
+    let mut msg = chat("m", "attachments of every size");
+    for (i, size) in sizes.iter().enumerate() {
+        let bytes = noise(*size, i as u32 + 7);
+        let data = if i % 2 == 0 {
+            let path = dir.path().join(format!("a{i}"));
+            std::fs::write(&path, &bytes).unwrap();
+            AttachmentData::File(path)
+        } else {
+            AttachmentData::Bytes(bytes)
+        };
+        msg.attachments.push(attachment(
+            &format!("a{i}"),
+            &format!("a{i}.bin"),
+            None,
+            data,
+        ));
+    }
+    let in_memory = converter()
+        .with_spool(dir.path(), usize::MAX)
+        .convert(&msg, &room())
+        .unwrap();
+    let spooled = converter()
+        .with_spool(dir.path(), 0)
+        .convert(&msg, &room())
+        .unwrap();
+    assert!(in_memory.spool_path().is_none());
+    assert!(spooled.spool_path().is_some());
+    assert_eq!(in_memory.sha256, spooled.sha256);
+    assert_eq!(in_memory.len(), spooled.len());
+    assert_eq!(in_memory.bytes().unwrap(), spooled.bytes().unwrap());
+
+    let parsed = parse(&in_memory);
+    let parts: Vec<_> = parsed.attachments().collect();
+    assert_eq!(parts.len(), sizes.len());
+    for (i, (part, size)) in parts.iter().zip(sizes).enumerate() {
+        assert_eq!(part.contents(), noise(size, i as u32 + 7), "attachment {i}");
+    }
+    let text = std::str::from_utf8(in_memory.in_memory().unwrap()).unwrap();
+    let long: Vec<&str> = text.split("\r\n").filter(|line| line.len() > 998).collect();
+    assert!(long.is_empty(), "{long:?}");
+}
+
+#[test]
+fn attachments_are_base64_exactly_as_mail_builder_writes_them() {
+    let bytes = noise(57 * 1024 * 3 + 5, 3);
+    let mut msg = chat("m", "x");
+    msg.attachments = vec![attachment(
+        "a",
+        "a.bin",
+        None,
+        AttachmentData::Bytes(bytes.clone()),
+    )];
+    let email = converter().convert(&msg, &room()).unwrap();
+    let reference = mail_builder::MessageBuilder::new()
+        .attachment("application/octet-stream", "a.bin", bytes)
+        .write_to_vec()
+        .unwrap();
+    let body_of = |email: &[u8]| -> Vec<u8> {
+        let text = std::str::from_utf8(email).unwrap();
+        let start = text.find("base64\r\n\r\n").unwrap() + 10;
+        let end = start + text[start..].find("\r\n--").unwrap_or(text.len() - start);
+        text[start..end].trim_end().as_bytes().to_vec()
+    };
+    assert_eq!(
+        body_of(email.in_memory().unwrap()),
+        body_of(&reference),
+        "same base64 text"
+    );
+}
+
+#[test]
+fn a_spool_file_is_removed_with_the_last_copy_of_its_email() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut msg = chat("m", "x");
+    msg.attachments = vec![attachment(
+        "a",
+        "a.bin",
+        None,
+        AttachmentData::Bytes(noise(1000, 1)),
+    )];
+    let email = converter()
+        .with_spool(dir.path(), 100)
+        .convert(&msg, &room())
+        .unwrap();
+    let path = email.spool_path().unwrap().to_path_buf();
+    let copy = email.clone();
+    drop(email);
+    assert!(path.is_file(), "a copy still uses it");
+    let mut out = Vec::new();
+    copy.write_to(&mut out).unwrap();
+    assert_eq!(out.len() as u64, copy.len());
+    drop(copy);
+    assert!(!path.exists());
+}
+
+#[test]
+fn an_unwritable_spool_folder_is_an_error_naming_it() {
+    let mut msg = chat("m", "x");
+    msg.attachments = vec![attachment(
+        "a",
+        "a.bin",
+        None,
+        AttachmentData::Bytes(noise(1000, 1)),
+    )];
+    let err = converter()
+        .with_spool(std::path::Path::new("/nonexistent/spool"), 100)
+        .convert(&msg, &room())
+        .unwrap_err();
+    assert!(matches!(err, ConvertError::Spool { .. }), "{err}");
+    let text = err.to_string();
+    assert!(text.contains("/nonexistent/spool"), "{text}");
+    assert!(text.contains("free space"), "{text}");
 }

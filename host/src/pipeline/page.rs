@@ -121,7 +121,7 @@ impl PageStage<'_> {
                     commit.quarantine.push(QuarantineEntry {
                         item_id: msg.id.clone(),
                         message_id: email.message_id.clone(),
-                        email: email.bytes.clone(),
+                        email: email.clone(),
                         sent_at_ms: msg.sent_at,
                         unmapped: fan.unmapped.clone(),
                         reason: format!(
@@ -317,7 +317,7 @@ impl PageStage<'_> {
             commit.quarantine.push(QuarantineEntry {
                 item_id: p.item_id.clone(),
                 message_id: p.email.message_id.clone(),
-                email: p.email.bytes.clone(),
+                email: p.email.clone(),
                 sent_at_ms: p.email.sent_at,
                 unmapped: Vec::new(),
                 reason,

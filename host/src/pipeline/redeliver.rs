@@ -4,12 +4,9 @@
 //! sink, ledger-checked so that nothing arrives twice, and an item leaves the
 //! quarantine once nobody is left without a mailbox.
 
-use sha2::{Digest, Sha256};
-
 use super::faults::{self, Point};
 use super::{Host, RunError, now_ms, open_sink};
 use crate::config::{ConnectorConfig, PluginManifest};
-use crate::convert::Email;
 use crate::map::{Mailbox, UserMap};
 use crate::sink::Delivery;
 use crate::state::{
@@ -122,12 +119,7 @@ impl Host {
             ..RunCounts::default()
         };
         for q in entries {
-            let email = Email {
-                message_id: q.message_id.clone(),
-                sha256: hex::encode(Sha256::digest(&q.email)),
-                bytes: q.email.clone(),
-                sent_at: q.sent_at_ms,
-            };
+            let email = q.email.clone();
             // Who still needs the email: newly mapped participants, and
             // mailboxes that refused it before.
             let mut targets: Vec<(Mailbox, String)> = Vec::new();

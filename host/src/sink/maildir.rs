@@ -20,7 +20,6 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fs::{self, File, FileTimes, OpenOptions};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -28,6 +27,7 @@ use base64::Engine as _;
 use sha2::{Digest, Sha256};
 
 use super::{Delivery, Receipt, Sink, SinkError};
+use crate::convert::Email;
 use crate::map::Mailbox;
 
 /// Longest file name most file systems accept.
@@ -145,7 +145,7 @@ impl MaildirSink {
         let email = delivery.email;
         let key = key_of(&email.message_id);
         let secs = email.sent_at.div_euclid(1000).max(0);
-        let name = format!("{secs}.K{key}.{},S={}:2,S", self.host, email.bytes.len());
+        let name = format!("{secs}.K{key}.{},S={}:2,S", self.host, email.len());
         if self.folder_index(&dir)?.contains(&key_number(&key)) {
             return self.existing_receipt(&dir, &name, &key);
         }
@@ -161,7 +161,7 @@ impl MaildirSink {
         let abs = self.root.join(&dir);
         let tmp = abs.join("tmp").join(tmp_name);
         let target = abs.join("cur").join(&name);
-        if let Err(e) = self.write_file(&tmp, &email.bytes, mtime(email.sent_at)) {
+        if let Err(e) = self.write_file(&tmp, email, mtime(email.sent_at)) {
             let _ = fs::remove_file(&tmp);
             return Err(e);
         }
@@ -210,13 +210,18 @@ impl MaildirSink {
         Ok(Receipt(receipt_path(dir, "cur", name)))
     }
 
-    fn write_file(&self, path: &Path, bytes: &[u8], modified: SystemTime) -> Result<(), SinkError> {
+    fn write_file(
+        &self,
+        path: &Path,
+        email: &Email,
+        modified: SystemTime,
+    ) -> Result<(), SinkError> {
         let io = |source| SinkError::Io {
             path: path.to_path_buf(),
             source,
         };
         let mut file = File::create(path).map_err(io)?;
-        file.write_all(bytes).map_err(io)?;
+        email.write_to(&mut file).map_err(io)?;
         file.set_times(
             FileTimes::new()
                 .set_modified(modified)
@@ -448,12 +453,7 @@ mod tests {
         let message_id = EmailConverter::new("test", "Test").message_id(id);
         let bytes = format!("Message-ID: <{message_id}>\r\nSubject: {id}\r\n\r\nbody of {id}\r\n")
             .into_bytes();
-        Email {
-            sha256: hex::encode(Sha256::digest(&bytes)),
-            message_id,
-            bytes,
-            sent_at,
-        }
+        Email::from_bytes(message_id, bytes, sent_at)
     }
 
     fn deliver_ok(sink: &mut MaildirSink, mb: &Mailbox, folder: &str, e: &Email) -> Receipt {
@@ -498,15 +498,15 @@ mod tests {
         let name = &names[0];
         let expected_prefix = format!("1700000000.K{}.", key_of(&e.message_id));
         assert!(name.starts_with(&expected_prefix), "{name}");
-        assert!(
-            name.ends_with(&format!(",S={}:2,S", e.bytes.len())),
-            "{name}"
-        );
+        assert!(name.ends_with(&format!(",S={}:2,S", e.len())), "{name}");
         assert_eq!(
             receipt.0,
             format!("alice@example.com/.INBOX.Symphony/cur/{name}")
         );
-        assert_eq!(fs::read(root.path().join(&receipt.0)).unwrap(), e.bytes);
+        assert_eq!(
+            fs::read(root.path().join(&receipt.0)).unwrap(),
+            e.in_memory().unwrap()
+        );
         assert!(sink.describe().contains(&root.path().display().to_string()));
     }
 
@@ -707,7 +707,10 @@ mod tests {
         assert!(!sink.contains(&mb, "INBOX/Chat", &e.message_id).unwrap());
         let receipt = deliver_ok(&mut sink, &mb, "INBOX/Chat", &e);
         assert!(receipt.0.contains("/cur/"));
-        assert_eq!(fs::read(root.path().join(&receipt.0)).unwrap(), e.bytes);
+        assert_eq!(
+            fs::read(root.path().join(&receipt.0)).unwrap(),
+            e.in_memory().unwrap()
+        );
         assert!(leftover.exists(), "other files in tmp/ are left alone");
     }
 

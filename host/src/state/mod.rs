@@ -19,12 +19,14 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use rusqlite::blob::ZeroBlob;
+use rusqlite::{Connection, MAIN_DB, OptionalExtension, TransactionBehavior, params};
 
+use crate::convert::{DEFAULT_SPILL_ABOVE, Email};
 use crate::model::{Person, TimestampMs};
 
 /// Schema version this build writes and understands.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 /// Most bytes (keys plus values) one connector's plugin may keep.
 pub const KV_QUOTA_BYTES: u64 = 16 * 1024 * 1024;
 /// Largest single value a plugin may store.
@@ -128,6 +130,32 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     );
     CREATE INDEX run_failures_by_run ON run_failures (run_id, id);
     CREATE INDEX run_failures_by_item ON run_failures (connector, item_id);
+    ",
+    ),
+    (
+        3,
+        "quarantined emails in the last column, so big ones stream in and out",
+        // SQLite keeps a zero-filled blob unexpanded (and lets it be written
+        // in place) only when it is the record's last column.
+        "
+    CREATE TABLE quarantine_v3 (
+        connector TEXT NOT NULL,
+        item_id TEXT NOT NULL,
+        message_id TEXT NOT NULL,
+        sent_at_ms INTEGER NOT NULL,
+        unmapped TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        run_id INTEGER NOT NULL,
+        source_sha256 TEXT NOT NULL DEFAULT '',
+        email BLOB NOT NULL,
+        PRIMARY KEY (connector, item_id)
+    );
+    INSERT INTO quarantine_v3 (connector, item_id, message_id, sent_at_ms, unmapped,
+        reason, run_id, source_sha256, email)
+        SELECT connector, item_id, message_id, sent_at_ms, unmapped, reason, run_id,
+            source_sha256, email FROM quarantine;
+    DROP TABLE quarantine;
+    ALTER TABLE quarantine_v3 RENAME TO quarantine;
     ",
     ),
 ];
@@ -353,7 +381,7 @@ pub struct QuarantineEntry {
     /// The email's Message-ID.
     pub message_id: String,
     /// The built email, kept for redelivery once the mapping is fixed.
-    pub email: Vec<u8>,
+    pub email: Email,
     /// When the message was sent.
     pub sent_at_ms: TimestampMs,
     /// The participants without a mailbox.
@@ -828,17 +856,38 @@ impl StateDb {
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
             )?;
             for (q, unmapped) in page.quarantine.iter().zip(&unmapped_json) {
+                // A spooled (big) email is streamed into a blob of its size.
+                let email: Box<dyn rusqlite::ToSql> = match q.email.in_memory() {
+                    Some(bytes) => Box::new(bytes),
+                    None => Box::new(ZeroBlob(i32::try_from(q.email.len()).map_err(|_| {
+                        StateError::Io(format!(
+                            "email {} is {} bytes, too big for the quarantine (at most 2 GiB)",
+                            q.message_id,
+                            q.email.len()
+                        ))
+                    })?)),
+                };
                 quarantine.execute(params![
                     connector,
                     q.item_id,
                     q.message_id,
-                    q.email,
+                    email,
                     q.sent_at_ms,
                     unmapped,
                     q.reason,
                     run.0,
                     q.source_sha256
                 ])?;
+                if q.email.in_memory().is_none() {
+                    let row = tx.last_insert_rowid();
+                    let mut blob = tx.blob_open(MAIN_DB, c"quarantine", c"email", row, false)?;
+                    q.email.write_to(&mut blob).map_err(|e| {
+                        StateError::Io(format!(
+                            "cannot copy email {} into the quarantine: {e}",
+                            q.message_id
+                        ))
+                    })?;
+                }
             }
             let mut release =
                 tx.prepare_cached("DELETE FROM quarantine WHERE connector = ?1 AND item_id = ?2")?;
@@ -878,34 +927,56 @@ impl StateDb {
 
     // ----- quarantine ----------------------------------------------------
 
-    /// The connector's quarantined messages, oldest first.
+    /// The connector's quarantined messages, oldest first. Emails bigger
+    /// than [`DEFAULT_SPILL_ABOVE`] are copied into spool files in the
+    /// temporary folder rather than memory.
     pub fn quarantine(&self, connector: &str) -> Result<Vec<QuarantineEntry>, StateError> {
         let mut stmt = self.conn.prepare(
-            "SELECT item_id, message_id, email, sent_at_ms, unmapped, reason, source_sha256
+            "SELECT item_id, message_id, rowid, length(email), sent_at_ms, unmapped, reason,
+                source_sha256
              FROM quarantine WHERE connector = ?1 ORDER BY sent_at_ms, item_id",
         )?;
         let rows = stmt.query_map([connector], |r| {
             Ok((
                 r.get::<_, String>(0)?,
                 r.get::<_, String>(1)?,
-                r.get::<_, Vec<u8>>(2)?,
+                r.get::<_, i64>(2)?,
                 r.get::<_, i64>(3)?,
-                r.get::<_, String>(4)?,
+                r.get::<_, i64>(4)?,
                 r.get::<_, String>(5)?,
                 r.get::<_, String>(6)?,
+                r.get::<_, String>(7)?,
             ))
         })?;
         let mut out = Vec::new();
         for row in rows {
-            let (item_id, message_id, email, sent_at_ms, unmapped, reason, source_sha256) = row?;
+            let (item_id, message_id, row, len, sent_at_ms, unmapped, reason, source_sha256) = row?;
             let unmapped = serde_json::from_str(&unmapped).map_err(|e| StateError::Corrupt {
                 what: "unmapped participant list",
                 message: e.to_string(),
             })?;
+            let mut blob = self
+                .conn
+                .blob_open(MAIN_DB, c"quarantine", c"email", row, true)?;
+            let email = if len as u64 > DEFAULT_SPILL_ABOVE as u64 {
+                Email::spool_from(message_id.clone(), &mut blob, &std::env::temp_dir(), sent_at_ms)
+                    .map_err(|e| {
+                        StateError::Io(format!(
+                            "cannot copy quarantined email {message_id} to a spool file in {}: {e}; check free space there",
+                            std::env::temp_dir().display()
+                        ))
+                    })?
+            } else {
+                let mut bytes = Vec::with_capacity(len as usize);
+                std::io::Read::read_to_end(&mut blob, &mut bytes).map_err(|e| {
+                    StateError::Io(format!("cannot read quarantined email {message_id}: {e}"))
+                })?;
+                Email::from_bytes(message_id.clone(), bytes, sent_at_ms)
+            };
             out.push(QuarantineEntry {
+                email,
                 item_id,
                 message_id,
-                email,
                 sent_at_ms,
                 unmapped,
                 reason,

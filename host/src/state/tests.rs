@@ -16,7 +16,11 @@ fn quarantined(item: &str, reason: &str) -> QuarantineEntry {
     QuarantineEntry {
         item_id: item.to_string(),
         message_id: format!("{item}@test.connector.invalid"),
-        email: b"Subject: x\r\n\r\nbody\0\xff".to_vec(),
+        email: Email::from_bytes(
+            format!("{item}@test.connector.invalid"),
+            b"Subject: x\r\n\r\nbody\0\xff".to_vec(),
+            500,
+        ),
         sent_at_ms: 500,
         unmapped: vec![Person {
             id: "u-ext".to_string(),
@@ -607,10 +611,36 @@ fn a_version_1_database_is_upgraded_in_place() {
         .unwrap();
     }
     let db = StateDb::open(&path).unwrap();
-    assert_eq!(db.schema_version().unwrap(), 2);
+    assert_eq!(db.schema_version().unwrap(), SCHEMA_VERSION);
     let r = db.last_run("c").unwrap().unwrap();
     assert_eq!(r.kind, RunKind::Run);
     assert_eq!(r.pid, None);
     let q = db.quarantine("c").unwrap();
     assert_eq!(q[0].source_sha256, "");
+    assert_eq!(q[0].email.bytes().unwrap()[..], [0u8]);
+    assert_eq!(q[0].reason, "why");
+}
+
+#[test]
+fn a_big_quarantined_email_is_streamed_into_the_database_and_back_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut db = StateDb::open(&dir.path().join("state.db")).unwrap();
+    let run = db.begin_run("c", 0).unwrap();
+    let len = DEFAULT_SPILL_ABOVE + 12_345;
+    let bytes: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+    let big = Email::spool_from("big@x".into(), &mut &bytes[..], dir.path(), 7).unwrap();
+    assert!(big.spool_path().is_some());
+    let mut commit = page(Vec::new(), b"cp");
+    commit.quarantine = vec![QuarantineEntry {
+        email: big.clone(),
+        ..quarantined("big", "no mailbox")
+    }];
+    db.commit_page("c", run, &commit).unwrap();
+
+    let q = db.quarantine("c").unwrap();
+    let back = &q[0].email;
+    assert!(back.spool_path().is_some(), "read back into a spool file");
+    assert_eq!(back.len(), len as u64);
+    assert_eq!(back.sha256, big.sha256);
+    assert!(back.bytes().unwrap()[..] == bytes[..]);
 }

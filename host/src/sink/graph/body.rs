@@ -50,8 +50,12 @@ fn recipients(address: Option<&Address<'_>>) -> Vec<Value> {
 /// received, read, non-draft message. The Message-ID property is left out
 /// when some attachment needs an upload session (it is set afterwards).
 pub(super) fn message_json(email: &Email) -> Result<Built, String> {
+    // Graph takes a message as JSON, so a spooled email is read whole here.
+    let bytes = email
+        .bytes()
+        .map_err(|e| format!("the email cannot be read: {e}"))?;
     let parsed = MessageParser::default()
-        .parse(&email.bytes)
+        .parse(&bytes[..])
         .ok_or_else(|| "the email cannot be parsed back".to_string())?;
     let sent_ms = parsed
         .date()

@@ -18,7 +18,8 @@ use imap_proto::{AttributeValue, MailboxDatum, Response};
 use rustls::pki_types::ServerName;
 use rustls::{ClientConfig, ClientConnection, StreamOwned};
 
-use super::codec::{self, Args, Part, Status, StatusLine};
+use super::codec::{self, Args, Literal, Part, Status, StatusLine};
+use crate::convert::Email;
 
 /// Longest response line (without literals) accepted from a server.
 const MAX_LINE: u64 = 1 << 20;
@@ -294,7 +295,18 @@ impl Client {
                             }
                         }
                     }
-                    self.write_bytes(bytes)?;
+                    match bytes {
+                        Literal::Bytes(b) => self.write_bytes(b)?,
+                        Literal::Email(email) => match email.in_memory() {
+                            Some(b) => self.write_bytes(b)?,
+                            None => {
+                                // A spooled email goes from its file
+                                // straight to the stream.
+                                self.flush()?;
+                                email.write_to(self.reader.get_mut())?;
+                            }
+                        },
+                    }
                 }
             }
         }
@@ -668,14 +680,14 @@ impl Client {
         Ok(Ok(out))
     }
 
-    /// Appends messages; each `(bytes, sent_at_ms)` becomes
-    /// ` (\Seen) "date" {n+}` + bytes.
-    pub fn append_args<'a>(folder: &str, messages: &[(&'a [u8], i64)], non_sync: bool) -> Args<'a> {
+    /// Appends emails; each becomes ` (\Seen) "<sent date>" {n+}` and
+    /// its bytes.
+    pub fn append_args<'a>(folder: &str, emails: &[&'a Email], non_sync: bool) -> Args<'a> {
         let mut args = Args::new("APPEND").string(folder.as_bytes(), false);
-        for (bytes, sent_at) in messages {
+        for email in emails {
             args = args
-                .raw(format!(" (\\Seen) {} ", codec::internal_date(*sent_at)).as_bytes())
-                .literal(std::borrow::Cow::Borrowed(*bytes), non_sync);
+                .raw(format!(" (\\Seen) {} ", codec::internal_date(email.sent_at)).as_bytes())
+                .literal(Literal::Email(email), non_sync);
         }
         args
     }

@@ -13,6 +13,8 @@ use std::borrow::Cow;
 
 use base64::Engine as _;
 
+use crate::convert::Email;
+
 /// One piece of a command.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Part<'a> {
@@ -20,11 +22,30 @@ pub(crate) enum Part<'a> {
     Text(Vec<u8>),
     /// A literal: its header `{n}` / `{n+}` is written by the sender.
     Literal {
-        /// The literal's bytes (borrowed: emails are not copied).
-        bytes: Cow<'a, [u8]>,
+        /// The literal's contents.
+        bytes: Literal<'a>,
         /// Whether to send it without waiting for a continuation.
         non_sync: bool,
     },
+}
+
+/// What a literal holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Literal<'a> {
+    /// Bytes.
+    Bytes(Cow<'a, [u8]>),
+    /// An email, written from memory or copied from its spool file.
+    Email(&'a Email),
+}
+
+impl Literal<'_> {
+    /// The literal's size in bytes.
+    pub fn len(&self) -> u64 {
+        match self {
+            Literal::Bytes(bytes) => bytes.len() as u64,
+            Literal::Email(email) => email.len(),
+        }
+    }
 }
 
 /// A command's arguments, built left to right.
@@ -56,12 +77,12 @@ impl<'a> Args<'a> {
         let this = self.raw(b" ");
         match quoted(value) {
             Some(q) => this.raw(&q),
-            None => this.literal(Cow::Owned(value.to_vec()), literal_plus),
+            None => this.literal(Literal::Bytes(Cow::Owned(value.to_vec())), literal_plus),
         }
     }
 
     /// Appends a literal (its `{n}` header included when sent).
-    pub fn literal(mut self, bytes: Cow<'a, [u8]>, non_sync: bool) -> Args<'a> {
+    pub fn literal(mut self, bytes: Literal<'a>, non_sync: bool) -> Args<'a> {
         self.parts.push(Part::Literal { bytes, non_sync });
         self
     }
@@ -76,7 +97,10 @@ impl<'a> Args<'a> {
                 Part::Text(t) => out.extend_from_slice(t),
                 Part::Literal { bytes, non_sync } => {
                     out.extend_from_slice(&literal_header(bytes.len(), *non_sync));
-                    out.extend_from_slice(bytes);
+                    match bytes {
+                        Literal::Bytes(b) => out.extend_from_slice(b),
+                        Literal::Email(e) => e.write_to(&mut out).expect("readable email"),
+                    }
                 }
             }
         }
@@ -85,7 +109,7 @@ impl<'a> Args<'a> {
 }
 
 /// `{n}\r\n` or `{n+}\r\n`.
-pub(crate) fn literal_header(len: usize, non_sync: bool) -> Vec<u8> {
+pub(crate) fn literal_header(len: u64, non_sync: bool) -> Vec<u8> {
     if non_sync {
         format!("{{{len}+}}\r\n").into_bytes()
     } else {

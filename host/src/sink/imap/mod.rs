@@ -767,11 +767,8 @@ impl MailboxState {
         let literal_plus = client.has("LITERAL+");
         let multiappend = literal_plus && client.has("MULTIAPPEND");
         let conn = |e| connection_error(sh, e);
-        let messages: Vec<(&[u8], i64)> = chunk
-            .iter()
-            .map(|(_, e)| (e.bytes.as_slice(), e.sent_at))
-            .collect();
-        let single_big = chunk.len() == 1 && chunk[0].1.bytes.len() > SYNC_LITERAL_ABOVE;
+        let messages: Vec<&Email> = chunk.iter().map(|(_, e)| *e).collect();
+        let single_big = chunk.len() == 1 && chunk[0].1.len() > SYNC_LITERAL_ABOVE as u64;
         let statuses: Vec<StatusLine> = if single_big || !literal_plus {
             let mut statuses = Vec::with_capacity(messages.len());
             for m in &messages {
@@ -941,13 +938,13 @@ fn next_chunk<'a, 'b>(
     rest: &'b [(usize, &'a Email)],
     settings: &ImapSettings,
 ) -> &'b [(usize, &'a Email)] {
-    if rest[0].1.bytes.len() > SYNC_LITERAL_ABOVE {
+    if rest[0].1.len() > SYNC_LITERAL_ABOVE as u64 {
         return &rest[..1];
     }
     let mut bytes = 0;
     let mut n = 0;
     for (_, email) in rest {
-        let size = email.bytes.len();
+        let size = usize::try_from(email.len()).unwrap_or(usize::MAX);
         if n > 0
             && (n >= settings.batch_messages
                 || bytes + size > settings.batch_bytes

@@ -4,8 +4,6 @@ use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use sha2::{Digest, Sha256};
-
 use super::codec::*;
 use super::*;
 
@@ -113,16 +111,14 @@ fn internal_dates_are_rfc3501_date_times_in_utc() {
 
 #[test]
 fn append_arguments_carry_flags_date_and_non_synchronizing_literals() {
-    let args = Client::append_args(
-        "INBOX/Chat",
-        &[(b"hello", 1_700_000_000_000), (b"abc", 0)],
-        true,
-    );
+    let hello = Email::from_bytes("h@x".into(), b"hello".to_vec(), 1_700_000_000_000);
+    let abc = Email::from_bytes("a@x".into(), b"abc".to_vec(), 0);
+    let args = Client::append_args("INBOX/Chat", &[&hello, &abc], true);
     assert_eq!(
         args.wire(),
         b"APPEND \"INBOX/Chat\" (\\Seen) \"14-Nov-2023 22:13:20 +0000\" {5+}\r\nhello (\\Seen) \" 1-Jan-1970 00:00:00 +0000\" {3+}\r\nabc"
     );
-    let sync = Client::append_args("INBOX", &[(b"hello", 0)], false);
+    let sync = Client::append_args("INBOX", &[&hello], false);
     assert!(sync.wire().ends_with(b"{5}\r\nhello"));
 }
 
@@ -542,12 +538,7 @@ fn email(id: &str, extra_header: &str) -> Email {
         "Message-ID: <{message_id}>\r\n{extra_header}Subject: {id}\r\n\r\nbody of {id}\r\n"
     )
     .into_bytes();
-    Email {
-        sha256: hex::encode(Sha256::digest(&bytes)),
-        message_id,
-        bytes,
-        sent_at: 1_700_000_000_000,
-    }
+    Email::from_bytes(message_id, bytes, 1_700_000_000_000)
 }
 
 fn mailbox(s: &str) -> Mailbox {
@@ -592,7 +583,11 @@ fn multiappend_batches_by_count_and_bytes_and_receipts_carry_appenduid() {
     let stored = server.folder("INBOX/Chat");
     assert_eq!(stored.len(), 7);
     for (stored, sent) in stored.iter().zip(&emails) {
-        assert_eq!(stored, &sent.bytes, "stored byte for byte");
+        assert_eq!(
+            &stored[..],
+            sent.in_memory().unwrap(),
+            "stored byte for byte"
+        );
     }
     // Master-user login by AUTHENTICATE PLAIN with the mailbox as authzid.
     assert_eq!(
@@ -616,7 +611,7 @@ fn a_batch_over_the_byte_limit_is_split() {
     let mb = mailbox("alice@example.test");
     let pad = format!("X-Pad: {}\r\n", "p".repeat(100));
     let emails: Vec<Email> = (0..4).map(|i| email(&format!("m{i}"), &pad)).collect();
-    assert!(emails[0].bytes.len() > 150 && emails[0].bytes.len() < 300);
+    assert!(emails[0].len() > 150 && emails[0].len() < 300);
     let results = sink.deliver(&deliveries(&mb, "INBOX/Chat", &emails));
     assert!(results.iter().all(Result::is_ok));
     assert_eq!(
@@ -708,7 +703,10 @@ fn a_refused_email_in_a_multiappend_is_found_by_appending_one_by_one() {
     let stored = server.folder("INBOX/Chat");
     assert_eq!(
         stored,
-        vec![emails[0].bytes.clone(), emails[2].bytes.clone()]
+        vec![
+            emails[0].in_memory().unwrap().to_vec(),
+            emails[2].in_memory().unwrap().to_vec()
+        ]
     );
 }
 
@@ -819,7 +817,7 @@ fn a_dropped_connection_is_retryable_and_the_retry_appends_nothing_twice() {
     let stored = server.folder("INBOX/Chat");
     assert_eq!(stored.len(), 8, "nothing appended twice");
     for (stored, sent) in stored.iter().zip(&emails) {
-        assert_eq!(stored, &sent.bytes);
+        assert_eq!(&stored[..], sent.in_memory().unwrap());
     }
     assert_eq!(server.store().connections, 2);
     let fetches = server.commands("UID");
@@ -1001,19 +999,21 @@ fn an_email_over_the_sync_limit_goes_alone_with_a_synchronizing_literal() {
     let mut sink = sink(&server);
     let mb = mailbox("alice@example.test");
     let big_body = "b".repeat(SYNC_LITERAL_ABOVE + 10);
-    let mut big = email("big", "");
-    big.bytes.extend_from_slice(big_body.as_bytes());
+    let small = email("big", "");
+    let mut bytes = small.in_memory().unwrap().to_vec();
+    bytes.extend_from_slice(big_body.as_bytes());
+    let big = Email::from_bytes(small.message_id, bytes, small.sent_at);
     let emails = vec![email("a", ""), big.clone(), email("c", "")];
     let results = sink.deliver(&deliveries(&mb, "INBOX/Chat", &emails));
     assert!(results.iter().all(Result::is_ok), "{results:?}");
     let appends = server.commands("APPEND");
     assert_eq!(appends.len(), 3);
     assert!(
-        appends[1].contains(&format!("{{{}}}", big.bytes.len())),
+        appends[1].contains(&format!("{{{}}}", big.len())),
         "{}",
         &appends[1][..100]
     );
-    assert_eq!(server.folder("INBOX/Chat")[1], big.bytes);
+    assert_eq!(server.folder("INBOX/Chat")[1], big.in_memory().unwrap());
 }
 
 #[test]

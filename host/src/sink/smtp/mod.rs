@@ -37,7 +37,7 @@ mod nodelay;
 use std::collections::HashMap;
 use std::fmt;
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -420,7 +420,14 @@ impl Sink for SmtpSink {
                 out.push(Err(self.unavailable(message.clone())));
                 continue;
             }
-            let result = self.send_one(d.mailbox, &rcpt, &d.email.message_id, &d.email.bytes);
+            // lettre sends DATA from memory, so a spooled email is read whole.
+            let result = match d.email.bytes() {
+                Ok(bytes) => self.send_one(d.mailbox, &rcpt, &d.email.message_id, &bytes),
+                Err(source) => Err(SinkError::Io {
+                    path: d.email.spool_path().unwrap_or(Path::new("")).to_path_buf(),
+                    source,
+                }),
+            };
             if let Err(e) = &result
                 && (e.is_retryable() || e.is_fatal())
             {
