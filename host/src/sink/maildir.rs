@@ -17,6 +17,12 @@
 //! seen (`:2,S`). Its file name is `<sent secs>.K<key>.<host>,S=<size>:2,S`
 //! where `<key>` is the first 32 hex digits of SHA-256 of the Message-ID, so
 //! an email already present is recognised by name, in `cur/` or `new/`.
+//!
+//! An email delivered to several mailboxes in one batch is written once
+//! and hard-linked into the other folders, as Dovecot's own delivery does
+//! (mail files are never changed in place, so the copies stay
+//! independent: deleting or flagging one leaves the others). Where a link
+//! cannot be made (another file system), the copy is written on its own.
 
 use std::collections::{HashMap, HashSet};
 use std::fs::{self, File, FileTimes, OpenOptions};
@@ -140,7 +146,15 @@ impl MaildirSink {
         Ok(())
     }
 
-    fn deliver_one(&mut self, delivery: &Delivery<'_>) -> Result<Receipt, SinkError> {
+    /// Stores one delivery. `copies` holds the files this batch already
+    /// wrote, by Message-ID and hash: another mailbox's copy of the same
+    /// email becomes a hard link to it (as Dovecot's own delivery does), so
+    /// an email sent to many mailboxes is written once.
+    fn deliver_one(
+        &mut self,
+        delivery: &Delivery<'_>,
+        copies: &mut HashMap<(String, String), PathBuf>,
+    ) -> Result<Receipt, SinkError> {
         let dir = Self::folder_dir(delivery.mailbox, delivery.folder)?;
         let email = delivery.email;
         let key = key_of(&email.message_id);
@@ -150,6 +164,20 @@ impl MaildirSink {
             return self.existing_receipt(&dir, &name, &key);
         }
         self.prepare(&dir)?;
+        let abs = self.root.join(&dir);
+        let target = abs.join("cur").join(&name);
+        let copy_key = (email.message_id.clone(), email.sha256.clone());
+        if let Some(first) = copies.get(&copy_key)
+            && fs::hard_link(first, &target).is_ok()
+        {
+            // Any failure (another file system, too many links, the first
+            // copy renamed meanwhile) falls through to writing a new file.
+            if self.fsync {
+                sync_dir(&abs.join("cur"))?;
+            }
+            self.folder_index(&dir)?.insert(key_number(&key));
+            return Ok(Receipt(receipt_path(&dir, "cur", &name)));
+        }
 
         self.counter += 1;
         let tmp_name = format!(
@@ -158,9 +186,7 @@ impl MaildirSink {
             self.counter,
             self.host
         );
-        let abs = self.root.join(&dir);
         let tmp = abs.join("tmp").join(tmp_name);
-        let target = abs.join("cur").join(&name);
         if let Err(e) = self.write_file(&tmp, email, mtime(email.sent_at)) {
             let _ = fs::remove_file(&tmp);
             return Err(e);
@@ -177,6 +203,7 @@ impl MaildirSink {
         }
         let receipt = receipt_path(&dir, "cur", &name);
         self.folder_index(&dir)?.insert(key_number(&key));
+        copies.insert(copy_key, target);
         Ok(Receipt(receipt))
     }
 
@@ -252,7 +279,11 @@ impl Sink for MaildirSink {
     }
 
     fn deliver(&mut self, batch: &[Delivery<'_>]) -> Vec<Result<Receipt, SinkError>> {
-        batch.iter().map(|d| self.deliver_one(d)).collect()
+        let mut copies = HashMap::new();
+        batch
+            .iter()
+            .map(|d| self.deliver_one(d, &mut copies))
+            .collect()
     }
 }
 
@@ -789,6 +820,90 @@ mod tests {
         assert_eq!(
             key_in_name(&format!("1.K{}.host", key.to_uppercase())),
             None
+        );
+    }
+
+    #[test]
+    fn one_email_for_many_mailboxes_is_written_once_and_linked() {
+        use std::os::unix::fs::MetadataExt;
+        let root = tempfile::tempdir().unwrap();
+        let mut sink = MaildirSink::new(root.path().to_path_buf(), true);
+        let e = email("m1", 1_700_000_000_000);
+        let other = email("m2", 1_700_000_000_000);
+        let boxes = [
+            mailbox("a@x.test"),
+            mailbox("b@x.test"),
+            mailbox("c@x.test"),
+        ];
+        let mut batch: Vec<Delivery<'_>> = boxes
+            .iter()
+            .map(|mb| Delivery {
+                mailbox: mb,
+                folder: "INBOX/Chat",
+                email: &e,
+            })
+            .collect();
+        batch.push(Delivery {
+            mailbox: &boxes[0],
+            folder: "INBOX/Chat",
+            email: &other,
+        });
+        let receipts: Vec<Receipt> = sink
+            .deliver(&batch)
+            .into_iter()
+            .map(Result::unwrap)
+            .collect();
+        let meta: Vec<fs::Metadata> = receipts
+            .iter()
+            .map(|r| fs::metadata(root.path().join(&r.0)).unwrap())
+            .collect();
+        assert_eq!(meta[0].ino(), meta[1].ino());
+        assert_eq!(meta[0].ino(), meta[2].ino());
+        assert_eq!(meta[0].nlink(), 3);
+        assert_ne!(meta[3].ino(), meta[0].ino(), "another email, another file");
+        for r in &receipts[..3] {
+            assert_eq!(
+                fs::read(root.path().join(&r.0)).unwrap(),
+                e.in_memory().unwrap()
+            );
+        }
+        // Deleting one mailbox's copy leaves the others.
+        fs::remove_file(root.path().join(&receipts[0].0)).unwrap();
+        assert!(root.path().join(&receipts[1].0).is_file());
+    }
+
+    #[test]
+    fn a_copy_is_written_on_its_own_when_the_first_one_is_gone() {
+        let root = tempfile::tempdir().unwrap();
+        let mut sink = MaildirSink::new(root.path().to_path_buf(), false);
+        let e = email("m1", 1_700_000_000_000);
+        let (a, b) = (mailbox("a@x.test"), mailbox("b@x.test"));
+        let mut copies = HashMap::new();
+        let first = sink
+            .deliver_one(
+                &Delivery {
+                    mailbox: &a,
+                    folder: "INBOX/Chat",
+                    email: &e,
+                },
+                &mut copies,
+            )
+            .unwrap();
+        // Renamed away (say, a flag changed) before the next copy.
+        fs::remove_file(root.path().join(&first.0)).unwrap();
+        let second = sink
+            .deliver_one(
+                &Delivery {
+                    mailbox: &b,
+                    folder: "INBOX/Chat",
+                    email: &e,
+                },
+                &mut copies,
+            )
+            .unwrap();
+        assert_eq!(
+            fs::read(root.path().join(&second.0)).unwrap(),
+            e.in_memory().unwrap()
         );
     }
 }
