@@ -321,46 +321,25 @@ impl Host {
         // retryable failure ends the attempt and, after a pause, starts another.
         loop {
             let checkpoint = self.db().checkpoint(&checkpoint_key)?;
-            let mut conversations: HashMap<String, Conversation> = HashMap::new();
-            let attempt = (|| -> Result<RunOutcome, RunError> {
-                let mut session = plugin.open(&config_json, checkpoint)?;
-                loop {
-                    if options.max_pages.is_some_and(|max| pages >= max) || control.stopping() {
-                        return Ok(RunOutcome::Interrupted);
-                    }
-                    let mut page = session.next_page()?;
-                    faults::reached(faults::Point::Fetch);
-                    if let Some(window) = &control.window {
-                        page.messages.retain(|m| window.contains(m.sent_at));
-                    }
-                    let complete = page.complete;
-                    let page_counts =
-                        stage.deliver(page, &mut conversations, sink.as_mut(), &self.db, run)?;
-                    faults::reached(faults::Point::Committed);
-                    tracing::info!(
-                        connector = %config.id,
-                        messages = page_counts.items_from_source,
-                        imported = page_counts.imported,
-                        duplicates = page_counts.skipped_duplicates,
-                        quarantined = page_counts.quarantined,
-                        "page committed"
-                    );
-                    counts.add(&page_counts);
-                    if let Some(observer) = &control.observer {
-                        observer.page_committed(&config.id, counts);
-                    }
-                    pages += 1;
-                    failures = 0;
-                    if complete {
-                        if control.window.is_some() {
-                            // A finished backfill starts over next time; the
-                            // ledger keeps that free of duplicates.
-                            self.db().clear_checkpoint(&checkpoint_key)?;
-                        }
-                        return Ok(RunOutcome::Succeeded);
-                    }
-                }
-            })();
+            let (attempt, committed) = self.attempt(
+                AttemptParts {
+                    config,
+                    config_json: &config_json,
+                    checkpoint,
+                    options,
+                    control,
+                    run,
+                    stage: &stage,
+                    pages_before: pages,
+                },
+                plugin.as_mut(),
+                sink.as_mut(),
+                counts,
+            );
+            if committed > 0 {
+                pages += committed;
+                failures = 0;
+            }
             match attempt {
                 Err(RunError::Plugin(e)) if e.is_retryable() && failures < retry.attempts() => {
                     let pause = retry.pause(failures, &e);
@@ -371,6 +350,141 @@ impl Host {
                 other => return other,
             }
         }
+    }
+}
+
+/// What one attempt of a run works with.
+struct AttemptParts<'a> {
+    config: &'a ConnectorConfig,
+    config_json: &'a str,
+    checkpoint: Option<Vec<u8>>,
+    options: &'a RunOptions,
+    control: &'a RunControl,
+    run: RunId,
+    stage: &'a page::PageStage<'a>,
+    /// Pages committed by earlier attempts of the run.
+    pages_before: u64,
+}
+
+impl Host {
+    /// One session of the plugin. The plugin fetches the next page on this
+    /// thread while another delivers and commits the page before it (at
+    /// most one page waits in between), so the plugin's work and the
+    /// host's overlap. Returns how the attempt ended and how many pages it
+    /// committed; a failure of either side ends both, and pages are
+    /// committed strictly in order.
+    fn attempt(
+        &self,
+        parts: AttemptParts<'_>,
+        plugin: &mut dyn crate::plugin::Source,
+        sink: &mut dyn Sink,
+        counts: &mut RunCounts,
+    ) -> (Result<RunOutcome, RunError>, u64) {
+        let AttemptParts {
+            config,
+            config_json,
+            checkpoint,
+            options,
+            control,
+            run,
+            stage,
+            pages_before,
+        } = parts;
+        let db = &self.db;
+        std::thread::scope(|scope| {
+            let (pages_tx, pages_rx) = std::sync::mpsc::sync_channel::<crate::plugin::Page>(1);
+            let deliverer = std::thread::Builder::new()
+                .name(format!("deliver-{}", config.id))
+                .spawn_scoped(scope, move || {
+                    let mut conversations: HashMap<String, Conversation> = HashMap::new();
+                    let mut committed = 0u64;
+                    for page in pages_rx {
+                        let complete = page.complete;
+                        let page_counts =
+                            match stage.deliver(page, &mut conversations, sink, db, run) {
+                                Ok(c) => c,
+                                Err(e) => return (Err(e), committed),
+                            };
+                        faults::reached(faults::Point::Committed);
+                        committed += 1;
+                        tracing::info!(
+                            connector = %config.id,
+                            messages = page_counts.items_from_source,
+                            imported = page_counts.imported,
+                            duplicates = page_counts.skipped_duplicates,
+                            quarantined = page_counts.quarantined,
+                            "page committed"
+                        );
+                        counts.add(&page_counts);
+                        if let Some(observer) = &control.observer {
+                            observer.page_committed(&config.id, counts);
+                        }
+                        if complete {
+                            if let Some(w) = &control.window {
+                                // A finished backfill starts over next
+                                // time; the ledger keeps that free of
+                                // duplicates.
+                                let key = w.checkpoint_key(&config.id);
+                                let cleared = db
+                                    .lock()
+                                    .unwrap_or_else(|p| p.into_inner())
+                                    .clear_checkpoint(&key);
+                                if let Err(e) = cleared {
+                                    return (Err(e.into()), committed);
+                                }
+                            }
+                            return (Ok(RunOutcome::Succeeded), committed);
+                        }
+                    }
+                    // The plugin side stopped before a complete page.
+                    (Ok(RunOutcome::Interrupted), committed)
+                });
+            let deliverer = match deliverer {
+                Ok(handle) => handle,
+                Err(e) => {
+                    return (
+                        Err(RunError::State(StateError::Io(format!(
+                            "cannot start the delivery thread: {e}; the machine is out of threads or memory"
+                        )))),
+                        0,
+                    );
+                }
+            };
+            let fetched = (|| -> Result<(), RunError> {
+                let mut session = plugin.open(config_json, checkpoint)?;
+                let mut fetched = pages_before;
+                loop {
+                    if options.max_pages.is_some_and(|max| fetched >= max) || control.stopping() {
+                        return Ok(());
+                    }
+                    let mut page = session.next_page()?;
+                    faults::reached(faults::Point::Fetch);
+                    if let Some(window) = &control.window {
+                        page.messages.retain(|m| window.contains(m.sent_at));
+                    }
+                    let complete = page.complete;
+                    if pages_tx.send(page).is_err() {
+                        // The deliverer stopped; its result says why.
+                        return Ok(());
+                    }
+                    fetched += 1;
+                    if complete {
+                        return Ok(());
+                    }
+                }
+            })();
+            drop(pages_tx);
+            let (delivered, committed) = match deliverer.join() {
+                Ok(result) => result,
+                Err(panic) => std::panic::resume_unwind(panic),
+            };
+            let outcome = match (fetched, delivered) {
+                (_, Err(e)) => Err(e),
+                (Err(e), Ok(_)) => Err(e),
+                (Ok(()), Ok(outcome)) => Ok(outcome),
+            };
+            (outcome, committed)
+        })
     }
 }
 
