@@ -106,6 +106,8 @@ pub struct Client<B> {
     agent: String,
     key_manager: String,
     tokens: Option<Tokens>,
+    /// When the current tokens were issued (ms since the epoch).
+    logged_in_at_ms: i64,
     logins: u32,
 }
 
@@ -201,6 +203,7 @@ impl<B: Backend> Client<B> {
             agent: config.agent_url.clone(),
             key_manager: config.key_manager_url.clone(),
             tokens: None,
+            logged_in_at_ms: 0,
             logins: 0,
         }
     }
@@ -238,11 +241,21 @@ impl<B: Backend> Client<B> {
         Ok(self.tokens.clone().expect("logged in"))
     }
 
+    /// Session headers issued at most `max_age_ms` ago, logging in again
+    /// when the current ones are older (or missing).
+    pub fn tokens_younger_than(&mut self, max_age_ms: i64) -> Result<Tokens, SourceError> {
+        if self.tokens.is_some() && self.backend.now_ms() - self.logged_in_at_ms > max_age_ms {
+            self.login()?;
+        }
+        self.tokens()
+    }
+
     /// Logs in to the pod and the key manager with a fresh JWT signed by the
     /// host, replacing any earlier tokens.
     pub fn login(&mut self) -> Result<(), SourceError> {
         self.tokens = None;
-        let input = jwt::signing_input(&self.username, self.backend.now_ms());
+        let now = self.backend.now_ms();
+        let input = jwt::signing_input(&self.username, now);
         let signature = self.backend.sign(input.as_bytes())?;
         let token = jwt::assemble(&input, &signature);
         let session = self.authenticate(
@@ -256,6 +269,7 @@ impl<B: Backend> Client<B> {
             "keyManagerToken",
         )?;
         self.logins += 1;
+        self.logged_in_at_ms = now;
         connector_sdk::debug!("logged in to Symphony"; logins = self.logins);
         self.tokens = Some(Tokens {
             session,

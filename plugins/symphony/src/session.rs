@@ -24,6 +24,10 @@ use crate::config::{Config, StreamType};
 use crate::normalize::{self, MessageParts, ParentKind};
 use crate::presentation::{self, MentionedUser};
 
+/// Tokens handed to the host for attachment downloads are at most this old
+/// (Symphony sessions last hours; a download that still meets an expired
+/// one fails, and the page is fetched again from its checkpoint).
+const DOWNLOAD_TOKEN_MAX_AGE_MS: i64 = 5 * 60 * 1000;
 /// Streams asked per `streams/list` request (the pod's maximum).
 const STREAMS_PAGE: u32 = 100;
 /// Members asked per membership request (the pod's maximum).
@@ -355,12 +359,12 @@ impl<B: Backend> Session<B> {
             // Later messages of this page may answer this one.
             self.remember(&listed.msg.message_id, Rc::from(stream.id.as_str()));
         }
-        // Fresh tokens for the host's attachment downloads, which happen
-        // right after this page is returned: an older session may expire
-        // before they are done.
+        // Recent tokens for the host's attachment downloads, which happen
+        // right after this page is returned: an old session may expire
+        // before they are done. (Logging in for every page would sign a JWT
+        // each time, which costs more than the page.)
         let tokens = if attachments > 0 {
-            self.client.login()?;
-            Some(self.client.tokens()?)
+            Some(self.client.tokens_younger_than(DOWNLOAD_TOKEN_MAX_AGE_MS)?)
         } else {
             None
         };
