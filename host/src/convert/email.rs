@@ -51,7 +51,7 @@ impl Email {
     /// An email whose RFC 5322 bytes (CRLF line endings) are given whole;
     /// its SHA-256 is computed here.
     pub fn from_bytes(message_id: String, bytes: Vec<u8>, sent_at: TimestampMs) -> Email {
-        let sha256 = hex::encode(Sha256::digest(&bytes));
+        let sha256 = super::hex(&Sha256::digest(&bytes));
         Email {
             message_id,
             sha256,
@@ -93,7 +93,7 @@ impl Email {
         out.into_inner().map_err(|e| e.into_error())?;
         Ok(Email {
             message_id,
-            sha256: hex::encode(hash.finalize()),
+            sha256: super::hex(&hash.finalize()),
             sent_at,
             len,
             content: Content::Spooled(Arc::new(path)),

@@ -106,6 +106,12 @@ pub struct EmailConverter {
     spill_above: usize,
 }
 
+/// Text attachments up to this size are encoded whole by mail-builder
+/// (7bit, quoted-printable or base64, whichever suits); bigger ones, like
+/// every other attachment, are base64 written in chunks. A constant, so the
+/// same message always gives the same bytes.
+const TEXT_ATTACHMENT_WHOLE_MAX: u64 = 4 * 1024 * 1024;
+
 /// Emails up to this size are built in memory; bigger ones in a spool file.
 pub const DEFAULT_SPILL_ABOVE: usize = 4 * 1024 * 1024;
 
@@ -146,8 +152,11 @@ impl EmailConverter {
         hash.update(self.source_id.as_bytes());
         hash.update([0u8]);
         hash.update(source_message_id.as_bytes());
-        let hex = hex::encode(hash.finalize());
-        format!("{}@{}.connector.invalid", &hex[..32], self.label)
+        format!(
+            "{}@{}.connector.invalid",
+            hex(&hash.finalize()[..16]),
+            self.label
+        )
     }
 
     /// The address used for someone in the headers: their email when it is
@@ -262,7 +271,7 @@ impl EmailConverter {
             .collect();
         let mut out = EmailWriter::new(&sources, &self.spool_dir, self.spill_above);
         builder
-            .body(self.body(msg, &message_id))
+            .body(self.body(msg, &message_id)?)
             .serialize(&mut out);
         let built = out.finish().map_err(|e| match e {
             WriteError::Attachment { index, source } => {
@@ -315,7 +324,7 @@ impl EmailConverter {
     /// The body: text and HTML (as alternatives when both exist), then
     /// attachments, with boundaries derived from the Message-ID. Attachment
     /// bodies are placeholders the [`EmailWriter`] fills in.
-    fn body(&self, msg: &Message, message_id: &str) -> MimePart<'static> {
+    fn body(&self, msg: &Message, message_id: &str) -> Result<MimePart<'static>, ConvertError> {
         let context = context_lines(msg, |id| self.message_id(id));
         let given_text = msg.text.as_deref().filter(|t| !t.is_empty());
         let given_html = msg.html.as_deref().filter(|t| !t.is_empty());
@@ -345,28 +354,63 @@ impl EmailConverter {
             } else {
                 attachment.file_name.clone()
             };
+            // A text attachment that fits in memory is given to mail-builder
+            // whole, which picks 7bit, quoted-printable or base64 for it;
+            // anything else is base64 written by the EmailWriter in chunks
+            // from where it lies.
+            let text_bytes = if media_type.starts_with("text/") {
+                match &attachment.data {
+                    AttachmentData::Bytes(bytes) => Some(bytes.clone()),
+                    AttachmentData::File(path)
+                        if std::fs::metadata(path)
+                            .is_ok_and(|m| m.len() <= TEXT_ATTACHMENT_WHOLE_MAX) =>
+                    {
+                        Some(std::fs::read(path).map_err(|source| {
+                            ConvertError::AttachmentRead {
+                                message_id: msg.id.clone(),
+                                attachment_id: attachment.id.clone(),
+                                path: path.clone(),
+                                source,
+                            }
+                        })?)
+                    }
+                    AttachmentData::File(_) => None,
+                }
+            } else {
+                None
+            };
+            let streamed = text_bytes.is_none();
+            let body = text_bytes.unwrap_or_else(|| writer::placeholder(index));
             let id_header = "X-Connector-Attachment-Id";
-            attachments.push(
-                MimePart::new(
-                    ContentType::new(media_type).attribute("name", file_name.clone()),
-                    BodyPart::Binary(Cow::Owned(writer::placeholder(index))),
-                )
-                .attachment(file_name)
-                .header(
-                    id_header,
-                    Raw::new(encode::unstructured(&attachment.id, id_header.len() + 2)),
-                )
-                .transfer_encoding("base64"),
+            let mut part = MimePart::new(
+                ContentType::new(media_type).attribute("name", file_name.clone()),
+                BodyPart::Binary(Cow::Owned(body)),
+            )
+            .attachment(file_name)
+            .header(
+                id_header,
+                Raw::new(encode::unstructured(&attachment.id, id_header.len() + 2)),
             );
+            if streamed {
+                part = part.transfer_encoding("base64");
+            }
+            attachments.push(part);
         }
 
         let texts: Vec<&str> = text.iter().chain(html.iter()).map(String::as_str).collect();
-        let boundary = |suffix: &str| boundary(message_id, suffix, &texts);
-        let alternative = boundary("alt");
-        let mixed = boundary("mix");
+        // Only the boundaries the email uses are worked out.
+        let hash = std::cell::OnceCell::new();
+        let boundary = |suffix: &str| {
+            let hash = hash.get_or_init(|| hex(&Sha256::digest(message_id.as_bytes())[..12]));
+            boundary(hash, suffix, &texts)
+        };
+        let alternative = (text.is_some() && html.is_some()).then(|| boundary("alt"));
+        let mixed = (!attachments.is_empty() || (text.is_none() && html.is_none()))
+            .then(|| boundary("mix"));
         let main = match (text, html) {
             (Some(text), Some(html)) => Some(MimePart::new(
-                ContentType::new("multipart/alternative").attribute("boundary", alternative),
+                ContentType::new("multipart/alternative")
+                    .attribute("boundary", alternative.unwrap_or_default()),
                 vec![
                     MimePart::new("text/plain", text),
                     MimePart::new("text/html", html),
@@ -376,32 +420,44 @@ impl EmailConverter {
             (None, Some(html)) => Some(MimePart::new("text/html", html)),
             (None, None) => None,
         };
-        match main {
+        Ok(match main {
             Some(main) if attachments.is_empty() => main,
             main => {
                 let mut parts = Vec::with_capacity(attachments.len() + 1);
                 parts.extend(main);
                 parts.extend(attachments);
                 MimePart::new(
-                    ContentType::new("multipart/mixed").attribute("boundary", mixed),
+                    ContentType::new("multipart/mixed")
+                        .attribute("boundary", mixed.unwrap_or_default()),
                     parts,
                 )
             }
-        }
+        })
     }
 }
 
-/// A MIME boundary derived from the Message-ID, changed in the (practically
-/// impossible) case that a text part contains it.
-fn boundary(message_id: &str, suffix: &str, texts: &[&str]) -> String {
-    let hash = hex::encode(Sha256::digest(message_id.as_bytes()));
-    let mut candidate = format!("=_conn_{}_{suffix}", &hash[..24]);
+/// A MIME boundary derived from the Message-ID (`hash`: the first 24 hex
+/// digits of its SHA-256), changed in the (practically impossible) case
+/// that a text part contains it.
+fn boundary(hash: &str, suffix: &str, texts: &[&str]) -> String {
+    let mut candidate = format!("=_conn_{hash}_{suffix}");
     let mut n = 0u32;
     while texts.iter().any(|t| t.contains(&candidate)) {
         n += 1;
-        candidate = format!("=_conn_{}_{suffix}{n}", &hash[..24]);
+        candidate = format!("=_conn_{hash}_{suffix}{n}");
     }
     candidate
+}
+
+/// Lower-case hex of `bytes`.
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for &b in bytes {
+        out.push(DIGITS[usize::from(b >> 4)] as char);
+        out.push(DIGITS[usize::from(b & 15)] as char);
+    }
+    out
 }
 
 /// The items without repeats, in order of first appearance.
@@ -535,21 +591,22 @@ fn event_text(msg: &Message) -> String {
 
 /// Line breaks as CRLF (bare CR and bare LF included).
 fn crlf(text: &str) -> String {
-    let mut out = String::with_capacity(text.len() + text.len() / 32);
-    let mut chars = text.chars().peekable();
-    while let Some(c) = chars.next() {
-        match c {
-            '\r' => {
-                if chars.peek() == Some(&'\n') {
-                    chars.next();
-                }
-                out.push_str("\r\n");
-            }
-            '\n' => out.push_str("\r\n"),
-            c => out.push(c),
-        }
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len() + bytes.len() / 32 + 2);
+    let mut at = 0;
+    while let Some(found) = memchr::memchr2(b'\r', b'\n', &bytes[at..]) {
+        let end = at + found;
+        out.extend_from_slice(&bytes[at..end]);
+        out.extend_from_slice(b"\r\n");
+        at = if bytes[end] == b'\r' && bytes.get(end + 1) == Some(&b'\n') {
+            end + 2
+        } else {
+            end + 1
+        };
     }
-    out
+    out.extend_from_slice(&bytes[at..]);
+    // Only ASCII CR and LF were touched, between whole characters.
+    String::from_utf8(out).expect("UTF-8 in, UTF-8 out")
 }
 
 fn escape_html(text: &str) -> String {

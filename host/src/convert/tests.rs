@@ -879,3 +879,23 @@ fn an_unwritable_spool_folder_is_an_error_naming_it() {
     assert!(text.contains("/nonexistent/spool"), "{text}");
     assert!(text.contains("free space"), "{text}");
 }
+
+#[test]
+fn the_bytes_of_an_email_never_change_between_releases() {
+    // Ledgers and reconciliation compare emails by hash: a change in how
+    // the same message is written must be deliberate.
+    let mut msg = chat("m-golden", "line one\nline two\r\nline three\rend ✓");
+    msg.html = Some("<p>line one</p>\n<p>✓</p>".into());
+    msg.relations = vec![Relation::ReplyTo("m-0".into())];
+    msg.properties = vec![("Thread".into(), "t-1".into())];
+    msg.attachments = vec![attachment(
+        "a1",
+        "notes.txt",
+        Some("text/plain"),
+        AttachmentData::Bytes(b"some notes\n".to_vec()),
+    )];
+    let email = converter().convert(&msg, &room()).unwrap();
+    assert_eq!(email.sha256, GOLDEN_SHA256);
+}
+
+const GOLDEN_SHA256: &str = "00779e91121adc87991b3bdf3948438b0c2f3f8ab0d576dad89348c0f2178153";

@@ -113,7 +113,7 @@ impl<'a> EmailWriter<'a> {
             memory: self.memory,
             spool,
             len: self.len,
-            sha256: hex::encode(self.hash.finalize()),
+            sha256: super::hex(&self.hash.finalize()),
         })
     }
 
