@@ -43,7 +43,7 @@ mod tests;
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rustls::ClientConfig;
@@ -418,41 +418,41 @@ impl Sink for ImapSink {
 
         let position: HashMap<&Mailbox, usize> =
             order.iter().enumerate().map(|(i, m)| (*m, i)).collect();
-        let mut queues: Vec<Vec<(usize, &mut MailboxState)>> =
-            (0..workers).map(|_| Vec::new()).collect();
-        for (mailbox, state) in self.mailboxes.iter_mut() {
-            if let Some(&at) = position.get(mailbox) {
-                queues[at % workers].push((at, state));
-            }
-        }
-        for queue in &mut queues {
-            queue.sort_by_key(|(at, _)| *at);
-        }
+        // One queue shared by the workers, so that a worker done with a
+        // small mailbox takes the next one (the loads are uneven).
+        let mut pending: Vec<(usize, &mut MailboxState)> = self
+            .mailboxes
+            .iter_mut()
+            .filter_map(|(mailbox, state)| position.get(mailbox).map(|&at| (at, state)))
+            .collect();
+        // Popped from the end: the first in `order` last.
+        pending.sort_by_key(|(at, _)| std::cmp::Reverse(*at));
+        let queue = Mutex::new(pending);
         let shared = &self.shared;
         let groups = &groups;
-        let work = move |queue: Vec<(usize, &mut MailboxState)>| {
+        let queue = &queue;
+        let work = move || {
             let mut out = Vec::new();
-            let last = queue.len().saturating_sub(1);
-            for (n, (_, state)) in queue.into_iter().enumerate() {
+            loop {
+                let next = queue.lock().unwrap_or_else(|p| p.into_inner()).pop();
+                let Some((_, state)) = next else {
+                    return out;
+                };
                 let folders = &groups[&state.mailbox];
                 for fb in folders {
                     state.deliver_folder(shared, fb, &mut out);
                 }
-                if n < last {
-                    // Keep one connection per worker.
+                if !queue.lock().unwrap_or_else(|p| p.into_inner()).is_empty() {
+                    // Keep at most one connection per worker.
                     state.close();
                 }
             }
-            out
         };
         let outputs: Vec<Vec<(usize, Result<Receipt, SinkError>)>> = if workers == 1 {
-            queues.into_iter().map(work).collect()
+            vec![work()]
         } else {
             std::thread::scope(|scope| {
-                let handles: Vec<_> = queues
-                    .into_iter()
-                    .map(|q| scope.spawn(move || work(q)))
-                    .collect();
+                let handles: Vec<_> = (0..workers).map(|_| scope.spawn(work)).collect();
                 handles
                     .into_iter()
                     .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
