@@ -836,9 +836,8 @@ fn attachments_are_base64_exactly_as_mail_builder_writes_them() {
     );
 }
 
-#[test]
-fn a_spool_file_is_removed_with_the_last_copy_of_its_email() {
-    let dir = tempfile::tempdir().unwrap();
+/// A message with one attachment of 1,000 bytes.
+fn with_kilobyte_attachment() -> Message {
     let mut msg = chat("m", "x");
     msg.attachments = vec![attachment(
         "a",
@@ -846,6 +845,13 @@ fn a_spool_file_is_removed_with_the_last_copy_of_its_email() {
         None,
         AttachmentData::Bytes(noise(1000, 1)),
     )];
+    msg
+}
+
+#[test]
+fn a_spool_file_is_removed_with_the_last_copy_of_its_email() {
+    let dir = tempfile::tempdir().unwrap();
+    let msg = with_kilobyte_attachment();
     let email = converter()
         .with_spool(dir.path(), 100)
         .convert(&msg, &room())
@@ -863,13 +869,7 @@ fn a_spool_file_is_removed_with_the_last_copy_of_its_email() {
 
 #[test]
 fn an_unwritable_spool_folder_is_an_error_naming_it() {
-    let mut msg = chat("m", "x");
-    msg.attachments = vec![attachment(
-        "a",
-        "a.bin",
-        None,
-        AttachmentData::Bytes(noise(1000, 1)),
-    )];
+    let msg = with_kilobyte_attachment();
     let err = converter()
         .with_spool(std::path::Path::new("/nonexistent/spool"), 100)
         .convert(&msg, &room())
