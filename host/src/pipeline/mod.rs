@@ -353,6 +353,12 @@ impl Host {
     }
 }
 
+/// Most pages delivered and committed together (when the plugin is ahead
+/// of delivery), and so most pages waiting between the two.
+const MAX_PAGES_PER_COMMIT: usize = 4;
+/// Pages are not added to a commit once it holds this many messages.
+const MAX_MESSAGES_PER_COMMIT: usize = 5_000;
+
 /// What one attempt of a run works with.
 struct AttemptParts<'a> {
     config: &'a ConnectorConfig,
@@ -367,10 +373,11 @@ struct AttemptParts<'a> {
 }
 
 impl Host {
-    /// One session of the plugin. The plugin fetches the next page on this
-    /// thread while another delivers and commits the page before it (at
-    /// most one page waits in between), so the plugin's work and the
-    /// host's overlap. Returns how the attempt ended and how many pages it
+    /// One session of the plugin. The plugin fetches pages on this thread
+    /// while another delivers and commits the pages before them (at most
+    /// [`MAX_PAGES_PER_COMMIT`] pages wait in between, and those waiting
+    /// are committed together), so the plugin's work and the host's
+    /// overlap. Returns how the attempt ended and how many pages it
     /// committed; a failure of either side ends both, and pages are
     /// committed strictly in order.
     fn attempt(
@@ -392,21 +399,39 @@ impl Host {
         } = parts;
         let db = &self.db;
         std::thread::scope(|scope| {
-            let (pages_tx, pages_rx) = std::sync::mpsc::sync_channel::<crate::plugin::Page>(1);
+            let (pages_tx, pages_rx) =
+                std::sync::mpsc::sync_channel::<crate::plugin::Page>(MAX_PAGES_PER_COMMIT);
             let deliverer = std::thread::Builder::new()
                 .name(format!("deliver-{}", config.id))
                 .spawn_scoped(scope, move || {
                     let mut conversations: HashMap<String, Conversation> = HashMap::new();
                     let mut committed = 0u64;
-                    for page in pages_rx {
+                    while let Ok(mut page) = pages_rx.recv() {
+                        // Pages the plugin got ahead with are delivered and
+                        // committed together: fewer commits, and fewer
+                        // waits for the slowest mailbox.
+                        let mut merged = 1;
+                        while !page.complete
+                            && merged < MAX_PAGES_PER_COMMIT
+                            && page.messages.len() < MAX_MESSAGES_PER_COMMIT
+                        {
+                            match pages_rx.try_recv() {
+                                Ok(next) => {
+                                    page.absorb(next);
+                                    merged += 1;
+                                }
+                                Err(_) => break,
+                            }
+                        }
                         let complete = page.complete;
-                        let page_counts =
+                        let mut page_counts =
                             match stage.deliver(page, &mut conversations, sink, db, run) {
                                 Ok(c) => c,
                                 Err(e) => return (Err(e), committed),
                             };
+                        page_counts.pages = merged as u64;
                         faults::reached(faults::Point::Committed);
-                        committed += 1;
+                        committed += merged as u64;
                         tracing::info!(
                             connector = %config.id,
                             messages = page_counts.items_from_source,

@@ -25,6 +25,17 @@ pub struct Page {
     pub complete: bool,
 }
 
+impl Page {
+    /// This page followed by `next`, as one: the conversations and
+    /// messages of both, `next`'s checkpoint and completeness.
+    pub fn absorb(&mut self, next: Page) {
+        self.conversations.extend(next.conversations);
+        self.messages.extend(next.messages);
+        self.checkpoint = next.checkpoint;
+        self.complete = next.complete;
+    }
+}
+
 /// One run of a source: the pipeline pulls pages until one is complete.
 pub trait SourceSession {
     /// The next page.
