@@ -7,6 +7,8 @@
 //! is either written plainly, when the plain form is unambiguous, or as a
 //! run of RFC 2047 encoded words, which decode to the exact text.
 
+use std::borrow::Cow;
+
 use base64::Engine as _;
 
 /// Longest encoded word RFC 2047 allows.
@@ -30,11 +32,11 @@ const WORD_OVERHEAD: usize = 12;
 /// `column` is where the value starts on the first line (the header name's
 /// length plus two). The result uses single spaces only, so mail-builder's
 /// folding (which breaks lines at spaces) keeps it intact.
-pub(crate) fn unstructured(value: &str, column: usize) -> String {
+pub(crate) fn unstructured(value: &str, column: usize) -> Cow<'_, str> {
     if value.is_empty() || is_plain(value, column, |_| true) {
-        value.to_string()
+        Cow::Borrowed(value)
     } else {
-        encoded_words(value, column)
+        Cow::Owned(encoded_words(value, column))
     }
 }
 
@@ -55,19 +57,32 @@ pub(crate) fn phrase(value: &str, column: usize) -> String {
 /// (the first line may exceed 78 characters, up to 120, rather than encode
 /// a short value after a long header name).
 fn is_plain(value: &str, column: usize, allowed: impl Fn(u8) -> bool) -> bool {
-    if value.is_empty()
-        || value.starts_with(' ')
-        || value.ends_with(' ')
-        || value.contains("  ")
-        || value.contains("=?")
-        || !value
-            .bytes()
-            .all(|b| (b' '..=b'~').contains(&b) && allowed(b))
-    {
+    let bytes = value.as_bytes();
+    if bytes.first().is_none_or(|&b| b == b' ') || bytes.last() == Some(&b' ') {
         return false;
     }
-    value.split(' ').all(|word| word.len() <= MAX_PLAIN_WORD)
-        && column + value.split(' ').next().map_or(0, str::len) <= MAX_PLAIN_FIRST_LINE
+    let mut first_word = None;
+    let mut word = 0;
+    let mut previous = 0u8;
+    for &b in bytes {
+        if !(b' '..=b'~').contains(&b) || !allowed(b) || (previous == b'=' && b == b'?') {
+            return false;
+        }
+        if b == b' ' {
+            if previous == b' ' {
+                return false;
+            }
+            first_word.get_or_insert(word);
+            word = 0;
+        } else {
+            word += 1;
+            if word > MAX_PLAIN_WORD {
+                return false;
+            }
+        }
+        previous = b;
+    }
+    column + first_word.unwrap_or(word) <= MAX_PLAIN_FIRST_LINE
 }
 
 /// Characters written as they are inside a "Q" encoded word. This is the

@@ -199,47 +199,43 @@ impl EmailConverter {
         builder = builder
             .header(
                 "Subject",
-                Raw::new(encode::unstructured(&subject(msg, conv), 9)),
+                Raw::new(encode::unstructured(&subject(msg, conv), 9).into_owned()),
             )
             .message_id(message_id.clone());
 
-        let replies: Vec<String> = unique(msg.relations.iter().filter_map(|r| match r {
-            Relation::ReplyTo(id) => Some(self.message_id(id)),
-            _ => None,
-        }));
+        // The Message-ID of each relation's target, worked out once.
+        let related: Vec<String> = msg
+            .relations
+            .iter()
+            .map(|r| self.message_id(relation_target(r)))
+            .collect();
+        let replies: Vec<String> = unique(
+            msg.relations
+                .iter()
+                .zip(&related)
+                .filter(|(r, _)| matches!(r, Relation::ReplyTo(_)))
+                .map(|(_, id)| id.clone()),
+        );
         if !replies.is_empty() {
             builder = builder.in_reply_to(MessageId::from(replies));
         }
-        let references: Vec<String> = unique(
-            msg.relations
-                .iter()
-                .map(|r| self.message_id(relation_target(r))),
-        );
+        let references: Vec<String> = unique(related.iter().cloned());
         if !references.is_empty() {
             builder = builder.references(MessageId::from(references));
         }
 
-        let mut x = vec![
-            ("X-Connector-Source".to_string(), self.source_id.clone()),
+        let mut x: Vec<(Cow<'_, str>, &str)> = vec![
+            ("X-Connector-Source".into(), &self.source_id),
+            ("X-Connector-Source-Name".into(), &self.source_name),
+            ("X-Connector-Conversation-Id".into(), &conv.id),
             (
-                "X-Connector-Source-Name".to_string(),
-                self.source_name.clone(),
+                "X-Connector-Conversation-Kind".into(),
+                conversation_kind(conv.kind),
             ),
-            ("X-Connector-Conversation-Id".to_string(), conv.id.clone()),
-            (
-                "X-Connector-Conversation-Kind".to_string(),
-                conversation_kind(conv.kind).to_string(),
-            ),
-            ("X-Connector-Message-Id".to_string(), msg.id.clone()),
-            (
-                "X-Connector-Message-Kind".to_string(),
-                msg.kind.as_str().to_string(),
-            ),
-            ("X-Connector-Sender-Id".to_string(), msg.sender.id.clone()),
-            (
-                "X-Connector-Source-SHA256".to_string(),
-                msg.source_sha256.clone(),
-            ),
+            ("X-Connector-Message-Id".into(), &msg.id),
+            ("X-Connector-Message-Kind".into(), msg.kind.as_str()),
+            ("X-Connector-Sender-Id".into(), &msg.sender.id),
+            ("X-Connector-Source-SHA256".into(), &msg.source_sha256),
         ];
         for relation in &msg.relations {
             let name = match relation {
@@ -248,16 +244,16 @@ impl EmailConverter {
                 Relation::EditOf(_) => "X-Connector-Edit-Of",
                 Relation::Deletes(_) => "X-Connector-Deletes",
             };
-            x.push((name.to_string(), relation_target(relation).to_string()));
+            x.push((name.into(), relation_target(relation)));
         }
         for (name, value) in &msg.properties {
             x.push((
-                format!("X-Connector-Property-{}", property_header_name(name)),
-                value.clone(),
+                format!("X-Connector-Property-{}", property_header_name(name)).into(),
+                value,
             ));
         }
         for (name, value) in x {
-            let encoded = encode::unstructured(&value, name.len() + 2);
+            let encoded = encode::unstructured(value, name.len() + 2);
             builder = builder.header(name, Raw::new(encoded));
         }
 
@@ -297,11 +293,7 @@ impl EmailConverter {
 
     /// `"Name" <address>` (or `<address>` without a name), encoded.
     fn mailbox(&self, person: &Person) -> String {
-        let address = self.address_of(person);
-        match display_name(person) {
-            Some(name) => format!("{} <{address}>", encode::phrase(name, 6)),
-            None => format!("<{address}>"),
-        }
+        mailbox_with(person, &self.address_of(person))
     }
 
     /// The `To` list: every participant once, in order.
@@ -313,10 +305,11 @@ impl EmailConverter {
             if !seen_ids.insert(person.id.as_str()) {
                 continue;
             }
-            if !seen_addresses.insert(self.address_of(person).to_ascii_lowercase()) {
+            let address = self.address_of(person);
+            if !seen_addresses.insert(address.to_ascii_lowercase()) {
                 continue;
             }
-            list.push(self.mailbox(person));
+            list.push(mailbox_with(person, &address));
         }
         list.join(", ")
     }
@@ -389,7 +382,7 @@ impl EmailConverter {
             .attachment(file_name)
             .header(
                 id_header,
-                Raw::new(encode::unstructured(&attachment.id, id_header.len() + 2)),
+                Raw::new(encode::unstructured(&attachment.id, id_header.len() + 2).into_owned()),
             );
             if streamed {
                 part = part.transfer_encoding("base64");
@@ -433,6 +426,14 @@ impl EmailConverter {
                 )
             }
         })
+    }
+}
+
+/// `"Name" <address>` (or `<address>` without a name), encoded.
+fn mailbox_with(person: &Person, address: &str) -> String {
+    match display_name(person) {
+        Some(name) => format!("{} <{address}>", encode::phrase(name, 6)),
+        None => format!("<{address}>"),
     }
 }
 
