@@ -73,21 +73,53 @@ pub(crate) fn message(m: wit::Message, attachments: Vec<model::Attachment>) -> m
 }
 
 /// SHA-256 of a canonical JSON rendering of the message, for sources that
-/// give no original bytes.
+/// give no original bytes: compact JSON with the keys in alphabetical
+/// order, streamed into the hash.
 fn normalized_digest(m: &wit::Message) -> String {
-    let value = serde_json::json!({
-        "id": m.id,
-        "conversation": m.conversation_id,
-        "sender": [m.sender.id, m.sender.display_name, m.sender.email],
-        "sent_at": m.sent_at,
-        "kind": format!("{:?}", m.kind),
-        "relations": m.relations.iter().map(|r| format!("{r:?}")).collect::<Vec<_>>(),
-        "text": m.text,
-        "html": m.html,
-        "attachments": m.attachments.iter().map(|a| [&a.id, &a.file_name]).collect::<Vec<_>>(),
-        "properties": m.properties,
-    });
-    hex::encode(Sha256::digest(value.to_string().as_bytes()))
+    /// The rendered fields; declared in key order, which is the order
+    /// they are written in.
+    #[derive(serde::Serialize)]
+    struct Canonical<'a> {
+        attachments: Vec<[&'a str; 2]>,
+        conversation: &'a str,
+        html: &'a Option<String>,
+        id: &'a str,
+        kind: String,
+        properties: &'a [(String, String)],
+        relations: Vec<String>,
+        sender: (&'a str, &'a Option<String>, &'a Option<String>),
+        sent_at: i64,
+        text: &'a Option<String>,
+    }
+    struct HashWriter(Sha256);
+    impl std::io::Write for HashWriter {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.update(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let canonical = Canonical {
+        attachments: m
+            .attachments
+            .iter()
+            .map(|a| [a.id.as_str(), a.file_name.as_str()])
+            .collect(),
+        conversation: &m.conversation_id,
+        html: &m.html,
+        id: &m.id,
+        kind: format!("{:?}", m.kind),
+        properties: &m.properties,
+        relations: m.relations.iter().map(|r| format!("{r:?}")).collect(),
+        sender: (&m.sender.id, &m.sender.display_name, &m.sender.email),
+        sent_at: m.sent_at,
+        text: &m.text,
+    };
+    let mut hash = HashWriter(Sha256::new());
+    serde_json::to_writer(&mut hash, &canonical).expect("writing to a hash cannot fail");
+    hex::encode(hash.0.finalize())
 }
 
 /// Decodes base64 (standard or URL-safe alphabet, padded or not, with line
@@ -184,6 +216,39 @@ mod tests {
         let url = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&data);
         assert_eq!(decode(url.as_bytes()).unwrap(), data);
     }
+
+    #[test]
+    fn the_digest_of_a_message_without_original_bytes_never_changes() {
+        let m = wit::Message {
+            id: "m-1".into(),
+            conversation_id: "c \"1\"".into(),
+            sender: wit::Person {
+                id: "u-1".into(),
+                display_name: Some("Zoë".into()),
+                email: None,
+            },
+            sent_at: 1_700_000_000_123,
+            kind: wit::MessageKind::Edit,
+            relations: vec![
+                wit::Relation::EditOf("m-0".into()),
+                wit::Relation::ReplyTo("m-\u{1}".into()),
+            ],
+            text: Some("line\nnext ✓".into()),
+            html: None,
+            attachments: vec![wit::Attachment {
+                id: "a-1".into(),
+                file_name: "f.txt".into(),
+                media_type: None,
+                size: Some(3),
+                body: wit::AttachmentBody::Inline(b"abc".to_vec()),
+            }],
+            original: None,
+            properties: vec![("k".into(), "v".into())],
+        };
+        assert_eq!(normalized_digest(&m), PINNED_DIGEST);
+    }
+
+    const PINNED_DIGEST: &str = "d61600a78bfe7aa594bacd1d314ee2cbec5dbb633ad774665042b288aeadcf8f";
 
     #[test]
     fn base64_reader_rejects_garbage() {
