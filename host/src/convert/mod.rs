@@ -735,7 +735,7 @@ pub fn placeholder_local_part(id: &str) -> String {
     }
     let cut: String = out.chars().take(48).collect();
     let cut = cut.trim_end_matches('.');
-    let hash = hex::encode(Sha256::digest(id.as_bytes()));
+    let hash = hex(&Sha256::digest(id.as_bytes()));
     let sep = if cut.is_empty() { "" } else { "-" };
     format!("{cut}{sep}{}", &hash[..8])
 }

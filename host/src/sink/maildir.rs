@@ -289,8 +289,7 @@ impl Sink for MaildirSink {
 
 /// The key of a Message-ID: first 32 hex digits of its SHA-256.
 fn key_of(message_id: &str) -> String {
-    let hex = hex::encode(Sha256::digest(message_id.as_bytes()));
-    hex[..32].to_string()
+    crate::convert::hex(&Sha256::digest(message_id.as_bytes())[..16])
 }
 
 /// A key (32 lower-case hex digits) as the number the index holds.

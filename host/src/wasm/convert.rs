@@ -54,7 +54,7 @@ fn relation(r: wit::Relation) -> model::Relation {
 /// A message without its attachments, which the runner resolves separately.
 pub(crate) fn message(m: wit::Message, attachments: Vec<model::Attachment>) -> model::Message {
     let source_sha256 = match &m.original {
-        Some(bytes) => hex::encode(Sha256::digest(bytes)),
+        Some(bytes) => crate::convert::hex(&Sha256::digest(bytes)),
         None => normalized_digest(&m),
     };
     model::Message {
@@ -119,7 +119,7 @@ fn normalized_digest(m: &wit::Message) -> String {
     };
     let mut hash = HashWriter(Sha256::new());
     serde_json::to_writer(&mut hash, &canonical).expect("writing to a hash cannot fail");
-    hex::encode(hash.0.finalize())
+    crate::convert::hex(&hash.0.finalize())
 }
 
 /// Decodes base64 (standard or URL-safe alphabet, padded or not, with line
