@@ -85,7 +85,7 @@ impl<'a> EmailWriter<'a> {
             attachments,
             spool_dir,
             spill_above,
-            memory: Vec::with_capacity(2048),
+            memory: Vec::with_capacity(4096),
             file: None,
             hash: Sha256::new(),
             len: 0,
@@ -100,6 +100,11 @@ impl<'a> EmailWriter<'a> {
             return Err(e);
         }
         let spool = match self.file.take() {
+            None => {
+                // In memory: hashed in one pass, faster than write by write.
+                self.hash.update(&self.memory);
+                None
+            }
             Some((file, path)) => {
                 let file = file
                     .into_inner()
@@ -107,7 +112,6 @@ impl<'a> EmailWriter<'a> {
                 drop(file);
                 Some(path)
             }
-            None => None,
         };
         Ok(Built {
             memory: self.memory,
@@ -122,7 +126,6 @@ impl<'a> EmailWriter<'a> {
         if self.error.is_some() {
             return;
         }
-        self.hash.update(bytes);
         self.len += bytes.len() as u64;
         if self.file.is_none()
             && self.memory.len() + bytes.len() > self.spill_above
@@ -133,6 +136,7 @@ impl<'a> EmailWriter<'a> {
         }
         match &mut self.file {
             Some((file, _)) => {
+                self.hash.update(bytes);
                 if let Err(e) = file.write_all(bytes) {
                     self.error = Some(WriteError::Spool(e));
                 }
@@ -158,6 +162,7 @@ impl<'a> EmailWriter<'a> {
             })?
             .into_parts();
         let mut file = BufWriter::with_capacity(256 * 1024, file);
+        self.hash.update(&self.memory);
         file.write_all(&self.memory)?;
         self.memory = Vec::new();
         self.file = Some((file, path));
