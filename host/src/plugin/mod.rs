@@ -53,3 +53,54 @@ pub trait Source {
         checkpoint: Option<Vec<u8>>,
     ) -> Result<Box<dyn SourceSession + '_>, PluginError>;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn page(ids: &[&str], checkpoint: &[u8], complete: bool) -> Page {
+        let conversation = crate::model::Conversation {
+            id: format!("c-{}", ids[0]),
+            kind: crate::model::ConversationKind::Room,
+            name: None,
+            participants: Vec::new(),
+        };
+        let messages = ids
+            .iter()
+            .map(|id| Message {
+                id: id.to_string(),
+                conversation_id: conversation.id.clone(),
+                sender: crate::model::Person {
+                    id: "u".into(),
+                    display_name: None,
+                    email: None,
+                },
+                sent_at: 0,
+                kind: crate::model::MessageKind::Chat,
+                relations: Vec::new(),
+                text: None,
+                html: None,
+                attachments: Vec::new(),
+                source_sha256: String::new(),
+                properties: Vec::new(),
+            })
+            .collect();
+        Page {
+            conversations: vec![conversation],
+            messages,
+            checkpoint: checkpoint.to_vec(),
+            complete,
+        }
+    }
+
+    #[test]
+    fn pages_committed_together_keep_order_and_take_the_last_checkpoint() {
+        let mut first = page(&["m1", "m2"], b"cp-1", false);
+        first.absorb(page(&["m3"], b"cp-2", true));
+        let ids: Vec<&str> = first.messages.iter().map(|m| m.id.as_str()).collect();
+        assert_eq!(ids, ["m1", "m2", "m3"]);
+        assert_eq!(first.conversations.len(), 2);
+        assert_eq!(first.checkpoint, b"cp-2");
+        assert!(first.complete);
+    }
+}
