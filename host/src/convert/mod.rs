@@ -19,6 +19,7 @@ mod writer;
 pub use email::Email;
 
 use std::borrow::Cow;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use mail_builder::MessageBuilder;
@@ -104,7 +105,18 @@ pub struct EmailConverter {
     /// Where emails bigger than `spill_above` bytes are written.
     spool_dir: PathBuf,
     spill_above: usize,
+    /// The `To` header of recent conversations, with the participants it
+    /// was written for: the messages of a page mostly share one.
+    recipients: std::sync::Arc<std::sync::Mutex<RecipientsCache>>,
 }
+
+/// Per conversation id: the participants a `To` header was written for,
+/// and the header.
+type RecipientsCache = HashMap<String, (Vec<Person>, String)>;
+
+/// Conversations whose `To` header is kept at most; the cache starts
+/// afresh past that.
+const RECIPIENTS_CACHED: usize = 4096;
 
 /// Text attachments up to this size are encoded whole by mail-builder
 /// (7bit, quoted-printable or base64, whichever suits); bigger ones, like
@@ -126,6 +138,7 @@ impl EmailConverter {
             label: dns_label(source_id),
             spool_dir: writer::default_spool_dir(),
             spill_above: DEFAULT_SPILL_ABOVE,
+            recipients: Default::default(),
         }
     }
 
@@ -192,7 +205,7 @@ impl EmailConverter {
         let mut builder = MessageBuilder::new()
             .header("From", Raw::new(self.mailbox(&msg.sender)))
             .date(Date::new(msg.sent_at.div_euclid(1000)));
-        let to = self.recipients(conv);
+        let to = self.cached_recipients(conv);
         if !to.is_empty() {
             builder = builder.header("To", Raw::new(to));
         }
@@ -294,6 +307,23 @@ impl EmailConverter {
     /// `"Name" <address>` (or `<address>` without a name), encoded.
     fn mailbox(&self, person: &Person) -> String {
         mailbox_with(person, &self.address_of(person))
+    }
+
+    /// [`Self::recipients`], from the cache when the conversation's
+    /// participants are the same as when it was written.
+    fn cached_recipients(&self, conv: &Conversation) -> String {
+        let mut cache = self.recipients.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((participants, to)) = cache.get(&conv.id)
+            && *participants == conv.participants
+        {
+            return to.clone();
+        }
+        let to = self.recipients(conv);
+        if cache.len() >= RECIPIENTS_CACHED {
+            cache.clear();
+        }
+        cache.insert(conv.id.clone(), (conv.participants.clone(), to.clone()));
+        to
     }
 
     /// The `To` list: every participant once, in order.

@@ -899,3 +899,25 @@ fn the_bytes_of_an_email_never_change_between_releases() {
 }
 
 const GOLDEN_SHA256: &str = "00779e91121adc87991b3bdf3948438b0c2f3f8ab0d576dad89348c0f2178153";
+
+#[test]
+fn the_to_header_follows_membership_changes_of_a_conversation() {
+    let converter = converter();
+    let to_of = |conv: &Conversation| -> Vec<String> {
+        let email = converter.convert(&chat("m", "x"), conv).unwrap();
+        let parsed = parse(&email);
+        parsed
+            .to()
+            .unwrap()
+            .iter()
+            .map(|a| a.address().unwrap().to_string())
+            .collect()
+    };
+    let mut conv = room();
+    let before = to_of(&conv);
+    assert_eq!(before.len(), 2);
+    conv.participants.pop();
+    assert_eq!(to_of(&conv), before[..1], "a member left");
+    conv.participants.push(bob());
+    assert_eq!(to_of(&conv), before, "and came back");
+}
