@@ -105,18 +105,26 @@ pub struct EmailConverter {
     /// Where emails bigger than `spill_above` bytes are written.
     spool_dir: PathBuf,
     spill_above: usize,
-    /// The `To` header of recent conversations, with the participants it
-    /// was written for: the messages of a page mostly share one.
-    recipients: std::sync::Arc<std::sync::Mutex<RecipientsCache>>,
+    /// The `To` and `Subject` headers of recent conversations: the
+    /// messages of a page mostly share one.
+    headers: std::sync::Arc<std::sync::Mutex<HashMap<String, ConversationHeaders>>>,
 }
 
-/// Per conversation id: the participants a `To` header was written for,
-/// and the header.
-type RecipientsCache = HashMap<String, (Vec<Person>, String)>;
+/// The headers written for a conversation, with what they were written
+/// from.
+#[derive(Debug)]
+struct ConversationHeaders {
+    participants: Vec<Person>,
+    name: Option<String>,
+    /// The encoded `To` value.
+    to: String,
+    /// The encoded `Subject` value per subject prefix (message kind).
+    subjects: Vec<(&'static str, String)>,
+}
 
-/// Conversations whose `To` header is kept at most; the cache starts
-/// afresh past that.
-const RECIPIENTS_CACHED: usize = 4096;
+/// Conversations whose headers are kept at most; the cache starts afresh
+/// past that.
+const HEADERS_CACHED: usize = 4096;
 
 /// Text attachments up to this size are encoded whole by mail-builder
 /// (7bit, quoted-printable or base64, whichever suits); bigger ones, like
@@ -138,7 +146,7 @@ impl EmailConverter {
             label: dns_label(source_id),
             spool_dir: writer::default_spool_dir(),
             spill_above: DEFAULT_SPILL_ABOVE,
-            recipients: Default::default(),
+            headers: Default::default(),
         }
     }
 
@@ -205,15 +213,12 @@ impl EmailConverter {
         let mut builder = MessageBuilder::new()
             .header("From", Raw::new(self.mailbox(&msg.sender)))
             .date(Date::new(msg.sent_at.div_euclid(1000)));
-        let to = self.cached_recipients(conv);
+        let (to, subject) = self.conversation_headers(msg, conv);
         if !to.is_empty() {
             builder = builder.header("To", Raw::new(to));
         }
         builder = builder
-            .header(
-                "Subject",
-                Raw::new(encode::unstructured(&subject(msg, conv), 9).into_owned()),
-            )
+            .header("Subject", Raw::new(subject))
             .message_id(message_id.clone());
 
         // The Message-ID of each relation's target, worked out once.
@@ -309,21 +314,43 @@ impl EmailConverter {
         mailbox_with(person, &self.address_of(person))
     }
 
-    /// [`Self::recipients`], from the cache when the conversation's
-    /// participants are the same as when it was written.
-    fn cached_recipients(&self, conv: &Conversation) -> String {
-        let mut cache = self.recipients.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((participants, to)) = cache.get(&conv.id)
-            && *participants == conv.participants
-        {
-            return to.clone();
+    /// The encoded `To` and `Subject` values, from the cache when the
+    /// conversation's name and participants are the same as when they
+    /// were written.
+    fn conversation_headers(&self, msg: &Message, conv: &Conversation) -> (String, String) {
+        let mut cache = self.headers.lock().unwrap_or_else(|p| p.into_inner());
+        let fresh = cache
+            .get(&conv.id)
+            .is_some_and(|h| h.participants == conv.participants && h.name == conv.name);
+        if !fresh {
+            if cache.len() >= HEADERS_CACHED {
+                cache.clear();
+            }
+            cache.insert(
+                conv.id.clone(),
+                ConversationHeaders {
+                    participants: conv.participants.clone(),
+                    name: conv.name.clone(),
+                    to: self.recipients(conv),
+                    subjects: Vec::new(),
+                },
+            );
         }
-        let to = self.recipients(conv);
-        if cache.len() >= RECIPIENTS_CACHED {
-            cache.clear();
-        }
-        cache.insert(conv.id.clone(), (conv.participants.clone(), to.clone()));
-        to
+        let headers = cache.get_mut(&conv.id).expect("inserted above");
+        let prefix = subject_prefix(msg.kind);
+        let subject = match headers.subjects.iter().find(|(p, _)| *p == prefix) {
+            Some((_, subject)) => subject.clone(),
+            None => {
+                let subject = encode::unstructured(&subject(msg, conv), 9).into_owned();
+                // Without a name or participants the subject names the
+                // sender, so it is not the conversation's to keep.
+                if !subject_names_sender(conv) {
+                    headers.subjects.push((prefix, subject.clone()));
+                }
+                subject
+            }
+        };
+        (headers.to.clone(), subject)
     }
 
     /// The `To` list: every participant once, in order.
@@ -562,14 +589,25 @@ fn subject(msg: &Message, conv: &Conversation) -> String {
             }
         }
     };
-    let prefix = match msg.kind {
+    format!("{}{base}", subject_prefix(msg.kind))
+}
+
+/// The subject's prefix naming the event for edits, deletions, joins and
+/// leaves.
+fn subject_prefix(kind: MessageKind) -> &'static str {
+    match kind {
         MessageKind::Edit => "Edited: ",
         MessageKind::Deletion => "Deleted: ",
         MessageKind::MemberJoined => "Member joined: ",
         MessageKind::MemberLeft => "Member left: ",
         MessageKind::Chat | MessageKind::System => "",
-    };
-    format!("{prefix}{base}")
+    }
+}
+
+/// Whether [`subject`] names the message's sender (the conversation has
+/// neither a name nor participants).
+fn subject_names_sender(conv: &Conversation) -> bool {
+    conv.name.as_deref().is_none_or(|n| n.trim().is_empty()) && conv.participants.is_empty()
 }
 
 /// One line per relation, naming the original message by source id and

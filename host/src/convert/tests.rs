@@ -921,3 +921,26 @@ fn the_to_header_follows_membership_changes_of_a_conversation() {
     conv.participants.push(bob());
     assert_eq!(to_of(&conv), before, "and came back");
 }
+
+#[test]
+fn the_subject_follows_renames_kinds_and_senders_of_a_conversation() {
+    let converter = converter();
+    let subject_of = |msg: &Message, conv: &Conversation| -> String {
+        let email = converter.convert(msg, conv).unwrap();
+        parse(&email).subject().unwrap().to_string()
+    };
+    let mut conv = room();
+    let mut msg = chat("m", "x");
+    assert_eq!(subject_of(&msg, &conv), "Trading desk");
+    msg.kind = MessageKind::Edit;
+    assert_eq!(subject_of(&msg, &conv), "Edited: Trading desk");
+    conv.name = Some("Rates desk".into());
+    assert_eq!(subject_of(&msg, &conv), "Edited: Rates desk");
+    msg.kind = MessageKind::Chat;
+    conv.name = None;
+    conv.participants.clear();
+    assert_eq!(subject_of(&msg, &conv), "Conversation with Alice Martin");
+    msg.sender = bob();
+    let by_bob = subject_of(&msg, &conv);
+    assert!(by_bob.starts_with("Conversation with ") && !by_bob.contains("Alice"));
+}
