@@ -7,6 +7,7 @@ mod lock;
 mod page;
 mod redeliver;
 mod retry;
+mod spool;
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
@@ -15,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::config::{ConfigError, ConnectorConfig, PluginManifest, SecretSource, SinkConfig};
-use crate::convert::{ConvertError, EmailConverter};
+use crate::convert::{ConvertError, DEFAULT_SPILL_ABOVE, EmailConverter};
 use crate::map::{MapError, UserMap};
 use crate::model::Conversation;
 use crate::plugin::secrets::SecretError;
@@ -158,6 +159,8 @@ pub struct Host {
     engine: PluginEngine,
     db: Arc<Mutex<StateDb>>,
     state_dir: PathBuf,
+    /// Where big emails are spooled while they are delivered.
+    spool: spool::SpoolDir,
 }
 
 /// Milliseconds since the Unix epoch, now.
@@ -184,10 +187,12 @@ impl Host {
         })?;
         let db = StateDb::open(&state_dir.join("state.db"))?;
         let engine = PluginEngine::new(Some(&state_dir.join("compile-cache")))?;
+        let spool = spool::SpoolDir::create(state_dir)?;
         Ok(Host {
             engine,
             db: Arc::new(Mutex::new(db)),
             state_dir: state_dir.to_path_buf(),
+            spool,
         })
     }
 
@@ -300,7 +305,8 @@ impl Host {
         let stage = page::PageStage {
             connector: &config.id,
             folder: format!("INBOX/{}", config.folder_name(&manifest)),
-            converter: EmailConverter::new(&manifest.id, &manifest.name),
+            converter: EmailConverter::new(&manifest.id, &manifest.name)
+                .with_spool(self.spool.path(), DEFAULT_SPILL_ABOVE),
             users: &users,
             retry: RetryPolicy::new(config.retries),
             checkpoint_slot: match &control.window {
