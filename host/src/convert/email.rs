@@ -70,30 +70,14 @@ impl Email {
         dir: &Path,
         sent_at: TimestampMs,
     ) -> io::Result<Email> {
-        let (file, path) = tempfile::Builder::new()
-            .prefix("email-")
-            .suffix(".eml")
-            .tempfile_in(dir)?
-            .into_parts();
-        let mut out = io::BufWriter::with_capacity(256 * 1024, file);
-        let mut hash = Sha256::new();
-        let mut buf = vec![0u8; 256 * 1024];
-        let mut len = 0u64;
-        loop {
-            let n = match reader.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
-            };
-            hash.update(&buf[..n]);
-            out.write_all(&buf[..n])?;
-            len += n as u64;
-        }
-        out.into_inner().map_err(|e| e.into_error())?;
+        let (file, path) = new_spool_file(dir)?;
+        let mut out = HashingWriter::new(io::BufWriter::with_capacity(SPOOL_BUFFER, file));
+        io::copy(reader, &mut out)?;
+        let (file, sha256, len) = out.finish();
+        file.into_inner().map_err(|e| e.into_error())?;
         Ok(Email {
             message_id,
-            sha256: super::hex(&hash.finalize()),
+            sha256,
             sent_at,
             len,
             content: Content::Spooled(Arc::new(path)),
@@ -154,14 +138,6 @@ impl Email {
         }
     }
 
-    /// A reader over the email's bytes.
-    pub fn reader(&self) -> io::Result<Box<dyn Read + Send + '_>> {
-        match &self.content {
-            Content::Memory(bytes) => Ok(Box::new(&bytes[..])),
-            Content::Spooled(path) => Ok(Box::new(self.open_spool(path)?)),
-        }
-    }
-
     /// Writes the email to `out` (a spooled email is copied from its file
     /// without being loaded whole).
     pub fn write_to(&self, out: &mut impl Write) -> io::Result<()> {
@@ -191,5 +167,65 @@ impl Email {
                 format!("cannot open the email spool file {}: {e}", path.display()),
             )
         })
+    }
+}
+
+/// Write buffer of a spool file.
+pub(super) const SPOOL_BUFFER: usize = 256 * 1024;
+
+/// A new, empty spool file for an email in `dir`, removed when its path is
+/// dropped.
+pub(super) fn new_spool_file(dir: &Path) -> io::Result<(File, tempfile::TempPath)> {
+    let file = tempfile::Builder::new()
+        .prefix("email-")
+        .suffix(".eml")
+        .tempfile_in(dir)
+        .map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!(
+                    "cannot create an email spool file in {}: {e}",
+                    dir.display()
+                ),
+            )
+        })?;
+    Ok(file.into_parts())
+}
+
+/// Writes through to another writer, hashing (SHA-256) and counting what
+/// passes.
+pub(crate) struct HashingWriter<W> {
+    inner: W,
+    hash: Sha256,
+    len: u64,
+}
+
+impl<W: Write> HashingWriter<W> {
+    /// A writer in front of `inner` (`io::sink()` to only hash).
+    pub fn new(inner: W) -> HashingWriter<W> {
+        HashingWriter {
+            inner,
+            hash: Sha256::new(),
+            len: 0,
+        }
+    }
+
+    /// The inner writer, the lower-case hex SHA-256 and the byte count of
+    /// everything written.
+    pub fn finish(self) -> (W, String, u64) {
+        (self.inner, super::hex(&self.hash.finalize()), self.len)
+    }
+}
+
+impl<W: Write> Write for HashingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hash.update(&buf[..n]);
+        self.len += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
     }
 }

@@ -17,6 +17,7 @@ mod tests;
 mod writer;
 
 pub use email::Email;
+pub(crate) use email::HashingWriter;
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -285,7 +286,7 @@ impl EmailConverter {
             .collect();
         let mut out = EmailWriter::new(&sources, &self.spool_dir, self.spill_above);
         builder
-            .body(self.body(msg, &message_id)?)
+            .body(self.body(msg, &message_id, &related)?)
             .serialize(&mut out);
         let built = out.finish().map_err(|e| match e {
             WriteError::Attachment { index, source } => {
@@ -374,8 +375,13 @@ impl EmailConverter {
     /// The body: text and HTML (as alternatives when both exist), then
     /// attachments, with boundaries derived from the Message-ID. Attachment
     /// bodies are placeholders the [`EmailWriter`] fills in.
-    fn body(&self, msg: &Message, message_id: &str) -> Result<MimePart<'static>, ConvertError> {
-        let context = context_lines(msg, |id| self.message_id(id));
+    fn body(
+        &self,
+        msg: &Message,
+        message_id: &str,
+        related: &[String],
+    ) -> Result<MimePart<'static>, ConvertError> {
+        let context = context_lines(msg, related);
         let given_text = msg.text.as_deref().filter(|t| !t.is_empty());
         let given_html = msg.html.as_deref().filter(|t| !t.is_empty());
         let text = match (given_text, given_html) {
@@ -611,11 +617,12 @@ fn subject_names_sender(conv: &Conversation) -> bool {
 }
 
 /// One line per relation, naming the original message by source id and
-/// Message-ID.
-fn context_lines(msg: &Message, message_id: impl Fn(&str) -> String) -> Vec<String> {
+/// Message-ID (`related`: the Message-ID of each relation's target).
+fn context_lines(msg: &Message, related: &[String]) -> Vec<String> {
     msg.relations
         .iter()
-        .map(|relation| {
+        .zip(related)
+        .map(|(relation, message_id)| {
             let what = match relation {
                 Relation::ReplyTo(_) => "In reply to message",
                 Relation::ForwardOf(_) => "Forwarded from message",
@@ -623,7 +630,7 @@ fn context_lines(msg: &Message, message_id: impl Fn(&str) -> String) -> Vec<Stri
                 Relation::Deletes(_) => "Deletes message",
             };
             let id = relation_target(relation);
-            format!("{what} {id} <{}>", message_id(id))
+            format!("{what} {id} <{message_id}>")
         })
         .collect()
 }

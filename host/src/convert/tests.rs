@@ -642,15 +642,7 @@ fn binary_attachment_bytes_round_trip_exactly() {
 fn five_megabyte_attachment_from_a_file_round_trips() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("big.bin");
-    let mut state = 0x1234_5678_u32;
-    let big: Vec<u8> = (0..5 * 1024 * 1024)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 17;
-            state ^= state << 5;
-            state as u8
-        })
-        .collect();
+    let big = noise(5 * 1024 * 1024, 0x1234_5678);
     std::fs::write(&path, &big).unwrap();
     let mut msg = chat("m", "");
     msg.text = None;

@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 use encodify::base64::MIME;
 use sha2::{Digest, Sha256};
 
+use super::email::{HashingWriter, SPOOL_BUFFER, new_spool_file};
+
 /// Input bytes per base64 line (76 characters).
 const LINE_INPUT: usize = 57;
 /// Attachment bytes encoded at a time: whole lines, so that the pieces
@@ -65,8 +67,8 @@ pub(super) struct EmailWriter<'a> {
     spool_dir: &'a Path,
     spill_above: usize,
     memory: Vec<u8>,
-    file: Option<(BufWriter<File>, tempfile::TempPath)>,
-    hash: Sha256,
+    /// Once spilled: the spool file (hashing what it is given) and its path.
+    file: Option<(BufWriter<HashingWriter<File>>, tempfile::TempPath)>,
     len: u64,
     scratch: Vec<u8>,
     /// The first failure; [`mail_builder::Writer`] cannot return one.
@@ -87,7 +89,6 @@ impl<'a> EmailWriter<'a> {
             spill_above,
             memory: Vec::with_capacity(4096),
             file: None,
-            hash: Sha256::new(),
             len: 0,
             scratch: Vec::new(),
             error: None,
@@ -99,25 +100,22 @@ impl<'a> EmailWriter<'a> {
         if let Some(e) = self.error.take() {
             return Err(e);
         }
-        let spool = match self.file.take() {
-            None => {
-                // In memory: hashed in one pass, faster than write by write.
-                self.hash.update(&self.memory);
-                None
-            }
+        let (spool, sha256) = match self.file.take() {
+            // In memory: hashed in one pass, faster than write by write.
+            None => (None, super::hex(&Sha256::digest(&self.memory))),
             Some((file, path)) => {
                 let file = file
                     .into_inner()
                     .map_err(|e| WriteError::Spool(e.into_error()))?;
-                drop(file);
-                Some(path)
+                let (_, sha256, _) = file.finish();
+                (Some(path), sha256)
             }
         };
         Ok(Built {
             memory: self.memory,
             spool,
             len: self.len,
-            sha256: super::hex(&self.hash.finalize()),
+            sha256,
         })
     }
 
@@ -136,7 +134,6 @@ impl<'a> EmailWriter<'a> {
         }
         match &mut self.file {
             Some((file, _)) => {
-                self.hash.update(bytes);
                 if let Err(e) = file.write_all(bytes) {
                     self.error = Some(WriteError::Spool(e));
                 }
@@ -147,22 +144,8 @@ impl<'a> EmailWriter<'a> {
 
     /// Moves what is in memory into a new spool file.
     fn spill(&mut self) -> io::Result<()> {
-        let (file, path) = tempfile::Builder::new()
-            .prefix("email-")
-            .suffix(".eml")
-            .tempfile_in(self.spool_dir)
-            .map_err(|e| {
-                io::Error::new(
-                    e.kind(),
-                    format!(
-                        "cannot create an email spool file in {}: {e}",
-                        self.spool_dir.display()
-                    ),
-                )
-            })?
-            .into_parts();
-        let mut file = BufWriter::with_capacity(256 * 1024, file);
-        self.hash.update(&self.memory);
+        let (file, path) = new_spool_file(self.spool_dir)?;
+        let mut file = BufWriter::with_capacity(SPOOL_BUFFER, HashingWriter::new(file));
         file.write_all(&self.memory)?;
         self.memory = Vec::new();
         self.file = Some((file, path));

@@ -7,6 +7,7 @@ use base64::Engine as _;
 use sha2::{Digest, Sha256};
 
 use super::latest::types as wit;
+use crate::convert::HashingWriter;
 use crate::model;
 
 pub(crate) fn person(p: wit::Person) -> model::Person {
@@ -91,16 +92,6 @@ fn normalized_digest(m: &wit::Message) -> String {
         sent_at: i64,
         text: &'a Option<String>,
     }
-    struct HashWriter(Sha256);
-    impl std::io::Write for HashWriter {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0.update(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
     let canonical = Canonical {
         attachments: m
             .attachments
@@ -117,9 +108,9 @@ fn normalized_digest(m: &wit::Message) -> String {
         sent_at: m.sent_at,
         text: &m.text,
     };
-    let mut hash = HashWriter(Sha256::new());
+    let mut hash = HashingWriter::new(std::io::sink());
     serde_json::to_writer(&mut hash, &canonical).expect("writing to a hash cannot fail");
-    crate::convert::hex(&hash.0.finalize())
+    hash.finish().1
 }
 
 /// Decodes base64 (standard or URL-safe alphabet, padded or not, with line
