@@ -83,29 +83,42 @@ impl MaildirSink {
         Ok(dir)
     }
 
+    /// Calls `visit` with the sub-folder (`cur` or `new`) and name of each
+    /// mail file of a folder, one at a time, until it returns a value; a
+    /// sub-folder not there yet holds none.
+    fn find_mail_file<T>(
+        &self,
+        dir: &Path,
+        mut visit: impl FnMut(&'static str, &str) -> Option<T>,
+    ) -> Result<Option<T>, SinkError> {
+        for sub in ["cur", "new"] {
+            let path = self.root.join(dir).join(sub);
+            let entries = match fs::read_dir(&path) {
+                Ok(entries) => entries,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(source) => return Err(SinkError::Io { path, source }),
+            };
+            for entry in entries {
+                let entry = entry.map_err(|source| SinkError::Io {
+                    path: path.clone(),
+                    source,
+                })?;
+                if let Some(found) = entry.file_name().to_str().and_then(|name| visit(sub, name)) {
+                    return Ok(Some(found));
+                }
+            }
+        }
+        Ok(None)
+    }
+
     /// The key index of a folder, read from disk the first time.
     fn folder_index(&mut self, dir: &Path) -> Result<&mut HashSet<u128>, SinkError> {
         if !self.index.contains_key(dir) {
             let mut keys = HashSet::new();
-            for sub in ["cur", "new"] {
-                let path = self.root.join(dir).join(sub);
-                let entries = match fs::read_dir(&path) {
-                    Ok(entries) => entries,
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                    Err(source) => return Err(SinkError::Io { path, source }),
-                };
-                for entry in entries {
-                    let entry = entry.map_err(|source| SinkError::Io {
-                        path: path.clone(),
-                        source,
-                    })?;
-                    let name = entry.file_name();
-                    let Some(name) = name.to_str() else { continue };
-                    if let Some(key) = key_in_name(name) {
-                        keys.insert(key_number(key));
-                    }
-                }
-            }
+            self.find_mail_file(dir, |_, name| {
+                keys.extend(key_in_name(name).map(key_number));
+                None::<()>
+            })?;
             self.index.insert(dir.to_path_buf(), keys);
         }
         Ok(self.index.get_mut(dir).expect("inserted above"))
@@ -214,27 +227,12 @@ impl MaildirSink {
         if self.root.join(dir).join("cur").join(name).is_file() {
             return Ok(Receipt(receipt_path(dir, "cur", name)));
         }
-        for sub in ["cur", "new"] {
-            let path = self.root.join(dir).join(sub);
-            let entries = match fs::read_dir(&path) {
-                Ok(entries) => entries,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                Err(source) => return Err(SinkError::Io { path, source }),
-            };
-            for entry in entries {
-                let entry = entry.map_err(|source| SinkError::Io {
-                    path: path.clone(),
-                    source,
-                })?;
-                let file = entry.file_name();
-                if let Some(file) = file.to_str()
-                    && key_in_name(file) == Some(key)
-                {
-                    return Ok(Receipt(receipt_path(dir, sub, file)));
-                }
-            }
-        }
-        Ok(Receipt(receipt_path(dir, "cur", name)))
+        let found = self.find_mail_file(dir, |sub, file| {
+            (key_in_name(file) == Some(key)).then(|| receipt_path(dir, sub, file))
+        })?;
+        Ok(Receipt(
+            found.unwrap_or_else(|| receipt_path(dir, "cur", name)),
+        ))
     }
 
     fn write_file(
