@@ -198,7 +198,7 @@ impl Host {
 
     /// The state database.
     pub fn db(&self) -> std::sync::MutexGuard<'_, StateDb> {
-        self.db.lock().unwrap_or_else(|p| p.into_inner())
+        page::lock(&self.db)
     }
 
     /// The state folder.
@@ -456,10 +456,7 @@ impl Host {
                                 // time; the ledger keeps that free of
                                 // duplicates.
                                 let key = w.checkpoint_key(&config.id);
-                                let cleared = db
-                                    .lock()
-                                    .unwrap_or_else(|p| p.into_inner())
-                                    .clear_checkpoint(&key);
+                                let cleared = page::lock(db).clear_checkpoint(&key);
                                 if let Err(e) = cleared {
                                     return (Err(e.into()), committed);
                                 }

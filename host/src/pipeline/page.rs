@@ -327,7 +327,8 @@ impl PageStage<'_> {
     }
 }
 
-fn lock(db: &Arc<Mutex<StateDb>>) -> std::sync::MutexGuard<'_, StateDb> {
+/// The state database, also after a thread panicked holding it.
+pub(super) fn lock(db: &Arc<Mutex<StateDb>>) -> std::sync::MutexGuard<'_, StateDb> {
     db.lock().unwrap_or_else(|p| p.into_inner())
 }
 
