@@ -125,21 +125,36 @@ pub fn chat_fixture(root: &Path, n: usize, big: Option<usize>) -> ChatFixture {
     }
 }
 
+/// How a connector file reads the fixture: the plugin's page size and the
+/// run's retries.
+#[derive(Debug, Clone, Copy)]
+pub struct Paging {
+    /// Messages per page.
+    pub page_size: u32,
+    /// Retries of a failed page.
+    pub retries: u32,
+}
+
+impl Default for Paging {
+    fn default() -> Paging {
+        Paging {
+            page_size: 100,
+            retries: 3,
+        }
+    }
+}
+
 /// A connector file importing the fixture with `sink` as its `[sink]`
-/// table (without the header) and `secrets` as a secrets file.
+/// table (header included) and `secrets` as a secrets file.
 pub fn connector_file(
     root: &Path,
     id: &str,
     f: &ChatFixture,
+    paging: Paging,
     sink: &str,
     secrets: &str,
 ) -> PathBuf {
-    let secrets_path = crate::write_file(root, "secrets.toml", secrets);
-    std::fs::set_permissions(
-        &secrets_path,
-        std::os::unix::fs::PermissionsExt::from_mode(0o600),
-    )
-    .unwrap();
+    crate::write_secrets(root, secrets);
     crate::write_file(
         root,
         "connector.toml",
@@ -148,10 +163,10 @@ pub fn connector_file(
 id = "{id}"
 plugin = "{manifest}"
 folder = "Symphony"
-retries = 3
+retries = {retries}
 [plugin-config]
 path = "/export/chat.jsonl"
-page_size = 100
+page_size = {page_size}
 [grants]
 files = {{ "/export" = "{export}" }}
 [secrets]
@@ -159,11 +174,12 @@ from = "file"
 path = "secrets.toml"
 [mapping]
 domains = ["example.test"]
-[sink]
 {sink}
 "#,
             manifest = f.manifest.display(),
             export = f.export.display(),
+            retries = paging.retries,
+            page_size = paging.page_size,
         ),
     )
 }

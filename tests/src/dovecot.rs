@@ -57,6 +57,25 @@ pub struct Dovecot {
     options: DovecotOptions,
 }
 
+/// The `[sink]` table (with its header) of a connector importing into the
+/// Dovecot on `port` over plain IMAP through the master user, whose
+/// password is the secret `imap-master-password`.
+pub fn master_sink_table(port: u16, max_connections: usize, batch_messages: usize) -> String {
+    format!(
+        r#"[sink]
+kind = "imap"
+host = "127.0.0.1"
+port = {port}
+tls = "none"
+auth = "master"
+master-user = "{MASTER_USER}"
+password-secret = "imap-master-password"
+max-connections = {max_connections}
+batch-messages = {batch_messages}
+"#
+    )
+}
+
 impl Dovecot {
     /// Renders the configuration into a new temporary folder and starts the
     /// server. Panics, saying how to install Dovecot, when it is missing.

@@ -8,6 +8,7 @@ pub mod dovecot;
 pub mod graph_server;
 pub mod ops;
 pub mod smtp_server;
+pub mod symphony;
 
 pub mod slack;
 
@@ -122,6 +123,15 @@ pub fn install_misbehaving(dir: &Path) -> PathBuf {
 pub fn write_file(dir: &Path, name: &str, text: &str) -> PathBuf {
     let path = dir.join(name);
     std::fs::write(&path, text).expect("writing a test file");
+    path
+}
+
+/// Writes `text` to `dir/secrets.toml`, readable by its owner only (the
+/// host refuses a secrets file others can read), and returns the path.
+pub fn write_secrets(dir: &Path, text: &str) -> PathBuf {
+    let path = write_file(dir, "secrets.toml", text);
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+        .expect("making the secrets file private");
     path
 }
 

@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Instant;
 
-use connector_e2e::chat_fixture::{USERS, chat_fixture, connector_file, synthetic_email};
+use connector_e2e::chat_fixture::{Paging, USERS, chat_fixture, connector_file, synthetic_email};
 use connector_e2e::graph_server::{GraphOptions, GraphServer};
 use connector_host::config::ConnectorConfig;
 use connector_host::config::connector::GraphSinkConfig;
@@ -52,7 +52,8 @@ fn a_run_creates_every_email_once_as_sent_mail_and_a_second_run_creates_nothing(
     let tmp = tempfile::tempdir().unwrap();
     let f = chat_fixture(tmp.path(), 300, Some(BIG));
     let sink = format!(
-        r#"kind = "graph"
+        r#"[sink]
+kind = "graph"
 tenant = "contoso.example"
 client-id = "{CLIENT_ID}"
 client-secret-secret = "graph-client-secret"
@@ -67,6 +68,7 @@ max-concurrency = 8
         tmp.path(),
         "graph-e2e",
         &f,
+        Paging::default(),
         &sink,
         &format!("graph-client-secret = \"{SECRET}\"\n"),
     );

@@ -15,9 +15,12 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use connector_e2e::chat_fixture::{ChatFixture, USERS, chat_fixture, noise, synthetic_email};
-use connector_e2e::dovecot::{Dovecot, DovecotOptions, ImapReader, MASTER_PASSWORD, MASTER_USER};
-use connector_e2e::write_file;
+use connector_e2e::chat_fixture::{
+    ChatFixture, Paging, USERS, chat_fixture, connector_file, message_id_of, noise, synthetic_email,
+};
+use connector_e2e::dovecot::{
+    Dovecot, DovecotOptions, ImapReader, MASTER_PASSWORD, MASTER_USER, master_sink_table,
+};
 use connector_host::config::ConnectorConfig;
 use connector_host::config::connector::{ImapAuthMethod, ImapSinkConfig, ImapTls};
 use connector_host::convert::Email;
@@ -70,55 +73,23 @@ struct Setup {
 fn setup(n: usize, big: bool, port: u16, retries: u32, batch: u32) -> Setup {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path();
+    let fixture = chat_fixture(root, n, big.then_some(BIG));
+    let config = connector_file(
+        root,
+        "imap-e2e",
+        &fixture,
+        Paging {
+            page_size: 250,
+            retries,
+        },
+        &master_sink_table(port, 4, batch as usize),
+        &format!("imap-master-password = \"{MASTER_PASSWORD}\"\n"),
+    );
     let ChatFixture {
-        manifest,
         expected,
         attachments,
         ..
-    } = chat_fixture(root, n, big.then_some(BIG));
-    let secrets = write_file(
-        root,
-        "secrets.toml",
-        &format!("imap-master-password = \"{MASTER_PASSWORD}\"\n"),
-    );
-    std::fs::set_permissions(
-        &secrets,
-        std::os::unix::fs::PermissionsExt::from_mode(0o600),
-    )
-    .unwrap();
-    let config = write_file(
-        root,
-        "connector.toml",
-        &format!(
-            r#"
-id = "imap-e2e"
-plugin = "{manifest}"
-folder = "Symphony"
-retries = {retries}
-[plugin-config]
-path = "/export/chat.jsonl"
-page_size = 250
-[grants]
-files = {{ "/export" = "export" }}
-[secrets]
-from = "file"
-path = "secrets.toml"
-[mapping]
-domains = ["example.test"]
-[sink]
-kind = "imap"
-host = "127.0.0.1"
-port = {port}
-tls = "none"
-auth = "master"
-master-user = "{MASTER_USER}"
-password-secret = "imap-master-password"
-max-connections = 4
-batch-messages = {batch}
-"#,
-            manifest = manifest.display()
-        ),
-    );
+    } = fixture;
     Setup {
         config: ConnectorConfig::load(&config).unwrap(),
         state: root.join("state"),
@@ -126,19 +97,6 @@ batch-messages = {batch}
         expected,
         attachments,
     }
-}
-
-fn message_id_of(bytes: &[u8]) -> String {
-    let head = &bytes[..bytes
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .unwrap_or(bytes.len())];
-    let head = String::from_utf8_lossy(head);
-    let line = head
-        .lines()
-        .find(|l| l.to_ascii_lowercase().starts_with("message-id:"))
-        .expect("a Message-ID header");
-    line[11..].trim().trim_matches(['<', '>']).to_string()
 }
 
 /// Reads every user's folder back over IMAP and checks: exactly the

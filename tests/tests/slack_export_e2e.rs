@@ -48,16 +48,7 @@ fn setup(export: &SlackExport) -> Setup {
         "users.csv",
         "ExternalUserId,Mailbox\nU03CAROL,carol@example.test\n",
     );
-    let secrets = write_file(
-        &root,
-        "secrets.toml",
-        "slack-token = \"Bearer xoxb-test\"\n",
-    );
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&secrets, std::fs::Permissions::from_mode(0o600)).unwrap();
-    }
+    write_secrets(&root, "slack-token = \"Bearer xoxb-test\"\n");
     Setup {
         _tmp: tmp,
         root,

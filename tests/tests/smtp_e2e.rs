@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use connector_e2e::chat_fixture::{
-    USERS, chat_fixture, connector_file, message_id_of, noise, synthetic_email,
+    Paging, USERS, chat_fixture, connector_file, message_id_of, noise, synthetic_email,
 };
 use connector_e2e::smtp_server::SmtpServer;
 use connector_host::config::ConnectorConfig;
@@ -37,7 +37,8 @@ fn a_run_journals_every_email_once_byte_for_byte_and_a_second_run_sends_nothing(
     let tmp = tempfile::tempdir().unwrap();
     let f = chat_fixture(tmp.path(), 300, Some(200 << 10));
     let sink = format!(
-        r#"kind = "smtp"
+        r#"[sink]
+kind = "smtp"
 host = "127.0.0.1"
 port = {}
 tls = "none"
@@ -46,7 +47,7 @@ to = "journal+{{local}}@archive.example.test"
 "#,
         server.port()
     );
-    let path = connector_file(tmp.path(), "smtp-e2e", &f, &sink, "");
+    let path = connector_file(tmp.path(), "smtp-e2e", &f, Paging::default(), &sink, "");
     let config = ConnectorConfig::load(&path).unwrap();
     let state = tmp.path().join("state");
     let deliveries: usize = f.expected.values().map(BTreeSet::len).sum();

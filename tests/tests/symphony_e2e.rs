@@ -8,6 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
 use base64::Engine as _;
+use connector_e2e::symphony::{SymphonyConnector, symphony_connector_file};
 use connector_e2e::*;
 use connector_host::config::ConnectorConfig;
 use connector_host::convert::EmailConverter;
@@ -17,8 +18,8 @@ use connector_host::state::RunOutcome;
 use mail_parser::{Encoding, Message, MessageParser, MessagePart, MimeHeaders};
 use sha2::{Digest, Sha256};
 use symphony_sim::{
-    BlockingSim, Faults, GroundTruth, Relation, SimConfig, SuppressionMode, TEST_PRIVATE_KEY_PEM,
-    TEST_USERNAME, TruthMessage, normalize_text, start_blocking,
+    BlockingSim, Faults, GroundTruth, Relation, SimConfig, SuppressionMode, TruthMessage,
+    normalize_text, start_blocking,
 };
 
 const FOLDER_ON_DISK: &str = ".INBOX.Symphony";
@@ -36,58 +37,17 @@ struct Setup {
 fn setup(base: &str, page_size: u32) -> Setup {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path();
-    let manifest = install_plugin(
-        "symphony",
-        "plugins/symphony/manifest.toml",
-        &root.join("plugin"),
-    );
-    let secrets = write_file(
+    let config = symphony_connector_file(
         root,
-        "secrets.toml",
-        &format!(
-            "private-key = '''\n{}'''\n",
-            TEST_PRIVATE_KEY_PEM.trim_end()
-        ),
-    );
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&secrets, std::fs::Permissions::from_mode(0o600)).unwrap();
-    }
-    let config = write_file(
-        root,
-        "connector.toml",
-        &format!(
-            r#"
-id = "symphony-e2e"
-plugin = "{manifest}"
-retries = 12
-
-[plugin-config]
-pod_url = "{base}"
-agent_url = "{base}"
-key_manager_url = "{base}"
-username = "{TEST_USERNAME}"
-page_size = {page_size}
-
-[grants]
-hosts = ["{base}"]
-signing-keys = ["private-key"]
-
-[secrets]
-from = "file"
-path = "{secrets}"
-
-[mapping]
-domains = ["{DOMAIN}"]
-
-[sink]
-kind = "maildir"
-path = "mail"
-fsync = false
-"#,
-            manifest = manifest.display(),
-            secrets = secrets.display(),
-        ),
+        &SymphonyConnector {
+            id: "symphony-e2e",
+            base,
+            retries: 12,
+            page_size,
+            domain: DOMAIN,
+            sink: "[sink]\nkind = \"maildir\"\npath = \"mail\"\nfsync = false\n",
+            extra_secrets: "",
+        },
     );
     Setup {
         config: ConnectorConfig::load(&config).unwrap(),

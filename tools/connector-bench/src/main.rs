@@ -38,12 +38,15 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use connector_e2e::dovecot::{Dovecot, DovecotOptions, MASTER_PASSWORD, MASTER_USER};
-use connector_e2e::{install_misbehaving, install_plugin, write_file};
+use connector_e2e::dovecot::{
+    Dovecot, DovecotOptions, MASTER_PASSWORD, MASTER_USER, master_sink_table,
+};
+use connector_e2e::symphony::{SymphonyConnector, symphony_connector_file};
+use connector_e2e::{install_misbehaving, write_file};
 use connector_host::config::ConnectorConfig;
 use connector_host::pipeline::{Host, RunControl, RunObserver, RunOptions, RunSummary, TimeWindow};
 use connector_host::state::{RunCounts, RunOutcome};
-use symphony_sim::{SimConfig, SuppressionMode, TEST_PRIVATE_KEY_PEM, TEST_USERNAME};
+use symphony_sim::{SimConfig, SuppressionMode};
 
 /// IMAP connections and emails per MULTIAPPEND, for the sink and the raw
 /// client alike.
@@ -213,55 +216,17 @@ fn symphony_connector(
     sink: &str,
     extra_secret: &str,
 ) -> Result<ConnectorConfig> {
-    let manifest = install_plugin(
-        "symphony",
-        "plugins/symphony/manifest.toml",
-        &dir.join("plugin"),
-    );
-    let secrets = write_file(
+    let path = symphony_connector_file(
         dir,
-        "secrets.toml",
-        &format!(
-            "private-key = '''\n{}'''\n{extra_secret}",
-            TEST_PRIVATE_KEY_PEM.trim_end()
-        ),
-    );
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&secrets, std::fs::Permissions::from_mode(0o600))?;
-    }
-    let path = write_file(
-        dir,
-        "connector.toml",
-        &format!(
-            r#"
-id = "bench"
-plugin = "{manifest}"
-retries = 3
-
-[plugin-config]
-pod_url = "{base}"
-agent_url = "{base}"
-key_manager_url = "{base}"
-username = "{TEST_USERNAME}"
-page_size = 500
-
-[grants]
-hosts = ["{base}"]
-signing-keys = ["private-key"]
-
-[secrets]
-from = "file"
-path = "{secrets}"
-
-[mapping]
-domains = ["acme-capital.example"]
-
-{sink}
-"#,
-            manifest = manifest.display(),
-            secrets = secrets.display(),
-        ),
+        &SymphonyConnector {
+            id: "bench",
+            base,
+            retries: 3,
+            page_size: 500,
+            domain: "acme-capital.example",
+            sink,
+            extra_secrets: extra_secret,
+        },
     );
     Ok(ConnectorConfig::load(&path)?)
 }
@@ -337,20 +302,7 @@ fn throughput(tmp: tempfile::TempDir, messages: usize, imap: bool) -> Result<()>
     });
     let dir = tmp.path().join("imap-run");
     std::fs::create_dir_all(&dir)?;
-    let sink = format!(
-        r#"[sink]
-kind = "imap"
-host = "127.0.0.1"
-port = {port}
-tls = "none"
-auth = "master"
-master-user = "{MASTER_USER}"
-password-secret = "imap-master-password"
-max-connections = {IMAP_CONNECTIONS}
-batch-messages = {IMAP_BATCH}
-"#,
-        port = dovecot.port()
-    );
+    let sink = master_sink_table(dovecot.port(), IMAP_CONNECTIONS, IMAP_BATCH);
     let config = symphony_connector(
         &dir,
         &sim.base,

@@ -1,0 +1,82 @@
+//! A connector file running the Symphony plugin against a simulator.
+
+use std::path::{Path, PathBuf};
+
+use symphony_sim::{TEST_PRIVATE_KEY_PEM, TEST_USERNAME};
+
+/// What differs between the Symphony connectors of the tests and benches.
+#[derive(Debug, Clone)]
+pub struct SymphonyConnector<'a> {
+    /// The connector id.
+    pub id: &'a str,
+    /// The simulator's base URL (pod, agent and key manager alike).
+    pub base: &'a str,
+    /// Retries of a failed page.
+    pub retries: u32,
+    /// Messages per page.
+    pub page_size: u32,
+    /// The mapped domain.
+    pub domain: &'a str,
+    /// The `[sink]` table, header included.
+    pub sink: &'a str,
+    /// More lines for the secrets file (sink credentials).
+    pub extra_secrets: &'a str,
+}
+
+/// Installs the Symphony plugin under `dir/plugin` and writes
+/// `dir/connector.toml` for `c`, with the simulator's private key in a
+/// 0600 secrets file. Returns the connector file.
+pub fn symphony_connector_file(dir: &Path, c: &SymphonyConnector<'_>) -> PathBuf {
+    let manifest = crate::install_plugin(
+        "symphony",
+        "plugins/symphony/manifest.toml",
+        &dir.join("plugin"),
+    );
+    let secrets = crate::write_secrets(
+        dir,
+        &format!(
+            "private-key = '''\n{}'''\n{}",
+            TEST_PRIVATE_KEY_PEM.trim_end(),
+            c.extra_secrets
+        ),
+    );
+    crate::write_file(
+        dir,
+        "connector.toml",
+        &format!(
+            r#"
+id = "{id}"
+plugin = "{manifest}"
+retries = {retries}
+
+[plugin-config]
+pod_url = "{base}"
+agent_url = "{base}"
+key_manager_url = "{base}"
+username = "{TEST_USERNAME}"
+page_size = {page_size}
+
+[grants]
+hosts = ["{base}"]
+signing-keys = ["private-key"]
+
+[secrets]
+from = "file"
+path = "{secrets}"
+
+[mapping]
+domains = ["{domain}"]
+
+{sink}
+"#,
+            id = c.id,
+            manifest = manifest.display(),
+            retries = c.retries,
+            base = c.base,
+            page_size = c.page_size,
+            secrets = secrets.display(),
+            domain = c.domain,
+            sink = c.sink,
+        ),
+    )
+}
