@@ -11,14 +11,16 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use connector_e2e::{build_plugin, workspace_root};
-use connector_host::config::PluginManifest;
-use connector_host::config::manifest::package;
-use connector_host::convert::EmailConverter;
-use connector_host::map::{Mailbox, UserMap};
-use connector_host::model::{Conversation, ConversationKind, Message, MessageKind, Person};
-use connector_host::plugin::{Capabilities, SecretStore, loader};
-use connector_host::sink::{Delivery, MaildirSink, Sink};
-use connector_host::wasm::PluginEngine;
+use connector_email::EmailConverter;
+use connector_host::map::UserMap;
+use connector_model::Mailbox;
+use connector_model::{Conversation, ConversationKind, Message, MessageKind, Person};
+use connector_runtime::PluginManifest;
+use connector_runtime::manifest::package;
+use connector_runtime::wasm::PluginEngine;
+use connector_runtime::{Capabilities, SecretStore, loader};
+use connector_sink::{Delivery, Sink};
+use connector_sink_maildir::MaildirSink;
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 
 fn person(i: usize) -> Person {

@@ -7,10 +7,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 
 use base64::Engine as _;
-use connector_host::convert::{Email, EmailConverter};
-use connector_host::model::{
-    Attachment, Conversation, ConversationKind, Message, MessageKind, Person,
-};
+use connector_email::{Email, EmailConverter};
+use connector_model::{Attachment, Conversation, ConversationKind, Message, MessageKind, Person};
 use serde_json::json;
 
 /// The four users (mailboxes).

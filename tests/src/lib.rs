@@ -101,7 +101,7 @@ fn build_once(
 /// library function; returns the installed manifest.
 pub fn install_plugin(crate_name: &str, source_manifest: &str, dir: &Path) -> PathBuf {
     let wasm = build_plugin(crate_name);
-    connector_host::config::manifest::package(&workspace_root().join(source_manifest), &wasm, dir)
+    connector_runtime::manifest::package(&workspace_root().join(source_manifest), &wasm, dir)
         .expect("packaging the plugin")
 }
 

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use connector_host::convert::EmailConverter;
+use connector_email::EmailConverter;
 use serde_json::json;
 
 /// The folder the operations tests deliver to (`folder = "Chat"`), on disk.

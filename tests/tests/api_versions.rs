@@ -8,10 +8,11 @@ use std::path::Path;
 
 use connector_e2e::*;
 use connector_host::config::ConnectorConfig;
-use connector_host::model::{AttachmentData, Relation};
 use connector_host::pipeline::{Host, RunOptions};
-use connector_host::wasm::{PluginEngine, SUPPORTED_API_VERSIONS, api_version};
+use connector_model::{AttachmentData, Relation};
 use connector_plugin_harness::{Harness, HarnessError};
+use connector_runtime::api_version::SUPPORTED_API_VERSIONS;
+use connector_runtime::wasm::{PluginEngine, api_version};
 
 fn fixture() -> std::path::PathBuf {
     workspace_root().join("tests/fixtures/api-v0.1.0")
@@ -92,7 +93,7 @@ fn a_component_of_an_unknown_version_is_refused_with_the_supported_ones() {
         "{msg}"
     );
     // Through the host, with a manifest that claims 0.1.0.
-    let manifest = connector_host::config::manifest::package(
+    let manifest = connector_runtime::manifest::package(
         &workspace_root().join("plugins/chat-export/manifest.toml"),
         &wasm,
         &tmp.path().join("plugin"),

@@ -7,10 +7,10 @@ use std::path::{Path, PathBuf};
 
 use base64::Engine as _;
 use connector_e2e::*;
+use connector_email::EmailConverter;
 use connector_host::config::ConnectorConfig;
-use connector_host::convert::EmailConverter;
 use connector_host::pipeline::{Host, RunOptions};
-use connector_host::state::RunOutcome;
+use connector_state::RunOutcome;
 use mail_parser::{MessageParser, MimeHeaders};
 use serde_json::json;
 use sha2::{Digest, Sha256};

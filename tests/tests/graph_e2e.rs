@@ -15,15 +15,16 @@ use std::time::Instant;
 
 use connector_e2e::chat_fixture::{Paging, USERS, chat_fixture, connector_file, synthetic_email};
 use connector_e2e::graph_server::{GraphOptions, GraphServer};
+use connector_email::Email;
 use connector_host::config::ConnectorConfig;
-use connector_host::config::connector::GraphSinkConfig;
-use connector_host::convert::Email;
-use connector_host::map::Mailbox;
 use connector_host::pipeline::{Host, RunOptions};
-use connector_host::plugin::SecretStore;
-use connector_host::sink::graph::GraphSettings;
-use connector_host::sink::{Delivery, GraphSink, Sink, SinkError};
-use connector_host::state::RunOutcome;
+use connector_model::Mailbox;
+use connector_runtime::SecretStore;
+use connector_sink::{Delivery, Sink, SinkError};
+use connector_sink_graph::GraphSettings;
+use connector_sink_graph::GraphSink;
+use connector_sink_graph::GraphSinkConfig;
+use connector_state::RunOutcome;
 
 const CLIENT_ID: &str = "11111111-2222-3333-4444-555555555555";
 const SECRET: &str = "s3cr3t~value";

@@ -4,7 +4,7 @@
 
 use connector_e2e::slack;
 use connector_e2e::{build_plugin, workspace_root};
-use connector_host::model::{MessageKind, Relation};
+use connector_model::{MessageKind, Relation};
 use connector_plugin_harness::{Harness, Method, attachment_bytes};
 use serde_json::json;
 

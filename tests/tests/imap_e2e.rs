@@ -21,16 +21,19 @@ use connector_e2e::chat_fixture::{
 use connector_e2e::dovecot::{
     Dovecot, DovecotOptions, ImapReader, MASTER_PASSWORD, MASTER_USER, master_sink_table,
 };
+use connector_email::Email;
 use connector_host::config::ConnectorConfig;
-use connector_host::config::connector::{ImapAuthMethod, ImapSinkConfig, ImapTls};
-use connector_host::convert::Email;
-use connector_host::map::Mailbox;
-use connector_host::model::{Attachment, AttachmentData};
 use connector_host::pipeline::{Host, RunOptions};
-use connector_host::plugin::SecretStore;
-use connector_host::sink::imap::{ImapSettings, SecretLookup};
-use connector_host::sink::{Delivery, ImapSink, Sink, SinkError};
-use connector_host::state::RunOutcome;
+use connector_model::Mailbox;
+use connector_model::{Attachment, AttachmentData};
+use connector_runtime::SecretStore;
+use connector_secrets::SecretLookup;
+use connector_sink::TlsMode;
+use connector_sink::{Delivery, Sink, SinkError};
+use connector_sink_imap::ImapSettings;
+use connector_sink_imap::ImapSink;
+use connector_sink_imap::{ImapAuthMethod, ImapSinkConfig};
+use connector_state::RunOutcome;
 use mail_parser::{MessageParser, MimeHeaders};
 use sha2::{Digest, Sha256};
 
@@ -299,7 +302,7 @@ fn with_attachment(tag: &str, bytes: Vec<u8>) -> Email {
     synthetic_email(tag, 0, "see attached".into(), vec![attachment])
 }
 
-fn sink_config(port: u16, tls: ImapTls, auth: ImapAuthMethod) -> ImapSinkConfig {
+fn sink_config(port: u16, tls: TlsMode, auth: ImapAuthMethod) -> ImapSinkConfig {
     ImapSinkConfig {
         host: "127.0.0.1".into(),
         port: Some(port),
@@ -398,7 +401,7 @@ fn tls_and_starttls_verify_the_server_against_the_ca_file() {
 
     let mut implicit = sink_config(
         dovecot.imaps_port().unwrap(),
-        ImapTls::Implicit,
+        TlsMode::Implicit,
         ImapAuthMethod::Master,
     );
     implicit.ca_file = Some(ca_file.clone());
@@ -409,7 +412,7 @@ fn tls_and_starttls_verify_the_server_against_the_ca_file() {
             .all(Result::is_ok)
     );
 
-    let mut starttls = sink_config(dovecot.port(), ImapTls::Starttls, ImapAuthMethod::Master);
+    let mut starttls = sink_config(dovecot.port(), TlsMode::Starttls, ImapAuthMethod::Master);
     starttls.ca_file = Some(ca_file);
     let mut sink = open(&starttls, MASTER_PASSWORD).unwrap();
     assert!(
@@ -427,7 +430,7 @@ fn tls_and_starttls_verify_the_server_against_the_ca_file() {
     // error, not something to retry.
     let untrusted = sink_config(
         dovecot.imaps_port().unwrap(),
-        ImapTls::Implicit,
+        TlsMode::Implicit,
         ImapAuthMethod::Master,
     );
     let mut sink = open(&untrusted, MASTER_PASSWORD).unwrap();
@@ -447,7 +450,7 @@ fn an_oversized_email_is_refused_alone_while_the_rest_of_its_batch_lands() {
     let mut emails = synthetic_emails("quota", 6, 2000);
     emails[3] = with_attachment("too-big", noise(200_000, 7));
     let mut sink = open(
-        &sink_config(dovecot.port(), ImapTls::None, ImapAuthMethod::Master),
+        &sink_config(dovecot.port(), TlsMode::None, ImapAuthMethod::Master),
         MASTER_PASSWORD,
     )
     .unwrap();
@@ -471,7 +474,7 @@ fn an_oversized_email_is_refused_alone_while_the_rest_of_its_batch_lands() {
 #[test]
 fn refused_credentials_are_not_retried_and_name_what_to_fix() {
     let dovecot = dovecot(DovecotOptions::default());
-    let config = sink_config(dovecot.port(), ImapTls::None, ImapAuthMethod::Master);
+    let config = sink_config(dovecot.port(), TlsMode::None, ImapAuthMethod::Master);
     let alice = Mailbox::new(USERS[0]).unwrap();
     let mut wrong = open(&config, "not-the-password").unwrap();
     let err = wrong.contains(&alice, FOLDER, "x@y").unwrap_err();
@@ -492,7 +495,7 @@ fn refused_credentials_are_not_retried_and_name_what_to_fix() {
 #[test]
 fn per_user_logins_import_into_each_users_own_mailbox() {
     let dovecot = dovecot(DovecotOptions::default());
-    let config = sink_config(dovecot.port(), ImapTls::None, ImapAuthMethod::Login);
+    let config = sink_config(dovecot.port(), TlsMode::None, ImapAuthMethod::Login);
     let mut sink = open(&config, "unused").unwrap();
     let emails = synthetic_emails("login", 10, 1500);
     for user in USERS {
@@ -511,7 +514,7 @@ fn per_user_logins_import_into_each_users_own_mailbox() {
 /// Appends `emails` into every user's folder in one batch; returns emails
 /// per second.
 fn append_rate(dovecot: &Dovecot, emails: &[Email], connections: u32) -> f64 {
-    let mut config = sink_config(dovecot.port(), ImapTls::None, ImapAuthMethod::Master);
+    let mut config = sink_config(dovecot.port(), TlsMode::None, ImapAuthMethod::Master);
     config.max_connections = connections;
     let mut sink = open(&config, MASTER_PASSWORD).unwrap();
     let boxes: Vec<Mailbox> = USERS.iter().map(|u| Mailbox::new(u).unwrap()).collect();

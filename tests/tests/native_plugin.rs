@@ -6,16 +6,16 @@ use std::path::{Path, PathBuf};
 
 use connector_e2e::*;
 use connector_host::config::ConnectorConfig;
-use connector_host::model::MessageKind;
 use connector_host::pipeline::{Host, RunOptions};
-use connector_host::state::RunOutcome;
+use connector_model::MessageKind;
 use connector_plugin_harness::{Harness, HarnessError, attachment_bytes};
+use connector_state::RunOutcome;
 use mail_parser::{MessageParser, MimeHeaders};
 use serde_json::json;
 
 fn install(dir: &Path) -> PathBuf {
     let lib = build_native_plugin("native-example");
-    connector_host::config::manifest::package(
+    connector_runtime::manifest::package(
         &workspace_root().join("plugins/native-example/manifest.toml"),
         &lib,
         dir,
@@ -142,7 +142,7 @@ fn a_library_that_is_not_a_connector_plugin_is_refused_before_any_call() {
         return;
     };
     let tmp = tempfile::tempdir().unwrap();
-    let manifest = connector_host::config::manifest::package(
+    let manifest = connector_runtime::manifest::package(
         &workspace_root().join("plugins/native-example/manifest.toml"),
         libm,
         &tmp.path().join("plugin"),

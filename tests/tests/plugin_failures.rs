@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use connector_e2e::*;
 use connector_host::config::{ConfigError, ConnectorConfig};
 use connector_host::pipeline::{Host, RunError, RunOptions};
-use connector_host::plugin::PluginError;
-use connector_host::state::RunOutcome;
+use connector_runtime::PluginError;
+use connector_state::RunOutcome;
 
 struct Setup {
     tmp: tempfile::TempDir,
@@ -240,7 +240,7 @@ fn a_connector_file_granting_more_than_the_manifest_declares_is_refused() {
     );
     assert!(
         e.to_string()
-            .contains("https://evil.example:443 is granted but the plugin does not declare it"),
+            .contains("https://evil.example:443 is granted but the manifest does not declare it"),
         "{e}"
     );
 }

@@ -10,8 +10,8 @@ use std::sync::OnceLock;
 use connector_e2e::*;
 use connector_host::config::ConnectorConfig;
 use connector_host::pipeline::{Host, RunOptions};
-use connector_host::state::RunOutcome;
 use connector_plugin_harness::{Harness, HarnessError};
+use connector_state::RunOutcome;
 use serde_json::json;
 
 /// Builds the Python plugin once per test process (about 10 s).
@@ -102,7 +102,7 @@ fn a_python_plugin_runs_through_the_pipeline_into_the_maildir() {
     let wasm = build_python_plugin();
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path();
-    let manifest = connector_host::config::manifest::package(
+    let manifest = connector_runtime::manifest::package(
         &workspace_root().join("plugins/python-example/manifest.toml"),
         &wasm,
         &root.join("plugin"),

@@ -8,10 +8,10 @@ use std::path::{Path, PathBuf};
 
 use connector_e2e::slack::{self, SlackExport};
 use connector_e2e::*;
+use connector_email::EmailConverter;
 use connector_host::config::ConnectorConfig;
-use connector_host::convert::EmailConverter;
 use connector_host::pipeline::{Host, RunOptions};
-use connector_host::state::RunOutcome;
+use connector_state::RunOutcome;
 use mail_parser::{MessageParser, MimeHeaders};
 use sha2::{Digest, Sha256};
 

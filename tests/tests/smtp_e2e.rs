@@ -16,16 +16,18 @@ use connector_e2e::chat_fixture::{
     Paging, USERS, chat_fixture, connector_file, message_id_of, noise, synthetic_email,
 };
 use connector_e2e::smtp_server::SmtpServer;
+use connector_email::Email;
 use connector_host::config::ConnectorConfig;
-use connector_host::config::connector::{ImapTls, SmtpSinkConfig};
-use connector_host::convert::Email;
-use connector_host::map::Mailbox;
-use connector_host::model::{Attachment, AttachmentData};
 use connector_host::pipeline::{Host, RunOptions};
-use connector_host::plugin::SecretStore;
-use connector_host::sink::smtp::SmtpSettings;
-use connector_host::sink::{Delivery, Sink, SinkError, SmtpSink};
-use connector_host::state::RunOutcome;
+use connector_model::Mailbox;
+use connector_model::{Attachment, AttachmentData};
+use connector_runtime::SecretStore;
+use connector_sink::TlsMode;
+use connector_sink::{Delivery, Sink, SinkError};
+use connector_sink_smtp::SmtpSettings;
+use connector_sink_smtp::SmtpSink;
+use connector_sink_smtp::SmtpSinkConfig;
+use connector_state::RunOutcome;
 use mail_parser::{MessageParser, MimeHeaders};
 use sha2::{Digest, Sha256};
 
@@ -176,7 +178,7 @@ fn sink(port: u16, to: &str, nodelay: bool) -> SmtpSink {
     let config = SmtpSinkConfig {
         host: "127.0.0.1".into(),
         port: Some(port),
-        tls: ImapTls::None,
+        tls: TlsMode::None,
         ca_file: None,
         username: None,
         password_secret: None,

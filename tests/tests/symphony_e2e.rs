@@ -10,11 +10,11 @@ use std::path::PathBuf;
 use base64::Engine as _;
 use connector_e2e::symphony::{SymphonyConnector, symphony_connector_file};
 use connector_e2e::*;
+use connector_email::EmailConverter;
 use connector_host::config::ConnectorConfig;
-use connector_host::convert::EmailConverter;
-use connector_host::model::Person;
 use connector_host::pipeline::{Host, RunOptions, RunSummary};
-use connector_host::state::RunOutcome;
+use connector_model::Person;
+use connector_state::RunOutcome;
 use mail_parser::{Encoding, Message, MessageParser, MessagePart, MimeHeaders};
 use sha2::{Digest, Sha256};
 use symphony_sim::{

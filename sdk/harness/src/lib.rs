@@ -6,7 +6,7 @@
 //! it made. No network, no mail store, no connector file: a plugin author's
 //! unit test for the plugin as the host really runs it.
 //!
-//! The plugin runs in the real host sandbox (`connector-host`), with the
+//! The plugin runs in the real host sandbox (`connector-runtime`), with the
 //! real capability checks: only origins the manifest declares **and** the
 //! test grants pass the allow-list, and only then reach the scripted
 //! transport. A request nothing scripted answers gets an HTTP error inside
@@ -60,25 +60,23 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 
-use connector_host::config::connector::Grants;
-use connector_host::config::{Origin, PluginKind, PluginManifest, RequestedPermissions};
-use connector_host::model::AttachmentData;
-use connector_host::plugin::{Capabilities, PluginError, SecretStore, Source, loader};
-use connector_host::state::StateDb;
-use connector_host::wasm::{HttpClient, KvAccess, LogSink, PluginEngine, WasmPlugin};
-use sha2::{Digest, Sha256};
+use connector_model::AttachmentData;
+use connector_model::digest::sha256_hex;
+use connector_runtime::wasm::{LogSink, PluginEngine, WasmPlugin};
+use connector_runtime::{Capabilities, Grants, HttpClient, KvAccess, MemoryKv, PluginError};
+use connector_runtime::{Origin, PluginKind, PluginKv, PluginManifest, RequestedPermissions};
+use connector_runtime::{SecretStore, Source, loader};
 
-pub use connector_host::model::{
+pub use connector_model::{
     Attachment, Conversation, ConversationKind, Message, MessageKind, Person, Relation,
 };
-pub use connector_host::plugin::Page;
-pub use connector_host::wasm::{LogLine, TransportError};
+pub use connector_runtime::Page;
+pub use connector_runtime::http::TransportError;
+pub use connector_runtime::wasm::LogLine;
 pub use scripted::{Method, RecordedRequest};
 
 use scripted::{Rule, ScriptedTransport};
 
-/// The connector id the harness keeps the plugin's state under.
-const CONNECTOR: &str = "harness";
 /// Pages pulled at most when [`Harness::max_pages`] is not set.
 const DEFAULT_MAX_PAGES: usize = 10_000;
 
@@ -131,7 +129,7 @@ pub struct Run {
     pub requests: Vec<RecordedRequest>,
     /// Every line the plugin logged, at any level (wasm plugins).
     pub logs: Vec<LogLine>,
-    state: Arc<Mutex<StateDb>>,
+    state: Arc<MemoryKv>,
 }
 
 impl Run {
@@ -157,8 +155,7 @@ impl Run {
 
     /// The value the plugin's state store holds under `key` after the run.
     pub fn state(&self, key: &str) -> Option<Vec<u8>> {
-        let db = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        db.kv_get(CONNECTOR, key).ok().flatten()
+        self.state.get(key).ok().flatten()
     }
 }
 
@@ -360,47 +357,12 @@ impl Harness {
             p.signing_keys = self.grants.signing_keys.clone();
             p.files = !self.grants.files.is_empty();
         } else {
-            let declared = &manifest.permissions;
-            let mut problems = Vec::new();
-            for origin in &self.grants.hosts {
-                if !declared.hosts.iter().any(|d| origin.is_within(d)) {
-                    problems.push(format!(
-                        "host {origin} is granted but the manifest does not declare it"
-                    ));
-                }
-            }
-            for name in self.grants.secrets.iter() {
-                if !declared.secrets.contains(name) {
-                    problems.push(format!(
-                        "secret `{name}` is granted but the manifest does not declare it"
-                    ));
-                }
-            }
-            for name in self.grants.signing_keys.iter() {
-                if !declared.signing_keys.contains(name) {
-                    problems.push(format!(
-                        "signing key `{name}` is granted but the manifest does not declare it"
-                    ));
-                }
-            }
-            if !self.grants.files.is_empty() && !declared.files {
-                problems.push(
-                    "a folder is granted but the manifest does not declare `files = true`".into(),
-                );
-            }
+            let problems = self.grants.problems(&manifest);
             if !problems.is_empty() {
                 return Err(HarnessError::Setup(format!(
                     "{}; declare it in {} or drop the grant",
                     problems.join("; "),
                     manifest.path.display()
-                )));
-            }
-        }
-        for (guest, dir) in &self.grants.files {
-            if !dir.is_dir() {
-                return Err(HarnessError::Setup(format!(
-                    "granted folder {guest} → {} does not exist",
-                    dir.display()
                 )));
             }
         }
@@ -431,9 +393,7 @@ impl Harness {
                     pages: Vec::new(),
                     requests: Vec::new(),
                     logs: Vec::new(),
-                    state: Arc::new(Mutex::new(
-                        StateDb::open_in_memory().expect("an in-memory database"),
-                    )),
+                    state: Arc::default(),
                 }),
             })
     }
@@ -443,19 +403,15 @@ impl Harness {
     pub fn run_pages(&self) -> Result<Run, HarnessError> {
         let (manifest, caps) = self.prepare()?;
         let engine = engine()?;
-        let mut db = StateDb::open_in_memory()
-            .map_err(|e| HarnessError::Setup(format!("state store: {e}")))?;
+        let state = Arc::new(MemoryKv::default());
         for (key, value) in &self.state {
-            db.kv_set(CONNECTOR, key, value)
+            state
+                .set(key, value)
                 .map_err(|e| HarnessError::Setup(format!("state {key:?}: {e}")))?;
         }
-        let db = Arc::new(Mutex::new(db));
         let transport = Arc::new(ScriptedTransport::new(self.rules.clone()));
         let http = HttpClient::with_transport(transport.clone());
-        let kv = KvAccess {
-            db: db.clone(),
-            connector: CONNECTOR.into(),
-        };
+        let kv: KvAccess = state.clone();
         let logs: LogSink = Arc::new(Mutex::new(Vec::new()));
         let mut plugin: Box<dyn Source> = match manifest.kind {
             PluginKind::Wasm => {
@@ -506,7 +462,7 @@ impl Harness {
             pages,
             requests: transport.requests(),
             logs: logs.lock().unwrap_or_else(|p| p.into_inner()).clone(),
-            state: db,
+            state,
         };
         let unscripted: Vec<RecordedRequest> = run
             .requests
@@ -583,7 +539,7 @@ fn load_manifest(path: &Path) -> Result<PluginManifest, String> {
         )
     })?;
     // The harness tests what is built now: pin it.
-    manifest.sha256 = hex::encode(Sha256::digest(&bytes));
+    manifest.sha256 = sha256_hex(&bytes);
     Ok(manifest)
 }
 
@@ -597,11 +553,12 @@ fn bare_manifest(path: &Path) -> Result<PluginManifest, String> {
     let engine = engine().map_err(|e| e.to_string())?;
     let component = wasmtime::component::Component::new(engine.engine(), &bytes)
         .map_err(|e| format!("{} is not a WebAssembly component: {e:#}", path.display()))?;
-    let (versions, _) = connector_host::wasm::api_version::versions_in(engine.engine(), &component);
+    let (versions, _) =
+        connector_runtime::wasm::api_version::versions_in(engine.engine(), &component);
     let api_version = versions
         .into_iter()
         .next()
-        .unwrap_or_else(|| connector_host::wasm::SUPPORTED_API_VERSIONS[0].to_string());
+        .unwrap_or_else(|| connector_runtime::api_version::SUPPORTED_API_VERSIONS[0].to_string());
     let id: String = path
         .file_stem()
         .map(|s| s.to_string_lossy().to_ascii_lowercase().replace('_', "-"))
@@ -623,7 +580,7 @@ fn bare_manifest(path: &Path) -> Result<PluginManifest, String> {
         kind: PluginKind::Wasm,
         wasm: std::path::absolute(path).map_err(|e| e.to_string())?,
         library: None,
-        sha256: hex::encode(Sha256::digest(&bytes)),
+        sha256: sha256_hex(&bytes),
         permissions: RequestedPermissions {
             hosts: vec![any("http://*:*"), any("https://*:*")],
             ..RequestedPermissions::default()

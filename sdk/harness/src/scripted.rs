@@ -4,7 +4,7 @@ use std::fmt;
 use std::io::Cursor;
 use std::sync::Mutex;
 
-use connector_host::wasm::{HttpTransport, TransportError, TransportRequest, TransportResponse};
+use connector_runtime::http::{HttpTransport, TransportError, TransportRequest, TransportResponse};
 
 /// Request methods a rule matches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

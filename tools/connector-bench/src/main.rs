@@ -45,7 +45,7 @@ use connector_e2e::symphony::{SymphonyConnector, symphony_connector_file};
 use connector_e2e::{install_misbehaving, write_file};
 use connector_host::config::ConnectorConfig;
 use connector_host::pipeline::{Host, RunControl, RunObserver, RunOptions, RunSummary, TimeWindow};
-use connector_host::state::{RunCounts, RunOutcome};
+use connector_state::{RunCounts, RunOutcome};
 use symphony_sim::{SimConfig, SuppressionMode};
 
 /// IMAP connections and emails per MULTIAPPEND, for the sink and the raw

@@ -1,0 +1,643 @@
+//! The `connector` command line: run connectors once or as a daemon, show
+//! their status, write admin logs and reconciliation reports, and manage
+//! the quarantine. [`main`] is the whole program; `src/main.rs` only calls
+//! it (so that tests can build the same binary).
+
+mod progress;
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use chrono::{DateTime, NaiveDate};
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::config::ConnectorConfig;
+use crate::daemon::{Daemon, DaemonOptions, prune};
+use crate::pipeline::{Host, RunControl, RunObserver, RunOptions, TimeWindow};
+use crate::report::{self, MailboxCheck};
+use crate::status;
+use connector_runtime::{PluginManifest, manifest};
+use connector_state::{RunId, StateDb};
+
+use progress::Progress;
+
+/// Archives third-party communications into mailboxes.
+#[derive(Parser)]
+#[command(name = "connector", version, about)]
+struct Cli {
+    /// Folder for the state database and the compiled-plugin cache.
+    #[arg(
+        long,
+        global = true,
+        env = "CONNECTOR_STATE_DIR",
+        default_value = "state"
+    )]
+    state_dir: PathBuf,
+    /// Log filter, e.g. `info`, `debug`, `connector_host=debug,plugin=trace`.
+    #[arg(long, global = true, env = "CONNECTOR_LOG", default_value = "info")]
+    log: String,
+    /// Keep run history (admin logs, reconciliation data) this many days;
+    /// older runs are pruned when the daemon starts and after each run.
+    /// Unset: kept forever. The delivery ledger and the quarantine are never
+    /// pruned.
+    #[arg(long, global = true, env = "CONNECTOR_LOG_RETENTION_DAYS")]
+    log_retention_days: Option<u32>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Runs connectors: once with --once (optionally a backfill over a date
+    /// range), else on their schedules like `daemon`.
+    Run {
+        /// Run each connector once and exit.
+        #[arg(long)]
+        once: bool,
+        /// Stop each connector after this many pages.
+        #[arg(long)]
+        max_pages: Option<u64>,
+        /// Backfill: deliver only messages sent from this date or time on
+        /// (`2026-01-01` is midnight UTC, or RFC 3339); the connector's own
+        /// checkpoint is untouched.
+        #[arg(long, requires = "once")]
+        from: Option<String>,
+        /// Backfill: deliver only messages sent before this date or time
+        /// (exclusive).
+        #[arg(long, requires = "once")]
+        to: Option<String>,
+        /// Connector configuration files.
+        #[arg(required = true)]
+        configs: Vec<PathBuf>,
+    },
+    /// Runs every connector on its schedule until SIGTERM or Ctrl-C (a second
+    /// one stops at once; nothing uncommitted is lost either way).
+    Daemon {
+        /// Serve the status page `/`, `/status.json` and `/metrics` here,
+        /// e.g. 127.0.0.1:9090.
+        #[arg(long)]
+        listen: Option<String>,
+        /// Connector configuration files.
+        #[arg(required = true)]
+        configs: Vec<PathBuf>,
+    },
+    /// Checks connector files, their plugins' manifests and configurations.
+    Validate {
+        /// Connector configuration files.
+        #[arg(required = true)]
+        configs: Vec<PathBuf>,
+    },
+    /// Shows each connector's state, last run, counts, next run and last
+    /// error with what to do about it.
+    Status {
+        /// Print JSON (the daemon's `/status.json`).
+        #[arg(long)]
+        json: bool,
+        /// Connector configuration files.
+        #[arg(required = true)]
+        configs: Vec<PathBuf>,
+    },
+    /// Writes a run's admin log as CSV: the counts, then one row per
+    /// failure.
+    Log {
+        /// The run's id (shown by `run`, `status` and the status page).
+        #[arg(required_unless_present = "connector")]
+        run: Option<i64>,
+        /// Instead of a run id: this connector's last run.
+        #[arg(long, requires = "last")]
+        connector: Option<String>,
+        /// With --connector: its last run.
+        #[arg(long)]
+        last: bool,
+        /// Write to this file instead of stdout.
+        #[arg(long, short)]
+        out: Option<PathBuf>,
+    },
+    /// Compares what a run saw at the source with what was delivered, per
+    /// mailbox and day, with SHA-256s; exits with 1 when anything
+    /// mismatches.
+    Reconcile {
+        /// The run's id.
+        #[arg(required_unless_present = "connector")]
+        run: Option<i64>,
+        /// Instead of a run id: this connector's last run.
+        #[arg(long, requires = "last")]
+        connector: Option<String>,
+        /// With --connector: its last run.
+        #[arg(long)]
+        last: bool,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "csv")]
+        format: Format,
+        /// CSV of counts per mailbox and day instead of one row per item.
+        #[arg(long)]
+        by_day: bool,
+        /// Also check that each delivered email is in its mailbox, through
+        /// this connector file's sink.
+        #[arg(long, value_name = "CONFIG")]
+        check_mailboxes: Option<PathBuf>,
+        /// Write to this file instead of stdout.
+        #[arg(long, short)]
+        out: Option<PathBuf>,
+    },
+    /// Lists or redelivers quarantined items.
+    Quarantine {
+        #[command(subcommand)]
+        action: QuarantineAction,
+    },
+    /// Writes an installable copy of a plugin: its wasm and its manifest with
+    /// the wasm's SHA-256 pinned.
+    Package {
+        /// The plugin's source manifest.
+        manifest: PathBuf,
+        /// The built `.wasm` component.
+        #[arg(long)]
+        wasm: PathBuf,
+        /// Output folder.
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum QuarantineAction {
+    /// Lists quarantined items (of one connector, or all) as CSV:
+    /// connector, item, sent, message id, unmapped participants, reason.
+    List {
+        /// The connector id; all when absent.
+        connector: Option<String>,
+        /// Print JSON instead of CSV.
+        #[arg(long)]
+        json: bool,
+    },
+    /// After fixing the mapping CSV (or a refusing mailbox): delivers the
+    /// quarantined items to the newly mapped mailboxes and releases those
+    /// that nobody is missing from any more.
+    Redeliver {
+        /// Connector configuration files.
+        #[arg(required = true)]
+        configs: Vec<PathBuf>,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Format {
+    Csv,
+    Json,
+}
+
+/// Runs the `connector` program with the process's arguments.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let progress = match &cli.command {
+        Command::Run { once: true, .. } => Progress::for_stderr().map(Arc::new),
+        _ => None,
+    };
+    let writer = progress
+        .as_ref()
+        .map(|p| p.log_writer())
+        .unwrap_or_default();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(&cli.log))
+        .with_writer(writer)
+        .init();
+    match dispatch(cli, progress) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn retention(cli: &Cli) -> Option<Duration> {
+    cli.log_retention_days
+        .map(|d| Duration::from_secs(u64::from(d) * 86400))
+}
+
+fn dispatch(cli: Cli, progress: Option<Arc<Progress>>) -> Result<ExitCode> {
+    let retention = retention(&cli);
+    match cli.command {
+        Command::Run {
+            once,
+            max_pages,
+            from,
+            to,
+            configs,
+        } => {
+            if once {
+                let window = backfill_window(from.as_deref(), to.as_deref())?;
+                run_once(
+                    &cli.state_dir,
+                    &configs,
+                    max_pages,
+                    window,
+                    retention,
+                    progress,
+                )
+            } else {
+                daemon(&cli.state_dir, &configs, None, retention)
+            }
+        }
+        Command::Daemon { listen, configs } => daemon(&cli.state_dir, &configs, listen, retention),
+        Command::Validate { configs } => validate(&cli.state_dir, &configs),
+        Command::Status { json, configs } => status(&cli.state_dir, &configs, json),
+        Command::Log {
+            run,
+            connector,
+            last: _,
+            out,
+        } => log(&cli.state_dir, run, connector.as_deref(), out.as_deref()),
+        Command::Reconcile {
+            run,
+            connector,
+            last: _,
+            format,
+            by_day,
+            check_mailboxes,
+            out,
+        } => reconcile(
+            &cli.state_dir,
+            run,
+            connector.as_deref(),
+            format,
+            by_day,
+            check_mailboxes.as_deref(),
+            out.as_deref(),
+        ),
+        Command::Quarantine { action } => match action {
+            QuarantineAction::List { connector, json } => {
+                quarantine_list(&cli.state_dir, connector.as_deref(), json)
+            }
+            QuarantineAction::Redeliver { configs } => redeliver(&cli.state_dir, &configs),
+        },
+        Command::Package {
+            manifest: source,
+            wasm,
+            out,
+        } => {
+            let written = manifest::package(&source, &wasm, &out)?;
+            println!("{}", written.display());
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn load_all(configs: &[PathBuf]) -> Result<Vec<ConnectorConfig>> {
+    configs
+        .iter()
+        .map(|p| ConnectorConfig::load(p).map_err(anyhow::Error::from))
+        .collect()
+}
+
+/// Parses `2026-01-01` (midnight UTC) or an RFC 3339 time into ms.
+fn parse_time(s: &str, flag: &str) -> Result<i64> {
+    if let Ok(day) = NaiveDate::parse_from_str(s, "%Y-%m-%d") {
+        let midnight = day.and_hms_opt(0, 0, 0).context("midnight exists")?;
+        return Ok(midnight.and_utc().timestamp_millis());
+    }
+    DateTime::parse_from_rfc3339(s)
+        .map(|t| t.timestamp_millis())
+        .with_context(|| {
+            format!("{flag} `{s}` is not a date; write 2026-01-01 (midnight UTC) or an RFC 3339 time such as 2026-01-01T09:00:00+01:00")
+        })
+}
+
+fn backfill_window(from: Option<&str>, to: Option<&str>) -> Result<Option<TimeWindow>> {
+    if from.is_none() && to.is_none() {
+        return Ok(None);
+    }
+    let from_ms = from
+        .map(|s| parse_time(s, "--from"))
+        .transpose()?
+        .unwrap_or(0);
+    let to_ms = to
+        .map(|s| parse_time(s, "--to"))
+        .transpose()?
+        .unwrap_or(i64::MAX);
+    if from_ms >= to_ms {
+        bail!("--from must be before --to (the range is [from, to))");
+    }
+    Ok(Some(TimeWindow { from_ms, to_ms }))
+}
+
+fn open_host(state_dir: &Path) -> Result<Host> {
+    Host::open(state_dir).context("opening the state folder")
+}
+
+fn run_once(
+    state_dir: &Path,
+    configs: &[PathBuf],
+    max_pages: Option<u64>,
+    window: Option<TimeWindow>,
+    retention: Option<Duration>,
+    progress: Option<Arc<Progress>>,
+) -> Result<ExitCode> {
+    let connectors = load_all(configs)?;
+    let host = open_host(state_dir)?;
+    prune(&host, retention);
+    let options = RunOptions { max_pages };
+    let stop = Arc::new(AtomicBool::new(false));
+    install_signal_handler(stop.clone());
+    let control = RunControl {
+        stop: Some(stop.clone()),
+        window,
+        observer: progress.clone().map(|p| p as Arc<dyn RunObserver>),
+    };
+    let mut failed = false;
+    for config in &connectors {
+        if stop.load(Ordering::SeqCst) {
+            break;
+        }
+        let result = host.run_controlled(config, &options, &control);
+        if let Some(p) = &progress {
+            p.finish(&config.id);
+        }
+        match result {
+            Ok(s) => println!(
+                "{}: run {} {} — {} page(s), {} message(s) from source, {} for import, {} imported, {} duplicate(s) skipped, {} quarantined, {} failed",
+                config.id,
+                s.run.0,
+                s.outcome.as_str(),
+                s.counts.pages,
+                s.counts.items_from_source,
+                s.counts.items_for_import,
+                s.counts.imported,
+                s.counts.skipped_duplicates,
+                s.counts.quarantined,
+                s.counts.failed
+            ),
+            Err(e) => {
+                failed = true;
+                eprintln!("{}: run failed: {e}", config.id);
+            }
+        }
+    }
+    prune(&host, retention);
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// SIGTERM or Ctrl-C asks for a clean stop (the current page is finished
+/// and committed); a second one exits at once, which is safe too: nothing
+/// of an uncommitted page was recorded, the next run redoes it.
+fn install_signal_handler(stop: Arc<AtomicBool>) {
+    let result = ctrlc::set_handler(move || {
+        if stop.swap(true, Ordering::SeqCst) {
+            eprintln!("stopping now; the page in progress will be redone by the next run");
+            std::process::exit(130);
+        }
+        eprintln!(
+            "stopping after the current page (send the signal again to stop at once; nothing is lost either way)"
+        );
+    });
+    if let Err(e) = result {
+        tracing::warn!("cannot handle SIGTERM/Ctrl-C: {e}; stopping will abandon the current page");
+    }
+}
+
+fn daemon(
+    state_dir: &Path,
+    configs: &[PathBuf],
+    listen: Option<String>,
+    retention: Option<Duration>,
+) -> Result<ExitCode> {
+    let connectors = load_all(configs)?;
+    let host = Arc::new(open_host(state_dir)?);
+    let stop = Arc::new(AtomicBool::new(false));
+    install_signal_handler(stop.clone());
+    let options = DaemonOptions {
+        listen,
+        log_retention: retention,
+    };
+    let n = connectors.len();
+    let daemon = Daemon::start(host, connectors, &options, stop)?;
+    if let Some(addr) = daemon.status_addr() {
+        println!("status: http://{addr}/");
+    }
+    println!("daemon: running {n} connector(s); SIGTERM or Ctrl-C stops it");
+    let _ = std::io::stdout().flush();
+    daemon.wait();
+    println!("daemon: stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn validate(state_dir: &Path, configs: &[PathBuf]) -> Result<ExitCode> {
+    let host = open_host(state_dir)?;
+    let mut ok = true;
+    for path in configs {
+        let result = ConnectorConfig::load(path)
+            .map_err(anyhow::Error::from)
+            .and_then(|c| host.validate(&c).map_err(anyhow::Error::from));
+        match result {
+            Ok(m) => println!("{}: ok (plugin {} {})", path.display(), m.id, m.version),
+            Err(e) => {
+                ok = false;
+                eprintln!("{}: {e:#}", path.display());
+            }
+        }
+    }
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn open_db(state_dir: &Path) -> Result<StateDb> {
+    let path = state_dir.join("state.db");
+    if !path.is_file() {
+        bail!(
+            "there is no state database at {}; pass the daemon's `--state-dir` (or set CONNECTOR_STATE_DIR)",
+            path.display()
+        );
+    }
+    Ok(StateDb::open(&path)?)
+}
+
+fn status(state_dir: &Path, configs: &[PathBuf], json: bool) -> Result<ExitCode> {
+    let connectors = load_all(configs)?;
+    std::fs::create_dir_all(state_dir)
+        .with_context(|| format!("creating the state folder {}", state_dir.display()))?;
+    let db = StateDb::open(&state_dir.join("state.db"))?;
+    let report = status::collect(&db, &connectors, None)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", status::render_text(&report));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn output(out: Option<&Path>) -> Result<Box<dyn std::io::Write>> {
+    Ok(match out {
+        Some(p) => Box::new(std::io::BufWriter::new(
+            std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))?,
+        )),
+        None => Box::new(std::io::stdout().lock()),
+    })
+}
+
+fn log(
+    state_dir: &Path,
+    run: Option<i64>,
+    connector: Option<&str>,
+    out: Option<&Path>,
+) -> Result<ExitCode> {
+    let db = open_db(state_dir)?;
+    let record = report::pick_run(&db, run.map(RunId), connector)?;
+    let log = report::admin_log(&db, &record)?;
+    report::write_admin_log_csv(&log, output(out)?)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn reconcile(
+    state_dir: &Path,
+    run: Option<i64>,
+    connector: Option<&str>,
+    format: Format,
+    by_day: bool,
+    check_mailboxes: Option<&Path>,
+    out: Option<&Path>,
+) -> Result<ExitCode> {
+    let db = open_db(state_dir)?;
+    let record = report::pick_run(&db, run.map(RunId), connector)?;
+    let mut sink_holder = None;
+    let mut folder = String::new();
+    if let Some(path) = check_mailboxes {
+        let config = ConnectorConfig::load(path)?;
+        if config.id != record.connector {
+            bail!(
+                "run {} belongs to connector `{}`, but {} is connector `{}`; pass that connector's file",
+                record.id.0,
+                record.connector,
+                path.display(),
+                config.id
+            );
+        }
+        let manifest = PluginManifest::load(&config.plugin)?;
+        folder = config.folder_path(&manifest);
+        sink_holder = Some(crate::pipeline::connector_sink(&config)?);
+    }
+    let check = sink_holder.as_mut().map(|sink| MailboxCheck {
+        sink: sink.as_mut(),
+        folder: folder.clone(),
+    });
+    let rec = report::reconcile(&db, &record, check)?;
+    let mut w = output(out)?;
+    match format {
+        Format::Json => {
+            serde_json::to_writer_pretty(&mut w, &rec)?;
+            writeln!(w)?;
+        }
+        Format::Csv => report::write_reconciliation_csv(&rec, by_day, &mut w)?,
+    }
+    w.flush()?;
+    if rec.mismatches > 0 {
+        eprintln!(
+            "{} mismatch(es) in run {}: see the rows marked as mismatches",
+            rec.mismatches, rec.run.0
+        );
+        return Ok(ExitCode::FAILURE);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(serde::Serialize)]
+struct QuarantineRow {
+    connector: String,
+    item_id: String,
+    sent_at: String,
+    message_id: String,
+    unmapped: Vec<String>,
+    reason: String,
+}
+
+fn quarantine_list(state_dir: &Path, connector: Option<&str>, json: bool) -> Result<ExitCode> {
+    let db = open_db(state_dir)?;
+    let connectors = match connector {
+        Some(c) => vec![c.to_string()],
+        None => db.connectors()?,
+    };
+    let mut rows = Vec::new();
+    for c in &connectors {
+        for q in db.quarantine(c)? {
+            rows.push(QuarantineRow {
+                connector: c.clone(),
+                item_id: q.item_id,
+                sent_at: status::iso(q.sent_at_ms),
+                message_id: q.message_id,
+                unmapped: q.unmapped.iter().map(|p| p.id.clone()).collect(),
+                reason: q.reason,
+            });
+        }
+    }
+    let stdout = std::io::stdout();
+    if json {
+        serde_json::to_writer_pretty(stdout.lock(), &rows)?;
+        println!();
+    } else {
+        let mut w = csv::Writer::from_writer(stdout.lock());
+        w.write_record([
+            "Connector",
+            "Item id",
+            "Sent at",
+            "Message-ID",
+            "Unmapped participants",
+            "Reason",
+        ])?;
+        for r in &rows {
+            w.write_record([
+                r.connector.as_str(),
+                r.item_id.as_str(),
+                r.sent_at.as_str(),
+                r.message_id.as_str(),
+                r.unmapped.join(" ").as_str(),
+                r.reason.as_str(),
+            ])?;
+        }
+        w.flush()?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn redeliver(state_dir: &Path, configs: &[PathBuf]) -> Result<ExitCode> {
+    let connectors = load_all(configs)?;
+    let host = open_host(state_dir)?;
+    let mut failed = false;
+    for config in &connectors {
+        match host.redeliver_quarantine(config) {
+            Ok(s) => println!(
+                "{}: {} quarantined item(s) examined, {} delivered, {} already there, {} released, {} still quarantined ({} participant(s) without a mailbox), {} refused{}",
+                config.id,
+                s.examined,
+                s.delivered,
+                s.duplicates,
+                s.released,
+                s.still_quarantined,
+                s.still_unmapped,
+                s.failed,
+                s.run
+                    .map(|r| format!("; admin log: `connector log {}`", r.0))
+                    .unwrap_or_default()
+            ),
+            Err(e) => {
+                failed = true;
+                eprintln!("{}: redelivery failed: {e}", config.id);
+            }
+        }
+    }
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}

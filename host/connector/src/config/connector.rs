@@ -1,0 +1,398 @@
+//! A connector's configuration: the operator's file that says which plugin to
+//! run, with what configuration, what it is granted, and where mail goes.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use connector_runtime::config::{ConfigError, read_toml, relative_to};
+use connector_runtime::{Grants, PluginManifest};
+use connector_secrets::SecretSource;
+
+use super::{Schedule, SinkConfig};
+
+const HINT: &str = "a connector file has id, plugin, optional folder and schedule, and the tables [plugin-config], [grants], [secrets], [mapping], [sink]; see examples/symphony/connector.toml";
+
+/// A parsed connector configuration with its paths resolved.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ConnectorConfig {
+    /// Identifier of this connector; keys its state. Lower-case letters,
+    /// digits and `-`.
+    pub id: String,
+    /// Path of the plugin's manifest.
+    pub plugin: PathBuf,
+    /// Name of the folder under `INBOX` that receives the mail; defaults to
+    /// the plugin's display name.
+    #[serde(default)]
+    pub folder: Option<String>,
+    /// When the daemon runs the connector: an interval such as `24h`,
+    /// `30m`, `1d` (the default is `24h`), or a cron expression such as
+    /// `0 2 * * *`.
+    #[serde(default)]
+    pub schedule: Schedule,
+    /// Configuration handed to the plugin as JSON.
+    #[serde(default)]
+    pub plugin_config: toml::Table,
+    /// What the operator allows the plugin.
+    #[serde(default)]
+    pub grants: Grants,
+    /// Where the granted secrets' values come from.
+    #[serde(default)]
+    pub secrets: SecretSource,
+    /// How participants become mailboxes.
+    #[serde(default)]
+    pub mapping: MappingConfig,
+    /// Where mail is imported.
+    pub sink: SinkConfig,
+    /// How often a page is retried after a transient failure or throttling.
+    #[serde(default = "default_retries")]
+    pub retries: u32,
+    /// Where the file was read from (not part of the file).
+    #[serde(skip)]
+    pub path: PathBuf,
+}
+
+fn default_retries() -> u32 {
+    5
+}
+
+/// How participants are mapped to mailboxes.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct MappingConfig {
+    /// CSV of `ExternalUserId,Mailbox`, checked before automatic mapping.
+    #[serde(default)]
+    pub overrides: Option<PathBuf>,
+    /// When set, only emails in these domains map automatically.
+    #[serde(default)]
+    pub domains: Vec<String>,
+}
+
+/// Parses `90s`, `30m`, `24h`, `1d`.
+pub fn parse_duration(s: &str) -> Option<Duration> {
+    let s = s.trim();
+    let unit_at = s.find(|c: char| !c.is_ascii_digit())?;
+    let n: u64 = s[..unit_at].parse().ok()?;
+    let secs = match &s[unit_at..] {
+        "s" => n,
+        "m" => n.checked_mul(60)?,
+        "h" => n.checked_mul(3600)?,
+        "d" => n.checked_mul(86400)?,
+        _ => return None,
+    };
+    (secs > 0).then(|| Duration::from_secs(secs))
+}
+
+impl ConnectorConfig {
+    /// Reads a connector file, resolves its relative paths against the
+    /// file's folder and checks it.
+    pub fn load(path: &Path) -> Result<ConnectorConfig, ConfigError> {
+        let mut cfg: ConnectorConfig = read_toml(path, HINT)?;
+        cfg.path = path.to_path_buf();
+        cfg.plugin = relative_to(path, &cfg.plugin);
+        for dir in cfg.grants.files.values_mut() {
+            *dir = relative_to(path, dir);
+        }
+        if let SecretSource::File { path: p } = &mut cfg.secrets {
+            *p = relative_to(path, p);
+        }
+        if let Some(p) = &mut cfg.mapping.overrides {
+            *p = relative_to(path, p);
+        }
+        match &mut cfg.sink {
+            SinkConfig::Maildir(m) => m.path = relative_to(path, &m.path),
+            SinkConfig::Imap(imap) => {
+                if let Some(ca) = &mut imap.ca_file {
+                    *ca = relative_to(path, ca);
+                }
+            }
+            SinkConfig::Smtp(smtp) => {
+                if let Some(ca) = &mut smtp.ca_file {
+                    *ca = relative_to(path, ca);
+                }
+            }
+            SinkConfig::Graph(_) => {}
+        }
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    fn invalid(&self, message: String, hint: &str) -> ConfigError {
+        ConfigError::Invalid {
+            path: self.path.clone(),
+            message,
+            hint: hint.to_string(),
+        }
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if !connector_runtime::manifest::is_identifier(&self.id) {
+            return Err(self.invalid(
+                format!("id `{}` is not a connector identifier", self.id),
+                "use lower-case letters, digits and `-`, starting with a letter",
+            ));
+        }
+        if let Some(folder) = &self.folder
+            && (folder.trim().is_empty() || folder.contains(['/', '.', '\\']))
+        {
+            return Err(self.invalid(
+                format!("folder `{folder}` cannot be a folder name under INBOX"),
+                "use a plain name without `/`, `.` or `\\`, e.g. `Symphony`",
+            ));
+        }
+        for guest in self.grants.files.keys() {
+            if !guest.starts_with('/') || guest.contains("..") {
+                return Err(self.invalid(
+                    format!("granted folder `{guest}` is not an absolute path inside the sandbox"),
+                    "name it like \"/export\" = \"path/on/this/machine\"",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks the grants against the plugin's manifest: everything granted
+    /// must be declared. Returns the list of problems, empty when none.
+    pub fn check_grants(&self, manifest: &PluginManifest) -> Result<(), ConfigError> {
+        let problems = self.grants.problems(manifest);
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(self.invalid(
+                problems.join("; "),
+                &format!(
+                    "grant only what the manifest {} declares, and point folders at existing directories",
+                    manifest.path.display()
+                ),
+            ))
+        }
+    }
+
+    /// The folder under INBOX that receives mail: `folder`, or the plugin's
+    /// display name.
+    pub fn folder_name<'a>(&'a self, manifest: &'a PluginManifest) -> &'a str {
+        self.folder.as_deref().unwrap_or(&manifest.name)
+    }
+
+    /// The logical path of the folder that receives mail, e.g.
+    /// `INBOX/Symphony`.
+    pub fn folder_path(&self, manifest: &PluginManifest) -> String {
+        format!("INBOX/{}", self.folder_name(manifest))
+    }
+
+    /// The plugin configuration as JSON text.
+    pub fn plugin_config_json(&self) -> String {
+        serde_json::to_string(&self.plugin_config).expect("a TOML table is valid JSON")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use connector_sink::TlsMode;
+    use connector_sink_imap::ImapAuthMethod;
+
+    fn load(text: &str) -> Result<ConnectorConfig, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("connector.toml");
+        std::fs::write(&path, text).unwrap();
+        ConnectorConfig::load(&path)
+    }
+
+    const GOOD: &str = r#"
+id = "demo"
+plugin = "manifest.toml"
+schedule = "12h"
+[plugin-config]
+path = "/export/chat.jsonl"
+page_size = 50
+[grants]
+hosts = ["http://127.0.0.1:9000"]
+[mapping]
+domains = ["example.com"]
+[sink]
+kind = "maildir"
+path = "mail"
+"#;
+
+    #[test]
+    fn valid_config_resolves_paths_and_defaults() {
+        let cfg = load(GOOD).unwrap();
+        assert_eq!(
+            cfg.schedule,
+            Schedule::Every(Duration::from_secs(12 * 3600))
+        );
+        assert!(cfg.plugin.is_absolute());
+        assert_eq!(cfg.retries, 5);
+        let SinkConfig::Maildir(maildir) = &cfg.sink else {
+            panic!("a maildir sink: {:?}", cfg.sink);
+        };
+        assert!(maildir.path.ends_with("mail") && maildir.path.is_absolute() && maildir.fsync);
+        assert_eq!(
+            cfg.plugin_config_json(),
+            r#"{"page_size":50,"path":"/export/chat.jsonl"}"#
+        );
+    }
+
+    #[test]
+    fn unknown_sink_field_is_rejected_with_its_line() {
+        let msg = load(&(GOOD.to_string() + "colour = 1\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("colour"), "{msg}");
+        assert!(msg.contains("connector.toml:12:"), "{msg}");
+    }
+
+    const IMAP: &str = r#"
+id = "demo"
+plugin = "manifest.toml"
+[sink]
+kind = "imap"
+host = "imap.example.test"
+auth = "master"
+master-user = "archiver"
+password-secret = "imap-master-password"
+ca-file = "certs/ca.pem"
+"#;
+
+    #[test]
+    fn imap_sink_has_tls_on_by_default_and_resolves_its_ca_file() {
+        let cfg = load(IMAP).unwrap();
+        let SinkConfig::Imap(imap) = &cfg.sink else {
+            panic!("an imap sink: {:?}", cfg.sink);
+        };
+        assert_eq!(imap.host, "imap.example.test");
+        assert_eq!(imap.tls, TlsMode::Implicit);
+        assert_eq!(imap.port, None);
+        assert_eq!(imap.auth, ImapAuthMethod::Master);
+        assert_eq!(imap.master_user.as_deref(), Some("archiver"));
+        assert_eq!(
+            imap.password_secret.as_deref(),
+            Some("imap-master-password")
+        );
+        assert_eq!(imap.master_separator, "*");
+        assert_eq!(
+            (
+                imap.max_connections,
+                imap.batch_messages,
+                imap.batch_mb,
+                imap.timeout_secs
+            ),
+            (4, 100, 32, 120)
+        );
+        let ca = imap.ca_file.as_ref().unwrap();
+        assert!(
+            ca.is_absolute() && ca.ends_with("certs/ca.pem"),
+            "{}",
+            ca.display()
+        );
+    }
+
+    #[test]
+    fn imap_sink_takes_plain_tcp_and_xoauth2_only_when_spelled_out() {
+        let text = IMAP.replace(
+            "auth = \"master\"",
+            "auth = \"xoauth2\"\ntoken-secret = \"graph-token\"\ntls = \"none\"\nport = 10143",
+        );
+        let cfg = load(&text).unwrap();
+        let SinkConfig::Imap(imap) = &cfg.sink else {
+            panic!("an imap sink");
+        };
+        assert_eq!(imap.tls, TlsMode::None);
+        assert_eq!(imap.port, Some(10143));
+        assert_eq!(imap.auth, ImapAuthMethod::Xoauth2);
+        assert_eq!(imap.token_secret.as_deref(), Some("graph-token"));
+
+        let msg = load(&IMAP.replace("ca-file", "tls = \"plain\"\nca-file"))
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("plain") && msg.contains("implicit"), "{msg}");
+    }
+
+    #[test]
+    fn imap_sink_refuses_a_password_written_in_the_file() {
+        let msg = load(&(IMAP.to_string() + "password = \"hunter2\"\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("password"), "{msg}");
+        assert!(msg.contains("password-secret"), "{msg}");
+    }
+
+    #[test]
+    fn smtp_and_graph_sinks_parse_with_their_defaults() {
+        let smtp = GOOD.replace(
+            "kind = \"maildir\"\npath = \"mail\"",
+            "kind = \"smtp\"\nhost = \"smtp.example.test\"\nfrom = \"c@example.test\"\nto = \"journal@example.test\"\nca-file = \"ca.pem\"",
+        );
+        let cfg = load(&smtp).unwrap();
+        let SinkConfig::Smtp(s) = &cfg.sink else {
+            panic!("an smtp sink: {:?}", cfg.sink);
+        };
+        assert_eq!(s.tls, TlsMode::Starttls);
+        assert!(s.tcp_nodelay);
+        assert!(s.ca_file.as_ref().unwrap().is_absolute());
+        let graph = GOOD.replace(
+            "kind = \"maildir\"\npath = \"mail\"",
+            "kind = \"graph\"\ntenant = \"contoso.example\"\nclient-id = \"app\"\nclient-secret-secret = \"graph-secret\"",
+        );
+        let cfg = load(&graph).unwrap();
+        let SinkConfig::Graph(g) = &cfg.sink else {
+            panic!("a graph sink: {:?}", cfg.sink);
+        };
+        assert_eq!(g.graph_url, "https://graph.microsoft.com");
+        assert_eq!(g.login_url, "https://login.microsoftonline.com");
+        assert_eq!(g.max_concurrency, 8);
+        let msg = load(&(graph + "client-secret = \"x\"\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("client-secret"), "{msg}");
+    }
+
+    #[test]
+    fn unknown_sink_kind_is_rejected() {
+        let msg = load(&GOOD.replace("kind = \"maildir\"", "kind = \"pigeon\""))
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("pigeon"), "{msg}");
+    }
+
+    #[test]
+    fn bad_schedule_says_how_to_write_one() {
+        let msg = load(&GOOD.replace("12h", "twice a day"))
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("write a number with a unit"), "{msg}");
+        assert!(msg.contains(":4:"), "{msg}");
+    }
+
+    #[test]
+    fn durations_parse_with_units() {
+        assert_eq!(parse_duration("90s"), Some(Duration::from_secs(90)));
+        assert_eq!(parse_duration("1d"), Some(Duration::from_secs(86400)));
+        assert_eq!(parse_duration("0h"), None);
+        assert_eq!(parse_duration("5"), None);
+    }
+
+    #[test]
+    fn grants_beyond_the_manifest_are_refused() {
+        let cfg = load(GOOD).unwrap();
+        let manifest: PluginManifest = toml::from_str(
+            r#"id = "x"
+name = "X"
+version = "1"
+api-version = "0.1.0"
+wasm = "x.wasm"
+sha256 = "00"
+[permissions]
+hosts = ["http://127.0.0.1:9001"]"#,
+        )
+        .unwrap();
+        let msg = cfg.check_grants(&manifest).unwrap_err().to_string();
+        assert!(
+            msg.contains("http://127.0.0.1:9000 is granted but the manifest does not declare it"),
+            "{msg}"
+        );
+    }
+}

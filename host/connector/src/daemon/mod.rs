@@ -1,0 +1,265 @@
+//! The daemon: runs every connector on its schedule, each on its own thread
+//! so that a failing, panicking or slow connector never holds up the
+//! others, serves the status over HTTP, and stops cleanly: once asked to
+//! stop, each run finishes the page it is on (commits it) and ends as
+//! interrupted; the next run resumes at that checkpoint.
+
+use std::net::SocketAddr;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crate::config::ConnectorConfig;
+use crate::pipeline::{Host, RunControl, RunObserver, RunOptions};
+use crate::status::LiveBoard;
+use crate::status::server::{ServeError, StatusServer};
+use connector_model::time::now_ms;
+use connector_state::{RunCounts, RunOutcome};
+
+/// How often a waiting connector thread looks at the clock and the stop flag.
+const TICK: Duration = Duration::from_millis(200);
+
+/// How the daemon runs.
+#[derive(Debug, Clone, Default)]
+pub struct DaemonOptions {
+    /// Serve `/`, `/status.json` and `/metrics` on this address.
+    pub listen: Option<String>,
+    /// Forget runs (with their admin logs and reconciliation data) that
+    /// finished longer ago than this; `None` keeps them all. The ledger and
+    /// the quarantine are never pruned.
+    pub log_retention: Option<Duration>,
+}
+
+/// Why the daemon could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    /// The status server could not listen.
+    #[error(transparent)]
+    Serve(#[from] ServeError),
+    /// A thread could not be started.
+    #[error(
+        "cannot start a thread for connector `{connector}`: {message}; the machine is out of resources, free some and start again"
+    )]
+    Thread {
+        /// The connector.
+        connector: String,
+        /// What the system said.
+        message: String,
+    },
+    /// Two connector files share an id.
+    #[error(
+        "two connector files use the id `{0}`; each connector needs its own id, since the id keys its checkpoint and ledger"
+    )]
+    DuplicateId(String),
+}
+
+/// A running daemon.
+pub struct Daemon {
+    threads: Vec<JoinHandle<()>>,
+    server: Option<StatusServer>,
+    live: Arc<LiveBoard>,
+    stop: Arc<AtomicBool>,
+}
+
+/// Removes runs older than the retention from the state database.
+pub fn prune(host: &Host, retention: Option<Duration>) {
+    let Some(keep) = retention else { return };
+    let cutoff = now_ms().saturating_sub(i64::try_from(keep.as_millis()).unwrap_or(i64::MAX));
+    match host.db().prune_runs_before(cutoff) {
+        Ok(0) => {}
+        Ok(n) => tracing::info!("pruned {n} run(s) older than the log retention"),
+        Err(e) => tracing::warn!("cannot prune old runs: {e}"),
+    }
+}
+
+impl Daemon {
+    /// Starts one thread per connector and, when asked, the status server.
+    /// Setting `stop` ends it; then call [`Daemon::wait`].
+    pub fn start(
+        host: Arc<Host>,
+        configs: Vec<ConnectorConfig>,
+        options: &DaemonOptions,
+        stop: Arc<AtomicBool>,
+    ) -> Result<Daemon, DaemonError> {
+        let mut ids = std::collections::BTreeSet::new();
+        for c in &configs {
+            if !ids.insert(c.id.clone()) {
+                return Err(DaemonError::DuplicateId(c.id.clone()));
+            }
+        }
+        prune(&host, options.log_retention);
+        let live = Arc::new(LiveBoard::default());
+        let server = match &options.listen {
+            Some(addr) => {
+                let db_path = host.state_dir().join("state.db");
+                Some(StatusServer::start(
+                    addr,
+                    db_path,
+                    configs.clone(),
+                    live.clone(),
+                )?)
+            }
+            None => None,
+        };
+        let mut threads = Vec::new();
+        for config in configs {
+            let worker = Worker {
+                host: host.clone(),
+                live: live.clone(),
+                stop: stop.clone(),
+                retention: options.log_retention,
+            };
+            let id = config.id.clone();
+            let thread = std::thread::Builder::new()
+                .name(format!("connector-{id}"))
+                .spawn(move || worker.run(&config))
+                .map_err(|e| DaemonError::Thread {
+                    connector: id,
+                    message: e.to_string(),
+                })?;
+            threads.push(thread);
+        }
+        Ok(Daemon {
+            threads,
+            server,
+            live,
+            stop,
+        })
+    }
+
+    /// Where the status server listens, if it runs.
+    pub fn status_addr(&self) -> Option<SocketAddr> {
+        self.server.as_ref().map(StatusServer::addr)
+    }
+
+    /// The live facts the status shows.
+    pub fn live(&self) -> Arc<LiveBoard> {
+        self.live.clone()
+    }
+
+    /// Asks every connector to stop after its current page.
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+
+    /// Waits until every connector thread has ended (after a stop), then
+    /// stops the status server.
+    pub fn wait(mut self) {
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+        self.server.take();
+    }
+}
+
+struct Worker {
+    host: Arc<Host>,
+    live: Arc<LiveBoard>,
+    stop: Arc<AtomicBool>,
+    retention: Option<Duration>,
+}
+
+/// Tells the live board, and remembers the run id in case the run panics.
+struct Tracker {
+    live: Arc<LiveBoard>,
+    run: std::sync::Mutex<Option<connector_state::RunId>>,
+}
+
+impl RunObserver for Tracker {
+    fn run_started(&self, connector: &str, run: connector_state::RunId) {
+        *self.run.lock().unwrap_or_else(|p| p.into_inner()) = Some(run);
+        self.live.run_started(connector, run);
+    }
+
+    fn page_committed(&self, connector: &str, total: &RunCounts) {
+        self.live.page_committed(connector, total);
+    }
+}
+
+impl Worker {
+    fn stopping(&self) -> bool {
+        self.stop.load(Ordering::SeqCst)
+    }
+
+    fn run(&self, config: &ConnectorConfig) {
+        let id = config.id.as_str();
+        let mut last_start = match self.host.db().last_scheduled_run(id) {
+            Ok(r) => r.map(|r| r.started_at_ms),
+            Err(e) => {
+                tracing::error!(connector = id, "cannot read the last run: {e}; running now");
+                None
+            }
+        };
+        loop {
+            let due = config.schedule.next_due(last_start).max(now_ms());
+            self.live.set_next_due(id, due);
+            tracing::debug!(
+                connector = id,
+                "next run at {}",
+                connector_model::time::iso(due)
+            );
+            while now_ms() < due && !self.stopping() {
+                let left = Duration::from_millis((due - now_ms()).max(0) as u64);
+                std::thread::sleep(left.min(TICK));
+            }
+            if self.stopping() {
+                break;
+            }
+            last_start = Some(now_ms());
+            let tracker = Arc::new(Tracker {
+                live: self.live.clone(),
+                run: std::sync::Mutex::new(None),
+            });
+            let control = RunControl {
+                stop: Some(self.stop.clone()),
+                window: None,
+                observer: Some(tracker.clone()),
+            };
+            let result = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                self.host
+                    .run_controlled(config, &RunOptions::default(), &control)
+            }));
+            match result {
+                Ok(Ok(s)) => tracing::info!(
+                    connector = id,
+                    run = s.run.0,
+                    outcome = s.outcome.as_str(),
+                    imported = s.counts.imported,
+                    quarantined = s.counts.quarantined,
+                    "run finished"
+                ),
+                // The run logged its error; the next due time retries it.
+                Ok(Err(_)) => tracing::info!(
+                    connector = id,
+                    "the run will be retried at its next due time"
+                ),
+                Err(panic) => {
+                    let what = panic
+                        .downcast_ref::<String>()
+                        .cloned()
+                        .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                        .unwrap_or_else(|| "unknown panic".into());
+                    let message = format!(
+                        "the host panicked during the run: {what}; this is a host bug, please report it with the log; nothing uncommitted is lost and the next run resumes at the checkpoint"
+                    );
+                    tracing::error!(connector = id, "{message}");
+                    let run = *tracker.run.lock().unwrap_or_else(|p| p.into_inner());
+                    if let Some(run) = run {
+                        let _ = self.host.db().finish_run(
+                            run,
+                            now_ms(),
+                            RunOutcome::Failed,
+                            &RunCounts::default(),
+                            Some(&message),
+                        );
+                    }
+                }
+            }
+            self.live.finished(id);
+            prune(&self.host, self.retention);
+        }
+        tracing::info!(connector = id, "stopped");
+    }
+}

@@ -1,0 +1,512 @@
+//! One run of a connector: pull pages from the plugin, convert each message,
+//! map its participants, import it, and commit the page's ledger entries and
+//! checkpoint together.
+
+pub mod faults;
+mod lock;
+mod page;
+mod plugin_kv;
+mod redeliver;
+mod retry;
+mod spool;
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use connector_email::{ConvertError, DEFAULT_SPILL_ABOVE, EmailConverter};
+use connector_model::Conversation;
+use connector_model::time::now_ms;
+use connector_runtime::wasm::PluginEngine;
+use connector_runtime::{Capabilities, KvAccess, PluginError, PluginManifest, SecretStore, loader};
+use connector_secrets::SecretError;
+use connector_sink::{Sink, SinkError};
+use connector_state::{CheckpointSlot, RunCounts, RunId, RunKind, RunOutcome, StateDb, StateError};
+
+use crate::config::{ConfigError, ConnectorConfig};
+use crate::map::{MapError, UserMap};
+
+pub use redeliver::{RedeliverySummary, connector_sink};
+pub use retry::RetryPolicy;
+
+/// Why a run failed. Nothing of an unfinished page is committed, so the next
+/// run starts again from the last checkpoint.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// A configuration file is wrong.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The secrets could not be loaded.
+    #[error(transparent)]
+    Secrets(#[from] SecretError),
+    /// The mapping CSV is wrong.
+    #[error(transparent)]
+    Map(#[from] MapError),
+    /// The plugin failed.
+    #[error(transparent)]
+    Plugin(#[from] PluginError),
+    /// A message could not be turned into an email.
+    #[error(
+        "message {item} cannot be converted to an email: {source}; the run stopped before it so nothing is lost; report this to the plugin's author"
+    )]
+    Convert {
+        /// The message id.
+        item: String,
+        /// Why.
+        source: ConvertError,
+    },
+    /// The mailbox store failed in a way retrying did not fix.
+    #[error(transparent)]
+    Sink(#[from] SinkError),
+    /// The state database failed.
+    #[error(transparent)]
+    State(#[from] StateError),
+    /// Another run of the connector is going on.
+    #[error(
+        "connector `{connector}` is already running in another process (the daemon, a backfill or a redelivery); wait until that run ends (`connector status` shows it), then try again"
+    )]
+    Busy {
+        /// The connector.
+        connector: String,
+    },
+}
+
+/// Options of one run.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Stop after this many pages (the rest waits for the next run).
+    pub max_pages: Option<u64>,
+}
+
+/// A `[from, to)` range of sent times, in ms since the epoch, for a backfill.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimeWindow {
+    /// First sent time included.
+    pub from_ms: i64,
+    /// First sent time excluded.
+    pub to_ms: i64,
+}
+
+impl TimeWindow {
+    /// Whether a message sent at `sent_at_ms` falls in the range.
+    pub fn contains(&self, sent_at_ms: i64) -> bool {
+        (self.from_ms..self.to_ms).contains(&sent_at_ms)
+    }
+
+    /// The checkpoint key of a backfill of `connector` over this range: the
+    /// backfill resumes there, and the connector's own checkpoint is left
+    /// alone.
+    pub fn checkpoint_key(&self, connector: &str) -> String {
+        format!("{connector}#backfill:{}..{}", self.from_ms, self.to_ms)
+    }
+}
+
+/// Told about a run's progress (the daemon's live status, progress bars).
+pub trait RunObserver: Send + Sync {
+    /// A run started.
+    fn run_started(&self, _connector: &str, _run: RunId) {}
+    /// A page was committed; `total` is what the run did so far.
+    fn page_committed(&self, _connector: &str, _total: &RunCounts) {}
+}
+
+/// How a run is steered beyond [`RunOptions`].
+#[derive(Clone, Default)]
+pub struct RunControl {
+    /// Once set, the run stops after the page it is on is committed (a page
+    /// is never left half recorded); the run ends as interrupted.
+    pub stop: Option<Arc<AtomicBool>>,
+    /// Make this run a backfill: the plugin is opened without the
+    /// connector's checkpoint, only messages sent in the range are
+    /// delivered, and the resume position is kept under
+    /// [`TimeWindow::checkpoint_key`] (cleared once the backfill completes).
+    pub window: Option<TimeWindow>,
+    /// Told about progress.
+    pub observer: Option<Arc<dyn RunObserver>>,
+}
+
+impl RunControl {
+    fn stopping(&self) -> bool {
+        self.stop.as_ref().is_some_and(|s| s.load(Ordering::SeqCst))
+    }
+
+    /// Sleeps for `pause`, waking early when asked to stop.
+    fn sleep(&self, pause: Duration) {
+        let until = std::time::Instant::now() + pause;
+        while !self.stopping() {
+            let left = until.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            std::thread::sleep(left.min(Duration::from_millis(100)));
+        }
+    }
+}
+
+/// What a finished run did.
+#[derive(Debug, Clone)]
+pub struct RunSummary {
+    /// The run's id in the state database.
+    pub run: RunId,
+    /// How it ended.
+    pub outcome: RunOutcome,
+    /// What it counted.
+    pub counts: RunCounts,
+}
+
+/// A host process: the plugin engine and the state database, shared by every
+/// connector it runs.
+pub struct Host {
+    engine: PluginEngine,
+    db: Arc<Mutex<StateDb>>,
+    state_dir: PathBuf,
+    /// Where big emails are spooled while they are delivered.
+    spool: spool::SpoolDir,
+}
+
+impl Host {
+    /// Opens (or creates) the state folder: `state.db` and the compile cache.
+    pub fn open(state_dir: &Path) -> Result<Host, RunError> {
+        std::fs::create_dir_all(state_dir).map_err(|e| {
+            StateError::Io(format!(
+                "cannot create the state folder {}: {e}",
+                state_dir.display()
+            ))
+        })?;
+        let state_dir = &std::path::absolute(state_dir).map_err(|e| {
+            StateError::Io(format!(
+                "cannot resolve the state folder {}: {e}",
+                state_dir.display()
+            ))
+        })?;
+        let db = StateDb::open(&state_dir.join("state.db"))?;
+        let engine = PluginEngine::new(Some(&state_dir.join("compile-cache")))?;
+        let spool = spool::SpoolDir::create(state_dir)?;
+        Ok(Host {
+            engine,
+            db: Arc::new(Mutex::new(db)),
+            state_dir: state_dir.to_path_buf(),
+            spool,
+        })
+    }
+
+    /// The state database.
+    pub fn db(&self) -> std::sync::MutexGuard<'_, StateDb> {
+        page::lock(&self.db)
+    }
+
+    /// The state folder.
+    pub fn state_dir(&self) -> &Path {
+        &self.state_dir
+    }
+
+    /// Loads and cross-checks a connector's configuration and its plugin's
+    /// manifest, then loads the plugin and asks it to check its config.
+    pub fn validate(&self, config: &ConnectorConfig) -> Result<PluginManifest, RunError> {
+        let manifest = PluginManifest::load(&config.plugin)?;
+        config.check_grants(&manifest)?;
+        if let Some(csv) = &config.mapping.overrides {
+            UserMap::load(Some(csv), config.mapping.domains.clone())?;
+        }
+        let mut plugin = loader::load(
+            &self.engine,
+            &manifest,
+            Capabilities::for_validation(&manifest, &config.grants),
+            SecretStore::default(),
+            None,
+        )?;
+        plugin.validate_config(&config.plugin_config_json())?;
+        config.sink.open(&config.secrets)?;
+        Ok(manifest)
+    }
+
+    /// Runs a connector once, recording the run (also when it fails).
+    pub fn run_once(
+        &self,
+        config: &ConnectorConfig,
+        options: &RunOptions,
+    ) -> Result<RunSummary, RunError> {
+        self.run_controlled(config, options, &RunControl::default())
+    }
+
+    /// Runs a connector once under `control` (stop flag, backfill range,
+    /// progress observer), recording the run (also when it fails).
+    pub fn run_controlled(
+        &self,
+        config: &ConnectorConfig,
+        options: &RunOptions,
+        control: &RunControl,
+    ) -> Result<RunSummary, RunError> {
+        let (kind, range) = match control.window {
+            Some(w) => (RunKind::Backfill, Some((w.from_ms, w.to_ms))),
+            None => (RunKind::Run, None),
+        };
+        let _lock = lock::ConnectorLock::acquire(&self.state_dir, &config.id)?;
+        let run = {
+            let mut db = self.db();
+            // A run still marked as running was cut short by a crash.
+            db.interrupt_unfinished(&config.id, now_ms())?;
+            db.begin_run_of(&config.id, now_ms(), kind, range)?
+        };
+        if let Some(observer) = &control.observer {
+            observer.run_started(&config.id, run);
+        }
+        let mut counts = RunCounts::default();
+        let result = self.run_pages(config, options, control, run, &mut counts);
+        let (outcome, error) = match &result {
+            Ok(outcome) => (*outcome, None),
+            Err(e) => (RunOutcome::Failed, Some(e.to_string())),
+        };
+        self.db()
+            .finish_run(run, now_ms(), outcome, &counts, error.as_deref())?;
+        match result {
+            Ok(outcome) => Ok(RunSummary {
+                run,
+                outcome,
+                counts,
+            }),
+            Err(e) => {
+                tracing::error!(connector = %config.id, "run failed: {e}");
+                Err(e)
+            }
+        }
+    }
+
+    fn run_pages(
+        &self,
+        config: &ConnectorConfig,
+        options: &RunOptions,
+        control: &RunControl,
+        run: RunId,
+        counts: &mut RunCounts,
+    ) -> Result<RunOutcome, RunError> {
+        let manifest = PluginManifest::load(&config.plugin)?;
+        config.check_grants(&manifest)?;
+        let caps = Capabilities::from_grants(&manifest, &config.grants);
+        let secret_names: BTreeSet<String> =
+            caps.secrets.union(&caps.signing_keys).cloned().collect();
+        let secrets = SecretStore::load(&config.secrets, &secret_names)?;
+        let users = UserMap::load(
+            config.mapping.overrides.as_deref(),
+            config.mapping.domains.clone(),
+        )?;
+        let mut sink = config.sink.open(&config.secrets)?;
+        let kv: KvAccess = Arc::new(plugin_kv::StateKv {
+            db: self.db.clone(),
+            connector: config.id.clone(),
+        });
+        let mut plugin = loader::load(&self.engine, &manifest, caps, secrets, Some(kv))?;
+        let stage = page::PageStage {
+            connector: &config.id,
+            folder: config.folder_path(&manifest),
+            converter: EmailConverter::new(&manifest.id, &manifest.name)
+                .with_spool(self.spool.path(), DEFAULT_SPILL_ABOVE),
+            users: &users,
+            retry: RetryPolicy::new(config.retries),
+            checkpoint_slot: match &control.window {
+                Some(w) => CheckpointSlot::Key(w.checkpoint_key(&config.id)),
+                None => CheckpointSlot::Connector,
+            },
+        };
+        let checkpoint_key = match &stage.checkpoint_slot {
+            CheckpointSlot::Key(key) => key.clone(),
+            _ => config.id.clone(),
+        };
+        let config_json = config.plugin_config_json();
+        let retry = stage.retry;
+        let mut failures = 0u32;
+        let mut pages = 0u64;
+        tracing::info!(connector = %config.id, plugin = %manifest.id, folder = %stage.folder, "run started");
+        // Each attempt opens a session at the last committed checkpoint; a
+        // retryable failure ends the attempt and, after a pause, starts another.
+        loop {
+            let checkpoint = self.db().checkpoint(&checkpoint_key)?;
+            let (attempt, committed) = self.attempt(
+                AttemptParts {
+                    config,
+                    config_json: &config_json,
+                    checkpoint,
+                    options,
+                    control,
+                    run,
+                    stage: &stage,
+                    pages_before: pages,
+                },
+                plugin.as_mut(),
+                sink.as_mut(),
+                counts,
+            );
+            if committed > 0 {
+                pages += committed;
+                failures = 0;
+            }
+            match attempt {
+                Err(RunError::Plugin(e)) if e.is_retryable() && failures < retry.attempts() => {
+                    let pause = retry.pause(failures, &e);
+                    failures += 1;
+                    tracing::warn!(connector = %config.id, "{e}; retrying in {pause:?} from the last checkpoint");
+                    control.sleep(pause);
+                }
+                other => return other,
+            }
+        }
+    }
+}
+
+/// Most pages delivered and committed together (when the plugin is ahead
+/// of delivery), and so most pages waiting between the two.
+const MAX_PAGES_PER_COMMIT: usize = 4;
+/// Pages are not added to a commit once it holds this many messages.
+const MAX_MESSAGES_PER_COMMIT: usize = 5_000;
+
+/// What one attempt of a run works with.
+struct AttemptParts<'a> {
+    config: &'a ConnectorConfig,
+    config_json: &'a str,
+    checkpoint: Option<Vec<u8>>,
+    options: &'a RunOptions,
+    control: &'a RunControl,
+    run: RunId,
+    stage: &'a page::PageStage<'a>,
+    /// Pages committed by earlier attempts of the run.
+    pages_before: u64,
+}
+
+impl Host {
+    /// One session of the plugin. The plugin fetches pages on this thread
+    /// while another delivers and commits the pages before them (at most
+    /// [`MAX_PAGES_PER_COMMIT`] pages wait in between, and those waiting
+    /// are committed together), so the plugin's work and the host's
+    /// overlap. Returns how the attempt ended and how many pages it
+    /// committed; a failure of either side ends both, and pages are
+    /// committed strictly in order.
+    fn attempt(
+        &self,
+        parts: AttemptParts<'_>,
+        plugin: &mut dyn connector_runtime::Source,
+        sink: &mut dyn Sink,
+        counts: &mut RunCounts,
+    ) -> (Result<RunOutcome, RunError>, u64) {
+        let AttemptParts {
+            config,
+            config_json,
+            checkpoint,
+            options,
+            control,
+            run,
+            stage,
+            pages_before,
+        } = parts;
+        let db = &self.db;
+        std::thread::scope(|scope| {
+            let (pages_tx, pages_rx) =
+                std::sync::mpsc::sync_channel::<connector_runtime::Page>(MAX_PAGES_PER_COMMIT);
+            let deliverer = std::thread::Builder::new()
+                .name(format!("deliver-{}", config.id))
+                .spawn_scoped(scope, move || {
+                    let mut conversations: HashMap<String, Conversation> = HashMap::new();
+                    let mut committed = 0u64;
+                    while let Ok(mut page) = pages_rx.recv() {
+                        // Pages the plugin got ahead with are delivered and
+                        // committed together: fewer commits, and fewer
+                        // waits for the slowest mailbox.
+                        let mut merged = 1;
+                        while !page.complete
+                            && merged < MAX_PAGES_PER_COMMIT
+                            && page.messages.len() < MAX_MESSAGES_PER_COMMIT
+                        {
+                            match pages_rx.try_recv() {
+                                Ok(next) => {
+                                    page.absorb(next);
+                                    merged += 1;
+                                }
+                                Err(_) => break,
+                            }
+                        }
+                        let complete = page.complete;
+                        let mut page_counts =
+                            match stage.deliver(page, &mut conversations, sink, db, run) {
+                                Ok(c) => c,
+                                Err(e) => return (Err(e), committed),
+                            };
+                        page_counts.pages = merged as u64;
+                        faults::reached(faults::Point::Committed);
+                        committed += merged as u64;
+                        tracing::info!(
+                            connector = %config.id,
+                            messages = page_counts.items_from_source,
+                            imported = page_counts.imported,
+                            duplicates = page_counts.skipped_duplicates,
+                            quarantined = page_counts.quarantined,
+                            "page committed"
+                        );
+                        counts.add(&page_counts);
+                        if let Some(observer) = &control.observer {
+                            observer.page_committed(&config.id, counts);
+                        }
+                        if complete {
+                            if let Some(w) = &control.window {
+                                // A finished backfill starts over next
+                                // time; the ledger keeps that free of
+                                // duplicates.
+                                let key = w.checkpoint_key(&config.id);
+                                let cleared = page::lock(db).clear_checkpoint(&key);
+                                if let Err(e) = cleared {
+                                    return (Err(e.into()), committed);
+                                }
+                            }
+                            return (Ok(RunOutcome::Succeeded), committed);
+                        }
+                    }
+                    // The plugin side stopped before a complete page.
+                    (Ok(RunOutcome::Interrupted), committed)
+                });
+            let deliverer = match deliverer {
+                Ok(handle) => handle,
+                Err(e) => {
+                    return (
+                        Err(RunError::State(StateError::Io(format!(
+                            "cannot start the delivery thread: {e}; the machine is out of threads or memory"
+                        )))),
+                        0,
+                    );
+                }
+            };
+            let fetched = (|| -> Result<(), RunError> {
+                let mut session = plugin.open(config_json, checkpoint)?;
+                let mut fetched = pages_before;
+                loop {
+                    if options.max_pages.is_some_and(|max| fetched >= max) || control.stopping() {
+                        return Ok(());
+                    }
+                    let mut page = session.next_page()?;
+                    faults::reached(faults::Point::Fetch);
+                    if let Some(window) = &control.window {
+                        page.messages.retain(|m| window.contains(m.sent_at));
+                    }
+                    let complete = page.complete;
+                    if pages_tx.send(page).is_err() {
+                        // The deliverer stopped; its result says why.
+                        return Ok(());
+                    }
+                    fetched += 1;
+                    if complete {
+                        return Ok(());
+                    }
+                }
+            })();
+            drop(pages_tx);
+            let (delivered, committed) = match deliverer.join() {
+                Ok(result) => result,
+                Err(panic) => std::panic::resume_unwind(panic),
+            };
+            let outcome = match (fetched, delivered) {
+                (_, Err(e)) => Err(e),
+                (Err(e), Ok(_)) => Err(e),
+                (Ok(()), Ok(outcome)) => Ok(outcome),
+            };
+            (outcome, committed)
+        })
+    }
+}

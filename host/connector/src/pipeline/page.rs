@@ -1,0 +1,465 @@
+//! Delivering one page: convert, map, import, then commit ledger entries,
+//! quarantine records and the checkpoint in one transaction.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use super::RunError;
+use super::faults::{self, Point};
+use super::retry::RetryPolicy;
+use crate::map::UserMap;
+use connector_email::{Email, EmailConverter};
+use connector_model::Conversation;
+use connector_model::Mailbox;
+use connector_model::time::now_ms;
+use connector_runtime::{Page, PluginError};
+use connector_sink::{Delivery, Sink, SinkError};
+use connector_state::{
+    CheckpointSlot, FailureKind, LedgerEntry, PageCommit, QuarantineEntry, RunCounts, RunFailure,
+    RunId, SeenItem, StateDb,
+};
+
+/// The per-run settings a page is delivered with.
+pub(super) struct PageStage<'a> {
+    pub connector: &'a str,
+    pub folder: String,
+    pub converter: EmailConverter,
+    pub users: &'a UserMap,
+    pub retry: RetryPolicy,
+    pub checkpoint_slot: CheckpointSlot,
+}
+
+/// A message's email and who still needs it.
+struct Pending {
+    item_id: String,
+    source_sha256: String,
+    email: Email,
+    mailboxes: Vec<Mailbox>,
+    /// The first participant id of each mapped mailbox, for failure records.
+    owners: Vec<(Mailbox, String)>,
+}
+
+impl PageStage<'_> {
+    /// Delivers every message of `page` and commits the page. Returns the
+    /// page's counts.
+    pub fn deliver(
+        &self,
+        page: Page,
+        conversations: &mut HashMap<String, Conversation>,
+        sink: &mut dyn Sink,
+        db: &Arc<Mutex<StateDb>>,
+        run: RunId,
+    ) -> Result<RunCounts, RunError> {
+        for c in page.conversations {
+            conversations.insert(c.id.clone(), c);
+        }
+        let mut counts = RunCounts {
+            pages: 1,
+            items_from_source: page.messages.len() as u64,
+            ..RunCounts::default()
+        };
+        let mut commit = PageCommit {
+            checkpoint: page.checkpoint,
+            checkpoint_slot: self.checkpoint_slot.clone(),
+            ..PageCommit::default()
+        };
+        let mut pending = Vec::with_capacity(page.messages.len());
+        // Items that reached every participant's mailbox (unless a mailbox
+        // refuses them below): released from the quarantine if they were in it.
+        let mut fully_mapped = Vec::new();
+        {
+            // What the ledger already has of this page's items: one query
+            // per page, not per message (nothing is recorded before the
+            // page's commit, so the answer holds for the whole page).
+            let ids: Vec<&str> = page.messages.iter().map(|m| m.id.as_str()).collect();
+            let delivered = lock(db).delivered_set(self.connector, &ids)?;
+            for msg in &page.messages {
+                let conv = conversations.get(&msg.conversation_id).ok_or_else(|| {
+                    PluginError::Protocol(format!(
+                        "message {} refers to conversation {} which was never described",
+                        msg.id, msg.conversation_id
+                    ))
+                })?;
+                let email =
+                    self.converter
+                        .convert(msg, conv)
+                        .map_err(|source| RunError::Convert {
+                            item: msg.id.clone(),
+                            source,
+                        })?;
+                faults::reached(Point::Convert);
+                let fan = self.users.fan_out(&conv.participants, &msg.sender);
+                counts.items_for_import += fan.mailboxes.len() as u64;
+                commit.seen.push(SeenItem {
+                    item_id: msg.id.clone(),
+                    source_sha256: msg.source_sha256.clone(),
+                    sent_at_ms: msg.sent_at,
+                    mailboxes: fan.mailboxes.iter().map(|m| m.to_string()).collect(),
+                    unmapped: fan.unmapped.iter().map(|p| p.id.clone()).collect(),
+                });
+                for person in &fan.unmapped {
+                    commit.failures.push(RunFailure {
+                        item_id: msg.id.clone(),
+                        source_user_id: person.id.clone(),
+                        mailbox: String::new(),
+                        kind: FailureKind::Unmapped,
+                        reason: format!(
+                            "no mailbox is mapped for participant {}{}; the item is kept in the quarantine: add `{},<mailbox>` to the mapping CSV, then run `connector quarantine redeliver`",
+                            person.id,
+                            person
+                                .email
+                                .as_deref()
+                                .map(|e| format!(" <{e}>"))
+                                .unwrap_or_default(),
+                            person.id
+                        ),
+                    });
+                }
+                if fan.unmapped.is_empty() {
+                    fully_mapped.push(msg.id.clone());
+                } else {
+                    counts.quarantined += 1;
+                    let names: Vec<&str> = fan.unmapped.iter().map(|p| p.id.as_str()).collect();
+                    commit.quarantine.push(QuarantineEntry {
+                        item_id: msg.id.clone(),
+                        message_id: email.message_id.clone(),
+                        email: email.clone(),
+                        sent_at_ms: msg.sent_at,
+                        unmapped: fan.unmapped.clone(),
+                        reason: format!(
+                            "no mailbox is mapped for participant(s) {}; add them to the mapping CSV, then run `connector quarantine redeliver`",
+                            names.join(", ")
+                        ),
+                        source_sha256: msg.source_sha256.clone(),
+                    });
+                }
+                let mut needed = Vec::new();
+                for mailbox in &fan.mailboxes {
+                    if delivered.contains(&(msg.id.clone(), mailbox.to_string())) {
+                        counts.skipped_duplicates += 1;
+                    } else {
+                        needed.push(mailbox.clone());
+                    }
+                }
+                if !needed.is_empty() {
+                    let mut owners = Vec::new();
+                    for person in std::iter::once(&msg.sender).chain(&conv.participants) {
+                        if let Some(mailbox) = self.users.resolve(person)
+                            && !owners.iter().any(|(m, _)| *m == mailbox)
+                        {
+                            owners.push((mailbox, person.id.clone()));
+                        }
+                    }
+                    pending.push(Pending {
+                        item_id: msg.id.clone(),
+                        source_sha256: msg.source_sha256.clone(),
+                        email,
+                        mailboxes: needed,
+                        owners,
+                    });
+                }
+            }
+        }
+        self.import(&pending, sink, &mut commit, &mut counts)?;
+        {
+            let db = lock(db);
+            // Most connectors have nothing in the quarantine: then no item
+            // needs looking up.
+            if db.quarantine_count(self.connector)? == 0 {
+                fully_mapped.clear();
+            }
+            for item in fully_mapped {
+                let refused = commit
+                    .failures
+                    .iter()
+                    .any(|f| f.item_id == item && f.kind == FailureKind::Refused);
+                if !refused && db.is_quarantined(self.connector, &item)? {
+                    commit.released.push(item);
+                }
+            }
+        }
+        commit.counts = counts.clone();
+        faults::reached(Point::Commit);
+        lock(db).commit_page(self.connector, run, &commit)?;
+        Ok(counts)
+    }
+
+    /// Imports what the ledger does not have, skipping what the mailbox
+    /// already holds (a crash between import and commit leaves such items).
+    fn import(
+        &self,
+        pending: &[Pending],
+        sink: &mut dyn Sink,
+        commit: &mut PageCommit,
+        counts: &mut RunCounts,
+    ) -> Result<(), RunError> {
+        let mut batch: Vec<(&Pending, &Mailbox)> = Vec::new();
+        for p in pending {
+            for mailbox in &p.mailboxes {
+                if self
+                    .with_retries(|| sink.contains(mailbox, &self.folder, &p.email.message_id))?
+                {
+                    counts.skipped_duplicates += 1;
+                    commit
+                        .ledger
+                        .push(self.entry(p, mailbox, "already in mailbox".into()));
+                } else {
+                    batch.push((p, mailbox));
+                }
+            }
+        }
+        let mut failures = 0;
+        while !batch.is_empty() {
+            let deliveries: Vec<Delivery<'_>> = batch
+                .iter()
+                .map(|(p, mailbox)| Delivery {
+                    mailbox,
+                    folder: &self.folder,
+                    email: &p.email,
+                })
+                .collect();
+            let results = sink.deliver(&deliveries);
+            faults::reached(Point::Deliver);
+            let mut retry_batch = Vec::new();
+            let mut last_error = None;
+            for ((p, mailbox), result) in batch.into_iter().zip(results) {
+                match result {
+                    Ok(receipt) => {
+                        counts.imported += 1;
+                        commit.ledger.push(self.entry(p, mailbox, receipt.0));
+                    }
+                    Err(e) if e.is_retryable() => {
+                        retry_batch.push((p, mailbox));
+                        last_error = Some(e);
+                    }
+                    Err(e) if e.is_fatal() => return Err(RunError::Sink(e)),
+                    Err(e) => {
+                        counts.failed += 1;
+                        tracing::warn!(item = %p.item_id, %mailbox, "mailbox refused the item: {e}");
+                        self.quarantine_refused(p, mailbox, &e, commit);
+                    }
+                }
+            }
+            batch = retry_batch;
+            if let Some(e) = last_error {
+                if failures >= self.retry.attempts() {
+                    return Err(RunError::Sink(e));
+                }
+                let pause = self.retry.backoff(failures);
+                failures += 1;
+                tracing::warn!(
+                    "mailbox store unavailable: {e}; retrying {} item(s) in {pause:?}",
+                    batch.len()
+                );
+                std::thread::sleep(pause);
+            }
+        }
+        Ok(())
+    }
+
+    fn with_retries<T>(&self, mut f: impl FnMut() -> Result<T, SinkError>) -> Result<T, RunError> {
+        let mut failures = 0;
+        loop {
+            match f() {
+                Ok(v) => return Ok(v),
+                Err(e) if e.is_retryable() && failures < self.retry.attempts() => {
+                    let pause = self.retry.backoff(failures);
+                    failures += 1;
+                    tracing::warn!("mailbox store unavailable: {e}; retrying in {pause:?}");
+                    std::thread::sleep(pause);
+                }
+                Err(e) => return Err(RunError::Sink(e)),
+            }
+        }
+    }
+
+    fn entry(&self, p: &Pending, mailbox: &Mailbox, receipt: String) -> LedgerEntry {
+        LedgerEntry {
+            item_id: p.item_id.clone(),
+            mailbox: mailbox.as_str().to_string(),
+            message_id: p.email.message_id.clone(),
+            email_sha256: p.email.sha256.clone(),
+            source_sha256: p.source_sha256.clone(),
+            receipt,
+            delivered_at_ms: now_ms(),
+        }
+    }
+
+    /// Keeps a refused item in the quarantine so it can be redelivered.
+    fn quarantine_refused(
+        &self,
+        p: &Pending,
+        mailbox: &Mailbox,
+        error: &SinkError,
+        commit: &mut PageCommit,
+    ) {
+        let reason = format!("mailbox {mailbox} refused it: {error}");
+        commit.failures.push(RunFailure {
+            item_id: p.item_id.clone(),
+            source_user_id: p
+                .owners
+                .iter()
+                .find(|(m, _)| m == mailbox)
+                .map(|(_, id)| id.clone())
+                .unwrap_or_default(),
+            mailbox: mailbox.to_string(),
+            kind: FailureKind::Refused,
+            reason: format!(
+                "{error}; the item is kept in the quarantine: fix the mailbox, then run `connector quarantine redeliver`"
+            ),
+        });
+        if let Some(q) = commit
+            .quarantine
+            .iter_mut()
+            .find(|q| q.item_id == p.item_id)
+        {
+            q.reason.push_str("; ");
+            q.reason.push_str(&reason);
+        } else {
+            commit.quarantine.push(QuarantineEntry {
+                item_id: p.item_id.clone(),
+                message_id: p.email.message_id.clone(),
+                email: p.email.clone(),
+                sent_at_ms: p.email.sent_at,
+                unmapped: Vec::new(),
+                reason,
+                source_sha256: p.source_sha256.clone(),
+            });
+        }
+    }
+}
+
+/// The state database, also after a thread panicked holding it.
+pub(super) fn lock(db: &Arc<Mutex<StateDb>>) -> std::sync::MutexGuard<'_, StateDb> {
+    db.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use connector_model::{ConversationKind, Message, MessageKind, Person};
+    use connector_sink::Receipt;
+
+    /// Refuses one mailbox, stores everything else in memory.
+    struct PickySink {
+        refuse: &'static str,
+        stored: Vec<(String, String)>,
+    }
+
+    impl Sink for PickySink {
+        fn describe(&self) -> String {
+            "picky".into()
+        }
+        fn contains(&mut self, m: &Mailbox, _: &str, id: &str) -> Result<bool, SinkError> {
+            Ok(self.stored.contains(&(m.to_string(), id.to_string())))
+        }
+        fn deliver(&mut self, batch: &[Delivery<'_>]) -> Vec<Result<Receipt, SinkError>> {
+            batch
+                .iter()
+                .map(|d| {
+                    if d.mailbox.as_str() == self.refuse {
+                        return Err(SinkError::Refused {
+                            target: "picky".into(),
+                            mailbox: d.mailbox.to_string(),
+                            message_id: d.email.message_id.clone(),
+                            reason: "over quota".into(),
+                        });
+                    }
+                    self.stored
+                        .push((d.mailbox.to_string(), d.email.message_id.clone()));
+                    Ok(Receipt(format!("{}/{}", d.mailbox, d.email.message_id)))
+                })
+                .collect()
+        }
+    }
+
+    fn person(id: &str, email: Option<&str>) -> Person {
+        Person {
+            id: id.into(),
+            display_name: None,
+            email: email.map(String::from),
+        }
+    }
+
+    #[test]
+    fn refused_mailboxes_and_unmapped_people_are_recorded_as_failures_with_the_page() {
+        let users = UserMap::from_pairs([("u-c", "c@x.test")], vec!["x.test".into()]).unwrap();
+        let stage = PageStage {
+            connector: "t",
+            folder: "INBOX/T".into(),
+            converter: EmailConverter::new("t", "T"),
+            users: &users,
+            retry: RetryPolicy::new(0),
+            checkpoint_slot: CheckpointSlot::Connector,
+        };
+        let conv = Conversation {
+            id: "c1".into(),
+            kind: ConversationKind::Room,
+            name: Some("Room".into()),
+            participants: vec![
+                person("u-a", Some("a@x.test")),
+                person("u-c", None),
+                person("u-ext", Some("e@elsewhere.test")),
+            ],
+        };
+        let msg = Message {
+            id: "m1".into(),
+            conversation_id: "c1".into(),
+            sender: person("u-a", Some("a@x.test")),
+            sent_at: 1_000,
+            kind: MessageKind::Chat,
+            relations: Vec::new(),
+            text: Some("hello".into()),
+            html: None,
+            attachments: Vec::new(),
+            source_sha256: "ab".repeat(32),
+            properties: Vec::new(),
+        };
+        let page = Page {
+            conversations: vec![conv],
+            messages: vec![msg],
+            checkpoint: b"1".to_vec(),
+            complete: true,
+        };
+        let db = Arc::new(Mutex::new(StateDb::open_in_memory().unwrap()));
+        let run = lock(&db).begin_run("t", 0).unwrap();
+        let mut sink = PickySink {
+            refuse: "c@x.test",
+            stored: Vec::new(),
+        };
+        let counts = stage
+            .deliver(page, &mut HashMap::new(), &mut sink, &db, run)
+            .unwrap();
+        assert_eq!(counts.imported, 1);
+        assert_eq!(counts.failed, 1);
+        assert_eq!(counts.quarantined, 1);
+        let db = lock(&db);
+        let failures = db.run_failures(run).unwrap();
+        let summary: Vec<(&str, &str, FailureKind)> = failures
+            .iter()
+            .map(|f| (f.source_user_id.as_str(), f.mailbox.as_str(), f.kind))
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                ("u-ext", "", FailureKind::Unmapped),
+                ("u-c", "c@x.test", FailureKind::Refused)
+            ]
+        );
+        let seen = db.run_items(run).unwrap();
+        assert_eq!(seen[0].mailboxes, ["a@x.test", "c@x.test"]);
+        assert_eq!(seen[0].unmapped, ["u-ext"]);
+        let q = db.quarantine("t").unwrap();
+        assert_eq!(q.len(), 1);
+        assert_eq!(q[0].source_sha256, "ab".repeat(32));
+        assert!(
+            q[0].reason.contains("c@x.test refused it"),
+            "{}",
+            q[0].reason
+        );
+        assert_eq!(
+            db.refused_mailboxes("t", "m1").unwrap(),
+            [("c@x.test".to_string(), "u-c".to_string())]
+        );
+    }
+}

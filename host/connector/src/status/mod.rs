@@ -1,0 +1,274 @@
+//! What operators see: per connector its state (idle, running, failing), its
+//! last run, counts, next run and last error with what to do about it. The
+//! same report is printed by `connector status`, served by the daemon as
+//! `/status.json`, as a small HTML page at `/`, and as Prometheus metrics at
+//! `/metrics` (see [`server`]).
+
+mod render;
+pub mod server;
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use crate::config::ConnectorConfig;
+use crate::pipeline::RunObserver;
+use connector_model::time::now_ms;
+use connector_runtime::PluginManifest;
+use connector_state::{
+    ConnectorTotals, RunCounts, RunId, RunKind, RunOutcome, RunRecord, StateDb, StateError,
+};
+
+pub use render::{render_html, render_metrics, render_text};
+
+/// Where a connector stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ConnectorState {
+    /// Not running; the last run did not fail.
+    Idle,
+    /// A run is going on.
+    Running,
+    /// Not running; the last run failed.
+    Failing,
+}
+
+impl ConnectorState {
+    /// `idle`, `running` or `failing`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConnectorState::Idle => "idle",
+            ConnectorState::Running => "running",
+            ConnectorState::Failing => "failing",
+        }
+    }
+}
+
+/// A run as the status shows it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct RunView {
+    /// The run's id (`connector log ID` writes its admin log).
+    pub id: RunId,
+    /// `run`, `backfill` or `redeliver`.
+    pub kind: RunKind,
+    /// Start, RFC 3339 UTC.
+    pub started_at: String,
+    /// End, RFC 3339 UTC; `None` while running or when the process died.
+    pub finished_at: Option<String>,
+    /// `succeeded`, `failed`, `interrupted`, or `running` (unfinished).
+    pub outcome: String,
+    /// What it did.
+    pub counts: RunCounts,
+}
+
+/// The last error and what to do about it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ErrorView {
+    /// The failed run.
+    pub run: RunId,
+    /// When it ended, RFC 3339 UTC.
+    pub at: String,
+    /// The error, with its own advice.
+    pub message: String,
+    /// What to do next.
+    pub action: String,
+}
+
+/// A connector's status.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ConnectorStatus {
+    /// The connector's id.
+    pub id: String,
+    /// Its connector file.
+    pub config: String,
+    /// The plugin and its version, or why its manifest is unreadable.
+    pub plugin: String,
+    /// The schedule as written (`24h`, `0 2 * * *`).
+    pub schedule: String,
+    /// Idle, running or failing.
+    pub state: ConnectorState,
+    /// The run going on now, with what it committed so far.
+    pub current_run: Option<RunView>,
+    /// The last finished run (not counting redeliveries).
+    pub last_run: Option<RunView>,
+    /// When the last successful run finished, RFC 3339 UTC.
+    pub last_success_at: Option<String>,
+    /// When the next scheduled run is due, RFC 3339 UTC (a time in the past
+    /// means "as soon as the daemon gets to it").
+    pub next_run_at: Option<String>,
+    /// (item, mailbox) pairs in the delivery ledger.
+    pub delivered: u64,
+    /// Items in the quarantine now.
+    pub quarantined: u64,
+    /// Totals over the runs kept.
+    pub totals: ConnectorTotals,
+    /// The last run's error, when the last run failed.
+    pub last_error: Option<ErrorView>,
+}
+
+/// Every connector's status.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct StatusReport {
+    /// When the report was made, RFC 3339 UTC.
+    pub generated_at: String,
+    /// The connectors, in the order configured.
+    pub connectors: Vec<ConnectorStatus>,
+}
+
+pub use connector_model::time::iso;
+
+/// What the daemon knows live about each connector: the run it is on, its
+/// progress, and when it runs next.
+#[derive(Debug, Default)]
+pub struct LiveBoard {
+    inner: Mutex<HashMap<String, Live>>,
+}
+
+/// A connector's live facts.
+#[derive(Debug, Clone, Default)]
+struct Live {
+    running: Option<(RunId, i64)>,
+    progress: RunCounts,
+    next_due_ms: Option<i64>,
+}
+
+impl LiveBoard {
+    fn with<T>(&self, connector: &str, f: impl FnOnce(&mut Live) -> T) -> T {
+        let mut map = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        f(map.entry(connector.to_string()).or_default())
+    }
+
+    /// Records when the connector runs next.
+    pub fn set_next_due(&self, connector: &str, due_ms: i64) {
+        self.with(connector, |l| l.next_due_ms = Some(due_ms));
+    }
+
+    /// Records that the connector's run ended.
+    pub fn finished(&self, connector: &str) {
+        self.with(connector, |l| {
+            l.running = None;
+            l.progress = RunCounts::default();
+        });
+    }
+
+    fn get(&self, connector: &str) -> Live {
+        self.with(connector, |l| l.clone())
+    }
+}
+
+impl RunObserver for LiveBoard {
+    fn run_started(&self, connector: &str, run: RunId) {
+        self.with(connector, |l| {
+            l.running = Some((run, now_ms()));
+            l.progress = RunCounts::default();
+        });
+    }
+
+    fn page_committed(&self, connector: &str, total: &RunCounts) {
+        self.with(connector, |l| l.progress = total.clone());
+    }
+}
+
+fn run_view(r: &RunRecord) -> RunView {
+    RunView {
+        id: r.id,
+        kind: r.kind,
+        started_at: iso(r.started_at_ms),
+        finished_at: r.finished_at_ms.map(iso),
+        outcome: r.outcome.map_or("running", RunOutcome::as_str).to_string(),
+        counts: r.counts.clone(),
+    }
+}
+
+/// Whether a process with this id is alive (Linux: `/proc/<pid>` exists).
+fn process_alive(pid: u32) -> bool {
+    pid == std::process::id() || std::path::Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// Builds the status of `configs` from the database and, in the daemon, the
+/// live board. Without a board a run counts as running while the process
+/// that started it is alive.
+pub fn collect(
+    db: &StateDb,
+    configs: &[ConnectorConfig],
+    live: Option<&LiveBoard>,
+) -> Result<StatusReport, StateError> {
+    let mut connectors = Vec::with_capacity(configs.len());
+    for c in configs {
+        let plugin = PluginManifest::load(&c.plugin)
+            .map(|m| format!("{} {}", m.id, m.version))
+            .unwrap_or_else(|e| format!("manifest unreadable: {e}"));
+        let last_finished = db.last_finished_run(&c.id)?;
+        let latest = db.last_run(&c.id)?;
+        let live_facts = live.map(|b| b.get(&c.id));
+        let current_run = match &live_facts {
+            Some(l) => l.running.map(|(run, started)| {
+                let stored = db.run(run).ok().flatten();
+                RunView {
+                    id: run,
+                    kind: stored.as_ref().map_or(RunKind::Run, |r| r.kind),
+                    started_at: iso(stored.as_ref().map_or(started, |r| r.started_at_ms)),
+                    finished_at: None,
+                    outcome: "running".to_string(),
+                    counts: l.progress.clone(),
+                }
+            }),
+            None => latest
+                .as_ref()
+                .filter(|r| r.outcome.is_none() && r.pid.is_some_and(process_alive))
+                .map(run_view),
+        };
+        let failed = last_finished
+            .as_ref()
+            .is_some_and(|r| r.outcome == Some(RunOutcome::Failed));
+        let state = if current_run.is_some() {
+            ConnectorState::Running
+        } else if failed {
+            ConnectorState::Failing
+        } else {
+            ConnectorState::Idle
+        };
+        let next_due = live_facts
+            .as_ref()
+            .and_then(|l| l.next_due_ms)
+            .unwrap_or_else(|| {
+                c.schedule.next_due(
+                    db.last_scheduled_run(&c.id)
+                        .ok()
+                        .flatten()
+                        .map(|r| r.started_at_ms),
+                )
+            })
+            .max(now_ms());
+        let totals = db.connector_totals(&c.id)?;
+        let last_error = last_finished.as_ref().filter(|_| failed).map(|r| ErrorView {
+            run: r.id,
+            at: iso(r.finished_at_ms.unwrap_or(r.started_at_ms)),
+            message: r.error.clone().unwrap_or_else(|| "unknown error".into()),
+            action: format!(
+                "Nothing of the failed page was committed, so nothing is lost. Fix the cause the error names; the daemon retries at the next scheduled run ({}), or run `connector run --once {}` now. `connector log {}` lists what the run did.",
+                iso(next_due),
+                c.path.display(),
+                r.id.0
+            ),
+        });
+        connectors.push(ConnectorStatus {
+            id: c.id.clone(),
+            config: c.path.display().to_string(),
+            plugin,
+            schedule: c.schedule.to_string(),
+            state,
+            current_run,
+            last_run: last_finished.as_ref().map(run_view),
+            last_success_at: totals.last_success_ms.map(iso),
+            next_run_at: Some(iso(next_due)),
+            delivered: db.delivered_count(&c.id)?,
+            quarantined: db.quarantine_count(&c.id)?,
+            totals,
+            last_error,
+        });
+    }
+    Ok(StatusReport {
+        generated_at: iso(now_ms()),
+        connectors,
+    })
+}

@@ -1,0 +1,151 @@
+//! The normalized message model every stage works on, whatever kind of plugin
+//! produced it, and the small helpers every crate shares: [`address`]
+//! (plain addresses and [`Mailbox`]), [`digest`] (SHA-256 in hex, the
+//! source digest), [`html`] escaping and [`time`].
+
+pub mod address;
+pub mod digest;
+pub mod html;
+pub mod limits;
+pub mod time;
+
+pub use address::{InvalidAddress, Mailbox, is_plain_address};
+
+use std::path::PathBuf;
+
+/// Milliseconds since the Unix epoch, UTC.
+pub type TimestampMs = i64;
+
+/// Someone who takes part in a conversation.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub struct Person {
+    /// Stable id in the source system (`ExternalUserId` in the mapping CSV).
+    pub id: String,
+    /// Name to show in email headers.
+    pub display_name: Option<String>,
+    /// Email address known to the source.
+    pub email: Option<String>,
+}
+
+/// What sort of conversation a message belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ConversationKind {
+    /// Two people.
+    Direct,
+    /// A small group without a name.
+    Group,
+    /// A named room or channel.
+    Room,
+    /// A wall or feed of posts.
+    Feed,
+}
+
+/// A conversation: where messages are addressed and how they are titled.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Conversation {
+    /// Stable id in the source system.
+    pub id: String,
+    /// Kind of conversation.
+    pub kind: ConversationKind,
+    /// Room or channel name.
+    pub name: Option<String>,
+    /// Everyone whose mailbox receives the conversation's messages.
+    pub participants: Vec<Person>,
+}
+
+/// What a message records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum MessageKind {
+    /// An ordinary message.
+    Chat,
+    /// A new version of an earlier message.
+    Edit,
+    /// The removal of an earlier message.
+    Deletion,
+    /// Someone joined the conversation.
+    MemberJoined,
+    /// Someone left the conversation.
+    MemberLeft,
+    /// Any other event.
+    System,
+}
+
+impl MessageKind {
+    /// The name used in headers and logs (`chat`, `edit`, …).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MessageKind::Chat => "chat",
+            MessageKind::Edit => "edit",
+            MessageKind::Deletion => "deletion",
+            MessageKind::MemberJoined => "member-joined",
+            MessageKind::MemberLeft => "member-left",
+            MessageKind::System => "system",
+        }
+    }
+}
+
+/// A link from a message to another message of the same source.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Relation {
+    /// Answers the message with this id.
+    ReplyTo(String),
+    /// Forwards or quotes the message with this id.
+    ForwardOf(String),
+    /// Replaces the message with this id.
+    EditOf(String),
+    /// Removes the message with this id.
+    Deletes(String),
+}
+
+/// The bytes of an attachment, once the host has fetched them.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AttachmentData {
+    /// Held in memory.
+    Bytes(Vec<u8>),
+    /// Spooled to a file owned by the run (large downloads).
+    File(PathBuf),
+}
+
+/// A file attached to a message, with its bytes resolved.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Attachment {
+    /// Id, unique within its message.
+    pub id: String,
+    /// File name shown in the email.
+    pub file_name: String,
+    /// MIME type, when known.
+    pub media_type: Option<String>,
+    /// The bytes.
+    pub data: AttachmentData,
+}
+
+/// One message in normalized form: the unit the host archives.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Message {
+    /// Unique and stable within the source: the idempotency key.
+    pub id: String,
+    /// Id of its conversation.
+    pub conversation_id: String,
+    /// Who sent it.
+    pub sender: Person,
+    /// When it was sent.
+    pub sent_at: TimestampMs,
+    /// What it records.
+    pub kind: MessageKind,
+    /// Links to other messages.
+    pub relations: Vec<Relation>,
+    /// Plain-text body.
+    pub text: Option<String>,
+    /// HTML body.
+    pub html: Option<String>,
+    /// Attached files.
+    pub attachments: Vec<Attachment>,
+    /// Hex SHA-256 of the source item as delivered (or of the normalized
+    /// message when the plugin gave no original).
+    pub source_sha256: String,
+    /// Source-specific facts recorded as headers.
+    pub properties: Vec<(String, String)>,
+}

@@ -1,0 +1,168 @@
+//! Attachment bytes as a session resolves them, whatever kind of plugin
+//! it runs: inline bytes checked against the limit, downloads the host
+//! makes under the plugin's grants (retried when the server is busy or the
+//! connection breaks), and deferred reads the plugin serves in chunks.
+//! Small files stay in memory; large or unknown sizes are spooled to a
+//! folder that lives as long as the session.
+
+use std::io::Write;
+use std::time::Duration;
+
+use connector_model::AttachmentData;
+
+use crate::PluginError;
+use crate::http::{FetchSpec, PluginHttp};
+
+/// Largest checkpoint the host stores.
+pub const MAX_CHECKPOINT: usize = 1 << 20;
+/// Largest inline attachment the host accepts.
+pub const MAX_INLINE_ATTACHMENT: usize = 8 << 20;
+/// Attachments larger than this are spooled to disk.
+const SPOOL_THRESHOLD: u64 = 16 << 20;
+/// Retries of one attachment download before the page fails.
+const DOWNLOAD_RETRIES: u32 = 4;
+/// Longest pause between download retries.
+const MAX_DOWNLOAD_PAUSE: Duration = Duration::from_secs(30);
+
+/// Where one session's attachments are resolved to.
+#[derive(Default)]
+pub(crate) struct AttachmentSpool {
+    /// Created on first need, removed with the session.
+    dir: Option<tempfile::TempDir>,
+}
+
+impl AttachmentSpool {
+    /// Bytes the plugin handed over whole.
+    pub(crate) fn inline(
+        message_id: &str,
+        attachment_id: &str,
+        bytes: Vec<u8>,
+    ) -> Result<AttachmentData, PluginError> {
+        if bytes.len() > MAX_INLINE_ATTACHMENT {
+            return Err(PluginError::Protocol(format!(
+                "attachment {attachment_id} of message {message_id} is {} bytes inline; above {MAX_INLINE_ATTACHMENT} use fetch or deferred",
+                bytes.len()
+            )));
+        }
+        Ok(AttachmentData::Bytes(bytes))
+    }
+
+    /// Downloads a `fetch` attachment, retrying a few times when the
+    /// connection breaks or the server is busy, so that one flaky download
+    /// does not send the whole page back to the plugin.
+    pub(crate) fn download(
+        &mut self,
+        http: &PluginHttp,
+        message_id: &str,
+        attachment_id: &str,
+        size: Option<u64>,
+        spec: &FetchSpec,
+    ) -> Result<AttachmentData, PluginError> {
+        let mut attempt = 0;
+        loop {
+            let mut sink = SpoolSink::new(size, &mut self.dir)?;
+            match http.download(spec, &mut sink) {
+                Ok(_) => return sink.finish(),
+                Err(e) if e.is_retryable() && attempt < DOWNLOAD_RETRIES => {
+                    let pause = e
+                        .retry_after()
+                        .unwrap_or(Duration::from_millis(250) * (1 << attempt))
+                        .min(MAX_DOWNLOAD_PAUSE);
+                    attempt += 1;
+                    tracing::warn!(plugin = %http.plugin_id, attachment = attachment_id, message = message_id, "attachment download failed ({e}); retry {attempt} in {pause:?}");
+                    std::thread::sleep(pause);
+                }
+                Err(e) => {
+                    return Err(PluginError::Transient(format!(
+                        "attachment {attachment_id} of message {message_id}: {e}"
+                    )));
+                }
+            }
+        }
+    }
+
+    /// An attachment the plugin serves in chunks: `read_chunk` writes the
+    /// next chunk into the writer it is given and says whether there was
+    /// one (`false` at the end).
+    pub(crate) fn deferred(
+        &mut self,
+        size: Option<u64>,
+        mut read_chunk: impl FnMut(&mut dyn Write) -> Result<bool, PluginError>,
+    ) -> Result<AttachmentData, PluginError> {
+        let mut sink = SpoolSink::new(size, &mut self.dir)?;
+        while read_chunk(&mut sink)? {}
+        sink.finish()
+    }
+}
+
+/// Writes a chunk that arrived into `out`, turning a full disk into a
+/// transient error.
+pub(crate) fn write_chunk(out: &mut dyn Write, chunk: &[u8]) -> Result<(), PluginError> {
+    out.write_all(chunk).map_err(spool_error)
+}
+
+/// Where attachment bytes go while they arrive: memory for small files, a
+/// temporary file for large or unknown sizes.
+enum SpoolSink {
+    /// Small files.
+    Memory(Vec<u8>),
+    /// Large or unknown sizes.
+    File(std::io::BufWriter<tempfile::NamedTempFile>),
+}
+
+impl Write for SpoolSink {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            SpoolSink::Memory(v) => v.write(buf),
+            SpoolSink::File(f) => f.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            SpoolSink::Memory(_) => Ok(()),
+            SpoolSink::File(f) => f.flush(),
+        }
+    }
+}
+
+impl SpoolSink {
+    /// A sink for a file of `size` bytes (if known), spooling into `dir`
+    /// (created on first need and removed with the session).
+    fn new(
+        size: Option<u64>,
+        dir: &mut Option<tempfile::TempDir>,
+    ) -> Result<SpoolSink, PluginError> {
+        if size.is_some_and(|s| s <= SPOOL_THRESHOLD) {
+            return Ok(SpoolSink::Memory(Vec::new()));
+        }
+        if dir.is_none() {
+            *dir = Some(tempfile::tempdir().map_err(spool_error)?);
+        }
+        let dir = dir.as_ref().expect("just created").path();
+        let file = tempfile::NamedTempFile::new_in(dir).map_err(spool_error)?;
+        Ok(SpoolSink::File(std::io::BufWriter::new(file)))
+    }
+
+    /// The attachment's data: bytes, or the spooled file.
+    fn finish(self) -> Result<AttachmentData, PluginError> {
+        match self {
+            SpoolSink::Memory(v) => Ok(AttachmentData::Bytes(v)),
+            SpoolSink::File(f) => {
+                let file = f.into_inner().map_err(|e| spool_error(e.into_error()))?;
+                if file.as_file().metadata().map_err(spool_error)?.len() <= SPOOL_THRESHOLD {
+                    let bytes = std::fs::read(file.path()).map_err(spool_error)?;
+                    return Ok(AttachmentData::Bytes(bytes));
+                }
+                let (_, path) = file.keep().map_err(|e| spool_error(e.error))?;
+                Ok(AttachmentData::File(path))
+            }
+        }
+    }
+}
+
+fn spool_error(e: std::io::Error) -> PluginError {
+    PluginError::Transient(format!(
+        "cannot spool an attachment to disk: {e}; check free space in the temporary folder"
+    ))
+}

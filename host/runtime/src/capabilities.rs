@@ -1,0 +1,181 @@
+//! What the operator grants a plugin ([`Grants`], the connector file's
+//! `[grants]` table) and the capabilities it gets: what its manifest
+//! declares, intersected with that. The one place where the two meet.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use crate::manifest::PluginManifest;
+use crate::origin::Origin;
+
+/// What the operator grants; the plugin gets the part of it that its
+/// manifest also declares.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Grants {
+    /// Outbound HTTP origins.
+    #[serde(default)]
+    pub hosts: Vec<Origin>,
+    /// Secret names the plugin may read.
+    #[serde(default)]
+    pub secrets: Vec<String>,
+    /// Secret names the host may sign with for the plugin.
+    #[serde(default)]
+    pub signing_keys: Vec<String>,
+    /// Folders the plugin may read: path inside the sandbox → folder on disk.
+    #[serde(default)]
+    pub files: BTreeMap<String, PathBuf>,
+    /// Lower memory ceiling than the manifest's, in MiB.
+    #[serde(default)]
+    pub memory_mb: Option<u32>,
+    /// Lower time limit per call than the manifest's, in seconds.
+    #[serde(default)]
+    pub timeout_secs: Option<u32>,
+    /// Lets a native plugin (manifest `kind = "native"`) run: it is loaded
+    /// into the host process, outside any sandbox, so only set this for
+    /// plugins you trust as much as the host itself.
+    #[serde(default)]
+    pub trusted_native: bool,
+}
+
+impl Grants {
+    /// What is granted but the manifest does not declare, and granted
+    /// folders that do not exist: one sentence each, empty when all is
+    /// well. The plugin would not get those anyway ([`Capabilities`] takes
+    /// the intersection); reporting them tells the operator the grant is
+    /// wrong.
+    pub fn problems(&self, manifest: &PluginManifest) -> Vec<String> {
+        let declared = &manifest.permissions;
+        let mut problems = Vec::new();
+        for origin in &self.hosts {
+            if !declared.hosts.iter().any(|d| origin.is_within(d)) {
+                problems.push(format!(
+                    "host {origin} is granted but the manifest does not declare it"
+                ));
+            }
+        }
+        for name in &self.secrets {
+            if !declared.secrets.contains(name) {
+                problems.push(format!(
+                    "secret `{name}` is granted but the manifest does not declare it"
+                ));
+            }
+        }
+        for name in &self.signing_keys {
+            if !declared.signing_keys.contains(name) {
+                problems.push(format!(
+                    "signing key `{name}` is granted but the manifest does not declare it"
+                ));
+            }
+        }
+        if !self.files.is_empty() && !declared.files {
+            problems.push(
+                "folders are granted but the manifest does not declare `files = true`".into(),
+            );
+        }
+        for (guest, dir) in &self.files {
+            if !dir.is_dir() {
+                problems.push(format!(
+                    "granted folder {guest} → {} does not exist",
+                    dir.display()
+                ));
+            }
+        }
+        problems
+    }
+}
+
+/// Effective permissions of one configured plugin.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Capabilities {
+    /// Origins the plugin may reach over HTTP.
+    pub hosts: Vec<Origin>,
+    /// Secrets it may read.
+    pub secrets: BTreeSet<String>,
+    /// Secrets the host may sign with for it.
+    pub signing_keys: BTreeSet<String>,
+    /// Read-only folders: path inside the sandbox → folder on disk.
+    pub files: BTreeMap<String, PathBuf>,
+    /// Memory ceiling in bytes.
+    pub memory_bytes: u64,
+    /// Time limit per call in seconds.
+    pub timeout_secs: u32,
+    /// Whether the operator trusts a native plugin to run in the host
+    /// process (`[grants] trusted-native`).
+    pub trusted_native: bool,
+}
+
+impl Capabilities {
+    /// Declared ∩ `granted`. Anything granted but not declared is dropped
+    /// here; [`Grants::problems`] reports it to the operator.
+    pub fn from_grants(manifest: &PluginManifest, granted: &Grants) -> Capabilities {
+        let declared = &manifest.permissions;
+        let hosts = granted
+            .hosts
+            .iter()
+            .filter(|g| declared.hosts.iter().any(|d| g.is_within(d)))
+            .cloned()
+            .collect();
+        let secrets = granted
+            .secrets
+            .iter()
+            .filter(|s| declared.secrets.contains(s))
+            .cloned()
+            .collect();
+        let signing_keys = granted
+            .signing_keys
+            .iter()
+            .filter(|s| declared.signing_keys.contains(s))
+            .cloned()
+            .collect();
+        let files = if declared.files {
+            granted.files.clone()
+        } else {
+            BTreeMap::new()
+        };
+        let memory_mb = granted
+            .memory_mb
+            .map_or(declared.memory_mb, |g| g.min(declared.memory_mb));
+        let timeout_secs = granted
+            .timeout_secs
+            .map_or(declared.timeout_secs, |g| g.min(declared.timeout_secs));
+        Capabilities {
+            hosts,
+            secrets,
+            signing_keys,
+            files,
+            memory_bytes: u64::from(memory_mb) << 20,
+            timeout_secs,
+            trusted_native: granted.trusted_native,
+        }
+    }
+
+    /// Nothing at all: for validating a plugin without running it.
+    pub fn none(manifest: &PluginManifest) -> Capabilities {
+        Capabilities {
+            hosts: Vec::new(),
+            secrets: BTreeSet::new(),
+            signing_keys: BTreeSet::new(),
+            files: BTreeMap::new(),
+            memory_bytes: u64::from(manifest.permissions.memory_mb) << 20,
+            timeout_secs: manifest.permissions.timeout_secs,
+            trusted_native: false,
+        }
+    }
+
+    /// Nothing but the operator's trust in a native plugin: for validating
+    /// a connector's plugin without letting it reach anything.
+    pub fn for_validation(manifest: &PluginManifest, granted: &Grants) -> Capabilities {
+        Capabilities {
+            trusted_native: granted.trusted_native,
+            ..Self::none(manifest)
+        }
+    }
+
+    /// The origin allowing `url`, if any.
+    pub fn allows(&self, url: &url::Url) -> bool {
+        self.hosts.iter().any(|o| o.allows(url))
+    }
+}

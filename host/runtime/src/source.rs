@@ -1,0 +1,99 @@
+//! The session interface the pipeline drives, whatever a plugin is built
+//! with: a [`Source`] opens a [`SourceSession`], which yields [`Page`]s.
+
+use connector_model::{Conversation, Message};
+
+use crate::PluginError;
+
+/// A page of normalized messages with attachments already fetched.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Page {
+    /// Conversations first described in this page.
+    pub conversations: Vec<Conversation>,
+    /// Messages in import order.
+    pub messages: Vec<Message>,
+    /// The position after this page, committed once the page is delivered.
+    pub checkpoint: Vec<u8>,
+    /// Whether the source has nothing more for now.
+    pub complete: bool,
+}
+
+impl Page {
+    /// This page followed by `next`, as one: the conversations and
+    /// messages of both, `next`'s checkpoint and completeness.
+    pub fn absorb(&mut self, next: Page) {
+        self.conversations.extend(next.conversations);
+        self.messages.extend(next.messages);
+        self.checkpoint = next.checkpoint;
+        self.complete = next.complete;
+    }
+}
+
+/// One run of a source: the pipeline pulls pages until one is complete.
+pub trait SourceSession {
+    /// The next page.
+    fn next_page(&mut self) -> Result<Page, PluginError>;
+}
+
+/// A loaded plugin that can start sessions.
+pub trait Source {
+    /// Checks the plugin's configuration without touching the network.
+    fn validate_config(&mut self, config_json: &str) -> Result<(), PluginError>;
+    /// Starts a session from the last committed checkpoint.
+    fn open(
+        &mut self,
+        config_json: &str,
+        checkpoint: Option<Vec<u8>>,
+    ) -> Result<Box<dyn SourceSession + '_>, PluginError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn page(ids: &[&str], checkpoint: &[u8], complete: bool) -> Page {
+        let conversation = connector_model::Conversation {
+            id: format!("c-{}", ids[0]),
+            kind: connector_model::ConversationKind::Room,
+            name: None,
+            participants: Vec::new(),
+        };
+        let messages = ids
+            .iter()
+            .map(|id| Message {
+                id: id.to_string(),
+                conversation_id: conversation.id.clone(),
+                sender: connector_model::Person {
+                    id: "u".into(),
+                    display_name: None,
+                    email: None,
+                },
+                sent_at: 0,
+                kind: connector_model::MessageKind::Chat,
+                relations: Vec::new(),
+                text: None,
+                html: None,
+                attachments: Vec::new(),
+                source_sha256: String::new(),
+                properties: Vec::new(),
+            })
+            .collect();
+        Page {
+            conversations: vec![conversation],
+            messages,
+            checkpoint: checkpoint.to_vec(),
+            complete,
+        }
+    }
+
+    #[test]
+    fn pages_committed_together_keep_order_and_take_the_last_checkpoint() {
+        let mut first = page(&["m1", "m2"], b"cp-1", false);
+        first.absorb(page(&["m3"], b"cp-2", true));
+        let ids: Vec<&str> = first.messages.iter().map(|m| m.id.as_str()).collect();
+        assert_eq!(ids, ["m1", "m2", "m3"]);
+        assert_eq!(first.conversations.len(), 2);
+        assert_eq!(first.checkpoint, b"cp-2");
+        assert!(first.complete);
+    }
+}

@@ -1,0 +1,337 @@
+//! Loading a plugin component and driving its sessions: a fresh store per
+//! session, a deadline on every call, traps turned into typed errors, and
+//! attachments fetched before a page leaves this module.
+
+use std::sync::{Arc, Mutex};
+
+use wasmtime::component::{Component, Linker, ResourceAny};
+use wasmtime::{Store, Trap};
+
+use super::api_version::{self, ApiVersion};
+use super::convert;
+use super::engine::PluginEngine;
+use super::latest::types as wit;
+use super::sandbox::SandboxState;
+use super::versioned::{Instance, InstancePre};
+use crate::attachments::{AttachmentSpool, MAX_CHECKPOINT, write_chunk};
+use crate::{Capabilities, HttpClient, KvAccess, Page, PluginError, PluginHttp, PluginManifest};
+use crate::{SecretStore, Source, SourceSession};
+use connector_model::{Attachment, AttachmentData};
+
+/// Chunk size for deferred attachment reads.
+const ATTACHMENT_CHUNK: u32 = 1 << 20;
+
+/// A compiled plugin ready to start sessions.
+pub struct WasmPlugin {
+    engine: PluginEngine,
+    id: String,
+    pre: InstancePre,
+    caps: Arc<Capabilities>,
+    secrets: Arc<SecretStore>,
+    http: PluginHttp,
+    kv: Option<KvAccess>,
+    log_sink: Option<LogSink>,
+}
+
+/// A plugin's log lines, kept in memory (besides the host's log) for tests.
+pub type LogSink = Arc<Mutex<Vec<LogLine>>>;
+
+/// One line a plugin logged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogLine {
+    /// `trace`, `debug`, `info`, `warn` or `error`.
+    pub level: &'static str,
+    /// The message.
+    pub message: String,
+    /// Its key/value fields.
+    pub fields: Vec<(String, String)>,
+}
+
+impl WasmPlugin {
+    /// Checks the wasm against the manifest's SHA-256, compiles it (or takes
+    /// it from the cache), reads the API version it was built against and
+    /// links it to the host imports of that version. HTTP goes over the
+    /// network.
+    pub fn load(
+        engine: &PluginEngine,
+        manifest: &PluginManifest,
+        caps: Capabilities,
+        secrets: SecretStore,
+        kv: Option<KvAccess>,
+    ) -> Result<WasmPlugin, PluginError> {
+        Self::load_with_http(engine, manifest, caps, secrets, kv, HttpClient::new())
+    }
+
+    /// Like [`WasmPlugin::load`], with HTTP (the plugin's requests and the
+    /// host's attachment downloads) carried by `http`, for example a client
+    /// over a scripted transport in tests.
+    pub fn load_with_http(
+        engine: &PluginEngine,
+        manifest: &PluginManifest,
+        caps: Capabilities,
+        secrets: SecretStore,
+        kv: Option<KvAccess>,
+        http: HttpClient,
+    ) -> Result<WasmPlugin, PluginError> {
+        let bytes = manifest
+            .read_wasm()
+            .map_err(|e| PluginError::Load(e.to_string()))?;
+        let component = Component::new(engine.engine(), &bytes).map_err(|e| {
+            PluginError::Load(format!(
+                "{} is not a valid WebAssembly component: {e:#}; build it for wasm32-wasip2",
+                manifest.wasm_path().display()
+            ))
+        })?;
+        let version = api_version::detect(engine.engine(), &component, &manifest.api_version)
+            .map_err(|e| PluginError::Load(format!("plugin {}: {e}", manifest.id)))?;
+        let mut linker: Linker<SandboxState> = Linker::new(engine.engine());
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
+            .map_err(|e| PluginError::Load(format!("linking WASI: {e:#}")))?;
+        let pre = InstancePre::new(version, &mut linker, &component).map_err(|e| {
+            PluginError::Load(format!(
+                "plugin {} (API {}) cannot be linked: {e:#}; rebuild it with a connector-sdk for API {}",
+                manifest.id,
+                version.as_str(),
+                version.as_str()
+            ))
+        })?;
+        let caps = Arc::new(caps);
+        let secrets = Arc::new(secrets);
+        Ok(WasmPlugin {
+            engine: engine.clone(),
+            id: manifest.id.clone(),
+            pre,
+            http: PluginHttp {
+                plugin_id: manifest.id.clone(),
+                caps: caps.clone(),
+                secrets: secrets.clone(),
+                client: http,
+            },
+            caps,
+            secrets,
+            kv,
+            log_sink: None,
+        })
+    }
+
+    /// Also records every line the plugin logs (at any level) into `sink`.
+    pub fn set_log_sink(&mut self, sink: LogSink) {
+        self.log_sink = Some(sink);
+    }
+
+    /// The API version the plugin was built against (read from the
+    /// component).
+    pub fn api_version(&self) -> ApiVersion {
+        self.pre.version()
+    }
+
+    fn instantiate(&self) -> Result<(Store<SandboxState>, Instance), PluginError> {
+        let state = SandboxState::new(
+            self.caps.clone(),
+            self.secrets.clone(),
+            self.http.clone(),
+            self.kv.clone(),
+            self.log_sink.clone(),
+        )?;
+        let mut store = Store::new(self.engine.engine(), state);
+        store.limiter(|s| &mut s.limiter);
+        store.set_epoch_deadline(PluginEngine::ticks_for(self.caps.timeout_secs));
+        let bindings = self
+            .pre
+            .instantiate(&mut store)
+            .map_err(|e| classify(e, &store, self.caps.timeout_secs))?;
+        Ok((store, bindings))
+    }
+}
+
+impl Source for WasmPlugin {
+    fn validate_config(&mut self, config_json: &str) -> Result<(), PluginError> {
+        let (mut store, bindings) = self.instantiate()?;
+        let result = bindings
+            .call_validate_config(&mut store, config_json)
+            .map_err(|e| classify(e, &store, self.caps.timeout_secs))?;
+        result.map_err(source_error)
+    }
+
+    fn open(
+        &mut self,
+        config_json: &str,
+        checkpoint: Option<Vec<u8>>,
+    ) -> Result<Box<dyn SourceSession + '_>, PluginError> {
+        let (mut store, bindings) = self.instantiate()?;
+        let session = bindings
+            .call_open(&mut store, config_json, checkpoint.as_ref())
+            .map_err(|e| classify(e, &store, self.caps.timeout_secs))?
+            .map_err(source_error)?;
+        Ok(Box::new(WasmSession {
+            plugin: self,
+            store,
+            bindings,
+            session: Some(session),
+            spool: AttachmentSpool::default(),
+        }))
+    }
+}
+
+/// A session of a wasm plugin; its store lives as long as the session.
+pub struct WasmSession<'a> {
+    plugin: &'a WasmPlugin,
+    store: Store<SandboxState>,
+    bindings: Instance,
+    session: Option<ResourceAny>,
+    spool: AttachmentSpool,
+}
+
+impl WasmSession<'_> {
+    fn arm_deadline(&mut self) {
+        self.store
+            .set_epoch_deadline(PluginEngine::ticks_for(self.plugin.caps.timeout_secs));
+    }
+
+    fn fail(&mut self, e: wasmtime::Error) -> PluginError {
+        // After a trap the instance may be inconsistent: never call it again.
+        self.session = None;
+        classify(e, &self.store, self.plugin.caps.timeout_secs)
+    }
+
+    fn session(&self) -> Result<ResourceAny, PluginError> {
+        self.session.ok_or_else(|| {
+            PluginError::Protocol("the session was ended by an earlier failure".into())
+        })
+    }
+
+    fn resolve_attachment(
+        &mut self,
+        message_id: &str,
+        a: wit::Attachment,
+    ) -> Result<Attachment, PluginError> {
+        let data = match a.body {
+            wit::AttachmentBody::Inline(bytes) => {
+                AttachmentSpool::inline(message_id, &a.id, bytes)?
+            }
+            wit::AttachmentBody::Fetch(spec) => self.spool.download(
+                &self.plugin.http,
+                message_id,
+                &a.id,
+                a.size,
+                &convert::fetch_spec(spec),
+            )?,
+            wit::AttachmentBody::Deferred => self.read_deferred(message_id, &a.id, a.size)?,
+        };
+        Ok(Attachment {
+            id: a.id,
+            file_name: a.file_name,
+            media_type: a.media_type,
+            data,
+        })
+    }
+
+    fn read_deferred(
+        &mut self,
+        message_id: &str,
+        attachment_id: &str,
+        size: Option<u64>,
+    ) -> Result<AttachmentData, PluginError> {
+        let session = self.session()?;
+        self.arm_deadline();
+        let reader = self
+            .bindings
+            .call_open_attachment(&mut self.store, session, message_id, attachment_id)
+            .map_err(|e| self.fail(e))?
+            .map_err(source_error)?;
+        let mut spool = std::mem::take(&mut self.spool);
+        let data = spool.deferred(size, |out| {
+            self.arm_deadline();
+            let chunk = self
+                .bindings
+                .call_read(&mut self.store, reader, ATTACHMENT_CHUNK)
+                .map_err(|e| self.fail(e))?
+                .map_err(source_error)?;
+            match chunk {
+                Some(bytes) => write_chunk(out, &bytes).map(|()| true),
+                None => Ok(false),
+            }
+        });
+        self.spool = spool;
+        let data = data?;
+        reader
+            .resource_drop(&mut self.store)
+            .map_err(|e| self.fail(e))?;
+        Ok(data)
+    }
+}
+
+impl SourceSession for WasmSession<'_> {
+    fn next_page(&mut self) -> Result<Page, PluginError> {
+        let session = self.session()?;
+        self.arm_deadline();
+        let page = self
+            .bindings
+            .call_next_page(&mut self.store, session)
+            .map_err(|e| self.fail(e))?
+            .map_err(source_error)?;
+        if page.checkpoint.len() > MAX_CHECKPOINT {
+            return Err(PluginError::Protocol(format!(
+                "checkpoint of {} bytes is larger than the {MAX_CHECKPOINT} the host stores",
+                page.checkpoint.len()
+            )));
+        }
+        let mut messages = Vec::with_capacity(page.messages.len());
+        for mut m in page.messages {
+            let wit_attachments = std::mem::take(&mut m.attachments);
+            let mut attachments = Vec::with_capacity(wit_attachments.len());
+            for a in wit_attachments {
+                attachments.push(self.resolve_attachment(&m.id, a)?);
+            }
+            messages.push(convert::message(m, attachments));
+        }
+        Ok(Page {
+            conversations: page
+                .conversations
+                .into_iter()
+                .map(convert::conversation)
+                .collect(),
+            messages,
+            checkpoint: page.checkpoint,
+            complete: page.complete,
+        })
+    }
+}
+
+impl Drop for WasmSession<'_> {
+    fn drop(&mut self) {
+        if let Some(session) = self.session.take() {
+            self.arm_deadline();
+            if let Err(e) = session.resource_drop(&mut self.store) {
+                tracing::warn!(plugin = %self.plugin.id, "ending the plugin session failed: {e:#}");
+            }
+        }
+    }
+}
+
+fn source_error(e: wit::SourceError) -> PluginError {
+    match e {
+        wit::SourceError::InvalidConfig(m) => PluginError::InvalidConfig(m),
+        wit::SourceError::Auth(m) => PluginError::Auth(m),
+        wit::SourceError::RateLimited(s) => PluginError::RateLimited(s),
+        wit::SourceError::Transient(m) => PluginError::Transient(m),
+        wit::SourceError::Permanent(m) => PluginError::Permanent(m),
+    }
+}
+
+/// Names a failed call: the deadline, the memory cap, or a crash.
+fn classify(e: wasmtime::Error, store: &Store<SandboxState>, timeout_secs: u32) -> PluginError {
+    let data = store.data();
+    if e.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
+        return PluginError::Deadline { secs: timeout_secs };
+    }
+    if data.limiter.was_hit() {
+        return PluginError::MemoryLimit {
+            mb: (data.caps.memory_bytes >> 20) as u32,
+        };
+    }
+    PluginError::Trap {
+        message: format!("{e:?}"),
+        stderr: data.stderr_text(),
+    }
+}

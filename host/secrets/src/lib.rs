@@ -1,0 +1,233 @@
+//! Secret values for one connector, loaded from its secret source for the
+//! granted names only. Values never reach a log line.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+/// A secret value; its `Debug` output is redacted.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// The value.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+/// Why secrets could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum SecretError {
+    /// The secrets file could not be read.
+    #[error(
+        "cannot read secrets file {path}: {source}; create it (mode 0600) with name = \"value\" lines"
+    )]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+    /// The secrets file is not a TOML table of strings.
+    #[error("secrets file {path} is not a TOML table of name = \"value\" strings: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// The secrets file can be read by other users.
+    #[error("secrets file {path} can be read by other users; run `chmod 600 {path}`")]
+    Exposed {
+        /// The file.
+        path: PathBuf,
+    },
+}
+
+/// The values of the secrets a connector may use.
+#[derive(Debug, Clone, Default)]
+pub struct SecretStore {
+    values: BTreeMap<String, Secret>,
+}
+
+impl SecretStore {
+    /// Loads the values of `names` from `source`; names without a value are
+    /// simply absent (the plugin gets `not-set`).
+    pub fn load(
+        source: &SecretSource,
+        names: &BTreeSet<String>,
+    ) -> Result<SecretStore, SecretError> {
+        let mut values = BTreeMap::new();
+        match source {
+            SecretSource::Env { prefix } => {
+                for name in names {
+                    let var = format!("{prefix}{}", name.to_ascii_uppercase().replace('-', "_"));
+                    if let Ok(v) = std::env::var(&var) {
+                        values.insert(name.clone(), Secret(v));
+                    }
+                }
+            }
+            SecretSource::File { path } => {
+                let read_err = |source| SecretError::Read {
+                    path: path.clone(),
+                    source,
+                };
+                #[cfg(unix)]
+                {
+                    use std::os::unix::fs::PermissionsExt;
+                    let mode = std::fs::metadata(path)
+                        .map_err(read_err)?
+                        .permissions()
+                        .mode();
+                    if mode & 0o077 != 0 {
+                        return Err(SecretError::Exposed { path: path.clone() });
+                    }
+                }
+                let text = std::fs::read_to_string(path).map_err(read_err)?;
+                let table: BTreeMap<String, String> =
+                    toml::from_str(&text).map_err(|e| SecretError::Parse {
+                        path: path.clone(),
+                        message: e.message().to_string(),
+                    })?;
+                for (k, v) in table {
+                    if names.contains(&k) {
+                        values.insert(k, Secret(v));
+                    }
+                }
+            }
+        }
+        Ok(SecretStore { values })
+    }
+
+    /// A store holding exactly these values (tests, embedded defaults).
+    pub fn from_pairs<I: IntoIterator<Item = (String, String)>>(pairs: I) -> SecretStore {
+        SecretStore {
+            values: pairs.into_iter().map(|(k, v)| (k, Secret(v))).collect(),
+        }
+    }
+
+    /// The value of `name`, if set.
+    pub fn get(&self, name: &str) -> Option<&Secret> {
+        self.values.get(name)
+    }
+}
+
+/// Where secret values come from.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "from", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum SecretSource {
+    /// Environment variables named `<prefix><NAME>`, the name upper-cased
+    /// with `-` as `_`.
+    Env {
+        /// Prefix of the variables, e.g. `SYMPHONY_`.
+        #[serde(default)]
+        prefix: String,
+    },
+    /// A TOML file of `name = "value"` lines, readable by the owner only.
+    File {
+        /// The file's path.
+        path: PathBuf,
+    },
+}
+
+impl Default for SecretSource {
+    fn default() -> Self {
+        SecretSource::Env {
+            prefix: String::new(),
+        }
+    }
+}
+
+/// Where the sink's credentials come from: the operator's secret source
+/// (not the plugin's grants), read when a mailbox first logs in.
+pub trait SecretLookup: Send + Sync {
+    /// The value of `name`, `Ok(None)` when it is not set.
+    fn secret(&self, name: &str) -> Result<Option<Secret>, String>;
+    /// Where an operator sets `name`, for messages.
+    fn where_to_set(&self, name: &str) -> String;
+}
+
+impl SecretLookup for SecretSource {
+    fn secret(&self, name: &str) -> Result<Option<Secret>, String> {
+        let names = BTreeSet::from([name.to_string()]);
+        let store = SecretStore::load(self, &names).map_err(|e| e.to_string())?;
+        Ok(store.get(name).cloned())
+    }
+
+    fn where_to_set(&self, name: &str) -> String {
+        match self {
+            SecretSource::Env { prefix } => format!(
+                "environment variable {prefix}{}",
+                name.to_ascii_uppercase().replace('-', "_")
+            ),
+            SecretSource::File { path } => {
+                format!("\"{name}\" = \"...\" in {}", path.display())
+            }
+        }
+    }
+}
+
+impl SecretLookup for SecretStore {
+    fn secret(&self, name: &str) -> Result<Option<Secret>, String> {
+        Ok(self.get(name).cloned())
+    }
+
+    fn where_to_set(&self, name: &str) -> String {
+        format!("the secret `{name}`")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_output_never_shows_a_value() {
+        let store = SecretStore::from_pairs([("key".to_string(), "hunter2".to_string())]);
+        assert!(!format!("{store:?}").contains("hunter2"));
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn file_readable_by_others_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("secrets.toml");
+        std::fs::write(&path, "token = \"x\"\n").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let names = BTreeSet::from(["token".to_string()]);
+        let source = SecretSource::File { path: path.clone() };
+        assert!(matches!(
+            SecretStore::load(&source, &names),
+            Err(SecretError::Exposed { .. })
+        ));
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let store = SecretStore::load(&source, &names).unwrap();
+        assert_eq!(store.get("token").unwrap().expose(), "x");
+    }
+
+    #[test]
+    fn only_granted_names_are_loaded_from_the_environment() {
+        // SAFETY: the variable names are unique to this test.
+        unsafe {
+            std::env::set_var("SECRETTEST_API_TOKEN", "t");
+            std::env::set_var("SECRETTEST_OTHER", "o");
+        }
+        let names = BTreeSet::from(["api-token".to_string()]);
+        let source = SecretSource::Env {
+            prefix: "SECRETTEST_".into(),
+        };
+        let store = SecretStore::load(&source, &names).unwrap();
+        assert_eq!(store.get("api-token").unwrap().expose(), "t");
+        assert!(store.get("other").is_none());
+    }
+}

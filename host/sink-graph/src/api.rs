@@ -1,0 +1,532 @@
+//! Graph requests: the app token, retries on 429/503, error shapes.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use super::{GraphSettings, UPLOAD_CHUNK, body};
+use connector_secrets::SecretLookup;
+use connector_sink::{Mailbox, SinkError};
+
+/// How often a throttled (429/503) request is tried before giving up.
+const ATTEMPTS: u32 = 6;
+/// Longest `Retry-After` honoured at once.
+const MAX_WAIT: Duration = Duration::from_secs(120);
+
+/// What went wrong with a request, before it is tied to an email.
+#[derive(Debug)]
+pub(super) enum ApiError {
+    /// The email cannot be turned into a Graph message.
+    Invalid(String),
+    /// Try again later; `maybe_done` when the request may have taken
+    /// effect (a create cut off or answered 5xx).
+    Unavailable { message: String, maybe_done: bool },
+    /// Graph refused this item or mailbox.
+    Refused(String),
+    /// The app's credentials are refused or missing.
+    Authentication { reason: String, fix: String },
+    /// The app cannot work with this tenant as set up.
+    Setup(String),
+}
+
+impl ApiError {
+    /// Whether the request may have created something.
+    pub(super) fn maybe_done(&self) -> bool {
+        matches!(
+            self,
+            ApiError::Unavailable {
+                maybe_done: true,
+                ..
+            }
+        )
+    }
+}
+
+struct Token {
+    value: String,
+    renew_at: Instant,
+}
+
+/// Graph client shared by the sink's workers.
+pub(super) struct Api {
+    pub(super) settings: GraphSettings,
+    pub(super) target: String,
+    secrets: Arc<dyn SecretLookup>,
+    agent: ureq::Agent,
+    token: Mutex<Option<Token>>,
+}
+
+/// An answer: status, `Retry-After` seconds, body.
+struct Answer {
+    status: u16,
+    retry_after: Option<u64>,
+    body: String,
+}
+
+impl Api {
+    pub(super) fn new(settings: GraphSettings, secrets: Arc<dyn SecretLookup>) -> Api {
+        let agent = ureq::AgentBuilder::new()
+            .timeout(settings.timeout)
+            .redirects(0)
+            .max_idle_connections_per_host(settings.max_concurrency.max(4))
+            .build();
+        Api {
+            target: settings.graph_url.clone(),
+            settings,
+            secrets,
+            agent,
+            token: Mutex::new(None),
+        }
+    }
+
+    fn users(&self, mailbox: &Mailbox) -> String {
+        format!("{}/v1.0/users/{}", self.settings.graph_url, mailbox)
+    }
+
+    /// The sink error for `e` while working on `message_id` (empty when
+    /// none) in `folder` of `mailbox`.
+    pub(super) fn sink_error(
+        &self,
+        e: ApiError,
+        mailbox: &Mailbox,
+        message_id: &str,
+        folder: &str,
+    ) -> SinkError {
+        let target = self.target.clone();
+        match e {
+            ApiError::Invalid(reason) | ApiError::Refused(reason) => SinkError::Refused {
+                target,
+                mailbox: mailbox.to_string(),
+                message_id: if message_id.is_empty() {
+                    format!("(folder {folder})")
+                } else {
+                    message_id.to_string()
+                },
+                reason,
+            },
+            ApiError::Unavailable { message, .. } => SinkError::Unavailable { target, message },
+            ApiError::Authentication { reason, fix } => SinkError::Authentication {
+                target,
+                mailbox: mailbox.to_string(),
+                reason,
+                fix,
+            },
+            ApiError::Setup(reason) => SinkError::Setup { target, reason },
+        }
+    }
+
+    /// A valid app token, requested when missing or about to expire.
+    fn token(&self) -> Result<String, ApiError> {
+        let mut slot = self.token.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(t) = slot.as_ref()
+            && Instant::now() < t.renew_at
+        {
+            return Ok(t.value.clone());
+        }
+        let name = &self.settings.client_secret_secret;
+        let secret = match self.secrets.secret(name) {
+            Ok(Some(s)) => s,
+            Ok(None) => {
+                return Err(ApiError::Authentication {
+                    reason: format!("the secret `{name}` (the app's client secret) is not set"),
+                    fix: format!("set {}", self.secrets.where_to_set(name)),
+                });
+            }
+            Err(e) => {
+                return Err(ApiError::Authentication {
+                    reason: format!("the secret `{name}` cannot be read: {e}"),
+                    fix: "fix the connector's [secrets] source".into(),
+                });
+            }
+        };
+        let url = format!(
+            "{}/{}/oauth2/v2.0/token",
+            self.settings.login_url, self.settings.tenant
+        );
+        let sent = self.agent.post(&url).send_form(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", &self.settings.client_id),
+            ("client_secret", secret.expose()),
+            ("scope", "https://graph.microsoft.com/.default"),
+        ]);
+        let answer = answer(sent).map_err(|message| ApiError::Unavailable {
+            message: format!("cannot reach the token endpoint {url}: {message}"),
+            maybe_done: false,
+        })?;
+        let parsed: Value = serde_json::from_str(&answer.body).unwrap_or(Value::Null);
+        if answer.status != 200 {
+            if answer.status == 429 || answer.status >= 500 {
+                return Err(ApiError::Unavailable {
+                    message: format!("the token endpoint answered {}", answer.status),
+                    maybe_done: false,
+                });
+            }
+            return Err(ApiError::Authentication {
+                reason: format!(
+                    "the token request was refused ({}): {} {}",
+                    answer.status,
+                    parsed["error"].as_str().unwrap_or(""),
+                    parsed["error_description"].as_str().unwrap_or(&answer.body)
+                ),
+                fix: format!(
+                    "check `tenant` ({}) and `client-id` ({}) and put a valid client secret of that app in {}",
+                    self.settings.tenant,
+                    self.settings.client_id,
+                    self.secrets.where_to_set(name)
+                ),
+            });
+        }
+        let Some(value) = parsed["access_token"].as_str() else {
+            return Err(ApiError::Setup(format!(
+                "the token endpoint {url} answered without an access_token"
+            )));
+        };
+        let lifetime = parsed["expires_in"].as_u64().unwrap_or(3600);
+        let margin = (lifetime / 2).min(300);
+        *slot = Some(Token {
+            value: value.to_string(),
+            renew_at: Instant::now() + Duration::from_secs(lifetime - margin),
+        });
+        tracing::debug!(target = %self.target, lifetime, "Graph app token obtained");
+        Ok(value.to_string())
+    }
+
+    /// Forgets `token` (after a 401) unless a newer one replaced it.
+    fn drop_token(&self, token: &str) {
+        let mut slot = self.token.lock().unwrap_or_else(|p| p.into_inner());
+        if slot.as_ref().is_some_and(|t| t.value == token) {
+            *slot = None;
+        }
+    }
+
+    /// Sends a Graph request with the app token. 429 (and 503 when
+    /// `creates` is false) wait for `Retry-After` and try again; 401 gets a
+    /// new token once. `creates`: the request has effects that a cut-off
+    /// or 5xx answer may or may not have had.
+    fn call(
+        &self,
+        method: &str,
+        url: &str,
+        body: Option<&Value>,
+        creates: bool,
+    ) -> Result<Value, ApiError> {
+        let mut renewed = false;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let token = self.token()?;
+            let request = self
+                .agent
+                .request(method, url)
+                .set("Authorization", &format!("Bearer {token}"))
+                .set("Accept", "application/json");
+            let sent = match body {
+                Some(b) => request
+                    .set("Content-Type", "application/json")
+                    .send_string(&b.to_string()),
+                None => request.call(),
+            };
+            let answer = match answer(sent) {
+                Ok(a) => a,
+                Err(message) => {
+                    return Err(ApiError::Unavailable {
+                        message: format!("{method} {url}: {message}"),
+                        maybe_done: creates,
+                    });
+                }
+            };
+            let status = answer.status;
+            if (200..300).contains(&status) {
+                return Ok(serde_json::from_str(&answer.body).unwrap_or(Value::Null));
+            }
+            let (code, message) = graph_error(&answer.body);
+            let said = format!("{method} {url} answered {status} {code}: {message}");
+            match status {
+                401 if !renewed => {
+                    renewed = true;
+                    self.drop_token(&token);
+                    continue;
+                }
+                401 => {
+                    return Err(ApiError::Authentication {
+                        reason: said,
+                        fix: "check that the app registration has the Mail.ReadWrite application permission with admin consent and that its client secret is current".into(),
+                    });
+                }
+                429 | 503 if attempt < ATTEMPTS && !(creates && status == 503) => {
+                    let wait = Duration::from_secs(answer.retry_after.unwrap_or(2 << attempt))
+                        .min(MAX_WAIT);
+                    tracing::info!(
+                        url,
+                        status,
+                        ?wait,
+                        "Graph throttled; waiting for Retry-After"
+                    );
+                    std::thread::sleep(wait);
+                    continue;
+                }
+                429 | 500..=599 => {
+                    return Err(ApiError::Unavailable {
+                        message: said,
+                        maybe_done: creates && status != 429,
+                    });
+                }
+                403 if code == "Authorization_RequestDenied"
+                    || message
+                        .to_ascii_lowercase()
+                        .contains("insufficient privileges") =>
+                {
+                    return Err(ApiError::Setup(format!(
+                        "{said}; the app lacks the Mail.ReadWrite application permission or its admin consent"
+                    )));
+                }
+                403 => {
+                    return Err(ApiError::Refused(format!(
+                        "{said}; the mailbox may be outside the app's application access policy"
+                    )));
+                }
+                404 if matches!(
+                    code.as_str(),
+                    "ErrorInvalidUser" | "MailboxNotEnabledForRESTAPI" | "MailboxNotFound"
+                ) =>
+                {
+                    return Err(ApiError::Refused(format!(
+                        "{said}; check the mapping: no Exchange Online mailbox has this address"
+                    )));
+                }
+                _ => return Err(ApiError::Refused(said)),
+            }
+        }
+    }
+
+    /// The id of `folder` (`INBOX/Name/...`), created where missing.
+    pub(super) fn folder_id(&self, mailbox: &Mailbox, folder: &str) -> Result<String, ApiError> {
+        let mut segments: Vec<&str> = folder.split('/').filter(|s| !s.is_empty()).collect();
+        let mut parent = "msgfolderroot".to_string();
+        if segments
+            .first()
+            .is_some_and(|s| s.eq_ignore_ascii_case("inbox"))
+        {
+            parent = "inbox".to_string();
+            segments.remove(0);
+        }
+        for name in segments {
+            let base = format!("{}/mailFolders/{parent}/childFolders", self.users(mailbox));
+            parent = match self.find_child(&base, name)? {
+                Some(id) => id,
+                None => {
+                    match self.call("POST", &base, Some(&json!({"displayName": name})), false) {
+                        Ok(created) => created["id"]
+                            .as_str()
+                            .map(str::to_string)
+                            .ok_or_else(|| ApiError::Refused(format!("{base}: no folder id")))?,
+                        Err(ApiError::Refused(said)) if said.contains(" 409 ") => self
+                            .find_child(&base, name)?
+                            .ok_or(ApiError::Refused(said))?,
+                        Err(e) => return Err(e),
+                    }
+                }
+            };
+        }
+        Ok(parent)
+    }
+
+    fn find_child(&self, base: &str, name: &str) -> Result<Option<String>, ApiError> {
+        let mut url = url::Url::parse(base).map_err(|e| ApiError::Setup(e.to_string()))?;
+        url.query_pairs_mut().append_pair(
+            "$filter",
+            &format!("displayName eq '{}'", name.replace('\'', "''")),
+        );
+        let found = self.call("GET", url.as_str(), None, false)?;
+        Ok(found["value"]
+            .as_array()
+            .and_then(|v| v.first())
+            .and_then(|f| f["id"].as_str())
+            .map(str::to_string))
+    }
+
+    /// Message-ID (without brackets) → message id of every message in a
+    /// folder, following `@odata.nextLink`.
+    pub(super) fn message_ids(
+        &self,
+        mailbox: &Mailbox,
+        folder_id: &str,
+    ) -> Result<HashMap<String, String>, ApiError> {
+        let mut out = HashMap::new();
+        let mut next = Some(format!(
+            "{}/mailFolders/{folder_id}/messages?$select=internetMessageId&$top=1000",
+            self.users(mailbox)
+        ));
+        while let Some(url) = next.take() {
+            let page = self.call("GET", &url, None, false)?;
+            for m in page["value"].as_array().into_iter().flatten() {
+                if let (Some(mid), Some(id)) = (m["internetMessageId"].as_str(), m["id"].as_str()) {
+                    out.insert(
+                        mid.trim().trim_matches(['<', '>']).to_string(),
+                        id.to_string(),
+                    );
+                }
+            }
+            next = page["@odata.nextLink"].as_str().map(str::to_string);
+        }
+        Ok(out)
+    }
+
+    /// Creates a message in a folder; returns its id.
+    pub(super) fn create_message(
+        &self,
+        mailbox: &Mailbox,
+        folder_id: &str,
+        json: &Value,
+    ) -> Result<String, ApiError> {
+        let url = format!("{}/mailFolders/{folder_id}/messages", self.users(mailbox));
+        let created = self.call("POST", &url, Some(json), true)?;
+        created["id"]
+            .as_str()
+            .map(str::to_string)
+            .ok_or_else(|| ApiError::Unavailable {
+                message: format!("POST {url} answered without a message id"),
+                maybe_done: true,
+            })
+    }
+
+    /// Sets the Message-ID property once the attachments are in.
+    pub(super) fn set_message_id(
+        &self,
+        mailbox: &Mailbox,
+        id: &str,
+        message_id: &str,
+    ) -> Result<(), ApiError> {
+        let url = format!("{}/messages/{id}", self.users(mailbox));
+        let patch =
+            json!({"singleValueExtendedProperties": [body::message_id_property(message_id)]});
+        self.call("PATCH", &url, Some(&patch), false).map(|_| ())
+    }
+
+    /// Deletes a message.
+    pub(super) fn delete_message(&self, mailbox: &Mailbox, id: &str) -> Result<(), ApiError> {
+        let url = format!("{}/messages/{id}", self.users(mailbox));
+        self.call("DELETE", &url, None, false).map(|_| ())
+    }
+
+    /// Uploads one attachment through an upload session.
+    pub(super) fn upload_attachment(
+        &self,
+        mailbox: &Mailbox,
+        message: &str,
+        name: &str,
+        content_type: &str,
+        bytes: &[u8],
+    ) -> Result<(), ApiError> {
+        let url = format!(
+            "{}/messages/{message}/attachments/createUploadSession",
+            self.users(mailbox)
+        );
+        let session = self.call(
+            "POST",
+            &url,
+            Some(&json!({"AttachmentItem": {
+                "attachmentType": "file",
+                "name": name,
+                "size": bytes.len(),
+                "contentType": content_type,
+            }})),
+            false,
+        )?;
+        let upload = session["uploadUrl"]
+            .as_str()
+            .ok_or_else(|| ApiError::Refused(format!("POST {url} answered without uploadUrl")))?
+            .to_string();
+        let total = bytes.len();
+        let mut start = 0;
+        let mut attempt = 0;
+        while start < total {
+            let end = (start + UPLOAD_CHUNK).min(total);
+            // The upload URL carries its own authorization: no token.
+            let sent = self
+                .agent
+                .put(&upload)
+                .set(
+                    "Content-Range",
+                    &format!("bytes {start}-{}/{total}", end - 1),
+                )
+                .send_bytes(&bytes[start..end]);
+            let answer = answer(sent).map_err(|message| ApiError::Unavailable {
+                message: format!("PUT to the upload session of {name}: {message}"),
+                maybe_done: false,
+            })?;
+            match answer.status {
+                200..=202 => {
+                    attempt = 0;
+                    let parsed: Value = serde_json::from_str(&answer.body).unwrap_or(Value::Null);
+                    // The server says where to go on (normally `end`).
+                    start = parsed["nextExpectedRanges"]
+                        .as_array()
+                        .and_then(|r| r.first())
+                        .and_then(|r| r.as_str())
+                        .and_then(|r| r.split('-').next())
+                        .and_then(|s| s.parse().ok())
+                        .unwrap_or(end);
+                    if answer.status == 201 {
+                        start = total;
+                    }
+                }
+                429 | 503 if attempt + 1 < ATTEMPTS => {
+                    attempt += 1;
+                    let wait = Duration::from_secs(answer.retry_after.unwrap_or(2 << attempt))
+                        .min(MAX_WAIT);
+                    std::thread::sleep(wait);
+                }
+                status => {
+                    let (code, message) = graph_error(&answer.body);
+                    let said = format!(
+                        "uploading {name} (bytes {start}-{}/{total}) answered {status} {code}: {message}",
+                        end - 1
+                    );
+                    return Err(if status == 429 || status >= 500 {
+                        ApiError::Unavailable {
+                            message: said,
+                            maybe_done: false,
+                        }
+                    } else {
+                        ApiError::Refused(said)
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The status, `Retry-After` and body of a response, or why there is none.
+fn answer(sent: Result<ureq::Response, ureq::Error>) -> Result<Answer, String> {
+    let response = match sent {
+        Ok(r) | Err(ureq::Error::Status(_, r)) => r,
+        Err(ureq::Error::Transport(t)) => return Err(t.to_string()),
+    };
+    let status = response.status();
+    let retry_after = response
+        .header("Retry-After")
+        .and_then(|v| v.trim().parse().ok());
+    let body = response
+        .into_string()
+        .map_err(|e| format!("reading the answer: {e}"))?;
+    Ok(Answer {
+        status,
+        retry_after,
+        body,
+    })
+}
+
+/// Code and message of Graph's `{"error":{"code":…,"message":…}}`.
+fn graph_error(body: &str) -> (String, String) {
+    let parsed: Value = serde_json::from_str(body).unwrap_or(Value::Null);
+    let code = parsed["error"]["code"].as_str().unwrap_or("").to_string();
+    let message = parsed["error"]["message"]
+        .as_str()
+        .map(str::to_string)
+        .unwrap_or_else(|| body.chars().take(200).collect());
+    (code, message)
+}

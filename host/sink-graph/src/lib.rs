@@ -1,0 +1,442 @@
+//! Imports emails into Exchange Online mailboxes through Microsoft Graph,
+//! as an app (client credentials, `Mail.ReadWrite` application
+//! permission).
+//!
+//! **Why a JSON create and not MIME.** Posting raw MIME to
+//! `/messages` creates a *draft*; `importMime` is beta only (no support
+//! promise, may change). So each email is parsed back (mail-parser) and
+//! created with `POST /users/{mailbox}/mailFolders/{id}/messages` as JSON:
+//! subject, from, to/cc, the HTML (else text) body, up to five
+//! `X-Connector-*` headers, and the extended properties that make it a
+//! received, read, non-draft item: `Integer 0x0E07` (PR_MESSAGE_FLAGS) = 1
+//! (read, no unsent bit), `SystemTime 0x0E06` (received), `SystemTime
+//! 0x0039` (sent) and `String 0x1035` (the Message-ID). The MIME bytes
+//! themselves are not stored: what Graph holds is compared field by field.
+//!
+//! **Attachments.** Up to 3 MB each, and as long as the request stays
+//! under Graph's ~4 MB, they go inline as base64 `fileAttachment`s. Larger
+//! ones go, after the create, through `createUploadSession` and PUTs of
+//! byte ranges (`Content-Range`, chunks of a multiple of 320 KiB). Such a
+//! message is created *without* its Message-ID property, which is PATCHed
+//! on only once every attachment is in: until then [`Sink::contains`] does
+//! not count it, so a failure in between never passes for a stored email.
+//! A failed upload deletes the half-made message (best effort); a crash in
+//! between leaves an item without Message-ID that the next run does not
+//! count and creates again.
+//!
+//! **What is there.** Per mailbox and folder one paged query
+//! (`$select=internetMessageId`, following `@odata.nextLink`) is cached for
+//! the run; deliveries keep it current. Folders are found under Inbox by
+//! display name (`$filter=displayName eq '…'`) or created (409 "already
+//! exists" is fine).
+//!
+//! **Limits and errors.** At most 4 requests in flight per mailbox
+//! (Exchange's limit for an app) and `max-concurrency` in all. 429 and 503
+//! wait for `Retry-After` and try again (a few times, then
+//! [`SinkError::Unavailable`]); a create answered 5xx or cut off may have
+//! happened, so the folder is read again before that email is sent again.
+//! 401 gets a new token once, then [`SinkError::Authentication`] (fatal);
+//! a refused token request is fatal too. 404 for a mailbox (no such user,
+//! no Exchange mailbox) and 403 `ErrorAccessDenied` (the mailbox is outside
+//! the app's application access policy) are [`SinkError::Refused`] for
+//! that mailbox; 403 `Authorization_RequestDenied` (the app lacks the
+//! permission or admin consent) is [`SinkError::Setup`] (fatal).
+//!
+//! Receipts read `graph:<mailbox>/<folder>;id=<Graph message id>`.
+
+mod api;
+mod body;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+use self::api::{Api, ApiError};
+use connector_secrets::SecretLookup;
+use connector_sink::{Delivery, Email, Mailbox, Receipt, Sink, SinkError};
+use serde::Deserialize;
+
+/// Attachments larger than this go through an upload session.
+pub const INLINE_ATTACHMENT_MAX: usize = 3 << 20;
+/// Most bytes of inline attachments (before base64) in one create request.
+pub const INLINE_TOTAL_MAX: usize = 3 << 20;
+/// Exchange's limit of concurrent requests per app and mailbox.
+pub const PER_MAILBOX_CONCURRENCY: usize = 4;
+/// Upload-session chunk size: a multiple of 320 KiB, as Graph requires.
+pub const UPLOAD_CHUNK: usize = 320 * 1024 * 10;
+
+/// `[sink] kind = "graph"`: Exchange Online through Microsoft Graph with
+/// an app registration (client credentials).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct GraphSinkConfig {
+    /// Directory (tenant) id or domain.
+    pub tenant: String,
+    /// Application (client) id of the app registration.
+    pub client_id: String,
+    /// Name of the secret holding the app's client secret.
+    pub client_secret_secret: String,
+    /// Graph's base URL (`https://graph.microsoft.com` when absent).
+    #[serde(default = "default_graph_url")]
+    pub graph_url: String,
+    /// The identity platform's base URL
+    /// (`https://login.microsoftonline.com` when absent).
+    #[serde(default = "default_login_url")]
+    pub login_url: String,
+    /// Most requests in flight at once, all mailboxes together (8); never
+    /// more than 4 per mailbox, Exchange's own limit.
+    #[serde(default = "default_graph_concurrency")]
+    pub max_concurrency: u32,
+    /// Seconds to wait for one request (120).
+    #[serde(default = "default_timeout_secs")]
+    pub timeout_secs: u32,
+}
+
+fn default_graph_url() -> String {
+    "https://graph.microsoft.com".to_string()
+}
+
+fn default_login_url() -> String {
+    "https://login.microsoftonline.com".to_string()
+}
+
+fn default_graph_concurrency() -> u32 {
+    8
+}
+
+fn default_timeout_secs() -> u32 {
+    connector_sink::DEFAULT_TIMEOUT_SECS
+}
+
+/// Resolved settings of a Graph sink.
+#[derive(Debug, Clone)]
+pub struct GraphSettings {
+    /// Tenant id or domain.
+    pub tenant: String,
+    /// Application (client) id.
+    pub client_id: String,
+    /// Secret holding the client secret.
+    pub client_secret_secret: String,
+    /// Graph base URL, without trailing `/`.
+    pub graph_url: String,
+    /// Identity platform base URL, without trailing `/`.
+    pub login_url: String,
+    /// Most requests in flight at once.
+    pub max_concurrency: usize,
+    /// Timeout of one request.
+    pub timeout: Duration,
+}
+
+impl GraphSettings {
+    /// Settings from the connector file's `[sink]` table, checked.
+    pub fn from_config(config: &GraphSinkConfig) -> Result<GraphSettings, String> {
+        for (key, value) in [
+            ("tenant", &config.tenant),
+            ("client-id", &config.client_id),
+            ("client-secret-secret", &config.client_secret_secret),
+        ] {
+            if value.trim().is_empty() {
+                return Err(format!("`{key}` is empty"));
+            }
+        }
+        for (key, value) in [
+            ("graph-url", &config.graph_url),
+            ("login-url", &config.login_url),
+        ] {
+            let url = url::Url::parse(value)
+                .map_err(|e| format!("`{key}` = \"{value}\" is not a URL: {e}"))?;
+            if !matches!(url.scheme(), "https" | "http") {
+                return Err(format!("`{key}` = \"{value}\" is not an http(s) URL"));
+            }
+        }
+        Ok(GraphSettings {
+            tenant: config.tenant.trim().to_string(),
+            client_id: config.client_id.trim().to_string(),
+            client_secret_secret: config.client_secret_secret.trim().to_string(),
+            graph_url: config.graph_url.trim_end_matches('/').to_string(),
+            login_url: config.login_url.trim_end_matches('/').to_string(),
+            max_concurrency: config.max_concurrency.max(1) as usize,
+            timeout: Duration::from_secs(u64::from(config.timeout_secs.max(1))),
+        })
+    }
+}
+
+/// What the sink knows of one folder of one mailbox.
+#[derive(Debug, Default)]
+struct FolderState {
+    /// Graph's folder id.
+    id: String,
+    /// Message-ID → Graph message id.
+    known: HashMap<String, String>,
+    /// A create may have happened unseen: read the folder again.
+    stale: bool,
+}
+
+/// Imports emails through Microsoft Graph; see the module documentation.
+pub struct GraphSink {
+    api: Arc<Api>,
+    folders: HashMap<(Mailbox, String), FolderState>,
+}
+
+impl fmt::Debug for GraphSink {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GraphSink")
+            .field("target", &self.api.target)
+            .field("folders", &self.folders.len())
+            .finish()
+    }
+}
+
+impl GraphSink {
+    /// A sink for these settings; the client secret comes from `secrets`.
+    /// Nothing is requested until the first call.
+    /// The sink a `[sink] kind = "graph"` table describes, with the client
+    /// secret from `secrets`. Nothing connects yet.
+    pub fn open(
+        config: &GraphSinkConfig,
+        secrets: Arc<dyn SecretLookup>,
+    ) -> Result<GraphSink, SinkError> {
+        let settings = GraphSettings::from_config(config).map_err(|reason| SinkError::Setup {
+            target: config.graph_url.clone(),
+            reason,
+        })?;
+        Ok(GraphSink::new(settings, secrets))
+    }
+
+    /// A sink with settings already checked.
+    pub fn new(settings: GraphSettings, secrets: Arc<dyn SecretLookup>) -> GraphSink {
+        GraphSink {
+            api: Arc::new(Api::new(settings, secrets)),
+            folders: HashMap::new(),
+        }
+    }
+
+    /// The folder's state, found or created and read when needed.
+    fn ready_folder(&mut self, mailbox: &Mailbox, folder: &str) -> Result<(), SinkError> {
+        let key = (mailbox.clone(), folder.to_string());
+        if self.folders.get(&key).is_some_and(|f| !f.stale) {
+            return Ok(());
+        }
+        // Found again when stale too: it may have been deleted meanwhile.
+        let id = self
+            .api
+            .folder_id(mailbox, folder)
+            .map_err(|e| self.api.sink_error(e, mailbox, "", folder))?;
+        let known = self
+            .api
+            .message_ids(mailbox, &id)
+            .map_err(|e| self.api.sink_error(e, mailbox, "", folder))?;
+        tracing::debug!(%mailbox, folder, messages = known.len(), "Graph folder read");
+        self.folders.insert(
+            key,
+            FolderState {
+                id,
+                known,
+                stale: false,
+            },
+        );
+        Ok(())
+    }
+}
+
+/// Hands out work so that no mailbox has more than
+/// [`PER_MAILBOX_CONCURRENCY`] requests in flight.
+struct Scheduler {
+    queue: Mutex<(Vec<Job>, HashMap<Mailbox, usize>)>,
+    freed: Condvar,
+}
+
+struct Job {
+    index: usize,
+    mailbox: Mailbox,
+}
+
+impl Scheduler {
+    /// The next job whose mailbox has room, waiting while every queued
+    /// job's mailbox is busy; `None` when no job is left.
+    fn next(&self) -> Option<Job> {
+        let mut guard = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            let (jobs, busy) = &mut *guard;
+            if jobs.is_empty() {
+                return None;
+            }
+            let at = jobs
+                .iter()
+                .position(|j| busy.get(&j.mailbox).copied().unwrap_or(0) < PER_MAILBOX_CONCURRENCY);
+            if let Some(at) = at {
+                let job = jobs.remove(at);
+                *busy.entry(job.mailbox.clone()).or_default() += 1;
+                return Some(job);
+            }
+            guard = self.freed.wait(guard).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+
+    fn done(&self, mailbox: &Mailbox) {
+        let mut guard = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = guard.1.get_mut(mailbox) {
+            *n = n.saturating_sub(1);
+        }
+        self.freed.notify_all();
+    }
+}
+
+impl Sink for GraphSink {
+    fn describe(&self) -> String {
+        format!(
+            "graph {} (tenant {}, app {})",
+            self.api.settings.graph_url, self.api.settings.tenant, self.api.settings.client_id
+        )
+    }
+
+    fn contains(
+        &mut self,
+        mailbox: &Mailbox,
+        folder: &str,
+        message_id: &str,
+    ) -> Result<bool, SinkError> {
+        self.ready_folder(mailbox, folder)?;
+        Ok(self.folders[&(mailbox.clone(), folder.to_string())]
+            .known
+            .contains_key(message_id))
+    }
+
+    fn deliver(&mut self, batch: &[Delivery<'_>]) -> Vec<Result<Receipt, SinkError>> {
+        let mut results: Vec<Option<Result<Receipt, SinkError>>> =
+            (0..batch.len()).map(|_| None).collect();
+        let receipt = |d: &Delivery<'_>, id: &str| {
+            Receipt(format!("graph:{}/{};id={id}", d.mailbox, d.folder))
+        };
+        // Folders first (sequential: a few requests each).
+        let mut failed_folders: HashMap<(Mailbox, String), SinkError> = HashMap::new();
+        for d in batch {
+            let key = (d.mailbox.clone(), d.folder.to_string());
+            if failed_folders.contains_key(&key) {
+                continue;
+            }
+            if let Err(e) = self.ready_folder(d.mailbox, d.folder) {
+                failed_folders.insert(key, e);
+            }
+        }
+        // What is already there, or twice in the batch, is not sent again.
+        let mut jobs = Vec::new();
+        let mut first_of: HashMap<(Mailbox, String, String), usize> = HashMap::new();
+        let mut repeats = Vec::new();
+        for (i, d) in batch.iter().enumerate() {
+            let key = (d.mailbox.clone(), d.folder.to_string());
+            if let Some(e) = failed_folders.get(&key) {
+                results[i] = Some(Err(e.clone()));
+                continue;
+            }
+            if let Some(id) = self.folders[&key].known.get(&d.email.message_id) {
+                results[i] = Some(Ok(receipt(d, id)));
+                continue;
+            }
+            let dup = (key.0, key.1, d.email.message_id.clone());
+            if let Some(&first) = first_of.get(&dup) {
+                repeats.push((i, first));
+                continue;
+            }
+            first_of.insert(dup, i);
+            jobs.push(Job {
+                index: i,
+                mailbox: d.mailbox.clone(),
+            });
+        }
+        let workers = self.api.settings.max_concurrency.min(jobs.len()).max(1);
+        let folder_ids: HashMap<usize, String> = jobs
+            .iter()
+            .map(|j| {
+                let d = &batch[j.index];
+                (
+                    j.index,
+                    self.folders[&(d.mailbox.clone(), d.folder.to_string())]
+                        .id
+                        .clone(),
+                )
+            })
+            .collect();
+        let scheduler = Scheduler {
+            queue: Mutex::new((jobs, HashMap::new())),
+            freed: Condvar::new(),
+        };
+        let api = &self.api;
+        let done: Mutex<Vec<(usize, Result<String, ApiError>)>> = Mutex::new(Vec::new());
+        std::thread::scope(|scope| {
+            for _ in 0..workers {
+                scope.spawn(|| {
+                    while let Some(job) = scheduler.next() {
+                        let d = &batch[job.index];
+                        let result = create(api, d.mailbox, &folder_ids[&job.index], d.email);
+                        scheduler.done(&job.mailbox);
+                        done.lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .push((job.index, result));
+                    }
+                });
+            }
+        });
+        let done = done.into_inner().unwrap_or_else(|p| p.into_inner());
+        for (i, result) in done {
+            let d = &batch[i];
+            let key = (d.mailbox.clone(), d.folder.to_string());
+            results[i] = Some(match result {
+                Ok(id) => {
+                    if let Some(f) = self.folders.get_mut(&key) {
+                        f.known.insert(d.email.message_id.clone(), id.clone());
+                    }
+                    Ok(receipt(d, &id))
+                }
+                Err(e) => {
+                    if e.maybe_done()
+                        && let Some(f) = self.folders.get_mut(&key)
+                    {
+                        f.stale = true;
+                    }
+                    Err(self
+                        .api
+                        .sink_error(e, d.mailbox, &d.email.message_id, d.folder))
+                }
+            });
+        }
+        for (i, first) in repeats {
+            results[i] = Some(match results[first].as_ref().expect("sent first") {
+                Ok(r) => Ok(r.clone()),
+                Err(e) => Err(e.clone()),
+            });
+        }
+        results
+            .into_iter()
+            .map(|r| r.expect("every delivery has a result"))
+            .collect()
+    }
+}
+
+/// Creates one email in a folder; returns its Graph id.
+fn create(
+    api: &Api,
+    mailbox: &Mailbox,
+    folder_id: &str,
+    email: &Email,
+) -> Result<String, ApiError> {
+    let built = body::message_json(email).map_err(ApiError::Invalid)?;
+    let id = api.create_message(mailbox, folder_id, &built.json)?;
+    if built.large.is_empty() {
+        return Ok(id);
+    }
+    let uploaded = built.large.iter().try_for_each(|att| {
+        api.upload_attachment(mailbox, &id, &att.name, &att.content_type, &att.bytes)
+    });
+    let finished = uploaded.and_then(|()| api.set_message_id(mailbox, &id, &email.message_id));
+    if let Err(e) = finished {
+        // Without its Message-ID the half-made item is not counted; remove
+        // it so that the retry leaves a single copy.
+        if let Err(d) = api.delete_message(mailbox, &id) {
+            tracing::warn!(%mailbox, id, "cannot delete a half-made message: {d:?}");
+        }
+        return Err(e);
+    }
+    Ok(id)
+}

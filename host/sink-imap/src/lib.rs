@@ -1,0 +1,1200 @@
+//! Imports emails into mailboxes over IMAP: Dovecot (per-user or master-user
+//! login), Exchange Online (XOAUTH2, app-only) and most other servers.
+//!
+//! Per mailbox the sink opens one connection (TLS — implicit or STARTTLS —
+//! or, when the configuration says so explicitly, plain TCP), logs in,
+//! learns the hierarchy delimiter with `LIST "" "INBOX"`, creates the target
+//! folder (`INBOX/Symphony` or `INBOX.Symphony`; "already exists" is fine)
+//! and subscribes it. [`Sink::contains`] reads which Message-IDs a folder
+//! holds once per run with one `UID FETCH 1:* (BODY.PEEK[HEADER.FIELDS
+//! (MESSAGE-ID)])`; deliveries keep that cache current.
+//!
+//! [`Sink::deliver`] appends each folder's emails, flagged `\Seen` with the
+//! send time as INTERNALDATE:
+//!
+//! * as MULTIAPPEND commands with non-synchronizing literals when the
+//!   server has MULTIAPPEND and LITERAL+, in batches bounded by count and
+//!   bytes; a MULTIAPPEND is atomic, so when one is refused its emails are
+//!   appended again one by one to find the culprit;
+//! * else as pipelined single APPENDs with LITERAL+ (Exchange), or one at a
+//!   time with synchronizing literals;
+//! * emails over [`SYNC_LITERAL_ABOVE`] go alone with a synchronizing
+//!   literal, so a server can refuse one before it is sent.
+//!
+//! Receipts read `imap:<mailbox>/<folder>;UIDVALIDITY=<v>;UID=<uid>` from
+//! UIDPLUS's `APPENDUID` (`imap:<mailbox>/<folder>` without UIDPLUS).
+//!
+//! Failures: a refused email (`NO`, e.g. `[OVERQUOTA]`) is
+//! [`SinkError::Refused`]; `BYE`, dropped connections, timeouts and
+//! `NO [UNAVAILABLE]`/`[INUSE]`/`[SERVERBUG]` are
+//! [`SinkError::Unavailable`] (the connection is dropped and opened again on
+//! the next call; a folder whose append was cut off is read again before
+//! more is appended, so what did arrive is not appended twice); refused
+//! credentials are [`SinkError::Authentication`], naming the secret to fix.
+//!
+//! Mailboxes of one batch are worked in parallel, one thread and one
+//! connection each, never more than `max-connections` connections open.
+
+mod client;
+mod codec;
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeSet, HashMap};
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rustls::ClientConfig;
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
+
+use self::client::{Client, ClientError, Completion, Endpoint, Security};
+use self::codec::{Args, Status, StatusLine};
+use connector_secrets::{Secret, SecretLookup};
+use connector_sink::{Delivery, Email, Mailbox, Receipt, Sink, SinkError, TlsMode};
+use serde::Deserialize;
+
+/// Emails larger than this are appended alone with a synchronizing literal
+/// (the server may refuse before the bytes are sent).
+pub const SYNC_LITERAL_ABOVE: usize = 4 << 20;
+
+/// Response codes after which trying again later may succeed.
+const RETRYABLE_CODES: [&str; 4] = ["UNAVAILABLE", "INUSE", "SERVERBUG", "TRYCREATE"];
+
+/// How to log in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ImapAuth {
+    /// Each mailbox logs in as itself (`LOGIN <mailbox> <password>`); the
+    /// password is the secret named by `password_secret` with `{mailbox}`
+    /// replaced by the mailbox address.
+    Login {
+        /// Secret name template, e.g. `imap-password-{mailbox}`.
+        password_secret: String,
+    },
+    /// A Dovecot master user logs in as each mailbox: `AUTHENTICATE PLAIN`
+    /// with the mailbox as authorization id when offered, else
+    /// `LOGIN "<mailbox>*<master>" <password>`.
+    Master {
+        /// The master user's name.
+        user: String,
+        /// The secret holding the master user's password.
+        password_secret: String,
+    },
+    /// `AUTHENTICATE XOAUTH2` with an OAuth2 bearer token for every mailbox
+    /// (Exchange Online app-only, `IMAP.AccessAsApp`). The token is read
+    /// from the secret as it is; getting one by client credentials is not
+    /// done yet.
+    XOAuth2 {
+        /// The secret holding the access token.
+        token_secret: String,
+    },
+}
+
+/// Resolved settings of an IMAP sink.
+#[derive(Debug, Clone)]
+pub struct ImapSettings {
+    /// Server host name (also the TLS server name).
+    pub host: String,
+    /// Server port.
+    pub port: u16,
+    /// Transport security.
+    pub tls: TlsMode,
+    /// Extra CA certificates (PEM) trusted besides the public roots.
+    pub ca_file: Option<PathBuf>,
+    /// How to log in.
+    pub auth: ImapAuth,
+    /// Most connections open at once (one per mailbox being worked).
+    pub max_connections: usize,
+    /// Most emails in one MULTIAPPEND or pipelined run of APPENDs.
+    pub batch_messages: usize,
+    /// Most bytes in one MULTIAPPEND or pipelined run of APPENDs.
+    pub batch_bytes: usize,
+    /// Connect, read and write timeout.
+    pub timeout: Duration,
+    /// Separator of a master-user `LOGIN` (`user*master`).
+    pub master_separator: String,
+}
+
+impl ImapSettings {
+    /// Settings from the connector file's `[sink]` table, checked: the
+    /// secret names the chosen `auth` needs must be present.
+    pub fn from_config(config: &ImapSinkConfig) -> Result<ImapSettings, String> {
+        let need = |value: &Option<String>, key: &str| -> Result<String, String> {
+            match value.as_deref().map(str::trim) {
+                Some(v) if !v.is_empty() => Ok(v.to_string()),
+                _ => Err(format!(
+                    "auth = \"{}\" needs `{key}`",
+                    auth_name(config.auth)
+                )),
+            }
+        };
+        let auth = match config.auth {
+            ImapAuthMethod::Login => ImapAuth::Login {
+                password_secret: need(&config.password_secret, "password-secret")?,
+            },
+            ImapAuthMethod::Master => ImapAuth::Master {
+                user: need(&config.master_user, "master-user")?,
+                password_secret: need(&config.password_secret, "password-secret")?,
+            },
+            ImapAuthMethod::Xoauth2 => ImapAuth::XOAuth2 {
+                token_secret: need(&config.token_secret, "token-secret")?,
+            },
+        };
+        if config.host.trim().is_empty() {
+            return Err("`host` is empty".into());
+        }
+        if config.tls == TlsMode::None && config.ca_file.is_some() {
+            return Err("`ca-file` is set but tls = \"none\"".into());
+        }
+        let port = config.port.unwrap_or(match config.tls {
+            TlsMode::Implicit => 993,
+            TlsMode::Starttls | TlsMode::None => 143,
+        });
+        Ok(ImapSettings {
+            host: config.host.trim().to_string(),
+            port,
+            tls: config.tls,
+            ca_file: config.ca_file.clone(),
+            auth,
+            max_connections: config.max_connections.max(1) as usize,
+            batch_messages: config.batch_messages.max(1) as usize,
+            batch_bytes: (config.batch_mb.max(1) as usize) << 20,
+            timeout: Duration::from_secs(u64::from(config.timeout_secs.max(1))),
+            master_separator: config.master_separator.clone(),
+        })
+    }
+}
+
+fn auth_name(method: ImapAuthMethod) -> &'static str {
+    match method {
+        ImapAuthMethod::Login => "login",
+        ImapAuthMethod::Master => "master",
+        ImapAuthMethod::Xoauth2 => "xoauth2",
+    }
+}
+
+/// `[sink] kind = "imap"`: where the IMAP server is, how to reach it and
+/// how to log in. Passwords and tokens are never written here: the
+/// `*-secret` keys name secrets of the connector's `[secrets]` source.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ImapSinkConfig {
+    /// Server host name (also checked against its TLS certificate).
+    pub host: String,
+    /// Port; 993 with `tls = "implicit"`, else 143, when absent.
+    #[serde(default)]
+    pub port: Option<u16>,
+    /// Transport security; `implicit` when absent.
+    #[serde(default)]
+    pub tls: TlsMode,
+    /// PEM file of CA certificates trusted besides the public web roots
+    /// (for a server with a private CA).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// How each mailbox is logged in to.
+    pub auth: ImapAuthMethod,
+    /// With `auth = "master"`: the master user's name.
+    #[serde(default)]
+    pub master_user: Option<String>,
+    /// With `auth = "master"`: separator of `LOGIN "<mailbox><sep><master>"`
+    /// when the server offers no AUTH=PLAIN (Dovecot's
+    /// `auth_master_user_separator`).
+    #[serde(default = "default_master_separator")]
+    pub master_separator: String,
+    /// With `auth = "master"`: name of the secret holding the master
+    /// password. With `auth = "login"`: name of each mailbox's password
+    /// secret, where `{mailbox}` stands for the mailbox address (e.g.
+    /// `imap-password-{mailbox}`).
+    #[serde(default)]
+    pub password_secret: Option<String>,
+    /// With `auth = "xoauth2"`: name of the secret holding the OAuth2
+    /// access token.
+    #[serde(default)]
+    pub token_secret: Option<String>,
+    /// Most connections open at once, one per mailbox being imported
+    /// into (4 when absent).
+    #[serde(default = "default_imap_connections")]
+    pub max_connections: u32,
+    /// Most emails appended by one command or pipelined run (100).
+    #[serde(default = "default_imap_batch_messages")]
+    pub batch_messages: u32,
+    /// Most MiB appended by one command or pipelined run (32).
+    #[serde(default = "default_imap_batch_mb")]
+    pub batch_mb: u32,
+    /// Seconds to wait for the server before giving up on a connection
+    /// (120).
+    #[serde(default = "default_timeout_secs")]
+    pub timeout_secs: u32,
+}
+
+/// How the IMAP sink logs in to each mailbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ImapAuthMethod {
+    /// Each mailbox with its own password (`password-secret`, with
+    /// `{mailbox}` in the name).
+    Login,
+    /// A Dovecot master user logs in as every mailbox (`master-user`,
+    /// `password-secret`).
+    Master,
+    /// OAuth2 bearer token (`token-secret`), e.g. Exchange Online app-only.
+    Xoauth2,
+}
+
+fn default_master_separator() -> String {
+    "*".to_string()
+}
+
+fn default_imap_connections() -> u32 {
+    4
+}
+
+fn default_imap_batch_messages() -> u32 {
+    100
+}
+
+fn default_imap_batch_mb() -> u32 {
+    32
+}
+
+fn default_timeout_secs() -> u32 {
+    connector_sink::DEFAULT_TIMEOUT_SECS
+}
+
+/// What every worker shares: settings, endpoint, credentials.
+struct Shared {
+    settings: ImapSettings,
+    endpoint: Endpoint,
+    secrets: Arc<dyn SecretLookup>,
+    target: String,
+}
+
+/// Imports emails over IMAP; see the module documentation.
+pub struct ImapSink {
+    shared: Shared,
+    mailboxes: HashMap<Mailbox, MailboxState>,
+    clock: u64,
+}
+
+impl fmt::Debug for ImapSink {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ImapSink")
+            .field("target", &self.shared.target)
+            .field("mailboxes", &self.mailboxes.len())
+            .finish()
+    }
+}
+
+impl ImapSink {
+    /// A sink for these settings; credentials come from `secrets`. Nothing
+    /// connects until the first call. Fails when the CA file cannot be
+    /// used.
+    /// The sink a `[sink] kind = "imap"` table describes, with credentials
+    /// from `secrets`. Nothing connects yet.
+    pub fn open(
+        config: &ImapSinkConfig,
+        secrets: Arc<dyn SecretLookup>,
+    ) -> Result<ImapSink, SinkError> {
+        let settings = ImapSettings::from_config(config).map_err(|reason| SinkError::Setup {
+            target: format!("imap://{}", config.host),
+            reason,
+        })?;
+        ImapSink::new(settings, secrets)
+    }
+
+    /// A sink with settings already checked.
+    pub fn new(
+        settings: ImapSettings,
+        secrets: Arc<dyn SecretLookup>,
+    ) -> Result<ImapSink, SinkError> {
+        let target = format!("imap://{}:{}", settings.host, settings.port);
+        let tls = match settings.tls {
+            TlsMode::None => None,
+            TlsMode::Implicit | TlsMode::Starttls => {
+                Some(tls_config(settings.ca_file.as_deref()).map_err(|reason| {
+                    SinkError::Setup {
+                        target: target.clone(),
+                        reason,
+                    }
+                })?)
+            }
+        };
+        let endpoint = Endpoint {
+            host: settings.host.clone(),
+            port: settings.port,
+            security: match settings.tls {
+                TlsMode::Implicit => Security::Implicit,
+                TlsMode::Starttls => Security::StartTls,
+                TlsMode::None => Security::None,
+            },
+            tls,
+            timeout: settings.timeout,
+        };
+        Ok(ImapSink {
+            shared: Shared {
+                settings,
+                endpoint,
+                secrets,
+                target,
+            },
+            mailboxes: HashMap::new(),
+            clock: 0,
+        })
+    }
+
+    /// How many connections are open now.
+    pub fn open_connections(&self) -> usize {
+        self.mailboxes
+            .values()
+            .filter(|m| m.session.is_some())
+            .count()
+    }
+
+    fn touch(&mut self, mailbox: &Mailbox) -> &mut MailboxState {
+        self.clock += 1;
+        let clock = self.clock;
+        let state = self
+            .mailboxes
+            .entry(mailbox.clone())
+            .or_insert_with(|| MailboxState::new(mailbox.clone()));
+        state.last_used = clock;
+        state
+    }
+
+    /// Closes least recently used connections of mailboxes other than
+    /// `keep` until at most `limit` remain open.
+    fn close_idle(&mut self, keep: &BTreeSet<&Mailbox>, limit: usize) {
+        let mut open: Vec<(u64, Mailbox)> = self
+            .mailboxes
+            .values()
+            .filter(|m| m.session.is_some() && !keep.contains(&m.mailbox))
+            .map(|m| (m.last_used, m.mailbox.clone()))
+            .collect();
+        let kept_open = self
+            .mailboxes
+            .values()
+            .filter(|m| m.session.is_some() && keep.contains(&m.mailbox))
+            .count();
+        open.sort();
+        let mut total = open.len() + kept_open;
+        for (_, mailbox) in open {
+            if total <= limit {
+                break;
+            }
+            if let Some(state) = self.mailboxes.get_mut(&mailbox) {
+                state.close();
+                total -= 1;
+            }
+        }
+    }
+}
+
+impl Drop for ImapSink {
+    fn drop(&mut self) {
+        for state in self.mailboxes.values_mut() {
+            state.close();
+        }
+    }
+}
+
+impl Sink for ImapSink {
+    fn describe(&self) -> String {
+        let s = &self.shared.settings;
+        let tls = match s.tls {
+            TlsMode::Implicit => "TLS",
+            TlsMode::Starttls => "STARTTLS",
+            TlsMode::None => "plain text",
+        };
+        let auth = match &s.auth {
+            ImapAuth::Login { .. } => "per-mailbox login".to_string(),
+            ImapAuth::Master { user, .. } => format!("master user {user}"),
+            ImapAuth::XOAuth2 { .. } => "XOAUTH2".to_string(),
+        };
+        format!("imap {}:{} ({tls}, {auth})", s.host, s.port)
+    }
+
+    fn contains(
+        &mut self,
+        mailbox: &Mailbox,
+        folder: &str,
+        message_id: &str,
+    ) -> Result<bool, SinkError> {
+        let needs_connection = self
+            .mailboxes
+            .get(mailbox)
+            .is_none_or(|m| m.session.is_none() && !m.is_ready(folder));
+        if needs_connection {
+            let keep = BTreeSet::from([mailbox]);
+            let limit = self.shared.settings.max_connections - 1;
+            self.close_idle(&keep, limit);
+        }
+        let shared = &self.shared;
+        self.clock += 1;
+        let clock = self.clock;
+        let state = self
+            .mailboxes
+            .entry(mailbox.clone())
+            .or_insert_with(|| MailboxState::new(mailbox.clone()));
+        state.last_used = clock;
+        let folder_state = state.ready_folder(shared, folder)?;
+        Ok(folder_state.known.contains_key(message_id))
+    }
+
+    fn deliver(&mut self, batch: &[Delivery<'_>]) -> Vec<Result<Receipt, SinkError>> {
+        let mut results: Vec<Option<Result<Receipt, SinkError>>> =
+            (0..batch.len()).map(|_| None).collect();
+        // Group by mailbox, then folder, keeping the batch's order.
+        let mut order: Vec<&Mailbox> = Vec::new();
+        let mut groups: HashMap<&Mailbox, Vec<FolderBatch<'_>>> = HashMap::new();
+        for (i, d) in batch.iter().enumerate() {
+            let folders = groups.entry(d.mailbox).or_insert_with(|| {
+                order.push(d.mailbox);
+                Vec::new()
+            });
+            match folders.iter_mut().find(|f| f.folder == d.folder) {
+                Some(f) => f.items.push((i, d.email)),
+                None => folders.push(FolderBatch {
+                    folder: d.folder,
+                    items: vec![(i, d.email)],
+                }),
+            }
+        }
+        for mailbox in &order {
+            self.touch(mailbox);
+        }
+        // Mailboxes with an open connection go first, one per worker.
+        order.sort_by_key(|m| self.mailboxes[*m].session.is_none());
+        let workers = self.shared.settings.max_connections.min(order.len()).max(1);
+        let firsts: BTreeSet<&Mailbox> = order.iter().take(workers).copied().collect();
+        let spare = self.shared.settings.max_connections - firsts.len();
+        let firsts_open = firsts
+            .iter()
+            .filter(|m| self.mailboxes[**m].session.is_some())
+            .count();
+        self.close_idle(&firsts, firsts_open + spare);
+
+        let position: HashMap<&Mailbox, usize> =
+            order.iter().enumerate().map(|(i, m)| (*m, i)).collect();
+        // One queue shared by the workers, so that a worker done with a
+        // small mailbox takes the next one (the loads are uneven).
+        let mut pending: Vec<(usize, &mut MailboxState)> = self
+            .mailboxes
+            .iter_mut()
+            .filter_map(|(mailbox, state)| position.get(mailbox).map(|&at| (at, state)))
+            .collect();
+        // Popped from the end: the first in `order` last.
+        pending.sort_by_key(|(at, _)| std::cmp::Reverse(*at));
+        let queue = Mutex::new(pending);
+        let shared = &self.shared;
+        let groups = &groups;
+        let queue = &queue;
+        let work = move || {
+            let mut out = Vec::new();
+            loop {
+                let next = queue.lock().unwrap_or_else(|p| p.into_inner()).pop();
+                let Some((_, state)) = next else {
+                    return out;
+                };
+                let folders = &groups[&state.mailbox];
+                for fb in folders {
+                    state.deliver_folder(shared, fb, &mut out);
+                }
+                if !queue.lock().unwrap_or_else(|p| p.into_inner()).is_empty() {
+                    // Keep at most one connection per worker.
+                    state.close();
+                }
+            }
+        };
+        let outputs: Vec<Vec<(usize, Result<Receipt, SinkError>)>> = if workers == 1 {
+            vec![work()]
+        } else {
+            std::thread::scope(|scope| {
+                let handles: Vec<_> = (0..workers).map(|_| scope.spawn(work)).collect();
+                handles
+                    .into_iter()
+                    .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+                    .collect()
+            })
+        };
+        for (i, result) in outputs.into_iter().flatten() {
+            results[i] = Some(result);
+        }
+        results
+            .into_iter()
+            .map(|r| r.expect("every delivery has a result"))
+            .collect()
+    }
+}
+
+/// The emails of one batch for one folder of one mailbox.
+struct FolderBatch<'a> {
+    folder: &'a str,
+    items: Vec<(usize, &'a Email)>,
+}
+
+/// A logged-in connection and what it offers.
+struct Session {
+    client: Client,
+    delimiter: Option<char>,
+}
+
+/// What the sink knows of one folder.
+#[derive(Debug, Default)]
+struct FolderState {
+    /// Its name on the server.
+    server_name: String,
+    /// Created and subscribed in this run.
+    prepared: bool,
+    /// Its Message-IDs have been read.
+    loaded: bool,
+    /// An append was cut off: read what arrived before appending more.
+    stale: bool,
+    uidvalidity: u32,
+    max_uid: u32,
+    /// Message-ID → receipt of the copy in the folder.
+    known: HashMap<String, String>,
+}
+
+/// A mailbox's connection and folders.
+struct MailboxState {
+    mailbox: Mailbox,
+    session: Option<Session>,
+    folders: HashMap<String, FolderState>,
+    last_used: u64,
+}
+
+impl MailboxState {
+    fn new(mailbox: Mailbox) -> MailboxState {
+        MailboxState {
+            mailbox,
+            session: None,
+            folders: HashMap::new(),
+            last_used: 0,
+        }
+    }
+
+    fn is_ready(&self, folder: &str) -> bool {
+        self.folders
+            .get(folder)
+            .is_some_and(|f| f.prepared && f.loaded && !f.stale)
+    }
+
+    /// Logs out (best effort) and drops the connection.
+    fn close(&mut self) {
+        if let Some(mut session) = self.session.take() {
+            // A server that stopped answering must not hold up the run.
+            session.client.set_timeout(Duration::from_secs(2));
+            let _ = session.client.command(Args::new("LOGOUT"));
+        }
+    }
+
+    /// Drops the connection after an error.
+    fn drop_session(&mut self) {
+        self.session = None;
+    }
+
+    fn receipt(&self, folder: &str, validity: Option<u32>, uid: Option<u32>) -> String {
+        match (validity, uid) {
+            (Some(v), Some(u)) => {
+                format!("imap:{}/{folder};UIDVALIDITY={v};UID={u}", self.mailbox)
+            }
+            _ => format!("imap:{}/{folder}", self.mailbox),
+        }
+    }
+
+    /// The logged-in session, connecting when needed.
+    fn session(&mut self, sh: &Shared) -> Result<&mut Session, SinkError> {
+        open_session(&mut self.session, &self.mailbox, sh)
+    }
+
+    /// The folder, created, subscribed and with its Message-IDs read (again,
+    /// for what is new, when an append was cut off).
+    fn ready_folder(&mut self, sh: &Shared, folder: &str) -> Result<&mut FolderState, SinkError> {
+        if !self.is_ready(folder) {
+            let result = self.prepare_and_load(sh, folder);
+            if let Err(e) = &result
+                && e.is_retryable()
+            {
+                self.drop_session();
+            }
+            result?;
+        }
+        Ok(self.folders.get_mut(folder).expect("prepared above"))
+    }
+
+    fn prepare_and_load(&mut self, sh: &Shared, folder: &str) -> Result<(), SinkError> {
+        let mailbox = self.mailbox.clone();
+        let session = open_session(&mut self.session, &self.mailbox, sh)?;
+        let state = self.folders.entry(folder.to_string()).or_default();
+        let client = &mut session.client;
+        let conn = |e| connection_error(sh, e);
+        if !state.prepared {
+            let name = codec::server_folder_name(folder, session.delimiter).map_err(|reason| {
+                SinkError::InvalidFolder {
+                    folder: folder.to_string(),
+                    reason: format!("{reason} (on {})", sh.target),
+                }
+            })?;
+            let created = client
+                .command(Args::new("CREATE").string(name.as_bytes(), false))
+                .map_err(conn)?;
+            if created.status.status != Status::Ok && !client.exists(&name).map_err(conn)? {
+                if is_retryable_code(&created.status) {
+                    return Err(unavailable(sh, &created.status));
+                }
+                return Err(SinkError::InvalidFolder {
+                    folder: folder.to_string(),
+                    reason: format!(
+                        "{} cannot create it for {mailbox}: {}",
+                        sh.target,
+                        created.status.describe()
+                    ),
+                });
+            }
+            // Subscribing only makes the folder visible in clients.
+            let _ = client
+                .command(Args::new("SUBSCRIBE").string(name.as_bytes(), false))
+                .map_err(conn)?;
+            state.server_name = name;
+            state.prepared = true;
+        }
+        if !state.loaded || state.stale {
+            let (exists, validity) = match client.examine(&state.server_name).map_err(conn)? {
+                Ok(v) => v,
+                Err(status) => {
+                    return Err(if is_retryable_code(&status) {
+                        unavailable(sh, &status)
+                    } else {
+                        SinkError::InvalidFolder {
+                            folder: folder.to_string(),
+                            reason: format!(
+                                "{} cannot open it for {mailbox}: {}",
+                                sh.target,
+                                status.describe()
+                            ),
+                        }
+                    });
+                }
+            };
+            if validity != state.uidvalidity {
+                // New folder, or its UIDs were reset: read it all.
+                state.known.clear();
+                state.max_uid = 0;
+                state.uidvalidity = validity;
+            }
+            if exists > 0 {
+                let from = state.max_uid + 1;
+                let listed = client.message_ids(from).map_err(conn)?.map_err(|status| {
+                    if is_retryable_code(&status) {
+                        unavailable(sh, &status)
+                    } else {
+                        SinkError::Unavailable {
+                            target: sh.target.clone(),
+                            message: format!(
+                                "cannot list the Message-IDs of {folder} for {mailbox}: {}",
+                                status.describe()
+                            ),
+                        }
+                    }
+                })?;
+                let validity = (validity != 0).then_some(validity);
+                for (uid, mid) in listed {
+                    state.max_uid = state.max_uid.max(uid);
+                    if let Some(mid) = mid {
+                        let receipt = match validity {
+                            Some(v) => {
+                                format!("imap:{mailbox}/{folder};UIDVALIDITY={v};UID={uid}")
+                            }
+                            None => format!("imap:{mailbox}/{folder}"),
+                        };
+                        state.known.entry(mid).or_insert(receipt);
+                    }
+                }
+            }
+            client.unselect().map_err(conn)?;
+            state.loaded = true;
+            state.stale = false;
+            tracing::debug!(%mailbox, folder, messages = state.known.len(), "folder read");
+        }
+        Ok(())
+    }
+
+    /// Appends one folder's emails; pushes one result per item.
+    fn deliver_folder(
+        &mut self,
+        sh: &Shared,
+        fb: &FolderBatch<'_>,
+        out: &mut Vec<(usize, Result<Receipt, SinkError>)>,
+    ) {
+        let folder = fb.folder;
+        if let Err(e) = self.ready_folder(sh, folder) {
+            for (i, _) in &fb.items {
+                out.push((*i, Err(e.clone())));
+            }
+            return;
+        }
+        // Already there, or twice in this batch: not appended again.
+        let mut to_send: Vec<(usize, &Email)> = Vec::new();
+        let mut repeats: Vec<(usize, usize)> = Vec::new();
+        let mut first_of: HashMap<&str, usize> = HashMap::new();
+        {
+            let state = &self.folders[folder];
+            for (i, email) in &fb.items {
+                if let Some(receipt) = state.known.get(&email.message_id) {
+                    out.push((*i, Ok(Receipt(receipt.clone()))));
+                } else if let Some(&first) = first_of.get(email.message_id.as_str()) {
+                    repeats.push((*i, first));
+                } else {
+                    first_of.insert(&email.message_id, *i);
+                    to_send.push((*i, *email));
+                }
+            }
+        }
+        let mut sent: Vec<(usize, Result<Receipt, SinkError>)> = Vec::new();
+        let mut rest = to_send.as_slice();
+        while !rest.is_empty() {
+            let chunk = next_chunk(rest, &sh.settings);
+            rest = &rest[chunk.len()..];
+            let results = self.append_chunk(sh, folder, chunk);
+            let broken = results
+                .iter()
+                .any(|r| matches!(r, Err(SinkError::Unavailable { .. })));
+            sent.extend(chunk.iter().map(|(i, _)| *i).zip(results));
+            if broken {
+                // The connection is gone: the rest waits for the retry.
+                for (i, _) in rest {
+                    sent.push((
+                        *i,
+                        Err(SinkError::Unavailable {
+                            target: sh.target.clone(),
+                            message: format!(
+                                "not appended to {folder} of {}: an earlier append failed",
+                                self.mailbox
+                            ),
+                        }),
+                    ));
+                }
+                break;
+            }
+        }
+        for (i, first) in repeats {
+            let copy = match sent.iter().find(|(j, _)| *j == first) {
+                Some((_, Ok(r))) => Ok(r.clone()),
+                Some((_, Err(e))) => Err(e.clone()),
+                None => unreachable!("the first copy was sent"),
+            };
+            sent.push((i, copy));
+        }
+        out.extend(sent);
+    }
+
+    /// Appends a chunk (see [`next_chunk`]); one result per email.
+    fn append_chunk(
+        &mut self,
+        sh: &Shared,
+        folder: &str,
+        chunk: &[(usize, &Email)],
+    ) -> Vec<Result<Receipt, SinkError>> {
+        let result = self.try_append_chunk(sh, folder, chunk);
+        match result {
+            Ok(results) => results,
+            Err(e) => {
+                // Cut off: some of the chunk may have arrived.
+                self.drop_session();
+                if let Some(state) = self.folders.get_mut(folder) {
+                    state.stale = true;
+                }
+                chunk.iter().map(|_| Err(e.clone())).collect()
+            }
+        }
+    }
+
+    fn try_append_chunk(
+        &mut self,
+        sh: &Shared,
+        folder: &str,
+        chunk: &[(usize, &Email)],
+    ) -> Result<Vec<Result<Receipt, SinkError>>, SinkError> {
+        let name = self.folders[folder].server_name.clone();
+        let session = self.session(sh)?;
+        let client = &mut session.client;
+        let literal_plus = client.has("LITERAL+");
+        let multiappend = literal_plus && client.has("MULTIAPPEND");
+        let conn = |e| connection_error(sh, e);
+        let messages: Vec<&Email> = chunk.iter().map(|(_, e)| *e).collect();
+        let single_big = chunk.len() == 1 && chunk[0].1.len() > SYNC_LITERAL_ABOVE as u64;
+        let statuses: Vec<StatusLine> = if single_big || !literal_plus {
+            let mut statuses = Vec::with_capacity(messages.len());
+            for m in &messages {
+                let args = Client::append_args(&name, std::slice::from_ref(m), false);
+                statuses.push(client.command(args).map_err(conn)?.status);
+            }
+            statuses
+        } else if multiappend && messages.len() > 1 {
+            let args = Client::append_args(&name, &messages, true);
+            let done: Completion = client.command(args).map_err(conn)?;
+            match done.status.status {
+                Status::Ok => {
+                    return Ok(self.record_multi(sh, folder, chunk, &done.status));
+                }
+                _ if is_retryable_code(&done.status) => {
+                    if done.status.code.as_deref() == Some("TRYCREATE")
+                        && let Some(f) = self.folders.get_mut(folder)
+                    {
+                        // Deleted meanwhile: create it again on the retry.
+                        f.prepared = false;
+                        f.loaded = false;
+                    }
+                    return Err(unavailable(sh, &done.status));
+                }
+                status => {
+                    tracing::info!(
+                        mailbox = %self.mailbox, folder, count = chunk.len(),
+                        "MULTIAPPEND refused ({}); appending one by one to find the culprit",
+                        done.status.describe()
+                    );
+                    if status == Status::Bad {
+                        // The server may have lost track of the command.
+                        self.drop_session();
+                    }
+                    let session = self.session(sh)?;
+                    let commands = messages
+                        .iter()
+                        .map(|m| Client::append_args(&name, std::slice::from_ref(m), true))
+                        .collect();
+                    session.client.pipeline(commands).map_err(conn)?
+                }
+            }
+        } else {
+            let commands = messages
+                .iter()
+                .map(|m| Client::append_args(&name, std::slice::from_ref(m), true))
+                .collect();
+            client.pipeline(commands).map_err(conn)?
+        };
+        let mut results = Vec::with_capacity(chunk.len());
+        let mut bad = false;
+        for ((_, email), status) in chunk.iter().zip(&statuses) {
+            bad |= status.status == Status::Bad;
+            results.push(self.record_single(sh, folder, email, status));
+        }
+        if bad {
+            self.drop_session();
+        }
+        Ok(results)
+    }
+
+    /// Results of an accepted MULTIAPPEND.
+    fn record_multi(
+        &mut self,
+        sh: &Shared,
+        folder: &str,
+        chunk: &[(usize, &Email)],
+        status: &StatusLine,
+    ) -> Vec<Result<Receipt, SinkError>> {
+        let uids = append_uids(status).filter(|(_, uids)| {
+            if uids.len() == chunk.len() {
+                true
+            } else {
+                tracing::warn!(target = %sh.target, "APPENDUID lists {} UIDs for {} emails; receipts without UIDs", uids.len(), chunk.len());
+                false
+            }
+        });
+        chunk
+            .iter()
+            .enumerate()
+            .map(|(n, (_, email))| {
+                let (validity, uid) = match &uids {
+                    Some((v, list)) => (Some(*v), Some(list[n])),
+                    None => (None, None),
+                };
+                Ok(self.remember(folder, email, validity, uid))
+            })
+            .collect()
+    }
+
+    /// The result of one APPEND.
+    fn record_single(
+        &mut self,
+        sh: &Shared,
+        folder: &str,
+        email: &Email,
+        status: &StatusLine,
+    ) -> Result<Receipt, SinkError> {
+        match status.status {
+            Status::Ok => {
+                let (validity, uid) = match append_uids(status) {
+                    Some((v, uids)) if uids.len() == 1 => (Some(v), Some(uids[0])),
+                    _ => (None, None),
+                };
+                Ok(self.remember(folder, email, validity, uid))
+            }
+            _ if is_retryable_code(status) => {
+                if status.code.as_deref() == Some("TRYCREATE")
+                    && let Some(f) = self.folders.get_mut(folder)
+                {
+                    f.prepared = false;
+                    f.loaded = false;
+                }
+                Err(unavailable(sh, status))
+            }
+            _ => Err(SinkError::Refused {
+                target: sh.target.clone(),
+                mailbox: self.mailbox.to_string(),
+                message_id: email.message_id.clone(),
+                reason: format!("APPEND to {folder} answered {}", status.describe()),
+            }),
+        }
+    }
+
+    fn remember(
+        &mut self,
+        folder: &str,
+        email: &Email,
+        validity: Option<u32>,
+        uid: Option<u32>,
+    ) -> Receipt {
+        let receipt = self.receipt(folder, validity, uid);
+        if let Some(state) = self.folders.get_mut(folder) {
+            if let Some(uid) = uid {
+                state.max_uid = state.max_uid.max(uid);
+            }
+            state
+                .known
+                .insert(email.message_id.clone(), receipt.clone());
+        }
+        Receipt(receipt)
+    }
+}
+
+/// The logged-in session in `slot`, connecting when needed.
+fn open_session<'a>(
+    slot: &'a mut Option<Session>,
+    mailbox: &Mailbox,
+    sh: &Shared,
+) -> Result<&'a mut Session, SinkError> {
+    if slot.is_none() {
+        let mut client = Client::connect(&sh.endpoint).map_err(|e| connection_error(sh, e))?;
+        if !client.is_preauthenticated() {
+            login(sh, mailbox, &mut client)?;
+        }
+        let delimiter = client.delimiter().map_err(|e| connection_error(sh, e))?;
+        tracing::debug!(%mailbox, target = %sh.target, ?delimiter, "IMAP session open");
+        *slot = Some(Session { client, delimiter });
+    }
+    Ok(slot.as_mut().expect("set above"))
+}
+
+/// The next emails to append together: one email over
+/// [`SYNC_LITERAL_ABOVE`] alone, else as many as the batch limits allow
+/// (at least one).
+fn next_chunk<'a, 'b>(
+    rest: &'b [(usize, &'a Email)],
+    settings: &ImapSettings,
+) -> &'b [(usize, &'a Email)] {
+    if rest[0].1.len() > SYNC_LITERAL_ABOVE as u64 {
+        return &rest[..1];
+    }
+    let mut bytes = 0;
+    let mut n = 0;
+    for (_, email) in rest {
+        let size = usize::try_from(email.len()).unwrap_or(usize::MAX);
+        if n > 0
+            && (n >= settings.batch_messages
+                || bytes + size > settings.batch_bytes
+                || size > SYNC_LITERAL_ABOVE)
+        {
+            break;
+        }
+        bytes += size;
+        n += 1;
+    }
+    &rest[..n]
+}
+
+/// UIDVALIDITY and UIDs of an `[APPENDUID v set]` code.
+fn append_uids(status: &StatusLine) -> Option<(u32, Vec<u32>)> {
+    (status.code.as_deref() == Some("APPENDUID"))
+        .then(|| codec::parse_append_uid(&status.code_args))
+        .flatten()
+}
+
+fn is_retryable_code(status: &StatusLine) -> bool {
+    status
+        .code
+        .as_deref()
+        .is_some_and(|c| RETRYABLE_CODES.contains(&c))
+}
+
+fn unavailable(sh: &Shared, status: &StatusLine) -> SinkError {
+    SinkError::Unavailable {
+        target: sh.target.clone(),
+        message: format!("the server answered {}", status.describe()),
+    }
+}
+
+fn connection_error(sh: &Shared, e: ClientError) -> SinkError {
+    match e {
+        ClientError::Tls(reason) => SinkError::Setup {
+            target: sh.target.clone(),
+            reason,
+        },
+        other => SinkError::Unavailable {
+            target: sh.target.clone(),
+            message: other.to_string(),
+        },
+    }
+}
+
+/// Logs `mailbox` in as configured.
+fn login(sh: &Shared, mailbox: &Mailbox, client: &mut Client) -> Result<(), SinkError> {
+    let conn = |e| connection_error(sh, e);
+    let secret = |name: &str| -> Result<Secret, SinkError> {
+        match sh.secrets.secret(name) {
+            Ok(Some(s)) => Ok(s),
+            Ok(None) => Err(SinkError::Authentication {
+                target: sh.target.clone(),
+                mailbox: mailbox.to_string(),
+                reason: format!("the secret `{name}` is not set"),
+                fix: format!("set {}", sh.secrets.where_to_set(name)),
+            }),
+            Err(e) => Err(SinkError::Authentication {
+                target: sh.target.clone(),
+                mailbox: mailbox.to_string(),
+                reason: format!("the secret `{name}` cannot be read: {e}"),
+                fix: "fix the connector's [secrets] source".to_string(),
+            }),
+        }
+    };
+    let (done, fix) = match &sh.settings.auth {
+        ImapAuth::Login { password_secret } => {
+            if client.has("LOGINDISABLED") {
+                return Err(SinkError::Setup {
+                    target: sh.target.clone(),
+                    reason: "the server refuses LOGIN on this connection (LOGINDISABLED)".into(),
+                });
+            }
+            let name = password_secret.replace("{mailbox}", mailbox.as_str());
+            let password = secret(&name)?;
+            let done = client
+                .login(mailbox.as_str(), password.expose())
+                .map_err(conn)?;
+            (
+                done,
+                format!(
+                    "the password of {mailbox} in {}",
+                    sh.secrets.where_to_set(&name)
+                ),
+            )
+        }
+        ImapAuth::Master {
+            user,
+            password_secret,
+        } => {
+            let password = secret(password_secret)?;
+            let done = if client.has("AUTH=PLAIN") {
+                client
+                    .authenticate(
+                        "PLAIN",
+                        &codec::sasl_plain(mailbox.as_str(), user, password.expose()),
+                    )
+                    .map_err(conn)?
+            } else if client.has("LOGINDISABLED") {
+                return Err(SinkError::Setup {
+                    target: sh.target.clone(),
+                    reason: "the server offers neither AUTH=PLAIN nor LOGIN on this connection"
+                        .into(),
+                });
+            } else {
+                let login = format!("{mailbox}{}{user}", sh.settings.master_separator);
+                client.login(&login, password.expose()).map_err(conn)?
+            };
+            let fix = if done.status.code.as_deref() == Some("AUTHORIZATIONFAILED") {
+                format!(
+                    "check that {mailbox} exists on the server and that master user `{user}` may log in as it (the mapping may name a wrong mailbox)"
+                )
+            } else {
+                format!(
+                    "check `master-user` (`{user}`) and the master password in {}",
+                    sh.secrets.where_to_set(password_secret)
+                )
+            };
+            (done, fix)
+        }
+        ImapAuth::XOAuth2 { token_secret } => {
+            if !client.has("AUTH=XOAUTH2") {
+                return Err(SinkError::Setup {
+                    target: sh.target.clone(),
+                    reason:
+                        "the server does not offer AUTH=XOAUTH2; use auth = \"login\" or \"master\""
+                            .into(),
+                });
+            }
+            let token = secret(token_secret)?;
+            let done = client
+                .authenticate(
+                    "XOAUTH2",
+                    &codec::sasl_xoauth2(mailbox.as_str(), token.expose()),
+                )
+                .map_err(conn)?;
+            (
+                done,
+                format!(
+                    "put a valid access token (IMAP.AccessAsApp, not expired) for this mailbox's tenant in {}",
+                    sh.secrets.where_to_set(token_secret)
+                ),
+            )
+        }
+    };
+    match done.status.status {
+        Status::Ok => {
+            if done.status.code.as_deref() != Some("CAPABILITY") {
+                client.refresh_capabilities().map_err(conn)?;
+            }
+            Ok(())
+        }
+        _ if is_retryable_code(&done.status) => Err(unavailable(sh, &done.status)),
+        _ => Err(SinkError::Authentication {
+            target: sh.target.clone(),
+            mailbox: mailbox.to_string(),
+            reason: done.status.describe(),
+            fix,
+        }),
+    }
+}
+
+/// rustls client settings: the public web roots plus the CAs in `ca_file`.
+fn tls_config(ca_file: Option<&Path>) -> Result<Arc<ClientConfig>, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    if let Some(path) = ca_file {
+        let certs = CertificateDer::pem_file_iter(path)
+            .map_err(|e| format!("cannot read `ca-file` {}: {e}", path.display()))?;
+        let mut added = 0;
+        for cert in certs {
+            let cert = cert.map_err(|e| format!("`ca-file` {} is not PEM: {e}", path.display()))?;
+            roots.add(cert).map_err(|e| {
+                format!(
+                    "`ca-file` {} holds an unusable certificate: {e}",
+                    path.display()
+                )
+            })?;
+            added += 1;
+        }
+        if added == 0 {
+            return Err(format!(
+                "`ca-file` {} holds no certificate (expected PEM `BEGIN CERTIFICATE` blocks)",
+                path.display()
+            ));
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("cannot set up TLS: {e}"))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}
