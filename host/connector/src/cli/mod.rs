@@ -22,7 +22,7 @@ use crate::pipeline::{Host, RunControl, RunObserver, RunOptions, TimeWindow};
 use crate::report::{self, MailboxCheck};
 use crate::status;
 use connector_runtime::{PluginManifest, manifest};
-use connector_state::{RunId, StateDb};
+use connector_state::{RunId, SqliteStore, StateStore};
 
 use progress::Progress;
 
@@ -452,7 +452,7 @@ fn validate(state_dir: &Path, configs: &[PathBuf]) -> Result<ExitCode> {
     })
 }
 
-fn open_db(state_dir: &Path) -> Result<StateDb> {
+fn open_db(state_dir: &Path) -> Result<Box<dyn StateStore>> {
     let path = state_dir.join("state.db");
     if !path.is_file() {
         bail!(
@@ -460,14 +460,14 @@ fn open_db(state_dir: &Path) -> Result<StateDb> {
             path.display()
         );
     }
-    Ok(StateDb::open(&path)?)
+    Ok(Box::new(SqliteStore::open(&path)?))
 }
 
 fn status(state_dir: &Path, configs: &[PathBuf], json: bool) -> Result<ExitCode> {
     let connectors = load_all(configs)?;
     std::fs::create_dir_all(state_dir)
         .with_context(|| format!("creating the state folder {}", state_dir.display()))?;
-    let db = StateDb::open(&state_dir.join("state.db"))?;
+    let db = SqliteStore::open(&state_dir.join("state.db"))?;
     let report = status::collect(&db, &connectors, None)?;
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
@@ -493,8 +493,8 @@ fn log(
     out: Option<&Path>,
 ) -> Result<ExitCode> {
     let db = open_db(state_dir)?;
-    let record = report::pick_run(&db, run.map(RunId), connector)?;
-    let log = report::admin_log(&db, &record)?;
+    let record = report::pick_run(&*db, run.map(RunId), connector)?;
+    let log = report::admin_log(&*db, &record)?;
     report::write_admin_log_csv(&log, output(out)?)?;
     Ok(ExitCode::SUCCESS)
 }
@@ -509,7 +509,7 @@ fn reconcile(
     out: Option<&Path>,
 ) -> Result<ExitCode> {
     let db = open_db(state_dir)?;
-    let record = report::pick_run(&db, run.map(RunId), connector)?;
+    let record = report::pick_run(&*db, run.map(RunId), connector)?;
     let mut sink_holder = None;
     let mut folder = String::new();
     if let Some(path) = check_mailboxes {
@@ -531,7 +531,7 @@ fn reconcile(
         sink: sink.as_mut(),
         folder: folder.clone(),
     });
-    let rec = report::reconcile(&db, &record, check)?;
+    let rec = report::reconcile(&*db, &record, check)?;
     let mut w = output(out)?;
     match format {
         Format::Json => {

@@ -3,7 +3,6 @@
 //! checkpoint together.
 
 pub mod faults;
-mod lock;
 mod page;
 mod plugin_kv;
 mod redeliver;
@@ -23,7 +22,10 @@ use connector_runtime::wasm::PluginEngine;
 use connector_runtime::{Capabilities, KvAccess, PluginError, PluginManifest, SecretStore, loader};
 use connector_secrets::SecretError;
 use connector_sink::{Sink, SinkError};
-use connector_state::{CheckpointSlot, RunCounts, RunId, RunKind, RunOutcome, StateDb, StateError};
+use connector_state::{
+    CheckpointSlot, RunCounts, RunId, RunKind, RunLock, RunOutcome, SharedStore, SqliteStore,
+    StateError, StateStore,
+};
 
 use crate::config::{ConfigError, ConnectorConfig};
 use crate::map::{MapError, UserMap};
@@ -159,7 +161,7 @@ pub struct RunSummary {
 /// connector it runs.
 pub struct Host {
     engine: PluginEngine,
-    db: Arc<Mutex<StateDb>>,
+    db: SharedStore,
     state_dir: PathBuf,
     /// Where big emails are spooled while they are delivered.
     spool: spool::SpoolDir,
@@ -180,7 +182,7 @@ impl Host {
                 state_dir.display()
             ))
         })?;
-        let db = StateDb::open(&state_dir.join("state.db"))?;
+        let db = SqliteStore::open(&state_dir.join("state.db"))?;
         let engine = PluginEngine::new(Some(&state_dir.join("compile-cache")))?;
         let spool = spool::SpoolDir::create(state_dir)?;
         Ok(Host {
@@ -192,8 +194,19 @@ impl Host {
     }
 
     /// The state database.
-    pub fn db(&self) -> std::sync::MutexGuard<'_, StateDb> {
+    pub fn db(&self) -> std::sync::MutexGuard<'_, dyn StateStore + 'static> {
         page::lock(&self.db)
+    }
+
+    /// Takes the lock that lets one run of the connector go on at a time
+    /// (across processes): a `run --once`, a backfill or a redelivery never
+    /// races the daemon into the same mailboxes.
+    fn lock_runs(&self, connector: &str) -> Result<RunLock, RunError> {
+        self.db()
+            .lock_runs(connector)?
+            .ok_or_else(|| RunError::Busy {
+                connector: connector.to_string(),
+            })
     }
 
     /// The state folder.
@@ -242,7 +255,7 @@ impl Host {
             Some(w) => (RunKind::Backfill, Some((w.from_ms, w.to_ms))),
             None => (RunKind::Run, None),
         };
-        let _lock = lock::ConnectorLock::acquire(&self.state_dir, &config.id)?;
+        let _lock = self.lock_runs(&config.id)?;
         let run = {
             let mut db = self.db();
             // A run still marked as running was cut short by a crash.

@@ -2,7 +2,6 @@
 //! quarantine records and the checkpoint in one transaction.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
 
 use super::RunError;
 use super::faults::{self, Point};
@@ -16,7 +15,7 @@ use connector_runtime::{Page, PluginError};
 use connector_sink::{Delivery, Sink, SinkError};
 use connector_state::{
     CheckpointSlot, FailureKind, LedgerEntry, PageCommit, QuarantineEntry, RunCounts, RunFailure,
-    RunId, SeenItem, StateDb,
+    RunId, SeenItem, SharedStore, StateStore,
 };
 
 /// The per-run settings a page is delivered with.
@@ -47,7 +46,7 @@ impl PageStage<'_> {
         page: Page,
         conversations: &mut HashMap<String, Conversation>,
         sink: &mut dyn Sink,
-        db: &Arc<Mutex<StateDb>>,
+        db: &SharedStore,
         run: RunId,
     ) -> Result<RunCounts, RunError> {
         for c in page.conversations {
@@ -330,15 +329,18 @@ impl PageStage<'_> {
 }
 
 /// The state database, also after a thread panicked holding it.
-pub(super) fn lock(db: &Arc<Mutex<StateDb>>) -> std::sync::MutexGuard<'_, StateDb> {
+pub(super) fn lock(db: &SharedStore) -> std::sync::MutexGuard<'_, dyn StateStore + 'static> {
     db.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::{Arc, Mutex};
+
     use connector_model::{ConversationKind, Message, MessageKind, Person};
     use connector_sink::Receipt;
+    use connector_state::SqliteStore;
 
     /// Refuses one mailbox, stores everything else in memory.
     struct PickySink {
@@ -421,7 +423,7 @@ mod tests {
             checkpoint: b"1".to_vec(),
             complete: true,
         };
-        let db = Arc::new(Mutex::new(StateDb::open_in_memory().unwrap()));
+        let db: SharedStore = Arc::new(Mutex::new(SqliteStore::open_in_memory().unwrap()));
         let run = lock(&db).begin_run("t", 0).unwrap();
         let mut sink = PickySink {
             refuse: "c@x.test",

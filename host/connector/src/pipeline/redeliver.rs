@@ -57,7 +57,7 @@ impl Host {
         &self,
         config: &ConnectorConfig,
     ) -> Result<RedeliverySummary, RunError> {
-        let _lock = super::lock::ConnectorLock::acquire(self.state_dir(), &config.id)?;
+        let _lock = self.lock_runs(&config.id)?;
         let manifest = PluginManifest::load(&config.plugin)?;
         let users = UserMap::load(
             config.mapping.overrides.as_deref(),

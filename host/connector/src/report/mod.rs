@@ -14,7 +14,7 @@ use connector_model::Mailbox;
 use connector_model::time::iso;
 use connector_sink::{Sink, SinkError};
 use connector_state::{
-    FailureKind, RunFailure, RunId, RunKind, RunRecord, SeenItem, StateDb, StateError,
+    FailureKind, RunFailure, RunId, RunKind, RunRecord, SeenItem, StateError, StateStore,
 };
 
 /// Why a report could not be made.
@@ -94,7 +94,7 @@ pub struct AdminLog {
 
 /// The run to report on: `run`, or the connector's last one.
 pub fn pick_run(
-    db: &StateDb,
+    db: &dyn StateStore,
     run: Option<RunId>,
     connector: Option<&str>,
 ) -> Result<RunRecord, ReportError> {
@@ -108,7 +108,7 @@ pub fn pick_run(
 }
 
 /// Builds the admin log of a run.
-pub fn admin_log(db: &StateDb, run: &RunRecord) -> Result<AdminLog, ReportError> {
+pub fn admin_log(db: &dyn StateStore, run: &RunRecord) -> Result<AdminLog, ReportError> {
     let failures = db.run_failures(run.id)?;
     let unmapped = failures
         .iter()
@@ -336,7 +336,7 @@ fn day_of(ms: i64) -> String {
 /// Compares what `run` saw at the source with the ledger (and, with
 /// `check`, with the mailboxes).
 pub fn reconcile(
-    db: &StateDb,
+    db: &dyn StateStore,
     run: &RunRecord,
     mut check: Option<MailboxCheck<'_>>,
 ) -> Result<Reconciliation, ReportError> {

@@ -15,7 +15,7 @@ use crate::pipeline::RunObserver;
 use connector_model::time::now_ms;
 use connector_runtime::PluginManifest;
 use connector_state::{
-    ConnectorTotals, RunCounts, RunId, RunKind, RunOutcome, RunRecord, StateDb, StateError,
+    ConnectorTotals, RunCounts, RunId, RunKind, RunOutcome, RunRecord, StateError, StateStore,
 };
 
 pub use render::{render_html, render_metrics, render_text};
@@ -188,7 +188,7 @@ fn process_alive(pid: u32) -> bool {
 /// live board. Without a board a run counts as running while the process
 /// that started it is alive.
 pub fn collect(
-    db: &StateDb,
+    db: &dyn StateStore,
     configs: &[ConnectorConfig],
     live: Option<&LiveBoard>,
 ) -> Result<StatusReport, StateError> {

@@ -12,7 +12,7 @@ use tiny_http::{Header, Response, Server};
 
 use super::{LiveBoard, collect, render_html, render_metrics};
 use crate::config::ConnectorConfig;
-use connector_state::StateDb;
+use connector_state::SqliteStore;
 
 /// Why the status server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -91,7 +91,7 @@ fn serve(
     configs: &[ConnectorConfig],
     live: &LiveBoard,
 ) {
-    let mut db: Option<StateDb> = None;
+    let mut db: Option<SqliteStore> = None;
     for request in server.incoming_requests() {
         let path = request.url().split('?').next().unwrap_or("/").to_string();
         if request.method() != &tiny_http::Method::Get
@@ -101,7 +101,7 @@ fn serve(
             continue;
         }
         if db.is_none() {
-            db = StateDb::open(db_path)
+            db = SqliteStore::open(db_path)
                 .map_err(|e| tracing::error!("status server: {e}"))
                 .ok();
         }

@@ -1,4 +1,9 @@
+use super::schema::MIGRATIONS;
 use super::*;
+use crate::prelude::*;
+use crate::records::*;
+use connector_email::{DEFAULT_SPILL_ABOVE, Email};
+use connector_model::Person;
 use connector_model::limits::{KV_MAX_KEY_BYTES, KV_MAX_VALUE_BYTES, KV_QUOTA_BYTES};
 
 fn entry(item: &str, mailbox: &str) -> LedgerEntry {
@@ -60,7 +65,7 @@ fn page(ledger: Vec<LedgerEntry>, checkpoint: &[u8]) -> PageCommit {
 fn open_creates_a_versioned_schema_in_wal_mode_with_full_sync() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("state.db");
-    let db = StateDb::open(&path).unwrap();
+    let db = SqliteStore::open(&path).unwrap();
     assert_eq!(db.path(), Some(path.as_path()));
     assert_eq!(db.schema_version().unwrap(), SCHEMA_VERSION);
     let mode: String = db
@@ -85,12 +90,12 @@ fn reopening_keeps_data_and_applies_each_migration_once() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("state.db");
     {
-        let mut db = StateDb::open(&path).unwrap();
+        let mut db = SqliteStore::open(&path).unwrap();
         let run = db.begin_run("c", 1).unwrap();
         db.commit_page("c", run, &page(vec![entry("m1", "a@x")], b"cp-1"))
             .unwrap();
     }
-    let db = StateDb::open(&path).unwrap();
+    let db = SqliteStore::open(&path).unwrap();
     assert_eq!(db.checkpoint("c").unwrap(), Some(b"cp-1".to_vec()));
     assert!(db.is_delivered("c", "m1", "a@x").unwrap());
     let rows: i64 = db
@@ -104,7 +109,7 @@ fn reopening_keeps_data_and_applies_each_migration_once() {
 fn database_from_a_newer_release_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("state.db");
-    drop(StateDb::open(&path).unwrap());
+    drop(SqliteStore::open(&path).unwrap());
     {
         let conn = Connection::open(&path).unwrap();
         conn.execute(
@@ -113,7 +118,7 @@ fn database_from_a_newer_release_is_refused() {
         )
         .unwrap();
     }
-    let err = StateDb::open(&path).unwrap_err();
+    let err = SqliteStore::open(&path).unwrap_err();
     assert!(
         matches!(err, StateError::NewerSchema { found, supported, .. } if found == SCHEMA_VERSION + 1 && supported == SCHEMA_VERSION),
         "{err}"
@@ -128,14 +133,14 @@ fn a_file_that_is_not_a_database_is_refused_naming_it() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("state.db");
     std::fs::write(&path, vec![b'x'; 4096]).unwrap();
-    let err = StateDb::open(&path).unwrap_err();
+    let err = SqliteStore::open(&path).unwrap_err();
     assert!(matches!(err, StateError::Open { .. }), "{err}");
     assert!(err.to_string().contains(&path.display().to_string()));
 }
 
 #[test]
 fn checkpoint_is_absent_until_a_page_stores_one_and_is_per_connector() {
-    let mut db = StateDb::open_in_memory().unwrap();
+    let mut db = SqliteStore::open_in_memory().unwrap();
     assert_eq!(db.checkpoint("a").unwrap(), None);
     let run = db.begin_run("a", 0).unwrap();
     db.commit_page("a", run, &page(Vec::new(), b"one")).unwrap();
@@ -151,7 +156,7 @@ fn checkpoint_is_absent_until_a_page_stores_one_and_is_per_connector() {
 
 #[test]
 fn runs_record_outcome_counts_and_error_newest_first() {
-    let mut db = StateDb::open_in_memory().unwrap();
+    let mut db = SqliteStore::open_in_memory().unwrap();
     assert_eq!(db.last_run("c").unwrap(), None);
     let first = db.begin_run("c", 100).unwrap();
     db.finish_run(first, 200, RunOutcome::Succeeded, &counts(3), None)
@@ -188,7 +193,7 @@ fn runs_record_outcome_counts_and_error_newest_first() {
 
 #[test]
 fn finishing_a_run_keeps_the_larger_of_page_counts_and_given_totals() {
-    let mut db = StateDb::open_in_memory().unwrap();
+    let mut db = SqliteStore::open_in_memory().unwrap();
     let run = db.begin_run("c", 0).unwrap();
     db.commit_page("c", run, &page(Vec::new(), b"x")).unwrap();
     db.commit_page("c", run, &page(Vec::new(), b"y")).unwrap();
@@ -210,7 +215,7 @@ fn finishing_a_run_keeps_the_larger_of_page_counts_and_given_totals() {
 
 #[test]
 fn finishing_an_unknown_run_is_an_error() {
-    let mut db = StateDb::open_in_memory().unwrap();
+    let mut db = SqliteStore::open_in_memory().unwrap();
     let err = db
         .finish_run(
             RunId(42),
@@ -229,7 +234,7 @@ fn finishing_an_unknown_run_is_an_error() {
 
 #[test]
 fn unfinished_runs_can_be_marked_interrupted() {
-    let mut db = StateDb::open_in_memory().unwrap();
+    let mut db = SqliteStore::open_in_memory().unwrap();
     let done = db.begin_run("c", 0).unwrap();
     db.finish_run(done, 1, RunOutcome::Succeeded, &RunCounts::default(), None)
         .unwrap();
@@ -250,7 +255,7 @@ fn unfinished_runs_can_be_marked_interrupted() {
 
 #[test]
 fn commit_page_records_ledger_quarantine_counts_and_checkpoint_together() {
-    let mut db = StateDb::open_in_memory().unwrap();
+    let mut db = SqliteStore::open_in_memory().unwrap();
     let run = db.begin_run("c", 0).unwrap();
     let entries = vec![entry("m1", "a@x"), entry("m1", "b@x"), entry("m2", "a@x")];
     db.commit_page("c", run, &page(entries.clone(), b"cp"))
@@ -273,7 +278,7 @@ fn commit_page_records_ledger_quarantine_counts_and_checkpoint_together() {
 
 #[test]
 fn ledger_keeps_the_first_entry_of_a_pair() {
-    let mut db = StateDb::open_in_memory().unwrap();
+    let mut db = SqliteStore::open_in_memory().unwrap();
     let run = db.begin_run("c", 0).unwrap();
     db.commit_page("c", run, &page(vec![entry("m1", "a@x")], b"1"))
         .unwrap();
@@ -287,7 +292,7 @@ fn ledger_keeps_the_first_entry_of_a_pair() {
 
 #[test]
 fn commit_page_rolls_back_everything_when_a_statement_fails() {
-    let mut db = StateDb::open_in_memory().unwrap();
+    let mut db = SqliteStore::open_in_memory().unwrap();
     let run = db.begin_run("c", 0).unwrap();
     db.commit_page("c", run, &page(vec![entry("m0", "a@x")], b"before"))
         .unwrap();
@@ -320,7 +325,7 @@ fn commit_page_rolls_back_everything_when_a_statement_fails() {
 
 #[test]
 fn commit_page_for_an_unknown_or_foreign_run_changes_nothing() {
-    let mut db = StateDb::open_in_memory().unwrap();
+    let mut db = SqliteStore::open_in_memory().unwrap();
     let foreign = db.begin_run("other", 0).unwrap();
     for run in [RunId(999), foreign] {
         let err = db
@@ -337,23 +342,23 @@ fn commit_page_for_an_unknown_or_foreign_run_changes_nothing() {
 fn a_committed_page_survives_reopening_the_file() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("state.db");
-    let mut db = StateDb::open(&path).unwrap();
+    let mut db = SqliteStore::open(&path).unwrap();
     let run = db.begin_run("c", 0).unwrap();
     db.commit_page("c", run, &page(vec![entry("m1", "a@x")], b"cp"))
         .unwrap();
     // A second connection (another process) sees it at once.
-    let other = StateDb::open(&path).unwrap();
+    let other = SqliteStore::open(&path).unwrap();
     assert!(other.is_delivered("c", "m1", "a@x").unwrap());
     assert_eq!(other.quarantine_count("c").unwrap(), 1);
     drop(db);
     drop(other);
-    let reopened = StateDb::open(&path).unwrap();
+    let reopened = SqliteStore::open(&path).unwrap();
     assert_eq!(reopened.checkpoint("c").unwrap(), Some(b"cp".to_vec()));
 }
 
 #[test]
 fn delivered_set_answers_for_many_items_at_once() {
-    let mut db = StateDb::open_in_memory().unwrap();
+    let mut db = SqliteStore::open_in_memory().unwrap();
     let run = db.begin_run("c", 0).unwrap();
     let entries: Vec<LedgerEntry> = (0..1200)
         .filter(|i| i % 3 == 0)
@@ -362,7 +367,8 @@ fn delivered_set_answers_for_many_items_at_once() {
     db.commit_page("c", run, &page(entries, b"cp")).unwrap();
     db.commit_page("c", run, &page(vec![entry("m3", "b@x")], b"cp"))
         .unwrap();
-    let ids: Vec<String> = (0..1200).map(|i| format!("m{i}")).collect();
+    let owned: Vec<String> = (0..1200).map(|i| format!("m{i}")).collect();
+    let ids: Vec<&str> = owned.iter().map(String::as_str).collect();
     let set = db.delivered_set("c", &ids).unwrap();
     assert_eq!(set.len(), 401);
     assert!(set.contains(&("m3".to_string(), "a@x".to_string())));
@@ -370,12 +376,12 @@ fn delivered_set_answers_for_many_items_at_once() {
     assert!(set.contains(&("m1197".to_string(), "a@x".to_string())));
     assert!(!set.iter().any(|(item, _)| item == "m1"));
     assert!(db.delivered_set("other", &ids).unwrap().is_empty());
-    assert!(db.delivered_set::<&str>("c", &[]).unwrap().is_empty());
+    assert!(db.delivered_set("c", &[]).unwrap().is_empty());
 }
 
 #[test]
 fn requarantining_an_item_replaces_it_and_released_items_leave() {
-    let mut db = StateDb::open_in_memory().unwrap();
+    let mut db = SqliteStore::open_in_memory().unwrap();
     let run = db.begin_run("c", 0).unwrap();
     db.commit_page("c", run, &page(Vec::new(), b"1")).unwrap();
     let mut again = page(Vec::new(), b"2");
@@ -408,7 +414,7 @@ fn requarantining_an_item_replaces_it_and_released_items_leave() {
 
 #[test]
 fn kv_stores_reads_replaces_and_deletes_per_connector() {
-    let mut db = StateDb::open_in_memory().unwrap();
+    let mut db = SqliteStore::open_in_memory().unwrap();
     assert_eq!(db.kv_get("a", "k").unwrap(), None);
     db.kv_set("a", "k", b"v1").unwrap();
     db.kv_set("b", "k", b"other").unwrap();
@@ -426,7 +432,7 @@ fn kv_stores_reads_replaces_and_deletes_per_connector() {
 
 #[test]
 fn kv_refuses_values_and_keys_over_their_limits() {
-    let mut db = StateDb::open_in_memory().unwrap();
+    let mut db = SqliteStore::open_in_memory().unwrap();
     let big = vec![0u8; KV_MAX_VALUE_BYTES as usize + 1];
     let err = db.kv_set("c", "k", &big).unwrap_err();
     assert!(
@@ -445,7 +451,7 @@ fn kv_refuses_values_and_keys_over_their_limits() {
 
 #[test]
 fn kv_quota_counts_all_keys_and_values_of_the_connector() {
-    let mut db = StateDb::open_in_memory().unwrap();
+    let mut db = SqliteStore::open_in_memory().unwrap();
     let value = vec![7u8; KV_MAX_VALUE_BYTES as usize - 8];
     for i in 0..16 {
         db.kv_set("c", &format!("key{i:02}"), &value).unwrap();
@@ -498,7 +504,7 @@ fn run_counts_add_every_field() {
 
 #[test]
 fn a_page_records_what_it_saw_and_what_failed_for_the_admin_log() {
-    let mut db = StateDb::open_in_memory().unwrap();
+    let mut db = SqliteStore::open_in_memory().unwrap();
     let run = db
         .begin_run_of("c", 10, RunKind::Backfill, Some((1, 2)))
         .unwrap();
@@ -551,7 +557,7 @@ fn a_page_records_what_it_saw_and_what_failed_for_the_admin_log() {
 
 #[test]
 fn pruning_removes_old_runs_with_their_items_and_failures_but_never_the_ledger() {
-    let mut db = StateDb::open_in_memory().unwrap();
+    let mut db = SqliteStore::open_in_memory().unwrap();
     let old = db.begin_run("c", 0).unwrap();
     let mut p = page(vec![entry("m1", "a@x")], b"1");
     p.failures = vec![RunFailure {
@@ -611,7 +617,7 @@ fn a_version_1_database_is_upgraded_in_place() {
         )
         .unwrap();
     }
-    let db = StateDb::open(&path).unwrap();
+    let db = SqliteStore::open(&path).unwrap();
     assert_eq!(db.schema_version().unwrap(), SCHEMA_VERSION);
     let r = db.last_run("c").unwrap().unwrap();
     assert_eq!(r.kind, RunKind::Run);
@@ -625,7 +631,7 @@ fn a_version_1_database_is_upgraded_in_place() {
 #[test]
 fn a_big_quarantined_email_is_streamed_into_the_database_and_back_out() {
     let dir = tempfile::tempdir().unwrap();
-    let mut db = StateDb::open(&dir.path().join("state.db")).unwrap();
+    let mut db = SqliteStore::open(&dir.path().join("state.db")).unwrap();
     let run = db.begin_run("c", 0).unwrap();
     let len = DEFAULT_SPILL_ABOVE + 12_345;
     let bytes: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();

@@ -1,0 +1,315 @@
+//! What the state store records: runs and their counts, ledger entries,
+//! quarantined messages, a page's commit, and what reports read back.
+
+use std::collections::BTreeMap;
+
+use connector_email::Email;
+use connector_model::{Person, TimestampMs};
+
+use crate::error::StateError;
+
+/// Identifies a run in the database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[serde(transparent)]
+pub struct RunId(pub i64);
+
+impl std::fmt::Display for RunId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "#{}", self.0)
+    }
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RunOutcome {
+    /// Every page was processed.
+    Succeeded,
+    /// The run stopped on an error.
+    Failed,
+    /// The run was stopped (signal, shutdown) or the process died.
+    Interrupted,
+}
+
+impl RunOutcome {
+    /// The stored name: `succeeded`, `failed` or `interrupted`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunOutcome::Succeeded => "succeeded",
+            RunOutcome::Failed => "failed",
+            RunOutcome::Interrupted => "interrupted",
+        }
+    }
+
+    pub(crate) fn parse(s: &str) -> Result<RunOutcome, StateError> {
+        match s {
+            "succeeded" => Ok(RunOutcome::Succeeded),
+            "failed" => Ok(RunOutcome::Failed),
+            "interrupted" => Ok(RunOutcome::Interrupted),
+            other => Err(StateError::Corrupt {
+                what: "run outcome",
+                message: format!("`{other}`"),
+            }),
+        }
+    }
+}
+
+/// What a run (or a page of it) did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RunCounts {
+    /// Pages fetched from the source.
+    pub pages: u64,
+    /// Messages the source returned.
+    pub items_from_source: u64,
+    /// (message, mailbox) pairs to import, after fan-out.
+    pub items_for_import: u64,
+    /// Pairs imported.
+    pub imported: u64,
+    /// Pairs already delivered before.
+    pub skipped_duplicates: u64,
+    /// Pairs that failed.
+    pub failed: u64,
+    /// Messages quarantined for unmapped participants.
+    pub quarantined: u64,
+}
+
+impl RunCounts {
+    /// Adds `other` to these counts, field by field.
+    pub fn add(&mut self, other: &RunCounts) {
+        self.pages = self.pages.saturating_add(other.pages);
+        self.items_from_source = self
+            .items_from_source
+            .saturating_add(other.items_from_source);
+        self.items_for_import = self.items_for_import.saturating_add(other.items_for_import);
+        self.imported = self.imported.saturating_add(other.imported);
+        self.skipped_duplicates = self
+            .skipped_duplicates
+            .saturating_add(other.skipped_duplicates);
+        self.failed = self.failed.saturating_add(other.failed);
+        self.quarantined = self.quarantined.saturating_add(other.quarantined);
+    }
+}
+
+/// One run of a connector.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct RunRecord {
+    /// The run.
+    pub id: RunId,
+    /// The connector.
+    pub connector: String,
+    /// When it started.
+    pub started_at_ms: TimestampMs,
+    /// When it finished; `None` while running, or when the process died.
+    pub finished_at_ms: Option<TimestampMs>,
+    /// How it ended; `None` while running, or when the process died.
+    pub outcome: Option<RunOutcome>,
+    /// What it did.
+    pub counts: RunCounts,
+    /// The error that ended it, if any.
+    pub error: Option<String>,
+    /// What sort of run it is.
+    pub kind: RunKind,
+    /// For a backfill, the `[from, to)` range of sent times it covers, in ms.
+    pub range_ms: Option<(TimestampMs, TimestampMs)>,
+    /// The id of the process that ran it.
+    pub pid: Option<u32>,
+}
+
+/// A delivered (item, mailbox) pair.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct LedgerEntry {
+    /// The message's source id.
+    pub item_id: String,
+    /// The mailbox address.
+    pub mailbox: String,
+    /// The email's Message-ID.
+    pub message_id: String,
+    /// Hex SHA-256 of the email delivered.
+    pub email_sha256: String,
+    /// Hex SHA-256 of the source item.
+    pub source_sha256: String,
+    /// Where the sink put it.
+    pub receipt: String,
+    /// When it was delivered.
+    pub delivered_at_ms: TimestampMs,
+}
+
+/// A message kept back because some participants have no mailbox.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QuarantineEntry {
+    /// The message's source id.
+    pub item_id: String,
+    /// The email's Message-ID.
+    pub message_id: String,
+    /// The built email, kept for redelivery once the mapping is fixed.
+    pub email: Email,
+    /// When the message was sent.
+    pub sent_at_ms: TimestampMs,
+    /// The participants without a mailbox.
+    pub unmapped: Vec<Person>,
+    /// Why it is quarantined.
+    pub reason: String,
+    /// Hex SHA-256 of the source item (empty for items quarantined before
+    /// schema version 2).
+    pub source_sha256: String,
+}
+
+/// Everything one page of a run records, written atomically by
+/// [`StateStore::commit_page`](crate::StateStore::commit_page).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PageCommit {
+    /// Deliveries made; entries already in the ledger are left as they are.
+    pub ledger: Vec<LedgerEntry>,
+    /// Messages to quarantine; an item already quarantined is replaced.
+    pub quarantine: Vec<QuarantineEntry>,
+    /// Quarantined items now delivered, removed from the quarantine.
+    pub released: Vec<String>,
+    /// The page's counts, added to the run's.
+    pub counts: RunCounts,
+    /// The checkpoint to resume from after this page, stored as given.
+    pub checkpoint: Vec<u8>,
+    /// Where the checkpoint goes.
+    pub checkpoint_slot: CheckpointSlot,
+    /// The items the source gave in this page, with their expected fan-out.
+    pub seen: Vec<SeenItem>,
+    /// What could not be delivered, one record per (item, participant or
+    /// mailbox).
+    pub failures: Vec<RunFailure>,
+}
+
+/// Which checkpoint a page commit moves.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum CheckpointSlot {
+    /// The connector's own checkpoint (scheduled runs).
+    #[default]
+    Connector,
+    /// A separate key, e.g. a backfill's resume position, so that the
+    /// connector's own checkpoint is untouched.
+    Key(String),
+    /// No checkpoint is written (quarantine redelivery).
+    Keep,
+}
+
+/// What sort of run a run record is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RunKind {
+    /// A scheduled run (or `run --once`) from the connector's checkpoint.
+    Run,
+    /// A backfill over a range of sent times, with its own checkpoint.
+    Backfill,
+    /// A redelivery of quarantined items after the mapping was fixed.
+    Redeliver,
+}
+
+impl RunKind {
+    /// The stored name: `run`, `backfill` or `redeliver`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunKind::Run => "run",
+            RunKind::Backfill => "backfill",
+            RunKind::Redeliver => "redeliver",
+        }
+    }
+
+    pub(crate) fn parse(s: &str) -> Result<RunKind, StateError> {
+        match s {
+            "run" => Ok(RunKind::Run),
+            "backfill" => Ok(RunKind::Backfill),
+            "redeliver" => Ok(RunKind::Redeliver),
+            other => Err(StateError::Corrupt {
+                what: "run kind",
+                message: format!("`{other}`"),
+            }),
+        }
+    }
+}
+
+/// Why an (item, participant) pair was not delivered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FailureKind {
+    /// The participant has no mailbox; the item is in the quarantine.
+    Unmapped,
+    /// The mailbox store refused the item; it is in the quarantine.
+    Refused,
+}
+
+impl FailureKind {
+    /// The stored name: `unmapped` or `refused`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureKind::Unmapped => "unmapped",
+            FailureKind::Refused => "refused",
+        }
+    }
+
+    pub(crate) fn parse(s: &str) -> Result<FailureKind, StateError> {
+        match s {
+            "unmapped" => Ok(FailureKind::Unmapped),
+            "refused" => Ok(FailureKind::Refused),
+            other => Err(StateError::Corrupt {
+                what: "failure kind",
+                message: format!("`{other}`"),
+            }),
+        }
+    }
+}
+
+/// One item a run could not deliver to one participant or mailbox.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct RunFailure {
+    /// The message's source id.
+    pub item_id: String,
+    /// The participant's id in the source (`ExternalUserId`).
+    pub source_user_id: String,
+    /// The mailbox that refused it; empty when the participant has none.
+    pub mailbox: String,
+    /// Why.
+    pub kind: FailureKind,
+    /// What happened and what to do about it.
+    pub reason: String,
+}
+
+/// An item a run received from the source, with what it should become.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct SeenItem {
+    /// The message's source id.
+    pub item_id: String,
+    /// Hex SHA-256 of the source item as the run received it.
+    pub source_sha256: String,
+    /// When it was sent.
+    pub sent_at_ms: TimestampMs,
+    /// The mailboxes it should reach (the expected fan-out).
+    pub mailboxes: Vec<String>,
+    /// Ids of participants without a mailbox.
+    pub unmapped: Vec<String>,
+}
+
+/// A ledger entry with the run that recorded it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct DeliveredPair {
+    /// The delivery.
+    pub entry: LedgerEntry,
+    /// The run that recorded it.
+    pub run: RunId,
+}
+
+/// A connector's totals over the runs the database keeps.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ConnectorTotals {
+    /// Finished runs by outcome (`succeeded`, `failed`, `interrupted`).
+    pub runs_by_outcome: BTreeMap<String, u64>,
+    /// (item, mailbox) pairs imported.
+    pub imported: u64,
+    /// Messages quarantined.
+    pub quarantined: u64,
+    /// Pairs that failed.
+    pub failed: u64,
+    /// Pairs skipped as already delivered.
+    pub skipped_duplicates: u64,
+    /// Messages received from the source.
+    pub items_from_source: u64,
+    /// When the last successful run finished.
+    pub last_success_ms: Option<TimestampMs>,
+}

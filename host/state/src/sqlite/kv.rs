@@ -1,0 +1,66 @@
+//! The `kv` table: plugins' key/value values.
+
+use connector_model::limits::{KvLimit, check_kv_write};
+use rusqlite::{OptionalExtension, TransactionBehavior, params};
+
+use super::{SqliteStore, to_u64};
+use crate::error::StateError;
+use crate::store::PluginValues;
+
+impl PluginValues for SqliteStore {
+    fn kv_get(&self, connector: &str, key: &str) -> Result<Option<Vec<u8>>, StateError> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT value FROM kv WHERE connector = ?1 AND key = ?2",
+                params![connector, key],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
+    fn kv_set(&mut self, connector: &str, key: &str, value: &[u8]) -> Result<(), StateError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let others: i64 = tx.query_row(
+            "SELECT COALESCE(SUM(LENGTH(CAST(key AS BLOB)) + LENGTH(value)), 0)
+             FROM kv WHERE connector = ?1 AND key <> ?2",
+            params![connector, key],
+            |r| r.get(0),
+        )?;
+        check_kv_write(key, value, to_u64(others)).map_err(|limit| match limit {
+            KvLimit::TooLarge { what, size, limit } => StateError::TooLarge { what, size, limit },
+            KvLimit::Quota { needed, limit } => StateError::QuotaExceeded {
+                connector: connector.to_string(),
+                needed,
+                limit,
+            },
+        })?;
+        tx.execute(
+            "INSERT INTO kv (connector, key, value) VALUES (?1, ?2, ?3)
+             ON CONFLICT (connector, key) DO UPDATE SET value = excluded.value",
+            params![connector, key, value],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn kv_delete(&mut self, connector: &str, key: &str) -> Result<(), StateError> {
+        self.conn.execute(
+            "DELETE FROM kv WHERE connector = ?1 AND key = ?2",
+            params![connector, key],
+        )?;
+        Ok(())
+    }
+
+    fn kv_usage(&self, connector: &str) -> Result<u64, StateError> {
+        let n: i64 = self.conn.query_row(
+            "SELECT COALESCE(SUM(LENGTH(CAST(key AS BLOB)) + LENGTH(value)), 0)
+             FROM kv WHERE connector = ?1",
+            [connector],
+            |r| r.get(0),
+        )?;
+        Ok(to_u64(n))
+    }
+}

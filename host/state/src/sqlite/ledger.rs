@@ -1,0 +1,159 @@
+//! The `ledger` table.
+
+use std::collections::HashSet;
+
+use rusqlite::{OptionalExtension, Transaction, params};
+
+use super::{SqliteStore, to_u64};
+use crate::error::StateError;
+use crate::records::{DeliveredPair, LedgerEntry, RunId};
+use crate::store::DeliveryLedger;
+
+/// Most item ids per query of [`DeliveryLedger::delivered_set`].
+const IDS_PER_QUERY: usize = 500;
+
+impl DeliveryLedger for SqliteStore {
+    fn is_delivered(
+        &self,
+        connector: &str,
+        item_id: &str,
+        mailbox: &str,
+    ) -> Result<bool, StateError> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT 1 FROM ledger WHERE connector = ?1 AND item_id = ?2 AND mailbox = ?3",
+                params![connector, item_id, mailbox],
+                |_| Ok(()),
+            )
+            .optional()?
+            .is_some())
+    }
+
+    fn delivered_set(
+        &self,
+        connector: &str,
+        item_ids: &[&str],
+    ) -> Result<HashSet<(String, String)>, StateError> {
+        let mut out = HashSet::new();
+        for chunk in item_ids.chunks(IDS_PER_QUERY) {
+            let marks = vec!["?"; chunk.len()].join(", ");
+            let sql = format!(
+                "SELECT item_id, mailbox FROM ledger WHERE connector = ? AND item_id IN ({marks})"
+            );
+            let mut stmt = self.conn.prepare_cached(&sql)?;
+            let values = std::iter::once(connector).chain(chunk.iter().copied());
+            let rows = stmt.query_map(rusqlite::params_from_iter(values), |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })?;
+            for row in rows {
+                out.insert(row?);
+            }
+        }
+        Ok(out)
+    }
+
+    fn delivered_count(&self, connector: &str) -> Result<u64, StateError> {
+        let n: i64 = self.conn.query_row(
+            "SELECT COUNT(*) FROM ledger WHERE connector = ?1",
+            [connector],
+            |r| r.get(0),
+        )?;
+        Ok(to_u64(n))
+    }
+
+    fn ledger_entries(&self, connector: &str) -> Result<Vec<LedgerEntry>, StateError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT item_id, mailbox, message_id, email_sha256, source_sha256, receipt,
+                    delivered_at_ms
+             FROM ledger WHERE connector = ?1
+             ORDER BY delivered_at_ms, item_id, mailbox",
+        )?;
+        let rows = stmt.query_map([connector], |r| {
+            Ok(LedgerEntry {
+                item_id: r.get(0)?,
+                mailbox: r.get(1)?,
+                message_id: r.get(2)?,
+                email_sha256: r.get(3)?,
+                source_sha256: r.get(4)?,
+                receipt: r.get(5)?,
+                delivered_at_ms: r.get(6)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn ledger_for_items(
+        &self,
+        connector: &str,
+        item_ids: &[&str],
+    ) -> Result<Vec<DeliveredPair>, StateError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT item_id, mailbox, message_id, email_sha256, source_sha256, receipt,
+                    delivered_at_ms, run_id
+             FROM ledger WHERE connector = ?1 AND item_id = ?2 ORDER BY mailbox",
+        )?;
+        let mut out = Vec::new();
+        for id in item_ids {
+            let rows = stmt.query_map(params![connector, id], ledger_row)?;
+            for row in rows {
+                out.push(row?);
+            }
+        }
+        Ok(out)
+    }
+
+    fn ledger_of_run(&self, run: RunId) -> Result<Vec<DeliveredPair>, StateError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT item_id, mailbox, message_id, email_sha256, source_sha256, receipt,
+                    delivered_at_ms, run_id
+             FROM ledger WHERE run_id = ?1 ORDER BY item_id, mailbox",
+        )?;
+        let rows = stmt.query_map([run.0], ledger_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+}
+
+/// Records the page's deliveries, inside its transaction; pairs already
+/// recorded keep their first entry.
+pub(super) fn insert(
+    tx: &Transaction<'_>,
+    connector: &str,
+    run: RunId,
+    entries: &[LedgerEntry],
+) -> Result<(), StateError> {
+    let mut insert = tx.prepare_cached(
+        "INSERT OR IGNORE INTO ledger (connector, item_id, mailbox, message_id,
+            email_sha256, source_sha256, receipt, delivered_at_ms, run_id)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+    )?;
+    for e in entries {
+        insert.execute(params![
+            connector,
+            e.item_id,
+            e.mailbox,
+            e.message_id,
+            e.email_sha256,
+            e.source_sha256,
+            e.receipt,
+            e.delivered_at_ms,
+            run.0
+        ])?;
+    }
+    Ok(())
+}
+
+fn ledger_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<DeliveredPair> {
+    Ok(DeliveredPair {
+        entry: LedgerEntry {
+            item_id: r.get(0)?,
+            mailbox: r.get(1)?,
+            message_id: r.get(2)?,
+            email_sha256: r.get(3)?,
+            source_sha256: r.get(4)?,
+            receipt: r.get(5)?,
+            delivered_at_ms: r.get(6)?,
+        },
+        run: RunId(r.get(7)?),
+    })
+}

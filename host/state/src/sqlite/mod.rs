@@ -1,0 +1,230 @@
+//! The SQLite state store: one file per host, in WAL mode with full
+//! synchronous writes. One module per table; [`StateStore::commit_page`]
+//! writes a page across them in one transaction, so after a crash either
+//! the whole page is recorded or none of it is (and the sinks' own
+//! duplicate check covers emails delivered but not yet recorded).
+
+mod checkpoints;
+mod kv;
+mod ledger;
+mod quarantine;
+mod runs;
+mod schema;
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashSet;
+use std::fs::{File, OpenOptions, TryLockError};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rusqlite::{Connection, TransactionBehavior, params};
+
+use schema::MIGRATIONS;
+pub use schema::SCHEMA_VERSION;
+
+use crate::error::StateError;
+use crate::records::{PageCommit, RunId};
+use crate::store::{RunLock, StateStore};
+
+/// How long a write waits for another process holding the database.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The state in a SQLite file (or in memory, for tests).
+#[derive(Debug)]
+pub struct SqliteStore {
+    conn: Connection,
+    path: Option<PathBuf>,
+    /// Connectors whose runs are locked, for a store in memory.
+    memory_locks: Arc<Mutex<HashSet<String>>>,
+}
+
+fn to_i64(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+fn to_u64(n: i64) -> u64 {
+    u64::try_from(n).unwrap_or(0)
+}
+
+impl SqliteStore {
+    /// Opens (creating when absent) the database at `path`, in WAL mode
+    /// with full synchronous writes, and brings its schema up to date. A
+    /// database from a newer release is refused.
+    pub fn open(path: &Path) -> Result<SqliteStore, StateError> {
+        let open_error = |source| StateError::Open {
+            path: path.to_path_buf(),
+            source,
+        };
+        let conn = Connection::open(path).map_err(open_error)?;
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(open_error)?;
+        conn.query_row("PRAGMA journal_mode = WAL", [], |_| Ok(()))
+            .map_err(open_error)?;
+        // A page cache of 16 MiB (default 2 MiB) keeps the ledger's inner
+        // B-tree pages at hand; its random inserts otherwise read pages
+        // back from the file at every commit.
+        conn.execute_batch("PRAGMA synchronous = FULL; PRAGMA cache_size = -16384;")
+            .map_err(open_error)?;
+        let mut db = SqliteStore {
+            conn,
+            path: Some(path.to_path_buf()),
+            memory_locks: Arc::default(),
+        };
+        db.migrate()?;
+        Ok(db)
+    }
+
+    /// A fresh database in memory, for tests.
+    pub fn open_in_memory() -> Result<SqliteStore, StateError> {
+        let path = Path::new(":memory:");
+        let conn = Connection::open_in_memory().map_err(|source| StateError::Open {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let mut db = SqliteStore {
+            conn,
+            path: None,
+            memory_locks: Arc::default(),
+        };
+        db.migrate()?;
+        Ok(db)
+    }
+
+    /// The database file, `None` in memory.
+    pub fn path(&self) -> Option<&Path> {
+        self.path.as_deref()
+    }
+
+    fn display_path(&self) -> PathBuf {
+        self.path
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(":memory:"))
+    }
+
+    /// The schema version the database is at.
+    pub fn schema_version(&self) -> Result<i64, StateError> {
+        Ok(self.conn.query_row(
+            "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
+            [],
+            |r| r.get(0),
+        )?)
+    }
+
+    fn migrate(&mut self) -> Result<(), StateError> {
+        let path = self.display_path();
+        let open_error = |source| StateError::Open {
+            path: path.clone(),
+            source,
+        };
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(open_error)?;
+        tx.execute_batch(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (
+                version INTEGER PRIMARY KEY NOT NULL,
+                description TEXT NOT NULL,
+                applied_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
+            );",
+        )
+        .map_err(open_error)?;
+        let current: i64 = tx
+            .query_row(
+                "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(open_error)?;
+        if current > SCHEMA_VERSION {
+            return Err(StateError::NewerSchema {
+                path,
+                found: current,
+                supported: SCHEMA_VERSION,
+            });
+        }
+        for (version, description, sql) in MIGRATIONS {
+            if *version <= current {
+                continue;
+            }
+            tx.execute_batch(sql).map_err(open_error)?;
+            tx.execute(
+                "INSERT INTO schema_migrations (version, description) VALUES (?1, ?2)",
+                params![version, description],
+            )
+            .map_err(open_error)?;
+        }
+        tx.commit().map_err(open_error)?;
+        Ok(())
+    }
+}
+
+impl StateStore for SqliteStore {
+    fn commit_page(
+        &mut self,
+        connector: &str,
+        run: RunId,
+        page: &PageCommit,
+    ) -> Result<(), StateError> {
+        let unmapped = quarantine::unmapped_lists(&page.quarantine)?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        ledger::insert(&tx, connector, run, &page.ledger)?;
+        quarantine::insert(&tx, connector, run, &page.quarantine, &unmapped)?;
+        quarantine::release(&tx, connector, &page.released)?;
+        runs::add_page(&tx, connector, run, page)?;
+        checkpoints::store(&tx, connector, run, &page.checkpoint_slot, &page.checkpoint)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// An exclusive lock on `<folder of the database>/locks/<connector>.lock`,
+    /// released by the operating system when the process ends, also on
+    /// `kill -9`. In memory, a lock within the process.
+    fn lock_runs(&self, connector: &str) -> Result<Option<RunLock>, StateError> {
+        let Some(path) = &self.path else {
+            return Ok(MemoryLock::take(&self.memory_locks, connector).map(RunLock::new));
+        };
+        let dir = path.parent().unwrap_or(Path::new(".")).join("locks");
+        let io = |e: std::io::Error| {
+            StateError::Io(format!("cannot use the lock folder {}: {e}", dir.display()))
+        };
+        std::fs::create_dir_all(&dir).map_err(io)?;
+        let file: File = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(dir.join(format!("{connector}.lock")))
+            .map_err(io)?;
+        match file.try_lock() {
+            Ok(()) => Ok(Some(RunLock::new(file))),
+            Err(TryLockError::WouldBlock) => Ok(None),
+            Err(TryLockError::Error(e)) => Err(io(e)),
+        }
+    }
+}
+
+/// The run lock of a connector of an in-memory store.
+struct MemoryLock {
+    held: Arc<Mutex<HashSet<String>>>,
+    connector: String,
+}
+
+impl MemoryLock {
+    fn take(held: &Arc<Mutex<HashSet<String>>>, connector: &str) -> Option<MemoryLock> {
+        let mut set = held.lock().unwrap_or_else(|p| p.into_inner());
+        set.insert(connector.to_string()).then(|| MemoryLock {
+            held: held.clone(),
+            connector: connector.to_string(),
+        })
+    }
+}
+
+impl Drop for MemoryLock {
+    fn drop(&mut self) {
+        let mut set = self.held.lock().unwrap_or_else(|p| p.into_inner());
+        set.remove(&self.connector);
+    }
+}

@@ -1,0 +1,426 @@
+//! The `runs` table, with each run's items (`run_items`) and failures
+//! (`run_failures`).
+
+use connector_model::TimestampMs;
+use rusqlite::{Transaction, params};
+
+use super::{SqliteStore, to_i64, to_u64};
+use crate::error::StateError;
+use crate::records::*;
+use crate::store::RunHistory;
+
+impl RunHistory for SqliteStore {
+    fn begin_run(&mut self, connector: &str, started_at_ms: i64) -> Result<RunId, StateError> {
+        self.begin_run_of(connector, started_at_ms, RunKind::Run, None)
+    }
+
+    fn begin_run_of(
+        &mut self,
+        connector: &str,
+        started_at_ms: i64,
+        kind: RunKind,
+        range_ms: Option<(TimestampMs, TimestampMs)>,
+    ) -> Result<RunId, StateError> {
+        self.conn.execute(
+            "INSERT INTO runs (connector, started_at_ms, kind, range_from_ms, range_to_ms, pid)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![
+                connector,
+                started_at_ms,
+                kind.as_str(),
+                range_ms.map(|r| r.0),
+                range_ms.map(|r| r.1),
+                i64::from(std::process::id())
+            ],
+        )?;
+        Ok(RunId(self.conn.last_insert_rowid()))
+    }
+
+    fn finish_run(
+        &mut self,
+        run: RunId,
+        finished_at_ms: i64,
+        outcome: RunOutcome,
+        counts: &RunCounts,
+        error: Option<&str>,
+    ) -> Result<(), StateError> {
+        let [p, s, f, i, d, x, q] = counts_params(counts);
+        let changed = self.conn.execute(
+            "UPDATE runs SET finished_at_ms = ?1, outcome = ?2, error = ?3,
+                pages = MAX(pages, ?4), items_from_source = MAX(items_from_source, ?5),
+                items_for_import = MAX(items_for_import, ?6), imported = MAX(imported, ?7),
+                skipped_duplicates = MAX(skipped_duplicates, ?8), failed = MAX(failed, ?9),
+                quarantined = MAX(quarantined, ?10)
+             WHERE id = ?11",
+            params![
+                finished_at_ms,
+                outcome.as_str(),
+                error,
+                p,
+                s,
+                f,
+                i,
+                d,
+                x,
+                q,
+                run.0
+            ],
+        )?;
+        if changed == 0 {
+            return Err(StateError::UnknownRun { run });
+        }
+        Ok(())
+    }
+
+    fn interrupt_unfinished(&mut self, connector: &str, now_ms: i64) -> Result<usize, StateError> {
+        Ok(self.conn.execute(
+            "UPDATE runs SET outcome = 'interrupted', finished_at_ms = ?2,
+                error = COALESCE(error, 'the run did not finish (the process stopped)')
+             WHERE connector = ?1 AND outcome IS NULL",
+            params![connector, now_ms],
+        )?)
+    }
+
+    fn runs(&self, connector: &str, limit: usize) -> Result<Vec<RunRecord>, StateError> {
+        self.query_runs(
+            "WHERE connector = ?1 ORDER BY id DESC LIMIT ?2",
+            params![connector, to_i64(limit as u64)],
+        )
+    }
+
+    fn run(&self, run: RunId) -> Result<Option<RunRecord>, StateError> {
+        Ok(self
+            .query_runs("WHERE id = ?1", params![run.0])?
+            .into_iter()
+            .next())
+    }
+
+    fn last_run(&self, connector: &str) -> Result<Option<RunRecord>, StateError> {
+        Ok(self.runs(connector, 1)?.into_iter().next())
+    }
+
+    fn last_finished_run(&self, connector: &str) -> Result<Option<RunRecord>, StateError> {
+        Ok(self
+            .query_runs(
+                "WHERE connector = ?1 AND outcome IS NOT NULL AND kind <> 'redeliver'
+                 ORDER BY id DESC LIMIT 1",
+                params![connector],
+            )?
+            .into_iter()
+            .next())
+    }
+
+    fn last_scheduled_run(&self, connector: &str) -> Result<Option<RunRecord>, StateError> {
+        Ok(self
+            .query_runs(
+                "WHERE connector = ?1 AND kind = 'run' ORDER BY id DESC LIMIT 1",
+                params![connector],
+            )?
+            .into_iter()
+            .next())
+    }
+
+    fn prune_runs_before(&mut self, cutoff_ms: TimestampMs) -> Result<u64, StateError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let old = "SELECT id FROM runs WHERE finished_at_ms IS NOT NULL AND finished_at_ms < ?1";
+        tx.execute(
+            &format!("DELETE FROM run_items WHERE run_id IN ({old})"),
+            [cutoff_ms],
+        )?;
+        tx.execute(
+            &format!("DELETE FROM run_failures WHERE run_id IN ({old})"),
+            [cutoff_ms],
+        )?;
+        let n = tx.execute(
+            "DELETE FROM runs WHERE finished_at_ms IS NOT NULL AND finished_at_ms < ?1",
+            [cutoff_ms],
+        )?;
+        tx.commit()?;
+        Ok(n as u64)
+    }
+
+    fn connectors(&self) -> Result<Vec<String>, StateError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT connector FROM runs UNION SELECT connector FROM quarantine
+             UNION SELECT connector FROM ledger ORDER BY 1",
+        )?;
+        let rows = stmt.query_map([], |r| r.get(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn connector_totals(&self, connector: &str) -> Result<ConnectorTotals, StateError> {
+        let mut totals = ConnectorTotals::default();
+        let mut stmt = self.conn.prepare(
+            "SELECT outcome, COUNT(*), SUM(imported), SUM(quarantined), SUM(failed),
+                    SUM(skipped_duplicates), SUM(items_from_source)
+             FROM runs WHERE connector = ?1 AND outcome IS NOT NULL GROUP BY outcome",
+        )?;
+        let rows = stmt.query_map([connector], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, i64>(2)?,
+                r.get::<_, i64>(3)?,
+                r.get::<_, i64>(4)?,
+                r.get::<_, i64>(5)?,
+                r.get::<_, i64>(6)?,
+            ))
+        })?;
+        for row in rows {
+            let (outcome, runs, imported, quarantined, failed, duplicates, from_source) = row?;
+            RunOutcome::parse(&outcome)?;
+            totals.runs_by_outcome.insert(outcome, to_u64(runs));
+            totals.imported += to_u64(imported);
+            totals.quarantined += to_u64(quarantined);
+            totals.failed += to_u64(failed);
+            totals.skipped_duplicates += to_u64(duplicates);
+            totals.items_from_source += to_u64(from_source);
+        }
+        // Runs still going (or cut short by a crash) count what they committed.
+        let (imported, quarantined, failed, duplicates, from_source): (i64, i64, i64, i64, i64) =
+            self.conn.query_row(
+                "SELECT COALESCE(SUM(imported), 0), COALESCE(SUM(quarantined), 0),
+                        COALESCE(SUM(failed), 0), COALESCE(SUM(skipped_duplicates), 0),
+                        COALESCE(SUM(items_from_source), 0)
+                 FROM runs WHERE connector = ?1 AND outcome IS NULL",
+                [connector],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+            )?;
+        totals.imported += to_u64(imported);
+        totals.quarantined += to_u64(quarantined);
+        totals.failed += to_u64(failed);
+        totals.skipped_duplicates += to_u64(duplicates);
+        totals.items_from_source += to_u64(from_source);
+        totals.last_success_ms = self.conn.query_row(
+            "SELECT MAX(finished_at_ms) FROM runs WHERE connector = ?1 AND outcome = 'succeeded'",
+            [connector],
+            |r| r.get(0),
+        )?;
+        Ok(totals)
+    }
+
+    fn run_items(&self, run: RunId) -> Result<Vec<SeenItem>, StateError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT item_id, source_sha256, sent_at_ms, mailboxes, unmapped
+             FROM run_items WHERE run_id = ?1 ORDER BY sent_at_ms, item_id",
+        )?;
+        let rows = stmt.query_map([run.0], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, i64>(2)?,
+                r.get::<_, String>(3)?,
+                r.get::<_, String>(4)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (item_id, source_sha256, sent_at_ms, mailboxes, unmapped) = row?;
+            out.push(SeenItem {
+                item_id,
+                source_sha256,
+                sent_at_ms,
+                mailboxes: parse_list(&mailboxes)?,
+                unmapped: parse_list(&unmapped)?,
+            });
+        }
+        Ok(out)
+    }
+
+    fn run_failures(&self, run: RunId) -> Result<Vec<RunFailure>, StateError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT item_id, source_user_id, mailbox, kind, reason
+             FROM run_failures WHERE run_id = ?1 ORDER BY id",
+        )?;
+        let rows = stmt.query_map([run.0], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, String>(3)?,
+                r.get::<_, String>(4)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (item_id, source_user_id, mailbox, kind, reason) = row?;
+            out.push(RunFailure {
+                item_id,
+                source_user_id,
+                mailbox,
+                kind: FailureKind::parse(&kind)?,
+                reason,
+            });
+        }
+        Ok(out)
+    }
+
+    fn refused_mailboxes(
+        &self,
+        connector: &str,
+        item_id: &str,
+    ) -> Result<Vec<(String, String)>, StateError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT f.mailbox, MIN(f.source_user_id) FROM run_failures f
+             WHERE f.connector = ?1 AND f.item_id = ?2 AND f.kind = 'refused'
+               AND NOT EXISTS (SELECT 1 FROM ledger l WHERE l.connector = f.connector
+                               AND l.item_id = f.item_id AND l.mailbox = f.mailbox)
+             GROUP BY f.mailbox ORDER BY f.mailbox",
+        )?;
+        let rows = stmt.query_map(params![connector, item_id], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+}
+
+impl SqliteStore {
+    /// Runs selected by an SQL tail (`WHERE … ORDER BY …`) over `runs`.
+    fn query_runs(
+        &self,
+        tail: &str,
+        values: impl rusqlite::Params,
+    ) -> Result<Vec<RunRecord>, StateError> {
+        let mut stmt = self.conn.prepare(&format!(
+            "SELECT id, connector, started_at_ms, finished_at_ms, outcome, pages,
+                    items_from_source, items_for_import, imported, skipped_duplicates,
+                    failed, quarantined, error, kind, range_from_ms, range_to_ms, pid
+             FROM runs {tail}"
+        ))?;
+        let rows = stmt.query_map(values, |r| {
+            let range: (Option<i64>, Option<i64>) = (r.get(14)?, r.get(15)?);
+            Ok((
+                RunRecord {
+                    id: RunId(r.get(0)?),
+                    connector: r.get(1)?,
+                    started_at_ms: r.get(2)?,
+                    finished_at_ms: r.get(3)?,
+                    outcome: None,
+                    counts: RunCounts {
+                        pages: to_u64(r.get(5)?),
+                        items_from_source: to_u64(r.get(6)?),
+                        items_for_import: to_u64(r.get(7)?),
+                        imported: to_u64(r.get(8)?),
+                        skipped_duplicates: to_u64(r.get(9)?),
+                        failed: to_u64(r.get(10)?),
+                        quarantined: to_u64(r.get(11)?),
+                    },
+                    error: r.get(12)?,
+                    kind: RunKind::Run,
+                    range_ms: match range {
+                        (Some(from), Some(to)) => Some((from, to)),
+                        _ => None,
+                    },
+                    pid: r
+                        .get::<_, Option<i64>>(16)?
+                        .and_then(|p| u32::try_from(p).ok()),
+                },
+                r.get::<_, Option<String>>(4)?,
+                r.get::<_, String>(13)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (mut record, outcome, kind) = row?;
+            record.outcome = outcome.as_deref().map(RunOutcome::parse).transpose()?;
+            record.kind = RunKind::parse(&kind)?;
+            out.push(record);
+        }
+        Ok(out)
+    }
+}
+
+/// Adds the page's counts to its run, and records the items it saw and
+/// what could not be delivered, inside the page's transaction.
+pub(super) fn add_page(
+    tx: &Transaction<'_>,
+    connector: &str,
+    run: RunId,
+    page: &PageCommit,
+) -> Result<(), StateError> {
+    let [p, s, f, i, d, x, q] = counts_params(&page.counts);
+    let changed = tx.execute(
+        "UPDATE runs SET pages = pages + ?1, items_from_source = items_from_source + ?2,
+            items_for_import = items_for_import + ?3, imported = imported + ?4,
+            skipped_duplicates = skipped_duplicates + ?5, failed = failed + ?6,
+            quarantined = quarantined + ?7
+         WHERE id = ?8 AND connector = ?9",
+        params![p, s, f, i, d, x, q, run.0, connector],
+    )?;
+    if changed == 0 {
+        return Err(StateError::UnknownRun { run });
+    }
+    record_items_and_failures(tx, connector, run, page)
+}
+
+/// The counts as the `runs` columns store them, in column order.
+fn counts_params(counts: &RunCounts) -> [i64; 7] {
+    [
+        counts.pages,
+        counts.items_from_source,
+        counts.items_for_import,
+        counts.imported,
+        counts.skipped_duplicates,
+        counts.failed,
+        counts.quarantined,
+    ]
+    .map(to_i64)
+}
+
+fn json_list(list: &[String]) -> Result<String, StateError> {
+    serde_json::to_string(list).map_err(|e| StateError::Corrupt {
+        what: "list",
+        message: e.to_string(),
+    })
+}
+
+fn parse_list(text: &str) -> Result<Vec<String>, StateError> {
+    serde_json::from_str(text).map_err(|e| StateError::Corrupt {
+        what: "list of mailboxes or participants",
+        message: e.to_string(),
+    })
+}
+
+/// Writes a page's seen items and failures inside the page's transaction.
+fn record_items_and_failures(
+    tx: &Transaction<'_>,
+    connector: &str,
+    run: RunId,
+    page: &PageCommit,
+) -> Result<(), StateError> {
+    let mut seen = tx.prepare_cached(
+        "INSERT OR REPLACE INTO run_items (run_id, connector, item_id, source_sha256,
+            sent_at_ms, mailboxes, unmapped)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )?;
+    for item in &page.seen {
+        seen.execute(params![
+            run.0,
+            connector,
+            item.item_id,
+            item.source_sha256,
+            item.sent_at_ms,
+            json_list(&item.mailboxes)?,
+            json_list(&item.unmapped)?,
+        ])?;
+    }
+    let mut failure = tx.prepare_cached(
+        "INSERT INTO run_failures (run_id, connector, item_id, source_user_id, mailbox, kind,
+            reason, at_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    )?;
+    let now = connector_model::time::now_ms();
+    for f in &page.failures {
+        failure.execute(params![
+            run.0,
+            connector,
+            f.item_id,
+            f.source_user_id,
+            f.mailbox,
+            f.kind.as_str(),
+            f.reason,
+            now,
+        ])?;
+    }
+    Ok(())
+}

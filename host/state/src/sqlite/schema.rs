@@ -1,0 +1,126 @@
+//! The SQLite schema, as migrations applied in order.
+
+/// Schema version this build writes and understands.
+pub const SCHEMA_VERSION: i64 = 3;
+
+/// Schema migrations, applied in order; a database records each one it has.
+pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "checkpoints, runs, ledger, quarantine, kv",
+        "
+    CREATE TABLE checkpoints (
+        connector TEXT PRIMARY KEY NOT NULL,
+        data BLOB NOT NULL,
+        run_id INTEGER
+    );
+    CREATE TABLE runs (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        connector TEXT NOT NULL,
+        started_at_ms INTEGER NOT NULL,
+        finished_at_ms INTEGER,
+        outcome TEXT CHECK (outcome IN ('succeeded', 'failed', 'interrupted')),
+        pages INTEGER NOT NULL DEFAULT 0,
+        items_from_source INTEGER NOT NULL DEFAULT 0,
+        items_for_import INTEGER NOT NULL DEFAULT 0,
+        imported INTEGER NOT NULL DEFAULT 0,
+        skipped_duplicates INTEGER NOT NULL DEFAULT 0,
+        failed INTEGER NOT NULL DEFAULT 0,
+        quarantined INTEGER NOT NULL DEFAULT 0,
+        error TEXT
+    );
+    CREATE INDEX runs_by_connector ON runs (connector, id);
+    CREATE TABLE ledger (
+        connector TEXT NOT NULL,
+        item_id TEXT NOT NULL,
+        mailbox TEXT NOT NULL,
+        message_id TEXT NOT NULL,
+        email_sha256 TEXT NOT NULL,
+        source_sha256 TEXT NOT NULL,
+        receipt TEXT NOT NULL,
+        delivered_at_ms INTEGER NOT NULL,
+        run_id INTEGER NOT NULL,
+        PRIMARY KEY (connector, item_id, mailbox)
+    ) WITHOUT ROWID;
+    CREATE TABLE quarantine (
+        connector TEXT NOT NULL,
+        item_id TEXT NOT NULL,
+        message_id TEXT NOT NULL,
+        email BLOB NOT NULL,
+        sent_at_ms INTEGER NOT NULL,
+        unmapped TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        run_id INTEGER NOT NULL,
+        PRIMARY KEY (connector, item_id)
+    );
+    CREATE TABLE kv (
+        connector TEXT NOT NULL,
+        key TEXT NOT NULL,
+        value BLOB NOT NULL,
+        PRIMARY KEY (connector, key)
+    ) WITHOUT ROWID;
+    ",
+    ),
+    (
+        2,
+        "run kinds, items seen and failures per run, quarantined items' source SHA-256",
+        "
+    ALTER TABLE runs ADD COLUMN kind TEXT NOT NULL DEFAULT 'run'
+        CHECK (kind IN ('run', 'backfill', 'redeliver'));
+    ALTER TABLE runs ADD COLUMN range_from_ms INTEGER;
+    ALTER TABLE runs ADD COLUMN range_to_ms INTEGER;
+    ALTER TABLE runs ADD COLUMN pid INTEGER;
+    CREATE INDEX runs_by_finish ON runs (finished_at_ms);
+    ALTER TABLE quarantine ADD COLUMN source_sha256 TEXT NOT NULL DEFAULT '';
+    CREATE TABLE run_items (
+        run_id INTEGER NOT NULL,
+        connector TEXT NOT NULL,
+        item_id TEXT NOT NULL,
+        source_sha256 TEXT NOT NULL,
+        sent_at_ms INTEGER NOT NULL,
+        mailboxes TEXT NOT NULL,
+        unmapped TEXT NOT NULL,
+        PRIMARY KEY (run_id, item_id)
+    ) WITHOUT ROWID;
+    CREATE TABLE run_failures (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        run_id INTEGER NOT NULL,
+        connector TEXT NOT NULL,
+        item_id TEXT NOT NULL,
+        source_user_id TEXT NOT NULL,
+        mailbox TEXT NOT NULL,
+        kind TEXT NOT NULL CHECK (kind IN ('unmapped', 'refused')),
+        reason TEXT NOT NULL,
+        at_ms INTEGER NOT NULL
+    );
+    CREATE INDEX run_failures_by_run ON run_failures (run_id, id);
+    CREATE INDEX run_failures_by_item ON run_failures (connector, item_id);
+    ",
+    ),
+    (
+        3,
+        "quarantined emails in the last column, so big ones stream in and out",
+        // SQLite keeps a zero-filled blob unexpanded (and lets it be written
+        // in place) only when it is the record's last column.
+        "
+    CREATE TABLE quarantine_v3 (
+        connector TEXT NOT NULL,
+        item_id TEXT NOT NULL,
+        message_id TEXT NOT NULL,
+        sent_at_ms INTEGER NOT NULL,
+        unmapped TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        run_id INTEGER NOT NULL,
+        source_sha256 TEXT NOT NULL DEFAULT '',
+        email BLOB NOT NULL,
+        PRIMARY KEY (connector, item_id)
+    );
+    INSERT INTO quarantine_v3 (connector, item_id, message_id, sent_at_ms, unmapped,
+        reason, run_id, source_sha256, email)
+        SELECT connector, item_id, message_id, sent_at_ms, unmapped, reason, run_id,
+            source_sha256, email FROM quarantine;
+    DROP TABLE quarantine;
+    ALTER TABLE quarantine_v3 RENAME TO quarantine;
+    ",
+    ),
+];
