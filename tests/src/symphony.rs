@@ -23,6 +23,20 @@ pub struct SymphonyConnector<'a> {
     pub extra_secrets: &'a str,
 }
 
+/// Writes the operator's secrets file `dir/secrets.toml` (0600, as
+/// `scripts/demo` does): the simulator's service-account private key as
+/// `private-key`, then the `extra` lines (sink credentials). Returns its
+/// path.
+pub fn write_symphony_secrets(dir: &Path, extra: &str) -> PathBuf {
+    crate::write_secrets(
+        dir,
+        &format!(
+            "private-key = '''\n{}'''\n{extra}",
+            TEST_PRIVATE_KEY_PEM.trim_end()
+        ),
+    )
+}
+
 /// Installs the Symphony plugin under `dir/plugin` and writes
 /// `dir/connector.toml` for `c`, with the simulator's private key in a
 /// 0600 secrets file. Returns the connector file.
@@ -32,14 +46,7 @@ pub fn symphony_connector_file(dir: &Path, c: &SymphonyConnector<'_>) -> PathBuf
         "plugins/symphony/manifest.toml",
         &dir.join("plugin"),
     );
-    let secrets = crate::write_secrets(
-        dir,
-        &format!(
-            "private-key = '''\n{}'''\n{}",
-            TEST_PRIVATE_KEY_PEM.trim_end(),
-            c.extra_secrets
-        ),
-    );
+    let secrets = write_symphony_secrets(dir, c.extra_secrets);
     crate::write_file(
         dir,
         "connector.toml",
