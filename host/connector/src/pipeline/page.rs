@@ -8,9 +8,8 @@ use super::faults::{self, Point};
 use super::retry::RetryPolicy;
 use crate::map::UserMap;
 use connector_email::{Email, EmailConverter};
-use connector_model::Conversation;
-use connector_model::Mailbox;
 use connector_model::time::now_ms;
+use connector_model::{Conversation, Mailbox, Message, Person};
 use connector_runtime::{Page, PluginError};
 use connector_sink::{Delivery, Sink, SinkError};
 use connector_state::{
@@ -38,9 +37,23 @@ struct Pending {
     owners: Vec<(Mailbox, String)>,
 }
 
+/// What a page will do, worked out before anything is imported.
+struct Plan {
+    /// Emails to import and the mailboxes that still need them.
+    pending: Vec<Pending>,
+    /// What the page's commit will record; imports add to it.
+    commit: PageCommit,
+    /// The page's counts so far.
+    counts: RunCounts,
+    /// Items that reach every participant's mailbox (unless a mailbox
+    /// refuses them): released from the quarantine if they were in it.
+    fully_mapped: Vec<String>,
+}
+
 impl PageStage<'_> {
-    /// Delivers every message of `page` and commits the page. Returns the
-    /// page's counts.
+    /// Delivers every message of `page` and commits the page: plan
+    /// (convert, map, check the ledger), import, commit. Returns the page's
+    /// counts.
     pub fn deliver(
         &self,
         page: Page,
@@ -52,134 +65,126 @@ impl PageStage<'_> {
         for c in page.conversations {
             conversations.insert(c.id.clone(), c);
         }
-        let mut counts = RunCounts {
-            pages: 1,
-            items_from_source: page.messages.len() as u64,
-            ..RunCounts::default()
-        };
-        let mut commit = PageCommit {
+        let commit = PageCommit {
             checkpoint: page.checkpoint,
             checkpoint_slot: self.checkpoint_slot.clone(),
             ..PageCommit::default()
         };
-        let mut pending = Vec::with_capacity(page.messages.len());
-        // Items that reached every participant's mailbox (unless a mailbox
-        // refuses them below): released from the quarantine if they were in it.
-        let mut fully_mapped = Vec::new();
-        {
-            // What the ledger already has of this page's items: one query
-            // per page, not per message (nothing is recorded before the
-            // page's commit, so the answer holds for the whole page).
-            let ids: Vec<&str> = page.messages.iter().map(|m| m.id.as_str()).collect();
-            let delivered = lock(db).delivered_set(self.connector, &ids)?;
-            for msg in &page.messages {
-                let conv = conversations.get(&msg.conversation_id).ok_or_else(|| {
-                    PluginError::Protocol(format!(
-                        "message {} refers to conversation {} which was never described",
-                        msg.id, msg.conversation_id
-                    ))
+        let mut plan = self.plan(&page.messages, conversations, commit, db)?;
+        self.import(&plan.pending, sink, &mut plan.commit, &mut plan.counts)?;
+        self.commit(plan, db, run)
+    }
+
+    /// Converts each message, maps its participants, and leaves out the
+    /// mailboxes the ledger says already have it.
+    fn plan(
+        &self,
+        messages: &[Message],
+        conversations: &HashMap<String, Conversation>,
+        commit: PageCommit,
+        db: &SharedStore,
+    ) -> Result<Plan, RunError> {
+        let mut plan = Plan {
+            pending: Vec::with_capacity(messages.len()),
+            commit,
+            counts: RunCounts {
+                pages: 1,
+                items_from_source: messages.len() as u64,
+                ..RunCounts::default()
+            },
+            fully_mapped: Vec::new(),
+        };
+        // What the ledger already has of this page's items: one query per
+        // page, not per message (nothing is recorded before the page's
+        // commit, so the answer holds for the whole page).
+        let ids: Vec<&str> = messages.iter().map(|m| m.id.as_str()).collect();
+        let delivered = lock(db).delivered_set(self.connector, &ids)?;
+        for msg in messages {
+            let conv = conversations.get(&msg.conversation_id).ok_or_else(|| {
+                PluginError::Protocol(format!(
+                    "message {} refers to conversation {} which was never described",
+                    msg.id, msg.conversation_id
+                ))
+            })?;
+            let email = self
+                .converter
+                .convert(msg, conv)
+                .map_err(|source| RunError::Convert {
+                    item: msg.id.clone(),
+                    source,
                 })?;
-                let email =
-                    self.converter
-                        .convert(msg, conv)
-                        .map_err(|source| RunError::Convert {
-                            item: msg.id.clone(),
-                            source,
-                        })?;
-                faults::reached(Point::Convert);
-                let fan = self.users.fan_out(&conv.participants, &msg.sender);
-                counts.items_for_import += fan.mailboxes.len() as u64;
-                commit.seen.push(SeenItem {
+            faults::reached(Point::Convert);
+            let fan = self.users.fan_out(&conv.participants, &msg.sender);
+            plan.counts.items_for_import += fan.mailboxes.len() as u64;
+            plan.commit.seen.push(SeenItem {
+                item_id: msg.id.clone(),
+                source_sha256: msg.source_sha256.clone(),
+                sent_at_ms: msg.sent_at,
+                mailboxes: fan.mailboxes.iter().map(|m| m.to_string()).collect(),
+                unmapped: fan.unmapped.iter().map(|p| p.id.clone()).collect(),
+            });
+            if fan.unmapped.is_empty() {
+                plan.fully_mapped.push(msg.id.clone());
+            } else {
+                plan.counts.quarantined += 1;
+                quarantine_unmapped(msg, &email, &fan.unmapped, &mut plan.commit);
+            }
+            let mut needed = Vec::new();
+            for mailbox in &fan.mailboxes {
+                if delivered.contains(&(msg.id.clone(), mailbox.to_string())) {
+                    plan.counts.skipped_duplicates += 1;
+                } else {
+                    needed.push(mailbox.clone());
+                }
+            }
+            if !needed.is_empty() {
+                let mut owners = Vec::new();
+                for person in std::iter::once(&msg.sender).chain(&conv.participants) {
+                    if let Some(mailbox) = self.users.resolve(person)
+                        && !owners.iter().any(|(m, _)| *m == mailbox)
+                    {
+                        owners.push((mailbox, person.id.clone()));
+                    }
+                }
+                plan.pending.push(Pending {
                     item_id: msg.id.clone(),
                     source_sha256: msg.source_sha256.clone(),
-                    sent_at_ms: msg.sent_at,
-                    mailboxes: fan.mailboxes.iter().map(|m| m.to_string()).collect(),
-                    unmapped: fan.unmapped.iter().map(|p| p.id.clone()).collect(),
+                    email,
+                    mailboxes: needed,
+                    owners,
                 });
-                for person in &fan.unmapped {
-                    commit.failures.push(RunFailure {
-                        item_id: msg.id.clone(),
-                        source_user_id: person.id.clone(),
-                        mailbox: String::new(),
-                        kind: FailureKind::Unmapped,
-                        reason: format!(
-                            "no mailbox is mapped for participant {}{}; the item is kept in the quarantine: add `{},<mailbox>` to the mapping CSV, then run `connector quarantine redeliver`",
-                            person.id,
-                            person
-                                .email
-                                .as_deref()
-                                .map(|e| format!(" <{e}>"))
-                                .unwrap_or_default(),
-                            person.id
-                        ),
-                    });
-                }
-                if fan.unmapped.is_empty() {
-                    fully_mapped.push(msg.id.clone());
-                } else {
-                    counts.quarantined += 1;
-                    let names: Vec<&str> = fan.unmapped.iter().map(|p| p.id.as_str()).collect();
-                    commit.quarantine.push(QuarantineEntry {
-                        item_id: msg.id.clone(),
-                        message_id: email.message_id.clone(),
-                        email: email.clone(),
-                        sent_at_ms: msg.sent_at,
-                        unmapped: fan.unmapped.clone(),
-                        reason: format!(
-                            "no mailbox is mapped for participant(s) {}; add them to the mapping CSV, then run `connector quarantine redeliver`",
-                            names.join(", ")
-                        ),
-                        source_sha256: msg.source_sha256.clone(),
-                    });
-                }
-                let mut needed = Vec::new();
-                for mailbox in &fan.mailboxes {
-                    if delivered.contains(&(msg.id.clone(), mailbox.to_string())) {
-                        counts.skipped_duplicates += 1;
-                    } else {
-                        needed.push(mailbox.clone());
-                    }
-                }
-                if !needed.is_empty() {
-                    let mut owners = Vec::new();
-                    for person in std::iter::once(&msg.sender).chain(&conv.participants) {
-                        if let Some(mailbox) = self.users.resolve(person)
-                            && !owners.iter().any(|(m, _)| *m == mailbox)
-                        {
-                            owners.push((mailbox, person.id.clone()));
-                        }
-                    }
-                    pending.push(Pending {
-                        item_id: msg.id.clone(),
-                        source_sha256: msg.source_sha256.clone(),
-                        email,
-                        mailboxes: needed,
-                        owners,
-                    });
-                }
             }
         }
-        self.import(&pending, sink, &mut commit, &mut counts)?;
-        {
-            let db = lock(db);
-            // Most connectors have nothing in the quarantine: then no item
-            // needs looking up.
-            if db.quarantine_count(self.connector)? == 0 {
-                fully_mapped.clear();
-            }
-            for item in fully_mapped {
-                let refused = commit
-                    .failures
-                    .iter()
-                    .any(|f| f.item_id == item && f.kind == FailureKind::Refused);
-                if !refused && db.is_quarantined(self.connector, &item)? {
-                    commit.released.push(item);
-                }
+        Ok(plan)
+    }
+
+    /// Releases quarantined items now delivered everywhere, then records
+    /// the page in one transaction.
+    fn commit(&self, plan: Plan, db: &SharedStore, run: RunId) -> Result<RunCounts, RunError> {
+        let Plan {
+            mut commit,
+            counts,
+            mut fully_mapped,
+            ..
+        } = plan;
+        let mut db = lock(db);
+        // Most connectors have nothing in the quarantine: then no item
+        // needs looking up.
+        if db.quarantine_count(self.connector)? == 0 {
+            fully_mapped.clear();
+        }
+        for item in fully_mapped {
+            let refused = commit
+                .failures
+                .iter()
+                .any(|f| f.item_id == item && f.kind == FailureKind::Refused);
+            if !refused && db.is_quarantined(self.connector, &item)? {
+                commit.released.push(item);
             }
         }
         commit.counts = counts.clone();
         faults::reached(Point::Commit);
-        lock(db).commit_page(self.connector, run, &commit)?;
+        db.commit_page(self.connector, run, &commit)?;
         Ok(counts)
     }
 
@@ -326,6 +331,42 @@ impl PageStage<'_> {
             });
         }
     }
+}
+
+/// Keeps a message with participants that have no mailbox in the
+/// quarantine, with one failure record per such participant.
+fn quarantine_unmapped(msg: &Message, email: &Email, unmapped: &[Person], commit: &mut PageCommit) {
+    for person in unmapped {
+        commit.failures.push(RunFailure {
+            item_id: msg.id.clone(),
+            source_user_id: person.id.clone(),
+            mailbox: String::new(),
+            kind: FailureKind::Unmapped,
+            reason: format!(
+                "no mailbox is mapped for participant {}{}; the item is kept in the quarantine: add `{},<mailbox>` to the mapping CSV, then run `connector quarantine redeliver`",
+                person.id,
+                person
+                    .email
+                    .as_deref()
+                    .map(|e| format!(" <{e}>"))
+                    .unwrap_or_default(),
+                person.id
+            ),
+        });
+    }
+    let names: Vec<&str> = unmapped.iter().map(|p| p.id.as_str()).collect();
+    commit.quarantine.push(QuarantineEntry {
+        item_id: msg.id.clone(),
+        message_id: email.message_id.clone(),
+        email: email.clone(),
+        sent_at_ms: msg.sent_at,
+        unmapped: unmapped.to_vec(),
+        reason: format!(
+            "no mailbox is mapped for participant(s) {}; add them to the mapping CSV, then run `connector quarantine redeliver`",
+            names.join(", ")
+        ),
+        source_sha256: msg.source_sha256.clone(),
+    });
 }
 
 /// The state database, also after a thread panicked holding it.
