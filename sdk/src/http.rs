@@ -104,22 +104,7 @@ impl Request {
         Self::new(Method::Delete, url)
     }
 
-    /// Adds a header sent as it is.
-    pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
-        self.headers.push((name.into(), value.into()));
-        self
-    }
-
-    /// Adds a header whose value the host fills in from the declared secret
-    /// `secret_name`; the plugin never sees the value.
-    pub fn secret_header(
-        mut self,
-        name: impl Into<String>,
-        secret_name: impl Into<String>,
-    ) -> Self {
-        self.secret_headers.push((name.into(), secret_name.into()));
-        self
-    }
+    crate::records::header_setters!(header, secret_header);
 
     /// Sets the request body.
     pub fn body(mut self, body: impl Into<Vec<u8>>) -> Self {

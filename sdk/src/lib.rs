@@ -31,9 +31,7 @@
 //! `src/lib.rs`:
 //!
 //! ```no_run
-//! use connector_sdk::{
-//!     Conversation, ConversationKind, Message, MessageKind, Page, Person, Source, SourceError,
-//! };
+//! use connector_sdk::{Conversation, ConversationKind, Message, Page, Person, Source, SourceError};
 //!
 //! #[derive(serde::Deserialize)]
 //! struct Config {
@@ -62,37 +60,21 @@
 //!     }
 //!
 //!     fn next_page(&mut self) -> Result<Page, SourceError> {
-//!         let alice = Person {
-//!             id: "alice".into(),
-//!             display_name: Some("Alice".into()),
-//!             email: Some("alice@example.test".into()),
-//!         };
-//!         let mut page = Page {
-//!             conversations: Vec::new(),
-//!             messages: Vec::new(),
-//!             checkpoint: b"1".to_vec(),
-//!             complete: true,
-//!         };
+//!         let alice = Person::new("alice")
+//!             .with_name("Alice")
+//!             .with_email("alice@example.test");
+//!         let mut page = Page::new(b"1").with_complete(true);
 //!         if !self.done {
-//!             page.conversations.push(Conversation {
-//!                 id: "general".into(),
-//!                 kind: ConversationKind::Room,
-//!                 name: Some("General".into()),
-//!                 participants: vec![alice.clone()],
-//!             });
-//!             page.messages.push(Message {
-//!                 id: "hello-1".into(),
-//!                 conversation_id: "general".into(),
-//!                 sender: alice,
-//!                 sent_at: 1_700_000_000_000,
-//!                 kind: MessageKind::Chat,
-//!                 relations: Vec::new(),
-//!                 text: Some(self.greeting.clone()),
-//!                 html: None,
-//!                 attachments: Vec::new(),
-//!                 original: None,
-//!                 properties: Vec::new(),
-//!             });
+//!             page = page
+//!                 .with_conversation(
+//!                     Conversation::new("general", ConversationKind::Room)
+//!                         .with_name("General")
+//!                         .with_participant(alice.clone()),
+//!                 )
+//!                 .with_message(
+//!                     Message::chat("hello-1", "general", alice, 1_700_000_000_000)
+//!                         .with_text(&self.greeting),
+//!                 );
 //!             self.done = true;
 //!         }
 //!         connector_sdk::info!("page built"; messages = page.messages.len());
@@ -106,6 +88,40 @@
 //!
 //! Build it with `cargo build --release --target wasm32-wasip2`; the `.wasm`
 //! file in `target/wasm32-wasip2/release/` is the component the host loads.
+//!
+//! ## Building records
+//!
+//! The records of the WIT world ([`Page`], [`Conversation`], [`Message`],
+//! [`Person`], [`Attachment`], [`FetchSpec`]) have constructors taking what
+//! each must have, and `with_*` methods for everything else, which starts
+//! empty:
+//!
+//! ```
+//! use connector_sdk::{Attachment, AttachmentBody, FetchSpec, Message, Person, Relation};
+//!
+//! let ann = Person::new("u-ann").with_name("Ann").with_email("ann@example.test");
+//! let reply = Message::chat("m-2", "room-1", ann, 1_700_000_000_000)
+//!     .with_relation(Relation::ReplyTo("m-1".into()))
+//!     .with_text("See the agenda.")
+//!     .with_attachment(
+//!         Attachment::new(
+//!             "agenda",
+//!             "agenda.pdf",
+//!             AttachmentBody::Fetch(FetchSpec::new("https://files.example.test/agenda")),
+//!         )
+//!         .with_media_type("application/pdf"),
+//!     )
+//!     .with_property("channel", "web");
+//! assert_eq!(reply.html, None);
+//! ```
+//!
+//! Build records this way rather than with struct literals: when a later
+//! world adds an optional field, the SDK gives it a default and the plugin
+//! compiles unchanged, where a literal would have to name the new field.
+//! Optional text fields take a `&str`, a `String` or an `Option<String>`
+//! ([`IntoOptionalString`]). Ids are taken as [`MessageId`],
+//! [`ConversationId`], [`PersonId`] and [`AttachmentId`], which convert from
+//! any string.
 //!
 //! ## What the host offers
 //!
@@ -161,8 +177,9 @@
 //! [`AttachmentBody::Fetch`] for a URL the host downloads itself under the
 //! plugin's HTTP grants (any size; the bytes never enter the sandbox), and
 //! [`AttachmentBody::Deferred`] for files the plugin reads itself, later,
-//! through [`Source::open_attachment`] in chunks (any size). Set `size`
-//! when known.
+//! through [`Source::open_attachment`] in chunks (any size): a
+//! [`ChunkReader`] reads them from any [`std::io::Read`]. Set `size` when
+//! known.
 //!
 //! ## Testing
 //!
@@ -195,6 +212,14 @@ pub mod signing;
 pub mod state;
 pub mod time;
 
+mod chunk_reader;
+mod ids;
+mod records;
+
+pub use chunk_reader::ChunkReader;
+pub use ids::{AttachmentId, ConversationId, MessageId, PersonId};
+pub use records::IntoOptionalString;
+
 /// Generated guest bindings for the `source-plugin` world. Not part of the
 /// stable API: use the re-exports at the crate root and the modules instead.
 #[doc(hidden)]
@@ -221,7 +246,9 @@ pub use bindings::connector::source::types::{
 pub const SDK_VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// Version of the WIT package (`connector:source`) this SDK implements; the
-/// `api-version` a plugin's manifest declares.
+/// `api-version` a plugin's manifest declares. The one place the SDK names
+/// its version: a test checks that the bindings are generated from
+/// `wit/v{API_VERSION}`, whose package carries this version.
 pub const API_VERSION: &str = "0.1.0";
 
 /// A source of messages: what a plugin implements.
@@ -281,7 +308,8 @@ pub trait Source: Sized + 'static {
     }
 }
 
-/// The bytes of one deferred attachment, read in order.
+/// The bytes of one deferred attachment, read in order. [`ChunkReader`]
+/// implements it for any [`std::io::Read`].
 pub trait AttachmentReader {
     /// Returns the next chunk of at most `max_bytes` bytes, or `None` at the
     /// end. Longer chunks are split by the SDK, so returning more is safe.
@@ -549,6 +577,15 @@ mod tests {
         assert!(matches!(SourceError::from(err), SourceError::Permanent(_)));
         let err = std::io::Error::from(std::io::ErrorKind::NotFound);
         assert!(matches!(SourceError::from(err), SourceError::Permanent(_)));
+    }
+
+    #[test]
+    fn api_version_is_the_version_of_the_world_the_bindings_come_from() {
+        let dir = env!("CARGO_MANIFEST_DIR");
+        let wit = std::fs::read_to_string(format!("{dir}/wit/v{API_VERSION}/source.wit")).unwrap();
+        assert!(wit.contains(&format!("package connector:source@{API_VERSION};")));
+        let lib = std::fs::read_to_string(format!("{dir}/src/lib.rs")).unwrap();
+        assert!(lib.contains(&format!("path: \"wit/v{API_VERSION}\",")));
     }
 
     #[test]

@@ -211,11 +211,7 @@ fn non_empty(what: &str, value: &str) -> Result<(), String> {
 
 fn convert_person(what: &str, p: PersonLine) -> Result<Person, String> {
     non_empty(&format!("{what} id"), &p.id)?;
-    Ok(Person {
-        id: p.id,
-        display_name: p.name,
-        email: p.email,
-    })
+    Ok(Person::new(p.id).with_name(p.name).with_email(p.email))
 }
 
 fn convert_conversation(line: ConversationLine) -> Result<Conversation, String> {
@@ -225,17 +221,15 @@ fn convert_conversation(line: ConversationLine) -> Result<Conversation, String> 
         .into_iter()
         .map(|p| convert_person("participant", p))
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(Conversation {
-        id: line.id,
-        kind: match line.kind {
-            KindLine::Direct => ConversationKind::Direct,
-            KindLine::Group => ConversationKind::Group,
-            KindLine::Room => ConversationKind::Room,
-            KindLine::Feed => ConversationKind::Feed,
-        },
-        name: line.name,
-        participants,
-    })
+    let kind = match line.kind {
+        KindLine::Direct => ConversationKind::Direct,
+        KindLine::Group => ConversationKind::Group,
+        KindLine::Room => ConversationKind::Room,
+        KindLine::Feed => ConversationKind::Feed,
+    };
+    Ok(Conversation::new(line.id, kind)
+        .with_name(line.name)
+        .with_participants(participants))
 }
 
 /// Base64 as exporters write it: standard or URL-safe alphabet, padding
@@ -327,28 +321,19 @@ fn convert_attachment(
                 a.id
             ));
         }
-        AttachmentBody::Fetch(FetchSpec {
-            url,
-            headers: Vec::new(),
-            secret_headers: Vec::new(),
-            encoding: match a.encoding {
-                Some(EncodingLine::Base64) => BodyEncoding::Base64,
-                Some(EncodingLine::Identity) | None => BodyEncoding::Identity,
-            },
-        })
+        AttachmentBody::Fetch(FetchSpec::new(url).with_encoding(match a.encoding {
+            Some(EncodingLine::Base64) => BodyEncoding::Base64,
+            Some(EncodingLine::Identity) | None => BodyEncoding::Identity,
+        }))
     } else {
         let path = a.path.unwrap_or_default();
         check_relative_path(&path).map_err(|e| format!("attachment {:?}: {e}", a.id))?;
         deferred.push((a.id.clone(), path));
         AttachmentBody::Deferred
     };
-    Ok(Attachment {
-        id: a.id,
-        file_name: a.name,
-        media_type: a.media_type,
-        size,
-        body,
-    })
+    Ok(Attachment::new(a.id, a.name, body)
+        .with_media_type(a.media_type)
+        .with_size(size))
 }
 
 fn is_header_token(key: &str) -> bool {
@@ -428,27 +413,21 @@ fn convert_message(line: MessageLine) -> Result<ParsedMessage, String> {
             &mut inline_bytes,
         )?);
     }
+    let kind = match kind {
+        MessageKindLine::Chat => MessageKind::Chat,
+        MessageKindLine::Edit => MessageKind::Edit,
+        MessageKindLine::Deletion => MessageKind::Deletion,
+        MessageKindLine::MemberJoined => MessageKind::MemberJoined,
+        MessageKindLine::MemberLeft => MessageKind::MemberLeft,
+        MessageKindLine::System => MessageKind::System,
+    };
     Ok(ParsedMessage {
-        message: Message {
-            id: line.id,
-            conversation_id: line.conversation,
-            sender,
-            sent_at: line.sent_at.0,
-            kind: match kind {
-                MessageKindLine::Chat => MessageKind::Chat,
-                MessageKindLine::Edit => MessageKind::Edit,
-                MessageKindLine::Deletion => MessageKind::Deletion,
-                MessageKindLine::MemberJoined => MessageKind::MemberJoined,
-                MessageKindLine::MemberLeft => MessageKind::MemberLeft,
-                MessageKindLine::System => MessageKind::System,
-            },
-            relations,
-            text: line.text,
-            html: line.html,
-            attachments,
-            original: None,
-            properties,
-        },
+        message: Message::new(line.id, line.conversation, sender, line.sent_at.0, kind)
+            .with_relations(relations)
+            .with_text(line.text)
+            .with_html(line.html)
+            .with_attachments(attachments)
+            .with_properties(properties),
         deferred,
         inline_bytes,
     })
@@ -478,23 +457,16 @@ mod tests {
         .unwrap();
         assert_eq!(
             line,
-            Line::Conversation(Conversation {
-                id: "c1".into(),
-                kind: ConversationKind::Room,
-                name: Some("Café".into()),
-                participants: vec![
-                    Person {
-                        id: "u1".into(),
-                        display_name: Some("Zoë".into()),
-                        email: Some("zoe@example.test".into())
-                    },
-                    Person {
-                        id: "u2".into(),
-                        display_name: None,
-                        email: None
-                    },
-                ],
-            })
+            Line::Conversation(
+                Conversation::new("c1", ConversationKind::Room)
+                    .with_name("Café")
+                    .with_participant(
+                        Person::new("u1")
+                            .with_name("Zoë")
+                            .with_email("zoe@example.test")
+                    )
+                    .with_participant(Person::new("u2"))
+            )
         );
     }
 
@@ -528,12 +500,9 @@ mod tests {
         assert_eq!(msg.attachments[0].size, Some(5));
         assert_eq!(
             msg.attachments[1].body,
-            AttachmentBody::Fetch(FetchSpec {
-                url: "https://files.example.test/b".into(),
-                headers: vec![],
-                secret_headers: vec![],
-                encoding: BodyEncoding::Base64
-            })
+            AttachmentBody::Fetch(
+                FetchSpec::new("https://files.example.test/b").with_encoding(BodyEncoding::Base64)
+            )
         );
         assert_eq!(msg.attachments[2].body, AttachmentBody::Deferred);
         assert_eq!(msg.attachments[2].size, Some(12));

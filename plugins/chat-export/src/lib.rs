@@ -23,14 +23,12 @@ pub mod reader;
 
 use config::{Config, Location};
 use connector_sdk::http::{self, Request};
-use connector_sdk::{AttachmentReader, Page, Source, SourceError};
+use connector_sdk::{AttachmentReader, ChunkReader, Page, Source, SourceError};
 use reader::PageReader;
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader};
 
 /// Size of the read buffer for the export.
 const BUFFER_BYTES: usize = 256 * 1024;
-/// Largest chunk returned for a deferred attachment.
-const MAX_CHUNK_BYTES: u32 = 4 << 20;
 
 /// The chat-export source: one sync session over one export.
 pub struct ChatExport {
@@ -156,36 +154,13 @@ impl Source for ChatExport {
                          {full}: {e}"
                     ))
                 })?;
-                Ok(Box::new(ChunkReader(file)))
+                Ok(Box::new(ChunkReader::new(file)))
             }
             Location::Url(url) => {
                 let response = get(&join_url(url, relative))?;
-                Ok(Box::new(ChunkReader(response.into_reader())))
+                Ok(Box::new(ChunkReader::new(response.into_reader())))
             }
         }
-    }
-}
-
-/// Reads a deferred attachment from any [`Read`] in chunks.
-struct ChunkReader<R>(R);
-
-impl<R: Read> AttachmentReader for ChunkReader<R> {
-    fn read(&mut self, max_bytes: u32) -> Result<Option<Vec<u8>>, SourceError> {
-        let mut chunk = vec![0u8; max_bytes.clamp(1, MAX_CHUNK_BYTES) as usize];
-        let mut filled = 0;
-        while filled < chunk.len() {
-            match self.0.read(&mut chunk[filled..]) {
-                Ok(0) => break,
-                Ok(n) => filled += n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e.into()),
-            }
-        }
-        if filled == 0 {
-            return Ok(None);
-        }
-        chunk.truncate(filled);
-        Ok(Some(chunk))
     }
 }
 
@@ -206,14 +181,6 @@ mod tests {
             join_path("/export/chat.jsonl", "files/a.pdf"),
             "/export/files/a.pdf"
         );
-    }
-
-    #[test]
-    fn chunk_reader() {
-        let mut r = ChunkReader(&b"abcdefg"[..]);
-        assert_eq!(r.read(3).unwrap().unwrap(), b"abc");
-        assert_eq!(r.read(10).unwrap().unwrap(), b"defg");
-        assert_eq!(r.read(10).unwrap(), None);
     }
 
     #[test]

@@ -277,14 +277,10 @@ impl<R: BufRead> PageReader<R> {
     /// that this session has not described yet, the checkpoint after them,
     /// and `complete` once the end of the export is reached.
     pub fn next_page(&mut self) -> Result<Page, ReadError> {
-        let mut page = Page {
-            conversations: Vec::new(),
-            messages: Vec::new(),
-            checkpoint: Vec::new(),
-            complete: false,
-        };
+        let mut conversations: Vec<Conversation> = Vec::new();
+        let mut messages = Vec::new();
         let mut bytes = 0usize;
-        while !self.complete && page.messages.len() < self.page_size && bytes < MAX_PAGE_BYTES {
+        while !self.complete && messages.len() < self.page_size && bytes < MAX_PAGE_BYTES {
             let Some(line) = self.lines.next_line()? else {
                 self.complete = true;
                 break;
@@ -303,7 +299,7 @@ impl<R: BufRead> PageReader<R> {
                     );
                 }
                 Line::Message(parsed) => {
-                    let mut message = parsed.message;
+                    let message = parsed.message;
                     let known = self
                         .conversations
                         .get_mut(&message.conversation_id)
@@ -317,9 +313,9 @@ impl<R: BufRead> PageReader<R> {
                     if !known.sent {
                         known.sent = true;
                         let c = known.conversation.clone();
-                        match page.conversations.iter_mut().find(|p| p.id == c.id) {
+                        match conversations.iter_mut().find(|p| p.id == c.id) {
                             Some(existing) => *existing = c,
-                            None => page.conversations.push(c),
+                            None => conversations.push(c),
                         }
                     }
                     for (attachment_id, path) in parsed.deferred {
@@ -327,17 +323,17 @@ impl<R: BufRead> PageReader<R> {
                             .insert((message.id.clone(), attachment_id), path);
                     }
                     bytes += line.bytes.len() + parsed.inline_bytes;
-                    message.original = Some(line.bytes);
-                    page.messages.push(message);
+                    messages.push(message.with_original(line.bytes));
                 }
             }
         }
         if !self.complete && self.lines.at_eof()? {
             self.complete = true;
         }
-        page.checkpoint = encode_checkpoint(self.lines.offset());
-        page.complete = self.complete;
-        Ok(page)
+        Ok(Page::new(encode_checkpoint(self.lines.offset()))
+            .with_conversations(conversations)
+            .with_messages(messages)
+            .with_complete(self.complete))
     }
 }
 

@@ -39,14 +39,9 @@ pub mod config;
 pub mod model;
 pub mod reader;
 
-use std::io::Read;
-
 use config::Config;
-use connector_sdk::{AttachmentReader, Page, Source, SourceError};
+use connector_sdk::{AttachmentReader, ChunkReader, Page, Source, SourceError};
 use reader::{Checkpoint, Reader};
-
-/// Largest chunk returned for a deferred attachment.
-const MAX_CHUNK_BYTES: u32 = 4 << 20;
 
 /// The slack-export source: one session over one export.
 pub struct SlackExport {
@@ -103,30 +98,7 @@ impl Source for SlackExport {
             })?
             .to_string();
         let reader = self.reader.archive_mut().open_reader(&path)?;
-        Ok(Box::new(ChunkReader(reader)))
-    }
-}
-
-/// Reads a deferred attachment in chunks.
-struct ChunkReader(Box<dyn Read>);
-
-impl AttachmentReader for ChunkReader {
-    fn read(&mut self, max_bytes: u32) -> Result<Option<Vec<u8>>, SourceError> {
-        let mut chunk = vec![0u8; max_bytes.clamp(1, MAX_CHUNK_BYTES) as usize];
-        let mut filled = 0;
-        while filled < chunk.len() {
-            match self.0.read(&mut chunk[filled..]) {
-                Ok(0) => break,
-                Ok(n) => filled += n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e.into()),
-            }
-        }
-        if filled == 0 {
-            return Ok(None);
-        }
-        chunk.truncate(filled);
-        Ok(Some(chunk))
+        Ok(Box::new(ChunkReader::new(reader)))
     }
 }
 

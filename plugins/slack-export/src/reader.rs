@@ -4,8 +4,8 @@
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
 use connector_sdk::{
-    Attachment, AttachmentBody, BodyEncoding, Conversation, ConversationKind, FetchSpec, Message,
-    MessageKind, Page, Person, Relation, SourceError,
+    Attachment, AttachmentBody, Conversation, ConversationKind, FetchSpec, Message, MessageKind,
+    Page, Person, Relation, SourceError,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -265,17 +265,10 @@ impl Reader {
 
     /// The next page.
     pub fn next_page(&mut self) -> Result<Page, SourceError> {
-        let mut page = Page {
-            conversations: Vec::new(),
-            messages: Vec::new(),
-            checkpoint: Vec::new(),
-            complete: false,
-        };
+        let mut conversations = Vec::new();
+        let mut messages = Vec::new();
         let mut bytes = 0usize;
-        while !self.complete
-            && page.messages.len() < self.config.page_size
-            && bytes < MAX_PAGE_BYTES
-        {
+        while !self.complete && messages.len() < self.config.page_size && bytes < MAX_PAGE_BYTES {
             if !self.fill()? {
                 self.complete = true;
                 break;
@@ -283,20 +276,21 @@ impl Reader {
             let (raw, m) = self.pending.pop_front().expect("filled");
             let conv = self.convs[self.conv_index].clone();
             if self.described.insert(conv.id.clone()) {
-                page.conversations.push(self.describe(&conv));
+                conversations.push(self.describe(&conv));
             }
             bytes += raw.len();
             let ts = m.ts.clone();
             let message = self.convert(&conv, raw, m);
             self.checkpoint.after.insert(conv.id.clone(), ts);
-            page.messages.push(message);
+            messages.push(message);
         }
         if !self.complete && !self.fill()? {
             self.complete = true;
         }
-        page.checkpoint = self.checkpoint.encode();
-        page.complete = self.complete;
-        Ok(page)
+        Ok(Page::new(self.checkpoint.encode())
+            .with_conversations(conversations)
+            .with_messages(messages)
+            .with_complete(self.complete))
     }
 
     fn person(&self, user_id: &str, fallback: Option<&Profile>) -> Person {
@@ -327,20 +321,15 @@ impl Reader {
         let email = user
             .and_then(|u| u.profile.email.clone())
             .filter(|e| e.contains('@'));
-        Person {
-            id: user_id.to_string(),
-            display_name,
-            email,
-        }
+        Person::new(user_id)
+            .with_name(display_name)
+            .with_email(email)
     }
 
     fn describe(&self, conv: &Conv) -> Conversation {
-        Conversation {
-            id: conv.id.clone(),
-            kind: conv.kind,
-            name: conv.name.clone(),
-            participants: conv.members.iter().map(|u| self.person(u, None)).collect(),
-        }
+        Conversation::new(&conv.id, conv.kind)
+            .with_name(conv.name.clone())
+            .with_participants(conv.members.iter().map(|u| self.person(u, None)))
     }
 
     fn sender(&self, m: &SlackMessage) -> Person {
@@ -352,17 +341,9 @@ impl Reader {
                 .username
                 .clone()
                 .or_else(|| m.bot_profile.as_ref().and_then(|b| b.name.clone()));
-            return Person {
-                id: bot.clone(),
-                display_name: name,
-                email: None,
-            };
+            return Person::new(bot).with_name(name);
         }
-        Person {
-            id: "slack-unknown-sender".into(),
-            display_name: m.username.clone(),
-            email: None,
-        }
+        Person::new("slack-unknown-sender").with_name(m.username.clone())
     }
 
     fn convert(&mut self, conv: &Conv, raw: Vec<u8>, m: SlackMessage) -> Message {
@@ -455,19 +436,18 @@ impl Reader {
             .as_deref()
             .map(|t| render_text(t, &self.users, &self.channel_names))
             .filter(|t| !t.is_empty());
-        Message {
+        Message::new(
             id,
-            conversation_id: conv.id.clone(),
-            sender: self.sender(&m),
-            sent_at: ts_to_ms(&m.ts).unwrap_or(0),
+            &conv.id,
+            self.sender(&m),
+            ts_to_ms(&m.ts).unwrap_or(0),
             kind,
-            relations,
-            text,
-            html: None,
-            attachments,
-            original: Some(raw),
-            properties,
-        }
+        )
+        .with_relations(relations)
+        .with_text(text)
+        .with_attachments(attachments)
+        .with_original(raw)
+        .with_properties(properties)
     }
 
     /// The attachment for a shared file, or why it is not archived.
@@ -493,12 +473,9 @@ impl Reader {
                 .clone()
                 .or_else(|| file.url_private.clone())
                 .ok_or("no url_private in the export")?;
-            AttachmentBody::Fetch(FetchSpec {
-                url,
-                headers: Vec::new(),
-                secret_headers: vec![("authorization".into(), self.config.token_secret.clone())],
-                encoding: BodyEncoding::Identity,
-            })
+            AttachmentBody::Fetch(
+                FetchSpec::new(url).with_secret_header("authorization", &self.config.token_secret),
+            )
         } else {
             return Err("not in the export; set download_files to fetch it".into());
         };
@@ -509,13 +486,9 @@ impl Reader {
                 .and_then(|p| self.archive.size(p)),
             _ => file.size,
         };
-        Ok(Attachment {
-            id: file.id.clone(),
-            file_name,
-            media_type: file.mimetype.clone(),
-            size,
-            body,
-        })
+        Ok(Attachment::new(&file.id, file_name, body)
+            .with_media_type(file.mimetype.clone())
+            .with_size(size))
     }
 }
 

@@ -49,25 +49,20 @@ impl ParentKind {
 /// A person from a `V4User`, with fallbacks for missing name and email.
 pub fn person(user: Option<&V4User>, email: Option<String>, name: Option<String>) -> Person {
     let Some(user) = user else {
-        return Person {
-            id: "unknown".into(),
-            display_name: name,
-            email,
-        };
+        return Person::new("unknown").with_name(name).with_email(email);
     };
-    Person {
-        id: user
-            .user_id
-            .map(|id| id.0.to_string())
-            .unwrap_or_else(|| "unknown".into()),
-        display_name: api::display_name(
-            user.display_name.as_deref(),
-            user.first_name.as_deref(),
-            user.last_name.as_deref(),
-        )
-        .or(name),
-        email: api::clean_email(user.email.as_deref()).or(email),
-    }
+    let id = user
+        .user_id
+        .map(|id| id.0.to_string())
+        .unwrap_or_else(|| "unknown".into());
+    let display_name = api::display_name(
+        user.display_name.as_deref(),
+        user.first_name.as_deref(),
+        user.last_name.as_deref(),
+    );
+    Person::new(id)
+        .with_name(display_name.or(name))
+        .with_email(api::clean_email(user.email.as_deref()).or(email))
 }
 
 /// The download URL of an attachment:
@@ -97,18 +92,14 @@ pub fn attachment(
         .filter(|n| !n.is_empty())
         .map(str::to_string)
         .unwrap_or_else(|| format!("attachment-{}", index + 1));
-    Attachment {
-        id: info.id.clone(),
-        media_type: media_type(&file_name).map(str::to_string),
-        file_name,
-        size: info.size.and_then(|s| u64::try_from(s.0).ok()),
-        body: AttachmentBody::Fetch(FetchSpec {
-            url,
-            headers: vec![tokens.session.clone(), tokens.key_manager.clone()],
-            secret_headers: Vec::new(),
-            encoding: BodyEncoding::Base64,
-        }),
-    }
+    let fetch = FetchSpec::new(url)
+        .with_header(&tokens.session.0, &tokens.session.1)
+        .with_header(&tokens.key_manager.0, &tokens.key_manager.1)
+        .with_encoding(BodyEncoding::Base64);
+    let media_type = media_type(&file_name).map(str::to_string);
+    Attachment::new(&info.id, file_name, AttachmentBody::Fetch(fetch))
+        .with_media_type(media_type)
+        .with_size(info.size.and_then(|s| u64::try_from(s.0).ok()))
 }
 
 /// The media type of common file extensions.
@@ -215,19 +206,19 @@ pub fn message(msg: &V4Message, parts: MessageParts<'_>) -> Message {
         properties.push(("Markup-Fallback".into(), "true".into()));
     }
     let Rendered { text, html, .. } = parts.rendered;
-    Message {
-        id: msg.message_id.clone(),
-        conversation_id: parts.stream_id.to_string(),
+    Message::new(
+        &msg.message_id,
+        parts.stream_id,
         sender,
-        sent_at: msg.timestamp.0,
+        msg.timestamp.0,
         kind,
-        relations,
-        text: (!text.is_empty()).then_some(text),
-        html: (!html.is_empty()).then_some(html),
-        attachments: parts.attachments,
-        original: Some(parts.raw.as_bytes().to_vec()),
-        properties,
-    }
+    )
+    .with_relations(relations)
+    .with_text((!text.is_empty()).then_some(text))
+    .with_html((!html.is_empty()).then_some(html))
+    .with_attachments(parts.attachments)
+    .with_original(parts.raw)
+    .with_properties(properties)
 }
 
 /// A datahose event the plugin archives, with its stream.
@@ -278,19 +269,16 @@ pub fn event(raw: &str, ev: &V4Event) -> Option<EventMessage> {
                 .clone()
                 .unwrap_or_else(|| sender.id.clone());
             properties.push(("Suppressed-Message-Id".into(), target.clone()));
-            let message = Message {
-                id: format!("suppression-{target}"),
-                conversation_id: stream.0.clone(),
+            let message = Message::new(
+                format!("suppression-{target}"),
+                &stream.0,
                 sender,
                 sent_at,
-                kind: MessageKind::Deletion,
-                relations: vec![Relation::Deletes(target.clone())],
-                text: Some(format!("{who} suppressed (deleted) message {target}.")),
-                html: None,
-                attachments: Vec::new(),
-                original: Some(raw.as_bytes().to_vec()),
-                properties: Vec::new(),
-            };
+                MessageKind::Deletion,
+            )
+            .with_relation(Relation::Deletes(target.clone()))
+            .with_text(format!("{who} suppressed (deleted) message {target}."))
+            .with_original(raw);
             (message, stream)
         }
         "USERJOINEDROOM" | "USERLEFTROOM" => {
@@ -311,23 +299,13 @@ pub fn event(raw: &str, ev: &V4Event) -> Option<EventMessage> {
                 .clone()
                 .filter(|i| !i.is_empty())
                 .unwrap_or_else(|| format!("{}-{}-{}", stream.0, sender.id, sent_at));
-            let message = Message {
-                id: format!("event-{id}"),
-                conversation_id: stream.0.clone(),
-                sender,
-                sent_at,
-                kind: if joined {
-                    MessageKind::MemberJoined
-                } else {
-                    MessageKind::MemberLeft
-                },
-                relations: Vec::new(),
-                text: None,
-                html: None,
-                attachments: Vec::new(),
-                original: Some(raw.as_bytes().to_vec()),
-                properties: Vec::new(),
+            let kind = if joined {
+                MessageKind::MemberJoined
+            } else {
+                MessageKind::MemberLeft
             };
+            let message = Message::new(format!("event-{id}"), &stream.0, sender, sent_at, kind)
+                .with_original(raw);
             (message, stream)
         }
         _ => return None,
@@ -335,10 +313,8 @@ pub fn event(raw: &str, ev: &V4Event) -> Option<EventMessage> {
     if let Some(t) = stream_type {
         properties.insert(0, ("Stream-Type".into(), t.as_str().to_string()));
     }
-    let mut message = message;
-    message.properties = properties;
     Some(EventMessage {
-        message,
+        message: message.with_properties(properties),
         stream_id,
         stream_type,
         room_name,

@@ -248,12 +248,10 @@ impl<B: Backend> Session<B> {
             conversations = conversations.len(),
             complete = complete
         );
-        Ok(Page {
-            conversations,
-            messages,
-            checkpoint,
-            complete,
-        })
+        Ok(Page::new(checkpoint)
+            .with_conversations(conversations)
+            .with_messages(messages)
+            .with_complete(complete))
     }
 
     /// New messages of a stream after `pos`.
@@ -671,26 +669,24 @@ impl<B: Backend> Session<B> {
             .filter(|id| self.needs_lookup(*id))
             .collect();
         self.lookup_users(&wanted)?;
-        let participants = order
+        let participants: Vec<Person> = order
             .iter()
             .map(|id| {
                 let info = self.users.get(id).cloned().flatten().unwrap_or_default();
-                Person {
-                    id: id.to_string(),
-                    display_name: info.name,
-                    email: info.email,
-                }
+                Person::new(id.to_string())
+                    .with_name(info.name)
+                    .with_email(info.email)
             })
             .collect();
-        Ok(Conversation {
-            id: stream.id.clone(),
-            kind: stream.kind.conversation_kind(),
-            name: match stream.kind {
-                StreamType::Room => stream.name.clone().filter(|n| !n.trim().is_empty()),
-                _ => None,
-            },
-            participants,
-        })
+        let name = match stream.kind {
+            StreamType::Room => stream.name.clone().filter(|n| !n.trim().is_empty()),
+            _ => None,
+        };
+        Ok(
+            Conversation::new(&stream.id, stream.kind.conversation_kind())
+                .with_name(name)
+                .with_participants(participants),
+        )
     }
 
     /// One datahose read: suppressions, joins and leaves.

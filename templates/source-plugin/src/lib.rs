@@ -10,9 +10,7 @@
 //!
 //! Checkpoint: the index of the next message, as decimal text.
 
-use connector_sdk::{
-    Conversation, ConversationKind, Message, MessageKind, Page, Person, Source, SourceError,
-};
+use connector_sdk::{Conversation, ConversationKind, Message, Page, Person, Source, SourceError};
 use serde::Deserialize;
 
 /// The plugin's configuration.
@@ -97,48 +95,38 @@ impl Source for __TYPE_NAME__ {
     }
 
     fn next_page(&mut self) -> Result<Page, SourceError> {
-        let person = Person {
-            id: "sample-user".into(),
-            display_name: Some("Sample User".into()),
-            email: Some("sample.user@example.test".into()),
-        };
-        let mut page = Page {
-            conversations: Vec::new(),
-            messages: Vec::new(),
-            checkpoint: Vec::new(),
-            complete: false,
-        };
+        // Records are built with constructors and `with_*` methods: fields
+        // a later SDK adds get defaults, so this code keeps compiling.
+        let person = Person::new("sample-user")
+            .with_name("Sample User")
+            .with_email("sample.user@example.test");
+        let end = (self.next + self.config.page_size).min(self.config.messages);
+        // The host commits the checkpoint once every message of the page is
+        // delivered.
+        let mut page = Page::new(end.to_string()).with_complete(end >= self.config.messages);
         if !self.described {
             // Describe each conversation once per session, in the page of its
             // first message.
             self.described = true;
-            page.conversations.push(Conversation {
-                id: "sample-room".into(),
-                kind: ConversationKind::Room,
-                name: Some(self.config.room.clone()),
-                participants: vec![person.clone()],
-            });
+            page = page.with_conversation(
+                Conversation::new("sample-room", ConversationKind::Room)
+                    .with_name(&self.config.room)
+                    .with_participant(person.clone()),
+            );
         }
-        let end = (self.next + self.config.page_size).min(self.config.messages);
         for i in self.next..end {
-            page.messages.push(Message {
-                id: format!("sample-{i}"),
-                conversation_id: "sample-room".into(),
-                sender: person.clone(),
-                sent_at: 1_700_000_000_000 + i64::from(i) * 60_000,
-                kind: MessageKind::Chat,
-                relations: Vec::new(),
-                text: Some(format!("Sample message {i} from __DISPLAY_NAME__")),
-                html: None,
-                attachments: Vec::new(),
-                original: None,
-                properties: Vec::new(),
-            });
+            let sent_at = 1_700_000_000_000 + i64::from(i) * 60_000;
+            page = page.with_message(
+                Message::chat(
+                    format!("sample-{i}"),
+                    "sample-room",
+                    person.clone(),
+                    sent_at,
+                )
+                .with_text(format!("Sample message {i} from __DISPLAY_NAME__")),
+            );
         }
         self.next = end;
-        // The host commits this once every message of the page is delivered.
-        page.checkpoint = end.to_string().into_bytes();
-        page.complete = end >= self.config.messages;
         Ok(page)
     }
 }

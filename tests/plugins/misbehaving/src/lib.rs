@@ -27,8 +27,7 @@
 
 use connector_sdk::http::{self, Request};
 use connector_sdk::{
-    Conversation, ConversationKind, Message, MessageKind, Page, Person, Source, SourceError,
-    secrets,
+    Conversation, ConversationKind, Message, Page, Person, Source, SourceError, secrets,
 };
 use std::hint::black_box;
 
@@ -90,11 +89,9 @@ pub struct Misbehaving {
 }
 
 fn person(name: &str, display: &str) -> Person {
-    Person {
-        id: name.to_string(),
-        display_name: Some(display.to_string()),
-        email: Some(format!("{name}@example.test")),
-    }
+    Person::new(name)
+        .with_name(display)
+        .with_email(format!("{name}@example.test"))
 }
 
 impl Misbehaving {
@@ -151,45 +148,32 @@ impl Misbehaving {
     fn page(&mut self) -> Page {
         let p = self.next;
         let (alice, bob) = (person("alice", "Alice"), person("bob", "Bob"));
-        let mut page = Page {
-            conversations: Vec::new(),
-            messages: Vec::new(),
-            checkpoint: p.to_string().into_bytes(),
-            complete: true,
-        };
         if p >= self.config.pages {
-            return page;
+            return Page::new(p.to_string()).with_complete(true);
         }
         let per_page = self.config.per_page;
-        for i in 0..per_page {
-            let sender = if i % 2 == 0 { &alice } else { &bob };
-            let n = p * per_page + i;
-            page.messages.push(Message {
-                id: format!("m-{p}-{i}"),
-                conversation_id: "c1".to_string(),
-                sender: sender.clone(),
-                sent_at: 1_700_000_000_000 + n as i64 * 1000,
-                kind: MessageKind::Chat,
-                relations: Vec::new(),
-                text: Some(format!("message {i} of page {p}")),
-                html: None,
-                attachments: Vec::new(),
-                original: None,
-                properties: vec![("X-Test-Page".to_string(), p.to_string())],
-            });
-        }
+        let messages: Vec<Message> = (0..per_page)
+            .map(|i| {
+                let sender = if i % 2 == 0 { &alice } else { &bob };
+                let n = p * per_page + i;
+                let sent_at = 1_700_000_000_000 + n as i64 * 1000;
+                Message::chat(format!("m-{p}-{i}"), "c1", sender.clone(), sent_at)
+                    .with_text(format!("message {i} of page {p}"))
+                    .with_property("X-Test-Page", p.to_string())
+            })
+            .collect();
+        self.next = p + 1;
+        let mut page = Page::new(self.next.to_string())
+            .with_complete(self.next >= self.config.pages)
+            .with_messages(messages);
         if !page.messages.is_empty() && !self.described {
-            page.conversations.push(Conversation {
-                id: "c1".to_string(),
-                kind: ConversationKind::Room,
-                name: Some("Misbehaving room".to_string()),
-                participants: vec![alice, bob],
-            });
+            page = page.with_conversation(
+                Conversation::new("c1", ConversationKind::Room)
+                    .with_name("Misbehaving room")
+                    .with_participants([alice, bob]),
+            );
             self.described = true;
         }
-        self.next = p + 1;
-        page.checkpoint = self.next.to_string().into_bytes();
-        page.complete = self.next >= self.config.pages;
         page
     }
 }
