@@ -386,3 +386,39 @@ fn a_backfill_delivers_only_its_date_range_resumes_when_interrupted_and_leaves_t
     );
     assert_mailboxes_match(&s.mail, &s.truth);
 }
+
+#[test]
+fn a_closed_output_pipe_ends_the_command_quietly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = chat_setup(tmp.path(), "pipe", 12, 4, "24h");
+    connector_ok(
+        bin(),
+        &s.state,
+        &["run", "--once", s.config.to_str().unwrap()],
+    );
+    for args in [
+        &["log", "--connector", "pipe", "--last"][..],
+        &["status", s.config.to_str().unwrap()][..],
+        &["quarantine", "list"][..],
+    ] {
+        // As `connector log … | head` once head has exited: the reader is
+        // gone before the command writes anything.
+        let mut child = std::process::Command::new(bin())
+            .arg("--state-dir")
+            .arg(&s.state)
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.is_empty(), "{args:?} printed: {stderr}");
+        assert_eq!(
+            out.status.code(),
+            Some(141),
+            "{args:?}: as if ended by SIGPIPE"
+        );
+    }
+}

@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 
+use super::spool::{SPOOL_BUFFER, new_spool_file};
 use super::writer::Built;
 use connector_model::TimestampMs;
 use connector_model::digest::{HashingWriter, hex};
@@ -169,26 +170,4 @@ impl Email {
             )
         })
     }
-}
-
-/// Write buffer of a spool file.
-pub(super) const SPOOL_BUFFER: usize = 256 * 1024;
-
-/// A new, empty spool file for an email in `dir`, removed when its path is
-/// dropped.
-pub(super) fn new_spool_file(dir: &Path) -> io::Result<(File, tempfile::TempPath)> {
-    let file = tempfile::Builder::new()
-        .prefix("email-")
-        .suffix(".eml")
-        .tempfile_in(dir)
-        .map_err(|e| {
-            io::Error::new(
-                e.kind(),
-                format!(
-                    "cannot create an email spool file in {}: {e}",
-                    dir.display()
-                ),
-            )
-        })?;
-    Ok(file.into_parts())
 }

@@ -12,6 +12,7 @@
 
 mod email;
 mod encode;
+mod spool;
 #[cfg(test)]
 mod tests;
 mod writer;

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use encodify::base64::MIME;
 use sha2::{Digest, Sha256};
 
-use super::email::{SPOOL_BUFFER, new_spool_file};
+use super::spool::{SPOOL_BUFFER, new_spool_file};
 use connector_model::digest::{HashingWriter, hex};
 
 /// Input bytes per base64 line (76 characters).

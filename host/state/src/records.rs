@@ -6,8 +6,6 @@ use std::collections::BTreeMap;
 use connector_email::Email;
 use connector_model::{Person, TimestampMs};
 
-use crate::error::StateError;
-
 /// Identifies a run in the database.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
 #[serde(transparent)]
@@ -41,15 +39,13 @@ impl RunOutcome {
         }
     }
 
-    pub(crate) fn parse(s: &str) -> Result<RunOutcome, StateError> {
+    /// The value stored as `s` (see [`RunOutcome::as_str`]).
+    pub fn parse(s: &str) -> Option<RunOutcome> {
         match s {
-            "succeeded" => Ok(RunOutcome::Succeeded),
-            "failed" => Ok(RunOutcome::Failed),
-            "interrupted" => Ok(RunOutcome::Interrupted),
-            other => Err(StateError::Corrupt {
-                what: "run outcome",
-                message: format!("`{other}`"),
-            }),
+            "succeeded" => Some(RunOutcome::Succeeded),
+            "failed" => Some(RunOutcome::Failed),
+            "interrupted" => Some(RunOutcome::Interrupted),
+            _ => None,
         }
     }
 }
@@ -212,15 +208,13 @@ impl RunKind {
         }
     }
 
-    pub(crate) fn parse(s: &str) -> Result<RunKind, StateError> {
+    /// The value stored as `s` (see [`RunKind::as_str`]).
+    pub fn parse(s: &str) -> Option<RunKind> {
         match s {
-            "run" => Ok(RunKind::Run),
-            "backfill" => Ok(RunKind::Backfill),
-            "redeliver" => Ok(RunKind::Redeliver),
-            other => Err(StateError::Corrupt {
-                what: "run kind",
-                message: format!("`{other}`"),
-            }),
+            "run" => Some(RunKind::Run),
+            "backfill" => Some(RunKind::Backfill),
+            "redeliver" => Some(RunKind::Redeliver),
+            _ => None,
         }
     }
 }
@@ -244,14 +238,12 @@ impl FailureKind {
         }
     }
 
-    pub(crate) fn parse(s: &str) -> Result<FailureKind, StateError> {
+    /// The value stored as `s` (see [`FailureKind::as_str`]).
+    pub fn parse(s: &str) -> Option<FailureKind> {
         match s {
-            "unmapped" => Ok(FailureKind::Unmapped),
-            "refused" => Ok(FailureKind::Refused),
-            other => Err(StateError::Corrupt {
-                what: "failure kind",
-                message: format!("`{other}`"),
-            }),
+            "unmapped" => Some(FailureKind::Unmapped),
+            "refused" => Some(FailureKind::Refused),
+            _ => None,
         }
     }
 }

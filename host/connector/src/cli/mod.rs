@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use chrono::{DateTime, NaiveDate};
+
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::config::ConnectorConfig;
@@ -192,6 +193,25 @@ enum Format {
 }
 
 /// Runs the `connector` program with the process's arguments.
+/// Writes a line to standard output. Unlike `println!`, a failed write (the
+/// reader closed the pipe) is an error that reaches [`main`], which ends
+/// quietly on it.
+macro_rules! say {
+    ($($arg:tt)*) => {
+        writeln!(std::io::stdout().lock(), $($arg)*)?
+    };
+}
+
+/// Like [`say!`], without the line break.
+macro_rules! say_raw {
+    ($($arg:tt)*) => {
+        write!(std::io::stdout().lock(), $($arg)*)?
+    };
+}
+
+/// The exit status of a program ended by `SIGPIPE`, as shells report it.
+const EXIT_BROKEN_PIPE: u8 = 128 + 13;
+
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let progress = match &cli.command {
@@ -208,11 +228,23 @@ pub fn main() -> ExitCode {
         .init();
     match dispatch(cli, progress) {
         Ok(code) => code,
+        // `connector log … | head`: the reader has all it wants, so stop
+        // without an error message, as Unix tools do.
+        Err(e) if is_broken_pipe(&e) => ExitCode::from(EXIT_BROKEN_PIPE),
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
     }
+}
+
+/// Whether the error comes from writing to a pipe whose reader has gone.
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }
 
 fn retention(cli: &Cli) -> Option<Duration> {
@@ -282,7 +314,7 @@ fn dispatch(cli: Cli, progress: Option<Arc<Progress>>) -> Result<ExitCode> {
             out,
         } => {
             let written = manifest::package(&source, &wasm, &out)?;
-            println!("{}", written.display());
+            say!("{}", written.display());
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -359,7 +391,7 @@ fn run_once(
             p.finish(&config.id);
         }
         match result {
-            Ok(s) => println!(
+            Ok(s) => say!(
                 "{}: run {} {} — {} page(s), {} message(s) from source, {} for import, {} imported, {} duplicate(s) skipped, {} quarantined, {} failed",
                 config.id,
                 s.run.0,
@@ -421,12 +453,12 @@ fn daemon(
     let n = connectors.len();
     let daemon = Daemon::start(host, connectors, &options, stop)?;
     if let Some(addr) = daemon.status_addr() {
-        println!("status: http://{addr}/");
+        say!("status: http://{addr}/");
     }
-    println!("daemon: running {n} connector(s); SIGTERM or Ctrl-C stops it");
+    say!("daemon: running {n} connector(s); SIGTERM or Ctrl-C stops it");
     let _ = std::io::stdout().flush();
     daemon.wait();
-    println!("daemon: stopped");
+    say!("daemon: stopped");
     Ok(ExitCode::SUCCESS)
 }
 
@@ -438,7 +470,7 @@ fn validate(state_dir: &Path, configs: &[PathBuf]) -> Result<ExitCode> {
             .map_err(anyhow::Error::from)
             .and_then(|c| host.validate(&c).map_err(anyhow::Error::from));
         match result {
-            Ok(m) => println!("{}: ok (plugin {} {})", path.display(), m.id, m.version),
+            Ok(m) => say!("{}: ok (plugin {} {})", path.display(), m.id, m.version),
             Err(e) => {
                 ok = false;
                 eprintln!("{}: {e:#}", path.display());
@@ -470,9 +502,9 @@ fn status(state_dir: &Path, configs: &[PathBuf], json: bool) -> Result<ExitCode>
     let db = SqliteStore::open(&state_dir.join("state.db"))?;
     let report = status::collect(&db, &connectors, None)?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        say!("{}", serde_json::to_string_pretty(&report)?);
     } else {
-        print!("{}", status::render_text(&report));
+        say_raw!("{}", status::render_text(&report));
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -583,7 +615,7 @@ fn quarantine_list(state_dir: &Path, connector: Option<&str>, json: bool) -> Res
     let stdout = std::io::stdout();
     if json {
         serde_json::to_writer_pretty(stdout.lock(), &rows)?;
-        println!();
+        say!();
     } else {
         let mut w = csv::Writer::from_writer(stdout.lock());
         w.write_record([
@@ -615,7 +647,7 @@ fn redeliver(state_dir: &Path, configs: &[PathBuf]) -> Result<ExitCode> {
     let mut failed = false;
     for config in &connectors {
         match host.redeliver_quarantine(config) {
-            Ok(s) => println!(
+            Ok(s) => say!(
                 "{}: {} quarantined item(s) examined, {} delivered, {} already there, {} released, {} still quarantined ({} participant(s) without a mailbox), {} refused{}",
                 config.id,
                 s.examined,

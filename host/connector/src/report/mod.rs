@@ -42,18 +42,24 @@ pub enum ReportError {
     Sink(#[from] SinkError),
     /// Writing the report failed.
     #[error("cannot write the report: {0}; check the output file or pipe")]
-    Write(String),
+    Write(#[source] std::io::Error),
 }
 
 impl From<csv::Error> for ReportError {
     fn from(e: csv::Error) -> ReportError {
-        ReportError::Write(e.to_string())
+        if !e.is_io_error() {
+            return ReportError::Write(std::io::Error::other(e));
+        }
+        match e.into_kind() {
+            csv::ErrorKind::Io(io) => ReportError::Write(io),
+            other => ReportError::Write(std::io::Error::other(format!("{other:?}"))),
+        }
     }
 }
 
 impl From<std::io::Error> for ReportError {
     fn from(e: std::io::Error) -> ReportError {
-        ReportError::Write(e.to_string())
+        ReportError::Write(e)
     }
 }
 
@@ -188,7 +194,7 @@ pub fn write_admin_log_csv(log: &AdminLog, out: impl Write) -> Result<(), Report
     w.flush()?;
     let mut out = w
         .into_inner()
-        .map_err(|e| ReportError::Write(e.to_string()))?;
+        .map_err(|e| ReportError::Write(e.into_error()))?;
     out.write_all(b"\n")?;
     let mut w = csv::Writer::from_writer(out);
     w.write_record(FAILURE_COLUMNS)?;

@@ -28,7 +28,7 @@ impl log::Host for SandboxState {
 
     fn log(&mut self, level: Level, message: String, fields: Vec<(String, String)>) {
         if let Some(sink) = &self.log_sink {
-            let line = super::runner::LogLine {
+            let line = super::sandbox::LogLine {
                 level: match level {
                     Level::Trace => "trace",
                     Level::Debug => "debug",

@@ -28,4 +28,5 @@ use since_v0_1_0 as latest;
 
 pub use api_version::{ApiVersion, ApiVersionError, SUPPORTED_API_VERSIONS};
 pub use engine::PluginEngine;
-pub use runner::{LogLine, LogSink, WasmPlugin, WasmSession};
+pub use runner::{WasmPlugin, WasmSession};
+pub use sandbox::{LogLine, LogSink};

@@ -2,7 +2,7 @@
 //! session, a deadline on every call, traps turned into typed errors, and
 //! attachments fetched before a page leaves this module.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use wasmtime::component::{Component, Linker, ResourceAny};
 use wasmtime::{Store, Trap};
@@ -11,7 +11,7 @@ use super::api_version::{self, ApiVersion};
 use super::convert;
 use super::engine::PluginEngine;
 use super::latest::types as wit;
-use super::sandbox::SandboxState;
+use super::sandbox::{LogSink, SandboxState};
 use super::versioned::{Instance, InstancePre};
 use crate::attachments::{AttachmentSpool, MAX_CHECKPOINT, write_chunk};
 use crate::{Capabilities, HttpClient, KvAccess, Page, PluginError, PluginHttp, PluginManifest};
@@ -31,20 +31,6 @@ pub struct WasmPlugin {
     http: PluginHttp,
     kv: Option<KvAccess>,
     log_sink: Option<LogSink>,
-}
-
-/// A plugin's log lines, kept in memory (besides the host's log) for tests.
-pub type LogSink = Arc<Mutex<Vec<LogLine>>>;
-
-/// One line a plugin logged.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LogLine {
-    /// `trace`, `debug`, `info`, `warn` or `error`.
-    pub level: &'static str,
-    /// The message.
-    pub message: String,
-    /// Its key/value fields.
-    pub fields: Vec<(String, String)>,
 }
 
 impl WasmPlugin {

@@ -1,18 +1,31 @@
 //! The data a plugin's store carries: its WASI context, its resources, and
 //! the capabilities its host imports check.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use super::limits::MemoryCap;
-use super::runner::LogSink;
 use crate::{Capabilities, KvAccess, PluginError, PluginHttp, SecretStore};
 
 /// How much of a plugin's stderr is kept for error reports.
 const STDERR_CAPACITY: usize = 64 << 10;
+
+/// A plugin's log lines, kept in memory (besides the host's log) for tests.
+pub type LogSink = Arc<Mutex<Vec<LogLine>>>;
+
+/// One line a plugin logged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogLine {
+    /// `trace`, `debug`, `info`, `warn` or `error`.
+    pub level: &'static str,
+    /// The message.
+    pub message: String,
+    /// Its key/value fields.
+    pub fields: Vec<(String, String)>,
+}
 
 /// Per-store state of one plugin instance.
 pub struct SandboxState {

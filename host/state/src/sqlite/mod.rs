@@ -48,6 +48,19 @@ fn to_u64(n: i64) -> u64 {
     u64::try_from(n).unwrap_or(0)
 }
 
+/// The value stored as `text`, read with `parse`; `what` names it when the
+/// text is not one it knows.
+fn stored<T>(
+    what: &'static str,
+    text: &str,
+    parse: fn(&str) -> Option<T>,
+) -> Result<T, StateError> {
+    parse(text).ok_or_else(|| StateError::Corrupt {
+        what,
+        message: format!("`{text}`"),
+    })
+}
+
 impl SqliteStore {
     /// Opens (creating when absent) the database at `path`, in WAL mode
     /// with full synchronous writes, and brings its schema up to date. A

@@ -4,7 +4,7 @@
 use connector_model::TimestampMs;
 use rusqlite::{Transaction, params};
 
-use super::{SqliteStore, to_i64, to_u64};
+use super::{SqliteStore, stored, to_i64, to_u64};
 use crate::error::StateError;
 use crate::records::*;
 use crate::store::RunHistory;
@@ -170,7 +170,7 @@ impl RunHistory for SqliteStore {
         })?;
         for row in rows {
             let (outcome, runs, imported, quarantined, failed, duplicates, from_source) = row?;
-            RunOutcome::parse(&outcome)?;
+            stored("run outcome", &outcome, RunOutcome::parse)?;
             totals.runs_by_outcome.insert(outcome, to_u64(runs));
             totals.imported += to_u64(imported);
             totals.quarantined += to_u64(quarantined);
@@ -250,7 +250,7 @@ impl RunHistory for SqliteStore {
                 item_id,
                 source_user_id,
                 mailbox,
-                kind: FailureKind::parse(&kind)?,
+                kind: stored("failure kind", &kind, FailureKind::parse)?,
                 reason,
             });
         }
@@ -322,8 +322,11 @@ impl SqliteStore {
         let mut out = Vec::new();
         for row in rows {
             let (mut record, outcome, kind) = row?;
-            record.outcome = outcome.as_deref().map(RunOutcome::parse).transpose()?;
-            record.kind = RunKind::parse(&kind)?;
+            record.outcome = outcome
+                .as_deref()
+                .map(|o| stored("run outcome", o, RunOutcome::parse))
+                .transpose()?;
+            record.kind = stored("run kind", &kind, RunKind::parse)?;
             out.push(record);
         }
         Ok(out)
