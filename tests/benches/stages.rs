@@ -16,9 +16,10 @@ use connector_host::map::UserMap;
 use connector_model::Mailbox;
 use connector_model::{Conversation, ConversationKind, Message, MessageKind, Person};
 use connector_runtime::PluginManifest;
+use connector_runtime::loader::{self, PluginContext};
 use connector_runtime::manifest::package;
 use connector_runtime::wasm::PluginEngine;
-use connector_runtime::{Capabilities, SecretStore, loader};
+use connector_runtime::{Capabilities, SecretStore};
 use connector_sink::{Delivery, Sink};
 use connector_sink_maildir::MaildirSink;
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
@@ -158,7 +159,8 @@ fn boundary(c: &mut Criterion) {
     let manifest = PluginManifest::load(&manifest_path).unwrap();
     let engine = PluginEngine::new(None).unwrap();
     let caps = Capabilities::none(&manifest);
-    let mut plugin = loader::load(&engine, &manifest, caps, SecretStore::default(), None).unwrap();
+    let context = PluginContext::new(caps, SecretStore::default());
+    let mut plugin = loader::load(&engine, &manifest, context).unwrap();
     let mut g = c.benchmark_group("boundary");
     for per_page in [100usize, 500] {
         let config = format!(r#"{{"pages": 4000000000, "per_page": {per_page}, "mode": "none"}}"#);

@@ -8,7 +8,7 @@
 use std::io::Write;
 use std::time::Duration;
 
-use connector_model::AttachmentData;
+use connector_model::{Attachment, AttachmentData};
 
 use crate::PluginError;
 use crate::http::{FetchSpec, PluginHttp};
@@ -24,6 +24,74 @@ const DOWNLOAD_RETRIES: u32 = 4;
 /// Longest pause between download retries.
 const MAX_DOWNLOAD_PAUSE: Duration = Duration::from_secs(30);
 
+/// An attachment as a plugin describes it, before its bytes are in hand.
+pub(crate) struct Described {
+    /// Id, unique within its message.
+    pub id: String,
+    /// File name shown in the email.
+    pub file_name: String,
+    /// MIME type, when known.
+    pub media_type: Option<String>,
+    /// Size in bytes, when the plugin knows it.
+    pub size: Option<u64>,
+    /// Where the bytes are.
+    pub body: Body,
+}
+
+/// Where an attachment's bytes are.
+pub(crate) enum Body {
+    /// Handed over whole.
+    Inline(Vec<u8>),
+    /// At a URL the host downloads under the plugin's grants.
+    Fetch(FetchSpec),
+    /// Read from the plugin in chunks, later.
+    Deferred,
+}
+
+/// A plugin session, as far as its attachments go (wasm and native alike).
+pub(crate) trait AttachmentSession {
+    /// The session's spool and the plugin's HTTP.
+    fn spool_and_http(&mut self) -> (&mut AttachmentSpool, &PluginHttp);
+
+    /// Reads a deferred attachment from the plugin, through
+    /// [`AttachmentSpool::deferred`].
+    fn read_deferred(
+        &mut self,
+        message_id: &str,
+        attachment_id: &str,
+        size: Option<u64>,
+    ) -> Result<AttachmentData, PluginError>;
+}
+
+/// The attachment `described` of message `message_id`, with its bytes.
+pub(crate) fn resolve(
+    session: &mut impl AttachmentSession,
+    message_id: &str,
+    described: Described,
+) -> Result<Attachment, PluginError> {
+    let Described {
+        id,
+        file_name,
+        media_type,
+        size,
+        body,
+    } = described;
+    let data = match body {
+        Body::Inline(bytes) => AttachmentSpool::inline(message_id, &id, bytes)?,
+        Body::Fetch(spec) => {
+            let (spool, http) = session.spool_and_http();
+            spool.download(http, message_id, &id, size, &spec)?
+        }
+        Body::Deferred => session.read_deferred(message_id, &id, size)?,
+    };
+    Ok(Attachment {
+        id,
+        file_name,
+        media_type,
+        data,
+    })
+}
+
 /// Where one session's attachments are resolved to.
 #[derive(Default)]
 pub(crate) struct AttachmentSpool {
@@ -33,7 +101,7 @@ pub(crate) struct AttachmentSpool {
 
 impl AttachmentSpool {
     /// Bytes the plugin handed over whole.
-    pub(crate) fn inline(
+    fn inline(
         message_id: &str,
         attachment_id: &str,
         bytes: Vec<u8>,

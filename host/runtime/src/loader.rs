@@ -7,36 +7,56 @@ use crate::wasm::{PluginEngine, WasmPlugin};
 use crate::{Capabilities, HttpClient, KvAccess, PluginError, PluginKind, PluginManifest};
 use crate::{SecretStore, Source};
 
-/// Loads the plugin a manifest describes, with the given capabilities and
-/// real HTTP.
+/// What the host gives a plugin it loads.
+pub struct PluginContext {
+    /// What it may reach and use.
+    pub caps: Capabilities,
+    /// The values of its granted secrets.
+    pub secrets: SecretStore,
+    /// Its key/value store (wasm plugins; `None` gives it none).
+    pub kv: Option<KvAccess>,
+    /// What carries its HTTP requests and the host's downloads for it.
+    pub http: HttpClient,
+}
+
+impl PluginContext {
+    /// `caps` and `secrets`, no key/value store, real HTTP.
+    pub fn new(caps: Capabilities, secrets: SecretStore) -> PluginContext {
+        PluginContext {
+            caps,
+            secrets,
+            kv: None,
+            http: HttpClient::new(),
+        }
+    }
+
+    /// The same, with the key/value store `kv`.
+    pub fn with_kv(self, kv: KvAccess) -> PluginContext {
+        PluginContext {
+            kv: Some(kv),
+            ..self
+        }
+    }
+
+    /// The same, with HTTP carried by `http` (for example a scripted
+    /// transport in the plugin test harness).
+    pub fn with_http(self, http: HttpClient) -> PluginContext {
+        PluginContext { http, ..self }
+    }
+}
+
+/// Loads the plugin a manifest describes, in `context`.
 ///
-/// A `kind = "native"` plugin loads only when `caps.trusted_native` is set
-/// (the operator's `[grants] trusted-native = true`); it gets no sandbox and
-/// no key/value state (`kv` is for wasm plugins).
+/// A `kind = "native"` plugin loads only when `context.caps.trusted_native`
+/// is set (the operator's `[grants] trusted-native = true`); it gets no
+/// sandbox and no key/value state.
 pub fn load(
     engine: &PluginEngine,
     manifest: &PluginManifest,
-    caps: Capabilities,
-    secrets: SecretStore,
-    kv: Option<KvAccess>,
-) -> Result<Box<dyn Source>, PluginError> {
-    load_with_http(engine, manifest, caps, secrets, kv, HttpClient::new())
-}
-
-/// Like [`load`], with HTTP carried by `http` (for example a scripted
-/// transport in the plugin test harness).
-pub fn load_with_http(
-    engine: &PluginEngine,
-    manifest: &PluginManifest,
-    caps: Capabilities,
-    secrets: SecretStore,
-    kv: Option<KvAccess>,
-    http: HttpClient,
+    context: PluginContext,
 ) -> Result<Box<dyn Source>, PluginError> {
     match manifest.kind {
-        PluginKind::Wasm => Ok(Box::new(WasmPlugin::load_with_http(
-            engine, manifest, caps, secrets, kv, http,
-        )?)),
-        PluginKind::Native => Ok(Box::new(NativePlugin::load(manifest, caps, secrets, http)?)),
+        PluginKind::Wasm => Ok(Box::new(WasmPlugin::load(engine, manifest, context)?)),
+        PluginKind::Native => Ok(Box::new(NativePlugin::load(manifest, context)?)),
     }
 }

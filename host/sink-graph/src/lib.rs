@@ -189,8 +189,6 @@ impl fmt::Debug for GraphSink {
 }
 
 impl GraphSink {
-    /// A sink for these settings; the client secret comes from `secrets`.
-    /// Nothing is requested until the first call.
     /// The sink a `[sink] kind = "graph"` table describes, with the client
     /// secret from `secrets`. Nothing connects yet.
     pub fn open(
@@ -204,7 +202,8 @@ impl GraphSink {
         Ok(GraphSink::new(settings, secrets))
     }
 
-    /// A sink with settings already checked.
+    /// A sink for these settings; the client secret comes from `secrets`.
+    /// Nothing is requested until the first call.
     pub fn new(settings: GraphSettings, secrets: Arc<dyn SecretLookup>) -> GraphSink {
         GraphSink {
             api: Arc::new(Api::new(settings, secrets)),

@@ -288,9 +288,6 @@ impl fmt::Debug for ImapSink {
 }
 
 impl ImapSink {
-    /// A sink for these settings; credentials come from `secrets`. Nothing
-    /// connects until the first call. Fails when the CA file cannot be
-    /// used.
     /// The sink a `[sink] kind = "imap"` table describes, with credentials
     /// from `secrets`. Nothing connects yet.
     pub fn open(
@@ -304,7 +301,9 @@ impl ImapSink {
         ImapSink::new(settings, secrets)
     }
 
-    /// A sink with settings already checked.
+    /// A sink for these settings; credentials come from `secrets`. Nothing
+    /// connects until the first call. Fails when the CA file cannot be
+    /// used.
     pub fn new(
         settings: ImapSettings,
         secrets: Arc<dyn SecretLookup>,

@@ -208,9 +208,6 @@ impl fmt::Debug for SmtpSink {
 }
 
 impl SmtpSink {
-    /// A sink for these settings; the AUTH password comes from `secrets`.
-    /// Nothing connects until the first delivery. Fails when the CA file
-    /// cannot be used.
     /// The sink a `[sink] kind = "smtp"` table describes, with credentials
     /// from `secrets`. Nothing connects yet.
     pub fn open(
@@ -224,7 +221,9 @@ impl SmtpSink {
         SmtpSink::new(settings, secrets)
     }
 
-    /// A sink with settings already checked.
+    /// A sink for these settings; the AUTH password comes from `secrets`.
+    /// Nothing connects until the first delivery. Fails when the CA file
+    /// cannot be used.
     pub fn new(
         settings: SmtpSettings,
         secrets: Arc<dyn SecretLookup>,

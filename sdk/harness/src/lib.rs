@@ -62,10 +62,11 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use connector_model::AttachmentData;
 use connector_model::digest::sha256_hex;
+use connector_runtime::loader::{self, PluginContext};
 use connector_runtime::wasm::{LogSink, PluginEngine, WasmPlugin};
 use connector_runtime::{Capabilities, Grants, HttpClient, KvAccess, MemoryKv, PluginError};
 use connector_runtime::{Origin, PluginKind, PluginKv, PluginManifest, RequestedPermissions};
-use connector_runtime::{SecretStore, Source, loader};
+use connector_runtime::{SecretStore, Source};
 
 pub use connector_model::{
     Attachment, Conversation, ConversationKind, Message, MessageKind, Person, Relation,
@@ -379,12 +380,9 @@ impl Harness {
     pub fn validate_config(&self) -> Result<(), HarnessError> {
         let (manifest, _) = self.prepare()?;
         let engine = engine()?;
-        let caps = Capabilities {
-            trusted_native: self.grants.trusted_native,
-            ..Capabilities::none(&manifest)
-        };
-        let mut plugin = loader::load(&engine, &manifest, caps, SecretStore::default(), None)
-            .map_err(HarnessError::Load)?;
+        let caps = Capabilities::for_validation(&manifest, &self.grants);
+        let context = PluginContext::new(caps, SecretStore::default());
+        let mut plugin = loader::load(&engine, &manifest, context).map_err(HarnessError::Load)?;
         plugin
             .validate_config(&self.config_json)
             .map_err(|error| HarnessError::Plugin {
@@ -413,23 +411,16 @@ impl Harness {
         let http = HttpClient::with_transport(transport.clone());
         let kv: KvAccess = state.clone();
         let logs: LogSink = Arc::new(Mutex::new(Vec::new()));
+        let context = PluginContext::new(caps, self.secrets()).with_http(http);
         let mut plugin: Box<dyn Source> = match manifest.kind {
             PluginKind::Wasm => {
-                let mut wasm = WasmPlugin::load_with_http(
-                    &engine,
-                    &manifest,
-                    caps,
-                    self.secrets(),
-                    Some(kv),
-                    http,
-                )
-                .map_err(HarnessError::Load)?;
+                let mut wasm = WasmPlugin::load(&engine, &manifest, context.with_kv(kv))
+                    .map_err(HarnessError::Load)?;
                 wasm.set_log_sink(logs.clone());
                 Box::new(wasm)
             }
             PluginKind::Native => {
-                loader::load_with_http(&engine, &manifest, caps, self.secrets(), None, http)
-                    .map_err(HarnessError::Load)?
+                loader::load(&engine, &manifest, context).map_err(HarnessError::Load)?
             }
         };
         let mut pages = Vec::new();

@@ -18,8 +18,9 @@ use std::time::Duration;
 use connector_email::{ConvertError, DEFAULT_SPILL_ABOVE, EmailConverter};
 use connector_model::Conversation;
 use connector_model::time::now_ms;
+use connector_runtime::loader::{self, PluginContext};
 use connector_runtime::wasm::PluginEngine;
-use connector_runtime::{Capabilities, KvAccess, PluginError, PluginManifest, SecretStore, loader};
+use connector_runtime::{Capabilities, KvAccess, PluginError, PluginManifest, SecretStore};
 use connector_secrets::SecretError;
 use connector_sink::{Sink, SinkError};
 use connector_state::{
@@ -222,12 +223,11 @@ impl Host {
         if let Some(csv) = &config.mapping.overrides {
             UserMap::load(Some(csv), config.mapping.domains.clone())?;
         }
+        let caps = Capabilities::for_validation(&manifest, &config.grants);
         let mut plugin = loader::load(
             &self.engine,
             &manifest,
-            Capabilities::for_validation(&manifest, &config.grants),
-            SecretStore::default(),
-            None,
+            PluginContext::new(caps, SecretStore::default()),
         )?;
         plugin.validate_config(&config.plugin_config_json())?;
         config.sink.open(&config.secrets)?;
@@ -309,7 +309,8 @@ impl Host {
             db: self.db.clone(),
             connector: config.id.clone(),
         });
-        let mut plugin = loader::load(&self.engine, &manifest, caps, secrets, Some(kv))?;
+        let context = PluginContext::new(caps, secrets).with_kv(kv);
+        let mut plugin = loader::load(&self.engine, &manifest, context)?;
         let stage = page::PageStage {
             connector: &config.id,
             folder: config.folder_path(&manifest),

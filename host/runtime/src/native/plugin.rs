@@ -9,13 +9,16 @@ use std::sync::{Arc, Mutex, OnceLock};
 use base64::Engine as _;
 
 use super::abi::{self, BodyJson, ErrorJson, NativeV1, Outcome, PageJson};
-use crate::attachments::{AttachmentSpool, MAX_CHECKPOINT, write_chunk};
+use crate::attachments::{
+    self, AttachmentSession, AttachmentSpool, Body, Described, MAX_CHECKPOINT, write_chunk,
+};
 use crate::http::{BodyEncoding, FetchSpec};
+use crate::loader::PluginContext;
 use crate::normalize;
-use crate::{Capabilities, HttpClient, Page, PluginError, PluginHttp, PluginKind, PluginManifest};
-use crate::{SecretStore, Source, SourceSession};
+use crate::{Page, PluginError, PluginHttp, PluginKind, PluginManifest};
+use crate::{Source, SourceSession};
 use connector_model as model;
-use connector_model::{Attachment, AttachmentData};
+use connector_model::AttachmentData;
 
 /// Chunk size for deferred attachment reads.
 const ATTACHMENT_CHUNK: usize = 1 << 20;
@@ -58,10 +61,14 @@ impl NativePlugin {
     /// the operator's trust, the pinned SHA-256 and the ABI handshake.
     pub fn load(
         manifest: &PluginManifest,
-        caps: Capabilities,
-        secrets: SecretStore,
-        http: HttpClient,
+        context: PluginContext,
     ) -> Result<NativePlugin, PluginError> {
+        let PluginContext {
+            caps,
+            secrets,
+            http,
+            ..
+        } = context;
         if manifest.kind != PluginKind::Native {
             return Err(PluginError::Load(format!(
                 "plugin {} is not a native plugin (its manifest has no kind = \"native\")",
@@ -309,23 +316,19 @@ impl NativeSession<'_> {
         e
     }
 
-    fn resolve_attachment(
-        &mut self,
-        message_id: &str,
-        a: abi::AttachmentJson,
-    ) -> Result<Attachment, PluginError> {
-        let data = match a.body {
-            BodyJson::InlineBase64(text) => {
-                let bytes = base64::engine::general_purpose::STANDARD
+    /// The attachment as the plugin describes it.
+    fn describe(message_id: &str, a: abi::AttachmentJson) -> Result<Described, PluginError> {
+        let body = match a.body {
+            BodyJson::InlineBase64(text) => Body::Inline(
+                base64::engine::general_purpose::STANDARD
                     .decode(text.trim())
                     .map_err(|e| {
                         PluginError::Protocol(format!(
                             "attachment {} of message {message_id}: inline_base64 is not base64: {e}",
                             a.id
                         ))
-                    })?;
-                AttachmentSpool::inline(message_id, &a.id, bytes)?
-            }
+                    })?,
+            ),
             BodyJson::Fetch(f) => {
                 let encoding = match f.encoding.as_deref() {
                     None | Some("identity") => BodyEncoding::Identity,
@@ -337,24 +340,93 @@ impl NativeSession<'_> {
                         )));
                     }
                 };
-                let spec = FetchSpec {
+                Body::Fetch(FetchSpec {
                     url: f.url,
                     headers: f.headers,
                     secret_headers: f.secret_headers,
                     encoding,
-                };
-                let http = &self.plugin.http;
-                self.spool
-                    .download(http, message_id, &a.id, a.size, &spec)?
+                })
             }
-            BodyJson::Deferred => self.read_deferred(message_id, &a.id, a.size)?,
+            BodyJson::Deferred => Body::Deferred,
         };
-        Ok(Attachment {
+        Ok(Described {
             id: a.id,
             file_name: a.file_name,
             media_type: a.media_type,
-            data,
+            size: a.size,
+            body,
         })
+    }
+
+    fn convert_page(&mut self, page: PageJson) -> Result<Page, PluginError> {
+        let checkpoint = base64::engine::general_purpose::STANDARD
+            .decode(page.checkpoint_base64.trim())
+            .map_err(|e| PluginError::Protocol(format!("checkpoint_base64 is not base64: {e}")))?;
+        if checkpoint.len() > MAX_CHECKPOINT {
+            return Err(PluginError::Protocol(format!(
+                "checkpoint of {} bytes is larger than the {MAX_CHECKPOINT} the host stores",
+                checkpoint.len()
+            )));
+        }
+        let mut conversations = Vec::with_capacity(page.conversations.len());
+        for c in page.conversations {
+            conversations.push(normalize::conversation(model::Conversation {
+                id: c.id,
+                kind: conversation_kind(&c.kind)?,
+                name: c.name,
+                participants: c.participants.into_iter().map(person).collect(),
+            }));
+        }
+        let mut messages = Vec::with_capacity(page.messages.len());
+        for m in page.messages {
+            let mut attachments = Vec::with_capacity(m.attachments.len());
+            for a in m.attachments {
+                attachments.push(attachments::resolve(
+                    self,
+                    &m.id,
+                    Self::describe(&m.id, a)?,
+                )?);
+            }
+            let original = match m.original_base64 {
+                Some(text) => Some(
+                    base64::engine::general_purpose::STANDARD
+                        .decode(text.trim())
+                        .map_err(|e| {
+                            PluginError::Protocol(format!(
+                                "message {}: original_base64 is not base64: {e}",
+                                m.id
+                            ))
+                        })?,
+                ),
+                None => None,
+            };
+            let message = model::Message {
+                kind: message_kind(m.kind.as_deref())?,
+                id: m.id,
+                conversation_id: m.conversation_id,
+                sender: person(m.sender),
+                sent_at: m.sent_at,
+                relations: m.relations.into_iter().map(relation).collect(),
+                text: m.text,
+                html: m.html,
+                attachments,
+                source_sha256: String::new(),
+                properties: m.properties,
+            };
+            messages.push(normalize::message(message, original.as_deref()));
+        }
+        Ok(Page {
+            conversations,
+            messages,
+            checkpoint,
+            complete: page.complete,
+        })
+    }
+}
+
+impl AttachmentSession for NativeSession<'_> {
+    fn spool_and_http(&mut self) -> (&mut AttachmentSpool, &PluginHttp) {
+        (&mut self.spool, &self.plugin.http)
     }
 
     fn read_deferred(
@@ -409,67 +481,6 @@ impl NativeSession<'_> {
         });
         self.spool = spool;
         data
-    }
-
-    fn convert_page(&mut self, page: PageJson) -> Result<Page, PluginError> {
-        let checkpoint = base64::engine::general_purpose::STANDARD
-            .decode(page.checkpoint_base64.trim())
-            .map_err(|e| PluginError::Protocol(format!("checkpoint_base64 is not base64: {e}")))?;
-        if checkpoint.len() > MAX_CHECKPOINT {
-            return Err(PluginError::Protocol(format!(
-                "checkpoint of {} bytes is larger than the {MAX_CHECKPOINT} the host stores",
-                checkpoint.len()
-            )));
-        }
-        let mut conversations = Vec::with_capacity(page.conversations.len());
-        for c in page.conversations {
-            conversations.push(normalize::conversation(model::Conversation {
-                id: c.id,
-                kind: conversation_kind(&c.kind)?,
-                name: c.name,
-                participants: c.participants.into_iter().map(person).collect(),
-            }));
-        }
-        let mut messages = Vec::with_capacity(page.messages.len());
-        for m in page.messages {
-            let mut attachments = Vec::with_capacity(m.attachments.len());
-            for a in m.attachments {
-                attachments.push(self.resolve_attachment(&m.id, a)?);
-            }
-            let original = match m.original_base64 {
-                Some(text) => Some(
-                    base64::engine::general_purpose::STANDARD
-                        .decode(text.trim())
-                        .map_err(|e| {
-                            PluginError::Protocol(format!(
-                                "message {}: original_base64 is not base64: {e}",
-                                m.id
-                            ))
-                        })?,
-                ),
-                None => None,
-            };
-            let message = model::Message {
-                kind: message_kind(m.kind.as_deref())?,
-                id: m.id,
-                conversation_id: m.conversation_id,
-                sender: person(m.sender),
-                sent_at: m.sent_at,
-                relations: m.relations.into_iter().map(relation).collect(),
-                text: m.text,
-                html: m.html,
-                attachments,
-                source_sha256: String::new(),
-                properties: m.properties,
-            };
-            messages.push(normalize::message(message, original.as_deref()));
-        }
-        Ok(Page {
-            conversations,
-            messages,
-            checkpoint,
-            complete: page.complete,
-        })
     }
 }
 

@@ -3,6 +3,7 @@
 use connector_model as model;
 
 use super::latest::types as wit;
+use crate::attachments::{Body, Described};
 use crate::http::{BodyEncoding, FetchSpec};
 use crate::normalize;
 
@@ -71,7 +72,22 @@ pub(crate) fn message(m: wit::Message, attachments: Vec<model::Attachment>) -> m
     }
 }
 
-pub(crate) fn fetch_spec(spec: wit::FetchSpec) -> FetchSpec {
+/// An attachment as the plugin describes it.
+pub(crate) fn attachment(a: wit::Attachment) -> Described {
+    Described {
+        id: a.id,
+        file_name: a.file_name,
+        media_type: a.media_type,
+        size: a.size,
+        body: match a.body {
+            wit::AttachmentBody::Inline(bytes) => Body::Inline(bytes),
+            wit::AttachmentBody::Fetch(spec) => Body::Fetch(fetch_spec(spec)),
+            wit::AttachmentBody::Deferred => Body::Deferred,
+        },
+    }
+}
+
+fn fetch_spec(spec: wit::FetchSpec) -> FetchSpec {
     FetchSpec {
         url: spec.url,
         headers: spec.headers,

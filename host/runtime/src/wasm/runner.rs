@@ -13,10 +13,11 @@ use super::engine::PluginEngine;
 use super::latest::types as wit;
 use super::sandbox::{LogSink, SandboxState};
 use super::versioned::{Instance, InstancePre};
-use crate::attachments::{AttachmentSpool, MAX_CHECKPOINT, write_chunk};
-use crate::{Capabilities, HttpClient, KvAccess, Page, PluginError, PluginHttp, PluginManifest};
+use crate::attachments::{self, AttachmentSession, AttachmentSpool, MAX_CHECKPOINT, write_chunk};
+use crate::loader::PluginContext;
+use crate::{Capabilities, KvAccess, Page, PluginError, PluginHttp, PluginManifest};
 use crate::{SecretStore, Source, SourceSession};
-use connector_model::{Attachment, AttachmentData};
+use connector_model::AttachmentData;
 
 /// Chunk size for deferred attachment reads.
 const ATTACHMENT_CHUNK: u32 = 1 << 20;
@@ -36,28 +37,11 @@ pub struct WasmPlugin {
 impl WasmPlugin {
     /// Checks the wasm against the manifest's SHA-256, compiles it (or takes
     /// it from the cache), reads the API version it was built against and
-    /// links it to the host imports of that version. HTTP goes over the
-    /// network.
+    /// links it to the host imports of that version.
     pub fn load(
         engine: &PluginEngine,
         manifest: &PluginManifest,
-        caps: Capabilities,
-        secrets: SecretStore,
-        kv: Option<KvAccess>,
-    ) -> Result<WasmPlugin, PluginError> {
-        Self::load_with_http(engine, manifest, caps, secrets, kv, HttpClient::new())
-    }
-
-    /// Like [`WasmPlugin::load`], with HTTP (the plugin's requests and the
-    /// host's attachment downloads) carried by `http`, for example a client
-    /// over a scripted transport in tests.
-    pub fn load_with_http(
-        engine: &PluginEngine,
-        manifest: &PluginManifest,
-        caps: Capabilities,
-        secrets: SecretStore,
-        kv: Option<KvAccess>,
-        http: HttpClient,
+        context: PluginContext,
     ) -> Result<WasmPlugin, PluginError> {
         let bytes = manifest
             .read_wasm()
@@ -81,6 +65,12 @@ impl WasmPlugin {
                 version.as_str()
             ))
         })?;
+        let PluginContext {
+            caps,
+            secrets,
+            kv,
+            http,
+        } = context;
         let caps = Arc::new(caps);
         let secrets = Arc::new(secrets);
         Ok(WasmPlugin {
@@ -185,31 +175,11 @@ impl WasmSession<'_> {
             PluginError::Protocol("the session was ended by an earlier failure".into())
         })
     }
+}
 
-    fn resolve_attachment(
-        &mut self,
-        message_id: &str,
-        a: wit::Attachment,
-    ) -> Result<Attachment, PluginError> {
-        let data = match a.body {
-            wit::AttachmentBody::Inline(bytes) => {
-                AttachmentSpool::inline(message_id, &a.id, bytes)?
-            }
-            wit::AttachmentBody::Fetch(spec) => self.spool.download(
-                &self.plugin.http,
-                message_id,
-                &a.id,
-                a.size,
-                &convert::fetch_spec(spec),
-            )?,
-            wit::AttachmentBody::Deferred => self.read_deferred(message_id, &a.id, a.size)?,
-        };
-        Ok(Attachment {
-            id: a.id,
-            file_name: a.file_name,
-            media_type: a.media_type,
-            data,
-        })
+impl AttachmentSession for WasmSession<'_> {
+    fn spool_and_http(&mut self) -> (&mut AttachmentSpool, &PluginHttp) {
+        (&mut self.spool, &self.plugin.http)
     }
 
     fn read_deferred(
@@ -267,7 +237,7 @@ impl SourceSession for WasmSession<'_> {
             let wit_attachments = std::mem::take(&mut m.attachments);
             let mut attachments = Vec::with_capacity(wit_attachments.len());
             for a in wit_attachments {
-                attachments.push(self.resolve_attachment(&m.id, a)?);
+                attachments.push(attachments::resolve(self, &m.id, convert::attachment(a))?);
             }
             messages.push(convert::message(m, attachments));
         }
