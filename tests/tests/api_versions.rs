@@ -9,8 +9,7 @@ use std::path::Path;
 use connector_e2e::*;
 use connector_host::config::ConnectorConfig;
 use connector_host::pipeline::{Host, RunOptions};
-use connector_model::{AttachmentData, Relation};
-use connector_plugin_harness::{Harness, HarnessError};
+use connector_plugin_harness::{Harness, HarnessError, Relation, attachment_bytes};
 use connector_runtime::api_version::SUPPORTED_API_VERSIONS;
 use connector_runtime::wasm::{PluginEngine, api_version};
 
@@ -50,7 +49,7 @@ fn a_plugin_built_against_0_1_0_keeps_running() {
     assert_eq!(ids, ["hello-0", "hello-1", "hello-2"]);
     let reply = run.message("hello-1").unwrap();
     assert_eq!(reply.relations, [Relation::ReplyTo("hello-0".into())]);
-    assert!(matches!(&reply.attachments[0].data, AttachmentData::Bytes(b) if b == b"hello"));
+    assert_eq!(attachment_bytes(&reply.attachments[0]), b"hello");
     assert_eq!(run.last_checkpoint().unwrap(), [3]);
 }
 

@@ -5,8 +5,9 @@
 
 use base64::Engine as _;
 use connector_e2e::{build_plugin, workspace_root};
-use connector_model::MessageKind;
-use connector_plugin_harness::{Harness, HarnessError, Method, TransportError, attachment_bytes};
+use connector_plugin_harness::{
+    Harness, HarnessError, MessageKind, Method, TransportError, attachment_bytes,
+};
 use connector_runtime::PluginError;
 use serde_json::json;
 

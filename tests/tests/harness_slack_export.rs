@@ -4,8 +4,7 @@
 
 use connector_e2e::slack;
 use connector_e2e::{build_plugin, workspace_root};
-use connector_model::{MessageKind, Relation};
-use connector_plugin_harness::{Harness, Method, attachment_bytes};
+use connector_plugin_harness::{Harness, MessageKind, Method, Relation, attachment_bytes};
 use serde_json::json;
 
 const FILES: &str = "https://files.slack.com";

@@ -1,7 +1,7 @@
 //! # native-example
 //!
 //! An example **native** source plugin: a shared library that speaks the
-//! host's C ABI version 1 (`host/src/native/connector_native.h`). It only
+//! host's C ABI version 1 (`host/runtime/src/native/connector_native.h`). It only
 //! uses C types at the boundary — integers, byte buffers and
 //! NUL-terminated JSON strings — and catches every panic at every entry
 //! point, so nothing unwinds into the host.

@@ -41,10 +41,11 @@
 //! (then every granted host, folder and secret counts as declared).
 //! [`Harness::run_pages`] opens one session (from [`Harness::checkpoint`]
 //! if set), pulls pages until one is `complete` (or [`Harness::max_pages`]
-//! is reached) and returns a [`Run`]: the pages with their attachments
-//! resolved to bytes, the checkpoints, every request, every line the plugin
-//! logged, and the plugin's state store afterwards. Run it again with `.checkpoint(run.last_checkpoint())`
-//! to test resuming.
+//! is reached) and returns a [`Run`]: the pages in the SDK's types (as the
+//! host received them, attachments resolved to inline bytes), the
+//! checkpoints, every request, every line the plugin logged, and the
+//! plugin's state store afterwards. Run it again with
+//! `.checkpoint(run.last_checkpoint())` to test resuming.
 //!
 //! Scripted responses ([`Harness::respond`], [`Harness::respond_once`],
 //! [`Harness::respond_error`]) are matched in the order given, by method and
@@ -55,12 +56,12 @@
 #![warn(missing_docs)]
 
 mod scripted;
+mod sdk_types;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 
-use connector_model::AttachmentData;
 use connector_model::digest::sha256_hex;
 use connector_runtime::loader::{self, PluginContext};
 use connector_runtime::wasm::{LogSink, PluginEngine, WasmPlugin};
@@ -68,12 +69,12 @@ use connector_runtime::{Capabilities, Grants, HttpClient, KvAccess, MemoryKv, Pl
 use connector_runtime::{Origin, PluginKind, PluginKv, PluginManifest, RequestedPermissions};
 use connector_runtime::{SecretStore, Source};
 
-pub use connector_model::{
-    Attachment, Conversation, ConversationKind, Message, MessageKind, Person, Relation,
-};
-pub use connector_runtime::Page;
 pub use connector_runtime::http::TransportError;
 pub use connector_runtime::wasm::LogLine;
+pub use connector_sdk::{
+    Attachment, AttachmentBody, Conversation, ConversationKind, Message, MessageKind, Page, Person,
+    Relation,
+};
 pub use scripted::{Method, RecordedRequest};
 
 use scripted::{Rule, ScriptedTransport};
@@ -123,8 +124,12 @@ pub enum HarnessError {
 /// What a plugin did in one harness run.
 #[derive(Debug)]
 pub struct Run {
-    /// The pages in order, attachments resolved to bytes.
+    /// The pages in order, as the host received them, in the SDK's types:
+    /// attachments resolved to inline bytes, blank names and addresses
+    /// dropped, `original` left out (see [`Run::source_sha256`]).
     pub pages: Vec<Page>,
+    /// The source digest the host recorded for each message, by id.
+    source_sha256: BTreeMap<String, String>,
     /// Every HTTP request that passed the allow-list (plugin requests and the
     /// host's `fetch` attachment downloads), in order.
     pub requests: Vec<RecordedRequest>,
@@ -149,6 +154,12 @@ impl Run {
         self.messages().find(|m| m.id == id)
     }
 
+    /// The SHA-256 the host recorded as the message's source digest: of its
+    /// `original` bytes when the plugin gave them, else of the message.
+    pub fn source_sha256(&self, id: &str) -> Option<&str> {
+        self.source_sha256.get(id).map(String::as_str)
+    }
+
     /// The checkpoint of the last page (what the host would commit last).
     pub fn last_checkpoint(&self) -> Option<Vec<u8>> {
         self.pages.last().map(|p| p.checkpoint.clone())
@@ -160,11 +171,11 @@ impl Run {
     }
 }
 
-/// The bytes of an attachment of a harness page (always in memory).
+/// The bytes of an attachment of a harness page (always inline).
 pub fn attachment_bytes(attachment: &Attachment) -> &[u8] {
-    match &attachment.data {
-        AttachmentData::Bytes(b) => b,
-        AttachmentData::File(_) => &[],
+    match &attachment.body {
+        AttachmentBody::Inline(bytes) => bytes,
+        AttachmentBody::Fetch(_) | AttachmentBody::Deferred => &[],
     }
 }
 
@@ -389,6 +400,7 @@ impl Harness {
                 error,
                 run: Box::new(Run {
                     pages: Vec::new(),
+                    source_sha256: BTreeMap::new(),
                     requests: Vec::new(),
                     logs: Vec::new(),
                     state: Arc::default(),
@@ -424,23 +436,18 @@ impl Harness {
             }
         };
         let mut pages = Vec::new();
+        let mut digests = BTreeMap::new();
         let result = (|| -> Result<(), PluginError> {
             let mut session = plugin.open(&self.config_json, self.checkpoint.clone())?;
             let max = self.max_pages.unwrap_or(DEFAULT_MAX_PAGES);
             while pages.len() < max {
-                let mut page = session.next_page()?;
+                let page = session.next_page()?;
+                for m in &page.messages {
+                    digests.insert(m.id.clone(), m.source_sha256.clone());
+                }
                 // Spooled attachments live in the session's temporary
                 // folder: read them before the session ends.
-                for m in &mut page.messages {
-                    for a in &mut m.attachments {
-                        if let AttachmentData::File(path) = &a.data {
-                            let bytes = std::fs::read(path).map_err(|e| {
-                                PluginError::Transient(format!("reading a spooled attachment: {e}"))
-                            })?;
-                            a.data = AttachmentData::Bytes(bytes);
-                        }
-                    }
-                }
+                let page = sdk_types::page(page)?;
                 let complete = page.complete;
                 pages.push(page);
                 if complete {
@@ -451,6 +458,7 @@ impl Harness {
         })();
         let run = Run {
             pages,
+            source_sha256: digests,
             requests: transport.requests(),
             logs: logs.lock().unwrap_or_else(|p| p.into_inner()).clone(),
             state,
