@@ -63,10 +63,10 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use connector_model::digest::sha256_hex;
-use connector_runtime::loader::{self, PluginContext};
 use connector_runtime::wasm::{LogSink, PluginEngine, WasmPlugin};
 use connector_runtime::{Capabilities, Grants, HttpClient, KvAccess, MemoryKv, PluginError};
 use connector_runtime::{Origin, PluginKind, PluginKv, PluginManifest, RequestedPermissions};
+use connector_runtime::{PluginContext, loader};
 use connector_runtime::{SecretStore, Source};
 
 pub use connector_runtime::http::TransportError;

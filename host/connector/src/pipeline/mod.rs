@@ -18,9 +18,9 @@ use std::time::Duration;
 use connector_email::{ConvertError, DEFAULT_SPILL_ABOVE, EmailConverter};
 use connector_model::Conversation;
 use connector_model::time::now_ms;
-use connector_runtime::loader::{self, PluginContext};
 use connector_runtime::wasm::PluginEngine;
 use connector_runtime::{Capabilities, KvAccess, PluginError, PluginManifest, SecretStore};
+use connector_runtime::{PluginContext, loader};
 use connector_secrets::SecretError;
 use connector_sink::{Sink, SinkError};
 use connector_state::{

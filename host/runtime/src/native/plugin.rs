@@ -12,8 +12,8 @@ use super::abi::{self, BodyJson, ErrorJson, NativeV1, Outcome, PageJson};
 use crate::attachments::{
     self, AttachmentSession, AttachmentSpool, Body, Described, MAX_CHECKPOINT, write_chunk,
 };
+use crate::context::PluginContext;
 use crate::http::{BodyEncoding, FetchSpec};
-use crate::loader::PluginContext;
 use crate::normalize;
 use crate::{Page, PluginError, PluginHttp, PluginKind, PluginManifest};
 use crate::{Source, SourceSession};

@@ -14,7 +14,7 @@ use super::latest::types as wit;
 use super::sandbox::{LogSink, SandboxState};
 use super::versioned::{Instance, InstancePre};
 use crate::attachments::{self, AttachmentSession, AttachmentSpool, MAX_CHECKPOINT, write_chunk};
-use crate::loader::PluginContext;
+use crate::context::PluginContext;
 use crate::{Capabilities, KvAccess, Page, PluginError, PluginHttp, PluginManifest};
 use crate::{SecretStore, Source, SourceSession};
 use connector_model::AttachmentData;
