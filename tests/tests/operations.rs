@@ -422,3 +422,22 @@ fn a_closed_output_pipe_ends_the_command_quietly() {
         );
     }
 }
+
+#[test]
+fn a_missing_mapping_csv_is_named_once_with_its_fix() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = chat_setup(tmp.path(), "nocsv", 3, 4, "24h");
+    std::fs::remove_file(&s.users_csv).unwrap();
+    let out = connector(bin(), &s.state, &["validate", s.config.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&s.users_csv.display().to_string()),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("[mapping]"),
+        "says where to fix it: {stderr}"
+    );
+    assert_eq!(stderr.matches("os error 2").count(), 1, "{stderr}");
+}

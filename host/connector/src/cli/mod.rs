@@ -232,10 +232,25 @@ pub fn main() -> ExitCode {
         // without an error message, as Unix tools do.
         Err(e) if is_broken_pipe(&e) => ExitCode::from(EXIT_BROKEN_PIPE),
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", explain(&e));
             ExitCode::FAILURE
         }
     }
+}
+
+/// The error and its causes on one line, each cause once: most errors
+/// already say what caused them (and what to do), so a cause whose text is
+/// in what was said before is not repeated.
+fn explain(e: &anyhow::Error) -> String {
+    let mut out = e.to_string();
+    for cause in e.chain().skip(1) {
+        let text = cause.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+    }
+    out
 }
 
 /// Whether the error comes from writing to a pipe whose reader has gone.
@@ -473,7 +488,7 @@ fn validate(state_dir: &Path, configs: &[PathBuf]) -> Result<ExitCode> {
             Ok(m) => say!("{}: ok (plugin {} {})", path.display(), m.id, m.version),
             Err(e) => {
                 ok = false;
-                eprintln!("{}: {e:#}", path.display());
+                eprintln!("{}: {}", path.display(), explain(&e));
             }
         }
     }
