@@ -205,6 +205,7 @@
 use std::cell::RefCell;
 use std::marker::PhantomData;
 
+pub mod files;
 pub mod http;
 pub mod log;
 pub mod secrets;

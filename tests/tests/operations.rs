@@ -441,3 +441,21 @@ fn a_missing_mapping_csv_is_named_once_with_its_fix() {
     );
     assert_eq!(stderr.matches("os error 2").count(), 1, "{stderr}");
 }
+
+#[test]
+fn validate_refuses_an_export_path_in_no_granted_folder() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = chat_setup(tmp.path(), "nofolder", 3, 4, "24h");
+    let text = std::fs::read_to_string(&s.config).unwrap();
+    let without = text.replace("files = { \"/export\" = \"export-nofolder\" }\n", "");
+    assert_ne!(text, without, "the setup grants the export folder");
+    std::fs::write(&s.config, without).unwrap();
+    let out = connector(bin(), &s.state, &["validate", s.config.to_str().unwrap()]);
+    assert!(!out.status.success(), "validate must refuse what run would");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("/export/chat.jsonl"), "{stderr}");
+    assert!(
+        stderr.contains("[grants] files"),
+        "says how to grant it: {stderr}"
+    );
+}

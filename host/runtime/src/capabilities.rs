@@ -165,12 +165,15 @@ impl Capabilities {
         }
     }
 
-    /// Nothing but the operator's trust in a native plugin: for validating
-    /// a connector's plugin without letting it reach anything.
+    /// What validating a connector's plugin may use: its granted folders
+    /// (read-only, so it can check that a configured path is there) and the
+    /// operator's trust in a native plugin; no network, no secrets.
     pub fn for_validation(manifest: &PluginManifest, granted: &Grants) -> Capabilities {
         Capabilities {
-            trusted_native: granted.trusted_native,
-            ..Self::none(manifest)
+            hosts: Vec::new(),
+            secrets: BTreeSet::new(),
+            signing_keys: BTreeSet::new(),
+            ..Self::from_grants(manifest, granted)
         }
     }
 

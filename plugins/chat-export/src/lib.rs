@@ -38,15 +38,7 @@ pub struct ChatExport {
 }
 
 fn open_file(path: &str) -> Result<std::fs::File, SourceError> {
-    std::fs::File::open(path).map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied => {
-            SourceError::invalid_config(format!(
-                "cannot open {path}: {e} (is the folder granted to the plugin, and is the path \
-                 the guest path inside it?)"
-            ))
-        }
-        _ => SourceError::from(e),
-    })
+    connector_sdk::files::open("the export", path)
 }
 
 fn get(url: &str) -> Result<http::Response, SourceError> {
@@ -89,8 +81,14 @@ impl Source for ChatExport {
     const NAME: &'static str = "chat-export";
     const VERSION: &'static str = env!("CARGO_PKG_VERSION");
 
+    /// Checks the configuration and, for an export in a granted folder,
+    /// that the file can be opened (validation gets the folders, not the
+    /// network).
     fn validate_config(config_json: &str) -> Result<(), SourceError> {
-        Config::parse(config_json).map(|_| ())
+        match Config::parse(config_json)?.location {
+            Location::Path(path) => open_file(&path).map(drop),
+            Location::Url(_) => Ok(()),
+        }
     }
 
     fn open(config_json: &str, checkpoint: Option<Vec<u8>>) -> Result<Self, SourceError> {

@@ -29,11 +29,15 @@ pub struct Archive {
     entries: BTreeMap<String, (Entry, u64)>,
 }
 
-fn open_error(path: &str, e: impl std::fmt::Display) -> SourceError {
-    SourceError::invalid_config(format!(
-        "cannot open the Slack export {path}: {e} (is the folder granted to the plugin, and is \
-         the path the guest path inside it?)"
-    ))
+fn open_error(path: &str, e: std::io::Error) -> SourceError {
+    connector_sdk::files::unreadable("the Slack export", path, e)
+}
+
+/// Whether the export at `path` can be found (without reading it).
+pub fn exists(path: &str) -> Result<(), SourceError> {
+    std::fs::metadata(path)
+        .map(drop)
+        .map_err(|e| open_error(path, e))
 }
 
 impl Archive {

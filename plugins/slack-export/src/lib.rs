@@ -53,8 +53,10 @@ impl Source for SlackExport {
     const NAME: &'static str = "slack-export";
     const VERSION: &'static str = env!("CARGO_PKG_VERSION");
 
+    /// Checks the configuration and that the export can be found in the
+    /// granted folder (validation gets the folders, not the network).
     fn validate_config(config_json: &str) -> Result<(), SourceError> {
-        Config::parse(config_json).map(|_| ())
+        archive::exists(&Config::parse(config_json)?.path)
     }
 
     fn open(config_json: &str, checkpoint: Option<Vec<u8>>) -> Result<Self, SourceError> {
