@@ -22,13 +22,14 @@ pub use records::{
 };
 pub use sqlite::{SCHEMA_VERSION, SqliteStore};
 pub use store::{
-    Checkpoints, DeliveryLedger, PluginValues, QuarantineStore, RunHistory, RunLock, SharedStore,
-    StateStore,
+    Checkpoints, ConversationDirectory, DeliveryLedger, PluginValues, QuarantineStore, RunHistory,
+    RunLock, SharedStore, StateStore,
 };
 
 /// The store's traits, to call their methods: `use connector_state::prelude::*`.
 pub mod prelude {
     pub use crate::store::{
-        Checkpoints, DeliveryLedger, PluginValues, QuarantineStore, RunHistory, StateStore,
+        Checkpoints, ConversationDirectory, DeliveryLedger, PluginValues, QuarantineStore,
+        RunHistory, StateStore,
     };
 }

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use connector_email::Email;
-use connector_model::{Person, TimestampMs};
+use connector_model::{Conversation, Person, TimestampMs};
 
 /// Identifies a run in the database.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
@@ -171,6 +171,9 @@ pub struct PageCommit {
     /// What could not be delivered, one record per (item, participant or
     /// mailbox).
     pub failures: Vec<RunFailure>,
+    /// The conversations the page described, remembered (replacing earlier
+    /// descriptions) so later sessions may leave them out.
+    pub conversations: Vec<Conversation>,
 }
 
 /// Which checkpoint a page commit moves.

@@ -1,6 +1,7 @@
 //! The state store every part of the host works through, whatever keeps
 //! it. One trait per table ([`Checkpoints`], [`RunHistory`],
-//! [`DeliveryLedger`], [`QuarantineStore`], [`PluginValues`]) and
+//! [`DeliveryLedger`], [`QuarantineStore`], [`PluginValues`],
+//! [`ConversationDirectory`]) and
 //! [`StateStore`], which joins them and adds the writes that span tables:
 //! a page's commit and the lock a run holds.
 //!
@@ -8,7 +9,7 @@
 
 use std::collections::HashSet;
 
-use connector_model::TimestampMs;
+use connector_model::{Conversation, TimestampMs};
 
 use crate::error::StateError;
 use crate::records::*;
@@ -168,6 +169,16 @@ pub trait PluginValues {
     fn kv_usage(&self, connector: &str) -> Result<u64, StateError>;
 }
 
+/// The conversations each connector's plugin has described, so that a
+/// plugin need describe a conversation only once: the host remembers it
+/// across pages, sessions and runs.
+pub trait ConversationDirectory {
+    /// The stored descriptions of those of `ids` the connector's plugin has
+    /// described, in no particular order.
+    fn conversations(&self, connector: &str, ids: &[&str])
+    -> Result<Vec<Conversation>, StateError>;
+}
+
 /// Held while a connector runs; the lock is released when it is dropped
 /// (and by the operating system or the database when the process dies).
 pub struct RunLock(#[allow(dead_code)] Box<dyn std::any::Any + Send>);
@@ -187,7 +198,13 @@ impl std::fmt::Debug for RunLock {
 
 /// The whole state of a host: every table, and the writes across them.
 pub trait StateStore:
-    Checkpoints + RunHistory + DeliveryLedger + QuarantineStore + PluginValues + Send
+    Checkpoints
+    + RunHistory
+    + DeliveryLedger
+    + QuarantineStore
+    + PluginValues
+    + ConversationDirectory
+    + Send
 {
     /// Records a page in one transaction: its ledger entries (pairs already
     /// recorded keep their first entry), quarantine records (replacing

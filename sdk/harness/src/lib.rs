@@ -190,6 +190,7 @@ pub struct Harness {
     secrets: BTreeMap<String, String>,
     state: BTreeMap<String, Vec<u8>>,
     checkpoint: Option<Vec<u8>>,
+    described: BTreeSet<String>,
     rules: Vec<Rule>,
     max_pages: Option<usize>,
     problems: Vec<String>,
@@ -231,6 +232,7 @@ impl Harness {
             secrets: BTreeMap::new(),
             state: BTreeMap::new(),
             checkpoint: None,
+            described: BTreeSet::new(),
             rules: Vec::new(),
             max_pages: None,
             problems: Vec::new(),
@@ -289,6 +291,16 @@ impl Harness {
     /// Stores `value` under `key` in the plugin's state before the run.
     pub fn state(mut self, key: &str, value: impl Into<Vec<u8>>) -> Harness {
         self.state.insert(key.to_string(), value.into());
+        self
+    }
+
+    /// Conversations an earlier run described (for example
+    /// `earlier.conversations().cloned()`), which the host would remember:
+    /// messages of this run may belong to them without describing them
+    /// again.
+    pub fn described(mut self, conversations: impl IntoIterator<Item = Conversation>) -> Harness {
+        self.described
+            .extend(conversations.into_iter().map(|c| c.id));
         self
     }
 
@@ -482,15 +494,15 @@ impl Harness {
                 run: Box::new(run),
             });
         }
-        check_contract(&run)?;
+        check_contract(&run, &self.described)?;
         Ok(run)
     }
 }
 
 /// The checks the host's pipeline makes on pages, so that a plugin that
 /// passes the harness is not refused by the host.
-fn check_contract(run: &Run) -> Result<(), HarnessError> {
-    let mut described = BTreeSet::new();
+fn check_contract(run: &Run, earlier: &BTreeSet<String>) -> Result<(), HarnessError> {
+    let mut described: BTreeSet<&str> = earlier.iter().map(String::as_str).collect();
     let mut seen = BTreeSet::new();
     for (n, page) in run.pages.iter().enumerate() {
         for c in &page.conversations {
@@ -499,8 +511,8 @@ fn check_contract(run: &Run) -> Result<(), HarnessError> {
         for m in &page.messages {
             if !described.contains(m.conversation_id.as_str()) {
                 return Err(HarnessError::Contract(format!(
-                    "page {}: message {} belongs to conversation {}, which no page of this session described; \
-                     list it in the page's conversations",
+                    "page {}: message {} belongs to conversation {}, which no page described (nor an \
+                     earlier run: see Harness::described); list it in a page's conversations",
                     n + 1,
                     m.id,
                     m.conversation_id

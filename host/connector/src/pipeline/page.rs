@@ -62,17 +62,44 @@ impl PageStage<'_> {
         db: &SharedStore,
         run: RunId,
     ) -> Result<RunCounts, RunError> {
-        for c in page.conversations {
-            conversations.insert(c.id.clone(), c);
+        for c in &page.conversations {
+            conversations.insert(c.id.clone(), c.clone());
         }
+        self.recall_conversations(&page.messages, conversations, db)?;
         let commit = PageCommit {
             checkpoint: page.checkpoint,
             checkpoint_slot: self.checkpoint_slot.clone(),
+            conversations: page.conversations,
             ..PageCommit::default()
         };
         let mut plan = self.plan(&page.messages, conversations, commit, db)?;
         self.import(&plan.pending, sink, &mut plan.commit, &mut plan.counts)?;
         self.commit(plan, db, run)
+    }
+
+    /// Adds to `conversations` those the messages belong to that the plugin
+    /// described in an earlier session or run (the host remembers them, so
+    /// a plugin need describe a conversation only once).
+    fn recall_conversations(
+        &self,
+        messages: &[Message],
+        conversations: &mut HashMap<String, Conversation>,
+        db: &SharedStore,
+    ) -> Result<(), RunError> {
+        let mut missing: Vec<&str> = messages
+            .iter()
+            .map(|m| m.conversation_id.as_str())
+            .filter(|id| !conversations.contains_key(*id))
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        missing.sort_unstable();
+        missing.dedup();
+        for c in lock(db).conversations(self.connector, &missing)? {
+            conversations.insert(c.id.clone(), c);
+        }
+        Ok(())
     }
 
     /// Converts each message, maps its participants, and leaves out the
@@ -102,7 +129,7 @@ impl PageStage<'_> {
         for msg in messages {
             let conv = conversations.get(&msg.conversation_id).ok_or_else(|| {
                 PluginError::Protocol(format!(
-                    "message {} refers to conversation {} which was never described",
+                    "message {} refers to conversation {}, which no page of this or an earlier run described; the plugin must describe each conversation at least once",
                     msg.id, msg.conversation_id
                 ))
             })?;
@@ -424,17 +451,85 @@ mod tests {
         }
     }
 
-    #[test]
-    fn refused_mailboxes_and_unmapped_people_are_recorded_as_failures_with_the_page() {
-        let users = UserMap::from_pairs([("u-c", "c@x.test")], vec!["x.test".into()]).unwrap();
-        let stage = PageStage {
+    fn stage(users: &UserMap) -> PageStage<'_> {
+        PageStage {
             connector: "t",
             folder: "INBOX/T".into(),
             converter: EmailConverter::new("t", "T"),
-            users: &users,
+            users,
             retry: RetryPolicy::new(0),
             checkpoint_slot: CheckpointSlot::Connector,
+        }
+    }
+
+    fn chat(id: &str, conversation: &str) -> Message {
+        Message {
+            id: id.into(),
+            conversation_id: conversation.into(),
+            sender: person("u-a", Some("a@x.test")),
+            sent_at: 1_000,
+            kind: MessageKind::Chat,
+            relations: Vec::new(),
+            text: Some("hello".into()),
+            html: None,
+            attachments: Vec::new(),
+            source_sha256: "ab".repeat(32),
+            properties: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_conversation_described_once_serves_later_sessions() {
+        let users = UserMap::from_pairs([("u-b", "b@x.test")], vec!["x.test".into()]).unwrap();
+        let stage = stage(&users);
+        let conv = Conversation {
+            id: "c1".into(),
+            kind: ConversationKind::Direct,
+            name: None,
+            participants: vec![person("u-a", Some("a@x.test")), person("u-b", None)],
         };
+        let db: SharedStore = Arc::new(Mutex::new(SqliteStore::open_in_memory().unwrap()));
+        let run = lock(&db).begin_run("t", 0).unwrap();
+        let mut sink = PickySink {
+            refuse: "",
+            stored: Vec::new(),
+        };
+        let first = Page {
+            conversations: vec![conv],
+            messages: vec![chat("m1", "c1")],
+            checkpoint: b"1".to_vec(),
+            complete: false,
+        };
+        stage
+            .deliver(first, &mut HashMap::new(), &mut sink, &db, run)
+            .unwrap();
+        // A new session (empty map): the plugin does not describe c1 again.
+        let later = Page {
+            conversations: Vec::new(),
+            messages: vec![chat("m2", "c1")],
+            checkpoint: b"2".to_vec(),
+            complete: true,
+        };
+        let counts = stage
+            .deliver(later, &mut HashMap::new(), &mut sink, &db, run)
+            .unwrap();
+        assert_eq!(counts.imported, 2, "both participants of c1 get m2");
+        let never = Page {
+            conversations: Vec::new(),
+            messages: vec![chat("m3", "c-unknown")],
+            checkpoint: b"3".to_vec(),
+            complete: true,
+        };
+        let err = stage
+            .deliver(never, &mut HashMap::new(), &mut sink, &db, run)
+            .unwrap_err();
+        assert!(err.to_string().contains("c-unknown"), "{err}");
+    }
+
+    #[test]
+    fn refused_mailboxes_and_unmapped_people_are_recorded_as_failures_with_the_page() {
+        let users = UserMap::from_pairs([("u-c", "c@x.test")], vec!["x.test".into()]).unwrap();
+        let stage = stage(&users);
         let conv = Conversation {
             id: "c1".into(),
             kind: ConversationKind::Room,
@@ -445,22 +540,9 @@ mod tests {
                 person("u-ext", Some("e@elsewhere.test")),
             ],
         };
-        let msg = Message {
-            id: "m1".into(),
-            conversation_id: "c1".into(),
-            sender: person("u-a", Some("a@x.test")),
-            sent_at: 1_000,
-            kind: MessageKind::Chat,
-            relations: Vec::new(),
-            text: Some("hello".into()),
-            html: None,
-            attachments: Vec::new(),
-            source_sha256: "ab".repeat(32),
-            properties: Vec::new(),
-        };
         let page = Page {
             conversations: vec![conv],
-            messages: vec![msg],
+            messages: vec![chat("m1", "c1")],
             checkpoint: b"1".to_vec(),
             complete: true,
         };

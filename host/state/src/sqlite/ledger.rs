@@ -4,13 +4,10 @@ use std::collections::HashSet;
 
 use rusqlite::{OptionalExtension, Transaction, params};
 
-use super::{SqliteStore, to_u64};
+use super::{SqliteStore, rows_for_ids, to_u64};
 use crate::error::StateError;
 use crate::records::{DeliveredPair, LedgerEntry, RunId};
 use crate::store::DeliveryLedger;
-
-/// Most item ids per query of [`DeliveryLedger::delivered_set`].
-const IDS_PER_QUERY: usize = 500;
 
 impl DeliveryLedger for SqliteStore {
     fn is_delivered(
@@ -35,22 +32,14 @@ impl DeliveryLedger for SqliteStore {
         connector: &str,
         item_ids: &[&str],
     ) -> Result<HashSet<(String, String)>, StateError> {
-        let mut out = HashSet::new();
-        for chunk in item_ids.chunks(IDS_PER_QUERY) {
-            let marks = vec!["?"; chunk.len()].join(", ");
-            let sql = format!(
-                "SELECT item_id, mailbox FROM ledger WHERE connector = ? AND item_id IN ({marks})"
-            );
-            let mut stmt = self.conn.prepare_cached(&sql)?;
-            let values = std::iter::once(connector).chain(chunk.iter().copied());
-            let rows = stmt.query_map(rusqlite::params_from_iter(values), |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })?;
-            for row in rows {
-                out.insert(row?);
-            }
-        }
-        Ok(out)
+        let pairs = rows_for_ids(
+            &self.conn,
+            "SELECT item_id, mailbox FROM ledger WHERE connector = ? AND item_id IN",
+            connector,
+            item_ids,
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        Ok(pairs.into_iter().collect())
     }
 
     fn delivered_count(&self, connector: &str) -> Result<u64, StateError> {

@@ -5,6 +5,7 @@
 //! duplicate check covers emails delivered but not yet recorded).
 
 mod checkpoints;
+mod conversations;
 mod kv;
 mod ledger;
 mod quarantine;
@@ -46,6 +47,30 @@ fn to_i64(n: u64) -> i64 {
 
 fn to_u64(n: i64) -> u64 {
     u64::try_from(n).unwrap_or(0)
+}
+
+/// Most ids in one `IN (…)` list.
+const IDS_PER_QUERY: usize = 500;
+
+/// The rows of `select` (which ends in `connector = ? AND <column> IN`)
+/// for `connector` and `ids`, queried in chunks, each read with `read`.
+fn rows_for_ids<T>(
+    conn: &Connection,
+    select: &str,
+    connector: &str,
+    ids: &[&str],
+    read: impl Fn(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+) -> Result<Vec<T>, StateError> {
+    let mut out = Vec::new();
+    for chunk in ids.chunks(IDS_PER_QUERY) {
+        let marks = vec!["?"; chunk.len()].join(", ");
+        let mut stmt = conn.prepare_cached(&format!("{select} ({marks})"))?;
+        let values = std::iter::once(connector).chain(chunk.iter().copied());
+        for row in stmt.query_map(rusqlite::params_from_iter(values), &read)? {
+            out.push(row?);
+        }
+    }
+    Ok(out)
 }
 
 /// The value stored as `text`, read with `parse`; `what` names it when the
@@ -188,6 +213,7 @@ impl StateStore for SqliteStore {
         quarantine::release(&tx, connector, &page.released)?;
         runs::add_page(&tx, connector, run, page)?;
         checkpoints::store(&tx, connector, run, &page.checkpoint_slot, &page.checkpoint)?;
+        conversations::store(&tx, connector, &page.conversations)?;
         tx.commit()?;
         Ok(())
     }

@@ -1,7 +1,7 @@
 //! The SQLite schema, as migrations applied in order.
 
 /// Schema version this build writes and understands.
-pub const SCHEMA_VERSION: i64 = 3;
+pub const SCHEMA_VERSION: i64 = 4;
 
 /// Schema migrations, applied in order; a database records each one it has.
 pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[
@@ -121,6 +121,18 @@ pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[
             source_sha256, email FROM quarantine;
     DROP TABLE quarantine;
     ALTER TABLE quarantine_v3 RENAME TO quarantine;
+    ",
+    ),
+    (
+        4,
+        "conversations the plugins described",
+        "
+    CREATE TABLE conversations (
+        connector TEXT NOT NULL,
+        id TEXT NOT NULL,
+        description TEXT NOT NULL,
+        PRIMARY KEY (connector, id)
+    ) WITHOUT ROWID;
     ",
     ),
 ];

@@ -651,3 +651,25 @@ fn a_big_quarantined_email_is_streamed_into_the_database_and_back_out() {
     assert_eq!(back.sha256, big.sha256);
     assert!(back.bytes().unwrap()[..] == bytes[..]);
 }
+
+#[test]
+fn described_conversations_are_remembered_and_replaced_with_the_page() {
+    use connector_model::{Conversation, ConversationKind};
+    let room = |name: &str| Conversation {
+        id: "c1".into(),
+        kind: ConversationKind::Room,
+        name: Some(name.into()),
+        participants: Vec::new(),
+    };
+    let mut db = SqliteStore::open_in_memory().unwrap();
+    let run = db.begin_run("c", 0).unwrap();
+    let mut first = page(Vec::new(), b"1");
+    first.conversations = vec![room("Old name")];
+    db.commit_page("c", run, &first).unwrap();
+    let mut renamed = page(Vec::new(), b"2");
+    renamed.conversations = vec![room("New name")];
+    db.commit_page("c", run, &renamed).unwrap();
+    let found = db.conversations("c", &["c1", "c2"]).unwrap();
+    assert_eq!(found, [room("New name")]);
+    assert!(db.conversations("other", &["c1"]).unwrap().is_empty());
+}
