@@ -459,3 +459,27 @@ fn validate_refuses_an_export_path_in_no_granted_folder() {
         "says how to grant it: {stderr}"
     );
 }
+
+#[test]
+fn a_bad_plugin_setting_is_reported_at_its_line_of_the_connector_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = chat_setup(tmp.path(), "badcfg", 3, 4, "24h");
+    let text = std::fs::read_to_string(&s.config).unwrap();
+    let bad = text.replace("page_size = 4\n", "page_size = \"four\"\n");
+    assert_ne!(text, bad, "the setup sets page_size");
+    std::fs::write(&s.config, &bad).unwrap();
+    let line = bad
+        .lines()
+        .position(|l| l.starts_with("page_size"))
+        .unwrap()
+        + 1;
+    let out = connector(bin(), &s.state, &["validate", s.config.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let place = format!(
+        "{}:{line}: `page_size` in [plugin-config]",
+        s.config.display()
+    );
+    assert!(stderr.contains(&place), "expected {place:?} in: {stderr}");
+    assert!(!stderr.contains("line 1 column"), "{stderr}");
+}

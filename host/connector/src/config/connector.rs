@@ -181,11 +181,6 @@ impl ConnectorConfig {
     pub fn folder_path(&self, manifest: &PluginManifest) -> String {
         format!("INBOX/{}", self.folder_name(manifest))
     }
-
-    /// The plugin configuration as JSON text.
-    pub fn plugin_config_json(&self) -> String {
-        serde_json::to_string(&self.plugin_config).expect("a TOML table is valid JSON")
-    }
 }
 
 #[cfg(test)]

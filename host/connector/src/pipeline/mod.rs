@@ -229,7 +229,9 @@ impl Host {
             &manifest,
             PluginContext::new(caps, SecretStore::default()),
         )?;
-        plugin.validate_config(&config.plugin_config_json())?;
+        plugin
+            .validate_config(&config.plugin_config_json())
+            .map_err(|e| located(config, e))?;
         config.sink.open(&config.secrets)?;
         Ok(manifest)
     }
@@ -368,6 +370,17 @@ impl Host {
     }
 }
 
+/// A plugin's complaint about its configuration, pointed at the line of
+/// the connector file it is about.
+fn located(config: &ConnectorConfig, e: PluginError) -> PluginError {
+    match e {
+        PluginError::InvalidConfig(message) => {
+            PluginError::InvalidConfig(config.locate_plugin_config_error(&message))
+        }
+        other => other,
+    }
+}
+
 /// Most pages delivered and committed together (when the plugin is ahead
 /// of delivery), and so most pages waiting between the two.
 const MAX_PAGES_PER_COMMIT: usize = 4;
@@ -488,7 +501,9 @@ impl Host {
                 }
             };
             let fetched = (|| -> Result<(), RunError> {
-                let mut session = plugin.open(config_json, checkpoint)?;
+                let mut session = plugin
+                    .open(config_json, checkpoint)
+                    .map_err(|e| located(config, e))?;
                 let mut fetched = pages_before;
                 loop {
                     if options.max_pages.is_some_and(|max| fetched >= max) || control.stopping() {
