@@ -141,7 +141,7 @@ pub trait DeliveryLedger {
 /// built emails, until the mapping is fixed and they are redelivered.
 pub trait QuarantineStore {
     /// The connector's quarantined messages, oldest first. Emails bigger
-    /// than [`DEFAULT_SPILL_ABOVE`] are copied into spool files in the
+    /// than [`connector_email::DEFAULT_SPILL_ABOVE`] are copied into spool files in the
     /// temporary folder rather than memory.
     fn quarantine(&self, connector: &str) -> Result<Vec<QuarantineEntry>, StateError>;
 
