@@ -483,3 +483,34 @@ fn a_bad_plugin_setting_is_reported_at_its_line_of_the_connector_file() {
     assert!(stderr.contains(&place), "expected {place:?} in: {stderr}");
     assert!(!stderr.contains("line 1 column"), "{stderr}");
 }
+
+#[test]
+fn the_state_folder_is_created_for_its_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let s = chat_setup(tmp.path(), "perm", 2, 4, "24h");
+    connector_ok(
+        bin(),
+        &s.state,
+        &["run", "--once", s.config.to_str().unwrap()],
+    );
+    let mode = std::fs::metadata(&s.state).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o700, "{mode:o}");
+}
+
+#[test]
+fn validate_refuses_a_secrets_file_others_can_read() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let s = chat_setup(tmp.path(), "exposed", 2, 4, "24h");
+    let secrets = s.root.join("exposed-secrets.toml");
+    std::fs::write(&secrets, "token = \"t\"\n").unwrap();
+    std::fs::set_permissions(&secrets, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let mut text = std::fs::read_to_string(&s.config).unwrap();
+    text.push_str("[secrets]\nfrom = \"file\"\npath = \"exposed-secrets.toml\"\n");
+    std::fs::write(&s.config, text).unwrap();
+    let out = connector(bin(), &s.state, &["validate", s.config.to_str().unwrap()]);
+    assert!(!out.status.success(), "validate must refuse what run would");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("chmod 600"), "{stderr}");
+}

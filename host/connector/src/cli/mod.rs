@@ -512,7 +512,7 @@ fn open_db(state_dir: &Path) -> Result<Box<dyn StateStore>> {
 
 fn status(state_dir: &Path, configs: &[PathBuf], json: bool) -> Result<ExitCode> {
     let connectors = load_all(configs)?;
-    std::fs::create_dir_all(state_dir)
+    crate::pipeline::create_state_dir(state_dir)
         .with_context(|| format!("creating the state folder {}", state_dir.display()))?;
     let db = SqliteStore::open(&state_dir.join("state.db"))?;
     let report = status::collect(&db, &connectors, None)?;

@@ -10,6 +10,7 @@ mod retry;
 mod spool;
 
 use std::collections::{BTreeSet, HashMap};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -168,10 +169,20 @@ pub struct Host {
     spool: spool::SpoolDir,
 }
 
+/// Creates the state folder (and its parents) when absent, readable by its
+/// owner only: the state holds the quarantined emails and the plugins'
+/// state.
+pub fn create_state_dir(state_dir: &Path) -> std::io::Result<()> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(state_dir)
+}
+
 impl Host {
     /// Opens (or creates) the state folder: `state.db` and the compile cache.
     pub fn open(state_dir: &Path) -> Result<Host, RunError> {
-        std::fs::create_dir_all(state_dir).map_err(|e| {
+        create_state_dir(state_dir).map_err(|e| {
             StateError::Io(format!(
                 "cannot create the state folder {}: {e}",
                 state_dir.display()
@@ -223,6 +234,12 @@ impl Host {
         if let Some(csv) = &config.mapping.overrides {
             UserMap::load(Some(csv), config.mapping.domains.clone())?;
         }
+        // Refuses a secrets file others can read, as a run would; the
+        // plugin itself validates without secrets.
+        granted_secrets(
+            config,
+            &Capabilities::from_grants(&manifest, &config.grants),
+        )?;
         let caps = Capabilities::for_validation(&manifest, &config.grants);
         let mut plugin = loader::load(
             &self.engine,
@@ -299,9 +316,7 @@ impl Host {
         let manifest = PluginManifest::load(&config.plugin)?;
         config.check_grants(&manifest)?;
         let caps = Capabilities::from_grants(&manifest, &config.grants);
-        let secret_names: BTreeSet<String> =
-            caps.secrets.union(&caps.signing_keys).cloned().collect();
-        let secrets = SecretStore::load(&config.secrets, &secret_names)?;
+        let secrets = granted_secrets(config, &caps)?;
         let users = UserMap::load(
             config.mapping.overrides.as_deref(),
             config.mapping.domains.clone(),
@@ -368,6 +383,14 @@ impl Host {
             }
         }
     }
+}
+
+/// The values of the secrets and signing keys `caps` allow, from the
+/// connector's secret source (a secrets file must be readable by its owner
+/// only).
+fn granted_secrets(config: &ConnectorConfig, caps: &Capabilities) -> Result<SecretStore, RunError> {
+    let names: BTreeSet<String> = caps.secrets.union(&caps.signing_keys).cloned().collect();
+    Ok(SecretStore::load(&config.secrets, &names)?)
 }
 
 /// A plugin's complaint about its configuration, pointed at the line of
