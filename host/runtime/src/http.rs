@@ -21,7 +21,7 @@ use crate::Capabilities;
 pub const MAX_BUFFERED_BODY: u64 = 256 << 20;
 /// Time limit for a request when the plugin sets none, and the cap on any.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
-pub(crate) const MAX_TIMEOUT: Duration = Duration::from_secs(600);
+const MAX_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// Why a plugin's request got no response.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -263,7 +263,7 @@ impl HttpClient {
     }
 
     /// Sends a request if `caps` allow its origin.
-    pub fn send(
+    fn send(
         &self,
         plugin_id: &str,
         caps: &Capabilities,
