@@ -7,6 +7,7 @@ use std::process::Command;
 
 use connector_e2e::workspace_root;
 use connector_plugin_harness::Harness;
+use connector_runtime::PluginManifest;
 use serde_json::json;
 
 /// Copies the workspace's sources (not `target/` or `.git/`) to `to`.
@@ -77,24 +78,27 @@ fn new_plugin_creates_a_plugin_that_builds_to_wasm_and_runs() {
         .unwrap();
     assert!(!bad.status.success());
 
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let build = Command::new(cargo)
-        .current_dir(&copy)
-        .args([
-            "build",
-            "--release",
-            "--target",
-            "wasm32-wasip2",
-            "-p",
-            "acme-chat",
-        ])
-        .arg("--target-dir")
-        .arg(root.join("target/plugins"))
-        .env_remove("CARGO_TARGET_DIR")
-        .env_remove("RUSTFLAGS")
-        .env_remove("CARGO_ENCODED_RUSTFLAGS")
-        .output()
-        .unwrap();
+    // `connector plugin build` compiles into the folder the manifest's
+    // `wasm` names (here the workspace's target/plugins, shared with the
+    // other tests) and writes an installable, pinned copy.
+    let connector = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_connector-cli"))
+            .args(args)
+            .env_remove("CARGO_TARGET_DIR")
+            .env_remove("RUSTFLAGS")
+            .env_remove("CARGO_ENCODED_RUSTFLAGS")
+            .output()
+            .unwrap()
+    };
+    let dist = tmp.path().join("dist");
+    let plugin_arg = plugin.to_str().unwrap();
+    let build = connector(&[
+        "plugin",
+        "build",
+        plugin_arg,
+        "--out",
+        dist.to_str().unwrap(),
+    ]);
     assert!(
         build.status.success(),
         "the new plugin does not build:\n{}",
@@ -104,6 +108,16 @@ fn new_plugin_creates_a_plugin_that_builds_to_wasm_and_runs() {
         root.join("target/plugins/wasm32-wasip2/release/acme_chat.wasm")
             .is_file()
     );
+    let installed = PluginManifest::load(&dist.join("manifest.toml")).unwrap();
+    assert_eq!(installed.id, "acme-chat");
+    let check = connector(&["plugin", "check", plugin_arg]);
+    let report = String::from_utf8_lossy(&check.stdout);
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    assert!(report.contains("API 0.1.0"), "{report}");
 
     let run = Harness::new(plugin.join("manifest.toml"))
         .config(json!({"room": "Lobby", "messages": 5, "page_size": 2}))
@@ -122,4 +136,39 @@ fn new_plugin_creates_a_plugin_that_builds_to_wasm_and_runs() {
         Some("Lobby")
     );
     assert_eq!(run.last_checkpoint().unwrap(), b"5");
+}
+
+#[test]
+fn plugin_build_refuses_a_manifest_whose_wasm_is_not_where_cargo_writes_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let manifest =
+        std::fs::read_to_string(workspace_root().join("plugins/chat-export/manifest.toml"))
+            .unwrap()
+            .lines()
+            .map(|l| {
+                if l.starts_with("wasm") {
+                    "wasm = \"build/chat.wasm\"".to_string()
+                } else {
+                    l.to_string()
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+    std::fs::write(tmp.path().join("manifest.toml"), manifest).unwrap();
+    std::fs::write(
+        tmp.path().join("Cargo.toml"),
+        "[package]\nname = \"chat-export\"\nversion = \"0.1.0\"\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_connector-cli"))
+        .args(["plugin", "build"])
+        .arg(tmp.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("set wasm = \"target/wasm32-wasip2/release/chat_export.wasm\""),
+        "{stderr}"
+    );
 }

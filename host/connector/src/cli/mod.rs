@@ -3,6 +3,7 @@
 //! the quarantine. [`main`] is the whole program; `src/main.rs` only calls
 //! it (so that tests can build the same binary).
 
+mod plugin;
 mod progress;
 
 use std::io::Write as _;
@@ -162,6 +163,34 @@ enum Command {
         /// Output folder.
         #[arg(long)]
         out: PathBuf,
+    },
+    /// A plugin author's commands.
+    Plugin {
+        #[command(subcommand)]
+        action: PluginAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum PluginAction {
+    /// Builds a Rust plugin for wasm32-wasip2 into the folder its manifest's
+    /// `wasm` names (what the harness and the host load), then writes an
+    /// installable copy with the manifest pinned to the built file.
+    Build {
+        /// The plugin's folder (manifest.toml and Cargo.toml).
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+        /// Where to write the installable copy (default
+        /// `<target>/dist/<plugin id>`).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Checks the manifest and the built component: the API version the
+    /// component was built against, and the permissions it asks for.
+    Check {
+        /// The plugin's folder.
+        #[arg(default_value = ".")]
+        dir: PathBuf,
     },
 }
 
@@ -330,6 +359,19 @@ fn dispatch(cli: Cli, progress: Option<Arc<Progress>>) -> Result<ExitCode> {
         } => {
             let written = manifest::package(&source, &wasm, &out)?;
             say!("{}", written.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Plugin {
+            action: PluginAction::Build { dir, out },
+        } => {
+            let written = plugin::build(&dir, out.as_deref())?;
+            say!("{}", written.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Plugin {
+            action: PluginAction::Check { dir },
+        } => {
+            say!("{}", plugin::check(&dir)?);
             Ok(ExitCode::SUCCESS)
         }
     }

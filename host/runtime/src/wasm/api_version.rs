@@ -75,3 +75,19 @@ pub fn detect(
     }
     Ok(version)
 }
+
+/// Compiles the component in `bytes` and reads its API version, checked
+/// against the manifest's `declared` one (for `connector plugin check`).
+pub fn detect_in_bytes(
+    engine: &super::PluginEngine,
+    bytes: &[u8],
+    declared: &str,
+) -> Result<ApiVersion, crate::PluginError> {
+    let component = Component::new(engine.engine(), bytes).map_err(|e| {
+        crate::PluginError::Load(format!(
+            "not a valid WebAssembly component: {e:#}; build it for wasm32-wasip2"
+        ))
+    })?;
+    detect(engine.engine(), &component, declared)
+        .map_err(|e| crate::PluginError::Load(e.to_string()))
+}
