@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use connector_e2e::chat_fixture::{Paging, USERS, chat_fixture, connector_file, synthetic_email};
-use connector_e2e::graph_server::{GraphOptions, GraphServer};
+use connector_e2e::graph_server::{Counts, GraphOptions, GraphServer};
 use connector_email::Email;
 use connector_host::config::ConnectorConfig;
 use connector_host::pipeline::{Host, RunOptions};
@@ -24,6 +24,7 @@ use connector_sink::{Delivery, Sink, SinkError};
 use connector_sink_graph::GraphSettings;
 use connector_sink_graph::GraphSink;
 use connector_sink_graph::GraphSinkConfig;
+use connector_sink_graph::UPLOAD_SESSION_MIN;
 use connector_state::RunOutcome;
 
 const CLIENT_ID: &str = "11111111-2222-3333-4444-555555555555";
@@ -32,11 +33,8 @@ const BIG: usize = 3_500_000;
 
 fn server(throttle_every: usize) -> GraphServer {
     GraphServer::start(GraphOptions {
-        users: USERS.iter().map(|u| u.to_string()).collect(),
-        client_id: CLIENT_ID.into(),
-        client_secret: SECRET.into(),
         throttle_every,
-        page_size: 50,
+        ..GraphOptions::new(&USERS, CLIENT_ID, SECRET)
     })
 }
 
@@ -85,9 +83,15 @@ max-concurrency = 8
     assert_eq!(first.counts.items_from_source, 300);
     assert_eq!(first.counts.imported as usize, deliveries);
     assert_eq!(first.counts.failed, 0);
-    let (requests, throttled, tokens, uploads) = server.counts();
+    let Counts {
+        requests,
+        throttled,
+        tokens,
+        uploads,
+        ..
+    } = server.counts();
     eprintln!(
-        "first run: {deliveries} emails into {} mailboxes in {took:.2?} ({requests} Graph requests, {throttled} answered 429, {tokens} token(s), {uploads} upload sessions)",
+        "first run: {deliveries} emails into {} mailboxes in {took:.2?} ({requests} Graph requests, {throttled} answered 429/503/504, {tokens} token(s), {uploads} upload sessions)",
         USERS.len()
     );
     assert!(throttled > 0, "some requests were throttled and retried");
@@ -123,6 +127,8 @@ max-concurrency = 8
                 format!("graph:{user}/INBOX/Symphony;id={}", m.id)
             );
             assert_eq!(m.properties["Integer 0x0E07"], "1", "read, not a draft");
+            assert!(!m.is_draft, "{mid} is a received item");
+            assert_eq!(m.internet_message_id, format!("<{mid}>"));
             let (sender, sent_at) = &f.senders[&mid];
             assert_eq!(m.properties["SystemTime 0x0E06"], utc(*sent_at));
             assert_eq!(m.properties["SystemTime 0x0039"], utc(*sent_at));
@@ -151,7 +157,7 @@ max-concurrency = 8
                     let a = &m.attachments[0];
                     assert_eq!(&a.name, name);
                     assert!(a.bytes == *bytes, "{user}: {name} intact");
-                    assert_eq!(a.uploaded, bytes.len() > 3 << 20, "{name}");
+                    assert_eq!(a.uploaded, bytes.len() >= UPLOAD_SESSION_MIN, "{name}");
                     uploaded += usize::from(a.uploaded);
                 }
                 None => assert!(m.attachments.is_empty(), "{mid}"),
@@ -172,7 +178,7 @@ max-concurrency = 8
     drop(host);
 
     // Second run: each folder's Message-IDs are read in pages of 50.
-    let before = server.counts().0;
+    let before = server.counts().requests;
     let host = Host::open(&state).unwrap();
     let started = Instant::now();
     let second = host.run_once(&config, &RunOptions::default()).unwrap();
@@ -183,14 +189,18 @@ max-concurrency = 8
     assert!(server.violations().is_empty(), "{:#?}", server.violations());
     eprintln!(
         "second run: nothing created, {} Graph requests (the ledger has everything), {:.2?}",
-        server.counts().0 - before,
+        server.counts().requests - before,
         started.elapsed()
     );
 
     // A fresh sink (as after a crash before the ledger commit) finds every
     // email by its Message-ID: one paged listing per folder (pages of 50,
     // followed through @odata.nextLink), then answers from its cache.
-    let (before, throttled_before, _, _) = server.counts();
+    let Counts {
+        requests: before,
+        throttled: throttled_before,
+        ..
+    } = server.counts();
     let mut fresh = self::sink(&server, SECRET);
     for (user, mids) in &f.expected {
         let mailbox = Mailbox::new(user).unwrap();
@@ -201,7 +211,11 @@ max-concurrency = 8
             );
         }
     }
-    let (after, throttled_after, _, _) = server.counts();
+    let Counts {
+        requests: after,
+        throttled: throttled_after,
+        ..
+    } = server.counts();
     let listing = after - before - (throttled_after - throttled_before);
     let pages: usize = f.expected.values().map(|m| m.len().div_ceil(50)).sum();
     assert_eq!(
@@ -254,7 +268,8 @@ fn tokens_are_renewed_once_bad_secrets_are_fatal_and_unknown_mailboxes_refused()
             email,
         })
         .collect();
-    assert!(sink.deliver(&batch).iter().all(Result::is_ok));
+    let results = sink.deliver(&batch);
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
 
     // The token expires: renewed once, nothing lost.
     server.revoke_tokens();
@@ -284,7 +299,7 @@ fn tokens_are_renewed_once_bad_secrets_are_fatal_and_unknown_mailboxes_refused()
         }
         other => panic!("refused: {other:?}"),
     }
-    assert_eq!(server.counts().2, 2, "one token, then one renewal");
+    assert_eq!(server.counts().tokens, 2, "one token, then one renewal");
     assert!(
         sink.contains(&alice, "INBOX/Symphony", &list[4].message_id)
             .unwrap()
