@@ -187,6 +187,8 @@ struct State {
     uploads: HashMap<String, Upload>,
     in_flight: HashMap<String, usize>,
     max_in_flight: usize,
+    /// Throttling answers given in turn so far.
+    turns: usize,
     /// Mailbox → (when it was throttled, until when).
     quiet: HashMap<String, (Instant, Instant)>,
     violations: Vec<String>,
@@ -492,6 +494,8 @@ fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
 
 /// A parsed HTTP/1.1 request.
 struct Request {
+    /// When it was read whole.
+    arrived: Instant,
     method: String,
     target: String,
     headers: Vec<(String, String)>,
@@ -537,6 +541,7 @@ fn read_request(reader: &mut BufReader<TcpStream>) -> Option<Request> {
     let mut body = vec![0; length];
     reader.read_exact(&mut body).ok()?;
     Some(Request {
+        arrived: Instant::now(),
         method,
         target,
         headers,
@@ -671,13 +676,19 @@ fn token(state: &Mutex<State>, options: &GraphOptions, body: &[u8]) -> Answer {
 /// Throttles the request when its turn has come or its mailbox is still
 /// held off; returns the answer and whether the request is still to be
 /// done first (a 504).
-fn throttle(s: &mut State, options: &GraphOptions, user: &str) -> Option<(Answer, bool)> {
+fn throttle(
+    s: &mut State,
+    options: &GraphOptions,
+    user: &str,
+    arrived: Instant,
+) -> Option<(Answer, bool)> {
     let now = Instant::now();
     if let Some(&(at, until)) = s.quiet.get(user)
-        && now < until
+        && arrived < until
     {
-        // In flight while the 429 went out is fine; sent after it is not.
-        if now.duration_since(at) > Duration::from_millis(100) {
+        // In flight while the 429 went out is fine; sent after it is not
+        // (with a little slack for a worker that looked just before).
+        if arrived > at + Duration::from_millis(50) {
             s.violations
                 .push(format!("a request for {user} while its Retry-After ran"));
         }
@@ -693,7 +704,8 @@ fn throttle(s: &mut State, options: &GraphOptions, user: &str) -> Option<(Answer
     if options.throttle_every == 0 || !s.counts.requests.is_multiple_of(options.throttle_every) {
         return None;
     }
-    let turn = s.counts.throttled % 4;
+    let turn = s.turns % 4;
+    s.turns += 1;
     s.counts.throttled += 1;
     let (mut a, retry_after, apply) = match turn {
         0 => (
@@ -756,7 +768,7 @@ fn mailbox_request(
             ),
         );
     }
-    let throttled = throttle(&mut s, options, user);
+    let throttled = throttle(&mut s, options, user, request.arrived);
     if let Some((answer, false)) = throttled {
         return answer;
     }

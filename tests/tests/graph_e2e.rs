@@ -11,20 +11,20 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use connector_e2e::chat_fixture::{Paging, USERS, chat_fixture, connector_file, synthetic_email};
 use connector_e2e::graph_server::{Counts, GraphOptions, GraphServer};
 use connector_email::Email;
 use connector_host::config::ConnectorConfig;
 use connector_host::pipeline::{Host, RunOptions};
-use connector_model::Mailbox;
+use connector_model::{Attachment, AttachmentData, Mailbox};
 use connector_runtime::SecretStore;
-use connector_sink::{Delivery, Sink, SinkError};
+use connector_sink::{Delivery, Receipt, Sink, SinkError};
 use connector_sink_graph::GraphSettings;
 use connector_sink_graph::GraphSink;
 use connector_sink_graph::GraphSinkConfig;
-use connector_sink_graph::UPLOAD_SESSION_MIN;
+use connector_sink_graph::{PENDING_PROPERTY, UPLOAD_SESSION_MIN};
 use connector_state::RunOutcome;
 
 const CLIENT_ID: &str = "11111111-2222-3333-4444-555555555555";
@@ -331,5 +331,403 @@ fn tokens_are_renewed_once_bad_secrets_are_fatal_and_unknown_mailboxes_refused()
         text.contains("invalid_client") && text.contains("graph-client-secret"),
         "{text}"
     );
+    assert!(server.violations().is_empty(), "{:#?}", server.violations());
+}
+
+// ---- the sink against the strict server ------------------------------
+
+/// Attachment files: (name, bytes).
+type Files = Vec<(String, Vec<u8>)>;
+
+/// Bytes that differ from one attachment to the next (a byte-exact check
+/// means something).
+fn pattern(seed: usize, len: usize) -> Vec<u8> {
+    let mut x = (seed as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// An email with attachments of these sizes (named `résumé ✓ {n}.bin`)
+/// and this text.
+fn email_with(tag: &str, i: usize, text: String, sizes: &[usize]) -> (Email, Files) {
+    let files: Files = sizes
+        .iter()
+        .enumerate()
+        .map(|(n, &len)| (format!("résumé ✓ {n}.bin"), pattern(i * 100 + n, len)))
+        .collect();
+    let attachments = files
+        .iter()
+        .enumerate()
+        .map(|(n, (name, bytes))| Attachment {
+            id: format!("a{n}"),
+            file_name: name.clone(),
+            media_type: Some("application/octet-stream".into()),
+            data: AttachmentData::Bytes(bytes.clone()),
+        })
+        .collect();
+    (
+        synthetic_email(&format!("{tag}-{i}"), i, text, attachments),
+        files,
+    )
+}
+
+/// Delivers until nothing is left to retry (as the run does), at most
+/// `rounds` times; returns the last results.
+fn deliver_all(
+    sink: &mut GraphSink,
+    batch: &[Delivery<'_>],
+    rounds: usize,
+) -> Vec<Result<Receipt, SinkError>> {
+    let mut results = sink.deliver(batch);
+    for _ in 1..rounds {
+        if !results
+            .iter()
+            .any(|r| r.as_ref().is_err_and(SinkError::is_retryable))
+        {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+        results = sink.deliver(batch);
+    }
+    results
+}
+
+/// Checks that `mailbox` holds exactly `expected` (Message-ID → files),
+/// each once, complete, received, byte-exact, large files uploaded.
+fn assert_holds(server: &GraphServer, mailbox: &str, expected: &BTreeMap<String, Files>) {
+    let messages = server.messages(mailbox);
+    let mut seen = BTreeSet::new();
+    for m in &messages {
+        let mid = m.internet_message_id.trim_matches(['<', '>']).to_string();
+        assert!(seen.insert(mid.clone()), "{mailbox}: {mid} is there twice");
+        let Some(files) = expected.get(&mid) else {
+            panic!("{mailbox}: {mid} was not sent");
+        };
+        assert!(!m.is_draft, "{mid} is a received item");
+        assert_ne!(
+            m.properties.get(PENDING_PROPERTY).map(String::as_str),
+            Some("1"),
+            "{mid} is complete"
+        );
+        let mut got: Vec<(&str, &[u8], bool)> = m
+            .attachments
+            .iter()
+            .map(|a| (a.name.as_str(), a.bytes.as_slice(), a.uploaded))
+            .collect();
+        got.sort();
+        let mut want: Vec<(&str, &[u8], bool)> = files
+            .iter()
+            .map(|(n, b)| (n.as_str(), b.as_slice(), b.len() >= UPLOAD_SESSION_MIN))
+            .collect();
+        want.sort();
+        assert!(
+            got == want,
+            "{mailbox}: {mid} has {:?}, expected {:?}",
+            got.iter()
+                .map(|g| (g.0, g.1.len(), g.2))
+                .collect::<Vec<_>>(),
+            want.iter()
+                .map(|w| (w.0, w.1.len(), w.2))
+                .collect::<Vec<_>>()
+        );
+    }
+    assert_eq!(
+        seen.len(),
+        expected.len(),
+        "{mailbox}: every email is there"
+    );
+}
+
+#[test]
+fn emails_with_0_to_10_attachments_of_1_kb_to_40_mb_land_once_byte_exact_in_odd_mailboxes() {
+    let odd = [
+        "o'brien+archive@example.test",
+        "a#b?c@example.test",
+        "x/y@example.test",
+    ];
+    let users: Vec<&str> = USERS.iter().copied().chain(odd).collect();
+    let server = GraphServer::start(GraphOptions {
+        // A tenant that raised the 35 MB default for the 40 MB case.
+        message_limit: 150_000_000,
+        ..GraphOptions::new(&users, CLIENT_ID, SECRET)
+    });
+    let mailboxes: Vec<Mailbox> = users.iter().map(|u| Mailbox::new_unchecked(u)).collect();
+    const K: usize = 1_000;
+    const M: usize = 1_000_000;
+    let cases: Vec<(&str, Vec<usize>, usize)> = vec![
+        ("none", vec![], 100),
+        ("1 KB", vec![K], 100),
+        ("two of 2 MB", vec![2 * M; 2], 100),
+        ("ten of 1 KB", vec![K; 10], 100),
+        ("2.9 MB", vec![2_900 * K], 100),
+        ("3.1 MB", vec![3_100 * K], 100),
+        ("2.9 and 3.1 MB", vec![2_900 * K, 3_100 * K], 100),
+        ("2 MB and 1 KB", vec![2 * M, K], 100),
+        (
+            "ten mixed",
+            vec![K, 2 * M, 2_900 * K, 3_100 * K, K, 2 * M, K, 2_900 * K, K, K],
+            100,
+        ),
+        ("40 MB", vec![40 * M], 100),
+        ("body near 4 MB", vec![], 3_900 * K),
+        ("body near 4 MB and 1 KB", vec![K], 3_900 * K),
+    ];
+    let mut emails = Vec::new();
+    for (i, (label, sizes, text_len)) in cases.iter().enumerate() {
+        let text = format!("{label}: Grüße ✓ {}", "x".repeat(*text_len));
+        emails.push(email_with("sizes", i, text, sizes));
+    }
+    let mut expected: Vec<BTreeMap<String, Files>> = vec![BTreeMap::new(); users.len()];
+    let mut batch = Vec::new();
+    for (i, (email, files)) in emails.iter().enumerate() {
+        // The big cases go to one mailbox; the others to every mailbox in turn.
+        let targets: Vec<usize> = if cases[i].1.iter().sum::<usize>() > 10 * M {
+            vec![0]
+        } else {
+            vec![i % users.len(), (i + 4) % users.len()]
+        };
+        for t in targets {
+            expected[t].insert(email.message_id.clone(), files.clone());
+            batch.push(Delivery {
+                mailbox: &mailboxes[t],
+                folder: "INBOX/Symphony",
+                email,
+            });
+        }
+    }
+    let mut sink = sink(&server, SECRET);
+    let started = Instant::now();
+    let results = deliver_all(&mut sink, &batch, 3);
+    for (d, r) in batch.iter().zip(&results) {
+        assert!(r.is_ok(), "{}: {r:?}", d.mailbox);
+    }
+    eprintln!("{} deliveries in {:.2?}", batch.len(), started.elapsed());
+    assert!(server.violations().is_empty(), "{:#?}", server.violations());
+    for (t, user) in users.iter().enumerate() {
+        assert_holds(&server, user, &expected[t]);
+    }
+    // A fresh sink finds each, and sends nothing again.
+    let before = server.counts();
+    let mut fresh = self::sink(&server, SECRET);
+    for d in &batch {
+        assert!(
+            fresh
+                .contains(d.mailbox, d.folder, &d.email.message_id)
+                .unwrap()
+        );
+    }
+    assert!(fresh.deliver(&batch).iter().all(Result::is_ok));
+    let after = server.counts();
+    assert_eq!(
+        (after.uploads, after.deleted),
+        (before.uploads, before.deleted)
+    );
+    for (t, user) in users.iter().enumerate() {
+        assert_holds(&server, user, &expected[t]);
+    }
+    assert!(server.violations().is_empty(), "{:#?}", server.violations());
+}
+
+#[test]
+fn a_crash_between_the_uploads_and_completion_is_redone_exactly_once() {
+    let server = server(0);
+    let alice = Mailbox::new(USERS[0]).unwrap();
+    let (email, files) = email_with("crash", 1, "big".into(), &[3_100_000, 2_000_000]);
+    let batch = [Delivery {
+        mailbox: &alice,
+        folder: "INBOX/Symphony",
+        email: &email,
+    }];
+    let mut sink = sink(&server, SECRET);
+    assert!(
+        !sink
+            .contains(&alice, "INBOX/Symphony", &email.message_id)
+            .unwrap()
+    );
+    // The server goes away once the upload is done: the item stays pending
+    // (the crash leaves it so too: nothing deletes it).
+    server.go_down_after_uploads(1);
+    let results = sink.deliver(&batch);
+    assert!(
+        results[0].as_ref().is_err_and(SinkError::is_retryable),
+        "{results:?}"
+    );
+    drop(sink);
+    server.come_back();
+    let left = server.messages(USERS[0]);
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].properties[PENDING_PROPERTY], "1", "left pending");
+    // The next run does not count it, deletes it and creates it again, once.
+    let mut next = self::sink(&server, SECRET);
+    assert!(
+        !next
+            .contains(&alice, "INBOX/Symphony", &email.message_id)
+            .unwrap()
+    );
+    assert!(next.deliver(&batch)[0].is_ok());
+    assert_eq!(server.counts().deleted, 1, "the pending copy is deleted");
+    let expected = BTreeMap::from([(email.message_id.clone(), files)]);
+    assert_holds(&server, USERS[0], &expected);
+    assert_eq!(
+        server.messages(USERS[0])[0].properties[PENDING_PROPERTY],
+        "0"
+    );
+    // And the run after that finds it complete.
+    let mut third = self::sink(&server, SECRET);
+    assert!(
+        third
+            .contains(&alice, "INBOX/Symphony", &email.message_id)
+            .unwrap()
+    );
+    assert!(third.deliver(&batch)[0].is_ok());
+    assert_holds(&server, USERS[0], &expected);
+    assert_eq!(server.counts().deleted, 1);
+    assert!(server.violations().is_empty(), "{:#?}", server.violations());
+}
+
+#[test]
+fn a_missing_mail_read_write_stops_the_run_and_a_policy_excluded_mailbox_is_refused_alone() {
+    let list = emails("denied", 2);
+    let alice = Mailbox::new(USERS[0]).unwrap();
+    let bob = Mailbox::new(USERS[1]).unwrap();
+    let batch = [
+        Delivery {
+            mailbox: &bob,
+            folder: "INBOX/Symphony",
+            email: &list[0],
+        },
+        Delivery {
+            mailbox: &alice,
+            folder: "INBOX/Symphony",
+            email: &list[1],
+        },
+    ];
+
+    // No Mail.ReadWrite: every mailbox answers 403 ErrorAccessDenied.
+    let server = GraphServer::start(GraphOptions {
+        mail_read_write: false,
+        ..GraphOptions::new(&USERS, CLIENT_ID, SECRET)
+    });
+    let mut sink = sink(&server, SECRET);
+    for d in &batch {
+        assert!(
+            !sink
+                .contains(d.mailbox, d.folder, &d.email.message_id)
+                .unwrap()
+        );
+    }
+    for result in sink.deliver(&batch) {
+        let e = result.unwrap_err();
+        assert!(e.is_fatal(), "{e}");
+        assert!(e.to_string().contains("grant Mail.ReadWrite"), "{e}");
+    }
+
+    // An application access policy that leaves bob out: bob is refused,
+    // alice is not, and the run goes on.
+    let server = GraphServer::start(GraphOptions {
+        outside_policy: vec![USERS[1].to_string()],
+        ..GraphOptions::new(&USERS, CLIENT_ID, SECRET)
+    });
+    let mut sink = self::sink(&server, SECRET);
+    for d in &batch {
+        assert!(
+            !sink
+                .contains(d.mailbox, d.folder, &d.email.message_id)
+                .unwrap()
+        );
+    }
+    let results = sink.deliver(&batch);
+    match &results[0] {
+        Err(e @ SinkError::Refused { reason, .. }) => {
+            assert!(!e.is_fatal() && !e.is_retryable(), "{e}");
+            assert!(reason.contains("application access policy"), "{reason}");
+        }
+        other => panic!("bob refused: {other:?}"),
+    }
+    assert!(results[1].is_ok(), "{results:?}");
+    assert_eq!(server.messages(USERS[0]).len(), 1);
+    assert!(server.violations().is_empty(), "{:#?}", server.violations());
+}
+
+#[test]
+fn a_folder_deleted_mid_run_is_found_again_and_nothing_is_lost() {
+    let server = server(0);
+    let alice = Mailbox::new(USERS[0]).unwrap();
+    let list = emails("gone", 6);
+    let batch = |from: usize| -> Vec<Delivery<'_>> {
+        list[from..from + 3]
+            .iter()
+            .map(|email| Delivery {
+                mailbox: &alice,
+                folder: "INBOX/Symphony",
+                email,
+            })
+            .collect()
+    };
+    let mut sink = sink(&server, SECRET);
+    assert!(sink.deliver(&batch(0)).iter().all(Result::is_ok));
+    server.delete_folder(USERS[0], "Inbox/Symphony");
+    let second = batch(3);
+    let results = deliver_all(&mut sink, &second, 3);
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    let held: BTreeSet<String> = server
+        .messages(USERS[0])
+        .iter()
+        .map(|m| {
+            assert_eq!(m.folder, "Inbox/Symphony");
+            m.internet_message_id.trim_matches(['<', '>']).to_string()
+        })
+        .collect();
+    let sent: BTreeSet<String> = list[3..].iter().map(|e| e.message_id.clone()).collect();
+    assert_eq!(
+        held, sent,
+        "the folder is created again with the new emails"
+    );
+    assert!(server.violations().is_empty(), "{:#?}", server.violations());
+}
+
+#[test]
+fn throttled_requests_of_every_kind_still_land_each_email_once() {
+    let server = server(3);
+    let alice = Mailbox::new(USERS[0]).unwrap();
+    let bob = Mailbox::new(USERS[1]).unwrap();
+    let emails: Vec<_> = (0..16)
+        .map(|i| {
+            let sizes: &[usize] = if i % 4 == 0 {
+                &[2_000_000, 2_000_000]
+            } else {
+                &[]
+            };
+            email_with("throttled", i, format!("message {i}"), sizes)
+        })
+        .collect();
+    let batch: Vec<Delivery<'_>> = emails
+        .iter()
+        .enumerate()
+        .map(|(i, (email, _))| Delivery {
+            mailbox: if i % 2 == 0 { &alice } else { &bob },
+            folder: "INBOX/Symphony",
+            email,
+        })
+        .collect();
+    let mut sink = sink(&server, SECRET);
+    let results = deliver_all(&mut sink, &batch, 8);
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    assert!(server.counts().throttled >= 4, "{:?}", server.counts());
+    for (n, user) in USERS[..2].iter().enumerate() {
+        let expected: BTreeMap<_, _> = emails
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| i % 2 == n)
+            .map(|(_, (e, files))| (e.message_id.clone(), files.clone()))
+            .collect();
+        assert_holds(&server, user, &expected);
+    }
     assert!(server.violations().is_empty(), "{:#?}", server.violations());
 }

@@ -292,21 +292,24 @@ impl Api {
         body: Option<&Value>,
         creates: bool,
     ) -> Result<Value, ApiError> {
+        // Serialized once, before waiting: what goes out right after the
+        // wait is then only the sending.
+        let text = body.map(Value::to_string);
         let mut renewed = false;
         let mut attempt = 0;
         loop {
             attempt += 1;
-            self.wait_quiet(mailbox);
             let token = self.token()?;
+            self.wait_quiet(mailbox);
             let request = self
                 .agent
                 .request(method, url)
                 .set("Authorization", &format!("Bearer {token}"))
                 .set("Accept", "application/json");
-            let sent = match body {
-                Some(b) => request
+            let sent = match &text {
+                Some(t) => request
                     .set("Content-Type", "application/json")
-                    .send_string(&b.to_string()),
+                    .send_string(t),
                 None => request.call(),
             };
             let answer = match answer(sent) {
@@ -511,7 +514,9 @@ impl Api {
             })
     }
 
-    /// Adds one attachment under 3 MB with `POST …/attachments`.
+    /// Adds one attachment under 3 MB with `POST …/attachments`. Not
+    /// repeated after a 503/504 or a cut-off answer (it may have been
+    /// added): the caller deletes the message and creates it again.
     pub(super) fn post_attachment(
         &self,
         mailbox: &Mailbox,
@@ -519,7 +524,7 @@ impl Api {
         attachment: &body::Attachment,
     ) -> Result<(), ApiError> {
         let url = format!("{}/messages/{message}/attachments", self.users(mailbox));
-        self.call(mailbox, "POST", &url, Some(&attachment.json()), false)
+        self.call(mailbox, "POST", &url, Some(&attachment.json()), true)
             .map(|_| ())
     }
 
