@@ -83,6 +83,8 @@ pub struct GraphOptions {
     pub outside_policy: Vec<String>,
     /// The mailboxes' message size limit, attachments included.
     pub message_limit: usize,
+    /// How long each Graph request takes (lets concurrent ones overlap).
+    pub latency: Duration,
 }
 
 impl GraphOptions {
@@ -99,6 +101,7 @@ impl GraphOptions {
             mail_read_write: true,
             outside_policy: Vec::new(),
             message_limit: DEFAULT_MESSAGE_LIMIT,
+            latency: Duration::from_millis(2),
         }
     }
 }
@@ -452,7 +455,7 @@ impl GraphServer {
         let address = self.origin.trim_start_matches("http://");
         let mut stream = TcpStream::connect(address).expect("connecting to the Graph server");
         let mut head = format!(
-            "{method} {path} HTTP/1.1\r\nHost: {address}\r\nContent-Length: {}\r\nConnection: close\r\n",
+            "{method} {path} HTTP/1.1\r\nHost: {address}\r\nContent-Length: {}\r\n",
             body.len()
         );
         for (k, v) in headers {
@@ -481,8 +484,13 @@ impl GraphServer {
                 headers.push((k.trim().to_string(), v.trim().to_string()));
             }
         }
-        let mut text = Vec::new();
-        reader.read_to_end(&mut text).expect("a body");
+        let length: usize = headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+            .and_then(|(_, v)| v.parse().ok())
+            .unwrap_or(0);
+        let mut text = vec![0; length];
+        reader.read_exact(&mut text).expect("a body");
         let value = serde_json::from_slice(&text).unwrap_or(Value::Null);
         (status, value, headers)
     }
@@ -630,7 +638,7 @@ fn handle(request: &Request, state: &Mutex<State>, options: &GraphOptions, origi
                 }
             };
             // Let concurrent requests overlap, as a real server would.
-            std::thread::sleep(Duration::from_millis(2));
+            std::thread::sleep(options.latency);
             let answer = throttled.unwrap_or_else(|| {
                 mailbox_request(state, options, origin, request, &user, rest, &query)
             });

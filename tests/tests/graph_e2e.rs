@@ -1,18 +1,23 @@
-//! The Microsoft Graph sink against a local server that speaks Graph's
-//! request and error shapes and checks every request
-//! (`connector_e2e::graph_server`): the real pipeline with the chat-export
-//! plugin imports a few hundred messages (small attachments inline, one of
-//! 3.5 MB through an upload session) into four mailboxes' `Inbox/Symphony`,
-//! with 429s injected. What the server stored is read back and compared
-//! field by field with the source and the ledger; a second run (which
-//! pages through each folder's Message-IDs) creates nothing. Then the sink
-//! alone: an expired token is renewed once, a wrong client secret is fatal,
-//! an unknown mailbox is refused without holding up the others.
+//! The Microsoft Graph sink against a local server as strict as Exchange
+//! Online's documentation (`connector_e2e::graph_server`): the real
+//! pipeline with the chat-export plugin imports a few hundred messages
+//! (small attachments inline, one of 3.5 MB through an upload session) into
+//! four mailboxes' `Inbox/Symphony`, with every kind of throttling
+//! injected; what the server stored is compared field by field with the
+//! source and the ledger, and a second run creates nothing. Then the sink
+//! alone: attachments of 1 KB to 40 MB, 0 to 10 per email, bodies near
+//! 4 MB and odd mailbox addresses land once and byte-exact; a crash between
+//! the uploads and the completion mark is redone once; a missing
+//! `Mail.ReadWrite` stops the run while a mailbox outside the access policy
+//! is refused alone; a folder deleted mid-run is found again; tokens are
+//! renewed once. Last, the server itself: each documented rule is shown
+//! refusing what Exchange refuses, so that it cannot drift back to lenient.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use base64::Engine as _;
 use connector_e2e::chat_fixture::{Paging, USERS, chat_fixture, connector_file, synthetic_email};
 use connector_e2e::graph_server::{Counts, GraphOptions, GraphServer};
 use connector_email::Email;
@@ -26,6 +31,7 @@ use connector_sink_graph::GraphSink;
 use connector_sink_graph::GraphSinkConfig;
 use connector_sink_graph::{PENDING_PROPERTY, UPLOAD_SESSION_MIN};
 use connector_state::RunOutcome;
+use serde_json::{Value, json};
 
 const CLIENT_ID: &str = "11111111-2222-3333-4444-555555555555";
 const SECRET: &str = "s3cr3t~value";
@@ -730,4 +736,448 @@ fn throttled_requests_of_every_kind_still_land_each_email_once() {
         assert_holds(&server, user, &expected);
     }
     assert!(server.violations().is_empty(), "{:#?}", server.violations());
+}
+
+// ---- the test server refuses what Exchange refuses -------------------
+//
+// One test per documented rule, each sending what Exchange refuses and
+// checking the answer, so that the stand-in cannot drift back to lenient.
+
+/// A Graph request from the test, with a valid token; (status, body).
+fn graph_call(
+    server: &GraphServer,
+    method: &str,
+    path: &str,
+    json: Option<&Value>,
+) -> (u16, Value) {
+    let auth = format!("Bearer {}", server.token());
+    let body = json.map(|j| j.to_string().into_bytes()).unwrap_or_default();
+    let mut headers = vec![("Authorization", auth.as_str())];
+    if json.is_some() {
+        headers.push(("Content-Type", "application/json"));
+    }
+    let (status, value, _) = server.send(
+        method,
+        &format!("/graph/v1.0/users/{path}"),
+        &headers,
+        &body,
+    );
+    (status, value)
+}
+
+fn code(answer: &(u16, Value)) -> (u16, &str) {
+    (answer.0, answer.1["error"]["code"].as_str().unwrap_or(""))
+}
+
+/// A received (non-draft) message's create body, with `extra` fields.
+fn received(extra: Value) -> Value {
+    let mut m = json!({
+        "subject": "s",
+        "body": {"contentType": "text", "content": "b"},
+        "singleValueExtendedProperties": [{"id": "Integer 0x0E07", "value": "1"}],
+    });
+    for (k, v) in extra.as_object().unwrap() {
+        m[k] = v.clone();
+    }
+    m
+}
+
+fn file_attachment(len: usize) -> Value {
+    json!({
+        "@odata.type": "#microsoft.graph.fileAttachment",
+        "name": "f.bin",
+        "contentBytes": base64::engine::general_purpose::STANDARD.encode(pattern(1, len)),
+    })
+}
+
+/// Creates a message in alice's Inbox; returns its id.
+fn create_in_inbox(server: &GraphServer, json: &Value) -> String {
+    let path = format!("{}/mailFolders/inbox/messages", USERS[0]);
+    let answer = graph_call(server, "POST", &path, Some(json));
+    assert_eq!(answer.0, 201, "{}", answer.1);
+    answer.1["id"].as_str().unwrap().to_string()
+}
+
+fn rules_server() -> GraphServer {
+    GraphServer::start(GraphOptions::new(&USERS, CLIENT_ID, SECRET))
+}
+
+#[test]
+fn the_graph_server_refuses_upload_sessions_under_3_mb_or_over_150_mb() {
+    let server = rules_server();
+    let id = create_in_inbox(&server, &received(json!({})));
+    let path = format!("{}/messages/{id}/attachments/createUploadSession", USERS[0]);
+    let session = |size: usize| json!({"AttachmentItem": {"attachmentType": "file", "name": "f.bin", "size": size}});
+    assert_eq!(
+        code(&graph_call(
+            &server,
+            "POST",
+            &path,
+            Some(&session(2_999_999))
+        )),
+        (400, "ErrorAttachmentSizeShouldNotBeLessThanMinimumSize")
+    );
+    assert_eq!(
+        code(&graph_call(
+            &server,
+            "POST",
+            &path,
+            Some(&session(150_000_001))
+        )),
+        (400, "ErrorAttachmentSizeShouldNotBeGreaterThanMaximumSize")
+    );
+    assert_eq!(
+        graph_call(&server, "POST", &path, Some(&session(3_000_000))).0,
+        201
+    );
+    // Past the mailbox's message size limit (35 MB by default).
+    assert_eq!(
+        code(&graph_call(
+            &server,
+            "POST",
+            &path,
+            Some(&session(36_000_000))
+        )),
+        (400, "ErrorMessageSizeExceeded")
+    );
+}
+
+#[test]
+fn the_graph_server_refuses_requests_over_4_mb_and_attachments_of_3_mb_outside_upload_sessions() {
+    let server = rules_server();
+    let path = format!("{}/mailFolders/inbox/messages", USERS[0]);
+    let big_body =
+        received(json!({"body": {"contentType": "text", "content": "x".repeat(4 << 20)}}));
+    assert_eq!(
+        code(&graph_call(&server, "POST", &path, Some(&big_body))),
+        (413, "RequestBodyTooLarge")
+    );
+    // 3,000,000 bytes are 4,000,000 in base64: under 4 MB, still refused.
+    let inline = received(json!({"attachments": [file_attachment(3_000_000)]}));
+    assert_eq!(
+        code(&graph_call(&server, "POST", &path, Some(&inline))),
+        (400, "ErrorAttachmentSizeShouldNotBeGreaterThanMaximumSize")
+    );
+    let id = create_in_inbox(&server, &received(json!({})));
+    let attachments = format!("{}/messages/{id}/attachments", USERS[0]);
+    assert_eq!(
+        code(&graph_call(
+            &server,
+            "POST",
+            &attachments,
+            Some(&file_attachment(3_000_000))
+        )),
+        (400, "ErrorAttachmentSizeShouldNotBeGreaterThanMaximumSize")
+    );
+    assert_eq!(
+        graph_call(
+            &server,
+            "POST",
+            &attachments,
+            Some(&file_attachment(2_999_999))
+        )
+        .0,
+        201
+    );
+}
+
+#[test]
+fn the_graph_server_takes_upload_puts_only_as_documented() {
+    let server = rules_server();
+    let id = create_in_inbox(&server, &received(json!({})));
+    let path = format!("{}/messages/{id}/attachments/createUploadSession", USERS[0]);
+    let size = 5_000_000;
+    let session =
+        json!({"AttachmentItem": {"attachmentType": "file", "name": "f.bin", "size": size}});
+    let answer = graph_call(&server, "POST", &path, Some(&session));
+    assert_eq!(answer.0, 201);
+    let url = answer.1["uploadUrl"].as_str().unwrap();
+    let upload = &url[url.find("/upload/").unwrap()..];
+    let bytes = pattern(7, size);
+    let put = |range: &str, chunk: &[u8], extra: &[(&str, &str)]| {
+        let mut headers = vec![("Content-Range", range)];
+        headers.extend_from_slice(extra);
+        let (status, value, headers) = server.send("PUT", upload, &headers, chunk);
+        (status, value, headers)
+    };
+    let octet = ("Content-Type", "application/octet-stream");
+    let first = &bytes[..3_932_160];
+    // No Content-Type, a token, a range not where the server is, a chunk
+    // over 4 MB: all refused.
+    assert_eq!(put("bytes 0-3932159/5000000", first, &[]).0, 400);
+    assert_eq!(
+        put(
+            "bytes 0-3932159/5000000",
+            first,
+            &[octet, ("Authorization", "Bearer x")]
+        )
+        .0,
+        400
+    );
+    assert_eq!(
+        put(
+            "bytes 100-3932259/5000000",
+            &bytes[100..3_932_260],
+            &[octet]
+        )
+        .0,
+        416
+    );
+    let too_big = &bytes[..(4 << 20) + 1];
+    assert_eq!(put("bytes 0-4194304/5000000", too_big, &[octet]).0, 413);
+    assert_eq!(server.violations().len(), 4, "{:#?}", server.violations());
+    // As documented: in order, octet-stream, no token.
+    let (status, value, _) = put("bytes 0-3932159/5000000", first, &[octet]);
+    assert_eq!(
+        (status, value["nextExpectedRanges"][0].as_str()),
+        (200, Some("3932160"))
+    );
+    let (status, _, headers) = put(
+        "bytes 3932160-4999999/5000000",
+        &bytes[3_932_160..],
+        &[octet],
+    );
+    assert_eq!(status, 201);
+    assert!(
+        headers
+            .iter()
+            .any(|(k, v)| k == "Location" && v.contains("attachments('"))
+    );
+    let stored = &server.messages(USERS[0])[0].attachments;
+    assert!(stored.len() == 1 && stored[0].bytes == bytes && stored[0].uploaded);
+}
+
+#[test]
+fn the_graph_server_refuses_changing_the_message_id_flags_body_or_subject_of_a_received_message() {
+    let server = rules_server();
+    let id = create_in_inbox(
+        &server,
+        &received(json!({"internetMessageId": "<a@example.test>"})),
+    );
+    let path = format!("{}/messages/{id}", USERS[0]);
+    let property = |id: &str, value: &str| json!({"singleValueExtendedProperties": [{"id": id, "value": value}]});
+    for refused in [
+        json!({"internetMessageId": "<b@example.test>"}),
+        json!({"subject": "changed"}),
+        json!({"body": {"contentType": "text", "content": "changed"}}),
+        property("String 0x1035", "<b@example.test>"),
+        property("Integer 0x0E07", "1"),
+    ] {
+        assert_eq!(
+            code(&graph_call(&server, "PATCH", &path, Some(&refused))),
+            (400, "ErrorInvalidPropertySet"),
+            "{refused}"
+        );
+    }
+    // What a received item lets an app change: named properties, isRead.
+    assert_eq!(
+        graph_call(
+            &server,
+            "PATCH",
+            &path,
+            Some(&property(PENDING_PROPERTY, "0"))
+        )
+        .0,
+        200
+    );
+    assert_eq!(
+        graph_call(&server, "PATCH", &path, Some(&json!({"isRead": false}))).0,
+        200
+    );
+    // A draft (no PR_MESSAGE_FLAGS) may still change its Message-ID.
+    let draft = create_in_inbox(&server, &json!({"subject": "draft"}));
+    let path = format!("{}/messages/{draft}", USERS[0]);
+    let change = json!({"internetMessageId": "<c@example.test>"});
+    assert_eq!(graph_call(&server, "PATCH", &path, Some(&change)).0, 200);
+    let stored = server.messages(USERS[0]);
+    assert_eq!(stored[0].internet_message_id, "<a@example.test>");
+    assert!(stored[1].is_draft);
+}
+
+#[test]
+fn the_graph_server_gives_a_message_created_without_message_id_its_own() {
+    let server = rules_server();
+    create_in_inbox(&server, &received(json!({})));
+    create_in_inbox(
+        &server,
+        &received(json!({"internetMessageId": "<mine@example.test>"})),
+    );
+    let path = format!(
+        "{}/mailFolders/inbox/messages?$select=internetMessageId",
+        USERS[0]
+    );
+    let (status, list) = graph_call(&server, "GET", &path, None);
+    assert_eq!(status, 200);
+    let ids: Vec<&str> = list["value"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["internetMessageId"].as_str().unwrap())
+        .collect();
+    assert!(
+        ids[0].starts_with('<') && ids[0].contains('@') && ids[0] != "<mine@example.test>",
+        "{ids:?}"
+    );
+    assert_eq!(ids[1], "<mine@example.test>");
+}
+
+#[test]
+fn the_graph_server_denies_every_mailbox_without_mail_read_write_and_a_policy_excluded_one_alone() {
+    let inbox = |user: &str| {
+        format!("{user}/mailFolders/inbox/childFolders?$filter=displayName%20eq%20'x'")
+    };
+    let server = GraphServer::start(GraphOptions {
+        mail_read_write: false,
+        ..GraphOptions::new(&USERS, CLIENT_ID, SECRET)
+    });
+    for user in USERS {
+        let answer = graph_call(&server, "GET", &inbox(user), None);
+        assert_eq!(code(&answer), (403, "ErrorAccessDenied"));
+        assert!(
+            answer.1["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("Access is denied")
+        );
+    }
+    let server = GraphServer::start(GraphOptions {
+        outside_policy: vec![USERS[1].to_string()],
+        ..GraphOptions::new(&USERS, CLIENT_ID, SECRET)
+    });
+    assert_eq!(graph_call(&server, "GET", &inbox(USERS[0]), None).0, 200);
+    let answer = graph_call(&server, "GET", &inbox(USERS[1]), None);
+    assert_eq!(code(&answer), (403, "ErrorAccessDenied"));
+    assert_eq!(answer.1["error"]["message"], "Access to OData is disabled.");
+    assert_eq!(
+        code(&graph_call(
+            &server,
+            "GET",
+            &inbox("nobody@example.test"),
+            None
+        )),
+        (404, "ErrorInvalidUser")
+    );
+}
+
+#[test]
+fn the_graph_server_finds_mailboxes_only_percent_encoded() {
+    let odd = "a#b+c@example.test";
+    let server = GraphServer::start(GraphOptions::new(&[odd], CLIENT_ID, SECRET));
+    let filter = "mailFolders/inbox/childFolders?$filter=displayName%20eq%20'x'";
+    assert_eq!(
+        graph_call(
+            &server,
+            "GET",
+            &format!("a%23b%2Bc%40example.test/{filter}"),
+            None
+        )
+        .0,
+        200
+    );
+    // Unencoded, `#` ends the path: another (unknown) user.
+    assert_eq!(
+        code(&graph_call(
+            &server,
+            "GET",
+            &format!("{odd}/{filter}"),
+            None
+        )),
+        (404, "ErrorInvalidUser")
+    );
+}
+
+#[test]
+fn the_graph_server_throttles_with_429_503_and_504_and_holds_a_mailbox_off_for_its_retry_after() {
+    let server = GraphServer::start(GraphOptions {
+        throttle_every: 2,
+        ..GraphOptions::new(&USERS, CLIENT_ID, SECRET)
+    });
+    let list = format!("{}/mailFolders/inbox/messages", USERS[0]);
+    let retry_after = |server: &GraphServer, method: &str, json: Option<&Value>| {
+        let auth = format!("Bearer {}", server.token());
+        let body = json.map(|j| j.to_string().into_bytes()).unwrap_or_default();
+        let mut headers = vec![("Authorization", auth.as_str())];
+        if json.is_some() {
+            headers.push(("Content-Type", "application/json"));
+        }
+        let (status, _, headers) = server.send(
+            method,
+            &format!("/graph/v1.0/users/{list}"),
+            &headers,
+            &body,
+        );
+        let after = headers
+            .iter()
+            .find(|(k, _)| k == "Retry-After")
+            .map(|(_, v)| v.clone());
+        (status, after)
+    };
+    assert_eq!(retry_after(&server, "GET", None), (200, None));
+    assert_eq!(retry_after(&server, "GET", None), (429, Some("1".into())));
+    // Asking again while Retry-After runs: throttled again, and a fault.
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(retry_after(&server, "GET", None).0, 429);
+    assert_eq!(server.violations().len(), 1, "{:#?}", server.violations());
+    std::thread::sleep(Duration::from_millis(1_000));
+    assert_eq!(retry_after(&server, "GET", None), (429, None));
+    assert_eq!(retry_after(&server, "GET", None), (200, None));
+    assert_eq!(retry_after(&server, "GET", None), (503, Some("1".into())));
+    std::thread::sleep(Duration::from_millis(1_100));
+    assert_eq!(retry_after(&server, "GET", None), (200, None));
+    // A 504 to a create: the gateway timed out, the message is there.
+    assert_eq!(
+        retry_after(&server, "POST", Some(&received(json!({})))),
+        (504, None)
+    );
+    assert_eq!(server.messages(USERS[0]).len(), 1);
+}
+
+#[test]
+fn the_graph_server_answers_404_for_a_folder_deleted_meanwhile() {
+    let server = rules_server();
+    let path = format!("{}/mailFolders/inbox/childFolders", USERS[0]);
+    let (status, folder) = graph_call(
+        &server,
+        "POST",
+        &path,
+        Some(&json!({"displayName": "Archive"})),
+    );
+    assert_eq!(status, 201);
+    let id = folder["id"].as_str().unwrap();
+    server.delete_folder(USERS[0], "Inbox/Archive");
+    let messages = format!("{}/mailFolders/{id}/messages", USERS[0]);
+    assert_eq!(
+        code(&graph_call(&server, "GET", &messages, None)),
+        (404, "ErrorItemNotFound")
+    );
+    assert_eq!(
+        code(&graph_call(
+            &server,
+            "POST",
+            &messages,
+            Some(&received(json!({})))
+        )),
+        (404, "ErrorItemNotFound")
+    );
+}
+
+#[test]
+fn the_graph_server_throttles_a_fifth_concurrent_request_for_one_mailbox() {
+    let server = GraphServer::start(GraphOptions {
+        latency: Duration::from_millis(300),
+        ..GraphOptions::new(&USERS, CLIENT_ID, SECRET)
+    });
+    let path = format!("{}/mailFolders/inbox/messages", USERS[0]);
+    let statuses: Vec<u16> = std::thread::scope(|scope| {
+        let calls: Vec<_> = (0..6)
+            .map(|_| scope.spawn(|| graph_call(&server, "GET", &path, None).0))
+            .collect();
+        calls.into_iter().map(|c| c.join().unwrap()).collect()
+    });
+    assert!(statuses.contains(&429), "{statuses:?}");
+    assert!(
+        server.violations().iter().any(|v| v.contains("in flight")),
+        "{:#?}",
+        server.violations()
+    );
 }
