@@ -18,7 +18,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use connector_e2e::chat_fixture::{Paging, USERS, chat_fixture, connector_file, synthetic_email};
+use connector_e2e::chat_fixture::{
+    ChatFixture, Paging, USERS, chat_fixture, connector_file, synthetic_email,
+};
 use connector_e2e::graph_server::{Counts, GraphOptions, GraphServer};
 use connector_email::Email;
 use connector_host::config::ConnectorConfig;
@@ -51,11 +53,12 @@ fn utc(ms: i64) -> String {
         .to_string()
 }
 
-#[test]
-fn a_run_creates_every_email_once_as_sent_mail_and_a_second_run_creates_nothing() {
-    let server = server(97);
-    let tmp = tempfile::tempdir().unwrap();
-    let f = chat_fixture(tmp.path(), 300, Some(BIG));
+/// A connector file that archives the fixture `f` through `server`.
+fn graph_connector(
+    dir: &std::path::Path,
+    server: &GraphServer,
+    f: &ChatFixture,
+) -> std::path::PathBuf {
     let sink = format!(
         r#"[sink]
 kind = "graph"
@@ -69,14 +72,22 @@ max-concurrency = 8
         server.graph_url(),
         server.login_url()
     );
-    let path = connector_file(
-        tmp.path(),
+    connector_file(
+        dir,
         "graph-e2e",
-        &f,
+        f,
         Paging::default(),
         &sink,
         &format!("graph-client-secret = \"{SECRET}\"\n"),
-    );
+    )
+}
+
+#[test]
+fn a_run_creates_every_email_once_as_sent_mail_and_a_second_run_creates_nothing() {
+    let server = server(97);
+    let tmp = tempfile::tempdir().unwrap();
+    let f = chat_fixture(tmp.path(), 300, Some(BIG));
+    let path = graph_connector(tmp.path(), &server, &f);
     let config = ConnectorConfig::load(&path).unwrap();
     let state = tmp.path().join("state");
     let deliveries: usize = f.expected.values().map(BTreeSet::len).sum();
@@ -1180,4 +1191,54 @@ fn the_graph_server_throttles_a_fifth_concurrent_request_for_one_mailbox() {
         "{:#?}",
         server.violations()
     );
+}
+
+#[test]
+fn a_run_without_mail_read_write_stops_and_quarantines_nothing_while_an_excluded_mailbox_only_loses_its_own()
+ {
+    // No Mail.ReadWrite: the run stops saying what to grant.
+    let server = GraphServer::start(GraphOptions {
+        mail_read_write: false,
+        ..GraphOptions::new(&USERS, CLIENT_ID, SECRET)
+    });
+    let tmp = tempfile::tempdir().unwrap();
+    let f = chat_fixture(tmp.path(), 20, None);
+    let config = ConnectorConfig::load(&graph_connector(tmp.path(), &server, &f)).unwrap();
+    let host = Host::open(&tmp.path().join("state")).unwrap();
+    match host.run_once(&config, &RunOptions::default()) {
+        Err(e) => assert!(e.to_string().contains("grant Mail.ReadWrite"), "{e}"),
+        Ok(summary) => panic!("the run went on: {summary:?}"),
+    }
+    assert!(host.db().quarantine_count("graph-e2e").unwrap() == 0);
+
+    // Bob outside the access policy: the others get everything.
+    let server = GraphServer::start(GraphOptions {
+        outside_policy: vec![USERS[1].to_string()],
+        ..GraphOptions::new(&USERS, CLIENT_ID, SECRET)
+    });
+    let tmp = tempfile::tempdir().unwrap();
+    let f = chat_fixture(tmp.path(), 20, None);
+    let config = ConnectorConfig::load(&graph_connector(tmp.path(), &server, &f)).unwrap();
+    let host = Host::open(&tmp.path().join("state")).unwrap();
+    let summary = host.run_once(&config, &RunOptions::default()).unwrap();
+    let for_bob = f.expected.get(USERS[1]).map_or(0, BTreeSet::len);
+    let others: usize = f
+        .expected
+        .iter()
+        .filter(|(u, _)| u.as_str() != USERS[1])
+        .map(|(_, m)| m.len())
+        .sum();
+    assert!(for_bob > 0);
+    assert_eq!(
+        summary.counts.imported as usize, others,
+        "{:?}",
+        summary.counts
+    );
+    assert_eq!(
+        summary.counts.failed as usize, for_bob,
+        "{:?}",
+        summary.counts
+    );
+    assert!(server.messages(USERS[1]).is_empty());
+    assert!(server.violations().is_empty(), "{:#?}", server.violations());
 }
