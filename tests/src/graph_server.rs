@@ -221,8 +221,11 @@ pub struct GraphServer {
     state: Arc<Mutex<State>>,
 }
 
+/// HTTP headers: (name, value).
+pub type Headers = Vec<(String, String)>;
+
 /// Status, JSON body (`Null`: none) and extra headers.
-type Answer = (u16, Value, Vec<(String, String)>);
+type Answer = (u16, Value, Headers);
 
 fn error(status: u16, code: &str, message: &str) -> Answer {
     (
@@ -451,17 +454,15 @@ impl GraphServer {
         path: &str,
         headers: &[(&str, &str)],
         body: &[u8],
-    ) -> (u16, Value, Vec<(String, String)>) {
+    ) -> (u16, Value, Headers) {
         let address = self.origin.trim_start_matches("http://");
         let mut stream = TcpStream::connect(address).expect("connecting to the Graph server");
-        let mut head = format!(
-            "{method} {path} HTTP/1.1\r\nHost: {address}\r\nContent-Length: {}\r\n",
-            body.len()
+        let host = [("Host", address)];
+        let head = head(
+            &format!("{method} {path} HTTP/1.1"),
+            body.len(),
+            host.iter().chain(headers).copied(),
         );
-        for (k, v) in headers {
-            head.push_str(&format!("{k}: {v}\r\n"));
-        }
-        head.push_str("\r\n");
         stream.write_all(head.as_bytes()).expect("sending");
         stream.write_all(body).expect("sending");
         let mut reader = BufReader::new(stream);
@@ -472,25 +473,7 @@ impl GraphServer {
             .nth(1)
             .and_then(|s| s.parse().ok())
             .expect("a status");
-        let mut headers = Vec::new();
-        loop {
-            let mut line = String::new();
-            reader.read_line(&mut line).expect("a header");
-            let line = line.trim_end();
-            if line.is_empty() {
-                break;
-            }
-            if let Some((k, v)) = line.split_once(':') {
-                headers.push((k.trim().to_string(), v.trim().to_string()));
-            }
-        }
-        let length: usize = headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
-            .and_then(|(_, v)| v.parse().ok())
-            .unwrap_or(0);
-        let mut text = vec![0; length];
-        reader.read_exact(&mut text).expect("a body");
+        let (headers, text) = read_head_and_body(&mut reader).expect("an answer");
         let value = serde_json::from_slice(&text).unwrap_or(Value::Null);
         (status, value, headers)
     }
@@ -502,7 +485,7 @@ fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
 
 /// A parsed HTTP/1.1 request.
 struct Request {
-    /// When it was read whole.
+    /// When its first line came.
     arrived: Instant,
     method: String,
     target: String,
@@ -519,15 +502,23 @@ impl Request {
     }
 }
 
-/// Reads one request; `None` at the end of the connection.
-fn read_request(reader: &mut BufReader<TcpStream>) -> Option<Request> {
-    let mut line = String::new();
-    if reader.read_line(&mut line).ok()? == 0 {
-        return None;
+/// A request's or answer's head: its first line, `Content-Length` and
+/// these headers.
+fn head<'a>(
+    first: &str,
+    length: usize,
+    headers: impl Iterator<Item = (&'a str, &'a str)>,
+) -> String {
+    let mut head = format!("{first}\r\nContent-Length: {length}\r\n");
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
     }
-    let mut parts = line.split_whitespace();
-    let method = parts.next()?.to_string();
-    let target = parts.next()?.to_string();
+    head + "\r\n"
+}
+
+/// Reads the headers and the body (of `Content-Length`) that follow a
+/// request or status line; `None` when the connection ends first.
+fn read_head_and_body(reader: &mut BufReader<TcpStream>) -> Option<(Headers, Vec<u8>)> {
     let mut headers = Vec::new();
     loop {
         let mut h = String::new();
@@ -548,8 +539,22 @@ fn read_request(reader: &mut BufReader<TcpStream>) -> Option<Request> {
         .unwrap_or(0);
     let mut body = vec![0; length];
     reader.read_exact(&mut body).ok()?;
+    Some((headers, body))
+}
+
+/// Reads one request; `None` at the end of the connection.
+fn read_request(reader: &mut BufReader<TcpStream>) -> Option<Request> {
+    let mut line = String::new();
+    if reader.read_line(&mut line).ok()? == 0 {
+        return None;
+    }
+    let arrived = Instant::now();
+    let mut parts = line.split_whitespace();
+    let method = parts.next()?.to_string();
+    let target = parts.next()?.to_string();
+    let (headers, body) = read_head_and_body(reader)?;
     Some(Request {
-        arrived: Instant::now(),
+        arrived,
         method,
         target,
         headers,
@@ -575,14 +580,13 @@ fn serve(stream: TcpStream, state: &Mutex<State>, options: &GraphOptions, origin
         } else {
             value.to_string()
         };
-        let mut head = format!(
-            "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
-            text.len()
+        let json = [("Content-Type", "application/json")];
+        let head = head(
+            &format!("HTTP/1.1 {status} X"),
+            text.len(),
+            json.into_iter()
+                .chain(headers.iter().map(|(k, v)| (k.as_str(), v.as_str()))),
         );
-        for (k, v) in headers {
-            head.push_str(&format!("{k}: {v}\r\n"));
-        }
-        head.push_str("\r\n");
         if writer.write_all(head.as_bytes()).is_err() || writer.write_all(text.as_bytes()).is_err()
         {
             return;
@@ -640,7 +644,14 @@ fn handle(request: &Request, state: &Mutex<State>, options: &GraphOptions, origi
             // Let concurrent requests overlap, as a real server would.
             std::thread::sleep(options.latency);
             let answer = throttled.unwrap_or_else(|| {
-                mailbox_request(state, options, origin, request, &user, rest, &query)
+                let route = Route {
+                    options,
+                    origin,
+                    user: &user,
+                    rest,
+                    query: &query,
+                };
+                mailbox_request(state, route, request)
             });
             if let Some(n) = lock(state).in_flight.get_mut(&user) {
                 *n -= 1;
@@ -688,8 +699,9 @@ fn throttle(
     s: &mut State,
     options: &GraphOptions,
     user: &str,
-    arrived: Instant,
+    request: &Request,
 ) -> Option<(Answer, bool)> {
+    let arrived = request.arrived;
     let now = Instant::now();
     if let Some(&(at, until)) = s.quiet.get(user)
         && arrived < until
@@ -697,8 +709,12 @@ fn throttle(
         // In flight while the 429 went out is fine; sent after it is not
         // (with a little slack for a worker that looked just before).
         if arrived > at + Duration::from_millis(50) {
-            s.violations
-                .push(format!("a request for {user} while its Retry-After ran"));
+            s.violations.push(format!(
+                "{} {} came {} ms into the Retry-After of {user}",
+                request.method,
+                request.target,
+                (arrived - at).as_millis()
+            ));
         }
         s.counts.throttled += 1;
         let mut a = error(
@@ -745,15 +761,41 @@ fn throttle(
     Some((a, apply))
 }
 
-fn mailbox_request(
-    state: &Mutex<State>,
-    options: &GraphOptions,
-    origin: &str,
-    request: &Request,
-    user: &str,
-    rest: &[&str],
-    query: &HashMap<String, String>,
-) -> Answer {
+/// A Graph request for one mailbox, as routed.
+#[derive(Clone, Copy)]
+struct Route<'a> {
+    options: &'a GraphOptions,
+    origin: &'a str,
+    user: &'a str,
+    /// The path after `/users/{user}`.
+    rest: &'a [&'a str],
+    query: &'a HashMap<String, String>,
+}
+
+fn mailbox_request(state: &Mutex<State>, route: Route<'_>, request: &Request) -> Answer {
+    let Route {
+        options,
+        user,
+        rest,
+        ..
+    } = route;
+    // Big bodies are parsed and checked before taking the lock, so that
+    // they hold up no other request.
+    let json = if request.body.is_empty() {
+        Ok(Value::Null)
+    } else if request.header("Content-Type") != Some("application/json") {
+        Err((
+            415,
+            "UnsupportedMediaType",
+            "A JSON body needs Content-Type: application/json.",
+        ))
+    } else {
+        serde_json::from_slice(&request.body)
+            .map_err(|_| (400, "BadRequest", "Unable to read JSON request payload."))
+    };
+    let pre = json
+        .as_ref()
+        .map_or(Precheck::None, |j| precheck(&request.method, rest, j));
     let mut s = lock(state);
     let valid = request
         .header("Authorization")
@@ -776,7 +818,7 @@ fn mailbox_request(
             ),
         );
     }
-    let throttled = throttle(&mut s, options, user, request.arrived);
+    let throttled = throttle(&mut s, options, user, request);
     if let Some((answer, false)) = throttled {
         return answer;
     }
@@ -797,33 +839,11 @@ fn mailbox_request(
     if options.outside_policy.iter().any(|u| u == user) {
         return error(403, "ErrorAccessDenied", "Access to OData is disabled.");
     }
-    let json: Value = if request.body.is_empty() {
-        Value::Null
-    } else {
-        if request.header("Content-Type") != Some("application/json") {
-            return s.refuse(
-                415,
-                "UnsupportedMediaType",
-                "A JSON body needs Content-Type: application/json.",
-            );
-        }
-        match serde_json::from_slice(&request.body) {
-            Ok(v) => v,
-            Err(_) => {
-                return s.refuse(400, "BadRequest", "Unable to read JSON request payload.");
-            }
-        }
+    let json = match json {
+        Ok(json) => json,
+        Err((status, code, message)) => return s.refuse(status, code, message),
     };
-    let answer = mail(
-        &mut s,
-        options,
-        origin,
-        &request.method,
-        user,
-        rest,
-        query,
-        &json,
-    );
+    let answer = mail(&mut s, route, &request.method, &json, pre);
     match throttled {
         // Done, but the answer timed out on the way back.
         Some((timeout, true)) => timeout,
@@ -847,17 +867,14 @@ fn folder_id(s: &State, user: &str, name: &str) -> Option<String> {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn mail(
-    s: &mut State,
-    options: &GraphOptions,
-    origin: &str,
-    method: &str,
-    user: &str,
-    rest: &[&str],
-    query: &HashMap<String, String>,
-    json: &Value,
-) -> Answer {
+fn mail(s: &mut State, route: Route<'_>, method: &str, json: &Value, pre: Precheck) -> Answer {
+    let Route {
+        options,
+        origin,
+        user,
+        rest,
+        query,
+    } = route;
     match (method, rest) {
         ("GET", ["mailFolders", parent, "childFolders"]) => {
             let Some(parent) = folder_id(s, user, parent) else {
@@ -919,7 +936,10 @@ fn mail(
             let Some(folder) = folder_id(s, user, folder) else {
                 return not_found();
             };
-            create(s, options, user, &folder, json)
+            let Precheck::Message(checked) = pre else {
+                unreachable!("prechecked as a message")
+            };
+            create(s, options, user, &folder, checked)
         }
         ("PATCH", ["messages", id]) => update(s, user, id, json),
         ("DELETE", ["messages", id]) => {
@@ -935,7 +955,10 @@ fn mail(
             (204, Value::Null, Vec::new())
         }
         ("POST", ["messages", id, "attachments"]) => {
-            let attachment = match check_attachment(json) {
+            let Precheck::Attachment(checked) = pre else {
+                unreachable!("prechecked as an attachment")
+            };
+            let attachment = match checked {
                 Ok(a) => a,
                 Err((code, problem)) => return s.refuse(400, code, &problem),
             };
@@ -1112,9 +1135,14 @@ fn extended_properties(json: &Value) -> Result<BTreeMap<String, String>, String>
     Ok(properties)
 }
 
-fn create(s: &mut State, options: &GraphOptions, user: &str, folder: &str, json: &Value) -> Answer {
-    let checked = check_message(json);
-    let (properties, attachments, message_id) = match checked {
+fn create(
+    s: &mut State,
+    options: &GraphOptions,
+    user: &str,
+    folder: &str,
+    checked: Result<Checked, Problem>,
+) -> Answer {
+    let (properties, attachments, message_id, json) = match checked {
         Ok(c) => c,
         Err((code, problem)) => return s.refuse(400, code, &problem),
     };
@@ -1135,10 +1163,6 @@ fn create(s: &mut State, options: &GraphOptions, user: &str, folder: &str, json:
         .is_none_or(|f| f & 0x8 != 0);
     let internet_message_id = message_id.unwrap_or_else(|| format!("<{id}@exchange.example.test>"));
     let path = folder_path(&s.folders[user], folder);
-    let mut stored = json.clone();
-    if let Some(obj) = stored.as_object_mut() {
-        obj.remove("attachments");
-    }
     s.messages
         .entry(user.to_string())
         .or_default()
@@ -1146,7 +1170,7 @@ fn create(s: &mut State, options: &GraphOptions, user: &str, folder: &str, json:
             id: id.clone(),
             folder: path,
             folder_id: folder.to_string(),
-            json: stored,
+            json,
             properties,
             internet_message_id: internet_message_id.clone(),
             is_draft,
@@ -1259,19 +1283,32 @@ fn check_attachment(a: &Value) -> Result<StoredAttachment, Problem> {
     })
 }
 
-/// Checks a create body; returns its extended properties, attachments and
-/// Message-ID (if it names one).
-#[allow(clippy::type_complexity)]
-fn check_message(
-    json: &Value,
-) -> Result<
-    (
-        BTreeMap<String, String>,
-        Vec<StoredAttachment>,
-        Option<String>,
-    ),
-    Problem,
-> {
+/// A checked create body: its extended properties, attachments, Message-ID
+/// (if it names one) and the body itself without the attachments.
+type Checked = (
+    BTreeMap<String, String>,
+    Vec<StoredAttachment>,
+    Option<String>,
+    Value,
+);
+
+/// What is checked of a request's body before the server's lock is taken.
+enum Precheck {
+    None,
+    Message(Result<Checked, Problem>),
+    Attachment(Result<StoredAttachment, Problem>),
+}
+
+fn precheck(method: &str, rest: &[&str], json: &Value) -> Precheck {
+    match (method, rest) {
+        ("POST", ["mailFolders", _, "messages"]) => Precheck::Message(check_message(json)),
+        ("POST", ["messages", _, "attachments"]) => Precheck::Attachment(check_attachment(json)),
+        _ => Precheck::None,
+    }
+}
+
+/// Checks a create body.
+fn check_message(json: &Value) -> Result<Checked, Problem> {
     let invalid = |m: String| ("ErrorInvalidRequest", m);
     let obj = json
         .as_object()
@@ -1348,7 +1385,11 @@ fn check_message(
         .flatten()
         .map(check_attachment)
         .collect::<Result<Vec<_>, _>>()?;
-    Ok((properties, attachments, message_id))
+    let mut stored = json.clone();
+    if let Some(obj) = stored.as_object_mut() {
+        obj.remove("attachments");
+    }
+    Ok((properties, attachments, message_id, stored))
 }
 
 fn create_upload_session(

@@ -21,7 +21,7 @@ use base64::Engine as _;
 use connector_e2e::chat_fixture::{
     ChatFixture, Paging, USERS, chat_fixture, connector_file, synthetic_email,
 };
-use connector_e2e::graph_server::{Counts, GraphOptions, GraphServer};
+use connector_e2e::graph_server::{Counts, GraphOptions, GraphServer, Headers};
 use connector_email::Email;
 use connector_host::config::ConnectorConfig;
 use connector_host::pipeline::{Host, RunOptions};
@@ -356,17 +356,11 @@ fn tokens_are_renewed_once_bad_secrets_are_fatal_and_unknown_mailboxes_refused()
 /// Attachment files: (name, bytes).
 type Files = Vec<(String, Vec<u8>)>;
 
-/// Bytes that differ from one attachment to the next (a byte-exact check
-/// means something).
+/// Bytes that differ from one attachment, and one offset, to the next (a
+/// byte-exact check then means something).
 fn pattern(seed: usize, len: usize) -> Vec<u8> {
-    let mut x = (seed as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
     (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
+        .map(|i| (i.wrapping_mul(31) ^ (i >> 8) ^ (i >> 16) ^ seed.wrapping_mul(97)) as u8)
         .collect()
 }
 
@@ -392,6 +386,15 @@ fn email_with(tag: &str, i: usize, text: String, sizes: &[usize]) -> (Email, Fil
         synthetic_email(&format!("{tag}-{i}"), i, text, attachments),
         files,
     )
+}
+
+/// `email` for `mailbox`'s `INBOX/Symphony`.
+fn symphony<'a>(mailbox: &'a Mailbox, email: &'a Email) -> Delivery<'a> {
+    Delivery {
+        mailbox,
+        folder: "INBOX/Symphony",
+        email,
+    }
 }
 
 /// Delivers until nothing is left to retry (as the run does), at most
@@ -511,11 +514,7 @@ fn emails_with_0_to_10_attachments_of_1_kb_to_40_mb_land_once_byte_exact_in_odd_
         };
         for t in targets {
             expected[t].insert(email.message_id.clone(), files.clone());
-            batch.push(Delivery {
-                mailbox: &mailboxes[t],
-                folder: "INBOX/Symphony",
-                email,
-            });
+            batch.push(symphony(&mailboxes[t], email));
         }
     }
     let mut sink = sink(&server, SECRET);
@@ -556,11 +555,7 @@ fn a_crash_between_the_uploads_and_completion_is_redone_exactly_once() {
     let server = server(0);
     let alice = Mailbox::new(USERS[0]).unwrap();
     let (email, files) = email_with("crash", 1, "big".into(), &[3_100_000, 2_000_000]);
-    let batch = [Delivery {
-        mailbox: &alice,
-        folder: "INBOX/Symphony",
-        email: &email,
-    }];
+    let batch = [symphony(&alice, &email)];
     let mut sink = sink(&server, SECRET);
     assert!(
         !sink
@@ -613,18 +608,7 @@ fn a_missing_mail_read_write_stops_the_run_and_a_policy_excluded_mailbox_is_refu
     let list = emails("denied", 2);
     let alice = Mailbox::new(USERS[0]).unwrap();
     let bob = Mailbox::new(USERS[1]).unwrap();
-    let batch = [
-        Delivery {
-            mailbox: &bob,
-            folder: "INBOX/Symphony",
-            email: &list[0],
-        },
-        Delivery {
-            mailbox: &alice,
-            folder: "INBOX/Symphony",
-            email: &list[1],
-        },
-    ];
+    let batch = [symphony(&bob, &list[0]), symphony(&alice, &list[1])];
 
     // No Mail.ReadWrite: every mailbox answers 403 ErrorAccessDenied.
     let server = GraphServer::start(GraphOptions {
@@ -680,11 +664,7 @@ fn a_folder_deleted_mid_run_is_found_again_and_nothing_is_lost() {
     let batch = |from: usize| -> Vec<Delivery<'_>> {
         list[from..from + 3]
             .iter()
-            .map(|email| Delivery {
-                mailbox: &alice,
-                folder: "INBOX/Symphony",
-                email,
-            })
+            .map(|email| symphony(&alice, email))
             .collect()
     };
     let mut sink = sink(&server, SECRET);
@@ -727,11 +707,7 @@ fn throttled_requests_of_every_kind_still_land_each_email_once() {
     let batch: Vec<Delivery<'_>> = emails
         .iter()
         .enumerate()
-        .map(|(i, (email, _))| Delivery {
-            mailbox: if i % 2 == 0 { &alice } else { &bob },
-            folder: "INBOX/Symphony",
-            email,
-        })
+        .map(|(i, (email, _))| symphony(if i % 2 == 0 { &alice } else { &bob }, email))
         .collect();
     let mut sink = sink(&server, SECRET);
     let results = deliver_all(&mut sink, &batch, 8);
@@ -754,25 +730,36 @@ fn throttled_requests_of_every_kind_still_land_each_email_once() {
 // One test per documented rule, each sending what Exchange refuses and
 // checking the answer, so that the stand-in cannot drift back to lenient.
 
-/// A Graph request from the test, with a valid token; (status, body).
-fn graph_call(
+/// A Graph request from the test, with a valid token; (status, body,
+/// headers).
+fn graph_send(
     server: &GraphServer,
     method: &str,
     path: &str,
     json: Option<&Value>,
-) -> (u16, Value) {
+) -> (u16, Value, Headers) {
     let auth = format!("Bearer {}", server.token());
     let body = json.map(|j| j.to_string().into_bytes()).unwrap_or_default();
     let mut headers = vec![("Authorization", auth.as_str())];
     if json.is_some() {
         headers.push(("Content-Type", "application/json"));
     }
-    let (status, value, _) = server.send(
+    server.send(
         method,
         &format!("/graph/v1.0/users/{path}"),
         &headers,
         &body,
-    );
+    )
+}
+
+/// [`graph_send`] without the headers.
+fn graph_call(
+    server: &GraphServer,
+    method: &str,
+    path: &str,
+    json: Option<&Value>,
+) -> (u16, Value) {
+    let (status, value, _) = graph_send(server, method, path, json);
     (status, value)
 }
 
@@ -1105,18 +1092,7 @@ fn the_graph_server_throttles_with_429_503_and_504_and_holds_a_mailbox_off_for_i
     });
     let list = format!("{}/mailFolders/inbox/messages", USERS[0]);
     let retry_after = |server: &GraphServer, method: &str, json: Option<&Value>| {
-        let auth = format!("Bearer {}", server.token());
-        let body = json.map(|j| j.to_string().into_bytes()).unwrap_or_default();
-        let mut headers = vec![("Authorization", auth.as_str())];
-        if json.is_some() {
-            headers.push(("Content-Type", "application/json"));
-        }
-        let (status, _, headers) = server.send(
-            method,
-            &format!("/graph/v1.0/users/{list}"),
-            &headers,
-            &body,
-        );
+        let (status, _, headers) = graph_send(server, method, &list, json);
         let after = headers
             .iter()
             .find(|(k, _)| k == "Retry-After")

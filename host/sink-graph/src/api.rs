@@ -126,16 +126,20 @@ impl Api {
         self.answered.load(Ordering::Relaxed)
     }
 
-    /// Waits while Graph asked to leave `mailbox` alone.
+    /// Waits while Graph asked to leave `mailbox` alone, looking again
+    /// after each wait (another worker may have been throttled meanwhile).
     fn wait_quiet(&self, mailbox: &Mailbox) {
-        let until = self
-            .quiet_until
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(mailbox.as_str())
-            .copied();
-        if let Some(wait) = until.and_then(|u| u.checked_duration_since(Instant::now())) {
-            std::thread::sleep(wait);
+        loop {
+            let until = self
+                .quiet_until
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(mailbox.as_str())
+                .copied();
+            match until.and_then(|u| u.checked_duration_since(Instant::now())) {
+                Some(wait) => std::thread::sleep(wait),
+                None => return,
+            }
         }
     }
 
