@@ -465,11 +465,13 @@ fn assert_holds(server: &GraphServer, mailbox: &str, expected: &BTreeMap<String,
 }
 
 #[test]
-fn emails_with_0_to_10_attachments_of_1_kb_to_40_mb_land_once_byte_exact_in_odd_mailboxes() {
+fn emails_with_0_to_10_attachments_of_1_kb_to_40_mb_land_once_byte_exact_in_odd_and_unicode_mailboxes()
+ {
     let odd = [
         "o'brien+archive@example.test",
         "a#b?c@example.test",
         "x/y@example.test",
+        "jürgen.groß@example.test",
     ];
     let users: Vec<&str> = USERS.iter().copied().chain(odd).collect();
     let server = GraphServer::start(GraphOptions {
