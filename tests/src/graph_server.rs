@@ -1,38 +1,109 @@
-//! A local stand-in for Microsoft Graph and its token endpoint, over real
-//! HTTP on 127.0.0.1, for the Graph sink's tests. It speaks Graph's request
-//! and error shapes (`{"error":{"code":…,"message":…}}`) and checks every
-//! request it gets: the client-credentials form, the bearer token, folder
-//! lookups by `$filter`, the JSON of each created message (known fields
-//! only, the four extended properties and their formats, inline
-//! `fileAttachment`s up to 3 MB in a request under 4 MB), upload sessions
-//! (no token on the upload URL, `Content-Range` in order, chunks of a
-//! multiple of 320 KiB), paging with `@odata.nextLink`, and no more than
-//! four requests in flight per mailbox. Every 97th Graph request is
-//! answered 429 with `Retry-After: 1` (configurable). A request that breaks
-//! a rule gets 400 and is recorded in [`GraphServer::violations`]; the
-//! tests assert there are none, and read back what was stored.
+//! A local stand-in for Microsoft Graph (Exchange Online mail) and its
+//! token endpoint, over real HTTP on 127.0.0.1, for the Graph sink's
+//! tests. It is written from Microsoft's documentation, as strict as
+//! Exchange where the documentation says what Exchange refuses:
+//!
+//! - client-credentials tokens for `https://graph.microsoft.com/.default`;
+//!   401 `InvalidAuthenticationToken` for a missing or revoked token;
+//! - 403 `ErrorAccessDenied` for every mailbox when the app lacks
+//!   `Mail.ReadWrite` ("Access is denied. Check credentials and try
+//!   again.") and for a mailbox an application access policy excludes
+//!   ("Access to OData is disabled.", as "Limiting application permissions
+//!   to specific Exchange Online mailboxes" shows); 404 `ErrorInvalidUser`
+//!   for an unknown mailbox; mailbox addresses percent-decoded from the
+//!   path;
+//! - requests over 4 MB answered 413 ("Microsoft Graph service limits");
+//!   more than 4 requests in flight for one mailbox answered 429
+//!   (`MailboxConcurrency`);
+//! - "Create message": known writable properties only, extended
+//!   properties in Graph's id format, a message without `MSGFLAG_UNSENT`
+//!   is a received (non-draft) item, and one created without a Message-ID
+//!   gets Exchange's own;
+//! - "Update message": `internetMessageId`, `body`, `subject` and `replyTo`
+//!   are updatable only while `isDraft`, and the Message-ID and flag
+//!   properties (`0x1035`, `0x0E07`) of a received item neither: 400
+//!   `ErrorInvalidPropertySet`;
+//! - attachments ("Attach large files to Outlook messages"): inline or
+//!   `POST …/attachments` only under 3 MB; upload sessions only from 3 MB
+//!   (`ErrorAttachmentSizeShouldNotBeLessThanMinimumSize`) to 150 MB, not
+//!   past the mailbox's message size limit (`ErrorMessageSizeExceeded`,
+//!   35 MB by default); upload PUTs without `Authorization`, with
+//!   `Content-Type: application/octet-stream`, a `Content-Range` that
+//!   starts where `nextExpectedRanges` says, at most 4 MB each; the last
+//!   one answered 201 with `Location`;
+//! - throttling ("Microsoft Graph throttling limits"): every n-th request
+//!   is answered, in turn, 429 with `Retry-After`, 429 without, 503 with
+//!   `Retry-After` and 504 without — the 504 after doing what was asked,
+//!   as a gateway timing out would; a request for a mailbox that comes
+//!   while its `Retry-After` runs is throttled again;
+//! - a folder deleted meanwhile answers 404 `ErrorItemNotFound`.
+//!
+//! Whatever breaks a rule is answered as Exchange would and recorded in
+//! [`GraphServer::violations`] (expected refusals — unknown or excluded
+//! mailboxes, throttling, 409 for an existing folder, expired tokens,
+//! deleted folders — are not violations); the tests assert there are
+//! none, and read back what was stored.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use serde_json::{Value, json};
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
+
+/// Graph's cap on a request's size (4 MB).
+pub const REQUEST_MAX: usize = 4 << 20;
+/// Attachments under this size go inline or by `POST …/attachments`; from
+/// this size on, by upload session (3 MB).
+pub const SMALL_ATTACHMENT_LIMIT: usize = 3_000_000;
+/// Largest attachment an upload session takes (150 MB).
+pub const UPLOAD_SESSION_MAX: usize = 150_000_000;
+/// Exchange Online's default message size limit (35 MB).
+pub const DEFAULT_MESSAGE_LIMIT: usize = 35_000_000;
 
 /// How the server behaves.
 #[derive(Debug, Clone)]
 pub struct GraphOptions {
     /// Mailboxes that exist.
     pub users: Vec<String>,
-    /// The app's client id and secret.
+    /// The app's client id.
     pub client_id: String,
     /// The app's client secret.
     pub client_secret: String,
-    /// Answer every n-th Graph request 429 (`Retry-After: 1`); 0: never.
+    /// Throttle every n-th Graph request (cycling through 429 with and
+    /// without `Retry-After: 1`, 503 with it and 504 without); 0: never.
     pub throttle_every: usize,
     /// Largest page of a message list.
     pub page_size: usize,
+    /// Whether the app has the `Mail.ReadWrite` application permission.
+    pub mail_read_write: bool,
+    /// Mailboxes an application access policy keeps the app out of.
+    pub outside_policy: Vec<String>,
+    /// The mailboxes' message size limit, attachments included.
+    pub message_limit: usize,
+    /// How long each Graph request takes (lets concurrent ones overlap).
+    pub latency: Duration,
+}
+
+impl GraphOptions {
+    /// A tenant with these mailboxes and app, the app granted
+    /// `Mail.ReadWrite` for all of them, no throttling, pages of 50,
+    /// Exchange's default message size limit.
+    pub fn new(users: &[&str], client_id: &str, client_secret: &str) -> GraphOptions {
+        GraphOptions {
+            users: users.iter().map(|u| u.to_string()).collect(),
+            client_id: client_id.into(),
+            client_secret: client_secret.into(),
+            throttle_every: 0,
+            page_size: 50,
+            mail_read_write: true,
+            outside_policy: Vec::new(),
+            message_limit: DEFAULT_MESSAGE_LIMIT,
+            latency: Duration::from_millis(2),
+        }
+    }
 }
 
 /// An attachment as stored.
@@ -55,12 +126,26 @@ pub struct StoredMessage {
     pub id: String,
     /// The folder's path from the mailbox root, e.g. `Inbox/Symphony`.
     pub folder: String,
+    /// Graph's id of the folder.
+    pub folder_id: String,
     /// The create request's JSON (without attachments).
     pub json: Value,
     /// Extended property id → value, after any PATCH.
     pub properties: BTreeMap<String, String>,
+    /// The Message-ID with its brackets (Exchange's own when none was
+    /// given).
+    pub internet_message_id: String,
+    /// Whether Exchange holds it as a draft.
+    pub is_draft: bool,
     /// Its attachments.
     pub attachments: Vec<StoredAttachment>,
+}
+
+impl StoredMessage {
+    /// Bytes of its attachments.
+    fn size(&self) -> usize {
+        self.attachments.iter().map(|a| a.bytes.len()).sum()
+    }
 }
 
 #[derive(Debug)]
@@ -80,26 +165,52 @@ struct Upload {
     received: Vec<u8>,
 }
 
+/// What the server counted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    /// Graph requests (not tokens, not upload PUTs).
+    pub requests: usize,
+    /// Of which answered 429, 503 or 504 on purpose.
+    pub throttled: usize,
+    /// Tokens issued.
+    pub tokens: usize,
+    /// Completed upload sessions.
+    pub uploads: usize,
+    /// Messages deleted.
+    pub deleted: usize,
+}
+
 #[derive(Debug, Default)]
 struct State {
     next_id: u64,
     tokens: Vec<String>,
-    tokens_issued: usize,
-    requests: usize,
-    throttled: usize,
+    counts: Counts,
     folders: HashMap<String, Vec<Folder>>,
     messages: HashMap<String, Vec<StoredMessage>>,
     uploads: HashMap<String, Upload>,
     in_flight: HashMap<String, usize>,
     max_in_flight: usize,
+    /// Throttling answers given in turn so far.
+    turns: usize,
+    /// Mailbox → (when it was throttled, until when).
+    quiet: HashMap<String, (Instant, Instant)>,
     violations: Vec<String>,
-    uploads_done: usize,
+    /// Answer nothing (close connections) from now on.
+    down: bool,
+    /// Go down once this many upload sessions are complete.
+    down_after_uploads: Option<usize>,
 }
 
 impl State {
     fn id(&mut self, prefix: &str) -> String {
         self.next_id += 1;
         format!("{prefix}{:08}", self.next_id)
+    }
+
+    /// An answer to a request that breaks a documented rule: recorded.
+    fn refuse(&mut self, status: u16, code: &str, message: &str) -> Answer {
+        self.violations.push(format!("{status} {code}: {message}"));
+        error(status, code, message)
     }
 }
 
@@ -110,7 +221,11 @@ pub struct GraphServer {
     state: Arc<Mutex<State>>,
 }
 
-type Answer = (u16, Value, Vec<(String, String)>);
+/// HTTP headers: (name, value).
+pub type Headers = Vec<(String, String)>;
+
+/// Status, JSON body (`Null`: none) and extra headers.
+type Answer = (u16, Value, Headers);
 
 fn error(status: u16, code: &str, message: &str) -> Answer {
     (
@@ -120,25 +235,75 @@ fn error(status: u16, code: &str, message: &str) -> Answer {
     )
 }
 
-const MESSAGE_FIELDS: [&str; 10] = [
-    "subject",
+fn not_found() -> Answer {
+    error(
+        404,
+        "ErrorItemNotFound",
+        "The specified object was not found in the store.",
+    )
+}
+
+/// Message properties "Create message" lets an app write.
+const CREATE_FIELDS: [&str; 17] = [
+    "bccRecipients",
     "body",
-    "from",
-    "sender",
-    "toRecipients",
+    "categories",
     "ccRecipients",
-    "isRead",
-    "singleValueExtendedProperties",
+    "from",
+    "importance",
+    "inferenceClassification",
     "internetMessageHeaders",
+    "internetMessageId",
+    "isRead",
+    "replyTo",
+    "sender",
+    "subject",
+    "toRecipients",
+    "singleValueExtendedProperties",
+    "multiValueExtendedProperties",
     "attachments",
 ];
-const PROPERTIES: [&str; 4] = [
-    "Integer 0x0E07",
-    "SystemTime 0x0E06",
-    "SystemTime 0x0039",
-    "String 0x1035",
+/// Message properties "Update message" lets an app change.
+const UPDATE_FIELDS: [&str; 18] = [
+    "bccRecipients",
+    "body",
+    "categories",
+    "ccRecipients",
+    "flag",
+    "from",
+    "importance",
+    "inferenceClassification",
+    "internetMessageId",
+    "isDeliveryReceiptRequested",
+    "isRead",
+    "isReadReceiptRequested",
+    "multiValueExtendedProperties",
+    "replyTo",
+    "sender",
+    "singleValueExtendedProperties",
+    "subject",
+    "toRecipients",
 ];
-const CHUNK_UNIT: usize = 320 * 1024;
+/// Of those, the ones updatable only while `isDraft`.
+const DRAFT_ONLY_FIELDS: [&str; 4] = ["body", "internetMessageId", "replyTo", "subject"];
+/// Extended properties Exchange does not let an app change on a saved,
+/// received item: the Message-ID and the message flags.
+const FROZEN_PROPERTIES: [&str; 2] = ["0x1035", "0x0e07"];
+/// MAPI property types Graph accepts in an extended property's id.
+const PROPERTY_TYPES: [&str; 12] = [
+    "Binary",
+    "Boolean",
+    "Currency",
+    "CLSID",
+    "Double",
+    "Float",
+    "Integer",
+    "Long",
+    "Object",
+    "Short",
+    "String",
+    "SystemTime",
+];
 
 impl GraphServer {
     /// Starts the server with these options.
@@ -202,8 +367,8 @@ impl GraphServer {
         &self.options
     }
 
-    fn state(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    fn state(&self) -> MutexGuard<'_, State> {
+        lock(&self.state)
     }
 
     /// Requests that broke a rule.
@@ -225,67 +390,135 @@ impl GraphServer {
         self.state().max_in_flight
     }
 
-    /// (Graph requests, of which answered 429, tokens issued, completed
-    /// upload sessions).
-    pub fn counts(&self) -> (usize, usize, usize, usize) {
-        let s = self.state();
-        (s.requests, s.throttled, s.tokens_issued, s.uploads_done)
+    /// What the server counted so far.
+    pub fn counts(&self) -> Counts {
+        self.state().counts
     }
 
     /// Makes every token issued so far invalid (as an expiry would).
     pub fn revoke_tokens(&self) {
         self.state().tokens.clear();
     }
-}
 
-/// The HTTP method of a request.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Method {
-    Get,
-    Post,
-    Put,
-    Patch,
-    Delete,
-    Other(String),
-}
+    /// Issues a token as the token endpoint would, for requests a test
+    /// sends itself.
+    pub fn token(&self) -> String {
+        let mut s = self.state();
+        let token = s.id("token-");
+        s.tokens.push(token.clone());
+        token
+    }
 
-impl std::fmt::Display for Method {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Method::Get => f.write_str("GET"),
-            Method::Post => f.write_str("POST"),
-            Method::Put => f.write_str("PUT"),
-            Method::Patch => f.write_str("PATCH"),
-            Method::Delete => f.write_str("DELETE"),
-            Method::Other(m) => f.write_str(m),
+    /// Deletes a folder (given as its path, e.g. `Inbox/Symphony`) with
+    /// its messages, as a user would.
+    pub fn delete_folder(&self, mailbox: &str, path: &str) {
+        let mut s = self.state();
+        let Some(id) = s.folders.get(mailbox).and_then(|folders| {
+            folders
+                .iter()
+                .find(|f| folder_path(folders, &f.id) == path)
+                .map(|f| f.id.clone())
+        }) else {
+            panic!("{mailbox} has no folder {path}");
+        };
+        s.folders
+            .get_mut(mailbox)
+            .expect("found above")
+            .retain(|f| f.id != id);
+        if let Some(m) = s.messages.get_mut(mailbox) {
+            m.retain(|m| m.folder_id != id);
         }
     }
+
+    /// Stops answering (every connection is closed unanswered) as soon as
+    /// `n` more upload sessions are complete: a crash between the uploads
+    /// and what follows them.
+    pub fn go_down_after_uploads(&self, n: usize) {
+        let mut s = self.state();
+        s.down_after_uploads = Some(s.counts.uploads + n);
+    }
+
+    /// Answers again.
+    pub fn come_back(&self) {
+        let mut s = self.state();
+        s.down = false;
+        s.down_after_uploads = None;
+    }
+
+    /// Sends one request to the server (path from the origin, e.g.
+    /// `/graph/v1.0/users/…`) and returns its status, JSON body and
+    /// headers: for tests of the server's own rules.
+    pub fn send(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> (u16, Value, Headers) {
+        let address = self.origin.trim_start_matches("http://");
+        let mut stream = TcpStream::connect(address).expect("connecting to the Graph server");
+        let host = [("Host", address)];
+        let head = head(
+            &format!("{method} {path} HTTP/1.1"),
+            body.len(),
+            host.iter().chain(headers).copied(),
+        );
+        stream.write_all(head.as_bytes()).expect("sending");
+        stream.write_all(body).expect("sending");
+        let mut reader = BufReader::new(stream);
+        let mut status = String::new();
+        reader.read_line(&mut status).expect("a status line");
+        let status: u16 = status
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .expect("a status");
+        let (headers, text) = read_head_and_body(&mut reader).expect("an answer");
+        let value = serde_json::from_slice(&text).unwrap_or(Value::Null);
+        (status, value, headers)
+    }
+}
+
+fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
+    state.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// A parsed HTTP/1.1 request.
 struct Request {
-    method: Method,
+    /// When its first line came.
+    arrived: Instant,
+    method: String,
     target: String,
     headers: Vec<(String, String)>,
     body: Vec<u8>,
 }
 
-/// Reads one request; `None` at the end of the connection.
-fn read_request(reader: &mut BufReader<TcpStream>) -> Option<Request> {
-    let mut line = String::new();
-    if reader.read_line(&mut line).ok()? == 0 {
-        return None;
+impl Request {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
-    let mut parts = line.split_whitespace();
-    let method = match parts.next()? {
-        "GET" => Method::Get,
-        "POST" => Method::Post,
-        "PUT" => Method::Put,
-        "PATCH" => Method::Patch,
-        "DELETE" => Method::Delete,
-        other => Method::Other(other.to_string()),
-    };
-    let target = parts.next()?.to_string();
+}
+
+/// A request's or answer's head: its first line, `Content-Length` and
+/// these headers.
+fn head<'a>(
+    first: &str,
+    length: usize,
+    headers: impl Iterator<Item = (&'a str, &'a str)>,
+) -> String {
+    let mut head = format!("{first}\r\nContent-Length: {length}\r\n");
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head + "\r\n"
+}
+
+/// Reads the headers and the body (of `Content-Length`) that follow a
+/// request or status line; `None` when the connection ends first.
+fn read_head_and_body(reader: &mut BufReader<TcpStream>) -> Option<(Headers, Vec<u8>)> {
     let mut headers = Vec::new();
     loop {
         let mut h = String::new();
@@ -306,7 +539,22 @@ fn read_request(reader: &mut BufReader<TcpStream>) -> Option<Request> {
         .unwrap_or(0);
     let mut body = vec![0; length];
     reader.read_exact(&mut body).ok()?;
+    Some((headers, body))
+}
+
+/// Reads one request; `None` at the end of the connection.
+fn read_request(reader: &mut BufReader<TcpStream>) -> Option<Request> {
+    let mut line = String::new();
+    if reader.read_line(&mut line).ok()? == 0 {
+        return None;
+    }
+    let arrived = Instant::now();
+    let mut parts = line.split_whitespace();
+    let method = parts.next()?.to_string();
+    let target = parts.next()?.to_string();
+    let (headers, body) = read_head_and_body(reader)?;
     Some(Request {
+        arrived,
         method,
         target,
         headers,
@@ -319,20 +567,26 @@ fn serve(stream: TcpStream, state: &Mutex<State>, options: &GraphOptions, origin
     let mut writer = stream.try_clone().expect("cloning a socket");
     let mut reader = BufReader::new(stream);
     while let Some(request) = read_request(&mut reader) {
+        if lock(state).down {
+            return;
+        }
         let (status, value, headers) = handle(&request, state, options, origin);
+        if lock(state).down {
+            // Gone down while handling: the answer is lost.
+            return;
+        }
         let text = if value.is_null() {
             String::new()
         } else {
             value.to_string()
         };
-        let mut head = format!(
-            "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
-            text.len()
+        let json = [("Content-Type", "application/json")];
+        let head = head(
+            &format!("HTTP/1.1 {status} X"),
+            text.len(),
+            json.into_iter()
+                .chain(headers.iter().map(|(k, v)| (k.as_str(), v.as_str()))),
         );
-        for (k, v) in headers {
-            head.push_str(&format!("{k}: {v}\r\n"));
-        }
-        head.push_str("\r\n");
         if writer.write_all(head.as_bytes()).is_err() || writer.write_all(text.as_bytes()).is_err()
         {
             return;
@@ -340,41 +594,37 @@ fn serve(stream: TcpStream, state: &Mutex<State>, options: &GraphOptions, origin
     }
 }
 
+/// The request's path segments, percent-decoded.
+fn segments(url: &url::Url) -> Vec<String> {
+    url.path_segments()
+        .map(|s| {
+            s.map(|seg| {
+                percent_encoding::percent_decode_str(seg)
+                    .decode_utf8_lossy()
+                    .into_owned()
+            })
+            .collect()
+        })
+        .unwrap_or_default()
+}
+
 fn handle(request: &Request, state: &Mutex<State>, options: &GraphOptions, origin: &str) -> Answer {
-    let body = &request.body;
-    let url = url::Url::parse(&format!("http://x{}", request.target)).expect("a request URL");
-    let query: HashMap<String, String> = url.query_pairs().into_owned().collect();
-    let header = |name: &str| {
-        request
-            .headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.clone())
+    let Ok(url) = url::Url::parse(&format!("http://x{}", request.target)) else {
+        return lock(state).refuse(400, "BadRequest", "The request URL is malformed.");
     };
-    // Mailbox addresses, ids and names here need no percent-decoding.
-    let path: Vec<String> = url
-        .path_segments()
-        .map(|s| s.map(str::to_string).collect())
-        .unwrap_or_default();
+    let query: HashMap<String, String> = url.query_pairs().into_owned().collect();
+    let path = segments(&url);
     let path: Vec<&str> = path.iter().map(String::as_str).collect();
-    let method = request.method.clone();
-    let answer: Answer = match path.as_slice() {
-        ["login", _tenant, "oauth2", "v2.0", "token"] if method == Method::Post => {
-            token(state, options, body)
+    match path.as_slice() {
+        ["login", _tenant, "oauth2", "v2.0", "token"] if request.method == "POST" => {
+            token(state, options, &request.body)
         }
-        ["upload", id] if method == Method::Put => {
-            let mut s = state.lock().unwrap_or_else(|p| p.into_inner());
-            if header("Authorization").is_some() {
-                s.violations
-                    .push("an upload PUT carried an Authorization header".into());
-            }
-            upload(&mut s, id, header("Content-Range"), body)
-        }
+        ["upload", id] if request.method == "PUT" => upload(&mut lock(state), id, request),
         ["graph", "v1.0", "users", user, rest @ ..] => {
             let user = user.to_string();
-            {
-                let mut s = state.lock().unwrap_or_else(|p| p.into_inner());
-                s.requests += 1;
+            let throttled = {
+                let mut s = lock(state);
+                s.counts.requests += 1;
                 let n = s.in_flight.entry(user.clone()).or_default();
                 *n += 1;
                 let now = *n;
@@ -382,27 +632,39 @@ fn handle(request: &Request, state: &Mutex<State>, options: &GraphOptions, origi
                 if now > 4 {
                     s.violations
                         .push(format!("{now} requests in flight for {user}"));
+                    Some(error(
+                        429,
+                        "ApplicationThrottled",
+                        "Application is over its MailboxConcurrency limit.",
+                    ))
+                } else {
+                    None
                 }
-            }
+            };
             // Let concurrent requests overlap, as a real server would.
-            std::thread::sleep(std::time::Duration::from_millis(2));
-            let answer = graph(
-                state, options, origin, &method, &user, rest, &query, &header, body,
-            );
-            let mut s = state.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some(n) = s.in_flight.get_mut(&user) {
+            std::thread::sleep(options.latency);
+            let answer = throttled.unwrap_or_else(|| {
+                let route = Route {
+                    options,
+                    origin,
+                    user: &user,
+                    rest,
+                    query: &query,
+                };
+                mailbox_request(state, route, request)
+            });
+            if let Some(n) = lock(state).in_flight.get_mut(&user) {
                 *n -= 1;
             }
             answer
         }
         _ => error(404, "ResourceNotFound", "no such resource"),
-    };
-    answer
+    }
 }
 
 fn token(state: &Mutex<State>, options: &GraphOptions, body: &[u8]) -> Answer {
     let form: HashMap<String, String> = url::form_urlencoded::parse(body).into_owned().collect();
-    let mut s = state.lock().unwrap_or_else(|p| p.into_inner());
+    let mut s = lock(state);
     if form.get("grant_type").map(String::as_str) != Some("client_credentials")
         || form.get("scope").map(String::as_str) != Some("https://graph.microsoft.com/.default")
     {
@@ -422,7 +684,7 @@ fn token(state: &Mutex<State>, options: &GraphOptions, body: &[u8]) -> Answer {
     }
     let token = s.id("token-");
     s.tokens.push(token.clone());
-    s.tokens_issued += 1;
+    s.counts.tokens += 1;
     (
         200,
         json!({"token_type": "Bearer", "expires_in": 3599, "access_token": token}),
@@ -430,22 +692,114 @@ fn token(state: &Mutex<State>, options: &GraphOptions, body: &[u8]) -> Answer {
     )
 }
 
-#[allow(clippy::too_many_arguments)]
-fn graph(
-    state: &Mutex<State>,
+/// Throttles the request when its turn has come or its mailbox is still
+/// held off; returns the answer and whether the request is still to be
+/// done first (a 504).
+fn throttle(
+    s: &mut State,
     options: &GraphOptions,
-    origin: &str,
-    method: &Method,
     user: &str,
-    rest: &[&str],
-    query: &HashMap<String, String>,
-    header: &dyn Fn(&str) -> Option<String>,
-    body: &[u8],
-) -> Answer {
-    let mut s = state.lock().unwrap_or_else(|p| p.into_inner());
-    let bearer = header("Authorization").unwrap_or_default();
-    let valid = bearer
-        .strip_prefix("Bearer ")
+    request: &Request,
+) -> Option<(Answer, bool)> {
+    let arrived = request.arrived;
+    let now = Instant::now();
+    if let Some(&(at, until)) = s.quiet.get(user)
+        && arrived < until
+    {
+        // In flight while the 429 went out is fine; sent after it is not
+        // (with a little slack for a worker that looked just before).
+        if arrived > at + Duration::from_millis(50) {
+            s.violations.push(format!(
+                "{} {} came {} ms into the Retry-After of {user}",
+                request.method,
+                request.target,
+                (arrived - at).as_millis()
+            ));
+        }
+        s.counts.throttled += 1;
+        let mut a = error(
+            429,
+            "ApplicationThrottled",
+            "Application is over its MailboxConcurrency limit.",
+        );
+        a.2.push(("Retry-After".into(), "1".into()));
+        return Some((a, false));
+    }
+    if options.throttle_every == 0 || !s.counts.requests.is_multiple_of(options.throttle_every) {
+        return None;
+    }
+    let turn = s.turns % 4;
+    s.turns += 1;
+    s.counts.throttled += 1;
+    let (mut a, retry_after, apply) = match turn {
+        0 => (
+            error(429, "ApplicationThrottled", "Too many requests."),
+            true,
+            false,
+        ),
+        1 => (
+            error(429, "ApplicationThrottled", "Too many requests."),
+            false,
+            false,
+        ),
+        2 => (
+            error(503, "ServiceUnavailable", "The service is busy."),
+            true,
+            false,
+        ),
+        _ => (
+            error(504, "GatewayTimeout", "The gateway timed out."),
+            false,
+            true,
+        ),
+    };
+    if retry_after {
+        a.2.push(("Retry-After".into(), "1".into()));
+        s.quiet
+            .insert(user.to_string(), (now, now + Duration::from_secs(1)));
+    }
+    Some((a, apply))
+}
+
+/// A Graph request for one mailbox, as routed.
+#[derive(Clone, Copy)]
+struct Route<'a> {
+    options: &'a GraphOptions,
+    origin: &'a str,
+    user: &'a str,
+    /// The path after `/users/{user}`.
+    rest: &'a [&'a str],
+    query: &'a HashMap<String, String>,
+}
+
+fn mailbox_request(state: &Mutex<State>, route: Route<'_>, request: &Request) -> Answer {
+    let Route {
+        options,
+        user,
+        rest,
+        ..
+    } = route;
+    // Big bodies are parsed and checked before taking the lock, so that
+    // they hold up no other request.
+    let json = if request.body.is_empty() {
+        Ok(Value::Null)
+    } else if request.header("Content-Type") != Some("application/json") {
+        Err((
+            415,
+            "UnsupportedMediaType",
+            "A JSON body needs Content-Type: application/json.",
+        ))
+    } else {
+        serde_json::from_slice(&request.body)
+            .map_err(|_| (400, "BadRequest", "Unable to read JSON request payload."))
+    };
+    let pre = json
+        .as_ref()
+        .map_or(Precheck::None, |j| precheck(&request.method, rest, j));
+    let mut s = lock(state);
+    let valid = request
+        .header("Authorization")
+        .and_then(|b| b.strip_prefix("Bearer "))
         .is_some_and(|t| s.tokens.iter().any(|k| k == t));
     if !valid {
         return error(
@@ -454,15 +808,26 @@ fn graph(
             "Access token has expired or is not yet valid.",
         );
     }
-    if options.throttle_every > 0 && s.requests.is_multiple_of(options.throttle_every) {
-        s.throttled += 1;
-        let mut a = error(
-            429,
-            "ApplicationThrottled",
-            "Application is over its MailboxConcurrency limit.",
+    if request.body.len() > REQUEST_MAX {
+        return s.refuse(
+            413,
+            "RequestBodyTooLarge",
+            &format!(
+                "The request of {} bytes is larger than 4 MB.",
+                request.body.len()
+            ),
         );
-        a.2.push(("Retry-After".into(), "1".into()));
-        return a;
+    }
+    let throttled = throttle(&mut s, options, user, request);
+    if let Some((answer, false)) = throttled {
+        return answer;
+    }
+    if !options.mail_read_write {
+        return error(
+            403,
+            "ErrorAccessDenied",
+            "Access is denied. Check credentials and try again.",
+        );
     }
     if !options.users.iter().any(|u| u == user) {
         return error(
@@ -471,42 +836,49 @@ fn graph(
             &format!("The requested user '{user}' is invalid."),
         );
     }
-    let json: Value = if body.is_empty() {
-        Value::Null
-    } else {
-        match serde_json::from_slice(body) {
-            Ok(v) => v,
-            Err(e) => {
-                s.violations.push(format!("a body that is not JSON: {e}"));
-                return error(400, "BadRequest", "Unable to read JSON request payload.");
-            }
-        }
-    };
-    if !json.is_null() && header("Content-Type").as_deref() != Some("application/json") {
-        s.violations.push("JSON without Content-Type".into());
+    if options.outside_policy.iter().any(|u| u == user) {
+        return error(403, "ErrorAccessDenied", "Access to OData is disabled.");
     }
-    let folder_id = |s: &State, name: &str| -> Option<String> {
-        let folders = &s.folders[user];
-        match name {
-            "inbox" => folders
-                .iter()
-                .find(|f| f.name == "Inbox")
-                .map(|f| f.id.clone()),
-            "msgfolderroot" => folders
-                .iter()
-                .find(|f| f.parent.is_none())
-                .map(|f| f.id.clone()),
-            id => folders.iter().find(|f| f.id == id).map(|f| f.id.clone()),
-        }
+    let json = match json {
+        Ok(json) => json,
+        Err((status, code, message)) => return s.refuse(status, code, message),
     };
+    let answer = mail(&mut s, route, &request.method, &json, pre);
+    match throttled {
+        // Done, but the answer timed out on the way back.
+        Some((timeout, true)) => timeout,
+        _ => answer,
+    }
+}
+
+/// The id of a well-known folder name or folder id of `user`.
+fn folder_id(s: &State, user: &str, name: &str) -> Option<String> {
+    let folders = &s.folders[user];
+    match name {
+        "inbox" => folders
+            .iter()
+            .find(|f| f.name == "Inbox")
+            .map(|f| f.id.clone()),
+        "msgfolderroot" => folders
+            .iter()
+            .find(|f| f.parent.is_none())
+            .map(|f| f.id.clone()),
+        id => folders.iter().find(|f| f.id == id).map(|f| f.id.clone()),
+    }
+}
+
+fn mail(s: &mut State, route: Route<'_>, method: &str, json: &Value, pre: Precheck) -> Answer {
+    let Route {
+        options,
+        origin,
+        user,
+        rest,
+        query,
+    } = route;
     match (method, rest) {
-        (Method::Get, ["mailFolders", parent, "childFolders"]) => {
-            let Some(parent) = folder_id(&s, parent) else {
-                return error(
-                    404,
-                    "ErrorItemNotFound",
-                    "The specified object was not found in the store.",
-                );
+        ("GET", ["mailFolders", parent, "childFolders"]) => {
+            let Some(parent) = folder_id(s, user, parent) else {
+                return not_found();
             };
             let filter = query.get("$filter").cloned().unwrap_or_default();
             let Some(name) = filter
@@ -514,13 +886,10 @@ fn graph(
                 .and_then(|f| f.strip_suffix('\''))
                 .map(|n| n.replace("''", "'"))
             else {
-                s.violations.push(format!(
-                    "childFolders without a displayName filter: {filter:?}"
-                ));
-                return error(
+                return s.refuse(
                     400,
                     "ErrorInvalidUrlQueryFilter",
-                    "The query filter is invalid.",
+                    &format!("The query filter {filter:?} is invalid."),
                 );
             };
             let value: Vec<Value> = s.folders[user]
@@ -533,18 +902,12 @@ fn graph(
                 .collect();
             (200, json!({"value": value}), Vec::new())
         }
-        (Method::Post, ["mailFolders", parent, "childFolders"]) => {
-            let Some(parent) = folder_id(&s, parent) else {
-                return error(
-                    404,
-                    "ErrorItemNotFound",
-                    "The specified object was not found in the store.",
-                );
+        ("POST", ["mailFolders", parent, "childFolders"]) => {
+            let Some(parent) = folder_id(s, user, parent) else {
+                return not_found();
             };
             let Some(name) = json["displayName"].as_str().map(str::to_string) else {
-                s.violations
-                    .push("childFolders POST without displayName".into());
-                return error(400, "ErrorInvalidRequest", "displayName is required");
+                return s.refuse(400, "ErrorInvalidRequest", "displayName is required");
             };
             if s.folders[user].iter().any(|f| {
                 f.parent.as_deref() == Some(parent.as_str()) && f.name.eq_ignore_ascii_case(&name)
@@ -556,182 +919,318 @@ fn graph(
                 );
             }
             let id = s.id("folder-");
-            s.folders.get_mut(user).unwrap().push(Folder {
+            s.folders.get_mut(user).expect("a user").push(Folder {
                 id: id.clone(),
                 parent: Some(parent),
                 name: name.clone(),
             });
             (201, json!({"id": id, "displayName": name}), Vec::new())
         }
-        (Method::Get, ["mailFolders", folder, "messages"]) => {
-            let Some(folder) = folder_id(&s, folder) else {
-                return error(
-                    404,
-                    "ErrorItemNotFound",
-                    "The specified object was not found in the store.",
-                );
+        ("GET", ["mailFolders", folder, "messages"]) => {
+            let Some(folder) = folder_id(s, user, folder) else {
+                return not_found();
             };
-            if query.get("$select").map(String::as_str) != Some("internetMessageId") {
-                s.violations.push(format!(
-                    "message list without $select=internetMessageId: {query:?}"
-                ));
-            }
-            let top: usize = query.get("$top").and_then(|t| t.parse().ok()).unwrap_or(10);
-            let skip: usize = query.get("$skip").and_then(|t| t.parse().ok()).unwrap_or(0);
-            let page = top.min(options.page_size);
-            let all: Vec<&StoredMessage> = s
-                .messages
-                .get(user)
-                .map(|m| {
-                    m.iter()
-                        .filter(|m| m.json["parentFolderId"] == folder)
-                        .collect()
-                })
-                .unwrap_or_default();
-            let value: Vec<Value> = all
-                .iter()
-                .skip(skip)
-                .take(page)
-                .map(
-                    |m| json!({"id": m.id, "internetMessageId": m.properties.get("String 0x1035")}),
-                )
-                .collect();
-            let mut out = json!({"value": value});
-            if skip + page < all.len() {
-                out["@odata.nextLink"] = json!(format!(
-                    "{origin}/graph/v1.0/users/{user}/mailFolders/{folder}/messages?%24select=internetMessageId&%24top={top}&%24skip={}",
-                    skip + page
-                ));
-            }
-            (200, out, Vec::new())
+            list(s, options, origin, user, &folder, query)
         }
-        (Method::Post, ["mailFolders", folder, "messages"]) => {
-            let Some(folder) = folder_id(&s, folder) else {
-                return error(
-                    404,
-                    "ErrorItemNotFound",
-                    "The specified object was not found in the store.",
-                );
+        ("POST", ["mailFolders", folder, "messages"]) => {
+            let Some(folder) = folder_id(s, user, folder) else {
+                return not_found();
             };
-            if body.len() > 4 << 20 {
-                s.violations
-                    .push(format!("a create request of {} bytes", body.len()));
-                return error(
-                    413,
-                    "RequestBodyTooLarge",
-                    "The request is larger than 4 MB.",
-                );
-            }
-            match check_message(&json) {
-                Ok((properties, attachments)) => {
-                    let id = s.id("msg-");
-                    let path = folder_path(&s.folders[user], &folder);
-                    let mut stored = json.clone();
-                    stored.as_object_mut().unwrap().remove("attachments");
-                    stored["parentFolderId"] = json!(folder);
-                    s.messages
-                        .entry(user.to_string())
-                        .or_default()
-                        .push(StoredMessage {
-                            id: id.clone(),
-                            folder: path,
-                            json: stored,
-                            properties,
-                            attachments,
-                        });
-                    (
-                        201,
-                        json!({"id": id, "parentFolderId": folder, "isDraft": false}),
-                        Vec::new(),
-                    )
-                }
-                Err(problem) => {
-                    s.violations.push(format!("create: {problem}"));
-                    error(400, "ErrorInvalidRequest", &problem)
-                }
-            }
+            let Precheck::Message(checked) = pre else {
+                unreachable!("prechecked as a message")
+            };
+            create(s, options, user, &folder, checked)
         }
-        (Method::Patch, ["messages", id]) => {
-            let Some(props) = json["singleValueExtendedProperties"].as_array().cloned() else {
-                s.violations
-                    .push("PATCH without singleValueExtendedProperties".into());
-                return error(400, "ErrorInvalidRequest", "nothing to update");
+        ("PATCH", ["messages", id]) => update(s, user, id, json),
+        ("DELETE", ["messages", id]) => {
+            let Some(messages) = s.messages.get_mut(user) else {
+                return not_found();
             };
-            let Some(m) = s
-                .messages
-                .get_mut(user)
-                .and_then(|m| m.iter_mut().find(|m| m.id == *id))
-            else {
-                return error(
-                    404,
-                    "ErrorItemNotFound",
-                    "The specified object was not found in the store.",
-                );
-            };
-            for p in props {
-                if let (Some(k), Some(v)) = (p["id"].as_str(), p["value"].as_str()) {
-                    m.properties.insert(k.to_string(), v.to_string());
-                }
+            let before = messages.len();
+            messages.retain(|m| m.id != *id);
+            if messages.len() == before {
+                return not_found();
             }
-            (200, json!({"id": id}), Vec::new())
-        }
-        (Method::Delete, ["messages", id]) => {
-            if let Some(m) = s.messages.get_mut(user) {
-                m.retain(|m| m.id != *id);
-            }
+            s.counts.deleted += 1;
             (204, Value::Null, Vec::new())
         }
-        (Method::Post, ["messages", id, "attachments", "createUploadSession"]) => {
-            if !s
-                .messages
-                .get(user)
-                .is_some_and(|m| m.iter().any(|m| m.id == *id))
-            {
-                return error(
-                    404,
-                    "ErrorItemNotFound",
-                    "The specified object was not found in the store.",
-                );
-            }
-            let item = &json["AttachmentItem"];
-            let (Some("file"), Some(name), Some(size)) = (
-                item["attachmentType"].as_str(),
-                item["name"].as_str(),
-                item["size"].as_u64(),
-            ) else {
-                s.violations
-                    .push(format!("createUploadSession with {item}"));
+        ("POST", ["messages", id, "attachments"]) => {
+            let Precheck::Attachment(checked) = pre else {
+                unreachable!("prechecked as an attachment")
+            };
+            let attachment = match checked {
+                Ok(a) => a,
+                Err((code, problem)) => return s.refuse(400, code, &problem),
+            };
+            let Some(m) = message_mut(s, user, id) else {
+                return not_found();
+            };
+            if m.size() + attachment.bytes.len() > options.message_limit {
                 return error(
                     400,
-                    "ErrorInvalidRequest",
-                    "AttachmentItem needs attachmentType, name and size",
+                    "ErrorMessageSizeExceeded",
+                    "The message exceeds the maximum supported size.",
                 );
-            };
-            let sid = s.id("upload-");
-            let upload = Upload {
-                mailbox: user.to_string(),
-                message: id.to_string(),
-                name: name.to_string(),
-                content_type: item["contentType"]
-                    .as_str()
-                    .unwrap_or("application/octet-stream")
-                    .to_string(),
-                size: size as usize,
-                received: Vec::new(),
-            };
-            s.uploads.insert(sid.clone(), upload);
-            (
-                201,
-                json!({"uploadUrl": format!("{origin}/upload/{sid}"),
-                    "expirationDateTime": "2099-01-01T00:00:00Z", "nextExpectedRanges": ["0-"]}),
-                Vec::new(),
-            )
+            }
+            m.attachments.push(attachment);
+            let aid = s.id("att-");
+            (201, json!({"id": aid}), Vec::new())
         }
-        _ => {
-            s.violations.push(format!("unexpected {method} {rest:?}"));
-            error(400, "BadRequest", "Unsupported request")
+        ("POST", ["messages", id, "attachments", "createUploadSession"]) => {
+            create_upload_session(s, options, origin, user, id, json)
+        }
+        _ => s.refuse(
+            400,
+            "BadRequest",
+            &format!("Unsupported request {method} {rest:?}"),
+        ),
+    }
+}
+
+fn message_mut<'a>(s: &'a mut State, user: &str, id: &str) -> Option<&'a mut StoredMessage> {
+    s.messages
+        .get_mut(user)
+        .and_then(|m| m.iter_mut().find(|m| m.id == id))
+}
+
+/// A folder's messages, paged, with `$select=internetMessageId` and
+/// `$expand=singleValueExtendedProperties($filter=id eq '…')`.
+fn list(
+    s: &mut State,
+    options: &GraphOptions,
+    origin: &str,
+    user: &str,
+    folder: &str,
+    query: &HashMap<String, String>,
+) -> Answer {
+    let expanded = match query.get("$expand") {
+        None => None,
+        Some(e) => match e
+            .strip_prefix("singleValueExtendedProperties($filter=id eq '")
+            .and_then(|r| r.strip_suffix("')"))
+        {
+            Some(id) if property_id_ok(id) => Some(id.to_string()),
+            _ => {
+                return s.refuse(
+                    400,
+                    "ErrorInvalidProperty",
+                    &format!("$expand={e} is not an extended property filter"),
+                );
+            }
+        },
+    };
+    let top: usize = query.get("$top").and_then(|t| t.parse().ok()).unwrap_or(10);
+    let skip: usize = query.get("$skip").and_then(|t| t.parse().ok()).unwrap_or(0);
+    let page = top.min(options.page_size);
+    let all: Vec<&StoredMessage> = s
+        .messages
+        .get(user)
+        .map(|m| m.iter().filter(|m| m.folder_id == folder).collect())
+        .unwrap_or_default();
+    let value: Vec<Value> = all
+        .iter()
+        .skip(skip)
+        .take(page)
+        .map(|m| {
+            let mut v = json!({"id": m.id, "internetMessageId": m.internet_message_id});
+            if let Some(want) = &expanded
+                && let Some((id, value)) = m
+                    .properties
+                    .iter()
+                    .find(|(k, _)| k.eq_ignore_ascii_case(want))
+            {
+                v["singleValueExtendedProperties"] = json!([{"id": id, "value": value}]);
+            }
+            v
+        })
+        .collect();
+    let mut out = json!({"value": value});
+    if skip + page < all.len() {
+        let mut next = url::Url::parse(&format!(
+            "{origin}/graph/v1.0/users/{}/mailFolders/{folder}/messages",
+            percent_encoding::utf8_percent_encode(user, percent_encoding::NON_ALPHANUMERIC)
+        ))
+        .expect("a URL");
+        next.query_pairs_mut().extend_pairs(
+            query
+                .iter()
+                .filter(|(k, _)| k.as_str() != "$skip")
+                .map(|(k, v)| (k.as_str(), v.as_str())),
+        );
+        next.query_pairs_mut()
+            .append_pair("$skip", &(skip + page).to_string());
+        out["@odata.nextLink"] = json!(next.to_string());
+    }
+    (200, out, Vec::new())
+}
+
+/// Whether `id` is an extended property id as Graph takes them:
+/// `{type} 0x{tag}`, `{type} {guid} Name {name}` or `{type} {guid} Id 0x{id}`.
+fn property_id_ok(id: &str) -> bool {
+    let mut parts = id.splitn(4, ' ');
+    let (Some(kind), Some(second)) = (parts.next(), parts.next()) else {
+        return false;
+    };
+    if !PROPERTY_TYPES.contains(&kind) {
+        return false;
+    }
+    let hex = |t: &str| {
+        t.strip_prefix("0x")
+            .is_some_and(|h| !h.is_empty() && h.chars().all(|c| c.is_ascii_hexdigit()))
+    };
+    match (parts.next(), parts.next()) {
+        (None, None) => hex(second),
+        (Some("Name"), Some(name)) => is_guid(second) && !name.is_empty(),
+        (Some("Id"), Some(n)) => is_guid(second) && hex(n),
+        _ => false,
+    }
+}
+
+fn is_guid(s: &str) -> bool {
+    let Some(inner) = s.strip_prefix('{').and_then(|s| s.strip_suffix('}')) else {
+        return false;
+    };
+    let groups: Vec<&str> = inner.split('-').collect();
+    groups.iter().map(|g| g.len()).eq([8, 4, 4, 4, 12])
+        && groups
+            .iter()
+            .all(|g| g.chars().all(|c| c.is_ascii_hexdigit()))
+}
+
+/// The tag (`0x1035`, lower case) of an extended property id, if it is a
+/// tagged (not named) property.
+fn property_tag(id: &str) -> Option<String> {
+    let mut parts = id.split(' ');
+    parts.next()?;
+    let tag = parts.next()?;
+    (parts.next().is_none()).then(|| tag.to_ascii_lowercase())
+}
+
+fn is_system_time(v: &str) -> bool {
+    chrono::DateTime::parse_from_rfc3339(v).is_ok() && v.ends_with('Z')
+}
+
+/// The extended properties of a create or update body, checked.
+fn extended_properties(json: &Value) -> Result<BTreeMap<String, String>, String> {
+    let mut properties = BTreeMap::new();
+    for p in json["singleValueExtendedProperties"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        let (Some(id), Some(value)) = (p["id"].as_str(), p["value"].as_str()) else {
+            return Err(format!("extended property {p} needs string id and value"));
+        };
+        if !property_id_ok(id) {
+            return Err(format!("{id:?} is not an extended property id"));
+        }
+        if id.starts_with("SystemTime ") && !is_system_time(value) {
+            return Err(format!("{id} = {value:?} is not a UTC ISO 8601 time"));
+        }
+        if id.starts_with("Integer ") && value.parse::<i64>().is_err() {
+            return Err(format!("{id} = {value:?} is not an integer"));
+        }
+        properties.insert(id.to_string(), value.to_string());
+    }
+    Ok(properties)
+}
+
+fn create(
+    s: &mut State,
+    options: &GraphOptions,
+    user: &str,
+    folder: &str,
+    checked: Result<Checked, Problem>,
+) -> Answer {
+    let (properties, attachments, message_id, json) = match checked {
+        Ok(c) => c,
+        Err((code, problem)) => return s.refuse(400, code, &problem),
+    };
+    let size: usize = attachments.iter().map(|a| a.bytes.len()).sum();
+    if size > options.message_limit {
+        return error(
+            400,
+            "ErrorMessageSizeExceeded",
+            "The message exceeds the maximum supported size.",
+        );
+    }
+    let id = s.id("msg-");
+    // Without PR_MESSAGE_FLAGS, or with MSGFLAG_UNSENT, Exchange saves a
+    // draft.
+    let is_draft = properties
+        .get("Integer 0x0E07")
+        .and_then(|f| f.parse::<i64>().ok())
+        .is_none_or(|f| f & 0x8 != 0);
+    let internet_message_id = message_id.unwrap_or_else(|| format!("<{id}@exchange.example.test>"));
+    let path = folder_path(&s.folders[user], folder);
+    s.messages
+        .entry(user.to_string())
+        .or_default()
+        .push(StoredMessage {
+            id: id.clone(),
+            folder: path,
+            folder_id: folder.to_string(),
+            json,
+            properties,
+            internet_message_id: internet_message_id.clone(),
+            is_draft,
+            attachments,
+        });
+    (
+        201,
+        json!({"id": id, "parentFolderId": folder, "isDraft": is_draft,
+            "internetMessageId": internet_message_id}),
+        Vec::new(),
+    )
+}
+
+fn update(s: &mut State, user: &str, id: &str, json: &Value) -> Answer {
+    let Some(obj) = json.as_object() else {
+        return s.refuse(400, "BadRequest", "The body is not an object.");
+    };
+    if let Some(key) = obj.keys().find(|k| !UPDATE_FIELDS.contains(&k.as_str())) {
+        return s.refuse(
+            400,
+            "ErrorInvalidPropertySet",
+            &format!("The property {key} cannot be updated."),
+        );
+    }
+    let properties = match extended_properties(json) {
+        Ok(p) => p,
+        Err(problem) => return s.refuse(400, "ErrorInvalidProperty", &problem),
+    };
+    let Some(is_draft) = message_mut(s, user, id).map(|m| m.is_draft) else {
+        return not_found();
+    };
+    if !is_draft {
+        if let Some(key) = obj.keys().find(|k| DRAFT_ONLY_FIELDS.contains(&k.as_str())) {
+            return s.refuse(
+                400,
+                "ErrorInvalidPropertySet",
+                &format!("{key} can be updated only while the message is a draft."),
+            );
+        }
+        if let Some(frozen) = properties
+            .keys()
+            .find(|k| property_tag(k).is_some_and(|t| FROZEN_PROPERTIES.contains(&t.as_str())))
+        {
+            return s.refuse(
+                400,
+                "ErrorInvalidPropertySet",
+                &format!("{frozen} cannot be changed on a message that is not a draft."),
+            );
         }
     }
+    let m = message_mut(s, user, id).expect("found above");
+    for (k, v) in properties {
+        m.properties.insert(k, v);
+    }
+    for (k, v) in obj {
+        if k != "singleValueExtendedProperties" {
+            m.json[k] = v.clone();
+        }
+    }
+    (200, json!({"id": id, "isDraft": is_draft}), Vec::new())
 }
 
 fn folder_path(folders: &[Folder], id: &str) -> String {
@@ -748,114 +1247,250 @@ fn folder_path(folders: &[Folder], id: &str) -> String {
     names.join("/")
 }
 
-fn is_system_time(v: &str) -> bool {
-    chrono::DateTime::parse_from_rfc3339(v).is_ok() && v.ends_with('Z')
+/// A refusal: Graph's error code and what is wrong.
+type Problem = (&'static str, String);
+
+/// Checks one `fileAttachment` (inline or posted): under 3 MB.
+fn check_attachment(a: &Value) -> Result<StoredAttachment, Problem> {
+    let invalid = |m: String| ("ErrorInvalidRequest", m);
+    if a["@odata.type"].as_str() != Some("#microsoft.graph.fileAttachment") {
+        return Err(invalid(format!("attachment of type {}", a["@odata.type"])));
+    }
+    let name = a["name"]
+        .as_str()
+        .ok_or_else(|| invalid("attachment without name".into()))?;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(
+            a["contentBytes"]
+                .as_str()
+                .ok_or_else(|| invalid("attachment without contentBytes".into()))?,
+        )
+        .map_err(|e| invalid(format!("contentBytes of {name} is not base64: {e}")))?;
+    if bytes.len() >= SMALL_ATTACHMENT_LIMIT {
+        return Err((
+            "ErrorAttachmentSizeShouldNotBeGreaterThanMaximumSize",
+            format!(
+                "{name} has {} bytes: attachments of 3 MB or more need an upload session",
+                bytes.len()
+            ),
+        ));
+    }
+    Ok(StoredAttachment {
+        name: name.to_string(),
+        content_type: a["contentType"].as_str().unwrap_or("").to_string(),
+        bytes,
+        uploaded: false,
+    })
 }
 
-/// Checks a create body; returns its extended properties and attachments.
-fn check_message(
-    json: &Value,
-) -> Result<(BTreeMap<String, String>, Vec<StoredAttachment>), String> {
-    let obj = json.as_object().ok_or("the body is not an object")?;
-    for key in obj.keys() {
-        if !MESSAGE_FIELDS.contains(&key.as_str()) {
-            return Err(format!("unknown or read-only property `{key}`"));
+/// A checked create body: its extended properties, attachments, Message-ID
+/// (if it names one) and the body itself without the attachments.
+type Checked = (
+    BTreeMap<String, String>,
+    Vec<StoredAttachment>,
+    Option<String>,
+    Value,
+);
+
+/// What is checked of a request's body before the server's lock is taken.
+enum Precheck {
+    None,
+    Message(Result<Checked, Problem>),
+    Attachment(Result<StoredAttachment, Problem>),
+}
+
+fn precheck(method: &str, rest: &[&str], json: &Value) -> Precheck {
+    match (method, rest) {
+        ("POST", ["mailFolders", _, "messages"]) => Precheck::Message(check_message(json)),
+        ("POST", ["messages", _, "attachments"]) => Precheck::Attachment(check_attachment(json)),
+        _ => Precheck::None,
+    }
+}
+
+/// Checks a create body.
+fn check_message(json: &Value) -> Result<Checked, Problem> {
+    let invalid = |m: String| ("ErrorInvalidRequest", m);
+    let obj = json
+        .as_object()
+        .ok_or_else(|| invalid("the body is not an object".into()))?;
+    if let Some(key) = obj.keys().find(|k| !CREATE_FIELDS.contains(&k.as_str())) {
+        return Err(invalid(format!("unknown or read-only property `{key}`")));
+    }
+    if let Some(body) = obj.get("body") {
+        match body["contentType"].as_str() {
+            Some("text" | "html") => {}
+            other => return Err(invalid(format!("body.contentType is {other:?}"))),
+        }
+        body["content"]
+            .as_str()
+            .ok_or_else(|| invalid("body.content is not a string".into()))?;
+    }
+    for one in ["from", "sender"] {
+        if let Some(r) = obj.get(one)
+            && r["emailAddress"]["address"].as_str().is_none()
+        {
+            return Err(invalid(format!("{one} without emailAddress.address")));
         }
     }
-    json["subject"].as_str().ok_or("subject is not a string")?;
-    match json["body"]["contentType"].as_str() {
-        Some("text" | "html") => {}
-        other => return Err(format!("body.contentType is {other:?}")),
-    }
-    json["body"]["content"]
-        .as_str()
-        .ok_or("body.content is not a string")?;
-    json["from"]["emailAddress"]["address"]
-        .as_str()
-        .ok_or("from.emailAddress.address missing")?;
-    for list in ["toRecipients", "ccRecipients"] {
+    for list in ["toRecipients", "ccRecipients", "bccRecipients", "replyTo"] {
         for r in json[list].as_array().into_iter().flatten() {
-            r["emailAddress"]["address"]
-                .as_str()
-                .ok_or(format!("{list} entry without emailAddress.address"))?;
-        }
-    }
-    let mut properties = BTreeMap::new();
-    for p in json["singleValueExtendedProperties"]
-        .as_array()
-        .ok_or("no singleValueExtendedProperties")?
-    {
-        let (Some(id), Some(value)) = (p["id"].as_str(), p["value"].as_str()) else {
-            return Err(format!("extended property {p} needs string id and value"));
-        };
-        if !PROPERTIES.contains(&id) {
-            return Err(format!("unexpected extended property {id}"));
-        }
-        properties.insert(id.to_string(), value.to_string());
-    }
-    let flags: i64 = properties
-        .get("Integer 0x0E07")
-        .ok_or("no Integer 0x0E07 (PR_MESSAGE_FLAGS): the message would be a draft")?
-        .parse()
-        .map_err(|_| "Integer 0x0E07 is not an integer")?;
-    if flags & 0x8 != 0 {
-        return Err("PR_MESSAGE_FLAGS has MSGFLAG_UNSENT: a draft".into());
-    }
-    for id in ["SystemTime 0x0E06", "SystemTime 0x0039"] {
-        let v = properties.get(id).ok_or(format!("no {id}"))?;
-        if !is_system_time(v) {
-            return Err(format!("{id} = {v:?} is not a UTC ISO 8601 time"));
-        }
-    }
-    if let Some(mid) = properties.get("String 0x1035")
-        && !(mid.starts_with('<') && mid.ends_with('>') && mid.contains('@'))
-    {
-        return Err(format!("String 0x1035 = {mid:?} is not a <Message-ID>"));
-    }
-    if let Some(headers) = json["internetMessageHeaders"].as_array() {
-        if headers.len() > 5 {
-            return Err("more than 5 internetMessageHeaders".into());
-        }
-        for h in headers {
-            if !h["name"].as_str().is_some_and(|n| n.starts_with("X-")) {
-                return Err(format!("internetMessageHeaders entry {h}: only X- headers"));
+            if r["emailAddress"]["address"].as_str().is_none() {
+                return Err(invalid(format!(
+                    "{list} entry without emailAddress.address"
+                )));
             }
         }
     }
-    let mut attachments = Vec::new();
-    for a in json["attachments"].as_array().into_iter().flatten() {
-        if a["@odata.type"].as_str() != Some("#microsoft.graph.fileAttachment") {
-            return Err(format!("attachment of type {}", a["@odata.type"]));
+    let properties =
+        extended_properties(json).map_err(|problem| ("ErrorInvalidProperty", problem))?;
+    let message_id = match (
+        json["internetMessageId"].as_str(),
+        properties.get("String 0x1035").map(String::as_str),
+    ) {
+        (Some(a), Some(b)) if a != b => {
+            return Err(invalid(format!(
+                "internetMessageId {a:?} and String 0x1035 {b:?} differ"
+            )));
         }
-        let name = a["name"].as_str().ok_or("attachment without name")?;
-        let bytes = base64::engine::general_purpose::STANDARD
-            .decode(
-                a["contentBytes"]
-                    .as_str()
-                    .ok_or("attachment without contentBytes")?,
-            )
-            .map_err(|e| format!("contentBytes of {name} is not base64: {e}"))?;
-        if bytes.len() > 3 << 20 {
-            return Err(format!(
-                "inline attachment {name} of {} bytes: use an upload session",
-                bytes.len()
-            ));
+        (Some(mid), _) | (None, Some(mid)) => {
+            if !(mid.starts_with('<') && mid.ends_with('>') && mid.contains('@')) {
+                return Err((
+                    "ErrorInvalidInternetMessageHeader",
+                    format!("{mid:?} is not a <Message-ID>"),
+                ));
+            }
+            Some(mid.to_string())
         }
-        attachments.push(StoredAttachment {
-            name: name.to_string(),
-            content_type: a["contentType"].as_str().unwrap_or("").to_string(),
-            bytes,
-            uploaded: false,
-        });
+        (None, None) => None,
+    };
+    if let Some(headers) = json["internetMessageHeaders"].as_array() {
+        if headers.len() > 5 {
+            return Err(invalid("more than 5 internetMessageHeaders".into()));
+        }
+        for h in headers {
+            if !h["name"]
+                .as_str()
+                .is_some_and(|n| n.to_ascii_lowercase().starts_with("x-"))
+            {
+                return Err((
+                    "InvalidInternetMessageHeader",
+                    format!("internetMessageHeaders entry {h}: only x- headers"),
+                ));
+            }
+        }
     }
-    Ok((properties, attachments))
+    let attachments = json["attachments"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(check_attachment)
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut stored = json.clone();
+    if let Some(obj) = stored.as_object_mut() {
+        obj.remove("attachments");
+    }
+    Ok((properties, attachments, message_id, stored))
 }
 
-fn upload(s: &mut State, id: &str, range: Option<String>, body: &[u8]) -> Answer {
-    let Some(upload) = s.uploads.get_mut(id) else {
-        return error(404, "ItemNotFound", "no such upload session");
+fn create_upload_session(
+    s: &mut State,
+    options: &GraphOptions,
+    origin: &str,
+    user: &str,
+    id: &str,
+    json: &Value,
+) -> Answer {
+    let item = &json["AttachmentItem"];
+    let (Some("file"), Some(name), Some(size)) = (
+        item["attachmentType"].as_str(),
+        item["name"].as_str(),
+        item["size"].as_u64(),
+    ) else {
+        return s.refuse(
+            400,
+            "ErrorInvalidRequest",
+            &format!("AttachmentItem needs attachmentType file, name and size: {item}"),
+        );
     };
-    let parsed = range.as_deref().and_then(|r| {
+    let size = size as usize;
+    if size < SMALL_ATTACHMENT_LIMIT {
+        return s.refuse(
+            400,
+            "ErrorAttachmentSizeShouldNotBeLessThanMinimumSize",
+            &format!("{name} has {size} bytes: upload sessions take 3 MB or more"),
+        );
+    }
+    if size > UPLOAD_SESSION_MAX {
+        return s.refuse(
+            400,
+            "ErrorAttachmentSizeShouldNotBeGreaterThanMaximumSize",
+            &format!("{name} has {size} bytes: upload sessions take up to 150 MB"),
+        );
+    }
+    let Some(m) = message_mut(s, user, id) else {
+        return not_found();
+    };
+    if m.size() + size > options.message_limit {
+        return error(
+            400,
+            "ErrorMessageSizeExceeded",
+            "The message exceeds the maximum supported size.",
+        );
+    }
+    let sid = s.id("upload-");
+    s.uploads.insert(
+        sid.clone(),
+        Upload {
+            mailbox: user.to_string(),
+            message: id.to_string(),
+            name: name.to_string(),
+            content_type: item["contentType"]
+                .as_str()
+                .unwrap_or("application/octet-stream")
+                .to_string(),
+            size,
+            received: Vec::new(),
+        },
+    );
+    (
+        201,
+        json!({"uploadUrl": format!("{origin}/upload/{sid}"),
+            "expirationDateTime": "2099-01-01T00:00:00Z", "nextExpectedRanges": ["0-"]}),
+        Vec::new(),
+    )
+}
+
+fn upload(s: &mut State, id: &str, request: &Request) -> Answer {
+    if request.header("Authorization").is_some() {
+        return s.refuse(
+            400,
+            "InvalidAuthenticationToken",
+            "An upload PUT carries no Authorization header: the URL is pre-authenticated.",
+        );
+    }
+    if request.header("Content-Type") != Some("application/octet-stream") {
+        return s.refuse(
+            400,
+            "ErrorInvalidRequest",
+            &format!(
+                "an upload PUT needs Content-Type: application/octet-stream, not {:?}",
+                request.header("Content-Type")
+            ),
+        );
+    }
+    let body = &request.body;
+    if body.len() > REQUEST_MAX {
+        return s.refuse(
+            413,
+            "RequestBodyTooLarge",
+            &format!("a chunk of {} bytes: at most 4 MB per PUT", body.len()),
+        );
+    }
+    let Some(upload) = s.uploads.get(id) else {
+        return s.refuse(404, "ErrorItemNotFound", "no such upload session");
+    };
+    let range = request.header("Content-Range");
+    let parsed = range.and_then(|r| {
         let r = r.strip_prefix("bytes ")?;
         let (span, total) = r.split_once('/')?;
         let (a, b) = span.split_once('-')?;
@@ -878,40 +1513,37 @@ fn upload(s: &mut State, id: &str, range: Option<String>, body: &[u8]) -> Answer
                     "range starts at {a}, expected {}",
                     upload.received.len()
                 ))
-            } else if b < a || b - a + 1 != body.len() {
+            } else if b < a || b - a + 1 != body.len() || b >= total {
                 Some(format!("range {a}-{b} for {} bytes", body.len()))
-            } else if b + 1 != total && !body.len().is_multiple_of(CHUNK_UNIT) {
-                Some(format!(
-                    "a chunk of {} bytes is not a multiple of 320 KiB",
-                    body.len()
-                ))
-            } else if body.len() > 60 << 20 {
-                Some("a chunk over 60 MiB".into())
             } else {
                 None
             }
         }
     };
     if let Some(problem) = problem {
-        s.violations.push(format!("upload {id}: {problem}"));
-        return error(416, "InvalidRange", &problem);
+        return s.refuse(416, "InvalidRange", &format!("upload {id}: {problem}"));
     }
+    let upload = s.uploads.get_mut(id).expect("found above");
     upload.received.extend_from_slice(body);
     if upload.received.len() < upload.size {
         let next = upload.received.len();
         return (
             200,
-            json!({"expirationDateTime": "2099-01-01T00:00:00Z", "nextExpectedRanges": [format!("{next}-")]}),
+            json!({"expirationDateTime": "2099-01-01T00:00:00Z", "nextExpectedRanges": [next.to_string()]}),
             Vec::new(),
         );
     }
     let upload = s.uploads.remove(id).expect("present above");
-    s.uploads_done += 1;
-    if let Some(m) = s
-        .messages
-        .get_mut(&upload.mailbox)
-        .and_then(|m| m.iter_mut().find(|m| m.id == upload.message))
-    {
+    s.counts.uploads += 1;
+    if s.down_after_uploads == Some(s.counts.uploads) {
+        s.down = true;
+    }
+    let aid = s.id("att-");
+    let location = format!(
+        "/users('{}')/messages('{}')/attachments('{aid}')",
+        upload.mailbox, upload.message
+    );
+    if let Some(m) = message_mut(s, &upload.mailbox, &upload.message) {
         m.attachments.push(StoredAttachment {
             name: upload.name,
             content_type: upload.content_type,
@@ -919,5 +1551,5 @@ fn upload(s: &mut State, id: &str, range: Option<String>, body: &[u8]) -> Answer
             uploaded: true,
         });
     }
-    (201, Value::Null, Vec::new())
+    (201, Value::Null, vec![("Location".into(), location)])
 }

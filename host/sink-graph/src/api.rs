@@ -1,12 +1,14 @@
 //! Graph requests: the app token, retries on 429/503, error shapes.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use serde_json::{Value, json};
 
-use super::{GraphSettings, UPLOAD_CHUNK, body};
+use super::{GraphSettings, PENDING_PROPERTY, UPLOAD_CHUNK, body};
 use connector_secrets::SecretLookup;
 use connector_sink::{Mailbox, SinkError};
 
@@ -14,6 +16,20 @@ use connector_sink::{Mailbox, SinkError};
 const ATTEMPTS: u32 = 6;
 /// Longest `Retry-After` honoured at once.
 const MAX_WAIT: Duration = Duration::from_secs(120);
+/// What a mailbox address keeps unencoded in a URL path: letters, digits,
+/// `-`, `.`, `_`, `~` and `@`; everything else (`#`, `?`, `/`, `+`, `%`,
+/// non-ASCII) is percent-encoded.
+const MAILBOX_IN_PATH: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~')
+    .remove(b'@');
+/// What Exchange says when an application access policy excludes the
+/// mailbox (documented in "Limiting application permissions to specific
+/// Exchange Online mailboxes"); a missing permission says something else
+/// with the same code.
+const POLICY_DENIAL: &str = "access to odata is disabled";
 
 /// What went wrong with a request, before it is tied to an email.
 #[derive(Debug)]
@@ -25,6 +41,12 @@ pub(super) enum ApiError {
     Unavailable { message: String, maybe_done: bool },
     /// Graph refused this item or mailbox.
     Refused(String),
+    /// 403 `ErrorAccessDenied` before any mailbox answered: either the app
+    /// lacks `Mail.ReadWrite` (then every mailbox answers so) or an
+    /// application access policy excludes this mailbox.
+    Denied(String),
+    /// The folder is gone (deleted meanwhile): find or create it again.
+    FolderGone(String),
     /// The app's credentials are refused or missing.
     Authentication { reason: String, fix: String },
     /// The app cannot work with this tenant as set up.
@@ -32,14 +54,16 @@ pub(super) enum ApiError {
 }
 
 impl ApiError {
-    /// Whether the request may have created something.
+    /// Whether the request may have created something (or left a pending
+    /// copy that could not be deleted yet), or the folder must be found
+    /// again: either way the folder is read again before the next attempt.
     pub(super) fn maybe_done(&self) -> bool {
         matches!(
             self,
             ApiError::Unavailable {
                 maybe_done: true,
                 ..
-            }
+            } | ApiError::FolderGone(_)
         )
     }
 }
@@ -56,6 +80,11 @@ pub(super) struct Api {
     secrets: Arc<dyn SecretLookup>,
     agent: ureq::Agent,
     token: Mutex<Option<Token>>,
+    /// Some mailbox answered a mail request: the app has its permission.
+    answered: AtomicBool,
+    /// Mailbox → when Graph's last `Retry-After` for it ends; every worker
+    /// waits for it, not only the one that was throttled.
+    quiet_until: Mutex<HashMap<String, Instant>>,
 }
 
 /// An answer: status, `Retry-After` seconds, body.
@@ -78,11 +107,48 @@ impl Api {
             secrets,
             agent,
             token: Mutex::new(None),
+            answered: AtomicBool::new(false),
+            quiet_until: Mutex::new(HashMap::new()),
         }
     }
 
+    /// `…/v1.0/users/{mailbox}` with the address percent-encoded.
     fn users(&self, mailbox: &Mailbox) -> String {
-        format!("{}/v1.0/users/{}", self.settings.graph_url, mailbox)
+        format!(
+            "{}/v1.0/users/{}",
+            self.settings.graph_url,
+            utf8_percent_encode(mailbox.as_str(), MAILBOX_IN_PATH)
+        )
+    }
+
+    /// Whether some mailbox has answered a mail request in this run.
+    pub(super) fn has_answered(&self) -> bool {
+        self.answered.load(Ordering::Relaxed)
+    }
+
+    /// Waits while Graph asked to leave `mailbox` alone, looking again
+    /// after each wait (another worker may have been throttled meanwhile).
+    fn wait_quiet(&self, mailbox: &Mailbox) {
+        loop {
+            let until = self
+                .quiet_until
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(mailbox.as_str())
+                .copied();
+            match until.and_then(|u| u.checked_duration_since(Instant::now())) {
+                Some(wait) => std::thread::sleep(wait),
+                None => return,
+            }
+        }
+    }
+
+    /// Leaves `mailbox` alone for `wait` (all workers).
+    fn hold_off(&self, mailbox: &Mailbox, wait: Duration) {
+        let until = Instant::now() + wait;
+        let mut quiet = self.quiet_until.lock().unwrap_or_else(|p| p.into_inner());
+        let slot = quiet.entry(mailbox.to_string()).or_insert(until);
+        *slot = (*slot).max(until);
     }
 
     /// The sink error for `e` while working on `message_id` (empty when
@@ -96,6 +162,22 @@ impl Api {
     ) -> SinkError {
         let target = self.target.clone();
         match e {
+            ApiError::Denied(said) if !self.has_answered() => SinkError::Setup {
+                target,
+                reason: format!(
+                    "{said}; no mailbox has accepted a request so far, so the app most likely lacks the Mail.ReadWrite application permission: grant Mail.ReadWrite (Application, not Delegated) to app {} and give admin consent; if it has it, its application access policy excludes every mailbox tried (check with Test-ApplicationAccessPolicy)",
+                    self.settings.client_id
+                ),
+            },
+            ApiError::Denied(said) => SinkError::Refused {
+                target,
+                mailbox: mailbox.to_string(),
+                message_id: format!("(folder {folder})"),
+                reason: format!(
+                    "{said}; other mailboxes accept the app, so an application access policy excludes this one: add it to the policy's group or fix the mapping"
+                ),
+            },
+            ApiError::FolderGone(message) => SinkError::Unavailable { target, message },
             ApiError::Invalid(reason) | ApiError::Refused(reason) => SinkError::Refused {
                 target,
                 mailbox: mailbox.to_string(),
@@ -201,31 +283,37 @@ impl Api {
         }
     }
 
-    /// Sends a Graph request with the app token. 429 (and 503 when
-    /// `creates` is false) wait for `Retry-After` and try again; 401 gets a
-    /// new token once. `creates`: the request has effects that a cut-off
-    /// or 5xx answer may or may not have had.
+    /// Sends a Graph request for `mailbox` with the app token. 429, 503
+    /// and 504 wait for `Retry-After` (or back off exponentially without
+    /// one) and try again, except a 503/504 to a request that `creates`
+    /// (it may have taken effect: the caller reads the folder again
+    /// first); 401 gets a new token once.
     fn call(
         &self,
+        mailbox: &Mailbox,
         method: &str,
         url: &str,
         body: Option<&Value>,
         creates: bool,
     ) -> Result<Value, ApiError> {
+        // Serialized once, before waiting: what goes out right after the
+        // wait is then only the sending.
+        let text = body.map(Value::to_string);
         let mut renewed = false;
         let mut attempt = 0;
         loop {
             attempt += 1;
             let token = self.token()?;
+            self.wait_quiet(mailbox);
             let request = self
                 .agent
                 .request(method, url)
                 .set("Authorization", &format!("Bearer {token}"))
                 .set("Accept", "application/json");
-            let sent = match body {
-                Some(b) => request
+            let sent = match &text {
+                Some(t) => request
                     .set("Content-Type", "application/json")
-                    .send_string(&b.to_string()),
+                    .send_string(t),
                 None => request.call(),
             };
             let answer = match answer(sent) {
@@ -239,6 +327,7 @@ impl Api {
             };
             let status = answer.status;
             if (200..300).contains(&status) {
+                self.answered.store(true, Ordering::Relaxed);
                 return Ok(serde_json::from_str(&answer.body).unwrap_or(Value::Null));
             }
             let (code, message) = graph_error(&answer.body);
@@ -255,23 +344,25 @@ impl Api {
                         fix: "check that the app registration has the Mail.ReadWrite application permission with admin consent and that its client secret is current".into(),
                     });
                 }
-                429 | 503 if attempt < ATTEMPTS && !(creates && status == 503) => {
-                    let wait = Duration::from_secs(answer.retry_after.unwrap_or(2 << attempt))
-                        .min(MAX_WAIT);
-                    tracing::info!(
-                        url,
-                        status,
-                        ?wait,
-                        "Graph throttled; waiting for Retry-After"
-                    );
-                    std::thread::sleep(wait);
+                429 | 503 | 504 if attempt < ATTEMPTS && !(creates && status != 429) => {
+                    let wait = throttle_wait(answer.retry_after, attempt);
+                    self.hold_off(mailbox, wait);
+                    tracing::info!(url, status, ?wait, "Graph throttled; waiting");
                     continue;
                 }
                 429 | 500..=599 => {
+                    if let Some(seconds) = answer.retry_after {
+                        self.hold_off(mailbox, Duration::from_secs(seconds).min(MAX_WAIT));
+                    }
                     return Err(ApiError::Unavailable {
                         message: said,
                         maybe_done: creates && status != 429,
                     });
+                }
+                413 => {
+                    return Err(ApiError::Refused(format!(
+                        "{said}; the request was over Graph's 4 MB limit"
+                    )));
                 }
                 403 if code == "Authorization_RequestDenied"
                     || message
@@ -279,14 +370,20 @@ impl Api {
                         .contains("insufficient privileges") =>
                 {
                     return Err(ApiError::Setup(format!(
-                        "{said}; the app lacks the Mail.ReadWrite application permission or its admin consent"
+                        "{said}; the app lacks the Mail.ReadWrite application permission or its admin consent: grant it in the app registration's API permissions and consent as an administrator"
                     )));
+                }
+                403 if code == "ErrorAccessDenied"
+                    && !message.to_ascii_lowercase().contains(POLICY_DENIAL) =>
+                {
+                    return Err(ApiError::Denied(said));
                 }
                 403 => {
                     return Err(ApiError::Refused(format!(
-                        "{said}; the mailbox may be outside the app's application access policy"
+                        "{said}; the app's application access policy excludes this mailbox: add it to the policy's group (New-ApplicationAccessPolicy -PolicyScopeGroupId) or fix the mapping"
                     )));
                 }
+                404 if code == "ErrorItemNotFound" => return Err(ApiError::FolderGone(said)),
                 404 if matches!(
                     code.as_str(),
                     "ErrorInvalidUser" | "MailboxNotEnabledForRESTAPI" | "MailboxNotFound"
@@ -314,16 +411,17 @@ impl Api {
         }
         for name in segments {
             let base = format!("{}/mailFolders/{parent}/childFolders", self.users(mailbox));
-            parent = match self.find_child(&base, name)? {
+            parent = match self.find_child(mailbox, &base, name)? {
                 Some(id) => id,
                 None => {
-                    match self.call("POST", &base, Some(&json!({"displayName": name})), false) {
+                    let create = json!({"displayName": name});
+                    match self.call(mailbox, "POST", &base, Some(&create), false) {
                         Ok(created) => created["id"]
                             .as_str()
                             .map(str::to_string)
                             .ok_or_else(|| ApiError::Refused(format!("{base}: no folder id")))?,
                         Err(ApiError::Refused(said)) if said.contains(" 409 ") => self
-                            .find_child(&base, name)?
+                            .find_child(mailbox, &base, name)?
                             .ok_or(ApiError::Refused(said))?,
                         Err(e) => return Err(e),
                     }
@@ -333,13 +431,18 @@ impl Api {
         Ok(parent)
     }
 
-    fn find_child(&self, base: &str, name: &str) -> Result<Option<String>, ApiError> {
+    fn find_child(
+        &self,
+        mailbox: &Mailbox,
+        base: &str,
+        name: &str,
+    ) -> Result<Option<String>, ApiError> {
         let mut url = url::Url::parse(base).map_err(|e| ApiError::Setup(e.to_string()))?;
         url.query_pairs_mut().append_pair(
             "$filter",
             &format!("displayName eq '{}'", name.replace('\'', "''")),
         );
-        let found = self.call("GET", url.as_str(), None, false)?;
+        let found = self.call(mailbox, "GET", url.as_str(), None, false)?;
         Ok(found["value"]
             .as_array()
             .and_then(|v| v.first())
@@ -347,26 +450,49 @@ impl Api {
             .map(str::to_string))
     }
 
-    /// Message-ID (without brackets) → message id of every message in a
-    /// folder, following `@odata.nextLink`.
-    pub(super) fn message_ids(
+    /// What a folder holds, following `@odata.nextLink`.
+    pub(super) fn folder_contents(
         &self,
         mailbox: &Mailbox,
         folder_id: &str,
-    ) -> Result<HashMap<String, String>, ApiError> {
-        let mut out = HashMap::new();
-        let mut next = Some(format!(
-            "{}/mailFolders/{folder_id}/messages?$select=internetMessageId&$top=1000",
+    ) -> Result<Contents, ApiError> {
+        let mut out = Contents::default();
+        let mut first = url::Url::parse(&format!(
+            "{}/mailFolders/{folder_id}/messages",
             self.users(mailbox)
-        ));
+        ))
+        .map_err(|e| ApiError::Setup(e.to_string()))?;
+        first
+            .query_pairs_mut()
+            .append_pair("$select", "internetMessageId")
+            .append_pair(
+                "$expand",
+                &format!("singleValueExtendedProperties($filter=id eq '{PENDING_PROPERTY}')"),
+            )
+            .append_pair("$top", "1000");
+        let mut next = Some(first.to_string());
         while let Some(url) = next.take() {
-            let page = self.call("GET", &url, None, false)?;
+            let page = self.call(mailbox, "GET", &url, None, false)?;
             for m in page["value"].as_array().into_iter().flatten() {
-                if let (Some(mid), Some(id)) = (m["internetMessageId"].as_str(), m["id"].as_str()) {
-                    out.insert(
-                        mid.trim().trim_matches(['<', '>']).to_string(),
-                        id.to_string(),
-                    );
+                let (Some(mid), Some(id)) = (m["internetMessageId"].as_str(), m["id"].as_str())
+                else {
+                    continue;
+                };
+                let mid = mid.trim().trim_matches(['<', '>']).to_string();
+                let pending = m["singleValueExtendedProperties"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|p| {
+                        p["id"]
+                            .as_str()
+                            .is_some_and(|i| i.eq_ignore_ascii_case(PENDING_PROPERTY))
+                            && p["value"] == "1"
+                    });
+                if pending {
+                    out.incomplete.entry(mid).or_default().push(id.to_string());
+                } else {
+                    out.complete.insert(mid, id.to_string());
                 }
             }
             next = page["@odata.nextLink"].as_str().map(str::to_string);
@@ -382,7 +508,7 @@ impl Api {
         json: &Value,
     ) -> Result<String, ApiError> {
         let url = format!("{}/mailFolders/{folder_id}/messages", self.users(mailbox));
-        let created = self.call("POST", &url, Some(json), true)?;
+        let created = self.call(mailbox, "POST", &url, Some(json), true)?;
         created["id"]
             .as_str()
             .map(str::to_string)
@@ -392,39 +518,60 @@ impl Api {
             })
     }
 
-    /// Sets the Message-ID property once the attachments are in.
-    pub(super) fn set_message_id(
+    /// Adds one attachment under 3 MB with `POST …/attachments`. Not
+    /// repeated after a 503/504 or a cut-off answer (it may have been
+    /// added): the caller deletes the message and creates it again.
+    pub(super) fn post_attachment(
         &self,
         mailbox: &Mailbox,
-        id: &str,
-        message_id: &str,
+        message: &str,
+        attachment: &body::Attachment,
     ) -> Result<(), ApiError> {
-        let url = format!("{}/messages/{id}", self.users(mailbox));
-        let patch =
-            json!({"singleValueExtendedProperties": [body::message_id_property(message_id)]});
-        self.call("PATCH", &url, Some(&patch), false).map(|_| ())
+        let url = format!("{}/messages/{message}/attachments", self.users(mailbox));
+        self.call(mailbox, "POST", &url, Some(&attachment.json()), true)
+            .map(|_| ())
     }
 
-    /// Deletes a message.
+    /// Marks a message complete ([`PENDING_PROPERTY`] = 0) once its
+    /// attachments are in: a named property, which Exchange lets an app
+    /// change on a received item (unlike the Message-ID or the flags).
+    pub(super) fn mark_complete(&self, mailbox: &Mailbox, id: &str) -> Result<(), ApiError> {
+        let url = format!("{}/messages/{id}", self.users(mailbox));
+        let patch = json!({"singleValueExtendedProperties": [body::pending_property("0")]});
+        self.call(mailbox, "PATCH", &url, Some(&patch), false)
+            .map(|_| ())
+    }
+
+    /// Deletes a message; one already gone is fine.
     pub(super) fn delete_message(&self, mailbox: &Mailbox, id: &str) -> Result<(), ApiError> {
         let url = format!("{}/messages/{id}", self.users(mailbox));
-        self.call("DELETE", &url, None, false).map(|_| ())
+        match self.call(mailbox, "DELETE", &url, None, false) {
+            Ok(_) | Err(ApiError::FolderGone(_)) => Ok(()),
+            Err(e) => Err(e),
+        }
     }
 
-    /// Uploads one attachment through an upload session.
+    /// Uploads one attachment of 3 MB or more through an upload session,
+    /// in chunks of [`UPLOAD_CHUNK`] with `Content-Type:
+    /// application/octet-stream` and no token (the upload URL carries its
+    /// own authorization).
     pub(super) fn upload_attachment(
         &self,
         mailbox: &Mailbox,
         message: &str,
-        name: &str,
-        content_type: &str,
-        bytes: &[u8],
+        attachment: &body::Attachment,
     ) -> Result<(), ApiError> {
+        let body::Attachment {
+            name,
+            content_type,
+            bytes,
+        } = attachment;
         let url = format!(
             "{}/messages/{message}/attachments/createUploadSession",
             self.users(mailbox)
         );
         let session = self.call(
+            mailbox,
             "POST",
             &url,
             Some(&json!({"AttachmentItem": {
@@ -444,10 +591,10 @@ impl Api {
         let mut attempt = 0;
         while start < total {
             let end = (start + UPLOAD_CHUNK).min(total);
-            // The upload URL carries its own authorization: no token.
             let sent = self
                 .agent
                 .put(&upload)
+                .set("Content-Type", "application/octet-stream")
                 .set(
                     "Content-Range",
                     &format!("bytes {start}-{}/{total}", end - 1),
@@ -473,11 +620,9 @@ impl Api {
                         start = total;
                     }
                 }
-                429 | 503 if attempt + 1 < ATTEMPTS => {
+                429 | 503 | 504 if attempt + 1 < ATTEMPTS => {
                     attempt += 1;
-                    let wait = Duration::from_secs(answer.retry_after.unwrap_or(2 << attempt))
-                        .min(MAX_WAIT);
-                    std::thread::sleep(wait);
+                    std::thread::sleep(throttle_wait(answer.retry_after, attempt));
                 }
                 status => {
                     let (code, message) = graph_error(&answer.body);
@@ -498,6 +643,22 @@ impl Api {
         }
         Ok(())
     }
+}
+
+/// How long to wait after a throttled answer: its `Retry-After`, else an
+/// exponential backoff (1 s, 2 s, 4 s, …).
+fn throttle_wait(retry_after: Option<u64>, attempt: u32) -> Duration {
+    Duration::from_secs(retry_after.unwrap_or(1 << attempt.saturating_sub(1).min(6))).min(MAX_WAIT)
+}
+
+/// What a folder holds: Message-ID (without brackets) → message id.
+#[derive(Debug, Default)]
+pub(super) struct Contents {
+    /// Complete messages.
+    pub complete: HashMap<String, String>,
+    /// Messages still marked pending (a run stopped while adding their
+    /// attachments): not delivered, to delete before creating again.
+    pub incomplete: HashMap<String, Vec<String>>,
 }
 
 /// The status, `Retry-After` and body of a response, or why there is none.

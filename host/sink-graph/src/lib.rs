@@ -13,16 +13,24 @@
 //! 0x0039` (sent) and `String 0x1035` (the Message-ID). The MIME bytes
 //! themselves are not stored: what Graph holds is compared field by field.
 //!
-//! **Attachments.** Up to 3 MB each, and as long as the request stays
-//! under Graph's ~4 MB, they go inline as base64 `fileAttachment`s. Larger
-//! ones go, after the create, through `createUploadSession` and PUTs of
-//! byte ranges (`Content-Range`, chunks of a multiple of 320 KiB). Such a
-//! message is created *without* its Message-ID property, which is PATCHed
-//! on only once every attachment is in: until then [`Sink::contains`] does
-//! not count it, so a failure in between never passes for a stored email.
-//! A failed upload deletes the half-made message (best effort); a crash in
-//! between leaves an item without Message-ID that the next run does not
-//! count and creates again.
+//! **Attachments** follow "Attach large files to Outlook messages": one
+//! of [`UPLOAD_SESSION_MIN`] (3 MB) or more goes, after the create,
+//! through `createUploadSession` and PUTs of byte ranges (`Content-Range`,
+//! `Content-Type: application/octet-stream`, chunks of [`UPLOAD_CHUNK`],
+//! under 4 MB); smaller ones go inline in the create request as long as
+//! it stays within [`REQUEST_BUDGET`] (base64 and JSON counted; Graph
+//! answers 413 above 4 MB), the rest one by one with `POST
+//! …/attachments`. Graph refuses upload sessions under 3 MB.
+//!
+//! **Complete or not.** The Message-ID is set at the create (Exchange
+//! refuses to change it, or the flags, on a received item). A message
+//! whose attachments follow the create is created with the named property
+//! [`PENDING_PROPERTY`] = 1 and PATCHed to 0 once they are all in. A
+//! message still pending (a failure or crash in between) is not
+//! delivered: [`Sink::contains`] does not count it, and the next delivery
+//! of that email deletes it before creating the email again, so it lands
+//! exactly once. A failed attempt also deletes its half-made message at
+//! once when it can.
 //!
 //! **What is there.** Per mailbox and folder one paged query
 //! (`$select=internetMessageId`, following `@odata.nextLink`) is cached for
@@ -31,16 +39,23 @@
 //! exists" is fine).
 //!
 //! **Limits and errors.** At most 4 requests in flight per mailbox
-//! (Exchange's limit for an app) and `max-concurrency` in all. 429 and 503
-//! wait for `Retry-After` and try again (a few times, then
-//! [`SinkError::Unavailable`]); a create answered 5xx or cut off may have
-//! happened, so the folder is read again before that email is sent again.
-//! 401 gets a new token once, then [`SinkError::Authentication`] (fatal);
-//! a refused token request is fatal too. 404 for a mailbox (no such user,
-//! no Exchange mailbox) and 403 `ErrorAccessDenied` (the mailbox is outside
-//! the app's application access policy) are [`SinkError::Refused`] for
-//! that mailbox; 403 `Authorization_RequestDenied` (the app lacks the
-//! permission or admin consent) is [`SinkError::Setup`] (fatal).
+//! (Exchange's limit for an app) and `max-concurrency` in all. 429, 503
+//! and 504 wait for `Retry-After` (exponential backoff without one; every
+//! worker holds off that mailbox) and try again (a few times, then
+//! [`SinkError::Unavailable`]); a create answered 503/504 or cut off may
+//! have happened, so the folder is read again before that email is sent
+//! again. A folder deleted meanwhile (404 `ErrorItemNotFound`) is found or
+//! created again on the retry. 401 gets a new token once, then
+//! [`SinkError::Authentication`] (fatal); a refused token request is fatal
+//! too. 404 for a mailbox (no such user, no Exchange mailbox) refuses that
+//! mailbox ([`SinkError::Refused`] for its emails; [`Sink::contains`]
+//! answers `false` so that the run goes on). 403 `ErrorAccessDenied` is
+//! what Exchange answers both when the app lacks `Mail.ReadWrite` and when
+//! an application access policy excludes the mailbox: it refuses that
+//! mailbox once another mailbox has accepted a request (or the answer
+//! names the policy), and otherwise stops the run with
+//! [`SinkError::Setup`] saying to grant `Mail.ReadWrite`. 403
+//! `Authorization_RequestDenied` is [`SinkError::Setup`] too.
 //!
 //! Receipts read `graph:<mailbox>/<folder>;id=<Graph message id>`.
 
@@ -52,19 +67,29 @@ use std::fmt;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
-use self::api::{Api, ApiError};
+use self::api::{Api, ApiError, Contents};
 use connector_secrets::SecretLookup;
 use connector_sink::{Delivery, Email, Mailbox, Receipt, Sink, SinkError};
 use serde::Deserialize;
 
-/// Attachments larger than this go through an upload session.
-pub const INLINE_ATTACHMENT_MAX: usize = 3 << 20;
-/// Most bytes of inline attachments (before base64) in one create request.
-pub const INLINE_TOTAL_MAX: usize = 3 << 20;
+/// Attachments of this size or more go through an upload session, smaller
+/// ones in a create or `POST …/attachments` request: Graph documents
+/// upload sessions for 3 MB to 150 MB and refuses them below
+/// (`ErrorAttachmentSizeShouldNotBeLessThanMinimumSize`).
+pub const UPLOAD_SESSION_MIN: usize = 3_000_000;
+/// Most bytes of JSON the sink puts in one request: Graph refuses requests
+/// over 4 MB (413); 16 KiB are left for the request line and headers.
+pub const REQUEST_BUDGET: usize = (4 << 20) - (16 << 10);
 /// Exchange's limit of concurrent requests per app and mailbox.
 pub const PER_MAILBOX_CONCURRENCY: usize = 4;
-/// Upload-session chunk size: a multiple of 320 KiB, as Graph requires.
-pub const UPLOAD_CHUNK: usize = 320 * 1024 * 10;
+/// Upload-session chunk size: under Outlook's 4 MB per PUT, and a
+/// multiple of 320 KiB (12 × 320 KiB) for servers that want that.
+pub const UPLOAD_CHUNK: usize = 320 * 1024 * 12;
+/// The named extended property that marks a message whose attachments are
+/// still being added ("1") or complete ("0"); absent on messages created
+/// whole.
+pub const PENDING_PROPERTY: &str =
+    "Integer {6f1c3c8e-53b1-4c5e-9a51-8d6c0b1e2a47} Name ConnectorAttachmentsPending";
 
 /// `[sink] kind = "graph"`: Exchange Online through Microsoft Graph with
 /// an app registration (client credentials).
@@ -167,8 +192,11 @@ impl GraphSettings {
 struct FolderState {
     /// Graph's folder id.
     id: String,
-    /// Message-ID → Graph message id.
+    /// Message-ID → Graph message id of complete messages.
     known: HashMap<String, String>,
+    /// Message-ID → messages still pending: not delivered, deleted before
+    /// the email is created again.
+    incomplete: HashMap<String, Vec<String>>,
     /// A create may have happened unseen: read the folder again.
     stale: bool,
 }
@@ -177,6 +205,19 @@ struct FolderState {
 pub struct GraphSink {
     api: Arc<Api>,
     folders: HashMap<(Mailbox, String), FolderState>,
+    /// Mailboxes Graph refused for this sink's life (unknown, or access
+    /// denied): their emails are refused without asking again.
+    refused: HashMap<Mailbox, Refusal>,
+}
+
+/// Why a mailbox was refused.
+#[derive(Debug, Clone)]
+enum Refusal {
+    /// 403 `ErrorAccessDenied` that may mean a missing permission: judged
+    /// when reported (see [`ApiError::Denied`]).
+    Denied(String),
+    /// Refused for good (unknown mailbox, access policy).
+    Refused(String),
 }
 
 impl fmt::Debug for GraphSink {
@@ -208,30 +249,70 @@ impl GraphSink {
         GraphSink {
             api: Arc::new(Api::new(settings, secrets)),
             folders: HashMap::new(),
+            refused: HashMap::new(),
+        }
+    }
+
+    /// The error to report for an email to a refused mailbox.
+    fn refusal(
+        &self,
+        refusal: &Refusal,
+        mailbox: &Mailbox,
+        message_id: &str,
+        folder: &str,
+    ) -> SinkError {
+        let e = match refusal {
+            Refusal::Denied(said) => ApiError::Denied(said.clone()),
+            Refusal::Refused(said) => ApiError::Refused(said.clone()),
+        };
+        self.api.sink_error(e, mailbox, message_id, folder)
+    }
+
+    /// Readies the folder; a refused mailbox is remembered (and reported
+    /// with its emails) rather than returned.
+    fn try_folder(&mut self, mailbox: &Mailbox, folder: &str) -> Result<bool, SinkError> {
+        if self.refused.contains_key(mailbox) {
+            return Ok(false);
+        }
+        match self.ready_folder(mailbox, folder) {
+            Ok(()) => Ok(true),
+            Err(ApiError::Denied(said)) => {
+                self.refused.insert(mailbox.clone(), Refusal::Denied(said));
+                Ok(false)
+            }
+            Err(ApiError::Refused(said)) => {
+                self.refused.insert(mailbox.clone(), Refusal::Refused(said));
+                Ok(false)
+            }
+            Err(e) => Err(self.api.sink_error(e, mailbox, "", folder)),
         }
     }
 
     /// The folder's state, found or created and read when needed.
-    fn ready_folder(&mut self, mailbox: &Mailbox, folder: &str) -> Result<(), SinkError> {
+    fn ready_folder(&mut self, mailbox: &Mailbox, folder: &str) -> Result<(), ApiError> {
         let key = (mailbox.clone(), folder.to_string());
         if self.folders.get(&key).is_some_and(|f| !f.stale) {
             return Ok(());
         }
         // Found again when stale too: it may have been deleted meanwhile.
-        let id = self
-            .api
-            .folder_id(mailbox, folder)
-            .map_err(|e| self.api.sink_error(e, mailbox, "", folder))?;
-        let known = self
-            .api
-            .message_ids(mailbox, &id)
-            .map_err(|e| self.api.sink_error(e, mailbox, "", folder))?;
-        tracing::debug!(%mailbox, folder, messages = known.len(), "Graph folder read");
+        let id = self.api.folder_id(mailbox, folder)?;
+        let Contents {
+            complete,
+            incomplete,
+        } = self.api.folder_contents(mailbox, &id)?;
+        tracing::debug!(
+            %mailbox,
+            folder,
+            messages = complete.len(),
+            incomplete = incomplete.len(),
+            "Graph folder read"
+        );
         self.folders.insert(
             key,
             FolderState {
                 id,
-                known,
+                known: complete,
+                incomplete,
                 stale: false,
             },
         );
@@ -296,7 +377,10 @@ impl Sink for GraphSink {
         folder: &str,
         message_id: &str,
     ) -> Result<bool, SinkError> {
-        self.ready_folder(mailbox, folder)?;
+        if !self.try_folder(mailbox, folder)? {
+            // Refused: its emails are reported by `deliver`.
+            return Ok(false);
+        }
         Ok(self.folders[&(mailbox.clone(), folder.to_string())]
             .known
             .contains_key(message_id))
@@ -315,7 +399,7 @@ impl Sink for GraphSink {
             if failed_folders.contains_key(&key) {
                 continue;
             }
-            if let Err(e) = self.ready_folder(d.mailbox, d.folder) {
+            if let Err(e) = self.try_folder(d.mailbox, d.folder) {
                 failed_folders.insert(key, e);
             }
         }
@@ -327,6 +411,15 @@ impl Sink for GraphSink {
             let key = (d.mailbox.clone(), d.folder.to_string());
             if let Some(e) = failed_folders.get(&key) {
                 results[i] = Some(Err(e.clone()));
+                continue;
+            }
+            if let Some(refusal) = self.refused.get(d.mailbox) {
+                results[i] = Some(Err(self.refusal(
+                    refusal,
+                    d.mailbox,
+                    &d.email.message_id,
+                    d.folder,
+                )));
                 continue;
             }
             if let Some(id) = self.folders[&key].known.get(&d.email.message_id) {
@@ -345,16 +438,18 @@ impl Sink for GraphSink {
             });
         }
         let workers = self.api.settings.max_concurrency.min(jobs.len()).max(1);
-        let folder_ids: HashMap<usize, String> = jobs
+        // Each job's folder id and the pending copies it deletes first.
+        let plans: HashMap<usize, (String, Vec<String>)> = jobs
             .iter()
             .map(|j| {
                 let d = &batch[j.index];
-                (
-                    j.index,
-                    self.folders[&(d.mailbox.clone(), d.folder.to_string())]
-                        .id
-                        .clone(),
-                )
+                let folder = &self.folders[&(d.mailbox.clone(), d.folder.to_string())];
+                let stale = folder
+                    .incomplete
+                    .get(&d.email.message_id)
+                    .cloned()
+                    .unwrap_or_default();
+                (j.index, (folder.id.clone(), stale))
             })
             .collect();
         let scheduler = Scheduler {
@@ -368,7 +463,8 @@ impl Sink for GraphSink {
                 scope.spawn(|| {
                     while let Some(job) = scheduler.next() {
                         let d = &batch[job.index];
-                        let result = create(api, d.mailbox, &folder_ids[&job.index], d.email);
+                        let (folder_id, pending) = &plans[&job.index];
+                        let result = redo(api, d.mailbox, folder_id, pending, d.email);
                         scheduler.done(&job.mailbox);
                         done.lock()
                             .unwrap_or_else(|p| p.into_inner())
@@ -384,6 +480,7 @@ impl Sink for GraphSink {
             results[i] = Some(match result {
                 Ok(id) => {
                     if let Some(f) = self.folders.get_mut(&key) {
+                        f.incomplete.remove(&d.email.message_id);
                         f.known.insert(d.email.message_id.clone(), id.clone());
                     }
                     Ok(receipt(d, &id))
@@ -392,6 +489,8 @@ impl Sink for GraphSink {
                     if e.maybe_done()
                         && let Some(f) = self.folders.get_mut(&key)
                     {
+                        // What the attempt may have left is found (and a
+                        // pending copy deleted) on the retry.
                         f.stale = true;
                     }
                     Err(self
@@ -413,7 +512,24 @@ impl Sink for GraphSink {
     }
 }
 
-/// Creates one email in a folder; returns its Graph id.
+/// Deletes the pending copies a stopped attempt left of `email`, then
+/// creates it; returns its Graph id.
+fn redo(
+    api: &Api,
+    mailbox: &Mailbox,
+    folder_id: &str,
+    pending: &[String],
+    email: &Email,
+) -> Result<String, ApiError> {
+    for id in pending {
+        api.delete_message(mailbox, id)?;
+        tracing::info!(%mailbox, id, message_id = %email.message_id, "deleted an incomplete copy before creating the email again");
+    }
+    create(api, mailbox, folder_id, email)
+}
+
+/// Creates one email in a folder, with the attachments that follow the
+/// create; returns its Graph id.
 fn create(
     api: &Api,
     mailbox: &Mailbox,
@@ -422,18 +538,31 @@ fn create(
 ) -> Result<String, ApiError> {
     let built = body::message_json(email).map_err(ApiError::Invalid)?;
     let id = api.create_message(mailbox, folder_id, &built.json)?;
-    if built.large.is_empty() {
+    if built.posted.is_empty() && built.uploaded.is_empty() {
         return Ok(id);
     }
-    let uploaded = built.large.iter().try_for_each(|att| {
-        api.upload_attachment(mailbox, &id, &att.name, &att.content_type, &att.bytes)
-    });
-    let finished = uploaded.and_then(|()| api.set_message_id(mailbox, &id, &email.message_id));
+    let finished = built
+        .posted
+        .iter()
+        .try_for_each(|att| api.post_attachment(mailbox, &id, att))
+        .and_then(|()| {
+            built
+                .uploaded
+                .iter()
+                .try_for_each(|att| api.upload_attachment(mailbox, &id, att))
+        })
+        .and_then(|()| api.mark_complete(mailbox, &id));
     if let Err(e) = finished {
-        // Without its Message-ID the half-made item is not counted; remove
-        // it so that the retry leaves a single copy.
+        // Still pending, the half-made item is not counted; remove it now
+        // if possible (else the retry, which reads the folder again, does).
         if let Err(d) = api.delete_message(mailbox, &id) {
-            tracing::warn!(%mailbox, id, "cannot delete a half-made message: {d:?}");
+            tracing::warn!(%mailbox, id, "cannot delete a half-made message yet: {d:?}");
+            if let ApiError::Unavailable { message, .. } = e {
+                return Err(ApiError::Unavailable {
+                    message,
+                    maybe_done: true,
+                });
+            }
         }
         return Err(e);
     }
