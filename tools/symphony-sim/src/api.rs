@@ -3,7 +3,7 @@
 
 use serde::Serialize;
 
-use crate::data::{Dataset, Member, POD_COMPANY, POD_COMPANY_ID};
+use crate::data::{Dataset, Member, POD_COMPANY, POD_COMPANY_ID, payload_id};
 
 /// `Error` (pod, login) / `V2Error` (agent): `{"code": 401, "message": "Invalid session"}`.
 #[derive(Debug, Serialize)]
@@ -293,7 +293,7 @@ impl Dataset {
 
     pub(crate) fn v4_stream(&self, s: usize) -> V4Stream {
         V4Stream {
-            stream_id: self.streams[s].id.clone(),
+            stream_id: payload_id(&self.streams[s].id),
             stream_type: self.streams[s].kind.as_str(),
         }
     }
@@ -355,7 +355,7 @@ impl Dataset {
             .collect();
         let is_room = s.kind == crate::StreamType::Room;
         V2AdminStreamInfo {
-            id: s.id.clone(),
+            id: payload_id(&s.id),
             is_external: s.external,
             is_active: s.active,
             is_public: is_room.then_some(s.public),
@@ -392,9 +392,9 @@ impl Dataset {
 
     pub(crate) fn v4_message(&self, mi: usize) -> V4Message {
         let m = &self.messages[mi];
-        let id = |i: Option<usize>| i.map(|i| self.messages[i].id.clone());
+        let id = |i: Option<usize>| i.map(|i| payload_id(&self.messages[i].id));
         V4Message {
-            message_id: m.id.clone(),
+            message_id: payload_id(&m.id),
             parent_message_id: id(m.parent.map(|p| p.0)),
             timestamp: m.ts,
             message: m.rendered.presentation.clone(),
@@ -432,7 +432,7 @@ impl Dataset {
         let m = &self.messages[e.message];
         V4Event {
             id: e.id.clone(),
-            message_id: m.id.clone(),
+            message_id: payload_id(&m.id),
             timestamp: e.at,
             kind: "MESSAGESUPPRESSED",
             initiator: V4Initiator {
@@ -440,7 +440,7 @@ impl Dataset {
             },
             payload: V4Payload {
                 message_suppressed: V4MessageSuppressed {
-                    message_id: m.id.clone(),
+                    message_id: payload_id(&m.id),
                     stream: self.v4_stream(m.stream),
                 },
             },

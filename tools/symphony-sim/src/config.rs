@@ -55,6 +55,46 @@ pub enum SuppressionMode {
     Applied,
 }
 
+/// Which streams the service accounts are members of. A pod serves a stream's messages,
+/// single messages and attachments only to its members; the admin endpoints (stream list,
+/// membership lists) see every stream whatever the caller's memberships.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum Membership {
+    /// Every stream, as a service account added to each conversation.
+    All,
+    /// Every other stream in creation order (the first, third, ...), as on a pod where the
+    /// account was added to some conversations only (the default).
+    #[default]
+    Half,
+    /// No stream: only the datahose and the admin endpoints show anything.
+    None,
+}
+
+impl Membership {
+    /// Whether the service accounts are members of the stream at `index` (creation order).
+    pub fn includes(self, index: usize) -> bool {
+        match self {
+            Membership::All => true,
+            Membership::Half => index.is_multiple_of(2),
+            Membership::None => false,
+        }
+    }
+}
+
+impl FromStr for Membership {
+    type Err = SimError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "all" => Ok(Membership::All),
+            "half" => Ok(Membership::Half),
+            "none" => Ok(Membership::None),
+            _ => Err(SimError::Config(format!(
+                "unknown membership {s:?} (all, half or none)"
+            ))),
+        }
+    }
+}
+
 /// A service account that may log in with an RS512 JWT signed by its private key.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ServiceAccount {
@@ -107,8 +147,18 @@ pub struct SimConfig {
     pub suppressions: SuppressionMode,
     /// Accounts allowed to log in (default: the test account only).
     pub service_accounts: Vec<ServiceAccount>,
-    /// Lifetime of session and key-manager tokens (default: unlimited).
+    /// Lifetime of session and key-manager tokens (default: one hour, a pod's shortest
+    /// setting; `None` = unlimited).
     pub session_ttl: Option<Duration>,
+    /// Streams the service accounts are members of (default: half of them).
+    pub membership: Membership,
+    /// Status a non-member gets for a stream's messages, a single message or an attachment:
+    /// 403 (default) or 400, as some agents answer.
+    pub non_member_status: u16,
+    /// Whether the service accounts hold the User Provisioning role, which the admin
+    /// endpoints (stream list, membership lists, suppression) need (default: yes; without
+    /// it they answer 403).
+    pub user_provisioning: bool,
     /// Maximum distance between now and a login JWT's `exp` (Symphony: 5 minutes).
     pub jwt_max_lifetime: Duration,
     /// Fault injection (off by default).
@@ -131,7 +181,10 @@ impl Default for SimConfig {
             max_length_message: true,
             suppressions: SuppressionMode::Pending,
             service_accounts: vec![ServiceAccount::test_account()],
-            session_ttl: None,
+            session_ttl: Some(Duration::from_secs(3600)),
+            membership: Membership::default(),
+            non_member_status: 403,
+            user_provisioning: true,
             jwt_max_lifetime: Duration::from_secs(300),
             faults: Faults::default(),
         }
@@ -161,6 +214,12 @@ impl SimConfig {
             return Err(SimError::Config(
                 "max_small_attachment_bytes must be at least 1".into(),
             ));
+        }
+        if !matches!(self.non_member_status, 400 | 403) {
+            return Err(SimError::Config(format!(
+                "non_member_status must be 400 or 403, not {}",
+                self.non_member_status
+            )));
         }
         self.faults.validate()
     }
@@ -240,9 +299,24 @@ impl SimConfigBuilder {
         });
         self
     }
-    /// Sets the session/key-manager token lifetime.
-    pub fn session_ttl(mut self, ttl: Duration) -> Self {
-        self.0.session_ttl = Some(ttl);
+    /// Sets the session/key-manager token lifetime (`None`: tokens never expire).
+    pub fn session_ttl(mut self, ttl: impl Into<Option<Duration>>) -> Self {
+        self.0.session_ttl = ttl.into();
+        self
+    }
+    /// Sets the streams the service accounts are members of.
+    pub fn membership(mut self, membership: Membership) -> Self {
+        self.0.membership = membership;
+        self
+    }
+    /// Sets the status non-members get for messages and attachments (400 or 403).
+    pub fn non_member_status(mut self, status: u16) -> Self {
+        self.0.non_member_status = status;
+        self
+    }
+    /// Grants or withholds the User Provisioning role.
+    pub fn user_provisioning(mut self, on: bool) -> Self {
+        self.0.user_provisioning = on;
         self
     }
     /// Sets the fault injection options.
@@ -313,8 +387,9 @@ pub struct RateLimitFault {
     pub trigger: Trigger,
     /// How many consecutive eligible requests are rejected once triggered (≥ 1).
     pub burst: u32,
-    /// Value of the `Retry-After` header, in seconds.
-    pub retry_after_secs: u64,
+    /// Value of the `Retry-After` header, in seconds; `None` sends no header (some agents
+    /// throttle with a bare 400 whose message says to retry later).
+    pub retry_after_secs: Option<u64>,
     /// Endpoints it may hit (empty = every `/pod` and `/agent` endpoint).
     pub endpoints: Vec<Endpoint>,
 }
@@ -361,7 +436,8 @@ pub struct DropFault {
 /// From a string (the binary's `--faults`), comma-separated items, each `kind[:key=value]*`:
 ///
 /// - `429[:every=N|:p=P][:burst=B][:retry=S][:on=EP+EP]` — 429 bursts with `Retry-After: S`
-/// - `400[:...same keys...]` — 400 carrying `Retry-After` (older agents)
+/// - `400[:...same keys...]` — 400 carrying `Retry-After` (older agents); `retry=none`
+///   sends the 400 without the header
 /// - `expire:after=N` — a session token expires after serving N requests (then 401)
 /// - `5xx[:every=N|:p=P][:status=503][:on=...]` — server errors
 /// - `slow[:every=N|:p=P][:ms=D][:on=...]` — responses delayed by D ms
@@ -441,7 +517,7 @@ impl FromStr for Faults {
             let kind = parts.next().unwrap_or_default().to_ascii_lowercase();
             let mut trigger = None;
             let mut burst = 3u32;
-            let mut retry = 1u64;
+            let mut retry = Some(1u64);
             let mut status = 503u16;
             let mut ms = 500u64;
             let mut after = None;
@@ -460,7 +536,8 @@ impl FromStr for Faults {
                         ))
                     }
                     "burst" => burst = v.parse().map_err(bad)?,
-                    "retry" => retry = v.parse().map_err(bad)?,
+                    "retry" if v == "none" => retry = None,
+                    "retry" => retry = Some(v.parse().map_err(bad)?),
                     "status" => status = v.parse().map_err(bad)?,
                     "ms" => ms = v.parse().map_err(bad)?,
                     "after" => after = Some(v.parse().map_err(bad)?),
@@ -531,7 +608,7 @@ mod tests {
             .unwrap();
         let r = f.rate_limit_429.unwrap();
         assert_eq!(r.trigger, Trigger::EveryNth(40));
-        assert_eq!((r.burst, r.retry_after_secs), (2, 3));
+        assert_eq!((r.burst, r.retry_after_secs), (2, Some(3)));
         assert_eq!(f.rate_limit_400.unwrap().trigger, Trigger::Probability(0.5));
         assert_eq!(f.session_expires_after_requests, Some(9));
         assert_eq!(f.server_error.unwrap().status, 502);
@@ -540,6 +617,8 @@ mod tests {
             f.drop_connection.unwrap().endpoints,
             vec![Endpoint::Attachment, Endpoint::Messages]
         );
+        let bare: Faults = "400:every=2:retry=none".parse().unwrap();
+        assert_eq!(bare.rate_limit_400.unwrap().retry_after_secs, None);
         assert!("bogus".parse::<Faults>().is_err());
         assert!("429:every=0".parse::<Faults>().is_err());
         assert!("".parse::<Faults>().unwrap().is_empty());

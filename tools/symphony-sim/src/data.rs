@@ -27,7 +27,10 @@ pub(crate) const POD_COMPANY: &str = "Acme Capital";
 /// Company id of the simulated pod.
 pub(crate) const POD_COMPANY_ID: i64 = 130;
 const EMAIL_DOMAIN: &str = "acme-capital.example";
-const EXTERNAL_COMPANIES: [(&str, i64); 2] = [("Globex Partners", 198), ("Initech Bank", 245)];
+const EXTERNAL_COMPANIES: [(&str, i64, &str); 2] = [
+    ("Globex Partners", 198, "globex-partners.example"),
+    ("Initech Bank", 245, "initech-bank.example"),
+];
 
 /// Characters left as-is in listed attachment ids (RFC 3986 unreserved).
 const ID_ENCODE: &AsciiSet = &NON_ALPHANUMERIC
@@ -76,6 +79,8 @@ pub(crate) struct Stream {
     pub last_modified: i64,
     pub last_message: Option<i64>,
     pub members: Vec<Member>,
+    /// Whether the service accounts are members (they may read its messages).
+    pub service_member: bool,
 }
 
 impl Stream {
@@ -211,6 +216,7 @@ impl Dataset {
                     })
                     .collect(),
                 message_count: self.by_stream[si].len(),
+                service_member: s.service_member,
             })
             .collect();
         let mut messages = Vec::with_capacity(self.messages.len());
@@ -276,6 +282,24 @@ pub(crate) fn normalize_id(id: &str) -> String {
         .trim_end_matches('=')
         .replace('+', "-")
         .replace('/', "_")
+}
+
+/// An id as the pod writes it in JSON payloads: standard base64 with padding (ids are kept
+/// URL-safe without padding, the form URLs carry).
+pub(crate) fn payload_id(id: &str) -> String {
+    let mut out = id.replace('-', "+").replace('_', "/");
+    while !out.len().is_multiple_of(4) {
+        out.push('=');
+    }
+    out
+}
+
+/// Whether an id taken from a URL is in the URL-safe alphabet the pod expects there.
+pub(crate) fn url_safe(id: &str) -> bool {
+    !id.is_empty()
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 fn gen_id(rng: &mut ChaCha8Rng, used: &mut HashSet<String>) -> String {
@@ -608,7 +632,7 @@ pub(crate) fn generate(cfg: &SimConfig) -> Dataset {
     let internal: Vec<usize> = (0..users.len()).collect();
     for j in 0..cfg.external_users {
         let (first, last) = EXTERNAL_NAMES[j % EXTERNAL_NAMES.len()];
-        let (company, company_id) = EXTERNAL_COMPANIES[j % EXTERNAL_COMPANIES.len()];
+        let (company, company_id, domain) = EXTERNAL_COMPANIES[j % EXTERNAL_COMPANIES.len()];
         let suffix = if j >= EXTERNAL_NAMES.len() {
             format!(" {}", j / EXTERNAL_NAMES.len() + 1)
         } else {
@@ -617,7 +641,13 @@ pub(crate) fn generate(cfg: &SimConfig) -> Dataset {
         users.push(User {
             id: 13_606_456_393_700 + j as i64 * 11,
             username: None,
-            email: None,
+            // A User Provisioning caller sees external users' emails too.
+            email: Some(format!(
+                "{}.{}{}@{domain}",
+                ascii_fold(first),
+                ascii_fold(last),
+                suffix.trim(),
+            )),
             first_name: Some(first.into()),
             last_name: Some(format!("{last}{suffix}")),
             display_name: format!("{first} {last}{suffix}"),
@@ -699,6 +729,7 @@ pub(crate) fn generate(cfg: &SimConfig) -> Dataset {
             last_modified: 0,
             last_message: None,
             members: Vec::new(),
+            service_member: false,
         };
         let mut member_users: Vec<usize>;
         match kind {
@@ -1221,6 +1252,10 @@ pub(crate) fn generate(cfg: &SimConfig) -> Dataset {
     }
     for m in &mut messages {
         m.stream = remap[m.stream];
+    }
+    let mut streams = streams;
+    for (i, s) in streams.iter_mut().enumerate() {
+        s.service_member = cfg.membership.includes(i);
     }
     let stream_index = streams
         .iter()

@@ -24,7 +24,7 @@ use crate::api::{
 };
 use crate::config::{Endpoint, SimConfig, SuppressionMode};
 use crate::content;
-use crate::data::Dataset;
+use crate::data::{Dataset, payload_id, url_safe};
 use crate::faults::{FaultEngine, Reject};
 use crate::jwt;
 use crate::stats::Stats;
@@ -272,18 +272,18 @@ fn bad_request(message: &str) -> Response {
     error(400, message)
 }
 
-/// A 400 answer as an error value (small, unlike `Response`).
+/// A refusal (400 unless said otherwise) as an error value (small, unlike `Response`).
 #[derive(Debug)]
-struct Invalid(String);
+struct Invalid(u16, String);
 
 impl IntoResponse for Invalid {
     fn into_response(self) -> Response {
-        bad_request(&self.0)
+        error(self.0, &self.1)
     }
 }
 
 fn invalid(message: impl Into<String>) -> Invalid {
-    Invalid(message.into())
+    Invalid(400, message.into())
 }
 
 /// Parsed query string keeping raw values (for `fileId`).
@@ -372,16 +372,22 @@ macro_rules! tri {
 
 /// Builds the application router.
 pub(crate) fn router(shared: Arc<Shared>) -> Router {
-    let pod = Router::new()
+    let admin = Router::new()
         .route("/v2/admin/streams/list", post(streams_list))
         .route("/v1/admin/stream/{id}/membership/list", get(stream_members))
         .route("/v1/admin/room/{id}/membership/list", get(room_members))
-        .route("/v3/users", get(users))
-        .route("/v2/sessioninfo", get(session_info))
         .route(
             "/v1/admin/messagesuppression/{id}/suppress",
             post(suppress_message),
         )
+        .route_layer(middleware::from_fn_with_state(
+            shared.clone(),
+            require_provisioning,
+        ));
+    let pod = Router::new()
+        .route("/v3/users", get(users))
+        .route("/v2/sessioninfo", get(session_info))
+        .merge(admin)
         .route_layer(middleware::from_fn_with_state(shared.clone(), require_pod));
     let agent = Router::new()
         .route("/v4/stream/{sid}/message", get(messages))
@@ -479,11 +485,10 @@ async fn faults_mw(State(st): St, req: Request, next: Next) -> Response {
                     "Too many requests, please retry later"
                 },
             );
-            resp.headers_mut().insert(
-                header::RETRY_AFTER,
-                HeaderValue::from_str(&retry_after.to_string())
-                    .unwrap_or(HeaderValue::from_static("1")),
-            );
+            if let Some(secs) = retry_after {
+                resp.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+            }
             return resp;
         }
         Some(Reject::ServerError(code)) => {
@@ -580,6 +585,41 @@ async fn require_pod(State(st): St, mut req: Request, next: Next) -> Response {
         }
         Err(expired) => unauthorized(&st, expired),
     }
+}
+
+/// Admin endpoints need the User Provisioning role (checked after the session).
+async fn require_provisioning(State(st): St, req: Request, next: Next) -> Response {
+    if st.cfg.user_provisioning {
+        next.run(req).await
+    } else {
+        error(
+            403,
+            "Forbidden: Caller lacks necessary entitlement (User Provisioning role)",
+        )
+    }
+}
+
+/// The stream behind a URL's stream id, readable by the caller: a URL carries ids in the
+/// URL-safe alphabet (400 otherwise), an unknown id is 400, and a stream the service
+/// account is not a member of answers the configured non-member status.
+fn readable_stream(st: &Shared, sid: &str) -> Result<usize, Invalid> {
+    if !url_safe(sid) {
+        return Err(invalid(format!(
+            "Invalid stream id {sid}: URLs carry ids in URL-safe base64"
+        )));
+    }
+    let si = st
+        .ds
+        .find_stream(sid)
+        .ok_or_else(|| invalid(format!("Invalid stream id {sid}")))?;
+    if !st.ds.streams[si].service_member {
+        st.count(|s| s.not_member += 1);
+        return Err(Invalid(
+            st.cfg.non_member_status,
+            format!("User is not a member of stream {sid}"),
+        ));
+    }
+    Ok(si)
 }
 
 async fn require_agent(State(st): St, mut req: Request, next: Next) -> Response {
@@ -758,6 +798,11 @@ async fn stream_members(State(st): St, Path(id): Path<String>, RawQuery(q): RawQ
     let Some(si) = st.ds.find_stream(&id) else {
         return bad_request(&format!("Stream {id} not found"));
     };
+    if st.ds.streams[si].kind == StreamType::Post {
+        return bad_request(&format!(
+            "Stream {id} is a POST stream: membership lists exist for IM, MIM and ROOM"
+        ));
+    }
     let all: Vec<_> = st.ds.streams[si]
         .members
         .iter()
@@ -919,7 +964,7 @@ async fn suppress_message(State(st): St, Path(id): Path<String>, req: Request) -
             json(
                 StatusCode::OK,
                 &MessageSuppressionResponse {
-                    message_id: st.ds.messages[mi].id.clone(),
+                    message_id: payload_id(&st.ds.messages[mi].id),
                     suppressed: true,
                     suppression_date: date,
                 },
@@ -937,9 +982,7 @@ async fn messages(State(st): St, Path(sid): Path<String>, RawQuery(q): RawQuery)
     };
     let until = tri!(q.int("until"));
     let (skip, limit) = tri!(paging(&q, 50, 500));
-    let Some(si) = st.ds.find_stream(&sid) else {
-        return bad_request(&format!("Invalid stream id {sid}"));
-    };
+    let si = tri!(readable_stream(&st, &sid));
     let list = &st.ds.by_stream[si];
     let msgs = &st.ds.messages;
     let first = list.partition_point(|&mi| msgs[mi].ts < since);
@@ -964,9 +1007,16 @@ async fn messages(State(st): St, Path(sid): Path<String>, RawQuery(q): RawQuery)
 }
 
 async fn message_by_id(State(st): St, Path(id): Path<String>) -> Response {
+    if !url_safe(&id) {
+        return bad_request(&format!(
+            "Invalid message id {id}: URLs carry ids in URL-safe base64"
+        ));
+    }
     let Some(mi) = st.ds.find_message(&id) else {
         return StatusCode::NO_CONTENT.into_response();
     };
+    let stream = &st.ds.streams[st.ds.messages[mi].stream];
+    tri!(readable_stream(&st, &stream.id));
     if st.live.read().unwrap_or_else(|e| e.into_inner()).suppressed[mi].is_some() {
         return StatusCode::NO_CONTENT.into_response();
     }
@@ -978,11 +1028,9 @@ async fn attachment(State(st): St, Path(sid): Path<String>, RawQuery(q): RawQuer
     let (Some(raw_file), Some(message_id)) = (q.raw("fileId"), q.get("messageId")) else {
         return bad_request("Query parameters fileId and messageId are required");
     };
+    let si = tri!(readable_stream(&st, &sid));
     let Some(mi) = st.ds.find_message(&message_id) else {
         return bad_request(&format!("Message {message_id} not found"));
-    };
-    let Some(si) = st.ds.find_stream(&sid) else {
-        return bad_request(&format!("Invalid stream id {sid}"));
     };
     if st.ds.messages[mi].stream != si {
         return bad_request(&format!("Message {message_id} is not in stream {sid}"));
@@ -990,14 +1038,12 @@ async fn attachment(State(st): St, Path(sid): Path<String>, RawQuery(q): RawQuer
     if st.live.read().unwrap_or_else(|e| e.into_inner()).suppressed[mi].is_some() {
         return bad_request(&format!("Message {message_id} has been suppressed"));
     }
-    // Accept the id raw, percent-encoded once (as listed) or twice.
+    // The query value is decoded exactly once: the id as listed (percent-encoded) is found,
+    // an id encoded twice is not.
     let once = percent_decode_str(raw_file)
         .decode_utf8_lossy()
         .into_owned();
-    let twice = percent_decode_str(&once).decode_utf8_lossy().into_owned();
-    let file = [once.as_str(), twice.as_str(), raw_file]
-        .into_iter()
-        .find_map(|c| st.ds.file(c).filter(|(m, _)| *m == mi).map(|(_, f)| f));
+    let file = st.ds.file(&once).filter(|(m, _)| *m == mi).map(|(_, f)| f);
     let Some(file) = file else {
         return bad_request("Attachment not found in this message");
     };
