@@ -2,7 +2,9 @@
 //! the Symphony simulator over real HTTP into a Maildir. Every email is
 //! parsed back and compared with the simulator's ground truth; runs with
 //! injected faults (throttling, expired sessions, server errors, dropped
-//! connections) must end with byte-identical mailboxes.
+//! connections) must end with byte-identical mailboxes. A pod where the
+//! service account is a member of half the streams gives it those streams,
+//! exactly, and names the others with the fix.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -18,12 +20,13 @@ use connector_state::RunOutcome;
 use mail_parser::{Encoding, Message, MessageParser, MessagePart, MimeHeaders};
 use sha2::{Digest, Sha256};
 use symphony_sim::{
-    BlockingSim, Faults, GroundTruth, Relation, SimConfig, SuppressionMode, TruthMessage,
-    normalize_text, start_blocking,
+    BlockingSim, Faults, GroundTruth, Membership, Relation, SimConfig, SuppressionMode,
+    TruthMessage, normalize_text, start_blocking,
 };
 
 const FOLDER_ON_DISK: &str = ".INBOX.Symphony";
 const DOMAIN: &str = "acme-capital.example";
+const BIN: &str = env!("CARGO_BIN_EXE_connector-cli");
 
 struct Setup {
     _tmp: tempfile::TempDir,
@@ -57,6 +60,8 @@ fn setup(base: &str, page_size: u32) -> Setup {
     }
 }
 
+/// A pod whose service account was added to every stream: everything is
+/// readable through the message API.
 fn sim_config(messages: usize) -> SimConfig {
     SimConfig::builder()
         .seed(20_240_101)
@@ -64,6 +69,7 @@ fn sim_config(messages: usize) -> SimConfig {
         .large_attachment_bytes(0)
         .max_small_attachment_bytes(48 * 1024)
         .suppressions(SuppressionMode::Pending)
+        .membership(Membership::All)
         .build()
 }
 
@@ -92,6 +98,13 @@ fn lower(s: &str) -> String {
     s.to_ascii_lowercase()
 }
 
+/// The mailbox of an address the mapping maps (the pod's own domain);
+/// external people have addresses of their companies, which map to none.
+fn mapped(email: &str) -> Option<String> {
+    let email = lower(email);
+    email.ends_with(&format!("@{DOMAIN}")).then_some(email)
+}
+
 /// What one (source) item should look like, and where it should land.
 struct Expected<'a> {
     message: &'a TruthMessage,
@@ -116,10 +129,10 @@ fn expectations(truth: &GroundTruth) -> BTreeMap<String, Expected<'_>> {
         let members: BTreeSet<String> = stream
             .members
             .iter()
-            .filter_map(|p| p.email.as_deref().map(lower))
+            .filter_map(|p| p.email.as_deref().and_then(mapped))
             .collect();
         let mut mailboxes = members.clone();
-        mailboxes.extend(m.sender_email.as_deref().map(lower));
+        mailboxes.extend(m.sender_email.as_deref().and_then(mapped));
         // The tests apply suppressions after a first run: every message was
         // listed once, and stays archived.
         out.insert(
@@ -133,7 +146,7 @@ fn expectations(truth: &GroundTruth) -> BTreeMap<String, Expected<'_>> {
         );
         if m.suppression_applied {
             let mut optional: BTreeSet<String> = officer.iter().cloned().collect();
-            optional.extend(m.sender_email.as_deref().map(lower));
+            optional.extend(m.sender_email.as_deref().and_then(mapped));
             out.insert(
                 format!("suppression-{}", m.message_id),
                 Expected {
@@ -470,7 +483,7 @@ fn every_message_reaches_every_mapped_participant_once_and_matches_the_ground_tr
     );
     assert!(
         second.counts.quarantined > 0,
-        "external and email-less members are quarantined"
+        "external members (other domains) and email-less ones are quarantined"
     );
     check_archive(&s, &truth);
 
@@ -550,6 +563,7 @@ fn a_fifty_megabyte_attachment_arrives_whole() {
     const SIZE: u64 = 50 * 1000 * 1000;
     let config = SimConfig::builder()
         .seed(5)
+        .membership(Membership::All)
         .messages(120)
         .large_attachment_bytes(SIZE)
         .max_small_attachment_bytes(4 * 1024)
@@ -586,4 +600,94 @@ fn a_fifty_megabyte_attachment_arrives_whole() {
     assert_eq!(att.contents().len() as u64, SIZE);
     assert_eq!(hex::encode(Sha256::digest(att.contents())), big.sha256);
     check_archive(&s, &truth);
+}
+
+/// What the message API shows a service account that is a member of some
+/// streams only: their messages, and forwards from the other streams
+/// recorded as replies to a parent it cannot see (`Parent-Relation:
+/// unknown`).
+fn readable_part(truth: &GroundTruth) -> GroundTruth {
+    let readable: BTreeSet<&str> = truth
+        .streams
+        .iter()
+        .filter(|s| s.service_member)
+        .map(|s| s.stream_id.as_str())
+        .collect();
+    let mut part = truth.clone();
+    part.messages
+        .retain(|m| readable.contains(m.stream_id.as_str()));
+    for m in &mut part.messages {
+        let parent_stream = m
+            .parent_message_id
+            .as_deref()
+            .and_then(|p| truth.message(p))
+            .map(|p| p.stream_id.as_str());
+        if parent_stream.is_some_and(|s| !readable.contains(s)) {
+            m.relation = Some(Relation::Reply);
+        }
+    }
+    part
+}
+
+#[test]
+fn a_pod_where_the_account_is_a_member_of_half_the_streams_archives_those_exactly_and_names_the_others_with_the_fix()
+ {
+    let sim = sim(SimConfig::builder()
+        .seed(20_240_101)
+        .messages(600)
+        .large_attachment_bytes(0)
+        .max_small_attachment_bytes(8 * 1024)
+        .membership(Membership::Half)
+        .build());
+    let truth = sim.ground_truth();
+    let skipped: Vec<&str> = truth
+        .streams
+        .iter()
+        .filter(|s| !s.service_member)
+        .map(|s| s.stream_id.as_str())
+        .collect();
+    assert!(!skipped.is_empty() && skipped.len() < truth.streams.len());
+    let s = setup(&sim.base_url(), 50);
+    let file = s.config.path.clone();
+    let run = || {
+        let out = connector_e2e::ops::connector(
+            std::path::Path::new(BIN),
+            &s.state,
+            &["run", "--once", file.to_str().unwrap()],
+        );
+        assert!(
+            out.status.success(),
+            "the run succeeds though some streams are refused: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let log = run();
+    for id in &skipped {
+        assert!(
+            log.lines()
+                .any(|l| l.contains("stream skipped") && l.contains(id)),
+            "{id} named as skipped:\n{log}"
+        );
+    }
+    assert!(
+        log.contains("add the service account to the conversation") && log.contains("datahose"),
+        "the fix is given:\n{log}"
+    );
+    assert!(
+        log.contains(&format!(
+            "{} of {} Symphony streams could not be read",
+            skipped.len(),
+            truth.streams.len()
+        )),
+        "{log}"
+    );
+    let readable = readable_part(&truth);
+    check_archive(&s, &readable);
+    assert!(sim.stats().not_member >= skipped.len() as u64);
+
+    // The next run asks the refused streams again, and delivers nothing twice.
+    let log = run();
+    assert!(log.contains("stream skipped"), "{log}");
+    check_archive(&s, &readable);
 }

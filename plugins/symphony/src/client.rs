@@ -64,6 +64,9 @@ pub enum CallError {
     Source(SourceError),
     /// The response was larger than the host buffers (the limit in bytes).
     TooLarge(u64),
+    /// The server refused the request for good: its HTTP status, and the
+    /// message naming the endpoint and the server's reason.
+    Refused(u16, String),
 }
 
 impl From<SourceError> for CallError {
@@ -76,6 +79,7 @@ impl From<CallError> for SourceError {
     fn from(e: CallError) -> Self {
         match e {
             CallError::Source(e) => e,
+            CallError::Refused(_, why) => SourceError::Permanent(why),
             CallError::TooLarge(limit) => SourceError::Permanent(format!(
                 "a response exceeded the host's limit of {limit} bytes"
             )),
@@ -106,8 +110,6 @@ pub struct Client<B> {
     agent: String,
     key_manager: String,
     tokens: Option<Tokens>,
-    /// When the current tokens were issued (ms since the epoch).
-    logged_in_at_ms: i64,
     logins: u32,
 }
 
@@ -142,18 +144,30 @@ fn body_message(body: &[u8]) -> String {
         .to_string()
 }
 
-/// Classifies a non-2xx answer of `what`: 429, and 400 with `Retry-After`,
-/// are throttling; 401 is an authentication failure; 5xx are transient;
-/// every other status is permanent.
+/// Whether a 400 answer is the agent throttling: it carries `Retry-After`,
+/// or its message asks to retry later (agents throttle with a bare 400 too).
+fn throttling_400(response: &FullResponse, detail: &str) -> bool {
+    let detail = detail.to_ascii_lowercase();
+    response.header("retry-after").is_some()
+        || ["too many requests", "retry later", "rate limit"]
+            .iter()
+            .any(|m| detail.contains(m))
+}
+
+/// Classifies a non-2xx answer of `what`: 429, and a throttling 400 (with
+/// `Retry-After`, or saying to retry later), are throttling; 401 is an
+/// authentication failure; 5xx are transient; every other status is
+/// permanent.
 pub fn status_error(what: &str, response: &FullResponse) -> SourceError {
     let status = response.status;
-    let retry_after = response.header("retry-after");
-    if status == 429 || (status == 400 && retry_after.is_some()) {
+    let detail = body_message(&response.body);
+    if status == 429 || (status == 400 && throttling_400(response, &detail)) {
         return SourceError::RateLimited(
-            retry_after.and_then(connector_sdk::http::parse_retry_after),
+            response
+                .header("retry-after")
+                .and_then(connector_sdk::http::parse_retry_after),
         );
     }
-    let detail = body_message(&response.body);
     let message = if detail.is_empty() {
         format!("{what} answered HTTP {status}")
     } else {
@@ -164,8 +178,9 @@ pub fn status_error(what: &str, response: &FullResponse) -> SourceError {
             "{message}; the session was refused right after logging in again"
         )),
         403 => SourceError::Permanent(format!(
-            "{message}; the service account lacks an entitlement (archiving needs the User \
-             Provisioning role, and the datahose its add-on)"
+            "{message}; the pod refused the service account (the admin endpoints need the \
+             User Provisioning role, a stream's messages membership of the stream, the \
+             datahose its add-on)"
         )),
         500..=599 => SourceError::Transient(message),
         _ => SourceError::Permanent(message),
@@ -203,7 +218,6 @@ impl<B: Backend> Client<B> {
             agent: config.agent_url.clone(),
             key_manager: config.key_manager_url.clone(),
             tokens: None,
-            logged_in_at_ms: 0,
             logins: 0,
         }
     }
@@ -241,15 +255,6 @@ impl<B: Backend> Client<B> {
         Ok(self.tokens.clone().expect("logged in"))
     }
 
-    /// Session headers issued at most `max_age_ms` ago, logging in again
-    /// when the current ones are older (or missing).
-    pub fn tokens_younger_than(&mut self, max_age_ms: i64) -> Result<Tokens, SourceError> {
-        if self.tokens.is_some() && self.backend.now_ms() - self.logged_in_at_ms > max_age_ms {
-            self.login()?;
-        }
-        self.tokens()
-    }
-
     /// Logs in to the pod and the key manager with a fresh JWT signed by the
     /// host, replacing any earlier tokens.
     pub fn login(&mut self) -> Result<(), SourceError> {
@@ -269,7 +274,6 @@ impl<B: Backend> Client<B> {
             "keyManagerToken",
         )?;
         self.logins += 1;
-        self.logged_in_at_ms = now;
         connector_sdk::debug!("logged in to Symphony"; logins = self.logins);
         self.tokens = Some(Tokens {
             session,
@@ -360,7 +364,10 @@ impl<B: Backend> Client<B> {
             if (200..300).contains(&response.status) {
                 return Ok(response);
             }
-            return Err(CallError::Source(status_error(&what, &response)));
+            return Err(match status_error(&what, &response) {
+                SourceError::Permanent(why) => CallError::Refused(response.status, why),
+                other => CallError::Source(other),
+            });
         }
     }
 }
@@ -436,6 +443,17 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+        assert_eq!(
+            status_error(
+                what,
+                &response(
+                    400,
+                    &[],
+                    r#"{"code":400,"message":"Too many requests, please retry later"}"#
+                )
+            ),
+            SourceError::RateLimited(None)
+        );
         assert!(matches!(
             status_error(what, &response(401, &[], "")),
             SourceError::Auth(_)

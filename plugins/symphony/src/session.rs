@@ -24,10 +24,6 @@ use crate::config::{Config, StreamType};
 use crate::normalize::{self, MessageParts, ParentKind};
 use crate::presentation::{self, MentionedUser};
 
-/// Tokens handed to the host for attachment downloads are at most this old
-/// (Symphony sessions last hours; a download that still meets an expired
-/// one fails, and the page is fetched again from its checkpoint).
-const DOWNLOAD_TOKEN_MAX_AGE_MS: i64 = 5 * 60 * 1000;
 /// Streams asked per `streams/list` request (the pod's maximum).
 const STREAMS_PAGE: u32 = 100;
 /// Members asked per membership request (the pod's maximum).
@@ -104,17 +100,29 @@ pub struct Session<B> {
     message_streams: HashMap<String, Rc<str>>,
     phase: Phase,
     pages: u64,
+    /// Streams this run could not read, with why; asked again next run.
+    skipped: Vec<Skipped>,
 }
+
+/// A stream whose messages the pod refused to this run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Skipped {
+    /// Stream id.
+    pub stream: String,
+    /// Its type.
+    pub kind: StreamType,
+    /// The pod's answer.
+    pub why: String,
+}
+
+/// What an operator can do about a stream the service account cannot read.
+const UNREADABLE_FIX: &str = "add the service account to the conversation (a pod serves a \
+     stream's messages to its members only), or capture the whole enterprise through the \
+     datahose; the stream is asked again on every run and archived from where it stands";
 
 fn parse_json<'a, T: serde::Deserialize<'a>>(what: &str, body: &'a [u8]) -> Result<T, SourceError> {
     serde_json::from_slice(body)
         .map_err(|e| SourceError::Permanent(format!("{what} answered an unexpected body: {e}")))
-}
-
-/// Stream ids compare equal whatever base64 flavour or padding they use.
-fn same_id(a: &str, b: &str) -> bool {
-    let norm = |s: &str| s.trim_end_matches('=').replace('+', "-").replace('/', "_");
-    a == b || norm(a) == norm(b)
 }
 
 impl<B: Backend> Session<B> {
@@ -162,12 +170,18 @@ impl<B: Backend> Session<B> {
             message_streams: HashMap::new(),
             phase: Phase::Streams,
             pages: 0,
+            skipped: Vec::new(),
         })
     }
 
     /// The streams of this run, in visiting order.
     pub fn streams(&self) -> &[Stream] {
         &self.streams
+    }
+
+    /// The streams this run skipped because the pod refused their messages.
+    pub fn skipped(&self) -> &[Skipped] {
+        &self.skipped
     }
 
     /// The client (tests look at its backend).
@@ -204,7 +218,17 @@ impl<B: Backend> Session<B> {
                         } else {
                             idle += 1;
                             let id = stream.id.clone();
-                            self.list_new(&id, &pos)?
+                            match self.list_new(&id, &pos) {
+                                Ok(batch) => batch,
+                                Err(SourceError::Permanent(why)) => {
+                                    self.skip_stream(why);
+                                    checkpoint::Batch {
+                                        items: Vec::new(),
+                                        more: false,
+                                    }
+                                }
+                                Err(e) => return Err(e),
+                            }
                         };
                         if batch.items.is_empty() {
                             self.next += 1;
@@ -227,6 +251,40 @@ impl<B: Backend> Session<B> {
         }
     }
 
+    /// Leaves the current stream for this run: the pod refused its messages
+    /// (typically 403 or 400 because the service account is not a member).
+    /// Its position stays, so the next run asks again; the other streams
+    /// go on.
+    fn skip_stream(&mut self, why: String) {
+        let stream = &self.streams[self.next];
+        connector_sdk::warn!(
+            "Symphony stream skipped for this run: {why}; to archive it, {UNREADABLE_FIX}";
+            stream = stream.id,
+            stream_type = stream.kind.as_str()
+        );
+        self.skipped.push(Skipped {
+            stream: stream.id.clone(),
+            kind: stream.kind,
+            why,
+        });
+    }
+
+    /// At the end of the run: how many streams were skipped, and the fix.
+    fn report_skipped(&self) {
+        if self.skipped.is_empty() {
+            return;
+        }
+        let ids: Vec<&str> = self.skipped.iter().map(|s| s.stream.as_str()).collect();
+        connector_sdk::warn!(
+            "{} of {} Symphony streams could not be read and were skipped ({}); to archive \
+             them, {UNREADABLE_FIX}",
+            self.skipped.len(),
+            self.streams.len(),
+            ids.join(", ");
+            skipped = self.skipped.len()
+        );
+    }
+
     fn page(
         &self,
         conversations: Vec<Conversation>,
@@ -241,6 +299,9 @@ impl<B: Backend> Session<B> {
                  fewer stream_types each",
                 checkpoint.len()
             )));
+        }
+        if complete {
+            self.report_skipped();
         }
         connector_sdk::debug!(
             "Symphony page {}", self.pages;
@@ -357,12 +418,13 @@ impl<B: Backend> Session<B> {
             // Later messages of this page may answer this one.
             self.remember(&listed.msg.message_id, Rc::from(stream.id.as_str()));
         }
-        // Recent tokens for the host's attachment downloads, which happen
-        // right after this page is returned: an old session may expire
-        // before they are done. (Logging in for every page would sign a JWT
-        // each time, which costs more than the page.)
+        // The session the pages are read with serves the host's attachment
+        // downloads too: it is kept until the pod says it expired (a 401),
+        // since every login shows in the pod's audit (sessions last an hour
+        // or more). A download meeting a 401 fails the page, which the host
+        // fetches again from its checkpoint, logging in anew.
         let tokens = if attachments > 0 {
-            Some(self.client.tokens_younger_than(DOWNLOAD_TOKEN_MAX_AGE_MS)?)
+            Some(self.client.tokens()?)
         } else {
             None
         };
@@ -454,7 +516,7 @@ impl<B: Backend> Session<B> {
     /// seen it.
     fn parent_kind(&mut self, parent: &str, stream: &str) -> Result<ParentKind, SourceError> {
         if let Some(s) = self.message_streams.get(parent) {
-            return Ok(if same_id(s, stream) {
+            return Ok(if **s == *stream {
                 ParentKind::Reply
             } else {
                 ParentKind::Forward
@@ -466,7 +528,7 @@ impl<B: Backend> Session<B> {
         ));
         let response = match self.client.call(Server::Agent, Method::Get, &url, None) {
             Ok(r) => r,
-            Err(CallError::Source(SourceError::Permanent(why))) => {
+            Err(CallError::Refused(_, why) | CallError::Source(SourceError::Permanent(why))) => {
                 connector_sdk::debug!("parent message not visible"; parent = parent, why = why);
                 return Ok(ParentKind::Unknown);
             }
@@ -481,7 +543,7 @@ impl<B: Backend> Session<B> {
             .and_then(|s| s.stream_id);
         Ok(match found {
             Some(s) => {
-                let kind = if same_id(&s, stream) {
+                let kind = if s == stream {
                     ParentKind::Reply
                 } else {
                     ParentKind::Forward
@@ -560,7 +622,9 @@ impl<B: Backend> Session<B> {
                     }
                 }
                 Ok(_) => {}
-                Err(CallError::Source(SourceError::Permanent(why))) => {
+                Err(
+                    CallError::Refused(_, why) | CallError::Source(SourceError::Permanent(why)),
+                ) => {
                     connector_sdk::warn!("user lookup failed"; why = why);
                 }
                 Err(e) => return Err(e.into()),
@@ -583,8 +647,10 @@ impl<B: Backend> Session<B> {
             }
         };
         let mut skip = 0u32;
-        let mut listed = true;
-        loop {
+        // Membership lists exist for IM, MIM and ROOM; a wall's people are
+        // its owner and the members the stream list gives.
+        let mut listed = stream.kind != StreamType::Post;
+        while listed {
             let url = self.client.pod_url(&format!(
                 "/pod/v1/admin/stream/{}/membership/list?skip={skip}&limit={MEMBERS_PAGE}&includePastMembers=true",
                 encode_component(&stream.id, false)
@@ -623,7 +689,9 @@ impl<B: Backend> Session<B> {
                         break;
                     }
                 }
-                Err(CallError::Source(SourceError::Permanent(why))) => {
+                Err(
+                    CallError::Refused(_, why) | CallError::Source(SourceError::Permanent(why)),
+                ) => {
                     connector_sdk::warn!(
                         "membership list unavailable, using the stream list's members";
                         stream = stream.id,
@@ -657,7 +725,9 @@ impl<B: Backend> Session<B> {
                     }
                 }
                 Ok(_) => {}
-                Err(CallError::Source(SourceError::Permanent(why))) => {
+                Err(
+                    CallError::Refused(_, why) | CallError::Source(SourceError::Permanent(why)),
+                ) => {
                     connector_sdk::warn!("room membership list unavailable"; stream = stream.id, why = why);
                 }
                 Err(e) => return Err(e.into()),
@@ -689,30 +759,53 @@ impl<B: Backend> Session<B> {
         )
     }
 
-    /// One datahose read: suppressions, joins and leaves.
-    fn events_page(&mut self) -> Result<Page, SourceError> {
+    /// `POST /agent/v5/events/read` with the checkpoint's `ackId`. A 400
+    /// refuses the request, not the add-on: with an `ackId` it is taken as
+    /// stale (the datahose forgets them), dropped, and the read made afresh
+    /// once; 403 and 404 mean the datahose is not there for this account.
+    fn read_events(&mut self) -> Result<connector_sdk::http::FullResponse, SourceError> {
         let url = self.client.agent_url("/agent/v5/events/read");
-        let body = serde_json::json!({
-            "type": "datahose",
-            "tag": self.config.events_tag,
-            "eventTypes": EVENT_TYPES,
-            "ackId": self.checkpoint.ack_id.clone().unwrap_or_default(),
-            "updatePresence": false,
-        });
-        let response = match self
-            .client
-            .call(Server::Agent, Method::Post, &url, Some(&body))
-        {
-            Ok(r) => r,
-            Err(CallError::Source(SourceError::Permanent(why))) => {
-                return Err(SourceError::Permanent(format!(
+        loop {
+            let ack = self.checkpoint.ack_id.clone().unwrap_or_default();
+            let body = serde_json::json!({
+                "type": "datahose",
+                "tag": self.config.events_tag,
+                "eventTypes": EVENT_TYPES,
+                "ackId": ack,
+                "updatePresence": false,
+            });
+            return match self
+                .client
+                .call(Server::Agent, Method::Post, &url, Some(&body))
+            {
+                Ok(r) => Ok(r),
+                Err(CallError::Refused(400, why)) if !ack.is_empty() => {
+                    connector_sdk::warn!(
+                        "the datahose refused the stored ackId ({why}); reading afresh: events \
+                         it held for the old ackId and not yet delivered are lost to this \
+                         connector";
+                        tag = self.config.events_tag
+                    );
+                    self.checkpoint.ack_id = None;
+                    continue;
+                }
+                Err(CallError::Refused(400, why)) => Err(SourceError::Permanent(format!(
+                    "{why}; the datahose refused the read request itself: check \
+                     \"events_tag\" (1 to 80 characters) in the plugin configuration"
+                ))),
+                Err(CallError::Refused(403 | 404, why)) => Err(SourceError::Permanent(format!(
                     "{why}; suppressions and room joins/leaves are read from the datahose \
                      (an add-on of the pod): enable it for the service account, or set \
                      \"events\": false in the plugin configuration to archive without them"
-                )));
-            }
-            Err(e) => return Err(e.into()),
-        };
+                ))),
+                Err(e) => Err(e.into()),
+            };
+        }
+    }
+
+    /// One datahose read: suppressions, joins and leaves.
+    fn events_page(&mut self) -> Result<Page, SourceError> {
+        let response = self.read_events()?;
         let what = "POST /agent/v5/events/read";
         let (raw_events, ack): (Vec<String>, Option<String>) = if response.status == 204 {
             (Vec::new(), None)
@@ -737,11 +830,7 @@ impl<B: Backend> Session<B> {
             let Some(em) = normalize::event(raw, &ev) else {
                 continue;
             };
-            let known = self
-                .streams
-                .iter()
-                .find(|s| same_id(&s.id, &em.stream_id))
-                .cloned();
+            let known = self.streams.iter().find(|s| s.id == em.stream_id).cloned();
             let stream = match known {
                 Some(s) => s,
                 None => {

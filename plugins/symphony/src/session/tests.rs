@@ -572,24 +572,59 @@ fn attachments_are_fetched_by_the_host_with_fresh_session_headers() {
 }
 
 #[test]
-fn tokens_older_than_five_minutes_are_renewed_before_an_attachment_page() {
+fn one_session_serves_pages_and_attachments_until_the_pod_says_it_expired() {
     let pod = pod();
     let mut session = Session::open(CONFIG, None, pod.clone()).unwrap();
+    let logins = pod.0.borrow().counter;
     let mut attachment_pages = 0;
     loop {
-        // Each page comes six minutes after the one before.
+        // Each page comes six minutes after the one before: no new login.
         pod.0.borrow_mut().now += 6 * 60 * 1000;
-        let before = pod.0.borrow().counter;
         let page = session.next_page().unwrap();
-        if page.messages.iter().any(|m| !m.attachments.is_empty()) {
-            attachment_pages += 1;
-            assert_eq!(pod.0.borrow().counter, before + 2, "logged in again");
-        }
+        attachment_pages += usize::from(page.messages.iter().any(|m| !m.attachments.is_empty()));
         if page.complete {
             break;
         }
     }
     assert!(attachment_pages > 0);
+    assert_eq!(pod.0.borrow().counter, logins, "no login beyond the first");
+}
+
+#[test]
+fn a_stream_the_pod_refuses_is_skipped_for_the_run_and_read_by_the_next() {
+    // A pod refuses non-members with 403, some agents with 400.
+    for status in [403u16, 400] {
+        let pod = pod();
+        let cfg = config_with("\"events\": false");
+        let mut session = Session::open(&cfg, None, pod.clone()).unwrap();
+        pod.0
+            .borrow_mut()
+            .fail
+            .push(("/stream/MIMxxx/message".into(), status, vec![]));
+        let (pages, done) = run(&mut session, 100);
+        assert!(done, "{status}: the run ends though one stream failed");
+        let mim: Vec<String> = pod
+            .0
+            .borrow()
+            .stream("MIMxxx")
+            .unwrap()
+            .messages
+            .iter()
+            .map(|m| m.1.clone())
+            .collect();
+        let mut want = all_source_ids(&pod);
+        want.retain(|id| !mim.contains(id));
+        assert_eq!(ids(&pages), want, "{status}: every other stream archived");
+        assert_eq!(session.skipped().len(), 1);
+        assert_eq!(session.skipped()[0].stream, "MIMxxx");
+        assert!(session.skipped()[0].why.contains(&status.to_string()));
+        // The next run, from the last checkpoint, reads the stream in full.
+        let checkpoint = pages.last().unwrap().checkpoint.clone();
+        let mut next = Session::open(&cfg, Some(checkpoint), pod.clone()).unwrap();
+        let (pages, done) = run(&mut next, 100);
+        assert!(done && next.skipped().is_empty());
+        assert_eq!(ids(&pages), mim);
+    }
 }
 
 #[test]
@@ -673,11 +708,6 @@ fn throttling_and_failures_are_classified() {
             |e| *e == SourceError::RateLimited(Some(2)),
         ),
         (503, vec![], |e| matches!(e, SourceError::Transient(_))),
-        (
-            404,
-            vec![],
-            |e| matches!(e, SourceError::Permanent(m) if m.contains("GET /agent/v4/stream/IMxxxx/message") && m.contains("404")),
-        ),
     ] {
         let pod = pod();
         let mut session = Session::open(CONFIG, None, pod.clone()).unwrap();
@@ -792,4 +822,64 @@ fn many_quiet_streams_give_empty_pages_that_keep_the_place() {
     let resumed = Session::open(&cfg, Some(first_empty.checkpoint.clone()), pod).unwrap();
     assert_eq!(resumed.streams()[0].id, cursor);
     assert_eq!(resumed.streams().len(), 124);
+}
+
+#[test]
+fn a_400_from_the_datahose_is_a_stale_ack_id_or_a_bad_request_not_a_missing_add_on() {
+    let pod = pod();
+    let mut session = Session::open(CONFIG, None, pod.clone()).unwrap();
+    let (pages, done) = run(&mut session, 100);
+    assert!(done);
+    let checkpoint = pages.last().unwrap().checkpoint.clone();
+    // A stored ackId the datahose refuses is dropped and the read made afresh.
+    pod.0
+        .borrow_mut()
+        .fail
+        .push(("/events/read".into(), 400, vec![]));
+    pod.0.borrow_mut().log.clear();
+    let mut next = Session::open(CONFIG, Some(checkpoint), pod.clone()).unwrap();
+    let (_, done) = run(&mut next, 100);
+    assert!(done);
+    let reads = pod
+        .0
+        .borrow()
+        .log
+        .iter()
+        .filter(|l| l.contains("/events/read"))
+        .count();
+    assert!(reads >= 2, "read again after the refusal");
+    // Without an ackId, a 400 is the request's fault, and says so.
+    let pod = super::tests::pod();
+    let cfg = config_with("\"page_size\": 500");
+    let mut session = Session::open(&cfg, None, pod.clone()).unwrap();
+    pod.0
+        .borrow_mut()
+        .fail
+        .push(("/events/read".into(), 400, vec![]));
+    let err = loop {
+        match session.next_page() {
+            Ok(page) => assert!(!page.complete),
+            Err(e) => break e,
+        }
+    };
+    match err {
+        SourceError::Permanent(m) => {
+            assert!(m.contains("events_tag") && !m.contains("add-on"), "{m}")
+        }
+        other => panic!("{other:?}"),
+    }
+    // 403 still names the add-on.
+    let pod = super::tests::pod();
+    let mut session = Session::open(&cfg, None, pod.clone()).unwrap();
+    pod.0
+        .borrow_mut()
+        .fail
+        .push(("/events/read".into(), 403, vec![]));
+    let err = loop {
+        match session.next_page() {
+            Ok(page) => assert!(!page.complete),
+            Err(e) => break e,
+        }
+    };
+    assert!(matches!(err, SourceError::Permanent(m) if m.contains("add-on")));
 }
