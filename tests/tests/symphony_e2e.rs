@@ -364,13 +364,27 @@ fn check_email(
         let subject = parsed.subject().unwrap();
         assert_eq!(subject.trim_start_matches("Edited: "), name, "{id} subject");
     }
+    // A wall post sharing a message shows it after its own text, with its
+    // files after its own.
+    let shared = m
+        .shared_message_id
+        .as_deref()
+        .map(|s| truth.message(s).unwrap());
     if !m.text.is_empty() {
         let got = body_without_context(parsed);
-        assert_eq!(
-            normalize_text(&got),
-            normalize_text(&expected_text(truth, m)),
-            "{id}: text"
-        );
+        let mut want = expected_text(truth, m);
+        if let Some(shared) = shared {
+            let author = truth.user(shared.sender_user_id).unwrap();
+            let author = match &author.email {
+                Some(email) => format!("{} <{email}>", author.display_name),
+                None => author.display_name.clone(),
+            };
+            want = format!(
+                "{want}\n\nShared message from {author}:\n{}",
+                expected_text(truth, shared)
+            );
+        }
+        assert_eq!(normalize_text(&got), normalize_text(&want), "{id}: text");
         if m.text_chars >= 60_000 {
             assert!(
                 got.chars().count() >= 60_000,
@@ -394,6 +408,7 @@ fn check_email(
     let want: Vec<(String, String)> = m
         .attachments
         .iter()
+        .chain(shared.iter().flat_map(|s| &s.attachments))
         .map(|a| (a.name.clone(), a.sha256.clone()))
         .collect();
     assert_eq!(got, want, "{id}: attachments byte for byte");
@@ -403,8 +418,19 @@ fn check_email(
 /// each mapped participant's `INBOX/Symphony`, nothing else; returns
 /// (mailbox, Message-ID) → SHA-256 of the email.
 fn check_archive(s: &Setup, truth: &GroundTruth) -> BTreeMap<(String, String), String> {
+    check_archive_of(s, truth, truth)
+}
+
+/// [`check_archive`] for the items of `expected` (part of the pod), each
+/// checked against the whole pod's `truth` (the messages it shares, the
+/// people it names).
+fn check_archive_of(
+    s: &Setup,
+    expected: &GroundTruth,
+    truth: &GroundTruth,
+) -> BTreeMap<(String, String), String> {
     let converter = EmailConverter::new("symphony", "Symphony");
-    let expected = expectations(truth);
+    let expected = expectations(expected);
     let by_message_id: BTreeMap<String, (&String, &Expected<'_>)> = expected
         .iter()
         .map(|(id, e)| (converter.message_id(id), (id, e)))
@@ -683,11 +709,11 @@ fn a_pod_where_the_account_is_a_member_of_half_the_streams_archives_those_exactl
         "{log}"
     );
     let readable = readable_part(&truth);
-    check_archive(&s, &readable);
+    check_archive_of(&s, &readable, &truth);
     assert!(sim.stats().not_member >= skipped.len() as u64);
 
     // The next run asks the refused streams again, and delivers nothing twice.
     let log = run();
     assert!(log.contains("stream skipped"), "{log}");
-    check_archive(&s, &readable);
+    check_archive_of(&s, &readable, &truth);
 }

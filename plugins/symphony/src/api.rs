@@ -263,6 +263,20 @@ pub struct V4Message {
     /// Id of the first version (edits).
     #[serde(default, deserialize_with = "optional_id")]
     pub initial_message_id: Option<String>,
+    /// The message a wall post shares, whole.
+    pub shared_message: Option<Box<V4Message>>,
+}
+
+impl V4Message {
+    /// The files that come with the message: its attachments, then those of
+    /// the message it shares (downloaded with this message's ids).
+    pub fn files(&self) -> impl Iterator<Item = &V4AttachmentInfo> {
+        self.attachments.iter().chain(
+            self.shared_message
+                .iter()
+                .flat_map(|shared| shared.attachments.iter()),
+        )
+    }
 }
 
 /// `V5EventList`.

@@ -201,6 +201,22 @@ pub fn message(msg: &V4Message, parts: MessageParts<'_>) -> Message {
         msg.external_recipients.map(|b| b.to_string()),
     );
     optional("Disclaimer", msg.disclaimer.clone());
+    if let Some(shared) = &msg.shared_message {
+        optional("Shared-Message-Id", Some(shared.message_id.clone()));
+        optional(
+            "Shared-Stream-Id",
+            shared.stream.as_ref().and_then(|s| s.stream_id.clone()),
+        );
+        optional(
+            "Shared-Sender-Id",
+            shared
+                .user
+                .as_ref()
+                .and_then(|u| u.user_id)
+                .map(|id| id.0.to_string()),
+        );
+        optional("Shared-Timestamp", Some(shared.timestamp.0.to_string()));
+    }
     optional("Diagnostic", msg.diagnostic.clone());
     if parts.rendered.fallback {
         properties.push(("Markup-Fallback".into(), "true".into()));
@@ -219,6 +235,32 @@ pub fn message(msg: &V4Message, parts: MessageParts<'_>) -> Message {
     .with_attachments(parts.attachments)
     .with_original(parts.raw)
     .with_properties(properties)
+}
+
+/// A wall post's body followed by the message it shares: a line naming
+/// who wrote it, then its text (and, in the HTML, a quote of its HTML).
+pub fn with_shared(post: Rendered, shared: &Rendered, author: &str) -> Rendered {
+    let heading = format!("Shared message from {author}:");
+    let mut text = post.text;
+    if !text.is_empty() {
+        text.push_str("\n\n");
+    }
+    text.push_str(&heading);
+    if !shared.text.is_empty() {
+        text.push('\n');
+        text.push_str(&shared.text);
+    }
+    let mut html = post.html;
+    html.push_str("<blockquote><p>");
+    crate::presentation::escape_html(&heading, &mut html);
+    html.push_str("</p>");
+    html.push_str(&shared.html);
+    html.push_str("</blockquote>");
+    Rendered {
+        text,
+        html,
+        fallback: post.fallback || shared.fallback,
+    }
 }
 
 /// A datahose event the plugin archives, with its stream.

@@ -385,7 +385,7 @@ impl<B: Backend> Session<B> {
         let mut take = Vec::new();
         let (mut attachments, mut bytes) = (0usize, 0usize);
         while let Some(front) = self.pending.front() {
-            let a = front.msg.attachments.len();
+            let a = front.msg.files().count();
             if !take.is_empty()
                 && (attachments + a > MAX_PAGE_ATTACHMENTS
                     || bytes + front.raw.len() > MAX_PAGE_BYTES)
@@ -431,22 +431,14 @@ impl<B: Backend> Session<B> {
         let mut messages = Vec::with_capacity(take.len());
         for (listed, parent) in take.into_iter().zip(parents) {
             let msg = &listed.msg;
-            let entities = presentation::parse_entities(msg.data.as_deref());
-            let rendered = {
-                let users = &self.users;
-                let lookup = |id: i64| -> Option<MentionedUser> {
-                    let info = users.get(&id)?.as_ref()?;
-                    Some(MentionedUser {
-                        name: info.name.clone().unwrap_or_else(|| id.to_string()),
-                        email: info.email.clone(),
-                    })
-                };
-                presentation::render(msg.message.as_deref().unwrap_or(""), &entities, &lookup)
-            };
+            let mut rendered = self.render(msg);
+            if let Some(shared) = &msg.shared_message {
+                let author = self.author(shared);
+                rendered = normalize::with_shared(rendered, &self.render(shared), &author);
+            }
             let files = match &tokens {
                 Some(tokens) => msg
-                    .attachments
-                    .iter()
+                    .files()
                     .enumerate()
                     .map(|(i, a)| {
                         let url = normalize::attachment_url(
@@ -504,6 +496,37 @@ impl<B: Backend> Session<B> {
         self.page(conversations, messages, false)
     }
 
+    /// A message's PresentationML as text and HTML, mentions named from
+    /// what the session knows of users.
+    fn render(&self, msg: &V4Message) -> presentation::Rendered {
+        let entities = presentation::parse_entities(msg.data.as_deref());
+        let lookup = |id: i64| -> Option<MentionedUser> {
+            let info = self.users.get(&id)?.as_ref()?;
+            Some(MentionedUser {
+                name: info.name.clone().unwrap_or_else(|| id.to_string()),
+                email: info.email.clone(),
+            })
+        };
+        presentation::render(msg.message.as_deref().unwrap_or(""), &entities, &lookup)
+    }
+
+    /// Who wrote a message, as `Name <email>` where known.
+    fn author(&self, msg: &V4Message) -> String {
+        let id = msg.user.as_ref().and_then(|u| u.user_id).map(|id| id.0);
+        let known = id.and_then(|id| self.users.get(&id).cloned().flatten());
+        let person = normalize::person(
+            msg.user.as_ref(),
+            known.as_ref().and_then(|k| k.email.clone()),
+            known.and_then(|k| k.name),
+        );
+        match (person.display_name, person.email) {
+            (Some(name), Some(email)) => format!("{name} <{email}>"),
+            (Some(name), None) => name,
+            (None, Some(email)) => email,
+            (None, None) => person.id,
+        }
+    }
+
     fn remember(&mut self, message_id: &str, stream: Rc<str>) {
         if self.message_streams.len() >= MAX_REMEMBERED {
             self.message_streams.clear();
@@ -559,10 +582,13 @@ impl<B: Backend> Session<B> {
     /// the messages do not give, that the session does not know yet.
     fn learn_users(&mut self, listed: &[Listed]) -> Result<(), SourceError> {
         let mut wanted = Vec::new();
-        for l in listed {
-            let entities = presentation::parse_entities(l.msg.data.as_deref());
+        let messages = listed
+            .iter()
+            .flat_map(|l| std::iter::once(&l.msg).chain(l.msg.shared_message.as_deref()));
+        for msg in messages {
+            let entities = presentation::parse_entities(msg.data.as_deref());
             wanted.extend(presentation::mentioned_users(&entities));
-            if let Some(user) = &l.msg.user
+            if let Some(user) = &msg.user
                 && let Some(id) = user.user_id
                 && api::clean_email(user.email.as_deref()).is_none()
             {

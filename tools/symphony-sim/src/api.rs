@@ -212,6 +212,9 @@ pub(crate) struct V4Message {
     pub initial_timestamp: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub initial_message_id: Option<String>,
+    /// The message a wall post shares.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shared_message: Option<Box<V4Message>>,
 }
 
 #[derive(Debug, Serialize)]
@@ -425,6 +428,7 @@ impl Dataset {
             replaced_by: id(m.replaced_by),
             initial_timestamp: m.initial.map(|i| self.messages[i].ts),
             initial_message_id: id(m.initial),
+            shared_message: m.shares.map(|s| Box::new(self.v4_message(s))),
         }
     }
 

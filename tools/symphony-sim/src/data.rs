@@ -128,6 +128,8 @@ pub(crate) struct Message {
     pub planned_suppression: Option<(i64, usize)>,
     pub user_agent: &'static str,
     pub sid: String,
+    /// The message a wall post shares (`sharedMessage`).
+    pub shares: Option<usize>,
 }
 
 /// The whole generated pod.
@@ -255,6 +257,7 @@ impl Dataset {
                     replaced_by: id(m.replaced_by),
                     initial_message_id: id(m.initial),
                     initial_timestamp: m.initial.map(|i| self.messages[i].ts),
+                    shared_message_id: id(m.shares),
                     suppressed: m.planned_suppression.is_some() || live_at.is_some(),
                     suppressed_at: live_at.or(m.planned_suppression.map(|p| p.0)),
                     suppression_applied: live_at.is_some(),
@@ -1043,6 +1046,7 @@ pub(crate) fn generate(cfg: &SimConfig) -> Dataset {
                     &h[20..]
                 )
             },
+            shares: None,
         };
         match kind {
             Kind::Normal => {}
@@ -1199,6 +1203,33 @@ pub(crate) fn generate(cfg: &SimConfig) -> Dataset {
             file,
             thumbnails: Vec::new(),
         });
+    }
+
+    // ---- shared wall posts ---------------------------------------------------------------------
+    // Every third plain wall post shares the latest earlier message of a conversation (the
+    // first one a message with attachments); chosen without the generator, so the rest of
+    // the data set is the same with or without walls.
+    let mut plain_posts = 0usize;
+    for idx in 0..messages.len() {
+        let on_wall = streams[messages[idx].stream].kind == StreamType::Post;
+        if !on_wall || kinds_of[idx] != Kind::Normal {
+            continue;
+        }
+        plain_posts += 1;
+        if plain_posts % 3 != 1 {
+            continue;
+        }
+        let conversation = |i: &usize| streams[messages[*i].stream].kind != StreamType::Post;
+        let with_files = (0..idx)
+            .rev()
+            .filter(conversation)
+            .find(|&i| !messages[i].attachments.is_empty());
+        let latest = (0..idx).rev().find(conversation);
+        messages[idx].shares = if plain_posts == 1 {
+            with_files.or(latest)
+        } else {
+            latest
+        };
     }
 
     // ---- planned suppressions ------------------------------------------------------------------

@@ -38,6 +38,7 @@
 //! | `POST /pod/v1/admin/messagesuppression/{id}/suppress` | `MessageSuppressionResponse`; suppresses at run time |
 //! | `GET /agent/v4/stream/{sid}/message?since&until&skip&limit` (limit ≤ 500, default 50) | JSON array of `V4Message` in timestamp order, `since`/`until` inclusive; **204 with no body** when empty |
 //! | `GET /agent/v1/message/{id}` | one `V4Message`; 204 if unknown or suppressed |
+//! | (in both) | a wall post sharing a message carries it whole as `sharedMessage`; the shared message's files download with the wall post's stream and message ids |
 //! | `GET /agent/v1/stream/{sid}/attachment?fileId&messageId` | the file, base64 (standard alphabet, padded), `application/octet-stream`, streamed with a `Content-Length`; `fileId` is percent-decoded exactly once |
 //! | `POST /agent/v5/events/read` (datahose), `POST/GET /agent/v5/datafeeds`, `DELETE /agent/v5/datafeeds/{id}`, `POST /agent/v5/datafeeds/{id}/read` | `V5EventList` with `MESSAGESUPPRESSED` events (`payload.messageSuppressed.messageId`); the only event type the simulator emits |
 //! | anything else under any prefix | 404 (405 for a wrong method) with the spec's `Error` body |

@@ -1043,7 +1043,13 @@ async fn attachment(State(st): St, Path(sid): Path<String>, RawQuery(q): RawQuer
     let once = percent_decode_str(raw_file)
         .decode_utf8_lossy()
         .into_owned();
-    let file = st.ds.file(&once).filter(|(m, _)| *m == mi).map(|(_, f)| f);
+    // A wall post's download also serves the files of the message it shares.
+    let shared = st.ds.messages[mi].shares;
+    let file = st
+        .ds
+        .file(&once)
+        .filter(|(m, _)| *m == mi || Some(*m) == shared)
+        .map(|(_, f)| f);
     let Some(file) = file else {
         return bad_request("Attachment not found in this message");
     };

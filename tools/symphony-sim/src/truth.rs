@@ -200,6 +200,9 @@ pub struct TruthMessage {
     pub replaced_by: Option<String>,
     /// `initialMessageId`: first version of an edited message (set on edits only).
     pub initial_message_id: Option<String>,
+    /// The message this wall post shares (`sharedMessage`): its text and attachments are
+    /// part of the post as delivered.
+    pub shared_message_id: Option<String>,
     /// `initialTimestamp`: timestamp of the first version (set on edits only).
     pub initial_timestamp: Option<i64>,
     /// True when the message is suppressed in this scenario: planned by the generator or

@@ -1181,3 +1181,42 @@ fn sessions_expire_after_an_hour_by_default() {
     assert_eq!(c.get("/pod/v2/sessioninfo").0, 401);
     assert_eq!(sim.stats().expired_sessions, 1);
 }
+
+#[test]
+fn a_wall_post_sharing_a_message_carries_it_and_serves_its_files() {
+    let sim = sim(small().build());
+    let truth = sim.ground_truth();
+    let c = Client::new(&sim.base_url());
+    let post = truth
+        .messages
+        .iter()
+        .find(|m| m.shared_message_id.is_some())
+        .expect("a wall post sharing a message");
+    assert_eq!(post.stream_type, StreamType::Post);
+    let shared = truth
+        .message(post.shared_message_id.as_deref().unwrap())
+        .unwrap();
+    assert!(!shared.attachments.is_empty(), "the first share has files");
+    let (code, m) = c.get_json(&format!("/agent/v1/message/{}", post.message_id));
+    assert_eq!(code, 200);
+    let inner = &m["sharedMessage"];
+    assert_eq!(url_id(&inner["messageId"]).unwrap(), shared.message_id);
+    assert_eq!(
+        url_id(&inner["stream"]["streamId"]).unwrap(),
+        shared.stream_id
+    );
+    let a = &shared.attachments[0];
+    assert_eq!(inner["attachments"][0]["id"], a.id);
+    let got = download(&c, &post.stream_id, &post.message_id, &a.id).unwrap();
+    assert_eq!(got.1, a.sha256);
+    // Other messages' files are not served through the post.
+    let other = truth
+        .attachments()
+        .find(|(m, _)| m.message_id != shared.message_id)
+        .unwrap()
+        .1;
+    assert_eq!(
+        download(&c, &post.stream_id, &post.message_id, &other.id),
+        Err("status 400".into())
+    );
+}

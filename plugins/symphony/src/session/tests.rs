@@ -883,3 +883,52 @@ fn a_400_from_the_datahose_is_a_stale_ack_id_or_a_bad_request_not_a_missing_add_
     };
     assert!(matches!(err, SourceError::Permanent(m) if m.contains("add-on")));
 }
+
+#[test]
+fn a_wall_post_shows_the_message_it_shares_with_its_attachments() {
+    let pod = pod();
+    {
+        let mut p = pod.0.borrow_mut();
+        let mut shared = p.streams[0].messages[9].2.clone();
+        shared["messageId"] = json!("r+09/=");
+        p.streams[3].messages[0].2["sharedMessage"] = shared;
+    }
+    let cfg = config_with("\"events\": false");
+    let mut session = Session::open(&cfg, None, pod.clone()).unwrap();
+    let (pages, _) = run(&mut session, 100);
+    let post = pages
+        .iter()
+        .flat_map(|p| &p.messages)
+        .find(|m| m.id == "p0")
+        .unwrap();
+    let text = post.text.as_deref().unwrap();
+    assert!(
+        text.starts_with("text of p0\n\nShared message from Bob <bob@acme.example>:\ntext of r09"),
+        "{text}"
+    );
+    let html = post.html.as_deref().unwrap();
+    assert!(html.contains("<blockquote><p>Shared message from Bob &lt;bob@acme.example&gt;:</p>"));
+    assert!(html.contains("text of r09"));
+    let names: Vec<&str> = post
+        .attachments
+        .iter()
+        .map(|a| a.file_name.as_str())
+        .collect();
+    assert_eq!(names, ["a.pdf", "b.txt"]);
+    match &post.attachments[0].body {
+        connector_sdk::AttachmentBody::Fetch(f) => assert!(
+            f.url.contains("/stream/POSTxx/attachment?") && f.url.ends_with("messageId=p0"),
+            "{}",
+            f.url
+        ),
+        other => panic!("{other:?}"),
+    }
+    let property = |name: &str| {
+        post.properties
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    };
+    assert_eq!(property("Shared-Message-Id"), Some("r-09_"));
+    assert_eq!(property("Shared-Stream-Id"), Some("ROOMxx"));
+}
