@@ -92,8 +92,22 @@ impl From<CallError> for SourceError {
 pub struct Tokens {
     /// `sessionToken`.
     pub session: (String, String),
-    /// `keyManagerToken`.
-    pub key_manager: (String, String),
+    /// `keyManagerToken`; `None` where the key-manager login is skipped.
+    pub key_manager: Option<(String, String)>,
+}
+
+impl Tokens {
+    /// The headers a request to `server` carries: the session token, and
+    /// for the agent the key-manager token where there is one.
+    pub fn headers(&self, server: Server) -> impl Iterator<Item = (&str, &str)> {
+        let key_manager = match server {
+            Server::Agent => self.key_manager.as_ref(),
+            Server::Pod => None,
+        };
+        std::iter::once(&self.session)
+            .chain(key_manager)
+            .map(|(name, value)| (name.as_str(), value.as_str()))
+    }
 }
 
 impl std::fmt::Debug for Tokens {
@@ -108,7 +122,8 @@ pub struct Client<B> {
     username: String,
     pod: String,
     agent: String,
-    key_manager: String,
+    /// The key manager's base URL, `None` when its login is skipped.
+    key_manager: Option<String>,
     tokens: Option<Tokens>,
     logins: u32,
 }
@@ -216,7 +231,9 @@ impl<B: Backend> Client<B> {
             username: config.username.clone(),
             pod: config.pod_url.clone(),
             agent: config.agent_url.clone(),
-            key_manager: config.key_manager_url.clone(),
+            key_manager: config
+                .key_manager_login
+                .then(|| config.key_manager_url.clone()),
             tokens: None,
             logins: 0,
         }
@@ -268,11 +285,14 @@ impl<B: Backend> Client<B> {
             &token,
             "sessionToken",
         )?;
-        let key_manager = self.authenticate(
-            &format!("{}/relay/pubkey/authenticate", self.key_manager),
-            &token,
-            "keyManagerToken",
-        )?;
+        let key_manager = match self.key_manager.clone() {
+            Some(base) => Some(self.authenticate(
+                &format!("{base}/relay/pubkey/authenticate"),
+                &token,
+                "keyManagerToken",
+            )?),
+            None => None,
+        };
         self.logins += 1;
         connector_sdk::debug!("logged in to Symphony"; logins = self.logins);
         self.tokens = Some(Tokens {
@@ -343,10 +363,9 @@ impl<B: Backend> Client<B> {
             let tokens = self.tokens()?;
             let mut request = Request::new(method, url)
                 .header("accept", "application/json")
-                .header(&tokens.session.0, &tokens.session.1)
                 .timeout_ms(API_TIMEOUT_MS);
-            if server == Server::Agent {
-                request = request.header(&tokens.key_manager.0, &tokens.key_manager.1);
+            for (name, value) in tokens.headers(server) {
+                request = request.header(name, value);
             }
             if let Some(body) = body {
                 request = request.json(body)?;
@@ -508,7 +527,7 @@ mod tests {
     fn tokens_are_never_printed() {
         let t = Tokens {
             session: ("sessionToken".into(), "secret-session".into()),
-            key_manager: ("keyManagerToken".into(), "secret-km".into()),
+            key_manager: Some(("keyManagerToken".into(), "secret-km".into())),
         };
         assert!(!format!("{t:?}").contains("secret"));
     }

@@ -20,7 +20,7 @@ use connector_sdk::{
 };
 
 use crate::api::{self, V4AttachmentInfo, V4Event, V4Message, V4User};
-use crate::client::{Tokens, encode_component};
+use crate::client::{Server, Tokens, encode_component};
 use crate::config::StreamType;
 use crate::presentation::Rendered;
 
@@ -92,9 +92,11 @@ pub fn attachment(
         .filter(|n| !n.is_empty())
         .map(str::to_string)
         .unwrap_or_else(|| format!("attachment-{}", index + 1));
-    let fetch = FetchSpec::new(url)
-        .with_header(&tokens.session.0, &tokens.session.1)
-        .with_header(&tokens.key_manager.0, &tokens.key_manager.1)
+    let fetch = tokens
+        .headers(Server::Agent)
+        .fold(FetchSpec::new(url), |f, (name, value)| {
+            f.with_header(name, value)
+        })
         .with_encoding(BodyEncoding::Base64);
     let media_type = media_type(&file_name).map(str::to_string);
     Attachment::new(&info.id, file_name, AttachmentBody::Fetch(fetch))
@@ -371,7 +373,7 @@ mod tests {
     fn tokens() -> Tokens {
         Tokens {
             session: ("sessionToken".into(), "s1".into()),
-            key_manager: ("keyManagerToken".into(), "k1".into()),
+            key_manager: Some(("keyManagerToken".into(), "k1".into())),
         }
     }
 

@@ -159,6 +159,10 @@ pub struct SimConfig {
     /// endpoints (stream list, membership lists, suppression) need (default: yes; without
     /// it they answer 403).
     pub user_provisioning: bool,
+    /// Whether agent endpoints need a `keyManagerToken` (default: yes). A pod with Simplified
+    /// Key Delivery takes the session token alone; a key-manager token sent anyway must
+    /// still be valid.
+    pub key_manager_required: bool,
     /// Maximum distance between now and a login JWT's `exp` (Symphony: 5 minutes).
     pub jwt_max_lifetime: Duration,
     /// Fault injection (off by default).
@@ -185,6 +189,7 @@ impl Default for SimConfig {
             membership: Membership::default(),
             non_member_status: 403,
             user_provisioning: true,
+            key_manager_required: true,
             jwt_max_lifetime: Duration::from_secs(300),
             faults: Faults::default(),
         }
@@ -312,6 +317,11 @@ impl SimConfigBuilder {
     /// Sets the status non-members get for messages and attachments (400 or 403).
     pub fn non_member_status(mut self, status: u16) -> Self {
         self.0.non_member_status = status;
+        self
+    }
+    /// Requires a key-manager token on agent endpoints, or not (Simplified Key Delivery).
+    pub fn key_manager_required(mut self, on: bool) -> Self {
+        self.0.key_manager_required = on;
         self
     }
     /// Grants or withholds the User Provisioning role.

@@ -630,10 +630,10 @@ async fn require_agent(State(st): St, mut req: Request, next: Next) -> Response 
         Ok(user) => user,
         Err(expired) => return unauthorized(&st, expired),
     };
-    if let Err(expired) = st.check_token(
-        header_str(req.headers(), "keyManagerToken"),
-        TokenKind::KeyManager,
-    ) {
+    let key_manager = header_str(req.headers(), "keyManagerToken");
+    if (key_manager.is_some() || st.cfg.key_manager_required)
+        && let Err(expired) = st.check_token(key_manager, TokenKind::KeyManager)
+    {
         return unauthorized(&st, expired);
     }
     req.extensions_mut().insert(Caller(user));

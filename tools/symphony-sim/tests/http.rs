@@ -1220,3 +1220,28 @@ fn a_wall_post_sharing_a_message_carries_it_and_serves_its_files() {
         Err("status 400".into())
     );
 }
+
+#[test]
+fn agent_endpoints_need_a_key_manager_token_unless_the_pod_has_simplified_key_delivery() {
+    for required in [true, false] {
+        let sim = sim(small().key_manager_required(required).build());
+        let truth = sim.ground_truth();
+        let c = Client::new(&sim.base_url());
+        let path = format!(
+            "{}/agent/v4/stream/{}/message?since=0",
+            sim.base_url(),
+            truth.streams[0].stream_id
+        );
+        let (code, _) = call(c.agent.get(&path).set("sessionToken", &c.session).call());
+        assert_eq!(code, if required { 401 } else { 200 });
+        // A token sent anyway must be valid.
+        let (code, _) = call(
+            c.agent
+                .get(&path)
+                .set("sessionToken", &c.session)
+                .set("keyManagerToken", "bogus")
+                .call(),
+        );
+        assert_eq!(code, 401);
+    }
+}

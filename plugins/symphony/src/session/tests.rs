@@ -38,6 +38,8 @@ struct FakePod {
     fail: Vec<Injected>,
     /// Refuse every session token once (they expire).
     expire: bool,
+    /// Simplified Key Delivery: the agent takes the session token alone.
+    skd: bool,
     signed: Vec<String>,
 }
 
@@ -124,7 +126,7 @@ impl FakePod {
         }
         let session_ok = header("sessionToken").is_some_and(|t| self.valid.contains(&t));
         let km_ok = header("keyManagerToken").is_some_and(|t| self.valid.contains(&t));
-        if !session_ok || (path.starts_with("/agent") && !km_ok) {
+        if !session_ok || (path.starts_with("/agent") && !km_ok && !self.skd) {
             return response(401, json!({"code": 401, "message": "Invalid session"}));
         }
         let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
@@ -824,6 +826,16 @@ fn many_quiet_streams_give_empty_pages_that_keep_the_place() {
     assert_eq!(resumed.streams().len(), 124);
 }
 
+/// Pulls pages until one fails, which must happen before the run ends.
+fn first_error(session: &mut Session<Shared>) -> SourceError {
+    loop {
+        match session.next_page() {
+            Ok(page) => assert!(!page.complete, "the run ended without the error"),
+            Err(e) => return e,
+        }
+    }
+}
+
 #[test]
 fn a_400_from_the_datahose_is_a_stale_ack_id_or_a_bad_request_not_a_missing_add_on() {
     let pod = pod();
@@ -856,12 +868,7 @@ fn a_400_from_the_datahose_is_a_stale_ack_id_or_a_bad_request_not_a_missing_add_
         .borrow_mut()
         .fail
         .push(("/events/read".into(), 400, vec![]));
-    let err = loop {
-        match session.next_page() {
-            Ok(page) => assert!(!page.complete),
-            Err(e) => break e,
-        }
-    };
+    let err = first_error(&mut session);
     match err {
         SourceError::Permanent(m) => {
             assert!(m.contains("events_tag") && !m.contains("add-on"), "{m}")
@@ -875,12 +882,7 @@ fn a_400_from_the_datahose_is_a_stale_ack_id_or_a_bad_request_not_a_missing_add_
         .borrow_mut()
         .fail
         .push(("/events/read".into(), 403, vec![]));
-    let err = loop {
-        match session.next_page() {
-            Ok(page) => assert!(!page.complete),
-            Err(e) => break e,
-        }
-    };
+    let err = first_error(&mut session);
     assert!(matches!(err, SourceError::Permanent(m) if m.contains("add-on")));
 }
 
@@ -931,4 +933,29 @@ fn a_wall_post_shows_the_message_it_shares_with_its_attachments() {
     };
     assert_eq!(property("Shared-Message-Id"), Some("r-09_"));
     assert_eq!(property("Shared-Stream-Id"), Some("ROOMxx"));
+}
+
+#[test]
+fn without_the_key_manager_login_agent_calls_and_downloads_carry_the_session_alone() {
+    let pod = pod();
+    pod.0.borrow_mut().skd = true;
+    let cfg = config_with("\"key_manager_login\": false");
+    let mut session = Session::open(&cfg, None, pod.clone()).unwrap();
+    let (pages, done) = run(&mut session, 100);
+    assert!(done);
+    assert!(!pod.0.borrow().log.iter().any(|l| l.contains("/relay/")));
+    let fetches: Vec<_> = pages
+        .iter()
+        .flat_map(|p| &p.messages)
+        .flat_map(|m| &m.attachments)
+        .map(|a| match &a.body {
+            connector_sdk::AttachmentBody::Fetch(f) => f.headers.clone(),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert!(!fetches.is_empty());
+    for headers in fetches {
+        let names: Vec<&str> = headers.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(names, ["sessionToken"]);
+    }
 }
