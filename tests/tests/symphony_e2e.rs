@@ -4,7 +4,9 @@
 //! injected faults (throttling, expired sessions, server errors, dropped
 //! connections) must end with byte-identical mailboxes. A pod where the
 //! service account is a member of half the streams gives it those streams,
-//! exactly, and names the others with the fix.
+//! exactly, and names the others with the fix; with the datahose read for
+//! messages too, the whole pod arrives exactly once while the datahose
+//! re-delivers and reorders.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -20,8 +22,8 @@ use connector_state::RunOutcome;
 use mail_parser::{Encoding, Message, MessageParser, MessagePart, MimeHeaders};
 use sha2::{Digest, Sha256};
 use symphony_sim::{
-    BlockingSim, Faults, GroundTruth, Membership, Relation, SimConfig, SuppressionMode,
-    TruthMessage, normalize_text, start_blocking,
+    BlockingSim, DatahoseConfig, Faults, GroundTruth, Membership, Relation, SimConfig,
+    SuppressionMode, TruthEvent, TruthMessage, normalize_text, start_blocking,
 };
 
 const FOLDER_ON_DISK: &str = ".INBOX.Symphony";
@@ -38,6 +40,11 @@ struct Setup {
 /// Installs the plugin and writes a connector file for the simulator at
 /// `base`, with the private key in a 0600 secrets file.
 fn setup(base: &str, page_size: u32) -> Setup {
+    setup_with(base, page_size, "")
+}
+
+/// [`setup`], with more lines for the `[plugin-config]` table.
+fn setup_with(base: &str, page_size: u32, plugin_config: &str) -> Setup {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path();
     let config = symphony_connector_file(
@@ -52,6 +59,14 @@ fn setup(base: &str, page_size: u32) -> Setup {
             extra_secrets: "",
         },
     );
+    let text = std::fs::read_to_string(&config).unwrap();
+    let page_line = format!("page_size = {page_size}\n");
+    assert!(text.contains(&page_line));
+    std::fs::write(
+        &config,
+        text.replacen(&page_line, &format!("{page_line}{plugin_config}\n"), 1),
+    )
+    .unwrap();
     Setup {
         config: ConnectorConfig::load(&config).unwrap(),
         state: root.join("state"),
@@ -105,11 +120,18 @@ fn mapped(email: &str) -> Option<String> {
     email.ends_with(&format!("@{DOMAIN}")).then_some(email)
 }
 
+/// A source item: a message, the deletion record of a suppressed one, or
+/// a room event of the datahose (join, leave, update).
+#[derive(Clone, Copy)]
+enum Item<'a> {
+    Message(&'a TruthMessage),
+    Deletion(&'a TruthMessage),
+    Event(&'a TruthEvent),
+}
+
 /// What one (source) item should look like, and where it should land.
 struct Expected<'a> {
-    message: &'a TruthMessage,
-    /// True for the deletion record of a suppressed message.
-    deletion: bool,
+    item: Item<'a>,
     mailboxes: BTreeSet<String>,
     /// Mailboxes that may also receive it (the suppression's initiator).
     optional: BTreeSet<String>,
@@ -138,8 +160,7 @@ fn expectations(truth: &GroundTruth) -> BTreeMap<String, Expected<'_>> {
         out.insert(
             m.message_id.clone(),
             Expected {
-                message: m,
-                deletion: false,
+                item: Item::Message(m),
                 mailboxes: mailboxes.clone(),
                 optional: BTreeSet::new(),
             },
@@ -150,15 +171,59 @@ fn expectations(truth: &GroundTruth) -> BTreeMap<String, Expected<'_>> {
             out.insert(
                 format!("suppression-{}", m.message_id),
                 Expected {
-                    message: m,
-                    deletion: true,
+                    item: Item::Deletion(m),
                     mailboxes: members,
                     optional,
                 },
             );
         }
     }
+    // Room events the datahose holds (with its history): every member's.
+    let room_events = ["USERJOINEDROOM", "USERLEFTROOM", "ROOMUPDATED"];
+    for ev in truth
+        .events
+        .iter()
+        .filter(|e| room_events.contains(&e.event_type.as_str()))
+    {
+        let stream = truth.stream(&ev.stream_id).unwrap();
+        out.insert(
+            format!("event-{}", ev.event_id),
+            Expected {
+                item: Item::Event(ev),
+                mailboxes: stream
+                    .members
+                    .iter()
+                    .filter_map(|p| p.email.as_deref().and_then(mapped))
+                    .collect(),
+                optional: BTreeSet::new(),
+            },
+        );
+    }
     out
+}
+
+/// Checks the email of a room event: its conversation, kind and time.
+fn check_event(id: &str, ev: &TruthEvent, parsed: &Message<'_>) {
+    assert_eq!(
+        header(parsed, "X-Connector-Conversation-Id").as_deref(),
+        Some(ev.stream_id.as_str()),
+        "{id}"
+    );
+    let kind = match ev.event_type.as_str() {
+        "USERJOINEDROOM" => "member-joined",
+        "USERLEFTROOM" => "member-left",
+        _ => "system",
+    };
+    assert_eq!(
+        header(parsed, "X-Connector-Message-Kind").as_deref(),
+        Some(kind),
+        "{id}"
+    );
+    assert_eq!(
+        parsed.date().unwrap().to_timestamp(),
+        ev.timestamp.div_euclid(1000),
+        "{id} Date"
+    );
 }
 
 fn header(parsed: &Message<'_>, name: &str) -> Option<String> {
@@ -258,12 +323,15 @@ fn check_email(
     raw: &[u8],
     parsed: &Message<'_>,
 ) {
-    let m = e.message;
-    let stream = truth.stream(&m.stream_id).unwrap();
     assert_eq!(
         header(parsed, "X-Connector-Message-Id").as_deref(),
         Some(id)
     );
+    let m = match e.item {
+        Item::Event(ev) => return check_event(id, ev, parsed),
+        Item::Message(m) | Item::Deletion(m) => m,
+    };
+    let stream = truth.stream(&m.stream_id).unwrap();
     assert_eq!(
         header(parsed, "X-Connector-Conversation-Id").as_deref(),
         Some(m.stream_id.as_str()),
@@ -294,7 +362,7 @@ fn check_email(
         to, want_to,
         "{id}: every member, past and external ones included"
     );
-    if e.deletion {
+    if matches!(e.item, Item::Deletion(_)) {
         assert_eq!(kind, "deletion", "{id}");
         assert_eq!(
             header(parsed, "X-Connector-Deletes").as_deref(),
@@ -349,6 +417,19 @@ fn check_email(
                 parsed.in_reply_to().as_text().map(str::to_string),
                 Some(converter.message_id(m.parent_message_id.as_deref().unwrap()))
             );
+        }
+        // A forward whose original the account cannot see (not a member of
+        // its stream, and not yet seen on the datahose) is kept as a reply
+        // to it, marked unknown.
+        Some(Relation::Forward)
+            if header(parsed, "X-Connector-Property-Parent-Relation").as_deref()
+                == Some("unknown") =>
+        {
+            assert_eq!(reply, m.parent_message_id, "{id} unknown parent");
+            let parent = truth.message(m.parent_message_id.as_deref().unwrap());
+            let hidden =
+                parent.is_some_and(|p| !truth.stream(&p.stream_id).unwrap().service_member);
+            assert!(hidden, "{id}: only a hidden original is unknown");
         }
         Some(Relation::Forward) => {
             assert_eq!(forward, m.parent_message_id, "{id} forward");
@@ -405,12 +486,23 @@ fn check_email(
             )
         })
         .collect();
-    let want: Vec<(String, String)> = m
+    let files: Vec<_> = m
         .attachments
         .iter()
         .chain(shared.iter().flat_map(|s| &s.attachments))
-        .map(|a| (a.name.clone(), a.sha256.clone()))
         .collect();
+    // The pod serves a stream's files to its members only: those of other
+    // streams (messages from the datahose) are named, not fetched.
+    let want: Vec<(String, String)> = if stream.service_member {
+        files
+            .iter()
+            .map(|a| (a.name.clone(), a.sha256.clone()))
+            .collect()
+    } else {
+        let named = header(parsed, "X-Connector-Property-Unfetched-Attachments");
+        assert_eq!(named.is_some(), !files.is_empty(), "{id}: {named:?}");
+        Vec::new()
+    };
     assert_eq!(got, want, "{id}: attachments byte for byte");
 }
 
@@ -655,16 +747,21 @@ fn readable_part(truth: &GroundTruth) -> GroundTruth {
     part
 }
 
-#[test]
-fn a_pod_where_the_account_is_a_member_of_half_the_streams_archives_those_exactly_and_names_the_others_with_the_fix()
- {
-    let sim = sim(SimConfig::builder()
+/// A pod of 600 messages whose service account is a member of half the
+/// streams.
+fn half_member_pod() -> symphony_sim::SimConfigBuilder {
+    SimConfig::builder()
         .seed(20_240_101)
         .messages(600)
         .large_attachment_bytes(0)
         .max_small_attachment_bytes(8 * 1024)
         .membership(Membership::Half)
-        .build());
+}
+
+#[test]
+fn a_pod_where_the_account_is_a_member_of_half_the_streams_archives_those_exactly_and_names_the_others_with_the_fix()
+ {
+    let sim = sim(half_member_pod().build());
     let truth = sim.ground_truth();
     let skipped: Vec<&str> = truth
         .streams
@@ -716,4 +813,39 @@ fn a_pod_where_the_account_is_a_member_of_half_the_streams_archives_those_exactl
     let log = run();
     assert!(log.contains("stream skipped"), "{log}");
     check_archive_of(&s, &readable, &truth);
+}
+
+#[test]
+fn with_the_datahose_a_pod_where_the_account_is_in_half_the_streams_is_archived_whole_exactly_once()
+{
+    let datahose = DatahoseConfig {
+        history: true,
+        wait: std::time::Duration::from_millis(300),
+        redeliver_after: std::time::Duration::from_millis(1500),
+        batch: 40,
+    };
+    let sim = sim(half_member_pod().datahose(datahose).build());
+    let s = setup_with(&sim.base_url(), 50, "events_messages = true");
+    let host = Host::open(&s.state).unwrap();
+    // Another worker of the fleet, reading with the same tag, takes a batch
+    // and dies before acknowledging it: the datahose gives it again later.
+    let tag = format!("connector-{}", symphony_sim::TEST_USERNAME);
+    assert_eq!(sim.take_datahose_batch_without_ack(&tag), 40);
+
+    let first = host.run_once(&s.config, &RunOptions::default()).unwrap();
+    assert_eq!(first.outcome, RunOutcome::Succeeded);
+    // The lost batch comes back once its acknowledgement is overdue.
+    std::thread::sleep(std::time::Duration::from_millis(1600));
+    let second = host.run_once(&s.config, &RunOptions::default()).unwrap();
+    assert_eq!(second.outcome, RunOutcome::Succeeded);
+    assert!(sim.stats().redelivered_events >= 40, "{:?}", sim.stats());
+    let truth = sim.ground_truth();
+    assert!(truth.streams.iter().any(|s| !s.service_member));
+    check_archive(&s, &truth);
+
+    // Suppressions reach the datahose and are archived as deletions.
+    assert!(sim.apply_suppressions() > 0);
+    let third = host.run_once(&s.config, &RunOptions::default()).unwrap();
+    assert_eq!(third.outcome, RunOutcome::Succeeded);
+    check_archive(&s, &sim.ground_truth());
 }

@@ -327,6 +327,54 @@ pub struct Payload {
     pub user_joined_room: Option<RoomMembershipChange>,
     /// `V4UserLeftRoom`.
     pub user_left_room: Option<RoomMembershipChange>,
+    /// `V4RoomUpdated`.
+    pub room_updated: Option<RoomUpdated>,
+}
+
+/// `V4RoomUpdated`: the room and its new properties.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RoomUpdated {
+    /// The room.
+    pub stream: Option<V4Stream>,
+    /// Its properties after the change.
+    pub new_room_properties: Option<RoomProperties>,
+}
+
+/// The parts of `V4RoomProperties` the plugin reads.
+#[derive(Debug, Deserialize)]
+pub struct RoomProperties {
+    /// The room's name.
+    pub name: Option<String>,
+}
+
+/// The message of a `MESSAGESENT` event (`payload.messageSent`) or of a
+/// `SHAREDPOST` one (`payload.sharedPost`), kept as received.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SentPayload {
+    /// `V4MessageSent`.
+    pub message_sent: Option<SentMessage>,
+    /// `V4SharedPost`.
+    pub shared_post: Option<SentMessage>,
+}
+
+/// `V4MessageSent` / `V4SharedPost`.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SentMessage {
+    /// The message, as received.
+    pub message: Option<Box<serde_json::value::RawValue>>,
+    /// The message a wall post shares (`SHAREDPOST`).
+    pub shared_message: Option<Box<V4Message>>,
+}
+
+/// A `MESSAGESENT` or `SHAREDPOST` event's payload, as far as the plugin
+/// reads it.
+#[derive(Debug, Deserialize)]
+pub struct SentEvent {
+    /// The payload.
+    pub payload: Option<SentPayload>,
 }
 
 /// `V4MessageSuppressed`.

@@ -11,7 +11,8 @@
 //!   "page_size": 500,
 //!   "since": 0,
 //!   "events": true,
-//!   "events_tag": "compliance-archiver"
+//!   "events_tag": "compliance-archiver",
+//!   "events_messages": false
 //! }
 //! ```
 //!
@@ -97,6 +98,7 @@ struct RawConfig {
     since: Option<i64>,
     events: Option<bool>,
     events_tag: Option<String>,
+    events_messages: Option<bool>,
 }
 
 /// A checked configuration.
@@ -124,6 +126,10 @@ pub struct Config {
     pub events: bool,
     /// The datahose feed's tag.
     pub events_tag: String,
+    /// Whether to read messages from the datahose too (`MESSAGESENT`,
+    /// `SHAREDPOST`): the messages of every conversation, also those the
+    /// service account is not a member of.
+    pub events_messages: bool,
 }
 
 impl Config {
@@ -206,6 +212,7 @@ impl Config {
             since,
             events: raw.events.unwrap_or(true),
             events_tag,
+            events_messages: raw.events_messages.unwrap_or(false),
         })
     }
 

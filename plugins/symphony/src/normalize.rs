@@ -279,8 +279,9 @@ pub struct EventMessage {
 }
 
 /// Turns a datahose event into a message: `MESSAGESUPPRESSED` into a
-/// deletion, `USERJOINEDROOM` / `USERLEFTROOM` into joins and leaves. Other
-/// events, and events without the fields they need, give `None`.
+/// deletion, `USERJOINEDROOM` / `USERLEFTROOM` into joins and leaves,
+/// `ROOMUPDATED` into a system message. Other events (messages are read by
+/// the session), and events without the fields they need, give `None`.
 pub fn event(raw: &str, ev: &V4Event) -> Option<EventMessage> {
     let payload = ev.payload.as_ref()?;
     let kind = ev.kind.as_deref().unwrap_or_default();
@@ -350,6 +351,31 @@ pub fn event(raw: &str, ev: &V4Event) -> Option<EventMessage> {
             };
             let message = Message::new(format!("event-{id}"), &stream.0, sender, sent_at, kind)
                 .with_original(raw);
+            (message, stream)
+        }
+        "ROOMUPDATED" => {
+            let update = payload.room_updated.as_ref()?;
+            let mut stream = stream_facts(update.stream.as_ref())?;
+            let name = update
+                .new_room_properties
+                .as_ref()
+                .and_then(|p| p.name.clone());
+            stream.2 = stream.2.or(name.clone());
+            let sender = person(initiator, None, None);
+            let id = ev.id.clone().filter(|i| !i.is_empty())?;
+            let text = match &name {
+                Some(name) => format!("The room was updated; its name is now {name:?}."),
+                None => "The room's properties were updated.".to_string(),
+            };
+            let message = Message::new(
+                format!("event-{id}"),
+                &stream.0,
+                sender,
+                sent_at,
+                MessageKind::System,
+            )
+            .with_text(text)
+            .with_original(raw);
             (message, stream)
         }
         _ => return None,

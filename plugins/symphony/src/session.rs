@@ -43,7 +43,15 @@ const MAX_REMEMBERED: usize = 200_000;
 /// The host's checkpoint limit.
 const MAX_CHECKPOINT: usize = 1 << 20;
 /// Event types read from the datahose.
-const EVENT_TYPES: [&str; 3] = ["MESSAGESUPPRESSED", "USERJOINEDROOM", "USERLEFTROOM"];
+const EVENT_TYPES: [&str; 4] = [
+    "MESSAGESUPPRESSED",
+    "USERJOINEDROOM",
+    "USERLEFTROOM",
+    "ROOMUPDATED",
+];
+/// Event types read from the datahose with `events_messages`: the messages
+/// of every conversation.
+const MESSAGE_EVENT_TYPES: [&str; 2] = ["MESSAGESENT", "SHAREDPOST"];
 
 /// A stream the run archives.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -401,9 +409,55 @@ impl<B: Backend> Session<B> {
             conversations.push(self.describe(&stream)?);
             self.described.insert(stream.id.clone());
         }
-        self.learn_users(&take)?;
-        let mut parents = Vec::with_capacity(take.len());
+        let mut messages: Vec<Message> = Vec::with_capacity(take.len());
+        for message in self.convert(&take, &stream)? {
+            if !messages.iter().any(|m| m.id == message.id) {
+                messages.push(message);
+            }
+        }
         for listed in &take {
+            self.checkpoint
+                .positions
+                .entry(stream.id.clone())
+                .or_insert_with(|| Position::start(self.config.since))
+                .advance(listed.msg.timestamp.0, &listed.msg.message_id);
+        }
+        self.checkpoint.cursor = Some(stream.id.clone());
+        if self.pending.is_empty() && !self.pending_more {
+            // The listing was short: the stream is drained for this run, and
+            // a resumed run starts at the next one.
+            self.next += 1;
+            self.checkpoint.cursor = self.streams.get(self.next).map(|s| s.id.clone());
+        }
+        connector_sdk::info!(
+            "Symphony messages";
+            stream = stream.id,
+            stream_type = stream.kind.as_str(),
+            messages = messages.len(),
+            attachments = attachments
+        );
+        self.page(conversations, messages, false)
+    }
+
+    /// Listed messages of `stream` as WIT messages: their users looked up,
+    /// their parents placed (reply or forward), their files to be fetched
+    /// by the host with the session's headers.
+    fn convert(&mut self, take: &[Listed], stream: &Stream) -> Result<Vec<Message>, SourceError> {
+        self.convert_with(take, stream, true)
+    }
+
+    /// [`Session::convert`]; without `fetchable`, the files are named in
+    /// the property `Unfetched-Attachments` instead of fetched (a pod serves
+    /// a stream's files to its members only).
+    fn convert_with(
+        &mut self,
+        take: &[Listed],
+        stream: &Stream,
+        fetchable: bool,
+    ) -> Result<Vec<Message>, SourceError> {
+        self.learn_users(take)?;
+        let mut parents = Vec::with_capacity(take.len());
+        for listed in take {
             parents.push(
                 match listed
                     .msg
@@ -423,13 +477,13 @@ impl<B: Backend> Session<B> {
         // since every login shows in the pod's audit (sessions last an hour
         // or more). A download meeting a 401 fails the page, which the host
         // fetches again from its checkpoint, logging in anew.
-        let tokens = if attachments > 0 {
+        let tokens = if fetchable && take.iter().any(|l| l.msg.files().next().is_some()) {
             Some(self.client.tokens()?)
         } else {
             None
         };
         let mut messages = Vec::with_capacity(take.len());
-        for (listed, parent) in take.into_iter().zip(parents) {
+        for (listed, parent) in take.iter().zip(parents) {
             let msg = &listed.msg;
             let mut rendered = self.render(msg);
             if let Some(shared) = &msg.shared_message {
@@ -458,7 +512,7 @@ impl<B: Backend> Session<B> {
                 .and_then(|u| u.user_id)
                 .and_then(|id| self.users.get(&id.0).cloned().flatten())
                 .map(|u| (u.email, u.name));
-            let message = normalize::message(
+            let mut message = normalize::message(
                 msg,
                 MessageParts {
                     raw: &listed.raw,
@@ -470,30 +524,25 @@ impl<B: Backend> Session<B> {
                     attachments: files,
                 },
             );
-            self.checkpoint
-                .positions
-                .entry(stream.id.clone())
-                .or_insert_with(|| Position::start(self.config.since))
-                .advance(msg.timestamp.0, &msg.message_id);
-            if !messages.iter().any(|m: &Message| m.id == message.id) {
-                messages.push(message);
+            if !fetchable && msg.files().next().is_some() {
+                let names: Vec<String> = msg
+                    .files()
+                    .map(|a| {
+                        format!(
+                            "{} ({} bytes, id {})",
+                            a.name.as_deref().unwrap_or("unnamed"),
+                            a.size.map_or(0, |s| s.0),
+                            a.id
+                        )
+                    })
+                    .collect();
+                message
+                    .properties
+                    .push(("Unfetched-Attachments".into(), names.join("; ")));
             }
+            messages.push(message);
         }
-        self.checkpoint.cursor = Some(stream.id.clone());
-        if self.pending.is_empty() && !self.pending_more {
-            // The listing was short: the stream is drained for this run, and
-            // a resumed run starts at the next one.
-            self.next += 1;
-            self.checkpoint.cursor = self.streams.get(self.next).map(|s| s.id.clone());
-        }
-        connector_sdk::info!(
-            "Symphony messages";
-            stream = stream.id,
-            stream_type = stream.kind.as_str(),
-            messages = messages.len(),
-            attachments = attachments
-        );
-        self.page(conversations, messages, false)
+        Ok(messages)
     }
 
     /// A message's PresentationML as text and HTML, mentions named from
@@ -796,7 +845,7 @@ impl<B: Backend> Session<B> {
             let body = serde_json::json!({
                 "type": "datahose",
                 "tag": self.config.events_tag,
-                "eventTypes": EVENT_TYPES,
+                "eventTypes": self.event_types(),
                 "ackId": ack,
                 "updatePresence": false,
             });
@@ -829,7 +878,63 @@ impl<B: Backend> Session<B> {
         }
     }
 
-    /// One datahose read: suppressions, joins and leaves.
+    /// The event types the datahose is asked for.
+    fn event_types(&self) -> Vec<&'static str> {
+        let mut types = EVENT_TYPES.to_vec();
+        if self.config.events_messages {
+            types.extend(MESSAGE_EVENT_TYPES);
+        }
+        types
+    }
+
+    /// The stream an event happened in: one the run lists, or one it learns
+    /// of from the event; `None` when its type is not archived.
+    fn event_stream(
+        &self,
+        id: &str,
+        kind: Option<StreamType>,
+        room_name: Option<String>,
+    ) -> Option<Stream> {
+        let stream = match self.streams.iter().find(|s| s.id == id) {
+            Some(s) => s.clone(),
+            None => Stream {
+                id: id.to_string(),
+                kind: kind.unwrap_or(if room_name.is_some() {
+                    StreamType::Room
+                } else {
+                    StreamType::Mim
+                }),
+                name: room_name,
+                last_message: None,
+                creator: None,
+                member_ids: Vec::new(),
+            },
+        };
+        self.config.wants(stream.kind).then_some(stream)
+    }
+
+    /// The message a `MESSAGESENT` or `SHAREDPOST` event carries, as
+    /// received, with the message a wall post shares.
+    fn sent_message(raw: &str) -> Option<Listed> {
+        let event: api::SentEvent = serde_json::from_str(raw).ok()?;
+        let payload = event.payload?;
+        let sent = payload.message_sent.or(payload.shared_post)?;
+        let message = sent.message?;
+        let mut msg: V4Message = serde_json::from_str(message.get()).ok()?;
+        if msg.shared_message.is_none() {
+            msg.shared_message = sent.shared_message;
+        }
+        Some(Listed {
+            raw: message.get().to_string(),
+            msg,
+        })
+    }
+
+    /// One datahose read: suppressions, joins, leaves and room updates, and
+    /// with `events_messages` the messages of every conversation. Delivery
+    /// is at least once and in no order: a message this run already has is
+    /// left out (the host's ledger keeps later runs from delivering it
+    /// again), and the page is in time order.
     fn events_page(&mut self) -> Result<Page, SourceError> {
         let response = self.read_events()?;
         let what = "POST /agent/v5/events/read";
@@ -845,6 +950,7 @@ impl<B: Backend> Session<B> {
         let unchanged = ack.is_none() || ack == self.checkpoint.ack_id;
         let mut conversations = Vec::new();
         let mut messages: Vec<Message> = Vec::new();
+        let mut sent: Vec<(Listed, Stream)> = Vec::new();
         for raw in &raw_events {
             let ev: api::V4Event = match serde_json::from_str(raw) {
                 Ok(ev) => ev,
@@ -853,34 +959,36 @@ impl<B: Backend> Session<B> {
                     continue;
                 }
             };
+            if MESSAGE_EVENT_TYPES.contains(&ev.kind.as_deref().unwrap_or_default()) {
+                let Some(listed) = Self::sent_message(raw) else {
+                    connector_sdk::warn!("skipping a message event without its message"; event = ev.id.unwrap_or_default());
+                    continue;
+                };
+                let facts = listed.msg.stream.clone();
+                let stream = facts.as_ref().and_then(|f| {
+                    self.event_stream(
+                        f.stream_id.as_deref()?,
+                        f.stream_type.as_deref().and_then(StreamType::parse),
+                        f.room_name.clone(),
+                    )
+                });
+                let id = &listed.msg.message_id;
+                let seen = self.message_streams.contains_key(id.as_str())
+                    || sent.iter().any(|(l, _)| l.msg.message_id == *id);
+                if let Some(stream) = stream
+                    && !seen
+                {
+                    sent.push((listed, stream));
+                }
+                continue;
+            }
             let Some(em) = normalize::event(raw, &ev) else {
                 continue;
             };
-            let known = self.streams.iter().find(|s| s.id == em.stream_id).cloned();
-            let stream = match known {
-                Some(s) => s,
-                None => {
-                    let kind = em.stream_type.unwrap_or(if em.room_name.is_some() {
-                        StreamType::Room
-                    } else {
-                        StreamType::Mim
-                    });
-                    if !self.config.wants(kind) {
-                        continue;
-                    }
-                    Stream {
-                        id: em.stream_id.clone(),
-                        kind,
-                        name: em.room_name.clone(),
-                        last_message: None,
-                        creator: None,
-                        member_ids: Vec::new(),
-                    }
-                }
-            };
-            if !self.config.wants(stream.kind) {
+            let Some(stream) = self.event_stream(&em.stream_id, em.stream_type, em.room_name)
+            else {
                 continue;
-            }
+            };
             let mut message = em.message;
             message.conversation_id = stream.id.clone();
             if !self.described.contains(&stream.id) {
@@ -901,6 +1009,23 @@ impl<B: Backend> Session<B> {
                 messages.push(message);
             }
         }
+        // Messages in time order, so that a parent comes before its replies.
+        sent.sort_by_key(|(l, _)| l.msg.timestamp.0);
+        for (listed, stream) in sent {
+            if !self.described.contains(&stream.id) {
+                conversations.push(self.describe(&stream)?);
+                self.described.insert(stream.id.clone());
+            }
+            // Files of a stream the account cannot read cannot be fetched.
+            let fetchable = self.streams.iter().any(|s| s.id == stream.id)
+                && !self.skipped.iter().any(|s| s.stream == stream.id);
+            messages.extend(self.convert_with(
+                std::slice::from_ref(&listed),
+                &stream,
+                fetchable,
+            )?);
+        }
+        messages.sort_by_key(|m| m.sent_at);
         if let Some(ack) = ack {
             self.checkpoint.ack_id = Some(ack);
         }

@@ -95,6 +95,38 @@ impl FromStr for Membership {
     }
 }
 
+/// How the datahose (`POST /agent/v5/events/read`) behaves. Like a pod's: it delivers each
+/// event to one of the readers sharing a tag, in no particular order (each batch is
+/// shuffled), at least once (a batch whose `ackId` is not sent back within
+/// [`DatahoseConfig::redeliver_after`] is delivered again), and a read with nothing to
+/// deliver waits up to [`DatahoseConfig::wait`] (long poll) before answering an empty list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DatahoseConfig {
+    /// Whether the feed holds the pod's history: every generated message (`MESSAGESENT`,
+    /// `SHAREDPOST`) and each room's joins, leaves and an update (`ROOMUPDATED`), as if it had
+    /// been read since the pod started. Off by default: then it holds only what happens
+    /// while the simulator runs (suppressions).
+    pub history: bool,
+    /// How long a read with nothing to deliver waits (default 1 s; a pod waits longer).
+    pub wait: Duration,
+    /// After how long a delivered batch without acknowledgement is delivered again
+    /// (default 30 s, as a pod).
+    pub redeliver_after: Duration,
+    /// Most events in one answer (default 100).
+    pub batch: usize,
+}
+
+impl Default for DatahoseConfig {
+    fn default() -> Self {
+        DatahoseConfig {
+            history: false,
+            wait: Duration::from_secs(1),
+            redeliver_after: Duration::from_secs(30),
+            batch: 100,
+        }
+    }
+}
+
 /// A service account that may log in with an RS512 JWT signed by its private key.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ServiceAccount {
@@ -163,6 +195,8 @@ pub struct SimConfig {
     /// Key Delivery takes the session token alone; a key-manager token sent anyway must
     /// still be valid.
     pub key_manager_required: bool,
+    /// The datahose's behaviour.
+    pub datahose: DatahoseConfig,
     /// Maximum distance between now and a login JWT's `exp` (Symphony: 5 minutes).
     pub jwt_max_lifetime: Duration,
     /// Fault injection (off by default).
@@ -190,6 +224,7 @@ impl Default for SimConfig {
             non_member_status: 403,
             user_provisioning: true,
             key_manager_required: true,
+            datahose: DatahoseConfig::default(),
             jwt_max_lifetime: Duration::from_secs(300),
             faults: Faults::default(),
         }
@@ -218,6 +253,11 @@ impl SimConfig {
         if self.max_small_attachment_bytes == 0 {
             return Err(SimError::Config(
                 "max_small_attachment_bytes must be at least 1".into(),
+            ));
+        }
+        if self.datahose.batch == 0 {
+            return Err(SimError::Config(
+                "the datahose batch must be at least 1".into(),
             ));
         }
         if !matches!(self.non_member_status, 400 | 403) {
@@ -322,6 +362,11 @@ impl SimConfigBuilder {
     /// Requires a key-manager token on agent endpoints, or not (Simplified Key Delivery).
     pub fn key_manager_required(mut self, on: bool) -> Self {
         self.0.key_manager_required = on;
+        self
+    }
+    /// Sets the datahose's behaviour.
+    pub fn datahose(mut self, datahose: DatahoseConfig) -> Self {
+        self.0.datahose = datahose;
         self
     }
     /// Grants or withholds the User Provisioning role.

@@ -18,8 +18,8 @@ use crate::config::SimConfig;
 use crate::content;
 use crate::presentation::{MessageBuilder, Rendered};
 use crate::truth::{
-    GroundTruth, Relation, StreamType, TruthAttachment, TruthMember, TruthMessage, TruthStream,
-    TruthUser,
+    GroundTruth, Relation, StreamType, TruthAttachment, TruthEvent, TruthMember, TruthMessage,
+    TruthStream, TruthUser,
 };
 
 /// Company of the simulated pod.
@@ -177,8 +177,14 @@ impl Dataset {
         ))
     }
 
-    /// Builds the ground truth, given which suppressions are in effect (`live[i]` = time).
-    pub fn truth(&self, live: &[Option<i64>], applied: bool) -> GroundTruth {
+    /// Builds the ground truth, given which suppressions are in effect (`live[i]` = time)
+    /// and the event log.
+    pub fn truth(
+        &self,
+        live: &[Option<i64>],
+        applied: bool,
+        log: &[crate::api::LogEvent],
+    ) -> GroundTruth {
         let user = |i: usize| &self.users[i];
         let users = self
             .users
@@ -275,6 +281,25 @@ impl Dataset {
             users,
             streams,
             messages,
+            events: log.iter().map(|e| self.truth_event(e)).collect(),
+        }
+    }
+
+    fn truth_event(&self, e: &crate::api::LogEvent) -> TruthEvent {
+        use crate::api::LogKind;
+        let (stream, message, affected) = match e.kind {
+            LogKind::Sent(m) | LogKind::Suppressed(m) => (self.messages[m].stream, Some(m), None),
+            LogKind::Joined(s, u) | LogKind::Left(s, u) => (s, None, Some(self.users[u].id)),
+            LogKind::RoomUpdated(s) => (s, None, None),
+        };
+        TruthEvent {
+            event_id: e.id.clone(),
+            event_type: e.kind.wire_name(self).to_string(),
+            stream_id: self.streams[stream].id.clone(),
+            message_id: message.map(|m| self.messages[m].id.clone()),
+            affected_user_id: affected,
+            initiator_user_id: self.users[e.initiator].id,
+            timestamp: e.at,
         }
     }
 }

@@ -102,15 +102,15 @@ use std::ops::Deref;
 use std::sync::Arc;
 
 pub use config::{
-    DropFault, Endpoint, Faults, Membership, RateLimitFault, ServerErrorFault, ServiceAccount,
-    SimConfig, SimConfigBuilder, SlowFault, StreamCounts, SuppressionMode, Trigger,
+    DatahoseConfig, DropFault, Endpoint, Faults, Membership, RateLimitFault, ServerErrorFault,
+    ServiceAccount, SimConfig, SimConfigBuilder, SlowFault, StreamCounts, SuppressionMode, Trigger,
 };
 pub use error::SimError;
 pub use keys::{TEST_PRIVATE_KEY_PEM, TEST_PUBLIC_KEY_PEM, TEST_USERNAME, test_private_key_path};
 pub use stats::Stats;
 pub use truth::{
-    GroundTruth, Relation, StreamType, TruthAttachment, TruthMember, TruthMessage, TruthStream,
-    TruthUser, normalize_text,
+    GroundTruth, Relation, StreamType, TruthAttachment, TruthEvent, TruthMember, TruthMessage,
+    TruthStream, TruthUser, normalize_text,
 };
 
 /// Generates the data set of `config` and builds its ground truth without serving anything
@@ -172,6 +172,13 @@ impl SimHandle {
     /// Returns how many suppressions took effect.
     pub fn apply_suppressions(&self) -> usize {
         self.shared.apply_suppressions()
+    }
+
+    /// Reads one batch of the datahose for `tag` and never acknowledges it, as a fleet
+    /// worker that dies mid-batch: those events go to the tag's readers again after
+    /// [`DatahoseConfig::redeliver_after`]. Returns how many events it took.
+    pub fn take_datahose_batch_without_ack(&self, tag: &str) -> usize {
+        self.shared.take_without_ack(tag)
     }
 
     /// Suppresses one message now (as `POST /pod/v1/admin/messagesuppression/{id}/suppress`

@@ -19,7 +19,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::api::{
-    ErrorBody, MemberInfo, MessageSuppressionResponse, SuppressionEvent, Token, UserError,
+    ErrorBody, LogEvent, LogKind, MemberInfo, MessageSuppressionResponse, Token, UserError,
     V2AdminStreamList, V2MembershipList, V2UserList, V5Datafeed, V5EventList,
 };
 use crate::config::{Endpoint, SimConfig, SuppressionMode};
@@ -44,13 +44,24 @@ struct Session {
     served: u64,
 }
 
-/// Suppression state that changes at run time.
+/// Suppression state and the event log, which change at run time.
 #[derive(Debug)]
 pub(crate) struct Live {
     /// Per message: when its suppression took effect.
     pub suppressed: Vec<Option<i64>>,
     pub applied: bool,
-    pub events: Vec<SuppressionEvent>,
+    pub events: Vec<LogEvent>,
+}
+
+/// The datahose's state for one tag, shared by every reader using it.
+#[derive(Debug, Default)]
+struct TagReader {
+    /// The next event of the log not delivered yet.
+    next: usize,
+    /// Batches delivered and not acknowledged: their events and when they went out.
+    unacked: HashMap<String, (Vec<usize>, Instant)>,
+    /// Every ackId given out (acknowledging one twice is harmless; an unknown one is 400).
+    issued: std::collections::HashSet<String>,
 }
 
 /// State shared by all handlers.
@@ -64,6 +75,8 @@ pub(crate) struct Shared {
     faults: FaultEngine,
     pub live: RwLock<Live>,
     feeds: Mutex<Vec<String>>,
+    datahose: Mutex<HashMap<String, TagReader>>,
+    ack_counter: AtomicU64,
 }
 
 fn now_ms() -> i64 {
@@ -88,7 +101,11 @@ impl Shared {
         let live = Live {
             suppressed: vec![None; ds.messages.len()],
             applied: false,
-            events: Vec::new(),
+            events: if cfg.datahose.history {
+                ds.history()
+            } else {
+                Vec::new()
+            },
         };
         let shared = Shared {
             ds,
@@ -99,6 +116,8 @@ impl Shared {
             faults: FaultEngine::new(cfg.faults.clone(), cfg.seed),
             live: RwLock::new(live),
             feeds: Mutex::new(Vec::new()),
+            datahose: Mutex::new(HashMap::new()),
+            ack_counter: AtomicU64::new(0),
             cfg,
         };
         if shared.cfg.suppressions == SuppressionMode::Applied {
@@ -121,9 +140,9 @@ impl Shared {
         for (at, i, by) in planned {
             live.suppressed[i] = Some(at);
             let id = format!("sup-{}-{}", live.events.len(), self.ds.messages[i].id);
-            live.events.push(SuppressionEvent {
+            live.events.push(LogEvent {
                 id,
-                message: i,
+                kind: LogKind::Suppressed(i),
                 at,
                 initiator: by,
             });
@@ -148,9 +167,9 @@ impl Shared {
         let at = now_ms();
         live.suppressed[mi] = Some(at);
         let id = format!("sup-{}-{}", live.events.len(), self.ds.messages[mi].id);
-        live.events.push(SuppressionEvent {
+        live.events.push(LogEvent {
             id,
-            message: mi,
+            kind: LogKind::Suppressed(mi),
             at,
             initiator: by,
         });
@@ -167,7 +186,7 @@ impl Shared {
 
     pub(crate) fn truth(&self) -> GroundTruth {
         let live = self.live.read().unwrap_or_else(|e| e.into_inner());
-        self.ds.truth(&live.suppressed, live.applied)
+        self.ds.truth(&live.suppressed, live.applied, &live.events)
     }
 
     pub(crate) fn stats_snapshot(&self) -> Stats {
@@ -1100,18 +1119,17 @@ fn parse_ack(ack: Option<&Value>) -> Result<usize, Invalid> {
     }
 }
 
-fn read_events(st: &Shared, from: usize, wants_suppressed: bool) -> Response {
+/// A datafeed read (the simulator's datafeeds report suppressions only), from an offset
+/// in the log.
+fn read_events(st: &Shared, from: usize) -> Response {
     let live = st.live.read().unwrap_or_else(|e| e.into_inner());
     let from = from.min(live.events.len());
     let to = (from + 100).min(live.events.len());
-    let events = if wants_suppressed {
-        live.events[from..to]
-            .iter()
-            .map(|e| st.ds.suppression_event(e))
-            .collect()
-    } else {
-        Vec::new()
-    };
+    let events = live.events[from..to]
+        .iter()
+        .filter(|e| matches!(e.kind, LogKind::Suppressed(_)))
+        .map(|e| st.ds.v4_event(e))
+        .collect();
     json(
         StatusCode::OK,
         &V5EventList {
@@ -1121,6 +1139,76 @@ fn read_events(st: &Shared, from: usize, wants_suppressed: bool) -> Response {
     )
 }
 
+/// What one datahose read takes for `tag`: the acknowledged batch leaves the unacknowledged
+/// ones, batches unacknowledged for too long come again, then new events of the wanted
+/// types. `Err` for an ackId never given out.
+fn take_events(
+    st: &Shared,
+    tag: &str,
+    ack: &str,
+    wanted: &dyn Fn(&LogEvent) -> bool,
+) -> Result<Vec<usize>, Invalid> {
+    let mut readers = st.datahose.lock().unwrap_or_else(|e| e.into_inner());
+    let reader = readers.entry(tag.to_string()).or_default();
+    if !ack.is_empty() {
+        if !reader.issued.contains(ack) {
+            return Err(invalid(format!(
+                "Invalid ackId {ack}: it was not given out for this tag"
+            )));
+        }
+        reader.unacked.remove(ack);
+    }
+    let due: Vec<String> = reader
+        .unacked
+        .iter()
+        .filter(|(_, (_, sent))| sent.elapsed() >= st.cfg.datahose.redeliver_after)
+        .map(|(ack, _)| ack.clone())
+        .collect();
+    let mut taken = Vec::new();
+    for ack in due {
+        if let Some((events, _)) = reader.unacked.remove(&ack) {
+            st.count(|s| s.redelivered_events += events.len() as u64);
+            taken.extend(events);
+        }
+    }
+    let live = st.live.read().unwrap_or_else(|e| e.into_inner());
+    while taken.len() < st.cfg.datahose.batch && reader.next < live.events.len() {
+        if wanted(&live.events[reader.next]) {
+            taken.push(reader.next);
+        }
+        reader.next += 1;
+    }
+    Ok(taken)
+}
+
+impl Shared {
+    /// Registers a delivered batch for `tag` and returns its ackId.
+    fn deliver(&self, tag: &str, taken: Vec<usize>) -> String {
+        let ack_id = format!(
+            "dh-{}",
+            self.ack_counter.fetch_add(1, Ordering::Relaxed) + 1
+        );
+        let mut readers = self.datahose.lock().unwrap_or_else(|e| e.into_inner());
+        let reader = readers.entry(tag.to_string()).or_default();
+        reader.issued.insert(ack_id.clone());
+        if !taken.is_empty() {
+            reader
+                .unacked
+                .insert(ack_id.clone(), (taken, Instant::now()));
+        }
+        ack_id
+    }
+
+    /// A datahose reader for `tag` that takes one batch and never acknowledges it (a
+    /// worker that died); returns how many events it took.
+    pub(crate) fn take_without_ack(&self, tag: &str) -> usize {
+        let taken = take_events(self, tag, "", &|_| true).unwrap_or_default();
+        let n = taken.len();
+        self.deliver(tag, taken);
+        n
+    }
+}
+
 async fn datahose_read(State(st): St, body: Bytes) -> Response {
     let Ok(body) = serde_json::from_slice::<Value>(&body) else {
         return bad_request("Request body must be a JSON V5EventsReadBody");
@@ -1128,26 +1216,59 @@ async fn datahose_read(State(st): St, body: Bytes) -> Response {
     if body.get("type").and_then(Value::as_str) != Some("datahose") {
         return bad_request("Field type must be \"datahose\"");
     }
-    match body.get("tag").and_then(Value::as_str) {
-        Some(t) if (1..=80).contains(&t.chars().count()) => {}
+    let tag = match body.get("tag").and_then(Value::as_str) {
+        Some(t) if (1..=80).contains(&t.chars().count()) => t.to_string(),
         _ => return bad_request("Field tag is required (1 to 80 characters)"),
-    }
-    let wants = match body.get("eventTypes") {
-        None | Some(Value::Null) => true,
+    };
+    let wanted_types: Option<Vec<String>> = match body.get("eventTypes") {
+        None | Some(Value::Null) => None,
         Some(Value::Array(types)) if !types.is_empty() => {
-            let mut wants = false;
+            let mut wanted = Vec::new();
             for t in types {
                 match t.as_str() {
-                    Some(t) if EVENT_TYPES.contains(&t) => wants |= t == "MESSAGESUPPRESSED",
+                    Some(t) if EVENT_TYPES.contains(&t) => wanted.push(t.to_string()),
                     _ => return bad_request(&format!("Invalid event type {t}")),
                 }
             }
-            wants
+            Some(wanted)
         }
         Some(_) => return bad_request("eventTypes needs at least one value"),
     };
-    let from = tri!(parse_ack(body.get("ackId")));
-    read_events(&st, from, wants)
+    let ack = match body.get("ackId") {
+        None | Some(Value::Null) => String::new(),
+        Some(Value::String(a)) => a.clone(),
+        Some(_) => return bad_request("Invalid ackId"),
+    };
+    let wanted = |e: &LogEvent| {
+        wanted_types
+            .as_ref()
+            .is_none_or(|w| w.iter().any(|t| t == e.kind.wire_name(&st.ds)))
+    };
+    // Long poll: with nothing to deliver, wait for events (or a redelivery) a while.
+    let started = Instant::now();
+    let mut ack_to_send = ack;
+    let taken = loop {
+        let taken = tri!(take_events(&st, &tag, &ack_to_send, &wanted));
+        ack_to_send.clear();
+        if !taken.is_empty() || started.elapsed() >= st.cfg.datahose.wait {
+            break taken;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    // No order: each batch goes out with neighbours swapped.
+    let mut order = taken.clone();
+    for pair in order.chunks_mut(2) {
+        pair.reverse();
+    }
+    let events = {
+        let live = st.live.read().unwrap_or_else(|e| e.into_inner());
+        order
+            .iter()
+            .map(|&i| st.ds.v4_event(&live.events[i]))
+            .collect()
+    };
+    let ack_id = st.deliver(&tag, taken);
+    json(StatusCode::OK, &V5EventList { events, ack_id })
 }
 
 async fn datafeed_create(State(st): St) -> Response {
@@ -1201,7 +1322,7 @@ async fn datafeed_read(State(st): St, Path(id): Path<String>, body: Bytes) -> Re
         }
     };
     let from = tri!(parse_ack(body.get("ackId")));
-    read_events(&st, from, true)
+    read_events(&st, from)
 }
 
 // ---- simulator control ----------------------------------------------------------------------------

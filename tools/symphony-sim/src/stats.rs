@@ -38,6 +38,8 @@ pub struct Stats {
     /// Message, single-message and attachment requests refused because the service account
     /// is not a member of the stream.
     pub not_member: u64,
+    /// Datahose events delivered again because their batch was not acknowledged in time.
+    pub redelivered_events: u64,
 }
 
 impl Stats {

@@ -75,6 +75,30 @@ pub struct GroundTruth {
     /// in the order `GET /agent/v4/stream/{sid}/message` returns them (timestamp, then a
     /// stable order among messages of the same millisecond).
     pub messages: Vec<TruthMessage>,
+    /// The datahose's events so far, in the order they entered it (see
+    /// [`crate::DatahoseConfig::history`]).
+    #[serde(default)]
+    pub events: Vec<TruthEvent>,
+}
+
+/// An event the datahose holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TruthEvent {
+    /// Event id (`V4Event.id`).
+    pub event_id: String,
+    /// `MESSAGESENT`, `SHAREDPOST`, `MESSAGESUPPRESSED`, `USERJOINEDROOM`, `USERLEFTROOM`
+    /// or `ROOMUPDATED`.
+    pub event_type: String,
+    /// The stream it happened in (URL-safe base64).
+    pub stream_id: String,
+    /// The message it is about (sent or suppressed), URL-safe base64.
+    pub message_id: Option<String>,
+    /// The user who joined or left.
+    pub affected_user_id: Option<i64>,
+    /// Who caused it.
+    pub initiator_user_id: i64,
+    /// When (Unix ms).
+    pub timestamp: i64,
 }
 
 /// A user as the pod knows it.

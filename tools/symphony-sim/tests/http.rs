@@ -1245,3 +1245,97 @@ fn agent_endpoints_need_a_key_manager_token_unless_the_pod_has_simplified_key_de
         assert_eq!(code, 401);
     }
 }
+
+/// One datahose read for `tag`: the events and the new ackId.
+fn read_datahose(c: &Client, tag: &str, ack: &str) -> (Vec<Value>, String) {
+    let (code, resp) = c.post(
+        "/agent/v5/events/read",
+        &json!({"type": "datahose", "tag": tag, "ackId": ack}),
+    );
+    assert_eq!(code, 200);
+    let list: Value = resp.into_json().unwrap();
+    (
+        list["events"].as_array().unwrap().clone(),
+        list["ackId"].as_str().unwrap().to_string(),
+    )
+}
+
+#[test]
+fn the_datahose_long_polls_redelivers_unacknowledged_batches_out_of_order_and_emits_every_type() {
+    let datahose = symphony_sim::DatahoseConfig {
+        history: true,
+        wait: Duration::from_millis(300),
+        redeliver_after: Duration::from_millis(500),
+        batch: 50,
+    };
+    let sim = sim(small().datahose(datahose).build());
+    let c = Client::new(&sim.base_url());
+    let log: Vec<String> = sim
+        .ground_truth()
+        .events
+        .iter()
+        .map(|e| e.event_id.clone())
+        .collect();
+    let ids = |events: &[Value]| -> Vec<String> {
+        events
+            .iter()
+            .map(|e| e["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    // A batch holds the next events, not in their order.
+    let (first, ack1) = read_datahose(&c, "archiver", "");
+    let got = ids(&first);
+    assert_ne!(got, log[..50], "delivered out of order");
+    let mut sorted = got.clone();
+    sorted.sort_by_key(|id| log.iter().position(|l| l == id));
+    assert_eq!(sorted, log[..50]);
+    // The next read acknowledges it; a batch left unacknowledged comes again.
+    let (second, _unacked) = read_datahose(&c, "archiver", &ack1);
+    let (_, ack3) = read_datahose(&c, "archiver", "");
+    std::thread::sleep(Duration::from_millis(600));
+    let (fourth, _) = read_datahose(&c, "archiver", &ack3);
+    let again: HashSet<String> = ids(&fourth).into_iter().collect();
+    assert!(
+        ids(&second).iter().all(|id| again.contains(id)),
+        "redelivered"
+    );
+    assert!(ids(&first).iter().all(|id| !again.contains(id)), "acked");
+    assert_eq!(sim.stats().redelivered_events, 50);
+    // An ackId never given out is refused.
+    let (code, _) = c.post(
+        "/agent/v5/events/read",
+        &json!({"type": "datahose", "tag": "archiver", "ackId": "dh-999999"}),
+    );
+    assert_eq!(code, 400);
+
+    // Every event type; an empty read waits before answering.
+    sim.apply_suppressions();
+    let mut types = HashSet::new();
+    let mut ack = String::new();
+    loop {
+        let started = std::time::Instant::now();
+        let (events, next) = read_datahose(&c, "other-tag", &ack);
+        ack = next;
+        if events.is_empty() {
+            assert!(started.elapsed() >= Duration::from_millis(300), "long poll");
+            break;
+        }
+        for e in &events {
+            types.insert(e["type"].as_str().unwrap().to_string());
+            if e["type"] == "MESSAGESENT" {
+                let m = &e["payload"]["messageSent"]["message"];
+                assert_eq!(url_id(&m["messageId"]), url_id(&e["messageId"]));
+            }
+        }
+    }
+    for t in [
+        "MESSAGESENT",
+        "SHAREDPOST",
+        "MESSAGESUPPRESSED",
+        "USERJOINEDROOM",
+        "USERLEFTROOM",
+        "ROOMUPDATED",
+    ] {
+        assert!(types.contains(t), "{t} in {types:?}");
+    }
+}

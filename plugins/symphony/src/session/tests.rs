@@ -959,3 +959,39 @@ fn without_the_key_manager_login_agent_calls_and_downloads_carry_the_session_alo
         assert_eq!(names, ["sessionToken"]);
     }
 }
+
+#[test]
+fn messages_from_the_datahose_cover_streams_the_account_cannot_read_once_each() {
+    let pod = pod();
+    {
+        let mut p = pod.0.borrow_mut();
+        let m0 = p.stream("MIMxxx").unwrap().messages[0].2.clone();
+        let r00 = p.stream("ROOMxx").unwrap().messages[0].2.clone();
+        let sent = |id: &str, m: &Value| {
+            json!({"id": id, "messageId": m["messageId"], "timestamp": m["timestamp"],
+                   "type": "MESSAGESENT", "initiator": {"user": m["user"]},
+                   "payload": {"messageSent": {"message": m}}})
+        };
+        // Delivered twice (at least once), and one message the listing has.
+        let events = vec![sent("s1", &m0), sent("s2", &r00), sent("s1", &m0)];
+        p.events.splice(0..0, events);
+        p.fail.push(("/stream/MIMxxx/message".into(), 403, vec![]));
+    }
+    let cfg = config_with("\"events_messages\": true");
+    let mut session = Session::open(&cfg, None, pod.clone()).unwrap();
+    let (pages, done) = run(&mut session, 100);
+    assert!(done);
+    let got = ids(&pages);
+    assert_eq!(got.iter().filter(|id| *id == "m0").count(), 1, "{got:?}");
+    assert_eq!(got.iter().filter(|id| *id == "r00").count(), 1, "{got:?}");
+    let m0 = pages
+        .iter()
+        .flat_map(|p| &p.messages)
+        .find(|m| m.id == "m0")
+        .unwrap();
+    assert_eq!(m0.conversation_id, "MIMxxx");
+    assert_eq!(m0.text.as_deref(), Some("text of m0"));
+    // The datahose was asked for messages too.
+    let log = &pod.0.borrow().log;
+    assert!(log.iter().any(|l| l.contains("/events/read")));
+}
