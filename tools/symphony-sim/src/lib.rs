@@ -40,7 +40,7 @@
 //! | `GET /agent/v1/message/{id}` | one `V4Message`; 204 if unknown or suppressed |
 //! | (in both) | a wall post sharing a message carries it whole as `sharedMessage`; the shared message's files download with the wall post's stream and message ids |
 //! | `GET /agent/v1/stream/{sid}/attachment?fileId&messageId` | the file, base64 (standard alphabet, padded), `application/octet-stream`, streamed with a `Content-Length`; `fileId` is percent-decoded exactly once |
-//! | `POST /agent/v5/events/read` (datahose), `POST/GET /agent/v5/datafeeds`, `DELETE /agent/v5/datafeeds/{id}`, `POST /agent/v5/datafeeds/{id}/read` | `V5EventList` with `MESSAGESUPPRESSED` events (`payload.messageSuppressed.messageId`); the only event type the simulator emits |
+//! | `POST /agent/v5/events/read` (datahose), `POST/GET /agent/v5/datafeeds`, `DELETE /agent/v5/datafeeds/{id}`, `POST /agent/v5/datafeeds/{id}/read` | `V5EventList`. The datahose long-polls, gives each batch to one reader of a tag, out of order, again when its ackId does not come back in time (at least once), and with [`DatahoseConfig::history`] holds every message (`MESSAGESENT`, `SHAREDPOST`) and room join, leave and update; suppressions (`MESSAGESUPPRESSED`) join it as they happen. Datafeeds report suppressions only |
 //! | anything else under any prefix | 404 (405 for a wrong method) with the spec's `Error` body |
 //!
 //! Pod endpoints need the header `sessionToken`; agent endpoints need `sessionToken` and
