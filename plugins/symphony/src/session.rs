@@ -265,11 +265,21 @@ impl<B: Backend> Session<B> {
     /// go on.
     fn skip_stream(&mut self, why: String) {
         let stream = &self.streams[self.next];
-        connector_sdk::warn!(
-            "Symphony stream skipped for this run: {why}; to archive it, {UNREADABLE_FIX}";
-            stream = stream.id,
-            stream_type = stream.kind.as_str()
-        );
+        if self.config.events && self.config.events_messages {
+            connector_sdk::info!(
+                "Symphony stream not readable through the message API ({why}); its messages \
+                 come from the datahose, its files are named, not fetched: add the service \
+                 account to the conversation to archive them";
+                stream = stream.id,
+                stream_type = stream.kind.as_str()
+            );
+        } else {
+            connector_sdk::warn!(
+                "Symphony stream skipped for this run: {why}; to archive it, {UNREADABLE_FIX}";
+                stream = stream.id,
+                stream_type = stream.kind.as_str()
+            );
+        }
         self.skipped.push(Skipped {
             stream: stream.id.clone(),
             kind: stream.kind,
@@ -279,7 +289,7 @@ impl<B: Backend> Session<B> {
 
     /// At the end of the run: how many streams were skipped, and the fix.
     fn report_skipped(&self) {
-        if self.skipped.is_empty() {
+        if self.skipped.is_empty() || (self.config.events && self.config.events_messages) {
             return;
         }
         let ids: Vec<&str> = self.skipped.iter().map(|s| s.stream.as_str()).collect();
