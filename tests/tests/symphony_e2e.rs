@@ -761,58 +761,61 @@ fn half_member_pod() -> symphony_sim::SimConfigBuilder {
 #[test]
 fn a_pod_where_the_account_is_a_member_of_half_the_streams_archives_those_exactly_and_names_the_others_with_the_fix()
  {
-    let sim = sim(half_member_pod().build());
-    let truth = sim.ground_truth();
-    let skipped: Vec<&str> = truth
-        .streams
-        .iter()
-        .filter(|s| !s.service_member)
-        .map(|s| s.stream_id.as_str())
-        .collect();
-    assert!(!skipped.is_empty() && skipped.len() < truth.streams.len());
-    let s = setup(&sim.base_url(), 50);
-    let file = s.config.path.clone();
-    let run = || {
-        let out = connector_e2e::ops::connector(
-            std::path::Path::new(BIN),
-            &s.state,
-            &["run", "--once", file.to_str().unwrap()],
+    // A pod refuses non-members with 403; some agents answer 400.
+    for status in [403, 400] {
+        let sim = sim(half_member_pod().non_member_status(status).build());
+        let truth = sim.ground_truth();
+        let skipped: Vec<&str> = truth
+            .streams
+            .iter()
+            .filter(|s| !s.service_member)
+            .map(|s| s.stream_id.as_str())
+            .collect();
+        assert!(!skipped.is_empty() && skipped.len() < truth.streams.len());
+        let s = setup(&sim.base_url(), 50);
+        let file = s.config.path.clone();
+        let run = || {
+            let out = connector_e2e::ops::connector(
+                std::path::Path::new(BIN),
+                &s.state,
+                &["run", "--once", file.to_str().unwrap()],
+            );
+            assert!(
+                out.status.success(),
+                "the run succeeds though some streams are refused: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            String::from_utf8_lossy(&out.stderr).into_owned()
+        };
+        let log = run();
+        for id in &skipped {
+            assert!(
+                log.lines()
+                    .any(|l| l.contains("stream skipped") && l.contains(id)),
+                "{id} named as skipped:\n{log}"
+            );
+        }
+        assert!(
+            log.contains("add the service account to the conversation") && log.contains("datahose"),
+            "the fix is given:\n{log}"
         );
         assert!(
-            out.status.success(),
-            "the run succeeds though some streams are refused: {}",
-            String::from_utf8_lossy(&out.stderr)
+            log.contains(&format!(
+                "{} of {} Symphony streams could not be read",
+                skipped.len(),
+                truth.streams.len()
+            )),
+            "{log}"
         );
-        String::from_utf8_lossy(&out.stderr).into_owned()
-    };
-    let log = run();
-    for id in &skipped {
-        assert!(
-            log.lines()
-                .any(|l| l.contains("stream skipped") && l.contains(id)),
-            "{id} named as skipped:\n{log}"
-        );
-    }
-    assert!(
-        log.contains("add the service account to the conversation") && log.contains("datahose"),
-        "the fix is given:\n{log}"
-    );
-    assert!(
-        log.contains(&format!(
-            "{} of {} Symphony streams could not be read",
-            skipped.len(),
-            truth.streams.len()
-        )),
-        "{log}"
-    );
-    let readable = readable_part(&truth);
-    check_archive_of(&s, &readable, &truth);
-    assert!(sim.stats().not_member >= skipped.len() as u64);
+        let readable = readable_part(&truth);
+        check_archive_of(&s, &readable, &truth);
+        assert!(sim.stats().not_member >= skipped.len() as u64);
 
-    // The next run asks the refused streams again, and delivers nothing twice.
-    let log = run();
-    assert!(log.contains("stream skipped"), "{log}");
-    check_archive_of(&s, &readable, &truth);
+        // The next run asks the refused streams again, and delivers nothing twice.
+        let log = run();
+        assert!(log.contains("stream skipped"), "{log}");
+        check_archive_of(&s, &readable, &truth);
+    }
 }
 
 #[test]
