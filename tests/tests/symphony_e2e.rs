@@ -394,6 +394,17 @@ fn check_email(
         header(parsed, "X-Connector-Sender-Id"),
         Some(m.sender_user_id.to_string())
     );
+    let external: Vec<String> = stream
+        .members
+        .iter()
+        .filter(|p| p.external)
+        .map(|p| p.user_id.to_string())
+        .collect();
+    assert_eq!(
+        header(parsed, "X-Connector-Property-External-Participants"),
+        (!external.is_empty()).then(|| external.join(",")),
+        "{id}: the external members are named"
+    );
     match &m.replacing {
         Some(target) => {
             assert_eq!(kind, "edit", "{id}");

@@ -110,6 +110,10 @@ pub struct Session<B> {
     pages: u64,
     /// Streams this run could not read, with why; asked again next run.
     skipped: Vec<Skipped>,
+    /// Per described stream, the user ids of its external members (other
+    /// companies), comma-separated: each of its messages carries them as
+    /// the property `External-Participants`.
+    external_members: HashMap<String, String>,
 }
 
 /// A stream whose messages the pod refused to this run.
@@ -179,6 +183,7 @@ impl<B: Backend> Session<B> {
             phase: Phase::Streams,
             pages: 0,
             skipped: Vec::new(),
+            external_members: HashMap::new(),
         })
     }
 
@@ -534,6 +539,11 @@ impl<B: Backend> Session<B> {
                     attachments: files,
                 },
             );
+            if let Some(ids) = self.external_members.get(&stream.id) {
+                message
+                    .properties
+                    .push(("External-Participants".into(), ids.clone()));
+            }
             if !fetchable && msg.files().next().is_some() {
                 let names: Vec<String> = msg
                     .files()
@@ -824,6 +834,15 @@ impl<B: Backend> Session<B> {
             .filter(|id| self.needs_lookup(*id))
             .collect();
         self.lookup_users(&wanted)?;
+        let external: Vec<String> = order
+            .iter()
+            .filter(|id| matches!(self.users.get(id), Some(Some(u)) if u.external))
+            .map(i64::to_string)
+            .collect();
+        if !external.is_empty() {
+            self.external_members
+                .insert(stream.id.clone(), external.join(","));
+        }
         let participants: Vec<Person> = order
             .iter()
             .map(|id| {

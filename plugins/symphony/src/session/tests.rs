@@ -532,6 +532,17 @@ fn conversations_and_normalization() {
     assert_eq!(all["suppression-zz"].conversation_id, "OTHER1");
     assert!(convs["OTHER1"].participants.is_empty());
     assert_eq!(convs["OTHER1"].kind, ConversationKind::Direct);
+    // Messages of a stream with external members name them (the room has
+    // Wei External, user 4); others do not.
+    let external = |id: &str| {
+        all[id]
+            .properties
+            .iter()
+            .find(|(k, _)| k == "External-Participants")
+            .map(|(_, v)| v.as_str())
+    };
+    assert_eq!(external("r00"), Some("4"));
+    assert_eq!(external("i0"), None);
     // Originals are the items exactly as listed.
     let raw: Value = serde_json::from_slice(all["r05"].original.as_ref().unwrap()).unwrap();
     assert_eq!(raw["replacing"], "r04");
