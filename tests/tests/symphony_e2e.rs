@@ -2,7 +2,11 @@
 //! the Symphony simulator over real HTTP into a Maildir. Every email is
 //! parsed back and compared with the simulator's ground truth; runs with
 //! injected faults (throttling, expired sessions, server errors, dropped
-//! connections) must end with byte-identical mailboxes.
+//! connections) must end with byte-identical mailboxes. A pod where the
+//! service account is a member of half the streams gives it those streams,
+//! exactly, and names the others with the fix; with the datahose read for
+//! messages too, the whole pod arrives exactly once while the datahose
+//! re-delivers and reorders.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -18,12 +22,13 @@ use connector_state::RunOutcome;
 use mail_parser::{Encoding, Message, MessageParser, MessagePart, MimeHeaders};
 use sha2::{Digest, Sha256};
 use symphony_sim::{
-    BlockingSim, Faults, GroundTruth, Relation, SimConfig, SuppressionMode, TruthMessage,
-    normalize_text, start_blocking,
+    BlockingSim, DatahoseConfig, Faults, GroundTruth, Membership, Relation, SimConfig,
+    SuppressionMode, TruthEvent, TruthMessage, normalize_text, start_blocking,
 };
 
 const FOLDER_ON_DISK: &str = ".INBOX.Symphony";
 const DOMAIN: &str = "acme-capital.example";
+const BIN: &str = env!("CARGO_BIN_EXE_connector-cli");
 
 struct Setup {
     _tmp: tempfile::TempDir,
@@ -35,6 +40,11 @@ struct Setup {
 /// Installs the plugin and writes a connector file for the simulator at
 /// `base`, with the private key in a 0600 secrets file.
 fn setup(base: &str, page_size: u32) -> Setup {
+    setup_with(base, page_size, "")
+}
+
+/// [`setup`], with more lines for the `[plugin-config]` table.
+fn setup_with(base: &str, page_size: u32, plugin_config: &str) -> Setup {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path();
     let config = symphony_connector_file(
@@ -49,6 +59,14 @@ fn setup(base: &str, page_size: u32) -> Setup {
             extra_secrets: "",
         },
     );
+    let text = std::fs::read_to_string(&config).unwrap();
+    let page_line = format!("page_size = {page_size}\n");
+    assert!(text.contains(&page_line));
+    std::fs::write(
+        &config,
+        text.replacen(&page_line, &format!("{page_line}{plugin_config}\n"), 1),
+    )
+    .unwrap();
     Setup {
         config: ConnectorConfig::load(&config).unwrap(),
         state: root.join("state"),
@@ -57,6 +75,8 @@ fn setup(base: &str, page_size: u32) -> Setup {
     }
 }
 
+/// A pod whose service account was added to every stream: everything is
+/// readable through the message API.
 fn sim_config(messages: usize) -> SimConfig {
     SimConfig::builder()
         .seed(20_240_101)
@@ -64,6 +84,7 @@ fn sim_config(messages: usize) -> SimConfig {
         .large_attachment_bytes(0)
         .max_small_attachment_bytes(48 * 1024)
         .suppressions(SuppressionMode::Pending)
+        .membership(Membership::All)
         .build()
 }
 
@@ -92,11 +113,25 @@ fn lower(s: &str) -> String {
     s.to_ascii_lowercase()
 }
 
+/// The mailbox of an address the mapping maps (the pod's own domain);
+/// external people have addresses of their companies, which map to none.
+fn mapped(email: &str) -> Option<String> {
+    let email = lower(email);
+    email.ends_with(&format!("@{DOMAIN}")).then_some(email)
+}
+
+/// A source item: a message, the deletion record of a suppressed one, or
+/// a room event of the datahose (join, leave, update).
+#[derive(Clone, Copy)]
+enum Item<'a> {
+    Message(&'a TruthMessage),
+    Deletion(&'a TruthMessage),
+    Event(&'a TruthEvent),
+}
+
 /// What one (source) item should look like, and where it should land.
 struct Expected<'a> {
-    message: &'a TruthMessage,
-    /// True for the deletion record of a suppressed message.
-    deletion: bool,
+    item: Item<'a>,
     mailboxes: BTreeSet<String>,
     /// Mailboxes that may also receive it (the suppression's initiator).
     optional: BTreeSet<String>,
@@ -116,36 +151,79 @@ fn expectations(truth: &GroundTruth) -> BTreeMap<String, Expected<'_>> {
         let members: BTreeSet<String> = stream
             .members
             .iter()
-            .filter_map(|p| p.email.as_deref().map(lower))
+            .filter_map(|p| p.email.as_deref().and_then(mapped))
             .collect();
         let mut mailboxes = members.clone();
-        mailboxes.extend(m.sender_email.as_deref().map(lower));
+        mailboxes.extend(m.sender_email.as_deref().and_then(mapped));
         // The tests apply suppressions after a first run: every message was
         // listed once, and stays archived.
         out.insert(
             m.message_id.clone(),
             Expected {
-                message: m,
-                deletion: false,
+                item: Item::Message(m),
                 mailboxes: mailboxes.clone(),
                 optional: BTreeSet::new(),
             },
         );
         if m.suppression_applied {
             let mut optional: BTreeSet<String> = officer.iter().cloned().collect();
-            optional.extend(m.sender_email.as_deref().map(lower));
+            optional.extend(m.sender_email.as_deref().and_then(mapped));
             out.insert(
                 format!("suppression-{}", m.message_id),
                 Expected {
-                    message: m,
-                    deletion: true,
+                    item: Item::Deletion(m),
                     mailboxes: members,
                     optional,
                 },
             );
         }
     }
+    // Room events the datahose holds (with its history): every member's.
+    let room_events = ["USERJOINEDROOM", "USERLEFTROOM", "ROOMUPDATED"];
+    for ev in truth
+        .events
+        .iter()
+        .filter(|e| room_events.contains(&e.event_type.as_str()))
+    {
+        let stream = truth.stream(&ev.stream_id).unwrap();
+        out.insert(
+            format!("event-{}", ev.event_id),
+            Expected {
+                item: Item::Event(ev),
+                mailboxes: stream
+                    .members
+                    .iter()
+                    .filter_map(|p| p.email.as_deref().and_then(mapped))
+                    .collect(),
+                optional: BTreeSet::new(),
+            },
+        );
+    }
     out
+}
+
+/// Checks the email of a room event: its conversation, kind and time.
+fn check_event(id: &str, ev: &TruthEvent, parsed: &Message<'_>) {
+    assert_eq!(
+        header(parsed, "X-Connector-Conversation-Id").as_deref(),
+        Some(ev.stream_id.as_str()),
+        "{id}"
+    );
+    let kind = match ev.event_type.as_str() {
+        "USERJOINEDROOM" => "member-joined",
+        "USERLEFTROOM" => "member-left",
+        _ => "system",
+    };
+    assert_eq!(
+        header(parsed, "X-Connector-Message-Kind").as_deref(),
+        Some(kind),
+        "{id}"
+    );
+    assert_eq!(
+        parsed.date().unwrap().to_timestamp(),
+        ev.timestamp.div_euclid(1000),
+        "{id} Date"
+    );
 }
 
 fn header(parsed: &Message<'_>, name: &str) -> Option<String> {
@@ -245,12 +323,15 @@ fn check_email(
     raw: &[u8],
     parsed: &Message<'_>,
 ) {
-    let m = e.message;
-    let stream = truth.stream(&m.stream_id).unwrap();
     assert_eq!(
         header(parsed, "X-Connector-Message-Id").as_deref(),
         Some(id)
     );
+    let m = match e.item {
+        Item::Event(ev) => return check_event(id, ev, parsed),
+        Item::Message(m) | Item::Deletion(m) => m,
+    };
+    let stream = truth.stream(&m.stream_id).unwrap();
     assert_eq!(
         header(parsed, "X-Connector-Conversation-Id").as_deref(),
         Some(m.stream_id.as_str()),
@@ -281,7 +362,7 @@ fn check_email(
         to, want_to,
         "{id}: every member, past and external ones included"
     );
-    if e.deletion {
+    if matches!(e.item, Item::Deletion(_)) {
         assert_eq!(kind, "deletion", "{id}");
         assert_eq!(
             header(parsed, "X-Connector-Deletes").as_deref(),
@@ -313,6 +394,17 @@ fn check_email(
         header(parsed, "X-Connector-Sender-Id"),
         Some(m.sender_user_id.to_string())
     );
+    let external: Vec<String> = stream
+        .members
+        .iter()
+        .filter(|p| p.external)
+        .map(|p| p.user_id.to_string())
+        .collect();
+    assert_eq!(
+        header(parsed, "X-Connector-Property-External-Participants"),
+        (!external.is_empty()).then(|| external.join(",")),
+        "{id}: the external members are named"
+    );
     match &m.replacing {
         Some(target) => {
             assert_eq!(kind, "edit", "{id}");
@@ -337,6 +429,19 @@ fn check_email(
                 Some(converter.message_id(m.parent_message_id.as_deref().unwrap()))
             );
         }
+        // A forward whose original the account cannot see (not a member of
+        // its stream, and not yet seen on the datahose) is kept as a reply
+        // to it, marked unknown.
+        Some(Relation::Forward)
+            if header(parsed, "X-Connector-Property-Parent-Relation").as_deref()
+                == Some("unknown") =>
+        {
+            assert_eq!(reply, m.parent_message_id, "{id} unknown parent");
+            let parent = truth.message(m.parent_message_id.as_deref().unwrap());
+            let hidden =
+                parent.is_some_and(|p| !truth.stream(&p.stream_id).unwrap().service_member);
+            assert!(hidden, "{id}: only a hidden original is unknown");
+        }
         Some(Relation::Forward) => {
             assert_eq!(forward, m.parent_message_id, "{id} forward");
             assert_eq!(reply, None);
@@ -351,13 +456,27 @@ fn check_email(
         let subject = parsed.subject().unwrap();
         assert_eq!(subject.trim_start_matches("Edited: "), name, "{id} subject");
     }
+    // A wall post sharing a message shows it after its own text, with its
+    // files after its own.
+    let shared = m
+        .shared_message_id
+        .as_deref()
+        .map(|s| truth.message(s).unwrap());
     if !m.text.is_empty() {
         let got = body_without_context(parsed);
-        assert_eq!(
-            normalize_text(&got),
-            normalize_text(&expected_text(truth, m)),
-            "{id}: text"
-        );
+        let mut want = expected_text(truth, m);
+        if let Some(shared) = shared {
+            let author = truth.user(shared.sender_user_id).unwrap();
+            let author = match &author.email {
+                Some(email) => format!("{} <{email}>", author.display_name),
+                None => author.display_name.clone(),
+            };
+            want = format!(
+                "{want}\n\nShared message from {author}:\n{}",
+                expected_text(truth, shared)
+            );
+        }
+        assert_eq!(normalize_text(&got), normalize_text(&want), "{id}: text");
         if m.text_chars >= 60_000 {
             assert!(
                 got.chars().count() >= 60_000,
@@ -378,11 +497,23 @@ fn check_email(
             )
         })
         .collect();
-    let want: Vec<(String, String)> = m
+    let files: Vec<_> = m
         .attachments
         .iter()
-        .map(|a| (a.name.clone(), a.sha256.clone()))
+        .chain(shared.iter().flat_map(|s| &s.attachments))
         .collect();
+    // The pod serves a stream's files to its members only: those of other
+    // streams (messages from the datahose) are named, not fetched.
+    let want: Vec<(String, String)> = if stream.service_member {
+        files
+            .iter()
+            .map(|a| (a.name.clone(), a.sha256.clone()))
+            .collect()
+    } else {
+        let named = header(parsed, "X-Connector-Property-Unfetched-Attachments");
+        assert_eq!(named.is_some(), !files.is_empty(), "{id}: {named:?}");
+        Vec::new()
+    };
     assert_eq!(got, want, "{id}: attachments byte for byte");
 }
 
@@ -390,8 +521,19 @@ fn check_email(
 /// each mapped participant's `INBOX/Symphony`, nothing else; returns
 /// (mailbox, Message-ID) → SHA-256 of the email.
 fn check_archive(s: &Setup, truth: &GroundTruth) -> BTreeMap<(String, String), String> {
+    check_archive_of(s, truth, truth)
+}
+
+/// [`check_archive`] for the items of `expected` (part of the pod), each
+/// checked against the whole pod's `truth` (the messages it shares, the
+/// people it names).
+fn check_archive_of(
+    s: &Setup,
+    expected: &GroundTruth,
+    truth: &GroundTruth,
+) -> BTreeMap<(String, String), String> {
     let converter = EmailConverter::new("symphony", "Symphony");
-    let expected = expectations(truth);
+    let expected = expectations(expected);
     let by_message_id: BTreeMap<String, (&String, &Expected<'_>)> = expected
         .iter()
         .map(|(id, e)| (converter.message_id(id), (id, e)))
@@ -470,7 +612,7 @@ fn every_message_reaches_every_mapped_participant_once_and_matches_the_ground_tr
     );
     assert!(
         second.counts.quarantined > 0,
-        "external and email-less members are quarantined"
+        "external members (other domains) and email-less ones are quarantined"
     );
     check_archive(&s, &truth);
 
@@ -550,6 +692,7 @@ fn a_fifty_megabyte_attachment_arrives_whole() {
     const SIZE: u64 = 50 * 1000 * 1000;
     let config = SimConfig::builder()
         .seed(5)
+        .membership(Membership::All)
         .messages(120)
         .large_attachment_bytes(SIZE)
         .max_small_attachment_bytes(4 * 1024)
@@ -586,4 +729,137 @@ fn a_fifty_megabyte_attachment_arrives_whole() {
     assert_eq!(att.contents().len() as u64, SIZE);
     assert_eq!(hex::encode(Sha256::digest(att.contents())), big.sha256);
     check_archive(&s, &truth);
+}
+
+/// What the message API shows a service account that is a member of some
+/// streams only: their messages, and forwards from the other streams
+/// recorded as replies to a parent it cannot see (`Parent-Relation:
+/// unknown`).
+fn readable_part(truth: &GroundTruth) -> GroundTruth {
+    let readable: BTreeSet<&str> = truth
+        .streams
+        .iter()
+        .filter(|s| s.service_member)
+        .map(|s| s.stream_id.as_str())
+        .collect();
+    let mut part = truth.clone();
+    part.messages
+        .retain(|m| readable.contains(m.stream_id.as_str()));
+    for m in &mut part.messages {
+        let parent_stream = m
+            .parent_message_id
+            .as_deref()
+            .and_then(|p| truth.message(p))
+            .map(|p| p.stream_id.as_str());
+        if parent_stream.is_some_and(|s| !readable.contains(s)) {
+            m.relation = Some(Relation::Reply);
+        }
+    }
+    part
+}
+
+/// A pod of 600 messages whose service account is a member of half the
+/// streams.
+fn half_member_pod() -> symphony_sim::SimConfigBuilder {
+    SimConfig::builder()
+        .seed(20_240_101)
+        .messages(600)
+        .large_attachment_bytes(0)
+        .max_small_attachment_bytes(8 * 1024)
+        .membership(Membership::Half)
+}
+
+#[test]
+fn a_pod_where_the_account_is_a_member_of_half_the_streams_archives_those_exactly_and_names_the_others_with_the_fix()
+ {
+    // A pod refuses non-members with 403; some agents answer 400.
+    for status in [403, 400] {
+        let sim = sim(half_member_pod().non_member_status(status).build());
+        let truth = sim.ground_truth();
+        let skipped: Vec<&str> = truth
+            .streams
+            .iter()
+            .filter(|s| !s.service_member)
+            .map(|s| s.stream_id.as_str())
+            .collect();
+        assert!(!skipped.is_empty() && skipped.len() < truth.streams.len());
+        let s = setup(&sim.base_url(), 50);
+        let file = s.config.path.clone();
+        let run = || {
+            let out = connector_e2e::ops::connector(
+                std::path::Path::new(BIN),
+                &s.state,
+                &["run", "--once", file.to_str().unwrap()],
+            );
+            assert!(
+                out.status.success(),
+                "the run succeeds though some streams are refused: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            String::from_utf8_lossy(&out.stderr).into_owned()
+        };
+        let log = run();
+        for id in &skipped {
+            assert!(
+                log.lines()
+                    .any(|l| l.contains("stream skipped") && l.contains(id)),
+                "{id} named as skipped:\n{log}"
+            );
+        }
+        assert!(
+            log.contains("add the service account to the conversation") && log.contains("datahose"),
+            "the fix is given:\n{log}"
+        );
+        assert!(
+            log.contains(&format!(
+                "{} of {} Symphony streams could not be read",
+                skipped.len(),
+                truth.streams.len()
+            )),
+            "{log}"
+        );
+        let readable = readable_part(&truth);
+        check_archive_of(&s, &readable, &truth);
+        assert!(sim.stats().not_member >= skipped.len() as u64);
+
+        // The next run asks the refused streams again, and delivers nothing twice.
+        let log = run();
+        assert!(log.contains("stream skipped"), "{log}");
+        check_archive_of(&s, &readable, &truth);
+    }
+}
+
+#[test]
+fn with_the_datahose_a_pod_where_the_account_is_in_half_the_streams_is_archived_whole_exactly_once()
+{
+    let datahose = DatahoseConfig {
+        history: true,
+        wait: std::time::Duration::from_millis(300),
+        redeliver_after: std::time::Duration::from_millis(1500),
+        batch: 40,
+    };
+    let sim = sim(half_member_pod().datahose(datahose).build());
+    let s = setup_with(&sim.base_url(), 50, "events_messages = true");
+    let host = Host::open(&s.state).unwrap();
+    // Another worker of the fleet, reading with the same tag, takes a batch
+    // and dies before acknowledging it: the datahose gives it again later.
+    let tag = format!("connector-{}", symphony_sim::TEST_USERNAME);
+    assert_eq!(sim.take_datahose_batch_without_ack(&tag), 40);
+
+    let first = host.run_once(&s.config, &RunOptions::default()).unwrap();
+    assert_eq!(first.outcome, RunOutcome::Succeeded);
+    // The lost batch comes back once its acknowledgement is overdue.
+    std::thread::sleep(std::time::Duration::from_millis(1600));
+    let second = host.run_once(&s.config, &RunOptions::default()).unwrap();
+    assert_eq!(second.outcome, RunOutcome::Succeeded);
+    assert!(sim.stats().redelivered_events >= 40, "{:?}", sim.stats());
+    let truth = sim.ground_truth();
+    assert!(truth.streams.iter().any(|s| !s.service_member));
+    check_archive(&s, &truth);
+
+    // Suppressions reach the datahose and are archived as deletions.
+    assert!(sim.apply_suppressions() > 0);
+    let third = host.run_once(&s.config, &RunOptions::default()).unwrap();
+    assert_eq!(third.outcome, RunOutcome::Succeeded);
+    check_archive(&s, &sim.ground_truth());
 }

@@ -31,6 +31,25 @@ impl<'de> Deserialize<'de> for Int {
     }
 }
 
+/// A stream or message id in the one form the plugin keeps: URL-safe base64
+/// without padding. Pods write ids in standard base64 (padded) in JSON and
+/// expect the URL-safe form in URLs; the form a payload used must matter
+/// neither to comparisons (edit, reply and deletion targets) nor to URLs.
+pub fn canonical_id(id: &str) -> String {
+    id.trim()
+        .trim_end_matches('=')
+        .replace('+', "-")
+        .replace('/', "_")
+}
+
+fn id<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    String::deserialize(d).map(|s| canonical_id(&s))
+}
+
+fn optional_id<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    Option::<String>::deserialize(d).map(|s| s.map(|s| canonical_id(&s)))
+}
+
 /// Login `Token`: `{"name": "sessionToken", "token": "..."}`.
 #[derive(Debug, Deserialize)]
 pub struct Token {
@@ -61,7 +80,8 @@ pub struct StreamList {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct StreamInfo {
-    /// Stream id (URL-safe base64).
+    /// Stream id ([`canonical_id`]).
+    #[serde(deserialize_with = "id")]
     pub id: String,
     /// `IM`, `MIM`, `ROOM` or `POST`.
     #[serde(rename = "type")]
@@ -179,7 +199,8 @@ pub struct V4User {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct V4Stream {
-    /// Stream id.
+    /// Stream id ([`canonical_id`]).
+    #[serde(default, deserialize_with = "optional_id")]
     pub stream_id: Option<String>,
     /// `IM`, `MIM`, `ROOM` or `POST`.
     pub stream_type: Option<String>,
@@ -202,9 +223,11 @@ pub struct V4AttachmentInfo {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct V4Message {
-    /// Message id.
+    /// Message id ([`canonical_id`], as every message id here).
+    #[serde(deserialize_with = "id")]
     pub message_id: String,
     /// Replied-to or forwarded message.
+    #[serde(default, deserialize_with = "optional_id")]
     pub parent_message_id: Option<String>,
     /// Time (ms).
     pub timestamp: Int,
@@ -230,13 +253,30 @@ pub struct V4Message {
     /// Disclaimer sent with it.
     pub disclaimer: Option<String>,
     /// The message this one replaces (an edit).
+    #[serde(default, deserialize_with = "optional_id")]
     pub replacing: Option<String>,
     /// The message that replaces this one.
+    #[serde(default, deserialize_with = "optional_id")]
     pub replaced_by: Option<String>,
     /// Time of the first version (edits).
     pub initial_timestamp: Option<Int>,
     /// Id of the first version (edits).
+    #[serde(default, deserialize_with = "optional_id")]
     pub initial_message_id: Option<String>,
+    /// The message a wall post shares, whole.
+    pub shared_message: Option<Box<V4Message>>,
+}
+
+impl V4Message {
+    /// The files that come with the message: its attachments, then those of
+    /// the message it shares (downloaded with this message's ids).
+    pub fn files(&self) -> impl Iterator<Item = &V4AttachmentInfo> {
+        self.attachments.iter().chain(
+            self.shared_message
+                .iter()
+                .flat_map(|shared| shared.attachments.iter()),
+        )
+    }
 }
 
 /// `V5EventList`.
@@ -257,6 +297,7 @@ pub struct V4Event {
     /// Event id.
     pub id: Option<String>,
     /// Message id the event is about.
+    #[serde(default, deserialize_with = "optional_id")]
     pub message_id: Option<String>,
     /// Time (ms).
     pub timestamp: Option<Int>,
@@ -286,6 +327,54 @@ pub struct Payload {
     pub user_joined_room: Option<RoomMembershipChange>,
     /// `V4UserLeftRoom`.
     pub user_left_room: Option<RoomMembershipChange>,
+    /// `V4RoomUpdated`.
+    pub room_updated: Option<RoomUpdated>,
+}
+
+/// `V4RoomUpdated`: the room and its new properties.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RoomUpdated {
+    /// The room.
+    pub stream: Option<V4Stream>,
+    /// Its properties after the change.
+    pub new_room_properties: Option<RoomProperties>,
+}
+
+/// The parts of `V4RoomProperties` the plugin reads.
+#[derive(Debug, Deserialize)]
+pub struct RoomProperties {
+    /// The room's name.
+    pub name: Option<String>,
+}
+
+/// The message of a `MESSAGESENT` event (`payload.messageSent`) or of a
+/// `SHAREDPOST` one (`payload.sharedPost`), kept as received.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SentPayload {
+    /// `V4MessageSent`.
+    pub message_sent: Option<SentMessage>,
+    /// `V4SharedPost`.
+    pub shared_post: Option<SentMessage>,
+}
+
+/// `V4MessageSent` / `V4SharedPost`.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SentMessage {
+    /// The message, as received.
+    pub message: Option<Box<serde_json::value::RawValue>>,
+    /// The message a wall post shares (`SHAREDPOST`).
+    pub shared_message: Option<Box<V4Message>>,
+}
+
+/// A `MESSAGESENT` or `SHAREDPOST` event's payload, as far as the plugin
+/// reads it.
+#[derive(Debug, Deserialize)]
+pub struct SentEvent {
+    /// The payload.
+    pub payload: Option<SentPayload>,
 }
 
 /// `V4MessageSuppressed`.
@@ -293,6 +382,7 @@ pub struct Payload {
 #[serde(rename_all = "camelCase")]
 pub struct MessageSuppressed {
     /// The suppressed message.
+    #[serde(default, deserialize_with = "optional_id")]
     pub message_id: Option<String>,
     /// Its stream.
     pub stream: Option<V4Stream>,
@@ -358,6 +448,20 @@ mod tests {
         assert_eq!(m.timestamp, Int(1_700_000_000_000));
         assert_eq!(m.attachments[0].id, "f%2F1");
         assert_eq!(m.user.unwrap().user_id, Some(Int(7)));
+    }
+
+    #[test]
+    fn ids_in_either_base64_alphabet_read_as_one_form() {
+        let m: V4Message = serde_json::from_str(
+            r#"{"messageId":"ab+c/d==","timestamp":1,"parentMessageId":"ab-c_d",
+                "replacing":"x/y+","stream":{"streamId":"s+/t=="}}"#,
+        )
+        .unwrap();
+        assert_eq!(m.message_id, "ab-c_d");
+        assert_eq!(m.parent_message_id.as_deref(), Some("ab-c_d"));
+        assert_eq!(m.replacing.as_deref(), Some("x_y-"));
+        assert_eq!(m.replaced_by, None);
+        assert_eq!(m.stream.unwrap().stream_id.as_deref(), Some("s-_t"));
     }
 
     #[test]

@@ -64,6 +64,9 @@ pub enum CallError {
     Source(SourceError),
     /// The response was larger than the host buffers (the limit in bytes).
     TooLarge(u64),
+    /// The server refused the request for good: its HTTP status, and the
+    /// message naming the endpoint and the server's reason.
+    Refused(u16, String),
 }
 
 impl From<SourceError> for CallError {
@@ -76,6 +79,7 @@ impl From<CallError> for SourceError {
     fn from(e: CallError) -> Self {
         match e {
             CallError::Source(e) => e,
+            CallError::Refused(_, why) => SourceError::Permanent(why),
             CallError::TooLarge(limit) => SourceError::Permanent(format!(
                 "a response exceeded the host's limit of {limit} bytes"
             )),
@@ -88,8 +92,22 @@ impl From<CallError> for SourceError {
 pub struct Tokens {
     /// `sessionToken`.
     pub session: (String, String),
-    /// `keyManagerToken`.
-    pub key_manager: (String, String),
+    /// `keyManagerToken`; `None` where the key-manager login is skipped.
+    pub key_manager: Option<(String, String)>,
+}
+
+impl Tokens {
+    /// The headers a request to `server` carries: the session token, and
+    /// for the agent the key-manager token where there is one.
+    pub fn headers(&self, server: Server) -> impl Iterator<Item = (&str, &str)> {
+        let key_manager = match server {
+            Server::Agent => self.key_manager.as_ref(),
+            Server::Pod => None,
+        };
+        std::iter::once(&self.session)
+            .chain(key_manager)
+            .map(|(name, value)| (name.as_str(), value.as_str()))
+    }
 }
 
 impl std::fmt::Debug for Tokens {
@@ -104,10 +122,9 @@ pub struct Client<B> {
     username: String,
     pod: String,
     agent: String,
-    key_manager: String,
+    /// The key manager's base URL, `None` when its login is skipped.
+    key_manager: Option<String>,
     tokens: Option<Tokens>,
-    /// When the current tokens were issued (ms since the epoch).
-    logged_in_at_ms: i64,
     logins: u32,
 }
 
@@ -142,18 +159,30 @@ fn body_message(body: &[u8]) -> String {
         .to_string()
 }
 
-/// Classifies a non-2xx answer of `what`: 429, and 400 with `Retry-After`,
-/// are throttling; 401 is an authentication failure; 5xx are transient;
-/// every other status is permanent.
+/// Whether a 400 answer is the agent throttling: it carries `Retry-After`,
+/// or its message asks to retry later (agents throttle with a bare 400 too).
+fn throttling_400(response: &FullResponse, detail: &str) -> bool {
+    let detail = detail.to_ascii_lowercase();
+    response.header("retry-after").is_some()
+        || ["too many requests", "retry later", "rate limit"]
+            .iter()
+            .any(|m| detail.contains(m))
+}
+
+/// Classifies a non-2xx answer of `what`: 429, and a throttling 400 (with
+/// `Retry-After`, or saying to retry later), are throttling; 401 is an
+/// authentication failure; 5xx are transient; every other status is
+/// permanent.
 pub fn status_error(what: &str, response: &FullResponse) -> SourceError {
     let status = response.status;
-    let retry_after = response.header("retry-after");
-    if status == 429 || (status == 400 && retry_after.is_some()) {
+    let detail = body_message(&response.body);
+    if status == 429 || (status == 400 && throttling_400(response, &detail)) {
         return SourceError::RateLimited(
-            retry_after.and_then(connector_sdk::http::parse_retry_after),
+            response
+                .header("retry-after")
+                .and_then(connector_sdk::http::parse_retry_after),
         );
     }
-    let detail = body_message(&response.body);
     let message = if detail.is_empty() {
         format!("{what} answered HTTP {status}")
     } else {
@@ -164,8 +193,9 @@ pub fn status_error(what: &str, response: &FullResponse) -> SourceError {
             "{message}; the session was refused right after logging in again"
         )),
         403 => SourceError::Permanent(format!(
-            "{message}; the service account lacks an entitlement (archiving needs the User \
-             Provisioning role, and the datahose its add-on)"
+            "{message}; the pod refused the service account (the admin endpoints need the \
+             User Provisioning role, a stream's messages membership of the stream, the \
+             datahose its add-on)"
         )),
         500..=599 => SourceError::Transient(message),
         _ => SourceError::Permanent(message),
@@ -201,9 +231,10 @@ impl<B: Backend> Client<B> {
             username: config.username.clone(),
             pod: config.pod_url.clone(),
             agent: config.agent_url.clone(),
-            key_manager: config.key_manager_url.clone(),
+            key_manager: config
+                .key_manager_login
+                .then(|| config.key_manager_url.clone()),
             tokens: None,
-            logged_in_at_ms: 0,
             logins: 0,
         }
     }
@@ -241,15 +272,6 @@ impl<B: Backend> Client<B> {
         Ok(self.tokens.clone().expect("logged in"))
     }
 
-    /// Session headers issued at most `max_age_ms` ago, logging in again
-    /// when the current ones are older (or missing).
-    pub fn tokens_younger_than(&mut self, max_age_ms: i64) -> Result<Tokens, SourceError> {
-        if self.tokens.is_some() && self.backend.now_ms() - self.logged_in_at_ms > max_age_ms {
-            self.login()?;
-        }
-        self.tokens()
-    }
-
     /// Logs in to the pod and the key manager with a fresh JWT signed by the
     /// host, replacing any earlier tokens.
     pub fn login(&mut self) -> Result<(), SourceError> {
@@ -263,13 +285,15 @@ impl<B: Backend> Client<B> {
             &token,
             "sessionToken",
         )?;
-        let key_manager = self.authenticate(
-            &format!("{}/relay/pubkey/authenticate", self.key_manager),
-            &token,
-            "keyManagerToken",
-        )?;
+        let key_manager = match self.key_manager.clone() {
+            Some(base) => Some(self.authenticate(
+                &format!("{base}/relay/pubkey/authenticate"),
+                &token,
+                "keyManagerToken",
+            )?),
+            None => None,
+        };
         self.logins += 1;
-        self.logged_in_at_ms = now;
         connector_sdk::debug!("logged in to Symphony"; logins = self.logins);
         self.tokens = Some(Tokens {
             session,
@@ -339,10 +363,9 @@ impl<B: Backend> Client<B> {
             let tokens = self.tokens()?;
             let mut request = Request::new(method, url)
                 .header("accept", "application/json")
-                .header(&tokens.session.0, &tokens.session.1)
                 .timeout_ms(API_TIMEOUT_MS);
-            if server == Server::Agent {
-                request = request.header(&tokens.key_manager.0, &tokens.key_manager.1);
+            for (name, value) in tokens.headers(server) {
+                request = request.header(name, value);
             }
             if let Some(body) = body {
                 request = request.json(body)?;
@@ -360,7 +383,10 @@ impl<B: Backend> Client<B> {
             if (200..300).contains(&response.status) {
                 return Ok(response);
             }
-            return Err(CallError::Source(status_error(&what, &response)));
+            return Err(match status_error(&what, &response) {
+                SourceError::Permanent(why) => CallError::Refused(response.status, why),
+                other => CallError::Source(other),
+            });
         }
     }
 }
@@ -436,6 +462,17 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+        assert_eq!(
+            status_error(
+                what,
+                &response(
+                    400,
+                    &[],
+                    r#"{"code":400,"message":"Too many requests, please retry later"}"#
+                )
+            ),
+            SourceError::RateLimited(None)
+        );
         assert!(matches!(
             status_error(what, &response(401, &[], "")),
             SourceError::Auth(_)
@@ -490,7 +527,7 @@ mod tests {
     fn tokens_are_never_printed() {
         let t = Tokens {
             session: ("sessionToken".into(), "secret-session".into()),
-            key_manager: ("keyManagerToken".into(), "secret-km".into()),
+            key_manager: Some(("keyManagerToken".into(), "secret-km".into())),
         };
         assert!(!format!("{t:?}").contains("secret"));
     }

@@ -5,12 +5,14 @@
 //!   "pod_url": "https://acme.symphony.com",
 //!   "agent_url": "https://acme-agent.example.com",
 //!   "key_manager_url": "https://acme-km.example.com",
+//!   "key_manager_login": true,
 //!   "username": "compliance-archiver",
 //!   "stream_types": ["IM", "MIM", "ROOM", "POST"],
 //!   "page_size": 500,
 //!   "since": 0,
 //!   "events": true,
-//!   "events_tag": "compliance-archiver"
+//!   "events_tag": "compliance-archiver",
+//!   "events_messages": false
 //! }
 //! ```
 //!
@@ -18,6 +20,8 @@
 //! plugin appends `/login/...` and `/pod/...` to `pod_url`, `/agent/...` to
 //! `agent_url` and `/relay/...` to `key_manager_url`. `agent_url` and
 //! `key_manager_url` default to `pod_url` (one origin serving everything).
+//! `key_manager_login = false` skips the key-manager login, for pods with
+//! Simplified Key Delivery, whose agent needs the session token only.
 //! The RSA private key is not configuration: it is the signing key
 //! `private-key` the host signs the login JWT with.
 
@@ -87,12 +91,14 @@ struct RawConfig {
     pod_url: String,
     agent_url: Option<String>,
     key_manager_url: Option<String>,
+    key_manager_login: Option<bool>,
     username: String,
     stream_types: Option<Vec<String>>,
     page_size: Option<u32>,
     since: Option<i64>,
     events: Option<bool>,
     events_tag: Option<String>,
+    events_messages: Option<bool>,
 }
 
 /// A checked configuration.
@@ -104,6 +110,9 @@ pub struct Config {
     pub agent_url: String,
     /// Key manager base URL, without a trailing `/`.
     pub key_manager_url: String,
+    /// Whether to log in to the key manager (not needed with Simplified Key
+    /// Delivery, where the agent takes the session token alone).
+    pub key_manager_login: bool,
     /// Service account username (the JWT `sub`).
     pub username: String,
     /// Stream types to archive, without repeats, in [`StreamType::ALL`] order.
@@ -117,6 +126,10 @@ pub struct Config {
     pub events: bool,
     /// The datahose feed's tag.
     pub events_tag: String,
+    /// Whether to read messages from the datahose too (`MESSAGESENT`,
+    /// `SHAREDPOST`): the messages of every conversation, also those the
+    /// service account is not a member of.
+    pub events_messages: bool,
 }
 
 impl Config {
@@ -192,12 +205,14 @@ impl Config {
             pod_url,
             agent_url,
             key_manager_url,
+            key_manager_login: raw.key_manager_login.unwrap_or(true),
             username,
             stream_types,
             page_size,
             since,
             events: raw.events.unwrap_or(true),
             events_tag,
+            events_messages: raw.events_messages.unwrap_or(false),
         })
     }
 

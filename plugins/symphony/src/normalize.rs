@@ -20,7 +20,7 @@ use connector_sdk::{
 };
 
 use crate::api::{self, V4AttachmentInfo, V4Event, V4Message, V4User};
-use crate::client::{Tokens, encode_component};
+use crate::client::{Server, Tokens, encode_component};
 use crate::config::StreamType;
 use crate::presentation::Rendered;
 
@@ -92,9 +92,11 @@ pub fn attachment(
         .filter(|n| !n.is_empty())
         .map(str::to_string)
         .unwrap_or_else(|| format!("attachment-{}", index + 1));
-    let fetch = FetchSpec::new(url)
-        .with_header(&tokens.session.0, &tokens.session.1)
-        .with_header(&tokens.key_manager.0, &tokens.key_manager.1)
+    let fetch = tokens
+        .headers(Server::Agent)
+        .fold(FetchSpec::new(url), |f, (name, value)| {
+            f.with_header(name, value)
+        })
         .with_encoding(BodyEncoding::Base64);
     let media_type = media_type(&file_name).map(str::to_string);
     Attachment::new(&info.id, file_name, AttachmentBody::Fetch(fetch))
@@ -201,6 +203,22 @@ pub fn message(msg: &V4Message, parts: MessageParts<'_>) -> Message {
         msg.external_recipients.map(|b| b.to_string()),
     );
     optional("Disclaimer", msg.disclaimer.clone());
+    if let Some(shared) = &msg.shared_message {
+        optional("Shared-Message-Id", Some(shared.message_id.clone()));
+        optional(
+            "Shared-Stream-Id",
+            shared.stream.as_ref().and_then(|s| s.stream_id.clone()),
+        );
+        optional(
+            "Shared-Sender-Id",
+            shared
+                .user
+                .as_ref()
+                .and_then(|u| u.user_id)
+                .map(|id| id.0.to_string()),
+        );
+        optional("Shared-Timestamp", Some(shared.timestamp.0.to_string()));
+    }
     optional("Diagnostic", msg.diagnostic.clone());
     if parts.rendered.fallback {
         properties.push(("Markup-Fallback".into(), "true".into()));
@@ -221,6 +239,32 @@ pub fn message(msg: &V4Message, parts: MessageParts<'_>) -> Message {
     .with_properties(properties)
 }
 
+/// A wall post's body followed by the message it shares: a line naming
+/// who wrote it, then its text (and, in the HTML, a quote of its HTML).
+pub fn with_shared(post: Rendered, shared: &Rendered, author: &str) -> Rendered {
+    let heading = format!("Shared message from {author}:");
+    let mut text = post.text;
+    if !text.is_empty() {
+        text.push_str("\n\n");
+    }
+    text.push_str(&heading);
+    if !shared.text.is_empty() {
+        text.push('\n');
+        text.push_str(&shared.text);
+    }
+    let mut html = post.html;
+    html.push_str("<blockquote><p>");
+    crate::presentation::escape_html(&heading, &mut html);
+    html.push_str("</p>");
+    html.push_str(&shared.html);
+    html.push_str("</blockquote>");
+    Rendered {
+        text,
+        html,
+        fallback: post.fallback || shared.fallback,
+    }
+}
+
 /// A datahose event the plugin archives, with its stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EventMessage {
@@ -235,8 +279,9 @@ pub struct EventMessage {
 }
 
 /// Turns a datahose event into a message: `MESSAGESUPPRESSED` into a
-/// deletion, `USERJOINEDROOM` / `USERLEFTROOM` into joins and leaves. Other
-/// events, and events without the fields they need, give `None`.
+/// deletion, `USERJOINEDROOM` / `USERLEFTROOM` into joins and leaves,
+/// `ROOMUPDATED` into a system message. Other events (messages are read by
+/// the session), and events without the fields they need, give `None`.
 pub fn event(raw: &str, ev: &V4Event) -> Option<EventMessage> {
     let payload = ev.payload.as_ref()?;
     let kind = ev.kind.as_deref().unwrap_or_default();
@@ -308,6 +353,31 @@ pub fn event(raw: &str, ev: &V4Event) -> Option<EventMessage> {
                 .with_original(raw);
             (message, stream)
         }
+        "ROOMUPDATED" => {
+            let update = payload.room_updated.as_ref()?;
+            let mut stream = stream_facts(update.stream.as_ref())?;
+            let name = update
+                .new_room_properties
+                .as_ref()
+                .and_then(|p| p.name.clone());
+            stream.2 = stream.2.or(name.clone());
+            let sender = person(initiator, None, None);
+            let id = ev.id.clone().filter(|i| !i.is_empty())?;
+            let text = match &name {
+                Some(name) => format!("The room was updated; its name is now {name:?}."),
+                None => "The room's properties were updated.".to_string(),
+            };
+            let message = Message::new(
+                format!("event-{id}"),
+                &stream.0,
+                sender,
+                sent_at,
+                MessageKind::System,
+            )
+            .with_text(text)
+            .with_original(raw);
+            (message, stream)
+        }
         _ => return None,
     };
     if let Some(t) = stream_type {
@@ -329,7 +399,7 @@ mod tests {
     fn tokens() -> Tokens {
         Tokens {
             session: ("sessionToken".into(), "s1".into()),
-            key_manager: ("keyManagerToken".into(), "k1".into()),
+            key_manager: Some(("keyManagerToken".into(), "k1".into())),
         }
     }
 

@@ -24,10 +24,6 @@ use crate::config::{Config, StreamType};
 use crate::normalize::{self, MessageParts, ParentKind};
 use crate::presentation::{self, MentionedUser};
 
-/// Tokens handed to the host for attachment downloads are at most this old
-/// (Symphony sessions last hours; a download that still meets an expired
-/// one fails, and the page is fetched again from its checkpoint).
-const DOWNLOAD_TOKEN_MAX_AGE_MS: i64 = 5 * 60 * 1000;
 /// Streams asked per `streams/list` request (the pod's maximum).
 const STREAMS_PAGE: u32 = 100;
 /// Members asked per membership request (the pod's maximum).
@@ -47,7 +43,15 @@ const MAX_REMEMBERED: usize = 200_000;
 /// The host's checkpoint limit.
 const MAX_CHECKPOINT: usize = 1 << 20;
 /// Event types read from the datahose.
-const EVENT_TYPES: [&str; 3] = ["MESSAGESUPPRESSED", "USERJOINEDROOM", "USERLEFTROOM"];
+const EVENT_TYPES: [&str; 4] = [
+    "MESSAGESUPPRESSED",
+    "USERJOINEDROOM",
+    "USERLEFTROOM",
+    "ROOMUPDATED",
+];
+/// Event types read from the datahose with `events_messages`: the messages
+/// of every conversation.
+const MESSAGE_EVENT_TYPES: [&str; 2] = ["MESSAGESENT", "SHAREDPOST"];
 
 /// A stream the run archives.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -104,17 +108,33 @@ pub struct Session<B> {
     message_streams: HashMap<String, Rc<str>>,
     phase: Phase,
     pages: u64,
+    /// Streams this run could not read, with why; asked again next run.
+    skipped: Vec<Skipped>,
+    /// Per described stream, the user ids of its external members (other
+    /// companies), comma-separated: each of its messages carries them as
+    /// the property `External-Participants`.
+    external_members: HashMap<String, String>,
 }
+
+/// A stream whose messages the pod refused to this run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Skipped {
+    /// Stream id.
+    pub stream: String,
+    /// Its type.
+    pub kind: StreamType,
+    /// The pod's answer.
+    pub why: String,
+}
+
+/// What an operator can do about a stream the service account cannot read.
+const UNREADABLE_FIX: &str = "add the service account to the conversation (a pod serves a \
+     stream's messages to its members only), or capture the whole enterprise through the \
+     datahose; the stream is asked again on every run and archived from where it stands";
 
 fn parse_json<'a, T: serde::Deserialize<'a>>(what: &str, body: &'a [u8]) -> Result<T, SourceError> {
     serde_json::from_slice(body)
         .map_err(|e| SourceError::Permanent(format!("{what} answered an unexpected body: {e}")))
-}
-
-/// Stream ids compare equal whatever base64 flavour or padding they use.
-fn same_id(a: &str, b: &str) -> bool {
-    let norm = |s: &str| s.trim_end_matches('=').replace('+', "-").replace('/', "_");
-    a == b || norm(a) == norm(b)
 }
 
 impl<B: Backend> Session<B> {
@@ -162,12 +182,19 @@ impl<B: Backend> Session<B> {
             message_streams: HashMap::new(),
             phase: Phase::Streams,
             pages: 0,
+            skipped: Vec::new(),
+            external_members: HashMap::new(),
         })
     }
 
     /// The streams of this run, in visiting order.
     pub fn streams(&self) -> &[Stream] {
         &self.streams
+    }
+
+    /// The streams this run skipped because the pod refused their messages.
+    pub fn skipped(&self) -> &[Skipped] {
+        &self.skipped
     }
 
     /// The client (tests look at its backend).
@@ -204,7 +231,17 @@ impl<B: Backend> Session<B> {
                         } else {
                             idle += 1;
                             let id = stream.id.clone();
-                            self.list_new(&id, &pos)?
+                            match self.list_new(&id, &pos) {
+                                Ok(batch) => batch,
+                                Err(SourceError::Permanent(why)) => {
+                                    self.skip_stream(why);
+                                    checkpoint::Batch {
+                                        items: Vec::new(),
+                                        more: false,
+                                    }
+                                }
+                                Err(e) => return Err(e),
+                            }
                         };
                         if batch.items.is_empty() {
                             self.next += 1;
@@ -227,6 +264,50 @@ impl<B: Backend> Session<B> {
         }
     }
 
+    /// Leaves the current stream for this run: the pod refused its messages
+    /// (typically 403 or 400 because the service account is not a member).
+    /// Its position stays, so the next run asks again; the other streams
+    /// go on.
+    fn skip_stream(&mut self, why: String) {
+        let stream = &self.streams[self.next];
+        if self.config.events && self.config.events_messages {
+            connector_sdk::info!(
+                "Symphony stream not readable through the message API ({why}); its messages \
+                 come from the datahose, its files are named, not fetched: add the service \
+                 account to the conversation to archive them";
+                stream = stream.id,
+                stream_type = stream.kind.as_str()
+            );
+        } else {
+            connector_sdk::warn!(
+                "Symphony stream skipped for this run: {why}; to archive it, {UNREADABLE_FIX}";
+                stream = stream.id,
+                stream_type = stream.kind.as_str()
+            );
+        }
+        self.skipped.push(Skipped {
+            stream: stream.id.clone(),
+            kind: stream.kind,
+            why,
+        });
+    }
+
+    /// At the end of the run: how many streams were skipped, and the fix.
+    fn report_skipped(&self) {
+        if self.skipped.is_empty() || (self.config.events && self.config.events_messages) {
+            return;
+        }
+        let ids: Vec<&str> = self.skipped.iter().map(|s| s.stream.as_str()).collect();
+        connector_sdk::warn!(
+            "{} of {} Symphony streams could not be read and were skipped ({}); to archive \
+             them, {UNREADABLE_FIX}",
+            self.skipped.len(),
+            self.streams.len(),
+            ids.join(", ");
+            skipped = self.skipped.len()
+        );
+    }
+
     fn page(
         &self,
         conversations: Vec<Conversation>,
@@ -241,6 +322,9 @@ impl<B: Backend> Session<B> {
                  fewer stream_types each",
                 checkpoint.len()
             )));
+        }
+        if complete {
+            self.report_skipped();
         }
         connector_sdk::debug!(
             "Symphony page {}", self.pages;
@@ -324,7 +408,7 @@ impl<B: Backend> Session<B> {
         let mut take = Vec::new();
         let (mut attachments, mut bytes) = (0usize, 0usize);
         while let Some(front) = self.pending.front() {
-            let a = front.msg.attachments.len();
+            let a = front.msg.files().count();
             if !take.is_empty()
                 && (attachments + a > MAX_PAGE_ATTACHMENTS
                     || bytes + front.raw.len() > MAX_PAGE_BYTES)
@@ -340,9 +424,55 @@ impl<B: Backend> Session<B> {
             conversations.push(self.describe(&stream)?);
             self.described.insert(stream.id.clone());
         }
-        self.learn_users(&take)?;
-        let mut parents = Vec::with_capacity(take.len());
+        let mut messages: Vec<Message> = Vec::with_capacity(take.len());
+        for message in self.convert(&take, &stream)? {
+            if !messages.iter().any(|m| m.id == message.id) {
+                messages.push(message);
+            }
+        }
         for listed in &take {
+            self.checkpoint
+                .positions
+                .entry(stream.id.clone())
+                .or_insert_with(|| Position::start(self.config.since))
+                .advance(listed.msg.timestamp.0, &listed.msg.message_id);
+        }
+        self.checkpoint.cursor = Some(stream.id.clone());
+        if self.pending.is_empty() && !self.pending_more {
+            // The listing was short: the stream is drained for this run, and
+            // a resumed run starts at the next one.
+            self.next += 1;
+            self.checkpoint.cursor = self.streams.get(self.next).map(|s| s.id.clone());
+        }
+        connector_sdk::info!(
+            "Symphony messages";
+            stream = stream.id,
+            stream_type = stream.kind.as_str(),
+            messages = messages.len(),
+            attachments = attachments
+        );
+        self.page(conversations, messages, false)
+    }
+
+    /// Listed messages of `stream` as WIT messages: their users looked up,
+    /// their parents placed (reply or forward), their files to be fetched
+    /// by the host with the session's headers.
+    fn convert(&mut self, take: &[Listed], stream: &Stream) -> Result<Vec<Message>, SourceError> {
+        self.convert_with(take, stream, true)
+    }
+
+    /// [`Session::convert`]; without `fetchable`, the files are named in
+    /// the property `Unfetched-Attachments` instead of fetched (a pod serves
+    /// a stream's files to its members only).
+    fn convert_with(
+        &mut self,
+        take: &[Listed],
+        stream: &Stream,
+        fetchable: bool,
+    ) -> Result<Vec<Message>, SourceError> {
+        self.learn_users(take)?;
+        let mut parents = Vec::with_capacity(take.len());
+        for listed in take {
             parents.push(
                 match listed
                     .msg
@@ -357,34 +487,27 @@ impl<B: Backend> Session<B> {
             // Later messages of this page may answer this one.
             self.remember(&listed.msg.message_id, Rc::from(stream.id.as_str()));
         }
-        // Recent tokens for the host's attachment downloads, which happen
-        // right after this page is returned: an old session may expire
-        // before they are done. (Logging in for every page would sign a JWT
-        // each time, which costs more than the page.)
-        let tokens = if attachments > 0 {
-            Some(self.client.tokens_younger_than(DOWNLOAD_TOKEN_MAX_AGE_MS)?)
+        // The session the pages are read with serves the host's attachment
+        // downloads too: it is kept until the pod says it expired (a 401),
+        // since every login shows in the pod's audit (sessions last an hour
+        // or more). A download meeting a 401 fails the page, which the host
+        // fetches again from its checkpoint, logging in anew.
+        let tokens = if fetchable && take.iter().any(|l| l.msg.files().next().is_some()) {
+            Some(self.client.tokens()?)
         } else {
             None
         };
         let mut messages = Vec::with_capacity(take.len());
-        for (listed, parent) in take.into_iter().zip(parents) {
+        for (listed, parent) in take.iter().zip(parents) {
             let msg = &listed.msg;
-            let entities = presentation::parse_entities(msg.data.as_deref());
-            let rendered = {
-                let users = &self.users;
-                let lookup = |id: i64| -> Option<MentionedUser> {
-                    let info = users.get(&id)?.as_ref()?;
-                    Some(MentionedUser {
-                        name: info.name.clone().unwrap_or_else(|| id.to_string()),
-                        email: info.email.clone(),
-                    })
-                };
-                presentation::render(msg.message.as_deref().unwrap_or(""), &entities, &lookup)
-            };
+            let mut rendered = self.render(msg);
+            if let Some(shared) = &msg.shared_message {
+                let author = self.author(shared);
+                rendered = normalize::with_shared(rendered, &self.render(shared), &author);
+            }
             let files = match &tokens {
                 Some(tokens) => msg
-                    .attachments
-                    .iter()
+                    .files()
                     .enumerate()
                     .map(|(i, a)| {
                         let url = normalize::attachment_url(
@@ -404,7 +527,7 @@ impl<B: Backend> Session<B> {
                 .and_then(|u| u.user_id)
                 .and_then(|id| self.users.get(&id.0).cloned().flatten())
                 .map(|u| (u.email, u.name));
-            let message = normalize::message(
+            let mut message = normalize::message(
                 msg,
                 MessageParts {
                     raw: &listed.raw,
@@ -416,30 +539,61 @@ impl<B: Backend> Session<B> {
                     attachments: files,
                 },
             );
-            self.checkpoint
-                .positions
-                .entry(stream.id.clone())
-                .or_insert_with(|| Position::start(self.config.since))
-                .advance(msg.timestamp.0, &msg.message_id);
-            if !messages.iter().any(|m: &Message| m.id == message.id) {
-                messages.push(message);
+            if let Some(ids) = self.external_members.get(&stream.id) {
+                message
+                    .properties
+                    .push(("External-Participants".into(), ids.clone()));
             }
+            if !fetchable && msg.files().next().is_some() {
+                let names: Vec<String> = msg
+                    .files()
+                    .map(|a| {
+                        format!(
+                            "{} ({} bytes, id {})",
+                            a.name.as_deref().unwrap_or("unnamed"),
+                            a.size.map_or(0, |s| s.0),
+                            a.id
+                        )
+                    })
+                    .collect();
+                message
+                    .properties
+                    .push(("Unfetched-Attachments".into(), names.join("; ")));
+            }
+            messages.push(message);
         }
-        self.checkpoint.cursor = Some(stream.id.clone());
-        if self.pending.is_empty() && !self.pending_more {
-            // The listing was short: the stream is drained for this run, and
-            // a resumed run starts at the next one.
-            self.next += 1;
-            self.checkpoint.cursor = self.streams.get(self.next).map(|s| s.id.clone());
-        }
-        connector_sdk::info!(
-            "Symphony messages";
-            stream = stream.id,
-            stream_type = stream.kind.as_str(),
-            messages = messages.len(),
-            attachments = attachments
+        Ok(messages)
+    }
+
+    /// A message's PresentationML as text and HTML, mentions named from
+    /// what the session knows of users.
+    fn render(&self, msg: &V4Message) -> presentation::Rendered {
+        let entities = presentation::parse_entities(msg.data.as_deref());
+        let lookup = |id: i64| -> Option<MentionedUser> {
+            let info = self.users.get(&id)?.as_ref()?;
+            Some(MentionedUser {
+                name: info.name.clone().unwrap_or_else(|| id.to_string()),
+                email: info.email.clone(),
+            })
+        };
+        presentation::render(msg.message.as_deref().unwrap_or(""), &entities, &lookup)
+    }
+
+    /// Who wrote a message, as `Name <email>` where known.
+    fn author(&self, msg: &V4Message) -> String {
+        let id = msg.user.as_ref().and_then(|u| u.user_id).map(|id| id.0);
+        let known = id.and_then(|id| self.users.get(&id).cloned().flatten());
+        let person = normalize::person(
+            msg.user.as_ref(),
+            known.as_ref().and_then(|k| k.email.clone()),
+            known.and_then(|k| k.name),
         );
-        self.page(conversations, messages, false)
+        match (person.display_name, person.email) {
+            (Some(name), Some(email)) => format!("{name} <{email}>"),
+            (Some(name), None) => name,
+            (None, Some(email)) => email,
+            (None, None) => person.id,
+        }
     }
 
     fn remember(&mut self, message_id: &str, stream: Rc<str>) {
@@ -454,7 +608,7 @@ impl<B: Backend> Session<B> {
     /// seen it.
     fn parent_kind(&mut self, parent: &str, stream: &str) -> Result<ParentKind, SourceError> {
         if let Some(s) = self.message_streams.get(parent) {
-            return Ok(if same_id(s, stream) {
+            return Ok(if **s == *stream {
                 ParentKind::Reply
             } else {
                 ParentKind::Forward
@@ -466,7 +620,7 @@ impl<B: Backend> Session<B> {
         ));
         let response = match self.client.call(Server::Agent, Method::Get, &url, None) {
             Ok(r) => r,
-            Err(CallError::Source(SourceError::Permanent(why))) => {
+            Err(CallError::Refused(_, why) | CallError::Source(SourceError::Permanent(why))) => {
                 connector_sdk::debug!("parent message not visible"; parent = parent, why = why);
                 return Ok(ParentKind::Unknown);
             }
@@ -481,7 +635,7 @@ impl<B: Backend> Session<B> {
             .and_then(|s| s.stream_id);
         Ok(match found {
             Some(s) => {
-                let kind = if same_id(&s, stream) {
+                let kind = if s == stream {
                     ParentKind::Reply
                 } else {
                     ParentKind::Forward
@@ -497,10 +651,13 @@ impl<B: Backend> Session<B> {
     /// the messages do not give, that the session does not know yet.
     fn learn_users(&mut self, listed: &[Listed]) -> Result<(), SourceError> {
         let mut wanted = Vec::new();
-        for l in listed {
-            let entities = presentation::parse_entities(l.msg.data.as_deref());
+        let messages = listed
+            .iter()
+            .flat_map(|l| std::iter::once(&l.msg).chain(l.msg.shared_message.as_deref()));
+        for msg in messages {
+            let entities = presentation::parse_entities(msg.data.as_deref());
             wanted.extend(presentation::mentioned_users(&entities));
-            if let Some(user) = &l.msg.user
+            if let Some(user) = &msg.user
                 && let Some(id) = user.user_id
                 && api::clean_email(user.email.as_deref()).is_none()
             {
@@ -560,7 +717,9 @@ impl<B: Backend> Session<B> {
                     }
                 }
                 Ok(_) => {}
-                Err(CallError::Source(SourceError::Permanent(why))) => {
+                Err(
+                    CallError::Refused(_, why) | CallError::Source(SourceError::Permanent(why)),
+                ) => {
                     connector_sdk::warn!("user lookup failed"; why = why);
                 }
                 Err(e) => return Err(e.into()),
@@ -583,8 +742,10 @@ impl<B: Backend> Session<B> {
             }
         };
         let mut skip = 0u32;
-        let mut listed = true;
-        loop {
+        // Membership lists exist for IM, MIM and ROOM; a wall's people are
+        // its owner and the members the stream list gives.
+        let mut listed = stream.kind != StreamType::Post;
+        while listed {
             let url = self.client.pod_url(&format!(
                 "/pod/v1/admin/stream/{}/membership/list?skip={skip}&limit={MEMBERS_PAGE}&includePastMembers=true",
                 encode_component(&stream.id, false)
@@ -623,7 +784,9 @@ impl<B: Backend> Session<B> {
                         break;
                     }
                 }
-                Err(CallError::Source(SourceError::Permanent(why))) => {
+                Err(
+                    CallError::Refused(_, why) | CallError::Source(SourceError::Permanent(why)),
+                ) => {
                     connector_sdk::warn!(
                         "membership list unavailable, using the stream list's members";
                         stream = stream.id,
@@ -657,7 +820,9 @@ impl<B: Backend> Session<B> {
                     }
                 }
                 Ok(_) => {}
-                Err(CallError::Source(SourceError::Permanent(why))) => {
+                Err(
+                    CallError::Refused(_, why) | CallError::Source(SourceError::Permanent(why)),
+                ) => {
                     connector_sdk::warn!("room membership list unavailable"; stream = stream.id, why = why);
                 }
                 Err(e) => return Err(e.into()),
@@ -669,6 +834,15 @@ impl<B: Backend> Session<B> {
             .filter(|id| self.needs_lookup(*id))
             .collect();
         self.lookup_users(&wanted)?;
+        let external: Vec<String> = order
+            .iter()
+            .filter(|id| matches!(self.users.get(id), Some(Some(u)) if u.external))
+            .map(i64::to_string)
+            .collect();
+        if !external.is_empty() {
+            self.external_members
+                .insert(stream.id.clone(), external.join(","));
+        }
         let participants: Vec<Person> = order
             .iter()
             .map(|id| {
@@ -689,30 +863,109 @@ impl<B: Backend> Session<B> {
         )
     }
 
-    /// One datahose read: suppressions, joins and leaves.
-    fn events_page(&mut self) -> Result<Page, SourceError> {
+    /// `POST /agent/v5/events/read` with the checkpoint's `ackId`. A 400
+    /// refuses the request, not the add-on: with an `ackId` it is taken as
+    /// stale (the datahose forgets them), dropped, and the read made afresh
+    /// once; 403 and 404 mean the datahose is not there for this account.
+    fn read_events(&mut self) -> Result<connector_sdk::http::FullResponse, SourceError> {
         let url = self.client.agent_url("/agent/v5/events/read");
-        let body = serde_json::json!({
-            "type": "datahose",
-            "tag": self.config.events_tag,
-            "eventTypes": EVENT_TYPES,
-            "ackId": self.checkpoint.ack_id.clone().unwrap_or_default(),
-            "updatePresence": false,
-        });
-        let response = match self
-            .client
-            .call(Server::Agent, Method::Post, &url, Some(&body))
-        {
-            Ok(r) => r,
-            Err(CallError::Source(SourceError::Permanent(why))) => {
-                return Err(SourceError::Permanent(format!(
+        loop {
+            let ack = self.checkpoint.ack_id.clone().unwrap_or_default();
+            let body = serde_json::json!({
+                "type": "datahose",
+                "tag": self.config.events_tag,
+                "eventTypes": self.event_types(),
+                "ackId": ack,
+                "updatePresence": false,
+            });
+            return match self
+                .client
+                .call(Server::Agent, Method::Post, &url, Some(&body))
+            {
+                Ok(r) => Ok(r),
+                Err(CallError::Refused(400, why)) if !ack.is_empty() => {
+                    connector_sdk::warn!(
+                        "the datahose refused the stored ackId ({why}); reading afresh: events \
+                         it held for the old ackId and not yet delivered are lost to this \
+                         connector";
+                        tag = self.config.events_tag
+                    );
+                    self.checkpoint.ack_id = None;
+                    continue;
+                }
+                Err(CallError::Refused(400, why)) => Err(SourceError::Permanent(format!(
+                    "{why}; the datahose refused the read request itself: check \
+                     \"events_tag\" (1 to 80 characters) in the plugin configuration"
+                ))),
+                Err(CallError::Refused(403 | 404, why)) => Err(SourceError::Permanent(format!(
                     "{why}; suppressions and room joins/leaves are read from the datahose \
                      (an add-on of the pod): enable it for the service account, or set \
                      \"events\": false in the plugin configuration to archive without them"
-                )));
-            }
-            Err(e) => return Err(e.into()),
+                ))),
+                Err(e) => Err(e.into()),
+            };
+        }
+    }
+
+    /// The event types the datahose is asked for.
+    fn event_types(&self) -> Vec<&'static str> {
+        let mut types = EVENT_TYPES.to_vec();
+        if self.config.events_messages {
+            types.extend(MESSAGE_EVENT_TYPES);
+        }
+        types
+    }
+
+    /// The stream an event happened in: one the run lists, or one it learns
+    /// of from the event; `None` when its type is not archived.
+    fn event_stream(
+        &self,
+        id: &str,
+        kind: Option<StreamType>,
+        room_name: Option<String>,
+    ) -> Option<Stream> {
+        let stream = match self.streams.iter().find(|s| s.id == id) {
+            Some(s) => s.clone(),
+            None => Stream {
+                id: id.to_string(),
+                kind: kind.unwrap_or(if room_name.is_some() {
+                    StreamType::Room
+                } else {
+                    StreamType::Mim
+                }),
+                name: room_name,
+                last_message: None,
+                creator: None,
+                member_ids: Vec::new(),
+            },
         };
+        self.config.wants(stream.kind).then_some(stream)
+    }
+
+    /// The message a `MESSAGESENT` or `SHAREDPOST` event carries, as
+    /// received, with the message a wall post shares.
+    fn sent_message(raw: &str) -> Option<Listed> {
+        let event: api::SentEvent = serde_json::from_str(raw).ok()?;
+        let payload = event.payload?;
+        let sent = payload.message_sent.or(payload.shared_post)?;
+        let message = sent.message?;
+        let mut msg: V4Message = serde_json::from_str(message.get()).ok()?;
+        if msg.shared_message.is_none() {
+            msg.shared_message = sent.shared_message;
+        }
+        Some(Listed {
+            raw: message.get().to_string(),
+            msg,
+        })
+    }
+
+    /// One datahose read: suppressions, joins, leaves and room updates, and
+    /// with `events_messages` the messages of every conversation. Delivery
+    /// is at least once and in no order: a message this run already has is
+    /// left out (the host's ledger keeps later runs from delivering it
+    /// again), and the page is in time order.
+    fn events_page(&mut self) -> Result<Page, SourceError> {
+        let response = self.read_events()?;
         let what = "POST /agent/v5/events/read";
         let (raw_events, ack): (Vec<String>, Option<String>) = if response.status == 204 {
             (Vec::new(), None)
@@ -726,6 +979,7 @@ impl<B: Backend> Session<B> {
         let unchanged = ack.is_none() || ack == self.checkpoint.ack_id;
         let mut conversations = Vec::new();
         let mut messages: Vec<Message> = Vec::new();
+        let mut sent: Vec<(Listed, Stream)> = Vec::new();
         for raw in &raw_events {
             let ev: api::V4Event = match serde_json::from_str(raw) {
                 Ok(ev) => ev,
@@ -734,38 +988,36 @@ impl<B: Backend> Session<B> {
                     continue;
                 }
             };
+            if MESSAGE_EVENT_TYPES.contains(&ev.kind.as_deref().unwrap_or_default()) {
+                let Some(listed) = Self::sent_message(raw) else {
+                    connector_sdk::warn!("skipping a message event without its message"; event = ev.id.unwrap_or_default());
+                    continue;
+                };
+                let facts = listed.msg.stream.clone();
+                let stream = facts.as_ref().and_then(|f| {
+                    self.event_stream(
+                        f.stream_id.as_deref()?,
+                        f.stream_type.as_deref().and_then(StreamType::parse),
+                        f.room_name.clone(),
+                    )
+                });
+                let id = &listed.msg.message_id;
+                let seen = self.message_streams.contains_key(id.as_str())
+                    || sent.iter().any(|(l, _)| l.msg.message_id == *id);
+                if let Some(stream) = stream
+                    && !seen
+                {
+                    sent.push((listed, stream));
+                }
+                continue;
+            }
             let Some(em) = normalize::event(raw, &ev) else {
                 continue;
             };
-            let known = self
-                .streams
-                .iter()
-                .find(|s| same_id(&s.id, &em.stream_id))
-                .cloned();
-            let stream = match known {
-                Some(s) => s,
-                None => {
-                    let kind = em.stream_type.unwrap_or(if em.room_name.is_some() {
-                        StreamType::Room
-                    } else {
-                        StreamType::Mim
-                    });
-                    if !self.config.wants(kind) {
-                        continue;
-                    }
-                    Stream {
-                        id: em.stream_id.clone(),
-                        kind,
-                        name: em.room_name.clone(),
-                        last_message: None,
-                        creator: None,
-                        member_ids: Vec::new(),
-                    }
-                }
-            };
-            if !self.config.wants(stream.kind) {
+            let Some(stream) = self.event_stream(&em.stream_id, em.stream_type, em.room_name)
+            else {
                 continue;
-            }
+            };
             let mut message = em.message;
             message.conversation_id = stream.id.clone();
             if !self.described.contains(&stream.id) {
@@ -786,6 +1038,23 @@ impl<B: Backend> Session<B> {
                 messages.push(message);
             }
         }
+        // Messages in time order, so that a parent comes before its replies.
+        sent.sort_by_key(|(l, _)| l.msg.timestamp.0);
+        for (listed, stream) in sent {
+            if !self.described.contains(&stream.id) {
+                conversations.push(self.describe(&stream)?);
+                self.described.insert(stream.id.clone());
+            }
+            // Files of a stream the account cannot read cannot be fetched.
+            let fetchable = self.streams.iter().any(|s| s.id == stream.id)
+                && !self.skipped.iter().any(|s| s.stream == stream.id);
+            messages.extend(self.convert_with(
+                std::slice::from_ref(&listed),
+                &stream,
+                fetchable,
+            )?);
+        }
+        messages.sort_by_key(|m| m.sent_at);
         if let Some(ack) = ack {
             self.checkpoint.ack_id = Some(ack);
         }

@@ -159,6 +159,8 @@ fn sim_config(messages: usize, large_bytes: u64) -> SimConfig {
         .max_small_attachment_bytes(1024)
         .max_length_message(false)
         .suppressions(SuppressionMode::Pending)
+        // The whole path is measured: the service account reads every stream.
+        .membership(symphony_sim::Membership::All)
         .build()
 }
 

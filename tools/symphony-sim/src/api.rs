@@ -3,7 +3,7 @@
 
 use serde::Serialize;
 
-use crate::data::{Dataset, Member, POD_COMPANY, POD_COMPANY_ID};
+use crate::data::{Dataset, Member, POD_COMPANY, POD_COMPANY_ID, payload_id};
 
 /// `Error` (pod, login) / `V2Error` (agent): `{"code": 401, "message": "Invalid session"}`.
 #[derive(Debug, Serialize)]
@@ -212,6 +212,9 @@ pub(crate) struct V4Message {
     pub initial_timestamp: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub initial_message_id: Option<String>,
+    /// The message a wall post shares.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shared_message: Option<Box<V4Message>>,
 }
 
 #[derive(Debug, Serialize)]
@@ -222,9 +225,53 @@ pub(crate) struct V4MessageSuppressed {
 }
 
 #[derive(Debug, Serialize)]
+pub(crate) struct V4MessageSent {
+    pub message: V4Message,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct V4SharedPost {
+    pub message: V4Message,
+    pub shared_message: V4Message,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct V4RoomMembership {
+    pub stream: V4Stream,
+    pub affected_user: V4User,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct V4RoomProperties {
+    pub name: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct V4RoomUpdated {
+    pub stream: V4Stream,
+    pub new_room_properties: V4RoomProperties,
+}
+
+/// `V4Payload`: one field set, after the event's type.
+#[derive(Debug, Default, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct V4Payload {
-    pub message_suppressed: V4MessageSuppressed,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message_sent: Option<V4MessageSent>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shared_post: Option<V4SharedPost>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message_suppressed: Option<V4MessageSuppressed>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user_joined_room: Option<V4RoomMembership>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user_left_room: Option<V4RoomMembership>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub room_updated: Option<V4RoomUpdated>,
 }
 
 #[derive(Debug, Serialize)]
@@ -236,7 +283,8 @@ pub(crate) struct V4Initiator {
 #[serde(rename_all = "camelCase")]
 pub(crate) struct V4Event {
     pub id: String,
-    pub message_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message_id: Option<String>,
     pub timestamp: i64,
     #[serde(rename = "type")]
     pub kind: &'static str,
@@ -269,11 +317,40 @@ pub(crate) struct MessageSuppressionResponse {
 const AVATAR_ORIGINAL: &str = "../avatars/static/150/default.png";
 const AVATAR_SMALL: &str = "../avatars/static/50/default.png";
 
-/// A suppression that is in effect (an entry of the event log).
+/// What an entry of the event log reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LogKind {
+    /// A message was sent (`MESSAGESENT`, or `SHAREDPOST` for a wall post sharing one).
+    Sent(usize),
+    /// A message was suppressed (`MESSAGESUPPRESSED`).
+    Suppressed(usize),
+    /// A user joined a room (`USERJOINEDROOM`): stream, user.
+    Joined(usize, usize),
+    /// A user left a room (`USERLEFTROOM`): stream, user.
+    Left(usize, usize),
+    /// A room's properties changed (`ROOMUPDATED`).
+    RoomUpdated(usize),
+}
+
+impl LogKind {
+    /// The event type's wire name.
+    pub(crate) fn wire_name(self, ds: &Dataset) -> &'static str {
+        match self {
+            LogKind::Sent(m) if ds.messages[m].shares.is_some() => "SHAREDPOST",
+            LogKind::Sent(_) => "MESSAGESENT",
+            LogKind::Suppressed(_) => "MESSAGESUPPRESSED",
+            LogKind::Joined(..) => "USERJOINEDROOM",
+            LogKind::Left(..) => "USERLEFTROOM",
+            LogKind::RoomUpdated(_) => "ROOMUPDATED",
+        }
+    }
+}
+
+/// An entry of the event log the datahose and datafeeds read.
 #[derive(Debug, Clone)]
-pub(crate) struct SuppressionEvent {
+pub(crate) struct LogEvent {
     pub id: String,
-    pub message: usize,
+    pub kind: LogKind,
     pub at: i64,
     pub initiator: usize,
 }
@@ -293,7 +370,7 @@ impl Dataset {
 
     pub(crate) fn v4_stream(&self, s: usize) -> V4Stream {
         V4Stream {
-            stream_id: self.streams[s].id.clone(),
+            stream_id: payload_id(&self.streams[s].id),
             stream_type: self.streams[s].kind.as_str(),
         }
     }
@@ -355,7 +432,7 @@ impl Dataset {
             .collect();
         let is_room = s.kind == crate::StreamType::Room;
         V2AdminStreamInfo {
-            id: s.id.clone(),
+            id: payload_id(&s.id),
             is_external: s.external,
             is_active: s.active,
             is_public: is_room.then_some(s.public),
@@ -392,9 +469,9 @@ impl Dataset {
 
     pub(crate) fn v4_message(&self, mi: usize) -> V4Message {
         let m = &self.messages[mi];
-        let id = |i: Option<usize>| i.map(|i| self.messages[i].id.clone());
+        let id = |i: Option<usize>| i.map(|i| payload_id(&self.messages[i].id));
         V4Message {
-            message_id: m.id.clone(),
+            message_id: payload_id(&m.id),
             parent_message_id: id(m.parent.map(|p| p.0)),
             timestamp: m.ts,
             message: m.rendered.presentation.clone(),
@@ -425,25 +502,109 @@ impl Dataset {
             replaced_by: id(m.replaced_by),
             initial_timestamp: m.initial.map(|i| self.messages[i].ts),
             initial_message_id: id(m.initial),
+            shared_message: m.shares.map(|s| Box::new(self.v4_message(s))),
         }
     }
 
-    pub(crate) fn suppression_event(&self, e: &SuppressionEvent) -> V4Event {
-        let m = &self.messages[e.message];
+    pub(crate) fn v4_event(&self, e: &LogEvent) -> V4Event {
+        let mut payload = V4Payload::default();
+        let mut message_id = None;
+        match e.kind {
+            LogKind::Sent(mi) => {
+                message_id = Some(payload_id(&self.messages[mi].id));
+                let message = self.v4_message(mi);
+                match self.messages[mi].shares {
+                    Some(shared) => {
+                        payload.shared_post = Some(V4SharedPost {
+                            message,
+                            shared_message: self.v4_message(shared),
+                        })
+                    }
+                    None => payload.message_sent = Some(V4MessageSent { message }),
+                }
+            }
+            LogKind::Suppressed(mi) => {
+                let m = &self.messages[mi];
+                message_id = Some(payload_id(&m.id));
+                payload.message_suppressed = Some(V4MessageSuppressed {
+                    message_id: payload_id(&m.id),
+                    stream: self.v4_stream(m.stream),
+                });
+            }
+            LogKind::Joined(si, u) | LogKind::Left(si, u) => {
+                let change = V4RoomMembership {
+                    stream: self.v4_stream(si),
+                    affected_user: self.v4_user(u),
+                };
+                if matches!(e.kind, LogKind::Joined(..)) {
+                    payload.user_joined_room = Some(change);
+                } else {
+                    payload.user_left_room = Some(change);
+                }
+            }
+            LogKind::RoomUpdated(si) => {
+                payload.room_updated = Some(V4RoomUpdated {
+                    stream: self.v4_stream(si),
+                    new_room_properties: V4RoomProperties {
+                        name: self.streams[si].name.clone(),
+                    },
+                })
+            }
+        }
         V4Event {
             id: e.id.clone(),
-            message_id: m.id.clone(),
+            message_id,
             timestamp: e.at,
-            kind: "MESSAGESUPPRESSED",
+            kind: e.kind.wire_name(self),
             initiator: V4Initiator {
                 user: self.v4_user(e.initiator),
             },
-            payload: V4Payload {
-                message_suppressed: V4MessageSuppressed {
-                    message_id: m.id.clone(),
-                    stream: self.v4_stream(m.stream),
-                },
-            },
+            payload,
         }
+    }
+
+    /// What the datahose holds when it has been read since the pod started: every
+    /// message as sent, and each room's later joins, leaves and one update, in time order.
+    pub(crate) fn history(&self) -> Vec<LogEvent> {
+        let mut log = Vec::new();
+        for (mi, m) in self.messages.iter().enumerate() {
+            log.push(LogEvent {
+                id: format!("sent-{}", m.id),
+                kind: LogKind::Sent(mi),
+                at: m.ts,
+                initiator: m.sender,
+            });
+        }
+        for (si, s) in self.streams.iter().enumerate() {
+            if s.kind != crate::StreamType::Room {
+                continue;
+            }
+            log.push(LogEvent {
+                id: format!("upd-{}", s.id),
+                kind: LogKind::RoomUpdated(si),
+                at: s.created + 1,
+                initiator: s.creator,
+            });
+            for m in &s.members {
+                if m.joined > s.created {
+                    log.push(LogEvent {
+                        id: format!("join-{}-{}", s.id, self.users[m.user].id),
+                        kind: LogKind::Joined(si, m.user),
+                        at: m.joined,
+                        initiator: m.user,
+                    });
+                }
+                if let Some(left) = m.left {
+                    log.push(LogEvent {
+                        id: format!("left-{}-{}", s.id, self.users[m.user].id),
+                        kind: LogKind::Left(si, m.user),
+                        at: left,
+                        initiator: m.user,
+                    });
+                }
+            }
+        }
+        log.sort_by(|a, b| (a.at, &a.id).cmp(&(b.at, &b.id)));
+        log
     }
 }

@@ -55,6 +55,78 @@ pub enum SuppressionMode {
     Applied,
 }
 
+/// Which streams the service accounts are members of. A pod serves a stream's messages,
+/// single messages and attachments only to its members; the admin endpoints (stream list,
+/// membership lists) see every stream whatever the caller's memberships.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum Membership {
+    /// Every stream, as a service account added to each conversation.
+    All,
+    /// Every other stream in creation order (the first, third, ...), as on a pod where the
+    /// account was added to some conversations only (the default).
+    #[default]
+    Half,
+    /// No stream: only the datahose and the admin endpoints show anything.
+    None,
+}
+
+impl Membership {
+    /// Whether the service accounts are members of the stream at `index` (creation order).
+    pub fn includes(self, index: usize) -> bool {
+        match self {
+            Membership::All => true,
+            Membership::Half => index.is_multiple_of(2),
+            Membership::None => false,
+        }
+    }
+}
+
+impl FromStr for Membership {
+    type Err = SimError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "all" => Ok(Membership::All),
+            "half" => Ok(Membership::Half),
+            "none" => Ok(Membership::None),
+            _ => Err(SimError::Config(format!(
+                "unknown membership {s:?} (all, half or none)"
+            ))),
+        }
+    }
+}
+
+/// How the datahose (`POST /agent/v5/events/read`) behaves. Like a pod's: it delivers each
+/// event to one of the readers sharing a tag, in no particular order (each batch is
+/// shuffled), at least once (a batch whose `ackId` is not sent back within
+/// [`DatahoseConfig::redeliver_after`] is delivered again), and a read with nothing to
+/// deliver waits up to [`DatahoseConfig::wait`] (long poll) before answering an empty list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DatahoseConfig {
+    /// Whether the feed holds the pod's history: every generated message (`MESSAGESENT`,
+    /// `SHAREDPOST`) and each room's joins, leaves and an update (`ROOMUPDATED`), as if it had
+    /// been read since the pod started. Off by default: then it holds only what happens
+    /// while the simulator runs (suppressions).
+    pub history: bool,
+    /// How long a read with nothing to deliver waits (default 1 s; a pod waits longer).
+    pub wait: Duration,
+    /// After how long a delivered batch without acknowledgement is delivered again
+    /// (default 30 s, as a pod).
+    pub redeliver_after: Duration,
+    /// Most events in one answer (default 100).
+    pub batch: usize,
+}
+
+impl Default for DatahoseConfig {
+    fn default() -> Self {
+        DatahoseConfig {
+            history: false,
+            wait: Duration::from_secs(1),
+            redeliver_after: Duration::from_secs(30),
+            batch: 100,
+        }
+    }
+}
+
 /// A service account that may log in with an RS512 JWT signed by its private key.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ServiceAccount {
@@ -107,8 +179,24 @@ pub struct SimConfig {
     pub suppressions: SuppressionMode,
     /// Accounts allowed to log in (default: the test account only).
     pub service_accounts: Vec<ServiceAccount>,
-    /// Lifetime of session and key-manager tokens (default: unlimited).
+    /// Lifetime of session and key-manager tokens (default: one hour, a pod's shortest
+    /// setting; `None` = unlimited).
     pub session_ttl: Option<Duration>,
+    /// Streams the service accounts are members of (default: half of them).
+    pub membership: Membership,
+    /// Status a non-member gets for a stream's messages, a single message or an attachment:
+    /// 403 (default) or 400, as some agents answer.
+    pub non_member_status: u16,
+    /// Whether the service accounts hold the User Provisioning role, which the admin
+    /// endpoints (stream list, membership lists, suppression) need (default: yes; without
+    /// it they answer 403).
+    pub user_provisioning: bool,
+    /// Whether agent endpoints need a `keyManagerToken` (default: yes). A pod with Simplified
+    /// Key Delivery takes the session token alone; a key-manager token sent anyway must
+    /// still be valid.
+    pub key_manager_required: bool,
+    /// The datahose's behaviour.
+    pub datahose: DatahoseConfig,
     /// Maximum distance between now and a login JWT's `exp` (Symphony: 5 minutes).
     pub jwt_max_lifetime: Duration,
     /// Fault injection (off by default).
@@ -131,7 +219,12 @@ impl Default for SimConfig {
             max_length_message: true,
             suppressions: SuppressionMode::Pending,
             service_accounts: vec![ServiceAccount::test_account()],
-            session_ttl: None,
+            session_ttl: Some(Duration::from_secs(3600)),
+            membership: Membership::default(),
+            non_member_status: 403,
+            user_provisioning: true,
+            key_manager_required: true,
+            datahose: DatahoseConfig::default(),
             jwt_max_lifetime: Duration::from_secs(300),
             faults: Faults::default(),
         }
@@ -161,6 +254,17 @@ impl SimConfig {
             return Err(SimError::Config(
                 "max_small_attachment_bytes must be at least 1".into(),
             ));
+        }
+        if self.datahose.batch == 0 {
+            return Err(SimError::Config(
+                "the datahose batch must be at least 1".into(),
+            ));
+        }
+        if !matches!(self.non_member_status, 400 | 403) {
+            return Err(SimError::Config(format!(
+                "non_member_status must be 400 or 403, not {}",
+                self.non_member_status
+            )));
         }
         self.faults.validate()
     }
@@ -240,9 +344,34 @@ impl SimConfigBuilder {
         });
         self
     }
-    /// Sets the session/key-manager token lifetime.
-    pub fn session_ttl(mut self, ttl: Duration) -> Self {
-        self.0.session_ttl = Some(ttl);
+    /// Sets the session/key-manager token lifetime (`None`: tokens never expire).
+    pub fn session_ttl(mut self, ttl: impl Into<Option<Duration>>) -> Self {
+        self.0.session_ttl = ttl.into();
+        self
+    }
+    /// Sets the streams the service accounts are members of.
+    pub fn membership(mut self, membership: Membership) -> Self {
+        self.0.membership = membership;
+        self
+    }
+    /// Sets the status non-members get for messages and attachments (400 or 403).
+    pub fn non_member_status(mut self, status: u16) -> Self {
+        self.0.non_member_status = status;
+        self
+    }
+    /// Requires a key-manager token on agent endpoints, or not (Simplified Key Delivery).
+    pub fn key_manager_required(mut self, on: bool) -> Self {
+        self.0.key_manager_required = on;
+        self
+    }
+    /// Sets the datahose's behaviour.
+    pub fn datahose(mut self, datahose: DatahoseConfig) -> Self {
+        self.0.datahose = datahose;
+        self
+    }
+    /// Grants or withholds the User Provisioning role.
+    pub fn user_provisioning(mut self, on: bool) -> Self {
+        self.0.user_provisioning = on;
         self
     }
     /// Sets the fault injection options.
@@ -313,8 +442,9 @@ pub struct RateLimitFault {
     pub trigger: Trigger,
     /// How many consecutive eligible requests are rejected once triggered (≥ 1).
     pub burst: u32,
-    /// Value of the `Retry-After` header, in seconds.
-    pub retry_after_secs: u64,
+    /// Value of the `Retry-After` header, in seconds; `None` sends no header (some agents
+    /// throttle with a bare 400 whose message says to retry later).
+    pub retry_after_secs: Option<u64>,
     /// Endpoints it may hit (empty = every `/pod` and `/agent` endpoint).
     pub endpoints: Vec<Endpoint>,
 }
@@ -361,7 +491,8 @@ pub struct DropFault {
 /// From a string (the binary's `--faults`), comma-separated items, each `kind[:key=value]*`:
 ///
 /// - `429[:every=N|:p=P][:burst=B][:retry=S][:on=EP+EP]` — 429 bursts with `Retry-After: S`
-/// - `400[:...same keys...]` — 400 carrying `Retry-After` (older agents)
+/// - `400[:...same keys...]` — 400 carrying `Retry-After` (older agents); `retry=none`
+///   sends the 400 without the header
 /// - `expire:after=N` — a session token expires after serving N requests (then 401)
 /// - `5xx[:every=N|:p=P][:status=503][:on=...]` — server errors
 /// - `slow[:every=N|:p=P][:ms=D][:on=...]` — responses delayed by D ms
@@ -441,7 +572,7 @@ impl FromStr for Faults {
             let kind = parts.next().unwrap_or_default().to_ascii_lowercase();
             let mut trigger = None;
             let mut burst = 3u32;
-            let mut retry = 1u64;
+            let mut retry = Some(1u64);
             let mut status = 503u16;
             let mut ms = 500u64;
             let mut after = None;
@@ -460,7 +591,8 @@ impl FromStr for Faults {
                         ))
                     }
                     "burst" => burst = v.parse().map_err(bad)?,
-                    "retry" => retry = v.parse().map_err(bad)?,
+                    "retry" if v == "none" => retry = None,
+                    "retry" => retry = Some(v.parse().map_err(bad)?),
                     "status" => status = v.parse().map_err(bad)?,
                     "ms" => ms = v.parse().map_err(bad)?,
                     "after" => after = Some(v.parse().map_err(bad)?),
@@ -531,7 +663,7 @@ mod tests {
             .unwrap();
         let r = f.rate_limit_429.unwrap();
         assert_eq!(r.trigger, Trigger::EveryNth(40));
-        assert_eq!((r.burst, r.retry_after_secs), (2, 3));
+        assert_eq!((r.burst, r.retry_after_secs), (2, Some(3)));
         assert_eq!(f.rate_limit_400.unwrap().trigger, Trigger::Probability(0.5));
         assert_eq!(f.session_expires_after_requests, Some(9));
         assert_eq!(f.server_error.unwrap().status, 502);
@@ -540,6 +672,8 @@ mod tests {
             f.drop_connection.unwrap().endpoints,
             vec![Endpoint::Attachment, Endpoint::Messages]
         );
+        let bare: Faults = "400:every=2:retry=none".parse().unwrap();
+        assert_eq!(bare.rate_limit_400.unwrap().retry_after_secs, None);
         assert!("bogus".parse::<Faults>().is_err());
         assert!("429:every=0".parse::<Faults>().is_err());
         assert!("".parse::<Faults>().unwrap().is_empty());

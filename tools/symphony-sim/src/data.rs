@@ -18,8 +18,8 @@ use crate::config::SimConfig;
 use crate::content;
 use crate::presentation::{MessageBuilder, Rendered};
 use crate::truth::{
-    GroundTruth, Relation, StreamType, TruthAttachment, TruthMember, TruthMessage, TruthStream,
-    TruthUser,
+    GroundTruth, Relation, StreamType, TruthAttachment, TruthEvent, TruthMember, TruthMessage,
+    TruthStream, TruthUser,
 };
 
 /// Company of the simulated pod.
@@ -27,7 +27,10 @@ pub(crate) const POD_COMPANY: &str = "Acme Capital";
 /// Company id of the simulated pod.
 pub(crate) const POD_COMPANY_ID: i64 = 130;
 const EMAIL_DOMAIN: &str = "acme-capital.example";
-const EXTERNAL_COMPANIES: [(&str, i64); 2] = [("Globex Partners", 198), ("Initech Bank", 245)];
+const EXTERNAL_COMPANIES: [(&str, i64, &str); 2] = [
+    ("Globex Partners", 198, "globex-partners.example"),
+    ("Initech Bank", 245, "initech-bank.example"),
+];
 
 /// Characters left as-is in listed attachment ids (RFC 3986 unreserved).
 const ID_ENCODE: &AsciiSet = &NON_ALPHANUMERIC
@@ -76,6 +79,8 @@ pub(crate) struct Stream {
     pub last_modified: i64,
     pub last_message: Option<i64>,
     pub members: Vec<Member>,
+    /// Whether the service accounts are members (they may read its messages).
+    pub service_member: bool,
 }
 
 impl Stream {
@@ -123,6 +128,8 @@ pub(crate) struct Message {
     pub planned_suppression: Option<(i64, usize)>,
     pub user_agent: &'static str,
     pub sid: String,
+    /// The message a wall post shares (`sharedMessage`).
+    pub shares: Option<usize>,
 }
 
 /// The whole generated pod.
@@ -170,8 +177,14 @@ impl Dataset {
         ))
     }
 
-    /// Builds the ground truth, given which suppressions are in effect (`live[i]` = time).
-    pub fn truth(&self, live: &[Option<i64>], applied: bool) -> GroundTruth {
+    /// Builds the ground truth, given which suppressions are in effect (`live[i]` = time)
+    /// and the event log.
+    pub fn truth(
+        &self,
+        live: &[Option<i64>],
+        applied: bool,
+        log: &[crate::api::LogEvent],
+    ) -> GroundTruth {
         let user = |i: usize| &self.users[i];
         let users = self
             .users
@@ -211,6 +224,7 @@ impl Dataset {
                     })
                     .collect(),
                 message_count: self.by_stream[si].len(),
+                service_member: s.service_member,
             })
             .collect();
         let mut messages = Vec::with_capacity(self.messages.len());
@@ -249,6 +263,7 @@ impl Dataset {
                     replaced_by: id(m.replaced_by),
                     initial_message_id: id(m.initial),
                     initial_timestamp: m.initial.map(|i| self.messages[i].ts),
+                    shared_message_id: id(m.shares),
                     suppressed: m.planned_suppression.is_some() || live_at.is_some(),
                     suppressed_at: live_at.or(m.planned_suppression.map(|p| p.0)),
                     suppression_applied: live_at.is_some(),
@@ -266,6 +281,25 @@ impl Dataset {
             users,
             streams,
             messages,
+            events: log.iter().map(|e| self.truth_event(e)).collect(),
+        }
+    }
+
+    fn truth_event(&self, e: &crate::api::LogEvent) -> TruthEvent {
+        use crate::api::LogKind;
+        let (stream, message, affected) = match e.kind {
+            LogKind::Sent(m) | LogKind::Suppressed(m) => (self.messages[m].stream, Some(m), None),
+            LogKind::Joined(s, u) | LogKind::Left(s, u) => (s, None, Some(self.users[u].id)),
+            LogKind::RoomUpdated(s) => (s, None, None),
+        };
+        TruthEvent {
+            event_id: e.id.clone(),
+            event_type: e.kind.wire_name(self).to_string(),
+            stream_id: self.streams[stream].id.clone(),
+            message_id: message.map(|m| self.messages[m].id.clone()),
+            affected_user_id: affected,
+            initiator_user_id: self.users[e.initiator].id,
+            timestamp: e.at,
         }
     }
 }
@@ -276,6 +310,24 @@ pub(crate) fn normalize_id(id: &str) -> String {
         .trim_end_matches('=')
         .replace('+', "-")
         .replace('/', "_")
+}
+
+/// An id as the pod writes it in JSON payloads: standard base64 with padding (ids are kept
+/// URL-safe without padding, the form URLs carry).
+pub(crate) fn payload_id(id: &str) -> String {
+    let mut out = id.replace('-', "+").replace('_', "/");
+    while !out.len().is_multiple_of(4) {
+        out.push('=');
+    }
+    out
+}
+
+/// Whether an id taken from a URL is in the URL-safe alphabet the pod expects there.
+pub(crate) fn url_safe(id: &str) -> bool {
+    !id.is_empty()
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 fn gen_id(rng: &mut ChaCha8Rng, used: &mut HashSet<String>) -> String {
@@ -608,7 +660,7 @@ pub(crate) fn generate(cfg: &SimConfig) -> Dataset {
     let internal: Vec<usize> = (0..users.len()).collect();
     for j in 0..cfg.external_users {
         let (first, last) = EXTERNAL_NAMES[j % EXTERNAL_NAMES.len()];
-        let (company, company_id) = EXTERNAL_COMPANIES[j % EXTERNAL_COMPANIES.len()];
+        let (company, company_id, domain) = EXTERNAL_COMPANIES[j % EXTERNAL_COMPANIES.len()];
         let suffix = if j >= EXTERNAL_NAMES.len() {
             format!(" {}", j / EXTERNAL_NAMES.len() + 1)
         } else {
@@ -617,7 +669,13 @@ pub(crate) fn generate(cfg: &SimConfig) -> Dataset {
         users.push(User {
             id: 13_606_456_393_700 + j as i64 * 11,
             username: None,
-            email: None,
+            // A User Provisioning caller sees external users' emails too.
+            email: Some(format!(
+                "{}.{}{}@{domain}",
+                ascii_fold(first),
+                ascii_fold(last),
+                suffix.trim(),
+            )),
             first_name: Some(first.into()),
             last_name: Some(format!("{last}{suffix}")),
             display_name: format!("{first} {last}{suffix}"),
@@ -699,6 +757,7 @@ pub(crate) fn generate(cfg: &SimConfig) -> Dataset {
             last_modified: 0,
             last_message: None,
             members: Vec::new(),
+            service_member: false,
         };
         let mut member_users: Vec<usize>;
         match kind {
@@ -1012,6 +1071,7 @@ pub(crate) fn generate(cfg: &SimConfig) -> Dataset {
                     &h[20..]
                 )
             },
+            shares: None,
         };
         match kind {
             Kind::Normal => {}
@@ -1170,6 +1230,33 @@ pub(crate) fn generate(cfg: &SimConfig) -> Dataset {
         });
     }
 
+    // ---- shared wall posts ---------------------------------------------------------------------
+    // Every third plain wall post shares the latest earlier message of a conversation (the
+    // first one a message with attachments); chosen without the generator, so the rest of
+    // the data set is the same with or without walls.
+    let mut plain_posts = 0usize;
+    for idx in 0..messages.len() {
+        let on_wall = streams[messages[idx].stream].kind == StreamType::Post;
+        if !on_wall || kinds_of[idx] != Kind::Normal {
+            continue;
+        }
+        plain_posts += 1;
+        if plain_posts % 3 != 1 {
+            continue;
+        }
+        let conversation = |i: &usize| streams[messages[*i].stream].kind != StreamType::Post;
+        let with_files = (0..idx)
+            .rev()
+            .filter(conversation)
+            .find(|&i| !messages[i].attachments.is_empty());
+        let latest = (0..idx).rev().find(conversation);
+        messages[idx].shares = if plain_posts == 1 {
+            with_files.or(latest)
+        } else {
+            latest
+        };
+    }
+
     // ---- planned suppressions ------------------------------------------------------------------
     if messages.len() >= 10 {
         let candidates: Vec<usize> = (0..messages.len())
@@ -1221,6 +1308,10 @@ pub(crate) fn generate(cfg: &SimConfig) -> Dataset {
     }
     for m in &mut messages {
         m.stream = remap[m.stream];
+    }
+    let mut streams = streams;
+    for (i, s) in streams.iter_mut().enumerate() {
+        s.service_member = cfg.membership.includes(i);
     }
     let stream_index = streams
         .iter()

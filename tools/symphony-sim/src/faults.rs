@@ -17,7 +17,10 @@ pub(crate) struct Plan {
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Reject {
     /// Status (429 or 400) with `Retry-After` seconds.
-    Throttle { status: u16, retry_after: u64 },
+    Throttle {
+        status: u16,
+        retry_after: Option<u64>,
+    },
     /// A 5xx.
     ServerError(u16),
 }

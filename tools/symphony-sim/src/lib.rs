@@ -31,31 +31,42 @@
 //! | `POST /login/pubkey/authenticate` `{"token": jwt}` | `Token` `{"name":"sessionToken","token":..}`; 401 `Error` for a bad signature, unknown user, non-RS512, expired or > 5 min `exp` |
 //! | `POST /relay/pubkey/authenticate` | same, `{"name":"keyManagerToken",..}` |
 //! | `POST /pod/v2/admin/streams/list?skip&limit` (limit ≤ 100, default 50) | `V2AdminStreamList` filtered by `V2AdminStreamFilter` (`streamTypes`, `scope`, `origin`, `status`, `privacy`, `startDate`/`endDate` on membership changes) and `includeInactiveStreams` |
-//! | `GET /pod/v1/admin/stream/{id}/membership/list?skip&limit` (≤ 1000, default 100) | `V2MembershipList`; current members, plus past ones with `includePastMembers=true` (a simulator extension; the spec defines that flag on the room list) |
+//! | `GET /pod/v1/admin/stream/{id}/membership/list?skip&limit` (≤ 1000, default 100) | `V2MembershipList`; current members, plus past ones with `includePastMembers=true` (a simulator extension; the spec defines that flag on the room list); IM, MIM and ROOM only (400 for a POST stream) |
 //! | `GET /pod/v1/admin/room/{id}/membership/list?includePastMembers` | `MembershipList` (`[{id, owner, joinDate}]`), rooms only |
-//! | `GET /pod/v3/users?uid=..|email=..|username=..&local&active` (≤ 100 items) | `V2UserList` `{users, errors}`; external users without `emailAddress`; 204 when nothing matches |
+//! | `GET /pod/v3/users?uid=..|email=..|username=..&local&active` (≤ 100 items) | `V2UserList` `{users, errors}`; external users with their `emailAddress`, as a User Provisioning caller sees them; 204 when nothing matches |
 //! | `GET /pod/v2/sessioninfo` | `UserV2` of the logged-in service account |
 //! | `POST /pod/v1/admin/messagesuppression/{id}/suppress` | `MessageSuppressionResponse`; suppresses at run time |
 //! | `GET /agent/v4/stream/{sid}/message?since&until&skip&limit` (limit ≤ 500, default 50) | JSON array of `V4Message` in timestamp order, `since`/`until` inclusive; **204 with no body** when empty |
 //! | `GET /agent/v1/message/{id}` | one `V4Message`; 204 if unknown or suppressed |
-//! | `GET /agent/v1/stream/{sid}/attachment?fileId&messageId` | the file, base64 (standard alphabet, padded), `application/octet-stream`, streamed with a `Content-Length` |
-//! | `POST /agent/v5/events/read` (datahose), `POST/GET /agent/v5/datafeeds`, `DELETE /agent/v5/datafeeds/{id}`, `POST /agent/v5/datafeeds/{id}/read` | `V5EventList` with `MESSAGESUPPRESSED` events (`payload.messageSuppressed.messageId`); the only event type the simulator emits |
+//! | (in both) | a wall post sharing a message carries it whole as `sharedMessage`; the shared message's files download with the wall post's stream and message ids |
+//! | `GET /agent/v1/stream/{sid}/attachment?fileId&messageId` | the file, base64 (standard alphabet, padded), `application/octet-stream`, streamed with a `Content-Length`; `fileId` is percent-decoded exactly once |
+//! | `POST /agent/v5/events/read` (datahose), `POST/GET /agent/v5/datafeeds`, `DELETE /agent/v5/datafeeds/{id}`, `POST /agent/v5/datafeeds/{id}/read` | `V5EventList`. The datahose long-polls, gives each batch to one reader of a tag, out of order, again when its ackId does not come back in time (at least once), and with [`DatahoseConfig::history`] holds every message (`MESSAGESENT`, `SHAREDPOST`) and room join, leave and update; suppressions (`MESSAGESUPPRESSED`) join it as they happen. Datafeeds report suppressions only |
 //! | anything else under any prefix | 404 (405 for a wrong method) with the spec's `Error` body |
 //!
 //! Pod endpoints need the header `sessionToken`; agent endpoints need `sessionToken` and
 //! `keyManagerToken`. A missing, unknown or expired token gives 401
-//! `{"code":401,"message":"Invalid session"}`. Invalid parameters (limit above the maximum,
-//! unknown stream, > 100 users...) give 400 with the `Error` body.
+//! `{"code":401,"message":"Invalid session"}`; tokens expire after an hour by default
+//! ([`SimConfig::session_ttl`]). Invalid parameters (limit above the maximum, unknown
+//! stream, > 100 users...) give 400 with the `Error` body.
+//!
+//! As on a pod: the admin endpoints (`/pod/v*/admin/...`) need the User Provisioning role
+//! (403 without it, [`SimConfig::user_provisioning`]); a stream's messages, a single message
+//! and attachments are served to members of the stream only (403, or 400 with
+//! [`SimConfig::non_member_status`]), and the service account is a member of half the
+//! streams by default ([`Membership`]); ids in URL paths must be URL-safe base64 (400
+//! otherwise), while JSON answers carry them in standard base64 with padding.
 //!
 //! Simulator control (not part of Symphony): `GET /_sim/stats`, `GET /_sim/ground-truth`,
 //! `POST /_sim/apply-suppressions`, `POST /_sim/expire-sessions`.
 //!
 //! ## Data
 //!
-//! See [`SimConfig`]. Stream ids and message ids are URL-safe base64 without padding (25
-//! bytes, like real ids). Attachment ids look like real ones (`internal_<uid>/<base64>`) and
-//! are listed percent-encoded (`internal_<uid>%2F...%3D%3D`); the download accepts them
-//! percent-encoded once, twice or not at all. Messages include mentions, hashtags, cashtags,
+//! See [`SimConfig`]. Stream ids and message ids are 25 bytes, like real ids: standard
+//! base64 with padding in JSON answers, URL-safe without padding in URLs and in the
+//! [`GroundTruth`]. Attachment ids look like real ones (`internal_<uid>/<base64>`) and are
+//! listed percent-encoded (`internal_<uid>%2F...%3D%3D`); the download decodes the query
+//! value once, so an id encoded twice is not found. External users have emails at their
+//! companies' domains. Messages include mentions, hashtags, cashtags,
 //! emoji, links, bold/italic, tables, code and pre blocks, lists, many scripts and emoji,
 //! XML special characters, replies, forwards, edit chains (`replacing`, `replacedBy`,
 //! `initialMessageId`, `initialTimestamp`), an attachment-only message, a 60,000-character
@@ -91,15 +102,15 @@ use std::ops::Deref;
 use std::sync::Arc;
 
 pub use config::{
-    DropFault, Endpoint, Faults, RateLimitFault, ServerErrorFault, ServiceAccount, SimConfig,
-    SimConfigBuilder, SlowFault, StreamCounts, SuppressionMode, Trigger,
+    DatahoseConfig, DropFault, Endpoint, Faults, Membership, RateLimitFault, ServerErrorFault,
+    ServiceAccount, SimConfig, SimConfigBuilder, SlowFault, StreamCounts, SuppressionMode, Trigger,
 };
 pub use error::SimError;
 pub use keys::{TEST_PRIVATE_KEY_PEM, TEST_PUBLIC_KEY_PEM, TEST_USERNAME, test_private_key_path};
 pub use stats::Stats;
 pub use truth::{
-    GroundTruth, Relation, StreamType, TruthAttachment, TruthMember, TruthMessage, TruthStream,
-    TruthUser, normalize_text,
+    GroundTruth, Relation, StreamType, TruthAttachment, TruthEvent, TruthMember, TruthMessage,
+    TruthStream, TruthUser, normalize_text,
 };
 
 /// Generates the data set of `config` and builds its ground truth without serving anything
@@ -161,6 +172,13 @@ impl SimHandle {
     /// Returns how many suppressions took effect.
     pub fn apply_suppressions(&self) -> usize {
         self.shared.apply_suppressions()
+    }
+
+    /// Reads one batch of the datahose for `tag` and never acknowledges it, as a fleet
+    /// worker that dies mid-batch: those events go to the tag's readers again after
+    /// [`DatahoseConfig::redeliver_after`]. Returns how many events it took.
+    pub fn take_datahose_batch_without_ack(&self, tag: &str) -> usize {
+        self.shared.take_without_ack(tag)
     }
 
     /// Suppresses one message now (as `POST /pod/v1/admin/messagesuppression/{id}/suppress`

@@ -19,12 +19,12 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::api::{
-    ErrorBody, MemberInfo, MessageSuppressionResponse, SuppressionEvent, Token, UserError,
+    ErrorBody, LogEvent, LogKind, MemberInfo, MessageSuppressionResponse, Token, UserError,
     V2AdminStreamList, V2MembershipList, V2UserList, V5Datafeed, V5EventList,
 };
 use crate::config::{Endpoint, SimConfig, SuppressionMode};
 use crate::content;
-use crate::data::Dataset;
+use crate::data::{Dataset, payload_id, url_safe};
 use crate::faults::{FaultEngine, Reject};
 use crate::jwt;
 use crate::stats::Stats;
@@ -44,13 +44,24 @@ struct Session {
     served: u64,
 }
 
-/// Suppression state that changes at run time.
+/// Suppression state and the event log, which change at run time.
 #[derive(Debug)]
 pub(crate) struct Live {
     /// Per message: when its suppression took effect.
     pub suppressed: Vec<Option<i64>>,
     pub applied: bool,
-    pub events: Vec<SuppressionEvent>,
+    pub events: Vec<LogEvent>,
+}
+
+/// The datahose's state for one tag, shared by every reader using it.
+#[derive(Debug, Default)]
+struct TagReader {
+    /// The next event of the log not delivered yet.
+    next: usize,
+    /// Batches delivered and not acknowledged: their events and when they went out.
+    unacked: HashMap<String, (Vec<usize>, Instant)>,
+    /// Every ackId given out (acknowledging one twice is harmless; an unknown one is 400).
+    issued: std::collections::HashSet<String>,
 }
 
 /// State shared by all handlers.
@@ -64,6 +75,8 @@ pub(crate) struct Shared {
     faults: FaultEngine,
     pub live: RwLock<Live>,
     feeds: Mutex<Vec<String>>,
+    datahose: Mutex<HashMap<String, TagReader>>,
+    ack_counter: AtomicU64,
 }
 
 fn now_ms() -> i64 {
@@ -88,7 +101,11 @@ impl Shared {
         let live = Live {
             suppressed: vec![None; ds.messages.len()],
             applied: false,
-            events: Vec::new(),
+            events: if cfg.datahose.history {
+                ds.history()
+            } else {
+                Vec::new()
+            },
         };
         let shared = Shared {
             ds,
@@ -99,6 +116,8 @@ impl Shared {
             faults: FaultEngine::new(cfg.faults.clone(), cfg.seed),
             live: RwLock::new(live),
             feeds: Mutex::new(Vec::new()),
+            datahose: Mutex::new(HashMap::new()),
+            ack_counter: AtomicU64::new(0),
             cfg,
         };
         if shared.cfg.suppressions == SuppressionMode::Applied {
@@ -121,9 +140,9 @@ impl Shared {
         for (at, i, by) in planned {
             live.suppressed[i] = Some(at);
             let id = format!("sup-{}-{}", live.events.len(), self.ds.messages[i].id);
-            live.events.push(SuppressionEvent {
+            live.events.push(LogEvent {
                 id,
-                message: i,
+                kind: LogKind::Suppressed(i),
                 at,
                 initiator: by,
             });
@@ -148,9 +167,9 @@ impl Shared {
         let at = now_ms();
         live.suppressed[mi] = Some(at);
         let id = format!("sup-{}-{}", live.events.len(), self.ds.messages[mi].id);
-        live.events.push(SuppressionEvent {
+        live.events.push(LogEvent {
             id,
-            message: mi,
+            kind: LogKind::Suppressed(mi),
             at,
             initiator: by,
         });
@@ -167,7 +186,7 @@ impl Shared {
 
     pub(crate) fn truth(&self) -> GroundTruth {
         let live = self.live.read().unwrap_or_else(|e| e.into_inner());
-        self.ds.truth(&live.suppressed, live.applied)
+        self.ds.truth(&live.suppressed, live.applied, &live.events)
     }
 
     pub(crate) fn stats_snapshot(&self) -> Stats {
@@ -272,18 +291,18 @@ fn bad_request(message: &str) -> Response {
     error(400, message)
 }
 
-/// A 400 answer as an error value (small, unlike `Response`).
+/// A refusal (400 unless said otherwise) as an error value (small, unlike `Response`).
 #[derive(Debug)]
-struct Invalid(String);
+struct Invalid(u16, String);
 
 impl IntoResponse for Invalid {
     fn into_response(self) -> Response {
-        bad_request(&self.0)
+        error(self.0, &self.1)
     }
 }
 
 fn invalid(message: impl Into<String>) -> Invalid {
-    Invalid(message.into())
+    Invalid(400, message.into())
 }
 
 /// Parsed query string keeping raw values (for `fileId`).
@@ -372,16 +391,22 @@ macro_rules! tri {
 
 /// Builds the application router.
 pub(crate) fn router(shared: Arc<Shared>) -> Router {
-    let pod = Router::new()
+    let admin = Router::new()
         .route("/v2/admin/streams/list", post(streams_list))
         .route("/v1/admin/stream/{id}/membership/list", get(stream_members))
         .route("/v1/admin/room/{id}/membership/list", get(room_members))
-        .route("/v3/users", get(users))
-        .route("/v2/sessioninfo", get(session_info))
         .route(
             "/v1/admin/messagesuppression/{id}/suppress",
             post(suppress_message),
         )
+        .route_layer(middleware::from_fn_with_state(
+            shared.clone(),
+            require_provisioning,
+        ));
+    let pod = Router::new()
+        .route("/v3/users", get(users))
+        .route("/v2/sessioninfo", get(session_info))
+        .merge(admin)
         .route_layer(middleware::from_fn_with_state(shared.clone(), require_pod));
     let agent = Router::new()
         .route("/v4/stream/{sid}/message", get(messages))
@@ -479,11 +504,10 @@ async fn faults_mw(State(st): St, req: Request, next: Next) -> Response {
                     "Too many requests, please retry later"
                 },
             );
-            resp.headers_mut().insert(
-                header::RETRY_AFTER,
-                HeaderValue::from_str(&retry_after.to_string())
-                    .unwrap_or(HeaderValue::from_static("1")),
-            );
+            if let Some(secs) = retry_after {
+                resp.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+            }
             return resp;
         }
         Some(Reject::ServerError(code)) => {
@@ -582,6 +606,41 @@ async fn require_pod(State(st): St, mut req: Request, next: Next) -> Response {
     }
 }
 
+/// Admin endpoints need the User Provisioning role (checked after the session).
+async fn require_provisioning(State(st): St, req: Request, next: Next) -> Response {
+    if st.cfg.user_provisioning {
+        next.run(req).await
+    } else {
+        error(
+            403,
+            "Forbidden: Caller lacks necessary entitlement (User Provisioning role)",
+        )
+    }
+}
+
+/// The stream behind a URL's stream id, readable by the caller: a URL carries ids in the
+/// URL-safe alphabet (400 otherwise), an unknown id is 400, and a stream the service
+/// account is not a member of answers the configured non-member status.
+fn readable_stream(st: &Shared, sid: &str) -> Result<usize, Invalid> {
+    if !url_safe(sid) {
+        return Err(invalid(format!(
+            "Invalid stream id {sid}: URLs carry ids in URL-safe base64"
+        )));
+    }
+    let si = st
+        .ds
+        .find_stream(sid)
+        .ok_or_else(|| invalid(format!("Invalid stream id {sid}")))?;
+    if !st.ds.streams[si].service_member {
+        st.count(|s| s.not_member += 1);
+        return Err(Invalid(
+            st.cfg.non_member_status,
+            format!("User is not a member of stream {sid}"),
+        ));
+    }
+    Ok(si)
+}
+
 async fn require_agent(State(st): St, mut req: Request, next: Next) -> Response {
     let user = match st.check_token(
         header_str(req.headers(), "sessionToken"),
@@ -590,10 +649,10 @@ async fn require_agent(State(st): St, mut req: Request, next: Next) -> Response 
         Ok(user) => user,
         Err(expired) => return unauthorized(&st, expired),
     };
-    if let Err(expired) = st.check_token(
-        header_str(req.headers(), "keyManagerToken"),
-        TokenKind::KeyManager,
-    ) {
+    let key_manager = header_str(req.headers(), "keyManagerToken");
+    if (key_manager.is_some() || st.cfg.key_manager_required)
+        && let Err(expired) = st.check_token(key_manager, TokenKind::KeyManager)
+    {
         return unauthorized(&st, expired);
     }
     req.extensions_mut().insert(Caller(user));
@@ -758,6 +817,11 @@ async fn stream_members(State(st): St, Path(id): Path<String>, RawQuery(q): RawQ
     let Some(si) = st.ds.find_stream(&id) else {
         return bad_request(&format!("Stream {id} not found"));
     };
+    if st.ds.streams[si].kind == StreamType::Post {
+        return bad_request(&format!(
+            "Stream {id} is a POST stream: membership lists exist for IM, MIM and ROOM"
+        ));
+    }
     let all: Vec<_> = st.ds.streams[si]
         .members
         .iter()
@@ -919,7 +983,7 @@ async fn suppress_message(State(st): St, Path(id): Path<String>, req: Request) -
             json(
                 StatusCode::OK,
                 &MessageSuppressionResponse {
-                    message_id: st.ds.messages[mi].id.clone(),
+                    message_id: payload_id(&st.ds.messages[mi].id),
                     suppressed: true,
                     suppression_date: date,
                 },
@@ -937,9 +1001,7 @@ async fn messages(State(st): St, Path(sid): Path<String>, RawQuery(q): RawQuery)
     };
     let until = tri!(q.int("until"));
     let (skip, limit) = tri!(paging(&q, 50, 500));
-    let Some(si) = st.ds.find_stream(&sid) else {
-        return bad_request(&format!("Invalid stream id {sid}"));
-    };
+    let si = tri!(readable_stream(&st, &sid));
     let list = &st.ds.by_stream[si];
     let msgs = &st.ds.messages;
     let first = list.partition_point(|&mi| msgs[mi].ts < since);
@@ -964,9 +1026,16 @@ async fn messages(State(st): St, Path(sid): Path<String>, RawQuery(q): RawQuery)
 }
 
 async fn message_by_id(State(st): St, Path(id): Path<String>) -> Response {
+    if !url_safe(&id) {
+        return bad_request(&format!(
+            "Invalid message id {id}: URLs carry ids in URL-safe base64"
+        ));
+    }
     let Some(mi) = st.ds.find_message(&id) else {
         return StatusCode::NO_CONTENT.into_response();
     };
+    let stream = &st.ds.streams[st.ds.messages[mi].stream];
+    tri!(readable_stream(&st, &stream.id));
     if st.live.read().unwrap_or_else(|e| e.into_inner()).suppressed[mi].is_some() {
         return StatusCode::NO_CONTENT.into_response();
     }
@@ -978,11 +1047,9 @@ async fn attachment(State(st): St, Path(sid): Path<String>, RawQuery(q): RawQuer
     let (Some(raw_file), Some(message_id)) = (q.raw("fileId"), q.get("messageId")) else {
         return bad_request("Query parameters fileId and messageId are required");
     };
+    let si = tri!(readable_stream(&st, &sid));
     let Some(mi) = st.ds.find_message(&message_id) else {
         return bad_request(&format!("Message {message_id} not found"));
-    };
-    let Some(si) = st.ds.find_stream(&sid) else {
-        return bad_request(&format!("Invalid stream id {sid}"));
     };
     if st.ds.messages[mi].stream != si {
         return bad_request(&format!("Message {message_id} is not in stream {sid}"));
@@ -990,14 +1057,18 @@ async fn attachment(State(st): St, Path(sid): Path<String>, RawQuery(q): RawQuer
     if st.live.read().unwrap_or_else(|e| e.into_inner()).suppressed[mi].is_some() {
         return bad_request(&format!("Message {message_id} has been suppressed"));
     }
-    // Accept the id raw, percent-encoded once (as listed) or twice.
+    // The query value is decoded exactly once: the id as listed (percent-encoded) is found,
+    // an id encoded twice is not.
     let once = percent_decode_str(raw_file)
         .decode_utf8_lossy()
         .into_owned();
-    let twice = percent_decode_str(&once).decode_utf8_lossy().into_owned();
-    let file = [once.as_str(), twice.as_str(), raw_file]
-        .into_iter()
-        .find_map(|c| st.ds.file(c).filter(|(m, _)| *m == mi).map(|(_, f)| f));
+    // A wall post's download also serves the files of the message it shares.
+    let shared = st.ds.messages[mi].shares;
+    let file = st
+        .ds
+        .file(&once)
+        .filter(|(m, _)| *m == mi || Some(*m) == shared)
+        .map(|(_, f)| f);
     let Some(file) = file else {
         return bad_request("Attachment not found in this message");
     };
@@ -1048,18 +1119,17 @@ fn parse_ack(ack: Option<&Value>) -> Result<usize, Invalid> {
     }
 }
 
-fn read_events(st: &Shared, from: usize, wants_suppressed: bool) -> Response {
+/// A datafeed read (the simulator's datafeeds report suppressions only), from an offset
+/// in the log.
+fn read_events(st: &Shared, from: usize) -> Response {
     let live = st.live.read().unwrap_or_else(|e| e.into_inner());
     let from = from.min(live.events.len());
     let to = (from + 100).min(live.events.len());
-    let events = if wants_suppressed {
-        live.events[from..to]
-            .iter()
-            .map(|e| st.ds.suppression_event(e))
-            .collect()
-    } else {
-        Vec::new()
-    };
+    let events = live.events[from..to]
+        .iter()
+        .filter(|e| matches!(e.kind, LogKind::Suppressed(_)))
+        .map(|e| st.ds.v4_event(e))
+        .collect();
     json(
         StatusCode::OK,
         &V5EventList {
@@ -1069,6 +1139,76 @@ fn read_events(st: &Shared, from: usize, wants_suppressed: bool) -> Response {
     )
 }
 
+/// What one datahose read takes for `tag`: the acknowledged batch leaves the unacknowledged
+/// ones, batches unacknowledged for too long come again, then new events of the wanted
+/// types. `Err` for an ackId never given out.
+fn take_events(
+    st: &Shared,
+    tag: &str,
+    ack: &str,
+    wanted: &dyn Fn(&LogEvent) -> bool,
+) -> Result<Vec<usize>, Invalid> {
+    let mut readers = st.datahose.lock().unwrap_or_else(|e| e.into_inner());
+    let reader = readers.entry(tag.to_string()).or_default();
+    if !ack.is_empty() {
+        if !reader.issued.contains(ack) {
+            return Err(invalid(format!(
+                "Invalid ackId {ack}: it was not given out for this tag"
+            )));
+        }
+        reader.unacked.remove(ack);
+    }
+    let due: Vec<String> = reader
+        .unacked
+        .iter()
+        .filter(|(_, (_, sent))| sent.elapsed() >= st.cfg.datahose.redeliver_after)
+        .map(|(ack, _)| ack.clone())
+        .collect();
+    let mut taken = Vec::new();
+    for ack in due {
+        if let Some((events, _)) = reader.unacked.remove(&ack) {
+            st.count(|s| s.redelivered_events += events.len() as u64);
+            taken.extend(events);
+        }
+    }
+    let live = st.live.read().unwrap_or_else(|e| e.into_inner());
+    while taken.len() < st.cfg.datahose.batch && reader.next < live.events.len() {
+        if wanted(&live.events[reader.next]) {
+            taken.push(reader.next);
+        }
+        reader.next += 1;
+    }
+    Ok(taken)
+}
+
+impl Shared {
+    /// Registers a delivered batch for `tag` and returns its ackId.
+    fn deliver(&self, tag: &str, taken: Vec<usize>) -> String {
+        let ack_id = format!(
+            "dh-{}",
+            self.ack_counter.fetch_add(1, Ordering::Relaxed) + 1
+        );
+        let mut readers = self.datahose.lock().unwrap_or_else(|e| e.into_inner());
+        let reader = readers.entry(tag.to_string()).or_default();
+        reader.issued.insert(ack_id.clone());
+        if !taken.is_empty() {
+            reader
+                .unacked
+                .insert(ack_id.clone(), (taken, Instant::now()));
+        }
+        ack_id
+    }
+
+    /// A datahose reader for `tag` that takes one batch and never acknowledges it (a
+    /// worker that died); returns how many events it took.
+    pub(crate) fn take_without_ack(&self, tag: &str) -> usize {
+        let taken = take_events(self, tag, "", &|_| true).unwrap_or_default();
+        let n = taken.len();
+        self.deliver(tag, taken);
+        n
+    }
+}
+
 async fn datahose_read(State(st): St, body: Bytes) -> Response {
     let Ok(body) = serde_json::from_slice::<Value>(&body) else {
         return bad_request("Request body must be a JSON V5EventsReadBody");
@@ -1076,26 +1216,59 @@ async fn datahose_read(State(st): St, body: Bytes) -> Response {
     if body.get("type").and_then(Value::as_str) != Some("datahose") {
         return bad_request("Field type must be \"datahose\"");
     }
-    match body.get("tag").and_then(Value::as_str) {
-        Some(t) if (1..=80).contains(&t.chars().count()) => {}
+    let tag = match body.get("tag").and_then(Value::as_str) {
+        Some(t) if (1..=80).contains(&t.chars().count()) => t.to_string(),
         _ => return bad_request("Field tag is required (1 to 80 characters)"),
-    }
-    let wants = match body.get("eventTypes") {
-        None | Some(Value::Null) => true,
+    };
+    let wanted_types: Option<Vec<String>> = match body.get("eventTypes") {
+        None | Some(Value::Null) => None,
         Some(Value::Array(types)) if !types.is_empty() => {
-            let mut wants = false;
+            let mut wanted = Vec::new();
             for t in types {
                 match t.as_str() {
-                    Some(t) if EVENT_TYPES.contains(&t) => wants |= t == "MESSAGESUPPRESSED",
+                    Some(t) if EVENT_TYPES.contains(&t) => wanted.push(t.to_string()),
                     _ => return bad_request(&format!("Invalid event type {t}")),
                 }
             }
-            wants
+            Some(wanted)
         }
         Some(_) => return bad_request("eventTypes needs at least one value"),
     };
-    let from = tri!(parse_ack(body.get("ackId")));
-    read_events(&st, from, wants)
+    let ack = match body.get("ackId") {
+        None | Some(Value::Null) => String::new(),
+        Some(Value::String(a)) => a.clone(),
+        Some(_) => return bad_request("Invalid ackId"),
+    };
+    let wanted = |e: &LogEvent| {
+        wanted_types
+            .as_ref()
+            .is_none_or(|w| w.iter().any(|t| t == e.kind.wire_name(&st.ds)))
+    };
+    // Long poll: with nothing to deliver, wait for events (or a redelivery) a while.
+    let started = Instant::now();
+    let mut ack_to_send = ack;
+    let taken = loop {
+        let taken = tri!(take_events(&st, &tag, &ack_to_send, &wanted));
+        ack_to_send.clear();
+        if !taken.is_empty() || started.elapsed() >= st.cfg.datahose.wait {
+            break taken;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    // No order: each batch goes out with neighbours swapped.
+    let mut order = taken.clone();
+    for pair in order.chunks_mut(2) {
+        pair.reverse();
+    }
+    let events = {
+        let live = st.live.read().unwrap_or_else(|e| e.into_inner());
+        order
+            .iter()
+            .map(|&i| st.ds.v4_event(&live.events[i]))
+            .collect()
+    };
+    let ack_id = st.deliver(&tag, taken);
+    json(StatusCode::OK, &V5EventList { events, ack_id })
 }
 
 async fn datafeed_create(State(st): St) -> Response {
@@ -1149,7 +1322,7 @@ async fn datafeed_read(State(st): St, Path(id): Path<String>, body: Bytes) -> Re
         }
     };
     let from = tri!(parse_ack(body.get("ackId")));
-    read_events(&st, from, true)
+    read_events(&st, from)
 }
 
 // ---- simulator control ----------------------------------------------------------------------------

@@ -21,7 +21,7 @@ pub struct Stats {
     pub expired_sessions: u64,
     /// Injected 429 answers (with `Retry-After`).
     pub throttled_429: u64,
-    /// Injected 400 answers carrying `Retry-After`.
+    /// Injected 400 throttling answers (with or without `Retry-After`).
     pub throttled_400: u64,
     /// Injected 5xx answers.
     pub server_errors: u64,
@@ -35,6 +35,11 @@ pub struct Stats {
     pub empty_message_pages: u64,
     /// Attachment downloads started (200).
     pub attachment_downloads: u64,
+    /// Message, single-message and attachment requests refused because the service account
+    /// is not a member of the stream.
+    pub not_member: u64,
+    /// Datahose events delivered again because their batch was not acknowledged in time.
+    pub redelivered_events: u64,
 }
 
 impl Stats {

@@ -75,6 +75,30 @@ pub struct GroundTruth {
     /// in the order `GET /agent/v4/stream/{sid}/message` returns them (timestamp, then a
     /// stable order among messages of the same millisecond).
     pub messages: Vec<TruthMessage>,
+    /// The datahose's events so far, in the order they entered it (see
+    /// [`crate::DatahoseConfig::history`]).
+    #[serde(default)]
+    pub events: Vec<TruthEvent>,
+}
+
+/// An event the datahose holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TruthEvent {
+    /// Event id (`V4Event.id`).
+    pub event_id: String,
+    /// `MESSAGESENT`, `SHAREDPOST`, `MESSAGESUPPRESSED`, `USERJOINEDROOM`, `USERLEFTROOM`
+    /// or `ROOMUPDATED`.
+    pub event_type: String,
+    /// The stream it happened in (URL-safe base64).
+    pub stream_id: String,
+    /// The message it is about (sent or suppressed), URL-safe base64.
+    pub message_id: Option<String>,
+    /// The user who joined or left.
+    pub affected_user_id: Option<i64>,
+    /// Who caused it.
+    pub initiator_user_id: i64,
+    /// When (Unix ms).
+    pub timestamp: i64,
 }
 
 /// A user as the pod knows it.
@@ -84,8 +108,8 @@ pub struct TruthUser {
     pub user_id: i64,
     /// Username (internal users only).
     pub username: Option<String>,
-    /// Email address; `None` for external users (never exposed) and for internal system
-    /// accounts without one.
+    /// Email address (external users have theirs too); `None` for internal system accounts
+    /// without one.
     pub email: Option<String>,
     /// Display name.
     pub display_name: String,
@@ -100,7 +124,8 @@ pub struct TruthUser {
 /// A stream and its membership history.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TruthStream {
-    /// URL-safe base64 stream id (no padding), as in every API answer.
+    /// URL-safe base64 stream id (no padding), the form URLs carry; JSON answers give it in
+    /// standard base64 with padding.
     pub stream_id: String,
     /// IM, MIM, ROOM or POST.
     pub stream_type: StreamType,
@@ -116,6 +141,9 @@ pub struct TruthStream {
     pub members: Vec<TruthMember>,
     /// Number of messages in the stream (including edits and suppressed ones).
     pub message_count: usize,
+    /// Whether the service accounts are members, and so may read its messages and
+    /// attachments (see [`crate::Membership`]).
+    pub service_member: bool,
 }
 
 /// One membership of a user in a stream.
@@ -123,7 +151,7 @@ pub struct TruthStream {
 pub struct TruthMember {
     /// Symphony user id.
     pub user_id: i64,
-    /// Email (`None` for external users and system accounts without one).
+    /// Email (`None` for system accounts without one; external users have theirs).
     pub email: Option<String>,
     /// Display name.
     pub display_name: String,
@@ -157,7 +185,7 @@ pub struct TruthAttachment {
 /// One message (one version of it: an edit is its own message).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TruthMessage {
-    /// URL-safe base64 message id (no padding).
+    /// URL-safe base64 message id (no padding); JSON answers give it in standard base64.
     pub message_id: String,
     /// Stream id (URL-safe base64).
     pub stream_id: String,
@@ -165,7 +193,7 @@ pub struct TruthMessage {
     pub stream_type: StreamType,
     /// Sender's user id.
     pub sender_user_id: i64,
-    /// Sender's email (`None` for external senders and system accounts without one).
+    /// Sender's email (`None` for system accounts without one).
     pub sender_email: Option<String>,
     /// Timestamp (Unix ms). Several messages share a millisecond, some across page
     /// boundaries.
@@ -196,6 +224,9 @@ pub struct TruthMessage {
     pub replaced_by: Option<String>,
     /// `initialMessageId`: first version of an edited message (set on edits only).
     pub initial_message_id: Option<String>,
+    /// The message this wall post shares (`sharedMessage`): its text and attachments are
+    /// part of the post as delivered.
+    pub shared_message_id: Option<String>,
     /// `initialTimestamp`: timestamp of the first version (set on edits only).
     pub initial_timestamp: Option<i64>,
     /// True when the message is suppressed in this scenario: planned by the generator or

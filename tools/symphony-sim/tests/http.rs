@@ -10,8 +10,8 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use symphony_sim::jwt::{sign_jwt, sign_test_jwt};
 use symphony_sim::{
-    BlockingSim, Faults, GroundTruth, SimConfig, StreamType, SuppressionMode, TEST_PRIVATE_KEY_PEM,
-    TEST_USERNAME, start_blocking,
+    BlockingSim, Faults, GroundTruth, Membership, SimConfig, StreamType, SuppressionMode,
+    TEST_PRIVATE_KEY_PEM, TEST_USERNAME, start_blocking,
 };
 
 fn now() -> u64 {
@@ -21,8 +21,11 @@ fn now() -> u64 {
         .as_secs()
 }
 
+/// A small pod whose service account is a member of every stream (the rules about
+/// membership have their own tests with [`Membership::Half`]).
 fn small() -> symphony_sim::SimConfigBuilder {
     SimConfig::builder()
+        .membership(Membership::All)
         .seed(11)
         .messages(400)
         .large_attachment_bytes(0)
@@ -39,6 +42,17 @@ impl IntoJson for ureq::Response {
         let text = self.into_string()?;
         serde_json::from_str(&text).map_err(std::io::Error::other)
     }
+}
+
+/// An id of a JSON answer, which the pod writes in standard base64 with padding, in the
+/// URL-safe unpadded form URLs and the ground truth use; `None` for a missing field.
+fn url_id(v: &Value) -> Option<String> {
+    let id = v.as_str()?;
+    assert!(
+        id.len().is_multiple_of(4) && !id.contains(['-', '_']),
+        "standard base64 with padding: {id}"
+    );
+    Some(URL_SAFE_NO_PAD.encode(STANDARD.decode(id).unwrap()))
 }
 
 fn sim(cfg: SimConfig) -> BlockingSim {
@@ -149,7 +163,7 @@ impl Client {
                     since = ts;
                     skip = 1;
                 }
-                ids.push(m["messageId"].as_str().unwrap().to_string());
+                ids.push(url_id(&m["messageId"]).unwrap());
             }
             if skip > 1 {
                 boundary_in_run = true;
@@ -409,7 +423,7 @@ fn stream_and_membership_lists_follow_the_spec_limits_and_filters() {
             break;
         }
         for s in &streams {
-            ids.push(s["id"].as_str().unwrap().to_string());
+            ids.push(url_id(&s["id"]).unwrap());
             let t = s["type"].as_str().unwrap();
             assert!(["IM", "MIM", "ROOM", "POST"].contains(&t));
             let a = &s["attributes"];
@@ -442,7 +456,7 @@ fn stream_and_membership_lists_follow_the_spec_limits_and_filters() {
     );
     assert_eq!(code, 400);
 
-    // Membership: past members only when asked; externals without email.
+    // Membership: past members only when asked; externals with their emails.
     let room = truth
         .streams
         .iter()
@@ -472,20 +486,19 @@ fn stream_and_membership_lists_follow_the_spec_limits_and_filters() {
     assert!(members.iter().any(|m| m["user"]["isExternal"] == true));
     for m in members {
         let external = m["user"]["isExternal"].as_bool().unwrap();
+        let id = m["user"]["userId"].as_i64().unwrap();
         assert_eq!(
-            m["user"]["email"].is_null(),
-            external || {
-                let id = m["user"]["userId"].as_i64().unwrap();
-                truth.user(id).unwrap().email.is_none()
-            }
+            m["user"]["email"].as_str(),
+            truth.user(id).unwrap().email.as_deref()
         );
+        assert!(!external || m["user"]["email"].is_string());
     }
     let (code, _) = c.get("/pod/v1/admin/stream/nope/membership/list");
     assert_eq!(code, 400);
 }
 
 #[test]
-fn a_users_batch_above_100_is_rejected_and_external_users_have_no_email() {
+fn a_users_batch_above_100_is_rejected_and_external_users_have_their_emails() {
     let sim = sim(small().build());
     let truth = sim.ground_truth();
     let c = Client::new(&sim.base_url());
@@ -506,7 +519,8 @@ fn a_users_batch_above_100_is_rejected_and_external_users_have_no_email() {
         let t = truth.user(u["id"].as_i64().unwrap()).unwrap();
         assert_eq!(u["emailAddress"].as_str(), t.email.as_deref());
         if t.external {
-            assert!(u.get("emailAddress").is_none());
+            let email = u["emailAddress"].as_str().unwrap();
+            assert!(!email.ends_with("@acme-capital.example"), "{email}");
             assert_ne!(u["company"], truth.pod_company);
         }
     }
@@ -533,10 +547,9 @@ fn v4_messages_carry_the_spec_fields_and_match_the_ground_truth() {
             continue;
         }
         for m in page.as_array().unwrap() {
-            let id = m["messageId"].as_str().unwrap();
-            assert!(!id.contains(['+', '/', '=']), "URL-safe, unpadded: {id}");
-            assert_eq!(URL_SAFE_NO_PAD.decode(id).unwrap().len(), 25);
-            let t = truth.message(id).unwrap();
+            let id = url_id(&m["messageId"]).unwrap();
+            assert_eq!(URL_SAFE_NO_PAD.decode(&id).unwrap().len(), 25);
+            let t = truth.message(&id).unwrap();
             assert_eq!(m["timestamp"], t.timestamp);
             let html = m["message"].as_str().unwrap();
             assert!(html.starts_with("<div data-format=\"PresentationML\" data-version=\"2.0\""));
@@ -555,16 +568,16 @@ fn v4_messages_carry_the_spec_fields_and_match_the_ground_truth() {
             assert_eq!(got, want);
             assert_eq!(m["user"]["userId"], t.sender_user_id);
             assert_eq!(m["user"]["email"].as_str(), t.sender_email.as_deref());
-            assert_eq!(m["stream"]["streamId"], s.stream_id);
+            assert_eq!(url_id(&m["stream"]["streamId"]).unwrap(), s.stream_id);
             assert_eq!(m["stream"]["streamType"], s.stream_type.as_str());
             assert_eq!(
-                m["parentMessageId"].as_str(),
+                url_id(&m["parentMessageId"]).as_deref(),
                 t.parent_message_id.as_deref()
             );
-            assert_eq!(m["replacing"].as_str(), t.replacing.as_deref());
-            assert_eq!(m["replacedBy"].as_str(), t.replaced_by.as_deref());
+            assert_eq!(url_id(&m["replacing"]), t.replacing);
+            assert_eq!(url_id(&m["replacedBy"]), t.replaced_by);
             assert_eq!(
-                m["initialMessageId"].as_str(),
+                url_id(&m["initialMessageId"]).as_deref(),
                 t.initial_message_id.as_deref()
             );
             let atts = m["attachments"].as_array().cloned().unwrap_or_default();
@@ -616,7 +629,7 @@ fn v4_messages_carry_the_spec_fields_and_match_the_ground_truth() {
     let one = &truth.messages[3];
     let (code, m) = c.get_json(&format!("/agent/v1/message/{}", one.message_id));
     assert_eq!(code, 200);
-    assert_eq!(m["messageId"], one.message_id);
+    assert_eq!(url_id(&m["messageId"]).unwrap(), one.message_id);
 }
 
 /// Downloads an attachment, decoding base64 as it streams; returns (size, sha256 hex).
@@ -679,9 +692,12 @@ fn attachments_round_trip_through_base64_to_the_ground_truth_sha256() {
     assert!(decoded.contains('/') && decoded.ends_with('='));
     let got = download(&c, &m.stream_id, &m.message_id, &decoded).unwrap();
     assert_eq!(got.1, a.sha256);
+    // The pod decodes the query once: an id encoded twice names no file.
     let double = a.id.replace('%', "%25");
-    let got = download(&c, &m.stream_id, &m.message_id, &double).unwrap();
-    assert_eq!(got.1, a.sha256);
+    assert_eq!(
+        download(&c, &m.stream_id, &m.message_id, &double),
+        Err("status 400".into())
+    );
     // Tiny sizes cover every base64 padding case.
     let sizes: HashSet<u64> = truth.attachments().map(|(_, a)| a.size).collect();
     assert!([1, 2, 3, 4].iter().all(|s| sizes.contains(s)));
@@ -842,25 +858,27 @@ fn suppressions_leave_the_lists_and_are_reported_as_message_suppressed_events() 
     } else {
         resp.into_json::<Vec<Value>>().unwrap()
     };
-    assert!(listed.iter().all(|m| m["messageId"] != target.message_id));
+    assert!(
+        listed
+            .iter()
+            .all(|m| url_id(&m["messageId"]).unwrap() != target.message_id)
+    );
     let (_, resp) = c.post(
         "/agent/v5/events/read",
         &json!({"type": "datahose", "tag": "archiver", "ackId": empty["ackId"]}),
     );
     let events: Value = resp.into_json().unwrap();
-    let ids: HashSet<&str> = events["events"]
+    let ids: HashSet<String> = events["events"]
         .as_array()
         .unwrap()
         .iter()
         .map(|e| {
             assert_eq!(e["type"], "MESSAGESUPPRESSED");
-            e["payload"]["messageSuppressed"]["messageId"]
-                .as_str()
-                .unwrap()
+            url_id(&e["payload"]["messageSuppressed"]["messageId"]).unwrap()
         })
         .collect();
     assert_eq!(ids.len(), planned.len());
-    assert!(ids.contains(target.message_id.as_str()));
+    assert!(ids.contains(&target.message_id));
 
     // A datafeed sees the same, plus suppressions done through the pod API.
     let (code, resp) = c.post("/agent/v5/datafeeds", &json!({}));
@@ -957,4 +975,367 @@ async fn the_async_start_serves_on_a_random_port_and_shuts_down() {
     let addr = sim.addr();
     sim.shutdown().await;
     assert!(std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(300)).is_err());
+}
+
+#[test]
+fn a_throttling_400_may_come_without_retry_after() {
+    let faults: Faults = "400:every=2:burst=1:retry=none".parse().unwrap();
+    let sim = sim(small().faults(faults).build());
+    let c = Client::new(&sim.base_url());
+    let (code, _) = c.get("/pod/v3/users?uid=1");
+    assert_eq!(code, 204);
+    let (code, resp) = c.get("/pod/v3/users?uid=1");
+    assert_eq!(code, 400);
+    assert_eq!(resp.header("Retry-After"), None);
+    assert!(
+        error_body(resp)["message"]
+            .as_str()
+            .unwrap()
+            .contains("retry later")
+    );
+    assert_eq!(sim.stats().throttled_400, 1);
+}
+
+/// A message of a stream the service account is (or is not) a member of, with an
+/// attachment when one exists.
+fn message_where(truth: &GroundTruth, member: bool) -> &symphony_sim::TruthMessage {
+    let readable = |m: &&symphony_sim::TruthMessage| {
+        truth
+            .streams
+            .iter()
+            .any(|s| s.stream_id == m.stream_id && s.service_member == member)
+    };
+    truth
+        .messages
+        .iter()
+        .filter(readable)
+        .find(|m| !m.attachments.is_empty())
+        .or_else(|| truth.messages.iter().find(readable))
+        .expect("a message in such a stream")
+}
+
+#[test]
+fn messages_single_messages_and_attachments_are_refused_to_non_members_with_403() {
+    let sim = sim(small().membership(Membership::Half).build());
+    let truth = sim.ground_truth();
+    let members = truth.streams.iter().filter(|s| s.service_member).count();
+    assert_eq!(members, truth.streams.len().div_ceil(2));
+    let c = Client::new(&sim.base_url());
+
+    let theirs = message_where(&truth, false);
+    let (code, resp) = c.get(&format!(
+        "/agent/v4/stream/{}/message?since=0",
+        theirs.stream_id
+    ));
+    assert_eq!(code, 403);
+    assert!(
+        error_body(resp)["message"]
+            .as_str()
+            .unwrap()
+            .contains("not a member")
+    );
+    let (code, _) = c.get(&format!("/agent/v1/message/{}", theirs.message_id));
+    assert_eq!(code, 403);
+    let a = &theirs.attachments[0];
+    assert_eq!(
+        download(&c, &theirs.stream_id, &theirs.message_id, &a.id),
+        Err("status 403".into())
+    );
+    assert_eq!(sim.stats().not_member, 3);
+
+    // The same requests succeed in a stream the account belongs to.
+    let ours = message_where(&truth, true);
+    let (code, _) = c.get(&format!(
+        "/agent/v4/stream/{}/message?since=0",
+        ours.stream_id
+    ));
+    assert_eq!(code, 200);
+    let (code, _) = c.get(&format!("/agent/v1/message/{}", ours.message_id));
+    assert_eq!(code, 200);
+    // The admin endpoints see every stream whatever the account's memberships.
+    let (code, _) = c.get(&format!(
+        "/pod/v1/admin/stream/{}/membership/list",
+        theirs.stream_id
+    ));
+    assert_eq!(code, 200);
+}
+
+#[test]
+fn a_pod_may_refuse_non_members_with_400_instead() {
+    let sim = sim(small()
+        .membership(Membership::None)
+        .non_member_status(400)
+        .build());
+    let truth = sim.ground_truth();
+    let c = Client::new(&sim.base_url());
+    let theirs = message_where(&truth, false);
+    let (code, _) = c.get(&format!(
+        "/agent/v4/stream/{}/message?since=0",
+        theirs.stream_id
+    ));
+    assert_eq!(code, 400);
+    let (code, _) = c.get(&format!("/agent/v1/message/{}", theirs.message_id));
+    assert_eq!(code, 400);
+    assert!(
+        SimConfig::builder()
+            .non_member_status(404)
+            .build()
+            .validate()
+            .is_err()
+    );
+}
+
+#[test]
+fn admin_endpoints_need_the_user_provisioning_role() {
+    let sim = sim(small().user_provisioning(false).build());
+    let truth = sim.ground_truth();
+    let c = Client::new(&sim.base_url());
+    let (code, resp) = c.post("/pod/v2/admin/streams/list", &json!({}));
+    assert_eq!(code, 403);
+    assert!(
+        error_body(resp)["message"]
+            .as_str()
+            .unwrap()
+            .contains("User Provisioning")
+    );
+    let room = truth
+        .streams
+        .iter()
+        .find(|s| s.stream_type == StreamType::Room)
+        .unwrap();
+    for path in [
+        format!("/pod/v1/admin/stream/{}/membership/list", room.stream_id),
+        format!("/pod/v1/admin/room/{}/membership/list", room.stream_id),
+    ] {
+        assert_eq!(c.get(&path).0, 403, "{path}");
+    }
+    let (code, _) = c.post(
+        &format!(
+            "/pod/v1/admin/messagesuppression/{}/suppress",
+            truth.messages[0].message_id
+        ),
+        &json!({}),
+    );
+    assert_eq!(code, 403);
+    // Endpoints outside the admin API still answer.
+    assert_eq!(c.get("/pod/v2/sessioninfo").0, 200);
+    let (code, _) = c.get(&format!(
+        "/agent/v4/stream/{}/message?since=0",
+        room.stream_id
+    ));
+    assert_ne!(code, 403);
+}
+
+#[test]
+fn membership_lists_exist_for_im_mim_and_room_only() {
+    let sim = sim(small().build());
+    let truth = sim.ground_truth();
+    let c = Client::new(&sim.base_url());
+    for s in &truth.streams {
+        let (code, _) = c.get(&format!(
+            "/pod/v1/admin/stream/{}/membership/list",
+            s.stream_id
+        ));
+        let expected = if s.stream_type == StreamType::Post {
+            400
+        } else {
+            200
+        };
+        assert_eq!(code, expected, "{:?}", s.stream_type);
+    }
+}
+
+#[test]
+fn ids_in_urls_must_be_url_safe_base64() {
+    let sim = sim(small().build());
+    let truth = sim.ground_truth();
+    let c = Client::new(&sim.base_url());
+    let standard = |id: &str| STANDARD.encode(URL_SAFE_NO_PAD.decode(id).unwrap());
+    let m = truth
+        .messages
+        .iter()
+        .find(|m| standard(&m.stream_id).contains(['+', '/']))
+        .expect("a stream id that differs between the alphabets");
+    let sid = standard(&m.stream_id)
+        .replace('+', "%2B")
+        .replace('/', "%2F");
+    let (code, _) = c.get(&format!("/agent/v4/stream/{sid}/message?since=0"));
+    assert_eq!(code, 400);
+    let padded = format!("{}%3D%3D", m.message_id);
+    let (code, _) = c.get(&format!("/agent/v1/message/{padded}"));
+    assert_eq!(code, 400);
+    let (code, _) = c.get(&format!("/agent/v4/stream/{}/message?since=0", m.stream_id));
+    assert_eq!(code, 200);
+}
+
+#[test]
+fn sessions_expire_after_an_hour_by_default() {
+    assert_eq!(
+        SimConfig::default().session_ttl,
+        Some(Duration::from_secs(3600))
+    );
+    let sim = sim(small().session_ttl(Duration::from_millis(200)).build());
+    let c = Client::new(&sim.base_url());
+    assert_eq!(c.get("/pod/v2/sessioninfo").0, 200);
+    std::thread::sleep(Duration::from_millis(400));
+    assert_eq!(c.get("/pod/v2/sessioninfo").0, 401);
+    assert_eq!(sim.stats().expired_sessions, 1);
+}
+
+#[test]
+fn a_wall_post_sharing_a_message_carries_it_and_serves_its_files() {
+    let sim = sim(small().build());
+    let truth = sim.ground_truth();
+    let c = Client::new(&sim.base_url());
+    let post = truth
+        .messages
+        .iter()
+        .find(|m| m.shared_message_id.is_some())
+        .expect("a wall post sharing a message");
+    assert_eq!(post.stream_type, StreamType::Post);
+    let shared = truth
+        .message(post.shared_message_id.as_deref().unwrap())
+        .unwrap();
+    assert!(!shared.attachments.is_empty(), "the first share has files");
+    let (code, m) = c.get_json(&format!("/agent/v1/message/{}", post.message_id));
+    assert_eq!(code, 200);
+    let inner = &m["sharedMessage"];
+    assert_eq!(url_id(&inner["messageId"]).unwrap(), shared.message_id);
+    assert_eq!(
+        url_id(&inner["stream"]["streamId"]).unwrap(),
+        shared.stream_id
+    );
+    let a = &shared.attachments[0];
+    assert_eq!(inner["attachments"][0]["id"], a.id);
+    let got = download(&c, &post.stream_id, &post.message_id, &a.id).unwrap();
+    assert_eq!(got.1, a.sha256);
+    // Other messages' files are not served through the post.
+    let other = truth
+        .attachments()
+        .find(|(m, _)| m.message_id != shared.message_id)
+        .unwrap()
+        .1;
+    assert_eq!(
+        download(&c, &post.stream_id, &post.message_id, &other.id),
+        Err("status 400".into())
+    );
+}
+
+#[test]
+fn agent_endpoints_need_a_key_manager_token_unless_the_pod_has_simplified_key_delivery() {
+    for required in [true, false] {
+        let sim = sim(small().key_manager_required(required).build());
+        let truth = sim.ground_truth();
+        let c = Client::new(&sim.base_url());
+        let path = format!(
+            "{}/agent/v4/stream/{}/message?since=0",
+            sim.base_url(),
+            truth.streams[0].stream_id
+        );
+        let (code, _) = call(c.agent.get(&path).set("sessionToken", &c.session).call());
+        assert_eq!(code, if required { 401 } else { 200 });
+        // A token sent anyway must be valid.
+        let (code, _) = call(
+            c.agent
+                .get(&path)
+                .set("sessionToken", &c.session)
+                .set("keyManagerToken", "bogus")
+                .call(),
+        );
+        assert_eq!(code, 401);
+    }
+}
+
+/// One datahose read for `tag`: the events and the new ackId.
+fn read_datahose(c: &Client, tag: &str, ack: &str) -> (Vec<Value>, String) {
+    let (code, resp) = c.post(
+        "/agent/v5/events/read",
+        &json!({"type": "datahose", "tag": tag, "ackId": ack}),
+    );
+    assert_eq!(code, 200);
+    let list: Value = resp.into_json().unwrap();
+    (
+        list["events"].as_array().unwrap().clone(),
+        list["ackId"].as_str().unwrap().to_string(),
+    )
+}
+
+#[test]
+fn the_datahose_long_polls_redelivers_unacknowledged_batches_out_of_order_and_emits_every_type() {
+    let datahose = symphony_sim::DatahoseConfig {
+        history: true,
+        wait: Duration::from_millis(300),
+        redeliver_after: Duration::from_millis(500),
+        batch: 50,
+    };
+    let sim = sim(small().datahose(datahose).build());
+    let c = Client::new(&sim.base_url());
+    let log: Vec<String> = sim
+        .ground_truth()
+        .events
+        .iter()
+        .map(|e| e.event_id.clone())
+        .collect();
+    let ids = |events: &[Value]| -> Vec<String> {
+        events
+            .iter()
+            .map(|e| e["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    // A batch holds the next events, not in their order.
+    let (first, ack1) = read_datahose(&c, "archiver", "");
+    let got = ids(&first);
+    assert_ne!(got, log[..50], "delivered out of order");
+    let mut sorted = got.clone();
+    sorted.sort_by_key(|id| log.iter().position(|l| l == id));
+    assert_eq!(sorted, log[..50]);
+    // The next read acknowledges it; a batch left unacknowledged comes again.
+    let (second, _unacked) = read_datahose(&c, "archiver", &ack1);
+    let (_, ack3) = read_datahose(&c, "archiver", "");
+    std::thread::sleep(Duration::from_millis(600));
+    let (fourth, _) = read_datahose(&c, "archiver", &ack3);
+    let again: HashSet<String> = ids(&fourth).into_iter().collect();
+    assert!(
+        ids(&second).iter().all(|id| again.contains(id)),
+        "redelivered"
+    );
+    assert!(ids(&first).iter().all(|id| !again.contains(id)), "acked");
+    assert_eq!(sim.stats().redelivered_events, 50);
+    // An ackId never given out is refused.
+    let (code, _) = c.post(
+        "/agent/v5/events/read",
+        &json!({"type": "datahose", "tag": "archiver", "ackId": "dh-999999"}),
+    );
+    assert_eq!(code, 400);
+
+    // Every event type; an empty read waits before answering.
+    sim.apply_suppressions();
+    let mut types = HashSet::new();
+    let mut ack = String::new();
+    loop {
+        let started = std::time::Instant::now();
+        let (events, next) = read_datahose(&c, "other-tag", &ack);
+        ack = next;
+        if events.is_empty() {
+            assert!(started.elapsed() >= Duration::from_millis(300), "long poll");
+            break;
+        }
+        for e in &events {
+            types.insert(e["type"].as_str().unwrap().to_string());
+            if e["type"] == "MESSAGESENT" {
+                let m = &e["payload"]["messageSent"]["message"];
+                assert_eq!(url_id(&m["messageId"]), url_id(&e["messageId"]));
+            }
+        }
+    }
+    for t in [
+        "MESSAGESENT",
+        "SHAREDPOST",
+        "MESSAGESUPPRESSED",
+        "USERJOINEDROOM",
+        "USERLEFTROOM",
+        "ROOMUPDATED",
+    ] {
+        assert!(types.contains(t), "{t} in {types:?}");
+    }
 }

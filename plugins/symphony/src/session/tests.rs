@@ -38,6 +38,8 @@ struct FakePod {
     fail: Vec<Injected>,
     /// Refuse every session token once (they expire).
     expire: bool,
+    /// Simplified Key Delivery: the agent takes the session token alone.
+    skd: bool,
     signed: Vec<String>,
 }
 
@@ -124,7 +126,7 @@ impl FakePod {
         }
         let session_ok = header("sessionToken").is_some_and(|t| self.valid.contains(&t));
         let km_ok = header("keyManagerToken").is_some_and(|t| self.valid.contains(&t));
-        if !session_ok || (path.starts_with("/agent") && !km_ok) {
+        if !session_ok || (path.starts_with("/agent") && !km_ok && !self.skd) {
             return response(401, json!({"code": 401, "message": "Invalid session"}));
         }
         let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
@@ -530,6 +532,17 @@ fn conversations_and_normalization() {
     assert_eq!(all["suppression-zz"].conversation_id, "OTHER1");
     assert!(convs["OTHER1"].participants.is_empty());
     assert_eq!(convs["OTHER1"].kind, ConversationKind::Direct);
+    // Messages of a stream with external members name them (the room has
+    // Wei External, user 4); others do not.
+    let external = |id: &str| {
+        all[id]
+            .properties
+            .iter()
+            .find(|(k, _)| k == "External-Participants")
+            .map(|(_, v)| v.as_str())
+    };
+    assert_eq!(external("r00"), Some("4"));
+    assert_eq!(external("i0"), None);
     // Originals are the items exactly as listed.
     let raw: Value = serde_json::from_slice(all["r05"].original.as_ref().unwrap()).unwrap();
     assert_eq!(raw["replacing"], "r04");
@@ -572,24 +585,59 @@ fn attachments_are_fetched_by_the_host_with_fresh_session_headers() {
 }
 
 #[test]
-fn tokens_older_than_five_minutes_are_renewed_before_an_attachment_page() {
+fn one_session_serves_pages_and_attachments_until_the_pod_says_it_expired() {
     let pod = pod();
     let mut session = Session::open(CONFIG, None, pod.clone()).unwrap();
+    let logins = pod.0.borrow().counter;
     let mut attachment_pages = 0;
     loop {
-        // Each page comes six minutes after the one before.
+        // Each page comes six minutes after the one before: no new login.
         pod.0.borrow_mut().now += 6 * 60 * 1000;
-        let before = pod.0.borrow().counter;
         let page = session.next_page().unwrap();
-        if page.messages.iter().any(|m| !m.attachments.is_empty()) {
-            attachment_pages += 1;
-            assert_eq!(pod.0.borrow().counter, before + 2, "logged in again");
-        }
+        attachment_pages += usize::from(page.messages.iter().any(|m| !m.attachments.is_empty()));
         if page.complete {
             break;
         }
     }
     assert!(attachment_pages > 0);
+    assert_eq!(pod.0.borrow().counter, logins, "no login beyond the first");
+}
+
+#[test]
+fn a_stream_the_pod_refuses_is_skipped_for_the_run_and_read_by_the_next() {
+    // A pod refuses non-members with 403, some agents with 400.
+    for status in [403u16, 400] {
+        let pod = pod();
+        let cfg = config_with("\"events\": false");
+        let mut session = Session::open(&cfg, None, pod.clone()).unwrap();
+        pod.0
+            .borrow_mut()
+            .fail
+            .push(("/stream/MIMxxx/message".into(), status, vec![]));
+        let (pages, done) = run(&mut session, 100);
+        assert!(done, "{status}: the run ends though one stream failed");
+        let mim: Vec<String> = pod
+            .0
+            .borrow()
+            .stream("MIMxxx")
+            .unwrap()
+            .messages
+            .iter()
+            .map(|m| m.1.clone())
+            .collect();
+        let mut want = all_source_ids(&pod);
+        want.retain(|id| !mim.contains(id));
+        assert_eq!(ids(&pages), want, "{status}: every other stream archived");
+        assert_eq!(session.skipped().len(), 1);
+        assert_eq!(session.skipped()[0].stream, "MIMxxx");
+        assert!(session.skipped()[0].why.contains(&status.to_string()));
+        // The next run, from the last checkpoint, reads the stream in full.
+        let checkpoint = pages.last().unwrap().checkpoint.clone();
+        let mut next = Session::open(&cfg, Some(checkpoint), pod.clone()).unwrap();
+        let (pages, done) = run(&mut next, 100);
+        assert!(done && next.skipped().is_empty());
+        assert_eq!(ids(&pages), mim);
+    }
 }
 
 #[test]
@@ -673,11 +721,6 @@ fn throttling_and_failures_are_classified() {
             |e| *e == SourceError::RateLimited(Some(2)),
         ),
         (503, vec![], |e| matches!(e, SourceError::Transient(_))),
-        (
-            404,
-            vec![],
-            |e| matches!(e, SourceError::Permanent(m) if m.contains("GET /agent/v4/stream/IMxxxx/message") && m.contains("404")),
-        ),
     ] {
         let pod = pod();
         let mut session = Session::open(CONFIG, None, pod.clone()).unwrap();
@@ -792,4 +835,174 @@ fn many_quiet_streams_give_empty_pages_that_keep_the_place() {
     let resumed = Session::open(&cfg, Some(first_empty.checkpoint.clone()), pod).unwrap();
     assert_eq!(resumed.streams()[0].id, cursor);
     assert_eq!(resumed.streams().len(), 124);
+}
+
+/// Pulls pages until one fails, which must happen before the run ends.
+fn first_error(session: &mut Session<Shared>) -> SourceError {
+    loop {
+        match session.next_page() {
+            Ok(page) => assert!(!page.complete, "the run ended without the error"),
+            Err(e) => return e,
+        }
+    }
+}
+
+#[test]
+fn a_400_from_the_datahose_is_a_stale_ack_id_or_a_bad_request_not_a_missing_add_on() {
+    let pod = pod();
+    let mut session = Session::open(CONFIG, None, pod.clone()).unwrap();
+    let (pages, done) = run(&mut session, 100);
+    assert!(done);
+    let checkpoint = pages.last().unwrap().checkpoint.clone();
+    // A stored ackId the datahose refuses is dropped and the read made afresh.
+    pod.0
+        .borrow_mut()
+        .fail
+        .push(("/events/read".into(), 400, vec![]));
+    pod.0.borrow_mut().log.clear();
+    let mut next = Session::open(CONFIG, Some(checkpoint), pod.clone()).unwrap();
+    let (_, done) = run(&mut next, 100);
+    assert!(done);
+    let reads = pod
+        .0
+        .borrow()
+        .log
+        .iter()
+        .filter(|l| l.contains("/events/read"))
+        .count();
+    assert!(reads >= 2, "read again after the refusal");
+    // Without an ackId, a 400 is the request's fault, and says so.
+    let pod = super::tests::pod();
+    let cfg = config_with("\"page_size\": 500");
+    let mut session = Session::open(&cfg, None, pod.clone()).unwrap();
+    pod.0
+        .borrow_mut()
+        .fail
+        .push(("/events/read".into(), 400, vec![]));
+    let err = first_error(&mut session);
+    match err {
+        SourceError::Permanent(m) => {
+            assert!(m.contains("events_tag") && !m.contains("add-on"), "{m}")
+        }
+        other => panic!("{other:?}"),
+    }
+    // 403 still names the add-on.
+    let pod = super::tests::pod();
+    let mut session = Session::open(&cfg, None, pod.clone()).unwrap();
+    pod.0
+        .borrow_mut()
+        .fail
+        .push(("/events/read".into(), 403, vec![]));
+    let err = first_error(&mut session);
+    assert!(matches!(err, SourceError::Permanent(m) if m.contains("add-on")));
+}
+
+#[test]
+fn a_wall_post_shows_the_message_it_shares_with_its_attachments() {
+    let pod = pod();
+    {
+        let mut p = pod.0.borrow_mut();
+        let mut shared = p.streams[0].messages[9].2.clone();
+        shared["messageId"] = json!("r+09/=");
+        p.streams[3].messages[0].2["sharedMessage"] = shared;
+    }
+    let cfg = config_with("\"events\": false");
+    let mut session = Session::open(&cfg, None, pod.clone()).unwrap();
+    let (pages, _) = run(&mut session, 100);
+    let post = pages
+        .iter()
+        .flat_map(|p| &p.messages)
+        .find(|m| m.id == "p0")
+        .unwrap();
+    let text = post.text.as_deref().unwrap();
+    assert!(
+        text.starts_with("text of p0\n\nShared message from Bob <bob@acme.example>:\ntext of r09"),
+        "{text}"
+    );
+    let html = post.html.as_deref().unwrap();
+    assert!(html.contains("<blockquote><p>Shared message from Bob &lt;bob@acme.example&gt;:</p>"));
+    assert!(html.contains("text of r09"));
+    let names: Vec<&str> = post
+        .attachments
+        .iter()
+        .map(|a| a.file_name.as_str())
+        .collect();
+    assert_eq!(names, ["a.pdf", "b.txt"]);
+    match &post.attachments[0].body {
+        connector_sdk::AttachmentBody::Fetch(f) => assert!(
+            f.url.contains("/stream/POSTxx/attachment?") && f.url.ends_with("messageId=p0"),
+            "{}",
+            f.url
+        ),
+        other => panic!("{other:?}"),
+    }
+    let property = |name: &str| {
+        post.properties
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    };
+    assert_eq!(property("Shared-Message-Id"), Some("r-09_"));
+    assert_eq!(property("Shared-Stream-Id"), Some("ROOMxx"));
+}
+
+#[test]
+fn without_the_key_manager_login_agent_calls_and_downloads_carry_the_session_alone() {
+    let pod = pod();
+    pod.0.borrow_mut().skd = true;
+    let cfg = config_with("\"key_manager_login\": false");
+    let mut session = Session::open(&cfg, None, pod.clone()).unwrap();
+    let (pages, done) = run(&mut session, 100);
+    assert!(done);
+    assert!(!pod.0.borrow().log.iter().any(|l| l.contains("/relay/")));
+    let fetches: Vec<_> = pages
+        .iter()
+        .flat_map(|p| &p.messages)
+        .flat_map(|m| &m.attachments)
+        .map(|a| match &a.body {
+            connector_sdk::AttachmentBody::Fetch(f) => f.headers.clone(),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert!(!fetches.is_empty());
+    for headers in fetches {
+        let names: Vec<&str> = headers.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(names, ["sessionToken"]);
+    }
+}
+
+#[test]
+fn messages_from_the_datahose_cover_streams_the_account_cannot_read_once_each() {
+    let pod = pod();
+    {
+        let mut p = pod.0.borrow_mut();
+        let m0 = p.stream("MIMxxx").unwrap().messages[0].2.clone();
+        let r00 = p.stream("ROOMxx").unwrap().messages[0].2.clone();
+        let sent = |id: &str, m: &Value| {
+            json!({"id": id, "messageId": m["messageId"], "timestamp": m["timestamp"],
+                   "type": "MESSAGESENT", "initiator": {"user": m["user"]},
+                   "payload": {"messageSent": {"message": m}}})
+        };
+        // Delivered twice (at least once), and one message the listing has.
+        let events = vec![sent("s1", &m0), sent("s2", &r00), sent("s1", &m0)];
+        p.events.splice(0..0, events);
+        p.fail.push(("/stream/MIMxxx/message".into(), 403, vec![]));
+    }
+    let cfg = config_with("\"events_messages\": true");
+    let mut session = Session::open(&cfg, None, pod.clone()).unwrap();
+    let (pages, done) = run(&mut session, 100);
+    assert!(done);
+    let got = ids(&pages);
+    assert_eq!(got.iter().filter(|id| *id == "m0").count(), 1, "{got:?}");
+    assert_eq!(got.iter().filter(|id| *id == "r00").count(), 1, "{got:?}");
+    let m0 = pages
+        .iter()
+        .flat_map(|p| &p.messages)
+        .find(|m| m.id == "m0")
+        .unwrap();
+    assert_eq!(m0.conversation_id, "MIMxxx");
+    assert_eq!(m0.text.as_deref(), Some("text of m0"));
+    // The datahose was asked for messages too.
+    let log = &pod.0.borrow().log;
+    assert!(log.iter().any(|l| l.contains("/events/read")));
 }

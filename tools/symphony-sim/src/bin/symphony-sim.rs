@@ -54,9 +54,15 @@ struct Args {
     /// When planned suppressions take effect.
     #[arg(long, value_enum, default_value_t = Suppressions::Pending)]
     suppressions: Suppressions,
-    /// Session/key-manager token lifetime in seconds (default: unlimited).
+    /// Session/key-manager token lifetime in seconds (default: one hour; 0 = unlimited).
     #[arg(long)]
     session_ttl_secs: Option<u64>,
+    /// Streams the service account is a member of, and so may read: all, half or none.
+    #[arg(long, default_value = "half")]
+    membership: String,
+    /// Status a non-member gets for messages and attachments (403 or 400).
+    #[arg(long, default_value_t = 403)]
+    non_member_status: u16,
     /// Faults, e.g. `429:every=40:burst=3:retry=1,expire:after=100,drop:every=7:on=attachment`
     /// (kinds: 429, 400, expire, 5xx, slow, drop; see the library docs of `Faults`).
     #[arg(long)]
@@ -93,9 +99,11 @@ fn config(args: &Args) -> Result<SimConfig, symphony_sim::SimError> {
             Suppressions::Pending => SuppressionMode::Pending,
             Suppressions::Applied => SuppressionMode::Applied,
         })
+        .membership(args.membership.parse()?)
+        .non_member_status(args.non_member_status)
         .faults(faults);
     if let Some(ttl) = args.session_ttl_secs {
-        cfg = cfg.session_ttl(Duration::from_secs(ttl));
+        cfg = cfg.session_ttl((ttl > 0).then(|| Duration::from_secs(ttl)));
     }
     Ok(cfg.build())
 }
