@@ -652,6 +652,10 @@ fn faults_do_not_change_the_archive() {
             .unwrap();
     let mut config = sim_config(800);
     config.faults = faults;
+    // A dropped answer to a datahose read leaves its batch unacknowledged:
+    // the datahose gives it again after a while (30 s on a pod), here soon
+    // enough for the retried read to get it.
+    config.datahose.redeliver_after = std::time::Duration::from_millis(100);
     let faulty_sim = sim(config);
     let faulty = setup(&faulty_sim.base_url(), 50);
     let faulty_host = Host::open(&faulty.state).unwrap();
