@@ -53,8 +53,8 @@ pub(crate) trait AttachmentSession {
     /// The session's spool and the plugin's HTTP.
     fn spool_and_http(&mut self) -> (&mut AttachmentSpool, &PluginHttp);
 
-    /// Reads a deferred attachment from the plugin, through
-    /// [`AttachmentSpool::deferred`].
+    /// Reads a deferred attachment from the plugin, chunk by chunk into an
+    /// [`AttachmentSpool::writer`].
     fn read_deferred(
         &mut self,
         message_id: &str,
@@ -77,7 +77,7 @@ pub(crate) fn resolve(
         body,
     } = described;
     let data = match body {
-        Body::Inline(bytes) => AttachmentSpool::inline(message_id, &id, bytes)?,
+        Body::Inline(bytes) => inline(message_id, &id, bytes)?,
         Body::Fetch(spec) => {
             let (spool, http) = session.spool_and_http();
             spool.download(http, message_id, &id, size, &spec)?
@@ -99,20 +99,26 @@ pub(crate) struct AttachmentSpool {
     dir: Option<tempfile::TempDir>,
 }
 
+/// Bytes the plugin handed over whole, within the inline limit.
+fn inline(
+    message_id: &str,
+    attachment_id: &str,
+    bytes: Vec<u8>,
+) -> Result<AttachmentData, PluginError> {
+    if bytes.len() > MAX_INLINE_ATTACHMENT {
+        return Err(PluginError::Protocol(format!(
+            "attachment {attachment_id} of message {message_id} is {} bytes inline; above {MAX_INLINE_ATTACHMENT} use fetch or deferred",
+            bytes.len()
+        )));
+    }
+    Ok(AttachmentData::Bytes(bytes))
+}
+
 impl AttachmentSpool {
-    /// Bytes the plugin handed over whole.
-    fn inline(
-        message_id: &str,
-        attachment_id: &str,
-        bytes: Vec<u8>,
-    ) -> Result<AttachmentData, PluginError> {
-        if bytes.len() > MAX_INLINE_ATTACHMENT {
-            return Err(PluginError::Protocol(format!(
-                "attachment {attachment_id} of message {message_id} is {} bytes inline; above {MAX_INLINE_ATTACHMENT} use fetch or deferred",
-                bytes.len()
-            )));
-        }
-        Ok(AttachmentData::Bytes(bytes))
+    /// Where an attachment of `size` bytes (if known) is written as it
+    /// arrives: memory for small files, a file in the spool otherwise.
+    pub(crate) fn writer(&mut self, size: Option<u64>) -> Result<AttachmentWriter, PluginError> {
+        AttachmentWriter::new(size, &mut self.dir)
     }
 
     /// Downloads a `fetch` attachment, retrying a few times when the
@@ -128,7 +134,7 @@ impl AttachmentSpool {
     ) -> Result<AttachmentData, PluginError> {
         let mut attempt = 0;
         loop {
-            let mut sink = SpoolSink::new(size, &mut self.dir)?;
+            let mut sink = self.writer(size)?;
             match http.download(spec, &mut sink) {
                 Ok(_) => return sink.finish(),
                 Err(e) if e.is_retryable() && attempt < DOWNLOAD_RETRIES => {
@@ -148,75 +154,61 @@ impl AttachmentSpool {
             }
         }
     }
-
-    /// An attachment the plugin serves in chunks: `read_chunk` writes the
-    /// next chunk into the writer it is given and says whether there was
-    /// one (`false` at the end).
-    pub(crate) fn deferred(
-        &mut self,
-        size: Option<u64>,
-        mut read_chunk: impl FnMut(&mut dyn Write) -> Result<bool, PluginError>,
-    ) -> Result<AttachmentData, PluginError> {
-        let mut sink = SpoolSink::new(size, &mut self.dir)?;
-        while read_chunk(&mut sink)? {}
-        sink.finish()
-    }
-}
-
-/// Writes a chunk that arrived into `out`, turning a full disk into a
-/// transient error.
-pub(crate) fn write_chunk(out: &mut dyn Write, chunk: &[u8]) -> Result<(), PluginError> {
-    out.write_all(chunk).map_err(spool_error)
 }
 
 /// Where attachment bytes go while they arrive: memory for small files, a
 /// temporary file for large or unknown sizes.
-enum SpoolSink {
+pub(crate) enum AttachmentWriter {
     /// Small files.
     Memory(Vec<u8>),
     /// Large or unknown sizes.
     File(std::io::BufWriter<tempfile::NamedTempFile>),
 }
 
-impl Write for SpoolSink {
+impl Write for AttachmentWriter {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         match self {
-            SpoolSink::Memory(v) => v.write(buf),
-            SpoolSink::File(f) => f.write(buf),
+            AttachmentWriter::Memory(v) => v.write(buf),
+            AttachmentWriter::File(f) => f.write(buf),
         }
     }
 
     fn flush(&mut self) -> std::io::Result<()> {
         match self {
-            SpoolSink::Memory(_) => Ok(()),
-            SpoolSink::File(f) => f.flush(),
+            AttachmentWriter::Memory(_) => Ok(()),
+            AttachmentWriter::File(f) => f.flush(),
         }
     }
 }
 
-impl SpoolSink {
-    /// A sink for a file of `size` bytes (if known), spooling into `dir`
+impl AttachmentWriter {
+    /// A writer for a file of `size` bytes (if known), spooling into `dir`
     /// (created on first need and removed with the session).
     fn new(
         size: Option<u64>,
         dir: &mut Option<tempfile::TempDir>,
-    ) -> Result<SpoolSink, PluginError> {
+    ) -> Result<AttachmentWriter, PluginError> {
         if size.is_some_and(|s| s <= SPOOL_THRESHOLD) {
-            return Ok(SpoolSink::Memory(Vec::new()));
+            return Ok(AttachmentWriter::Memory(Vec::new()));
         }
         if dir.is_none() {
             *dir = Some(tempfile::tempdir().map_err(spool_error)?);
         }
         let dir = dir.as_ref().expect("just created").path();
         let file = tempfile::NamedTempFile::new_in(dir).map_err(spool_error)?;
-        Ok(SpoolSink::File(std::io::BufWriter::new(file)))
+        Ok(AttachmentWriter::File(std::io::BufWriter::new(file)))
+    }
+
+    /// Appends a chunk that arrived; a full disk is a transient error.
+    pub(crate) fn append(&mut self, chunk: &[u8]) -> Result<(), PluginError> {
+        self.write_all(chunk).map_err(spool_error)
     }
 
     /// The attachment's data: bytes, or the spooled file.
-    fn finish(self) -> Result<AttachmentData, PluginError> {
+    pub(crate) fn finish(self) -> Result<AttachmentData, PluginError> {
         match self {
-            SpoolSink::Memory(v) => Ok(AttachmentData::Bytes(v)),
-            SpoolSink::File(f) => {
+            AttachmentWriter::Memory(v) => Ok(AttachmentData::Bytes(v)),
+            AttachmentWriter::File(f) => {
                 let file = f.into_inner().map_err(|e| spool_error(e.into_error()))?;
                 if file.as_file().metadata().map_err(spool_error)?.len() <= SPOOL_THRESHOLD {
                     let bytes = std::fs::read(file.path()).map_err(spool_error)?;

@@ -212,6 +212,22 @@ pub struct PluginHttp {
 }
 
 impl PluginHttp {
+    /// The HTTP of plugin `plugin_id`, with its capabilities and secrets,
+    /// carried by `client`.
+    pub fn new(
+        plugin_id: &str,
+        caps: Capabilities,
+        secrets: SecretStore,
+        client: HttpClient,
+    ) -> PluginHttp {
+        PluginHttp {
+            plugin_id: plugin_id.to_string(),
+            caps: Arc::new(caps),
+            secrets: Arc::new(secrets),
+            client,
+        }
+    }
+
     /// Sends a request if the plugin's capabilities allow its origin.
     pub fn send(&self, req: Outbound<'_>) -> Result<HttpResponse, HttpError> {
         self.client

@@ -4,13 +4,13 @@ use std::collections::HashMap;
 use std::ffi::{CStr, CString, c_char, c_void};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Mutex, OnceLock};
 
 use base64::Engine as _;
 
 use super::abi::{self, BodyJson, ErrorJson, NativeV1, Outcome, PageJson};
 use crate::attachments::{
-    self, AttachmentSession, AttachmentSpool, Body, Described, MAX_CHECKPOINT, write_chunk,
+    self, AttachmentSession, AttachmentSpool, Body, Described, MAX_CHECKPOINT,
 };
 use crate::context::PluginContext;
 use crate::http::{BodyEncoding, FetchSpec};
@@ -32,8 +32,8 @@ fn libraries() -> &'static Mutex<HashMap<PathBuf, &'static libloading::Library>>
 
 /// A loaded native plugin.
 pub struct NativePlugin {
-    id: String,
     table: NativeV1,
+    /// The plugin's id, capabilities and secrets, with its HTTP.
     http: PluginHttp,
 }
 
@@ -163,14 +163,8 @@ impl NativePlugin {
         // SAFETY: checked above: a complete version-1 table.
         let table = unsafe { *table_ptr };
         let plugin = NativePlugin {
-            id: manifest.id.clone(),
             table,
-            http: PluginHttp {
-                plugin_id: manifest.id.clone(),
-                caps: Arc::new(caps),
-                secrets: Arc::new(secrets),
-                client: http,
-            },
+            http: PluginHttp::new(&manifest.id, caps, secrets, http),
         };
         let info_text = plugin.take_string("info", |t| unsafe { (t.info)() })?;
         let info: abi::Info = serde_json::from_str(&info_text).map_err(|e| {
@@ -195,7 +189,7 @@ impl NativePlugin {
         f: impl FnOnce(&NativeV1) -> *mut c_char,
     ) -> Result<String, PluginError> {
         let table = self.table;
-        guarded(&self.id, what, || {
+        guarded(&self.http.plugin_id, what, || {
             let ptr = f(&table);
             if ptr.is_null() {
                 return Err(PluginError::Protocol(format!("{what} returned no string")));
@@ -279,7 +273,7 @@ impl Source for NativePlugin {
         };
         let error_ref = &mut error;
         // SAFETY: arguments are valid for the call's duration as the ABI says.
-        let handle = guarded(&self.id, "open", || unsafe {
+        let handle = guarded(&self.http.plugin_id, "open", || unsafe {
             (table.open)(config.as_ptr(), ptr, len, error_ref)
         })?;
         if handle.is_null() {
@@ -442,15 +436,15 @@ impl AttachmentSession for NativeSession<'_> {
         let mut offset = 0u64;
         let plugin = self.plugin;
         let table = plugin.table;
-        let mut spool = std::mem::take(&mut self.spool);
-        let data = spool.deferred(size, |out| {
+        let mut writer = self.spool.writer(size)?;
+        loop {
             let mut written = 0usize;
             let mut error: *mut c_char = std::ptr::null_mut();
             let (buf_ptr, buf_len) = (buf.as_mut_ptr(), buf.len());
             let (written_ref, error_ref) = (&mut written, &mut error);
             // SAFETY: every pointer is valid for the call; the plugin writes
             // at most buf_len bytes.
-            let status = guarded(&plugin.id, "read_attachment", || unsafe {
+            let status = guarded(&plugin.http.plugin_id, "read_attachment", || unsafe {
                 (table.read_attachment)(
                     handle,
                     message.as_ptr(),
@@ -473,14 +467,12 @@ impl AttachmentSession for NativeSession<'_> {
                 )));
             }
             if written == 0 {
-                return Ok(false);
+                break;
             }
-            write_chunk(out, &buf[..written])?;
+            writer.append(&buf[..written])?;
             offset += written as u64;
-            Ok(true)
-        });
-        self.spool = spool;
-        data
+        }
+        writer.finish()
     }
 }
 
@@ -548,10 +540,10 @@ impl Drop for NativeSession<'_> {
         if let Some(handle) = self.handle.take() {
             let table = self.plugin.table;
             // SAFETY: the handle came from open and is closed once.
-            if let Err(e) = guarded(&self.plugin.id, "close", || unsafe {
+            if let Err(e) = guarded(&self.plugin.http.plugin_id, "close", || unsafe {
                 (table.close)(handle)
             }) {
-                tracing::warn!(plugin = %self.plugin.id, "ending the native session failed: {e}");
+                tracing::warn!(plugin = %self.plugin.http.plugin_id, "ending the native session failed: {e}");
             }
         }
     }

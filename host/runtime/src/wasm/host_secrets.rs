@@ -13,11 +13,11 @@ use super::sandbox::SandboxState;
 
 impl secrets::Host for SandboxState {
     fn get(&mut self, name: String) -> Result<String, SecretError> {
-        if !self.caps.secrets.contains(&name) {
+        if !self.http.caps.secrets.contains(&name) {
             tracing::warn!(plugin = %self.http.plugin_id, secret = %name, "denied a secret that is not declared and granted");
             return Err(SecretError::NotDeclared(name));
         }
-        match self.secrets.get(&name) {
+        match self.http.secrets.get(&name) {
             Some(value) => Ok(value.expose().to_string()),
             None => Err(SecretError::NotSet(name)),
         }
@@ -31,11 +31,12 @@ impl signing::Host for SandboxState {
         alg: Algorithm,
         data: Vec<u8>,
     ) -> Result<Vec<u8>, SigningError> {
-        if !self.caps.signing_keys.contains(&key_name) {
+        if !self.http.caps.signing_keys.contains(&key_name) {
             tracing::warn!(plugin = %self.http.plugin_id, key = %key_name, "denied a signing key that is not declared and granted");
             return Err(SigningError::NotDeclared(key_name));
         }
         let pem = self
+            .http
             .secrets
             .get(&key_name)
             .ok_or_else(|| SigningError::NotSet(key_name.clone()))?;

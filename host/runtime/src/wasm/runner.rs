@@ -2,8 +2,6 @@
 //! session, a deadline on every call, traps turned into typed errors, and
 //! attachments fetched before a page leaves this module.
 
-use std::sync::Arc;
-
 use wasmtime::component::{Component, Linker, ResourceAny};
 use wasmtime::{Store, Trap};
 
@@ -13,10 +11,10 @@ use super::engine::PluginEngine;
 use super::latest::types as wit;
 use super::sandbox::{LogSink, SandboxState};
 use super::versioned::{Instance, InstancePre};
-use crate::attachments::{self, AttachmentSession, AttachmentSpool, MAX_CHECKPOINT, write_chunk};
+use crate::attachments::{self, AttachmentSession, AttachmentSpool, MAX_CHECKPOINT};
 use crate::context::PluginContext;
-use crate::{Capabilities, KvAccess, Page, PluginError, PluginHttp, PluginManifest};
-use crate::{SecretStore, Source, SourceSession};
+use crate::{KvAccess, Page, PluginError, PluginHttp, PluginManifest};
+use crate::{Source, SourceSession};
 use connector_model::AttachmentData;
 
 /// Chunk size for deferred attachment reads.
@@ -25,10 +23,8 @@ const ATTACHMENT_CHUNK: u32 = 1 << 20;
 /// A compiled plugin ready to start sessions.
 pub struct WasmPlugin {
     engine: PluginEngine,
-    id: String,
     pre: InstancePre,
-    caps: Arc<Capabilities>,
-    secrets: Arc<SecretStore>,
+    /// The plugin's id, capabilities and secrets, with its HTTP.
     http: PluginHttp,
     kv: Option<KvAccess>,
     log_sink: Option<LogSink>,
@@ -71,20 +67,10 @@ impl WasmPlugin {
             kv,
             http,
         } = context;
-        let caps = Arc::new(caps);
-        let secrets = Arc::new(secrets);
         Ok(WasmPlugin {
             engine: engine.clone(),
-            id: manifest.id.clone(),
             pre,
-            http: PluginHttp {
-                plugin_id: manifest.id.clone(),
-                caps: caps.clone(),
-                secrets: secrets.clone(),
-                client: http,
-            },
-            caps,
-            secrets,
+            http: PluginHttp::new(&manifest.id, caps, secrets, http),
             kv,
             log_sink: None,
         })
@@ -102,20 +88,14 @@ impl WasmPlugin {
     }
 
     fn instantiate(&self) -> Result<(Store<SandboxState>, Instance), PluginError> {
-        let state = SandboxState::new(
-            self.caps.clone(),
-            self.secrets.clone(),
-            self.http.clone(),
-            self.kv.clone(),
-            self.log_sink.clone(),
-        )?;
+        let state = SandboxState::new(self.http.clone(), self.kv.clone(), self.log_sink.clone())?;
         let mut store = Store::new(self.engine.engine(), state);
         store.limiter(|s| &mut s.limiter);
-        store.set_epoch_deadline(PluginEngine::ticks_for(self.caps.timeout_secs));
+        store.set_epoch_deadline(PluginEngine::ticks_for(self.http.caps.timeout_secs));
         let bindings = self
             .pre
             .instantiate(&mut store)
-            .map_err(|e| classify(e, &store, self.caps.timeout_secs))?;
+            .map_err(|e| classify(e, &store, self.http.caps.timeout_secs))?;
         Ok((store, bindings))
     }
 }
@@ -125,7 +105,7 @@ impl Source for WasmPlugin {
         let (mut store, bindings) = self.instantiate()?;
         let result = bindings
             .call_validate_config(&mut store, config_json)
-            .map_err(|e| classify(e, &store, self.caps.timeout_secs))?;
+            .map_err(|e| classify(e, &store, self.http.caps.timeout_secs))?;
         result.map_err(source_error)
     }
 
@@ -137,7 +117,7 @@ impl Source for WasmPlugin {
         let (mut store, bindings) = self.instantiate()?;
         let session = bindings
             .call_open(&mut store, config_json, checkpoint.as_ref())
-            .map_err(|e| classify(e, &store, self.caps.timeout_secs))?
+            .map_err(|e| classify(e, &store, self.http.caps.timeout_secs))?
             .map_err(source_error)?;
         Ok(Box::new(WasmSession {
             plugin: self,
@@ -161,13 +141,13 @@ pub struct WasmSession<'a> {
 impl WasmSession<'_> {
     fn arm_deadline(&mut self) {
         self.store
-            .set_epoch_deadline(PluginEngine::ticks_for(self.plugin.caps.timeout_secs));
+            .set_epoch_deadline(PluginEngine::ticks_for(self.plugin.http.caps.timeout_secs));
     }
 
     fn fail(&mut self, e: wasmtime::Error) -> PluginError {
         // After a trap the instance may be inconsistent: never call it again.
         self.session = None;
-        classify(e, &self.store, self.plugin.caps.timeout_secs)
+        classify(e, &self.store, self.plugin.http.caps.timeout_secs)
     }
 
     fn session(&self) -> Result<ResourceAny, PluginError> {
@@ -195,8 +175,8 @@ impl AttachmentSession for WasmSession<'_> {
             .call_open_attachment(&mut self.store, session, message_id, attachment_id)
             .map_err(|e| self.fail(e))?
             .map_err(source_error)?;
-        let mut spool = std::mem::take(&mut self.spool);
-        let data = spool.deferred(size, |out| {
+        let mut writer = self.spool.writer(size)?;
+        loop {
             self.arm_deadline();
             let chunk = self
                 .bindings
@@ -204,16 +184,14 @@ impl AttachmentSession for WasmSession<'_> {
                 .map_err(|e| self.fail(e))?
                 .map_err(source_error)?;
             match chunk {
-                Some(bytes) => write_chunk(out, &bytes).map(|()| true),
-                None => Ok(false),
+                Some(bytes) => writer.append(&bytes)?,
+                None => break,
             }
-        });
-        self.spool = spool;
-        let data = data?;
+        }
         reader
             .resource_drop(&mut self.store)
             .map_err(|e| self.fail(e))?;
-        Ok(data)
+        writer.finish()
     }
 }
 
@@ -259,7 +237,7 @@ impl Drop for WasmSession<'_> {
         if let Some(session) = self.session.take() {
             self.arm_deadline();
             if let Err(e) = session.resource_drop(&mut self.store) {
-                tracing::warn!(plugin = %self.plugin.id, "ending the plugin session failed: {e:#}");
+                tracing::warn!(plugin = %self.plugin.http.plugin_id, "ending the plugin session failed: {e:#}");
             }
         }
     }
@@ -283,7 +261,7 @@ fn classify(e: wasmtime::Error, store: &Store<SandboxState>, timeout_secs: u32) 
     }
     if data.limiter.was_hit() {
         return PluginError::MemoryLimit {
-            mb: (data.caps.memory_bytes >> 20) as u32,
+            mb: (data.http.caps.memory_bytes >> 20) as u32,
         };
     }
     PluginError::Trap {

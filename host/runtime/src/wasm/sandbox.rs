@@ -8,7 +8,7 @@ use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use super::limits::MemoryCap;
-use crate::{Capabilities, KvAccess, PluginError, PluginHttp, SecretStore};
+use crate::{KvAccess, PluginError, PluginHttp};
 
 /// How much of a plugin's stderr is kept for error reports.
 const STDERR_CAPACITY: usize = 64 << 10;
@@ -32,8 +32,7 @@ pub struct SandboxState {
     pub(super) wasi: WasiCtx,
     pub(super) table: ResourceTable,
     pub(super) limiter: MemoryCap,
-    pub(super) caps: Arc<Capabilities>,
-    pub(super) secrets: Arc<SecretStore>,
+    /// The plugin's id, capabilities and secrets, with its HTTP.
     pub(super) http: PluginHttp,
     pub(super) kv: Option<KvAccess>,
     pub(super) log_sink: Option<LogSink>,
@@ -44,8 +43,6 @@ impl SandboxState {
     /// A fresh sandbox: no environment, no arguments, no network sockets,
     /// read-only access to the granted folders, stderr captured.
     pub(super) fn new(
-        caps: Arc<Capabilities>,
-        secrets: Arc<SecretStore>,
         http: PluginHttp,
         kv: Option<KvAccess>,
         log_sink: Option<LogSink>,
@@ -56,7 +53,7 @@ impl SandboxState {
             .allow_tcp(false)
             .allow_udp(false)
             .allow_ip_name_lookup(false);
-        for (guest, host) in &caps.files {
+        for (guest, host) in &http.caps.files {
             wasi.preopened_dir(host, guest, FsPerms::ReadOnly)
                 .map_err(|e| {
                     PluginError::Load(format!(
@@ -68,9 +65,7 @@ impl SandboxState {
         Ok(SandboxState {
             wasi: wasi.build(),
             table: ResourceTable::new(),
-            limiter: MemoryCap::new(caps.memory_bytes),
-            caps,
-            secrets,
+            limiter: MemoryCap::new(http.caps.memory_bytes),
             http,
             kv,
             log_sink,
