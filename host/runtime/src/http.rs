@@ -183,8 +183,9 @@ impl HttpTransport for UreqTransport {
     }
 }
 
-/// The HTTP client shared by a run's plugin calls and host-side downloads:
-/// the allow-list and secret checks in front of an [`HttpTransport`].
+/// What carries a run's plugin requests and host-side downloads; a
+/// [`PluginHttp`] puts the plugin's allow-list and secret checks in front of
+/// it.
 #[derive(Clone)]
 pub struct HttpClient {
     transport: Arc<dyn HttpTransport>,
@@ -228,64 +229,10 @@ impl PluginHttp {
         }
     }
 
-    /// Sends a request if the plugin's capabilities allow its origin.
-    pub fn send(&self, req: Outbound<'_>) -> Result<HttpResponse, HttpError> {
-        self.client
-            .send(&self.plugin_id, &self.caps, &self.secrets, req)
-    }
-
-    /// Downloads a file for the host itself (an attachment's `fetch`),
-    /// under the plugin's permissions, decoding base64 when asked.
-    pub(crate) fn download(
-        &self,
-        spec: &FetchSpec,
-        out: &mut dyn std::io::Write,
-    ) -> Result<u64, DownloadError> {
-        self.client
-            .download(&self.plugin_id, &self.caps, &self.secrets, spec, out)
-    }
-}
-
-/// A response whose body the plugin reads in chunks.
-pub struct HttpResponse {
-    /// Status code.
-    pub status: u16,
-    /// Response headers, names in lower case.
-    pub headers: Vec<(String, String)>,
-    /// The body, read as it arrives.
-    pub body: Box<dyn Read + Send + Sync>,
-}
-
-/// A request as the host performs it, before secrets are filled in.
-pub struct Outbound<'a> {
-    pub method: &'static str,
-    pub url: &'a str,
-    pub headers: &'a [(String, String)],
-    pub secret_headers: &'a [(String, String)],
-    pub body: Option<&'a [u8]>,
-    pub timeout: Option<Duration>,
-}
-
-impl HttpClient {
-    /// A client over real HTTP ([`UreqTransport`]) that follows no redirects.
-    pub fn new() -> HttpClient {
-        HttpClient::with_transport(Arc::new(UreqTransport::new()))
-    }
-
-    /// A client over `transport`; the allow-list and secret checks stay in
-    /// front of it.
-    pub fn with_transport(transport: Arc<dyn HttpTransport>) -> HttpClient {
-        HttpClient { transport }
-    }
-
-    /// Sends a request if `caps` allow its origin.
-    fn send(
-        &self,
-        plugin_id: &str,
-        caps: &Capabilities,
-        secrets: &SecretStore,
-        req: Outbound<'_>,
-    ) -> Result<HttpResponse, HttpError> {
+    /// Sends a request if the plugin's capabilities allow its origin, with
+    /// its secret headers filled in.
+    pub(crate) fn send(&self, req: Outbound<'_>) -> Result<HttpResponse, HttpError> {
+        let (plugin_id, caps) = (self.plugin_id.as_str(), &self.caps);
         let url = url::Url::parse(req.url)
             .map_err(|e| HttpError::InvalidRequest(format!("bad URL `{}`: {e}", req.url)))?;
         if !caps.allows(&url) {
@@ -307,12 +254,12 @@ impl HttpClient {
                     "secret `{secret}` is not declared by the plugin or not granted by the operator"
                 )));
             }
-            let value = secrets.get(secret).ok_or_else(|| {
+            let value = self.secrets.get(secret).ok_or_else(|| {
                 HttpError::InvalidRequest(format!("secret `{secret}` has no value set"))
             })?;
             headers.push((name.clone(), value.expose().to_string()));
         }
-        let response = self.transport.send(TransportRequest {
+        let response = self.client.transport.send(TransportRequest {
             method: req.method,
             url: &url,
             headers,
@@ -326,28 +273,22 @@ impl HttpClient {
         })
     }
 
-    fn download(
+    /// Downloads a file for the host itself (an attachment's `fetch`),
+    /// under the plugin's permissions, decoding base64 when asked.
+    pub(crate) fn download(
         &self,
-        plugin_id: &str,
-        caps: &Capabilities,
-        secrets: &SecretStore,
         spec: &FetchSpec,
         out: &mut dyn std::io::Write,
     ) -> Result<u64, DownloadError> {
         let response = self
-            .send(
-                plugin_id,
-                caps,
-                secrets,
-                Outbound {
-                    method: "GET",
-                    url: &spec.url,
-                    headers: &spec.headers,
-                    secret_headers: &spec.secret_headers,
-                    body: None,
-                    timeout: Some(MAX_TIMEOUT),
-                },
-            )
+            .send(Outbound {
+                method: "GET",
+                url: &spec.url,
+                headers: &spec.headers,
+                secret_headers: &spec.secret_headers,
+                body: None,
+                timeout: Some(MAX_TIMEOUT),
+            })
             .map_err(DownloadError::Request)?;
         if response.status != 200 {
             let retry_after = response
@@ -368,6 +309,38 @@ impl HttpClient {
             }
         };
         copied.map_err(DownloadError::Body)
+    }
+}
+
+/// A response whose body the plugin reads in chunks.
+pub struct HttpResponse {
+    pub(crate) status: u16,
+    /// Names in lower case.
+    pub(crate) headers: Vec<(String, String)>,
+    pub(crate) body: Box<dyn Read + Send + Sync>,
+}
+
+/// A request as the host performs it, before secrets are filled in.
+pub(crate) struct Outbound<'a> {
+    pub method: &'static str,
+    pub url: &'a str,
+    pub headers: &'a [(String, String)],
+    /// Header names and the secrets whose values they carry.
+    pub secret_headers: &'a [(String, String)],
+    pub body: Option<&'a [u8]>,
+    pub timeout: Option<Duration>,
+}
+
+impl HttpClient {
+    /// A client over real HTTP ([`UreqTransport`]) that follows no redirects.
+    pub fn new() -> HttpClient {
+        HttpClient::with_transport(Arc::new(UreqTransport::new()))
+    }
+
+    /// A client over `transport`; the allow-list and secret checks stay in
+    /// front of it.
+    pub fn with_transport(transport: Arc<dyn HttpTransport>) -> HttpClient {
+        HttpClient { transport }
     }
 }
 
