@@ -6,12 +6,10 @@ use std::io::{self, Read, Write};
 use std::path::Path;
 use std::sync::Arc;
 
-use sha2::{Digest, Sha256};
-
 use super::spool::{SPOOL_BUFFER, new_spool_file};
 use super::writer::Built;
 use connector_model::TimestampMs;
-use connector_model::digest::{HashingWriter, hex};
+use connector_model::digest::{HashingWriter, sha256_hex};
 
 /// An email built from one message.
 ///
@@ -53,7 +51,7 @@ impl Email {
     /// An email whose RFC 5322 bytes (CRLF line endings) are given whole;
     /// its SHA-256 is computed here.
     pub fn from_bytes(message_id: String, bytes: Vec<u8>, sent_at: TimestampMs) -> Email {
-        let sha256 = hex(&Sha256::digest(&bytes));
+        let sha256 = sha256_hex(&bytes);
         Email {
             message_id,
             sha256,

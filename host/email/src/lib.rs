@@ -32,7 +32,7 @@ use mail_builder::mime::{BodyPart, MimePart};
 use sha2::{Digest, Sha256};
 use writer::{AttachmentSource, EmailWriter, WriteError};
 
-use connector_model::digest::hex;
+use connector_model::digest::{hex, sha256_hex};
 use connector_model::{
     AttachmentData, Conversation, ConversationKind, Message, MessageKind, Person, Relation,
 };
@@ -763,7 +763,7 @@ pub fn placeholder_local_part(id: &str) -> String {
     }
     let cut: String = out.chars().take(48).collect();
     let cut = cut.trim_end_matches('.');
-    let hash = hex(&Sha256::digest(id.as_bytes()));
+    let hash = sha256_hex(id.as_bytes());
     let sep = if cut.is_empty() { "" } else { "-" };
     format!("{cut}{sep}{}", &hash[..8])
 }

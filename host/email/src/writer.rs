@@ -7,10 +7,9 @@ use std::io::{self, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
 use encodify::base64::MIME;
-use sha2::{Digest, Sha256};
 
 use super::spool::{SPOOL_BUFFER, new_spool_file};
-use connector_model::digest::{HashingWriter, hex};
+use connector_model::digest::{HashingWriter, sha256_hex};
 
 /// Input bytes per base64 line (76 characters).
 const LINE_INPUT: usize = 57;
@@ -103,7 +102,7 @@ impl<'a> EmailWriter<'a> {
         }
         let (spool, sha256) = match self.file.take() {
             // In memory: hashed in one pass, faster than write by write.
-            None => (None, hex(&Sha256::digest(&self.memory))),
+            None => (None, sha256_hex(&self.memory)),
             Some((file, path)) => {
                 let file = file
                     .into_inner()
