@@ -23,7 +23,7 @@ impl ConnectorConfig {
         else {
             return message.to_string();
         };
-        let file_line = key_line(&self.path, key).unwrap_or(0);
+        let file_line = key_line(&self.path, key).unwrap_or(1);
         format!(
             "{}:{file_line}: `{key}` in [plugin-config]: {}",
             self.path.display(),
@@ -59,14 +59,20 @@ fn json_position(message: &str) -> Option<(&str, usize, usize)> {
     Some((&message[..at], line.parse().ok()?, column.parse().ok()?))
 }
 
-/// The 1-based line of `key` in the `[plugin-config]` table of the file.
+/// The 1-based line of `key` in the `[plugin-config]` table of the file, or
+/// of the table's header when the key is written another way (a dotted key,
+/// an inline table).
 fn key_line(path: &std::path::Path, key: &str) -> Option<usize> {
     let text = std::fs::read_to_string(path).ok()?;
     let mut in_table = false;
+    let mut header = None;
     for (n, line) in text.lines().enumerate() {
         let line = line.trim();
         if line.starts_with('[') {
             in_table = line == "[plugin-config]";
+            if in_table {
+                header = Some(n + 1);
+            }
             continue;
         }
         let name = line
@@ -78,7 +84,7 @@ fn key_line(path: &std::path::Path, key: &str) -> Option<usize> {
             return Some(n + 1);
         }
     }
-    None
+    header
 }
 
 #[cfg(test)]
