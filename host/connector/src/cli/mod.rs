@@ -662,7 +662,7 @@ fn quarantine_list(state_dir: &Path, connector: Option<&str>, json: bool) -> Res
             rows.push(QuarantineRow {
                 connector: c.clone(),
                 item_id: q.item_id,
-                sent_at: status::iso(q.sent_at_ms),
+                sent_at: connector_model::time::iso(q.sent_at_ms),
                 message_id: q.message_id,
                 unmapped: q.unmapped.iter().map(|p| p.id.clone()).collect(),
                 reason: q.reason,

@@ -12,7 +12,7 @@ use std::sync::Mutex;
 
 use crate::config::ConnectorConfig;
 use crate::pipeline::RunObserver;
-use connector_model::time::now_ms;
+use connector_model::time::{iso, now_ms};
 use connector_runtime::PluginManifest;
 use connector_state::{
     ConnectorTotals, RunCounts, RunId, RunKind, RunOutcome, RunRecord, StateError, StateStore,
@@ -113,8 +113,6 @@ pub struct StatusReport {
     /// The connectors, in the order configured.
     pub connectors: Vec<ConnectorStatus>,
 }
-
-pub use connector_model::time::iso;
 
 /// What the daemon knows live about each connector: the run it is on, its
 /// progress, and when it runs next.
