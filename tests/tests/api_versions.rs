@@ -10,7 +10,7 @@ use connector_e2e::*;
 use connector_host::config::ConnectorConfig;
 use connector_host::pipeline::{Host, RunOptions};
 use connector_plugin_harness::{Harness, HarnessError, Relation, attachment_bytes};
-use connector_runtime::api_version::SUPPORTED_API_VERSIONS;
+use connector_runtime::api_version::{ApiVersion, ApiVersionError, SUPPORTED_API_VERSIONS};
 use connector_runtime::wasm::{PluginEngine, api_version};
 
 fn fixture() -> std::path::PathBuf {
@@ -27,11 +27,11 @@ fn the_version_is_read_from_the_component_itself() {
     assert_eq!(versions.into_iter().collect::<Vec<_>>(), ["0.1.0"]);
     assert_eq!(
         api_version::detect(engine.engine(), &component, "0.1.0").unwrap(),
-        api_version::ApiVersion::V0_1_0
+        ApiVersion::V0_1_0
     );
     assert!(matches!(
         api_version::detect(engine.engine(), &component, "0.2.0"),
-        Err(api_version::ApiVersionError::ManifestMismatch { .. })
+        Err(ApiVersionError::ManifestMismatch { .. })
     ));
 }
 

@@ -3,7 +3,7 @@
 //! package version (`connector:source/source@0.1.0`), whatever the manifest
 //! says.
 
-pub use crate::api_version::{ApiVersion, ApiVersionError, PACKAGE, SUPPORTED_API_VERSIONS};
+use crate::api_version::{ApiVersion, ApiVersionError, PACKAGE};
 
 use std::collections::BTreeSet;
 

@@ -26,7 +26,6 @@ mod versioned;
 /// The newest WIT world's bindings: the types the host works with.
 use since_v0_1_0 as latest;
 
-pub use api_version::{ApiVersion, ApiVersionError, SUPPORTED_API_VERSIONS};
 pub use engine::PluginEngine;
 pub use runner::{WasmPlugin, WasmSession};
 pub use sandbox::{LogLine, LogSink};

@@ -5,12 +5,13 @@
 use wasmtime::component::{Component, Linker, ResourceAny};
 use wasmtime::{Store, Trap};
 
-use super::api_version::{self, ApiVersion};
+use super::api_version;
 use super::convert;
 use super::engine::PluginEngine;
 use super::latest::types as wit;
 use super::sandbox::{LogSink, SandboxState};
 use super::versioned::{Instance, InstancePre};
+use crate::api_version::ApiVersion;
 use crate::attachments::{self, AttachmentSession, AttachmentSpool, MAX_CHECKPOINT};
 use crate::context::PluginContext;
 use crate::{KvAccess, Page, PluginError, PluginHttp, PluginManifest};

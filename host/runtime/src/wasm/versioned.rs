@@ -15,10 +15,10 @@
 use wasmtime::Store;
 use wasmtime::component::{Component, HasSelf, Linker, ResourceAny};
 
-use super::api_version::ApiVersion;
 use super::latest::types as wit;
 use super::sandbox::SandboxState;
 use super::since_v0_1_0;
+use crate::api_version::ApiVersion;
 
 /// A component linked to the host imports of its API version, ready to be
 /// instantiated once per session.
