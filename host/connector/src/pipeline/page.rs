@@ -62,14 +62,20 @@ impl PageStage<'_> {
         db: &SharedStore,
         run: RunId,
     ) -> Result<RunCounts, RunError> {
-        for c in &page.conversations {
-            conversations.insert(c.id.clone(), c.clone());
+        // Only new or changed descriptions are stored: a plugin may repeat
+        // a conversation on every page.
+        let mut described = Vec::new();
+        for c in page.conversations {
+            if conversations.get(&c.id) != Some(&c) {
+                described.push(c.clone());
+                conversations.insert(c.id.clone(), c);
+            }
         }
         self.recall_conversations(&page.messages, conversations, db)?;
         let commit = PageCommit {
             checkpoint: page.checkpoint,
             checkpoint_slot: self.checkpoint_slot.clone(),
-            conversations: page.conversations,
+            conversations: described,
             ..PageCommit::default()
         };
         let mut plan = self.plan(&page.messages, conversations, commit, db)?;
