@@ -1,27 +1,36 @@
 //! What can go wrong with the state store, worded so the operator knows
 //! what to do.
 
-use std::path::PathBuf;
-
 use crate::records::RunId;
+
+/// A backend's own error (SQLite's, PostgreSQL's), kept as the source.
+pub type BackendError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// What the operator should check when a SQLite state fails.
+pub const SQLITE_HINT: &str = "check free disk space, and run `sqlite3 <state file> 'PRAGMA integrity_check'` if it persists";
+
+/// What the operator should check when a PostgreSQL state fails.
+pub const POSTGRES_HINT: &str = "check that the PostgreSQL server is up and reachable, and its log; workers retry on their own once it is back";
 
 /// What went wrong with the state database.
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
     /// The database could not be opened or prepared.
-    #[error("cannot open the state database {}: {source}; check the path, its folder's permissions and free space, and that the file is a database written by this connector", path.display())]
+    #[error("cannot open the state database {location}: {source}; {hint}")]
     Open {
-        /// The database file.
-        path: PathBuf,
-        /// What SQLite said.
+        /// The database file, or the server's URL without its password.
+        location: String,
+        /// What the backend said.
         #[source]
-        source: rusqlite::Error,
+        source: BackendError,
+        /// What to check, for this backend.
+        hint: &'static str,
     },
     /// The database was written by a newer release.
-    #[error("the state database {} has schema version {found}, but this release understands up to {supported}; run the newer connector release that wrote it, or restore a backup", path.display())]
+    #[error("the state database {location} has schema version {found}, but this release understands up to {supported}; run the newer connector release that wrote it (every worker of a fleet must be upgraded together), or restore a backup")]
     NewerSchema {
-        /// The database file.
-        path: PathBuf,
+        /// The database file, or the server's URL without its password.
+        location: String,
         /// Its schema version.
         found: i64,
         /// The newest version this build knows.
@@ -31,10 +40,33 @@ pub enum StateError {
     #[error("{0}; check the state folder's path, permissions and free space")]
     Io(String),
     /// A query failed.
-    #[error(
-        "state database error: {0}; check free disk space, and run `sqlite3 <state file> 'PRAGMA integrity_check'` if it persists"
-    )]
-    Sqlite(#[from] rusqlite::Error),
+    #[error("state database error: {source}; {hint}")]
+    Query {
+        /// What the backend said.
+        #[source]
+        source: BackendError,
+        /// What to check, for this backend.
+        hint: &'static str,
+    },
+    /// The connection to a database server is lost; the next call
+    /// reconnects, and nothing of the failed call was stored.
+    #[error("the state database {location} is unreachable: {source}; {}", POSTGRES_HINT)]
+    Unavailable {
+        /// The server's URL without its password.
+        location: String,
+        /// What the client said.
+        #[source]
+        source: BackendError,
+    },
+    /// A page was committed under a lease another worker has since taken:
+    /// nothing of it was stored.
+    #[error("the lease on connector `{connector}` was taken over by another worker (this worker's fencing token {token} is stale), so this worker's commit was refused and the run stops; the other worker continues from the last committed checkpoint, nothing is lost. If it happens often, raise the lease time (`--lease-secs`) or find what pauses this worker")]
+    Fenced {
+        /// The connector.
+        connector: String,
+        /// The stale token.
+        token: u64,
+    },
     /// The run is not in the database (for this connector).
     #[error(
         "run {run} is not in the state database (or belongs to another connector); this is a host bug, please report it"
@@ -77,4 +109,24 @@ pub enum StateError {
         /// The limit.
         limit: u64,
     },
+}
+
+#[cfg(feature = "sqlite")]
+impl From<rusqlite::Error> for StateError {
+    fn from(e: rusqlite::Error) -> StateError {
+        StateError::Query {
+            source: Box::new(e),
+            hint: SQLITE_HINT,
+        }
+    }
+}
+
+#[cfg(feature = "postgres")]
+impl From<postgres::Error> for StateError {
+    fn from(e: postgres::Error) -> StateError {
+        StateError::Query {
+            source: Box::new(e),
+            hint: POSTGRES_HINT,
+        }
+    }
 }

@@ -7,23 +7,27 @@
 //! Everything goes through the [`StateStore`] trait ([`store`]), one trait
 //! per table; [`StateStore::commit_page`] is the crash-safety core, writing
 //! a page's ledger entries, quarantine records, counts and checkpoint in
-//! one transaction. [`SqliteStore`] ([`sqlite`]) is the first backend: one
-//! SQLite file per host.
+//! one transaction. The backends are crates of their own:
+//! `connector-state-sqlite` (one file per host, the default) and
+//! `connector-state-postgres` (shared by a fleet of workers).
 
 pub mod error;
+pub mod fleet;
 pub mod records;
-pub mod sqlite;
 pub mod store;
 
-pub use error::StateError;
+pub use error::{BackendError, POSTGRES_HINT, SQLITE_HINT, StateError};
 pub use records::{
     CheckpointSlot, ConnectorTotals, DeliveredPair, FailureKind, LedgerEntry, PageCommit,
     QuarantineEntry, RunCounts, RunFailure, RunId, RunKind, RunOutcome, RunRecord, SeenItem,
 };
-pub use sqlite::{SCHEMA_VERSION, SqliteStore};
 pub use store::{
     Checkpoints, ConversationDirectory, DeliveryLedger, PluginValues, QuarantineStore, RunHistory,
-    RunLock, SharedStore, StateStore,
+    SharedStore, StateStore,
+};
+pub use fleet::{
+    DEFAULT_LEASE, Fingerprint, Fleet, LeaseKeeper, LeaseLiveness, LeaseRecord, LeaseRequest,
+    LockOutcome, RunLock, WorkerRecord,
 };
 
 /// The store's traits, to call their methods: `use connector_state::prelude::*`.
@@ -32,4 +36,5 @@ pub mod prelude {
         Checkpoints, ConversationDirectory, DeliveryLedger, PluginValues, QuarantineStore,
         RunHistory, StateStore,
     };
+    pub use crate::fleet::Fleet;
 }

@@ -12,6 +12,7 @@ use std::collections::HashSet;
 use connector_model::{Conversation, TimestampMs};
 
 use crate::error::StateError;
+use crate::fleet::{Fleet, LeaseRequest, LockOutcome};
 use crate::records::*;
 
 /// A connector's resume positions: where its source plugin continues, and a
@@ -179,23 +180,6 @@ pub trait ConversationDirectory {
     -> Result<Vec<Conversation>, StateError>;
 }
 
-/// Held while a connector runs; the lock is released when it is dropped
-/// (and by the operating system or the database when the process dies).
-pub struct RunLock(#[allow(dead_code)] Box<dyn std::any::Any + Send>);
-
-impl RunLock {
-    /// A lock held for as long as `guard` lives.
-    pub fn new(guard: impl std::any::Any + Send) -> RunLock {
-        RunLock(Box::new(guard))
-    }
-}
-
-impl std::fmt::Debug for RunLock {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("RunLock")
-    }
-}
-
 /// The whole state of a host: every table, and the writes across them.
 pub trait StateStore:
     Checkpoints
@@ -204,6 +188,7 @@ pub trait StateStore:
     + QuarantineStore
     + PluginValues
     + ConversationDirectory
+    + Fleet
     + Send
 {
     /// Records a page in one transaction: its ledger entries (pairs already
@@ -211,18 +196,22 @@ pub trait StateStore:
     /// earlier ones of the same item), released quarantine items, counts
     /// (added to the run's), the items seen and the failures (for the admin
     /// log and reconciliation) and checkpoint (in its slot). Either all of
-    /// it is stored or, on error, none of it.
+    /// it is stored or, on error, none of it; a `fence` that is no longer
+    /// the connector's lease token is refused with [`StateError::Fenced`]
+    /// (and counted in [`Fleet::fenced_commits`]).
     fn commit_page(
         &mut self,
         connector: &str,
         run: RunId,
+        fence: u64,
         page: &PageCommit,
     ) -> Result<(), StateError>;
 
-    /// Takes the lock that lets one run of `connector` go on at a time,
-    /// across processes (and, with a shared store, across machines);
-    /// `None` when another run holds it.
-    fn lock_runs(&self, connector: &str) -> Result<Option<RunLock>, StateError>;
+    /// Takes the lease that lets one run of `connector` go on at a time,
+    /// across processes and, with a shared store, across machines. The
+    /// lease is renewed until the returned lock is dropped.
+    fn lock_runs(&self, connector: &str, request: &LeaseRequest)
+    -> Result<LockOutcome, StateError>;
 }
 
 /// A store shared by the threads of a host (the run loop, the plugin's

@@ -4,9 +4,9 @@
 use connector_model::Conversation;
 use rusqlite::{Transaction, params};
 
-use super::{SqliteStore, rows_for_ids};
-use crate::error::StateError;
-use crate::store::ConversationDirectory;
+use crate::{SqliteStore, rows_for_ids};
+use connector_state::StateError;
+use connector_state::ConversationDirectory;
 
 impl ConversationDirectory for SqliteStore {
     fn conversations(

@@ -2,10 +2,10 @@
 
 use rusqlite::{OptionalExtension, Transaction, params};
 
-use super::SqliteStore;
-use crate::error::StateError;
-use crate::records::{CheckpointSlot, RunId};
-use crate::store::Checkpoints;
+use crate::SqliteStore;
+use connector_state::StateError;
+use connector_state::{CheckpointSlot, RunId};
+use connector_state::Checkpoints;
 
 impl Checkpoints for SqliteStore {
     fn checkpoint(&self, connector: &str) -> Result<Option<Vec<u8>>, StateError> {

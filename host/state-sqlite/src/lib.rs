@@ -25,9 +25,9 @@ use rusqlite::{Connection, TransactionBehavior, params};
 use schema::MIGRATIONS;
 pub use schema::SCHEMA_VERSION;
 
-use crate::error::StateError;
-use crate::records::{PageCommit, RunId};
-use crate::store::{RunLock, StateStore};
+use connector_state::StateError;
+use connector_state::{PageCommit, RunId};
+use connector_state::{RunLock, StateStore};
 
 /// How long a write waits for another process holding the database.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -73,6 +73,15 @@ fn rows_for_ids<T>(
     Ok(out)
 }
 
+/// The database at `path` could not be opened or brought up to date.
+fn open_error(path: &Path, source: rusqlite::Error) -> StateError {
+    StateError::Open {
+        location: path.display().to_string(),
+        source: Box::new(source),
+        hint: "check the path, its folder's permissions and free space, and that the file is a database written by this connector",
+    }
+}
+
 /// The value stored as `text`, read with `parse`; `what` names it when the
 /// text is not one it knows.
 fn stored<T>(
@@ -91,10 +100,7 @@ impl SqliteStore {
     /// with full synchronous writes, and brings its schema up to date. A
     /// database from a newer release is refused.
     pub fn open(path: &Path) -> Result<SqliteStore, StateError> {
-        let open_error = |source| StateError::Open {
-            path: path.to_path_buf(),
-            source,
-        };
+        let open_error = |source| open_error(path, source);
         let conn = Connection::open(path).map_err(open_error)?;
         conn.busy_timeout(BUSY_TIMEOUT).map_err(open_error)?;
         conn.query_row("PRAGMA journal_mode = WAL", [], |_| Ok(()))
@@ -116,10 +122,7 @@ impl SqliteStore {
     /// A fresh database in memory, for tests.
     pub fn open_in_memory() -> Result<SqliteStore, StateError> {
         let path = Path::new(":memory:");
-        let conn = Connection::open_in_memory().map_err(|source| StateError::Open {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let conn = Connection::open_in_memory().map_err(|source| open_error(path, source))?;
         let mut db = SqliteStore {
             conn,
             path: None,
@@ -151,10 +154,7 @@ impl SqliteStore {
 
     fn migrate(&mut self) -> Result<(), StateError> {
         let path = self.display_path();
-        let open_error = |source| StateError::Open {
-            path: path.clone(),
-            source,
-        };
+        let open_error = |source| open_error(&path, source);
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -176,7 +176,7 @@ impl SqliteStore {
             .map_err(open_error)?;
         if current > SCHEMA_VERSION {
             return Err(StateError::NewerSchema {
-                path,
+                location: path.display().to_string(),
                 found: current,
                 supported: SCHEMA_VERSION,
             });

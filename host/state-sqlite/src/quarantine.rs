@@ -5,10 +5,10 @@ use connector_email::{DEFAULT_SPILL_ABOVE, Email};
 use rusqlite::blob::ZeroBlob;
 use rusqlite::{MAIN_DB, OptionalExtension, Transaction, params};
 
-use super::{SqliteStore, to_u64};
-use crate::error::StateError;
-use crate::records::{QuarantineEntry, RunId};
-use crate::store::QuarantineStore;
+use crate::{SqliteStore, to_u64};
+use connector_state::StateError;
+use connector_state::{QuarantineEntry, RunId};
+use connector_state::QuarantineStore;
 
 impl QuarantineStore for SqliteStore {
     fn quarantine(&self, connector: &str) -> Result<Vec<QuarantineEntry>, StateError> {

@@ -1,7 +1,7 @@
-use super::schema::MIGRATIONS;
-use super::*;
-use crate::prelude::*;
-use crate::records::*;
+use crate::schema::MIGRATIONS;
+use crate::*;
+use connector_state::prelude::*;
+use connector_state::records::*;
 use connector_email::{DEFAULT_SPILL_ABOVE, Email};
 use connector_model::Person;
 use connector_model::limits::{KV_MAX_KEY_BYTES, KV_MAX_VALUE_BYTES, KV_QUOTA_BYTES};

@@ -3,9 +3,9 @@
 use connector_model::limits::{KvLimit, check_kv_write};
 use rusqlite::{OptionalExtension, TransactionBehavior, params};
 
-use super::{SqliteStore, to_u64};
-use crate::error::StateError;
-use crate::store::PluginValues;
+use crate::{SqliteStore, to_u64};
+use connector_state::StateError;
+use connector_state::PluginValues;
 
 impl PluginValues for SqliteStore {
     fn kv_get(&self, connector: &str, key: &str) -> Result<Option<Vec<u8>>, StateError> {

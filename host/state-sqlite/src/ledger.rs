@@ -4,10 +4,10 @@ use std::collections::HashSet;
 
 use rusqlite::{OptionalExtension, Transaction, params};
 
-use super::{SqliteStore, rows_for_ids, to_u64};
-use crate::error::StateError;
-use crate::records::{DeliveredPair, LedgerEntry, RunId};
-use crate::store::DeliveryLedger;
+use crate::{SqliteStore, rows_for_ids, to_u64};
+use connector_state::StateError;
+use connector_state::{DeliveredPair, LedgerEntry, RunId};
+use connector_state::DeliveryLedger;
 
 impl DeliveryLedger for SqliteStore {
     fn is_delivered(

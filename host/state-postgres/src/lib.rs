@@ -1,0 +1,1 @@
+//! PostgreSQL state store (in progress).
