@@ -75,6 +75,16 @@ pub enum StateError {
         /// The stale token.
         token: u64,
     },
+    /// The worker could not renew its lease in time (the state database
+    /// unreachable, or the process paused), so it stops before importing
+    /// more.
+    #[error(
+        "this worker's lease on connector `{connector}` lapsed before it could be renewed (the state database was unreachable or this process was paused), so the run stops before importing more; the next holder resumes from the last committed checkpoint and nothing is lost. If it happens often, check the database's reachability or raise the lease time (`--lease-secs`)"
+    )]
+    LeaseLost {
+        /// The connector.
+        connector: String,
+    },
     /// The run is not in the database (for this connector).
     #[error(
         "run {run} is not in the state database (or belongs to another connector); this is a host bug, please report it"

@@ -234,6 +234,49 @@ impl RunLock {
     pub fn is_live(&self) -> bool {
         self.liveness.is_live()
     }
+
+    /// What a run's pages carry to prove the lease is theirs.
+    pub fn fence(&self) -> Fence {
+        Fence {
+            connector: self.lease.connector.clone(),
+            token: self.lease.token,
+            liveness: self.liveness.clone(),
+        }
+    }
+}
+
+/// A run's proof of its lease, checked before each page is imported (by
+/// the worker, [`Fence::ensure_live`]) and when it is committed (by the
+/// store, against [`Fence::token`]).
+#[derive(Debug, Clone)]
+pub struct Fence {
+    connector: String,
+    token: u64,
+    liveness: LeaseLiveness,
+}
+
+impl Fence {
+    /// The connector leased.
+    pub fn connector(&self) -> &str {
+        &self.connector
+    }
+
+    /// The fencing token.
+    pub fn token(&self) -> u64 {
+        self.token
+    }
+
+    /// Refuses to go on once the lease has lapsed or been lost: another
+    /// worker may already run the connector.
+    pub fn ensure_live(&self) -> Result<(), StateError> {
+        if self.liveness.is_live() {
+            Ok(())
+        } else {
+            Err(StateError::LeaseLost {
+                connector: self.connector.clone(),
+            })
+        }
+    }
 }
 
 impl std::fmt::Debug for RunLock {

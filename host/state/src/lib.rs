@@ -18,8 +18,8 @@ pub mod store;
 
 pub use error::{BackendError, POSTGRES_HINT, SQLITE_HINT, StateError};
 pub use fleet::{
-    DEFAULT_LEASE, Fingerprint, Fleet, LeaseKeeper, LeaseLiveness, LeaseRecord, LeaseRequest,
-    LockOutcome, RunLock, WorkerRecord, fingerprint_conflict,
+    DEFAULT_LEASE, Fence, Fingerprint, Fleet, LeaseKeeper, LeaseLiveness, LeaseRecord,
+    LeaseRequest, LockOutcome, RunLock, WorkerRecord, fingerprint_conflict,
 };
 pub use records::{
     CheckpointSlot, ConnectorTotals, DeliveredPair, FailureKind, LedgerEntry, PageCommit,
