@@ -5,6 +5,7 @@
 
 mod plugin;
 mod progress;
+mod state_args;
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -20,27 +21,21 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::config::ConnectorConfig;
 use crate::daemon::{Daemon, DaemonOptions, prune};
-use crate::pipeline::{Host, RunControl, RunObserver, RunOptions, TimeWindow};
+use crate::pipeline::{RunControl, RunObserver, RunOptions, TimeWindow};
 use crate::report::{self, MailboxCheck};
 use crate::status;
 use connector_runtime::{PluginManifest, manifest};
-use connector_state::{RunId, StateStore};
-use connector_state_sqlite::SqliteStore;
+use connector_state::RunId;
 
 use progress::Progress;
+use state_args::StateArgs;
 
 /// Archives third-party communications into mailboxes.
 #[derive(Parser)]
 #[command(name = "connector", version, about)]
 struct Cli {
-    /// Folder for the state database and the compiled-plugin cache.
-    #[arg(
-        long,
-        global = true,
-        env = "CONNECTOR_STATE_DIR",
-        default_value = "state"
-    )]
-    state_dir: PathBuf,
+    #[command(flatten)]
+    state: StateArgs,
     /// Log filter, e.g. `info`, `debug`, `connector_host=debug,plugin=trace`.
     #[arg(long, global = true, env = "CONNECTOR_LOG", default_value = "info")]
     log: String,
@@ -104,6 +99,14 @@ enum Command {
         /// Connector configuration files.
         #[arg(required = true)]
         configs: Vec<PathBuf>,
+    },
+    /// Lists the workers sharing the state (each daemon is one): their
+    /// heartbeat, whether they are alive, and the connectors whose lease
+    /// each holds.
+    Workers {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Writes a run's admin log as CSV: the counts, then one row per
     /// failure.
@@ -309,27 +312,21 @@ fn dispatch(cli: Cli, progress: Option<Arc<Progress>>) -> Result<ExitCode> {
         } => {
             if once {
                 let window = backfill_window(from.as_deref(), to.as_deref())?;
-                run_once(
-                    &cli.state_dir,
-                    &configs,
-                    max_pages,
-                    window,
-                    retention,
-                    progress,
-                )
+                run_once(&cli.state, &configs, max_pages, window, retention, progress)
             } else {
-                daemon(&cli.state_dir, &configs, None, retention)
+                daemon(&cli.state, &configs, None, retention)
             }
         }
-        Command::Daemon { listen, configs } => daemon(&cli.state_dir, &configs, listen, retention),
-        Command::Validate { configs } => validate(&cli.state_dir, &configs),
-        Command::Status { json, configs } => status(&cli.state_dir, &configs, json),
+        Command::Daemon { listen, configs } => daemon(&cli.state, &configs, listen, retention),
+        Command::Validate { configs } => validate(&cli.state, &configs),
+        Command::Status { json, configs } => status(&cli.state, &configs, json),
+        Command::Workers { json } => workers(&cli.state, json),
         Command::Log {
             run,
             connector,
             last: _,
             out,
-        } => log(&cli.state_dir, run, connector.as_deref(), out.as_deref()),
+        } => log(&cli.state, run, connector.as_deref(), out.as_deref()),
         Command::Reconcile {
             run,
             connector,
@@ -339,7 +336,7 @@ fn dispatch(cli: Cli, progress: Option<Arc<Progress>>) -> Result<ExitCode> {
             check_mailboxes,
             out,
         } => reconcile(
-            &cli.state_dir,
+            &cli.state,
             run,
             connector.as_deref(),
             format,
@@ -349,9 +346,9 @@ fn dispatch(cli: Cli, progress: Option<Arc<Progress>>) -> Result<ExitCode> {
         ),
         Command::Quarantine { action } => match action {
             QuarantineAction::List { connector, json } => {
-                quarantine_list(&cli.state_dir, connector.as_deref(), json)
+                quarantine_list(&cli.state, connector.as_deref(), json)
             }
-            QuarantineAction::Redeliver { configs } => redeliver(&cli.state_dir, &configs),
+            QuarantineAction::Redeliver { configs } => redeliver(&cli.state, &configs),
         },
         Command::Package {
             manifest: source,
@@ -416,12 +413,8 @@ fn backfill_window(from: Option<&str>, to: Option<&str>) -> Result<Option<TimeWi
     Ok(Some(TimeWindow { from_ms, to_ms }))
 }
 
-fn open_host(state_dir: &Path) -> Result<Host> {
-    Host::open(state_dir).context("opening the state folder")
-}
-
 fn run_once(
-    state_dir: &Path,
+    state: &StateArgs,
     configs: &[PathBuf],
     max_pages: Option<u64>,
     window: Option<TimeWindow>,
@@ -429,7 +422,7 @@ fn run_once(
     progress: Option<Arc<Progress>>,
 ) -> Result<ExitCode> {
     let connectors = load_all(configs)?;
-    let host = open_host(state_dir)?;
+    let host = state.open_host()?;
     prune(&host, retention);
     let options = RunOptions { max_pages };
     let stop = Arc::new(AtomicBool::new(false));
@@ -495,13 +488,13 @@ fn install_signal_handler(stop: Arc<AtomicBool>) {
 }
 
 fn daemon(
-    state_dir: &Path,
+    state: &StateArgs,
     configs: &[PathBuf],
     listen: Option<String>,
     retention: Option<Duration>,
 ) -> Result<ExitCode> {
     let connectors = load_all(configs)?;
-    let host = Arc::new(open_host(state_dir)?);
+    let host = Arc::new(state.open_host()?);
     let stop = Arc::new(AtomicBool::new(false));
     install_signal_handler(stop.clone());
     let options = DaemonOptions {
@@ -520,8 +513,8 @@ fn daemon(
     Ok(ExitCode::SUCCESS)
 }
 
-fn validate(state_dir: &Path, configs: &[PathBuf]) -> Result<ExitCode> {
-    let host = open_host(state_dir)?;
+fn validate(state: &StateArgs, configs: &[PathBuf]) -> Result<ExitCode> {
+    let host = state.open_host()?;
     let mut ok = true;
     for path in configs {
         let result = ConnectorConfig::load(path)
@@ -542,27 +535,27 @@ fn validate(state_dir: &Path, configs: &[PathBuf]) -> Result<ExitCode> {
     })
 }
 
-fn open_db(state_dir: &Path) -> Result<Box<dyn StateStore>> {
-    let path = state_dir.join("state.db");
-    if !path.is_file() {
-        bail!(
-            "there is no state database at {}; pass the daemon's `--state-dir` (or set CONNECTOR_STATE_DIR)",
-            path.display()
-        );
-    }
-    Ok(Box::new(SqliteStore::open(&path)?))
-}
-
-fn status(state_dir: &Path, configs: &[PathBuf], json: bool) -> Result<ExitCode> {
+fn status(state: &StateArgs, configs: &[PathBuf], json: bool) -> Result<ExitCode> {
     let connectors = load_all(configs)?;
-    crate::pipeline::create_state_dir(state_dir)
-        .with_context(|| format!("creating the state folder {}", state_dir.display()))?;
-    let db = SqliteStore::open(&state_dir.join("state.db"))?;
-    let report = status::collect(&db, &connectors, None)?;
+    let db = state.open_db_creating()?;
+    let report = status::collect(db.as_ref(), &connectors, None, state.lease_time())?;
     if json {
         say!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         say_raw!("{}", status::render_text(&report));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn workers(state: &StateArgs, json: bool) -> Result<ExitCode> {
+    let db = state.open_db()?;
+    let workers = status::workers(db.as_ref(), state.lease_time())?;
+    if json {
+        say!("{}", serde_json::to_string_pretty(&workers)?);
+    } else if workers.is_empty() {
+        say!("no worker has sent a heartbeat (daemons do, every third of the lease time)");
+    } else {
+        say_raw!("{}", status::render_workers(&workers));
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -577,12 +570,12 @@ fn output(out: Option<&Path>) -> Result<Box<dyn std::io::Write>> {
 }
 
 fn log(
-    state_dir: &Path,
+    state: &StateArgs,
     run: Option<i64>,
     connector: Option<&str>,
     out: Option<&Path>,
 ) -> Result<ExitCode> {
-    let db = open_db(state_dir)?;
+    let db = state.open_db()?;
     let record = report::pick_run(&*db, run.map(RunId), connector)?;
     let log = report::admin_log(&*db, &record)?;
     report::write_admin_log_csv(&log, output(out)?)?;
@@ -590,7 +583,7 @@ fn log(
 }
 
 fn reconcile(
-    state_dir: &Path,
+    state: &StateArgs,
     run: Option<i64>,
     connector: Option<&str>,
     format: Format,
@@ -598,7 +591,7 @@ fn reconcile(
     check_mailboxes: Option<&Path>,
     out: Option<&Path>,
 ) -> Result<ExitCode> {
-    let db = open_db(state_dir)?;
+    let db = state.open_db()?;
     let record = report::pick_run(&*db, run.map(RunId), connector)?;
     let mut sink_holder = None;
     let mut folder = String::new();
@@ -651,8 +644,8 @@ struct QuarantineRow {
     reason: String,
 }
 
-fn quarantine_list(state_dir: &Path, connector: Option<&str>, json: bool) -> Result<ExitCode> {
-    let db = open_db(state_dir)?;
+fn quarantine_list(state: &StateArgs, connector: Option<&str>, json: bool) -> Result<ExitCode> {
+    let db = state.open_db()?;
     let connectors = match connector {
         Some(c) => vec![c.to_string()],
         None => db.connectors()?,
@@ -699,9 +692,9 @@ fn quarantine_list(state_dir: &Path, connector: Option<&str>, json: bool) -> Res
     Ok(ExitCode::SUCCESS)
 }
 
-fn redeliver(state_dir: &Path, configs: &[PathBuf]) -> Result<ExitCode> {
+fn redeliver(state: &StateArgs, configs: &[PathBuf]) -> Result<ExitCode> {
     let connectors = load_all(configs)?;
-    let host = open_host(state_dir)?;
+    let host = state.open_host()?;
     let mut failed = false;
     for config in &connectors {
         match host.redeliver_quarantine(config) {

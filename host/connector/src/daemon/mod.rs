@@ -12,7 +12,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crate::config::ConnectorConfig;
-use crate::pipeline::{Host, RunControl, RunObserver, RunOptions};
+use crate::pipeline::{Host, RunControl, RunError, RunObserver, RunOptions};
 use crate::status::LiveBoard;
 use crate::status::server::{ServeError, StatusServer};
 use connector_model::time::now_ms;
@@ -58,6 +58,7 @@ pub enum DaemonError {
 /// A running daemon.
 pub struct Daemon {
     threads: Vec<JoinHandle<()>>,
+    heartbeat: Option<JoinHandle<()>>,
     server: Option<StatusServer>,
     live: Arc<LiveBoard>,
     stop: Arc<AtomicBool>,
@@ -92,16 +93,25 @@ impl Daemon {
         prune(&host, options.log_retention);
         let live = Arc::new(LiveBoard::default());
         let server = match &options.listen {
-            Some(addr) => {
-                let db_path = host.state_dir().join("state.db");
-                Some(StatusServer::start(
-                    addr,
-                    db_path,
-                    configs.clone(),
-                    live.clone(),
-                )?)
-            }
+            Some(addr) => Some(StatusServer::start(
+                addr,
+                host.state().clone(),
+                configs.clone(),
+                live.clone(),
+                host.lease_time(),
+            )?),
             None => None,
+        };
+        let heartbeat = {
+            let (host, stop) = (host.clone(), stop.clone());
+            let record = host.worker().record(&configs.iter().collect::<Vec<_>>());
+            std::thread::Builder::new()
+                .name("heartbeat".into())
+                .spawn(move || send_heartbeats(&host, &record, &stop))
+                .map_err(|e| DaemonError::Thread {
+                    connector: "(heartbeat)".into(),
+                    message: e.to_string(),
+                })?
         };
         let mut threads = Vec::new();
         for config in configs {
@@ -123,6 +133,7 @@ impl Daemon {
         }
         Ok(Daemon {
             threads,
+            heartbeat: Some(heartbeat),
             server,
             live,
             stop,
@@ -150,7 +161,28 @@ impl Daemon {
         for t in self.threads.drain(..) {
             let _ = t.join();
         }
+        if let Some(t) = self.heartbeat.take() {
+            let _ = t.join();
+        }
         self.server.take();
+    }
+}
+
+/// Tells the state this worker is alive, a third of the lease time apart,
+/// until the daemon stops; then removes it from the fleet's list.
+fn send_heartbeats(host: &Host, record: &connector_state::WorkerRecord, stop: &AtomicBool) {
+    let beat = host.lease_time() / 3;
+    while !stop.load(Ordering::SeqCst) {
+        if let Err(e) = host.db().heartbeat(record) {
+            tracing::warn!("cannot send the heartbeat, retrying: {e}");
+        }
+        let until = std::time::Instant::now() + beat;
+        while std::time::Instant::now() < until && !stop.load(Ordering::SeqCst) {
+            std::thread::sleep(TICK);
+        }
+    }
+    if let Err(e) = host.db().forget_worker(&record.id) {
+        tracing::warn!("cannot remove this worker from the fleet's list: {e}");
     }
 }
 
@@ -192,8 +224,14 @@ impl Worker {
                 None
             }
         };
+        // Set while another run (another worker's) holds the lease: look
+        // again then, to take over if that worker dies.
+        let mut retry_at: Option<i64> = None;
         loop {
-            let due = config.schedule.next_due(last_start).max(now_ms());
+            let due = retry_at
+                .take()
+                .unwrap_or_else(|| config.schedule.next_due(last_start))
+                .max(now_ms());
             self.live.set_next_due(id, due);
             tracing::debug!(
                 connector = id,
@@ -206,6 +244,13 @@ impl Worker {
             }
             if self.stopping() {
                 break;
+            }
+            // Another worker of the fleet may have run it meanwhile.
+            if let Ok(Some(r)) = self.host.db().last_scheduled_run(id) {
+                last_start = last_start.max(Some(r.started_at_ms));
+                if config.schedule.next_due(last_start) > now_ms() {
+                    continue;
+                }
             }
             last_start = Some(now_ms());
             let tracker = Arc::new(Tracker {
@@ -230,6 +275,18 @@ impl Worker {
                     quarantined = s.counts.quarantined,
                     "run finished"
                 ),
+                Ok(Err(RunError::Busy { owner, .. })) => {
+                    let wait = self.host.lease_time() / 2;
+                    tracing::debug!(connector = id, "held by {owner}; looking again in {wait:?}");
+                    last_start = self
+                        .host
+                        .db()
+                        .last_scheduled_run(id)
+                        .ok()
+                        .flatten()
+                        .map(|r| r.started_at_ms);
+                    retry_at = Some(now_ms() + i64::try_from(wait.as_millis()).unwrap_or(i64::MAX));
+                }
                 // The run logged its error; the next due time retries it.
                 Ok(Err(_)) => tracing::info!(
                     connector = id,

@@ -9,12 +9,13 @@ mod plugin_kv;
 mod redeliver;
 mod retry;
 mod spool;
+mod state_location;
 
 use std::collections::{BTreeSet, HashMap};
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use connector_email::{ConvertError, DEFAULT_SPILL_ABOVE, EmailConverter};
@@ -26,10 +27,9 @@ use connector_runtime::{PluginContext, loader};
 use connector_secrets::SecretError;
 use connector_sink::{Sink, SinkError};
 use connector_state::{
-    CheckpointSlot, DEFAULT_LEASE, Fence, RunCounts, RunId, RunKind, RunOutcome, SharedStore,
-    StateError, StateStore,
+    CheckpointSlot, Fence, RunCounts, RunId, RunKind, RunOutcome, SharedStore, StateError,
+    StateStore,
 };
-use connector_state_sqlite::SqliteStore;
 
 use crate::config::{ConfigError, ConnectorConfig};
 use crate::map::{MapError, UserMap};
@@ -37,6 +37,7 @@ use crate::map::{MapError, UserMap};
 pub use lease::{WorkerIdentity, fingerprint};
 pub use redeliver::{RedeliverySummary, connector_sink};
 pub use retry::RetryPolicy;
+pub use state_location::{HostSettings, StateLocation};
 
 /// Why a run failed. Nothing of an unfinished page is committed, so the next
 /// run starts again from the last checkpoint.
@@ -181,6 +182,7 @@ pub struct RunSummary {
 pub struct Host {
     engine: PluginEngine,
     db: SharedStore,
+    state: StateLocation,
     worker: WorkerIdentity,
     lease_time: Duration,
     state_dir: PathBuf,
@@ -201,6 +203,13 @@ pub fn create_state_dir(state_dir: &Path) -> std::io::Result<()> {
 impl Host {
     /// Opens (or creates) the state folder: `state.db` and the compile cache.
     pub fn open(state_dir: &Path) -> Result<Host, RunError> {
+        Host::open_with(state_dir, &HostSettings::default())
+    }
+
+    /// Opens the state `settings` name (by default `state.db` in the state
+    /// folder), and the state folder for this worker's compile cache and
+    /// spool.
+    pub fn open_with(state_dir: &Path, settings: &HostSettings) -> Result<Host, RunError> {
         create_state_dir(state_dir).map_err(|e| {
             StateError::Io(format!(
                 "cannot create the state folder {}: {e}",
@@ -213,14 +222,19 @@ impl Host {
                 state_dir.display()
             ))
         })?;
-        let db = SqliteStore::open(&state_dir.join("state.db"))?;
+        let state = settings
+            .state
+            .clone()
+            .unwrap_or_else(|| StateLocation::Sqlite(state_dir.join("state.db")));
+        let db = state.open_shared()?;
         let engine = PluginEngine::new(Some(&state_dir.join("compile-cache")))?;
         let spool = spool::SpoolDir::create(state_dir)?;
         Ok(Host {
             engine,
-            db: Arc::new(Mutex::new(db)),
+            db,
+            state,
             worker: WorkerIdentity::current(),
-            lease_time: DEFAULT_LEASE,
+            lease_time: settings.lease_time,
             state_dir: state_dir.to_path_buf(),
             spool,
         })
@@ -229,6 +243,11 @@ impl Host {
     /// The state database.
     pub fn db(&self) -> std::sync::MutexGuard<'_, dyn StateStore + 'static> {
         page::lock(&self.db)
+    }
+
+    /// Where the state is.
+    pub fn state(&self) -> &StateLocation {
+        &self.state
     }
 
     /// The state folder.

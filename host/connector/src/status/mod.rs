@@ -11,14 +11,15 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 use crate::config::ConnectorConfig;
-use crate::pipeline::RunObserver;
+use crate::pipeline::{RunObserver, fingerprint};
 use connector_model::time::{iso, now_ms};
 use connector_runtime::PluginManifest;
 use connector_state::{
-    ConnectorTotals, RunCounts, RunId, RunKind, RunOutcome, RunRecord, StateError, StateStore,
+    ConnectorTotals, LeaseRecord, RunCounts, RunId, RunKind, RunOutcome, RunRecord, StateError,
+    StateStore, WorkerRecord, fingerprint_conflict,
 };
 
-pub use render::{render_html, render_metrics, render_text};
+pub use render::{render_html, render_metrics, render_text, render_workers};
 
 /// Where a connector stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -103,15 +104,101 @@ pub struct ConnectorStatus {
     pub totals: ConnectorTotals,
     /// The last run's error, when the last run failed.
     pub last_error: Option<ErrorView>,
+    /// Who holds (or last held) the connector's lease.
+    pub lease: Option<LeaseView>,
+    /// Set when a live worker runs the connector with other files than
+    /// this configuration's: which files differ, and what to do.
+    pub refused: Option<String>,
 }
 
-/// Every connector's status.
+/// A connector's lease as the status shows it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct LeaseView {
+    /// The worker id of the holder.
+    pub owner: String,
+    /// The fencing token of its run.
+    pub token: u64,
+    /// Whether the lease is held now (not released or lapsed).
+    pub held: bool,
+}
+
+/// A worker of the fleet (one process sharing the state).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct WorkerView {
+    /// `host:pid:start`.
+    pub id: String,
+    /// Its machine.
+    pub host: String,
+    /// Its process id there.
+    pub pid: u32,
+    /// The connector release it runs.
+    pub version: String,
+    /// When it started, RFC 3339 UTC.
+    pub started_at: String,
+    /// Its last heartbeat, RFC 3339 UTC.
+    pub heartbeat_at: String,
+    /// Seconds since its last heartbeat, on the state's clock.
+    pub heartbeat_age_secs: f64,
+    /// Whether it sent a heartbeat within the lease time.
+    pub alive: bool,
+    /// The connectors it is configured to run.
+    pub configured: Vec<String>,
+    /// The connectors whose lease it holds now.
+    pub holds: Vec<String>,
+}
+
+/// Every connector's status, and the fleet's.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct StatusReport {
     /// When the report was made, RFC 3339 UTC.
     pub generated_at: String,
     /// The connectors, in the order configured.
     pub connectors: Vec<ConnectorStatus>,
+    /// The workers sharing the state (daemons send heartbeats).
+    pub workers: Vec<WorkerView>,
+    /// Page commits refused because their worker's lease had been taken
+    /// over (each one stored nothing).
+    pub fenced_commits: u64,
+}
+
+/// The fleet as `db` records it: each worker, alive when its heartbeat is
+/// within `lease_time`, with the leases it holds.
+pub fn workers(
+    db: &dyn StateStore,
+    lease_time: std::time::Duration,
+) -> Result<Vec<WorkerView>, StateError> {
+    let clock = db.clock_ms()?;
+    let leases = db.leases()?;
+    Ok(db
+        .workers()?
+        .into_iter()
+        .map(|w| worker_view(w, &leases, clock, lease_time))
+        .collect())
+}
+
+fn worker_view(
+    w: WorkerRecord,
+    leases: &[LeaseRecord],
+    clock: i64,
+    lease_time: std::time::Duration,
+) -> WorkerView {
+    let age_ms = (clock - w.heartbeat_at_ms).max(0);
+    WorkerView {
+        holds: leases
+            .iter()
+            .filter(|l| l.owner == w.id && l.expires_at_ms > clock)
+            .map(|l| l.connector.clone())
+            .collect(),
+        alive: u128::from(age_ms.unsigned_abs()) <= lease_time.as_millis(),
+        heartbeat_age_secs: age_ms as f64 / 1000.0,
+        started_at: iso(w.started_at_ms),
+        heartbeat_at: iso(w.heartbeat_at_ms),
+        configured: w.connectors.into_keys().collect(),
+        id: w.id,
+        host: w.host,
+        pid: w.pid,
+        version: w.version,
+    }
 }
 
 /// What the daemon knows live about each connector: the run it is on, its
@@ -185,13 +272,35 @@ fn process_alive(pid: u32) -> bool {
 /// Builds the status of `configs` from the database and, in the daemon, the
 /// live board. Without a board a run counts as running while the process
 /// that started it is alive.
+/// `lease_time` is the fleet's: a worker whose last heartbeat is older is
+/// shown as gone.
 pub fn collect(
     db: &dyn StateStore,
     configs: &[ConnectorConfig],
     live: Option<&LiveBoard>,
+    lease_time: std::time::Duration,
 ) -> Result<StatusReport, StateError> {
+    let clock = db.clock_ms()?;
+    let leases = db.leases()?;
+    let worker_records = db.workers()?;
     let mut connectors = Vec::with_capacity(configs.len());
     for c in configs {
+        let lease = leases.iter().find(|l| l.connector == c.id);
+        let refused = lease.and_then(|l| {
+            let (differs, worker) = fingerprint_conflict(
+                &c.id,
+                &l.fingerprint,
+                &fingerprint(c),
+                "",
+                &worker_records,
+                clock,
+                lease_time,
+            )?;
+            Some(format!(
+                "worker {worker} runs this connector with a different {}; workers with this configuration refuse it. Deploy the same files on every worker",
+                differs.join(", ")
+            ))
+        });
         let plugin = PluginManifest::load(&c.plugin)
             .map(|m| format!("{} {}", m.id, m.version))
             .unwrap_or_else(|e| format!("manifest unreadable: {e}"));
@@ -263,10 +372,21 @@ pub fn collect(
             quarantined: db.quarantine_count(&c.id)?,
             totals,
             last_error,
+            lease: lease.map(|l| LeaseView {
+                owner: l.owner.clone(),
+                token: l.token,
+                held: l.expires_at_ms > clock,
+            }),
+            refused,
         });
     }
     Ok(StatusReport {
         generated_at: iso(now_ms()),
         connectors,
+        workers: worker_records
+            .into_iter()
+            .map(|w| worker_view(w, &leases, clock, lease_time))
+            .collect(),
+        fenced_commits: db.fenced_commits()?,
     })
 }

@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 
-use super::{ConnectorState, ConnectorStatus, RunView, StatusReport};
+use super::{ConnectorState, ConnectorStatus, LeaseView, RunView, StatusReport, WorkerView};
 use connector_state::RunOutcome;
 
 /// The report for a terminal.
@@ -68,12 +68,65 @@ pub fn render_text(report: &StatusReport) -> String {
             "  delivered: {} (item, mailbox) pair(s); quarantined now: {}",
             c.delivered, c.quarantined
         );
+        if let Some(l) = &c.lease {
+            let _ = writeln!(out, "  lease: {}", lease_text(l));
+        }
+        if let Some(refused) = &c.refused {
+            let _ = writeln!(out, "  refused: {refused}");
+        }
         if let Some(e) = &c.last_error {
             let _ = writeln!(out, "  last error ({} at {}): {}", e.run, e.at, e.message);
             let _ = writeln!(out, "  what to do: {}", e.action);
         }
     }
+    if !report.workers.is_empty() {
+        out.push_str(&render_workers(&report.workers));
+    }
+    if report.fenced_commits > 0 {
+        let _ = writeln!(
+            out,
+            "{} commit(s) refused for a stale lease (each stored nothing)",
+            report.fenced_commits
+        );
+    }
     out
+}
+
+fn lease_text(l: &LeaseView) -> String {
+    format!(
+        "{} by {} (token {})",
+        if l.held { "held" } else { "last held" },
+        l.owner,
+        l.token
+    )
+}
+
+/// The fleet's workers as `connector workers` prints them: one line each.
+pub fn render_workers(workers: &[WorkerView]) -> String {
+    let mut out = String::new();
+    for w in workers {
+        let _ = writeln!(
+            out,
+            "worker {} ({}, version {}): {}, last heartbeat {} ({:.1} s ago); holds: {}; configured: {}",
+            w.id,
+            w.host,
+            w.version,
+            if w.alive { "alive" } else { "gone" },
+            w.heartbeat_at,
+            w.heartbeat_age_secs,
+            list(&w.holds),
+            list(&w.configured)
+        );
+    }
+    out
+}
+
+fn list(items: &[String]) -> String {
+    if items.is_empty() {
+        "none".to_string()
+    } else {
+        items.join(", ")
+    }
 }
 
 fn esc(s: &str) -> String {
@@ -110,6 +163,27 @@ th { color: var(--muted); font-weight: 500; }
 footer { padding: 0 24px 20px; color: var(--muted); font-size: 12px; }
 footer a { color: var(--run); }
 ";
+
+fn workers_card(report: &StatusReport) -> String {
+    let mut rows = String::new();
+    for w in &report.workers {
+        let _ = write!(
+            rows,
+            "<tr data-worker=\"{id}\"><td>{id}</td><td>{version}</td><td>{state}</td><td>{age:.1} s</td><td>{holds}</td></tr>",
+            id = esc(&w.id),
+            version = esc(&w.version),
+            state = if w.alive { "alive" } else { "gone" },
+            age = w.heartbeat_age_secs,
+            holds = esc(&list(&w.holds)),
+        );
+    }
+    format!(
+        "<section class=\"card\" id=\"workers\"><h2>Workers</h2>\
+         <p class=\"plugin\">{} commit(s) refused for a stale lease</p>\
+         <table><tr><th>worker</th><th>version</th><th>state</th><th>heartbeat</th><th>holds</th></tr>{rows}</table></section>",
+        report.fenced_commits
+    )
+}
 
 fn counts_row(label: &str, r: &RunView) -> String {
     format!(
@@ -180,6 +254,12 @@ fn card(c: &ConnectorStatus) -> String {
         format!("{} (item, mailbox) pairs", c.delivered),
     );
     row("Quarantined", format!("{} item(s)", c.quarantined));
+    if let Some(l) = &c.lease {
+        row("Lease", esc(&lease_text(l)));
+    }
+    if let Some(refused) = &c.refused {
+        row("Refused", format!("<b>{}</b>", esc(refused)));
+    }
     h.push_str("</dl>");
     let mut rows = String::new();
     if let Some(r) = &c.current_run {
@@ -266,6 +346,9 @@ pub fn render_html(report: &StatusReport) -> String {
     }
     if report.connectors.is_empty() {
         body.push_str("<section class=\"card\">No connectors configured.</section>");
+    }
+    if !report.workers.is_empty() {
+        body.push_str(&workers_card(report));
     }
     format!(
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
@@ -390,6 +473,47 @@ pub fn render_metrics(report: &StatusReport) -> String {
         "gauge",
         "1 when the last run failed.",
         per(&|c| Some(u8::from(c.state == ConnectorState::Failing).to_string())),
+    );
+    family(
+        "connector_lease_held",
+        "gauge",
+        "1 while a worker holds the connector's lease, by worker.",
+        report
+            .connectors
+            .iter()
+            .filter_map(|c| {
+                let l = c.lease.as_ref()?;
+                Some((
+                    format!(
+                        "connector=\"{}\",worker=\"{}\"",
+                        label(&c.id),
+                        label(&l.owner)
+                    ),
+                    u8::from(l.held).to_string(),
+                ))
+            })
+            .collect(),
+    );
+    family(
+        "connector_worker_heartbeat_age_seconds",
+        "gauge",
+        "Seconds since each worker's last heartbeat.",
+        report
+            .workers
+            .iter()
+            .map(|w| {
+                (
+                    format!("worker=\"{}\",host=\"{}\"", label(&w.id), label(&w.host)),
+                    format!("{:.3}", w.heartbeat_age_secs),
+                )
+            })
+            .collect(),
+    );
+    let _ = writeln!(
+        out,
+        "# HELP connector_fenced_commits_total Page commits refused because their lease was taken over.\n\
+         # TYPE connector_fenced_commits_total counter\nconnector_fenced_commits_total {}",
+        report.fenced_commits
     );
     out
 }

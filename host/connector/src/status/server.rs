@@ -4,15 +4,16 @@
 //! blocks it.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use tiny_http::{Header, Response, Server};
 
 use super::{LiveBoard, collect, render_html, render_metrics};
 use crate::config::ConnectorConfig;
-use connector_state_sqlite::SqliteStore;
+use crate::pipeline::StateLocation;
+use connector_state::StateStore;
 
 /// Why the status server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -35,12 +36,14 @@ pub struct StatusServer {
 
 impl StatusServer {
     /// Starts serving on `addr` (port 0 picks a free port): the status of
-    /// `configs` from the database at `db_path` and the live board.
+    /// `configs` from the state at `state` and the live board; workers are
+    /// alive while their heartbeat is within `lease_time`.
     pub fn start(
         addr: &str,
-        db_path: PathBuf,
+        state: StateLocation,
         configs: Vec<ConnectorConfig>,
         live: Arc<LiveBoard>,
+        lease_time: Duration,
     ) -> Result<StatusServer, ServeError> {
         let server = Server::http(addr).map_err(|e| ServeError {
             addr: addr.to_string(),
@@ -54,7 +57,7 @@ impl StatusServer {
         let serving = server.clone();
         let thread = std::thread::Builder::new()
             .name("status-http".into())
-            .spawn(move || serve(&serving, &db_path, &configs, &live))
+            .spawn(move || serve(&serving, &state, &configs, &live, lease_time))
             .map_err(|e| ServeError {
                 addr: addr.to_string(),
                 message: e.to_string(),
@@ -87,11 +90,12 @@ fn header(name: &str, value: &str) -> Header {
 
 fn serve(
     server: &Server,
-    db_path: &std::path::Path,
+    state: &StateLocation,
     configs: &[ConnectorConfig],
     live: &LiveBoard,
+    lease_time: Duration,
 ) {
-    let mut db: Option<SqliteStore> = None;
+    let mut db: Option<Box<dyn StateStore>> = None;
     for request in server.incoming_requests() {
         let path = request.url().split('?').next().unwrap_or("/").to_string();
         if request.method() != &tiny_http::Method::Get
@@ -101,7 +105,8 @@ fn serve(
             continue;
         }
         if db.is_none() {
-            db = SqliteStore::open(db_path)
+            db = state
+                .open()
                 .map_err(|e| tracing::error!("status server: {e}"))
                 .ok();
         }
@@ -114,7 +119,7 @@ fn serve(
             );
             continue;
         };
-        let report = match collect(conn, configs, Some(live)) {
+        let report = match collect(conn.as_ref(), configs, Some(live), lease_time) {
             Ok(r) => r,
             Err(e) => {
                 tracing::error!("status server: {e}");

@@ -1,0 +1,78 @@
+//! The global flags that say where the state is and how this worker takes
+//! part in a fleet.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+
+use crate::pipeline::{Host, HostSettings, StateLocation, create_state_dir};
+use connector_state::StateStore;
+
+/// Where the state is.
+#[derive(Args)]
+pub struct StateArgs {
+    /// Folder for the state database (SQLite, the default), the
+    /// compiled-plugin cache and the spool.
+    #[arg(
+        long = "state-dir",
+        global = true,
+        env = "CONNECTOR_STATE_DIR",
+        default_value = "state"
+    )]
+    pub dir: PathBuf,
+    /// How long a run's lease lasts, in seconds, without renewal (it is
+    /// renewed every third of it): a worker that dies or hangs loses its
+    /// connectors to another worker after this long. Every worker of a
+    /// fleet should use the same value.
+    #[arg(
+        long = "lease-secs",
+        global = true,
+        env = "CONNECTOR_LEASE_SECS",
+        default_value_t = 30,
+        value_parser = clap::value_parser!(u64).range(3..=3600)
+    )]
+    pub lease_secs: u64,
+}
+
+impl StateArgs {
+    /// The lease time.
+    pub fn lease_time(&self) -> Duration {
+        Duration::from_secs(self.lease_secs)
+    }
+
+    fn location(&self) -> StateLocation {
+        StateLocation::Sqlite(self.dir.join("state.db"))
+    }
+
+    /// The host over this state, creating the state folder when absent.
+    pub fn open_host(&self) -> Result<Host> {
+        let settings = HostSettings {
+            state: Some(self.location()),
+            lease_time: self.lease_time(),
+        };
+        Host::open_with(&self.dir, &settings).context("opening the state")
+    }
+
+    /// The state, which must exist (commands that only read it).
+    pub fn open_db(&self) -> Result<Box<dyn StateStore>> {
+        let location = self.location();
+        if let StateLocation::Sqlite(path) = &location
+            && !path.is_file()
+        {
+            bail!(
+                "there is no state database at {}; pass the daemon's `--state-dir` (or set CONNECTOR_STATE_DIR)",
+                path.display()
+            );
+        }
+        Ok(location.open()?)
+    }
+
+    /// The state, created empty when absent (`status` before any run).
+    pub fn open_db_creating(&self) -> Result<Box<dyn StateStore>> {
+        create_state_dir(&self.dir)
+            .with_context(|| format!("creating the state folder {}", self.dir.display()))?;
+        Ok(self.location().open()?)
+    }
+}
