@@ -3,9 +3,9 @@
 use rusqlite::{OptionalExtension, Transaction, params};
 
 use crate::SqliteStore;
+use connector_state::Checkpoints;
 use connector_state::StateError;
 use connector_state::{CheckpointSlot, RunId};
-use connector_state::Checkpoints;
 
 impl Checkpoints for SqliteStore {
     fn checkpoint(&self, connector: &str) -> Result<Option<Vec<u8>>, StateError> {

@@ -5,8 +5,8 @@ use connector_model::Conversation;
 use rusqlite::{Transaction, params};
 
 use crate::{SqliteStore, rows_for_ids};
-use connector_state::StateError;
 use connector_state::ConversationDirectory;
+use connector_state::StateError;
 
 impl ConversationDirectory for SqliteStore {
     fn conversations(

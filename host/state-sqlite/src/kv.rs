@@ -4,8 +4,8 @@ use connector_model::limits::{KvLimit, check_kv_write};
 use rusqlite::{OptionalExtension, TransactionBehavior, params};
 
 use crate::{SqliteStore, to_u64};
-use connector_state::StateError;
 use connector_state::PluginValues;
+use connector_state::StateError;
 
 impl PluginValues for SqliteStore {
     fn kv_get(&self, connector: &str, key: &str) -> Result<Option<Vec<u8>>, StateError> {

@@ -5,9 +5,9 @@ use std::collections::HashSet;
 use rusqlite::{OptionalExtension, Transaction, params};
 
 use crate::{SqliteStore, rows_for_ids, to_u64};
+use connector_state::DeliveryLedger;
 use connector_state::StateError;
 use connector_state::{DeliveredPair, LedgerEntry, RunId};
-use connector_state::DeliveryLedger;
 
 impl DeliveryLedger for SqliteStore {
     fn is_delivered(
@@ -104,29 +104,64 @@ impl DeliveryLedger for SqliteStore {
 }
 
 /// Records the page's deliveries, inside its transaction; pairs already
-/// recorded keep their first entry.
+/// recorded keep their first entry. An item's fields are stored once, with
+/// its first delivery; a later delivery of another email of the item keeps
+/// that email's SHA-256 in its own row.
 pub(super) fn insert(
     tx: &Transaction<'_>,
     connector: &str,
     run: RunId,
     entries: &[LedgerEntry],
 ) -> Result<(), StateError> {
-    let mut insert = tx.prepare_cached(
-        "INSERT OR IGNORE INTO ledger (connector, item_id, mailbox, message_id,
-            email_sha256, source_sha256, receipt, delivered_at_ms, run_id)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+    let mut find = tx.prepare_cached(
+        "SELECT item_key, email_sha256 FROM ledger_items WHERE connector = ?1 AND item_id = ?2",
     )?;
+    let mut add_item = tx.prepare_cached(
+        "INSERT INTO ledger_items (connector, item_id, message_id, source_sha256,
+            email_sha256, first_delivered_at_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?;
+    let mut add_delivery = tx.prepare_cached(
+        "INSERT OR IGNORE INTO deliveries (item_key, mailbox, receipt, delivered_at_ms,
+            run_id, email_sha256)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?;
+    let mut last: Option<(&str, i64, String)> = None;
     for e in entries {
-        insert.execute(params![
-            connector,
-            e.item_id,
+        let (key, item_email) = match &last {
+            Some((id, key, email)) if *id == e.item_id => (*key, email.clone()),
+            _ => {
+                let found: Option<(i64, String)> = find
+                    .query_row(params![connector, e.item_id], |r| {
+                        Ok((r.get(0)?, r.get(1)?))
+                    })
+                    .optional()?;
+                let (key, email) = match found {
+                    Some(found) => found,
+                    None => {
+                        add_item.execute(params![
+                            connector,
+                            e.item_id,
+                            e.message_id,
+                            e.source_sha256,
+                            e.email_sha256,
+                            e.delivered_at_ms
+                        ])?;
+                        (tx.last_insert_rowid(), e.email_sha256.clone())
+                    }
+                };
+                last = Some((&e.item_id, key, email.clone()));
+                (key, email)
+            }
+        };
+        let own_email = (e.email_sha256 != item_email).then_some(&e.email_sha256);
+        add_delivery.execute(params![
+            key,
             e.mailbox,
-            e.message_id,
-            e.email_sha256,
-            e.source_sha256,
             e.receipt,
             e.delivered_at_ms,
-            run.0
+            run.0,
+            own_email
         ])?;
     }
     Ok(())

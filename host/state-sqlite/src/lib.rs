@@ -6,6 +6,7 @@
 
 mod checkpoints;
 mod conversations;
+mod fleet;
 mod kv;
 mod ledger;
 mod quarantine;
@@ -25,9 +26,10 @@ use rusqlite::{Connection, TransactionBehavior, params};
 use schema::MIGRATIONS;
 pub use schema::SCHEMA_VERSION;
 
-use connector_state::StateError;
-use connector_state::{PageCommit, RunId};
-use connector_state::{RunLock, StateStore};
+use connector_state::{
+    LeaseLiveness, LeaseRequest, LockOutcome, PageCommit, RunId, RunLock, StateError, StateStore,
+};
+use fleet::Taking;
 
 /// How long a write waits for another process holding the database.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -202,12 +204,21 @@ impl StateStore for SqliteStore {
         &mut self,
         connector: &str,
         run: RunId,
+        fence: u64,
         page: &PageCommit,
     ) -> Result<(), StateError> {
         let unmapped = quarantine::unmapped_lists(&page.quarantine)?;
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        if fleet::current_token(&tx, connector)? != Some(fence) {
+            drop(tx);
+            fleet::count_fenced(&self.conn)?;
+            return Err(StateError::Fenced {
+                connector: connector.to_string(),
+                token: fence,
+            });
+        }
         ledger::insert(&tx, connector, run, &page.ledger)?;
         quarantine::insert(&tx, connector, run, &page.quarantine, &unmapped)?;
         quarantine::release(&tx, connector, &page.released)?;
@@ -220,28 +231,54 @@ impl StateStore for SqliteStore {
 
     /// An exclusive lock on `<folder of the database>/locks/<connector>.lock`,
     /// released by the operating system when the process ends, also on
-    /// `kill -9`. In memory, a lock within the process.
-    fn lock_runs(&self, connector: &str) -> Result<Option<RunLock>, StateError> {
-        let Some(path) = &self.path else {
-            return Ok(MemoryLock::take(&self.memory_locks, connector).map(RunLock::new));
+    /// `kill -9` (in memory, a lock within the process); then the lease row
+    /// with the next fencing token. The lease lasts as long as the lock.
+    fn lock_runs(
+        &self,
+        connector: &str,
+        request: &LeaseRequest,
+    ) -> Result<LockOutcome, StateError> {
+        let held = || LockOutcome::Held {
+            owner: "another process on this machine".to_string(),
         };
-        let dir = path.parent().unwrap_or(Path::new(".")).join("locks");
-        let io = |e: std::io::Error| {
-            StateError::Io(format!("cannot use the lock folder {}: {e}", dir.display()))
+        let keep: Box<dyn std::any::Any + Send> = match &self.path {
+            None => match MemoryLock::take(&self.memory_locks, connector) {
+                Some(lock) => Box::new(lock),
+                None => return Ok(held()),
+            },
+            Some(path) => match lock_file(path, connector)? {
+                Some(file) => Box::new(file),
+                None => return Ok(held()),
+            },
         };
-        std::fs::create_dir_all(&dir).map_err(io)?;
-        let file: File = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .read(true)
-            .write(true)
-            .open(dir.join(format!("{connector}.lock")))
-            .map_err(io)?;
-        match file.try_lock() {
-            Ok(()) => Ok(Some(RunLock::new(file))),
-            Err(TryLockError::WouldBlock) => Ok(None),
-            Err(TryLockError::Error(e)) => Err(io(e)),
-        }
+        Ok(match self.take_lease(connector, request)? {
+            Taking::Taken(lease) => {
+                LockOutcome::Taken(RunLock::new(lease, LeaseLiveness::forever(), keep))
+            }
+            Taking::Mismatch { differs, worker } => LockOutcome::Mismatch { differs, worker },
+        })
+    }
+}
+
+/// The connector's lock file next to the database, locked; `None` when
+/// another process holds it.
+fn lock_file(database: &Path, connector: &str) -> Result<Option<File>, StateError> {
+    let dir = database.parent().unwrap_or(Path::new(".")).join("locks");
+    let io = |e: std::io::Error| {
+        StateError::Io(format!("cannot use the lock folder {}: {e}", dir.display()))
+    };
+    std::fs::create_dir_all(&dir).map_err(io)?;
+    let file: File = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(dir.join(format!("{connector}.lock")))
+        .map_err(io)?;
+    match file.try_lock() {
+        Ok(()) => Ok(Some(file)),
+        Err(TryLockError::WouldBlock) => Ok(None),
+        Err(TryLockError::Error(e)) => Err(io(e)),
     }
 }
 

@@ -6,9 +6,9 @@ use rusqlite::blob::ZeroBlob;
 use rusqlite::{MAIN_DB, OptionalExtension, Transaction, params};
 
 use crate::{SqliteStore, to_u64};
+use connector_state::QuarantineStore;
 use connector_state::StateError;
 use connector_state::{QuarantineEntry, RunId};
-use connector_state::QuarantineStore;
 
 impl QuarantineStore for SqliteStore {
     fn quarantine(&self, connector: &str) -> Result<Vec<QuarantineEntry>, StateError> {

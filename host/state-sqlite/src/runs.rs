@@ -5,9 +5,9 @@ use connector_model::TimestampMs;
 use rusqlite::{Transaction, params};
 
 use crate::{SqliteStore, stored, to_i64, to_u64};
+use connector_state::RunHistory;
 use connector_state::StateError;
 use connector_state::records::*;
-use connector_state::RunHistory;
 
 impl RunHistory for SqliteStore {
     fn begin_run(&mut self, connector: &str, started_at_ms: i64) -> Result<RunId, StateError> {

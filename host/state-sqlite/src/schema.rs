@@ -1,7 +1,7 @@
 //! The SQLite schema, as migrations applied in order.
 
 /// Schema version this build writes and understands.
-pub const SCHEMA_VERSION: i64 = 4;
+pub const SCHEMA_VERSION: i64 = 5;
 
 /// Schema migrations, applied in order; a database records each one it has.
 pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[
@@ -133,6 +133,70 @@ pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[
         description TEXT NOT NULL,
         PRIMARY KEY (connector, id)
     ) WITHOUT ROWID;
+    ",
+    ),
+    (
+        5,
+        "ledger split into items and small deliveries; fleet leases, workers and counters",
+        // The per-item fields (Message-ID, SHA-256s) are kept once per item;
+        // a delivery names its item by key and keeps an email SHA-256 only
+        // when it differs from the item's. The view `ledger` shows the old
+        // shape, for queries and for operators using `sqlite3`.
+        "
+    CREATE TABLE ledger_items (
+        item_key INTEGER PRIMARY KEY,
+        connector TEXT NOT NULL,
+        item_id TEXT NOT NULL,
+        message_id TEXT NOT NULL,
+        source_sha256 TEXT NOT NULL,
+        email_sha256 TEXT NOT NULL,
+        first_delivered_at_ms INTEGER NOT NULL,
+        UNIQUE (connector, item_id)
+    );
+    CREATE TABLE deliveries (
+        item_key INTEGER NOT NULL,
+        mailbox TEXT NOT NULL,
+        receipt TEXT NOT NULL,
+        delivered_at_ms INTEGER NOT NULL,
+        run_id INTEGER NOT NULL,
+        email_sha256 TEXT,
+        PRIMARY KEY (item_key, mailbox)
+    ) WITHOUT ROWID;
+    CREATE INDEX deliveries_by_run ON deliveries (run_id);
+    INSERT INTO ledger_items (connector, item_id, message_id, source_sha256, email_sha256,
+        first_delivered_at_ms)
+        SELECT connector, item_id, message_id, source_sha256, email_sha256, MIN(delivered_at_ms)
+        FROM ledger GROUP BY connector, item_id;
+    INSERT INTO deliveries (item_key, mailbox, receipt, delivered_at_ms, run_id, email_sha256)
+        SELECT i.item_key, l.mailbox, l.receipt, l.delivered_at_ms, l.run_id,
+            NULLIF(l.email_sha256, i.email_sha256)
+        FROM ledger l JOIN ledger_items i ON i.connector = l.connector AND i.item_id = l.item_id;
+    DROP TABLE ledger;
+    CREATE VIEW ledger AS
+        SELECT i.connector, i.item_id, d.mailbox, i.message_id,
+            COALESCE(d.email_sha256, i.email_sha256) AS email_sha256, i.source_sha256,
+            d.receipt, d.delivered_at_ms, d.run_id
+        FROM deliveries d JOIN ledger_items i ON i.item_key = d.item_key;
+    CREATE TABLE leases (
+        connector TEXT PRIMARY KEY NOT NULL,
+        owner TEXT NOT NULL,
+        token INTEGER NOT NULL,
+        expires_at_ms INTEGER NOT NULL,
+        fingerprint TEXT NOT NULL
+    );
+    CREATE TABLE workers (
+        id TEXT PRIMARY KEY NOT NULL,
+        host TEXT NOT NULL,
+        pid INTEGER NOT NULL,
+        version TEXT NOT NULL,
+        started_at_ms INTEGER NOT NULL,
+        heartbeat_at_ms INTEGER NOT NULL,
+        connectors TEXT NOT NULL
+    );
+    CREATE TABLE fleet_counters (
+        name TEXT PRIMARY KEY NOT NULL,
+        value INTEGER NOT NULL
+    );
     ",
     ),
 ];

@@ -1,10 +1,11 @@
 use crate::schema::MIGRATIONS;
 use crate::*;
-use connector_state::prelude::*;
-use connector_state::records::*;
 use connector_email::{DEFAULT_SPILL_ABOVE, Email};
 use connector_model::Person;
 use connector_model::limits::{KV_MAX_KEY_BYTES, KV_MAX_VALUE_BYTES, KV_QUOTA_BYTES};
+use connector_state::prelude::*;
+use connector_state::records::*;
+use connector_state::{DEFAULT_LEASE, Fingerprint, LeaseRequest, LockOutcome};
 
 fn entry(item: &str, mailbox: &str) -> LedgerEntry {
     LedgerEntry {
@@ -35,6 +36,19 @@ fn quarantined(item: &str, reason: &str) -> QuarantineEntry {
         }],
         reason: reason.to_string(),
         source_sha256: "s".repeat(64),
+    }
+}
+
+/// Takes the connector's lease (for this one commit) and gives its token.
+fn lease(db: &SqliteStore, connector: &str) -> u64 {
+    let request = LeaseRequest {
+        owner: "test".to_string(),
+        ttl: DEFAULT_LEASE,
+        fingerprint: Fingerprint::new(),
+    };
+    match db.lock_runs(connector, &request).unwrap() {
+        LockOutcome::Taken(lock) => lock.token(),
+        other => panic!("lease of {connector} not taken: {other:?}"),
     }
 }
 
@@ -92,8 +106,13 @@ fn reopening_keeps_data_and_applies_each_migration_once() {
     {
         let mut db = SqliteStore::open(&path).unwrap();
         let run = db.begin_run("c", 1).unwrap();
-        db.commit_page("c", run, &page(vec![entry("m1", "a@x")], b"cp-1"))
-            .unwrap();
+        db.commit_page(
+            "c",
+            run,
+            lease(&db, "c"),
+            &page(vec![entry("m1", "a@x")], b"cp-1"),
+        )
+        .unwrap();
     }
     let db = SqliteStore::open(&path).unwrap();
     assert_eq!(db.checkpoint("c").unwrap(), Some(b"cp-1".to_vec()));
@@ -143,11 +162,13 @@ fn checkpoint_is_absent_until_a_page_stores_one_and_is_per_connector() {
     let mut db = SqliteStore::open_in_memory().unwrap();
     assert_eq!(db.checkpoint("a").unwrap(), None);
     let run = db.begin_run("a", 0).unwrap();
-    db.commit_page("a", run, &page(Vec::new(), b"one")).unwrap();
+    db.commit_page("a", run, lease(&db, "a"), &page(Vec::new(), b"one"))
+        .unwrap();
     assert_eq!(db.checkpoint("a").unwrap(), Some(b"one".to_vec()));
     assert_eq!(db.checkpoint("b").unwrap(), None);
 
-    db.commit_page("a", run, &page(Vec::new(), b"two")).unwrap();
+    db.commit_page("a", run, lease(&db, "a"), &page(Vec::new(), b"two"))
+        .unwrap();
     assert_eq!(db.checkpoint("a").unwrap(), Some(b"two".to_vec()));
 
     db.clear_checkpoint("a").unwrap();
@@ -195,8 +216,10 @@ fn runs_record_outcome_counts_and_error_newest_first() {
 fn finishing_a_run_keeps_the_larger_of_page_counts_and_given_totals() {
     let mut db = SqliteStore::open_in_memory().unwrap();
     let run = db.begin_run("c", 0).unwrap();
-    db.commit_page("c", run, &page(Vec::new(), b"x")).unwrap();
-    db.commit_page("c", run, &page(Vec::new(), b"y")).unwrap();
+    db.commit_page("c", run, lease(&db, "c"), &page(Vec::new(), b"x"))
+        .unwrap();
+    db.commit_page("c", run, lease(&db, "c"), &page(Vec::new(), b"y"))
+        .unwrap();
     let mut pages_total = counts(2);
     pages_total.add(&counts(2));
     assert_eq!(db.last_run("c").unwrap().unwrap().counts, pages_total);
@@ -258,7 +281,7 @@ fn commit_page_records_ledger_quarantine_counts_and_checkpoint_together() {
     let mut db = SqliteStore::open_in_memory().unwrap();
     let run = db.begin_run("c", 0).unwrap();
     let entries = vec![entry("m1", "a@x"), entry("m1", "b@x"), entry("m2", "a@x")];
-    db.commit_page("c", run, &page(entries.clone(), b"cp"))
+    db.commit_page("c", run, lease(&db, "c"), &page(entries.clone(), b"cp"))
         .unwrap();
 
     assert_eq!(db.delivered_count("c").unwrap(), 3);
@@ -280,12 +303,18 @@ fn commit_page_records_ledger_quarantine_counts_and_checkpoint_together() {
 fn ledger_keeps_the_first_entry_of_a_pair() {
     let mut db = SqliteStore::open_in_memory().unwrap();
     let run = db.begin_run("c", 0).unwrap();
-    db.commit_page("c", run, &page(vec![entry("m1", "a@x")], b"1"))
-        .unwrap();
+    db.commit_page(
+        "c",
+        run,
+        lease(&db, "c"),
+        &page(vec![entry("m1", "a@x")], b"1"),
+    )
+    .unwrap();
     let mut again = entry("m1", "a@x");
     again.receipt = "elsewhere".to_string();
     again.delivered_at_ms = 9_999;
-    db.commit_page("c", run, &page(vec![again], b"2")).unwrap();
+    db.commit_page("c", run, lease(&db, "c"), &page(vec![again], b"2"))
+        .unwrap();
     assert_eq!(db.ledger_entries("c").unwrap(), vec![entry("m1", "a@x")]);
     assert_eq!(db.checkpoint("c").unwrap(), Some(b"2".to_vec()));
 }
@@ -294,8 +323,13 @@ fn ledger_keeps_the_first_entry_of_a_pair() {
 fn commit_page_rolls_back_everything_when_a_statement_fails() {
     let mut db = SqliteStore::open_in_memory().unwrap();
     let run = db.begin_run("c", 0).unwrap();
-    db.commit_page("c", run, &page(vec![entry("m0", "a@x")], b"before"))
-        .unwrap();
+    db.commit_page(
+        "c",
+        run,
+        lease(&db, "c"),
+        &page(vec![entry("m0", "a@x")], b"before"),
+    )
+    .unwrap();
     let before = db.last_run("c").unwrap().unwrap().counts;
     // Make the quarantine insert fail after the ledger rows went in.
     db.conn
@@ -306,7 +340,9 @@ fn commit_page_rolls_back_everything_when_a_statement_fails() {
         .unwrap();
     let mut failing = page(vec![entry("m1", "a@x"), entry("m2", "a@x")], b"after");
     failing.quarantine = vec![quarantined("q2", "x")];
-    let err = db.commit_page("c", run, &failing).unwrap_err();
+    let err = db
+        .commit_page("c", run, lease(&db, "c"), &failing)
+        .unwrap_err();
     assert!(err.to_string().contains("injected failure"), "{err}");
 
     assert_eq!(db.delivered_count("c").unwrap(), 1);
@@ -319,7 +355,7 @@ fn commit_page_rolls_back_everything_when_a_statement_fails() {
     db.conn
         .execute_batch("DROP TRIGGER fail_quarantine;")
         .unwrap();
-    db.commit_page("c", run, &failing).unwrap();
+    db.commit_page("c", run, lease(&db, "c"), &failing).unwrap();
     assert_eq!(db.delivered_count("c").unwrap(), 3);
 }
 
@@ -329,7 +365,12 @@ fn commit_page_for_an_unknown_or_foreign_run_changes_nothing() {
     let foreign = db.begin_run("other", 0).unwrap();
     for run in [RunId(999), foreign] {
         let err = db
-            .commit_page("c", run, &page(vec![entry("m1", "a@x")], b"cp"))
+            .commit_page(
+                "c",
+                run,
+                lease(&db, "c"),
+                &page(vec![entry("m1", "a@x")], b"cp"),
+            )
             .unwrap_err();
         assert!(matches!(err, StateError::UnknownRun { .. }), "{err}");
     }
@@ -344,8 +385,13 @@ fn a_committed_page_survives_reopening_the_file() {
     let path = dir.path().join("state.db");
     let mut db = SqliteStore::open(&path).unwrap();
     let run = db.begin_run("c", 0).unwrap();
-    db.commit_page("c", run, &page(vec![entry("m1", "a@x")], b"cp"))
-        .unwrap();
+    db.commit_page(
+        "c",
+        run,
+        lease(&db, "c"),
+        &page(vec![entry("m1", "a@x")], b"cp"),
+    )
+    .unwrap();
     // A second connection (another process) sees it at once.
     let other = SqliteStore::open(&path).unwrap();
     assert!(other.is_delivered("c", "m1", "a@x").unwrap());
@@ -364,9 +410,15 @@ fn delivered_set_answers_for_many_items_at_once() {
         .filter(|i| i % 3 == 0)
         .map(|i| entry(&format!("m{i}"), "a@x"))
         .collect();
-    db.commit_page("c", run, &page(entries, b"cp")).unwrap();
-    db.commit_page("c", run, &page(vec![entry("m3", "b@x")], b"cp"))
+    db.commit_page("c", run, lease(&db, "c"), &page(entries, b"cp"))
         .unwrap();
+    db.commit_page(
+        "c",
+        run,
+        lease(&db, "c"),
+        &page(vec![entry("m3", "b@x")], b"cp"),
+    )
+    .unwrap();
     let owned: Vec<String> = (0..1200).map(|i| format!("m{i}")).collect();
     let ids: Vec<&str> = owned.iter().map(String::as_str).collect();
     let set = db.delivered_set("c", &ids).unwrap();
@@ -383,13 +435,14 @@ fn delivered_set_answers_for_many_items_at_once() {
 fn requarantining_an_item_replaces_it_and_released_items_leave() {
     let mut db = SqliteStore::open_in_memory().unwrap();
     let run = db.begin_run("c", 0).unwrap();
-    db.commit_page("c", run, &page(Vec::new(), b"1")).unwrap();
+    db.commit_page("c", run, lease(&db, "c"), &page(Vec::new(), b"1"))
+        .unwrap();
     let mut again = page(Vec::new(), b"2");
     again.quarantine = vec![
         quarantined("q1", "still unmapped"),
         quarantined("q2", "new"),
     ];
-    db.commit_page("c", run, &again).unwrap();
+    db.commit_page("c", run, lease(&db, "c"), &again).unwrap();
     let q = db.quarantine("c").unwrap();
     assert_eq!(q.len(), 2);
     assert_eq!(q[0].item_id, "q1");
@@ -402,7 +455,7 @@ fn requarantining_an_item_replaces_it_and_released_items_leave() {
         checkpoint: db.checkpoint("c").unwrap().unwrap(),
         ..PageCommit::default()
     };
-    db.commit_page("c", run, &release).unwrap();
+    db.commit_page("c", run, lease(&db, "c"), &release).unwrap();
     let q = db.quarantine("c").unwrap();
     assert_eq!(
         q.iter().map(|e| e.item_id.as_str()).collect::<Vec<_>>(),
@@ -524,7 +577,7 @@ fn a_page_records_what_it_saw_and_what_failed_for_the_admin_log() {
         reason: "no mailbox".into(),
     }];
     p.checkpoint_slot = CheckpointSlot::Key("c#backfill:1..2".into());
-    db.commit_page("c", run, &p).unwrap();
+    db.commit_page("c", run, lease(&db, "c"), &p).unwrap();
     assert_eq!(db.run_items(run).unwrap(), p.seen);
     assert_eq!(db.run_failures(run).unwrap(), p.failures);
     assert_eq!(
@@ -551,7 +604,8 @@ fn a_page_records_what_it_saw_and_what_failed_for_the_admin_log() {
         checkpoint: b"ignored".to_vec(),
         ..PageCommit::default()
     };
-    db.commit_page("c", redeliver, &keep).unwrap();
+    db.commit_page("c", redeliver, lease(&db, "c"), &keep)
+        .unwrap();
     assert_eq!(db.checkpoint("c").unwrap(), None);
 }
 
@@ -567,7 +621,7 @@ fn pruning_removes_old_runs_with_their_items_and_failures_but_never_the_ledger()
         kind: FailureKind::Refused,
         reason: "full".into(),
     }];
-    db.commit_page("c", old, &p).unwrap();
+    db.commit_page("c", old, lease(&db, "c"), &p).unwrap();
     db.finish_run(
         old,
         1_000,
@@ -642,7 +696,7 @@ fn a_big_quarantined_email_is_streamed_into_the_database_and_back_out() {
         email: big.clone(),
         ..quarantined("big", "no mailbox")
     }];
-    db.commit_page("c", run, &commit).unwrap();
+    db.commit_page("c", run, lease(&db, "c"), &commit).unwrap();
 
     let q = db.quarantine("c").unwrap();
     let back = &q[0].email;
@@ -665,11 +719,107 @@ fn described_conversations_are_remembered_and_replaced_with_the_page() {
     let run = db.begin_run("c", 0).unwrap();
     let mut first = page(Vec::new(), b"1");
     first.conversations = vec![room("Old name")];
-    db.commit_page("c", run, &first).unwrap();
+    db.commit_page("c", run, lease(&db, "c"), &first).unwrap();
     let mut renamed = page(Vec::new(), b"2");
     renamed.conversations = vec![room("New name")];
-    db.commit_page("c", run, &renamed).unwrap();
+    db.commit_page("c", run, lease(&db, "c"), &renamed).unwrap();
     let found = db.conversations("c", &["c1", "c2"]).unwrap();
     assert_eq!(found, [room("New name")]);
     assert!(db.conversations("other", &["c1"]).unwrap().is_empty());
+}
+
+#[test]
+fn a_version_4_ledger_is_split_into_items_and_deliveries_keeping_every_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    {
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch(
+            "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY NOT NULL,
+                description TEXT NOT NULL, applied_at TEXT NOT NULL DEFAULT 'then');",
+        )
+        .unwrap();
+        for (version, _, sql) in &MIGRATIONS[..4] {
+            conn.execute_batch(sql).unwrap();
+            conn.execute(
+                "INSERT INTO schema_migrations (version, description) VALUES (?1, 'old')",
+                [version],
+            )
+            .unwrap();
+        }
+        conn.execute_batch(
+            "INSERT INTO ledger VALUES ('c', 'm1', 'a@x', 'm1@x', 'e1', 's1', 'r-a', 20, 1);
+             INSERT INTO ledger VALUES ('c', 'm1', 'b@x', 'm1@x', 'e2', 's1', 'r-b', 10, 2);
+             INSERT INTO ledger VALUES ('d', 'm1', 'a@x', 'm1@y', 'e3', 's3', 'r-c', 30, 3);",
+        )
+        .unwrap();
+    }
+    let db = SqliteStore::open(&path).unwrap();
+    let mut c = db.ledger_entries("c").unwrap();
+    c.sort_by(|x, y| x.mailbox.cmp(&y.mailbox));
+    let got: Vec<_> = c
+        .iter()
+        .map(|e| {
+            (
+                e.mailbox.as_str(),
+                e.email_sha256.as_str(),
+                e.receipt.as_str(),
+                e.delivered_at_ms,
+            )
+        })
+        .collect();
+    assert_eq!(got, [("a@x", "e1", "r-a", 20), ("b@x", "e2", "r-b", 10)]);
+    assert_eq!(db.ledger_entries("d").unwrap()[0].message_id, "m1@y");
+    let (items, own_emails): (i64, i64) = db
+        .conn
+        .query_row(
+            "SELECT (SELECT COUNT(*) FROM ledger_items),
+                    (SELECT COUNT(*) FROM deliveries WHERE email_sha256 IS NOT NULL)",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!(items, 2, "one row per (connector, item)");
+    assert_eq!(
+        own_emails, 1,
+        "only the delivery whose email differs keeps its SHA-256"
+    );
+}
+
+#[test]
+fn a_second_process_cannot_take_a_held_lease_and_a_stale_token_cannot_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    let mut first = SqliteStore::open(&path).unwrap();
+    let second = SqliteStore::open(&path).unwrap();
+    let request = LeaseRequest {
+        owner: "w1".to_string(),
+        ttl: DEFAULT_LEASE,
+        fingerprint: Fingerprint::new(),
+    };
+    let LockOutcome::Taken(lock) = first.lock_runs("c", &request).unwrap() else {
+        panic!("first lease refused");
+    };
+    assert!(matches!(
+        second.lock_runs("c", &request).unwrap(),
+        LockOutcome::Held { .. }
+    ));
+    let stale = lock.token();
+    drop(lock);
+    let LockOutcome::Taken(next) = second.lock_runs("c", &request).unwrap() else {
+        panic!("a released lock was not taken");
+    };
+    assert_eq!(next.token(), stale + 1);
+    let run = first.begin_run("c", 0).unwrap();
+    let err = first
+        .commit_page("c", run, stale, &page(vec![entry("m1", "a@x")], b"cp"))
+        .unwrap_err();
+    assert!(
+        matches!(err, StateError::Fenced { token, .. } if token == stale),
+        "{err}"
+    );
+    assert!(err.to_string().contains("--lease-secs"), "{err}");
+    assert!(!first.is_delivered("c", "m1", "a@x").unwrap());
+    assert_eq!(first.checkpoint("c").unwrap(), None);
+    assert_eq!(second.fenced_commits().unwrap(), 1);
 }

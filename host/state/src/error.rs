@@ -7,7 +7,8 @@ use crate::records::RunId;
 pub type BackendError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 /// What the operator should check when a SQLite state fails.
-pub const SQLITE_HINT: &str = "check free disk space, and run `sqlite3 <state file> 'PRAGMA integrity_check'` if it persists";
+pub const SQLITE_HINT: &str =
+    "check free disk space, and run `sqlite3 <state file> 'PRAGMA integrity_check'` if it persists";
 
 /// What the operator should check when a PostgreSQL state fails.
 pub const POSTGRES_HINT: &str = "check that the PostgreSQL server is up and reachable, and its log; workers retry on their own once it is back";
@@ -27,7 +28,9 @@ pub enum StateError {
         hint: &'static str,
     },
     /// The database was written by a newer release.
-    #[error("the state database {location} has schema version {found}, but this release understands up to {supported}; run the newer connector release that wrote it (every worker of a fleet must be upgraded together), or restore a backup")]
+    #[error(
+        "the state database {location} has schema version {found}, but this release understands up to {supported}; run the newer connector release that wrote it (every worker of a fleet must be upgraded together), or restore a backup"
+    )]
     NewerSchema {
         /// The database file, or the server's URL without its password.
         location: String,
@@ -50,7 +53,10 @@ pub enum StateError {
     },
     /// The connection to a database server is lost; the next call
     /// reconnects, and nothing of the failed call was stored.
-    #[error("the state database {location} is unreachable: {source}; {}", POSTGRES_HINT)]
+    #[error(
+        "the state database {location} is unreachable: {source}; {}",
+        POSTGRES_HINT
+    )]
     Unavailable {
         /// The server's URL without its password.
         location: String,
@@ -60,12 +66,24 @@ pub enum StateError {
     },
     /// A page was committed under a lease another worker has since taken:
     /// nothing of it was stored.
-    #[error("the lease on connector `{connector}` was taken over by another worker (this worker's fencing token {token} is stale), so this worker's commit was refused and the run stops; the other worker continues from the last committed checkpoint, nothing is lost. If it happens often, raise the lease time (`--lease-secs`) or find what pauses this worker")]
+    #[error(
+        "the lease on connector `{connector}` was taken over by another worker (this worker's fencing token {token} is stale), so this worker's commit was refused and the run stops; the other worker continues from the last committed checkpoint, nothing is lost. If it happens often, raise the lease time (`--lease-secs`) or find what pauses this worker"
+    )]
     Fenced {
         /// The connector.
         connector: String,
         /// The stale token.
         token: u64,
+    },
+    /// The worker could not renew its lease in time (the state database
+    /// unreachable, or the process paused), so it stops before importing
+    /// more.
+    #[error(
+        "this worker's lease on connector `{connector}` lapsed before it could be renewed (the state database was unreachable or this process was paused), so the run stops before importing more; the next holder resumes from the last committed checkpoint and nothing is lost. If it happens often, check the database's reachability or raise the lease time (`--lease-secs`)"
+    )]
+    LeaseLost {
+        /// The connector.
+        connector: String,
     },
     /// The run is not in the database (for this connector).
     #[error(

@@ -208,7 +208,11 @@ pub struct RunLock {
 
 impl RunLock {
     /// A lock on `lease`, kept for as long as `keep` lives.
-    pub fn new(lease: LeaseRecord, liveness: LeaseLiveness, keep: impl std::any::Any + Send) -> RunLock {
+    pub fn new(
+        lease: LeaseRecord,
+        liveness: LeaseLiveness,
+        keep: impl std::any::Any + Send,
+    ) -> RunLock {
         RunLock {
             lease,
             liveness,
@@ -230,11 +234,56 @@ impl RunLock {
     pub fn is_live(&self) -> bool {
         self.liveness.is_live()
     }
+
+    /// What a run's pages carry to prove the lease is theirs.
+    pub fn fence(&self) -> Fence {
+        Fence {
+            connector: self.lease.connector.clone(),
+            token: self.lease.token,
+            liveness: self.liveness.clone(),
+        }
+    }
+}
+
+/// A run's proof of its lease, checked before each page is imported (by
+/// the worker, [`Fence::ensure_live`]) and when it is committed (by the
+/// store, against [`Fence::token`]).
+#[derive(Debug, Clone)]
+pub struct Fence {
+    connector: String,
+    token: u64,
+    liveness: LeaseLiveness,
+}
+
+impl Fence {
+    /// The connector leased.
+    pub fn connector(&self) -> &str {
+        &self.connector
+    }
+
+    /// The fencing token.
+    pub fn token(&self) -> u64 {
+        self.token
+    }
+
+    /// Refuses to go on once the lease has lapsed or been lost: another
+    /// worker may already run the connector.
+    pub fn ensure_live(&self) -> Result<(), StateError> {
+        if self.liveness.is_live() {
+            Ok(())
+        } else {
+            Err(StateError::LeaseLost {
+                connector: self.connector.clone(),
+            })
+        }
+    }
 }
 
 impl std::fmt::Debug for RunLock {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RunLock").field("lease", &self.lease).finish()
+        f.debug_struct("RunLock")
+            .field("lease", &self.lease)
+            .finish()
     }
 }
 
@@ -340,11 +389,20 @@ mod tests {
         let workers = [worker("w1", 1_000, "c", fleet.clone())];
         let late = 1_000 + 31_000;
         assert!(
-            fingerprint_conflict("c", &fleet, &print("b", "q"), "w2", &workers, late, DEFAULT_LEASE)
-                .is_none()
+            fingerprint_conflict(
+                "c",
+                &fleet,
+                &print("b", "q"),
+                "w2",
+                &workers,
+                late,
+                DEFAULT_LEASE
+            )
+            .is_none()
         );
         assert!(
-            fingerprint_conflict("c", &fleet, &fleet, "w2", &workers, 2_000, DEFAULT_LEASE).is_none()
+            fingerprint_conflict("c", &fleet, &fleet, "w2", &workers, 2_000, DEFAULT_LEASE)
+                .is_none()
         );
     }
 
@@ -364,18 +422,21 @@ mod tests {
     fn the_keeper_renews_until_the_store_says_the_lease_is_gone() {
         let ttl = Duration::from_millis(90);
         let live = LeaseLiveness::new(ttl);
+        let gone = Arc::new(AtomicBool::new(false));
         let calls = Arc::new(Mutex::new(0));
-        let counted = calls.clone();
+        let (store_says_gone, counted) = (gone.clone(), calls.clone());
         let keeper = LeaseKeeper::spawn(ttl, live.clone(), move || {
-            let mut n = lock(&counted);
-            *n += 1;
-            Ok(*n < 4)
+            *lock(&counted) += 1;
+            Ok(!store_says_gone.load(Ordering::SeqCst))
         });
-        std::thread::sleep(Duration::from_millis(200));
+        std::thread::sleep(Duration::from_millis(250));
         assert!(live.is_live(), "renewed past the first lease time");
-        std::thread::sleep(Duration::from_millis(200));
-        assert!(!live.is_live(), "the fourth renewal was refused");
+        gone.store(true, Ordering::SeqCst);
+        std::thread::sleep(Duration::from_millis(100));
+        assert!(!live.is_live(), "a refused renewal loses the lease at once");
+        let renewals = *lock(&calls);
+        std::thread::sleep(Duration::from_millis(100));
+        assert_eq!(*lock(&calls), renewals, "no renewal after the refusal");
         drop(keeper);
-        assert_eq!(*lock(&calls), 4);
     }
 }

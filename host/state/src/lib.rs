@@ -17,6 +17,10 @@ pub mod records;
 pub mod store;
 
 pub use error::{BackendError, POSTGRES_HINT, SQLITE_HINT, StateError};
+pub use fleet::{
+    DEFAULT_LEASE, Fence, Fingerprint, Fleet, LeaseKeeper, LeaseLiveness, LeaseRecord,
+    LeaseRequest, LockOutcome, RunLock, WorkerRecord, fingerprint_conflict,
+};
 pub use records::{
     CheckpointSlot, ConnectorTotals, DeliveredPair, FailureKind, LedgerEntry, PageCommit,
     QuarantineEntry, RunCounts, RunFailure, RunId, RunKind, RunOutcome, RunRecord, SeenItem,
@@ -25,16 +29,12 @@ pub use store::{
     Checkpoints, ConversationDirectory, DeliveryLedger, PluginValues, QuarantineStore, RunHistory,
     SharedStore, StateStore,
 };
-pub use fleet::{
-    DEFAULT_LEASE, Fingerprint, Fleet, LeaseKeeper, LeaseLiveness, LeaseRecord, LeaseRequest,
-    LockOutcome, RunLock, WorkerRecord,
-};
 
 /// The store's traits, to call their methods: `use connector_state::prelude::*`.
 pub mod prelude {
+    pub use crate::fleet::Fleet;
     pub use crate::store::{
         Checkpoints, ConversationDirectory, DeliveryLedger, PluginValues, QuarantineStore,
         RunHistory, StateStore,
     };
-    pub use crate::fleet::Fleet;
 }

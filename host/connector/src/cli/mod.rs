@@ -24,7 +24,8 @@ use crate::pipeline::{Host, RunControl, RunObserver, RunOptions, TimeWindow};
 use crate::report::{self, MailboxCheck};
 use crate::status;
 use connector_runtime::{PluginManifest, manifest};
-use connector_state::{RunId, SqliteStore, StateStore};
+use connector_state::{RunId, StateStore};
+use connector_state_sqlite::SqliteStore;
 
 use progress::Progress;
 

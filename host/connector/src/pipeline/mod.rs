@@ -3,6 +3,7 @@
 //! checkpoint together.
 
 pub mod faults;
+mod lease;
 mod page;
 mod plugin_kv;
 mod redeliver;
@@ -25,13 +26,15 @@ use connector_runtime::{PluginContext, loader};
 use connector_secrets::SecretError;
 use connector_sink::{Sink, SinkError};
 use connector_state::{
-    CheckpointSlot, RunCounts, RunId, RunKind, RunLock, RunOutcome, SharedStore, SqliteStore,
+    CheckpointSlot, DEFAULT_LEASE, Fence, RunCounts, RunId, RunKind, RunOutcome, SharedStore,
     StateError, StateStore,
 };
+use connector_state_sqlite::SqliteStore;
 
 use crate::config::{ConfigError, ConnectorConfig};
 use crate::map::{MapError, UserMap};
 
+pub use lease::{WorkerIdentity, fingerprint};
 pub use redeliver::{RedeliverySummary, connector_sink};
 pub use retry::RetryPolicy;
 
@@ -69,11 +72,25 @@ pub enum RunError {
     State(#[from] StateError),
     /// Another run of the connector is going on.
     #[error(
-        "connector `{connector}` is already running in another process (the daemon, a backfill or a redelivery); wait until that run ends (`connector status` shows it), then try again"
+        "connector `{connector}` is already running ({owner}: the daemon, a backfill or a redelivery, or another worker of the fleet); wait until that run ends (`connector status` and `connector workers` show it), then try again"
     )]
     Busy {
         /// The connector.
         connector: String,
+        /// Who runs it.
+        owner: String,
+    },
+    /// A live worker runs the connector with other files.
+    #[error(
+        "connector `{connector}` runs on worker {worker} with a different {differs}; every worker of a fleet must run the same files, so this one will not run it. Deploy the same files everywhere (or stop the other worker first, to upgrade)"
+    )]
+    Mismatch {
+        /// The connector.
+        connector: String,
+        /// The files that differ, comma-separated.
+        differs: String,
+        /// A live worker running the other files.
+        worker: String,
     },
 }
 
@@ -164,6 +181,8 @@ pub struct RunSummary {
 pub struct Host {
     engine: PluginEngine,
     db: SharedStore,
+    worker: WorkerIdentity,
+    lease_time: Duration,
     state_dir: PathBuf,
     /// Where big emails are spooled while they are delivered.
     spool: spool::SpoolDir,
@@ -200,6 +219,8 @@ impl Host {
         Ok(Host {
             engine,
             db: Arc::new(Mutex::new(db)),
+            worker: WorkerIdentity::current(),
+            lease_time: DEFAULT_LEASE,
             state_dir: state_dir.to_path_buf(),
             spool,
         })
@@ -208,17 +229,6 @@ impl Host {
     /// The state database.
     pub fn db(&self) -> std::sync::MutexGuard<'_, dyn StateStore + 'static> {
         page::lock(&self.db)
-    }
-
-    /// Takes the lock that lets one run of the connector go on at a time
-    /// (across processes): a `run --once`, a backfill or a redelivery never
-    /// races the daemon into the same mailboxes.
-    fn lock_runs(&self, connector: &str) -> Result<RunLock, RunError> {
-        self.db()
-            .lock_runs(connector)?
-            .ok_or_else(|| RunError::Busy {
-                connector: connector.to_string(),
-            })
     }
 
     /// The state folder.
@@ -274,7 +284,7 @@ impl Host {
             Some(w) => (RunKind::Backfill, Some((w.from_ms, w.to_ms))),
             None => (RunKind::Run, None),
         };
-        let _lock = self.lock_runs(&config.id)?;
+        let lock = self.lock_runs(config)?;
         let run = {
             let mut db = self.db();
             // A run still marked as running was cut short by a crash.
@@ -285,13 +295,14 @@ impl Host {
             observer.run_started(&config.id, run);
         }
         let mut counts = RunCounts::default();
-        let result = self.run_pages(config, options, control, run, &mut counts);
+        let result = self.run_pages(config, options, control, run, lock.fence(), &mut counts);
         let (outcome, error) = match &result {
             Ok(outcome) => (*outcome, None),
             Err(e) => (RunOutcome::Failed, Some(e.to_string())),
         };
         self.db()
             .finish_run(run, now_ms(), outcome, &counts, error.as_deref())?;
+        drop(lock);
         match result {
             Ok(outcome) => Ok(RunSummary {
                 run,
@@ -311,6 +322,7 @@ impl Host {
         options: &RunOptions,
         control: &RunControl,
         run: RunId,
+        fence: Fence,
         counts: &mut RunCounts,
     ) -> Result<RunOutcome, RunError> {
         let manifest = PluginManifest::load(&config.plugin)?;
@@ -339,6 +351,7 @@ impl Host {
                 Some(w) => CheckpointSlot::Key(w.checkpoint_key(&config.id)),
                 None => CheckpointSlot::Connector,
             },
+            fence,
         };
         let checkpoint_key = match &stage.checkpoint_slot {
             CheckpointSlot::Key(key) => key.clone(),

@@ -13,8 +13,8 @@ use connector_model::{Conversation, Mailbox, Message, Person};
 use connector_runtime::{Page, PluginError};
 use connector_sink::{Delivery, Sink, SinkError};
 use connector_state::{
-    CheckpointSlot, FailureKind, LedgerEntry, PageCommit, QuarantineEntry, RunCounts, RunFailure,
-    RunId, SeenItem, SharedStore, StateStore,
+    CheckpointSlot, FailureKind, Fence, LedgerEntry, PageCommit, QuarantineEntry, RunCounts,
+    RunFailure, RunId, SeenItem, SharedStore, StateStore,
 };
 
 /// The per-run settings a page is delivered with.
@@ -25,6 +25,8 @@ pub(super) struct PageStage<'a> {
     pub users: &'a UserMap,
     pub retry: RetryPolicy,
     pub checkpoint_slot: CheckpointSlot,
+    /// The run's lease: checked before importing, carried by the commit.
+    pub fence: Fence,
 }
 
 /// A message's email and who still needs it.
@@ -79,6 +81,9 @@ impl PageStage<'_> {
             ..PageCommit::default()
         };
         let mut plan = self.plan(&page.messages, conversations, commit, db)?;
+        // A worker whose lease lapsed (paused, or cut off from the state)
+        // must not import: another may already deliver these messages.
+        self.fence.ensure_live()?;
         self.import(&plan.pending, sink, &mut plan.commit, &mut plan.counts)?;
         self.commit(plan, db, run)
     }
@@ -217,7 +222,7 @@ impl PageStage<'_> {
         }
         commit.counts = counts.clone();
         faults::reached(Point::Commit);
-        db.commit_page(self.connector, run, &commit)?;
+        db.commit_page(self.connector, run, self.fence.token(), &commit)?;
         Ok(counts)
     }
 
@@ -414,7 +419,8 @@ mod tests {
 
     use connector_model::{ConversationKind, Message, MessageKind, Person};
     use connector_sink::Receipt;
-    use connector_state::SqliteStore;
+    use connector_state::{DEFAULT_LEASE, LeaseRequest, LockOutcome};
+    use connector_state_sqlite::SqliteStore;
 
     /// Refuses one mailbox, stores everything else in memory.
     struct PickySink {
@@ -457,7 +463,16 @@ mod tests {
         }
     }
 
-    fn stage(users: &UserMap) -> PageStage<'_> {
+    /// A stage for connector `t`, holding its lease in `db`.
+    fn stage<'a>(users: &'a UserMap, db: &SharedStore) -> PageStage<'a> {
+        let request = LeaseRequest {
+            owner: "test".into(),
+            ttl: DEFAULT_LEASE,
+            fingerprint: Default::default(),
+        };
+        let LockOutcome::Taken(lease) = lock(db).lock_runs("t", &request).unwrap() else {
+            panic!("lease refused");
+        };
         PageStage {
             connector: "t",
             folder: "INBOX/T".into(),
@@ -465,6 +480,7 @@ mod tests {
             users,
             retry: RetryPolicy::new(0),
             checkpoint_slot: CheckpointSlot::Connector,
+            fence: lease.fence(),
         }
     }
 
@@ -487,14 +503,14 @@ mod tests {
     #[test]
     fn a_conversation_described_once_serves_later_sessions() {
         let users = UserMap::from_pairs([("u-b", "b@x.test")], vec!["x.test".into()]).unwrap();
-        let stage = stage(&users);
+        let db: SharedStore = Arc::new(Mutex::new(SqliteStore::open_in_memory().unwrap()));
+        let stage = stage(&users, &db);
         let conv = Conversation {
             id: "c1".into(),
             kind: ConversationKind::Direct,
             name: None,
             participants: vec![person("u-a", Some("a@x.test")), person("u-b", None)],
         };
-        let db: SharedStore = Arc::new(Mutex::new(SqliteStore::open_in_memory().unwrap()));
         let run = lock(&db).begin_run("t", 0).unwrap();
         let mut sink = PickySink {
             refuse: "",
@@ -535,7 +551,8 @@ mod tests {
     #[test]
     fn refused_mailboxes_and_unmapped_people_are_recorded_as_failures_with_the_page() {
         let users = UserMap::from_pairs([("u-c", "c@x.test")], vec!["x.test".into()]).unwrap();
-        let stage = stage(&users);
+        let db: SharedStore = Arc::new(Mutex::new(SqliteStore::open_in_memory().unwrap()));
+        let stage = stage(&users, &db);
         let conv = Conversation {
             id: "c1".into(),
             kind: ConversationKind::Room,
@@ -552,7 +569,6 @@ mod tests {
             checkpoint: b"1".to_vec(),
             complete: true,
         };
-        let db: SharedStore = Arc::new(Mutex::new(SqliteStore::open_in_memory().unwrap()));
         let run = lock(&db).begin_run("t", 0).unwrap();
         let mut sink = PickySink {
             refuse: "c@x.test",

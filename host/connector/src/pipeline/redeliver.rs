@@ -13,8 +13,8 @@ use connector_model::time::now_ms;
 use connector_runtime::PluginManifest;
 use connector_sink::Delivery;
 use connector_state::{
-    CheckpointSlot, FailureKind, LedgerEntry, PageCommit, QuarantineEntry, RunCounts, RunFailure,
-    RunId, RunKind, RunOutcome,
+    CheckpointSlot, FailureKind, Fence, LedgerEntry, PageCommit, QuarantineEntry, RunCounts,
+    RunFailure, RunId, RunKind, RunOutcome,
 };
 
 /// Quarantined items handled per committed batch.
@@ -57,7 +57,7 @@ impl Host {
         &self,
         config: &ConnectorConfig,
     ) -> Result<RedeliverySummary, RunError> {
-        let _lock = self.lock_runs(&config.id)?;
+        let lease = self.lock_runs(config)?;
         let manifest = PluginManifest::load(&config.plugin)?;
         let users = UserMap::load(
             config.mapping.overrides.as_deref(),
@@ -81,7 +81,7 @@ impl Host {
         let result = (|| -> Result<(), RunError> {
             for chunk in entries.chunks(BATCH) {
                 let counts = self.redeliver_batch(
-                    &config.id,
+                    &lease.fence(),
                     run,
                     chunk,
                     &users,
@@ -105,7 +105,7 @@ impl Host {
     #[allow(clippy::too_many_arguments)]
     fn redeliver_batch(
         &self,
-        connector: &str,
+        fence: &Fence,
         run: RunId,
         entries: &[QuarantineEntry],
         users: &UserMap,
@@ -117,6 +117,8 @@ impl Host {
             checkpoint_slot: CheckpointSlot::Keep,
             ..PageCommit::default()
         };
+        let connector = fence.connector();
+        fence.ensure_live()?;
         let mut counts = RunCounts {
             items_from_source: entries.len() as u64,
             ..RunCounts::default()
@@ -241,7 +243,8 @@ impl Host {
         summary.failed += counts.failed;
         commit.counts = counts.clone();
         faults::reached(Point::Commit);
-        self.db().commit_page(connector, run, &commit)?;
+        self.db()
+            .commit_page(connector, run, fence.token(), &commit)?;
         Ok(counts)
     }
 }

@@ -12,7 +12,7 @@ use tiny_http::{Header, Response, Server};
 
 use super::{LiveBoard, collect, render_html, render_metrics};
 use crate::config::ConnectorConfig;
-use connector_state::SqliteStore;
+use connector_state_sqlite::SqliteStore;
 
 /// Why the status server could not start.
 #[derive(Debug, thiserror::Error)]
