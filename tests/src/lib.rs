@@ -7,6 +7,7 @@ pub mod chat_fixture;
 pub mod dovecot;
 pub mod graph_server;
 pub mod ops;
+pub mod postgres;
 pub mod smtp_server;
 pub mod symphony;
 
