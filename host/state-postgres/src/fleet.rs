@@ -70,10 +70,9 @@ impl Fleet for PostgresStore {
 
     fn leases(&self) -> Result<Vec<LeaseRecord>, StateError> {
         self.with(|c| {
-            // Token 0 marks a row only made for commits without a lease.
             let rows = c.session().query(
                 "SELECT connector, owner, token, expires_at_ms, fingerprint::text FROM leases
-                 WHERE token > 0 ORDER BY connector",
+                 ORDER BY connector",
                 &[],
             )?;
             rows.iter()
@@ -146,27 +145,19 @@ fn worker_record(r: &Row) -> Result<WorkerRecord, Fail> {
 
 /// Locks the connector's lease row for the rest of the page's transaction
 /// (so commits of one connector take turns) and says whether `fence` is
-/// its token. Fence 0 is a commit without a lease, accepted only while no
-/// lease was ever taken (a row with token 0 is made to lock).
+/// its token; a connector never leased has no token to commit under.
 pub(crate) fn hold_for_commit(
     tx: &mut Session<'_, Transaction<'_>>,
     connector: &str,
     fence: u64,
 ) -> Result<bool, Fail> {
-    const LOCK: &str = "SELECT token FROM leases WHERE connector = $1 FOR UPDATE";
-    let token: i64 = match tx.query_opt(LOCK, &[&connector])? {
-        Some(row) => row.get(0),
-        None if fence == 0 => {
-            tx.execute(
-                "INSERT INTO leases (connector, owner, token, expires_at_ms, fingerprint)
-                 VALUES ($1, '', 0, 0, '{}') ON CONFLICT (connector) DO NOTHING",
-                &[&connector],
-            )?;
-            tx.query_one(LOCK, &[&connector])?.get(0)
-        }
-        None => return Ok(false),
-    };
-    Ok(token == to_i64(fence))
+    let token: Option<i64> = tx
+        .query_opt(
+            "SELECT token FROM leases WHERE connector = $1 FOR UPDATE",
+            &[&connector],
+        )?
+        .map(|row| row.get(0));
+    Ok(token == Some(to_i64(fence)))
 }
 
 /// Counts a commit refused for its stale token (after its transaction was
@@ -199,8 +190,8 @@ pub(crate) fn lock_runs(
     let outcome = store.with(|c| {
         let mut s = c.session();
         let row = s.query_one(
-            "SELECT state_now_ms(), (SELECT fingerprint::text FROM leases
-                                     WHERE connector = $1 AND token > 0)",
+            "SELECT state_now_ms(),
+                (SELECT fingerprint::text FROM leases WHERE connector = $1)",
             &[&connector],
         )?;
         let now: i64 = row.get(0);

@@ -1,8 +1,7 @@
 //! The ledger, split in two tables partitioned by month: `ledger_items`
 //! (what is true of an item once) and `deliveries` (one small row per
-//! mailbox an item reached). A delivery's Message-ID and SHA-256s are
-//! stored only when they differ from its item's; reading puts the entry
-//! back together.
+//! mailbox an item reached). A delivery's email SHA-256 is stored only
+//! when it differs from its item's; reading puts the entry back together.
 
 use std::collections::{HashMap, HashSet};
 
@@ -15,9 +14,8 @@ use connector_state::{DeliveredPair, DeliveryLedger, LedgerEntry, RunId, StateEr
 /// joined with `ledger_items i`.
 macro_rules! entry_columns {
     () => {
-        "i.item_id, d.mailbox, COALESCE(d.message_id, i.message_id),
-         COALESCE(d.email_sha256, i.email_sha256), COALESCE(d.source_sha256, i.source_sha256),
-         d.receipt, d.delivered_at_ms, d.run_id"
+        "i.item_id, d.mailbox, i.message_id, COALESCE(d.email_sha256, i.email_sha256),
+         i.source_sha256, d.receipt, d.delivered_at_ms, d.run_id"
     };
 }
 
@@ -200,15 +198,13 @@ pub(crate) fn insert(
         ],
     )?;
     tx.execute(
-        "INSERT INTO deliveries (item, mailbox, receipt, delivered_at_ms, run_id, email_sha256,
-            source_sha256, message_id)
-         SELECT i.id, u.mailbox, u.receipt, u.at, $2, NULLIF(u.email_sha256, i.email_sha256),
-            NULLIF(u.source_sha256, i.source_sha256), NULLIF(u.message_id, i.message_id)
-         FROM UNNEST($3::text[], $4::text[], $5::text[], $6::bigint[], $7::text[], $8::text[],
-                     $9::text[]) WITH ORDINALITY
-            AS u(item_id, mailbox, receipt, at, email_sha256, source_sha256, message_id, n)
+        "INSERT INTO deliveries (item, mailbox, receipt, delivered_at_ms, run_id, email_sha256)
+         SELECT i.id, u.mailbox, u.receipt, u.at, $2, NULLIF(u.email_sha256, i.email_sha256)
+         FROM UNNEST($3::text[], $4::text[], $5::text[], $6::bigint[], $7::text[])
+            WITH ORDINALITY AS u(item_id, mailbox, receipt, at, email_sha256, n)
          JOIN ledger_items i ON i.connector = $1 AND i.item_id = u.item_id
-         WHERE NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.item = i.id AND d.mailbox = u.mailbox)
+         WHERE NOT EXISTS (SELECT 1 FROM deliveries d
+                           WHERE d.item = i.id AND d.mailbox = u.mailbox)
          ORDER BY u.n",
         &[
             &connector,
@@ -218,8 +214,6 @@ pub(crate) fn insert(
             &column(&entries, |e| &e.receipt),
             &times,
             &column(&entries, |e| &e.email_sha256),
-            &column(&entries, |e| &e.source_sha256),
-            &column(&entries, |e| &e.message_id),
         ],
     )?;
     Ok(())

@@ -96,16 +96,14 @@ CREATE INDEX ledger_items_by_item ON ledger_items (connector, item_id);
 CREATE INDEX ledger_items_by_id ON ledger_items (id);
 
 -- A delivery: its item (ledger_items.id), mailbox, receipt, time and run;
--- the Message-ID and SHA-256s only when they differ from the item's.
+-- the email's SHA-256 only when it differs from the item's.
 CREATE TABLE deliveries (
     item bigint NOT NULL,
     mailbox text COLLATE "C" NOT NULL,
     receipt text NOT NULL,
     delivered_at_ms bigint NOT NULL,
     run_id bigint NOT NULL,
-    email_sha256 text,
-    source_sha256 text,
-    message_id text
+    email_sha256 text
 ) PARTITION BY RANGE (delivered_at_ms);
 CREATE INDEX deliveries_by_item ON deliveries (item, mailbox);
 CREATE INDEX deliveries_by_run ON deliveries (run_id);
