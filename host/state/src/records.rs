@@ -308,3 +308,44 @@ pub struct ConnectorTotals {
     /// When the last successful run finished.
     pub last_success_ms: Option<TimestampMs>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn run_counts_add_every_field() {
+        let mut total = RunCounts {
+            pages: 1,
+            items_from_source: 2,
+            items_for_import: 4,
+            imported: 2,
+            skipped_duplicates: 1,
+            failed: 0,
+            quarantined: 1,
+        };
+        total.add(&RunCounts {
+            pages: 1,
+            items_from_source: 1,
+            items_for_import: 1,
+            imported: 1,
+            skipped_duplicates: 1,
+            failed: 1,
+            quarantined: 1,
+        });
+        assert_eq!(
+            total,
+            RunCounts {
+                pages: 2,
+                items_from_source: 3,
+                items_for_import: 5,
+                imported: 3,
+                skipped_duplicates: 2,
+                failed: 1,
+                quarantined: 2,
+            }
+        );
+        let json = serde_json::to_value(&total).unwrap();
+        assert_eq!(json["items_for_import"], 5);
+    }
+}

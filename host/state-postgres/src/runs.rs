@@ -1,0 +1,452 @@
+//! The `runs` table, with each run's items (`run_items`) and failures
+//! (`run_failures`).
+
+use connector_model::TimestampMs;
+use postgres::{Row, Transaction};
+
+use crate::conversations::last_of_each;
+use crate::{Fail, PostgresStore, Session, corrupt, to_i64, to_u64};
+use connector_state::records::*;
+use connector_state::{RunHistory, StateError};
+
+/// The columns [`run_record`] reads, in its order.
+macro_rules! run_columns {
+    () => {
+        "SELECT id, connector, started_at_ms, finished_at_ms, outcome, pages,
+            items_from_source, items_for_import, imported, skipped_duplicates,
+            failed, quarantined, error, kind, range_from_ms, range_to_ms, pid
+         FROM runs "
+    };
+}
+
+impl RunHistory for PostgresStore {
+    fn begin_run(&mut self, connector: &str, started_at_ms: i64) -> Result<RunId, StateError> {
+        self.begin_run_of(connector, started_at_ms, RunKind::Run, None)
+    }
+
+    fn begin_run_of(
+        &mut self,
+        connector: &str,
+        started_at_ms: i64,
+        kind: RunKind,
+        range_ms: Option<(TimestampMs, TimestampMs)>,
+    ) -> Result<RunId, StateError> {
+        self.with(|c| {
+            let row = c.session().query_one(
+                "INSERT INTO runs (connector, started_at_ms, kind, range_from_ms, range_to_ms, pid)
+                 VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+                &[
+                    &connector,
+                    &started_at_ms,
+                    &kind.as_str(),
+                    &range_ms.map(|r| r.0),
+                    &range_ms.map(|r| r.1),
+                    &i64::from(std::process::id()),
+                ],
+            )?;
+            Ok(RunId(row.get(0)))
+        })
+    }
+
+    fn finish_run(
+        &mut self,
+        run: RunId,
+        finished_at_ms: i64,
+        outcome: RunOutcome,
+        counts: &RunCounts,
+        error: Option<&str>,
+    ) -> Result<(), StateError> {
+        let [p, s, f, i, d, x, q] = counts_params(counts);
+        self.with(|c| {
+            let changed = c.session().execute(
+                "UPDATE runs SET finished_at_ms = $1, outcome = $2, error = $3,
+                    pages = GREATEST(pages, $4), items_from_source = GREATEST(items_from_source, $5),
+                    items_for_import = GREATEST(items_for_import, $6),
+                    imported = GREATEST(imported, $7),
+                    skipped_duplicates = GREATEST(skipped_duplicates, $8),
+                    failed = GREATEST(failed, $9), quarantined = GREATEST(quarantined, $10)
+                 WHERE id = $11",
+                &[
+                    &finished_at_ms,
+                    &outcome.as_str(),
+                    &error,
+                    &p,
+                    &s,
+                    &f,
+                    &i,
+                    &d,
+                    &x,
+                    &q,
+                    &run.0,
+                ],
+            )?;
+            if changed == 0 {
+                return Err(Fail::State(StateError::UnknownRun { run }));
+            }
+            Ok(())
+        })
+    }
+
+    fn interrupt_unfinished(&mut self, connector: &str, now_ms: i64) -> Result<usize, StateError> {
+        self.with(|c| {
+            let n = c.session().execute(
+                "UPDATE runs SET outcome = 'interrupted', finished_at_ms = $2,
+                    error = COALESCE(error, 'the run did not finish (the process stopped)')
+                 WHERE connector = $1 AND outcome IS NULL",
+                &[&connector, &now_ms],
+            )?;
+            Ok(usize::try_from(n).unwrap_or(usize::MAX))
+        })
+    }
+
+    fn runs(&self, connector: &str, limit: usize) -> Result<Vec<RunRecord>, StateError> {
+        self.query_runs(
+            concat!(
+                run_columns!(),
+                "WHERE connector = $1 ORDER BY id DESC LIMIT $2"
+            ),
+            &[&connector, &to_i64(limit as u64)],
+        )
+    }
+
+    fn run(&self, run: RunId) -> Result<Option<RunRecord>, StateError> {
+        Ok(self
+            .query_runs(concat!(run_columns!(), "WHERE id = $1"), &[&run.0])?
+            .into_iter()
+            .next())
+    }
+
+    fn last_run(&self, connector: &str) -> Result<Option<RunRecord>, StateError> {
+        Ok(self.runs(connector, 1)?.into_iter().next())
+    }
+
+    fn last_finished_run(&self, connector: &str) -> Result<Option<RunRecord>, StateError> {
+        Ok(self
+            .query_runs(
+                concat!(
+                    run_columns!(),
+                    "WHERE connector = $1 AND outcome IS NOT NULL AND kind <> 'redeliver'
+                     ORDER BY id DESC LIMIT 1"
+                ),
+                &[&connector],
+            )?
+            .into_iter()
+            .next())
+    }
+
+    fn last_scheduled_run(&self, connector: &str) -> Result<Option<RunRecord>, StateError> {
+        Ok(self
+            .query_runs(
+                concat!(
+                    run_columns!(),
+                    "WHERE connector = $1 AND kind = 'run' ORDER BY id DESC LIMIT 1"
+                ),
+                &[&connector],
+            )?
+            .into_iter()
+            .next())
+    }
+
+    fn prune_runs_before(&mut self, cutoff_ms: TimestampMs) -> Result<u64, StateError> {
+        self.with(|c| {
+            c.transaction(|tx| {
+                tx.execute(
+                    "DELETE FROM run_items WHERE run_id IN (SELECT id FROM runs
+                     WHERE finished_at_ms IS NOT NULL AND finished_at_ms < $1)",
+                    &[&cutoff_ms],
+                )?;
+                tx.execute(
+                    "DELETE FROM run_failures WHERE run_id IN (SELECT id FROM runs
+                     WHERE finished_at_ms IS NOT NULL AND finished_at_ms < $1)",
+                    &[&cutoff_ms],
+                )?;
+                tx.execute(
+                    "DELETE FROM runs WHERE finished_at_ms IS NOT NULL AND finished_at_ms < $1",
+                    &[&cutoff_ms],
+                )
+            })
+        })
+    }
+
+    fn connectors(&self) -> Result<Vec<String>, StateError> {
+        self.with(|c| {
+            let rows = c.session().query(
+                "SELECT connector FROM runs UNION SELECT connector FROM quarantine
+                 UNION SELECT connector FROM ledger_items ORDER BY 1",
+                &[],
+            )?;
+            Ok(rows.iter().map(|r| r.get(0)).collect())
+        })
+    }
+
+    fn connector_totals(&self, connector: &str) -> Result<ConnectorTotals, StateError> {
+        self.with(|c| {
+            let mut s = c.session();
+            let mut totals = ConnectorTotals::default();
+            let rows = s.query(
+                "SELECT outcome, COUNT(*), SUM(imported)::bigint, SUM(quarantined)::bigint,
+                    SUM(failed)::bigint, SUM(skipped_duplicates)::bigint,
+                    SUM(items_from_source)::bigint
+                 FROM runs WHERE connector = $1 AND outcome IS NOT NULL GROUP BY outcome",
+                &[&connector],
+            )?;
+            for row in rows {
+                let outcome: String = row.get(0);
+                stored("run outcome", &outcome, RunOutcome::parse)?;
+                totals.runs_by_outcome.insert(outcome, to_u64(row.get(1)));
+                add_sums(&mut totals, &row, 2);
+            }
+            // Runs still going (or cut short by a crash) count what they
+            // committed.
+            let row = s.query_one(
+                "SELECT COALESCE(SUM(imported), 0)::bigint, COALESCE(SUM(quarantined), 0)::bigint,
+                    COALESCE(SUM(failed), 0)::bigint, COALESCE(SUM(skipped_duplicates), 0)::bigint,
+                    COALESCE(SUM(items_from_source), 0)::bigint
+                 FROM runs WHERE connector = $1 AND outcome IS NULL",
+                &[&connector],
+            )?;
+            add_sums(&mut totals, &row, 0);
+            totals.last_success_ms = s
+                .query_one(
+                    "SELECT MAX(finished_at_ms) FROM runs
+                     WHERE connector = $1 AND outcome = 'succeeded'",
+                    &[&connector],
+                )?
+                .get(0);
+            Ok(totals)
+        })
+    }
+
+    fn run_items(&self, run: RunId) -> Result<Vec<SeenItem>, StateError> {
+        self.with(|c| {
+            let rows = c.session().query(
+                "SELECT item_id, source_sha256, sent_at_ms, mailboxes::text, unmapped::text
+                 FROM run_items WHERE run_id = $1 ORDER BY sent_at_ms, item_id",
+                &[&run.0],
+            )?;
+            rows.iter()
+                .map(|r| {
+                    Ok(SeenItem {
+                        item_id: r.get(0),
+                        source_sha256: r.get(1),
+                        sent_at_ms: r.get(2),
+                        mailboxes: parse_list(r.get(3))?,
+                        unmapped: parse_list(r.get(4))?,
+                    })
+                })
+                .collect()
+        })
+    }
+
+    fn run_failures(&self, run: RunId) -> Result<Vec<RunFailure>, StateError> {
+        self.with(|c| {
+            let rows = c.session().query(
+                "SELECT item_id, source_user_id, mailbox, kind, reason
+                 FROM run_failures WHERE run_id = $1 ORDER BY id",
+                &[&run.0],
+            )?;
+            rows.iter()
+                .map(|r| {
+                    Ok(RunFailure {
+                        item_id: r.get(0),
+                        source_user_id: r.get(1),
+                        mailbox: r.get(2),
+                        kind: stored("failure kind", r.get(3), FailureKind::parse)?,
+                        reason: r.get(4),
+                    })
+                })
+                .collect()
+        })
+    }
+
+    fn refused_mailboxes(
+        &self,
+        connector: &str,
+        item_id: &str,
+    ) -> Result<Vec<(String, String)>, StateError> {
+        self.with(|c| {
+            let rows = c.session().query(
+                "SELECT f.mailbox, MIN(f.source_user_id) FROM run_failures f
+                 WHERE f.connector = $1 AND f.item_id = $2 AND f.kind = 'refused'
+                   AND NOT EXISTS (SELECT 1 FROM ledger_items i JOIN deliveries d ON d.item = i.id
+                                   WHERE i.connector = f.connector AND i.item_id = f.item_id
+                                     AND d.mailbox = f.mailbox)
+                 GROUP BY f.mailbox ORDER BY f.mailbox",
+                &[&connector, &item_id],
+            )?;
+            Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+        })
+    }
+}
+
+fn add_sums(totals: &mut ConnectorTotals, row: &Row, first: usize) {
+    let sum = |i: usize| to_u64(row.get::<_, Option<i64>>(first + i).unwrap_or(0));
+    totals.imported += sum(0);
+    totals.quarantined += sum(1);
+    totals.failed += sum(2);
+    totals.skipped_duplicates += sum(3);
+    totals.items_from_source += sum(4);
+}
+
+/// The value stored as `text`, read with `parse`; `what` names it when the
+/// text is not one it knows.
+fn stored<T>(what: &'static str, text: &str, parse: fn(&str) -> Option<T>) -> Result<T, Fail> {
+    parse(text).ok_or_else(|| corrupt(what, format!("`{text}`")))
+}
+
+impl PostgresStore {
+    /// The runs `sql` (a [`run_columns`] query) selects.
+    fn query_runs(
+        &self,
+        sql: &'static str,
+        params: crate::Params<'_>,
+    ) -> Result<Vec<RunRecord>, StateError> {
+        self.with(|c| {
+            let rows = c.session().query(sql, params)?;
+            rows.iter().map(run_record).collect()
+        })
+    }
+}
+
+fn run_record(r: &Row) -> Result<RunRecord, Fail> {
+    let range: (Option<i64>, Option<i64>) = (r.get(14), r.get(15));
+    Ok(RunRecord {
+        id: RunId(r.get(0)),
+        connector: r.get(1),
+        started_at_ms: r.get(2),
+        finished_at_ms: r.get(3),
+        outcome: r
+            .get::<_, Option<&str>>(4)
+            .map(|o| stored("run outcome", o, RunOutcome::parse))
+            .transpose()?,
+        counts: RunCounts {
+            pages: to_u64(r.get(5)),
+            items_from_source: to_u64(r.get(6)),
+            items_for_import: to_u64(r.get(7)),
+            imported: to_u64(r.get(8)),
+            skipped_duplicates: to_u64(r.get(9)),
+            failed: to_u64(r.get(10)),
+            quarantined: to_u64(r.get(11)),
+        },
+        error: r.get(12),
+        kind: stored("run kind", r.get(13), RunKind::parse)?,
+        range_ms: match range {
+            (Some(from), Some(to)) => Some((from, to)),
+            _ => None,
+        },
+        pid: r
+            .get::<_, Option<i64>>(16)
+            .and_then(|p| u32::try_from(p).ok()),
+    })
+}
+
+/// Adds the page's counts to its run, and records the items it saw and
+/// what could not be delivered, inside the page's transaction.
+pub(crate) fn add_page(
+    tx: &mut Session<'_, Transaction<'_>>,
+    connector: &str,
+    run: RunId,
+    page: &PageCommit,
+) -> Result<(), Fail> {
+    let [p, s, f, i, d, x, q] = counts_params(&page.counts);
+    let changed = tx.execute(
+        "UPDATE runs SET pages = pages + $1, items_from_source = items_from_source + $2,
+            items_for_import = items_for_import + $3, imported = imported + $4,
+            skipped_duplicates = skipped_duplicates + $5, failed = failed + $6,
+            quarantined = quarantined + $7
+         WHERE id = $8 AND connector = $9",
+        &[&p, &s, &f, &i, &d, &x, &q, &run.0, &connector],
+    )?;
+    if changed == 0 {
+        return Err(Fail::State(StateError::UnknownRun { run }));
+    }
+    record_items_and_failures(tx, connector, run, page)
+}
+
+/// The counts as the `runs` columns store them, in column order.
+fn counts_params(counts: &RunCounts) -> [i64; 7] {
+    [
+        counts.pages,
+        counts.items_from_source,
+        counts.items_for_import,
+        counts.imported,
+        counts.skipped_duplicates,
+        counts.failed,
+        counts.quarantined,
+    ]
+    .map(to_i64)
+}
+
+fn json_list(list: &[String]) -> Result<String, Fail> {
+    serde_json::to_string(list).map_err(|e| corrupt("list", e))
+}
+
+fn parse_list(text: &str) -> Result<Vec<String>, Fail> {
+    serde_json::from_str(text).map_err(|e| corrupt("list of mailboxes or participants", e))
+}
+
+/// Writes a page's seen items (an item seen again in the run replaces its
+/// record) and failures (in order), one statement each.
+fn record_items_and_failures(
+    tx: &mut Session<'_, Transaction<'_>>,
+    connector: &str,
+    run: RunId,
+    page: &PageCommit,
+) -> Result<(), Fail> {
+    if !page.seen.is_empty() {
+        let seen = last_of_each(&page.seen, |s| s.item_id.as_str());
+        let mut mailboxes = Vec::with_capacity(seen.len());
+        let mut unmapped = Vec::with_capacity(seen.len());
+        for item in &seen {
+            mailboxes.push(json_list(&item.mailboxes)?);
+            unmapped.push(json_list(&item.unmapped)?);
+        }
+        tx.execute(
+            "INSERT INTO run_items (run_id, connector, item_id, source_sha256, sent_at_ms,
+                mailboxes, unmapped)
+             SELECT $1, $2, u.item_id, u.source_sha256, u.sent_at_ms, u.mailboxes::jsonb,
+                u.unmapped::jsonb
+             FROM UNNEST($3::text[], $4::text[], $5::bigint[], $6::text[], $7::text[])
+                AS u(item_id, source_sha256, sent_at_ms, mailboxes, unmapped)
+             ON CONFLICT (run_id, item_id) DO UPDATE SET
+                connector = excluded.connector, source_sha256 = excluded.source_sha256,
+                sent_at_ms = excluded.sent_at_ms, mailboxes = excluded.mailboxes,
+                unmapped = excluded.unmapped",
+            &[
+                &run.0,
+                &connector,
+                &seen.iter().map(|s| s.item_id.as_str()).collect::<Vec<_>>(),
+                &seen
+                    .iter()
+                    .map(|s| s.source_sha256.as_str())
+                    .collect::<Vec<_>>(),
+                &seen.iter().map(|s| s.sent_at_ms).collect::<Vec<i64>>(),
+                &mailboxes,
+                &unmapped,
+            ],
+        )?;
+    }
+    if !page.failures.is_empty() {
+        let f = &page.failures;
+        let text = |get: fn(&RunFailure) -> &str| -> Vec<&str> { f.iter().map(get).collect() };
+        tx.execute(
+            "INSERT INTO run_failures (run_id, connector, item_id, source_user_id, mailbox, kind,
+                reason, at_ms)
+             SELECT $1, $2, u.item_id, u.source_user_id, u.mailbox, u.kind, u.reason,
+                state_now_ms()
+             FROM UNNEST($3::text[], $4::text[], $5::text[], $6::text[], $7::text[])
+                WITH ORDINALITY AS u(item_id, source_user_id, mailbox, kind, reason, n)
+             ORDER BY u.n",
+            &[
+                &run.0,
+                &connector,
+                &text(|f| &f.item_id),
+                &text(|f| &f.source_user_id),
+                &text(|f| &f.mailbox),
+                &text(|f| f.kind.as_str()),
+                &text(|f| &f.reason),
+            ],
+        )?;
+    }
+    Ok(())
+}

@@ -1,0 +1,1465 @@
+//! The state store's conformance suite: every behaviour of the
+//! `StateStore` traits (module `behaviours`) runs against each backend, as
+//! one test per (backend, behaviour): `sqlite::<behaviour>` on a SQLite
+//! file in a temporary folder, `postgres::<behaviour>` on a fresh database
+//! of the shared test server. Then what only PostgreSQL does
+//! (`postgres_only`): its URL and TLS, schema versions, reconnecting after
+//! a server restart, the ledger's month partitions and the lease keeper.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use connector_e2e::postgres::{Postgres, PostgresOptions, fresh_database};
+use connector_state::StateStore;
+use connector_state_postgres::{PostgresConfig, PostgresStore};
+use connector_state_sqlite::SqliteStore;
+
+use behaviours::Backend;
+
+/// A SQLite file in a folder of its own.
+struct Sqlite {
+    dir: tempfile::TempDir,
+}
+
+impl Sqlite {
+    fn fresh() -> Sqlite {
+        Sqlite {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn path(&self) -> PathBuf {
+        self.dir.path().join("state.db")
+    }
+
+    fn raw(&self) -> rusqlite::Connection {
+        rusqlite::Connection::open(self.path()).unwrap()
+    }
+}
+
+impl Backend for Sqlite {
+    fn open(&self) -> Box<dyn StateStore> {
+        Box::new(SqliteStore::open(&self.path()).unwrap())
+    }
+
+    fn break_quarantine_inserts(&self) {
+        self.raw()
+            .execute_batch(
+                "CREATE TRIGGER fail_quarantine BEFORE INSERT ON quarantine
+                 BEGIN SELECT RAISE(ABORT, 'injected failure'); END;",
+            )
+            .unwrap();
+    }
+
+    fn heal_quarantine_inserts(&self) {
+        self.raw()
+            .execute_batch("DROP TRIGGER fail_quarantine;")
+            .unwrap();
+    }
+}
+
+/// A fresh database on the shared PostgreSQL test server.
+struct Pg {
+    /// Its URL with the password, for the harness's own connections.
+    url: String,
+}
+
+impl Pg {
+    fn fresh() -> Pg {
+        Pg {
+            url: fresh_database(),
+        }
+    }
+
+    fn config(&self) -> PostgresConfig {
+        config_of(&self.url)
+    }
+
+    fn store(&self) -> PostgresStore {
+        PostgresStore::connect(&self.config()).unwrap()
+    }
+
+    fn raw(&self) -> ::postgres::Client {
+        ::postgres::Client::connect(&self.url, ::postgres::NoTls).unwrap()
+    }
+}
+
+/// The store's configuration for a URL with a password in it: the URL
+/// without it, the password given apart (as from a secret).
+fn config_of(url_with_password: &str) -> PostgresConfig {
+    let mut url = url::Url::parse(url_with_password).unwrap();
+    let password = percent_encoding::percent_decode_str(url.password().unwrap())
+        .decode_utf8()
+        .unwrap()
+        .into_owned();
+    url.set_password(None).unwrap();
+    PostgresConfig::parse(url.as_str())
+        .unwrap()
+        .with_password(password)
+}
+
+impl Backend for Pg {
+    fn open(&self) -> Box<dyn StateStore> {
+        Box::new(self.store())
+    }
+
+    fn break_quarantine_inserts(&self) {
+        self.raw()
+            .batch_execute(
+                "CREATE FUNCTION fail_quarantine() RETURNS trigger LANGUAGE plpgsql AS
+                    $$ BEGIN RAISE EXCEPTION 'injected failure'; END $$;
+                 CREATE TRIGGER fail_quarantine BEFORE INSERT ON quarantine
+                    FOR EACH ROW EXECUTE FUNCTION fail_quarantine();",
+            )
+            .unwrap();
+    }
+
+    fn heal_quarantine_inserts(&self) {
+        self.raw()
+            .batch_execute("DROP TRIGGER fail_quarantine ON quarantine;")
+            .unwrap();
+    }
+}
+
+/// One `#[test]` per behaviour in each backend's module.
+macro_rules! conformance {
+    ($($behaviour:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[test]
+                fn $behaviour() {
+                    super::behaviours::$behaviour(&super::Sqlite::fresh());
+                }
+            )*
+        }
+
+        mod postgres {
+            $(
+                #[test]
+                fn $behaviour() {
+                    super::behaviours::$behaviour(&super::Pg::fresh());
+                }
+            )*
+        }
+    };
+}
+
+conformance!(
+    checkpoint_is_absent_until_a_page_stores_one_and_is_per_connector,
+    runs_record_outcome_counts_and_error_newest_first,
+    finishing_a_run_keeps_the_larger_of_page_counts_and_given_totals,
+    finishing_an_unknown_run_is_an_error,
+    unfinished_runs_can_be_marked_interrupted,
+    commit_page_records_ledger_quarantine_counts_and_checkpoint_together,
+    ledger_keeps_the_first_entry_of_a_pair,
+    ledger_entries_of_one_item_may_differ_per_mailbox,
+    commit_page_rolls_back_everything_when_a_statement_fails,
+    commit_page_for_an_unknown_or_foreign_run_changes_nothing,
+    a_committed_page_is_seen_at_once_by_another_store,
+    delivered_set_answers_for_many_items_at_once,
+    requarantining_an_item_replaces_it_and_released_items_leave,
+    a_big_quarantined_email_is_streamed_into_the_database_and_back_out,
+    kv_stores_reads_replaces_and_deletes_per_connector,
+    kv_refuses_values_and_keys_over_their_limits,
+    kv_quota_counts_all_keys_and_values_of_the_connector,
+    a_page_records_what_it_saw_and_what_failed_for_the_admin_log,
+    pruning_removes_old_runs_with_their_items_and_failures_but_never_the_ledger,
+    connector_totals_add_finished_and_running_runs,
+    described_conversations_are_remembered_and_replaced_with_the_page,
+    one_holder_at_a_time,
+    an_expired_lease_is_taken_with_a_higher_token,
+    the_keeper_renews_the_lease_while_the_lock_is_held,
+    stale_token_commit_is_refused_and_counted,
+    release_only_with_the_current_token,
+    fingerprint_mismatch_is_refused_while_a_live_worker_runs_the_other_version,
+    heartbeats_list_workers_on_the_store_clock,
+    racing_stores_one_lease_exactly_one_wins,
+);
+
+mod postgres_only {
+    use super::*;
+    use connector_state::prelude::*;
+    use connector_state::{
+        Fingerprint, LeaseRequest, LedgerEntry, LockOutcome, PageCommit, RunLock, StateError,
+    };
+    use connector_state_postgres::{PostgresConfigError, SCHEMA_VERSION};
+
+    fn take(db: &PostgresStore, connector: &str, ttl: Duration) -> RunLock {
+        let request = LeaseRequest {
+            owner: "w1".to_string(),
+            ttl,
+            fingerprint: Fingerprint::new(),
+        };
+        match db.lock_runs(connector, &request).unwrap() {
+            LockOutcome::Taken(lock) => lock,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn delivered(item: &str, at_ms: i64) -> LedgerEntry {
+        LedgerEntry {
+            item_id: item.to_string(),
+            mailbox: "a@x".to_string(),
+            message_id: format!("{item}@x"),
+            email_sha256: "e".repeat(64),
+            source_sha256: "s".repeat(64),
+            receipt: format!("r-{item}"),
+            delivered_at_ms: at_ms,
+        }
+    }
+
+    fn ledger_page(entries: Vec<LedgerEntry>, checkpoint: &[u8]) -> PageCommit {
+        PageCommit {
+            ledger: entries,
+            checkpoint: checkpoint.to_vec(),
+            ..PageCommit::default()
+        }
+    }
+
+    #[test]
+    fn a_database_from_a_newer_release_is_refused() {
+        let pg = Pg::fresh();
+        let db = pg.store();
+        assert_eq!(db.schema_version().unwrap(), SCHEMA_VERSION);
+        drop(db);
+        // Connecting again applies nothing twice.
+        assert_eq!(pg.store().schema_version().unwrap(), SCHEMA_VERSION);
+        pg.raw()
+            .execute(
+                "INSERT INTO schema_migrations (version, description) VALUES ($1, 'future')",
+                &[&(SCHEMA_VERSION + 1)],
+            )
+            .unwrap();
+        let err = PostgresStore::connect(&pg.config()).unwrap_err();
+        assert!(
+            matches!(err, StateError::NewerSchema { found, supported, .. }
+                if found == SCHEMA_VERSION + 1 && supported == SCHEMA_VERSION),
+            "{err}"
+        );
+        let text = err.to_string();
+        assert!(text.contains(&pg.config().redacted()), "{text}");
+        assert!(text.contains("newer connector release"), "{text}");
+    }
+
+    #[test]
+    fn workers_starting_together_migrate_once() {
+        let pg = Pg::fresh();
+        let config = pg.config();
+        let stores: Vec<_> = (0..4)
+            .map(|_| {
+                let config = config.clone();
+                std::thread::spawn(move || PostgresStore::connect(&config).map(|_| ()))
+            })
+            .collect();
+        for store in stores {
+            store.join().unwrap().unwrap();
+        }
+        let rows: i64 = pg
+            .raw()
+            .query_one("SELECT COUNT(*) FROM schema_migrations", &[])
+            .unwrap()
+            .get(0);
+        assert_eq!(rows, SCHEMA_VERSION);
+    }
+
+    #[test]
+    fn a_url_with_a_password_is_refused_without_showing_it() {
+        let url = fresh_database();
+        let password = Postgres::shared().password().to_string();
+        assert!(url.contains(&password));
+        let err = PostgresConfig::parse(&url).unwrap_err();
+        assert!(
+            matches!(err, PostgresConfigError::PasswordInUrl { .. }),
+            "{err}"
+        );
+        let state: StateError = err.into();
+        let text = state.to_string();
+        assert!(!text.contains(&password), "{text}");
+        assert!(text.contains("as a secret"), "{text}");
+        assert!(
+            text.contains(&format!("127.0.0.1:{}", Postgres::shared().port())),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_wrong_password_is_an_open_error_naming_the_server_but_not_the_password() {
+        let pg = Pg::fresh();
+        let config = pg.config().with_password("not-the-password");
+        let err = PostgresStore::connect(&config).unwrap_err();
+        assert!(matches!(err, StateError::Open { .. }), "{err}");
+        let text = err.to_string();
+        assert!(text.contains(&config.redacted()), "{text}");
+        assert!(text.contains("password"), "{text}");
+        assert!(!text.contains("not-the-password"), "{text}");
+    }
+
+    #[test]
+    fn tls_is_verified_against_the_ca_of_sslrootcert() {
+        let server = Postgres::start(PostgresOptions { tls: true }).unwrap();
+        server.create_database("state").unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let ca = dir.path().join("ca.pem");
+        std::fs::write(&ca, server.ca_cert_pem().unwrap()).unwrap();
+        let url = server.url("state");
+        assert!(url.contains("sslmode=require"), "{url}");
+
+        let config = PostgresConfig::parse(&format!("{url}&sslrootcert={}", ca.display()))
+            .unwrap()
+            .with_password(server.password());
+        let mut db = PostgresStore::connect(&config).unwrap();
+        db.kv_set("c", "k", b"over TLS").unwrap();
+        assert_eq!(db.kv_get("c", "k").unwrap(), Some(b"over TLS".to_vec()));
+
+        // Without the CA, the public roots do not know the server's
+        // certificate: refused, never connected unverified.
+        let unverified = PostgresConfig::parse(&url)
+            .unwrap()
+            .with_password(server.password());
+        let err = PostgresStore::connect(&unverified).unwrap_err();
+        assert!(matches!(err, StateError::Open { .. }), "{err}");
+        assert!(
+            err.to_string().to_lowercase().contains("certificate"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_server_restart_fails_one_call_as_unavailable_and_the_next_reconnects() {
+        let mut server = Postgres::start(PostgresOptions::default()).unwrap();
+        server.create_database("state").unwrap();
+        let mut db =
+            PostgresStore::connect(&config_of(&server.url_with_password("state"))).unwrap();
+        let lock = take(&db, "c", Duration::from_secs(60));
+        let run = db.begin_run("c", 0).unwrap();
+        db.commit_page(
+            "c",
+            run,
+            lock.token(),
+            &ledger_page(vec![delivered("m1", 1_000)], b"1"),
+        )
+        .unwrap();
+
+        server.restart().unwrap();
+        let err = db
+            .commit_page(
+                "c",
+                run,
+                lock.token(),
+                &ledger_page(vec![delivered("m2", 1_000)], b"2"),
+            )
+            .unwrap_err();
+        assert!(matches!(err, StateError::Unavailable { .. }), "{err:?}");
+        assert!(err.to_string().contains("unreachable"), "{err}");
+        // Reconnected: nothing of the failed commit is there, and it can be
+        // made again.
+        assert_eq!(db.checkpoint("c").unwrap(), Some(b"1".to_vec()));
+        assert!(!db.is_delivered("c", "m2", "a@x").unwrap());
+        db.commit_page(
+            "c",
+            run,
+            lock.token(),
+            &ledger_page(vec![delivered("m2", 1_000)], b"2"),
+        )
+        .unwrap();
+        assert_eq!(db.delivered_count("c").unwrap(), 2);
+
+        // While the server is down, every call is unavailable; once it is
+        // back, calls work again.
+        server.kill().unwrap();
+        for _ in 0..2 {
+            let err = db.checkpoint("c").unwrap_err();
+            assert!(matches!(err, StateError::Unavailable { .. }), "{err:?}");
+        }
+        server.start_again().unwrap();
+        assert_eq!(db.checkpoint("c").unwrap(), Some(b"2".to_vec()));
+    }
+
+    #[test]
+    fn ledger_rows_land_in_month_partitions_and_an_old_month_can_be_detached() {
+        let pg = Pg::fresh();
+        let mut db = pg.store();
+        let lock = take(&db, "c", Duration::from_secs(60));
+        let run = db.begin_run("c", 0).unwrap();
+        let january = 1_704_067_200_000; // 2024-01-01T00:00:00Z
+        let february = 1_706_745_600_000; // 2024-02-01T00:00:00Z
+        let entries = vec![
+            delivered("m1", january + 5),
+            delivered("m2", february - 1),
+            delivered("m3", february),
+        ];
+        db.commit_page("c", run, lock.token(), &ledger_page(entries, b"1"))
+            .unwrap();
+        let mut raw = pg.raw();
+        let per_partition = |raw: &mut ::postgres::Client, table: &str| -> Vec<(String, i64)> {
+            raw.query(
+                &format!(
+                    "SELECT tableoid::regclass::text, COUNT(*) FROM {table} GROUP BY 1 ORDER BY 1"
+                ),
+                &[],
+            )
+            .unwrap()
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect()
+        };
+        assert_eq!(
+            per_partition(&mut raw, "deliveries"),
+            [
+                ("deliveries_2024_01".to_string(), 2),
+                ("deliveries_2024_02".to_string(), 1)
+            ]
+        );
+        assert_eq!(
+            per_partition(&mut raw, "ledger_items"),
+            [
+                ("ledger_items_2024_01".to_string(), 2),
+                ("ledger_items_2024_02".to_string(), 1)
+            ]
+        );
+
+        // The operator moves January out.
+        raw.batch_execute(
+            "ALTER TABLE deliveries DETACH PARTITION deliveries_2024_01;
+             ALTER TABLE ledger_items DETACH PARTITION ledger_items_2024_01;",
+        )
+        .unwrap();
+        assert!(db.is_delivered("c", "m3", "a@x").unwrap());
+        assert!(!db.is_delivered("c", "m1", "a@x").unwrap());
+        db.commit_page(
+            "c",
+            run,
+            lock.token(),
+            &ledger_page(
+                vec![
+                    delivered("m4", february + 10),
+                    delivered("m5", february + 40 * 86_400_000),
+                ],
+                b"2",
+            ),
+        )
+        .unwrap();
+        assert_eq!(db.delivered_count("c").unwrap(), 3);
+        assert_eq!(
+            per_partition(&mut raw, "deliveries"),
+            [
+                ("deliveries_2024_02".to_string(), 2),
+                ("deliveries_2024_03".to_string(), 1)
+            ]
+        );
+    }
+
+    #[test]
+    fn lease_times_are_the_server_clock_and_a_lease_taken_over_is_lost() {
+        let pg = Pg::fresh();
+        let db = pg.store();
+        let ttl = Duration::from_millis(900);
+        let lock = take(&db, "c", ttl);
+        let lease = &db.leases().unwrap()[0];
+        let now = db.clock_ms().unwrap();
+        assert!(
+            lease.expires_at_ms > now && lease.expires_at_ms <= now + 900,
+            "{} vs {now}",
+            lease.expires_at_ms
+        );
+        std::thread::sleep(ttl * 2);
+        assert!(lock.is_live(), "renewed");
+        assert!(db.leases().unwrap()[0].expires_at_ms > db.clock_ms().unwrap());
+
+        // Another worker took the lease (as after a pause of this one):
+        // the next renewal finds out and the lock is no longer live.
+        pg.raw()
+            .execute("UPDATE leases SET token = token + 1, owner = 'w2'", &[])
+            .unwrap();
+        std::thread::sleep(ttl / 2);
+        assert!(!lock.is_live());
+    }
+}
+
+/// What every state store does, whatever keeps it: each function takes a
+/// [`Backend`](behaviours::Backend) (a fresh, empty database of one kind) and checks one
+/// behaviour through the `StateStore` traits only.
+mod behaviours {
+
+    use std::sync::{Arc, Barrier};
+    use std::time::Duration;
+
+    use connector_email::{DEFAULT_SPILL_ABOVE, Email};
+    use connector_model::limits::{KV_MAX_KEY_BYTES, KV_MAX_VALUE_BYTES, KV_QUOTA_BYTES};
+    use connector_model::{Conversation, ConversationKind, Person};
+    use connector_state::prelude::*;
+    use connector_state::records::*;
+    use connector_state::{
+        Fingerprint, LeaseRequest, LockOutcome, RunLock, StateError, WorkerRecord,
+    };
+
+    /// A kind of state database, fresh and empty for each test.
+    pub trait Backend {
+        /// A new handle on this test's database (another process would open
+        /// one the same way).
+        fn open(&self) -> Box<dyn StateStore>;
+
+        /// Makes every later quarantine insert fail, so that a page commit
+        /// breaks after its ledger rows went in.
+        fn break_quarantine_inserts(&self);
+
+        /// Undoes [`Backend::break_quarantine_inserts`].
+        fn heal_quarantine_inserts(&self);
+    }
+
+    fn entry(item: &str, mailbox: &str) -> LedgerEntry {
+        LedgerEntry {
+            item_id: item.to_string(),
+            mailbox: mailbox.to_string(),
+            message_id: format!("{item}@test.connector.invalid"),
+            email_sha256: "e".repeat(64),
+            source_sha256: "s".repeat(64),
+            receipt: format!("{mailbox}/cur/{item}"),
+            delivered_at_ms: 1_000,
+        }
+    }
+
+    fn quarantined(item: &str, reason: &str) -> QuarantineEntry {
+        QuarantineEntry {
+            item_id: item.to_string(),
+            message_id: format!("{item}@test.connector.invalid"),
+            email: Email::from_bytes(
+                format!("{item}@test.connector.invalid"),
+                b"Subject: x\r\n\r\nbody\0\xff".to_vec(),
+                500,
+            ),
+            sent_at_ms: 500,
+            unmapped: vec![Person {
+                id: "u-ext".to_string(),
+                display_name: Some("Ext Ernal".to_string()),
+                email: None,
+            }],
+            reason: reason.to_string(),
+            source_sha256: "s".repeat(64),
+        }
+    }
+
+    fn counts(n: u64) -> RunCounts {
+        RunCounts {
+            pages: 1,
+            items_from_source: n,
+            items_for_import: 2 * n,
+            imported: n,
+            skipped_duplicates: 1,
+            failed: 0,
+            quarantined: 1,
+        }
+    }
+
+    fn page(ledger: Vec<LedgerEntry>, checkpoint: &[u8]) -> PageCommit {
+        PageCommit {
+            ledger,
+            quarantine: vec![quarantined("q1", "no mailbox for u-ext")],
+            released: Vec::new(),
+            counts: counts(2),
+            checkpoint: checkpoint.to_vec(),
+            ..PageCommit::default()
+        }
+    }
+
+    fn print(connector_file: &str, plugin: &str) -> Fingerprint {
+        [
+            ("connector file".to_string(), connector_file.to_string()),
+            ("plugin".to_string(), plugin.to_string()),
+        ]
+        .into()
+    }
+
+    fn request(owner: &str, ttl: Duration, fingerprint: &Fingerprint) -> LeaseRequest {
+        LeaseRequest {
+            owner: owner.to_string(),
+            ttl,
+            fingerprint: fingerprint.clone(),
+        }
+    }
+
+    /// What `owner` gets when it asks for `connector` with the default files.
+    fn ask(db: &dyn StateStore, connector: &str, owner: &str, ttl: Duration) -> LockOutcome {
+        db.lock_runs(connector, &request(owner, ttl, &print("a", "p")))
+            .unwrap()
+    }
+
+    /// The lease of `connector` for worker `owner`, which must be free.
+    fn take(db: &dyn StateStore, connector: &str, owner: &str, ttl: Duration) -> RunLock {
+        match ask(db, connector, owner, ttl) {
+            LockOutcome::Taken(lock) => lock,
+            other => panic!("{owner} could not take the lease of {connector}: {other:?}"),
+        }
+    }
+
+    /// The lease a test holds to commit pages of connector `c`.
+    fn lease(db: &dyn StateStore) -> RunLock {
+        take(db, "c", "test-worker", Duration::from_secs(60))
+    }
+
+    fn worker(id: &str, connector: &str, fingerprint: &Fingerprint) -> WorkerRecord {
+        WorkerRecord {
+            id: id.to_string(),
+            host: "host-1".to_string(),
+            pid: 4242,
+            version: "1.2.3".to_string(),
+            started_at_ms: 77,
+            heartbeat_at_ms: 0,
+            connectors: [(connector.to_string(), fingerprint.clone())].into(),
+        }
+    }
+
+    pub fn checkpoint_is_absent_until_a_page_stores_one_and_is_per_connector(b: &dyn Backend) {
+        let mut db = b.open();
+        let lock = lease(&*db);
+        assert_eq!(db.checkpoint("a").unwrap(), None);
+        let run = db.begin_run("c", 0).unwrap();
+        db.commit_page("c", run, lock.token(), &page(Vec::new(), b"one"))
+            .unwrap();
+        assert_eq!(db.checkpoint("c").unwrap(), Some(b"one".to_vec()));
+        assert_eq!(db.checkpoint("b").unwrap(), None);
+
+        db.commit_page("c", run, lock.token(), &page(Vec::new(), b"two"))
+            .unwrap();
+        assert_eq!(db.checkpoint("c").unwrap(), Some(b"two".to_vec()));
+
+        db.clear_checkpoint("c").unwrap();
+        assert_eq!(db.checkpoint("c").unwrap(), None);
+    }
+
+    pub fn runs_record_outcome_counts_and_error_newest_first(b: &dyn Backend) {
+        let mut db = b.open();
+        assert_eq!(db.last_run("c").unwrap(), None);
+        let first = db.begin_run("c", 100).unwrap();
+        db.finish_run(first, 200, RunOutcome::Succeeded, &counts(3), None)
+            .unwrap();
+        let second = db.begin_run("c", 300).unwrap();
+        db.finish_run(
+            second,
+            400,
+            RunOutcome::Failed,
+            &RunCounts::default(),
+            Some("source said 500"),
+        )
+        .unwrap();
+        let third = db.begin_run("c", 500).unwrap();
+        db.begin_run("other", 600).unwrap();
+
+        let runs = db.runs("c", 10).unwrap();
+        assert_eq!(
+            runs.iter().map(|r| r.id).collect::<Vec<_>>(),
+            [third, second, first]
+        );
+        assert_eq!(runs[2].outcome, Some(RunOutcome::Succeeded));
+        assert_eq!(runs[2].counts, counts(3));
+        assert_eq!(runs[2].started_at_ms, 100);
+        assert_eq!(runs[2].finished_at_ms, Some(200));
+        assert_eq!(runs[1].outcome, Some(RunOutcome::Failed));
+        assert_eq!(runs[1].error.as_deref(), Some("source said 500"));
+        assert_eq!(runs[0].outcome, None);
+        assert_eq!(runs[0].finished_at_ms, None);
+        assert_eq!(db.runs("c", 2).unwrap().len(), 2);
+        assert_eq!(db.last_run("c").unwrap().unwrap().id, third);
+        assert_eq!(db.last_run("other").unwrap().unwrap().connector, "other");
+        assert_eq!(db.last_finished_run("c").unwrap().unwrap().id, second);
+        assert_eq!(db.last_scheduled_run("c").unwrap().unwrap().id, third);
+    }
+
+    pub fn finishing_a_run_keeps_the_larger_of_page_counts_and_given_totals(b: &dyn Backend) {
+        let mut db = b.open();
+        let lock = lease(&*db);
+        let run = db.begin_run("c", 0).unwrap();
+        db.commit_page("c", run, lock.token(), &page(Vec::new(), b"x"))
+            .unwrap();
+        db.commit_page("c", run, lock.token(), &page(Vec::new(), b"y"))
+            .unwrap();
+        let mut pages_total = counts(2);
+        pages_total.add(&counts(2));
+        assert_eq!(db.last_run("c").unwrap().unwrap().counts, pages_total);
+
+        // Zeros keep the committed numbers…
+        db.finish_run(run, 9, RunOutcome::Interrupted, &RunCounts::default(), None)
+            .unwrap();
+        assert_eq!(db.last_run("c").unwrap().unwrap().counts, pages_total);
+        // …and totals that include an uncommitted failure raise them.
+        let mut totals = pages_total.clone();
+        totals.failed += 1;
+        db.finish_run(run, 9, RunOutcome::Failed, &totals, Some("boom"))
+            .unwrap();
+        assert_eq!(db.last_run("c").unwrap().unwrap().counts, totals);
+    }
+
+    pub fn finishing_an_unknown_run_is_an_error(b: &dyn Backend) {
+        let mut db = b.open();
+        let err = db
+            .finish_run(
+                RunId(42),
+                0,
+                RunOutcome::Succeeded,
+                &RunCounts::default(),
+                None,
+            )
+            .unwrap_err();
+        assert!(
+            matches!(err, StateError::UnknownRun { run: RunId(42) }),
+            "{err}"
+        );
+        assert!(err.to_string().contains("#42"));
+    }
+
+    pub fn unfinished_runs_can_be_marked_interrupted(b: &dyn Backend) {
+        let mut db = b.open();
+        let done = db.begin_run("c", 0).unwrap();
+        db.finish_run(done, 1, RunOutcome::Succeeded, &RunCounts::default(), None)
+            .unwrap();
+        let crashed = db.begin_run("c", 2).unwrap();
+        db.begin_run("other", 2).unwrap();
+        assert_eq!(db.interrupt_unfinished("c", 10).unwrap(), 1);
+        let run = db.last_run("c").unwrap().unwrap();
+        assert_eq!(run.id, crashed);
+        assert_eq!(run.outcome, Some(RunOutcome::Interrupted));
+        assert_eq!(run.finished_at_ms, Some(10));
+        assert!(run.error.is_some());
+        assert_eq!(
+            db.runs("c", 5).unwrap()[1].outcome,
+            Some(RunOutcome::Succeeded)
+        );
+        assert_eq!(db.last_run("other").unwrap().unwrap().outcome, None);
+    }
+
+    pub fn commit_page_records_ledger_quarantine_counts_and_checkpoint_together(b: &dyn Backend) {
+        let mut db = b.open();
+        let lock = lease(&*db);
+        let run = db.begin_run("c", 0).unwrap();
+        let entries = vec![entry("m1", "a@x"), entry("m1", "b@x"), entry("m2", "a@x")];
+        db.commit_page("c", run, lock.token(), &page(entries.clone(), b"cp"))
+            .unwrap();
+
+        assert_eq!(db.delivered_count("c").unwrap(), 3);
+        assert_eq!(db.delivered_count("other").unwrap(), 0);
+        assert!(db.is_delivered("c", "m1", "b@x").unwrap());
+        assert!(!db.is_delivered("c", "m2", "b@x").unwrap());
+        assert!(!db.is_delivered("other", "m1", "a@x").unwrap());
+        assert_eq!(db.ledger_entries("c").unwrap(), entries);
+        assert_eq!(
+            db.quarantine("c").unwrap(),
+            vec![quarantined("q1", "no mailbox for u-ext")]
+        );
+        assert_eq!(db.quarantine_count("c").unwrap(), 1);
+        assert_eq!(db.last_run("c").unwrap().unwrap().counts, counts(2));
+        assert_eq!(db.checkpoint("c").unwrap(), Some(b"cp".to_vec()));
+    }
+
+    pub fn ledger_keeps_the_first_entry_of_a_pair(b: &dyn Backend) {
+        let mut db = b.open();
+        let lock = lease(&*db);
+        let run = db.begin_run("c", 0).unwrap();
+        db.commit_page(
+            "c",
+            run,
+            lock.token(),
+            &page(vec![entry("m1", "a@x")], b"1"),
+        )
+        .unwrap();
+        let mut again = entry("m1", "a@x");
+        again.receipt = "elsewhere".to_string();
+        again.delivered_at_ms = 9_999;
+        // Within one page too, the first entry of a pair wins.
+        let mut twice = entry("m2", "a@x");
+        twice.receipt = "second".to_string();
+        let page2 = page(vec![again, entry("m2", "a@x"), twice], b"2");
+        db.commit_page("c", run, lock.token(), &page2).unwrap();
+        assert_eq!(
+            db.ledger_entries("c").unwrap(),
+            vec![entry("m1", "a@x"), entry("m2", "a@x")]
+        );
+        assert_eq!(db.checkpoint("c").unwrap(), Some(b"2".to_vec()));
+    }
+
+    pub fn ledger_entries_of_one_item_may_differ_per_mailbox(b: &dyn Backend) {
+        let mut db = b.open();
+        let lock = lease(&*db);
+        let run = db.begin_run("c", 0).unwrap();
+        let first = entry("m1", "a@x");
+        let mut changed = entry("m1", "b@x");
+        changed.email_sha256 = "f".repeat(64);
+        changed.delivered_at_ms = 2_000;
+        db.commit_page("c", run, lock.token(), &page(vec![first.clone()], b"1"))
+            .unwrap();
+        let later = db.begin_run("c", 1).unwrap();
+        db.commit_page("c", later, lock.token(), &page(vec![changed.clone()], b"2"))
+            .unwrap();
+        assert_eq!(
+            db.ledger_entries("c").unwrap(),
+            [first.clone(), changed.clone()]
+        );
+        let pairs = db.ledger_for_items("c", &["m1", "nothing"]).unwrap();
+        assert_eq!(
+            pairs
+                .iter()
+                .map(|p| (p.entry.clone(), p.run))
+                .collect::<Vec<_>>(),
+            [(first, run), (changed.clone(), later)]
+        );
+        let of_later = db.ledger_of_run(later).unwrap();
+        assert_eq!(of_later.len(), 1);
+        assert_eq!(of_later[0].entry, changed);
+    }
+
+    pub fn commit_page_rolls_back_everything_when_a_statement_fails(b: &dyn Backend) {
+        let mut db = b.open();
+        let lock = lease(&*db);
+        let run = db.begin_run("c", 0).unwrap();
+        db.commit_page(
+            "c",
+            run,
+            lock.token(),
+            &page(vec![entry("m0", "a@x")], b"before"),
+        )
+        .unwrap();
+        let before = db.last_run("c").unwrap().unwrap().counts;
+        // The quarantine insert fails after the ledger rows went in.
+        b.break_quarantine_inserts();
+        let mut failing = page(vec![entry("m1", "a@x"), entry("m2", "a@x")], b"after");
+        failing.quarantine = vec![quarantined("q2", "x")];
+        let err = db
+            .commit_page("c", run, lock.token(), &failing)
+            .unwrap_err();
+        assert!(err.to_string().contains("injected failure"), "{err}");
+
+        assert_eq!(db.delivered_count("c").unwrap(), 1);
+        assert!(!db.is_delivered("c", "m1", "a@x").unwrap());
+        assert_eq!(db.quarantine("c").unwrap().len(), 1);
+        assert_eq!(db.last_run("c").unwrap().unwrap().counts, before);
+        assert_eq!(db.checkpoint("c").unwrap(), Some(b"before".to_vec()));
+
+        // The database is usable afterwards.
+        b.heal_quarantine_inserts();
+        db.commit_page("c", run, lock.token(), &failing).unwrap();
+        assert_eq!(db.delivered_count("c").unwrap(), 3);
+    }
+
+    pub fn commit_page_for_an_unknown_or_foreign_run_changes_nothing(b: &dyn Backend) {
+        let mut db = b.open();
+        let lock = lease(&*db);
+        let foreign = db.begin_run("other", 0).unwrap();
+        for run in [RunId(999), foreign] {
+            let err = db
+                .commit_page(
+                    "c",
+                    run,
+                    lock.token(),
+                    &page(vec![entry("m1", "a@x")], b"cp"),
+                )
+                .unwrap_err();
+            assert!(matches!(err, StateError::UnknownRun { .. }), "{err}");
+        }
+        assert_eq!(db.delivered_count("c").unwrap(), 0);
+        assert_eq!(db.quarantine_count("c").unwrap(), 0);
+        assert_eq!(db.checkpoint("c").unwrap(), None);
+    }
+
+    pub fn a_committed_page_is_seen_at_once_by_another_store(b: &dyn Backend) {
+        let mut db = b.open();
+        let lock = lease(&*db);
+        let run = db.begin_run("c", 0).unwrap();
+        db.commit_page(
+            "c",
+            run,
+            lock.token(),
+            &page(vec![entry("m1", "a@x")], b"cp"),
+        )
+        .unwrap();
+        let other = b.open();
+        assert!(other.is_delivered("c", "m1", "a@x").unwrap());
+        assert_eq!(other.quarantine_count("c").unwrap(), 1);
+        assert_eq!(other.checkpoint("c").unwrap(), Some(b"cp".to_vec()));
+    }
+
+    pub fn delivered_set_answers_for_many_items_at_once(b: &dyn Backend) {
+        let mut db = b.open();
+        let lock = lease(&*db);
+        let run = db.begin_run("c", 0).unwrap();
+        let entries: Vec<LedgerEntry> = (0..1200)
+            .filter(|i| i % 3 == 0)
+            .map(|i| entry(&format!("m{i}"), "a@x"))
+            .collect();
+        db.commit_page("c", run, lock.token(), &page(entries, b"cp"))
+            .unwrap();
+        db.commit_page(
+            "c",
+            run,
+            lock.token(),
+            &page(vec![entry("m3", "b@x")], b"cp"),
+        )
+        .unwrap();
+        let owned: Vec<String> = (0..1200).map(|i| format!("m{i}")).collect();
+        let ids: Vec<&str> = owned.iter().map(String::as_str).collect();
+        let set = db.delivered_set("c", &ids).unwrap();
+        assert_eq!(set.len(), 401);
+        assert!(set.contains(&("m3".to_string(), "a@x".to_string())));
+        assert!(set.contains(&("m3".to_string(), "b@x".to_string())));
+        assert!(set.contains(&("m1197".to_string(), "a@x".to_string())));
+        assert!(!set.iter().any(|(item, _)| item == "m1"));
+        assert!(db.delivered_set("other", &ids).unwrap().is_empty());
+        assert!(db.delivered_set("c", &[]).unwrap().is_empty());
+        assert_eq!(db.delivered_count("c").unwrap(), 401);
+    }
+
+    pub fn requarantining_an_item_replaces_it_and_released_items_leave(b: &dyn Backend) {
+        let mut db = b.open();
+        let lock = lease(&*db);
+        let run = db.begin_run("c", 0).unwrap();
+        db.commit_page("c", run, lock.token(), &page(Vec::new(), b"1"))
+            .unwrap();
+        let mut again = page(Vec::new(), b"2");
+        again.quarantine = vec![
+            quarantined("q1", "still unmapped"),
+            quarantined("q2", "new"),
+        ];
+        db.commit_page("c", run, lock.token(), &again).unwrap();
+        let q = db.quarantine("c").unwrap();
+        assert_eq!(q.len(), 2);
+        assert_eq!(q[0].item_id, "q1");
+        assert_eq!(q[0].reason, "still unmapped");
+        assert_eq!(q[0].unmapped[0].display_name.as_deref(), Some("Ext Ernal"));
+        assert!(db.is_quarantined("c", "q2").unwrap());
+
+        let release = PageCommit {
+            ledger: vec![entry("q1", "ext@x")],
+            released: vec!["q1".to_string()],
+            checkpoint: db.checkpoint("c").unwrap().unwrap(),
+            ..PageCommit::default()
+        };
+        db.commit_page("c", run, lock.token(), &release).unwrap();
+        let q = db.quarantine("c").unwrap();
+        assert_eq!(
+            q.iter().map(|e| e.item_id.as_str()).collect::<Vec<_>>(),
+            ["q2"]
+        );
+        assert!(!db.is_quarantined("c", "q1").unwrap());
+        assert!(db.is_delivered("c", "q1", "ext@x").unwrap());
+        assert_eq!(db.checkpoint("c").unwrap(), Some(b"2".to_vec()));
+    }
+
+    pub fn a_big_quarantined_email_is_streamed_into_the_database_and_back_out(b: &dyn Backend) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut db = b.open();
+        let lock = lease(&*db);
+        let run = db.begin_run("c", 0).unwrap();
+        let len = DEFAULT_SPILL_ABOVE + 12_345;
+        let bytes: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+        let big = Email::spool_from("big@x".into(), &mut &bytes[..], dir.path(), 7).unwrap();
+        assert!(big.spool_path().is_some());
+        let mut commit = page(Vec::new(), b"cp");
+        commit.quarantine = vec![QuarantineEntry {
+            email: big.clone(),
+            ..quarantined("big", "no mailbox")
+        }];
+        db.commit_page("c", run, lock.token(), &commit).unwrap();
+
+        let q = db.quarantine("c").unwrap();
+        let back = &q[0].email;
+        assert!(back.spool_path().is_some(), "read back into a spool file");
+        assert_eq!(back.len(), len as u64);
+        assert_eq!(back.sha256, big.sha256);
+        assert!(back.bytes().unwrap()[..] == bytes[..]);
+
+        // Quarantined again (smaller), it is replaced whole.
+        let mut again = page(Vec::new(), b"cp");
+        again.quarantine = vec![quarantined("big", "still no mailbox")];
+        db.commit_page("c", run, lock.token(), &again).unwrap();
+        let q = db.quarantine("c").unwrap();
+        assert_eq!(q[0].email, quarantined("big", "").email);
+        assert!(q[0].email.spool_path().is_none());
+    }
+
+    pub fn kv_stores_reads_replaces_and_deletes_per_connector(b: &dyn Backend) {
+        let mut db = b.open();
+        assert_eq!(db.kv_get("a", "k").unwrap(), None);
+        db.kv_set("a", "k", b"v1").unwrap();
+        db.kv_set("b", "k", b"other").unwrap();
+        assert_eq!(db.kv_get("a", "k").unwrap(), Some(b"v1".to_vec()));
+        db.kv_set("a", "k", b"v2").unwrap();
+        assert_eq!(db.kv_get("a", "k").unwrap(), Some(b"v2".to_vec()));
+        assert_eq!(db.kv_usage("a").unwrap(), 3);
+        db.kv_set("a", "empty", b"").unwrap();
+        assert_eq!(db.kv_get("a", "empty").unwrap(), Some(Vec::new()));
+        db.kv_delete("a", "k").unwrap();
+        db.kv_delete("a", "never-set").unwrap();
+        assert_eq!(db.kv_get("a", "k").unwrap(), None);
+        assert_eq!(db.kv_get("b", "k").unwrap(), Some(b"other".to_vec()));
+        // Keys count in bytes, not characters.
+        db.kv_set("u", "clé", b"\xff").unwrap();
+        assert_eq!(db.kv_usage("u").unwrap(), 5);
+    }
+
+    pub fn kv_refuses_values_and_keys_over_their_limits(b: &dyn Backend) {
+        let mut db = b.open();
+        let big = vec![0u8; KV_MAX_VALUE_BYTES as usize + 1];
+        let err = db.kv_set("c", "k", &big).unwrap_err();
+        assert!(
+            matches!(err, StateError::TooLarge { limit, what: "value", .. } if limit == KV_MAX_VALUE_BYTES),
+            "{err}"
+        );
+        let long_key = "k".repeat(KV_MAX_KEY_BYTES as usize + 1);
+        let err = db.kv_set("c", &long_key, b"v").unwrap_err();
+        assert!(
+            matches!(err, StateError::TooLarge { what: "key", .. }),
+            "{err}"
+        );
+        db.kv_set("c", "k", &big[1..]).unwrap();
+        assert_eq!(db.kv_get("c", "k").unwrap().unwrap().len(), big.len() - 1);
+    }
+
+    pub fn kv_quota_counts_all_keys_and_values_of_the_connector(b: &dyn Backend) {
+        let mut db = b.open();
+        let value = vec![7u8; KV_MAX_VALUE_BYTES as usize - 8];
+        for i in 0..16 {
+            db.kv_set("c", &format!("key{i:02}"), &value).unwrap();
+        }
+        let used = db.kv_usage("c").unwrap();
+        assert!(used <= KV_QUOTA_BYTES);
+        let err = db.kv_set("c", "one-more", &value).unwrap_err();
+        assert!(
+            matches!(err, StateError::QuotaExceeded { limit, .. } if limit == KV_QUOTA_BYTES),
+            "{err}"
+        );
+        assert!(err.to_string().contains("quota"), "{err}");
+        assert_eq!(db.kv_get("c", "one-more").unwrap(), None);
+        // Replacing a value only counts its new size; other connectors are apart.
+        db.kv_set("c", "key00", &value).unwrap();
+        db.kv_set("other", "k", &value).unwrap();
+        // Freeing space makes room again.
+        db.kv_delete("c", "key00").unwrap();
+        db.kv_set("c", "one-more", &value).unwrap();
+    }
+
+    pub fn a_page_records_what_it_saw_and_what_failed_for_the_admin_log(b: &dyn Backend) {
+        let mut db = b.open();
+        let lock = lease(&*db);
+        let run = db
+            .begin_run_of("c", 10, RunKind::Backfill, Some((1, 2)))
+            .unwrap();
+        let mut p = page(vec![entry("m1", "a@x")], b"1");
+        p.seen = vec![
+            SeenItem {
+                item_id: "m2".into(),
+                source_sha256: "t".repeat(64),
+                sent_at_ms: 6,
+                mailboxes: Vec::new(),
+                unmapped: Vec::new(),
+            },
+            SeenItem {
+                item_id: "m1".into(),
+                source_sha256: "s".repeat(64),
+                sent_at_ms: 5,
+                mailboxes: vec!["a@x".into(), "b@x".into()],
+                unmapped: vec!["u-ext".into()],
+            },
+        ];
+        p.failures = vec![
+            RunFailure {
+                item_id: "m1".into(),
+                source_user_id: "u-ext".into(),
+                mailbox: String::new(),
+                kind: FailureKind::Unmapped,
+                reason: "no mailbox".into(),
+            },
+            RunFailure {
+                item_id: "m1".into(),
+                source_user_id: "u-b".into(),
+                mailbox: "b@x".into(),
+                kind: FailureKind::Refused,
+                reason: "mailbox full".into(),
+            },
+        ];
+        p.checkpoint_slot = CheckpointSlot::Key("c#backfill:1..2".into());
+        db.commit_page("c", run, lock.token(), &p).unwrap();
+        let sent_order = vec![p.seen[1].clone(), p.seen[0].clone()];
+        assert_eq!(db.run_items(run).unwrap(), sent_order);
+        assert_eq!(db.run_failures(run).unwrap(), p.failures);
+        assert_eq!(
+            db.refused_mailboxes("c", "m1").unwrap(),
+            [("b@x".to_string(), "u-b".to_string())]
+        );
+        assert_eq!(
+            db.checkpoint("c").unwrap(),
+            None,
+            "the connector's own is untouched"
+        );
+        assert_eq!(
+            db.checkpoint("c#backfill:1..2").unwrap().as_deref(),
+            Some(&b"1"[..])
+        );
+        let r = db.run(run).unwrap().unwrap();
+        assert_eq!(r.kind, RunKind::Backfill);
+        assert_eq!(r.range_ms, Some((1, 2)));
+        assert_eq!(r.pid, Some(std::process::id()));
+        assert_eq!(db.ledger_of_run(run).unwrap().len(), 1);
+        assert!(db.is_quarantined("c", "q1").unwrap());
+        assert_eq!(db.connectors().unwrap(), ["c"]);
+
+        // A commit that keeps the checkpoint (redelivery) writes none, and a
+        // redelivered refused mailbox is no longer refused.
+        let redeliver = db.begin_run_of("c", 20, RunKind::Redeliver, None).unwrap();
+        let keep = PageCommit {
+            ledger: vec![entry("m1", "b@x")],
+            checkpoint_slot: CheckpointSlot::Keep,
+            checkpoint: b"ignored".to_vec(),
+            ..PageCommit::default()
+        };
+        db.commit_page("c", redeliver, lock.token(), &keep).unwrap();
+        assert_eq!(db.checkpoint("c").unwrap(), None);
+        assert!(db.refused_mailboxes("c", "m1").unwrap().is_empty());
+        assert_eq!(db.last_run("c").unwrap().unwrap().kind, RunKind::Redeliver);
+    }
+
+    pub fn pruning_removes_old_runs_with_their_items_and_failures_but_never_the_ledger(
+        b: &dyn Backend,
+    ) {
+        let mut db = b.open();
+        let lock = lease(&*db);
+        let old = db.begin_run("c", 0).unwrap();
+        let mut p = page(vec![entry("m1", "a@x")], b"1");
+        p.failures = vec![RunFailure {
+            item_id: "m1".into(),
+            source_user_id: "u".into(),
+            mailbox: "b@x".into(),
+            kind: FailureKind::Refused,
+            reason: "full".into(),
+        }];
+        p.seen = vec![SeenItem {
+            item_id: "m1".into(),
+            source_sha256: "s".repeat(64),
+            sent_at_ms: 5,
+            mailboxes: vec!["a@x".into()],
+            unmapped: Vec::new(),
+        }];
+        db.commit_page("c", old, lock.token(), &p).unwrap();
+        db.finish_run(
+            old,
+            1_000,
+            RunOutcome::Succeeded,
+            &RunCounts::default(),
+            None,
+        )
+        .unwrap();
+        let new = db.begin_run("c", 5_000).unwrap();
+        db.finish_run(
+            new,
+            6_000,
+            RunOutcome::Failed,
+            &RunCounts::default(),
+            Some("x"),
+        )
+        .unwrap();
+        let unfinished = db.begin_run("c", 7_000).unwrap();
+        assert_eq!(db.prune_runs_before(2_000).unwrap(), 1);
+        assert!(db.run(old).unwrap().is_none());
+        assert!(db.run_failures(old).unwrap().is_empty());
+        assert!(db.run_items(old).unwrap().is_empty());
+        assert!(db.run(new).unwrap().is_some());
+        assert!(db.run(unfinished).unwrap().is_some());
+        assert!(db.is_delivered("c", "m1", "a@x").unwrap());
+        assert_eq!(db.quarantine_count("c").unwrap(), 1);
+        assert_eq!(db.checkpoint("c").unwrap(), Some(b"1".to_vec()));
+        let totals = db.connector_totals("c").unwrap();
+        assert_eq!(totals.runs_by_outcome.get("failed"), Some(&1));
+        assert_eq!(totals.last_success_ms, None);
+    }
+
+    pub fn connector_totals_add_finished_and_running_runs(b: &dyn Backend) {
+        let mut db = b.open();
+        let lock = lease(&*db);
+        let done = db.begin_run("c", 0).unwrap();
+        db.finish_run(done, 50, RunOutcome::Succeeded, &counts(4), None)
+            .unwrap();
+        let running = db.begin_run("c", 60).unwrap();
+        db.commit_page("c", running, lock.token(), &page(Vec::new(), b"1"))
+            .unwrap();
+        db.begin_run("b-other", 0).unwrap();
+        let totals = db.connector_totals("c").unwrap();
+        assert_eq!(totals.runs_by_outcome.get("succeeded"), Some(&1));
+        assert_eq!(totals.runs_by_outcome.len(), 1);
+        assert_eq!(totals.imported, 4 + 2);
+        assert_eq!(totals.items_from_source, 4 + 2);
+        assert_eq!(totals.quarantined, 2);
+        assert_eq!(totals.skipped_duplicates, 2);
+        assert_eq!(totals.last_success_ms, Some(50));
+        assert_eq!(db.connectors().unwrap(), ["b-other", "c"]);
+        assert_eq!(
+            db.connector_totals("none").unwrap(),
+            ConnectorTotals::default()
+        );
+    }
+
+    pub fn described_conversations_are_remembered_and_replaced_with_the_page(b: &dyn Backend) {
+        let room = |name: &str| Conversation {
+            id: "c1".into(),
+            kind: ConversationKind::Room,
+            name: Some(name.into()),
+            participants: Vec::new(),
+        };
+        let mut db = b.open();
+        let lock = lease(&*db);
+        let run = db.begin_run("c", 0).unwrap();
+        let mut first = page(Vec::new(), b"1");
+        first.conversations = vec![room("Old name")];
+        db.commit_page("c", run, lock.token(), &first).unwrap();
+        let mut renamed = page(Vec::new(), b"2");
+        renamed.conversations = vec![room("New name")];
+        db.commit_page("c", run, lock.token(), &renamed).unwrap();
+        let found = db.conversations("c", &["c1", "c2"]).unwrap();
+        assert_eq!(found, [room("New name")]);
+        assert!(db.conversations("other", &["c1"]).unwrap().is_empty());
+    }
+
+    pub fn one_holder_at_a_time(b: &dyn Backend) {
+        let first = b.open();
+        let second = b.open();
+        let ttl = Duration::from_secs(30);
+        let lock = take(&*first, "c", "w1", ttl);
+        assert!(lock.is_live());
+        assert!(lock.token() > 0);
+        // (SQLite names no owner: the operating system's lock decides there.)
+        assert!(
+            matches!(ask(&*second, "c", "w2", ttl), LockOutcome::Held { .. }),
+            "a second holder"
+        );
+        // Another connector is free.
+        let other = take(&*second, "d", "w2", ttl);
+        let leases = first.leases().unwrap();
+        assert_eq!(
+            leases
+                .iter()
+                .map(|l| (l.connector.as_str(), l.owner.as_str()))
+                .collect::<Vec<_>>(),
+            [("c", "w1"), ("d", "w2")]
+        );
+        assert_eq!(leases[0].token, lock.token());
+        assert_eq!(leases[0].fingerprint, print("a", "p"));
+        assert!(leases[0].expires_at_ms > first.clock_ms().unwrap());
+        drop(other);
+    }
+
+    pub fn an_expired_lease_is_taken_with_a_higher_token(b: &dyn Backend) {
+        let first = b.open();
+        let second = b.open();
+        let ttl = Duration::from_millis(400);
+        let lock = take(&*first, "c", "w1", ttl);
+        let token = lock.token();
+        // The holder stops renewing (it hangs, or dies without releasing).
+        drop(lock);
+        std::thread::sleep(ttl + Duration::from_millis(200));
+        let next = take(&*second, "c", "w2", ttl);
+        assert!(next.token() > token, "{} after {token}", next.token());
+        let lease = &second.leases().unwrap()[0];
+        assert_eq!((lease.owner.as_str(), lease.token), ("w2", next.token()));
+    }
+
+    pub fn the_keeper_renews_the_lease_while_the_lock_is_held(b: &dyn Backend) {
+        let first = b.open();
+        let second = b.open();
+        let ttl = Duration::from_millis(600);
+        let lock = take(&*first, "c", "w1", ttl);
+        std::thread::sleep(ttl * 2);
+        assert!(lock.is_live());
+        assert!(matches!(
+            ask(&*second, "c", "w2", ttl),
+            LockOutcome::Held { .. }
+        ));
+        assert!(first.leases().unwrap()[0].expires_at_ms > first.clock_ms().unwrap());
+    }
+
+    pub fn stale_token_commit_is_refused_and_counted(b: &dyn Backend) {
+        let mut first = b.open();
+        let mut second = b.open();
+        let ttl = Duration::from_millis(400);
+        let run = first.begin_run("c", 0).unwrap();
+        let stale = take(&*first, "c", "w1", ttl);
+        first
+            .commit_page(
+                "c",
+                run,
+                stale.token(),
+                &page(vec![entry("m0", "a@x")], b"0"),
+            )
+            .unwrap();
+        let stale_token = stale.token();
+        drop(stale);
+        std::thread::sleep(ttl + Duration::from_millis(200));
+        let fresh = take(&*second, "c", "w2", ttl);
+        assert_eq!(first.fenced_commits().unwrap(), 0);
+
+        let err = first
+            .commit_page("c", run, stale_token, &page(vec![entry("m1", "a@x")], b"1"))
+            .unwrap_err();
+        assert!(
+            matches!(&err, StateError::Fenced { connector, token } if connector == "c" && *token == stale_token),
+            "{err}"
+        );
+        assert!(err.to_string().contains("lease"), "{err}");
+        assert_eq!(second.fenced_commits().unwrap(), 1);
+        // Nothing of the refused page was stored.
+        assert!(!second.is_delivered("c", "m1", "a@x").unwrap());
+        assert_eq!(second.checkpoint("c").unwrap(), Some(b"0".to_vec()));
+        assert_eq!(second.last_run("c").unwrap().unwrap().counts, counts(2));
+        assert_eq!(second.quarantine_count("c").unwrap(), 1);
+
+        // The holder of the current token commits.
+        second
+            .commit_page(
+                "c",
+                run,
+                fresh.token(),
+                &page(vec![entry("m1", "a@x")], b"1"),
+            )
+            .unwrap();
+        assert!(first.is_delivered("c", "m1", "a@x").unwrap());
+        assert_eq!(first.fenced_commits().unwrap(), 1);
+    }
+
+    pub fn release_only_with_the_current_token(b: &dyn Backend) {
+        let mut first = b.open();
+        let second = b.open();
+        let ttl = Duration::from_secs(30);
+        let expiry = |db: &dyn StateStore| db.leases().unwrap()[0].expires_at_ms;
+        let lock = take(&*first, "c", "w1", ttl);
+        let token = lock.token();
+        // The run ends: renewals stop, then the lease is released.
+        drop(lock);
+        first.release_lease("c", token + 1).unwrap();
+        first.release_lease("other", token).unwrap();
+        assert!(expiry(&*first) > first.clock_ms().unwrap(), "still held");
+        first.release_lease("c", token).unwrap();
+        assert_eq!(expiry(&*first), 0);
+        let next = take(&*second, "c", "w2", ttl);
+        assert!(next.token() > token);
+        // The old token releases nothing any more.
+        first.release_lease("c", token).unwrap();
+        assert!(expiry(&*first) > first.clock_ms().unwrap());
+        assert!(matches!(
+            ask(&*first, "c", "w1", ttl),
+            LockOutcome::Held { .. }
+        ));
+    }
+
+    pub fn fingerprint_mismatch_is_refused_while_a_live_worker_runs_the_other_version(
+        b: &dyn Backend,
+    ) {
+        let mut first = b.open();
+        let second = b.open();
+        let ttl = Duration::from_millis(800);
+        let old = print("a", "p");
+        let new = print("a", "p2");
+        first.heartbeat(&worker("w1", "c", &old)).unwrap();
+        let lock = match first.lock_runs("c", &request("w1", ttl, &old)).unwrap() {
+            LockOutcome::Taken(lock) => lock,
+            other => panic!("{other:?}"),
+        };
+        drop(lock);
+        first
+            .release_lease("c", first.leases().unwrap()[0].token)
+            .unwrap();
+        // The lease is free, but w1 is live and runs the other files.
+        match second.lock_runs("c", &request("w2", ttl, &new)).unwrap() {
+            LockOutcome::Mismatch { differs, worker } => {
+                assert_eq!(differs, ["plugin"]);
+                assert_eq!(worker, "w1");
+            }
+            other => panic!("{other:?}"),
+        }
+        // A worker with the same files is not refused.
+        let same = match second.lock_runs("c", &request("w3", ttl, &old)).unwrap() {
+            LockOutcome::Taken(lock) => lock,
+            other => panic!("{other:?}"),
+        };
+        drop(same);
+        first
+            .release_lease("c", first.leases().unwrap()[0].token)
+            .unwrap();
+        // Once w1 stops, the new version may take over.
+        first.forget_worker("w1").unwrap();
+        assert!(matches!(
+            second.lock_runs("c", &request("w2", ttl, &new)).unwrap(),
+            LockOutcome::Taken(_)
+        ));
+    }
+
+    pub fn heartbeats_list_workers_on_the_store_clock(b: &dyn Backend) {
+        let mut db = b.open();
+        assert!(db.workers().unwrap().is_empty());
+        let before = db.clock_ms().unwrap();
+        db.heartbeat(&worker("w2", "c", &print("a", "p"))).unwrap();
+        db.heartbeat(&worker("w1", "d", &print("b", "q"))).unwrap();
+        let workers = db.workers().unwrap();
+        assert_eq!(
+            workers.iter().map(|w| w.id.as_str()).collect::<Vec<_>>(),
+            ["w1", "w2"]
+        );
+        let w1 = &workers[0];
+        assert_eq!(w1.host, "host-1");
+        assert_eq!(
+            (w1.pid, w1.version.as_str(), w1.started_at_ms),
+            (4242, "1.2.3", 77)
+        );
+        assert_eq!(w1.connectors["d"], print("b", "q"));
+        // The store sets the time, on its own clock.
+        assert!(
+            w1.heartbeat_at_ms >= before,
+            "{} < {before}",
+            w1.heartbeat_at_ms
+        );
+        assert!(w1.heartbeat_at_ms <= db.clock_ms().unwrap());
+
+        std::thread::sleep(Duration::from_millis(20));
+        db.heartbeat(&worker("w1", "e", &print("c", "r"))).unwrap();
+        let w1_again = db.workers().unwrap().remove(0);
+        assert!(w1_again.heartbeat_at_ms > w1.heartbeat_at_ms);
+        assert_eq!(w1_again.connectors.keys().collect::<Vec<_>>(), ["e"]);
+
+        db.forget_worker("w2").unwrap();
+        db.forget_worker("never-seen").unwrap();
+        assert_eq!(
+            db.workers()
+                .unwrap()
+                .iter()
+                .map(|w| w.id.as_str())
+                .collect::<Vec<_>>(),
+            ["w1"]
+        );
+    }
+
+    pub fn racing_stores_one_lease_exactly_one_wins(b: &dyn Backend) {
+        const RACERS: usize = 6;
+        let stores: Vec<Box<dyn StateStore>> = (0..RACERS).map(|_| b.open()).collect();
+        let start = Arc::new(Barrier::new(RACERS));
+        let handles: Vec<_> = stores
+            .into_iter()
+            .enumerate()
+            .map(|(i, store)| {
+                let start = start.clone();
+                std::thread::spawn(move || {
+                    start.wait();
+                    let outcome = ask(&*store, "c", &format!("w{i}"), Duration::from_secs(30));
+                    // Hold a won lock until every racer has asked.
+                    (matches!(outcome, LockOutcome::Taken(_)), outcome, store)
+                })
+            })
+            .collect();
+        let results: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+        let winners = results.iter().filter(|(won, ..)| *won).count();
+        assert_eq!(
+            winners,
+            1,
+            "{:?}",
+            results.iter().map(|r| &r.1).collect::<Vec<_>>()
+        );
+        for (won, outcome, _) in &results {
+            if !won {
+                assert!(matches!(outcome, LockOutcome::Held { .. }), "{outcome:?}");
+            }
+        }
+    }
+}
