@@ -238,6 +238,14 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("state", &["connector-model", "connector-email"]),
     ("sink", &["connector-model", "connector-email"]),
     (
+        "state-sqlite",
+        &["connector-model", "connector-email", "connector-state"],
+    ),
+    (
+        "state-postgres",
+        &["connector-model", "connector-email", "connector-state"],
+    ),
+    (
         "sink-maildir",
         &["connector-model", "connector-email", "connector-sink"],
     ),

@@ -45,12 +45,55 @@ pub enum SecretError {
         /// What is wrong.
         message: String,
     },
+    /// A file holding one secret value could not be read.
+    #[error(
+        "cannot read the secret file {path}: {source}; create it (mode 0600) holding the value alone"
+    )]
+    ReadValue {
+        /// The file.
+        path: PathBuf,
+        /// What the OS said.
+        source: std::io::Error,
+    },
     /// The secrets file can be read by other users.
     #[error("secrets file {path} can be read by other users; run `chmod 600 {path}`")]
     Exposed {
         /// The file.
         path: PathBuf,
     },
+}
+
+/// Refuses a file other users can read (or write).
+fn refuse_exposed(
+    path: &std::path::Path,
+    read_err: impl FnOnce(std::io::Error) -> SecretError,
+) -> Result<(), SecretError> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(path)
+            .map_err(read_err)?
+            .permissions()
+            .mode();
+        if mode & 0o077 != 0 {
+            return Err(SecretError::Exposed {
+                path: path.to_path_buf(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The one secret value a file holds (a password file), without its
+/// trailing line break; the file must be readable by its owner only.
+pub fn read_secret_file(path: &std::path::Path) -> Result<Secret, SecretError> {
+    let read_err = |source| SecretError::ReadValue {
+        path: path.to_path_buf(),
+        source,
+    };
+    refuse_exposed(path, read_err)?;
+    let text = std::fs::read_to_string(path).map_err(read_err)?;
+    Ok(Secret(text.trim_end_matches(['\r', '\n']).to_string()))
 }
 
 /// The values of the secrets a connector may use.
@@ -81,17 +124,7 @@ impl SecretStore {
                     path: path.clone(),
                     source,
                 };
-                #[cfg(unix)]
-                {
-                    use std::os::unix::fs::PermissionsExt;
-                    let mode = std::fs::metadata(path)
-                        .map_err(read_err)?
-                        .permissions()
-                        .mode();
-                    if mode & 0o077 != 0 {
-                        return Err(SecretError::Exposed { path: path.clone() });
-                    }
-                }
+                refuse_exposed(path, read_err)?;
                 let text = std::fs::read_to_string(path).map_err(read_err)?;
                 let table: BTreeMap<String, String> =
                     toml::from_str(&text).map_err(|e| SecretError::Parse {

@@ -8,7 +8,13 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 
 use crate::pipeline::{Host, HostSettings, StateLocation, create_state_dir};
+use connector_secrets::read_secret_file;
 use connector_state::StateStore;
+use connector_state_postgres::PostgresConfig;
+
+/// The environment variable that may hold the PostgreSQL password (a
+/// file, `--state-password-file`, is preferred).
+const PASSWORD_VARIABLE: &str = "CONNECTOR_STATE_PASSWORD";
 
 /// Where the state is.
 #[derive(Args)]
@@ -22,6 +28,21 @@ pub struct StateArgs {
         default_value = "state"
     )]
     pub dir: PathBuf,
+    /// Keep the state in this PostgreSQL database instead, shared by every
+    /// worker given the same URL: `postgres://USER@HOST:PORT/DB` with
+    /// `?sslmode=require` (and `&sslrootcert=CA.pem`) for TLS. Never with
+    /// the password: that comes from `--state-password-file` or
+    /// CONNECTOR_STATE_PASSWORD.
+    #[arg(long = "state-url", global = true, env = "CONNECTOR_STATE_URL")]
+    pub url: Option<String>,
+    /// A file (mode 0600) holding the PostgreSQL password alone.
+    #[arg(
+        long = "state-password-file",
+        global = true,
+        env = "CONNECTOR_STATE_PASSWORD_FILE",
+        requires = "url"
+    )]
+    pub password_file: Option<PathBuf>,
     /// How long a run's lease lasts, in seconds, without renewal (it is
     /// renewed every third of it): a worker that dies or hangs loses its
     /// connectors to another worker after this long. Every worker of a
@@ -42,14 +63,26 @@ impl StateArgs {
         Duration::from_secs(self.lease_secs)
     }
 
-    fn location(&self) -> StateLocation {
-        StateLocation::Sqlite(self.dir.join("state.db"))
+    fn location(&self) -> Result<StateLocation> {
+        let Some(url) = &self.url else {
+            return Ok(StateLocation::Sqlite(self.dir.join("state.db")));
+        };
+        let mut config = PostgresConfig::parse(url)?;
+        let password = match (&self.password_file, std::env::var(PASSWORD_VARIABLE)) {
+            (Some(file), _) => Some(read_secret_file(file)?.expose().to_string()),
+            (None, Ok(value)) => Some(value),
+            (None, Err(_)) => None,
+        };
+        if let Some(password) = password {
+            config = config.with_password(password);
+        }
+        Ok(StateLocation::Postgres(Box::new(config)))
     }
 
     /// The host over this state, creating the state folder when absent.
     pub fn open_host(&self) -> Result<Host> {
         let settings = HostSettings {
-            state: Some(self.location()),
+            state: Some(self.location()?),
             lease_time: self.lease_time(),
         };
         Host::open_with(&self.dir, &settings).context("opening the state")
@@ -57,7 +90,7 @@ impl StateArgs {
 
     /// The state, which must exist (commands that only read it).
     pub fn open_db(&self) -> Result<Box<dyn StateStore>> {
-        let location = self.location();
+        let location = self.location()?;
         if let StateLocation::Sqlite(path) = &location
             && !path.is_file()
         {
@@ -73,6 +106,6 @@ impl StateArgs {
     pub fn open_db_creating(&self) -> Result<Box<dyn StateStore>> {
         create_state_dir(&self.dir)
             .with_context(|| format!("creating the state folder {}", self.dir.display()))?;
-        Ok(self.location().open()?)
+        Ok(self.location()?.open()?)
     }
 }

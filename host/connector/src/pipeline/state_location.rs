@@ -6,6 +6,7 @@ use std::time::Duration;
 use std::sync::{Arc, Mutex};
 
 use connector_state::{DEFAULT_LEASE, SharedStore, StateError, StateStore};
+use connector_state_postgres::{PostgresConfig, PostgresStore};
 use connector_state_sqlite::SqliteStore;
 
 /// Where the host keeps its state.
@@ -13,6 +14,8 @@ use connector_state_sqlite::SqliteStore;
 pub enum StateLocation {
     /// A SQLite file: the processes of one machine share it.
     Sqlite(PathBuf),
+    /// A PostgreSQL database: a fleet of workers on any machines share it.
+    Postgres(Box<PostgresConfig>),
 }
 
 impl StateLocation {
@@ -21,6 +24,7 @@ impl StateLocation {
     pub fn open(&self) -> Result<Box<dyn StateStore>, StateError> {
         match self {
             StateLocation::Sqlite(path) => Ok(Box::new(SqliteStore::open(path)?)),
+            StateLocation::Postgres(config) => Ok(Box::new(PostgresStore::connect(config)?)),
         }
     }
 
@@ -28,6 +32,9 @@ impl StateLocation {
     pub fn open_shared(&self) -> Result<SharedStore, StateError> {
         match self {
             StateLocation::Sqlite(path) => Ok(Arc::new(Mutex::new(SqliteStore::open(path)?))),
+            StateLocation::Postgres(config) => {
+                Ok(Arc::new(Mutex::new(PostgresStore::connect(config)?)))
+            }
         }
     }
 
@@ -35,6 +42,7 @@ impl StateLocation {
     pub fn describe(&self) -> String {
         match self {
             StateLocation::Sqlite(path) => path.display().to_string(),
+            StateLocation::Postgres(config) => config.redacted(),
         }
     }
 }
