@@ -4,101 +4,25 @@
 //! metrics, and an HTML page checked in a real headless browser), and a
 //! clean stop on SIGTERM that loses nothing.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
+use connector_e2e::daemon_process::DaemonProcess;
 use connector_e2e::ops::*;
 use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_connector-cli");
 
-/// A daemon process and the address of its status server.
-struct Daemon {
-    child: Child,
-    addr: String,
-    log: PathBuf,
-}
-
-impl Daemon {
-    fn start(state: &Path, configs: &[&Path]) -> Daemon {
-        let log = state.with_file_name("daemon.log");
-        let mut child = Command::new(BIN)
-            .arg("--state-dir")
-            .arg(state)
-            .args(["daemon", "--listen", "127.0.0.1:0"])
-            .args(configs)
-            .env("CONNECTOR_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .expect("starting the daemon");
-        let mut stdout = BufReader::new(child.stdout.take().unwrap());
-        let mut line = String::new();
-        stdout.read_line(&mut line).unwrap();
-        let addr = line
-            .trim()
-            .strip_prefix("status: http://")
-            .and_then(|a| a.strip_suffix('/'))
-            .unwrap_or_else(|| panic!("the daemon's first line names its status address: {line:?}"))
-            .to_string();
-        // Keep draining stdout so the daemon never blocks on it.
-        std::thread::spawn(move || for _ in stdout.lines() {});
-        Daemon { child, addr, log }
-    }
-
-    fn status(&self) -> Value {
-        let (code, body) = http_get(&self.addr, "/status.json").expect("GET /status.json");
-        assert_eq!(code, 200, "{body}");
-        serde_json::from_str(&body).expect("status.json is JSON")
-    }
-
-    fn connector(&self, id: &str) -> Value {
-        self.status()["connectors"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|c| c["id"] == id)
-            .cloned()
-            .unwrap_or_else(|| panic!("status lists {id}"))
-    }
-
-    fn metrics(&self) -> String {
-        let (code, body) = http_get(&self.addr, "/metrics").expect("GET /metrics");
-        assert_eq!(code, 200);
-        body
-    }
-
-    /// SIGTERM, then waits for a clean exit.
-    fn terminate(mut self) -> Duration {
-        let start = Instant::now();
-        let ok = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "kill -TERM");
-        let status = wait_for(Duration::from_secs(60), "the daemon to stop", || {
-            self.child.try_wait().unwrap()
-        });
-        assert!(
-            status.success(),
-            "the daemon exits cleanly on SIGTERM: {status}"
-        );
-        start.elapsed()
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
-            eprintln!("--- daemon log ---\n{log}");
-        }
-    }
+/// A daemon over `state` running `configs`.
+fn start_daemon(state: &Path, configs: &[&Path]) -> DaemonProcess {
+    DaemonProcess::start(
+        Path::new(BIN),
+        &["--state-dir".into(), state.as_os_str().to_owned()],
+        configs,
+        &[],
+        &state.with_file_name("daemon.log"),
+    )
 }
 
 /// The value of a Prometheus sample, e.g. `connector_runs_total{connector="x",outcome="failed"}`.
@@ -122,7 +46,7 @@ fn a_plugin_that_traps_on_every_run_does_not_stop_another_connector_under_the_da
         "pages = 3\nper_page = 2\nmode = \"trap\"\nat_page = 0",
         "1s",
     );
-    let daemon = Daemon::start(&chat.state, &[&chat.config, &broken]);
+    let daemon = start_daemon(&chat.state, &[&chat.config, &broken]);
     let pairs = chat.truth.pairs() as u64;
     wait_for(Duration::from_secs(90), "the first messages", || {
         (daemon.connector("chat")["delivered"] == pairs).then_some(())
@@ -235,7 +159,7 @@ fn a_plugin_that_traps_on_every_run_does_not_stop_another_connector_under_the_da
 fn sigterm_during_a_run_commits_the_current_page_and_the_next_run_resumes_after_it() {
     let tmp = tempfile::tempdir().unwrap();
     let chat = chat_setup(tmp.path(), "long", 400, 1, "24h");
-    let daemon = Daemon::start(&chat.state, &[&chat.config]);
+    let daemon = start_daemon(&chat.state, &[&chat.config]);
     wait_for(Duration::from_secs(90), "the run to be under way", || {
         let c = daemon.connector("long");
         (c["state"] == "running" && c["current_run"]["counts"]["pages"].as_u64()? >= 3)
@@ -313,7 +237,7 @@ fn the_status_page_shows_each_connector_and_its_state_in_a_headless_browser() {
         "pages = 2\nmode = \"trap\"\nat_page = 0",
         "0 3 * * *",
     );
-    let daemon = Daemon::start(&chat.state, &[&chat.config, &broken]);
+    let daemon = start_daemon(&chat.state, &[&chat.config, &broken]);
     wait_for(
         Duration::from_secs(90),
         "both connectors to have run",
@@ -327,7 +251,7 @@ fn the_status_page_shows_each_connector_and_its_state_in_a_headless_browser() {
             (states == ["idle", "failing"]).then_some(())
         },
     );
-    let url = format!("http://{}/", daemon.addr);
+    let url = format!("http://{}/", daemon.addr());
     let profile = tmp.path().join("chromium-profile");
     let dom = browser(&profile, &["--dump-dom"], &url);
     for needle in [

@@ -246,9 +246,11 @@ impl Worker {
                 break;
             }
             // Another worker of the fleet may have run it meanwhile.
+            // A run of it left unfinished is another worker's, alive or
+            // dead: try now (the lease decides), to take over a dead one.
             if let Ok(Some(r)) = self.host.db().last_scheduled_run(id) {
                 last_start = last_start.max(Some(r.started_at_ms));
-                if config.schedule.next_due(last_start) > now_ms() {
+                if r.outcome.is_some() && config.schedule.next_due(last_start) > now_ms() {
                     continue;
                 }
             }

@@ -1,0 +1,230 @@
+//! A fleet of `connector daemon` workers sharing connectors through one
+//! state, as real processes: each connector is run by one worker at a time
+//! under a lease; a worker killed with SIGKILL or hung with SIGSTOP past its
+//! lease loses its connectors to the others, and a restart of PostgreSQL
+//! only delays the work. In the end every mailbox holds exactly what the
+//! sources sent, once.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use connector_e2e::daemon_process::DaemonProcess;
+use connector_e2e::ops::*;
+use connector_e2e::postgres::{Postgres, PostgresOptions};
+use connector_state::prelude::*;
+use connector_state_postgres::{PostgresConfig, PostgresStore};
+
+const BIN: &str = env!("CARGO_BIN_EXE_connector-cli");
+
+/// A short lease, so takeovers happen within the test's time.
+const LEASE_SECS: u64 = 3;
+
+/// The workers of a fleet over one PostgreSQL database, and the connectors
+/// they all run.
+struct WorkerFleet {
+    root: PathBuf,
+    pg: Postgres,
+    url: String,
+    configs: Vec<PathBuf>,
+    workers: Vec<DaemonProcess>,
+    started: usize,
+}
+
+impl WorkerFleet {
+    fn new(root: &Path, configs: Vec<PathBuf>) -> WorkerFleet {
+        let pg = Postgres::start(PostgresOptions::default()).expect("a throw-away PostgreSQL");
+        pg.create_database("fleet").unwrap();
+        let url = pg.url("fleet");
+        WorkerFleet {
+            root: root.to_path_buf(),
+            pg,
+            url,
+            configs,
+            workers: Vec::new(),
+            started: 0,
+        }
+    }
+
+    /// The flags every worker and command is given: its own local folder,
+    /// the shared state, the lease time.
+    fn global_flags(&self, local: &Path) -> Vec<OsString> {
+        vec![
+            "--state-dir".into(),
+            local.as_os_str().to_owned(),
+            "--state-url".into(),
+            self.url.clone().into(),
+            "--lease-secs".into(),
+            LEASE_SECS.to_string().into(),
+        ]
+    }
+
+    fn start_worker(&mut self) {
+        self.started += 1;
+        let local = self.root.join(format!("worker-{}", self.started));
+        let configs: Vec<&Path> = self.configs.iter().map(PathBuf::as_path).collect();
+        let worker = DaemonProcess::start(
+            Path::new(BIN),
+            &self.global_flags(&local),
+            &configs,
+            &[("CONNECTOR_STATE_PASSWORD", self.pg.password())],
+            &self.root.join(format!("worker-{}.log", self.started)),
+        );
+        self.workers.push(worker);
+    }
+
+    /// A store of the test's own on the fleet's database.
+    fn store(&self) -> PostgresStore {
+        let config = PostgresConfig::parse(&self.url)
+            .unwrap()
+            .with_password(self.pg.password());
+        PostgresStore::connect(&config).unwrap()
+    }
+
+    /// Runs `connector ARGS` against the shared state.
+    fn command(&self, args: &[&str]) -> std::process::Output {
+        Command::new(BIN)
+            .args(self.global_flags(&self.root.join("cli")))
+            .args(args)
+            .env("CONNECTOR_STATE_PASSWORD", self.pg.password())
+            .env("CONNECTOR_LOG", "warn")
+            .output()
+            .unwrap()
+    }
+}
+
+#[test]
+fn three_workers_share_six_connectors_through_kills_a_hang_and_a_database_restart_delivering_everything_once()
+ {
+    let dir = tempfile::tempdir().unwrap();
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    eprintln!("fleet chaos seed: {seed}");
+    let mut rng = Rng::new(seed);
+    let mut setups: Vec<(ChatSetup, usize)> = (0..6)
+        .map(|i| {
+            let id = format!("chat{i}");
+            (chat_setup(&dir.path().join(&id), &id, 120, 5, "1s"), 120)
+        })
+        .collect();
+    let configs = setups.iter().map(|(s, _)| s.config.clone()).collect();
+    let mut fleet = WorkerFleet::new(dir.path(), configs);
+    for _ in 0..3 {
+        fleet.start_worker();
+    }
+
+    // Twenty seconds of new messages, kills, one hang past the lease and
+    // one database restart, at seeded random moments.
+    let hang_at = rng.range(2, 5);
+    let restart_at = rng.range(8, 12);
+    let mut hung: Option<(usize, Instant)> = None;
+    for step in 0..20u64 {
+        std::thread::sleep(Duration::from_millis(rng.range(600, 1400)));
+        let (setup, next) = &mut setups[rng.range(0, 5) as usize];
+        append_messages(setup, *next, 15);
+        *next += 15;
+        if step == hang_at {
+            let victim = rng.range(0, 2) as usize;
+            fleet.workers[victim].pause();
+            hung = Some((victim, Instant::now()));
+        }
+        if let Some((victim, since)) = hung
+            && since.elapsed() > Duration::from_secs(LEASE_SECS + 2)
+        {
+            fleet.workers[victim].resume();
+            hung = None;
+        }
+        if step == restart_at {
+            fleet.pg.restart().unwrap();
+        }
+        if step % 4 == 3 {
+            let live: Vec<usize> = (0..fleet.workers.len())
+                .filter(|i| hung.map(|(h, _)| h) != Some(*i))
+                .collect();
+            let victim = live[rng.range(0, live.len() as u64 - 1) as usize];
+            fleet.workers.remove(victim).kill();
+            if let Some((h, since)) = hung
+                && h > victim
+            {
+                hung = Some((h - 1, since));
+            }
+            fleet.start_worker();
+        }
+    }
+    if let Some((victim, _)) = hung {
+        fleet.workers[victim].resume();
+    }
+
+    let store = fleet.store();
+    for (setup, _) in &setups {
+        let id = connector_id(setup);
+        let pairs = setup.truth.pairs() as u64;
+        wait_for(
+            Duration::from_secs(120),
+            &format!("{id} to deliver its {pairs} pairs"),
+            || (store.delivered_count(&id).ok()? == pairs).then_some(()),
+        );
+    }
+    let workers_seen = fleet.command(&["workers"]);
+    assert!(workers_seen.status.success());
+    let listing = String::from_utf8_lossy(&workers_seen.stdout).into_owned();
+    for worker in &fleet.workers {
+        let pid = format!(":{}:", worker.pid());
+        assert!(
+            listing
+                .lines()
+                .any(|l| l.contains(&pid) && l.contains(": alive")),
+            "`connector workers` lists worker {pid} as alive:\n{listing}"
+        );
+    }
+    let stopped: Vec<String> = fleet
+        .workers
+        .iter()
+        .map(|w| format!(":{}:", w.pid()))
+        .collect();
+    for worker in std::mem::take(&mut fleet.workers) {
+        worker.terminate();
+    }
+
+    for (setup, _) in &setups {
+        let id = connector_id(setup);
+        let delivered = assert_mailboxes_match(&setup.mail, &setup.truth);
+        assert_eq!(delivered, setup.truth.pairs());
+        let pids: std::collections::BTreeSet<u32> = store
+            .runs(&id, 100_000)
+            .unwrap()
+            .iter()
+            .filter_map(|r| r.pid)
+            .collect();
+        assert!(
+            pids.len() >= 2,
+            "{id} was run by more than one worker: {pids:?}"
+        );
+        let reconcile = fleet.command(&["reconcile", "--connector", &id, "--last"]);
+        assert!(
+            reconcile.status.success(),
+            "reconciliation of {id} agrees: {}",
+            String::from_utf8_lossy(&reconcile.stderr)
+        );
+    }
+    let fenced = store.fenced_commits().unwrap();
+    eprintln!("commits refused for a stale fencing token: {fenced}");
+    let left = store.workers().unwrap();
+    assert!(
+        left.iter()
+            .all(|w| !stopped.iter().any(|pid| w.id.contains(pid))),
+        "workers that stop cleanly leave the list, killed ones stay (gone): {left:?}"
+    );
+}
+
+fn connector_id(setup: &ChatSetup) -> String {
+    setup
+        .config
+        .file_stem()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned()
+}
