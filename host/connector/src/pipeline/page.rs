@@ -260,6 +260,9 @@ impl PageStage<'_> {
                     email: &p.email,
                 })
                 .collect();
+            // The mailboxes were asked for these Message-IDs before: a worker
+            // paused since then must not deliver what its successor did.
+            self.fence.ensure_live()?;
             let results = sink.deliver(&deliveries);
             faults::reached(Point::Deliver);
             let mut retry_batch = Vec::new();
