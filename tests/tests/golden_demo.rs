@@ -209,9 +209,11 @@ fn without_host(name: &str) -> String {
 /// pod's messages are from 2024) are kept, and so are the run ids: the
 /// state folder is new, so the demo's run is always run 1.
 fn normalise(text: &str, tmp: &Path, started: DateTime<Utc>) -> String {
-    let text = text
-        .replace(tmp.to_str().unwrap(), "$TMP")
-        .replace(workspace_root().to_str().unwrap(), "$REPO");
+    let text = without_worker_ids(
+        &text
+            .replace(tmp.to_str().unwrap(), "$TMP")
+            .replace(workspace_root().to_str().unwrap(), "$REPO"),
+    );
     let cutoff = started - chrono::Duration::minutes(1);
     let is_wall_clock = |t: &str| match DateTime::parse_from_rfc3339(t) {
         Ok(t) => t >= cutoff,
@@ -230,6 +232,32 @@ fn normalise(text: &str, tmp: &Path, started: DateTime<Utc>) -> String {
             time
         });
         rest = &rest[at + len..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// `text` with each worker id (`<host>:<pid>:<start in hex>`, the process
+/// that ran the demo) replaced by `<worker>`.
+fn without_worker_ids(text: &str) -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    let prefix = format!("{}:", host.trim());
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find(&prefix) {
+        out.push_str(&rest[..at]);
+        let after = &rest[at + prefix.len()..];
+        let pid = after.bytes().take_while(u8::is_ascii_digit).count();
+        let start = after[pid..]
+            .strip_prefix(':')
+            .map_or(0, |t| t.bytes().take_while(u8::is_ascii_hexdigit).count());
+        if pid > 0 && start > 0 {
+            out.push_str("<worker>");
+            rest = &after[pid + 1 + start..];
+        } else {
+            out.push_str(&prefix);
+            rest = after;
+        }
     }
     out.push_str(rest);
     out

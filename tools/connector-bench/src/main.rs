@@ -5,6 +5,7 @@
 //! cargo run --release -p connector-bench -- throughput --messages 50000
 //! cargo run --release -p connector-bench -- attachment --mb 100
 //! cargo run --release -p connector-bench -- backfill --messages 1000000
+//! cargo run --release -p connector-bench -- ledger --deliveries 500000
 //! ```
 //!
 //! * `throughput`: the Symphony simulator (in a child process) → the
@@ -23,9 +24,15 @@
 //!   a Maildir; prints RSS after the first pages, along the way, at the end,
 //!   and the peak.
 //!
+//! * `ledger`: pages of ledger entries (fan-out 5) committed into each state
+//!   store, SQLite and a throw-away PostgreSQL; prints bytes on disk per
+//!   delivery and deliveries committed per second.
+//!
 //! Peak RSS is the host process's `VmHWM`; the simulator runs in a child
 //! process so it is not counted. Each scenario of `all` runs in a process
 //! of its own, so each peak is its own.
+
+mod ledger;
 
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
@@ -80,7 +87,12 @@ fn main() -> Result<()> {
     };
     match command {
         "all" => {
-            for scenario in [&["throughput"][..], &["attachment"][..], &["backfill"][..]] {
+            for scenario in [
+                &["throughput"][..],
+                &["attachment"][..],
+                &["backfill"][..],
+                &["ledger"][..],
+            ] {
                 let status = Command::new(std::env::current_exe()?)
                     .args(scenario)
                     .args(
@@ -105,9 +117,10 @@ fn main() -> Result<()> {
             opt("--messages", 1_000_000)?,
             opt("--per-page", 1000)?,
         ),
+        "ledger" => ledger::ledger(tempdir()?, opt("--deliveries", 500_000)? as usize),
         "sim" => serve_sim(opt("--messages", 1000)? as usize, opt("--large-bytes", 0)?),
         other => bail!(
-            "unknown command `{other}`: use all, throughput [--messages N] [--no-imap], attachment [--mb N], backfill [--messages N] [--per-page N]; each takes --dir D (where the state and the Maildir go)"
+            "unknown command `{other}`: use all, throughput [--messages N] [--no-imap], attachment [--mb N], backfill [--messages N] [--per-page N], ledger [--deliveries N]; each takes --dir D (where the state and the Maildir go)"
         ),
     }
 }

@@ -383,31 +383,51 @@ impl Host {
         tracing::info!(connector = %config.id, plugin = %manifest.id, folder = %stage.folder, "run started");
         // Each attempt opens a session at the last committed checkpoint; a
         // retryable failure ends the attempt and, after a pause, starts another.
+        let mut outages = 0u32;
         loop {
-            let checkpoint = self.db().checkpoint(&checkpoint_key)?;
-            let (attempt, committed) = self.attempt(
-                AttemptParts {
-                    config,
-                    config_json: &config_json,
-                    checkpoint,
-                    options,
-                    control,
-                    run,
-                    stage: &stage,
-                    pages_before: pages,
-                },
-                plugin.as_mut(),
-                sink.as_mut(),
-                counts,
-            );
-            if committed > 0 {
-                pages += committed;
-                failures = 0;
-            }
+            // Bound first: the state's lock must not be held through the attempt.
+            let checkpoint = self.db().checkpoint(&checkpoint_key);
+            let attempt = match checkpoint {
+                Err(e) => Err(RunError::State(e)),
+                Ok(checkpoint) => {
+                    let (attempt, committed) = self.attempt(
+                        AttemptParts {
+                            config,
+                            config_json: &config_json,
+                            checkpoint,
+                            options,
+                            control,
+                            run,
+                            stage: &stage,
+                            pages_before: pages,
+                        },
+                        plugin.as_mut(),
+                        sink.as_mut(),
+                        counts,
+                    );
+                    if committed > 0 {
+                        pages += committed;
+                        failures = 0;
+                        outages = 0;
+                    }
+                    attempt
+                }
+            };
             match attempt {
                 Err(RunError::Plugin(e)) if e.is_retryable() && failures < retry.attempts() => {
                     let pause = retry.pause(failures, &e);
                     failures += 1;
+                    tracing::warn!(connector = %config.id, "{e}; retrying in {pause:?} from the last checkpoint");
+                    control.sleep(pause);
+                }
+                // The state's server is down or restarting: nothing of the
+                // page was stored; go on from the last checkpoint once it is
+                // back, for as long as the lease holds.
+                Err(RunError::State(e @ StateError::Unavailable { .. }))
+                    if stage.fence.ensure_live().is_ok() && !control.stopping() =>
+                {
+                    let pause = retry.backoff(outages.min(4));
+                    outages += 1;
                     tracing::warn!(connector = %config.id, "{e}; retrying in {pause:?} from the last checkpoint");
                     control.sleep(pause);
                 }

@@ -68,7 +68,7 @@ pub fn render_text(report: &StatusReport) -> String {
             "  delivered: {} (item, mailbox) pair(s); quarantined now: {}",
             c.delivered, c.quarantined
         );
-        if let Some(l) = &c.lease {
+        if let Some(l) = c.lease.as_ref().filter(|l| l.held) {
             let _ = writeln!(out, "  lease: {}", lease_text(l));
         }
         if let Some(refused) = &c.refused {
