@@ -12,6 +12,7 @@ mod ledger;
 mod quarantine;
 mod runs;
 mod schema;
+mod transfer;
 #[cfg(test)]
 mod tests;
 
