@@ -11,7 +11,12 @@ use std::process::{Command, Output};
 
 use connector_e2e::ops::*;
 use connector_e2e::postgres::{Postgres, PostgresOptions};
+use connector_email::Email;
 use connector_state::prelude::*;
+use connector_state::{
+    CheckpointSlot, DEFAULT_LEASE, Fingerprint, LeaseRequest, LockOutcome, PageCommit,
+    QuarantineEntry,
+};
 use connector_state::transfer::{self, Table, TransferError};
 use connector_state_postgres::{PostgresConfig, PostgresStore};
 use connector_state_sqlite::SqliteStore;
@@ -203,7 +208,42 @@ fn a_row_changed_in_the_copy_fails_the_check_naming_its_table_and_connector() {
     let s = chat_setup(&dir.path().join("chat"), "chat", 12, 5, "1h");
     let config = s.config.to_str().unwrap().to_string();
     connector_ok(Path::new(BIN), &s.state, &["run", "--once", &config]);
-    let source = SqliteStore::open(&s.state.join("state.db")).unwrap();
+    let mut source = SqliteStore::open(&s.state.join("state.db")).unwrap();
+    // A quarantined email too big for memory, which travels spooled and
+    // is stored in chunks.
+    let big = vec![b'x'; connector_email::DEFAULT_SPILL_ABOVE + 100];
+    let email = Email::spool_from(
+        "big@test.invalid".to_string(),
+        &mut &big[..],
+        &std::env::temp_dir(),
+        1_000,
+    )
+    .unwrap();
+    let run = source.begin_run("chat", 1_000).unwrap();
+    let request = LeaseRequest {
+        owner: "test".to_string(),
+        ttl: DEFAULT_LEASE,
+        fingerprint: Fingerprint::new(),
+    };
+    let LockOutcome::Taken(lock) = source.lock_runs("chat", &request).unwrap() else {
+        panic!("the lease is free");
+    };
+    let page = PageCommit {
+        quarantine: vec![QuarantineEntry {
+            item_id: "big".to_string(),
+            message_id: "big@test.invalid".to_string(),
+            email,
+            sent_at_ms: 1_000,
+            unmapped: Vec::new(),
+            reason: "refused".to_string(),
+            source_sha256: String::new(),
+        }],
+        checkpoint_slot: CheckpointSlot::Keep,
+        ..PageCommit::default()
+    };
+    source.commit_page("chat", run, lock.token(), &page).unwrap();
+    source.release_lease("chat", lock.token()).unwrap();
+    drop(lock);
 
     let pg = Postgres::start(PostgresOptions::default()).expect("a throw-away PostgreSQL");
     pg.create_database("copy").unwrap();
@@ -227,6 +267,11 @@ fn a_row_changed_in_the_copy_fails_the_check_naming_its_table_and_connector() {
         )
         .unwrap();
     assert_eq!(changed, 1);
+    assert_eq!(
+        target.quarantine("chat").unwrap(),
+        source.quarantine("chat").unwrap(),
+        "the big email comes back whole"
+    );
     match transfer::verify(&digests, &target) {
         Err(TransferError::Mismatch {
             table, connector, ..

@@ -85,7 +85,7 @@ pub fn migrate(state: &StateArgs, to: &str) -> Result<ExitCode> {
         "copied {rows} rows from {} into {location} in {:.1}s, each table checked; run the workers with `--state-url {}`, and keep the SQLite state as a backup (do not run daemons on it any more)",
         path.display(),
         started.elapsed().as_secs_f64(),
-        location
+        to
     )?;
     Ok(ExitCode::SUCCESS)
 }
