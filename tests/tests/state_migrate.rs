@@ -13,11 +13,11 @@ use connector_e2e::ops::*;
 use connector_e2e::postgres::{Postgres, PostgresOptions};
 use connector_email::Email;
 use connector_state::prelude::*;
+use connector_state::transfer::{self, Table, TransferError};
 use connector_state::{
     CheckpointSlot, DEFAULT_LEASE, Fingerprint, LeaseRequest, LockOutcome, PageCommit,
     QuarantineEntry,
 };
-use connector_state::transfer::{self, Table, TransferError};
 use connector_state_postgres::{PostgresConfig, PostgresStore};
 use connector_state_sqlite::SqliteStore;
 use serde_json::Value;
@@ -163,7 +163,10 @@ fn a_migrated_state_reads_the_same_and_a_worker_on_it_delivers_only_what_is_new(
     );
     assert_mailboxes_match(&s.mail, &s.truth);
     let new_run = store(&pg, "migrated").last_run("chat").unwrap().unwrap().id;
-    assert!(new_run > last_copied_run, "{new_run} after {last_copied_run}");
+    assert!(
+        new_run > last_copied_run,
+        "{new_run} after {last_copied_run}"
+    );
 
     // The copied quarantine is redelivered once the mapping is fixed.
     std::fs::write(
@@ -241,7 +244,9 @@ fn a_row_changed_in_the_copy_fails_the_check_naming_its_table_and_connector() {
         checkpoint_slot: CheckpointSlot::Keep,
         ..PageCommit::default()
     };
-    source.commit_page("chat", run, lock.token(), &page).unwrap();
+    source
+        .commit_page("chat", run, lock.token(), &page)
+        .unwrap();
     source.release_lease("chat", lock.token()).unwrap();
     drop(lock);
 
@@ -255,7 +260,8 @@ fn a_row_changed_in_the_copy_fails_the_check_naming_its_table_and_connector() {
             .any(|d| d.table == Table::Deliveries && d.rows > 0)
     );
 
-    let mut raw = postgres::Client::connect(&pg.url_with_password("copy"), postgres::NoTls).unwrap();
+    let mut raw =
+        postgres::Client::connect(&pg.url_with_password("copy"), postgres::NoTls).unwrap();
     // The deliveries table is partitioned: one row is found by its item
     // and mailbox.
     let changed = raw

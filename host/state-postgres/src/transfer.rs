@@ -7,7 +7,7 @@
 use postgres::{IsolationLevel, Transaction};
 
 use crate::runs::{parse_list, run_record};
-use crate::{Fail, PostgresStore, Session, corrupt, conversations, ledger, query_error};
+use crate::{Fail, PostgresStore, Session, conversations, corrupt, ledger, query_error};
 use crate::{quarantine, to_i64, to_u64};
 use connector_state::transfer::{
     DeliveryRow, LedgerItemRow, Row, RowSink, StateExport, StateImport, Table,
@@ -304,7 +304,10 @@ impl Writer<'_, '_, '_> {
         }
         let tx = &mut *self.tx;
         match row {
-            Row::RunItem { .. } | Row::RunFailure { .. } | Row::LedgerItem(_) | Row::Delivery(_) => {
+            Row::RunItem { .. }
+            | Row::RunFailure { .. }
+            | Row::LedgerItem(_)
+            | Row::Delivery(_) => {
                 unreachable!("batched above")
             }
             Row::Checkpoint { key, data, run } => {
@@ -496,12 +499,10 @@ impl Writer<'_, '_, '_> {
                 let (mut times, mut runs, mut emails) = (Vec::new(), Vec::new(), Vec::new());
                 for row in &batch {
                     if let Row::Delivery(d) = row {
-                        for (column, value) in text.iter_mut().zip([
-                            &d.connector,
-                            &d.item_id,
-                            &d.mailbox,
-                            &d.receipt,
-                        ]) {
+                        for (column, value) in
+                            text.iter_mut()
+                                .zip([&d.connector, &d.item_id, &d.mailbox, &d.receipt])
+                        {
                             column.push(value);
                         }
                         times.push(d.delivered_at_ms);

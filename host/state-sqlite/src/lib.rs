@@ -12,9 +12,9 @@ mod ledger;
 mod quarantine;
 mod runs;
 mod schema;
-mod transfer;
 #[cfg(test)]
 mod tests;
+mod transfer;
 
 use std::collections::HashSet;
 use std::fs::{File, OpenOptions, TryLockError};

@@ -30,9 +30,7 @@ impl StateExport for SqliteStore {
                 })?;
             }
         }
-        self.for_each_run("ORDER BY connector, id", [], |run| {
-            sink.push(Row::Run(run))
-        })?;
+        self.for_each_run("ORDER BY connector, id", [], |run| sink.push(Row::Run(run)))?;
         {
             let mut stmt = conn.prepare(
                 "SELECT run_id, connector, item_id, source_sha256, sent_at_ms, mailboxes, unmapped
