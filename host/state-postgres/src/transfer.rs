@@ -394,8 +394,8 @@ impl Writer<'_, '_, '_> {
         let tx = &mut *self.tx;
         match table {
             Table::RunItems => {
-                let mut cols: (Vec<i64>, Vec<&str>, Vec<&str>, Vec<&str>, Vec<i64>) =
-                    Default::default();
+                let (mut runs, mut sent) = (Vec::new(), Vec::new());
+                let mut text: [Vec<&str>; 3] = Default::default();
                 let (mut mailboxes, mut unmapped) = (Vec::new(), Vec::new());
                 for row in &batch {
                     if let Row::RunItem {
@@ -404,11 +404,11 @@ impl Writer<'_, '_, '_> {
                         item,
                     } = row
                     {
-                        cols.0.push(run.0);
-                        cols.1.push(connector);
-                        cols.2.push(&item.item_id);
-                        cols.3.push(&item.source_sha256);
-                        cols.4.push(item.sent_at_ms);
+                        runs.push(run.0);
+                        text[0].push(connector);
+                        text[1].push(&item.item_id);
+                        text[2].push(&item.source_sha256);
+                        sent.push(item.sent_at_ms);
                         mailboxes.push(json(&item.mailboxes)?);
                         unmapped.push(json(&item.unmapped)?);
                     }
@@ -423,7 +423,7 @@ impl Writer<'_, '_, '_> {
                         AS u(run_id, connector, item_id, source_sha256, sent_at_ms, mailboxes,
                              unmapped)",
                     &[
-                        &cols.0, &cols.1, &cols.2, &cols.3, &cols.4, &mailboxes, &unmapped,
+                        &runs, &text[0], &text[1], &text[2], &sent, &mailboxes, &unmapped,
                     ],
                 )?;
             }
