@@ -223,7 +223,10 @@ pub(crate) fn insert(
 /// `times` (ms) need and that do not exist yet. Creation takes an advisory
 /// lock, so that workers needing the same new month take turns; a month
 /// that exists costs one catalog query and no lock.
-fn ensure_partitions(tx: &mut Session<'_, Transaction<'_>>, times: &[i64]) -> Result<(), Fail> {
+pub(crate) fn ensure_partitions(
+    tx: &mut Session<'_, Transaction<'_>>,
+    times: &[i64],
+) -> Result<(), Fail> {
     let missing = tx.query(
         "SELECT DISTINCT to_char(m, 'YYYY_MM'), (extract(epoch FROM m) * 1000)::bigint,
             (extract(epoch FROM m + interval '1 month') * 1000)::bigint

@@ -24,6 +24,7 @@ mod ledger;
 mod quarantine;
 mod runs;
 mod schema;
+mod transfer;
 
 use std::cell::RefCell;
 use std::collections::HashMap;

@@ -111,6 +111,53 @@ impl QuarantineStore for PostgresStore {
     }
 }
 
+/// A quarantined email read back outside the store's own listing (a
+/// transfer): from its row (`in_row`), spooled when big, or streamed out
+/// of its chunks into a spool file; checked against its stored length.
+pub(crate) fn read_email(
+    client: &mut impl postgres::GenericClient,
+    (connector, item_id): (&str, &str),
+    message_id: &str,
+    sent_at_ms: i64,
+    len: u64,
+    in_row: Option<Vec<u8>>,
+) -> Result<Email, Fail> {
+    let spool = |reader: &mut dyn Read| {
+        Email::spool_from(
+            message_id.to_string(),
+            &mut { reader },
+            &std::env::temp_dir(),
+            sent_at_ms,
+        )
+        .map_err(|e| spool_error(message_id, e))
+    };
+    let email = match in_row {
+        Some(bytes) if bytes.len() > DEFAULT_SPILL_ABOVE => spool(&mut &bytes[..])?,
+        Some(bytes) => Email::from_bytes(message_id.to_string(), bytes, sent_at_ms),
+        None => {
+            let params: [&(dyn ToSql + Sync); 2] = [&connector, &item_id];
+            let mut reader = ChunkReader {
+                rows: client.query_raw(CHUNKS_OF_ITEM, params)?,
+                chunk: Vec::new(),
+                at: 0,
+                error: None,
+            };
+            let email = spool(&mut reader);
+            if let Some(e) = reader.error {
+                return Err(Fail::Pg(e));
+            }
+            email?
+        }
+    };
+    if email.len() != len {
+        return Err(corrupt(
+            "quarantined email",
+            format!("{message_id} has {} bytes of {len}", email.len()),
+        ));
+    }
+    Ok(email)
+}
+
 fn spool_error(message_id: &str, e: io::Error) -> Fail {
     Fail::State(StateError::Io(format!(
         "cannot copy quarantined email {message_id} to a spool file in {}: {e}; check free space there",

@@ -308,7 +308,7 @@ impl PostgresStore {
     }
 }
 
-fn run_record(r: &Row) -> Result<RunRecord, Fail> {
+pub(crate) fn run_record(r: &Row) -> Result<RunRecord, Fail> {
     let range: (Option<i64>, Option<i64>) = (r.get(14), r.get(15));
     Ok(RunRecord {
         id: RunId(r.get(0)),
@@ -381,7 +381,7 @@ fn json_list(list: &[String]) -> Result<String, Fail> {
     serde_json::to_string(list).map_err(|e| corrupt("list", e))
 }
 
-fn parse_list(text: &str) -> Result<Vec<String>, Fail> {
+pub(crate) fn parse_list(text: &str) -> Result<Vec<String>, Fail> {
     serde_json::from_str(text).map_err(|e| corrupt("list of mailboxes or participants", e))
 }
 

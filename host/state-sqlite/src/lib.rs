@@ -14,6 +14,7 @@ mod runs;
 mod schema;
 #[cfg(test)]
 mod tests;
+mod transfer;
 
 use std::collections::HashSet;
 use std::fs::{File, OpenOptions, TryLockError};

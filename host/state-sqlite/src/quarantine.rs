@@ -36,24 +36,7 @@ impl QuarantineStore for SqliteStore {
                 what: "unmapped participant list",
                 message: e.to_string(),
             })?;
-            let mut blob = self
-                .conn
-                .blob_open(MAIN_DB, c"quarantine", c"email", row, true)?;
-            let email = if len as u64 > DEFAULT_SPILL_ABOVE as u64 {
-                Email::spool_from(message_id.clone(), &mut blob, &std::env::temp_dir(), sent_at_ms)
-                    .map_err(|e| {
-                        StateError::Io(format!(
-                            "cannot copy quarantined email {message_id} to a spool file in {}: {e}; check free space there",
-                            std::env::temp_dir().display()
-                        ))
-                    })?
-            } else {
-                let mut bytes = Vec::with_capacity(len as usize);
-                std::io::Read::read_to_end(&mut blob, &mut bytes).map_err(|e| {
-                    StateError::Io(format!("cannot read quarantined email {message_id}: {e}"))
-                })?;
-                Email::from_bytes(message_id.clone(), bytes, sent_at_ms)
-            };
+            let email = read_email(&self.conn, row, len, &message_id, sent_at_ms)?;
             out.push(QuarantineEntry {
                 email,
                 item_id,
@@ -87,6 +70,33 @@ impl QuarantineStore for SqliteStore {
             .optional()?
             .is_some())
     }
+}
+
+/// The quarantined email in the row `row` of `len` bytes: in memory, or
+/// copied to a spool file in the temporary folder when it is big.
+pub(super) fn read_email(
+    conn: &rusqlite::Connection,
+    row: i64,
+    len: i64,
+    message_id: &str,
+    sent_at_ms: i64,
+) -> Result<Email, StateError> {
+    let mut blob = conn.blob_open(MAIN_DB, c"quarantine", c"email", row, true)?;
+    Ok(if len as u64 > DEFAULT_SPILL_ABOVE as u64 {
+        Email::spool_from(message_id.to_string(), &mut blob, &std::env::temp_dir(), sent_at_ms)
+            .map_err(|e| {
+                StateError::Io(format!(
+                    "cannot copy quarantined email {message_id} to a spool file in {}: {e}; check free space there",
+                    std::env::temp_dir().display()
+                ))
+            })?
+    } else {
+        let mut bytes = Vec::with_capacity(len as usize);
+        std::io::Read::read_to_end(&mut blob, &mut bytes).map_err(|e| {
+            StateError::Io(format!("cannot read quarantined email {message_id}: {e}"))
+        })?;
+        Email::from_bytes(message_id.to_string(), bytes, sent_at_ms)
+    })
 }
 
 /// The unmapped participants of each message, as stored (JSON).

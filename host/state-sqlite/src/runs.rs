@@ -281,6 +281,22 @@ impl SqliteStore {
         tail: &str,
         values: impl rusqlite::Params,
     ) -> Result<Vec<RunRecord>, StateError> {
+        let mut out = Vec::new();
+        self.for_each_run(tail, values, |run| {
+            out.push(run);
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    /// Calls `each` with every run an SQL tail (`WHERE … ORDER BY …`)
+    /// over `runs` selects, in order, one at a time.
+    pub(super) fn for_each_run(
+        &self,
+        tail: &str,
+        values: impl rusqlite::Params,
+        mut each: impl FnMut(RunRecord) -> Result<(), StateError>,
+    ) -> Result<(), StateError> {
         let mut stmt = self.conn.prepare(&format!(
             "SELECT id, connector, started_at_ms, finished_at_ms, outcome, pages,
                     items_from_source, items_for_import, imported, skipped_duplicates,
@@ -319,7 +335,6 @@ impl SqliteStore {
                 r.get::<_, String>(13)?,
             ))
         })?;
-        let mut out = Vec::new();
         for row in rows {
             let (mut record, outcome, kind) = row?;
             record.outcome = outcome
@@ -327,9 +342,9 @@ impl SqliteStore {
                 .map(|o| stored("run outcome", o, RunOutcome::parse))
                 .transpose()?;
             record.kind = stored("run kind", &kind, RunKind::parse)?;
-            out.push(record);
+            each(record)?;
         }
-        Ok(out)
+        Ok(())
     }
 }
 
@@ -377,7 +392,7 @@ fn json_list(list: &[String]) -> Result<String, StateError> {
     })
 }
 
-fn parse_list(text: &str) -> Result<Vec<String>, StateError> {
+pub(super) fn parse_list(text: &str) -> Result<Vec<String>, StateError> {
     serde_json::from_str(text).map_err(|e| StateError::Corrupt {
         what: "list of mailboxes or participants",
         message: e.to_string(),

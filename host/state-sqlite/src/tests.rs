@@ -264,3 +264,87 @@ fn a_version_4_ledger_is_split_into_items_and_deliveries_keeping_every_field() {
         "only the delivery whose email differs keeps its SHA-256"
     );
 }
+
+#[test]
+fn a_transfer_copies_every_table_with_big_emails_and_catches_a_changed_row() {
+    use connector_state::transfer::{self, Table, TransferError};
+    let mut source = SqliteStore::open_in_memory().unwrap();
+    let run = source.begin_run("c", 100).unwrap();
+    let token = lease(&source, "c");
+    let mut p = page(
+        vec![entry("i1", "a@x"), entry("i1", "b@x"), entry("i2", "a@x")],
+        b"cp",
+    );
+    let big = vec![b'x'; connector_email::DEFAULT_SPILL_ABOVE + 10];
+    let email = Email::spool_from(
+        "big@test.connector.invalid".to_string(),
+        &mut &big[..],
+        &std::env::temp_dir(),
+        600,
+    )
+    .unwrap();
+    p.quarantine.push(QuarantineEntry {
+        email,
+        ..quarantined("q2", "no mailbox for u-ext")
+    });
+    p.seen = vec![SeenItem {
+        item_id: "i1".to_string(),
+        source_sha256: "s".repeat(64),
+        sent_at_ms: 500,
+        mailboxes: vec!["a@x".to_string(), "b@x".to_string()],
+        unmapped: vec!["u-ext".to_string()],
+    }];
+    p.failures = vec![RunFailure {
+        item_id: "q1".to_string(),
+        source_user_id: "u-ext".to_string(),
+        mailbox: String::new(),
+        kind: FailureKind::Unmapped,
+        reason: "no mailbox".to_string(),
+    }];
+    source.commit_page("c", run, token, &p).unwrap();
+    source
+        .finish_run(run, 200, RunOutcome::Succeeded, &RunCounts::default(), None)
+        .unwrap();
+    source.kv_set("c", "k", b"v").unwrap();
+
+    let mut target = SqliteStore::open_in_memory().unwrap();
+    let digests = transfer::migrate(&source, &mut target, ":memory:").unwrap();
+    let rows = |table| {
+        digests
+            .iter()
+            .find(|d| d.table == table && d.connector == "c")
+            .map_or(0, |d| d.rows)
+    };
+    assert_eq!(rows(Table::LedgerItems), 2);
+    assert_eq!(rows(Table::Deliveries), 3);
+    assert_eq!(rows(Table::Quarantine), 2);
+    assert_eq!(rows(Table::RunItems), 1);
+    assert_eq!(rows(Table::RunFailures), 1);
+    assert_eq!(
+        target.quarantine("c").unwrap(),
+        source.quarantine("c").unwrap()
+    );
+    assert_eq!(
+        target.ledger_entries("c").unwrap(),
+        source.ledger_entries("c").unwrap()
+    );
+    assert_eq!(target.run(run).unwrap(), source.run(run).unwrap());
+    assert!(target.begin_run("c", 300).unwrap() > run, "ids go on");
+
+    // A second transfer into it is refused; a changed row is caught.
+    assert!(matches!(
+        transfer::migrate(&source, &mut target, "target"),
+        Err(TransferError::TargetNotEmpty { .. })
+    ));
+    let mut copy = SqliteStore::open_in_memory().unwrap();
+    transfer::migrate(&source, &mut copy, "copy").unwrap();
+    copy.conn
+        .execute("UPDATE kv SET value = X'77' WHERE key = 'k'", [])
+        .unwrap();
+    match transfer::verify(&digests, &copy) {
+        Err(TransferError::Mismatch {
+            table, connector, ..
+        }) => assert_eq!((table, connector.as_str()), (Table::Kv, "c")),
+        other => panic!("expected a mismatch, got {other:?}"),
+    }
+}

@@ -15,6 +15,7 @@ pub mod error;
 pub mod fleet;
 pub mod records;
 pub mod store;
+pub mod transfer;
 
 pub use error::{BackendError, POSTGRES_HINT, SQLITE_HINT, StateError};
 pub use fleet::{

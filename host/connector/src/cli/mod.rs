@@ -3,6 +3,7 @@
 //! the quarantine. [`main`] is the whole program; `src/main.rs` only calls
 //! it (so that tests can build the same binary).
 
+mod migrate;
 mod plugin;
 mod progress;
 mod state_args;
@@ -156,6 +157,11 @@ enum Command {
         #[command(subcommand)]
         action: QuarantineAction,
     },
+    /// Manages the state itself.
+    State {
+        #[command(subcommand)]
+        action: StateAction,
+    },
     /// Writes an installable copy of a plugin: its wasm and its manifest with
     /// the wasm's SHA-256 pinned.
     Package {
@@ -216,6 +222,22 @@ enum QuarantineAction {
         /// Connector configuration files.
         #[arg(required = true)]
         configs: Vec<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum StateAction {
+    /// Copies the SQLite state of `--state-dir` (ledger, quarantine with
+    /// its emails, runs, checkpoints, plugin values, conversations) into an
+    /// empty PostgreSQL database, then checks the copy table by table with
+    /// row counts and SHA-256s. Stop every daemon on the SQLite state
+    /// first; afterwards run the workers with `--state-url URL`.
+    Migrate {
+        /// The target: `postgres://USER@HOST:PORT/DB` (with `?sslmode=…`),
+        /// an empty database; the password comes from
+        /// `--state-password-file` or CONNECTOR_STATE_PASSWORD.
+        #[arg(long, value_name = "URL")]
+        to: String,
     },
 }
 
@@ -350,6 +372,9 @@ fn dispatch(cli: Cli, progress: Option<Arc<Progress>>) -> Result<ExitCode> {
             }
             QuarantineAction::Redeliver { configs } => redeliver(&cli.state, &configs),
         },
+        Command::State {
+            action: StateAction::Migrate { to },
+        } => migrate::migrate(&cli.state, &to),
         Command::Package {
             manifest: source,
             wasm,

@@ -35,12 +35,12 @@ pub struct StateArgs {
     /// CONNECTOR_STATE_PASSWORD.
     #[arg(long = "state-url", global = true, env = "CONNECTOR_STATE_URL")]
     pub url: Option<String>,
-    /// A file (mode 0600) holding the PostgreSQL password alone.
+    /// A file (mode 0600) holding the PostgreSQL password alone (of
+    /// `--state-url`, or of `state migrate --to`).
     #[arg(
         long = "state-password-file",
         global = true,
-        env = "CONNECTOR_STATE_PASSWORD_FILE",
-        requires = "url"
+        env = "CONNECTOR_STATE_PASSWORD_FILE"
     )]
     pub password_file: Option<PathBuf>,
     /// How long a run's lease lasts, in seconds, without renewal (it is
@@ -65,8 +65,24 @@ impl StateArgs {
 
     fn location(&self) -> Result<StateLocation> {
         let Some(url) = &self.url else {
-            return Ok(StateLocation::Sqlite(self.dir.join("state.db")));
+            if self.password_file.is_some() {
+                bail!(
+                    "--state-password-file (CONNECTOR_STATE_PASSWORD_FILE) is the password of a PostgreSQL state: pass its `--state-url` too, or leave the password file out for the SQLite state in --state-dir"
+                );
+            }
+            return Ok(StateLocation::Sqlite(self.sqlite_path()));
         };
+        Ok(StateLocation::Postgres(Box::new(self.postgres(url)?)))
+    }
+
+    /// The SQLite database in the state folder.
+    pub fn sqlite_path(&self) -> PathBuf {
+        self.dir.join("state.db")
+    }
+
+    /// The PostgreSQL database at `url`, with the password from
+    /// `--state-password-file` or CONNECTOR_STATE_PASSWORD when given.
+    pub fn postgres(&self, url: &str) -> Result<PostgresConfig> {
         let mut config = PostgresConfig::parse(url)?;
         let password = match (&self.password_file, std::env::var(PASSWORD_VARIABLE)) {
             (Some(file), _) => Some(read_secret_file(file)?.expose().to_string()),
@@ -76,7 +92,7 @@ impl StateArgs {
         if let Some(password) = password {
             config = config.with_password(password);
         }
-        Ok(StateLocation::Postgres(Box::new(config)))
+        Ok(config)
     }
 
     /// The host over this state, creating the state folder when absent.
