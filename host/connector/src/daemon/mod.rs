@@ -176,6 +176,7 @@ fn send_heartbeats(host: &Host, record: &connector_state::WorkerRecord, stop: &A
         if let Err(e) = host.db().heartbeat(record) {
             tracing::warn!("cannot send the heartbeat, retrying: {e}");
         }
+        forget_long_gone(host);
         let until = std::time::Instant::now() + beat;
         while std::time::Instant::now() < until && !stop.load(Ordering::SeqCst) {
             std::thread::sleep(TICK);
@@ -183,6 +184,27 @@ fn send_heartbeats(host: &Host, record: &connector_state::WorkerRecord, stop: &A
     }
     if let Err(e) = host.db().forget_worker(&record.id) {
         tracing::warn!("cannot remove this worker from the fleet's list: {e}");
+    }
+}
+
+/// A worker silent this long (killed, its machine lost) leaves the fleet's
+/// list; until then `connector workers` shows it as gone.
+const FORGET_GONE_AFTER_MS: i64 = 24 * 3600 * 1000;
+
+fn forget_long_gone(host: &Host) {
+    let mut db = host.db();
+    let gone: Vec<String> = match (db.clock_ms(), db.workers()) {
+        (Ok(now), Ok(workers)) => workers
+            .into_iter()
+            .filter(|w| now - w.heartbeat_at_ms > FORGET_GONE_AFTER_MS)
+            .map(|w| w.id)
+            .collect(),
+        _ => return,
+    };
+    for id in gone {
+        if db.forget_worker(&id).is_ok() {
+            tracing::info!("worker {id} sent no heartbeat for a day: removed from the fleet's list");
+        }
     }
 }
 
