@@ -197,22 +197,9 @@ impl Read for ChunkReader<'_> {
     }
 }
 
-/// The unmapped participants of each message, as stored (JSON).
-pub(crate) fn unmapped_lists(entries: &[QuarantineEntry]) -> Result<Vec<String>, StateError> {
-    entries
-        .iter()
-        .map(|q| {
-            serde_json::to_string(&q.unmapped).map_err(|e| StateError::Corrupt {
-                what: "unmapped participant list",
-                message: e.to_string(),
-            })
-        })
-        .collect()
-}
-
 /// Quarantines the page's messages inside its transaction, replacing
 /// earlier records of the same items (the last of a page's records of an
-/// item wins); `unmapped` is [`unmapped_lists`] of `entries`. Emails in
+/// item wins); `unmapped` is [`connector_state::encoding::unmapped_lists`] of `entries`. Emails in
 /// memory go in one statement; a spooled one is streamed in chunks.
 pub(crate) fn insert(
     tx: &mut Session<'_, Transaction<'_>>,

@@ -6,9 +6,10 @@
 
 use postgres::{IsolationLevel, Transaction};
 
-use crate::runs::{parse_list, run_record};
+use crate::runs::run_record;
 use crate::{Fail, PostgresStore, Session, conversations, corrupt, ledger, query_error};
 use crate::{quarantine, to_i64, to_u64};
+use connector_state::encoding;
 use connector_state::transfer::{
     DeliveryRow, LedgerItemRow, Row, RowSink, StateExport, StateImport, Table,
 };
@@ -86,8 +87,8 @@ impl StateExport for PostgresStore {
                             item_id: r.get(2),
                             source_sha256: r.get(3),
                             sent_at_ms: r.get(4),
-                            mailboxes: parse_list(r.get(5))?,
-                            unmapped: parse_list(r.get(6))?,
+                            mailboxes: encoding::parse_list(r.get(5))?,
+                            unmapped: encoding::parse_list(r.get(6))?,
                         },
                     })
                 },
@@ -204,8 +205,7 @@ impl StateExport for PostgresStore {
                 |_, r| {
                     send(Row::Conversation {
                         connector: r.get(0),
-                        conversation: serde_json::from_str(r.get(1))
-                            .map_err(|e| corrupt("conversation description", e))?,
+                        conversation: encoding::parse_conversation(r.get(1))?,
                     })
                 },
             )?;
@@ -362,7 +362,7 @@ impl Writer<'_, '_, '_> {
                 entry,
             } => {
                 let entries = std::slice::from_ref(&entry);
-                let unmapped = quarantine::unmapped_lists(entries)?;
+                let unmapped = encoding::unmapped_lists(entries)?;
                 quarantine::insert(tx, &connector, run, entries, &unmapped)?;
             }
             Row::Kv {

@@ -27,6 +27,7 @@ use rusqlite::{Connection, TransactionBehavior, params};
 use schema::MIGRATIONS;
 pub use schema::SCHEMA_VERSION;
 
+use connector_state::encoding;
 use connector_state::{
     LeaseLiveness, LeaseRequest, LockOutcome, PageCommit, RunId, RunLock, StateError, StateStore,
 };
@@ -44,13 +45,7 @@ pub struct SqliteStore {
     memory_locks: Arc<Mutex<HashSet<String>>>,
 }
 
-fn to_i64(n: u64) -> i64 {
-    i64::try_from(n).unwrap_or(i64::MAX)
-}
-
-fn to_u64(n: i64) -> u64 {
-    u64::try_from(n).unwrap_or(0)
-}
+use connector_state::encoding::{to_i64, to_u64};
 
 /// Most ids in one `IN (…)` list.
 const IDS_PER_QUERY: usize = 500;
@@ -83,19 +78,6 @@ fn open_error(path: &Path, source: rusqlite::Error) -> StateError {
         source: Box::new(source),
         hint: "check the path, its folder's permissions and free space, and that the file is a database written by this connector",
     }
-}
-
-/// The value stored as `text`, read with `parse`; `what` names it when the
-/// text is not one it knows.
-fn stored<T>(
-    what: &'static str,
-    text: &str,
-    parse: fn(&str) -> Option<T>,
-) -> Result<T, StateError> {
-    parse(text).ok_or_else(|| StateError::Corrupt {
-        what,
-        message: format!("`{text}`"),
-    })
 }
 
 impl SqliteStore {
@@ -208,17 +190,14 @@ impl StateStore for SqliteStore {
         fence: u64,
         page: &PageCommit,
     ) -> Result<(), StateError> {
-        let unmapped = quarantine::unmapped_lists(&page.quarantine)?;
+        let unmapped = encoding::unmapped_lists(&page.quarantine)?;
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
         if fleet::current_token(&tx, connector)? != Some(fence) {
             drop(tx);
             fleet::count_fenced(&self.conn)?;
-            return Err(StateError::Fenced {
-                connector: connector.to_string(),
-                token: fence,
-            });
+            return Err(encoding::fenced(connector, fence));
         }
         ledger::insert(&tx, connector, run, &page.ledger)?;
         quarantine::insert(&tx, connector, run, &page.quarantine, &unmapped)?;

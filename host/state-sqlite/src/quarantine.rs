@@ -99,22 +99,9 @@ pub(super) fn read_email(
     })
 }
 
-/// The unmapped participants of each message, as stored (JSON).
-pub(super) fn unmapped_lists(entries: &[QuarantineEntry]) -> Result<Vec<String>, StateError> {
-    entries
-        .iter()
-        .map(|q| {
-            serde_json::to_string(&q.unmapped).map_err(|e| StateError::Corrupt {
-                what: "unmapped participant list",
-                message: e.to_string(),
-            })
-        })
-        .collect()
-}
-
 /// Quarantines the page's messages, inside its transaction (replacing
 /// earlier records of the same items); `unmapped` is
-/// [`unmapped_lists`] of `entries`.
+/// [`connector_state::encoding::unmapped_lists`] of `entries`.
 pub(super) fn insert(
     tx: &Transaction<'_>,
     connector: &str,

@@ -6,8 +6,8 @@
 
 use rusqlite::{Connection, TransactionBehavior, params};
 
-use crate::runs::parse_list;
-use crate::{SqliteStore, conversations, quarantine, stored, to_i64};
+use crate::{SqliteStore, conversations, quarantine, to_i64};
+use connector_state::encoding;
 use connector_state::transfer::{
     DeliveryRow, LedgerItemRow, Row, RowSink, StateExport, StateImport,
 };
@@ -45,8 +45,8 @@ impl StateExport for SqliteStore {
                         item_id: r.get(2)?,
                         source_sha256: r.get(3)?,
                         sent_at_ms: r.get(4)?,
-                        mailboxes: parse_list(&r.get::<_, String>(5)?)?,
-                        unmapped: parse_list(&r.get::<_, String>(6)?)?,
+                        mailboxes: encoding::parse_list(&r.get::<_, String>(5)?)?,
+                        unmapped: encoding::parse_list(&r.get::<_, String>(6)?)?,
                     },
                 })?;
             }
@@ -65,7 +65,11 @@ impl StateExport for SqliteStore {
                         item_id: r.get(2)?,
                         source_user_id: r.get(3)?,
                         mailbox: r.get(4)?,
-                        kind: stored("failure kind", &r.get::<_, String>(5)?, FailureKind::parse)?,
+                        kind: encoding::parse_stored(
+                            "failure kind",
+                            &r.get::<_, String>(5)?,
+                            FailureKind::parse,
+                        )?,
                         reason: r.get(6)?,
                     },
                     at_ms: r.get(7)?,
@@ -164,12 +168,7 @@ impl StateExport for SqliteStore {
                 let description: String = r.get(1)?;
                 sink.push(Row::Conversation {
                     connector: r.get(0)?,
-                    conversation: serde_json::from_str(&description).map_err(|e| {
-                        StateError::Corrupt {
-                            what: "conversation description",
-                            message: e.to_string(),
-                        }
-                    })?,
+                    conversation: encoding::parse_conversation(&description)?,
                 })?;
             }
         }
@@ -347,7 +346,7 @@ fn write(tx: &rusqlite::Transaction<'_>, row: Row) -> Result<(), StateError> {
             entry,
         } => {
             let entries = std::slice::from_ref(&entry);
-            let unmapped = quarantine::unmapped_lists(entries)?;
+            let unmapped = encoding::unmapped_lists(entries)?;
             quarantine::insert(tx, &connector, run, entries, &unmapped)?;
         }
         Row::Kv {
