@@ -12,6 +12,7 @@ use postgres::{RowIter, Transaction};
 
 use crate::conversations::last_of_each;
 use crate::{Fail, PostgresStore, Session, corrupt, to_i64, to_u64};
+use connector_state::encoding;
 use connector_state::{QuarantineEntry, QuarantineStore, RunId, StateError};
 
 /// Bytes per stored chunk of a big email.
@@ -35,8 +36,7 @@ impl QuarantineStore for PostgresStore {
                 let message_id: String = row.get(1);
                 let len = to_u64(row.get(2));
                 let sent_at_ms: i64 = row.get(3);
-                let unmapped = serde_json::from_str(row.get::<_, &str>(4))
-                    .map_err(|e| corrupt("unmapped participant list", e))?;
+                let unmapped = encoding::parse_unmapped(row.get::<_, &str>(4))?;
                 let spool = |reader: &mut dyn Read| {
                     Email::spool_from(
                         message_id.clone(),

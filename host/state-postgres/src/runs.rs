@@ -21,10 +21,6 @@ macro_rules! run_columns {
 }
 
 impl RunHistory for PostgresStore {
-    fn begin_run(&mut self, connector: &str, started_at_ms: i64) -> Result<RunId, StateError> {
-        self.begin_run_of(connector, started_at_ms, RunKind::Run, None)
-    }
-
     fn begin_run_of(
         &mut self,
         connector: &str,

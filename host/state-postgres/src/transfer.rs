@@ -8,7 +8,7 @@ use postgres::{IsolationLevel, Transaction};
 
 use crate::runs::run_record;
 use crate::{Fail, PostgresStore, Session, conversations, corrupt, ledger, query_error};
-use crate::{quarantine, to_i64, to_u64};
+use crate::{quarantine, to_u64};
 use connector_state::encoding;
 use connector_state::transfer::{
     DeliveryRow, LedgerItemRow, Row, RowSink, StateExport, StateImport, Table,
@@ -178,8 +178,7 @@ impl StateExport for PostgresStore {
                             message_id,
                             email,
                             sent_at_ms,
-                            unmapped: serde_json::from_str(r.get(5))
-                                .map_err(|e| corrupt("unmapped participant list", e))?,
+                            unmapped: encoding::parse_unmapped(r.get(5))?,
                             reason: r.get(6),
                             source_sha256: r.get(7),
                         },
@@ -317,17 +316,7 @@ impl Writer<'_, '_, '_> {
                 )?;
             }
             Row::Run(r) => {
-                let c = &r.counts;
-                let counts = [
-                    c.pages,
-                    c.items_from_source,
-                    c.items_for_import,
-                    c.imported,
-                    c.skipped_duplicates,
-                    c.failed,
-                    c.quarantined,
-                ]
-                .map(to_i64);
+                let counts = r.counts.columns();
                 tx.execute(
                     "INSERT INTO runs (id, connector, started_at_ms, finished_at_ms, outcome, pages,
                         items_from_source, items_for_import, imported, skipped_duplicates, failed,
@@ -409,8 +398,8 @@ impl Writer<'_, '_, '_> {
                         text[1].push(&item.item_id);
                         text[2].push(&item.source_sha256);
                         sent.push(item.sent_at_ms);
-                        mailboxes.push(json(&item.mailboxes)?);
-                        unmapped.push(json(&item.unmapped)?);
+                        mailboxes.push(encoding::json_list(&item.mailboxes)?);
+                        unmapped.push(encoding::json_list(&item.unmapped)?);
                     }
                 }
                 tx.execute(
@@ -540,8 +529,4 @@ impl Writer<'_, '_, '_> {
         }
         Ok(())
     }
-}
-
-fn json(list: &[String]) -> Result<String, Fail> {
-    serde_json::to_string(list).map_err(|e| corrupt("list", e))
 }

@@ -8,6 +8,7 @@ use rusqlite::{MAIN_DB, OptionalExtension, Transaction, params};
 use crate::{SqliteStore, to_u64};
 use connector_state::QuarantineStore;
 use connector_state::StateError;
+use connector_state::encoding;
 use connector_state::{QuarantineEntry, RunId};
 
 impl QuarantineStore for SqliteStore {
@@ -32,10 +33,7 @@ impl QuarantineStore for SqliteStore {
         let mut out = Vec::new();
         for row in rows {
             let (item_id, message_id, row, len, sent_at_ms, unmapped, reason, source_sha256) = row?;
-            let unmapped = serde_json::from_str(&unmapped).map_err(|e| StateError::Corrupt {
-                what: "unmapped participant list",
-                message: e.to_string(),
-            })?;
+            let unmapped = encoding::parse_unmapped(&unmapped)?;
             let email = read_email(&self.conn, row, len, &message_id, sent_at_ms)?;
             out.push(QuarantineEntry {
                 email,

@@ -11,10 +11,6 @@ use connector_state::encoding;
 use connector_state::records::*;
 
 impl RunHistory for SqliteStore {
-    fn begin_run(&mut self, connector: &str, started_at_ms: i64) -> Result<RunId, StateError> {
-        self.begin_run_of(connector, started_at_ms, RunKind::Run, None)
-    }
-
     fn begin_run_of(
         &mut self,
         connector: &str,
@@ -395,23 +391,35 @@ fn record_items_and_failures(
             encoding::json_list(&item.unmapped)?,
         ])?;
     }
-    let mut failure = tx.prepare_cached(
+    let now = connector_model::time::now_ms();
+    for f in &page.failures {
+        insert_failure(tx, run, connector, f, now)?;
+    }
+    Ok(())
+}
+
+/// Records a failure of `run` that happened at `at_ms`.
+pub(super) fn insert_failure(
+    tx: &Transaction<'_>,
+    run: RunId,
+    connector: &str,
+    failure: &RunFailure,
+    at_ms: i64,
+) -> Result<(), StateError> {
+    tx.prepare_cached(
         "INSERT INTO run_failures (run_id, connector, item_id, source_user_id, mailbox, kind,
             reason, at_ms)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-    )?;
-    let now = connector_model::time::now_ms();
-    for f in &page.failures {
-        failure.execute(params![
-            run.0,
-            connector,
-            f.item_id,
-            f.source_user_id,
-            f.mailbox,
-            f.kind.as_str(),
-            f.reason,
-            now,
-        ])?;
-    }
+    )?
+    .execute(params![
+        run.0,
+        connector,
+        failure.item_id,
+        failure.source_user_id,
+        failure.mailbox,
+        failure.kind.as_str(),
+        failure.reason,
+        at_ms,
+    ])?;
     Ok(())
 }

@@ -2,8 +2,8 @@
 //! they share when writing: one place for both backends, so that they read
 //! and write the same forms and fail with the same errors.
 
-use connector_model::Conversation;
 use connector_model::limits::{self, KvLimit};
+use connector_model::{Conversation, Person};
 
 use crate::error::StateError;
 use crate::records::{QuarantineEntry, RunCounts};
@@ -63,6 +63,12 @@ pub fn unmapped_lists(entries: &[QuarantineEntry]) -> Result<Vec<String>, StateE
         .collect()
 }
 
+/// The unmapped participants of a quarantined message, stored by
+/// [`unmapped_lists`].
+pub fn parse_unmapped(text: &str) -> Result<Vec<Person>, StateError> {
+    from_json("unmapped participant list", text)
+}
+
 /// A conversation's description, as stored (JSON).
 pub fn conversation_json(conversation: &Conversation) -> Result<String, StateError> {
     to_json("conversation description", conversation)
@@ -113,10 +119,10 @@ pub fn to_u64(n: i64) -> u64 {
 }
 
 impl RunCounts {
-    /// The counts as the `runs` table's columns store them, in column
-    /// order: pages, items from source, items for import, imported,
-    /// skipped duplicates, failed, quarantined.
-    pub fn columns(&self) -> [i64; 7] {
+    /// The counts in the `runs` table's column order: pages, items from
+    /// source, items for import, imported, skipped duplicates, failed,
+    /// quarantined.
+    pub fn values(&self) -> [u64; 7] {
         [
             self.pages,
             self.items_from_source,
@@ -126,29 +132,26 @@ impl RunCounts {
             self.failed,
             self.quarantined,
         ]
-        .map(to_i64)
+    }
+
+    /// The counts as the `runs` table's columns store them, in the order
+    /// of [`RunCounts::values`].
+    pub fn columns(&self) -> [i64; 7] {
+        self.values().map(to_i64)
     }
 
     /// The counts read back from the columns [`RunCounts::columns`] gives,
     /// in the same order.
     pub fn from_columns(columns: [i64; 7]) -> RunCounts {
-        let [
-            pages,
-            items_from_source,
-            items_for_import,
-            imported,
-            skipped_duplicates,
-            failed,
-            quarantined,
-        ] = columns.map(to_u64);
+        let c = columns.map(to_u64);
         RunCounts {
-            pages,
-            items_from_source,
-            items_for_import,
-            imported,
-            skipped_duplicates,
-            failed,
-            quarantined,
+            pages: c[0],
+            items_from_source: c[1],
+            items_for_import: c[2],
+            imported: c[3],
+            skipped_duplicates: c[4],
+            failed: c[5],
+            quarantined: c[6],
         }
     }
 }
