@@ -4,7 +4,9 @@
 //! file in a temporary folder, `postgres::<behaviour>` on a fresh database
 //! of the shared test server. Then what only PostgreSQL does
 //! (`postgres_only`): its URL and TLS, schema versions, reconnecting after
-//! a server restart, the ledger's month partitions and the lease keeper.
+//! a server restart, the ledger's month partitions and the lease keeper;
+//! and what only SQLite does (`sqlite_only`): its file, upgrading older
+//! schema versions in place, and a transfer between two SQLite stores.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -476,6 +478,245 @@ mod postgres_only {
     }
 }
 
+/// What only the SQLite store does: its file, and the upgrade of a file
+/// an older release wrote.
+mod sqlite_only {
+    use super::behaviours::{entry, lease, page, quarantined};
+    use super::*;
+    use connector_email::Email;
+    use connector_state::StateError;
+    use connector_state::prelude::*;
+    use connector_state::records::*;
+    use connector_state_sqlite::{SCHEMA_VERSION, migrations};
+
+    /// A file with the `schema_migrations` table and the first `versions`
+    /// migrations applied, as an older release left it.
+    fn at_version(sqlite: &Sqlite, versions: usize) -> rusqlite::Connection {
+        let conn = sqlite.raw();
+        conn.execute_batch(
+            "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY NOT NULL,
+                description TEXT NOT NULL, applied_at TEXT NOT NULL DEFAULT 'then');",
+        )
+        .unwrap();
+        for (version, _, sql) in &migrations()[..versions] {
+            conn.execute_batch(sql).unwrap();
+            conn.execute(
+                "INSERT INTO schema_migrations (version, description) VALUES (?1, 'old')",
+                [version],
+            )
+            .unwrap();
+        }
+        conn
+    }
+
+    #[test]
+    fn reopening_keeps_data_and_applies_each_migration_once() {
+        let sqlite = Sqlite::fresh();
+        {
+            let mut db = SqliteStore::open(&sqlite.path()).unwrap();
+            let run = db.begin_run("c", 1).unwrap();
+            let lock = lease(&db);
+            db.commit_page(
+                "c",
+                run,
+                lock.token(),
+                &page(vec![entry("m1", "a@x")], b"cp-1"),
+            )
+            .unwrap();
+        }
+        let db = SqliteStore::open(&sqlite.path()).unwrap();
+        assert_eq!(db.checkpoint("c").unwrap(), Some(b"cp-1".to_vec()));
+        assert!(db.is_delivered("c", "m1", "a@x").unwrap());
+        let rows: i64 = sqlite
+            .raw()
+            .query_row("SELECT COUNT(*) FROM schema_migrations", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(rows, migrations().len() as i64);
+    }
+
+    #[test]
+    fn a_database_from_a_newer_release_is_refused() {
+        let sqlite = Sqlite::fresh();
+        let path = sqlite.path();
+        drop(SqliteStore::open(&path).unwrap());
+        sqlite
+            .raw()
+            .execute(
+                "INSERT INTO schema_migrations (version, description) VALUES (?1, 'future')",
+                [SCHEMA_VERSION + 1],
+            )
+            .unwrap();
+        let err = SqliteStore::open(&path).unwrap_err();
+        assert!(
+            matches!(err, StateError::NewerSchema { found, supported, .. }
+                if found == SCHEMA_VERSION + 1 && supported == SCHEMA_VERSION),
+            "{err}"
+        );
+        let text = err.to_string();
+        assert!(text.contains(&path.display().to_string()), "{text}");
+        assert!(text.contains("newer connector release"), "{text}");
+    }
+
+    #[test]
+    fn a_file_that_is_not_a_database_is_refused_naming_it() {
+        let sqlite = Sqlite::fresh();
+        let path = sqlite.path();
+        std::fs::write(&path, vec![b'x'; 4096]).unwrap();
+        let err = SqliteStore::open(&path).unwrap_err();
+        assert!(matches!(err, StateError::Open { .. }), "{err}");
+        assert!(err.to_string().contains(&path.display().to_string()));
+    }
+
+    #[test]
+    fn a_version_1_database_is_upgraded_in_place() {
+        let sqlite = Sqlite::fresh();
+        at_version(&sqlite, 1)
+            .execute_batch(
+                "INSERT INTO runs (connector, started_at_ms, finished_at_ms, outcome)
+                    VALUES ('c', 1, 2, 'succeeded');
+                 INSERT INTO quarantine VALUES ('c', 'q', 'q@x', x'00', 3, '[]', 'why', 1);",
+            )
+            .unwrap();
+        let db = SqliteStore::open(&sqlite.path()).unwrap();
+        assert_eq!(db.schema_version().unwrap(), SCHEMA_VERSION);
+        let r = db.last_run("c").unwrap().unwrap();
+        assert_eq!(r.kind, RunKind::Run);
+        assert_eq!(r.pid, None);
+        let q = db.quarantine("c").unwrap();
+        assert_eq!(q[0].source_sha256, "");
+        assert_eq!(q[0].email.bytes().unwrap()[..], [0u8]);
+        assert_eq!(q[0].reason, "why");
+    }
+
+    #[test]
+    fn a_version_4_ledger_is_split_into_items_and_deliveries_keeping_every_field() {
+        let sqlite = Sqlite::fresh();
+        at_version(&sqlite, 4)
+            .execute_batch(
+                "INSERT INTO ledger VALUES ('c', 'm1', 'a@x', 'm1@x', 'e1', 's1', 'r-a', 20, 1);
+                 INSERT INTO ledger VALUES ('c', 'm1', 'b@x', 'm1@x', 'e2', 's1', 'r-b', 10, 2);
+                 INSERT INTO ledger VALUES ('d', 'm1', 'a@x', 'm1@y', 'e3', 's3', 'r-c', 30, 3);",
+            )
+            .unwrap();
+        let db = SqliteStore::open(&sqlite.path()).unwrap();
+        let mut c = db.ledger_entries("c").unwrap();
+        c.sort_by(|x, y| x.mailbox.cmp(&y.mailbox));
+        let got: Vec<_> = c
+            .iter()
+            .map(|e| {
+                (
+                    e.mailbox.as_str(),
+                    e.email_sha256.as_str(),
+                    e.receipt.as_str(),
+                    e.delivered_at_ms,
+                )
+            })
+            .collect();
+        assert_eq!(got, [("a@x", "e1", "r-a", 20), ("b@x", "e2", "r-b", 10)]);
+        assert_eq!(db.ledger_entries("d").unwrap()[0].message_id, "m1@y");
+        let (items, own_emails): (i64, i64) = sqlite
+            .raw()
+            .query_row(
+                "SELECT (SELECT COUNT(*) FROM ledger_items),
+                        (SELECT COUNT(*) FROM deliveries WHERE email_sha256 IS NOT NULL)",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+        assert_eq!(items, 2, "one row per (connector, item)");
+        assert_eq!(
+            own_emails, 1,
+            "only the delivery whose email differs keeps its SHA-256"
+        );
+    }
+
+    #[test]
+    fn a_transfer_copies_every_table_with_big_emails_and_catches_a_changed_row() {
+        use connector_state::transfer::{self, Table, TransferError};
+        let mut source = SqliteStore::open_in_memory().unwrap();
+        let run = source.begin_run("c", 100).unwrap();
+        let lock = lease(&source);
+        let mut p = page(
+            vec![entry("i1", "a@x"), entry("i1", "b@x"), entry("i2", "a@x")],
+            b"cp",
+        );
+        let big = vec![b'x'; connector_email::DEFAULT_SPILL_ABOVE + 10];
+        let email = Email::spool_from(
+            "big@test.connector.invalid".to_string(),
+            &mut &big[..],
+            &std::env::temp_dir(),
+            600,
+        )
+        .unwrap();
+        p.quarantine.push(QuarantineEntry {
+            email,
+            ..quarantined("q2", "no mailbox for u-ext")
+        });
+        p.seen = vec![SeenItem {
+            item_id: "i1".to_string(),
+            source_sha256: "s".repeat(64),
+            sent_at_ms: 500,
+            mailboxes: vec!["a@x".to_string(), "b@x".to_string()],
+            unmapped: vec!["u-ext".to_string()],
+        }];
+        p.failures = vec![RunFailure {
+            item_id: "q1".to_string(),
+            source_user_id: "u-ext".to_string(),
+            mailbox: String::new(),
+            kind: FailureKind::Unmapped,
+            reason: "no mailbox".to_string(),
+        }];
+        source.commit_page("c", run, lock.token(), &p).unwrap();
+        drop(lock);
+        source
+            .finish_run(run, 200, RunOutcome::Succeeded, &RunCounts::default(), None)
+            .unwrap();
+        source.kv_set("c", "k", b"v").unwrap();
+
+        let mut target = SqliteStore::open_in_memory().unwrap();
+        let digests = transfer::migrate(&source, &mut target, ":memory:").unwrap();
+        let rows = |table| {
+            digests
+                .iter()
+                .find(|d| d.table == table && d.connector == "c")
+                .map_or(0, |d| d.rows)
+        };
+        assert_eq!(rows(Table::LedgerItems), 2);
+        assert_eq!(rows(Table::Deliveries), 3);
+        assert_eq!(rows(Table::Quarantine), 2);
+        assert_eq!(rows(Table::RunItems), 1);
+        assert_eq!(rows(Table::RunFailures), 1);
+        assert_eq!(
+            target.quarantine("c").unwrap(),
+            source.quarantine("c").unwrap()
+        );
+        assert_eq!(
+            target.ledger_entries("c").unwrap(),
+            source.ledger_entries("c").unwrap()
+        );
+        assert_eq!(target.run(run).unwrap(), source.run(run).unwrap());
+        assert!(target.begin_run("c", 300).unwrap() > run, "ids go on");
+
+        // A second transfer into it is refused; a changed row is caught.
+        assert!(matches!(
+            transfer::migrate(&source, &mut target, "target"),
+            Err(TransferError::TargetNotEmpty { .. })
+        ));
+        let file = Sqlite::fresh();
+        let mut copy = SqliteStore::open(&file.path()).unwrap();
+        transfer::migrate(&source, &mut copy, "copy").unwrap();
+        file.raw()
+            .execute("UPDATE kv SET value = X'77' WHERE key = 'k'", [])
+            .unwrap();
+        match transfer::verify(&digests, &copy) {
+            Err(TransferError::Mismatch {
+                table, connector, ..
+            }) => assert_eq!((table, connector.as_str()), (Table::Kv, "c")),
+            other => panic!("expected a mismatch, got {other:?}"),
+        }
+    }
+}
+
 /// What every state store does, whatever keeps it: each function takes a
 /// [`Backend`](behaviours::Backend) (a fresh, empty database of one kind) and checks one
 /// behaviour through the `StateStore` traits only.
@@ -507,7 +748,7 @@ mod behaviours {
         fn heal_quarantine_inserts(&self);
     }
 
-    fn entry(item: &str, mailbox: &str) -> LedgerEntry {
+    pub(super) fn entry(item: &str, mailbox: &str) -> LedgerEntry {
         LedgerEntry {
             item_id: item.to_string(),
             mailbox: mailbox.to_string(),
@@ -519,7 +760,7 @@ mod behaviours {
         }
     }
 
-    fn quarantined(item: &str, reason: &str) -> QuarantineEntry {
+    pub(super) fn quarantined(item: &str, reason: &str) -> QuarantineEntry {
         QuarantineEntry {
             item_id: item.to_string(),
             message_id: format!("{item}@test.connector.invalid"),
@@ -551,7 +792,7 @@ mod behaviours {
         }
     }
 
-    fn page(ledger: Vec<LedgerEntry>, checkpoint: &[u8]) -> PageCommit {
+    pub(super) fn page(ledger: Vec<LedgerEntry>, checkpoint: &[u8]) -> PageCommit {
         PageCommit {
             ledger,
             quarantine: vec![quarantined("q1", "no mailbox for u-ext")],
@@ -593,7 +834,7 @@ mod behaviours {
     }
 
     /// The lease a test holds to commit pages of connector `c`.
-    fn lease(db: &dyn StateStore) -> RunLock {
+    pub(super) fn lease(db: &dyn StateStore) -> RunLock {
         take(db, "c", "test-worker", Duration::from_secs(60))
     }
 

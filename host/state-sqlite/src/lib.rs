@@ -12,8 +12,6 @@ mod ledger;
 mod quarantine;
 mod runs;
 mod schema;
-#[cfg(test)]
-mod tests;
 mod transfer;
 
 use std::collections::HashSet;
@@ -26,6 +24,12 @@ use rusqlite::{Connection, TransactionBehavior, params};
 
 use schema::MIGRATIONS;
 pub use schema::SCHEMA_VERSION;
+
+/// The schema migrations, in order: each one's version, description and
+/// SQL. For tests that build a database of an older version by hand.
+pub fn migrations() -> &'static [(i64, &'static str, &'static str)] {
+    MIGRATIONS
+}
 
 use connector_state::encoding;
 use connector_state::{
@@ -282,5 +286,37 @@ impl Drop for MemoryLock {
     fn drop(&mut self) {
         let mut set = self.held.lock().unwrap_or_else(|p| p.into_inner());
         set.remove(&self.connector);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    // What every store does is in tests/tests/state_store.rs, run against
+    // SQLite and PostgreSQL alike, with what is SQLite's own in its
+    // `sqlite_only` module; here only what needs the store's connection.
+    use super::*;
+
+    #[test]
+    fn open_creates_a_versioned_schema_in_wal_mode_with_full_sync() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        let db = SqliteStore::open(&path).unwrap();
+        assert_eq!(db.path(), Some(path.as_path()));
+        assert_eq!(db.schema_version().unwrap(), SCHEMA_VERSION);
+        let pragma = |name: &str| -> String {
+            db.conn
+                .query_row(&format!("PRAGMA {name}"), [], |r| {
+                    r.get::<_, rusqlite::types::Value>(0)
+                })
+                .map(|v| match v {
+                    rusqlite::types::Value::Integer(n) => n.to_string(),
+                    rusqlite::types::Value::Text(t) => t,
+                    other => format!("{other:?}"),
+                })
+                .unwrap()
+        };
+        assert_eq!(pragma("journal_mode"), "wal");
+        assert_eq!(pragma("synchronous"), "2", "FULL");
+        assert!(pragma("busy_timeout").parse::<i64>().unwrap() >= 1000);
     }
 }
