@@ -123,6 +123,19 @@ impl Backend for Pg {
     }
 }
 
+/// Checks that `err` refuses a database one schema version newer than
+/// `supported`, naming the database (`location`) and what to do.
+fn assert_newer_schema_refused(err: &connector_state::StateError, supported: i64, location: &str) {
+    assert!(
+        matches!(err, connector_state::StateError::NewerSchema { found, supported: s, .. }
+            if *found == supported + 1 && *s == supported),
+        "{err}"
+    );
+    let text = err.to_string();
+    assert!(text.contains(location), "{text}");
+    assert!(text.contains("newer connector release"), "{text}");
+}
+
 /// One `#[test]` per behaviour in each backend's module.
 macro_rules! conformance {
     ($($behaviour:ident),* $(,)?) => {
@@ -233,14 +246,7 @@ mod postgres_only {
             )
             .unwrap();
         let err = PostgresStore::connect(&pg.config()).unwrap_err();
-        assert!(
-            matches!(err, StateError::NewerSchema { found, supported, .. }
-                if found == SCHEMA_VERSION + 1 && supported == SCHEMA_VERSION),
-            "{err}"
-        );
-        let text = err.to_string();
-        assert!(text.contains(&pg.config().redacted()), "{text}");
-        assert!(text.contains("newer connector release"), "{text}");
+        assert_newer_schema_refused(&err, SCHEMA_VERSION, &pg.config().redacted());
     }
 
     #[test]
@@ -481,7 +487,7 @@ mod postgres_only {
 /// What only the SQLite store does: its file, and the upgrade of a file
 /// an older release wrote.
 mod sqlite_only {
-    use super::behaviours::{entry, lease, page, quarantined};
+    use super::behaviours::{entry, failure, lease, page, quarantined, seen};
     use super::*;
     use connector_email::Email;
     use connector_state::StateError;
@@ -547,14 +553,7 @@ mod sqlite_only {
             )
             .unwrap();
         let err = SqliteStore::open(&path).unwrap_err();
-        assert!(
-            matches!(err, StateError::NewerSchema { found, supported, .. }
-                if found == SCHEMA_VERSION + 1 && supported == SCHEMA_VERSION),
-            "{err}"
-        );
-        let text = err.to_string();
-        assert!(text.contains(&path.display().to_string()), "{text}");
-        assert!(text.contains("newer connector release"), "{text}");
+        assert_newer_schema_refused(&err, SCHEMA_VERSION, &path.display().to_string());
     }
 
     #[test]
@@ -652,20 +651,14 @@ mod sqlite_only {
             email,
             ..quarantined("q2", "no mailbox for u-ext")
         });
-        p.seen = vec![SeenItem {
-            item_id: "i1".to_string(),
-            source_sha256: "s".repeat(64),
-            sent_at_ms: 500,
-            mailboxes: vec!["a@x".to_string(), "b@x".to_string()],
-            unmapped: vec!["u-ext".to_string()],
-        }];
-        p.failures = vec![RunFailure {
-            item_id: "q1".to_string(),
-            source_user_id: "u-ext".to_string(),
-            mailbox: String::new(),
-            kind: FailureKind::Unmapped,
-            reason: "no mailbox".to_string(),
-        }];
+        p.seen = vec![seen("i1", 's', 500, &["a@x", "b@x"], &["u-ext"])];
+        p.failures = vec![failure(
+            "q1",
+            "u-ext",
+            "",
+            FailureKind::Unmapped,
+            "no mailbox",
+        )];
         source.commit_page("c", run, lock.token(), &p).unwrap();
         drop(lock);
         source
@@ -838,6 +831,55 @@ mod behaviours {
         take(db, "c", "test-worker", Duration::from_secs(60))
     }
 
+    /// What a run saw of `item`: its source's SHA-256 (`sha` 64 times),
+    /// the mailboxes it went to and the participants left unmapped.
+    pub(super) fn seen(
+        item: &str,
+        sha: char,
+        sent_at_ms: i64,
+        mailboxes: &[&str],
+        unmapped: &[&str],
+    ) -> SeenItem {
+        let strings = |list: &[&str]| list.iter().map(|s| s.to_string()).collect();
+        SeenItem {
+            item_id: item.to_string(),
+            source_sha256: sha.to_string().repeat(64),
+            sent_at_ms,
+            mailboxes: strings(mailboxes),
+            unmapped: strings(unmapped),
+        }
+    }
+
+    /// A failure to deliver `item` of participant `user` to `mailbox`.
+    pub(super) fn failure(
+        item: &str,
+        user: &str,
+        mailbox: &str,
+        kind: FailureKind,
+        reason: &str,
+    ) -> RunFailure {
+        RunFailure {
+            item_id: item.to_string(),
+            source_user_id: user.to_string(),
+            mailbox: mailbox.to_string(),
+            kind,
+            reason: reason.to_string(),
+        }
+    }
+
+    /// Ends `run` at `finished_at_ms` with `outcome` (and `error`), its
+    /// counts those its pages added up to.
+    fn end(
+        db: &mut dyn StateStore,
+        run: RunId,
+        finished_at_ms: i64,
+        outcome: RunOutcome,
+        error: Option<&str>,
+    ) {
+        db.finish_run(run, finished_at_ms, outcome, &RunCounts::default(), error)
+            .unwrap();
+    }
+
     fn worker(id: &str, connector: &str, fingerprint: &Fingerprint) -> WorkerRecord {
         WorkerRecord {
             id: id.to_string(),
@@ -875,14 +917,13 @@ mod behaviours {
         db.finish_run(first, 200, RunOutcome::Succeeded, &counts(3), None)
             .unwrap();
         let second = db.begin_run("c", 300).unwrap();
-        db.finish_run(
+        end(
+            &mut *db,
             second,
             400,
             RunOutcome::Failed,
-            &RunCounts::default(),
             Some("source said 500"),
-        )
-        .unwrap();
+        );
         let third = db.begin_run("c", 500).unwrap();
         db.begin_run("other", 600).unwrap();
 
@@ -951,8 +992,7 @@ mod behaviours {
     pub fn unfinished_runs_can_be_marked_interrupted(b: &dyn Backend) {
         let mut db = b.open();
         let done = db.begin_run("c", 0).unwrap();
-        db.finish_run(done, 1, RunOutcome::Succeeded, &RunCounts::default(), None)
-            .unwrap();
+        end(&mut *db, done, 1, RunOutcome::Succeeded, None);
         let crashed = db.begin_run("c", 2).unwrap();
         db.begin_run("other", 2).unwrap();
         assert_eq!(db.interrupt_unfinished("c", 10).unwrap(), 1);
@@ -1284,36 +1324,12 @@ mod behaviours {
             .unwrap();
         let mut p = page(vec![entry("m1", "a@x")], b"1");
         p.seen = vec![
-            SeenItem {
-                item_id: "m2".into(),
-                source_sha256: "t".repeat(64),
-                sent_at_ms: 6,
-                mailboxes: Vec::new(),
-                unmapped: Vec::new(),
-            },
-            SeenItem {
-                item_id: "m1".into(),
-                source_sha256: "s".repeat(64),
-                sent_at_ms: 5,
-                mailboxes: vec!["a@x".into(), "b@x".into()],
-                unmapped: vec!["u-ext".into()],
-            },
+            seen("m2", 't', 6, &[], &[]),
+            seen("m1", 's', 5, &["a@x", "b@x"], &["u-ext"]),
         ];
         p.failures = vec![
-            RunFailure {
-                item_id: "m1".into(),
-                source_user_id: "u-ext".into(),
-                mailbox: String::new(),
-                kind: FailureKind::Unmapped,
-                reason: "no mailbox".into(),
-            },
-            RunFailure {
-                item_id: "m1".into(),
-                source_user_id: "u-b".into(),
-                mailbox: "b@x".into(),
-                kind: FailureKind::Refused,
-                reason: "mailbox full".into(),
-            },
+            failure("m1", "u-ext", "", FailureKind::Unmapped, "no mailbox"),
+            failure("m1", "u-b", "b@x", FailureKind::Refused, "mailbox full"),
         ];
         p.checkpoint_slot = CheckpointSlot::Key("c#backfill:1..2".into());
         db.commit_page("c", run, lock.token(), &p).unwrap();
@@ -1363,38 +1379,12 @@ mod behaviours {
         let lock = lease(&*db);
         let old = db.begin_run("c", 0).unwrap();
         let mut p = page(vec![entry("m1", "a@x")], b"1");
-        p.failures = vec![RunFailure {
-            item_id: "m1".into(),
-            source_user_id: "u".into(),
-            mailbox: "b@x".into(),
-            kind: FailureKind::Refused,
-            reason: "full".into(),
-        }];
-        p.seen = vec![SeenItem {
-            item_id: "m1".into(),
-            source_sha256: "s".repeat(64),
-            sent_at_ms: 5,
-            mailboxes: vec!["a@x".into()],
-            unmapped: Vec::new(),
-        }];
+        p.failures = vec![failure("m1", "u", "b@x", FailureKind::Refused, "full")];
+        p.seen = vec![seen("m1", 's', 5, &["a@x"], &[])];
         db.commit_page("c", old, lock.token(), &p).unwrap();
-        db.finish_run(
-            old,
-            1_000,
-            RunOutcome::Succeeded,
-            &RunCounts::default(),
-            None,
-        )
-        .unwrap();
+        end(&mut *db, old, 1_000, RunOutcome::Succeeded, None);
         let new = db.begin_run("c", 5_000).unwrap();
-        db.finish_run(
-            new,
-            6_000,
-            RunOutcome::Failed,
-            &RunCounts::default(),
-            Some("x"),
-        )
-        .unwrap();
+        end(&mut *db, new, 6_000, RunOutcome::Failed, Some("x"));
         let unfinished = db.begin_run("c", 7_000).unwrap();
         assert_eq!(db.prune_runs_before(2_000).unwrap(), 1);
         assert!(db.run(old).unwrap().is_none());
