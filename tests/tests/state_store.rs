@@ -880,6 +880,11 @@ mod behaviours {
             .unwrap();
     }
 
+    /// Commits `page` of run `run` of connector `c` under `lock`.
+    fn commit(db: &mut dyn StateStore, lock: &RunLock, run: RunId, page: &PageCommit) {
+        db.commit_page("c", run, lock.token(), page).unwrap();
+    }
+
     fn worker(id: &str, connector: &str, fingerprint: &Fingerprint) -> WorkerRecord {
         WorkerRecord {
             id: id.to_string(),
@@ -897,13 +902,11 @@ mod behaviours {
         let lock = lease(&*db);
         assert_eq!(db.checkpoint("a").unwrap(), None);
         let run = db.begin_run("c", 0).unwrap();
-        db.commit_page("c", run, lock.token(), &page(Vec::new(), b"one"))
-            .unwrap();
+        commit(&mut *db, &lock, run, &page(Vec::new(), b"one"));
         assert_eq!(db.checkpoint("c").unwrap(), Some(b"one".to_vec()));
         assert_eq!(db.checkpoint("b").unwrap(), None);
 
-        db.commit_page("c", run, lock.token(), &page(Vec::new(), b"two"))
-            .unwrap();
+        commit(&mut *db, &lock, run, &page(Vec::new(), b"two"));
         assert_eq!(db.checkpoint("c").unwrap(), Some(b"two".to_vec()));
 
         db.clear_checkpoint("c").unwrap();
@@ -951,10 +954,8 @@ mod behaviours {
         let mut db = b.open();
         let lock = lease(&*db);
         let run = db.begin_run("c", 0).unwrap();
-        db.commit_page("c", run, lock.token(), &page(Vec::new(), b"x"))
-            .unwrap();
-        db.commit_page("c", run, lock.token(), &page(Vec::new(), b"y"))
-            .unwrap();
+        commit(&mut *db, &lock, run, &page(Vec::new(), b"x"));
+        commit(&mut *db, &lock, run, &page(Vec::new(), b"y"));
         let mut pages_total = counts(2);
         pages_total.add(&counts(2));
         assert_eq!(db.last_run("c").unwrap().unwrap().counts, pages_total);
@@ -1013,8 +1014,7 @@ mod behaviours {
         let lock = lease(&*db);
         let run = db.begin_run("c", 0).unwrap();
         let entries = vec![entry("m1", "a@x"), entry("m1", "b@x"), entry("m2", "a@x")];
-        db.commit_page("c", run, lock.token(), &page(entries.clone(), b"cp"))
-            .unwrap();
+        commit(&mut *db, &lock, run, &page(entries.clone(), b"cp"));
 
         assert_eq!(db.delivered_count("c").unwrap(), 3);
         assert_eq!(db.delivered_count("other").unwrap(), 0);
@@ -1035,13 +1035,7 @@ mod behaviours {
         let mut db = b.open();
         let lock = lease(&*db);
         let run = db.begin_run("c", 0).unwrap();
-        db.commit_page(
-            "c",
-            run,
-            lock.token(),
-            &page(vec![entry("m1", "a@x")], b"1"),
-        )
-        .unwrap();
+        commit(&mut *db, &lock, run, &page(vec![entry("m1", "a@x")], b"1"));
         let mut again = entry("m1", "a@x");
         again.receipt = "elsewhere".to_string();
         again.delivered_at_ms = 9_999;
@@ -1049,7 +1043,7 @@ mod behaviours {
         let mut twice = entry("m2", "a@x");
         twice.receipt = "second".to_string();
         let page2 = page(vec![again, entry("m2", "a@x"), twice], b"2");
-        db.commit_page("c", run, lock.token(), &page2).unwrap();
+        commit(&mut *db, &lock, run, &page2);
         assert_eq!(
             db.ledger_entries("c").unwrap(),
             vec![entry("m1", "a@x"), entry("m2", "a@x")]
@@ -1065,11 +1059,9 @@ mod behaviours {
         let mut changed = entry("m1", "b@x");
         changed.email_sha256 = "f".repeat(64);
         changed.delivered_at_ms = 2_000;
-        db.commit_page("c", run, lock.token(), &page(vec![first.clone()], b"1"))
-            .unwrap();
+        commit(&mut *db, &lock, run, &page(vec![first.clone()], b"1"));
         let later = db.begin_run("c", 1).unwrap();
-        db.commit_page("c", later, lock.token(), &page(vec![changed.clone()], b"2"))
-            .unwrap();
+        commit(&mut *db, &lock, later, &page(vec![changed.clone()], b"2"));
         assert_eq!(
             db.ledger_entries("c").unwrap(),
             [first.clone(), changed.clone()]
@@ -1091,13 +1083,12 @@ mod behaviours {
         let mut db = b.open();
         let lock = lease(&*db);
         let run = db.begin_run("c", 0).unwrap();
-        db.commit_page(
-            "c",
+        commit(
+            &mut *db,
+            &lock,
             run,
-            lock.token(),
             &page(vec![entry("m0", "a@x")], b"before"),
-        )
-        .unwrap();
+        );
         let before = db.last_run("c").unwrap().unwrap().counts;
         // The quarantine insert fails after the ledger rows went in.
         b.break_quarantine_inserts();
@@ -1116,7 +1107,7 @@ mod behaviours {
 
         // The database is usable afterwards.
         b.heal_quarantine_inserts();
-        db.commit_page("c", run, lock.token(), &failing).unwrap();
+        commit(&mut *db, &lock, run, &failing);
         assert_eq!(db.delivered_count("c").unwrap(), 3);
     }
 
@@ -1144,13 +1135,7 @@ mod behaviours {
         let mut db = b.open();
         let lock = lease(&*db);
         let run = db.begin_run("c", 0).unwrap();
-        db.commit_page(
-            "c",
-            run,
-            lock.token(),
-            &page(vec![entry("m1", "a@x")], b"cp"),
-        )
-        .unwrap();
+        commit(&mut *db, &lock, run, &page(vec![entry("m1", "a@x")], b"cp"));
         let other = b.open();
         assert!(other.is_delivered("c", "m1", "a@x").unwrap());
         assert_eq!(other.quarantine_count("c").unwrap(), 1);
@@ -1165,15 +1150,8 @@ mod behaviours {
             .filter(|i| i % 3 == 0)
             .map(|i| entry(&format!("m{i}"), "a@x"))
             .collect();
-        db.commit_page("c", run, lock.token(), &page(entries, b"cp"))
-            .unwrap();
-        db.commit_page(
-            "c",
-            run,
-            lock.token(),
-            &page(vec![entry("m3", "b@x")], b"cp"),
-        )
-        .unwrap();
+        commit(&mut *db, &lock, run, &page(entries, b"cp"));
+        commit(&mut *db, &lock, run, &page(vec![entry("m3", "b@x")], b"cp"));
         let owned: Vec<String> = (0..1200).map(|i| format!("m{i}")).collect();
         let ids: Vec<&str> = owned.iter().map(String::as_str).collect();
         let set = db.delivered_set("c", &ids).unwrap();
@@ -1191,14 +1169,13 @@ mod behaviours {
         let mut db = b.open();
         let lock = lease(&*db);
         let run = db.begin_run("c", 0).unwrap();
-        db.commit_page("c", run, lock.token(), &page(Vec::new(), b"1"))
-            .unwrap();
+        commit(&mut *db, &lock, run, &page(Vec::new(), b"1"));
         let mut again = page(Vec::new(), b"2");
         again.quarantine = vec![
             quarantined("q1", "still unmapped"),
             quarantined("q2", "new"),
         ];
-        db.commit_page("c", run, lock.token(), &again).unwrap();
+        commit(&mut *db, &lock, run, &again);
         let q = db.quarantine("c").unwrap();
         assert_eq!(q.len(), 2);
         assert_eq!(q[0].item_id, "q1");
@@ -1212,7 +1189,7 @@ mod behaviours {
             checkpoint: db.checkpoint("c").unwrap().unwrap(),
             ..PageCommit::default()
         };
-        db.commit_page("c", run, lock.token(), &release).unwrap();
+        commit(&mut *db, &lock, run, &release);
         let q = db.quarantine("c").unwrap();
         assert_eq!(
             q.iter().map(|e| e.item_id.as_str()).collect::<Vec<_>>(),
@@ -1232,12 +1209,12 @@ mod behaviours {
         let bytes: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
         let big = Email::spool_from("big@x".into(), &mut &bytes[..], dir.path(), 7).unwrap();
         assert!(big.spool_path().is_some());
-        let mut commit = page(Vec::new(), b"cp");
-        commit.quarantine = vec![QuarantineEntry {
+        let mut first = page(Vec::new(), b"cp");
+        first.quarantine = vec![QuarantineEntry {
             email: big.clone(),
             ..quarantined("big", "no mailbox")
         }];
-        db.commit_page("c", run, lock.token(), &commit).unwrap();
+        commit(&mut *db, &lock, run, &first);
 
         let q = db.quarantine("c").unwrap();
         let back = &q[0].email;
@@ -1249,7 +1226,7 @@ mod behaviours {
         // Quarantined again (smaller), it is replaced whole.
         let mut again = page(Vec::new(), b"cp");
         again.quarantine = vec![quarantined("big", "still no mailbox")];
-        db.commit_page("c", run, lock.token(), &again).unwrap();
+        commit(&mut *db, &lock, run, &again);
         let q = db.quarantine("c").unwrap();
         assert_eq!(q[0].email, quarantined("big", "").email);
         assert!(q[0].email.spool_path().is_none());
@@ -1332,7 +1309,7 @@ mod behaviours {
             failure("m1", "u-b", "b@x", FailureKind::Refused, "mailbox full"),
         ];
         p.checkpoint_slot = CheckpointSlot::Key("c#backfill:1..2".into());
-        db.commit_page("c", run, lock.token(), &p).unwrap();
+        commit(&mut *db, &lock, run, &p);
         let sent_order = vec![p.seen[1].clone(), p.seen[0].clone()];
         assert_eq!(db.run_items(run).unwrap(), sent_order);
         assert_eq!(db.run_failures(run).unwrap(), p.failures);
@@ -1366,7 +1343,7 @@ mod behaviours {
             checkpoint: b"ignored".to_vec(),
             ..PageCommit::default()
         };
-        db.commit_page("c", redeliver, lock.token(), &keep).unwrap();
+        commit(&mut *db, &lock, redeliver, &keep);
         assert_eq!(db.checkpoint("c").unwrap(), None);
         assert!(db.refused_mailboxes("c", "m1").unwrap().is_empty());
         assert_eq!(db.last_run("c").unwrap().unwrap().kind, RunKind::Redeliver);
@@ -1381,7 +1358,7 @@ mod behaviours {
         let mut p = page(vec![entry("m1", "a@x")], b"1");
         p.failures = vec![failure("m1", "u", "b@x", FailureKind::Refused, "full")];
         p.seen = vec![seen("m1", 's', 5, &["a@x"], &[])];
-        db.commit_page("c", old, lock.token(), &p).unwrap();
+        commit(&mut *db, &lock, old, &p);
         end(&mut *db, old, 1_000, RunOutcome::Succeeded, None);
         let new = db.begin_run("c", 5_000).unwrap();
         end(&mut *db, new, 6_000, RunOutcome::Failed, Some("x"));
@@ -1407,8 +1384,7 @@ mod behaviours {
         db.finish_run(done, 50, RunOutcome::Succeeded, &counts(4), None)
             .unwrap();
         let running = db.begin_run("c", 60).unwrap();
-        db.commit_page("c", running, lock.token(), &page(Vec::new(), b"1"))
-            .unwrap();
+        commit(&mut *db, &lock, running, &page(Vec::new(), b"1"));
         db.begin_run("b-other", 0).unwrap();
         let totals = db.connector_totals("c").unwrap();
         assert_eq!(totals.runs_by_outcome.get("succeeded"), Some(&1));
@@ -1437,10 +1413,10 @@ mod behaviours {
         let run = db.begin_run("c", 0).unwrap();
         let mut first = page(Vec::new(), b"1");
         first.conversations = vec![room("Old name")];
-        db.commit_page("c", run, lock.token(), &first).unwrap();
+        commit(&mut *db, &lock, run, &first);
         let mut renamed = page(Vec::new(), b"2");
         renamed.conversations = vec![room("New name")];
-        db.commit_page("c", run, lock.token(), &renamed).unwrap();
+        commit(&mut *db, &lock, run, &renamed);
         let found = db.conversations("c", &["c1", "c2"]).unwrap();
         assert_eq!(found, [room("New name")]);
         assert!(db.conversations("other", &["c1"]).unwrap().is_empty());

@@ -113,10 +113,6 @@ impl RunHistory for PostgresStore {
             .next())
     }
 
-    fn last_run(&self, connector: &str) -> Result<Option<RunRecord>, StateError> {
-        Ok(self.runs(connector, 1)?.into_iter().next())
-    }
-
     fn last_finished_run(&self, connector: &str) -> Result<Option<RunRecord>, StateError> {
         Ok(self
             .query_runs(

@@ -92,10 +92,6 @@ impl RunHistory for SqliteStore {
             .next())
     }
 
-    fn last_run(&self, connector: &str) -> Result<Option<RunRecord>, StateError> {
-        Ok(self.runs(connector, 1)?.into_iter().next())
-    }
-
     fn last_finished_run(&self, connector: &str) -> Result<Option<RunRecord>, StateError> {
         Ok(self
             .query_runs(

@@ -69,7 +69,9 @@ pub trait RunHistory {
     fn run(&self, run: RunId) -> Result<Option<RunRecord>, StateError>;
 
     /// The connector's most recent run.
-    fn last_run(&self, connector: &str) -> Result<Option<RunRecord>, StateError>;
+    fn last_run(&self, connector: &str) -> Result<Option<RunRecord>, StateError> {
+        Ok(self.runs(connector, 1)?.into_iter().next())
+    }
 
     /// The connector's last finished run that is not a redelivery, if any.
     fn last_finished_run(&self, connector: &str) -> Result<Option<RunRecord>, StateError>;
