@@ -164,6 +164,7 @@ impl StateExport for PostgresStore {
                     let sent_at_ms: i64 = r.get(4);
                     let email = quarantine::read_email(
                         tx,
+                        quarantine::CHUNKS_OF_ITEM,
                         (&connector, &item_id),
                         &message_id,
                         sent_at_ms,
