@@ -193,6 +193,32 @@ fsync = false
     }
 }
 
+impl ChatSetup {
+    /// Maps the quarantined participant `u-dave` to `dave@example.test`,
+    /// runs `redeliver` (a `quarantine redeliver`, giving its stdout), and
+    /// checks that the quarantined messages reached dave's mailbox, and
+    /// every mailbox holds what it should. Returns `redeliver`'s stdout.
+    pub fn redeliver_quarantine_to_dave(&mut self, redeliver: impl FnOnce() -> String) -> String {
+        std::fs::write(
+            &self.users_csv,
+            "ExternalUserId,Mailbox\nu-carol,carol@example.test\nu-dave,dave@example.test\n",
+        )
+        .unwrap();
+        let out = redeliver();
+        let dave: BTreeSet<String> = self
+            .truth
+            .quarantined
+            .iter()
+            .map(|i| chat_message_id(i))
+            .collect();
+        self.truth
+            .mailboxes
+            .insert("dave@example.test".to_string(), dave);
+        assert_mailboxes_match(&self.mail, &self.truth);
+        out
+    }
+}
+
 /// Appends `n` more messages (numbered from `first`) to a setup's export
 /// and adds them to its truth.
 pub fn append_messages(setup: &mut ChatSetup, first: usize, n: usize) {
@@ -317,10 +343,15 @@ pub fn connector(bin: &Path, state: &Path, args: &[&str]) -> Output {
 
 /// Like [`connector`], and asserts it succeeded; returns its stdout.
 pub fn connector_ok(bin: &Path, state: &Path, args: &[&str]) -> String {
-    let out = connector(bin, state, args);
+    succeeded(connector(bin, state, args), &format!("connector {args:?}"))
+}
+
+/// The stdout of a command (`what`) that must have succeeded; a failure
+/// panics showing its status, stdout and stderr.
+pub fn succeeded(out: Output, what: &str) -> String {
     assert!(
         out.status.success(),
-        "connector {args:?} failed ({}):\nstdout: {}\nstderr: {}",
+        "{what} failed ({}):\nstdout: {}\nstderr: {}",
         out.status,
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)

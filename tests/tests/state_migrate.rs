@@ -5,7 +5,6 @@
 //! target is refused, and a row changed after the copy is caught by the
 //! hash check.
 
-use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::{Command, Output};
 
@@ -36,17 +35,6 @@ fn run(pg: &Postgres, global: &[&str], args: &[&str]) -> Output {
         .env_remove("CONNECTOR_STATE_URL")
         .output()
         .unwrap()
-}
-
-fn ok(out: Output, what: &str) -> String {
-    assert!(
-        out.status.success(),
-        "{what} failed ({}):\nstdout: {}\nstderr: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
 }
 
 fn store(pg: &Postgres, db: &str) -> PostgresStore {
@@ -107,7 +95,7 @@ fn a_migrated_state_reads_the_same_and_a_worker_on_it_delivers_only_what_is_new(
     pg.create_database("migrated").unwrap();
     let url = pg.url("migrated");
     let started = std::time::Instant::now();
-    let out = ok(
+    let out = succeeded(
         run(
             &pg,
             &["--state-dir", &sqlite_dir],
@@ -141,12 +129,12 @@ fn a_migrated_state_reads_the_same_and_a_worker_on_it_delivers_only_what_is_new(
     let worker = dir.path().join("worker");
     let worker_dir = worker.to_str().unwrap();
     let pg_flags = ["--state-dir", worker_dir, "--state-url", url.as_str()];
-    let status_after = ok(
+    let status_after = succeeded(
         run(&pg, &pg_flags, &["status", "--json", &config]),
         "status",
     );
     assert_eq!(counts(&status_after), counts(&status_before));
-    let quarantine_after = ok(
+    let quarantine_after = succeeded(
         run(&pg, &pg_flags, &["quarantine", "list", "--json"]),
         "quarantine list",
     );
@@ -158,7 +146,7 @@ fn a_migrated_state_reads_the_same_and_a_worker_on_it_delivers_only_what_is_new(
 
     // New messages: a run over the copy delivers them, and nothing twice.
     append_messages(&mut s, 40, 12);
-    ok(
+    succeeded(
         run(&pg, &pg_flags, &["run", "--once", &config]),
         "run --once over the copy",
     );
@@ -170,27 +158,14 @@ fn a_migrated_state_reads_the_same_and_a_worker_on_it_delivers_only_what_is_new(
     );
 
     // The copied quarantine is redelivered once the mapping is fixed.
-    std::fs::write(
-        &s.users_csv,
-        "ExternalUserId,Mailbox\nu-carol,carol@example.test\nu-dave,dave@example.test\n",
-    )
-    .unwrap();
-    let out = ok(
-        run(&pg, &pg_flags, &["quarantine", "redeliver", &config]),
-        "quarantine redeliver",
-    );
+    let out = s.redeliver_quarantine_to_dave(|| {
+        succeeded(
+            run(&pg, &pg_flags, &["quarantine", "redeliver", &config]),
+            "quarantine redeliver",
+        )
+    });
     let n = s.truth.quarantined.len();
     assert!(out.contains(&format!("{n} delivered")), "{out}");
-    let dave: BTreeSet<String> = s
-        .truth
-        .quarantined
-        .iter()
-        .map(|i| chat_message_id(i))
-        .collect();
-    s.truth
-        .mailboxes
-        .insert("dave@example.test".to_string(), dave);
-    assert_mailboxes_match(&s.mail, &s.truth);
 
     // A target that holds state is refused, saying what to do.
     let refused = run(

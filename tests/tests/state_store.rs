@@ -4,7 +4,9 @@
 //! file in a temporary folder, `postgres::<behaviour>` on a fresh database
 //! of the shared test server. Then what only PostgreSQL does
 //! (`postgres_only`): its URL and TLS, schema versions, reconnecting after
-//! a server restart, the ledger's month partitions and the lease keeper.
+//! a server restart, the ledger's month partitions and the lease keeper;
+//! and what only SQLite does (`sqlite_only`): its file, upgrading older
+//! schema versions in place, and a transfer between two SQLite stores.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -121,6 +123,19 @@ impl Backend for Pg {
     }
 }
 
+/// Checks that `err` refuses a database one schema version newer than
+/// `supported`, naming the database (`location`) and what to do.
+fn assert_newer_schema_refused(err: &connector_state::StateError, supported: i64, location: &str) {
+    assert!(
+        matches!(err, connector_state::StateError::NewerSchema { found, supported: s, .. }
+            if *found == supported + 1 && *s == supported),
+        "{err}"
+    );
+    let text = err.to_string();
+    assert!(text.contains(location), "{text}");
+    assert!(text.contains("newer connector release"), "{text}");
+}
+
 /// One `#[test]` per behaviour in each backend's module.
 macro_rules! conformance {
     ($($behaviour:ident),* $(,)?) => {
@@ -231,14 +246,7 @@ mod postgres_only {
             )
             .unwrap();
         let err = PostgresStore::connect(&pg.config()).unwrap_err();
-        assert!(
-            matches!(err, StateError::NewerSchema { found, supported, .. }
-                if found == SCHEMA_VERSION + 1 && supported == SCHEMA_VERSION),
-            "{err}"
-        );
-        let text = err.to_string();
-        assert!(text.contains(&pg.config().redacted()), "{text}");
-        assert!(text.contains("newer connector release"), "{text}");
+        assert_newer_schema_refused(&err, SCHEMA_VERSION, &pg.config().redacted());
     }
 
     #[test]
@@ -476,6 +484,232 @@ mod postgres_only {
     }
 }
 
+/// What only the SQLite store does: its file, and the upgrade of a file
+/// an older release wrote.
+mod sqlite_only {
+    use super::behaviours::{entry, failure, lease, page, quarantined, seen};
+    use super::*;
+    use connector_email::Email;
+    use connector_state::StateError;
+    use connector_state::prelude::*;
+    use connector_state::records::*;
+    use connector_state_sqlite::{SCHEMA_VERSION, migrations};
+
+    /// A file with the `schema_migrations` table and the first `versions`
+    /// migrations applied, as an older release left it.
+    fn at_version(sqlite: &Sqlite, versions: usize) -> rusqlite::Connection {
+        let conn = sqlite.raw();
+        conn.execute_batch(
+            "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY NOT NULL,
+                description TEXT NOT NULL, applied_at TEXT NOT NULL DEFAULT 'then');",
+        )
+        .unwrap();
+        for (version, _, sql) in &migrations()[..versions] {
+            conn.execute_batch(sql).unwrap();
+            conn.execute(
+                "INSERT INTO schema_migrations (version, description) VALUES (?1, 'old')",
+                [version],
+            )
+            .unwrap();
+        }
+        conn
+    }
+
+    #[test]
+    fn reopening_keeps_data_and_applies_each_migration_once() {
+        let sqlite = Sqlite::fresh();
+        {
+            let mut db = SqliteStore::open(&sqlite.path()).unwrap();
+            let run = db.begin_run("c", 1).unwrap();
+            let lock = lease(&db);
+            db.commit_page(
+                "c",
+                run,
+                lock.token(),
+                &page(vec![entry("m1", "a@x")], b"cp-1"),
+            )
+            .unwrap();
+        }
+        let db = SqliteStore::open(&sqlite.path()).unwrap();
+        assert_eq!(db.checkpoint("c").unwrap(), Some(b"cp-1".to_vec()));
+        assert!(db.is_delivered("c", "m1", "a@x").unwrap());
+        let rows: i64 = sqlite
+            .raw()
+            .query_row("SELECT COUNT(*) FROM schema_migrations", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(rows, migrations().len() as i64);
+    }
+
+    #[test]
+    fn a_database_from_a_newer_release_is_refused() {
+        let sqlite = Sqlite::fresh();
+        let path = sqlite.path();
+        drop(SqliteStore::open(&path).unwrap());
+        sqlite
+            .raw()
+            .execute(
+                "INSERT INTO schema_migrations (version, description) VALUES (?1, 'future')",
+                [SCHEMA_VERSION + 1],
+            )
+            .unwrap();
+        let err = SqliteStore::open(&path).unwrap_err();
+        assert_newer_schema_refused(&err, SCHEMA_VERSION, &path.display().to_string());
+    }
+
+    #[test]
+    fn a_file_that_is_not_a_database_is_refused_naming_it() {
+        let sqlite = Sqlite::fresh();
+        let path = sqlite.path();
+        std::fs::write(&path, vec![b'x'; 4096]).unwrap();
+        let err = SqliteStore::open(&path).unwrap_err();
+        assert!(matches!(err, StateError::Open { .. }), "{err}");
+        assert!(err.to_string().contains(&path.display().to_string()));
+    }
+
+    #[test]
+    fn a_version_1_database_is_upgraded_in_place() {
+        let sqlite = Sqlite::fresh();
+        at_version(&sqlite, 1)
+            .execute_batch(
+                "INSERT INTO runs (connector, started_at_ms, finished_at_ms, outcome)
+                    VALUES ('c', 1, 2, 'succeeded');
+                 INSERT INTO quarantine VALUES ('c', 'q', 'q@x', x'00', 3, '[]', 'why', 1);",
+            )
+            .unwrap();
+        let db = SqliteStore::open(&sqlite.path()).unwrap();
+        assert_eq!(db.schema_version().unwrap(), SCHEMA_VERSION);
+        let r = db.last_run("c").unwrap().unwrap();
+        assert_eq!(r.kind, RunKind::Run);
+        assert_eq!(r.pid, None);
+        let q = db.quarantine("c").unwrap();
+        assert_eq!(q[0].source_sha256, "");
+        assert_eq!(q[0].email.bytes().unwrap()[..], [0u8]);
+        assert_eq!(q[0].reason, "why");
+    }
+
+    #[test]
+    fn a_version_4_ledger_is_split_into_items_and_deliveries_keeping_every_field() {
+        let sqlite = Sqlite::fresh();
+        at_version(&sqlite, 4)
+            .execute_batch(
+                "INSERT INTO ledger VALUES ('c', 'm1', 'a@x', 'm1@x', 'e1', 's1', 'r-a', 20, 1);
+                 INSERT INTO ledger VALUES ('c', 'm1', 'b@x', 'm1@x', 'e2', 's1', 'r-b', 10, 2);
+                 INSERT INTO ledger VALUES ('d', 'm1', 'a@x', 'm1@y', 'e3', 's3', 'r-c', 30, 3);",
+            )
+            .unwrap();
+        let db = SqliteStore::open(&sqlite.path()).unwrap();
+        let mut c = db.ledger_entries("c").unwrap();
+        c.sort_by(|x, y| x.mailbox.cmp(&y.mailbox));
+        let got: Vec<_> = c
+            .iter()
+            .map(|e| {
+                (
+                    e.mailbox.as_str(),
+                    e.email_sha256.as_str(),
+                    e.receipt.as_str(),
+                    e.delivered_at_ms,
+                )
+            })
+            .collect();
+        assert_eq!(got, [("a@x", "e1", "r-a", 20), ("b@x", "e2", "r-b", 10)]);
+        assert_eq!(db.ledger_entries("d").unwrap()[0].message_id, "m1@y");
+        let (items, own_emails): (i64, i64) = sqlite
+            .raw()
+            .query_row(
+                "SELECT (SELECT COUNT(*) FROM ledger_items),
+                        (SELECT COUNT(*) FROM deliveries WHERE email_sha256 IS NOT NULL)",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+        assert_eq!(items, 2, "one row per (connector, item)");
+        assert_eq!(
+            own_emails, 1,
+            "only the delivery whose email differs keeps its SHA-256"
+        );
+    }
+
+    #[test]
+    fn a_transfer_copies_every_table_with_big_emails_and_catches_a_changed_row() {
+        use connector_state::transfer::{self, Table, TransferError};
+        let mut source = SqliteStore::open_in_memory().unwrap();
+        let run = source.begin_run("c", 100).unwrap();
+        let lock = lease(&source);
+        let mut p = page(
+            vec![entry("i1", "a@x"), entry("i1", "b@x"), entry("i2", "a@x")],
+            b"cp",
+        );
+        let big = vec![b'x'; connector_email::DEFAULT_SPILL_ABOVE + 10];
+        let email = Email::spool_from(
+            "big@test.connector.invalid".to_string(),
+            &mut &big[..],
+            &std::env::temp_dir(),
+            600,
+        )
+        .unwrap();
+        p.quarantine.push(QuarantineEntry {
+            email,
+            ..quarantined("q2", "no mailbox for u-ext")
+        });
+        p.seen = vec![seen("i1", 's', 500, &["a@x", "b@x"], &["u-ext"])];
+        p.failures = vec![failure(
+            "q1",
+            "u-ext",
+            "",
+            FailureKind::Unmapped,
+            "no mailbox",
+        )];
+        source.commit_page("c", run, lock.token(), &p).unwrap();
+        drop(lock);
+        source
+            .finish_run(run, 200, RunOutcome::Succeeded, &RunCounts::default(), None)
+            .unwrap();
+        source.kv_set("c", "k", b"v").unwrap();
+
+        let mut target = SqliteStore::open_in_memory().unwrap();
+        let digests = transfer::migrate(&source, &mut target, ":memory:").unwrap();
+        let rows = |table| {
+            digests
+                .iter()
+                .find(|d| d.table == table && d.connector == "c")
+                .map_or(0, |d| d.rows)
+        };
+        assert_eq!(rows(Table::LedgerItems), 2);
+        assert_eq!(rows(Table::Deliveries), 3);
+        assert_eq!(rows(Table::Quarantine), 2);
+        assert_eq!(rows(Table::RunItems), 1);
+        assert_eq!(rows(Table::RunFailures), 1);
+        assert_eq!(
+            target.quarantine("c").unwrap(),
+            source.quarantine("c").unwrap()
+        );
+        assert_eq!(
+            target.ledger_entries("c").unwrap(),
+            source.ledger_entries("c").unwrap()
+        );
+        assert_eq!(target.run(run).unwrap(), source.run(run).unwrap());
+        assert!(target.begin_run("c", 300).unwrap() > run, "ids go on");
+
+        // A second transfer into it is refused; a changed row is caught.
+        assert!(matches!(
+            transfer::migrate(&source, &mut target, "target"),
+            Err(TransferError::TargetNotEmpty { .. })
+        ));
+        let file = Sqlite::fresh();
+        let mut copy = SqliteStore::open(&file.path()).unwrap();
+        transfer::migrate(&source, &mut copy, "copy").unwrap();
+        file.raw()
+            .execute("UPDATE kv SET value = X'77' WHERE key = 'k'", [])
+            .unwrap();
+        match transfer::verify(&digests, &copy) {
+            Err(TransferError::Mismatch {
+                table, connector, ..
+            }) => assert_eq!((table, connector.as_str()), (Table::Kv, "c")),
+            other => panic!("expected a mismatch, got {other:?}"),
+        }
+    }
+}
+
 /// What every state store does, whatever keeps it: each function takes a
 /// [`Backend`](behaviours::Backend) (a fresh, empty database of one kind) and checks one
 /// behaviour through the `StateStore` traits only.
@@ -507,7 +741,7 @@ mod behaviours {
         fn heal_quarantine_inserts(&self);
     }
 
-    fn entry(item: &str, mailbox: &str) -> LedgerEntry {
+    pub(super) fn entry(item: &str, mailbox: &str) -> LedgerEntry {
         LedgerEntry {
             item_id: item.to_string(),
             mailbox: mailbox.to_string(),
@@ -519,7 +753,7 @@ mod behaviours {
         }
     }
 
-    fn quarantined(item: &str, reason: &str) -> QuarantineEntry {
+    pub(super) fn quarantined(item: &str, reason: &str) -> QuarantineEntry {
         QuarantineEntry {
             item_id: item.to_string(),
             message_id: format!("{item}@test.connector.invalid"),
@@ -551,7 +785,7 @@ mod behaviours {
         }
     }
 
-    fn page(ledger: Vec<LedgerEntry>, checkpoint: &[u8]) -> PageCommit {
+    pub(super) fn page(ledger: Vec<LedgerEntry>, checkpoint: &[u8]) -> PageCommit {
         PageCommit {
             ledger,
             quarantine: vec![quarantined("q1", "no mailbox for u-ext")],
@@ -593,8 +827,62 @@ mod behaviours {
     }
 
     /// The lease a test holds to commit pages of connector `c`.
-    fn lease(db: &dyn StateStore) -> RunLock {
+    pub(super) fn lease(db: &dyn StateStore) -> RunLock {
         take(db, "c", "test-worker", Duration::from_secs(60))
+    }
+
+    /// What a run saw of `item`: its source's SHA-256 (`sha` 64 times),
+    /// the mailboxes it went to and the participants left unmapped.
+    pub(super) fn seen(
+        item: &str,
+        sha: char,
+        sent_at_ms: i64,
+        mailboxes: &[&str],
+        unmapped: &[&str],
+    ) -> SeenItem {
+        let strings = |list: &[&str]| list.iter().map(|s| s.to_string()).collect();
+        SeenItem {
+            item_id: item.to_string(),
+            source_sha256: sha.to_string().repeat(64),
+            sent_at_ms,
+            mailboxes: strings(mailboxes),
+            unmapped: strings(unmapped),
+        }
+    }
+
+    /// A failure to deliver `item` of participant `user` to `mailbox`.
+    pub(super) fn failure(
+        item: &str,
+        user: &str,
+        mailbox: &str,
+        kind: FailureKind,
+        reason: &str,
+    ) -> RunFailure {
+        RunFailure {
+            item_id: item.to_string(),
+            source_user_id: user.to_string(),
+            mailbox: mailbox.to_string(),
+            kind,
+            reason: reason.to_string(),
+        }
+    }
+
+    /// Ends `run` at `finished_at_ms` with `outcome` (and `error`), its
+    /// counts those its pages added up to.
+    fn end(
+        db: &mut dyn StateStore,
+        run: RunId,
+        finished_at_ms: i64,
+        outcome: RunOutcome,
+        error: Option<&str>,
+    ) {
+        db.finish_run(run, finished_at_ms, outcome, &RunCounts::default(), error)
+            .unwrap();
+    }
+
+    /// Commits `page` of run `run` of connector `c` under `lock`.
+    fn commit(db: &mut dyn StateStore, lock: &RunLock, run: RunId, page: &PageCommit) {
+        db.commit_page("c", run, lock.token(), page).unwrap();
     }
 
     fn worker(id: &str, connector: &str, fingerprint: &Fingerprint) -> WorkerRecord {
@@ -614,13 +902,11 @@ mod behaviours {
         let lock = lease(&*db);
         assert_eq!(db.checkpoint("a").unwrap(), None);
         let run = db.begin_run("c", 0).unwrap();
-        db.commit_page("c", run, lock.token(), &page(Vec::new(), b"one"))
-            .unwrap();
+        commit(&mut *db, &lock, run, &page(Vec::new(), b"one"));
         assert_eq!(db.checkpoint("c").unwrap(), Some(b"one".to_vec()));
         assert_eq!(db.checkpoint("b").unwrap(), None);
 
-        db.commit_page("c", run, lock.token(), &page(Vec::new(), b"two"))
-            .unwrap();
+        commit(&mut *db, &lock, run, &page(Vec::new(), b"two"));
         assert_eq!(db.checkpoint("c").unwrap(), Some(b"two".to_vec()));
 
         db.clear_checkpoint("c").unwrap();
@@ -634,14 +920,13 @@ mod behaviours {
         db.finish_run(first, 200, RunOutcome::Succeeded, &counts(3), None)
             .unwrap();
         let second = db.begin_run("c", 300).unwrap();
-        db.finish_run(
+        end(
+            &mut *db,
             second,
             400,
             RunOutcome::Failed,
-            &RunCounts::default(),
             Some("source said 500"),
-        )
-        .unwrap();
+        );
         let third = db.begin_run("c", 500).unwrap();
         db.begin_run("other", 600).unwrap();
 
@@ -669,10 +954,8 @@ mod behaviours {
         let mut db = b.open();
         let lock = lease(&*db);
         let run = db.begin_run("c", 0).unwrap();
-        db.commit_page("c", run, lock.token(), &page(Vec::new(), b"x"))
-            .unwrap();
-        db.commit_page("c", run, lock.token(), &page(Vec::new(), b"y"))
-            .unwrap();
+        commit(&mut *db, &lock, run, &page(Vec::new(), b"x"));
+        commit(&mut *db, &lock, run, &page(Vec::new(), b"y"));
         let mut pages_total = counts(2);
         pages_total.add(&counts(2));
         assert_eq!(db.last_run("c").unwrap().unwrap().counts, pages_total);
@@ -710,8 +993,7 @@ mod behaviours {
     pub fn unfinished_runs_can_be_marked_interrupted(b: &dyn Backend) {
         let mut db = b.open();
         let done = db.begin_run("c", 0).unwrap();
-        db.finish_run(done, 1, RunOutcome::Succeeded, &RunCounts::default(), None)
-            .unwrap();
+        end(&mut *db, done, 1, RunOutcome::Succeeded, None);
         let crashed = db.begin_run("c", 2).unwrap();
         db.begin_run("other", 2).unwrap();
         assert_eq!(db.interrupt_unfinished("c", 10).unwrap(), 1);
@@ -732,8 +1014,7 @@ mod behaviours {
         let lock = lease(&*db);
         let run = db.begin_run("c", 0).unwrap();
         let entries = vec![entry("m1", "a@x"), entry("m1", "b@x"), entry("m2", "a@x")];
-        db.commit_page("c", run, lock.token(), &page(entries.clone(), b"cp"))
-            .unwrap();
+        commit(&mut *db, &lock, run, &page(entries.clone(), b"cp"));
 
         assert_eq!(db.delivered_count("c").unwrap(), 3);
         assert_eq!(db.delivered_count("other").unwrap(), 0);
@@ -754,13 +1035,7 @@ mod behaviours {
         let mut db = b.open();
         let lock = lease(&*db);
         let run = db.begin_run("c", 0).unwrap();
-        db.commit_page(
-            "c",
-            run,
-            lock.token(),
-            &page(vec![entry("m1", "a@x")], b"1"),
-        )
-        .unwrap();
+        commit(&mut *db, &lock, run, &page(vec![entry("m1", "a@x")], b"1"));
         let mut again = entry("m1", "a@x");
         again.receipt = "elsewhere".to_string();
         again.delivered_at_ms = 9_999;
@@ -768,7 +1043,7 @@ mod behaviours {
         let mut twice = entry("m2", "a@x");
         twice.receipt = "second".to_string();
         let page2 = page(vec![again, entry("m2", "a@x"), twice], b"2");
-        db.commit_page("c", run, lock.token(), &page2).unwrap();
+        commit(&mut *db, &lock, run, &page2);
         assert_eq!(
             db.ledger_entries("c").unwrap(),
             vec![entry("m1", "a@x"), entry("m2", "a@x")]
@@ -784,11 +1059,9 @@ mod behaviours {
         let mut changed = entry("m1", "b@x");
         changed.email_sha256 = "f".repeat(64);
         changed.delivered_at_ms = 2_000;
-        db.commit_page("c", run, lock.token(), &page(vec![first.clone()], b"1"))
-            .unwrap();
+        commit(&mut *db, &lock, run, &page(vec![first.clone()], b"1"));
         let later = db.begin_run("c", 1).unwrap();
-        db.commit_page("c", later, lock.token(), &page(vec![changed.clone()], b"2"))
-            .unwrap();
+        commit(&mut *db, &lock, later, &page(vec![changed.clone()], b"2"));
         assert_eq!(
             db.ledger_entries("c").unwrap(),
             [first.clone(), changed.clone()]
@@ -810,13 +1083,12 @@ mod behaviours {
         let mut db = b.open();
         let lock = lease(&*db);
         let run = db.begin_run("c", 0).unwrap();
-        db.commit_page(
-            "c",
+        commit(
+            &mut *db,
+            &lock,
             run,
-            lock.token(),
             &page(vec![entry("m0", "a@x")], b"before"),
-        )
-        .unwrap();
+        );
         let before = db.last_run("c").unwrap().unwrap().counts;
         // The quarantine insert fails after the ledger rows went in.
         b.break_quarantine_inserts();
@@ -835,7 +1107,7 @@ mod behaviours {
 
         // The database is usable afterwards.
         b.heal_quarantine_inserts();
-        db.commit_page("c", run, lock.token(), &failing).unwrap();
+        commit(&mut *db, &lock, run, &failing);
         assert_eq!(db.delivered_count("c").unwrap(), 3);
     }
 
@@ -863,13 +1135,7 @@ mod behaviours {
         let mut db = b.open();
         let lock = lease(&*db);
         let run = db.begin_run("c", 0).unwrap();
-        db.commit_page(
-            "c",
-            run,
-            lock.token(),
-            &page(vec![entry("m1", "a@x")], b"cp"),
-        )
-        .unwrap();
+        commit(&mut *db, &lock, run, &page(vec![entry("m1", "a@x")], b"cp"));
         let other = b.open();
         assert!(other.is_delivered("c", "m1", "a@x").unwrap());
         assert_eq!(other.quarantine_count("c").unwrap(), 1);
@@ -884,15 +1150,8 @@ mod behaviours {
             .filter(|i| i % 3 == 0)
             .map(|i| entry(&format!("m{i}"), "a@x"))
             .collect();
-        db.commit_page("c", run, lock.token(), &page(entries, b"cp"))
-            .unwrap();
-        db.commit_page(
-            "c",
-            run,
-            lock.token(),
-            &page(vec![entry("m3", "b@x")], b"cp"),
-        )
-        .unwrap();
+        commit(&mut *db, &lock, run, &page(entries, b"cp"));
+        commit(&mut *db, &lock, run, &page(vec![entry("m3", "b@x")], b"cp"));
         let owned: Vec<String> = (0..1200).map(|i| format!("m{i}")).collect();
         let ids: Vec<&str> = owned.iter().map(String::as_str).collect();
         let set = db.delivered_set("c", &ids).unwrap();
@@ -910,14 +1169,13 @@ mod behaviours {
         let mut db = b.open();
         let lock = lease(&*db);
         let run = db.begin_run("c", 0).unwrap();
-        db.commit_page("c", run, lock.token(), &page(Vec::new(), b"1"))
-            .unwrap();
+        commit(&mut *db, &lock, run, &page(Vec::new(), b"1"));
         let mut again = page(Vec::new(), b"2");
         again.quarantine = vec![
             quarantined("q1", "still unmapped"),
             quarantined("q2", "new"),
         ];
-        db.commit_page("c", run, lock.token(), &again).unwrap();
+        commit(&mut *db, &lock, run, &again);
         let q = db.quarantine("c").unwrap();
         assert_eq!(q.len(), 2);
         assert_eq!(q[0].item_id, "q1");
@@ -931,7 +1189,7 @@ mod behaviours {
             checkpoint: db.checkpoint("c").unwrap().unwrap(),
             ..PageCommit::default()
         };
-        db.commit_page("c", run, lock.token(), &release).unwrap();
+        commit(&mut *db, &lock, run, &release);
         let q = db.quarantine("c").unwrap();
         assert_eq!(
             q.iter().map(|e| e.item_id.as_str()).collect::<Vec<_>>(),
@@ -951,12 +1209,12 @@ mod behaviours {
         let bytes: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
         let big = Email::spool_from("big@x".into(), &mut &bytes[..], dir.path(), 7).unwrap();
         assert!(big.spool_path().is_some());
-        let mut commit = page(Vec::new(), b"cp");
-        commit.quarantine = vec![QuarantineEntry {
+        let mut first = page(Vec::new(), b"cp");
+        first.quarantine = vec![QuarantineEntry {
             email: big.clone(),
             ..quarantined("big", "no mailbox")
         }];
-        db.commit_page("c", run, lock.token(), &commit).unwrap();
+        commit(&mut *db, &lock, run, &first);
 
         let q = db.quarantine("c").unwrap();
         let back = &q[0].email;
@@ -968,7 +1226,7 @@ mod behaviours {
         // Quarantined again (smaller), it is replaced whole.
         let mut again = page(Vec::new(), b"cp");
         again.quarantine = vec![quarantined("big", "still no mailbox")];
-        db.commit_page("c", run, lock.token(), &again).unwrap();
+        commit(&mut *db, &lock, run, &again);
         let q = db.quarantine("c").unwrap();
         assert_eq!(q[0].email, quarantined("big", "").email);
         assert!(q[0].email.spool_path().is_none());
@@ -1043,39 +1301,15 @@ mod behaviours {
             .unwrap();
         let mut p = page(vec![entry("m1", "a@x")], b"1");
         p.seen = vec![
-            SeenItem {
-                item_id: "m2".into(),
-                source_sha256: "t".repeat(64),
-                sent_at_ms: 6,
-                mailboxes: Vec::new(),
-                unmapped: Vec::new(),
-            },
-            SeenItem {
-                item_id: "m1".into(),
-                source_sha256: "s".repeat(64),
-                sent_at_ms: 5,
-                mailboxes: vec!["a@x".into(), "b@x".into()],
-                unmapped: vec!["u-ext".into()],
-            },
+            seen("m2", 't', 6, &[], &[]),
+            seen("m1", 's', 5, &["a@x", "b@x"], &["u-ext"]),
         ];
         p.failures = vec![
-            RunFailure {
-                item_id: "m1".into(),
-                source_user_id: "u-ext".into(),
-                mailbox: String::new(),
-                kind: FailureKind::Unmapped,
-                reason: "no mailbox".into(),
-            },
-            RunFailure {
-                item_id: "m1".into(),
-                source_user_id: "u-b".into(),
-                mailbox: "b@x".into(),
-                kind: FailureKind::Refused,
-                reason: "mailbox full".into(),
-            },
+            failure("m1", "u-ext", "", FailureKind::Unmapped, "no mailbox"),
+            failure("m1", "u-b", "b@x", FailureKind::Refused, "mailbox full"),
         ];
         p.checkpoint_slot = CheckpointSlot::Key("c#backfill:1..2".into());
-        db.commit_page("c", run, lock.token(), &p).unwrap();
+        commit(&mut *db, &lock, run, &p);
         let sent_order = vec![p.seen[1].clone(), p.seen[0].clone()];
         assert_eq!(db.run_items(run).unwrap(), sent_order);
         assert_eq!(db.run_failures(run).unwrap(), p.failures);
@@ -1109,7 +1343,7 @@ mod behaviours {
             checkpoint: b"ignored".to_vec(),
             ..PageCommit::default()
         };
-        db.commit_page("c", redeliver, lock.token(), &keep).unwrap();
+        commit(&mut *db, &lock, redeliver, &keep);
         assert_eq!(db.checkpoint("c").unwrap(), None);
         assert!(db.refused_mailboxes("c", "m1").unwrap().is_empty());
         assert_eq!(db.last_run("c").unwrap().unwrap().kind, RunKind::Redeliver);
@@ -1122,38 +1356,12 @@ mod behaviours {
         let lock = lease(&*db);
         let old = db.begin_run("c", 0).unwrap();
         let mut p = page(vec![entry("m1", "a@x")], b"1");
-        p.failures = vec![RunFailure {
-            item_id: "m1".into(),
-            source_user_id: "u".into(),
-            mailbox: "b@x".into(),
-            kind: FailureKind::Refused,
-            reason: "full".into(),
-        }];
-        p.seen = vec![SeenItem {
-            item_id: "m1".into(),
-            source_sha256: "s".repeat(64),
-            sent_at_ms: 5,
-            mailboxes: vec!["a@x".into()],
-            unmapped: Vec::new(),
-        }];
-        db.commit_page("c", old, lock.token(), &p).unwrap();
-        db.finish_run(
-            old,
-            1_000,
-            RunOutcome::Succeeded,
-            &RunCounts::default(),
-            None,
-        )
-        .unwrap();
+        p.failures = vec![failure("m1", "u", "b@x", FailureKind::Refused, "full")];
+        p.seen = vec![seen("m1", 's', 5, &["a@x"], &[])];
+        commit(&mut *db, &lock, old, &p);
+        end(&mut *db, old, 1_000, RunOutcome::Succeeded, None);
         let new = db.begin_run("c", 5_000).unwrap();
-        db.finish_run(
-            new,
-            6_000,
-            RunOutcome::Failed,
-            &RunCounts::default(),
-            Some("x"),
-        )
-        .unwrap();
+        end(&mut *db, new, 6_000, RunOutcome::Failed, Some("x"));
         let unfinished = db.begin_run("c", 7_000).unwrap();
         assert_eq!(db.prune_runs_before(2_000).unwrap(), 1);
         assert!(db.run(old).unwrap().is_none());
@@ -1176,8 +1384,7 @@ mod behaviours {
         db.finish_run(done, 50, RunOutcome::Succeeded, &counts(4), None)
             .unwrap();
         let running = db.begin_run("c", 60).unwrap();
-        db.commit_page("c", running, lock.token(), &page(Vec::new(), b"1"))
-            .unwrap();
+        commit(&mut *db, &lock, running, &page(Vec::new(), b"1"));
         db.begin_run("b-other", 0).unwrap();
         let totals = db.connector_totals("c").unwrap();
         assert_eq!(totals.runs_by_outcome.get("succeeded"), Some(&1));
@@ -1206,10 +1413,10 @@ mod behaviours {
         let run = db.begin_run("c", 0).unwrap();
         let mut first = page(Vec::new(), b"1");
         first.conversations = vec![room("Old name")];
-        db.commit_page("c", run, lock.token(), &first).unwrap();
+        commit(&mut *db, &lock, run, &first);
         let mut renamed = page(Vec::new(), b"2");
         renamed.conversations = vec![room("New name")];
-        db.commit_page("c", run, lock.token(), &renamed).unwrap();
+        commit(&mut *db, &lock, run, &renamed);
         let found = db.conversations("c", &["c1", "c2"]).unwrap();
         assert_eq!(found, [room("New name")]);
         assert!(db.conversations("other", &["c1"]).unwrap().is_empty());

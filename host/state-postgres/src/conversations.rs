@@ -4,7 +4,8 @@
 use connector_model::Conversation;
 use postgres::Transaction;
 
-use crate::{Fail, PostgresStore, Session, corrupt};
+use crate::{Fail, PostgresStore, Session};
+use connector_state::encoding;
 use connector_state::{ConversationDirectory, StateError};
 
 impl ConversationDirectory for PostgresStore {
@@ -20,10 +21,7 @@ impl ConversationDirectory for PostgresStore {
                 &[&connector, &ids],
             )?;
             rows.iter()
-                .map(|r| {
-                    serde_json::from_str(r.get::<_, &str>(0))
-                        .map_err(|e| corrupt("conversation description", e))
-                })
+                .map(|r| Ok(encoding::parse_conversation(r.get::<_, &str>(0))?))
                 .collect()
         })
     }
@@ -43,8 +41,7 @@ pub(crate) fn store(
     let mut descriptions = Vec::new();
     for c in last_of_each(conversations, |c| c.id.as_str()) {
         ids.push(c.id.as_str());
-        descriptions
-            .push(serde_json::to_string(c).map_err(|e| corrupt("conversation description", e))?);
+        descriptions.push(encoding::conversation_json(c)?);
     }
     tx.execute(
         "INSERT INTO conversations (connector, id, description)

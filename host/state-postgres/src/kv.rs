@@ -1,8 +1,7 @@
 //! The `kv` table: plugins' key/value values.
 
-use connector_model::limits::{KvLimit, check_kv_write};
-
 use crate::{PostgresStore, to_u64};
+use connector_state::encoding;
 use connector_state::{PluginValues, StateError};
 
 impl PluginValues for PostgresStore {
@@ -33,16 +32,7 @@ impl PluginValues for PostgresStore {
                         &[&connector, &key],
                     )?
                     .get(0);
-                check_kv_write(key, value, to_u64(others)).map_err(|limit| match limit {
-                    KvLimit::TooLarge { what, size, limit } => {
-                        StateError::TooLarge { what, size, limit }
-                    }
-                    KvLimit::Quota { needed, limit } => StateError::QuotaExceeded {
-                        connector: connector.to_string(),
-                        needed,
-                        limit,
-                    },
-                })?;
+                encoding::check_kv_write(connector, key, value, to_u64(others))?;
                 tx.execute(
                     "INSERT INTO kv (connector, key, value) VALUES ($1, $2, $3)
                      ON CONFLICT (connector, key) DO UPDATE SET value = excluded.value",

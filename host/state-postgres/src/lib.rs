@@ -36,6 +36,7 @@ use tokio_postgres_rustls::MakeRustlsConnect;
 pub use config::{PostgresConfig, PostgresConfigError};
 pub use schema::SCHEMA_VERSION;
 
+use connector_state::encoding;
 use connector_state::{LeaseRequest, LockOutcome, PageCommit, RunId, StateError, StateStore};
 
 /// Namespace of this store's advisory locks (the two-key form): "conn".
@@ -259,13 +260,7 @@ pub(crate) fn query_error(e: postgres::Error) -> StateError {
     }
 }
 
-pub(crate) fn to_i64(n: u64) -> i64 {
-    i64::try_from(n).unwrap_or(i64::MAX)
-}
-
-pub(crate) fn to_u64(n: i64) -> u64 {
-    u64::try_from(n).unwrap_or(0)
-}
+pub(crate) use connector_state::encoding::{to_i64, to_u64};
 
 impl PostgresStore {
     /// Connects to the database of `config` and brings its schema up to
@@ -403,14 +398,11 @@ impl StateStore for PostgresStore {
         fence: u64,
         page: &PageCommit,
     ) -> Result<(), StateError> {
-        let unmapped = quarantine::unmapped_lists(&page.quarantine)?;
+        let unmapped = encoding::unmapped_lists(&page.quarantine)?;
         self.with(|conn| {
             let result = conn.transaction(|tx| {
                 if !fleet::hold_for_commit(tx, connector, fence)? {
-                    return Err(Fail::State(StateError::Fenced {
-                        connector: connector.to_string(),
-                        token: fence,
-                    }));
+                    return Err(Fail::State(encoding::fenced(connector, fence)));
                 }
                 ledger::insert(tx, connector, run, &page.ledger)?;
                 quarantine::insert(tx, connector, run, &page.quarantine, &unmapped)?;

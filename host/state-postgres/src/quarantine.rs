@@ -6,18 +6,20 @@
 use std::io::{self, Read, Write};
 
 use connector_email::{DEFAULT_SPILL_ABOVE, Email};
+use postgres::ToStatement;
 use postgres::fallible_iterator::FallibleIterator;
 use postgres::types::ToSql;
 use postgres::{RowIter, Transaction};
 
 use crate::conversations::last_of_each;
 use crate::{Fail, PostgresStore, Session, corrupt, to_i64, to_u64};
+use connector_state::encoding;
 use connector_state::{QuarantineEntry, QuarantineStore, RunId, StateError};
 
 /// Bytes per stored chunk of a big email.
 const CHUNK: usize = 1024 * 1024;
 
-const CHUNKS_OF_ITEM: &str = "SELECT data FROM quarantine_chunks
+pub(crate) const CHUNKS_OF_ITEM: &str = "SELECT data FROM quarantine_chunks
      WHERE connector = $1 AND item_id = $2 ORDER BY seq";
 
 impl QuarantineStore for PostgresStore {
@@ -29,49 +31,22 @@ impl QuarantineStore for PostgresStore {
                  FROM quarantine WHERE connector = $1 ORDER BY sent_at_ms, item_id",
                 &[&connector],
             )?;
+            let chunks = c.statements.get(&mut c.client, CHUNKS_OF_ITEM)?;
             let mut out = Vec::with_capacity(rows.len());
             for row in rows {
                 let item_id: String = row.get(0);
                 let message_id: String = row.get(1);
-                let len = to_u64(row.get(2));
                 let sent_at_ms: i64 = row.get(3);
-                let unmapped = serde_json::from_str(row.get::<_, &str>(4))
-                    .map_err(|e| corrupt("unmapped participant list", e))?;
-                let spool = |reader: &mut dyn Read| {
-                    Email::spool_from(
-                        message_id.clone(),
-                        &mut { reader },
-                        &std::env::temp_dir(),
-                        sent_at_ms,
-                    )
-                };
-                let email = match row.get::<_, Option<Vec<u8>>>(7) {
-                    Some(bytes) if bytes.len() > DEFAULT_SPILL_ABOVE => {
-                        spool(&mut &bytes[..]).map_err(|e| spool_error(&message_id, e))?
-                    }
-                    Some(bytes) => Email::from_bytes(message_id.clone(), bytes, sent_at_ms),
-                    None => {
-                        let statement = c.statements.get(&mut c.client, CHUNKS_OF_ITEM)?;
-                        let params: [&(dyn ToSql + Sync); 2] = [&connector, &item_id];
-                        let mut reader = ChunkReader {
-                            rows: c.client.query_raw(&statement, params)?,
-                            chunk: Vec::new(),
-                            at: 0,
-                            error: None,
-                        };
-                        let email = spool(&mut reader);
-                        if let Some(e) = reader.error {
-                            return Err(Fail::Pg(e));
-                        }
-                        email.map_err(|e| spool_error(&message_id, e))?
-                    }
-                };
-                if email.len() != len {
-                    return Err(corrupt(
-                        "quarantined email",
-                        format!("{message_id} has {} bytes of {len}", email.len()),
-                    ));
-                }
+                let unmapped = encoding::parse_unmapped(row.get::<_, &str>(4))?;
+                let email = read_email(
+                    &mut c.client,
+                    &chunks,
+                    (connector, &item_id),
+                    &message_id,
+                    sent_at_ms,
+                    to_u64(row.get(2)),
+                    row.get(7),
+                )?;
                 out.push(QuarantineEntry {
                     item_id,
                     message_id,
@@ -111,11 +86,13 @@ impl QuarantineStore for PostgresStore {
     }
 }
 
-/// A quarantined email read back outside the store's own listing (a
-/// transfer): from its row (`in_row`), spooled when big, or streamed out
-/// of its chunks into a spool file; checked against its stored length.
-pub(crate) fn read_email(
+/// A quarantined email read back: from its row (`in_row`), spooled when
+/// big, or streamed out of its chunks (`chunks`, the [`CHUNKS_OF_ITEM`]
+/// query or its prepared statement) into a spool file; checked against its
+/// stored length.
+pub(crate) fn read_email<S: ToStatement + ?Sized>(
     client: &mut impl postgres::GenericClient,
+    chunks: &S,
     (connector, item_id): (&str, &str),
     message_id: &str,
     sent_at_ms: i64,
@@ -137,7 +114,7 @@ pub(crate) fn read_email(
         None => {
             let params: [&(dyn ToSql + Sync); 2] = [&connector, &item_id];
             let mut reader = ChunkReader {
-                rows: client.query_raw(CHUNKS_OF_ITEM, params)?,
+                rows: client.query_raw(chunks, params)?,
                 chunk: Vec::new(),
                 at: 0,
                 error: None,
@@ -197,22 +174,9 @@ impl Read for ChunkReader<'_> {
     }
 }
 
-/// The unmapped participants of each message, as stored (JSON).
-pub(crate) fn unmapped_lists(entries: &[QuarantineEntry]) -> Result<Vec<String>, StateError> {
-    entries
-        .iter()
-        .map(|q| {
-            serde_json::to_string(&q.unmapped).map_err(|e| StateError::Corrupt {
-                what: "unmapped participant list",
-                message: e.to_string(),
-            })
-        })
-        .collect()
-}
-
 /// Quarantines the page's messages inside its transaction, replacing
 /// earlier records of the same items (the last of a page's records of an
-/// item wins); `unmapped` is [`unmapped_lists`] of `entries`. Emails in
+/// item wins); `unmapped` is [`connector_state::encoding::unmapped_lists`] of `entries`. Emails in
 /// memory go in one statement; a spooled one is streamed in chunks.
 pub(crate) fn insert(
     tx: &mut Session<'_, Transaction<'_>>,

@@ -5,7 +5,8 @@ use connector_model::TimestampMs;
 use postgres::{Row, Transaction};
 
 use crate::conversations::last_of_each;
-use crate::{Fail, PostgresStore, Session, corrupt, to_i64, to_u64};
+use crate::{Fail, PostgresStore, Session, to_i64, to_u64};
+use connector_state::encoding;
 use connector_state::records::*;
 use connector_state::{RunHistory, StateError};
 
@@ -20,10 +21,6 @@ macro_rules! run_columns {
 }
 
 impl RunHistory for PostgresStore {
-    fn begin_run(&mut self, connector: &str, started_at_ms: i64) -> Result<RunId, StateError> {
-        self.begin_run_of(connector, started_at_ms, RunKind::Run, None)
-    }
-
     fn begin_run_of(
         &mut self,
         connector: &str,
@@ -56,7 +53,7 @@ impl RunHistory for PostgresStore {
         counts: &RunCounts,
         error: Option<&str>,
     ) -> Result<(), StateError> {
-        let [p, s, f, i, d, x, q] = counts_params(counts);
+        let [p, s, f, i, d, x, q] = counts.columns();
         self.with(|c| {
             let changed = c.session().execute(
                 "UPDATE runs SET finished_at_ms = $1, outcome = $2, error = $3,
@@ -114,10 +111,6 @@ impl RunHistory for PostgresStore {
             .query_runs(concat!(run_columns!(), "WHERE id = $1"), &[&run.0])?
             .into_iter()
             .next())
-    }
-
-    fn last_run(&self, connector: &str) -> Result<Option<RunRecord>, StateError> {
-        Ok(self.runs(connector, 1)?.into_iter().next())
     }
 
     fn last_finished_run(&self, connector: &str) -> Result<Option<RunRecord>, StateError> {
@@ -192,7 +185,7 @@ impl RunHistory for PostgresStore {
             )?;
             for row in rows {
                 let outcome: String = row.get(0);
-                stored("run outcome", &outcome, RunOutcome::parse)?;
+                encoding::parse_stored("run outcome", &outcome, RunOutcome::parse)?;
                 totals.runs_by_outcome.insert(outcome, to_u64(row.get(1)));
                 add_sums(&mut totals, &row, 2);
             }
@@ -230,8 +223,8 @@ impl RunHistory for PostgresStore {
                         item_id: r.get(0),
                         source_sha256: r.get(1),
                         sent_at_ms: r.get(2),
-                        mailboxes: parse_list(r.get(3))?,
-                        unmapped: parse_list(r.get(4))?,
+                        mailboxes: encoding::parse_list(r.get(3))?,
+                        unmapped: encoding::parse_list(r.get(4))?,
                     })
                 })
                 .collect()
@@ -251,7 +244,7 @@ impl RunHistory for PostgresStore {
                         item_id: r.get(0),
                         source_user_id: r.get(1),
                         mailbox: r.get(2),
-                        kind: stored("failure kind", r.get(3), FailureKind::parse)?,
+                        kind: encoding::parse_stored("failure kind", r.get(3), FailureKind::parse)?,
                         reason: r.get(4),
                     })
                 })
@@ -288,12 +281,6 @@ fn add_sums(totals: &mut ConnectorTotals, row: &Row, first: usize) {
     totals.items_from_source += sum(4);
 }
 
-/// The value stored as `text`, read with `parse`; `what` names it when the
-/// text is not one it knows.
-fn stored<T>(what: &'static str, text: &str, parse: fn(&str) -> Option<T>) -> Result<T, Fail> {
-    parse(text).ok_or_else(|| corrupt(what, format!("`{text}`")))
-}
-
 impl PostgresStore {
     /// The runs `sql` (a [`run_columns`] query) selects.
     fn query_runs(
@@ -317,19 +304,11 @@ pub(crate) fn run_record(r: &Row) -> Result<RunRecord, Fail> {
         finished_at_ms: r.get(3),
         outcome: r
             .get::<_, Option<&str>>(4)
-            .map(|o| stored("run outcome", o, RunOutcome::parse))
+            .map(|o| encoding::parse_stored("run outcome", o, RunOutcome::parse))
             .transpose()?,
-        counts: RunCounts {
-            pages: to_u64(r.get(5)),
-            items_from_source: to_u64(r.get(6)),
-            items_for_import: to_u64(r.get(7)),
-            imported: to_u64(r.get(8)),
-            skipped_duplicates: to_u64(r.get(9)),
-            failed: to_u64(r.get(10)),
-            quarantined: to_u64(r.get(11)),
-        },
+        counts: RunCounts::from_columns(std::array::from_fn(|i| r.get(5 + i))),
         error: r.get(12),
-        kind: stored("run kind", r.get(13), RunKind::parse)?,
+        kind: encoding::parse_stored("run kind", r.get(13), RunKind::parse)?,
         range_ms: match range {
             (Some(from), Some(to)) => Some((from, to)),
             _ => None,
@@ -348,7 +327,7 @@ pub(crate) fn add_page(
     run: RunId,
     page: &PageCommit,
 ) -> Result<(), Fail> {
-    let [p, s, f, i, d, x, q] = counts_params(&page.counts);
+    let [p, s, f, i, d, x, q] = page.counts.columns();
     let changed = tx.execute(
         "UPDATE runs SET pages = pages + $1, items_from_source = items_from_source + $2,
             items_for_import = items_for_import + $3, imported = imported + $4,
@@ -361,28 +340,6 @@ pub(crate) fn add_page(
         return Err(Fail::State(StateError::UnknownRun { run }));
     }
     record_items_and_failures(tx, connector, run, page)
-}
-
-/// The counts as the `runs` columns store them, in column order.
-fn counts_params(counts: &RunCounts) -> [i64; 7] {
-    [
-        counts.pages,
-        counts.items_from_source,
-        counts.items_for_import,
-        counts.imported,
-        counts.skipped_duplicates,
-        counts.failed,
-        counts.quarantined,
-    ]
-    .map(to_i64)
-}
-
-fn json_list(list: &[String]) -> Result<String, Fail> {
-    serde_json::to_string(list).map_err(|e| corrupt("list", e))
-}
-
-pub(crate) fn parse_list(text: &str) -> Result<Vec<String>, Fail> {
-    serde_json::from_str(text).map_err(|e| corrupt("list of mailboxes or participants", e))
 }
 
 /// Writes a page's seen items (an item seen again in the run replaces its
@@ -398,8 +355,8 @@ fn record_items_and_failures(
         let mut mailboxes = Vec::with_capacity(seen.len());
         let mut unmapped = Vec::with_capacity(seen.len());
         for item in &seen {
-            mailboxes.push(json_list(&item.mailboxes)?);
-            unmapped.push(json_list(&item.unmapped)?);
+            mailboxes.push(encoding::json_list(&item.mailboxes)?);
+            unmapped.push(encoding::json_list(&item.unmapped)?);
         }
         tx.execute(
             "INSERT INTO run_items (run_id, connector, item_id, source_sha256, sent_at_ms,

@@ -6,9 +6,10 @@
 
 use postgres::{IsolationLevel, Transaction};
 
-use crate::runs::{parse_list, run_record};
+use crate::runs::run_record;
 use crate::{Fail, PostgresStore, Session, conversations, corrupt, ledger, query_error};
-use crate::{quarantine, to_i64, to_u64};
+use crate::{quarantine, to_u64};
+use connector_state::encoding;
 use connector_state::transfer::{
     DeliveryRow, LedgerItemRow, Row, RowSink, StateExport, StateImport, Table,
 };
@@ -86,8 +87,8 @@ impl StateExport for PostgresStore {
                             item_id: r.get(2),
                             source_sha256: r.get(3),
                             sent_at_ms: r.get(4),
-                            mailboxes: parse_list(r.get(5))?,
-                            unmapped: parse_list(r.get(6))?,
+                            mailboxes: encoding::parse_list(r.get(5))?,
+                            unmapped: encoding::parse_list(r.get(6))?,
                         },
                     })
                 },
@@ -163,6 +164,7 @@ impl StateExport for PostgresStore {
                     let sent_at_ms: i64 = r.get(4);
                     let email = quarantine::read_email(
                         tx,
+                        quarantine::CHUNKS_OF_ITEM,
                         (&connector, &item_id),
                         &message_id,
                         sent_at_ms,
@@ -177,8 +179,7 @@ impl StateExport for PostgresStore {
                             message_id,
                             email,
                             sent_at_ms,
-                            unmapped: serde_json::from_str(r.get(5))
-                                .map_err(|e| corrupt("unmapped participant list", e))?,
+                            unmapped: encoding::parse_unmapped(r.get(5))?,
                             reason: r.get(6),
                             source_sha256: r.get(7),
                         },
@@ -204,8 +205,7 @@ impl StateExport for PostgresStore {
                 |_, r| {
                     send(Row::Conversation {
                         connector: r.get(0),
-                        conversation: serde_json::from_str(r.get(1))
-                            .map_err(|e| corrupt("conversation description", e))?,
+                        conversation: encoding::parse_conversation(r.get(1))?,
                     })
                 },
             )?;
@@ -317,17 +317,7 @@ impl Writer<'_, '_, '_> {
                 )?;
             }
             Row::Run(r) => {
-                let c = &r.counts;
-                let counts = [
-                    c.pages,
-                    c.items_from_source,
-                    c.items_for_import,
-                    c.imported,
-                    c.skipped_duplicates,
-                    c.failed,
-                    c.quarantined,
-                ]
-                .map(to_i64);
+                let counts = r.counts.columns();
                 tx.execute(
                     "INSERT INTO runs (id, connector, started_at_ms, finished_at_ms, outcome, pages,
                         items_from_source, items_for_import, imported, skipped_duplicates, failed,
@@ -362,7 +352,7 @@ impl Writer<'_, '_, '_> {
                 entry,
             } => {
                 let entries = std::slice::from_ref(&entry);
-                let unmapped = quarantine::unmapped_lists(entries)?;
+                let unmapped = encoding::unmapped_lists(entries)?;
                 quarantine::insert(tx, &connector, run, entries, &unmapped)?;
             }
             Row::Kv {
@@ -409,8 +399,8 @@ impl Writer<'_, '_, '_> {
                         text[1].push(&item.item_id);
                         text[2].push(&item.source_sha256);
                         sent.push(item.sent_at_ms);
-                        mailboxes.push(json(&item.mailboxes)?);
-                        unmapped.push(json(&item.unmapped)?);
+                        mailboxes.push(encoding::json_list(&item.mailboxes)?);
+                        unmapped.push(encoding::json_list(&item.unmapped)?);
                     }
                 }
                 tx.execute(
@@ -540,8 +530,4 @@ impl Writer<'_, '_, '_> {
         }
         Ok(())
     }
-}
-
-fn json(list: &[String]) -> Result<String, Fail> {
-    serde_json::to_string(list).map_err(|e| corrupt("list", e))
 }

@@ -7,6 +7,7 @@ use rusqlite::{Transaction, params};
 use crate::{SqliteStore, rows_for_ids};
 use connector_state::ConversationDirectory;
 use connector_state::StateError;
+use connector_state::encoding;
 
 impl ConversationDirectory for SqliteStore {
     fn conversations(
@@ -23,12 +24,7 @@ impl ConversationDirectory for SqliteStore {
         )?;
         descriptions
             .iter()
-            .map(|d| {
-                serde_json::from_str(d).map_err(|e| StateError::Corrupt {
-                    what: "conversation description",
-                    message: e.to_string(),
-                })
-            })
+            .map(|d| encoding::parse_conversation(d))
             .collect()
     }
 }
@@ -44,10 +40,7 @@ pub(super) fn store(
          ON CONFLICT (connector, id) DO UPDATE SET description = excluded.description",
     )?;
     for c in conversations {
-        let description = serde_json::to_string(c).map_err(|e| StateError::Corrupt {
-            what: "conversation description",
-            message: e.to_string(),
-        })?;
+        let description = encoding::conversation_json(c)?;
         upsert.execute(params![connector, c.id, description])?;
     }
     Ok(())

@@ -1,11 +1,11 @@
 //! The `kv` table: plugins' key/value values.
 
-use connector_model::limits::{KvLimit, check_kv_write};
 use rusqlite::{OptionalExtension, TransactionBehavior, params};
 
 use crate::{SqliteStore, to_u64};
 use connector_state::PluginValues;
 use connector_state::StateError;
+use connector_state::encoding;
 
 impl PluginValues for SqliteStore {
     fn kv_get(&self, connector: &str, key: &str) -> Result<Option<Vec<u8>>, StateError> {
@@ -29,14 +29,7 @@ impl PluginValues for SqliteStore {
             params![connector, key],
             |r| r.get(0),
         )?;
-        check_kv_write(key, value, to_u64(others)).map_err(|limit| match limit {
-            KvLimit::TooLarge { what, size, limit } => StateError::TooLarge { what, size, limit },
-            KvLimit::Quota { needed, limit } => StateError::QuotaExceeded {
-                connector: connector.to_string(),
-                needed,
-                limit,
-            },
-        })?;
+        encoding::check_kv_write(connector, key, value, to_u64(others))?;
         tx.execute(
             "INSERT INTO kv (connector, key, value) VALUES (?1, ?2, ?3)
              ON CONFLICT (connector, key) DO UPDATE SET value = excluded.value",

@@ -58,17 +58,7 @@ impl DeliveryLedger for SqliteStore {
              FROM ledger WHERE connector = ?1
              ORDER BY delivered_at_ms, item_id, mailbox",
         )?;
-        let rows = stmt.query_map([connector], |r| {
-            Ok(LedgerEntry {
-                item_id: r.get(0)?,
-                mailbox: r.get(1)?,
-                message_id: r.get(2)?,
-                email_sha256: r.get(3)?,
-                source_sha256: r.get(4)?,
-                receipt: r.get(5)?,
-                delivered_at_ms: r.get(6)?,
-            })
-        })?;
+        let rows = stmt.query_map([connector], entry_row)?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
@@ -167,17 +157,24 @@ pub(super) fn insert(
     Ok(())
 }
 
+/// A ledger entry from the columns item id, mailbox, message id, email
+/// SHA-256, source SHA-256, receipt and delivery time, in that order.
+fn entry_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<LedgerEntry> {
+    Ok(LedgerEntry {
+        item_id: r.get(0)?,
+        mailbox: r.get(1)?,
+        message_id: r.get(2)?,
+        email_sha256: r.get(3)?,
+        source_sha256: r.get(4)?,
+        receipt: r.get(5)?,
+        delivered_at_ms: r.get(6)?,
+    })
+}
+
+/// An [`entry_row`] followed by its run's id.
 fn ledger_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<DeliveredPair> {
     Ok(DeliveredPair {
-        entry: LedgerEntry {
-            item_id: r.get(0)?,
-            mailbox: r.get(1)?,
-            message_id: r.get(2)?,
-            email_sha256: r.get(3)?,
-            source_sha256: r.get(4)?,
-            receipt: r.get(5)?,
-            delivered_at_ms: r.get(6)?,
-        },
+        entry: entry_row(r)?,
         run: RunId(r.get(7)?),
     })
 }

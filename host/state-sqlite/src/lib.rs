@@ -12,8 +12,6 @@ mod ledger;
 mod quarantine;
 mod runs;
 mod schema;
-#[cfg(test)]
-mod tests;
 mod transfer;
 
 use std::collections::HashSet;
@@ -27,6 +25,13 @@ use rusqlite::{Connection, TransactionBehavior, params};
 use schema::MIGRATIONS;
 pub use schema::SCHEMA_VERSION;
 
+/// The schema migrations, in order: each one's version, description and
+/// SQL. For tests that build a database of an older version by hand.
+pub fn migrations() -> &'static [(i64, &'static str, &'static str)] {
+    MIGRATIONS
+}
+
+use connector_state::encoding;
 use connector_state::{
     LeaseLiveness, LeaseRequest, LockOutcome, PageCommit, RunId, RunLock, StateError, StateStore,
 };
@@ -44,13 +49,7 @@ pub struct SqliteStore {
     memory_locks: Arc<Mutex<HashSet<String>>>,
 }
 
-fn to_i64(n: u64) -> i64 {
-    i64::try_from(n).unwrap_or(i64::MAX)
-}
-
-fn to_u64(n: i64) -> u64 {
-    u64::try_from(n).unwrap_or(0)
-}
+use connector_state::encoding::{to_i64, to_u64};
 
 /// Most ids in one `IN (…)` list.
 const IDS_PER_QUERY: usize = 500;
@@ -83,19 +82,6 @@ fn open_error(path: &Path, source: rusqlite::Error) -> StateError {
         source: Box::new(source),
         hint: "check the path, its folder's permissions and free space, and that the file is a database written by this connector",
     }
-}
-
-/// The value stored as `text`, read with `parse`; `what` names it when the
-/// text is not one it knows.
-fn stored<T>(
-    what: &'static str,
-    text: &str,
-    parse: fn(&str) -> Option<T>,
-) -> Result<T, StateError> {
-    parse(text).ok_or_else(|| StateError::Corrupt {
-        what,
-        message: format!("`{text}`"),
-    })
 }
 
 impl SqliteStore {
@@ -208,17 +194,14 @@ impl StateStore for SqliteStore {
         fence: u64,
         page: &PageCommit,
     ) -> Result<(), StateError> {
-        let unmapped = quarantine::unmapped_lists(&page.quarantine)?;
+        let unmapped = encoding::unmapped_lists(&page.quarantine)?;
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
         if fleet::current_token(&tx, connector)? != Some(fence) {
             drop(tx);
             fleet::count_fenced(&self.conn)?;
-            return Err(StateError::Fenced {
-                connector: connector.to_string(),
-                token: fence,
-            });
+            return Err(encoding::fenced(connector, fence));
         }
         ledger::insert(&tx, connector, run, &page.ledger)?;
         quarantine::insert(&tx, connector, run, &page.quarantine, &unmapped)?;
@@ -303,5 +286,37 @@ impl Drop for MemoryLock {
     fn drop(&mut self) {
         let mut set = self.held.lock().unwrap_or_else(|p| p.into_inner());
         set.remove(&self.connector);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    // What every store does is in tests/tests/state_store.rs, run against
+    // SQLite and PostgreSQL alike, with what is SQLite's own in its
+    // `sqlite_only` module; here only what needs the store's connection.
+    use super::*;
+
+    #[test]
+    fn open_creates_a_versioned_schema_in_wal_mode_with_full_sync() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        let db = SqliteStore::open(&path).unwrap();
+        assert_eq!(db.path(), Some(path.as_path()));
+        assert_eq!(db.schema_version().unwrap(), SCHEMA_VERSION);
+        let pragma = |name: &str| -> String {
+            db.conn
+                .query_row(&format!("PRAGMA {name}"), [], |r| {
+                    r.get::<_, rusqlite::types::Value>(0)
+                })
+                .map(|v| match v {
+                    rusqlite::types::Value::Integer(n) => n.to_string(),
+                    rusqlite::types::Value::Text(t) => t,
+                    other => format!("{other:?}"),
+                })
+                .unwrap()
+        };
+        assert_eq!(pragma("journal_mode"), "wal");
+        assert_eq!(pragma("synchronous"), "2", "FULL");
+        assert!(pragma("busy_timeout").parse::<i64>().unwrap() >= 1000);
     }
 }

@@ -8,6 +8,7 @@ use rusqlite::{MAIN_DB, OptionalExtension, Transaction, params};
 use crate::{SqliteStore, to_u64};
 use connector_state::QuarantineStore;
 use connector_state::StateError;
+use connector_state::encoding;
 use connector_state::{QuarantineEntry, RunId};
 
 impl QuarantineStore for SqliteStore {
@@ -32,10 +33,7 @@ impl QuarantineStore for SqliteStore {
         let mut out = Vec::new();
         for row in rows {
             let (item_id, message_id, row, len, sent_at_ms, unmapped, reason, source_sha256) = row?;
-            let unmapped = serde_json::from_str(&unmapped).map_err(|e| StateError::Corrupt {
-                what: "unmapped participant list",
-                message: e.to_string(),
-            })?;
+            let unmapped = encoding::parse_unmapped(&unmapped)?;
             let email = read_email(&self.conn, row, len, &message_id, sent_at_ms)?;
             out.push(QuarantineEntry {
                 email,
@@ -99,22 +97,9 @@ pub(super) fn read_email(
     })
 }
 
-/// The unmapped participants of each message, as stored (JSON).
-pub(super) fn unmapped_lists(entries: &[QuarantineEntry]) -> Result<Vec<String>, StateError> {
-    entries
-        .iter()
-        .map(|q| {
-            serde_json::to_string(&q.unmapped).map_err(|e| StateError::Corrupt {
-                what: "unmapped participant list",
-                message: e.to_string(),
-            })
-        })
-        .collect()
-}
-
 /// Quarantines the page's messages, inside its transaction (replacing
 /// earlier records of the same items); `unmapped` is
-/// [`unmapped_lists`] of `entries`.
+/// [`connector_state::encoding::unmapped_lists`] of `entries`.
 pub(super) fn insert(
     tx: &Transaction<'_>,
     connector: &str,

@@ -4,16 +4,13 @@
 use connector_model::TimestampMs;
 use rusqlite::{Transaction, params};
 
-use crate::{SqliteStore, stored, to_i64, to_u64};
+use crate::{SqliteStore, to_i64, to_u64};
 use connector_state::RunHistory;
 use connector_state::StateError;
+use connector_state::encoding;
 use connector_state::records::*;
 
 impl RunHistory for SqliteStore {
-    fn begin_run(&mut self, connector: &str, started_at_ms: i64) -> Result<RunId, StateError> {
-        self.begin_run_of(connector, started_at_ms, RunKind::Run, None)
-    }
-
     fn begin_run_of(
         &mut self,
         connector: &str,
@@ -44,7 +41,7 @@ impl RunHistory for SqliteStore {
         counts: &RunCounts,
         error: Option<&str>,
     ) -> Result<(), StateError> {
-        let [p, s, f, i, d, x, q] = counts_params(counts);
+        let [p, s, f, i, d, x, q] = counts.columns();
         let changed = self.conn.execute(
             "UPDATE runs SET finished_at_ms = ?1, outcome = ?2, error = ?3,
                 pages = MAX(pages, ?4), items_from_source = MAX(items_from_source, ?5),
@@ -93,10 +90,6 @@ impl RunHistory for SqliteStore {
             .query_runs("WHERE id = ?1", params![run.0])?
             .into_iter()
             .next())
-    }
-
-    fn last_run(&self, connector: &str) -> Result<Option<RunRecord>, StateError> {
-        Ok(self.runs(connector, 1)?.into_iter().next())
     }
 
     fn last_finished_run(&self, connector: &str) -> Result<Option<RunRecord>, StateError> {
@@ -170,7 +163,7 @@ impl RunHistory for SqliteStore {
         })?;
         for row in rows {
             let (outcome, runs, imported, quarantined, failed, duplicates, from_source) = row?;
-            stored("run outcome", &outcome, RunOutcome::parse)?;
+            encoding::parse_stored("run outcome", &outcome, RunOutcome::parse)?;
             totals.runs_by_outcome.insert(outcome, to_u64(runs));
             totals.imported += to_u64(imported);
             totals.quarantined += to_u64(quarantined);
@@ -222,8 +215,8 @@ impl RunHistory for SqliteStore {
                 item_id,
                 source_sha256,
                 sent_at_ms,
-                mailboxes: parse_list(&mailboxes)?,
-                unmapped: parse_list(&unmapped)?,
+                mailboxes: encoding::parse_list(&mailboxes)?,
+                unmapped: encoding::parse_list(&unmapped)?,
             });
         }
         Ok(out)
@@ -250,7 +243,7 @@ impl RunHistory for SqliteStore {
                 item_id,
                 source_user_id,
                 mailbox,
-                kind: stored("failure kind", &kind, FailureKind::parse)?,
+                kind: encoding::parse_stored("failure kind", &kind, FailureKind::parse)?,
                 reason,
             });
         }
@@ -312,15 +305,15 @@ impl SqliteStore {
                     started_at_ms: r.get(2)?,
                     finished_at_ms: r.get(3)?,
                     outcome: None,
-                    counts: RunCounts {
-                        pages: to_u64(r.get(5)?),
-                        items_from_source: to_u64(r.get(6)?),
-                        items_for_import: to_u64(r.get(7)?),
-                        imported: to_u64(r.get(8)?),
-                        skipped_duplicates: to_u64(r.get(9)?),
-                        failed: to_u64(r.get(10)?),
-                        quarantined: to_u64(r.get(11)?),
-                    },
+                    counts: RunCounts::from_columns([
+                        r.get(5)?,
+                        r.get(6)?,
+                        r.get(7)?,
+                        r.get(8)?,
+                        r.get(9)?,
+                        r.get(10)?,
+                        r.get(11)?,
+                    ]),
                     error: r.get(12)?,
                     kind: RunKind::Run,
                     range_ms: match range {
@@ -339,9 +332,9 @@ impl SqliteStore {
             let (mut record, outcome, kind) = row?;
             record.outcome = outcome
                 .as_deref()
-                .map(|o| stored("run outcome", o, RunOutcome::parse))
+                .map(|o| encoding::parse_stored("run outcome", o, RunOutcome::parse))
                 .transpose()?;
-            record.kind = stored("run kind", &kind, RunKind::parse)?;
+            record.kind = encoding::parse_stored("run kind", &kind, RunKind::parse)?;
             each(record)?;
         }
         Ok(())
@@ -356,7 +349,7 @@ pub(super) fn add_page(
     run: RunId,
     page: &PageCommit,
 ) -> Result<(), StateError> {
-    let [p, s, f, i, d, x, q] = counts_params(&page.counts);
+    let [p, s, f, i, d, x, q] = page.counts.columns();
     let changed = tx.execute(
         "UPDATE runs SET pages = pages + ?1, items_from_source = items_from_source + ?2,
             items_for_import = items_for_import + ?3, imported = imported + ?4,
@@ -369,34 +362,6 @@ pub(super) fn add_page(
         return Err(StateError::UnknownRun { run });
     }
     record_items_and_failures(tx, connector, run, page)
-}
-
-/// The counts as the `runs` columns store them, in column order.
-fn counts_params(counts: &RunCounts) -> [i64; 7] {
-    [
-        counts.pages,
-        counts.items_from_source,
-        counts.items_for_import,
-        counts.imported,
-        counts.skipped_duplicates,
-        counts.failed,
-        counts.quarantined,
-    ]
-    .map(to_i64)
-}
-
-fn json_list(list: &[String]) -> Result<String, StateError> {
-    serde_json::to_string(list).map_err(|e| StateError::Corrupt {
-        what: "list",
-        message: e.to_string(),
-    })
-}
-
-pub(super) fn parse_list(text: &str) -> Result<Vec<String>, StateError> {
-    serde_json::from_str(text).map_err(|e| StateError::Corrupt {
-        what: "list of mailboxes or participants",
-        message: e.to_string(),
-    })
 }
 
 /// Writes a page's seen items and failures inside the page's transaction.
@@ -418,27 +383,39 @@ fn record_items_and_failures(
             item.item_id,
             item.source_sha256,
             item.sent_at_ms,
-            json_list(&item.mailboxes)?,
-            json_list(&item.unmapped)?,
+            encoding::json_list(&item.mailboxes)?,
+            encoding::json_list(&item.unmapped)?,
         ])?;
     }
-    let mut failure = tx.prepare_cached(
+    let now = connector_model::time::now_ms();
+    for f in &page.failures {
+        insert_failure(tx, run, connector, f, now)?;
+    }
+    Ok(())
+}
+
+/// Records a failure of `run` that happened at `at_ms`.
+pub(super) fn insert_failure(
+    tx: &Transaction<'_>,
+    run: RunId,
+    connector: &str,
+    failure: &RunFailure,
+    at_ms: i64,
+) -> Result<(), StateError> {
+    tx.prepare_cached(
         "INSERT INTO run_failures (run_id, connector, item_id, source_user_id, mailbox, kind,
             reason, at_ms)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-    )?;
-    let now = connector_model::time::now_ms();
-    for f in &page.failures {
-        failure.execute(params![
-            run.0,
-            connector,
-            f.item_id,
-            f.source_user_id,
-            f.mailbox,
-            f.kind.as_str(),
-            f.reason,
-            now,
-        ])?;
-    }
+    )?
+    .execute(params![
+        run.0,
+        connector,
+        failure.item_id,
+        failure.source_user_id,
+        failure.mailbox,
+        failure.kind.as_str(),
+        failure.reason,
+        at_ms,
+    ])?;
     Ok(())
 }

@@ -6,8 +6,8 @@
 
 use rusqlite::{Connection, TransactionBehavior, params};
 
-use crate::runs::parse_list;
-use crate::{SqliteStore, conversations, quarantine, stored, to_i64};
+use crate::{SqliteStore, conversations, quarantine, runs};
+use connector_state::encoding;
 use connector_state::transfer::{
     DeliveryRow, LedgerItemRow, Row, RowSink, StateExport, StateImport,
 };
@@ -45,8 +45,8 @@ impl StateExport for SqliteStore {
                         item_id: r.get(2)?,
                         source_sha256: r.get(3)?,
                         sent_at_ms: r.get(4)?,
-                        mailboxes: parse_list(&r.get::<_, String>(5)?)?,
-                        unmapped: parse_list(&r.get::<_, String>(6)?)?,
+                        mailboxes: encoding::parse_list(&r.get::<_, String>(5)?)?,
+                        unmapped: encoding::parse_list(&r.get::<_, String>(6)?)?,
                     },
                 })?;
             }
@@ -65,7 +65,11 @@ impl StateExport for SqliteStore {
                         item_id: r.get(2)?,
                         source_user_id: r.get(3)?,
                         mailbox: r.get(4)?,
-                        kind: stored("failure kind", &r.get::<_, String>(5)?, FailureKind::parse)?,
+                        kind: encoding::parse_stored(
+                            "failure kind",
+                            &r.get::<_, String>(5)?,
+                            FailureKind::parse,
+                        )?,
                         reason: r.get(6)?,
                     },
                     at_ms: r.get(7)?,
@@ -131,12 +135,7 @@ impl StateExport for SqliteStore {
                         message_id,
                         email,
                         sent_at_ms,
-                        unmapped: serde_json::from_str(&unmapped).map_err(|e| {
-                            StateError::Corrupt {
-                                what: "unmapped participant list",
-                                message: e.to_string(),
-                            }
-                        })?,
+                        unmapped: encoding::parse_unmapped(&unmapped)?,
                         reason: r.get(7)?,
                         source_sha256: r.get(8)?,
                     },
@@ -164,12 +163,7 @@ impl StateExport for SqliteStore {
                 let description: String = r.get(1)?;
                 sink.push(Row::Conversation {
                     connector: r.get(0)?,
-                    conversation: serde_json::from_str(&description).map_err(|e| {
-                        StateError::Corrupt {
-                            what: "conversation description",
-                            message: e.to_string(),
-                        }
-                    })?,
+                    conversation: encoding::parse_conversation(&description)?,
                 })?;
             }
         }
@@ -212,13 +206,6 @@ impl StateImport for SqliteStore {
     }
 }
 
-fn json(list: &[String]) -> Result<String, StateError> {
-    serde_json::to_string(list).map_err(|e| StateError::Corrupt {
-        what: "list",
-        message: e.to_string(),
-    })
-}
-
 /// Writes one row of a transfer inside its transaction.
 fn write(tx: &rusqlite::Transaction<'_>, row: Row) -> Result<(), StateError> {
     match row {
@@ -229,7 +216,7 @@ fn write(tx: &rusqlite::Transaction<'_>, row: Row) -> Result<(), StateError> {
             .execute(params![key, data, run.map(|r| r.0)])?;
         }
         Row::Run(r) => {
-            let c = &r.counts;
+            let [p, s, f, i, d, x, q] = r.counts.columns();
             tx.prepare_cached(
                 "INSERT INTO runs (id, connector, started_at_ms, finished_at_ms, outcome, pages,
                     items_from_source, items_for_import, imported, skipped_duplicates, failed,
@@ -243,13 +230,13 @@ fn write(tx: &rusqlite::Transaction<'_>, row: Row) -> Result<(), StateError> {
                 r.started_at_ms,
                 r.finished_at_ms,
                 r.outcome.map(|o| o.as_str()),
-                to_i64(c.pages),
-                to_i64(c.items_from_source),
-                to_i64(c.items_for_import),
-                to_i64(c.imported),
-                to_i64(c.skipped_duplicates),
-                to_i64(c.failed),
-                to_i64(c.quarantined),
+                p,
+                s,
+                f,
+                i,
+                d,
+                x,
+                q,
                 r.error,
                 r.kind.as_str(),
                 r.range_ms.map(|r| r.0),
@@ -273,8 +260,8 @@ fn write(tx: &rusqlite::Transaction<'_>, row: Row) -> Result<(), StateError> {
                 item.item_id,
                 item.source_sha256,
                 item.sent_at_ms,
-                json(&item.mailboxes)?,
-                json(&item.unmapped)?
+                encoding::json_list(&item.mailboxes)?,
+                encoding::json_list(&item.unmapped)?
             ])?;
         }
         Row::RunFailure {
@@ -282,23 +269,7 @@ fn write(tx: &rusqlite::Transaction<'_>, row: Row) -> Result<(), StateError> {
             connector,
             failure,
             at_ms,
-        } => {
-            tx.prepare_cached(
-                "INSERT INTO run_failures (run_id, connector, item_id, source_user_id, mailbox,
-                    kind, reason, at_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-            )?
-            .execute(params![
-                run.0,
-                connector,
-                failure.item_id,
-                failure.source_user_id,
-                failure.mailbox,
-                failure.kind.as_str(),
-                failure.reason,
-                at_ms
-            ])?;
-        }
+        } => runs::insert_failure(tx, run, &connector, &failure, at_ms)?,
         Row::LedgerItem(i) => {
             tx.prepare_cached(
                 "INSERT INTO ledger_items (connector, item_id, message_id, source_sha256,
@@ -347,7 +318,7 @@ fn write(tx: &rusqlite::Transaction<'_>, row: Row) -> Result<(), StateError> {
             entry,
         } => {
             let entries = std::slice::from_ref(&entry);
-            let unmapped = quarantine::unmapped_lists(entries)?;
+            let unmapped = encoding::unmapped_lists(entries)?;
             quarantine::insert(tx, &connector, run, entries, &unmapped)?;
         }
         Row::Kv {

@@ -11,6 +11,7 @@
 //! `connector-state-sqlite` (one file per host, the default) and
 //! `connector-state-postgres` (shared by a fleet of workers).
 
+pub mod encoding;
 pub mod error;
 pub mod fleet;
 pub mod records;

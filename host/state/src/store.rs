@@ -30,7 +30,9 @@ pub trait Checkpoints {
 /// items it saw and what could not be delivered.
 pub trait RunHistory {
     /// Records the start of a scheduled (or `--once`) run.
-    fn begin_run(&mut self, connector: &str, started_at_ms: i64) -> Result<RunId, StateError>;
+    fn begin_run(&mut self, connector: &str, started_at_ms: i64) -> Result<RunId, StateError> {
+        self.begin_run_of(connector, started_at_ms, RunKind::Run, None)
+    }
 
     /// Records the start of a run of `kind`, with the backfill range when
     /// there is one, and this process's id (so `status` can tell a running
@@ -67,7 +69,9 @@ pub trait RunHistory {
     fn run(&self, run: RunId) -> Result<Option<RunRecord>, StateError>;
 
     /// The connector's most recent run.
-    fn last_run(&self, connector: &str) -> Result<Option<RunRecord>, StateError>;
+    fn last_run(&self, connector: &str) -> Result<Option<RunRecord>, StateError> {
+        Ok(self.runs(connector, 1)?.into_iter().next())
+    }
 
     /// The connector's last finished run that is not a redelivery, if any.
     fn last_finished_run(&self, connector: &str) -> Result<Option<RunRecord>, StateError>;

@@ -233,16 +233,7 @@ impl Row {
                     .int(r.started_at_ms)
                     .opt_int(r.finished_at_ms)
                     .opt_text(r.outcome.map(|o| o.as_str()));
-                let c = &r.counts;
-                for n in [
-                    c.pages,
-                    c.items_from_source,
-                    c.items_for_import,
-                    c.imported,
-                    c.skipped_duplicates,
-                    c.failed,
-                    c.quarantined,
-                ] {
+                for n in r.counts.values() {
                     out.uint(n);
                 }
                 out.opt_text(r.error.as_deref())
