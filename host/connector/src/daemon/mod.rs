@@ -203,7 +203,9 @@ fn forget_long_gone(host: &Host) {
     };
     for id in gone {
         if db.forget_worker(&id).is_ok() {
-            tracing::info!("worker {id} sent no heartbeat for a day: removed from the fleet's list");
+            tracing::info!(
+                "worker {id} sent no heartbeat for a day: removed from the fleet's list"
+            );
         }
     }
 }
