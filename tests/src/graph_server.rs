@@ -692,6 +692,13 @@ fn token(state: &Mutex<State>, options: &GraphOptions, body: &[u8]) -> Answer {
     )
 }
 
+/// How late after a 429 a request of the same mailbox may still arrive
+/// without counting as sent into the Retry-After (1 s here): one that a
+/// sink's other connection sent just before it read the 429, delayed by a
+/// busy machine. A sink that ignored Retry-After would still land most of
+/// its requests in the remaining 750 ms.
+const IN_FLIGHT_SLACK: Duration = Duration::from_millis(250);
+
 /// Throttles the request when its turn has come or its mailbox is still
 /// held off; returns the answer and whether the request is still to be
 /// done first (a 504).
@@ -706,9 +713,8 @@ fn throttle(
     if let Some(&(at, until)) = s.quiet.get(user)
         && arrived < until
     {
-        // In flight while the 429 went out is fine; sent after it is not
-        // (with a little slack for a worker that looked just before).
-        if arrived > at + Duration::from_millis(50) {
+        // In flight while the 429 went out is fine; sent after it is not.
+        if arrived > at + IN_FLIGHT_SLACK {
             s.violations.push(format!(
                 "{} {} came {} ms into the Retry-After of {user}",
                 request.method,

@@ -13,10 +13,38 @@ use std::time::{Duration, Instant};
 use connector_e2e::daemon_process::DaemonProcess;
 use connector_e2e::ops::*;
 use connector_e2e::postgres::{Postgres, PostgresOptions};
+use connector_e2e::symphony::{SymphonyConnector, symphony_connector_file};
 use connector_state::prelude::*;
 use connector_state_postgres::{PostgresConfig, PostgresStore};
 
 const BIN: &str = env!("CARGO_BIN_EXE_connector-cli");
+
+/// Where the Symphony connector's emails are, in each Maildir.
+const SYMPHONY_FOLDER: &str = ".INBOX.Symphony";
+
+/// A Symphony connector over the simulator at `base`, in `dir`, run every
+/// second.
+fn symphony(dir: &Path, base: &str) -> PathBuf {
+    let config = symphony_connector_file(
+        dir,
+        &SymphonyConnector {
+            id: "symphony",
+            base,
+            retries: 12,
+            page_size: 20,
+            domain: "acme-capital.example",
+            sink: "[sink]\nkind = \"maildir\"\npath = \"mail\"\nfsync = false\n",
+            extra_secrets: "",
+        },
+    );
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        text.replacen("retries = 12\n", "retries = 12\nschedule = \"1s\"\n", 1),
+    )
+    .unwrap();
+    config
+}
 
 /// A short lease, so takeovers happen within the test's time.
 const LEASE_SECS: u64 = 3;
@@ -104,13 +132,40 @@ fn three_workers_share_six_connectors_through_kills_a_hang_and_a_database_restar
         .as_nanos() as u64;
     eprintln!("fleet chaos seed: {seed}");
     let mut rng = Rng::new(seed);
-    let mut setups: Vec<(ChatSetup, usize)> = (0..6)
+    // The Symphony connector's truth: what one run over its own state
+    // delivers from the same simulated pod.
+    let pod = symphony_sim::start_blocking(
+        symphony_sim::SimConfig::builder()
+            .seed(seed)
+            .messages(300)
+            .large_attachment_bytes(0)
+            .membership(symphony_sim::Membership::All)
+            .build(),
+    )
+    .expect("the Symphony simulator starts");
+    let reference = dir.path().join("symphony-reference");
+    let reference_config = symphony(&reference, &pod.base_url());
+    connector_ok(
+        Path::new(BIN),
+        &reference.join("state"),
+        &["run", "--once", reference_config.to_str().unwrap()],
+    );
+    let symphony_truth = mailbox_contents(&reference.join("mail"), SYMPHONY_FOLDER);
+    let symphony_pairs: usize = symphony_truth.values().map(Vec::len).sum();
+    let symphony_dir = dir.path().join("symphony");
+    let symphony_config = symphony(&symphony_dir, &pod.base_url());
+
+    let mut setups: Vec<(ChatSetup, usize)> = (0..5)
         .map(|i| {
             let id = format!("chat{i}");
             (chat_setup(&dir.path().join(&id), &id, 120, 5, "1s"), 120)
         })
         .collect();
-    let configs = setups.iter().map(|(s, _)| s.config.clone()).collect();
+    let configs = setups
+        .iter()
+        .map(|(s, _)| s.config.clone())
+        .chain([symphony_config])
+        .collect();
     let mut fleet = WorkerFleet::new(dir.path(), configs);
     for _ in 0..3 {
         fleet.start_worker();
@@ -123,7 +178,7 @@ fn three_workers_share_six_connectors_through_kills_a_hang_and_a_database_restar
     let mut hung: Option<(usize, Instant)> = None;
     for step in 0..20u64 {
         std::thread::sleep(Duration::from_millis(rng.range(600, 1400)));
-        let (setup, next) = &mut setups[rng.range(0, 5) as usize];
+        let (setup, next) = &mut setups[rng.range(0, 4) as usize];
         append_messages(setup, *next, 15);
         *next += 15;
         if step == hang_at {
@@ -159,6 +214,11 @@ fn three_workers_share_six_connectors_through_kills_a_hang_and_a_database_restar
     }
 
     let store = fleet.store();
+    wait_for(
+        Duration::from_secs(120),
+        &format!("symphony to deliver its {symphony_pairs} pairs"),
+        || (store.delivered_count("symphony").ok()? == symphony_pairs as u64).then_some(()),
+    );
     for (setup, _) in &setups {
         let id = connector_id(setup);
         let pairs = setup.truth.pairs() as u64;
@@ -190,9 +250,14 @@ fn three_workers_share_six_connectors_through_kills_a_hang_and_a_database_restar
     }
 
     for (setup, _) in &setups {
-        let id = connector_id(setup);
         let delivered = assert_mailboxes_match(&setup.mail, &setup.truth);
         assert_eq!(delivered, setup.truth.pairs());
+    }
+    let ids = setups
+        .iter()
+        .map(|(s, _)| connector_id(s))
+        .chain(["symphony".to_string()]);
+    for id in ids {
         let pids: std::collections::BTreeSet<u32> = store
             .runs(&id, 100_000)
             .unwrap()
@@ -210,6 +275,11 @@ fn three_workers_share_six_connectors_through_kills_a_hang_and_a_database_restar
             String::from_utf8_lossy(&reconcile.stderr)
         );
     }
+    assert_eq!(
+        mailbox_contents(&symphony_dir.join("mail"), SYMPHONY_FOLDER),
+        symphony_truth,
+        "the Symphony mailboxes hold what one run alone delivers, each email once"
+    );
     let fenced = store.fenced_commits().unwrap();
     eprintln!("commits refused for a stale fencing token: {fenced}");
     let left = store.workers().unwrap();
