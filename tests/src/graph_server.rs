@@ -697,7 +697,7 @@ fn token(state: &Mutex<State>, options: &GraphOptions, body: &[u8]) -> Answer {
 /// sink's other connection sent just before it read the 429, delayed by a
 /// busy machine. A sink that ignored Retry-After would still land most of
 /// its requests in the remaining 750 ms.
-const IN_FLIGHT_SLACK: Duration = Duration::from_millis(250);
+pub const IN_FLIGHT_SLACK: Duration = Duration::from_millis(250);
 
 /// Throttles the request when its turn has come or its mailbox is still
 /// held off; returns the answer and whether the request is still to be
