@@ -384,6 +384,45 @@ mod postgres_only {
     }
 
     #[test]
+    fn a_young_month_partition_is_analyzed_once_commits_outgrow_its_statistics() {
+        let pg = Pg::fresh();
+        let mut db = pg.store();
+        let lock = take(&db, "c", Duration::from_secs(60));
+        let run = db.begin_run("c", 0).unwrap();
+        let march = 1_709_251_200_000; // 2024-03-01T00:00:00Z
+        let mut raw = pg.raw();
+        let reltuples = |raw: &mut ::postgres::Client| -> f32 {
+            raw.query_opt(
+                "SELECT reltuples FROM pg_class WHERE relname = 'deliveries_2024_03'",
+                &[],
+            )
+            .unwrap()
+            .map_or(-1.0, |r| r.get(0))
+        };
+        // Statistics reach the server's counters within a second of each
+        // commit, so pages go on until a commit sees them (or 15 s pass).
+        let started = std::time::Instant::now();
+        let mut page = 0;
+        while reltuples(&mut raw) <= 0.0 {
+            assert!(
+                started.elapsed() < Duration::from_secs(15),
+                "deliveries_2024_03 was never analyzed after {page} pages"
+            );
+            let entries = (0..600)
+                .map(|n| delivered(&format!("p{page}-m{n}"), march + n))
+                .collect();
+            db.commit_page("c", run, lock.token(), &ledger_page(entries, b"x"))
+                .unwrap();
+            page += 1;
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        assert!(
+            reltuples(&mut raw) >= 1_000.0,
+            "analyzed once over 1,000 rows had changed"
+        );
+    }
+
+    #[test]
     fn ledger_rows_land_in_month_partitions_and_an_old_month_can_be_detached() {
         let pg = Pg::fresh();
         let mut db = pg.store();

@@ -7,7 +7,9 @@ use std::collections::{HashMap, HashSet};
 
 use postgres::{Row, Transaction};
 
-use crate::{Fail, LOCK_CLASS, LOCK_PARTITIONS, PostgresStore, Session, corrupt, to_u64};
+use crate::{
+    Fail, LOCK_CLASS, LOCK_PARTITIONS, LOCK_STATISTICS, PostgresStore, Session, corrupt, to_u64,
+};
 use connector_state::{DeliveredPair, DeliveryLedger, LedgerEntry, RunId, StateError};
 
 /// The columns of a whole ledger entry and its run, from `deliveries d`
@@ -216,6 +218,38 @@ pub(crate) fn insert(
             &column(&entries, |e| &e.email_sha256),
         ],
     )?;
+    refresh_statistics(tx)
+}
+
+/// Analyzes the ledger partitions that have changed by more than their
+/// size (or by 1,000 rows) since they were last analyzed. The commits'
+/// lookups by item are index probes only when the planner knows a
+/// partition's size: a young month partition without statistics (until
+/// autovacuum gets to it, a minute or more) gets whole-partition scans
+/// instead, and each commit then costs the size of the month. One worker
+/// at a time does it; the others go on without waiting.
+fn refresh_statistics(tx: &mut Session<'_, Transaction<'_>>) -> Result<(), Fail> {
+    let stale = tx.query(
+        "SELECT quote_ident(s.relname) FROM pg_stat_user_tables s
+         JOIN pg_class c ON c.oid = s.relid
+         WHERE (s.relname LIKE 'ledger\\_items\\_%' OR s.relname LIKE 'deliveries\\_%')
+           AND s.n_mod_since_analyze > GREATEST(1000, c.reltuples)",
+        &[],
+    )?;
+    if stale.is_empty() {
+        return Ok(());
+    }
+    let ours: bool = tx
+        .query_one(
+            "SELECT pg_try_advisory_xact_lock($1, $2)",
+            &[&LOCK_CLASS, &LOCK_STATISTICS],
+        )?
+        .get(0);
+    if ours {
+        let tables: Vec<String> = stale.iter().map(|r| r.get(0)).collect();
+        tx.client
+            .batch_execute(&format!("ANALYZE {}", tables.join(", ")))?;
+    }
     Ok(())
 }
 

@@ -45,6 +45,8 @@ const LOCK_CLASS: i32 = 0x636f_6e6e;
 const LOCK_MIGRATIONS: i32 = 1;
 /// Advisory lock key of ledger partition creation.
 const LOCK_PARTITIONS: i32 = 2;
+/// Advisory lock key of refreshing the ledger partitions' statistics.
+const LOCK_STATISTICS: i32 = 3;
 
 /// What to check when the database cannot be opened.
 const OPEN_HINT: &str = "check the URL, that the server is up and reachable, the user's password (the secret) and rights on the database, and the CA certificate (sslrootcert) when the server uses TLS";
