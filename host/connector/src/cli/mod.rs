@@ -563,7 +563,13 @@ fn validate(state: &StateArgs, configs: &[PathBuf]) -> Result<ExitCode> {
 fn status(state: &StateArgs, configs: &[PathBuf], json: bool) -> Result<ExitCode> {
     let connectors = load_all(configs)?;
     let db = state.open_db_creating()?;
-    let report = status::collect(db.as_ref(), &connectors, None, state.lease_time())?;
+    let report = status::collect(
+        db.as_ref(),
+        &connectors,
+        None,
+        state.lease_time(),
+        &crate::pipeline::fingerprints(&connectors),
+    )?;
     if json {
         say!("{}", serde_json::to_string_pretty(&report)?);
     } else {

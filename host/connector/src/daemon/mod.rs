@@ -12,7 +12,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crate::config::ConnectorConfig;
-use crate::pipeline::{Host, RunControl, RunError, RunObserver, RunOptions};
+use crate::pipeline::{Host, RunControl, RunError, RunObserver, RunOptions, fingerprints};
 use crate::status::LiveBoard;
 use crate::status::server::{ServeError, StatusServer};
 use connector_model::time::now_ms;
@@ -92,11 +92,13 @@ impl Daemon {
         }
         prune(&host, options.log_retention);
         let live = Arc::new(LiveBoard::default());
+        let fingerprints = fingerprints(&configs);
         let server = match &options.listen {
             Some(addr) => Some(StatusServer::start(
                 addr,
                 host.state().clone(),
                 configs.clone(),
+                fingerprints.clone(),
                 live.clone(),
                 host.lease_time(),
             )?),
@@ -104,7 +106,7 @@ impl Daemon {
         };
         let heartbeat = {
             let (host, stop) = (host.clone(), stop.clone());
-            let record = host.worker().record(&configs.iter().collect::<Vec<_>>());
+            let record = host.worker().record(fingerprints);
             std::thread::Builder::new()
                 .name("heartbeat".into())
                 .spawn(move || send_heartbeats(&host, &record, &stop))
@@ -278,6 +280,7 @@ impl Worker {
                     continue;
                 }
             }
+            let before = last_start;
             last_start = Some(now_ms());
             let tracker = Arc::new(Tracker {
                 live: self.live.clone(),
@@ -304,13 +307,9 @@ impl Worker {
                 Ok(Err(RunError::Busy { owner, .. })) => {
                     let wait = self.host.lease_time() / 2;
                     tracing::debug!(connector = id, "held by {owner}; looking again in {wait:?}");
-                    last_start = self
-                        .host
-                        .db()
-                        .last_scheduled_run(id)
-                        .ok()
-                        .flatten()
-                        .map(|r| r.started_at_ms);
+                    // This attempt did not run: the schedule counts from
+                    // the run that did.
+                    last_start = before;
                     retry_at = Some(now_ms() + i64::try_from(wait.as_millis()).unwrap_or(i64::MAX));
                 }
                 // The run logged its error; the next due time retries it.

@@ -1,6 +1,7 @@
 //! Who this worker is, and the lease each of its runs holds: taken before
 //! a run starts, renewed while it goes on, released when it ends.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
@@ -42,8 +43,8 @@ impl WorkerIdentity {
         }
     }
 
-    /// Its heartbeat record, running `connectors`.
-    pub fn record(&self, connectors: &[&ConnectorConfig]) -> WorkerRecord {
+    /// Its heartbeat record, running the connectors of `fingerprints`.
+    pub fn record(&self, fingerprints: BTreeMap<String, Fingerprint>) -> WorkerRecord {
         WorkerRecord {
             id: self.id.clone(),
             host: self.host.clone(),
@@ -51,12 +52,18 @@ impl WorkerIdentity {
             version: env!("CARGO_PKG_VERSION").to_string(),
             started_at_ms: self.started_at_ms,
             heartbeat_at_ms: 0,
-            connectors: connectors
-                .iter()
-                .map(|c| (c.id.clone(), fingerprint(c)))
-                .collect(),
+            connectors: fingerprints,
         }
     }
+}
+
+/// The [`fingerprint`] of each connector, by id: read once by a daemon
+/// for its heartbeats and its status, once by `connector status`.
+pub fn fingerprints(configs: &[ConnectorConfig]) -> BTreeMap<String, Fingerprint> {
+    configs
+        .iter()
+        .map(|c| (c.id.clone(), fingerprint(c)))
+        .collect()
 }
 
 /// The SHA-256 of each file the connector's runs depend on: the connector

@@ -34,7 +34,7 @@ use connector_state::{
 use crate::config::{ConfigError, ConnectorConfig};
 use crate::map::{MapError, UserMap};
 
-pub use lease::{WorkerIdentity, fingerprint};
+pub use lease::{WorkerIdentity, fingerprint, fingerprints};
 pub use redeliver::{RedeliverySummary, connector_sink};
 pub use retry::RetryPolicy;
 pub use state_location::{HostSettings, StateLocation};

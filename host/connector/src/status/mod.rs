@@ -7,16 +7,16 @@
 mod render;
 pub mod server;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
 use crate::config::ConnectorConfig;
-use crate::pipeline::{RunObserver, fingerprint};
+use crate::pipeline::RunObserver;
 use connector_model::time::{iso, now_ms};
 use connector_runtime::PluginManifest;
 use connector_state::{
-    ConnectorTotals, LeaseRecord, RunCounts, RunId, RunKind, RunOutcome, RunRecord, StateError,
-    StateStore, WorkerRecord, fingerprint_conflict,
+    ConnectorTotals, Fingerprint, LeaseRecord, RunCounts, RunId, RunKind, RunOutcome, RunRecord,
+    StateError, StateStore, WorkerRecord, fingerprint_conflict,
 };
 
 pub use render::{render_html, render_metrics, render_text, render_workers};
@@ -273,12 +273,14 @@ fn process_alive(pid: u32) -> bool {
 /// live board. Without a board a run counts as running while the process
 /// that started it is alive.
 /// `lease_time` is the fleet's: a worker whose last heartbeat is older is
-/// shown as gone.
+/// shown as gone. `fingerprints` are the configs' files
+/// ([`crate::pipeline::fingerprints`]), compared with the fleet's.
 pub fn collect(
     db: &dyn StateStore,
     configs: &[ConnectorConfig],
     live: Option<&LiveBoard>,
     lease_time: std::time::Duration,
+    fingerprints: &BTreeMap<String, Fingerprint>,
 ) -> Result<StatusReport, StateError> {
     let clock = db.clock_ms()?;
     let leases = db.leases()?;
@@ -290,7 +292,7 @@ pub fn collect(
             let (differs, worker) = fingerprint_conflict(
                 &c.id,
                 &l.fingerprint,
-                &fingerprint(c),
+                fingerprints.get(&c.id)?,
                 "",
                 &worker_records,
                 clock,

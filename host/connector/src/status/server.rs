@@ -3,6 +3,7 @@
 //! its own connection to the state database, so a busy connector never
 //! blocks it.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -13,7 +14,7 @@ use tiny_http::{Header, Response, Server};
 use super::{LiveBoard, collect, render_html, render_metrics};
 use crate::config::ConnectorConfig;
 use crate::pipeline::StateLocation;
-use connector_state::StateStore;
+use connector_state::{Fingerprint, StateStore};
 
 /// Why the status server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -36,12 +37,14 @@ pub struct StatusServer {
 
 impl StatusServer {
     /// Starts serving on `addr` (port 0 picks a free port): the status of
-    /// `configs` from the state at `state` and the live board; workers are
-    /// alive while their heartbeat is within `lease_time`.
+    /// `configs` (whose files have `fingerprints`) from the state at
+    /// `state` and the live board; workers are alive while their heartbeat
+    /// is within `lease_time`.
     pub fn start(
         addr: &str,
         state: StateLocation,
         configs: Vec<ConnectorConfig>,
+        fingerprints: BTreeMap<String, Fingerprint>,
         live: Arc<LiveBoard>,
         lease_time: Duration,
     ) -> Result<StatusServer, ServeError> {
@@ -57,7 +60,7 @@ impl StatusServer {
         let serving = server.clone();
         let thread = std::thread::Builder::new()
             .name("status-http".into())
-            .spawn(move || serve(&serving, &state, &configs, &live, lease_time))
+            .spawn(move || serve(&serving, &state, &configs, &fingerprints, &live, lease_time))
             .map_err(|e| ServeError {
                 addr: addr.to_string(),
                 message: e.to_string(),
@@ -92,6 +95,7 @@ fn serve(
     server: &Server,
     state: &StateLocation,
     configs: &[ConnectorConfig],
+    fingerprints: &BTreeMap<String, Fingerprint>,
     live: &LiveBoard,
     lease_time: Duration,
 ) {
@@ -119,7 +123,7 @@ fn serve(
             );
             continue;
         };
-        let report = match collect(conn.as_ref(), configs, Some(live), lease_time) {
+        let report = match collect(conn.as_ref(), configs, Some(live), lease_time, fingerprints) {
             Ok(r) => r,
             Err(e) => {
                 tracing::error!("status server: {e}");
