@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use postgres::{Client, Row, Statement, Transaction};
 
-use crate::{Fail, PostgresStore, Session, corrupt, to_i64, to_u64};
+use crate::{Fail, PostgresStore, Session, to_i64, to_u64};
+use connector_state::encoding;
 use connector_state::fleet::fingerprint_conflict;
 use connector_state::{
     Fingerprint, Fleet, LeaseKeeper, LeaseLiveness, LeaseRecord, LeaseRequest, LockOutcome,
@@ -30,11 +31,7 @@ const RENEW: &str = "UPDATE leases SET expires_at_ms = state_now_ms() + $3
 
 impl Fleet for PostgresStore {
     fn heartbeat(&mut self, worker: &WorkerRecord) -> Result<(), StateError> {
-        let connectors =
-            serde_json::to_string(&worker.connectors).map_err(|e| StateError::Corrupt {
-                what: "worker's connector list",
-                message: e.to_string(),
-            })?;
+        let connectors = encoding::worker_connectors_json(&worker.connectors)?;
         self.with(|c| {
             c.session().execute(
                 "INSERT INTO workers (id, host, pid, version, started_at_ms, heartbeat_at_ms,
@@ -118,7 +115,7 @@ impl Fleet for PostgresStore {
 }
 
 fn fingerprint(text: &str) -> Result<Fingerprint, Fail> {
-    serde_json::from_str(text).map_err(|e| corrupt("lease fingerprint", e))
+    Ok(encoding::parse_fingerprint(text)?)
 }
 
 fn read_workers(s: &mut Session<'_, Client>) -> Result<Vec<WorkerRecord>, Fail> {
@@ -138,8 +135,7 @@ fn worker_record(r: &Row) -> Result<WorkerRecord, Fail> {
         version: r.get(3),
         started_at_ms: r.get(4),
         heartbeat_at_ms: r.get(5),
-        connectors: serde_json::from_str(r.get::<_, &str>(6))
-            .map_err(|e| corrupt("worker's connector list", e))?,
+        connectors: encoding::parse_worker_connectors(r.get::<_, &str>(6))?,
     })
 }
 
@@ -179,10 +175,7 @@ pub(crate) fn lock_runs(
     connector: &str,
     request: &LeaseRequest,
 ) -> Result<LockOutcome, StateError> {
-    let ours = serde_json::to_string(&request.fingerprint).map_err(|e| StateError::Corrupt {
-        what: "lease fingerprint",
-        message: e.to_string(),
-    })?;
+    let ours = encoding::fingerprint_json(&request.fingerprint)?;
     let ttl_ms = ms(request.ttl);
     // Measured from before the asking, so the worker never thinks its lease
     // lasts longer than the server does.

@@ -4,36 +4,17 @@
 //! fencing token, so the rules (and `connector workers`) are those of a
 //! PostgreSQL fleet.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
+use connector_model::time::now_ms;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::{SqliteStore, to_i64, to_u64};
+use connector_state::encoding;
 use connector_state::{
-    Fingerprint, Fleet, LeaseRecord, LeaseRequest, StateError, WorkerRecord, fingerprint_conflict,
+    Fleet, LeaseRecord, LeaseRequest, StateError, WorkerRecord, fingerprint_conflict,
 };
 
 /// The counter of commits refused for a stale fencing token.
 const FENCED_COMMITS: &str = "fenced_commits";
-
-/// Milliseconds since the epoch, on this machine's clock.
-pub(crate) fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
-}
-
-fn json<T: serde::Serialize>(value: &T) -> String {
-    serde_json::to_string(value).unwrap_or_default()
-}
-
-fn parsed<T: serde::de::DeserializeOwned>(what: &'static str, text: &str) -> Result<T, StateError> {
-    serde_json::from_str(text).map_err(|e| StateError::Corrupt {
-        what,
-        message: e.to_string(),
-    })
-}
 
 fn lease_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(String, String, i64, i64, String)> {
     Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
@@ -47,7 +28,7 @@ fn lease_record(
         owner,
         token: to_u64(token),
         expires_at_ms,
-        fingerprint: parsed("lease fingerprint", &fingerprint)?,
+        fingerprint: encoding::parse_fingerprint(&fingerprint)?,
     })
 }
 
@@ -144,7 +125,7 @@ impl SqliteStore {
                 lease.owner,
                 to_i64(token),
                 lease.expires_at_ms,
-                json(&lease.fingerprint)
+                encoding::fingerprint_json(&lease.fingerprint)?
             ],
         )?;
         tx.commit()?;
@@ -167,7 +148,7 @@ impl Fleet for SqliteStore {
                 worker.version,
                 worker.started_at_ms,
                 now_ms(),
-                json(&worker.connectors)
+                encoding::worker_connectors_json(&worker.connectors)?
             ],
         )?;
         Ok(())
@@ -200,8 +181,7 @@ impl Fleet for SqliteStore {
         })?;
         rows.map(|row| {
             let (mut worker, connectors) = row?;
-            worker.connectors =
-                parsed::<std::collections::BTreeMap<String, Fingerprint>>("worker", &connectors)?;
+            worker.connectors = encoding::parse_worker_connectors(&connectors)?;
             Ok(worker)
         })
         .collect()

@@ -2,10 +2,13 @@
 //! they share when writing: one place for both backends, so that they read
 //! and write the same forms and fail with the same errors.
 
+use std::collections::BTreeMap;
+
 use connector_model::limits::{self, KvLimit};
 use connector_model::{Conversation, Person};
 
 use crate::error::StateError;
+use crate::fleet::Fingerprint;
 use crate::records::{QuarantineEntry, RunCounts};
 
 /// `value` as JSON; a value that cannot be written is reported as
@@ -43,6 +46,29 @@ pub fn parse_stored<T>(
         what,
         message: format!("`{text}`"),
     })
+}
+
+/// A fingerprint of a connector's files (a lease's, or a worker's for one
+/// connector) as stored.
+pub fn fingerprint_json(fingerprint: &Fingerprint) -> Result<String, StateError> {
+    to_json("lease fingerprint", fingerprint)
+}
+
+/// A stored fingerprint, read back.
+pub fn parse_fingerprint(text: &str) -> Result<Fingerprint, StateError> {
+    from_json("lease fingerprint", text)
+}
+
+/// A worker's connectors with their fingerprints, as stored.
+pub fn worker_connectors_json(
+    connectors: &BTreeMap<String, Fingerprint>,
+) -> Result<String, StateError> {
+    to_json("worker's connector list", connectors)
+}
+
+/// A worker's stored connectors, read back.
+pub fn parse_worker_connectors(text: &str) -> Result<BTreeMap<String, Fingerprint>, StateError> {
+    from_json("worker's connector list", text)
 }
 
 /// A list of mailboxes or participants, as stored (a JSON array).
