@@ -89,6 +89,11 @@ impl WorkerFleet {
     }
 
     fn start_worker(&mut self) {
+        self.start_worker_with(&[]);
+    }
+
+    /// Starts a worker with `env` added to its environment.
+    fn start_worker_with(&mut self, env: &[(&str, &str)]) {
         self.started += 1;
         let local = self.root.join(format!("worker-{}", self.started));
         let configs: Vec<&Path> = self.configs.iter().map(PathBuf::as_path).collect();
@@ -96,7 +101,7 @@ impl WorkerFleet {
             Path::new(BIN),
             &self.global_flags(&local),
             &configs,
-            &[("CONNECTOR_STATE_PASSWORD", self.pg.password())],
+            &[&[("CONNECTOR_STATE_PASSWORD", self.pg.password())], env].concat(),
             &self.root.join(format!("worker-{}.log", self.started)),
         );
         self.workers.push(worker);
@@ -288,6 +293,59 @@ fn three_workers_share_six_connectors_through_kills_a_hang_and_a_database_restar
             .all(|w| !stopped.iter().any(|pid| w.id.contains(pid))),
         "workers that stop cleanly leave the list, killed ones stay (gone): {left:?}"
     );
+}
+
+#[test]
+fn a_worker_frozen_before_its_commit_is_refused_by_the_store_after_its_successor_delivered_everything_once()
+ {
+    let dir = tempfile::tempdir().unwrap();
+    let setup = chat_setup(&dir.path().join("chat"), "chat", 60, 20, "1s");
+    let id = connector_id(&setup);
+    let pairs = setup.truth.pairs() as u64;
+    let mut fleet = WorkerFleet::new(dir.path(), vec![setup.config.clone()]);
+    // Its first page is in the mailboxes and about to be committed when
+    // the worker freezes, holding its lease until the lease runs out.
+    fleet.start_worker_with(&[("CONNECTOR_FREEZE_AT", "commit:1")]);
+    let frozen = fleet.workers[0].pid();
+    wait_for(
+        Duration::from_secs(60),
+        "the first worker to freeze",
+        || process_state(frozen).filter(|s| *s == 'T'),
+    );
+    fleet.start_worker();
+    let store = fleet.store();
+    wait_for(
+        Duration::from_secs(60),
+        &format!("the second worker to deliver all {pairs} pairs"),
+        || (store.delivered_count(&id).ok()? == pairs).then_some(()),
+    );
+    assert_eq!(store.fenced_commits().unwrap(), 0);
+
+    fleet.workers[0].resume();
+    wait_for(
+        Duration::from_secs(30),
+        "the woken worker's commit to be refused",
+        || (store.fenced_commits().ok()? == 1).then_some(()),
+    );
+    for worker in std::mem::take(&mut fleet.workers) {
+        worker.terminate();
+    }
+    assert_eq!(store.delivered_count(&id).unwrap(), pairs);
+    assert_eq!(
+        assert_mailboxes_match(&setup.mail, &setup.truth),
+        setup.truth.pairs(),
+        "the frozen worker's first page was delivered once, by it, and recorded by its successor"
+    );
+    let status = fleet.command(&["status", "--json", setup.config.to_str().unwrap()]);
+    assert!(status.status.success(), "{status:?}");
+    let report: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(report["fenced_commits"], 1, "{report}");
+}
+
+/// The state letter of process `pid` in `/proc/PID/stat` (`T` when stopped).
+fn process_state(pid: u32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(')')?.1.trim_start().chars().next()
 }
 
 fn connector_id(setup: &ChatSetup) -> String {

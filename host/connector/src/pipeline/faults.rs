@@ -1,7 +1,10 @@
-//! Crash injection for the crash-safety tests: when the environment
-//! variable `CONNECTOR_KILL_AT` is `POINT:N`, the process sends itself
-//! SIGKILL (no unwinding, no destructors, no flushing: exactly `kill -9`)
-//! the `N`th time (1-based) it reaches `POINT`:
+//! Fault injection for the crash-safety and fleet tests. When the
+//! environment variable `CONNECTOR_KILL_AT` is `POINT:N`, the process sends
+//! itself SIGKILL (no unwinding, no destructors, no flushing: exactly
+//! `kill -9`) the `N`th time (1-based) it reaches `POINT`; with
+//! `CONNECTOR_FREEZE_AT` it sends itself SIGSTOP there instead, as a VM
+//! freeze or a debugger would, and goes on where it stopped when someone
+//! sends SIGCONT. The points:
 //!
 //! * `fetch` — a page came back from the plugin, nothing of it is done;
 //! * `convert` — a message was converted (mid-page);
@@ -9,13 +12,16 @@
 //! * `commit` — the page is about to be committed;
 //! * `committed` — the page and its checkpoint were just committed.
 //!
-//! Unset (the normal case) it costs one relaxed atomic load per point.
+//! Unset (the normal case) it costs one atomic load per point.
 
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// The variable that arms the crash point.
 pub const KILL_AT_VAR: &str = "CONNECTOR_KILL_AT";
+
+/// The variable that arms the freeze point.
+pub const FREEZE_AT_VAR: &str = "CONNECTOR_FREEZE_AT";
 
 /// Where in a run the process can be killed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,29 +46,44 @@ impl Point {
     }
 }
 
-static ARMED: OnceLock<Option<(Point, u64)>> = OnceLock::new();
-static REACHED: AtomicU64 = AtomicU64::new(0);
+/// A point armed by one variable, and how often it was reached.
+struct Armed {
+    point: Point,
+    at: u64,
+    signal: libc::c_int,
+    reached: AtomicU64,
+}
 
-fn armed() -> Option<(Point, u64)> {
-    *ARMED.get_or_init(|| {
-        let value = std::env::var(KILL_AT_VAR).ok()?;
-        let (point, n) = value.split_once(':')?;
-        let parsed = (Point::parse(point)?, n.parse().ok()?);
-        tracing::warn!("{KILL_AT_VAR}={value}: this process will kill itself there (crash test)");
-        Some(parsed)
+static ARMED: OnceLock<Vec<Armed>> = OnceLock::new();
+
+fn armed() -> &'static [Armed] {
+    ARMED.get_or_init(|| {
+        [(KILL_AT_VAR, libc::SIGKILL), (FREEZE_AT_VAR, libc::SIGSTOP)]
+            .into_iter()
+            .filter_map(|(var, signal)| {
+                let value = std::env::var(var).ok()?;
+                let (point, n) = value.split_once(':')?;
+                let armed = Armed {
+                    point: Point::parse(point)?,
+                    at: n.parse().ok()?,
+                    signal,
+                    reached: AtomicU64::new(0),
+                };
+                tracing::warn!("{var}={value}: this process will signal itself there (fault test)");
+                Some(armed)
+            })
+            .collect()
     })
 }
 
-/// Marks that the run reached `point`; kills the process when armed for it.
+/// Marks that the run reached `point`; signals the process when armed for it.
 pub(crate) fn reached(point: Point) {
-    let Some((at, n)) = armed() else { return };
-    if at != point {
-        return;
-    }
-    if REACHED.fetch_add(1, Ordering::SeqCst) + 1 == n {
-        // SAFETY: getpid and kill have no memory-safety preconditions.
-        unsafe {
-            libc::kill(libc::getpid(), libc::SIGKILL);
+    for armed in armed().iter().filter(|a| a.point == point) {
+        if armed.reached.fetch_add(1, Ordering::SeqCst) + 1 == armed.at {
+            // SAFETY: getpid and kill have no memory-safety preconditions.
+            unsafe {
+                libc::kill(libc::getpid(), armed.signal);
+            }
         }
     }
 }
