@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use postgres::{Client, Row, Statement, Transaction};
+use postgres::{Client, GenericClient, Row, Statement, Transaction};
 
 use crate::{Fail, PostgresStore, Session, to_i64, to_u64};
 use connector_state::encoding;
@@ -118,7 +118,7 @@ fn fingerprint(text: &str) -> Result<Fingerprint, Fail> {
     Ok(encoding::parse_fingerprint(text)?)
 }
 
-fn read_workers(s: &mut Session<'_, Client>) -> Result<Vec<WorkerRecord>, Fail> {
+fn read_workers(s: &mut Session<'_, impl GenericClient>) -> Result<Vec<WorkerRecord>, Fail> {
     let rows = s.query(
         "SELECT id, host, pid, version, started_at_ms, heartbeat_at_ms, connectors::text
          FROM workers ORDER BY id",
@@ -180,50 +180,10 @@ pub(crate) fn lock_runs(
     // Measured from before the asking, so the worker never thinks its lease
     // lasts longer than the server does.
     let liveness = LeaseLiveness::new(request.ttl);
+    // One transaction, the lease row locked from the fingerprint check to
+    // the take: two workers with different files cannot both pass the check.
     let outcome = store.with(|c| {
-        let mut s = c.session();
-        let row = s.query_one(
-            "SELECT state_now_ms(),
-                (SELECT fingerprint::text FROM leases WHERE connector = $1)",
-            &[&connector],
-        )?;
-        let now: i64 = row.get(0);
-        if let Some(fleet) = row.get::<_, Option<&str>>(1) {
-            let fleet = fingerprint(fleet)?;
-            if fleet != request.fingerprint && !fleet.is_empty() {
-                let workers = read_workers(&mut s)?;
-                if let Some((differs, worker)) = fingerprint_conflict(
-                    connector,
-                    &fleet,
-                    &request.fingerprint,
-                    &request.owner,
-                    &workers,
-                    now,
-                    request.ttl,
-                ) {
-                    return Ok(Err(LockOutcome::Mismatch { differs, worker }));
-                }
-            }
-        }
-        match s.query_opt(TAKE, &[&connector, &request.owner, &ttl_ms, &ours])? {
-            Some(row) => Ok(Ok(LeaseRecord {
-                connector: connector.to_string(),
-                owner: request.owner.clone(),
-                token: to_u64(row.get(0)),
-                expires_at_ms: row.get(1),
-                fingerprint: request.fingerprint.clone(),
-            })),
-            None => {
-                let owner = s
-                    .query_opt(
-                        "SELECT owner FROM leases WHERE connector = $1",
-                        &[&connector],
-                    )?
-                    .map(|r| r.get(0))
-                    .unwrap_or_default();
-                Ok(Err(LockOutcome::Held { owner }))
-            }
-        }
+        c.transaction(|s| lock_runs_in(s, connector, request, ttl_ms, &ours))
     })?;
     let lease = match outcome {
         Ok(lease) => lease,
@@ -231,6 +191,57 @@ pub(crate) fn lock_runs(
     };
     let keeper = keeper(store, &lease, request.ttl, liveness.clone());
     Ok(LockOutcome::Taken(RunLock::new(lease, liveness, keeper)))
+}
+
+/// The check and the take of [`lock_runs`], inside its transaction.
+fn lock_runs_in(
+    s: &mut Session<'_, impl GenericClient>,
+    connector: &str,
+    request: &LeaseRequest,
+    ttl_ms: i64,
+    ours: &str,
+) -> Result<Result<LeaseRecord, LockOutcome>, Fail> {
+    let now: i64 = s.query_one("SELECT state_now_ms()", &[])?.get(0);
+    let fleet = s.query_opt(
+        "SELECT fingerprint::text FROM leases WHERE connector = $1 FOR UPDATE",
+        &[&connector],
+    )?;
+    if let Some(row) = fleet {
+        let fleet = fingerprint(row.get(0))?;
+        if fleet != request.fingerprint && !fleet.is_empty() {
+            let workers = read_workers(s)?;
+            if let Some((differs, worker)) = fingerprint_conflict(
+                connector,
+                &fleet,
+                &request.fingerprint,
+                &request.owner,
+                &workers,
+                now,
+                request.ttl,
+            ) {
+                return Ok(Err(LockOutcome::Mismatch { differs, worker }));
+            }
+        }
+    }
+    match s.query_opt(TAKE, &[&connector, &request.owner, &ttl_ms, &ours])? {
+        Some(row) => Ok(Ok(LeaseRecord {
+            connector: connector.to_string(),
+            owner: request.owner.clone(),
+            token: to_u64(row.get(0)),
+            expires_at_ms: row.get(1),
+            fingerprint: request.fingerprint.clone(),
+        })),
+        None => {
+            let owner = s
+                .query_opt(
+                    "SELECT owner FROM leases WHERE connector = $1",
+                    &[&connector],
+                )?
+                .map(|r| r.get(0))
+                .unwrap_or_default();
+            Ok(Err(LockOutcome::Held { owner }))
+        }
+    }
 }
 
 fn ms(d: Duration) -> i64 {
