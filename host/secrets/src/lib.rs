@@ -63,6 +63,10 @@ pub enum SecretError {
     },
 }
 
+/// The variable systemd sets to the folder of a service's credentials
+/// (`LoadCredential=`, `%d` in a unit).
+const CREDENTIALS_DIRECTORY: &str = "CREDENTIALS_DIRECTORY";
+
 /// Refuses a file other users can read (or write).
 fn refuse_exposed(
     path: &std::path::Path,
@@ -75,13 +79,32 @@ fn refuse_exposed(
             .map_err(read_err)?
             .permissions()
             .mode();
-        if mode & 0o077 != 0 {
+        let credentials = std::env::var_os(CREDENTIALS_DIRECTORY).map(PathBuf::from);
+        if mode & forbidden_bits(path, credentials.as_deref()) != 0 {
             return Err(SecretError::Exposed {
                 path: path.to_path_buf(),
             });
         }
     }
     Ok(())
+}
+
+/// The permission bits a secret file may not have: none for group or
+/// others, but for a file in the service's systemd credentials folder
+/// (closed to others), where the group bits are the mask of the ACL through
+/// which systemd opens the root-owned copy to the service's user alone.
+#[cfg(unix)]
+fn forbidden_bits(path: &std::path::Path, credentials: Option<&std::path::Path>) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    let private_credential = credentials.is_some_and(|dir| {
+        let closed = std::fs::metadata(dir).is_ok_and(|m| m.permissions().mode() & 0o007 == 0);
+        let inside = match (path.canonicalize(), dir.canonicalize()) {
+            (Ok(file), Ok(dir)) => file.parent() == Some(dir.as_path()),
+            _ => false,
+        };
+        closed && inside
+    });
+    if private_credential { 0o007 } else { 0o077 }
 }
 
 /// The one secret value a file holds (a password file), without its
@@ -246,6 +269,34 @@ mod tests {
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
         let store = SecretStore::load(&source, &names).unwrap();
         assert_eq!(store.get("token").unwrap().expose(), "x");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_systemd_credential_opened_through_its_group_bits_is_accepted_only_in_a_closed_credentials_folder()
+     {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &std::path::Path, m| {
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap()
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let credentials = dir.path().join("credentials");
+        std::fs::create_dir(&credentials).unwrap();
+        let file = credentials.join("state-password");
+        std::fs::write(&file, "pw\n").unwrap();
+        mode(&file, 0o440);
+        mode(&credentials, 0o550);
+        assert_eq!(forbidden_bits(&file, Some(&credentials)), 0o007);
+        assert_eq!(forbidden_bits(&file, None), 0o077, "elsewhere: owner only");
+        let outside = dir.path().join("password");
+        std::fs::write(&outside, "pw\n").unwrap();
+        assert_eq!(forbidden_bits(&outside, Some(&credentials)), 0o077);
+        mode(&credentials, 0o555);
+        assert_eq!(
+            forbidden_bits(&file, Some(&credentials)),
+            0o077,
+            "a credentials folder others can open is no longer private"
+        );
     }
 
     #[test]

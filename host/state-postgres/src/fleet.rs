@@ -182,9 +182,8 @@ pub(crate) fn lock_runs(
     let liveness = LeaseLiveness::new(request.ttl);
     // One transaction, the lease row locked from the fingerprint check to
     // the take: two workers with different files cannot both pass the check.
-    let outcome = store.with(|c| {
-        c.transaction(|s| lock_runs_in(s, connector, request, ttl_ms, &ours))
-    })?;
+    let outcome =
+        store.with(|c| c.transaction(|s| lock_runs_in(s, connector, request, ttl_ms, &ours)))?;
     let lease = match outcome {
         Ok(lease) => lease,
         Err(refused) => return Ok(refused),
