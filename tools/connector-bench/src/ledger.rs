@@ -92,16 +92,26 @@ fn sqlite(dir: &Path, deliveries: usize) -> Result<()> {
 }
 
 /// The size of the ledger's tables in a throw-away PostgreSQL (every month
-/// partition, with its indexes and TOAST), after a VACUUM.
+/// partition, with its indexes and TOAST), after a VACUUM; and the
+/// write-ahead log the commits wrote, which replicas and backups carry.
 fn postgres(deliveries: usize) -> Result<()> {
     let server = Postgres::start(PostgresOptions::default())?;
     server.create_database("bench")?;
     let config = PostgresConfig::parse(&server.url("bench"))?.with_password(server.password());
     let mut store = PostgresStore::connect(&config)?;
-    let spent = fill(&mut store, deliveries)?;
-    drop(store);
     let mut client = postgres::Client::connect(&server.url_with_password("bench"), postgres::NoTls)
         .context("connecting to measure the ledger")?;
+    let wal_start: String = client
+        .query_one("SELECT pg_current_wal_lsn()::text", &[])?
+        .get(0);
+    let spent = fill(&mut store, deliveries)?;
+    drop(store);
+    let wal: i64 = client
+        .query_one(
+            "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), $1::text::pg_lsn)::bigint",
+            &[&wal_start],
+        )?
+        .get(0);
     client.batch_execute("VACUUM ANALYZE")?;
     let bytes: i64 = client
         .query_one(
@@ -113,6 +123,10 @@ fn postgres(deliveries: usize) -> Result<()> {
         )?
         .get(0);
     report("PostgreSQL", deliveries, bytes as u64, spent);
+    println!(
+        "ledger PostgreSQL  write-ahead log written: {:>6.1} bytes/delivery",
+        wal as f64 / deliveries as f64
+    );
     Ok(())
 }
 
