@@ -3,6 +3,7 @@
 
 use std::ffi::OsString;
 use std::io::{BufRead, BufReader};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -29,7 +30,11 @@ impl DaemonProcess {
         env: &[(&str, &str)],
         log: &Path,
     ) -> DaemonProcess {
+        // A process group of its own: when a stopped daemon's group is left
+        // orphaned, the kernel sends SIGHUP (a clean stop) to every member;
+        // alone in it, a paused worker never stops the test's other daemons.
         let mut child = Command::new(bin)
+            .process_group(0)
             .args(global)
             .args(["daemon", "--listen", "127.0.0.1:0"])
             .args(configs)

@@ -5,6 +5,7 @@
 //! only delays the work. In the end every mailbox holds exactly what the
 //! sources sent, once.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -23,8 +24,8 @@ const BIN: &str = env!("CARGO_BIN_EXE_connector-cli");
 const SYMPHONY_FOLDER: &str = ".INBOX.Symphony";
 
 /// A Symphony connector over the simulator at `base`, in `dir`, run every
-/// second.
-fn symphony(dir: &Path, base: &str) -> PathBuf {
+/// second, with `settings` added to its plugin's settings.
+fn symphony(dir: &Path, base: &str, settings: &str) -> PathBuf {
     let config = symphony_connector_file(
         dir,
         &SymphonyConnector {
@@ -40,10 +41,35 @@ fn symphony(dir: &Path, base: &str) -> PathBuf {
     let text = std::fs::read_to_string(&config).unwrap();
     std::fs::write(
         &config,
-        text.replacen("retries = 12\n", "retries = 12\nschedule = \"1s\"\n", 1),
+        text.replacen("retries = 12\n", "retries = 12\nschedule = \"1s\"\n", 1)
+            .replacen(
+                "page_size = 20\n",
+                &format!("page_size = 20\n{settings}"),
+                1,
+            ),
     )
     .unwrap();
     config
+}
+
+/// The Message-IDs in each mailbox of the Symphony connector in `dir` after
+/// one connector run alone over its own state (run again until a run adds
+/// nothing, so a datahose is drained).
+fn symphony_reference(dir: &Path, base: &str, settings: &str) -> BTreeMap<String, Vec<String>> {
+    let config = symphony(dir, base, settings);
+    let mut delivered = BTreeMap::new();
+    loop {
+        connector_ok(
+            Path::new(BIN),
+            &dir.join("state"),
+            &["run", "--once", config.to_str().unwrap()],
+        );
+        let now = mailbox_contents(&dir.join("mail"), SYMPHONY_FOLDER);
+        if now == delivered {
+            return now;
+        }
+        delivered = now;
+    }
 }
 
 /// A short lease, so takeovers happen within the test's time.
@@ -127,15 +153,100 @@ impl WorkerFleet {
     }
 }
 
-#[test]
-fn three_workers_share_six_connectors_through_kills_a_hang_and_a_database_restart_delivering_everything_once()
- {
-    let dir = tempfile::tempdir().unwrap();
+/// Kills, one hang past the lease and at most one database restart, at
+/// seeded random moments of a fleet's life.
+struct Chaos {
+    hang_at: u64,
+    restart_at: Option<u64>,
+    hung: Option<(usize, Instant)>,
+}
+
+impl Chaos {
+    fn new(rng: &mut Rng, restart: bool) -> Chaos {
+        Chaos {
+            hang_at: rng.range(2, 5),
+            restart_at: restart.then(|| rng.range(8, 12)),
+            hung: None,
+        }
+    }
+
+    /// What happens to the fleet at `step` (about a second apart): the
+    /// hang, its end once the lease has run out, the restart, and every
+    /// fourth step a SIGKILL of a random live worker and a new worker.
+    fn step(&mut self, fleet: &mut WorkerFleet, rng: &mut Rng, step: u64) {
+        if step == self.hang_at {
+            let victim = rng.range(0, 2) as usize;
+            fleet.workers[victim].pause();
+            self.hung = Some((victim, Instant::now()));
+        }
+        if let Some((victim, since)) = self.hung
+            && since.elapsed() > Duration::from_secs(LEASE_SECS + 2)
+        {
+            fleet.workers[victim].resume();
+            self.hung = None;
+        }
+        if Some(step) == self.restart_at {
+            fleet.pg.restart().unwrap();
+        }
+        if step % 4 == 3 {
+            let live: Vec<usize> = (0..fleet.workers.len())
+                .filter(|i| self.hung.map(|(h, _)| h) != Some(*i))
+                .collect();
+            let victim = live[rng.range(0, live.len() as u64 - 1) as usize];
+            fleet.workers.remove(victim).kill();
+            if let Some((h, since)) = self.hung
+                && h > victim
+            {
+                self.hung = Some((h - 1, since));
+            }
+            fleet.start_worker();
+        }
+    }
+
+    /// Resumes the hung worker, if any.
+    fn end(self, fleet: &mut WorkerFleet) {
+        if let Some((victim, _)) = self.hung {
+            fleet.workers[victim].resume();
+        }
+    }
+}
+
+/// A seed of the time, printed so a failure can be replayed.
+fn seed(what: &str) -> u64 {
     let seed = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_nanos() as u64;
-    eprintln!("fleet chaos seed: {seed}");
+    eprintln!("{what} seed: {seed}");
+    seed
+}
+
+/// Asserts that `connector` was run by more than one worker, and that its
+/// reconciliation agrees.
+fn assert_shared_and_reconciled(fleet: &WorkerFleet, store: &PostgresStore, connector: &str) {
+    let pids: BTreeSet<u32> = store
+        .runs(connector, 100_000)
+        .unwrap()
+        .iter()
+        .filter_map(|r| r.pid)
+        .collect();
+    assert!(
+        pids.len() >= 2,
+        "{connector} was run by more than one worker: {pids:?}"
+    );
+    let reconcile = fleet.command(&["reconcile", "--connector", connector, "--last"]);
+    assert!(
+        reconcile.status.success(),
+        "reconciliation of {connector} agrees: {}",
+        String::from_utf8_lossy(&reconcile.stderr)
+    );
+}
+
+#[test]
+fn three_workers_share_six_connectors_through_kills_a_hang_and_a_database_restart_delivering_everything_once()
+ {
+    let dir = tempfile::tempdir().unwrap();
+    let seed = seed("fleet chaos");
     let mut rng = Rng::new(seed);
     // The Symphony connector's truth: what one run over its own state
     // delivers from the same simulated pod.
@@ -148,17 +259,11 @@ fn three_workers_share_six_connectors_through_kills_a_hang_and_a_database_restar
             .build(),
     )
     .expect("the Symphony simulator starts");
-    let reference = dir.path().join("symphony-reference");
-    let reference_config = symphony(&reference, &pod.base_url());
-    connector_ok(
-        Path::new(BIN),
-        &reference.join("state"),
-        &["run", "--once", reference_config.to_str().unwrap()],
-    );
-    let symphony_truth = mailbox_contents(&reference.join("mail"), SYMPHONY_FOLDER);
+    let symphony_truth =
+        symphony_reference(&dir.path().join("symphony-reference"), &pod.base_url(), "");
     let symphony_pairs: usize = symphony_truth.values().map(Vec::len).sum();
     let symphony_dir = dir.path().join("symphony");
-    let symphony_config = symphony(&symphony_dir, &pod.base_url());
+    let symphony_config = symphony(&symphony_dir, &pod.base_url(), "");
 
     let mut setups: Vec<(ChatSetup, usize)> = (0..5)
         .map(|i| {
@@ -178,45 +283,15 @@ fn three_workers_share_six_connectors_through_kills_a_hang_and_a_database_restar
 
     // Twenty seconds of new messages, kills, one hang past the lease and
     // one database restart, at seeded random moments.
-    let hang_at = rng.range(2, 5);
-    let restart_at = rng.range(8, 12);
-    let mut hung: Option<(usize, Instant)> = None;
+    let mut chaos = Chaos::new(&mut rng, true);
     for step in 0..20u64 {
         std::thread::sleep(Duration::from_millis(rng.range(600, 1400)));
         let (setup, next) = &mut setups[rng.range(0, 4) as usize];
         append_messages(setup, *next, 15);
         *next += 15;
-        if step == hang_at {
-            let victim = rng.range(0, 2) as usize;
-            fleet.workers[victim].pause();
-            hung = Some((victim, Instant::now()));
-        }
-        if let Some((victim, since)) = hung
-            && since.elapsed() > Duration::from_secs(LEASE_SECS + 2)
-        {
-            fleet.workers[victim].resume();
-            hung = None;
-        }
-        if step == restart_at {
-            fleet.pg.restart().unwrap();
-        }
-        if step % 4 == 3 {
-            let live: Vec<usize> = (0..fleet.workers.len())
-                .filter(|i| hung.map(|(h, _)| h) != Some(*i))
-                .collect();
-            let victim = live[rng.range(0, live.len() as u64 - 1) as usize];
-            fleet.workers.remove(victim).kill();
-            if let Some((h, since)) = hung
-                && h > victim
-            {
-                hung = Some((h - 1, since));
-            }
-            fleet.start_worker();
-        }
+        chaos.step(&mut fleet, &mut rng, step);
     }
-    if let Some((victim, _)) = hung {
-        fleet.workers[victim].resume();
-    }
+    chaos.end(&mut fleet);
 
     let store = fleet.store();
     wait_for(
@@ -263,22 +338,7 @@ fn three_workers_share_six_connectors_through_kills_a_hang_and_a_database_restar
         .map(|(s, _)| connector_id(s))
         .chain(["symphony".to_string()]);
     for id in ids {
-        let pids: std::collections::BTreeSet<u32> = store
-            .runs(&id, 100_000)
-            .unwrap()
-            .iter()
-            .filter_map(|r| r.pid)
-            .collect();
-        assert!(
-            pids.len() >= 2,
-            "{id} was run by more than one worker: {pids:?}"
-        );
-        let reconcile = fleet.command(&["reconcile", "--connector", &id, "--last"]);
-        assert!(
-            reconcile.status.success(),
-            "reconciliation of {id} agrees: {}",
-            String::from_utf8_lossy(&reconcile.stderr)
-        );
+        assert_shared_and_reconciled(&fleet, &store, &id);
     }
     assert_eq!(
         mailbox_contents(&symphony_dir.join("mail"), SYMPHONY_FOLDER),
@@ -292,6 +352,81 @@ fn three_workers_share_six_connectors_through_kills_a_hang_and_a_database_restar
         left.iter()
             .all(|w| !stopped.iter().any(|pid| w.id.contains(pid))),
         "workers that stop cleanly leave the list, killed ones stay (gone): {left:?}"
+    );
+}
+
+#[test]
+fn three_workers_reading_one_datahose_tag_through_kills_and_a_hang_archive_every_message_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = Rng::new(seed("datahose fleet"));
+    // The account is in half the streams: the others reach the archive
+    // only through the datahose, which gives an unacknowledged batch again
+    // after 1.5 s, to whichever reader of the tag asks next.
+    let pod = symphony_sim::start_blocking(
+        symphony_sim::SimConfig::builder()
+            .seed(rng.next_u64())
+            .messages(400)
+            .large_attachment_bytes(0)
+            .max_small_attachment_bytes(8 * 1024)
+            .membership(symphony_sim::Membership::Half)
+            .datahose(symphony_sim::DatahoseConfig {
+                history: true,
+                wait: Duration::from_millis(300),
+                redeliver_after: Duration::from_millis(1500),
+                batch: 40,
+            })
+            .build(),
+    )
+    .expect("the Symphony simulator starts");
+    let settings = |tag: &str| format!("events_messages = true\nevents_tag = \"{tag}\"\n");
+    let truth = symphony_reference(
+        &dir.path().join("reference"),
+        &pod.base_url(),
+        &settings("reference"),
+    );
+    let pairs: usize = truth.values().map(Vec::len).sum();
+    let unreadable = pod
+        .ground_truth()
+        .streams
+        .iter()
+        .filter(|s| !s.service_member)
+        .count();
+    assert!(unreadable > 0, "some streams are only on the datahose");
+
+    let archive = dir.path().join("fleet");
+    let config = symphony(&archive, &pod.base_url(), &settings("fleet"));
+    let mut fleet = WorkerFleet::new(dir.path(), vec![config]);
+    for _ in 0..3 {
+        fleet.start_worker();
+    }
+    // A reader of the same tag that dies holding a batch.
+    assert_eq!(pod.take_datahose_batch_without_ack("fleet"), 40);
+    let mut chaos = Chaos::new(&mut rng, false);
+    for step in 0..12u64 {
+        std::thread::sleep(Duration::from_millis(rng.range(600, 1400)));
+        chaos.step(&mut fleet, &mut rng, step);
+    }
+    chaos.end(&mut fleet);
+
+    let store = fleet.store();
+    wait_for(
+        Duration::from_secs(120),
+        &format!("the fleet to deliver the {pairs} pairs of one run alone"),
+        || (store.delivered_count("symphony").ok()? == pairs as u64).then_some(()),
+    );
+    for worker in std::mem::take(&mut fleet.workers) {
+        worker.terminate();
+    }
+    assert!(
+        pod.stats().redelivered_events >= 40,
+        "the datahose gave batches again: {:?}",
+        pod.stats()
+    );
+    assert_shared_and_reconciled(&fleet, &store, "symphony");
+    assert_eq!(
+        mailbox_contents(&archive.join("mail"), SYMPHONY_FOLDER),
+        truth,
+        "every mailbox holds what one reader alone archives, each email once"
     );
 }
 
