@@ -32,6 +32,16 @@
 //! more is appended, so what did arrive is not appended twice); refused
 //! credentials are [`SinkError::Authentication`], naming the secret to fix.
 //!
+//! XOAUTH2 as an app ([`XOAuth2Token::App`]) gets its tokens with the
+//! client-credentials grant (`connector-oauth`), renewed before they
+//! expire. A mailbox that refuses the token gets one new token (it may
+//! have expired early or been revoked); refusing that too, it is judged
+//! when its emails are reported: when another mailbox has accepted the
+//! app, this one lacks `Add-MailboxPermission` and is refused alone
+//! ([`SinkError::Refused`], [`Sink::contains`] answers `false` so that the
+//! run goes on) for the sink's life; when none has, the app itself is not
+//! set up and the run stops ([`SinkError::Authentication`]).
+//!
 //! Mailboxes of one batch are worked in parallel, one thread and one
 //! connection each, never more than `max-connections` connections open.
 

@@ -1101,3 +1101,42 @@ fn an_unreachable_server_is_retryable() {
     assert!(sink.describe().contains(&format!("127.0.0.1:{port}")));
     let _ = AtomicUsize::new(0).load(Ordering::Relaxed);
 }
+
+#[test]
+fn an_unreachable_token_endpoint_is_retryable_and_a_missing_client_secret_names_it() {
+    let server = FakeServer::start(Behavior {
+        caps: "IMAP4rev1 LITERAL+ UIDPLUS SASL-IR AUTH=XOAUTH2",
+        ..Behavior::default()
+    });
+    let closed = {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let app = |secret_name: &str| {
+        ImapAuth::XOAuth2(XOAuth2Token::App(
+            ClientCredentials::from_keys(
+                "contoso.example",
+                "app-id",
+                secret_name,
+                &format!("http://127.0.0.1:{closed}"),
+                EXCHANGE_SCOPE,
+                Duration::from_secs(5),
+            )
+            .unwrap(),
+        ))
+    };
+    let mb = mailbox("alice@example.test");
+    let mut sink = ImapSink::new(settings(server.port, app("exchange-token")), secrets()).unwrap();
+    let err = sink.contains(&mb, "INBOX/Chat", "x@y").unwrap_err();
+    assert!(matches!(err, SinkError::Unavailable { .. }), "{err}");
+    assert!(
+        err.to_string()
+            .contains("/contoso.example/oauth2/v2.0/token"),
+        "{err}"
+    );
+    let mut sink = ImapSink::new(settings(server.port, app("not-set")), secrets()).unwrap();
+    let err = sink.contains(&mb, "INBOX/Chat", "x@y").unwrap_err();
+    assert!(err.is_fatal(), "{err}");
+    assert!(err.to_string().contains("`not-set`"), "{err}");
+    assert!(server.store().auth.is_empty());
+}
