@@ -34,6 +34,8 @@ const SECRET: &str = "app~secret.value";
 /// The mailboxes' domain: the app's tokens introspect as
 /// `<client id>@example.test`.
 const DOMAIN: &str = "example.test";
+/// The life of Microsoft's app tokens.
+const HOUR: Duration = Duration::from_secs(3599);
 
 /// A local Exchange Online: the identity platform and Dovecot trusting it.
 struct Exchange {
@@ -170,13 +172,10 @@ fn deliveries(s: &Setup) -> usize {
     s.expected.values().map(BTreeSet::len).sum()
 }
 
-#[test]
-fn a_token_that_expires_mid_run_is_renewed_and_the_run_delivers_everything_exactly_once() {
-    // Tokens that say how long they live: renewed before they expire, so
-    // no login is ever refused.
-    let lifetime = Duration::from_secs(2);
-    let ex = exchange(lifetime, lifetime, &[], Duration::from_millis(60));
-    let s = setup(&ex, 240, 10, SECRET, 1);
+/// Runs the connector, which must deliver everything once, refuse
+/// nothing and outlive two tokens of `lifetime`; returns the host and how
+/// long the run took.
+fn run_outliving_tokens(ex: &Exchange, s: &Setup, lifetime: Duration) -> (Host, Duration) {
     let host = Host::open(&s.state).unwrap();
     let started = Instant::now();
     let summary = host.run_once(&s.config, &RunOptions::default()).unwrap();
@@ -188,11 +187,35 @@ fn a_token_that_expires_mid_run_is_renewed_and_the_run_delivers_everything_exact
     assert_eq!(summary.outcome, RunOutcome::Succeeded, "{summary:?}");
     assert_eq!(
         summary.counts.imported as usize,
-        deliveries(&s),
+        deliveries(s),
         "{summary:?}"
     );
     assert_eq!(summary.counts.failed, 0, "{summary:?}");
-    assert_eq!(held(&ex.dovecot), expected_without(&s, &[]));
+    assert_eq!(host.db().quarantine_count("imap-xoauth2").unwrap(), 0);
+    assert_eq!(held(&ex.dovecot), expected_without(s, &[]));
+    (host, took)
+}
+
+/// Runs the connector again: it finds every email in its mailbox,
+/// appends and refuses nothing; and no request broke the identity
+/// platform's rules.
+fn assert_rerun_adds_nothing(ex: &Exchange, s: &Setup, host: &Host) {
+    let again = host.run_once(&s.config, &RunOptions::default()).unwrap();
+    assert_eq!(again.counts.imported, 0, "{again:?}");
+    assert_eq!(again.counts.failed, 0, "{again:?}");
+    assert_eq!(held(&ex.dovecot), expected_without(s, &[]));
+    let violations = ex.identity.violations();
+    assert!(violations.is_empty(), "{violations:?}");
+}
+
+#[test]
+fn a_token_that_expires_mid_run_is_renewed_and_the_run_delivers_everything_exactly_once() {
+    // Tokens that say how long they live: renewed before they expire, so
+    // no login is ever refused.
+    let lifetime = Duration::from_secs(2);
+    let ex = exchange(lifetime, lifetime, &[], Duration::from_millis(60));
+    let s = setup(&ex, 240, 10, SECRET, 1);
+    let (host, took) = run_outliving_tokens(&ex, &s, lifetime);
     let issued = ex.identity.tokens_issued();
     let (refused, accepted) = ex.identity.introspections();
     assert!(
@@ -201,36 +224,14 @@ fn a_token_that_expires_mid_run_is_renewed_and_the_run_delivers_everything_exact
     );
     assert_eq!(refused, 0, "a token was used after it expired");
     assert!(accepted > issued, "{accepted} logins, {issued} tokens");
-    assert!(
-        ex.identity.violations().is_empty(),
-        "{:?}",
-        ex.identity.violations()
-    );
+    assert_rerun_adds_nothing(&ex, &s, &host);
 
     // Tokens that die long before they say (revoked, clock skew): each
     // refused login gets one new token and goes on.
     let lifetime = Duration::from_millis(1500);
-    let ex = exchange(
-        lifetime,
-        Duration::from_secs(3599),
-        &[],
-        Duration::from_millis(60),
-    );
+    let ex = exchange(lifetime, HOUR, &[], Duration::from_millis(60));
     let s = setup(&ex, 240, 10, SECRET, 1);
-    let host = Host::open(&s.state).unwrap();
-    let started = Instant::now();
-    let summary = host.run_once(&s.config, &RunOptions::default()).unwrap();
-    let took = started.elapsed();
-    assert!(took > 2 * lifetime, "the run took {took:?}");
-    assert_eq!(summary.outcome, RunOutcome::Succeeded, "{summary:?}");
-    assert_eq!(
-        summary.counts.imported as usize,
-        deliveries(&s),
-        "{summary:?}"
-    );
-    assert_eq!(summary.counts.failed, 0, "{summary:?}");
-    assert_eq!(host.db().quarantine_count("imap-xoauth2").unwrap(), 0);
-    assert_eq!(held(&ex.dovecot), expected_without(&s, &[]));
+    let (host, _) = run_outliving_tokens(&ex, &s, lifetime);
     let (refused, _) = ex.identity.introspections();
     let issued = ex.identity.tokens_issued();
     assert!(
@@ -238,28 +239,14 @@ fn a_token_that_expires_mid_run_is_renewed_and_the_run_delivers_everything_exact
         "no token outlived its life: the run was too short"
     );
     assert_eq!(issued, refused + 1, "one new token per refused login");
-
-    // A second run finds everything there and appends nothing.
-    let again = host.run_once(&s.config, &RunOptions::default()).unwrap();
-    assert_eq!(again.counts.imported, 0, "{again:?}");
-    assert_eq!(held(&ex.dovecot), expected_without(&s, &[]));
-    assert!(
-        ex.identity.violations().is_empty(),
-        "{:?}",
-        ex.identity.violations()
-    );
+    assert_rerun_adds_nothing(&ex, &s, &host);
 }
 
 #[test]
 fn a_mailbox_the_token_may_not_open_is_refused_alone_and_a_rerun_after_the_grant_delivers_only_what_was_missing()
  {
     let bob = USERS[1];
-    let mut ex = exchange(
-        Duration::from_secs(3599),
-        Duration::from_secs(3599),
-        &[bob],
-        Duration::ZERO,
-    );
+    let mut ex = exchange(HOUR, HOUR, &[bob], Duration::ZERO);
     let s = setup(&ex, 60, 20, SECRET, 4);
     let host = Host::open(&s.state).unwrap();
     let summary = host.run_once(&s.config, &RunOptions::default()).unwrap();
@@ -290,68 +277,55 @@ fn a_mailbox_the_token_may_not_open_is_refused_alone_and_a_rerun_after_the_grant
     assert_eq!(redelivered.delivered as usize, for_bob, "{redelivered:?}");
     assert_eq!(redelivered.still_quarantined, 0, "{redelivered:?}");
     assert_eq!(held(&ex.dovecot), expected_without(&s, &[]));
-    let again = host.run_once(&s.config, &RunOptions::default()).unwrap();
-    assert_eq!(again.counts.imported, 0, "{again:?}");
-    assert_eq!(again.counts.failed, 0, "{again:?}");
-    assert_eq!(held(&ex.dovecot), expected_without(&s, &[]));
-    assert!(
-        ex.identity.violations().is_empty(),
-        "{:?}",
-        ex.identity.violations()
-    );
+    assert_rerun_adds_nothing(&ex, &s, &host);
+}
+
+/// Runs the connector, which must stop with an error saying each of
+/// `said`, having quarantined and delivered nothing.
+fn assert_run_stops_saying(ex: &Exchange, s: &Setup, said: &[&str]) {
+    let host = Host::open(&s.state).unwrap();
+    let e = match host.run_once(&s.config, &RunOptions::default()) {
+        Err(e) => e.to_string(),
+        Ok(summary) => panic!("the run went on: {summary:?}"),
+    };
+    for said in said {
+        assert!(e.contains(said), "`{said}` missing from: {e}");
+    }
+    assert_eq!(host.db().quarantine_count("imap-xoauth2").unwrap(), 0);
+    assert!(held(&ex.dovecot).values().all(BTreeSet::is_empty));
 }
 
 #[test]
 fn every_mailbox_refused_stops_the_run_with_the_app_level_error() {
-    let ex = exchange(
-        Duration::from_secs(3599),
-        Duration::from_secs(3599),
-        &USERS,
-        Duration::ZERO,
-    );
+    let ex = exchange(HOUR, HOUR, &USERS, Duration::ZERO);
     let s = setup(&ex, 40, 20, SECRET, 4);
-    let host = Host::open(&s.state).unwrap();
-    let e = match host.run_once(&s.config, &RunOptions::default()) {
-        Err(e) => e.to_string(),
-        Ok(summary) => panic!("the run went on: {summary:?}"),
-    };
-    for said in [
-        "no mailbox has accepted the app's token",
-        "IMAP.AccessAsApp",
-        &format!("New-ServicePrincipal -AppId {CLIENT_ID}"),
-        "Add-MailboxPermission",
-    ] {
-        assert!(e.contains(said), "`{said}` missing from: {e}");
-    }
-    assert_eq!(host.db().quarantine_count("imap-xoauth2").unwrap(), 0);
-    assert!(held(&ex.dovecot).values().all(BTreeSet::is_empty));
+    assert_run_stops_saying(
+        &ex,
+        &s,
+        &[
+            "no mailbox has accepted the app's token",
+            "IMAP.AccessAsApp",
+            &format!("New-ServicePrincipal -AppId {CLIENT_ID}"),
+            "Add-MailboxPermission",
+        ],
+    );
 }
 
 #[test]
 fn a_wrong_client_secret_stops_the_run_saying_which_secret_to_fix() {
-    let ex = exchange(
-        Duration::from_secs(3599),
-        Duration::from_secs(3599),
-        &[],
-        Duration::ZERO,
-    );
+    let ex = exchange(HOUR, HOUR, &[], Duration::ZERO);
     let s = setup(&ex, 20, 20, "an-expired-secret", 4);
-    let host = Host::open(&s.state).unwrap();
-    let e = match host.run_once(&s.config, &RunOptions::default()) {
-        Err(e) => e.to_string(),
-        Ok(summary) => panic!("the run went on: {summary:?}"),
-    };
-    for said in [
-        "(401): invalid_client AADSTS7000215",
-        "\"imap-client-secret\" = \"...\"",
-        &format!("`client-id` ({CLIENT_ID})"),
-        &format!("`tenant` ({TENANT})"),
-    ] {
-        assert!(e.contains(said), "`{said}` missing from: {e}");
-    }
+    assert_run_stops_saying(
+        &ex,
+        &s,
+        &[
+            "(401): invalid_client AADSTS7000215",
+            "\"imap-client-secret\" = \"...\"",
+            &format!("`client-id` ({CLIENT_ID})"),
+            &format!("`tenant` ({TENANT})"),
+        ],
+    );
     assert_eq!(ex.identity.tokens_issued(), 0);
-    assert_eq!(host.db().quarantine_count("imap-xoauth2").unwrap(), 0);
-    assert!(held(&ex.dovecot).values().all(BTreeSet::is_empty));
 }
 
 // ---- the stand-ins' own rules ------------------------------------------
@@ -502,7 +476,7 @@ fn authenticate(port: u16, user: &str, token: &str) -> String {
 fn dovecot_refuses_expired_and_foreign_tokens_and_mailboxes_without_permission() {
     let ex = exchange(
         Duration::from_millis(1500),
-        Duration::from_secs(3599),
+        HOUR,
         &[USERS[1]],
         Duration::ZERO,
     );

@@ -267,3 +267,143 @@ impl AppTokens {
         Ok((value.to_string(), lifetime))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use connector_secrets::SecretStore;
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::net::TcpListener;
+
+    /// A token endpoint that answers each request with the next of
+    /// `answers` (status, body) and records the form it got.
+    fn endpoint(answers: Vec<(u16, String)>) -> (String, Arc<Mutex<Vec<String>>>) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let forms = Arc::new(Mutex::new(Vec::new()));
+        let seen = forms.clone();
+        std::thread::spawn(move || {
+            for (answer, stream) in answers.into_iter().zip(listener.incoming()) {
+                let mut stream = stream.unwrap();
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut length = 0;
+                loop {
+                    let mut line = String::new();
+                    reader.read_line(&mut line).unwrap();
+                    if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                        length = v.trim().parse().unwrap();
+                    }
+                    if line == "\r\n" {
+                        break;
+                    }
+                }
+                let mut body = vec![0; length];
+                reader.read_exact(&mut body).unwrap();
+                seen.lock().unwrap().push(String::from_utf8(body).unwrap());
+                let (status, text) = answer;
+                write!(
+                    stream,
+                    "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{text}",
+                    text.len()
+                )
+                .unwrap();
+            }
+        });
+        (url, forms)
+    }
+
+    fn tokens(login_url: &str, secret: Option<&str>) -> AppTokens {
+        let credentials = ClientCredentials::from_keys(
+            "contoso.example",
+            "app-id",
+            "client-secret",
+            login_url,
+            "https://outlook.office365.com/.default",
+            Duration::from_secs(5),
+        )
+        .unwrap();
+        let secrets =
+            SecretStore::from_pairs(secret.map(|s| ("client-secret".to_string(), s.to_string())));
+        AppTokens::new(credentials, Arc::new(secrets))
+    }
+
+    fn granted(token: &str, expires_in: u64) -> (u16, String) {
+        (
+            200,
+            format!(
+                r#"{{"token_type":"Bearer","expires_in":{expires_in},"access_token":"{token}"}}"#
+            ),
+        )
+    }
+
+    #[test]
+    fn a_token_is_kept_until_half_its_life_and_renewed_after_a_refusal() {
+        let (url, forms) = endpoint(vec![
+            granted("t1", 2),
+            granted("t2", 3600),
+            granted("t3", 3600),
+        ]);
+        let tokens = tokens(&url, Some("s3cret"));
+        assert_eq!(tokens.token().unwrap(), "t1");
+        assert_eq!(tokens.token().unwrap(), "t1");
+        std::thread::sleep(Duration::from_millis(1100));
+        assert_eq!(tokens.token().unwrap(), "t2", "renewed at half its life");
+        tokens.forget("t1");
+        assert_eq!(
+            tokens.token().unwrap(),
+            "t2",
+            "an older token is not forgotten twice"
+        );
+        tokens.forget("t2");
+        assert_eq!(tokens.token().unwrap(), "t3");
+        let form = forms.lock().unwrap()[0].clone();
+        for pair in [
+            "grant_type=client_credentials",
+            "client_id=app-id",
+            "client_secret=s3cret",
+            "scope=https%3A%2F%2Foutlook.office365.com%2F.default",
+        ] {
+            assert!(form.contains(pair), "{form}");
+        }
+    }
+
+    #[test]
+    fn refusals_say_what_to_fix_and_busy_endpoints_are_retried_later() {
+        let (url, _) = endpoint(vec![
+            (
+                401,
+                r#"{"error":"invalid_client","error_description":"AADSTS7000215: Invalid client secret provided."}"#.into(),
+            ),
+            (503, String::new()),
+            (200, "{}".into()),
+        ]);
+        let tokens = tokens(&url, Some("wrong"));
+        match tokens.token() {
+            Err(TokenError::Credentials { reason, fix }) => {
+                assert!(
+                    reason.contains("(401): invalid_client AADSTS7000215"),
+                    "{reason}"
+                );
+                assert!(
+                    fix.contains("`client-id` (app-id)") && fix.contains("client-secret"),
+                    "{fix}"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            tokens.token(),
+            Err(TokenError::Unavailable { .. })
+        ));
+        assert!(matches!(
+            tokens.token(),
+            Err(TokenError::NotAnEndpoint { .. })
+        ));
+        match self::tokens(&url, None).token() {
+            Err(e @ TokenError::Credentials { .. }) => {
+                assert!(e.to_string().contains("`client-secret`"), "{e}")
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}
