@@ -25,6 +25,8 @@ use std::time::{Duration, Instant};
 pub const DOVECOT: &str = "/usr/sbin/dovecot";
 
 const TEMPLATE: &str = include_str!("../dovecot/dovecot.conf.in");
+/// What [`DovecotOptions::xoauth2`] adds to it.
+const XOAUTH2_TEMPLATE: &str = include_str!("../dovecot/xoauth2.conf.in");
 
 /// The master user every test server has: log in as any user with
 /// `AUTHENTICATE PLAIN` (authzid = the user) or `LOGIN "user*admin"`.
@@ -46,6 +48,25 @@ pub struct DovecotOptions {
     /// Largest message the quota plugin accepts, e.g. `100k`: larger
     /// APPENDs get `NO [OVERQUOTA]`.
     pub max_mail_size: Option<String>,
+    /// `AUTHENTICATE XOAUTH2` with bearer tokens, as Exchange Online's
+    /// app-only IMAP.
+    pub xoauth2: Option<XOAuth2Passdb>,
+}
+
+/// Dovecot's `oauth2` passdb as Exchange Online's app-only IMAP: a bearer
+/// token is valid when the introspection endpoint calls it active and its
+/// username has the mailbox's domain (`username_format = %d`), i.e. the
+/// app's token opens its own tenant's mailboxes; a `deny` passdb (only for
+/// XOAUTH2) keeps the app out of the mailboxes that lack
+/// `Add-MailboxPermission`. Both fail as Exchange does: `NO
+/// [AUTHENTICATIONFAILED]` after an error challenge.
+#[derive(Debug, Clone, Default)]
+pub struct XOAuth2Passdb {
+    /// The RFC 7662 introspection endpoint (form `token=…`, answers
+    /// `active` and `username`).
+    pub introspection_url: String,
+    /// Mailboxes the app may not open.
+    pub without_permission: Vec<String>,
 }
 
 /// A running Dovecot; killed (with all its processes) when dropped.
@@ -235,6 +256,20 @@ impl Dovecot {
                 "protocol imap {{\n  imap_capability = {caps}\n}}\n"
             ));
         }
+        if let Some(x) = &self.options.xoauth2 {
+            std::fs::write(
+                dir.join("oauth2.conf.ext"),
+                format!(
+                    "introspection_mode = post\nintrospection_url = {}\n\
+                     username_attribute = username\nusername_format = %d\n\
+                     active_attribute = active\nactive_value = true\ntimeout_msecs = 10000\n",
+                    x.introspection_url
+                ),
+            )
+            .expect("writing oauth2.conf.ext");
+            self.write_without_permission(&x.without_permission);
+            extra.push_str(&XOAUTH2_TEMPLATE.replace("@DIR@", &dir.display().to_string()));
+        }
         if let Some(size) = &self.options.max_mail_size {
             extra.push_str(&format!(
                 "mail_plugins = $mail_plugins quota\nplugin {{\n  quota = maildir:User quota\n  quota_rule = *:storage=10G\n  quota_max_mail_size = {size}\n}}\n"
@@ -263,10 +298,36 @@ impl Dovecot {
             format!("{MASTER_USER}:{{PLAIN}}{MASTER_PASSWORD}::::::\n"),
         )
         .expect("writing master-users");
-        for f in ["users", "master-users", "dovecot.conf"] {
-            std::fs::set_permissions(dir.join(f), std::fs::Permissions::from_mode(0o644))
-                .expect("chmod 0644");
+        for f in ["users", "master-users", "dovecot.conf", "oauth2.conf.ext"] {
+            if dir.join(f).exists() {
+                std::fs::set_permissions(dir.join(f), std::fs::Permissions::from_mode(0o644))
+                    .expect("chmod 0644");
+            }
         }
+    }
+
+    /// Lets the app open `mailbox` from now on (as `Add-MailboxPermission`
+    /// does): it leaves the XOAUTH2 deny list, which Dovecot reads again
+    /// when it changes.
+    pub fn grant_app_permission(&mut self, mailbox: &str) {
+        let xoauth2 = self
+            .options
+            .xoauth2
+            .as_mut()
+            .expect("a server with XOAUTH2");
+        xoauth2.without_permission.retain(|m| m != mailbox);
+        let denied = xoauth2.without_permission.clone();
+        // passwd-file notices a change by its mtime (whole seconds).
+        std::thread::sleep(Duration::from_millis(1100));
+        self.write_without_permission(&denied);
+    }
+
+    fn write_without_permission(&self, mailboxes: &[String]) {
+        let path = self.dir.path().join("no-app-permission");
+        let lines: String = mailboxes.iter().map(|m| format!("{m}:::::::\n")).collect();
+        std::fs::write(&path, lines).expect("writing no-app-permission");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644))
+            .expect("chmod 0644");
     }
 
     fn spawn(&mut self) {

@@ -3,7 +3,8 @@
 //! tests. It is written from Microsoft's documentation, as strict as
 //! Exchange where the documentation says what Exchange refuses:
 //!
-//! - client-credentials tokens for `https://graph.microsoft.com/.default`;
+//! - client-credentials tokens for `https://graph.microsoft.com/.default`
+//!   (the identity platform's rules: `crate::identity_platform`);
 //!   401 `InvalidAuthenticationToken` for a missing or revoked token;
 //! - 403 `ErrorAccessDenied` for every mailbox when the app lacks
 //!   `Mail.ReadWrite` ("Access is denied. Check credentials and try
@@ -52,6 +53,8 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use serde_json::{Value, json};
+
+use crate::identity_platform::{TokenRules, Tokens};
 
 /// Graph's cap on a request's size (4 MB).
 pub const REQUEST_MAX: usize = 4 << 20;
@@ -183,7 +186,7 @@ pub struct Counts {
 #[derive(Debug, Default)]
 struct State {
     next_id: u64,
-    tokens: Vec<String>,
+    tokens: Tokens,
     counts: Counts,
     folders: HashMap<String, Vec<Folder>>,
     messages: HashMap<String, Vec<StoredMessage>>,
@@ -310,7 +313,14 @@ impl GraphServer {
     pub fn start(options: GraphOptions) -> GraphServer {
         let listener = TcpListener::bind("127.0.0.1:0").expect("binding a loopback port");
         let origin = format!("http://{}", listener.local_addr().expect("an address"));
-        let mut state = State::default();
+        let mut state = State {
+            tokens: Tokens::new(TokenRules::new(
+                &options.client_id,
+                &options.client_secret,
+                "https://graph.microsoft.com/.default",
+            )),
+            ..State::default()
+        };
         for user in &options.users {
             let root = state.id("root-");
             let inbox = state.id("inbox-");
@@ -373,7 +383,10 @@ impl GraphServer {
 
     /// Requests that broke a rule.
     pub fn violations(&self) -> Vec<String> {
-        self.state().violations.clone()
+        let s = self.state();
+        let mut all = s.tokens.violations().to_vec();
+        all.extend(s.violations.iter().cloned());
+        all
     }
 
     /// The messages of a mailbox.
@@ -392,21 +405,22 @@ impl GraphServer {
 
     /// What the server counted so far.
     pub fn counts(&self) -> Counts {
-        self.state().counts
+        let s = self.state();
+        Counts {
+            tokens: s.tokens.issued(),
+            ..s.counts
+        }
     }
 
     /// Makes every token issued so far invalid (as an expiry would).
     pub fn revoke_tokens(&self) {
-        self.state().tokens.clear();
+        self.state().tokens.revoke_all();
     }
 
     /// Issues a token as the token endpoint would, for requests a test
     /// sends itself.
     pub fn token(&self) -> String {
-        let mut s = self.state();
-        let token = s.id("token-");
-        s.tokens.push(token.clone());
-        token
+        self.state().tokens.issue()
     }
 
     /// Deletes a folder (given as its path, e.g. `Inbox/Symphony`) with
@@ -616,8 +630,12 @@ fn handle(request: &Request, state: &Mutex<State>, options: &GraphOptions, origi
     let path = segments(&url);
     let path: Vec<&str> = path.iter().map(String::as_str).collect();
     match path.as_slice() {
-        ["login", _tenant, "oauth2", "v2.0", "token"] if request.method == "POST" => {
-            token(state, options, &request.body)
+        ["login", tenant, "oauth2", "v2.0", "token"] if request.method == "POST" => {
+            let (status, value) =
+                lock(state)
+                    .tokens
+                    .answer(tenant, request.header("Content-Type"), &request.body);
+            (status, value, Vec::new())
         }
         ["upload", id] if request.method == "PUT" => upload(&mut lock(state), id, request),
         ["graph", "v1.0", "users", user, rest @ ..] => {
@@ -660,36 +678,6 @@ fn handle(request: &Request, state: &Mutex<State>, options: &GraphOptions, origi
         }
         _ => error(404, "ResourceNotFound", "no such resource"),
     }
-}
-
-fn token(state: &Mutex<State>, options: &GraphOptions, body: &[u8]) -> Answer {
-    let form: HashMap<String, String> = url::form_urlencoded::parse(body).into_owned().collect();
-    let mut s = lock(state);
-    if form.get("grant_type").map(String::as_str) != Some("client_credentials")
-        || form.get("scope").map(String::as_str) != Some("https://graph.microsoft.com/.default")
-    {
-        s.violations
-            .push(format!("token request with form {:?}", form.keys()));
-        return (400, json!({"error": "invalid_request"}), Vec::new());
-    }
-    if form.get("client_id") != Some(&options.client_id)
-        || form.get("client_secret") != Some(&options.client_secret)
-    {
-        return (
-            401,
-            json!({"error": "invalid_client",
-                "error_description": "AADSTS7000215: Invalid client secret provided."}),
-            Vec::new(),
-        );
-    }
-    let token = s.id("token-");
-    s.tokens.push(token.clone());
-    s.counts.tokens += 1;
-    (
-        200,
-        json!({"token_type": "Bearer", "expires_in": 3599, "access_token": token}),
-        Vec::new(),
-    )
 }
 
 /// How late after a 429 a request of the same mailbox may still arrive
@@ -806,7 +794,7 @@ fn mailbox_request(state: &Mutex<State>, route: Route<'_>, request: &Request) ->
     let valid = request
         .header("Authorization")
         .and_then(|b| b.strip_prefix("Bearer "))
-        .is_some_and(|t| s.tokens.iter().any(|k| k == t));
+        .is_some_and(|t| s.tokens.accepts(t));
     if !valid {
         return error(
             401,

@@ -7,6 +7,7 @@ pub mod chat_fixture;
 pub mod daemon_process;
 pub mod dovecot;
 pub mod graph_server;
+pub mod identity_platform;
 pub mod ops;
 pub mod postgres;
 pub mod smtp_server;

@@ -233,6 +233,7 @@ fn the_cycle_check_sees_a_cycle() {
 const ALLOWED: &[(&str, &[&str])] = &[
     ("model", &[]),
     ("secrets", &[]),
+    ("oauth", &["connector-secrets"]),
     ("email", &["connector-model"]),
     ("runtime", &["connector-model", "connector-secrets"]),
     ("state", &["connector-model", "connector-email"]),
@@ -256,6 +257,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "connector-email",
             "connector-sink",
             "connector-secrets",
+            "connector-oauth",
         ],
     ),
     (
@@ -274,6 +276,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "connector-email",
             "connector-sink",
             "connector-secrets",
+            "connector-oauth",
         ],
     ),
 ];

@@ -9,6 +9,7 @@ use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use serde_json::{Value, json};
 
 use super::{GraphSettings, PENDING_PROPERTY, UPLOAD_CHUNK, body};
+use connector_oauth::{AppTokens, TokenError};
 use connector_secrets::SecretLookup;
 use connector_sink::{Mailbox, SinkError};
 
@@ -68,18 +69,12 @@ impl ApiError {
     }
 }
 
-struct Token {
-    value: String,
-    renew_at: Instant,
-}
-
 /// Graph client shared by the sink's workers.
 pub(super) struct Api {
     pub(super) settings: GraphSettings,
     pub(super) target: String,
-    secrets: Arc<dyn SecretLookup>,
     agent: ureq::Agent,
-    token: Mutex<Option<Token>>,
+    tokens: AppTokens,
     /// Some mailbox answered a mail request: the app has its permission.
     answered: AtomicBool,
     /// Mailbox → when Graph's last `Retry-After` for it ends; every worker
@@ -103,10 +98,9 @@ impl Api {
             .build();
         Api {
             target: settings.graph_url.clone(),
+            tokens: AppTokens::new(settings.credentials.clone(), secrets),
             settings,
-            secrets,
             agent,
-            token: Mutex::new(None),
             answered: AtomicBool::new(false),
             quiet_until: Mutex::new(HashMap::new()),
         }
@@ -166,7 +160,7 @@ impl Api {
                 target,
                 reason: format!(
                     "{said}; no mailbox has accepted a request so far, so the app most likely lacks the Mail.ReadWrite application permission: grant Mail.ReadWrite (Application, not Delegated) to app {} and give admin consent; if it has it, its application access policy excludes every mailbox tried (check with Test-ApplicationAccessPolicy)",
-                    self.settings.client_id
+                    self.settings.credentials.client_id
                 ),
             },
             ApiError::Denied(said) => SinkError::Refused {
@@ -201,86 +195,14 @@ impl Api {
 
     /// A valid app token, requested when missing or about to expire.
     fn token(&self) -> Result<String, ApiError> {
-        let mut slot = self.token.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(t) = slot.as_ref()
-            && Instant::now() < t.renew_at
-        {
-            return Ok(t.value.clone());
-        }
-        let name = &self.settings.client_secret_secret;
-        let secret = match self.secrets.secret(name) {
-            Ok(Some(s)) => s,
-            Ok(None) => {
-                return Err(ApiError::Authentication {
-                    reason: format!("the secret `{name}` (the app's client secret) is not set"),
-                    fix: format!("set {}", self.secrets.where_to_set(name)),
-                });
-            }
-            Err(e) => {
-                return Err(ApiError::Authentication {
-                    reason: format!("the secret `{name}` cannot be read: {e}"),
-                    fix: "fix the connector's [secrets] source".into(),
-                });
-            }
-        };
-        let url = format!(
-            "{}/{}/oauth2/v2.0/token",
-            self.settings.login_url, self.settings.tenant
-        );
-        let sent = self.agent.post(&url).send_form(&[
-            ("grant_type", "client_credentials"),
-            ("client_id", &self.settings.client_id),
-            ("client_secret", secret.expose()),
-            ("scope", "https://graph.microsoft.com/.default"),
-        ]);
-        let answer = answer(sent).map_err(|message| ApiError::Unavailable {
-            message: format!("cannot reach the token endpoint {url}: {message}"),
-            maybe_done: false,
-        })?;
-        let parsed: Value = serde_json::from_str(&answer.body).unwrap_or(Value::Null);
-        if answer.status != 200 {
-            if answer.status == 429 || answer.status >= 500 {
-                return Err(ApiError::Unavailable {
-                    message: format!("the token endpoint answered {}", answer.status),
-                    maybe_done: false,
-                });
-            }
-            return Err(ApiError::Authentication {
-                reason: format!(
-                    "the token request was refused ({}): {} {}",
-                    answer.status,
-                    parsed["error"].as_str().unwrap_or(""),
-                    parsed["error_description"].as_str().unwrap_or(&answer.body)
-                ),
-                fix: format!(
-                    "check `tenant` ({}) and `client-id` ({}) and put a valid client secret of that app in {}",
-                    self.settings.tenant,
-                    self.settings.client_id,
-                    self.secrets.where_to_set(name)
-                ),
-            });
-        }
-        let Some(value) = parsed["access_token"].as_str() else {
-            return Err(ApiError::Setup(format!(
-                "the token endpoint {url} answered without an access_token"
-            )));
-        };
-        let lifetime = parsed["expires_in"].as_u64().unwrap_or(3600);
-        let margin = (lifetime / 2).min(300);
-        *slot = Some(Token {
-            value: value.to_string(),
-            renew_at: Instant::now() + Duration::from_secs(lifetime - margin),
-        });
-        tracing::debug!(target = %self.target, lifetime, "Graph app token obtained");
-        Ok(value.to_string())
-    }
-
-    /// Forgets `token` (after a 401) unless a newer one replaced it.
-    fn drop_token(&self, token: &str) {
-        let mut slot = self.token.lock().unwrap_or_else(|p| p.into_inner());
-        if slot.as_ref().is_some_and(|t| t.value == token) {
-            *slot = None;
-        }
+        self.tokens.token().map_err(|e| match e {
+            TokenError::Credentials { reason, fix } => ApiError::Authentication { reason, fix },
+            e @ TokenError::NotAnEndpoint { .. } => ApiError::Setup(e.to_string()),
+            e @ TokenError::Unavailable { .. } => ApiError::Unavailable {
+                message: e.to_string(),
+                maybe_done: false,
+            },
+        })
     }
 
     /// Sends a Graph request for `mailbox` with the app token. 429, 503
@@ -335,7 +257,7 @@ impl Api {
             match status {
                 401 if !renewed => {
                     renewed = true;
-                    self.drop_token(&token);
+                    self.tokens.forget(&token);
                     continue;
                 }
                 401 => {

@@ -68,6 +68,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use self::api::{Api, ApiError, Contents};
+use connector_oauth::ClientCredentials;
 use connector_secrets::SecretLookup;
 use connector_sink::{Delivery, Email, Mailbox, Receipt, Sink, SinkError};
 use serde::Deserialize;
@@ -123,7 +124,7 @@ fn default_graph_url() -> String {
 }
 
 fn default_login_url() -> String {
-    "https://login.microsoftonline.com".to_string()
+    connector_oauth::DEFAULT_LOGIN_URL.to_string()
 }
 
 fn default_graph_concurrency() -> u32 {
@@ -134,19 +135,16 @@ fn default_timeout_secs() -> u32 {
     connector_sink::DEFAULT_TIMEOUT_SECS
 }
 
+/// The scope of Graph's app tokens.
+pub const GRAPH_SCOPE: &str = "https://graph.microsoft.com/.default";
+
 /// Resolved settings of a Graph sink.
 #[derive(Debug, Clone)]
 pub struct GraphSettings {
-    /// Tenant id or domain.
-    pub tenant: String,
-    /// Application (client) id.
-    pub client_id: String,
-    /// Secret holding the client secret.
-    pub client_secret_secret: String,
+    /// The app's credentials, for tokens of [`GRAPH_SCOPE`].
+    pub credentials: ClientCredentials,
     /// Graph base URL, without trailing `/`.
     pub graph_url: String,
-    /// Identity platform base URL, without trailing `/`.
-    pub login_url: String,
     /// Most requests in flight at once.
     pub max_concurrency: usize,
     /// Timeout of one request.
@@ -156,33 +154,21 @@ pub struct GraphSettings {
 impl GraphSettings {
     /// Settings from the connector file's `[sink]` table, checked.
     pub fn from_config(config: &GraphSinkConfig) -> Result<GraphSettings, String> {
-        for (key, value) in [
-            ("tenant", &config.tenant),
-            ("client-id", &config.client_id),
-            ("client-secret-secret", &config.client_secret_secret),
-        ] {
-            if value.trim().is_empty() {
-                return Err(format!("`{key}` is empty"));
-            }
-        }
-        for (key, value) in [
-            ("graph-url", &config.graph_url),
-            ("login-url", &config.login_url),
-        ] {
-            let url = url::Url::parse(value)
-                .map_err(|e| format!("`{key}` = \"{value}\" is not a URL: {e}"))?;
-            if !matches!(url.scheme(), "https" | "http") {
-                return Err(format!("`{key}` = \"{value}\" is not an http(s) URL"));
-            }
-        }
+        let timeout = Duration::from_secs(u64::from(config.timeout_secs.max(1)));
+        let credentials = ClientCredentials::from_keys(
+            &config.tenant,
+            &config.client_id,
+            &config.client_secret_secret,
+            &config.login_url,
+            GRAPH_SCOPE,
+            timeout,
+        )?;
+        connector_oauth::check_http_url("graph-url", &config.graph_url)?;
         Ok(GraphSettings {
-            tenant: config.tenant.trim().to_string(),
-            client_id: config.client_id.trim().to_string(),
-            client_secret_secret: config.client_secret_secret.trim().to_string(),
-            graph_url: config.graph_url.trim_end_matches('/').to_string(),
-            login_url: config.login_url.trim_end_matches('/').to_string(),
+            credentials,
+            graph_url: config.graph_url.trim().trim_end_matches('/').to_string(),
             max_concurrency: config.max_concurrency.max(1) as usize,
-            timeout: Duration::from_secs(u64::from(config.timeout_secs.max(1))),
+            timeout,
         })
     }
 }
@@ -367,7 +353,9 @@ impl Sink for GraphSink {
     fn describe(&self) -> String {
         format!(
             "graph {} (tenant {}, app {})",
-            self.api.settings.graph_url, self.api.settings.tenant, self.api.settings.client_id
+            self.api.settings.graph_url,
+            self.api.settings.credentials.tenant,
+            self.api.settings.credentials.client_id
         )
     }
 

@@ -32,6 +32,16 @@
 //! more is appended, so what did arrive is not appended twice); refused
 //! credentials are [`SinkError::Authentication`], naming the secret to fix.
 //!
+//! XOAUTH2 as an app ([`XOAuth2Token::App`]) gets its tokens with the
+//! client-credentials grant (`connector-oauth`), renewed before they
+//! expire. A mailbox that refuses the token gets one new token (it may
+//! have expired early or been revoked); refusing that too, it is judged
+//! when its emails are reported: when another mailbox has accepted the
+//! app, this one lacks `Add-MailboxPermission` and is refused alone
+//! ([`SinkError::Refused`], [`Sink::contains`] answers `false` so that the
+//! run goes on) for the sink's life; when none has, the app itself is not
+//! set up and the run stops ([`SinkError::Authentication`]).
+//!
 //! Mailboxes of one batch are worked in parallel, one thread and one
 //! connection each, never more than `max-connections` connections open.
 
@@ -43,6 +53,7 @@ mod tests;
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -52,6 +63,7 @@ use rustls::pki_types::pem::PemObject;
 
 use self::client::{Client, ClientError, Completion, Endpoint, Security};
 use self::codec::{Args, Status, StatusLine};
+use connector_oauth::{AppTokens, ClientCredentials, TokenError};
 use connector_secrets::{Secret, SecretLookup};
 use connector_sink::{Delivery, Email, Mailbox, Receipt, Sink, SinkError, TlsMode};
 use serde::Deserialize;
@@ -83,14 +95,24 @@ pub enum ImapAuth {
         password_secret: String,
     },
     /// `AUTHENTICATE XOAUTH2` with an OAuth2 bearer token for every mailbox
-    /// (Exchange Online app-only, `IMAP.AccessAsApp`). The token is read
-    /// from the secret as it is; getting one by client credentials is not
-    /// done yet.
-    XOAuth2 {
-        /// The secret holding the access token.
-        token_secret: String,
-    },
+    /// (Exchange Online app-only, `IMAP.AccessAsApp`).
+    XOAuth2(XOAuth2Token),
 }
+
+/// Where the XOAUTH2 bearer token comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum XOAuth2Token {
+    /// Read as it is from the secret of this name and never renewed:
+    /// whoever fills the secret keeps it current.
+    Secret(String),
+    /// Asked for by the sink with the app's client credentials (scope
+    /// [`EXCHANGE_SCOPE`]), renewed before it expires and once more after
+    /// a refused `AUTHENTICATE`.
+    App(ClientCredentials),
+}
+
+/// The scope of app tokens for Exchange Online's IMAP.
+pub const EXCHANGE_SCOPE: &str = "https://outlook.office365.com/.default";
 
 /// Resolved settings of an IMAP sink.
 #[derive(Debug, Clone)]
@@ -121,6 +143,7 @@ impl ImapSettings {
     /// Settings from the connector file's `[sink]` table, checked: the
     /// secret names the chosen `auth` needs must be present.
     pub fn from_config(config: &ImapSinkConfig) -> Result<ImapSettings, String> {
+        let timeout = Duration::from_secs(u64::from(config.timeout_secs.max(1)));
         let need = |value: &Option<String>, key: &str| -> Result<String, String> {
             match value.as_deref().map(str::trim) {
                 Some(v) if !v.is_empty() => Ok(v.to_string()),
@@ -138,9 +161,7 @@ impl ImapSettings {
                 user: need(&config.master_user, "master-user")?,
                 password_secret: need(&config.password_secret, "password-secret")?,
             },
-            ImapAuthMethod::Xoauth2 => ImapAuth::XOAuth2 {
-                token_secret: need(&config.token_secret, "token-secret")?,
-            },
+            ImapAuthMethod::Xoauth2 => ImapAuth::XOAuth2(xoauth2_token(config, timeout)?),
         };
         if config.host.trim().is_empty() {
             return Err("`host` is empty".into());
@@ -161,9 +182,57 @@ impl ImapSettings {
             max_connections: config.max_connections.max(1) as usize,
             batch_messages: config.batch_messages.max(1) as usize,
             batch_bytes: (config.batch_mb.max(1) as usize) << 20,
-            timeout: Duration::from_secs(u64::from(config.timeout_secs.max(1))),
+            timeout,
             master_separator: config.master_separator.clone(),
         })
+    }
+}
+
+/// Where `auth = "xoauth2"` gets its token: the app's `tenant`,
+/// `client-id` and `client-secret-secret` (and `login-url`), or a
+/// `token-secret`, not both.
+fn xoauth2_token(config: &ImapSinkConfig, timeout: Duration) -> Result<XOAuth2Token, String> {
+    let app_keys = [
+        ("tenant", &config.tenant),
+        ("client-id", &config.client_id),
+        ("client-secret-secret", &config.client_secret_secret),
+        ("login-url", &config.login_url),
+    ];
+    let named = |keys: &[(&str, &Option<String>)], given: bool| -> String {
+        keys.iter()
+            .filter(|(_, v)| v.is_some() == given)
+            .map(|(k, _)| format!("`{k}`"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let given = named(&app_keys, true);
+    match config.token_secret.as_deref().map(str::trim) {
+        Some(_) if !given.is_empty() => Err(format!(
+            "`token-secret` and {given} exclude each other: give the app's `tenant`, `client-id` and `client-secret-secret` (the sink gets and renews its tokens) or a `token-secret` you keep current"
+        )),
+        Some("") => Err("`token-secret` is empty".into()),
+        Some(name) => Ok(XOAuth2Token::Secret(name.to_string())),
+        None => {
+            let missing = named(&app_keys[..3], false);
+            if !missing.is_empty() {
+                return Err(format!(
+                    "auth = \"xoauth2\" needs the app's `tenant`, `client-id` and `client-secret-secret` (the sink then gets and renews its tokens) or a `token-secret` you keep current; missing: {missing}"
+                ));
+            }
+            let text = |v: &Option<String>| v.clone().unwrap_or_default();
+            ClientCredentials::from_keys(
+                &text(&config.tenant),
+                &text(&config.client_id),
+                &text(&config.client_secret_secret),
+                config
+                    .login_url
+                    .as_deref()
+                    .unwrap_or(connector_oauth::DEFAULT_LOGIN_URL),
+                EXCHANGE_SCOPE,
+                timeout,
+            )
+            .map(XOAuth2Token::App)
+        }
     }
 }
 
@@ -209,10 +278,28 @@ pub struct ImapSinkConfig {
     /// `imap-password-{mailbox}`).
     #[serde(default)]
     pub password_secret: Option<String>,
-    /// With `auth = "xoauth2"`: name of the secret holding the OAuth2
-    /// access token.
+    /// With `auth = "xoauth2"`: name of a secret holding an access token
+    /// that the operator keeps current (the sink does not renew it).
+    /// Without it the sink gets its own tokens with `tenant`, `client-id`
+    /// and `client-secret-secret`.
     #[serde(default)]
     pub token_secret: Option<String>,
+    /// With `auth = "xoauth2"`: the app registration's directory (tenant)
+    /// id or domain.
+    #[serde(default)]
+    pub tenant: Option<String>,
+    /// With `auth = "xoauth2"`: the app registration's application
+    /// (client) id.
+    #[serde(default)]
+    pub client_id: Option<String>,
+    /// With `auth = "xoauth2"`: name of the secret holding the app's
+    /// client secret.
+    #[serde(default)]
+    pub client_secret_secret: Option<String>,
+    /// With `auth = "xoauth2"`: the identity platform's base URL
+    /// (`https://login.microsoftonline.com` when absent).
+    #[serde(default)]
+    pub login_url: Option<String>,
     /// Most connections open at once, one per mailbox being imported
     /// into (4 when absent).
     #[serde(default = "default_imap_connections")]
@@ -239,7 +326,9 @@ pub enum ImapAuthMethod {
     /// A Dovecot master user logs in as every mailbox (`master-user`,
     /// `password-secret`).
     Master,
-    /// OAuth2 bearer token (`token-secret`), e.g. Exchange Online app-only.
+    /// OAuth2 bearer token, e.g. Exchange Online app-only: the app's
+    /// `tenant`, `client-id` and `client-secret-secret`, or a
+    /// `token-secret`.
     Xoauth2,
 }
 
@@ -269,6 +358,11 @@ struct Shared {
     endpoint: Endpoint,
     secrets: Arc<dyn SecretLookup>,
     target: String,
+    /// The app's tokens (`auth = "xoauth2"` with client credentials).
+    tokens: Option<AppTokens>,
+    /// Some mailbox has accepted an app token in this sink's life: a
+    /// mailbox that refuses a new one lacks its own permission.
+    app_accepted: AtomicBool,
 }
 
 /// Imports emails over IMAP; see the module documentation.
@@ -331,12 +425,20 @@ impl ImapSink {
             tls,
             timeout: settings.timeout,
         };
+        let tokens = match &settings.auth {
+            ImapAuth::XOAuth2(XOAuth2Token::App(credentials)) => {
+                Some(AppTokens::new(credentials.clone(), secrets.clone()))
+            }
+            _ => None,
+        };
         Ok(ImapSink {
             shared: Shared {
                 settings,
                 endpoint,
                 secrets,
                 target,
+                tokens,
+                app_accepted: AtomicBool::new(false),
             },
             mailboxes: HashMap::new(),
             clock: 0,
@@ -409,7 +511,12 @@ impl Sink for ImapSink {
         let auth = match &s.auth {
             ImapAuth::Login { .. } => "per-mailbox login".to_string(),
             ImapAuth::Master { user, .. } => format!("master user {user}"),
-            ImapAuth::XOAuth2 { .. } => "XOAUTH2".to_string(),
+            ImapAuth::XOAuth2(XOAuth2Token::Secret(name)) => {
+                format!("XOAUTH2 with the token in `{name}`")
+            }
+            ImapAuth::XOAuth2(XOAuth2Token::App(c)) => {
+                format!("XOAUTH2 as app {} of tenant {}", c.client_id, c.tenant)
+            }
         };
         format!("imap {}:{} ({tls}, {auth})", s.host, s.port)
     }
@@ -437,8 +544,15 @@ impl Sink for ImapSink {
             .entry(mailbox.clone())
             .or_insert_with(|| MailboxState::new(mailbox.clone()));
         state.last_used = clock;
-        let folder_state = state.ready_folder(shared, folder)?;
-        Ok(folder_state.known.contains_key(message_id))
+        if let Err(e) = state.ready_folder(shared, folder).map(|_| ()) {
+            // A refused mailbox's emails are reported by `deliver`.
+            return if state.refused.is_some() {
+                Ok(false)
+            } else {
+                Err(e)
+            };
+        }
+        Ok(state.folders[folder].known.contains_key(message_id))
     }
 
     fn deliver(&mut self, batch: &[Delivery<'_>]) -> Vec<Result<Receipt, SinkError>> {
@@ -517,7 +631,21 @@ impl Sink for ImapSink {
                     .collect()
             })
         };
-        for (i, result) in outputs.into_iter().flatten() {
+        for (i, mut result) in outputs.into_iter().flatten() {
+            let d = &batch[i];
+            if let Some(said) = self
+                .mailboxes
+                .get(d.mailbox)
+                .and_then(|m| m.refused.as_deref())
+            {
+                // Judged now that every mailbox of the batch has been tried.
+                result = Err(refused_mailbox(
+                    &self.shared,
+                    d.mailbox,
+                    &d.email.message_id,
+                    said,
+                ));
+            }
             results[i] = Some(result);
         }
         results
@@ -562,6 +690,9 @@ struct MailboxState {
     session: Option<Session>,
     folders: HashMap<String, FolderState>,
     last_used: u64,
+    /// What the server answered when this mailbox refused a new app
+    /// token: not tried again in this sink's life.
+    refused: Option<String>,
 }
 
 impl MailboxState {
@@ -571,6 +702,7 @@ impl MailboxState {
             session: None,
             folders: HashMap::new(),
             last_used: 0,
+            refused: None,
         }
     }
 
@@ -605,7 +737,7 @@ impl MailboxState {
 
     /// The logged-in session, connecting when needed.
     fn session(&mut self, sh: &Shared) -> Result<&mut Session, SinkError> {
-        open_session(&mut self.session, &self.mailbox, sh)
+        open_session(&mut self.session, &mut self.refused, &self.mailbox, sh)
     }
 
     /// The folder, created, subscribed and with its Message-IDs read (again,
@@ -625,7 +757,7 @@ impl MailboxState {
 
     fn prepare_and_load(&mut self, sh: &Shared, folder: &str) -> Result<(), SinkError> {
         let mailbox = self.mailbox.clone();
-        let session = open_session(&mut self.session, &self.mailbox, sh)?;
+        let session = open_session(&mut self.session, &mut self.refused, &self.mailbox, sh)?;
         let state = self.folders.entry(folder.to_string()).or_default();
         let client = &mut session.client;
         let conn = |e| connection_error(sh, e);
@@ -968,22 +1100,89 @@ impl MailboxState {
     }
 }
 
-/// The logged-in session in `slot`, connecting when needed.
+/// The logged-in session in `slot`, connecting when needed. An app
+/// token the mailbox refuses is renewed once (it may have expired early or
+/// been revoked); a mailbox that refuses the new one too is remembered in
+/// `refused` and not tried again.
 fn open_session<'a>(
     slot: &'a mut Option<Session>,
+    refused: &mut Option<String>,
     mailbox: &Mailbox,
     sh: &Shared,
 ) -> Result<&'a mut Session, SinkError> {
+    if let Some(said) = refused {
+        return Err(refused_mailbox(sh, mailbox, "", said));
+    }
     if slot.is_none() {
-        let mut client = Client::connect(&sh.endpoint).map_err(|e| connection_error(sh, e))?;
-        if !client.is_preauthenticated() {
-            login(sh, mailbox, &mut client)?;
+        let mut client = match connect_and_login(sh, mailbox) {
+            Err(LoginError::TokenRefused { token, said }) => {
+                tracing::info!(%mailbox, target = %sh.target, "the app token was refused ({said}); trying once more with a new one");
+                if let Some(tokens) = &sh.tokens {
+                    tokens.forget(&token);
+                }
+                connect_and_login(sh, mailbox)
+            }
+            first => first,
         }
+        .map_err(|e| match e {
+            LoginError::Sink(e) => e,
+            LoginError::TokenRefused { said, .. } => {
+                let e = refused_mailbox(sh, mailbox, "", &said);
+                *refused = Some(said);
+                e
+            }
+        })?;
         let delimiter = client.delimiter().map_err(|e| connection_error(sh, e))?;
         tracing::debug!(%mailbox, target = %sh.target, ?delimiter, "IMAP session open");
         *slot = Some(Session { client, delimiter });
     }
     Ok(slot.as_mut().expect("set above"))
+}
+
+/// A new connection, logged in as `mailbox`.
+fn connect_and_login(sh: &Shared, mailbox: &Mailbox) -> Result<Client, LoginError> {
+    let mut client = Client::connect(&sh.endpoint).map_err(|e| connection_error(sh, e))?;
+    if !client.is_preauthenticated() {
+        login(sh, mailbox, &mut client)?;
+    }
+    Ok(client)
+}
+
+/// The error for an email (`message_id`, empty before any) to `mailbox`,
+/// which refused a new app token, saying `said`. When another mailbox has
+/// accepted the app's token, this mailbox alone lacks the app's right and
+/// is refused; when none has, the app itself is not set up and the run
+/// stops.
+fn refused_mailbox(sh: &Shared, mailbox: &Mailbox, message_id: &str, said: &str) -> SinkError {
+    let client_id = sh
+        .tokens
+        .as_ref()
+        .map_or("", |t| t.credentials().client_id.as_str());
+    if sh.app_accepted.load(Ordering::Relaxed) {
+        SinkError::Refused {
+            target: sh.target.clone(),
+            mailbox: mailbox.to_string(),
+            message_id: if message_id.is_empty() {
+                "(login)".to_string()
+            } else {
+                message_id.to_string()
+            },
+            reason: format!(
+                "AUTHENTICATE XOAUTH2 with a new app token answered {said} while other mailboxes accept the app, so the app has no right on this mailbox: in Exchange Online PowerShell run `Add-MailboxPermission -Identity {mailbox} -User <service principal id> -AccessRights FullAccess` (the id is the ObjectId that `Get-ServicePrincipal | Where-Object AppId -eq {client_id}` shows), or fix the mapping if this is not an archive mailbox"
+            ),
+        }
+    } else {
+        SinkError::Authentication {
+            target: sh.target.clone(),
+            mailbox: mailbox.to_string(),
+            reason: format!(
+                "AUTHENTICATE XOAUTH2 with a new app token answered {said}, and no mailbox has accepted the app's token"
+            ),
+            fix: format!(
+                "check the app registration {client_id}: the Office 365 Exchange Online application permission IMAP.AccessAsApp with admin consent, its service principal in Exchange Online (`New-ServicePrincipal -AppId {client_id} -ObjectId <enterprise application object id>`) and `Add-MailboxPermission` for each archive mailbox (docs/exchange.md, section 3)"
+            ),
+        }
+    }
 }
 
 /// The next emails to append together: one email over
@@ -1047,8 +1246,22 @@ fn connection_error(sh: &Shared, e: ClientError) -> SinkError {
     }
 }
 
+/// Why a login did not succeed.
+enum LoginError {
+    /// The login failed in a way the caller reports as it is.
+    Sink(SinkError),
+    /// `AUTHENTICATE XOAUTH2` answered NO to this app token, saying `said`.
+    TokenRefused { token: String, said: String },
+}
+
+impl From<SinkError> for LoginError {
+    fn from(e: SinkError) -> LoginError {
+        LoginError::Sink(e)
+    }
+}
+
 /// Logs `mailbox` in as configured.
-fn login(sh: &Shared, mailbox: &Mailbox, client: &mut Client) -> Result<(), SinkError> {
+fn login(sh: &Shared, mailbox: &Mailbox, client: &mut Client) -> Result<(), LoginError> {
     let conn = |e| connection_error(sh, e);
     let secret = |name: &str| -> Result<Secret, SinkError> {
         match sh.secrets.secret(name) {
@@ -1073,7 +1286,8 @@ fn login(sh: &Shared, mailbox: &Mailbox, client: &mut Client) -> Result<(), Sink
                 return Err(SinkError::Setup {
                     target: sh.target.clone(),
                     reason: "the server refuses LOGIN on this connection (LOGINDISABLED)".into(),
-                });
+                }
+                .into());
             }
             let name = password_secret.replace("{mailbox}", mailbox.as_str());
             let password = secret(&name)?;
@@ -1105,7 +1319,8 @@ fn login(sh: &Shared, mailbox: &Mailbox, client: &mut Client) -> Result<(), Sink
                     target: sh.target.clone(),
                     reason: "the server offers neither AUTH=PLAIN nor LOGIN on this connection"
                         .into(),
-                });
+                }
+                .into());
             } else {
                 let login = format!("{mailbox}{}{user}", sh.settings.master_separator);
                 client.login(&login, password.expose()).map_err(conn)?
@@ -1122,27 +1337,46 @@ fn login(sh: &Shared, mailbox: &Mailbox, client: &mut Client) -> Result<(), Sink
             };
             (done, fix)
         }
-        ImapAuth::XOAuth2 { token_secret } => {
+        ImapAuth::XOAuth2(source) => {
             if !client.has("AUTH=XOAUTH2") {
                 return Err(SinkError::Setup {
                     target: sh.target.clone(),
                     reason:
                         "the server does not offer AUTH=XOAUTH2; use auth = \"login\" or \"master\""
                             .into(),
-                });
+                }
+                .into());
             }
-            let token = secret(token_secret)?;
+            let token = match (source, &sh.tokens) {
+                (XOAuth2Token::App(_), Some(tokens)) => {
+                    tokens.token().map_err(|e| token_error(sh, mailbox, e))?
+                }
+                (XOAuth2Token::App(_), None) => unreachable!("app tokens are set up with the sink"),
+                (XOAuth2Token::Secret(name), _) => secret(name)?.expose().to_string(),
+            };
             let done = client
-                .authenticate(
-                    "XOAUTH2",
-                    &codec::sasl_xoauth2(mailbox.as_str(), token.expose()),
-                )
+                .authenticate("XOAUTH2", &codec::sasl_xoauth2(mailbox.as_str(), &token))
                 .map_err(conn)?;
+            match source {
+                XOAuth2Token::App(_) if done.status.status == Status::Ok => {
+                    sh.app_accepted.store(true, Ordering::Relaxed);
+                }
+                XOAuth2Token::App(_) if !is_retryable_code(&done.status) => {
+                    return Err(LoginError::TokenRefused {
+                        token,
+                        said: done.status.describe(),
+                    });
+                }
+                _ => {}
+            }
             (
                 done,
                 format!(
-                    "put a valid access token (IMAP.AccessAsApp, not expired) for this mailbox's tenant in {}",
-                    sh.secrets.where_to_set(token_secret)
+                    "put a valid access token (IMAP.AccessAsApp, not expired) for this mailbox's tenant in {}, or let the sink get its own with `tenant`, `client-id` and `client-secret-secret`",
+                    sh.secrets.where_to_set(match source {
+                        XOAuth2Token::Secret(name) => name,
+                        XOAuth2Token::App(c) => &c.client_secret_secret,
+                    })
                 ),
             )
         }
@@ -1154,13 +1388,34 @@ fn login(sh: &Shared, mailbox: &Mailbox, client: &mut Client) -> Result<(), Sink
             }
             Ok(())
         }
-        _ if is_retryable_code(&done.status) => Err(unavailable(sh, &done.status)),
+        _ if is_retryable_code(&done.status) => Err(unavailable(sh, &done.status).into()),
         _ => Err(SinkError::Authentication {
             target: sh.target.clone(),
             mailbox: mailbox.to_string(),
             reason: done.status.describe(),
             fix,
-        }),
+        }
+        .into()),
+    }
+}
+
+/// The sink error for an app token that could not be had.
+fn token_error(sh: &Shared, mailbox: &Mailbox, e: TokenError) -> SinkError {
+    match e {
+        TokenError::Credentials { reason, fix } => SinkError::Authentication {
+            target: sh.target.clone(),
+            mailbox: mailbox.to_string(),
+            reason,
+            fix,
+        },
+        e @ TokenError::NotAnEndpoint { .. } => SinkError::Setup {
+            target: sh.target.clone(),
+            reason: e.to_string(),
+        },
+        e @ TokenError::Unavailable { .. } => SinkError::Unavailable {
+            target: sh.target.clone(),
+            message: e.to_string(),
+        },
     }
 }
 

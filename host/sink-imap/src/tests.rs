@@ -892,9 +892,7 @@ fn xoauth2_sends_the_bearer_token_and_finishes_an_error_challenge() {
         caps: "IMAP4rev1 LITERAL+ UIDPLUS SASL-IR AUTH=XOAUTH2",
         ..Behavior::default()
     });
-    let auth = ImapAuth::XOAuth2 {
-        token_secret: "exchange-token".into(),
-    };
+    let auth = ImapAuth::XOAuth2(XOAuth2Token::Secret("exchange-token".into()));
     let mut ok = ImapSink::new(settings(server.port, auth.clone()), secrets()).unwrap();
     let mb = mailbox("alice@example.test");
     assert!(!ok.contains(&mb, "INBOX/Chat", "x@y").unwrap());
@@ -919,9 +917,7 @@ fn xoauth2_sends_the_bearer_token_and_finishes_an_error_challenge() {
     let mut sink = ImapSink::new(
         settings(
             plain.port,
-            ImapAuth::XOAuth2 {
-                token_secret: "exchange-token".into(),
-            },
+            ImapAuth::XOAuth2(XOAuth2Token::Secret("exchange-token".into())),
         ),
         secrets(),
     )
@@ -1011,6 +1007,10 @@ fn settings_need_the_secrets_their_auth_uses() {
         master_separator: "*".into(),
         password_secret: Some("p".into()),
         token_secret: None,
+        tenant: None,
+        client_id: None,
+        client_secret_secret: None,
+        login_url: None,
         max_connections: 4,
         batch_messages: 100,
         batch_mb: 32,
@@ -1031,6 +1031,40 @@ fn settings_need_the_secrets_their_auth_uses() {
     })
     .unwrap_err();
     assert!(err.contains("token-secret"), "{err}");
+    let xoauth2 = ImapSinkConfig {
+        auth: ImapAuthMethod::Xoauth2,
+        tenant: Some("contoso.example".into()),
+        client_id: Some("app-id".into()),
+        ..base.clone()
+    };
+    let err = ImapSettings::from_config(&xoauth2).unwrap_err();
+    assert!(err.contains("missing: `client-secret-secret`"), "{err}");
+    let app = ImapSettings::from_config(&ImapSinkConfig {
+        client_secret_secret: Some("imap-client-secret".into()),
+        ..xoauth2.clone()
+    })
+    .unwrap();
+    let ImapAuth::XOAuth2(XOAuth2Token::App(credentials)) = &app.auth else {
+        panic!("app tokens: {:?}", app.auth);
+    };
+    assert_eq!(credentials.scope, EXCHANGE_SCOPE);
+    assert_eq!(
+        credentials.token_url(),
+        "https://login.microsoftonline.com/contoso.example/oauth2/v2.0/token"
+    );
+    let err = ImapSettings::from_config(&ImapSinkConfig {
+        token_secret: Some("exchange-token".into()),
+        ..xoauth2.clone()
+    })
+    .unwrap_err();
+    assert!(err.contains("exclude each other"), "{err}");
+    let err = ImapSettings::from_config(&ImapSinkConfig {
+        client_secret_secret: Some("imap-client-secret".into()),
+        login_url: Some("ftp://login.example".into()),
+        ..xoauth2
+    })
+    .unwrap_err();
+    assert!(err.contains("`login-url`"), "{err}");
     let starttls = ImapSettings::from_config(&ImapSinkConfig {
         auth: ImapAuthMethod::Login,
         tls: TlsMode::Starttls,
@@ -1066,4 +1100,43 @@ fn an_unreachable_server_is_retryable() {
     assert!(matches!(err, SinkError::Unavailable { .. }), "{err}");
     assert!(sink.describe().contains(&format!("127.0.0.1:{port}")));
     let _ = AtomicUsize::new(0).load(Ordering::Relaxed);
+}
+
+#[test]
+fn an_unreachable_token_endpoint_is_retryable_and_a_missing_client_secret_names_it() {
+    let server = FakeServer::start(Behavior {
+        caps: "IMAP4rev1 LITERAL+ UIDPLUS SASL-IR AUTH=XOAUTH2",
+        ..Behavior::default()
+    });
+    let closed = {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let app = |secret_name: &str| {
+        ImapAuth::XOAuth2(XOAuth2Token::App(
+            ClientCredentials::from_keys(
+                "contoso.example",
+                "app-id",
+                secret_name,
+                &format!("http://127.0.0.1:{closed}"),
+                EXCHANGE_SCOPE,
+                Duration::from_secs(5),
+            )
+            .unwrap(),
+        ))
+    };
+    let mb = mailbox("alice@example.test");
+    let mut sink = ImapSink::new(settings(server.port, app("exchange-token")), secrets()).unwrap();
+    let err = sink.contains(&mb, "INBOX/Chat", "x@y").unwrap_err();
+    assert!(matches!(err, SinkError::Unavailable { .. }), "{err}");
+    assert!(
+        err.to_string()
+            .contains("/contoso.example/oauth2/v2.0/token"),
+        "{err}"
+    );
+    let mut sink = ImapSink::new(settings(server.port, app("not-set")), secrets()).unwrap();
+    let err = sink.contains(&mb, "INBOX/Chat", "x@y").unwrap_err();
+    assert!(err.is_fatal(), "{err}");
+    assert!(err.to_string().contains("`not-set`"), "{err}");
+    assert!(server.store().auth.is_empty());
 }

@@ -307,6 +307,33 @@ ca-file = "certs/ca.pem"
     }
 
     #[test]
+    fn imap_sink_takes_the_apps_credentials_for_xoauth2_and_refuses_a_client_secret_written_in_the_file()
+     {
+        let app = IMAP.replace(
+            "auth = \"master\"\nmaster-user = \"archiver\"\npassword-secret = \"imap-master-password\"",
+            "auth = \"xoauth2\"\ntenant = \"contoso.onmicrosoft.com\"\nclient-id = \"app-id\"\nclient-secret-secret = \"imap-client-secret\"\nlogin-url = \"http://127.0.0.1:1\"",
+        );
+        let cfg = load(&app).unwrap();
+        let SinkConfig::Imap(imap) = &cfg.sink else {
+            panic!("an imap sink");
+        };
+        assert_eq!(imap.tenant.as_deref(), Some("contoso.onmicrosoft.com"));
+        assert_eq!(imap.client_id.as_deref(), Some("app-id"));
+        assert_eq!(
+            imap.client_secret_secret.as_deref(),
+            Some("imap-client-secret")
+        );
+        assert_eq!(imap.login_url.as_deref(), Some("http://127.0.0.1:1"));
+        assert_eq!(imap.token_secret, None);
+
+        let msg = load(&app.replace("client-secret-secret", "client-secret"))
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("`client-secret`"), "{msg}");
+        assert!(msg.contains("client-secret-secret"), "{msg}");
+    }
+
+    #[test]
     fn imap_sink_refuses_a_password_written_in_the_file() {
         let msg = load(&(IMAP.to_string() + "password = \"hunter2\"\n"))
             .unwrap_err()
