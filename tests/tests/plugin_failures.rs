@@ -244,3 +244,59 @@ fn a_connector_file_granting_more_than_the_manifest_declares_is_refused() {
         "{e}"
     );
 }
+
+#[test]
+fn a_granted_name_that_resolves_to_a_private_address_is_refused_unless_the_operator_allows_private_networks()
+ {
+    let pod = symphony_sim::start_blocking(
+        symphony_sim::SimConfig::builder()
+            .messages(20)
+            .large_attachment_bytes(0)
+            .build(),
+    )
+    .expect("the Symphony simulator starts");
+    // The same server, by a name that resolves to the loopback address.
+    let by_name = pod.base_url().replace("127.0.0.1", "localhost");
+    assert_ne!(by_name, pod.base_url());
+    let tmp = tempfile::tempdir().unwrap();
+    let file = connector_e2e::symphony::symphony_connector_file(
+        tmp.path(),
+        &connector_e2e::symphony::SymphonyConnector {
+            id: "on-premises",
+            base: &by_name,
+            retries: 0,
+            page_size: 50,
+            domain: "acme-capital.example",
+            sink: "[sink]\nkind = \"maildir\"\npath = \"mail\"\nfsync = false\n",
+            extra_secrets: "",
+        },
+    );
+    let host = Host::open(&tmp.path().join("state")).unwrap();
+    let refused = host
+        .run_once(
+            &ConnectorConfig::load(&file).unwrap(),
+            &RunOptions::default(),
+        )
+        .expect_err("a name resolving to loopback is refused");
+    let said = format!("{refused:#}");
+    assert!(
+        said.contains("localhost resolves to") && said.contains("private-networks = true"),
+        "the refusal names the host and the grant that allows it: {said}"
+    );
+    assert_eq!(pod.stats().requests, 0, "nothing reached the server");
+
+    let text = std::fs::read_to_string(&file).unwrap();
+    std::fs::write(
+        &file,
+        text.replacen("[grants]\n", "[grants]\nprivate-networks = true\n", 1),
+    )
+    .unwrap();
+    let allowed = host
+        .run_once(
+            &ConnectorConfig::load(&file).unwrap(),
+            &RunOptions::default(),
+        )
+        .unwrap();
+    assert_eq!(allowed.outcome, RunOutcome::Succeeded);
+    assert!(allowed.counts.imported > 0, "{allowed:?}");
+}

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
+use crate::address::AddressPolicy;
 use crate::manifest::PluginManifest;
 use crate::origin::Origin;
 
@@ -38,6 +39,10 @@ pub struct Grants {
     /// plugins you trust as much as the host itself.
     #[serde(default)]
     pub trusted_native: bool,
+    /// Lets the plugin's granted names resolve to loopback, private and
+    /// link-local addresses (a pod or server on your own network).
+    #[serde(default)]
+    pub private_networks: bool,
 }
 
 impl Grants {
@@ -105,6 +110,8 @@ pub struct Capabilities {
     /// Whether the operator trusts a native plugin to run in the host
     /// process (`[grants] trusted-native`).
     pub trusted_native: bool,
+    /// Which addresses its requests may reach (`[grants] private-networks`).
+    pub addresses: AddressPolicy,
 }
 
 impl Capabilities {
@@ -149,6 +156,11 @@ impl Capabilities {
             memory_bytes: u64::from(memory_mb) << 20,
             timeout_secs,
             trusted_native: granted.trusted_native,
+            addresses: if granted.private_networks {
+                AddressPolicy::PrivateNetworksAllowed
+            } else {
+                AddressPolicy::PublicOnly
+            },
         }
     }
 
@@ -162,6 +174,7 @@ impl Capabilities {
             memory_bytes: u64::from(manifest.permissions.memory_mb) << 20,
             timeout_secs: manifest.permissions.timeout_secs,
             trusted_native: false,
+            addresses: AddressPolicy::PublicOnly,
         }
     }
 

@@ -16,6 +16,7 @@ use std::time::Duration;
 use connector_secrets::SecretStore;
 
 use crate::Capabilities;
+use crate::address::{AddressPolicy, refusal_in};
 
 /// Largest body `fetch` buffers; larger ones need `send` and chunked reads.
 pub const MAX_BUFFERED_BODY: u64 = 256 << 20;
@@ -77,6 +78,8 @@ pub struct TransportRequest<'a> {
     pub body: Option<&'a [u8]>,
     /// Time limit for the whole exchange (already capped by the host).
     pub timeout: Duration,
+    /// Which addresses the connection may go to.
+    pub addresses: AddressPolicy,
 }
 
 /// A response from an [`HttpTransport`]: status, headers (names in lower
@@ -99,6 +102,9 @@ pub enum TransportError {
     /// The connection failed or broke.
     #[error("connection failed: {0}")]
     Connection(String),
+    /// The name resolved only to addresses the plugin may not reach.
+    #[error("{0}")]
+    AddressRefused(String),
     /// Anything else.
     #[error("{0}")]
     Other(String),
@@ -109,6 +115,7 @@ impl From<TransportError> for HttpError {
         match e {
             TransportError::Timeout => HttpError::Timeout,
             TransportError::Connection(m) => HttpError::Connection(m),
+            TransportError::AddressRefused(m) => HttpError::Denied(m),
             TransportError::Other(m) => HttpError::Other(m),
         }
     }
@@ -123,9 +130,11 @@ pub trait HttpTransport: Send + Sync {
     fn send(&self, request: TransportRequest<'_>) -> Result<TransportResponse, TransportError>;
 }
 
-/// Real HTTP over `ureq`, following no redirects.
+/// Real HTTP over `ureq`, following no redirects, connecting only to the
+/// addresses the request's [`AddressPolicy`] allows.
 pub struct UreqTransport {
-    agent: ureq::Agent,
+    public_only: ureq::Agent,
+    private_networks: ureq::Agent,
 }
 
 impl Default for UreqTransport {
@@ -137,21 +146,28 @@ impl Default for UreqTransport {
 impl UreqTransport {
     /// A transport with a 30 s connect timeout that follows no redirects.
     pub fn new() -> UreqTransport {
-        let agent = ureq::AgentBuilder::new()
-            .redirects(0)
-            .timeout_connect(Duration::from_secs(30))
-            .user_agent(concat!("connector-host/", env!("CARGO_PKG_VERSION")))
-            .build();
-        UreqTransport { agent }
+        let agent = |policy: AddressPolicy| {
+            ureq::AgentBuilder::new()
+                .redirects(0)
+                .timeout_connect(Duration::from_secs(30))
+                .user_agent(concat!("connector-host/", env!("CARGO_PKG_VERSION")))
+                .resolver(move |netloc: &str| policy.resolve(netloc))
+                .build()
+        };
+        UreqTransport {
+            public_only: agent(AddressPolicy::PublicOnly),
+            private_networks: agent(AddressPolicy::PrivateNetworksAllowed),
+        }
     }
 }
 
 impl HttpTransport for UreqTransport {
     fn send(&self, req: TransportRequest<'_>) -> Result<TransportResponse, TransportError> {
-        let mut request = self
-            .agent
-            .request_url(req.method, req.url)
-            .timeout(req.timeout);
+        let agent = match req.addresses {
+            AddressPolicy::PublicOnly => &self.public_only,
+            AddressPolicy::PrivateNetworksAllowed => &self.private_networks,
+        };
+        let mut request = agent.request_url(req.method, req.url).timeout(req.timeout);
         for (name, value) in &req.headers {
             request = request.set(name, value);
         }
@@ -265,6 +281,7 @@ impl PluginHttp {
             headers,
             body: req.body,
             timeout,
+            addresses: caps.addresses,
         })?;
         Ok(HttpResponse {
             status: response.status,
@@ -391,6 +408,9 @@ impl DownloadError {
 }
 
 fn transport_error(t: &ureq::Transport) -> TransportError {
+    if let Some(refused) = std::error::Error::source(t).and_then(refusal_in) {
+        return TransportError::AddressRefused(refused.to_string());
+    }
     let text = t.to_string();
     if text.contains("timed out") || text.contains("Timeout") {
         TransportError::Timeout

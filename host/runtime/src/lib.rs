@@ -7,13 +7,14 @@
 //! - The interface the pipeline drives: [`Source`], [`SourceSession`],
 //!   [`Page`], [`PluginError`].
 //! - What the host does on a plugin's behalf: outbound [`http`] under the
-//!   allow-list, [`attachments`] (downloads, deferred reads, spooling and
+//!   allow-list and the [`address`] policy, [`attachments`] (downloads, deferred reads, spooling and
 //!   size limits), the plugin's key/value store behind [`PluginKv`].
 //! - The two kinds of plugin: [`wasm`] components in wasmtime's sandbox and
 //!   trusted [`native`] libraries; [`loader`] is the one place that picks.
 //!
 //! Nothing here knows about emails, mailboxes or the state database.
 
+pub mod address;
 pub mod api_version;
 pub mod attachments;
 pub mod capabilities;
