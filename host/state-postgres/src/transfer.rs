@@ -13,7 +13,10 @@ use connector_state::encoding;
 use connector_state::transfer::{
     DeliveryRow, LedgerItemRow, Row, RowSink, StateExport, StateImport, Table,
 };
-use connector_state::{FailureKind, QuarantineEntry, RunFailure, RunId, SeenItem, StateError};
+use connector_model::Unreadable;
+use connector_state::{
+    FailureKind, QuarantineEntry, RunFailure, RunId, SeenItem, StateError, UnreadableRecord,
+};
 
 /// Rows fetched from a cursor at a time.
 const FETCH: i32 = 1000;
@@ -112,6 +115,26 @@ impl StateExport for PostgresStore {
                             reason: r.get(6),
                         },
                         at_ms: r.get(7),
+                    })
+                },
+            )?;
+            each_row(
+                &mut tx,
+                "SELECT run_id, connector, conversation, reason, fix, reported_at_ms
+                 FROM run_unreadable ORDER BY connector, run_id, conversation",
+                FETCH,
+                |_, r| {
+                    send(Row::RunUnreadable {
+                        connector: r.get(1),
+                        record: UnreadableRecord {
+                            run: RunId(r.get(0)),
+                            reported_at_ms: r.get(5),
+                            report: Unreadable {
+                                conversation_id: r.get(2),
+                                reason: r.get(3),
+                                fix: r.get(4),
+                            },
+                        },
                     })
                 },
             )?;
@@ -309,6 +332,22 @@ impl Writer<'_, '_, '_> {
             | Row::LedgerItem(_)
             | Row::Delivery(_) => {
                 unreachable!("batched above")
+            }
+            Row::RunUnreadable { connector, record } => {
+                let report = &record.report;
+                tx.execute(
+                    "INSERT INTO run_unreadable (run_id, connector, conversation, reason, fix,
+                        reported_at_ms)
+                     VALUES ($1, $2, $3, $4, $5, $6)",
+                    &[
+                        &record.run.0,
+                        &connector,
+                        &report.conversation_id,
+                        &report.reason,
+                        &report.fix,
+                        &record.reported_at_ms,
+                    ],
+                )?;
             }
             Row::Checkpoint { key, data, run } => {
                 tx.execute(

@@ -11,7 +11,10 @@ use connector_state::encoding;
 use connector_state::transfer::{
     DeliveryRow, LedgerItemRow, Row, RowSink, StateExport, StateImport,
 };
-use connector_state::{FailureKind, QuarantineEntry, RunFailure, RunId, SeenItem, StateError};
+use connector_model::Unreadable;
+use connector_state::{
+    FailureKind, QuarantineEntry, RunFailure, RunId, SeenItem, StateError, UnreadableRecord,
+};
 
 impl StateExport for SqliteStore {
     fn export_state(&self, sink: &mut dyn RowSink) -> Result<(), StateError> {
@@ -73,6 +76,27 @@ impl StateExport for SqliteStore {
                         reason: r.get(6)?,
                     },
                     at_ms: r.get(7)?,
+                })?;
+            }
+        }
+        {
+            let mut stmt = conn.prepare(
+                "SELECT run_id, connector, conversation, reason, fix, reported_at_ms
+                 FROM run_unreadable ORDER BY connector, run_id, conversation",
+            )?;
+            let mut rows = stmt.query([])?;
+            while let Some(r) = rows.next()? {
+                sink.push(Row::RunUnreadable {
+                    connector: r.get(1)?,
+                    record: UnreadableRecord {
+                        run: RunId(r.get(0)?),
+                        reported_at_ms: r.get(5)?,
+                        report: Unreadable {
+                            conversation_id: r.get(2)?,
+                            reason: r.get(3)?,
+                            fix: r.get(4)?,
+                        },
+                    },
                 })?;
             }
         }
@@ -270,6 +294,13 @@ fn write(tx: &rusqlite::Transaction<'_>, row: Row) -> Result<(), StateError> {
             failure,
             at_ms,
         } => runs::insert_failure(tx, run, &connector, &failure, at_ms)?,
+        Row::RunUnreadable { connector, record } => runs::insert_unreadable(
+            tx,
+            record.run,
+            &connector,
+            &record.report,
+            record.reported_at_ms,
+        )?,
         Row::LedgerItem(i) => {
             tx.prepare_cached(
                 "INSERT INTO ledger_items (connector, item_id, message_id, source_sha256,

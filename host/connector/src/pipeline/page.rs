@@ -74,10 +74,20 @@ impl PageStage<'_> {
             }
         }
         self.recall_conversations(&page.messages, conversations, db)?;
+        for u in &page.unreadable {
+            tracing::warn!(
+                connector = self.connector,
+                conversation = %u.conversation_id,
+                "conversation not read this run: {}; {}",
+                u.reason,
+                u.fix
+            );
+        }
         let commit = PageCommit {
             checkpoint: page.checkpoint,
             checkpoint_slot: self.checkpoint_slot.clone(),
             conversations: described,
+            unreadable: page.unreadable,
             ..PageCommit::default()
         };
         let mut plan = self.plan(&page.messages, conversations, commit, db)?;
@@ -152,7 +162,7 @@ impl PageStage<'_> {
                     source,
                 })?;
             faults::reached(Point::Convert);
-            let fan = self.users.fan_out(&conv.participants, &msg.sender);
+            let fan = self.users.fan_out_message(msg, &conv.participants);
             plan.counts.items_for_import += fan.mailboxes.len() as u64;
             plan.commit.seen.push(SeenItem {
                 item_id: msg.id.clone(),
@@ -161,6 +171,7 @@ impl PageStage<'_> {
                 mailboxes: fan.mailboxes.iter().map(|m| m.to_string()).collect(),
                 unmapped: fan.unmapped.iter().map(|p| p.id.clone()).collect(),
             });
+            name_external(msg, &fan.external, &mut plan.commit);
             if fan.unmapped.is_empty() {
                 plan.fully_mapped.push(msg.id.clone());
             } else {
@@ -374,6 +385,32 @@ impl PageStage<'_> {
     }
 }
 
+/// A person as the admin log names them: `id <email>`, or the id alone.
+fn named(person: &Person) -> String {
+    match &person.email {
+        Some(email) => format!("{} <{email}>", person.id),
+        None => person.id.clone(),
+    }
+}
+
+/// Names each external participant without a mailbox in the admin log:
+/// the message is complete without them.
+fn name_external(msg: &Message, external: &[Person], commit: &mut PageCommit) {
+    for person in external {
+        commit.failures.push(RunFailure {
+            item_id: msg.id.clone(),
+            source_user_id: person.id.clone(),
+            mailbox: String::new(),
+            kind: FailureKind::External,
+            reason: format!(
+                "participant {} belongs to another organisation and has no mailbox here: named in the email, not quarantined (`[mapping] external = \"name\"`); to archive a copy for them, add `{},<mailbox>` to the mapping CSV, or set `external = \"quarantine\"` to hold such messages until they are mapped",
+                named(person),
+                person.id
+            ),
+        });
+    }
+}
+
 /// Keeps a message with participants that have no mailbox in the
 /// quarantine, with one failure record per such participant.
 fn quarantine_unmapped(msg: &Message, email: &Email, unmapped: &[Person], commit: &mut PageCommit) {
@@ -384,13 +421,8 @@ fn quarantine_unmapped(msg: &Message, email: &Email, unmapped: &[Person], commit
             mailbox: String::new(),
             kind: FailureKind::Unmapped,
             reason: format!(
-                "no mailbox is mapped for participant {}{}; the item is kept in the quarantine: add `{},<mailbox>` to the mapping CSV, then run `connector quarantine redeliver`",
-                person.id,
-                person
-                    .email
-                    .as_deref()
-                    .map(|e| format!(" <{e}>"))
-                    .unwrap_or_default(),
+                "no mailbox is mapped for participant {}; the item is kept in the quarantine: add `{},<mailbox>` to the mapping CSV, then run `connector quarantine redeliver`",
+                named(person),
                 person.id
             ),
         });
