@@ -276,6 +276,9 @@ mod tests {
                 ("external-participants".into(), "7, 9,,".into()),
             ],
         };
-        assert_eq!(message.external_participants().collect::<Vec<_>>(), ["7", "9"]);
+        assert_eq!(
+            message.external_participants().collect::<Vec<_>>(),
+            ["7", "9"]
+        );
     }
 }

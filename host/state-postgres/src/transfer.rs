@@ -9,11 +9,11 @@ use postgres::{IsolationLevel, Transaction};
 use crate::runs::run_record;
 use crate::{Fail, PostgresStore, Session, conversations, corrupt, ledger, query_error};
 use crate::{quarantine, to_u64};
+use connector_model::Unreadable;
 use connector_state::encoding;
 use connector_state::transfer::{
     DeliveryRow, LedgerItemRow, Row, RowSink, StateExport, StateImport, Table,
 };
-use connector_model::Unreadable;
 use connector_state::{
     FailureKind, QuarantineEntry, RunFailure, RunId, SeenItem, StateError, UnreadableRecord,
 };

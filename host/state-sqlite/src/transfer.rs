@@ -7,11 +7,11 @@
 use rusqlite::{Connection, TransactionBehavior, params};
 
 use crate::{SqliteStore, conversations, quarantine, runs};
+use connector_model::Unreadable;
 use connector_state::encoding;
 use connector_state::transfer::{
     DeliveryRow, LedgerItemRow, Row, RowSink, StateExport, StateImport,
 };
-use connector_model::Unreadable;
 use connector_state::{
     FailureKind, QuarantineEntry, RunFailure, RunId, SeenItem, StateError, UnreadableRecord,
 };

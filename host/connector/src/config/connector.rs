@@ -78,8 +78,10 @@ pub struct MappingConfig {
 impl MappingConfig {
     /// Loads the override CSV and makes the map these settings describe.
     pub fn user_map(&self) -> Result<UserMap, MapError> {
-        Ok(UserMap::load(self.overrides.as_deref(), self.domains.clone())?
-            .with_external(self.external))
+        Ok(
+            UserMap::load(self.overrides.as_deref(), self.domains.clone())?
+                .with_external(self.external),
+        )
     }
 }
 

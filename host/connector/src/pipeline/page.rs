@@ -556,6 +556,7 @@ mod tests {
             messages: vec![chat("m1", "c1")],
             checkpoint: b"1".to_vec(),
             complete: false,
+            unreadable: Vec::new(),
         };
         stage
             .deliver(first, &mut HashMap::new(), &mut sink, &db, run)
@@ -566,6 +567,7 @@ mod tests {
             messages: vec![chat("m2", "c1")],
             checkpoint: b"2".to_vec(),
             complete: true,
+            unreadable: Vec::new(),
         };
         let counts = stage
             .deliver(later, &mut HashMap::new(), &mut sink, &db, run)
@@ -576,6 +578,7 @@ mod tests {
             messages: vec![chat("m3", "c-unknown")],
             checkpoint: b"3".to_vec(),
             complete: true,
+            unreadable: Vec::new(),
         };
         let err = stage
             .deliver(never, &mut HashMap::new(), &mut sink, &db, run)
@@ -603,6 +606,7 @@ mod tests {
             messages: vec![chat("m1", "c1")],
             checkpoint: b"1".to_vec(),
             complete: true,
+            unreadable: Vec::new(),
         };
         let run = lock(&db).begin_run("t", 0).unwrap();
         let mut sink = PickySink {
@@ -643,5 +647,62 @@ mod tests {
             db.refused_mailboxes("t", "m1").unwrap(),
             [("c@x.test".to_string(), "u-c".to_string())]
         );
+    }
+
+    #[test]
+    fn external_participants_are_named_not_quarantined_and_unreadable_conversations_are_kept_with_the_run()
+     {
+        let users = UserMap::load(None, vec!["x.test".into()]).unwrap();
+        let db: SharedStore = Arc::new(Mutex::new(SqliteStore::open_in_memory().unwrap()));
+        let stage = stage(&users, &db);
+        let conv = Conversation {
+            id: "c1".into(),
+            kind: ConversationKind::Room,
+            name: None,
+            participants: vec![
+                person("u-a", Some("a@x.test")),
+                person("u-ext", Some("e@partner.test")),
+            ],
+        };
+        let mut message = chat("m1", "c1");
+        message.properties.push((
+            connector_model::EXTERNAL_PARTICIPANTS_PROPERTY.into(),
+            "u-ext".into(),
+        ));
+        let report = connector_model::Unreadable {
+            conversation_id: "c2".into(),
+            reason: "HTTP 403".into(),
+            fix: "add the account".into(),
+        };
+        let page = Page {
+            conversations: vec![conv],
+            messages: vec![message],
+            checkpoint: b"1".to_vec(),
+            complete: true,
+            unreadable: vec![report.clone()],
+        };
+        let run = lock(&db).begin_run("t", 0).unwrap();
+        let mut sink = PickySink {
+            refuse: "",
+            stored: Vec::new(),
+        };
+        let counts = stage
+            .deliver(page, &mut HashMap::new(), &mut sink, &db, run)
+            .unwrap();
+        assert_eq!((counts.imported, counts.quarantined), (1, 0));
+        let db = lock(&db);
+        assert_eq!(db.quarantine_count("t").unwrap(), 0);
+        let failures = db.run_failures(run).unwrap();
+        assert_eq!(failures.len(), 1);
+        assert_eq!(failures[0].kind, FailureKind::External);
+        assert!(
+            failures[0].reason.contains("u-ext <e@partner.test>"),
+            "{}",
+            failures[0].reason
+        );
+        assert!(db.run_items(run).unwrap()[0].unmapped.is_empty());
+        let kept = db.run_unreadable(run).unwrap();
+        assert_eq!(kept.len(), 1);
+        assert_eq!(kept[0].report, report);
     }
 }

@@ -8,8 +8,8 @@ use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use super::limits::MemoryCap;
-use connector_model::Unreadable;
 use crate::{KvAccess, PluginError, PluginHttp};
+use connector_model::Unreadable;
 
 /// How much of a plugin's stderr is kept for error reports.
 const STDERR_CAPACITY: usize = 64 << 10;
