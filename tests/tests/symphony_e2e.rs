@@ -462,8 +462,34 @@ fn check_email(
         .shared_message_id
         .as_deref()
         .map(|s| truth.message(s).unwrap());
+    let files: Vec<_> = m
+        .attachments
+        .iter()
+        .chain(shared.iter().flat_map(|s| &s.attachments))
+        .collect();
+    // The pod serves a stream's files to its members only: those of other
+    // streams (messages from the datahose) are named after the text, with
+    // why and how to get them.
+    let body = body_without_context(parsed);
+    let (text, note) = match body.find("Files not archived (") {
+        Some(at) => (body[..at].trim_end().to_string(), Some(&body[at..])),
+        None => (body.clone(), None),
+    };
+    if !stream.service_member && !files.is_empty() {
+        let note = note.unwrap_or_else(|| panic!("{id}: the files are named: {body}"));
+        assert!(note.contains("not a member"), "{id}: {note}");
+        assert!(note.contains("add the service account"), "{id}: {note}");
+        for a in &files {
+            assert!(
+                note.contains(&format!("- {} ({} bytes, id ", a.name, a.size)),
+                "{id}: {note}"
+            );
+        }
+    } else {
+        assert_eq!(note, None, "{id}");
+    }
     if !m.text.is_empty() {
-        let got = body_without_context(parsed);
+        let got = text;
         let mut want = expected_text(truth, m);
         if let Some(shared) = shared {
             let author = truth.user(shared.sender_user_id).unwrap();
@@ -497,13 +523,6 @@ fn check_email(
             )
         })
         .collect();
-    let files: Vec<_> = m
-        .attachments
-        .iter()
-        .chain(shared.iter().flat_map(|s| &s.attachments))
-        .collect();
-    // The pod serves a stream's files to its members only: those of other
-    // streams (messages from the datahose) are named, not fetched.
     let want: Vec<(String, String)> = if stream.service_member {
         files
             .iter()
@@ -773,6 +792,26 @@ fn half_member_pod() -> symphony_sim::SimConfigBuilder {
         .membership(Membership::Half)
 }
 
+/// The conversations `connector status --json` lists as not read, with
+/// their reasons and fixes.
+fn not_read(state: &std::path::Path, file: &std::path::Path) -> BTreeMap<String, (String, String)> {
+    let out = connector_e2e::ops::connector_ok(
+        std::path::Path::new(BIN),
+        state,
+        &["status", "--json", file.to_str().unwrap()],
+    );
+    let status: serde_json::Value = serde_json::from_str(&out).unwrap();
+    status["connectors"][0]["unreadable"]
+        .as_array()
+        .expect("the status lists unreadable conversations")
+        .iter()
+        .map(|u| {
+            let text = |k: &str| u[k].as_str().unwrap().to_string();
+            (text("conversation_id"), (text("reason"), text("fix")))
+        })
+        .collect()
+}
+
 #[test]
 fn a_pod_where_the_account_is_a_member_of_half_the_streams_archives_those_exactly_and_names_the_others_with_the_fix()
  {
@@ -780,13 +819,14 @@ fn a_pod_where_the_account_is_a_member_of_half_the_streams_archives_those_exactl
     for status in [403, 400] {
         let sim = sim(half_member_pod().non_member_status(status).build());
         let truth = sim.ground_truth();
-        let skipped: Vec<&str> = truth
+        let mut skipped: Vec<&str> = truth
             .streams
             .iter()
             .filter(|s| !s.service_member)
             .map(|s| s.stream_id.as_str())
             .collect();
-        assert!(!skipped.is_empty() && skipped.len() < truth.streams.len());
+        skipped.sort_unstable();
+        assert!(skipped.len() > 1 && skipped.len() < truth.streams.len());
         let s = setup(&sim.base_url(), 50);
         let file = s.config.path.clone();
         let run = || {
@@ -803,17 +843,6 @@ fn a_pod_where_the_account_is_a_member_of_half_the_streams_archives_those_exactl
             String::from_utf8_lossy(&out.stderr).into_owned()
         };
         let log = run();
-        for id in &skipped {
-            assert!(
-                log.lines()
-                    .any(|l| l.contains("stream skipped") && l.contains(id)),
-                "{id} named as skipped:\n{log}"
-            );
-        }
-        assert!(
-            log.contains("add the service account to the conversation") && log.contains("datahose"),
-            "the fix is given:\n{log}"
-        );
         assert!(
             log.contains(&format!(
                 "{} of {} Symphony streams could not be read",
@@ -822,14 +851,80 @@ fn a_pod_where_the_account_is_a_member_of_half_the_streams_archives_those_exactl
             )),
             "{log}"
         );
+        // The status, its page and the admin log name each refused stream
+        // with the pod's answer and the fix.
+        let listed = not_read(&s.state, &file);
+        assert_eq!(
+            listed.keys().map(String::as_str).collect::<Vec<_>>(),
+            skipped,
+            "every refused stream, and only those"
+        );
+        for (id, (reason, fix)) in &listed {
+            assert!(reason.contains(&format!("HTTP {status}")), "{id}: {reason}");
+            assert!(
+                fix.contains("add the service account to the conversation")
+                    && fix.contains("datahose"),
+                "{id}: {fix}"
+            );
+        }
+        let text = connector_e2e::ops::connector_ok(
+            std::path::Path::new(BIN),
+            &s.state,
+            &["status", file.to_str().unwrap()],
+        );
+        assert!(
+            text.contains(&format!("not read: {} conversation(s)", skipped.len())),
+            "{text}"
+        );
+        let admin_log = connector_e2e::ops::connector_ok(
+            std::path::Path::new(BIN),
+            &s.state,
+            &["log", "--connector", "symphony-e2e", "--last"],
+        );
+        assert!(
+            admin_log.contains("Unreadable conversation,Reason,Fix"),
+            "{admin_log}"
+        );
+        for id in &skipped {
+            assert!(
+                admin_log
+                    .lines()
+                    .any(|l| l.starts_with(id) && l.contains("add the service account")),
+                "{id} in the admin log:\n{admin_log}"
+            );
+        }
         let readable = readable_part(&truth);
         check_archive_of(&s, &readable, &truth);
         assert!(sim.stats().not_member >= skipped.len() as u64);
 
-        // The next run asks the refused streams again, and delivers nothing twice.
-        let log = run();
-        assert!(log.contains("stream skipped"), "{log}");
-        check_archive_of(&s, &readable, &truth);
+        // The account is added to one refused stream (one whose messages
+        // nobody forwarded elsewhere, whose archived forwards would name an
+        // unknown parent): the next run archives it, it leaves the list, and
+        // the others are asked again; nothing is delivered twice.
+        let forwarded_from = |id: &str| {
+            truth.messages.iter().any(|m| {
+                m.stream_id != id
+                    && m.parent_message_id
+                        .as_deref()
+                        .and_then(|p| truth.message(p))
+                        .is_some_and(|p| p.stream_id == id)
+            })
+        };
+        let joined = *skipped
+            .iter()
+            .find(|id| !forwarded_from(id))
+            .expect("a refused stream nobody forwarded from");
+        assert!(sim.add_service_account(joined));
+        run();
+        let listed = not_read(&s.state, &file);
+        let still: Vec<&str> = skipped.iter().copied().filter(|id| *id != joined).collect();
+        assert_eq!(
+            listed.keys().map(String::as_str).collect::<Vec<_>>(),
+            still,
+            "the stream read this run left the list"
+        );
+        let truth = sim.ground_truth();
+        check_archive_of(&s, &readable_part(&truth), &truth);
     }
 }
 
@@ -860,6 +955,27 @@ fn with_the_datahose_a_pod_where_the_account_is_in_half_the_streams_is_archived_
     let truth = sim.ground_truth();
     assert!(truth.streams.iter().any(|s| !s.service_member));
     check_archive(&s, &truth);
+    // The streams the account is not in are listed: their messages came
+    // from the datahose, their files could not be fetched.
+    let mut outside: Vec<&str> = truth
+        .streams
+        .iter()
+        .filter(|s| !s.service_member)
+        .map(|s| s.stream_id.as_str())
+        .collect();
+    outside.sort_unstable();
+    let listed = not_read(&s.state, &s.config.path);
+    assert_eq!(
+        listed.keys().map(String::as_str).collect::<Vec<_>>(),
+        outside
+    );
+    for (id, (reason, fix)) in &listed {
+        assert!(reason.contains("files cannot be fetched"), "{id}: {reason}");
+        assert!(
+            fix.contains("add the service account to the conversation"),
+            "{id}: {fix}"
+        );
+    }
 
     // Suppressions reach the datahose and are archived as deletions.
     assert!(sim.apply_suppressions() > 0);

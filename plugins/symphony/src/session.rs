@@ -142,8 +142,7 @@ const NOT_MEMBER_FILES_FIX: &str = "add the service account to the conversation 
 
 /// Why the files of a datahose message from a stream the run could not read
 /// are not fetched.
-const NOT_MEMBER_FILES: &str =
-    "the service account is not a member of this conversation, and Symphony serves its files \
+const NOT_MEMBER_FILES: &str = "the service account is not a member of this conversation, and Symphony serves its files \
      to members only";
 
 /// Why the files of a datahose message from a stream the run did not list
@@ -549,8 +548,12 @@ impl<B: Backend> Session<B> {
                 None => Vec::new(),
             };
             if let Some(why) = unfetched.filter(|_| !unfetched_files.is_empty()) {
-                rendered =
-                    normalize::with_unfetched(rendered, &unfetched_files, why, NOT_MEMBER_FILES_FIX);
+                rendered = normalize::with_unfetched(
+                    rendered,
+                    &unfetched_files,
+                    why,
+                    NOT_MEMBER_FILES_FIX,
+                );
                 self.report_unreadable(
                     &stream.id,
                     &format!("files of its messages from the datahose are not fetched: {why}"),
