@@ -18,7 +18,7 @@ use connector_email::EmailConverter;
 use connector_host::config::ConnectorConfig;
 use connector_host::pipeline::{Host, RunOptions, RunSummary};
 use connector_model::Person;
-use connector_state::RunOutcome;
+use connector_state::{FailureKind, RunOutcome};
 use mail_parser::{Encoding, Message, MessageParser, MessagePart, MimeHeaders};
 use sha2::{Digest, Sha256};
 use symphony_sim::{
@@ -982,4 +982,150 @@ fn with_the_datahose_a_pod_where_the_account_is_in_half_the_streams_is_archived_
     let third = host.run_once(&s.config, &RunOptions::default()).unwrap();
     assert_eq!(third.outcome, RunOutcome::Succeeded);
     check_archive(&s, &sim.ground_truth());
+}
+
+/// Runs a pod where the account is in every stream once with `[mapping]
+/// external = policy` (the default when `None`); returns the connector's
+/// quarantined item ids, with the unmapped participants of each, and the
+/// run's admin log.
+fn run_with_external_policy(
+    sim: &BlockingSim,
+    policy: Option<&str>,
+) -> (
+    BTreeMap<String, BTreeSet<String>>,
+    connector_host::report::AdminLog,
+) {
+    let s = setup(&sim.base_url(), 100);
+    if let Some(policy) = policy {
+        let text = std::fs::read_to_string(&s.config.path).unwrap();
+        let line = format!("domains = [\"{DOMAIN}\"]\n");
+        assert!(text.contains(&line));
+        std::fs::write(
+            &s.config.path,
+            text.replacen(&line, &format!("{line}external = \"{policy}\"\n"), 1),
+        )
+        .unwrap();
+    }
+    let config = ConnectorConfig::load(&s.config.path).unwrap();
+    let host = Host::open(&s.state).unwrap();
+    let summary = host.run_once(&config, &RunOptions::default()).unwrap();
+    assert_eq!(summary.outcome, RunOutcome::Succeeded);
+    let db = host.db();
+    let quarantined = db
+        .quarantine(&config.id)
+        .unwrap()
+        .into_iter()
+        .map(|q| (q.item_id, q.unmapped.into_iter().map(|p| p.id).collect()))
+        .collect();
+    let run = db.run(summary.run).unwrap().unwrap();
+    let log = connector_host::report::admin_log(&*db, &run).unwrap();
+    (quarantined, log)
+}
+
+#[test]
+fn external_participants_are_named_not_quarantined_while_internal_unmapped_ones_still_are() {
+    let sim = sim(sim_config(400));
+    let truth = sim.ground_truth();
+    let external_ids: BTreeSet<String> = truth
+        .users
+        .iter()
+        .filter(|u| u.external)
+        .map(|u| u.user_id.to_string())
+        .collect();
+    // Per message: its members without a mailbox, internal and external.
+    let unmapped = |m: &TruthMessage, external: bool| -> BTreeSet<String> {
+        truth
+            .stream(&m.stream_id)
+            .unwrap()
+            .members
+            .iter()
+            .filter(|p| p.external == external)
+            .filter(|p| p.email.as_deref().and_then(mapped).is_none())
+            .map(|p| p.user_id.to_string())
+            .collect()
+    };
+
+    let (quarantined, log) = run_with_external_policy(&sim, None);
+    let (mut named_only, mut held) = (0, 0);
+    for m in &truth.messages {
+        let internal = unmapped(m, false);
+        let external = unmapped(m, true);
+        match quarantined.get(&m.message_id) {
+            Some(people) => {
+                assert_eq!(
+                    people, &internal,
+                    "{}: held for its internal people only",
+                    m.message_id
+                );
+                held += 1;
+            }
+            None => assert!(
+                internal.is_empty(),
+                "{}: {internal:?} lack a mailbox",
+                m.message_id
+            ),
+        }
+        let named: BTreeSet<String> = log
+            .failures
+            .iter()
+            .filter(|f| f.item_id == m.message_id && f.kind == FailureKind::External)
+            .map(|f| f.source_user_id.clone())
+            .collect();
+        assert_eq!(
+            named, external,
+            "{}: the external people are named",
+            m.message_id
+        );
+        if internal.is_empty() && !external.is_empty() {
+            named_only += 1;
+        }
+    }
+    assert!(named_only > 0 && held > 0, "{named_only} {held}");
+    assert!(
+        log.failures.iter().any(|f| f.kind == FailureKind::External
+            && f.reason.contains("belongs to another organisation"))
+    );
+    assert_eq!(
+        log.summary.failed,
+        log.failures
+            .iter()
+            .filter(|f| f.kind != FailureKind::External)
+            .count() as u64,
+        "named external people are not failures"
+    );
+    for people in quarantined.values() {
+        assert!(people.is_disjoint(&external_ids), "{people:?}");
+    }
+
+    // `external = "quarantine"` holds a message for anyone without a mailbox.
+    let (quarantined, _) = run_with_external_policy(&sim, Some("quarantine"));
+    for m in &truth.messages {
+        let mut everyone = unmapped(m, false);
+        everyone.extend(unmapped(m, true));
+        assert_eq!(
+            quarantined.get(&m.message_id).cloned().unwrap_or_default(),
+            everyone,
+            "{}",
+            m.message_id
+        );
+    }
+}
+
+#[test]
+fn an_unknown_external_policy_is_refused_with_the_values_it_takes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = setup("http://127.0.0.1:9", 10);
+    let text = std::fs::read_to_string(&s.config.path).unwrap();
+    let line = format!("domains = [\"{DOMAIN}\"]\n");
+    let file = tmp.path().join("connector.toml");
+    std::fs::write(
+        &file,
+        text.replacen(&line, &format!("{line}external = \"drop\"\n"), 1),
+    )
+    .unwrap();
+    let err = ConnectorConfig::load(&file).unwrap_err().to_string();
+    assert!(
+        err.contains("drop") && err.contains("name") && err.contains("quarantine"),
+        "{err}"
+    );
 }
