@@ -74,15 +74,6 @@ impl PageStage<'_> {
             }
         }
         self.recall_conversations(&page.messages, conversations, db)?;
-        for u in &page.unreadable {
-            tracing::warn!(
-                connector = self.connector,
-                conversation = %u.conversation_id,
-                "conversation not read this run: {}; {}",
-                u.reason,
-                u.fix
-            );
-        }
         let commit = PageCommit {
             checkpoint: page.checkpoint,
             checkpoint_slot: self.checkpoint_slot.clone(),

@@ -124,7 +124,11 @@ pub fn admin_log(db: &dyn StateStore, run: &RunRecord) -> Result<AdminLog, Repor
         .iter()
         .filter(|f| f.kind == FailureKind::Unmapped)
         .count() as u64;
-    let failed_items: BTreeSet<&str> = failures.iter().map(|f| f.item_id.as_str()).collect();
+    let failed_items: BTreeSet<&str> = failures
+        .iter()
+        .filter(|f| f.kind.is_failure())
+        .map(|f| f.item_id.as_str())
+        .collect();
     let failed_list: Vec<&str> = failed_items.iter().copied().collect();
     let reached: BTreeSet<String> = db
         .ledger_for_items(&run.connector, &failed_list)?
