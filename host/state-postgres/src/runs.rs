@@ -327,18 +327,7 @@ impl PostgresStore {
     ) -> Result<Vec<UnreadableRecord>, StateError> {
         self.with(|c| {
             let rows = c.session().query(sql, params)?;
-            Ok(rows
-                .iter()
-                .map(|r| UnreadableRecord {
-                    run: RunId(r.get(0)),
-                    reported_at_ms: r.get(1),
-                    report: Unreadable {
-                        conversation_id: r.get(2),
-                        reason: r.get(3),
-                        fix: r.get(4),
-                    },
-                })
-                .collect())
+            Ok(rows.iter().map(|r| unreadable_record(r, 0)).collect())
         })
     }
 
@@ -352,6 +341,19 @@ impl PostgresStore {
             let rows = c.session().query(sql, params)?;
             rows.iter().map(run_record).collect()
         })
+    }
+}
+
+/// The report in the [`unreadable_columns`] of a row, from column `first`.
+pub(crate) fn unreadable_record(r: &Row, first: usize) -> UnreadableRecord {
+    UnreadableRecord {
+        run: RunId(r.get(first)),
+        reported_at_ms: r.get(first + 1),
+        report: Unreadable {
+            conversation_id: r.get(first + 2),
+            reason: r.get(first + 3),
+            fix: r.get(first + 4),
+        },
     }
 }
 

@@ -6,17 +6,14 @@
 
 use postgres::{IsolationLevel, Transaction};
 
-use crate::runs::run_record;
+use crate::runs::{self, run_record};
 use crate::{Fail, PostgresStore, Session, conversations, corrupt, ledger, query_error};
 use crate::{quarantine, to_u64};
-use connector_model::Unreadable;
 use connector_state::encoding;
 use connector_state::transfer::{
     DeliveryRow, LedgerItemRow, Row, RowSink, StateExport, StateImport, Table,
 };
-use connector_state::{
-    FailureKind, QuarantineEntry, RunFailure, RunId, SeenItem, StateError, UnreadableRecord,
-};
+use connector_state::{FailureKind, QuarantineEntry, RunFailure, RunId, SeenItem, StateError};
 
 /// Rows fetched from a cursor at a time.
 const FETCH: i32 = 1000;
@@ -120,21 +117,13 @@ impl StateExport for PostgresStore {
             )?;
             each_row(
                 &mut tx,
-                "SELECT run_id, connector, conversation, reason, fix, reported_at_ms
+                "SELECT run_id, reported_at_ms, conversation, reason, fix, connector
                  FROM run_unreadable ORDER BY connector, run_id, conversation",
                 FETCH,
                 |_, r| {
                     send(Row::RunUnreadable {
-                        connector: r.get(1),
-                        record: UnreadableRecord {
-                            run: RunId(r.get(0)),
-                            reported_at_ms: r.get(5),
-                            report: Unreadable {
-                                conversation_id: r.get(2),
-                                reason: r.get(3),
-                                fix: r.get(4),
-                            },
-                        },
+                        connector: r.get(5),
+                        record: runs::unreadable_record(r, 0),
                     })
                 },
             )?;

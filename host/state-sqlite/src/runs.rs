@@ -296,19 +296,9 @@ impl SqliteStore {
         values: impl rusqlite::Params,
     ) -> Result<Vec<UnreadableRecord>, StateError> {
         let mut stmt = self.conn.prepare(&format!(
-            "SELECT run_id, reported_at_ms, conversation, reason, fix FROM run_unreadable {tail}"
+            "SELECT {UNREADABLE_COLUMNS} FROM run_unreadable {tail}"
         ))?;
-        let rows = stmt.query_map(values, |r| {
-            Ok(UnreadableRecord {
-                run: RunId(r.get(0)?),
-                reported_at_ms: r.get(1)?,
-                report: Unreadable {
-                    conversation_id: r.get(2)?,
-                    reason: r.get(3)?,
-                    fix: r.get(4)?,
-                },
-            })
-        })?;
+        let rows = stmt.query_map(values, |r| unreadable_record(r, 0))?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
@@ -440,6 +430,25 @@ fn record_items_and_failures(
         insert_unreadable(tx, run, connector, report, now)?;
     }
     Ok(())
+}
+
+/// The columns [`unreadable_record`] reads, in its order.
+pub(super) const UNREADABLE_COLUMNS: &str = "run_id, reported_at_ms, conversation, reason, fix";
+
+/// The report in the [`UNREADABLE_COLUMNS`] of a row, from column `first`.
+pub(super) fn unreadable_record(
+    r: &rusqlite::Row<'_>,
+    first: usize,
+) -> rusqlite::Result<UnreadableRecord> {
+    Ok(UnreadableRecord {
+        run: RunId(r.get(first)?),
+        reported_at_ms: r.get(first + 1)?,
+        report: Unreadable {
+            conversation_id: r.get(first + 2)?,
+            reason: r.get(first + 3)?,
+            fix: r.get(first + 4)?,
+        },
+    })
 }
 
 /// Records that `run` could not read a conversation (replacing the run's

@@ -7,14 +7,11 @@
 use rusqlite::{Connection, TransactionBehavior, params};
 
 use crate::{SqliteStore, conversations, quarantine, runs};
-use connector_model::Unreadable;
 use connector_state::encoding;
 use connector_state::transfer::{
     DeliveryRow, LedgerItemRow, Row, RowSink, StateExport, StateImport,
 };
-use connector_state::{
-    FailureKind, QuarantineEntry, RunFailure, RunId, SeenItem, StateError, UnreadableRecord,
-};
+use connector_state::{FailureKind, QuarantineEntry, RunFailure, RunId, SeenItem, StateError};
 
 impl StateExport for SqliteStore {
     fn export_state(&self, sink: &mut dyn RowSink) -> Result<(), StateError> {
@@ -80,23 +77,15 @@ impl StateExport for SqliteStore {
             }
         }
         {
-            let mut stmt = conn.prepare(
-                "SELECT run_id, connector, conversation, reason, fix, reported_at_ms
-                 FROM run_unreadable ORDER BY connector, run_id, conversation",
-            )?;
+            let mut stmt = conn.prepare(&format!(
+                "SELECT connector, {} FROM run_unreadable ORDER BY connector, run_id, conversation",
+                runs::UNREADABLE_COLUMNS
+            ))?;
             let mut rows = stmt.query([])?;
             while let Some(r) = rows.next()? {
                 sink.push(Row::RunUnreadable {
-                    connector: r.get(1)?,
-                    record: UnreadableRecord {
-                        run: RunId(r.get(0)?),
-                        reported_at_ms: r.get(5)?,
-                        report: Unreadable {
-                            conversation_id: r.get(2)?,
-                            reason: r.get(3)?,
-                            fix: r.get(4)?,
-                        },
-                    },
+                    connector: r.get(0)?,
+                    record: runs::unreadable_record(r, 1)?,
                 })?;
             }
         }
