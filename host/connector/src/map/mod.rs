@@ -604,7 +604,7 @@ mod tests {
             [mailbox("u@corp.example"), mailbox("y@corp.example")],
             "an external person whose address maps still receives it"
         );
-        assert_eq!(out.external, [sender.clone()]);
+        assert_eq!(out.external, std::slice::from_ref(&sender));
         assert_eq!(out.unmapped, [person("nobody", None)]);
 
         let strict = map.with_external(ExternalPolicy::Quarantine);
