@@ -208,6 +208,7 @@ use std::marker::PhantomData;
 pub mod files;
 pub mod http;
 pub mod log;
+pub mod report;
 pub mod secrets;
 pub mod signing;
 pub mod state;
@@ -219,7 +220,7 @@ mod records;
 
 pub use chunk_reader::ChunkReader;
 pub use ids::{AttachmentId, ConversationId, MessageId, PersonId};
-pub use records::IntoOptionalString;
+pub use records::{EXTERNAL_PARTICIPANTS, IntoOptionalString};
 
 /// Generated guest bindings for the `source-plugin` world. Not part of the
 /// stable API: use the re-exports at the crate root and the modules instead.

@@ -229,7 +229,27 @@ impl Message {
         append(&mut self.properties, properties);
         self
     }
+
+    /// Names the participants of other organisations (their person ids):
+    /// the host's mapping applies its policy for external participants to
+    /// them (by default they are named in the email and the admin log, and
+    /// a message they have no mailbox for is not quarantined). Recorded as
+    /// the property [`EXTERNAL_PARTICIPANTS`]; no ids, no property.
+    pub fn with_external_participants<I, P>(self, ids: I) -> Self
+    where
+        I: IntoIterator<Item = P>,
+        P: Into<PersonId>,
+    {
+        let ids: Vec<String> = ids.into_iter().map(|id| id.into().into_string()).collect();
+        if ids.is_empty() {
+            return self;
+        }
+        self.with_property(EXTERNAL_PARTICIPANTS, ids.join(","))
+    }
 }
+
+/// The property [`Message::with_external_participants`] writes.
+pub const EXTERNAL_PARTICIPANTS: &str = "External-Participants";
 
 impl Page {
     /// A page with no conversations or messages that ends at `checkpoint`

@@ -178,6 +178,7 @@ conformance!(
     kv_refuses_values_and_keys_over_their_limits,
     kv_quota_counts_all_keys_and_values_of_the_connector,
     a_page_records_what_it_saw_and_what_failed_for_the_admin_log,
+    unreadable_conversations_are_those_of_the_last_complete_run_and_any_since,
     pruning_removes_old_runs_with_their_items_and_failures_but_never_the_ledger,
     connector_totals_add_finished_and_running_runs,
     described_conversations_are_remembered_and_replaced_with_the_page,
@@ -627,6 +628,37 @@ mod sqlite_only {
     }
 
     #[test]
+    fn a_version_5_database_keeps_its_failures_and_takes_external_ones_and_unreadable_conversations()
+     {
+        let sqlite = Sqlite::fresh();
+        at_version(&sqlite, 5)
+            .execute_batch(
+                "INSERT INTO runs (connector, started_at_ms) VALUES ('c', 1);
+                 INSERT INTO run_failures (run_id, connector, item_id, source_user_id, mailbox,
+                    kind, reason, at_ms) VALUES (1, 'c', 'm1', 'u', '', 'unmapped', 'why', 2);",
+            )
+            .unwrap();
+        let mut db = SqliteStore::open(&sqlite.path()).unwrap();
+        assert_eq!(db.schema_version().unwrap(), SCHEMA_VERSION);
+        let run = RunId(1);
+        assert_eq!(
+            db.run_failures(run).unwrap(),
+            [failure("m1", "u", "", FailureKind::Unmapped, "why")]
+        );
+        let lock = lease(&db);
+        let mut p = page(Vec::new(), b"1");
+        p.failures = vec![failure("m2", "x", "", FailureKind::External, "named")];
+        p.unreadable = vec![connector_model::Unreadable {
+            conversation_id: "s1".into(),
+            reason: "HTTP 403".into(),
+            fix: "add the account".into(),
+        }];
+        db.commit_page("c", run, lock.token(), &p).unwrap();
+        assert_eq!(db.run_failures(run).unwrap().len(), 2);
+        assert_eq!(db.unreadable("c").unwrap().len(), 1);
+    }
+
+    #[test]
     fn a_version_4_ledger_is_split_into_items_and_deliveries_keeping_every_field() {
         let sqlite = Sqlite::fresh();
         at_version(&sqlite, 4)
@@ -698,6 +730,11 @@ mod sqlite_only {
             FailureKind::Unmapped,
             "no mailbox",
         )];
+        p.unreadable = vec![connector_model::Unreadable {
+            conversation_id: "s1".into(),
+            reason: "HTTP 403".into(),
+            fix: "add the account".into(),
+        }];
         source.commit_page("c", run, lock.token(), &p).unwrap();
         drop(lock);
         source
@@ -718,6 +755,11 @@ mod sqlite_only {
         assert_eq!(rows(Table::Quarantine), 2);
         assert_eq!(rows(Table::RunItems), 1);
         assert_eq!(rows(Table::RunFailures), 1);
+        assert_eq!(rows(Table::RunUnreadable), 1);
+        assert_eq!(
+            target.run_unreadable(run).unwrap(),
+            source.run_unreadable(run).unwrap()
+        );
         assert_eq!(
             target.quarantine("c").unwrap(),
             source.quarantine("c").unwrap()
@@ -1386,6 +1428,108 @@ mod behaviours {
         assert_eq!(db.checkpoint("c").unwrap(), None);
         assert!(db.refused_mailboxes("c", "m1").unwrap().is_empty());
         assert_eq!(db.last_run("c").unwrap().unwrap().kind, RunKind::Redeliver);
+    }
+
+    fn unreadable(conversation: &str, reason: &str) -> connector_model::Unreadable {
+        connector_model::Unreadable {
+            conversation_id: conversation.to_string(),
+            reason: reason.to_string(),
+            fix: format!("add the account to {conversation}"),
+        }
+    }
+
+    /// Commits a page of `run` reporting `reports` unreadable.
+    fn report(db: &mut dyn StateStore, lock: &RunLock, run: RunId, reports: &[(&str, &str)]) {
+        let mut p = page(Vec::new(), b"u");
+        p.unreadable = reports.iter().map(|(c, r)| unreadable(c, r)).collect();
+        commit(db, lock, run, &p);
+    }
+
+    fn listed(db: &dyn StateStore) -> Vec<(String, String, RunId)> {
+        db.unreadable("c")
+            .unwrap()
+            .into_iter()
+            .map(|u| (u.report.conversation_id, u.report.reason, u.run))
+            .collect()
+    }
+
+    pub fn unreadable_conversations_are_those_of_the_last_complete_run_and_any_since(
+        b: &dyn Backend,
+    ) {
+        let mut db = b.open();
+        let lock = lease(&*db);
+        let first = db.begin_run("c", 0).unwrap();
+        // A later report of a conversation in the same run replaces the
+        // earlier one, in a page or across pages.
+        report(
+            &mut *db,
+            &lock,
+            first,
+            &[("s2", "old"), ("s1", "403"), ("s2", "400")],
+        );
+        report(&mut *db, &lock, first, &[("s3", "403")]);
+        let kept = db.run_unreadable(first).unwrap();
+        assert_eq!(
+            kept.iter().map(|u| u.report.clone()).collect::<Vec<_>>(),
+            [
+                unreadable("s1", "403"),
+                unreadable("s2", "400"),
+                unreadable("s3", "403")
+            ]
+        );
+        assert!(kept.iter().all(|u| u.run == first && u.reported_at_ms > 0));
+        end(&mut *db, first, 10, RunOutcome::Succeeded, None);
+        let s = |c: &str, r: &str, run: RunId| (c.to_string(), r.to_string(), run);
+        assert_eq!(
+            listed(&*db),
+            [
+                s("s1", "403", first),
+                s("s2", "400", first),
+                s("s3", "403", first)
+            ]
+        );
+
+        // A run that stops early adds what it found to the list, and drops
+        // nothing it has not read yet.
+        let stopped = db.begin_run("c", 20).unwrap();
+        report(
+            &mut *db,
+            &lock,
+            stopped,
+            &[("s3", "timeout"), ("s4", "403")],
+        );
+        end(&mut *db, stopped, 30, RunOutcome::Interrupted, None);
+        assert_eq!(
+            listed(&*db),
+            [
+                s("s1", "403", first),
+                s("s2", "400", first),
+                s("s3", "timeout", stopped),
+                s("s4", "403", stopped),
+            ]
+        );
+        assert!(db.unreadable("other").unwrap().is_empty());
+
+        // A run that reads the source to the end is the new list: what it
+        // read without a report is readable again. A redelivery reads no
+        // source and changes nothing.
+        let complete = db.begin_run("c", 40).unwrap();
+        report(&mut *db, &lock, complete, &[("s2", "400")]);
+        end(&mut *db, complete, 50, RunOutcome::Succeeded, None);
+        let redeliver = db.begin_run_of("c", 60, RunKind::Redeliver, None).unwrap();
+        end(&mut *db, redeliver, 70, RunOutcome::Succeeded, None);
+        assert_eq!(listed(&*db), [s("s2", "400", complete)]);
+        let clean = db.begin_run("c", 80).unwrap();
+        end(&mut *db, clean, 90, RunOutcome::Succeeded, None);
+        assert!(listed(&*db).is_empty());
+        assert_eq!(
+            db.run_unreadable(complete).unwrap().len(),
+            1,
+            "the run's own stay"
+        );
+
+        assert_eq!(db.prune_runs_before(35).unwrap(), 2);
+        assert!(db.run_unreadable(first).unwrap().is_empty());
     }
 
     pub fn pruning_removes_old_runs_with_their_items_and_failures_but_never_the_ledger(

@@ -18,7 +18,7 @@ use connector_email::EmailConverter;
 use connector_host::config::ConnectorConfig;
 use connector_host::pipeline::{Host, RunOptions, RunSummary};
 use connector_model::Person;
-use connector_state::RunOutcome;
+use connector_state::{FailureKind, RunOutcome};
 use mail_parser::{Encoding, Message, MessageParser, MessagePart, MimeHeaders};
 use sha2::{Digest, Sha256};
 use symphony_sim::{
@@ -462,8 +462,34 @@ fn check_email(
         .shared_message_id
         .as_deref()
         .map(|s| truth.message(s).unwrap());
+    let files: Vec<_> = m
+        .attachments
+        .iter()
+        .chain(shared.iter().flat_map(|s| &s.attachments))
+        .collect();
+    // The pod serves a stream's files to its members only: those of other
+    // streams (messages from the datahose) are named after the text, with
+    // why and how to get them.
+    let body = body_without_context(parsed);
+    let (text, note) = match body.find("Files not archived (") {
+        Some(at) => (body[..at].trim_end().to_string(), Some(&body[at..])),
+        None => (body.clone(), None),
+    };
+    if !stream.service_member && !files.is_empty() {
+        let note = note.unwrap_or_else(|| panic!("{id}: the files are named: {body}"));
+        assert!(note.contains("not a member"), "{id}: {note}");
+        assert!(note.contains("add the service account"), "{id}: {note}");
+        for a in &files {
+            assert!(
+                note.contains(&format!("- {} ({} bytes, id ", a.name, a.size)),
+                "{id}: {note}"
+            );
+        }
+    } else {
+        assert_eq!(note, None, "{id}");
+    }
     if !m.text.is_empty() {
-        let got = body_without_context(parsed);
+        let got = text;
         let mut want = expected_text(truth, m);
         if let Some(shared) = shared {
             let author = truth.user(shared.sender_user_id).unwrap();
@@ -497,13 +523,6 @@ fn check_email(
             )
         })
         .collect();
-    let files: Vec<_> = m
-        .attachments
-        .iter()
-        .chain(shared.iter().flat_map(|s| &s.attachments))
-        .collect();
-    // The pod serves a stream's files to its members only: those of other
-    // streams (messages from the datahose) are named, not fetched.
     let want: Vec<(String, String)> = if stream.service_member {
         files
             .iter()
@@ -773,6 +792,26 @@ fn half_member_pod() -> symphony_sim::SimConfigBuilder {
         .membership(Membership::Half)
 }
 
+/// The conversations `connector status --json` lists as not read, with
+/// their reasons and fixes.
+fn not_read(state: &std::path::Path, file: &std::path::Path) -> BTreeMap<String, (String, String)> {
+    let out = connector_e2e::ops::connector_ok(
+        std::path::Path::new(BIN),
+        state,
+        &["status", "--json", file.to_str().unwrap()],
+    );
+    let status: serde_json::Value = serde_json::from_str(&out).unwrap();
+    status["connectors"][0]["unreadable"]
+        .as_array()
+        .expect("the status lists unreadable conversations")
+        .iter()
+        .map(|u| {
+            let text = |k: &str| u[k].as_str().unwrap().to_string();
+            (text("conversation_id"), (text("reason"), text("fix")))
+        })
+        .collect()
+}
+
 #[test]
 fn a_pod_where_the_account_is_a_member_of_half_the_streams_archives_those_exactly_and_names_the_others_with_the_fix()
  {
@@ -780,13 +819,14 @@ fn a_pod_where_the_account_is_a_member_of_half_the_streams_archives_those_exactl
     for status in [403, 400] {
         let sim = sim(half_member_pod().non_member_status(status).build());
         let truth = sim.ground_truth();
-        let skipped: Vec<&str> = truth
+        let mut skipped: Vec<&str> = truth
             .streams
             .iter()
             .filter(|s| !s.service_member)
             .map(|s| s.stream_id.as_str())
             .collect();
-        assert!(!skipped.is_empty() && skipped.len() < truth.streams.len());
+        skipped.sort_unstable();
+        assert!(skipped.len() > 1 && skipped.len() < truth.streams.len());
         let s = setup(&sim.base_url(), 50);
         let file = s.config.path.clone();
         let run = || {
@@ -803,17 +843,6 @@ fn a_pod_where_the_account_is_a_member_of_half_the_streams_archives_those_exactl
             String::from_utf8_lossy(&out.stderr).into_owned()
         };
         let log = run();
-        for id in &skipped {
-            assert!(
-                log.lines()
-                    .any(|l| l.contains("stream skipped") && l.contains(id)),
-                "{id} named as skipped:\n{log}"
-            );
-        }
-        assert!(
-            log.contains("add the service account to the conversation") && log.contains("datahose"),
-            "the fix is given:\n{log}"
-        );
         assert!(
             log.contains(&format!(
                 "{} of {} Symphony streams could not be read",
@@ -822,14 +851,101 @@ fn a_pod_where_the_account_is_a_member_of_half_the_streams_archives_those_exactl
             )),
             "{log}"
         );
+        // The status, its page and the admin log name each refused stream
+        // with the pod's answer and the fix.
+        let listed = not_read(&s.state, &file);
+        assert_eq!(
+            listed.keys().map(String::as_str).collect::<Vec<_>>(),
+            skipped,
+            "every refused stream, and only those"
+        );
+        for (id, (reason, fix)) in &listed {
+            assert!(reason.contains(&format!("HTTP {status}")), "{id}: {reason}");
+            assert!(
+                fix.contains("add the service account to the conversation")
+                    && fix.contains("datahose"),
+                "{id}: {fix}"
+            );
+        }
+        let text = connector_e2e::ops::connector_ok(
+            std::path::Path::new(BIN),
+            &s.state,
+            &["status", file.to_str().unwrap()],
+        );
+        assert!(
+            text.contains(&format!("not read: {} conversation(s)", skipped.len())),
+            "{text}"
+        );
+        // The daemon's page shows the same list.
+        let page = {
+            let host = Host::open(&s.state).unwrap();
+            let configs = [ConnectorConfig::load(&file).unwrap()];
+            let report = connector_host::status::collect(
+                &*host.db(),
+                &configs,
+                None,
+                std::time::Duration::from_secs(30),
+                &connector_host::pipeline::fingerprints(&configs),
+            )
+            .unwrap();
+            connector_host::status::render_html(&report)
+        };
+        assert!(page.contains("<b>Not read</b>"), "{page}");
+        for id in &skipped {
+            assert!(
+                page.contains(&format!("<code>{id}</code>")),
+                "{id} on the page"
+            );
+        }
+        let admin_log = connector_e2e::ops::connector_ok(
+            std::path::Path::new(BIN),
+            &s.state,
+            &["log", "--connector", "symphony-e2e", "--last"],
+        );
+        assert!(
+            admin_log.contains("Unreadable conversation,Reason,Fix"),
+            "{admin_log}"
+        );
+        for id in &skipped {
+            assert!(
+                admin_log
+                    .lines()
+                    .any(|l| l.starts_with(id) && l.contains("add the service account")),
+                "{id} in the admin log:\n{admin_log}"
+            );
+        }
         let readable = readable_part(&truth);
         check_archive_of(&s, &readable, &truth);
         assert!(sim.stats().not_member >= skipped.len() as u64);
 
-        // The next run asks the refused streams again, and delivers nothing twice.
-        let log = run();
-        assert!(log.contains("stream skipped"), "{log}");
-        check_archive_of(&s, &readable, &truth);
+        // The account is added to one refused stream (one whose messages
+        // nobody forwarded elsewhere, whose archived forwards would name an
+        // unknown parent): the next run archives it, it leaves the list, and
+        // the others are asked again; nothing is delivered twice.
+        let forwarded_from = |id: &str| {
+            truth.messages.iter().any(|m| {
+                m.stream_id != id
+                    && m.parent_message_id
+                        .as_deref()
+                        .and_then(|p| truth.message(p))
+                        .is_some_and(|p| p.stream_id == id)
+            })
+        };
+        let joined = *skipped
+            .iter()
+            .find(|id| !forwarded_from(id))
+            .expect("a refused stream nobody forwarded from");
+        assert!(sim.add_service_account(joined));
+        run();
+        let listed = not_read(&s.state, &file);
+        let still: Vec<&str> = skipped.iter().copied().filter(|id| *id != joined).collect();
+        assert_eq!(
+            listed.keys().map(String::as_str).collect::<Vec<_>>(),
+            still,
+            "the stream read this run left the list"
+        );
+        let truth = sim.ground_truth();
+        check_archive_of(&s, &readable_part(&truth), &truth);
     }
 }
 
@@ -860,10 +976,177 @@ fn with_the_datahose_a_pod_where_the_account_is_in_half_the_streams_is_archived_
     let truth = sim.ground_truth();
     assert!(truth.streams.iter().any(|s| !s.service_member));
     check_archive(&s, &truth);
+    // The streams the account is not in are listed: their messages came
+    // from the datahose, their files could not be fetched.
+    let mut outside: Vec<&str> = truth
+        .streams
+        .iter()
+        .filter(|s| !s.service_member)
+        .map(|s| s.stream_id.as_str())
+        .collect();
+    outside.sort_unstable();
+    let listed = not_read(&s.state, &s.config.path);
+    assert_eq!(
+        listed.keys().map(String::as_str).collect::<Vec<_>>(),
+        outside
+    );
+    for (id, (reason, fix)) in &listed {
+        assert!(reason.contains("files cannot be fetched"), "{id}: {reason}");
+        assert!(
+            fix.contains("add the service account to the conversation"),
+            "{id}: {fix}"
+        );
+    }
 
     // Suppressions reach the datahose and are archived as deletions.
     assert!(sim.apply_suppressions() > 0);
     let third = host.run_once(&s.config, &RunOptions::default()).unwrap();
     assert_eq!(third.outcome, RunOutcome::Succeeded);
     check_archive(&s, &sim.ground_truth());
+}
+
+/// Runs a pod where the account is in every stream once with `[mapping]
+/// external = policy` (the default when `None`); returns the connector's
+/// quarantined item ids, with the unmapped participants of each, and the
+/// run's admin log.
+fn run_with_external_policy(
+    sim: &BlockingSim,
+    policy: Option<&str>,
+) -> (
+    BTreeMap<String, BTreeSet<String>>,
+    connector_host::report::AdminLog,
+) {
+    let s = setup(&sim.base_url(), 100);
+    if let Some(policy) = policy {
+        let text = std::fs::read_to_string(&s.config.path).unwrap();
+        let line = format!("domains = [\"{DOMAIN}\"]\n");
+        assert!(text.contains(&line));
+        std::fs::write(
+            &s.config.path,
+            text.replacen(&line, &format!("{line}external = \"{policy}\"\n"), 1),
+        )
+        .unwrap();
+    }
+    let config = ConnectorConfig::load(&s.config.path).unwrap();
+    let host = Host::open(&s.state).unwrap();
+    let summary = host.run_once(&config, &RunOptions::default()).unwrap();
+    assert_eq!(summary.outcome, RunOutcome::Succeeded);
+    let db = host.db();
+    let quarantined = db
+        .quarantine(&config.id)
+        .unwrap()
+        .into_iter()
+        .map(|q| (q.item_id, q.unmapped.into_iter().map(|p| p.id).collect()))
+        .collect();
+    let run = db.run(summary.run).unwrap().unwrap();
+    let log = connector_host::report::admin_log(&*db, &run).unwrap();
+    (quarantined, log)
+}
+
+#[test]
+fn external_participants_are_named_not_quarantined_while_internal_unmapped_ones_still_are() {
+    let sim = sim(sim_config(400));
+    let truth = sim.ground_truth();
+    let external_ids: BTreeSet<String> = truth
+        .users
+        .iter()
+        .filter(|u| u.external)
+        .map(|u| u.user_id.to_string())
+        .collect();
+    // Per message: its members without a mailbox, internal and external.
+    let unmapped = |m: &TruthMessage, external: bool| -> BTreeSet<String> {
+        truth
+            .stream(&m.stream_id)
+            .unwrap()
+            .members
+            .iter()
+            .filter(|p| p.external == external)
+            .filter(|p| p.email.as_deref().and_then(mapped).is_none())
+            .map(|p| p.user_id.to_string())
+            .collect()
+    };
+
+    let (quarantined, log) = run_with_external_policy(&sim, None);
+    let (mut named_only, mut held) = (0, 0);
+    for m in &truth.messages {
+        let internal = unmapped(m, false);
+        let external = unmapped(m, true);
+        match quarantined.get(&m.message_id) {
+            Some(people) => {
+                assert_eq!(
+                    people, &internal,
+                    "{}: held for its internal people only",
+                    m.message_id
+                );
+                held += 1;
+            }
+            None => assert!(
+                internal.is_empty(),
+                "{}: {internal:?} lack a mailbox",
+                m.message_id
+            ),
+        }
+        let named: BTreeSet<String> = log
+            .failures
+            .iter()
+            .filter(|f| f.item_id == m.message_id && f.kind == FailureKind::External)
+            .map(|f| f.source_user_id.clone())
+            .collect();
+        assert_eq!(
+            named, external,
+            "{}: the external people are named",
+            m.message_id
+        );
+        if internal.is_empty() && !external.is_empty() {
+            named_only += 1;
+        }
+    }
+    assert!(named_only > 0 && held > 0, "{named_only} {held}");
+    assert!(
+        log.failures.iter().any(|f| f.kind == FailureKind::External
+            && f.reason.contains("belongs to another organisation"))
+    );
+    assert_eq!(
+        log.summary.failed,
+        log.failures
+            .iter()
+            .filter(|f| f.kind != FailureKind::External)
+            .count() as u64,
+        "named external people are not failures"
+    );
+    for people in quarantined.values() {
+        assert!(people.is_disjoint(&external_ids), "{people:?}");
+    }
+
+    // `external = "quarantine"` holds a message for anyone without a mailbox.
+    let (quarantined, _) = run_with_external_policy(&sim, Some("quarantine"));
+    for m in &truth.messages {
+        let mut everyone = unmapped(m, false);
+        everyone.extend(unmapped(m, true));
+        assert_eq!(
+            quarantined.get(&m.message_id).cloned().unwrap_or_default(),
+            everyone,
+            "{}",
+            m.message_id
+        );
+    }
+}
+
+#[test]
+fn an_unknown_external_policy_is_refused_with_the_values_it_takes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = setup("http://127.0.0.1:9", 10);
+    let text = std::fs::read_to_string(&s.config.path).unwrap();
+    let line = format!("domains = [\"{DOMAIN}\"]\n");
+    let file = tmp.path().join("connector.toml");
+    std::fs::write(
+        &file,
+        text.replacen(&line, &format!("{line}external = \"drop\"\n"), 1),
+    )
+    .unwrap();
+    let err = ConnectorConfig::load(&file).unwrap_err().to_string();
+    assert!(
+        err.contains("drop") && err.contains("name") && err.contains("quarantine"),
+        "{err}"
+    );
 }

@@ -149,3 +149,136 @@ pub struct Message {
     /// Source-specific facts recorded as headers.
     pub properties: Vec<(String, String)>,
 }
+
+/// The message property in which a plugin names the participants who
+/// belong to other organisations: their source ids, comma-separated. The
+/// mapping's policy for external participants applies to them.
+pub const EXTERNAL_PARTICIPANTS_PROPERTY: &str = "External-Participants";
+
+impl Message {
+    /// The ids the plugin named in [`EXTERNAL_PARTICIPANTS_PROPERTY`].
+    pub fn external_participants(&self) -> impl Iterator<Item = &str> {
+        self.properties
+            .iter()
+            .filter(|(key, _)| key.eq_ignore_ascii_case(EXTERNAL_PARTICIPANTS_PROPERTY))
+            .flat_map(|(_, ids)| ids.split(','))
+            .map(str::trim)
+            .filter(|id| !id.is_empty())
+    }
+}
+
+/// A conversation the source could not read in a run, as its plugin
+/// reported it: why, and what the operator can do so the next run reads it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Unreadable {
+    /// The conversation's id in the source.
+    pub conversation_id: String,
+    /// Why the source refused it.
+    pub reason: String,
+    /// What the operator can do about it.
+    pub fix: String,
+}
+
+/// The fields of a plugin log record that reports an [`Unreadable`]
+/// conversation (the WIT world's `log` carries them; the SDK's
+/// `report::unreadable` writes them).
+pub mod unreadable_fields {
+    /// The field naming what a record reports.
+    pub const REPORT: &str = "connector-report";
+    /// Its value for an unreadable conversation.
+    pub const UNREADABLE: &str = "unreadable";
+    /// The conversation's id.
+    pub const CONVERSATION: &str = "conversation";
+    /// Why it could not be read.
+    pub const REASON: &str = "reason";
+    /// What the operator can do.
+    pub const FIX: &str = "fix";
+}
+
+impl Unreadable {
+    /// The report a plugin log record carries, when its fields are those of
+    /// [`unreadable_fields`] with a non-empty conversation id.
+    pub fn from_log_fields(fields: &[(String, String)]) -> Option<Unreadable> {
+        use unreadable_fields::*;
+        let field = |name: &str| {
+            fields
+                .iter()
+                .find(|(key, _)| key == name)
+                .map(|(_, value)| value.trim())
+        };
+        if field(REPORT)? != UNREADABLE {
+            return None;
+        }
+        let conversation_id = field(CONVERSATION).filter(|c| !c.is_empty())?;
+        Some(Unreadable {
+            conversation_id: conversation_id.to_string(),
+            reason: field(REASON).unwrap_or_default().to_string(),
+            fix: field(FIX).unwrap_or_default().to_string(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fields(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn a_log_record_with_the_unreadable_fields_is_a_report() {
+        let report = Unreadable::from_log_fields(&fields(&[
+            ("connector-report", "unreadable"),
+            ("conversation", "room-1"),
+            ("reason", "HTTP 403"),
+            ("fix", "add the account"),
+        ]));
+        assert_eq!(
+            report,
+            Some(Unreadable {
+                conversation_id: "room-1".into(),
+                reason: "HTTP 403".into(),
+                fix: "add the account".into(),
+            })
+        );
+        for other in [
+            fields(&[("conversation", "room-1"), ("reason", "x")]),
+            fields(&[("connector-report", "other"), ("conversation", "room-1")]),
+            fields(&[("connector-report", "unreadable"), ("conversation", " ")]),
+        ] {
+            assert_eq!(Unreadable::from_log_fields(&other), None, "{other:?}");
+        }
+    }
+
+    #[test]
+    fn external_participants_are_read_from_their_property() {
+        let message = Message {
+            id: "m".into(),
+            conversation_id: "c".into(),
+            sender: Person {
+                id: "u".into(),
+                display_name: None,
+                email: None,
+            },
+            sent_at: 0,
+            kind: MessageKind::Chat,
+            relations: Vec::new(),
+            text: None,
+            html: None,
+            attachments: Vec::new(),
+            source_sha256: String::new(),
+            properties: vec![
+                ("Stream-Type".into(), "ROOM".into()),
+                ("external-participants".into(), "7, 9,,".into()),
+            ],
+        };
+        assert_eq!(
+            message.external_participants().collect::<Vec<_>>(),
+            ["7", "9"]
+        );
+    }
+}

@@ -1,7 +1,7 @@
 //! The session interface the pipeline drives, whatever a plugin is built
 //! with: a [`Source`] opens a [`SourceSession`], which yields [`Page`]s.
 
-use connector_model::{Conversation, Message};
+use connector_model::{Conversation, Message, Unreadable};
 
 use crate::PluginError;
 
@@ -16,6 +16,9 @@ pub struct Page {
     pub checkpoint: Vec<u8>,
     /// Whether the source has nothing more for now.
     pub complete: bool,
+    /// Conversations the plugin reported it could not read while it made
+    /// this page.
+    pub unreadable: Vec<Unreadable>,
 }
 
 impl Page {
@@ -26,6 +29,7 @@ impl Page {
         self.messages.extend(next.messages);
         self.checkpoint = next.checkpoint;
         self.complete = next.complete;
+        self.unreadable.extend(next.unreadable);
     }
 }
 
@@ -83,6 +87,7 @@ mod tests {
             messages,
             checkpoint: checkpoint.to_vec(),
             complete,
+            unreadable: Vec::new(),
         }
     }
 

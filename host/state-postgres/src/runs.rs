@@ -1,7 +1,8 @@
-//! The `runs` table, with each run's items (`run_items`) and failures
-//! (`run_failures`).
+//! The `runs` table, with each run's items (`run_items`), failures
+//! (`run_failures`) and the conversations it could not read
+//! (`run_unreadable`).
 
-use connector_model::TimestampMs;
+use connector_model::{TimestampMs, Unreadable};
 use postgres::{Row, Transaction};
 
 use crate::conversations::last_of_each;
@@ -9,6 +10,13 @@ use crate::{Fail, PostgresStore, Session, to_i64, to_u64};
 use connector_state::encoding;
 use connector_state::records::*;
 use connector_state::{RunHistory, StateError};
+
+/// The columns [`PostgresStore::query_unreadable`] reads, in its order.
+macro_rules! unreadable_columns {
+    () => {
+        "SELECT run_id, reported_at_ms, conversation, reason, fix FROM run_unreadable "
+    };
+}
 
 /// The columns [`run_record`] reads, in its order.
 macro_rules! run_columns {
@@ -154,6 +162,11 @@ impl RunHistory for PostgresStore {
                     &[&cutoff_ms],
                 )?;
                 tx.execute(
+                    "DELETE FROM run_unreadable WHERE run_id IN (SELECT id FROM runs
+                     WHERE finished_at_ms IS NOT NULL AND finished_at_ms < $1)",
+                    &[&cutoff_ms],
+                )?;
+                tx.execute(
                     "DELETE FROM runs WHERE finished_at_ms IS NOT NULL AND finished_at_ms < $1",
                     &[&cutoff_ms],
                 )
@@ -252,6 +265,30 @@ impl RunHistory for PostgresStore {
         })
     }
 
+    fn run_unreadable(&self, run: RunId) -> Result<Vec<UnreadableRecord>, StateError> {
+        self.query_unreadable(
+            concat!(
+                unreadable_columns!(),
+                "WHERE run_id = $1 ORDER BY conversation"
+            ),
+            &[&run.0],
+        )
+    }
+
+    fn unreadable(&self, connector: &str) -> Result<Vec<UnreadableRecord>, StateError> {
+        let mut out = self.query_unreadable(
+            concat!(
+                unreadable_columns!(),
+                "WHERE connector = $1 AND run_id >= COALESCE((SELECT MAX(id) FROM runs
+                     WHERE connector = $1 AND outcome = 'succeeded' AND kind <> 'redeliver'), 0)
+                 ORDER BY conversation, run_id DESC"
+            ),
+            &[&connector],
+        )?;
+        out.dedup_by(|later, kept| later.report.conversation_id == kept.report.conversation_id);
+        Ok(out)
+    }
+
     fn refused_mailboxes(
         &self,
         connector: &str,
@@ -282,6 +319,18 @@ fn add_sums(totals: &mut ConnectorTotals, row: &Row, first: usize) {
 }
 
 impl PostgresStore {
+    /// The reports `sql` (an [`unreadable_columns`] query) selects.
+    fn query_unreadable(
+        &self,
+        sql: &'static str,
+        params: crate::Params<'_>,
+    ) -> Result<Vec<UnreadableRecord>, StateError> {
+        self.with(|c| {
+            let rows = c.session().query(sql, params)?;
+            Ok(rows.iter().map(|r| unreadable_record(r, 0)).collect())
+        })
+    }
+
     /// The runs `sql` (a [`run_columns`] query) selects.
     fn query_runs(
         &self,
@@ -292,6 +341,19 @@ impl PostgresStore {
             let rows = c.session().query(sql, params)?;
             rows.iter().map(run_record).collect()
         })
+    }
+}
+
+/// The report in the [`unreadable_columns`] of a row, from column `first`.
+pub(crate) fn unreadable_record(r: &Row, first: usize) -> UnreadableRecord {
+    UnreadableRecord {
+        run: RunId(r.get(first)),
+        reported_at_ms: r.get(first + 1),
+        report: Unreadable {
+            conversation_id: r.get(first + 2),
+            reason: r.get(first + 3),
+            fix: r.get(first + 4),
+        },
     }
 }
 
@@ -343,7 +405,8 @@ pub(crate) fn add_page(
 }
 
 /// Writes a page's seen items (an item seen again in the run replaces its
-/// record) and failures (in order), one statement each.
+/// record), failures (in order) and unreadable conversations (a report
+/// replaces the run's earlier one of the conversation), one statement each.
 fn record_items_and_failures(
     tx: &mut Session<'_, Transaction<'_>>,
     connector: &str,
@@ -402,6 +465,28 @@ fn record_items_and_failures(
                 &text(|f| &f.mailbox),
                 &text(|f| f.kind.as_str()),
                 &text(|f| &f.reason),
+            ],
+        )?;
+    }
+    if !page.unreadable.is_empty() {
+        let reports = last_of_each(&page.unreadable, |u| u.conversation_id.as_str());
+        let text = |get: fn(&Unreadable) -> &str| -> Vec<&str> {
+            reports.iter().map(|u| get(u)).collect()
+        };
+        tx.execute(
+            "INSERT INTO run_unreadable (run_id, connector, conversation, reason, fix,
+                reported_at_ms)
+             SELECT $1, $2, u.conversation, u.reason, u.fix, state_now_ms()
+             FROM UNNEST($3::text[], $4::text[], $5::text[]) AS u(conversation, reason, fix)
+             ON CONFLICT (run_id, conversation) DO UPDATE SET
+                reason = excluded.reason, fix = excluded.fix,
+                reported_at_ms = excluded.reported_at_ms",
+            &[
+                &run.0,
+                &connector,
+                &text(|u| &u.conversation_id),
+                &text(|u| &u.reason),
+                &text(|u| &u.fix),
             ],
         )?;
     }

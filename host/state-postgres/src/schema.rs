@@ -6,14 +6,15 @@
 //! whatever the database's locale.
 
 /// Schema version this build writes and understands.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// Schema migrations, applied in order; the database records each one it
 /// has in `schema_migrations`.
-pub(crate) const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "checkpoints, runs, split ledger partitioned by month, quarantine, kv, conversations, fleet",
-    r#"
+pub(crate) const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "checkpoints, runs, split ledger partitioned by month, quarantine, kv, conversations, fleet",
+        r#"
 CREATE FUNCTION state_now_ms() RETURNS bigint LANGUAGE sql VOLATILE AS
     $$ SELECT floor(extract(epoch FROM clock_timestamp()) * 1000)::bigint $$;
 
@@ -172,4 +173,24 @@ CREATE TABLE fleet_counters (
 );
 INSERT INTO fleet_counters (name, value) VALUES ('fenced_commits', 0);
 "#,
-)];
+    ),
+    (
+        2,
+        "conversations each run could not read; failures of kind external",
+        r#"
+CREATE TABLE run_unreadable (
+    run_id bigint NOT NULL,
+    connector text COLLATE "C" NOT NULL,
+    conversation text COLLATE "C" NOT NULL,
+    reason text NOT NULL,
+    fix text NOT NULL,
+    reported_at_ms bigint NOT NULL,
+    PRIMARY KEY (run_id, conversation)
+);
+CREATE INDEX run_unreadable_by_connector ON run_unreadable (connector, run_id);
+ALTER TABLE run_failures DROP CONSTRAINT run_failures_kind_check;
+ALTER TABLE run_failures ADD CONSTRAINT run_failures_kind_check
+    CHECK (kind IN ('unmapped', 'refused', 'external'));
+"#,
+    ),
+];

@@ -6,7 +6,7 @@
 
 use postgres::{IsolationLevel, Transaction};
 
-use crate::runs::run_record;
+use crate::runs::{self, run_record};
 use crate::{Fail, PostgresStore, Session, conversations, corrupt, ledger, query_error};
 use crate::{quarantine, to_u64};
 use connector_state::encoding;
@@ -112,6 +112,18 @@ impl StateExport for PostgresStore {
                             reason: r.get(6),
                         },
                         at_ms: r.get(7),
+                    })
+                },
+            )?;
+            each_row(
+                &mut tx,
+                "SELECT run_id, reported_at_ms, conversation, reason, fix, connector
+                 FROM run_unreadable ORDER BY connector, run_id, conversation",
+                FETCH,
+                |_, r| {
+                    send(Row::RunUnreadable {
+                        connector: r.get(5),
+                        record: runs::unreadable_record(r, 0),
                     })
                 },
             )?;
@@ -309,6 +321,22 @@ impl Writer<'_, '_, '_> {
             | Row::LedgerItem(_)
             | Row::Delivery(_) => {
                 unreachable!("batched above")
+            }
+            Row::RunUnreadable { connector, record } => {
+                let report = &record.report;
+                tx.execute(
+                    "INSERT INTO run_unreadable (run_id, connector, conversation, reason, fix,
+                        reported_at_ms)
+                     VALUES ($1, $2, $3, $4, $5, $6)",
+                    &[
+                        &record.run.0,
+                        &connector,
+                        &report.conversation_id,
+                        &report.reason,
+                        &report.fix,
+                        &record.reported_at_ms,
+                    ],
+                )?;
             }
             Row::Checkpoint { key, data, run } => {
                 tx.execute(

@@ -1,7 +1,8 @@
-//! The `runs` table, with each run's items (`run_items`) and failures
-//! (`run_failures`).
+//! The `runs` table, with each run's items (`run_items`), failures
+//! (`run_failures`) and the conversations it could not read
+//! (`run_unreadable`).
 
-use connector_model::TimestampMs;
+use connector_model::{TimestampMs, Unreadable};
 use rusqlite::{Transaction, params};
 
 use crate::{SqliteStore, to_i64, to_u64};
@@ -124,6 +125,10 @@ impl RunHistory for SqliteStore {
         )?;
         tx.execute(
             &format!("DELETE FROM run_failures WHERE run_id IN ({old})"),
+            [cutoff_ms],
+        )?;
+        tx.execute(
+            &format!("DELETE FROM run_unreadable WHERE run_id IN ({old})"),
             [cutoff_ms],
         )?;
         let n = tx.execute(
@@ -250,6 +255,21 @@ impl RunHistory for SqliteStore {
         Ok(out)
     }
 
+    fn run_unreadable(&self, run: RunId) -> Result<Vec<UnreadableRecord>, StateError> {
+        self.query_unreadable("WHERE run_id = ?1 ORDER BY conversation", params![run.0])
+    }
+
+    fn unreadable(&self, connector: &str) -> Result<Vec<UnreadableRecord>, StateError> {
+        let mut out = self.query_unreadable(
+            "WHERE connector = ?1 AND run_id >= COALESCE((SELECT MAX(id) FROM runs
+                 WHERE connector = ?1 AND outcome = 'succeeded' AND kind <> 'redeliver'), 0)
+             ORDER BY conversation, run_id DESC",
+            params![connector],
+        )?;
+        out.dedup_by(|later, kept| later.report.conversation_id == kept.report.conversation_id);
+        Ok(out)
+    }
+
     fn refused_mailboxes(
         &self,
         connector: &str,
@@ -268,6 +288,20 @@ impl RunHistory for SqliteStore {
 }
 
 impl SqliteStore {
+    /// Reports selected by an SQL tail (`WHERE … ORDER BY …`) over
+    /// `run_unreadable`.
+    fn query_unreadable(
+        &self,
+        tail: &str,
+        values: impl rusqlite::Params,
+    ) -> Result<Vec<UnreadableRecord>, StateError> {
+        let mut stmt = self.conn.prepare(&format!(
+            "SELECT {UNREADABLE_COLUMNS} FROM run_unreadable {tail}"
+        ))?;
+        let rows = stmt.query_map(values, |r| unreadable_record(r, 0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     /// Runs selected by an SQL tail (`WHERE … ORDER BY …`) over `runs`.
     fn query_runs(
         &self,
@@ -364,7 +398,8 @@ pub(super) fn add_page(
     record_items_and_failures(tx, connector, run, page)
 }
 
-/// Writes a page's seen items and failures inside the page's transaction.
+/// Writes a page's seen items, failures and unreadable conversations
+/// inside the page's transaction.
 fn record_items_and_failures(
     tx: &Transaction<'_>,
     connector: &str,
@@ -391,6 +426,53 @@ fn record_items_and_failures(
     for f in &page.failures {
         insert_failure(tx, run, connector, f, now)?;
     }
+    for report in &page.unreadable {
+        insert_unreadable(tx, run, connector, report, now)?;
+    }
+    Ok(())
+}
+
+/// The columns [`unreadable_record`] reads, in its order.
+pub(super) const UNREADABLE_COLUMNS: &str = "run_id, reported_at_ms, conversation, reason, fix";
+
+/// The report in the [`UNREADABLE_COLUMNS`] of a row, from column `first`.
+pub(super) fn unreadable_record(
+    r: &rusqlite::Row<'_>,
+    first: usize,
+) -> rusqlite::Result<UnreadableRecord> {
+    Ok(UnreadableRecord {
+        run: RunId(r.get(first)?),
+        reported_at_ms: r.get(first + 1)?,
+        report: Unreadable {
+            conversation_id: r.get(first + 2)?,
+            reason: r.get(first + 3)?,
+            fix: r.get(first + 4)?,
+        },
+    })
+}
+
+/// Records that `run` could not read a conversation (replacing the run's
+/// earlier report of it).
+pub(super) fn insert_unreadable(
+    tx: &Transaction<'_>,
+    run: RunId,
+    connector: &str,
+    report: &Unreadable,
+    at_ms: i64,
+) -> Result<(), StateError> {
+    tx.prepare_cached(
+        "INSERT OR REPLACE INTO run_unreadable (run_id, connector, conversation, reason, fix,
+            reported_at_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?
+    .execute(params![
+        run.0,
+        connector,
+        report.conversation_id,
+        report.reason,
+        report.fix,
+        at_ms,
+    ])?;
     Ok(())
 }
 

@@ -1,7 +1,7 @@
 //! The SQLite schema, as migrations applied in order.
 
 /// Schema version this build writes and understands.
-pub const SCHEMA_VERSION: i64 = 5;
+pub const SCHEMA_VERSION: i64 = 6;
 
 /// Schema migrations, applied in order; a database records each one it has.
 pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[
@@ -197,6 +197,43 @@ pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[
         name TEXT PRIMARY KEY NOT NULL,
         value INTEGER NOT NULL
     );
+    ",
+    ),
+    (
+        6,
+        "conversations each run could not read; failures of kind external",
+        // SQLite cannot change a CHECK constraint: run_failures is copied
+        // into a table with the new one.
+        "
+    CREATE TABLE run_unreadable (
+        run_id INTEGER NOT NULL,
+        connector TEXT NOT NULL,
+        conversation TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        fix TEXT NOT NULL,
+        reported_at_ms INTEGER NOT NULL,
+        PRIMARY KEY (run_id, conversation)
+    ) WITHOUT ROWID;
+    CREATE INDEX run_unreadable_by_connector ON run_unreadable (connector, run_id);
+    CREATE TABLE run_failures_v6 (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        run_id INTEGER NOT NULL,
+        connector TEXT NOT NULL,
+        item_id TEXT NOT NULL,
+        source_user_id TEXT NOT NULL,
+        mailbox TEXT NOT NULL,
+        kind TEXT NOT NULL CHECK (kind IN ('unmapped', 'refused', 'external')),
+        reason TEXT NOT NULL,
+        at_ms INTEGER NOT NULL
+    );
+    INSERT INTO run_failures_v6 (id, run_id, connector, item_id, source_user_id, mailbox, kind,
+        reason, at_ms)
+        SELECT id, run_id, connector, item_id, source_user_id, mailbox, kind, reason, at_ms
+        FROM run_failures;
+    DROP TABLE run_failures;
+    ALTER TABLE run_failures_v6 RENAME TO run_failures;
+    CREATE INDEX run_failures_by_run ON run_failures (run_id, id);
+    CREATE INDEX run_failures_by_item ON run_failures (connector, item_id);
     ",
     ),
 ];

@@ -77,6 +77,19 @@ impl StateExport for SqliteStore {
             }
         }
         {
+            let mut stmt = conn.prepare(&format!(
+                "SELECT connector, {} FROM run_unreadable ORDER BY connector, run_id, conversation",
+                runs::UNREADABLE_COLUMNS
+            ))?;
+            let mut rows = stmt.query([])?;
+            while let Some(r) = rows.next()? {
+                sink.push(Row::RunUnreadable {
+                    connector: r.get(0)?,
+                    record: runs::unreadable_record(r, 1)?,
+                })?;
+            }
+        }
+        {
             let mut stmt = conn.prepare(
                 "SELECT connector, item_id, message_id, source_sha256, email_sha256,
                     first_delivered_at_ms
@@ -270,6 +283,13 @@ fn write(tx: &rusqlite::Transaction<'_>, row: Row) -> Result<(), StateError> {
             failure,
             at_ms,
         } => runs::insert_failure(tx, run, &connector, &failure, at_ms)?,
+        Row::RunUnreadable { connector, record } => runs::insert_unreadable(
+            tx,
+            record.run,
+            &connector,
+            &record.report,
+            record.reported_at_ms,
+        )?,
         Row::LedgerItem(i) => {
             tx.prepare_cached(
                 "INSERT INTO ledger_items (connector, item_id, message_id, source_sha256,

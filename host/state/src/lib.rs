@@ -26,6 +26,7 @@ pub use fleet::{
 pub use records::{
     CheckpointSlot, ConnectorTotals, DeliveredPair, FailureKind, LedgerEntry, PageCommit,
     QuarantineEntry, RunCounts, RunFailure, RunId, RunKind, RunOutcome, RunRecord, SeenItem,
+    UnreadableRecord,
 };
 pub use store::{
     Checkpoints, ConversationDirectory, DeliveryLedger, PluginValues, QuarantineStore, RunHistory,

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use connector_email::Email;
-use connector_model::{Conversation, Person, TimestampMs};
+use connector_model::{Conversation, Person, TimestampMs, Unreadable};
 
 /// Identifies a run in the database.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
@@ -174,6 +174,9 @@ pub struct PageCommit {
     /// The conversations the page described, remembered (replacing earlier
     /// descriptions) so later sessions may leave them out.
     pub conversations: Vec<Conversation>,
+    /// Conversations the plugin reported it could not read; a later report
+    /// of the same conversation in the run replaces an earlier one.
+    pub unreadable: Vec<Unreadable>,
 }
 
 /// Which checkpoint a page commit moves.
@@ -230,14 +233,19 @@ pub enum FailureKind {
     Unmapped,
     /// The mailbox store refused the item; it is in the quarantine.
     Refused,
+    /// The participant belongs to another organisation and has no mailbox
+    /// here: named in the email and the admin log, not quarantined (the
+    /// mapping's policy for external participants).
+    External,
 }
 
 impl FailureKind {
-    /// The stored name: `unmapped` or `refused`.
+    /// The stored name: `unmapped`, `refused` or `external`.
     pub fn as_str(self) -> &'static str {
         match self {
             FailureKind::Unmapped => "unmapped",
             FailureKind::Refused => "refused",
+            FailureKind::External => "external",
         }
     }
 
@@ -246,8 +254,15 @@ impl FailureKind {
         match s {
             "unmapped" => Some(FailureKind::Unmapped),
             "refused" => Some(FailureKind::Refused),
+            "external" => Some(FailureKind::External),
             _ => None,
         }
+    }
+
+    /// Whether the pair counts as failed in the admin log (an external
+    /// participant without a mailbox is outside the archive, not a failure).
+    pub fn is_failure(self) -> bool {
+        self != FailureKind::External
     }
 }
 
@@ -264,6 +279,18 @@ pub struct RunFailure {
     pub kind: FailureKind,
     /// What happened and what to do about it.
     pub reason: String,
+}
+
+/// A conversation a run could not read, as the state keeps it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct UnreadableRecord {
+    /// The run that reported it.
+    pub run: RunId,
+    /// When the page reporting it was committed.
+    pub reported_at_ms: TimestampMs,
+    /// The conversation, why, and the fix.
+    #[serde(flatten)]
+    pub report: Unreadable,
 }
 
 /// An item a run received from the source, with what it should become.

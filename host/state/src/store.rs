@@ -98,6 +98,16 @@ pub trait RunHistory {
     /// The failures a run recorded, in the order they happened.
     fn run_failures(&self, run: RunId) -> Result<Vec<RunFailure>, StateError>;
 
+    /// The conversations a run reported it could not read, by conversation.
+    fn run_unreadable(&self, run: RunId) -> Result<Vec<UnreadableRecord>, StateError>;
+
+    /// The conversations the connector's source cannot read now, by
+    /// conversation: those reported by its last run that read the source to
+    /// the end (a succeeded run or backfill) or by any later run, each with
+    /// its latest report. A conversation that run read without a report is
+    /// not listed, whatever earlier runs said.
+    fn unreadable(&self, connector: &str) -> Result<Vec<UnreadableRecord>, StateError>;
+
     /// The mailboxes that refused this item in any run and that the ledger
     /// still lacks, for redelivery.
     fn refused_mailboxes(
@@ -198,8 +208,9 @@ pub trait StateStore:
     /// Records a page in one transaction: its ledger entries (pairs already
     /// recorded keep their first entry), quarantine records (replacing
     /// earlier ones of the same item), released quarantine items, counts
-    /// (added to the run's), the items seen and the failures (for the admin
-    /// log and reconciliation) and checkpoint (in its slot). Either all of
+    /// (added to the run's), the items seen, the failures and the
+    /// unreadable conversations (for the admin log and reconciliation) and
+    /// checkpoint (in its slot). Either all of
     /// it is stored or, on error, none of it; a `fence` that is no longer
     /// the connector's lease token is refused with [`StateError::Fenced`]
     /// (and counted in [`Fleet::fenced_commits`]).

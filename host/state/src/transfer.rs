@@ -24,7 +24,7 @@ use connector_model::Conversation;
 use connector_model::digest::HashingWriter;
 
 use crate::error::StateError;
-use crate::records::{QuarantineEntry, RunFailure, RunId, RunRecord, SeenItem};
+use crate::records::{QuarantineEntry, RunFailure, RunId, RunRecord, SeenItem, UnreadableRecord};
 
 /// The tables a transfer copies, in the order they are sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -37,6 +37,8 @@ pub enum Table {
     RunItems,
     /// What each run could not deliver.
     RunFailures,
+    /// The conversations each run could not read.
+    RunUnreadable,
     /// What the ledger knows of each delivered item once.
     LedgerItems,
     /// Each delivery of an item to a mailbox.
@@ -51,11 +53,12 @@ pub enum Table {
 
 impl Table {
     /// Every table, in the order a transfer sends them.
-    pub const ALL: [Table; 9] = [
+    pub const ALL: [Table; 10] = [
         Table::Checkpoints,
         Table::Runs,
         Table::RunItems,
         Table::RunFailures,
+        Table::RunUnreadable,
         Table::LedgerItems,
         Table::Deliveries,
         Table::Quarantine,
@@ -70,6 +73,7 @@ impl Table {
             Table::Runs => "runs",
             Table::RunItems => "run_items",
             Table::RunFailures => "run_failures",
+            Table::RunUnreadable => "run_unreadable",
             Table::LedgerItems => "ledger_items",
             Table::Deliveries => "deliveries",
             Table::Quarantine => "quarantine",
@@ -155,6 +159,13 @@ pub enum Row {
         /// When it was recorded.
         at_ms: i64,
     },
+    /// A conversation a run could not read.
+    RunUnreadable {
+        /// The connector.
+        connector: String,
+        /// The report, with its run.
+        record: UnreadableRecord,
+    },
     /// A ledger item.
     LedgerItem(LedgerItemRow),
     /// A delivery.
@@ -194,6 +205,7 @@ impl Row {
             Row::Run(_) => Table::Runs,
             Row::RunItem { .. } => Table::RunItems,
             Row::RunFailure { .. } => Table::RunFailures,
+            Row::RunUnreadable { .. } => Table::RunUnreadable,
             Row::LedgerItem(_) => Table::LedgerItems,
             Row::Delivery(_) => Table::Deliveries,
             Row::Quarantine { .. } => Table::Quarantine,
@@ -210,6 +222,7 @@ impl Row {
             Row::Run(r) => &r.connector,
             Row::RunItem { connector, .. }
             | Row::RunFailure { connector, .. }
+            | Row::RunUnreadable { connector, .. }
             | Row::Quarantine { connector, .. }
             | Row::Kv { connector, .. }
             | Row::Conversation { connector, .. } => connector,
@@ -269,6 +282,14 @@ impl Row {
                     .text(failure.kind.as_str())
                     .text(&failure.reason)
                     .int(*at_ms);
+            }
+            Row::RunUnreadable { connector, record } => {
+                out.int(record.run.0)
+                    .text(connector)
+                    .text(&record.report.conversation_id)
+                    .text(&record.report.reason)
+                    .text(&record.report.fix)
+                    .int(record.reported_at_ms);
             }
             Row::LedgerItem(i) => {
                 out.text(&i.connector)

@@ -265,6 +265,44 @@ pub fn with_shared(post: Rendered, shared: &Rendered, author: &str) -> Rendered 
     }
 }
 
+/// A message's body followed by a note naming the files it carries that
+/// could not be fetched (`name (size bytes, id …)` each), `why`, and `fix`.
+pub fn with_unfetched(body: Rendered, files: &[String], why: &str, fix: &str) -> Rendered {
+    let heading = format!("{UNFETCHED_HEADING} ({why}):");
+    let advice = format!("To archive them: {fix}.");
+    let mut text = body.text;
+    if !text.is_empty() {
+        text.push_str("\n\n");
+    }
+    text.push_str(&heading);
+    for file in files {
+        text.push_str("\n- ");
+        text.push_str(file);
+    }
+    text.push('\n');
+    text.push_str(&advice);
+    let mut html = body.html;
+    html.push_str("<div class=\"unfetched\"><p>");
+    crate::presentation::escape_html(&heading, &mut html);
+    html.push_str("</p><ul>");
+    for file in files {
+        html.push_str("<li>");
+        crate::presentation::escape_html(file, &mut html);
+        html.push_str("</li>");
+    }
+    html.push_str("</ul><p>");
+    crate::presentation::escape_html(&advice, &mut html);
+    html.push_str("</p></div>");
+    Rendered {
+        text,
+        html,
+        fallback: body.fallback,
+    }
+}
+
+/// How the note of [`with_unfetched`] begins.
+pub const UNFETCHED_HEADING: &str = "Files not archived";
+
 /// A datahose event the plugin archives, with its stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EventMessage {

@@ -110,10 +110,12 @@ pub struct Session<B> {
     pages: u64,
     /// Streams this run could not read, with why; asked again next run.
     skipped: Vec<Skipped>,
+    /// Streams reported to the host as unreadable this run.
+    reported: HashSet<String>,
     /// Per described stream, the user ids of its external members (other
-    /// companies), comma-separated: each of its messages carries them as
-    /// the property `External-Participants`.
-    external_members: HashMap<String, String>,
+    /// companies): each of its messages names them as external
+    /// participants.
+    external_members: HashMap<String, Vec<String>>,
 }
 
 /// A stream whose messages the pod refused to this run.
@@ -131,6 +133,23 @@ pub struct Skipped {
 const UNREADABLE_FIX: &str = "add the service account to the conversation (a pod serves a \
      stream's messages to its members only), or capture the whole enterprise through the \
      datahose; the stream is asked again on every run and archived from where it stands";
+
+/// What an operator can do about files of a stream the service account is
+/// not a member of.
+const NOT_MEMBER_FILES_FIX: &str = "add the service account to the conversation (a pod serves \
+     a stream's files to its members only); files of later messages are then archived, and a \
+     member can still download these in Symphony";
+
+/// Why the files of a datahose message from a stream the run could not read
+/// are not fetched.
+const NOT_MEMBER_FILES: &str = "the service account is not a member of this conversation, and Symphony serves its files \
+     to members only";
+
+/// Why the files of a datahose message from a stream the run did not list
+/// are not fetched.
+const UNLISTED_FILES: &str = "the conversation was not in the stream list this run read, so the \
+     service account's membership of it is unknown, and Symphony serves a conversation's files \
+     to its members only";
 
 fn parse_json<'a, T: serde::Deserialize<'a>>(what: &str, body: &'a [u8]) -> Result<T, SourceError> {
     serde_json::from_slice(body)
@@ -183,6 +202,7 @@ impl<B: Backend> Session<B> {
             phase: Phase::Streams,
             pages: 0,
             skipped: Vec::new(),
+            reported: HashSet::new(),
             external_members: HashMap::new(),
         })
     }
@@ -267,29 +287,34 @@ impl<B: Backend> Session<B> {
     /// Leaves the current stream for this run: the pod refused its messages
     /// (typically 403 or 400 because the service account is not a member).
     /// Its position stays, so the next run asks again; the other streams
-    /// go on.
+    /// go on. The host lists it with the fix until a run reads it.
     fn skip_stream(&mut self, why: String) {
         let stream = &self.streams[self.next];
         if self.config.events && self.config.events_messages {
-            connector_sdk::info!(
-                "Symphony stream not readable through the message API ({why}); its messages \
-                 come from the datahose, its files are named, not fetched: add the service \
-                 account to the conversation to archive them";
-                stream = stream.id,
-                stream_type = stream.kind.as_str()
+            self.report_unreadable(
+                &stream.id.clone(),
+                &format!(
+                    "{why}; its messages come from the datahose, but its files cannot be \
+                     fetched (they are named in the emails)"
+                ),
+                NOT_MEMBER_FILES_FIX,
             );
         } else {
-            connector_sdk::warn!(
-                "Symphony stream skipped for this run: {why}; to archive it, {UNREADABLE_FIX}";
-                stream = stream.id,
-                stream_type = stream.kind.as_str()
-            );
+            self.report_unreadable(&stream.id.clone(), &why, UNREADABLE_FIX);
         }
+        let stream = &self.streams[self.next];
         self.skipped.push(Skipped {
             stream: stream.id.clone(),
             kind: stream.kind,
             why,
         });
+    }
+
+    /// Reports `stream` to the host as unreadable, once per run.
+    fn report_unreadable(&mut self, stream: &str, why: &str, fix: &str) {
+        if self.reported.insert(stream.to_string()) {
+            connector_sdk::report::unreadable(stream, why, fix);
+        }
     }
 
     /// At the end of the run: how many streams were skipped, and the fix.
@@ -458,18 +483,21 @@ impl<B: Backend> Session<B> {
     /// their parents placed (reply or forward), their files to be fetched
     /// by the host with the session's headers.
     fn convert(&mut self, take: &[Listed], stream: &Stream) -> Result<Vec<Message>, SourceError> {
-        self.convert_with(take, stream, true)
+        self.convert_with(take, stream, None)
     }
 
-    /// [`Session::convert`]; without `fetchable`, the files are named in
-    /// the property `Unfetched-Attachments` instead of fetched (a pod serves
-    /// a stream's files to its members only).
+    /// [`Session::convert`]; with `unfetched` (why the files cannot be
+    /// fetched: a pod serves a stream's files to its members only), the
+    /// files are named in the body and in the property
+    /// `Unfetched-Attachments` instead of fetched, and the stream is
+    /// reported to the host.
     fn convert_with(
         &mut self,
         take: &[Listed],
         stream: &Stream,
-        fetchable: bool,
+        unfetched: Option<&str>,
     ) -> Result<Vec<Message>, SourceError> {
+        let fetchable = unfetched.is_none();
         self.learn_users(take)?;
         let mut parents = Vec::with_capacity(take.len());
         for listed in take {
@@ -504,6 +532,33 @@ impl<B: Backend> Session<B> {
             if let Some(shared) = &msg.shared_message {
                 let author = self.author(shared);
                 rendered = normalize::with_shared(rendered, &self.render(shared), &author);
+            }
+            let unfetched_files: Vec<String> = match unfetched {
+                Some(_) => msg
+                    .files()
+                    .map(|a| {
+                        format!(
+                            "{} ({} bytes, id {})",
+                            a.name.as_deref().unwrap_or("unnamed"),
+                            a.size.map_or(0, |s| s.0),
+                            a.id
+                        )
+                    })
+                    .collect(),
+                None => Vec::new(),
+            };
+            if let Some(why) = unfetched.filter(|_| !unfetched_files.is_empty()) {
+                rendered = normalize::with_unfetched(
+                    rendered,
+                    &unfetched_files,
+                    why,
+                    NOT_MEMBER_FILES_FIX,
+                );
+                self.report_unreadable(
+                    &stream.id,
+                    &format!("files of its messages from the datahose are not fetched: {why}"),
+                    NOT_MEMBER_FILES_FIX,
+                );
             }
             let files = match &tokens {
                 Some(tokens) => msg
@@ -540,25 +595,12 @@ impl<B: Backend> Session<B> {
                 },
             );
             if let Some(ids) = self.external_members.get(&stream.id) {
-                message
-                    .properties
-                    .push(("External-Participants".into(), ids.clone()));
+                message = message.with_external_participants(ids.iter());
             }
-            if !fetchable && msg.files().next().is_some() {
-                let names: Vec<String> = msg
-                    .files()
-                    .map(|a| {
-                        format!(
-                            "{} ({} bytes, id {})",
-                            a.name.as_deref().unwrap_or("unnamed"),
-                            a.size.map_or(0, |s| s.0),
-                            a.id
-                        )
-                    })
-                    .collect();
+            if !unfetched_files.is_empty() {
                 message
                     .properties
-                    .push(("Unfetched-Attachments".into(), names.join("; ")));
+                    .push(("Unfetched-Attachments".into(), unfetched_files.join("; ")));
             }
             messages.push(message);
         }
@@ -840,8 +882,7 @@ impl<B: Backend> Session<B> {
             .map(i64::to_string)
             .collect();
         if !external.is_empty() {
-            self.external_members
-                .insert(stream.id.clone(), external.join(","));
+            self.external_members.insert(stream.id.clone(), external);
         }
         let participants: Vec<Person> = order
             .iter()
@@ -1046,12 +1087,17 @@ impl<B: Backend> Session<B> {
                 self.described.insert(stream.id.clone());
             }
             // Files of a stream the account cannot read cannot be fetched.
-            let fetchable = self.streams.iter().any(|s| s.id == stream.id)
-                && !self.skipped.iter().any(|s| s.stream == stream.id);
+            let unfetched = if self.skipped.iter().any(|s| s.stream == stream.id) {
+                Some(NOT_MEMBER_FILES)
+            } else if !self.streams.iter().any(|s| s.id == stream.id) {
+                Some(UNLISTED_FILES)
+            } else {
+                None
+            };
             messages.extend(self.convert_with(
                 std::slice::from_ref(&listed),
                 &stream,
-                fetchable,
+                unfetched,
             )?);
         }
         messages.sort_by_key(|m| m.sent_at);

@@ -599,3 +599,34 @@ fn bare_manifest(path: &Path) -> Result<PluginManifest, String> {
         path: std::path::absolute(path).map_err(|e| e.to_string())?,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    /// The two sides of the frozen `log` interface agree: the SDK writes the
+    /// fields and the property the host reads.
+    #[test]
+    fn the_sdk_writes_the_report_fields_and_property_the_host_reads() {
+        use connector_model::unreadable_fields as host;
+        use connector_sdk::report::fields as sdk;
+        assert_eq!(
+            [
+                sdk::REPORT,
+                sdk::UNREADABLE,
+                sdk::CONVERSATION,
+                sdk::REASON,
+                sdk::FIX
+            ],
+            [
+                host::REPORT,
+                host::UNREADABLE,
+                host::CONVERSATION,
+                host::REASON,
+                host::FIX
+            ]
+        );
+        assert_eq!(
+            connector_sdk::EXTERNAL_PARTICIPANTS,
+            connector_model::EXTERNAL_PARTICIPANTS_PROPERTY
+        );
+    }
+}

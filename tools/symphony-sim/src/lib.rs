@@ -181,6 +181,13 @@ impl SimHandle {
         self.shared.take_without_ack(tag)
     }
 
+    /// Adds the service account to a stream now, as an administrator
+    /// would: from then on its messages and files are served to it. Returns
+    /// false if the id is unknown.
+    pub fn add_service_account(&self, stream_id: &str) -> bool {
+        self.shared.add_service_account(stream_id)
+    }
+
     /// Suppresses one message now (as `POST /pod/v1/admin/messagesuppression/{id}/suppress`
     /// does). Returns false if the id is unknown or the message already was suppressed.
     pub fn suppress(&self, message_id: &str) -> bool {

@@ -51,6 +51,8 @@ pub(crate) struct Live {
     pub suppressed: Vec<Option<i64>>,
     pub applied: bool,
     pub events: Vec<LogEvent>,
+    /// Streams the service account was added to while running.
+    pub joined: std::collections::HashSet<usize>,
 }
 
 /// The datahose's state for one tag, shared by every reader using it.
@@ -106,6 +108,7 @@ impl Shared {
             } else {
                 Vec::new()
             },
+            joined: Default::default(),
         };
         let shared = Shared {
             ds,
@@ -186,7 +189,22 @@ impl Shared {
 
     pub(crate) fn truth(&self) -> GroundTruth {
         let live = self.live.read().unwrap_or_else(|e| e.into_inner());
-        self.ds.truth(&live.suppressed, live.applied, &live.events)
+        let mut truth = self.ds.truth(&live.suppressed, live.applied, &live.events);
+        for &si in &live.joined {
+            truth.streams[si].service_member = true;
+        }
+        truth
+    }
+
+    /// Makes the service account a member of a stream; false if the id is
+    /// unknown.
+    pub(crate) fn add_service_account(&self, stream_id: &str) -> bool {
+        let Some(si) = self.ds.find_stream(stream_id) else {
+            return false;
+        };
+        let mut live = self.live.write().unwrap_or_else(|e| e.into_inner());
+        live.joined.insert(si);
+        true
     }
 
     pub(crate) fn stats_snapshot(&self) -> Stats {
@@ -631,7 +649,14 @@ fn readable_stream(st: &Shared, sid: &str) -> Result<usize, Invalid> {
         .ds
         .find_stream(sid)
         .ok_or_else(|| invalid(format!("Invalid stream id {sid}")))?;
-    if !st.ds.streams[si].service_member {
+    let joined = || {
+        st.live
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .joined
+            .contains(&si)
+    };
+    if !st.ds.streams[si].service_member && !joined() {
         st.count(|s| s.not_member += 1);
         return Err(Invalid(
             st.cfg.non_member_status,

@@ -1061,6 +1061,21 @@ fn messages_single_messages_and_attachments_are_refused_to_non_members_with_403(
 }
 
 #[test]
+fn a_stream_the_service_account_is_added_to_is_served_from_then_on() {
+    let sim = sim(small().membership(Membership::Half).build());
+    let truth = sim.ground_truth();
+    let theirs = message_where(&truth, false);
+    let c = Client::new(&sim.base_url());
+    let list = format!("/agent/v4/stream/{}/message?since=0", theirs.stream_id);
+    assert_eq!(c.get(&list).0, 403);
+    assert!(sim.add_service_account(&theirs.stream_id));
+    assert!(!sim.add_service_account("no-such-stream"));
+    assert_eq!(c.get(&list).0, 200);
+    let truth = sim.ground_truth();
+    assert!(truth.stream(&theirs.stream_id).unwrap().service_member);
+}
+
+#[test]
 fn a_pod_may_refuse_non_members_with_400_instead() {
     let sim = sim(small()
         .membership(Membership::None)

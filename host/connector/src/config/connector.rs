@@ -11,6 +11,7 @@ use connector_runtime::{Grants, PluginManifest};
 use connector_secrets::SecretSource;
 
 use super::{Schedule, SinkConfig};
+use crate::map::{ExternalPolicy, MapError, UserMap};
 
 const HINT: &str = "a connector file has id, plugin, optional folder and schedule, and the tables [plugin-config], [grants], [secrets], [mapping], [sink]; see examples/symphony/connector.toml";
 
@@ -68,6 +69,20 @@ pub struct MappingConfig {
     /// When set, only emails in these domains map automatically.
     #[serde(default)]
     pub domains: Vec<String>,
+    /// What becomes of external participants without a mailbox: `name`
+    /// (the default) or `quarantine`.
+    #[serde(default)]
+    pub external: ExternalPolicy,
+}
+
+impl MappingConfig {
+    /// Loads the override CSV and makes the map these settings describe.
+    pub fn user_map(&self) -> Result<UserMap, MapError> {
+        Ok(
+            UserMap::load(self.overrides.as_deref(), self.domains.clone())?
+                .with_external(self.external),
+        )
+    }
 }
 
 /// Parses `90s`, `30m`, `24h`, `1d`.

@@ -4,13 +4,15 @@
 //! person's source id), otherwise from the email address the source knows,
 //! optionally only for the organisation's own domains. People without a
 //! mailbox are reported as unmapped, so their messages can be quarantined
-//! instead of dropped.
+//! instead of dropped; those the plugin marks as belonging to other
+//! organisations are, by default ([`ExternalPolicy::Name`]), named and not
+//! quarantined.
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use connector_model::is_plain_address;
-use connector_model::{Mailbox, Person};
+use connector_model::{Mailbox, Message, Person};
 
 /// What every mapping error adds about the CSV's expected shape.
 const CSV_HINT: &str =
@@ -77,11 +79,28 @@ pub enum MapError {
     },
 }
 
+/// What becomes of a message's external participants (people the plugin
+/// marks as belonging to other organisations) who have no mailbox. Whose
+/// address maps is still decided by the overrides and `domains`: an
+/// external person who maps receives the message like anyone else.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ExternalPolicy {
+    /// Named in the email (To) and in the admin log, not quarantined: a
+    /// message is complete once every internal participant has it.
+    #[default]
+    Name,
+    /// Treated like any unmapped participant: the message is kept in the
+    /// quarantine until they are mapped.
+    Quarantine,
+}
+
 /// Where each participant's mail goes.
 #[derive(Debug, Clone, Default)]
 pub struct UserMap {
     overrides: HashMap<String, Mailbox>,
     domains: Vec<String>,
+    external: ExternalPolicy,
 }
 
 /// The mailboxes that receive one message, and the people who have none.
@@ -90,8 +109,12 @@ pub struct FanOut {
     /// Each mailbox once, in the order its first person appeared (sender
     /// first, then participants).
     pub mailboxes: Vec<Mailbox>,
-    /// People without a mailbox, each once, in the same order.
+    /// People without a mailbox, each once, in the same order: the message
+    /// is quarantined for them.
     pub unmapped: Vec<Person>,
+    /// External people without a mailbox under [`ExternalPolicy::Name`]:
+    /// named, not quarantined.
+    pub external: Vec<Person>,
 }
 
 impl UserMap {
@@ -115,7 +138,16 @@ impl UserMap {
         Ok(UserMap {
             overrides,
             domains: check_domains(domains)?,
+            external: ExternalPolicy::default(),
         })
+    }
+
+    /// The same map with `policy` for external participants.
+    pub fn with_external(self, policy: ExternalPolicy) -> UserMap {
+        UserMap {
+            external: policy,
+            ..self
+        }
     }
 
     /// A map from in-memory `(person id, mailbox)` pairs, checked like the
@@ -134,6 +166,7 @@ impl UserMap {
         Ok(UserMap {
             overrides: overrides.map,
             domains: check_domains(domains)?,
+            external: ExternalPolicy::default(),
         })
     }
 
@@ -181,6 +214,20 @@ impl UserMap {
                 }
                 None => out.unmapped.push(person.clone()),
             }
+        }
+        out
+    }
+
+    /// [`UserMap::fan_out`] for `message` in a conversation of
+    /// `participants`, with the policy for external participants applied to
+    /// those the message names as external.
+    pub fn fan_out_message(&self, message: &Message, participants: &[Person]) -> FanOut {
+        let mut out = self.fan_out(participants, &message.sender);
+        if self.external == ExternalPolicy::Name && !out.unmapped.is_empty() {
+            let external: HashSet<&str> = message.external_participants().collect();
+            (out.external, out.unmapped) = std::mem::take(&mut out.unmapped)
+                .into_iter()
+                .partition(|p| external.contains(p.id.as_str()));
         }
         out
     }
@@ -520,6 +567,50 @@ mod tests {
         );
         let unmapped: Vec<&str> = out.unmapped.iter().map(|p| p.id.as_str()).collect();
         assert_eq!(unmapped, ["u-x", "u-y"]);
+    }
+
+    fn message_with_external(sender: Person, external: &str) -> Message {
+        Message {
+            id: "m".into(),
+            conversation_id: "c".into(),
+            sender,
+            sent_at: 0,
+            kind: connector_model::MessageKind::Chat,
+            relations: Vec::new(),
+            text: None,
+            html: None,
+            attachments: Vec::new(),
+            source_sha256: String::new(),
+            properties: vec![(
+                connector_model::EXTERNAL_PARTICIPANTS_PROPERTY.into(),
+                external.into(),
+            )],
+        }
+    }
+
+    #[test]
+    fn external_participants_without_a_mailbox_are_named_not_unmapped_by_default() {
+        let map = UserMap::load(None, vec!["corp.example".into()]).unwrap();
+        let sender = person("ext-1", Some("x@partner.example"));
+        let participants = vec![
+            person("u", Some("u@corp.example")),
+            person("ext-2", Some("y@corp.example")),
+            person("nobody", None),
+        ];
+        let message = message_with_external(sender.clone(), "ext-1,ext-2");
+        let out = map.fan_out_message(&message, &participants);
+        assert_eq!(
+            out.mailboxes,
+            [mailbox("u@corp.example"), mailbox("y@corp.example")],
+            "an external person whose address maps still receives it"
+        );
+        assert_eq!(out.external, std::slice::from_ref(&sender));
+        assert_eq!(out.unmapped, [person("nobody", None)]);
+
+        let strict = map.with_external(ExternalPolicy::Quarantine);
+        let out = strict.fan_out_message(&message, &participants);
+        assert!(out.external.is_empty());
+        assert_eq!(out.unmapped, [sender, person("nobody", None)]);
     }
 
     #[test]

@@ -32,7 +32,7 @@ use connector_state::{
 };
 
 use crate::config::{ConfigError, ConnectorConfig};
-use crate::map::{MapError, UserMap};
+use crate::map::MapError;
 
 pub use lease::{WorkerIdentity, fingerprint, fingerprints};
 pub use redeliver::{RedeliverySummary, connector_sink};
@@ -260,9 +260,7 @@ impl Host {
     pub fn validate(&self, config: &ConnectorConfig) -> Result<PluginManifest, RunError> {
         let manifest = PluginManifest::load(&config.plugin)?;
         config.check_grants(&manifest)?;
-        if let Some(csv) = &config.mapping.overrides {
-            UserMap::load(Some(csv), config.mapping.domains.clone())?;
-        }
+        config.mapping.user_map()?;
         // Refuses a secrets file others can read, as a run would; the
         // plugin itself validates without secrets.
         granted_secrets(
@@ -348,10 +346,7 @@ impl Host {
         config.check_grants(&manifest)?;
         let caps = Capabilities::from_grants(&manifest, &config.grants);
         let secrets = granted_secrets(config, &caps)?;
-        let users = UserMap::load(
-            config.mapping.overrides.as_deref(),
-            config.mapping.domains.clone(),
-        )?;
+        let users = config.mapping.user_map()?;
         let mut sink = config.sink.open(&config.secrets)?;
         let kv: KvAccess = Arc::new(plugin_kv::StateKv {
             db: self.db.clone(),

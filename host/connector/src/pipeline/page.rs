@@ -78,6 +78,7 @@ impl PageStage<'_> {
             checkpoint: page.checkpoint,
             checkpoint_slot: self.checkpoint_slot.clone(),
             conversations: described,
+            unreadable: page.unreadable,
             ..PageCommit::default()
         };
         let mut plan = self.plan(&page.messages, conversations, commit, db)?;
@@ -152,7 +153,7 @@ impl PageStage<'_> {
                     source,
                 })?;
             faults::reached(Point::Convert);
-            let fan = self.users.fan_out(&conv.participants, &msg.sender);
+            let fan = self.users.fan_out_message(msg, &conv.participants);
             plan.counts.items_for_import += fan.mailboxes.len() as u64;
             plan.commit.seen.push(SeenItem {
                 item_id: msg.id.clone(),
@@ -161,6 +162,7 @@ impl PageStage<'_> {
                 mailboxes: fan.mailboxes.iter().map(|m| m.to_string()).collect(),
                 unmapped: fan.unmapped.iter().map(|p| p.id.clone()).collect(),
             });
+            name_external(msg, &fan.external, &mut plan.commit);
             if fan.unmapped.is_empty() {
                 plan.fully_mapped.push(msg.id.clone());
             } else {
@@ -374,6 +376,32 @@ impl PageStage<'_> {
     }
 }
 
+/// A person as the admin log names them: `id <email>`, or the id alone.
+fn named(person: &Person) -> String {
+    match &person.email {
+        Some(email) => format!("{} <{email}>", person.id),
+        None => person.id.clone(),
+    }
+}
+
+/// Names each external participant without a mailbox in the admin log:
+/// the message is complete without them.
+fn name_external(msg: &Message, external: &[Person], commit: &mut PageCommit) {
+    for person in external {
+        commit.failures.push(RunFailure {
+            item_id: msg.id.clone(),
+            source_user_id: person.id.clone(),
+            mailbox: String::new(),
+            kind: FailureKind::External,
+            reason: format!(
+                "participant {} belongs to another organisation and has no mailbox here: named in the email, not quarantined (`[mapping] external = \"name\"`); to archive a copy for them, add `{},<mailbox>` to the mapping CSV, or set `external = \"quarantine\"` to hold such messages until they are mapped",
+                named(person),
+                person.id
+            ),
+        });
+    }
+}
+
 /// Keeps a message with participants that have no mailbox in the
 /// quarantine, with one failure record per such participant.
 fn quarantine_unmapped(msg: &Message, email: &Email, unmapped: &[Person], commit: &mut PageCommit) {
@@ -384,13 +412,8 @@ fn quarantine_unmapped(msg: &Message, email: &Email, unmapped: &[Person], commit
             mailbox: String::new(),
             kind: FailureKind::Unmapped,
             reason: format!(
-                "no mailbox is mapped for participant {}{}; the item is kept in the quarantine: add `{},<mailbox>` to the mapping CSV, then run `connector quarantine redeliver`",
-                person.id,
-                person
-                    .email
-                    .as_deref()
-                    .map(|e| format!(" <{e}>"))
-                    .unwrap_or_default(),
+                "no mailbox is mapped for participant {}; the item is kept in the quarantine: add `{},<mailbox>` to the mapping CSV, then run `connector quarantine redeliver`",
+                named(person),
                 person.id
             ),
         });
@@ -524,6 +547,7 @@ mod tests {
             messages: vec![chat("m1", "c1")],
             checkpoint: b"1".to_vec(),
             complete: false,
+            unreadable: Vec::new(),
         };
         stage
             .deliver(first, &mut HashMap::new(), &mut sink, &db, run)
@@ -534,6 +558,7 @@ mod tests {
             messages: vec![chat("m2", "c1")],
             checkpoint: b"2".to_vec(),
             complete: true,
+            unreadable: Vec::new(),
         };
         let counts = stage
             .deliver(later, &mut HashMap::new(), &mut sink, &db, run)
@@ -544,6 +569,7 @@ mod tests {
             messages: vec![chat("m3", "c-unknown")],
             checkpoint: b"3".to_vec(),
             complete: true,
+            unreadable: Vec::new(),
         };
         let err = stage
             .deliver(never, &mut HashMap::new(), &mut sink, &db, run)
@@ -571,6 +597,7 @@ mod tests {
             messages: vec![chat("m1", "c1")],
             checkpoint: b"1".to_vec(),
             complete: true,
+            unreadable: Vec::new(),
         };
         let run = lock(&db).begin_run("t", 0).unwrap();
         let mut sink = PickySink {
@@ -611,5 +638,62 @@ mod tests {
             db.refused_mailboxes("t", "m1").unwrap(),
             [("c@x.test".to_string(), "u-c".to_string())]
         );
+    }
+
+    #[test]
+    fn external_participants_are_named_not_quarantined_and_unreadable_conversations_are_kept_with_the_run()
+     {
+        let users = UserMap::load(None, vec!["x.test".into()]).unwrap();
+        let db: SharedStore = Arc::new(Mutex::new(SqliteStore::open_in_memory().unwrap()));
+        let stage = stage(&users, &db);
+        let conv = Conversation {
+            id: "c1".into(),
+            kind: ConversationKind::Room,
+            name: None,
+            participants: vec![
+                person("u-a", Some("a@x.test")),
+                person("u-ext", Some("e@partner.test")),
+            ],
+        };
+        let mut message = chat("m1", "c1");
+        message.properties.push((
+            connector_model::EXTERNAL_PARTICIPANTS_PROPERTY.into(),
+            "u-ext".into(),
+        ));
+        let report = connector_model::Unreadable {
+            conversation_id: "c2".into(),
+            reason: "HTTP 403".into(),
+            fix: "add the account".into(),
+        };
+        let page = Page {
+            conversations: vec![conv],
+            messages: vec![message],
+            checkpoint: b"1".to_vec(),
+            complete: true,
+            unreadable: vec![report.clone()],
+        };
+        let run = lock(&db).begin_run("t", 0).unwrap();
+        let mut sink = PickySink {
+            refuse: "",
+            stored: Vec::new(),
+        };
+        let counts = stage
+            .deliver(page, &mut HashMap::new(), &mut sink, &db, run)
+            .unwrap();
+        assert_eq!((counts.imported, counts.quarantined), (1, 0));
+        let db = lock(&db);
+        assert_eq!(db.quarantine_count("t").unwrap(), 0);
+        let failures = db.run_failures(run).unwrap();
+        assert_eq!(failures.len(), 1);
+        assert_eq!(failures[0].kind, FailureKind::External);
+        assert!(
+            failures[0].reason.contains("u-ext <e@partner.test>"),
+            "{}",
+            failures[0].reason
+        );
+        assert!(db.run_items(run).unwrap()[0].unmapped.is_empty());
+        let kept = db.run_unreadable(run).unwrap();
+        assert_eq!(kept.len(), 1);
+        assert_eq!(kept[0].report, report);
     }
 }

@@ -15,6 +15,7 @@ use connector_model::time::iso;
 use connector_sink::{Sink, SinkError};
 use connector_state::{
     FailureKind, RunFailure, RunId, RunKind, RunRecord, SeenItem, StateError, StateStore,
+    UnreadableRecord,
 };
 
 /// Why a report could not be made.
@@ -81,7 +82,8 @@ pub struct AdminSummary {
     /// Pairs already delivered before (ledger or mailbox).
     pub skipped_duplicates: u64,
     /// Pairs not delivered: participants without a mailbox and mailboxes
-    /// that refused the item; one failure row each.
+    /// that refused the item; one failure row each (external participants
+    /// named by the mapping's policy have rows too, but are not counted).
     pub failed: u64,
     /// Messages put in (or kept in) the quarantine.
     pub quarantined: u64,
@@ -96,6 +98,8 @@ pub struct AdminLog {
     pub summary: AdminSummary,
     /// One row per (item, participant) that was not delivered.
     pub failures: Vec<RunFailure>,
+    /// The conversations the run could not read, with the fix.
+    pub unreadable: Vec<UnreadableRecord>,
 }
 
 /// The run to report on: `run`, or the connector's last one.
@@ -120,7 +124,11 @@ pub fn admin_log(db: &dyn StateStore, run: &RunRecord) -> Result<AdminLog, Repor
         .iter()
         .filter(|f| f.kind == FailureKind::Unmapped)
         .count() as u64;
-    let failed_items: BTreeSet<&str> = failures.iter().map(|f| f.item_id.as_str()).collect();
+    let failed_items: BTreeSet<&str> = failures
+        .iter()
+        .filter(|f| f.kind.is_failure())
+        .map(|f| f.item_id.as_str())
+        .collect();
     let failed_list: Vec<&str> = failed_items.iter().copied().collect();
     let reached: BTreeSet<String> = db
         .ledger_for_items(&run.connector, &failed_list)?
@@ -140,10 +148,11 @@ pub fn admin_log(db: &dyn StateStore, run: &RunRecord) -> Result<AdminLog, Repor
             imported: c.imported,
             partially_imported,
             skipped_duplicates: c.skipped_duplicates,
-            failed: failures.len() as u64,
+            failed: failures.iter().filter(|f| f.kind.is_failure()).count() as u64,
             quarantined: c.quarantined,
         },
         failures,
+        unreadable: db.run_unreadable(run.id)?,
         run: run.clone(),
     })
 }
@@ -168,8 +177,13 @@ pub const ADMIN_LOG_COLUMNS: [&str; 12] = [
 pub const FAILURE_COLUMNS: [&str; 5] =
     ["Item id", "Source user id", "Mailbox", "Failure", "Reason"];
 
+/// The column names of the admin log's rows of unreadable conversations.
+pub const UNREADABLE_COLUMNS: [&str; 3] = ["Unreadable conversation", "Reason", "Fix"];
+
 /// Writes the admin log as CSV: a header and one summary row, an empty
-/// line, then a header and one row per failure.
+/// line, then a header and one row per failure; when the run could not read
+/// some conversations, an empty line, a header and one row per
+/// conversation.
 pub fn write_admin_log_csv(log: &AdminLog, out: impl Write) -> Result<(), ReportError> {
     let mut w = csv::WriterBuilder::new().flexible(true).from_writer(out);
     w.write_record(ADMIN_LOG_COLUMNS)?;
@@ -206,6 +220,20 @@ pub fn write_admin_log_csv(log: &AdminLog, out: impl Write) -> Result<(), Report
             f.kind.as_str(),
             f.reason.as_str(),
         ])?;
+    }
+    w.flush()?;
+    if log.unreadable.is_empty() {
+        return Ok(());
+    }
+    let mut out = w
+        .into_inner()
+        .map_err(|e| ReportError::Write(e.into_error()))?;
+    out.write_all(b"\n")?;
+    let mut w = csv::Writer::from_writer(out);
+    w.write_record(UNREADABLE_COLUMNS)?;
+    for u in &log.unreadable {
+        let r = &u.report;
+        w.write_record([&r.conversation_id, &r.reason, &r.fix])?;
     }
     w.flush()?;
     Ok(())
@@ -373,6 +401,7 @@ pub fn reconcile(
             match f.kind {
                 FailureKind::Unmapped => e.unmapped.push(f.source_user_id.clone()),
                 FailureKind::Refused => e.mailboxes.push(f.mailbox.clone()),
+                FailureKind::External => {}
             }
         }
         let sent: HashMap<String, i64> = db

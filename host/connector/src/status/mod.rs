@@ -16,7 +16,7 @@ use connector_model::time::{iso, now_ms};
 use connector_runtime::PluginManifest;
 use connector_state::{
     ConnectorTotals, Fingerprint, LeaseRecord, RunCounts, RunId, RunKind, RunOutcome, RunRecord,
-    StateError, StateStore, WorkerRecord, fingerprint_conflict,
+    StateError, StateStore, UnreadableRecord, WorkerRecord, fingerprint_conflict,
 };
 
 pub use render::{render_html, render_metrics, render_text, render_workers};
@@ -109,6 +109,9 @@ pub struct ConnectorStatus {
     /// Set when a live worker runs the connector with other files than
     /// this configuration's: which files differ, and what to do.
     pub refused: Option<String>,
+    /// The conversations the source could not read in the last run (and
+    /// any run since), with why and the fix; each run asks again.
+    pub unreadable: Vec<UnreadableRecord>,
 }
 
 /// A connector's lease as the status shows it.
@@ -380,6 +383,7 @@ pub fn collect(
                 held: l.expires_at_ms > clock,
             }),
             refused,
+            unreadable: db.unreadable(&c.id)?,
         });
     }
     Ok(StatusReport {

@@ -74,6 +74,21 @@ pub fn render_text(report: &StatusReport) -> String {
         if let Some(refused) = &c.refused {
             let _ = writeln!(out, "  refused: {refused}");
         }
+        if !c.unreadable.is_empty() {
+            let _ = writeln!(
+                out,
+                "  not read: {} conversation(s) the source refused (asked again every run):",
+                c.unreadable.len()
+            );
+            for u in &c.unreadable {
+                let r = &u.report;
+                let _ = writeln!(
+                    out,
+                    "    {} ({}): {}; fix: {}",
+                    r.conversation_id, u.run, r.reason, r.fix
+                );
+            }
+        }
         if let Some(e) = &c.last_error {
             let _ = writeln!(out, "  last error ({} at {}): {}", e.run, e.at, e.message);
             let _ = writeln!(out, "  what to do: {}", e.action);
@@ -274,6 +289,26 @@ fn card(c: &ConnectorStatus) -> String {
             "<table><tr><th></th><th>from source</th><th>for import</th><th>imported</th>\
              <th>duplicates</th><th>quarantined</th><th>failed</th></tr>{rows}</table>"
         );
+    }
+    if !c.unreadable.is_empty() {
+        let _ = write!(
+            h,
+            "<div class=\"unreadable\"><p><b>Not read</b>: {} conversation(s) the source refused (asked again every run)</p>\
+             <table><tr><th>conversation</th><th>run</th><th>reason</th><th>fix</th></tr>",
+            c.unreadable.len()
+        );
+        for u in &c.unreadable {
+            let r = &u.report;
+            let _ = write!(
+                h,
+                "<tr><td><code>{}</code></td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                esc(&r.conversation_id),
+                u.run,
+                esc(&r.reason),
+                esc(&r.fix)
+            );
+        }
+        h.push_str("</table></div>");
     }
     if let Some(e) = &c.last_error {
         let summary = compact(&e.message, 600);

@@ -414,6 +414,7 @@ impl NativeSession<'_> {
             messages,
             checkpoint,
             complete: page.complete,
+            unreadable: Vec::new(),
         })
     }
 }

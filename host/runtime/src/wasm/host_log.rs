@@ -1,5 +1,6 @@
 //! Plugin log lines, forwarded into the host's `tracing` output with the
-//! plugin's id.
+//! plugin's id; a line with the fields of an unreadable conversation is also
+//! kept as a report for the page being made.
 
 use super::latest::log::{self, Level};
 use super::sandbox::SandboxState;
@@ -27,6 +28,9 @@ impl log::Host for SandboxState {
     }
 
     fn log(&mut self, level: Level, message: String, fields: Vec<(String, String)>) {
+        if let Some(report) = connector_model::Unreadable::from_log_fields(&fields) {
+            self.unreadable.push(report);
+        }
         if let Some(sink) = &self.log_sink {
             let line = super::sandbox::LogLine {
                 level: match level {

@@ -229,6 +229,7 @@ impl SourceSession for WasmSession<'_> {
             messages,
             checkpoint: page.checkpoint,
             complete: page.complete,
+            unreadable: std::mem::take(&mut self.store.data_mut().unreadable),
         })
     }
 }

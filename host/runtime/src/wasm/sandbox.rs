@@ -9,6 +9,7 @@ use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use super::limits::MemoryCap;
 use crate::{KvAccess, PluginError, PluginHttp};
+use connector_model::Unreadable;
 
 /// How much of a plugin's stderr is kept for error reports.
 const STDERR_CAPACITY: usize = 64 << 10;
@@ -36,6 +37,8 @@ pub struct SandboxState {
     pub(super) http: PluginHttp,
     pub(super) kv: Option<KvAccess>,
     pub(super) log_sink: Option<LogSink>,
+    /// Conversations the plugin reported unreadable since its last page.
+    pub(super) unreadable: Vec<Unreadable>,
     pub(super) stderr: MemoryOutputPipe,
 }
 
@@ -69,6 +72,7 @@ impl SandboxState {
             http,
             kv,
             log_sink,
+            unreadable: Vec::new(),
             stderr,
         })
     }
