@@ -300,3 +300,27 @@ fn a_granted_name_that_resolves_to_a_private_address_is_refused_unless_the_opera
     assert_eq!(allowed.outcome, RunOutcome::Succeeded);
     assert!(allowed.counts.imported > 0, "{allowed:?}");
 }
+
+#[test]
+fn an_attachment_that_never_ends_stops_its_page_at_the_granted_size_and_the_host_goes_on() {
+    let s = Setup::new();
+    let host = s.host();
+    let endless = s.config(
+        "pages = 2\nper_page = 2\nmode = \"endless-attachment\"\nat_page = 1",
+        "[grants]\nattachment-mb = 4\n",
+    );
+    let e = plugin_error(host.run_once(&endless, &RunOptions::default()));
+    assert!(matches!(e, PluginError::Permanent(_)), "{e:?}");
+    let said = e.to_string();
+    assert!(
+        said.contains("attachment endless of message m-1-0")
+            && said.contains("larger than 4 MiB")
+            && said.contains("attachment-mb"),
+        "the error names the attachment, the limit and the grant: {said}"
+    );
+    assert_eq!(s.delivered("alice@example.test"), 2, "the page before it");
+
+    let calm = s.config("pages = 3\nper_page = 1", "");
+    let summary = host.run_once(&calm, &RunOptions::default()).unwrap();
+    assert_eq!(summary.outcome, RunOutcome::Succeeded);
+}

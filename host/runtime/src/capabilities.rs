@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use serde::Deserialize;
 
 use crate::address::AddressPolicy;
+use crate::attachments::DEFAULT_MAX_ATTACHMENT_MB;
 use crate::manifest::PluginManifest;
 use crate::origin::Origin;
 
@@ -43,6 +44,11 @@ pub struct Grants {
     /// link-local addresses (a pod or server on your own network).
     #[serde(default)]
     pub private_networks: bool,
+    /// Largest attachment the plugin may hand over, in MiB (default
+    /// [`DEFAULT_MAX_ATTACHMENT_MB`], 16 GiB): past it the page stops with
+    /// an error instead of an endless attachment filling the disk.
+    #[serde(default)]
+    pub attachment_mb: Option<u64>,
 }
 
 impl Grants {
@@ -112,6 +118,8 @@ pub struct Capabilities {
     pub trusted_native: bool,
     /// Which addresses its requests may reach (`[grants] private-networks`).
     pub addresses: AddressPolicy,
+    /// Largest attachment taken from it, in bytes (`[grants] attachment-mb`).
+    pub attachment_bytes: u64,
 }
 
 impl Capabilities {
@@ -161,6 +169,10 @@ impl Capabilities {
             } else {
                 AddressPolicy::PublicOnly
             },
+            attachment_bytes: granted
+                .attachment_mb
+                .unwrap_or(DEFAULT_MAX_ATTACHMENT_MB)
+                .saturating_mul(1 << 20),
         }
     }
 
@@ -175,6 +187,7 @@ impl Capabilities {
             timeout_secs: manifest.permissions.timeout_secs,
             trusted_native: false,
             addresses: AddressPolicy::PublicOnly,
+            attachment_bytes: DEFAULT_MAX_ATTACHMENT_MB << 20,
         }
     }
 

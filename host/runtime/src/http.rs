@@ -391,7 +391,10 @@ impl DownloadError {
             DownloadError::Status { status, .. } => {
                 *status == 429 || *status == 408 || *status >= 500
             }
-            DownloadError::Body(e) => e.kind() != std::io::ErrorKind::InvalidData,
+            DownloadError::Body(e) => !matches!(
+                e.kind(),
+                std::io::ErrorKind::InvalidData | std::io::ErrorKind::FileTooLarge
+            ),
         }
     }
 

@@ -282,7 +282,7 @@ impl Source for NativePlugin {
         Ok(Box::new(NativeSession {
             plugin: self,
             handle: Some(handle),
-            spool: AttachmentSpool::default(),
+            spool: AttachmentSpool::new(self.http.caps.attachment_bytes),
         }))
     }
 }
@@ -437,7 +437,7 @@ impl AttachmentSession for NativeSession<'_> {
         let mut offset = 0u64;
         let plugin = self.plugin;
         let table = plugin.table;
-        let mut writer = self.spool.writer(size)?;
+        let mut writer = self.spool.writer(message_id, attachment_id, size)?;
         loop {
             let mut written = 0usize;
             let mut error: *mut c_char = std::ptr::null_mut();

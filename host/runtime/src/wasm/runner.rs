@@ -125,7 +125,7 @@ impl Source for WasmPlugin {
             store,
             bindings,
             session: Some(session),
-            spool: AttachmentSpool::default(),
+            spool: AttachmentSpool::new(self.http.caps.attachment_bytes),
         }))
     }
 }
@@ -176,7 +176,7 @@ impl AttachmentSession for WasmSession<'_> {
             .call_open_attachment(&mut self.store, session, message_id, attachment_id)
             .map_err(|e| self.fail(e))?
             .map_err(source_error)?;
-        let mut writer = self.spool.writer(size)?;
+        let mut writer = self.spool.writer(message_id, attachment_id, size)?;
         loop {
             self.arm_deadline();
             let chunk = self

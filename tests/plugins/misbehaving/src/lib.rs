@@ -13,7 +13,9 @@
 //!   memory until allocation fails, then panic), `denied-host` (`http::fetch`
 //!   of `url`, returning the host's error converted to a source error),
 //!   `undeclared-secret` (read the secret `not-declared`, returning its error
-//!   as permanent), `error` (a transient error);
+//!   as permanent), `error` (a transient error), `endless-attachment` (the
+//!   first message of page `at_page` has a deferred attachment of unknown
+//!   size whose reads never end);
 //! * `at_page` (default 0): absolute, 0-based page number at which to
 //!   misbehave; pages before it are served normally;
 //! * `url`: target of `denied-host`.
@@ -27,7 +29,8 @@
 
 use connector_sdk::http::{self, Request};
 use connector_sdk::{
-    Conversation, ConversationKind, Message, Page, Person, Source, SourceError, secrets,
+    Attachment, AttachmentBody, AttachmentReader, Conversation, ConversationKind, Message, Page,
+    Person, Source, SourceError, secrets,
 };
 use std::hint::black_box;
 
@@ -41,6 +44,7 @@ enum Mode {
     DeniedHost,
     UndeclaredSecret,
     Error,
+    EndlessAttachment,
 }
 
 fn one() -> u64 {
@@ -142,6 +146,7 @@ impl Misbehaving {
             Mode::Error => Err(SourceError::transient(format!(
                 "misbehaving plugin: requested error at page {page}"
             ))),
+            Mode::EndlessAttachment => Ok(()),
         }
     }
 
@@ -160,6 +165,22 @@ impl Misbehaving {
                 Message::chat(format!("m-{p}-{i}"), "c1", sender.clone(), sent_at)
                     .with_text(format!("message {i} of page {p}"))
                     .with_property("X-Test-Page", p.to_string())
+            })
+            .collect();
+        let endless = self.config.mode == Mode::EndlessAttachment && p == self.config.at_page;
+        let messages: Vec<Message> = messages
+            .into_iter()
+            .enumerate()
+            .map(|(i, m)| {
+                if endless && i == 0 {
+                    m.with_attachment(Attachment::new(
+                        "endless",
+                        "endless.bin",
+                        AttachmentBody::Deferred,
+                    ))
+                } else {
+                    m
+                }
             })
             .collect();
         self.next = p + 1;
@@ -211,6 +232,23 @@ impl Source for Misbehaving {
         let page = self.page();
         connector_sdk::info!("page served"; page = self.next.saturating_sub(1), messages = page.messages.len());
         Ok(page)
+    }
+
+    fn open_attachment(
+        &mut self,
+        _message_id: &str,
+        _attachment_id: &str,
+    ) -> Result<Box<dyn AttachmentReader>, SourceError> {
+        Ok(Box::new(Endless))
+    }
+}
+
+/// An attachment whose reads never end.
+struct Endless;
+
+impl AttachmentReader for Endless {
+    fn read(&mut self, max_bytes: u32) -> Result<Option<Vec<u8>>, SourceError> {
+        Ok(Some(vec![0x5A; max_bytes as usize]))
     }
 }
 
