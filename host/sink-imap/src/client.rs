@@ -30,6 +30,9 @@ const MAX_LITERAL: usize = 1 << 31;
 pub(crate) enum Conn {
     Plain(TcpStream),
     Tls(Box<StreamOwned<ClientConnection, TcpStream>>),
+    /// A recorded server's bytes; what the client sends is dropped.
+    #[cfg(feature = "fuzzing")]
+    Replay(io::Cursor<Vec<u8>>),
 }
 
 impl Read for Conn {
@@ -37,6 +40,8 @@ impl Read for Conn {
         match self {
             Conn::Plain(s) => s.read(buf),
             Conn::Tls(s) => s.read(buf),
+            #[cfg(feature = "fuzzing")]
+            Conn::Replay(s) => s.read(buf),
         }
     }
 }
@@ -46,12 +51,16 @@ impl Write for Conn {
         match self {
             Conn::Plain(s) => s.write(buf),
             Conn::Tls(s) => s.write(buf),
+            #[cfg(feature = "fuzzing")]
+            Conn::Replay(_) => Ok(buf.len()),
         }
     }
     fn flush(&mut self) -> io::Result<()> {
         match self {
             Conn::Plain(s) => s.flush(),
             Conn::Tls(s) => s.flush(),
+            #[cfg(feature = "fuzzing")]
+            Conn::Replay(_) => Ok(()),
         }
     }
 }
@@ -225,6 +234,8 @@ impl Client {
         let socket = match self.reader.get_ref() {
             Conn::Plain(s) => s,
             Conn::Tls(s) => s.get_ref(),
+            #[cfg(feature = "fuzzing")]
+            Conn::Replay(_) => return,
         };
         let _ = socket.set_read_timeout(Some(timeout));
         let _ = socket.set_write_timeout(Some(timeout));
