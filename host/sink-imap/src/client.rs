@@ -23,8 +23,9 @@ use connector_sink::Email;
 
 /// Longest response line (without literals) accepted from a server.
 const MAX_LINE: u64 = 1 << 20;
-/// Largest literal accepted from a server.
-const MAX_LITERAL: usize = 1 << 31;
+/// Largest literal accepted from a server. The client only reads short
+/// ones (a Message-ID header section, a folder name).
+const MAX_LITERAL: usize = 16 << 20;
 
 /// The transport under the client.
 pub(crate) enum Conn {
@@ -484,9 +485,14 @@ impl Client {
                     )));
                 }
                 Some(len) => {
-                    let at = buf.len();
-                    buf.resize(at + len, 0);
-                    self.reader.read_exact(&mut buf[at..])?;
+                    // Memory grows with what arrives, not with what is announced.
+                    let read = (&mut self.reader).take(len as u64).read_to_end(&mut buf)?;
+                    if read < len {
+                        return Err(ClientError::Io(io::Error::new(
+                            io::ErrorKind::UnexpectedEof,
+                            "the server closed the connection inside a literal",
+                        )));
+                    }
                 }
                 None => break,
             }
@@ -780,5 +786,47 @@ fn classify_tls(e: io::Error) -> ClientError {
             other @ (rustls::Error::PeerIncompatible(_) | rustls::Error::NoCertificatesPresented),
         ) => ClientError::Tls(format!("TLS handshake failed: {other}")),
         _ => ClientError::Io(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::TcpListener;
+
+    use super::*;
+
+    /// A client over a loopback connection whose server says `script`.
+    fn client_of(script: &'static [u8]) -> Result<Client, ClientError> {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            let (mut stream, _) = listener.accept().unwrap();
+            let _ = stream.write_all(script);
+        });
+        Client::over(Conn::Plain(
+            TcpStream::connect(("127.0.0.1", port)).unwrap(),
+        ))
+    }
+
+    #[test]
+    fn a_literal_announced_larger_than_the_limit_is_refused_before_reading_it() {
+        // Found by the imap_responses fuzz target: the announced size was
+        // allocated at once, up to 2 GiB, before any of it arrived.
+        let err = client_of(b"* OK {900000000}\r\nshort")
+            .err()
+            .expect("refused");
+        assert!(
+            matches!(&err, ClientError::Protocol(m) if m.contains("900000000 bytes is too large")),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_literal_cut_short_by_a_closed_connection_is_an_error() {
+        let err = client_of(b"* OK {10}\r\nshort").err().expect("an error");
+        assert!(
+            matches!(&err, ClientError::Io(e) if e.kind() == io::ErrorKind::UnexpectedEof),
+            "{err}"
+        );
     }
 }

@@ -93,7 +93,9 @@ fn any_message() -> impl Strategy<Value = (Message, Conversation)> {
 
 /// Line breaks as the email writes them: CRLF, whatever the source used.
 fn with_crlf(text: &str) -> String {
-    text.replace("\r\n", "\n").replace('\r', "\n").replace('\n', "\r\n")
+    text.replace("\r\n", "\n")
+        .replace('\r', "\n")
+        .replace('\n', "\r\n")
 }
 
 /// The name and address a person is written with in `From` and `To`.
@@ -132,8 +134,15 @@ fn attachment_bytes(a: &Attachment) -> &[u8] {
 }
 
 /// What `mailparse` reads: (name, address) pairs of an address header.
-fn mailparse_addresses(parsed: &mailparse::ParsedMail<'_>, name: &str) -> Vec<(Option<String>, String)> {
-    let Some(header) = parsed.headers.iter().find(|h| h.get_key_ref().eq_ignore_ascii_case(name)) else {
+fn mailparse_addresses(
+    parsed: &mailparse::ParsedMail<'_>,
+    name: &str,
+) -> Vec<(Option<String>, String)> {
+    let Some(header) = parsed
+        .headers
+        .iter()
+        .find(|h| h.get_key_ref().eq_ignore_ascii_case(name))
+    else {
         return Vec::new();
     };
     mailparse::addrparse_header(header)
@@ -168,7 +177,10 @@ fn leaves<'a>(part: &'a mailparse::ParsedMail<'a>, out: &mut Vec<&'a mailparse::
 fn check_mail_parser(c: &EmailConverter, msg: &Message, conv: &Conversation, bytes: &[u8]) {
     let parsed = parser().parse(bytes).expect("mail-parser reads the email");
     assert_eq!(parsed.message_id(), Some(c.message_id(&msg.id).as_str()));
-    assert_eq!(addresses(parsed.from()), vec![expected_mailbox(c, &msg.sender)]);
+    assert_eq!(
+        addresses(parsed.from()),
+        vec![expected_mailbox(c, &msg.sender)]
+    );
     assert_eq!(addresses(parsed.to()), expected_to(c, conv));
     assert_eq!(
         parsed.date().expect("a Date header").to_timestamp(),
@@ -177,10 +189,16 @@ fn check_mail_parser(c: &EmailConverter, msg: &Message, conv: &Conversation, byt
     let text = msg.text.as_deref().filter(|t| !t.is_empty());
     let html = msg.html.as_deref().filter(|t| !t.is_empty());
     if let Some(text) = text {
-        assert_eq!(parsed.body_text(0).as_deref(), Some(with_crlf(text).as_str()));
+        assert_eq!(
+            parsed.body_text(0).as_deref(),
+            Some(with_crlf(text).as_str())
+        );
     }
     if let Some(html) = html {
-        assert_eq!(parsed.body_html(0).as_deref(), Some(with_crlf(html).as_str()));
+        assert_eq!(
+            parsed.body_html(0).as_deref(),
+            Some(with_crlf(html).as_str())
+        );
     }
     let parts: Vec<_> = parsed.attachments().collect();
     assert_eq!(parts.len(), msg.attachments.len());
@@ -206,7 +224,10 @@ fn check_mail_parser(c: &EmailConverter, msg: &Message, conv: &Conversation, byt
 fn check_mailparse(c: &EmailConverter, msg: &Message, conv: &Conversation, bytes: &[u8]) {
     let parsed = mailparse::parse_mail(bytes).expect("mailparse reads the email");
     let header = |name: &str| parsed.headers.get_first_value(name);
-    assert_eq!(header("Message-ID"), Some(format!("<{}>", c.message_id(&msg.id))));
+    assert_eq!(
+        header("Message-ID"),
+        Some(format!("<{}>", c.message_id(&msg.id)))
+    );
     assert_eq!(
         trimmed(mailparse_addresses(&parsed, "From")),
         trimmed(vec![expected_mailbox(c, &msg.sender)])
@@ -247,7 +268,10 @@ fn check_mailparse(c: &EmailConverter, msg: &Message, conv: &Conversation, bytes
             disposition.params.get("filename"),
             Some(&expected_file_name(a))
         );
-        assert_eq!(part.get_body_raw().expect("the attachment decodes"), attachment_bytes(a));
+        assert_eq!(
+            part.get_body_raw().expect("the attachment decodes"),
+            attachment_bytes(a)
+        );
     }
 }
 
