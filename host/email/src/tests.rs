@@ -1,3 +1,5 @@
+mod round_trip;
+
 use std::path::PathBuf;
 
 use mail_parser::{HeaderName, HeaderValue, MessageParser, MimeHeaders};

@@ -23,13 +23,17 @@ use connector_sink::Email;
 
 /// Longest response line (without literals) accepted from a server.
 const MAX_LINE: u64 = 1 << 20;
-/// Largest literal accepted from a server.
-const MAX_LITERAL: usize = 1 << 31;
+/// Largest literal accepted from a server. The client only reads short
+/// ones (a Message-ID header section, a folder name).
+const MAX_LITERAL: usize = 16 << 20;
 
 /// The transport under the client.
 pub(crate) enum Conn {
     Plain(TcpStream),
     Tls(Box<StreamOwned<ClientConnection, TcpStream>>),
+    /// A recorded server's bytes; what the client sends is dropped.
+    #[cfg(feature = "fuzzing")]
+    Replay(io::Cursor<Vec<u8>>),
 }
 
 impl Read for Conn {
@@ -37,6 +41,8 @@ impl Read for Conn {
         match self {
             Conn::Plain(s) => s.read(buf),
             Conn::Tls(s) => s.read(buf),
+            #[cfg(feature = "fuzzing")]
+            Conn::Replay(s) => s.read(buf),
         }
     }
 }
@@ -46,12 +52,16 @@ impl Write for Conn {
         match self {
             Conn::Plain(s) => s.write(buf),
             Conn::Tls(s) => s.write(buf),
+            #[cfg(feature = "fuzzing")]
+            Conn::Replay(_) => Ok(buf.len()),
         }
     }
     fn flush(&mut self) -> io::Result<()> {
         match self {
             Conn::Plain(s) => s.flush(),
             Conn::Tls(s) => s.flush(),
+            #[cfg(feature = "fuzzing")]
+            Conn::Replay(_) => Ok(()),
         }
     }
 }
@@ -225,6 +235,8 @@ impl Client {
         let socket = match self.reader.get_ref() {
             Conn::Plain(s) => s,
             Conn::Tls(s) => s.get_ref(),
+            #[cfg(feature = "fuzzing")]
+            Conn::Replay(_) => return,
         };
         let _ = socket.set_read_timeout(Some(timeout));
         let _ = socket.set_write_timeout(Some(timeout));
@@ -473,9 +485,14 @@ impl Client {
                     )));
                 }
                 Some(len) => {
-                    let at = buf.len();
-                    buf.resize(at + len, 0);
-                    self.reader.read_exact(&mut buf[at..])?;
+                    // Memory grows with what arrives, not with what is announced.
+                    let read = (&mut self.reader).take(len as u64).read_to_end(&mut buf)?;
+                    if read < len {
+                        return Err(ClientError::Io(io::Error::new(
+                            io::ErrorKind::UnexpectedEof,
+                            "the server closed the connection inside a literal",
+                        )));
+                    }
                 }
                 None => break,
             }
@@ -769,5 +786,47 @@ fn classify_tls(e: io::Error) -> ClientError {
             other @ (rustls::Error::PeerIncompatible(_) | rustls::Error::NoCertificatesPresented),
         ) => ClientError::Tls(format!("TLS handshake failed: {other}")),
         _ => ClientError::Io(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::TcpListener;
+
+    use super::*;
+
+    /// A client over a loopback connection whose server says `script`.
+    fn client_of(script: &'static [u8]) -> Result<Client, ClientError> {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            let (mut stream, _) = listener.accept().unwrap();
+            let _ = stream.write_all(script);
+        });
+        Client::over(Conn::Plain(
+            TcpStream::connect(("127.0.0.1", port)).unwrap(),
+        ))
+    }
+
+    #[test]
+    fn a_literal_announced_larger_than_the_limit_is_refused_before_reading_it() {
+        // Found by the imap_responses fuzz target: the announced size was
+        // allocated at once, up to 2 GiB, before any of it arrived.
+        let err = client_of(b"* OK {900000000}\r\nshort")
+            .err()
+            .expect("refused");
+        assert!(
+            matches!(&err, ClientError::Protocol(m) if m.contains("900000000 bytes is too large")),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_literal_cut_short_by_a_closed_connection_is_an_error() {
+        let err = client_of(b"* OK {10}\r\nshort").err().expect("an error");
+        assert!(
+            matches!(&err, ClientError::Io(e) if e.kind() == io::ErrorKind::UnexpectedEof),
+            "{err}"
+        );
     }
 }

@@ -1140,3 +1140,23 @@ fn an_unreachable_token_endpoint_is_retryable_and_a_missing_client_secret_names_
     assert!(err.to_string().contains("`not-set`"), "{err}");
     assert!(server.store().auth.is_empty());
 }
+
+proptest::proptest! {
+    #[test]
+    fn any_folder_path_reaches_the_server_as_names_that_decode_back(
+        components in proptest::collection::vec("[^/.*%\\p{Cc}]{1,16}", 1..4),
+        delimiter in proptest::sample::select(vec!['/', '.']),
+    ) {
+        let path = components.join("/");
+        let name = server_folder_name(&path, Some(delimiter)).unwrap();
+        let decoded: Vec<String> = name
+            .split(delimiter)
+            .map(|c| connector_sink::mutf7::decode(c).unwrap())
+            .collect();
+        let mut expected = components.clone();
+        if expected[0].eq_ignore_ascii_case("INBOX") {
+            expected[0] = "INBOX".into();
+        }
+        proptest::prop_assert_eq!(decoded, expected);
+    }
+}

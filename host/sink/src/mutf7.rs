@@ -98,4 +98,13 @@ mod tests {
         assert_eq!(encode("a,b/c"), "a,b/c");
         assert!(decode("&ZeVn").is_none());
     }
+
+    proptest::proptest! {
+        #[test]
+        fn any_folder_name_round_trips_as_printable_ascii(name in ".*") {
+            let encoded = encode(&name);
+            proptest::prop_assert!(encoded.bytes().all(|b| (b' '..=b'~').contains(&b)));
+            proptest::prop_assert_eq!(decode(&encoded), Some(name));
+        }
+    }
 }

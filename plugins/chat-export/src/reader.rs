@@ -648,4 +648,11 @@ mod resume_tests {
             Err(ReadError::Malformed { line: 1, offset: 0, message }) if message.contains("longer")
         ));
     }
+
+    proptest::proptest! {
+        #[test]
+        fn any_checkpoint_offset_round_trips(offset in proptest::num::u64::ANY) {
+            proptest::prop_assert_eq!(decode_checkpoint(&encode_checkpoint(offset)).ok(), Some(offset));
+        }
+    }
 }

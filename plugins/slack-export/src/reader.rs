@@ -607,4 +607,14 @@ mod tests {
         assert_eq!(Checkpoint::decode(&c.encode()).unwrap(), c);
         assert!(Checkpoint::decode(b"{\"offset\":3}").is_err());
     }
+
+    proptest::proptest! {
+        #[test]
+        fn any_checkpoint_round_trips(
+            after in proptest::collection::btree_map(".{0,20}", ".{0,20}", 0..8),
+        ) {
+            let cp = Checkpoint { v: 1, after };
+            proptest::prop_assert_eq!(Checkpoint::decode(&cp.encode()).ok(), Some(cp));
+        }
+    }
 }

@@ -534,4 +534,33 @@ mod tests {
         let mut pos = Position::start(5);
         assert!(drain(&all, &mut pos, 1).is_empty());
     }
+
+    /// Stream ids as Symphony writes them (URL-safe base64, stored
+    /// decoded) and any other string.
+    fn any_id() -> impl proptest::strategy::Strategy<Value = String> {
+        proptest::prop_oneof!["[A-Za-z0-9_-]{0,40}", ".{0,40}"]
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_checkpoint_round_trips(
+            cursor in proptest::option::of(any_id()),
+            ack_id in proptest::option::of(".{0,80}"),
+            positions in proptest::collection::btree_map(
+                any_id(),
+                (proptest::num::i64::ANY, proptest::collection::vec(proptest::num::u64::ANY, 0..5)),
+                0..8,
+            ),
+        ) {
+            let cp = Checkpoint {
+                positions: positions
+                    .into_iter()
+                    .map(|(id, (ts, seen))| (id, Position { ts, seen }))
+                    .collect(),
+                cursor,
+                ack_id,
+            };
+            proptest::prop_assert_eq!(Checkpoint::decode(&cp.encode()), Ok(cp));
+        }
+    }
 }

@@ -888,7 +888,7 @@ pub fn strip_tags(markup: &str) -> String {
     let mut out = String::with_capacity(markup.len());
     let mut chars = markup.char_indices().peekable();
     while let Some((i, c)) = chars.next() {
-        let next = markup[i + 1..].chars().next();
+        let next = markup[i + c.len_utf8()..].chars().next();
         if c == '<' && next.is_some_and(|n| n.is_ascii_alphabetic() || matches!(n, '/' | '!' | '?'))
         {
             let mut tag = String::new();
@@ -1264,5 +1264,12 @@ mod tests {
             strip_tags("<p>a</p><p>b &amp; c</p>x<br/>y 1 < 2 <b>z</b>"),
             "\na\n\nb & c\nx\ny 1 < 2 z"
         );
+    }
+
+    #[test]
+    fn tags_are_stripped_from_markup_with_non_ascii_text() {
+        // Found by the presentation fuzz target: stripping tags sliced the
+        // markup inside a multi-byte character and panicked.
+        assert_eq!(strip_tags("plain é<b>x</b> ü"), "plain éx ü");
     }
 }
