@@ -14,8 +14,16 @@
 //!   for an unknown mailbox; mailbox addresses percent-decoded from the
 //!   path;
 //! - requests over 4 MB answered 413 ("Microsoft Graph service limits");
-//!   more than 4 requests in flight for one mailbox answered 429
-//!   (`MailboxConcurrency`);
+//! - the Outlook service's limits per app and mailbox ("Microsoft Graph
+//!   service-specific throttling limits"): more than 4 requests in flight
+//!   answered 429 `ApplicationThrottled` "Application is over its
+//!   MailboxConcurrency limit." with `Retry-After`, and more than 10,000
+//!   requests in 10 minutes answered 429 `ApplicationThrottled` with a
+//!   `Retry-After` until the window ends (both counts and the window
+//!   configurable, [`GraphOptions::mailbox_concurrency`] and
+//!   [`GraphOptions::mailbox_requests`]); each request takes
+//!   [`GraphOptions::latency`], concurrently with the others, like a
+//!   remote service;
 //! - "Create message": known writable properties only, extended
 //!   properties in Graph's id format, a message without `MSGFLAG_UNSENT`
 //!   is a received (non-draft) item, and one created without a Message-ID
@@ -86,9 +94,28 @@ pub struct GraphOptions {
     pub outside_policy: Vec<String>,
     /// The mailboxes' message size limit, attachments included.
     pub message_limit: usize,
-    /// How long each Graph request takes (lets concurrent ones overlap).
+    /// How long each Graph request takes; requests in flight wait side
+    /// by side (one thread per connection), as at a remote service.
     pub latency: Duration,
+    /// Most requests in flight per mailbox (Exchange: 4); more are answered
+    /// 429 `MailboxConcurrency` and recorded as violations.
+    pub mailbox_concurrency: usize,
+    /// Most requests per mailbox in one [`GraphOptions::mailbox_window`]
+    /// (Exchange: 10,000); more are answered 429 with a `Retry-After` until
+    /// the window ends, and recorded as violations.
+    pub mailbox_requests: usize,
+    /// The rate window: it opens at a mailbox's first request and, once
+    /// over, at its next one (Exchange: 10 minutes).
+    pub mailbox_window: Duration,
 }
+
+/// Exchange Online's limit of requests in flight per app and mailbox.
+pub const MAILBOX_CONCURRENCY: usize = 4;
+/// Exchange Online's limit of requests per app and mailbox in
+/// [`MAILBOX_WINDOW`].
+pub const MAILBOX_REQUESTS: usize = 10_000;
+/// Exchange Online's rate window (10 minutes).
+pub const MAILBOX_WINDOW: Duration = Duration::from_secs(600);
 
 impl GraphOptions {
     /// A tenant with these mailboxes and app, the app granted
@@ -105,6 +132,9 @@ impl GraphOptions {
             outside_policy: Vec::new(),
             message_limit: DEFAULT_MESSAGE_LIMIT,
             latency: Duration::from_millis(2),
+            mailbox_concurrency: MAILBOX_CONCURRENCY,
+            mailbox_requests: MAILBOX_REQUESTS,
+            mailbox_window: MAILBOX_WINDOW,
         }
     }
 }
@@ -175,6 +205,8 @@ pub struct Counts {
     pub requests: usize,
     /// Of which answered 429, 503 or 504 on purpose.
     pub throttled: usize,
+    /// Of which answered 429 for a mailbox's limits (concurrency or rate).
+    pub over_limits: usize,
     /// Tokens issued.
     pub tokens: usize,
     /// Completed upload sessions.
@@ -193,6 +225,8 @@ struct State {
     uploads: HashMap<String, Upload>,
     in_flight: HashMap<String, usize>,
     max_in_flight: usize,
+    /// Mailbox → when its rate window opened and the requests counted in it.
+    windows: HashMap<String, (Instant, usize)>,
     /// Throttling answers given in turn so far.
     turns: usize,
     /// Mailbox → (when it was throttled, until when).
@@ -647,17 +681,7 @@ fn handle(request: &Request, state: &Mutex<State>, options: &GraphOptions, origi
                 *n += 1;
                 let now = *n;
                 s.max_in_flight = s.max_in_flight.max(now);
-                if now > 4 {
-                    s.violations
-                        .push(format!("{now} requests in flight for {user}"));
-                    Some(error(
-                        429,
-                        "ApplicationThrottled",
-                        "Application is over its MailboxConcurrency limit.",
-                    ))
-                } else {
-                    None
-                }
+                over_limits(&mut s, options, &user, now, request.arrived)
             };
             // Let concurrent requests overlap, as a real server would.
             std::thread::sleep(options.latency);
@@ -678,6 +702,54 @@ fn handle(request: &Request, state: &Mutex<State>, options: &GraphOptions, origi
         }
         _ => error(404, "ResourceNotFound", "no such resource"),
     }
+}
+
+/// The 429 for a request past the mailbox's limits of concurrency
+/// (`in_flight` counts it) or rate, recorded as a violation; `None` within
+/// them. Requests refused here do not count toward the rate.
+fn over_limits(
+    s: &mut State,
+    options: &GraphOptions,
+    user: &str,
+    in_flight: usize,
+    arrived: Instant,
+) -> Option<Answer> {
+    if in_flight > options.mailbox_concurrency {
+        s.violations
+            .push(format!("{in_flight} requests in flight for {user}"));
+        s.counts.over_limits += 1;
+        let mut a = error(
+            429,
+            "ApplicationThrottled",
+            "Application is over its MailboxConcurrency limit.",
+        );
+        a.2.push(("Retry-After".into(), "1".into()));
+        return Some(a);
+    }
+    let window = options.mailbox_window;
+    let (opened, used) = s.windows.entry(user.to_string()).or_insert((arrived, 0));
+    if arrived >= *opened + window {
+        (*opened, *used) = (arrived, 0);
+    }
+    if *used < options.mailbox_requests {
+        *used += 1;
+        return None;
+    }
+    let left = (*opened + window).saturating_duration_since(arrived);
+    let retry_after = left.as_secs() + u64::from(left.subsec_nanos() > 0);
+    s.violations.push(format!(
+        "request {} of {user} in a window of {} allowed",
+        options.mailbox_requests + 1,
+        options.mailbox_requests
+    ));
+    s.counts.over_limits += 1;
+    let mut a = error(
+        429,
+        "ApplicationThrottled",
+        "Application is over its request limit for this mailbox.",
+    );
+    a.2.push(("Retry-After".into(), retry_after.to_string()));
+    Some(a)
 }
 
 /// How late after a 429 a request of the same mailbox may still arrive

@@ -1152,24 +1152,84 @@ fn the_graph_server_answers_404_for_a_folder_deleted_meanwhile() {
 }
 
 #[test]
-fn the_graph_server_throttles_a_fifth_concurrent_request_for_one_mailbox() {
+fn the_graph_server_throttles_a_fifth_concurrent_request_for_one_mailbox_with_retry_after() {
     let server = GraphServer::start(GraphOptions {
         latency: Duration::from_millis(300),
         ..GraphOptions::new(&USERS, CLIENT_ID, SECRET)
     });
     let path = format!("{}/mailFolders/inbox/messages", USERS[0]);
-    let statuses: Vec<u16> = std::thread::scope(|scope| {
+    let other = format!("{}/mailFolders/inbox/messages", USERS[1]);
+    let answers: Vec<(u16, Value, Headers)> = std::thread::scope(|scope| {
         let calls: Vec<_> = (0..6)
-            .map(|_| scope.spawn(|| graph_call(&server, "GET", &path, None).0))
+            .map(|_| scope.spawn(|| graph_send(&server, "GET", &path, None)))
+            .chain([scope.spawn(|| graph_send(&server, "GET", &other, None))])
             .collect();
         calls.into_iter().map(|c| c.join().unwrap()).collect()
     });
-    assert!(statuses.contains(&429), "{statuses:?}");
+    let refused: Vec<_> = answers.iter().filter(|a| a.0 == 429).collect();
+    assert!(!refused.is_empty(), "{answers:?}");
+    for (_, body, headers) in &refused {
+        assert_eq!(body["error"]["code"], "ApplicationThrottled");
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("MailboxConcurrency"),
+            "{body}"
+        );
+        assert!(
+            headers.iter().any(|(k, _)| k == "Retry-After"),
+            "{headers:?}"
+        );
+    }
+    assert_eq!(answers[6].0, 200, "another mailbox is not held up");
+    assert!(server.max_in_flight_per_mailbox() > 4);
     assert!(
         server.violations().iter().any(|v| v.contains("in flight")),
         "{:#?}",
         server.violations()
     );
+}
+
+#[test]
+fn the_graph_server_refuses_a_mailbox_past_its_requests_per_window_until_the_window_ends() {
+    let server = GraphServer::start(GraphOptions {
+        mailbox_requests: 3,
+        mailbox_window: Duration::from_secs(2),
+        ..GraphOptions::new(&USERS, CLIENT_ID, SECRET)
+    });
+    let list = |user: &str| format!("{user}/mailFolders/inbox/messages");
+    for _ in 0..3 {
+        assert_eq!(graph_send(&server, "GET", &list(USERS[0]), None).0, 200);
+    }
+    let (status, body, headers) = graph_send(&server, "GET", &list(USERS[0]), None);
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (429, Some("ApplicationThrottled"))
+    );
+    let retry_after: u64 = headers
+        .iter()
+        .find(|(k, _)| k == "Retry-After")
+        .map(|(_, v)| v.parse().unwrap())
+        .expect("a Retry-After");
+    assert!((1..=2).contains(&retry_after), "{retry_after}");
+    assert_eq!(
+        graph_send(&server, "GET", &list(USERS[1]), None).0,
+        200,
+        "the window is per mailbox"
+    );
+    assert_eq!(server.counts().over_limits, 1);
+    assert!(
+        server
+            .violations()
+            .iter()
+            .any(|v| v.contains("in a window of 3")),
+        "{:#?}",
+        server.violations()
+    );
+    // Once the Retry-After has run, the window is new.
+    std::thread::sleep(Duration::from_secs(retry_after));
+    assert_eq!(graph_send(&server, "GET", &list(USERS[0]), None).0, 200);
 }
 
 #[test]
