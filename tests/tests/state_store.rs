@@ -190,6 +190,8 @@ conformance!(
     fingerprint_mismatch_is_refused_while_a_live_worker_runs_the_other_version,
     heartbeats_list_workers_on_the_store_clock,
     racing_stores_one_lease_exactly_one_wins,
+    mailbox_slots_are_shared_by_stores_over_one_database_and_expire_unless_renewed,
+    a_mailbox_rate_window_refuses_beyond_its_count_and_refills_when_it_ends,
 );
 
 mod postgres_only {
@@ -1851,5 +1853,79 @@ mod behaviours {
                 assert!(matches!(outcome, LockOutcome::Held { .. }), "{outcome:?}");
             }
         }
+    }
+
+    pub fn mailbox_slots_are_shared_by_stores_over_one_database_and_expire_unless_renewed(
+        b: &dyn Backend,
+    ) {
+        let (mut one, mut two) = (b.open(), b.open());
+        let long = Duration::from_secs(60);
+        let short = Duration::from_secs(1);
+        let m = "graph:app:alice@x";
+        assert_eq!(
+            one.take_mailbox_slots(m, "w1", 3, 4, long).unwrap(),
+            [0, 1, 2]
+        );
+        // The other worker gets what is left, never more than the limit.
+        assert_eq!(two.take_mailbox_slots(m, "w2", 4, 4, short).unwrap(), [3]);
+        assert!(
+            one.take_mailbox_slots(m, "w1", 1, 4, long)
+                .unwrap()
+                .is_empty()
+        );
+        // Other mailboxes are counted apart.
+        assert_eq!(
+            two.take_mailbox_slots("graph:app:bob@x", "w2", 4, 4, long)
+                .unwrap(),
+            [0, 1, 2, 3]
+        );
+        // Released slots are free at once; only their holder releases them.
+        two.release_mailbox_slots(m, "w2", &[0, 1]).unwrap();
+        one.release_mailbox_slots(m, "w1", &[1]).unwrap();
+        assert_eq!(two.take_mailbox_slots(m, "w2", 4, 4, short).unwrap(), [1]);
+        // Renewed slots stay; the others expire and are taken.
+        assert_eq!(
+            two.renew_mailbox_slots(m, "w2", &[3], long).unwrap(),
+            [3],
+            "still held"
+        );
+        std::thread::sleep(short + Duration::from_millis(100));
+        assert_eq!(one.take_mailbox_slots(m, "w1", 4, 4, long).unwrap(), [1]);
+        assert!(
+            two.renew_mailbox_slots(m, "w2", &[1], long)
+                .unwrap()
+                .is_empty(),
+            "an expired slot another worker took is lost"
+        );
+    }
+
+    pub fn a_mailbox_rate_window_refuses_beyond_its_count_and_refills_when_it_ends(
+        b: &dyn Backend,
+    ) {
+        let (mut one, mut two) = (b.open(), b.open());
+        let window = Duration::from_millis(800);
+        let m = "graph:app:alice@x";
+        let first = one.reserve_mailbox_requests(m, 6, 10, window).unwrap();
+        assert_eq!(first.granted, 6);
+        assert!(first.window_left <= window && first.window_left > Duration::ZERO);
+        // Two workers share the window: the second gets what is left.
+        assert_eq!(
+            two.reserve_mailbox_requests(m, 6, 10, window)
+                .unwrap()
+                .granted,
+            4
+        );
+        let spent = one.reserve_mailbox_requests(m, 1, 10, window).unwrap();
+        assert_eq!(spent.granted, 0, "the window is used up");
+        assert_eq!(
+            one.reserve_mailbox_requests("graph:app:bob@x", 10, 10, window)
+                .unwrap()
+                .granted,
+            10,
+            "windows are per mailbox"
+        );
+        std::thread::sleep(spent.window_left + Duration::from_millis(50));
+        let refilled = two.reserve_mailbox_requests(m, 20, 10, window).unwrap();
+        assert_eq!(refilled.granted, 10, "a new window, never over its count");
     }
 }

@@ -1,9 +1,11 @@
 //! The normalized message model every stage works on, whatever kind of plugin
 //! produced it, and the small helpers every crate shares: [`address`]
 //! (plain addresses and [`Mailbox`]), [`digest`] (SHA-256 in hex, the
-//! source digest), [`html`] escaping and [`time`].
+//! source digest), [`html`] escaping, [`time`] and [`budget`] (what a
+//! mailbox's shared rate window grants).
 
 pub mod address;
+pub mod budget;
 pub mod digest;
 pub mod html;
 pub mod limits;

@@ -8,6 +8,7 @@
 //! run that crashed between delivering and recording the delivery pick up
 //! without duplicates.
 
+pub mod budget;
 pub mod mutf7;
 
 use std::path::PathBuf;
@@ -15,6 +16,7 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 
+pub use budget::{LocalBudget, MailboxBudget, MailboxLimits};
 pub use connector_email::Email;
 pub use connector_model::Mailbox;
 
@@ -180,6 +182,24 @@ pub trait Sink: Send {
         folder: &str,
         message_id: &str,
     ) -> Result<bool, SinkError>;
+
+    /// [`Sink::contains`] for each of `queries` (mailbox, folder,
+    /// Message-ID), in order. A sink that must read many mailboxes first
+    /// reads them concurrently here.
+    fn contains_each(
+        &mut self,
+        queries: &[(&Mailbox, &str, &str)],
+    ) -> Vec<Result<bool, SinkError>> {
+        queries
+            .iter()
+            .map(|(mailbox, folder, message_id)| self.contains(mailbox, folder, message_id))
+            .collect()
+    }
+
+    /// Keeps the per-mailbox limits of the mail store in `budget`, shared
+    /// with every worker using the same budget, rather than in this
+    /// process alone. Sinks of stores without such limits ignore it.
+    fn share_budget(&mut self, _budget: Arc<dyn MailboxBudget>) {}
 
     /// Stores the emails; one result per delivery, in order. An email whose
     /// Message-ID is already in the folder is not stored again: its result

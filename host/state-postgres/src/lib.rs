@@ -21,6 +21,7 @@ mod conversations;
 mod fleet;
 mod kv;
 mod ledger;
+mod mailbox;
 mod quarantine;
 mod runs;
 mod schema;

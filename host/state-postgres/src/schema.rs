@@ -6,7 +6,7 @@
 //! whatever the database's locale.
 
 /// Schema version this build writes and understands.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 /// Schema migrations, applied in order; the database records each one it
 /// has in `schema_migrations`.
@@ -191,6 +191,30 @@ CREATE INDEX run_unreadable_by_connector ON run_unreadable (connector, run_id);
 ALTER TABLE run_failures DROP CONSTRAINT run_failures_kind_check;
 ALTER TABLE run_failures ADD CONSTRAINT run_failures_kind_check
     CHECK (kind IN ('unmapped', 'refused', 'external'));
+"#,
+    ),
+    (
+        3,
+        "mailbox slots and rate windows shared by the workers",
+        r#"
+-- Each mailbox's concurrency slots (numbered from 0 below its limit), held
+-- until released or until they expire (a worker that died), and its rate
+-- window: when it opened, the requests reserved in it, and what the last
+-- reservation granted (computed from the row before the update, which
+-- RETURNING cannot see). Times are the server's clock.
+CREATE TABLE mailbox_slots (
+    mailbox text COLLATE "C" NOT NULL,
+    slot integer NOT NULL,
+    holder text NOT NULL,
+    expires_at_ms bigint NOT NULL,
+    PRIMARY KEY (mailbox, slot)
+);
+CREATE TABLE mailbox_windows (
+    mailbox text COLLATE "C" PRIMARY KEY,
+    opened_at_ms bigint NOT NULL,
+    used bigint NOT NULL,
+    granted bigint NOT NULL
+);
 "#,
     ),
 ];

@@ -1,7 +1,7 @@
 //! The SQLite schema, as migrations applied in order.
 
 /// Schema version this build writes and understands.
-pub const SCHEMA_VERSION: i64 = 6;
+pub const SCHEMA_VERSION: i64 = 7;
 
 /// Schema migrations, applied in order; a database records each one it has.
 pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[
@@ -234,6 +234,25 @@ pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[
     ALTER TABLE run_failures_v6 RENAME TO run_failures;
     CREATE INDEX run_failures_by_run ON run_failures (run_id, id);
     CREATE INDEX run_failures_by_item ON run_failures (connector, item_id);
+    ",
+    ),
+    (
+        7,
+        "mailbox slots and rate windows shared by the workers",
+        "
+    CREATE TABLE mailbox_slots (
+        mailbox TEXT NOT NULL,
+        slot INTEGER NOT NULL,
+        holder TEXT NOT NULL,
+        expires_at_ms INTEGER NOT NULL,
+        PRIMARY KEY (mailbox, slot)
+    ) WITHOUT ROWID;
+    CREATE TABLE mailbox_windows (
+        mailbox TEXT PRIMARY KEY NOT NULL,
+        opened_at_ms INTEGER NOT NULL,
+        used INTEGER NOT NULL,
+        granted INTEGER NOT NULL
+    ) WITHOUT ROWID;
     ",
     ),
 ];

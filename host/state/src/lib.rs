@@ -14,6 +14,7 @@
 pub mod encoding;
 pub mod error;
 pub mod fleet;
+pub mod mailbox;
 pub mod records;
 pub mod store;
 pub mod transfer;
@@ -23,6 +24,7 @@ pub use fleet::{
     DEFAULT_LEASE, Fence, Fingerprint, Fleet, LeaseKeeper, LeaseLiveness, LeaseRecord,
     LeaseRequest, LockOutcome, RunLock, WorkerRecord, fingerprint_conflict,
 };
+pub use mailbox::{MailboxBudgets, RequestGrant};
 pub use records::{
     CheckpointSlot, ConnectorTotals, DeliveredPair, FailureKind, LedgerEntry, PageCommit,
     QuarantineEntry, RunCounts, RunFailure, RunId, RunKind, RunOutcome, RunRecord, SeenItem,
@@ -36,6 +38,7 @@ pub use store::{
 /// The store's traits, to call their methods: `use connector_state::prelude::*`.
 pub mod prelude {
     pub use crate::fleet::Fleet;
+    pub use crate::mailbox::MailboxBudgets;
     pub use crate::store::{
         Checkpoints, ConversationDirectory, DeliveryLedger, PluginValues, QuarantineStore,
         RunHistory, StateStore,

@@ -13,6 +13,7 @@ use connector_model::{Conversation, TimestampMs};
 
 use crate::error::StateError;
 use crate::fleet::{Fleet, LeaseRequest, LockOutcome};
+use crate::mailbox::MailboxBudgets;
 use crate::records::*;
 
 /// A connector's resume positions: where its source plugin continues, and a
@@ -203,6 +204,7 @@ pub trait StateStore:
     + PluginValues
     + ConversationDirectory
     + Fleet
+    + MailboxBudgets
     + Send
 {
     /// Records a page in one transaction: its ledger entries (pairs already

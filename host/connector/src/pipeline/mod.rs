@@ -4,6 +4,7 @@
 
 pub mod faults;
 mod lease;
+mod mailbox_budget;
 mod page;
 mod plugin_kv;
 mod redeliver;
@@ -348,6 +349,7 @@ impl Host {
         let secrets = granted_secrets(config, &caps)?;
         let users = config.mapping.user_map()?;
         let mut sink = config.sink.open(&config.secrets)?;
+        self.share_budget(sink.as_mut(), &config.id, run);
         let kv: KvAccess = Arc::new(plugin_kv::StateKv {
             db: self.db.clone(),
             connector: config.id.clone(),
@@ -429,6 +431,17 @@ impl Host {
                 other => return other,
             }
         }
+    }
+}
+
+impl Host {
+    /// Gives `sink` the mailboxes' limits kept in the state, shared with
+    /// every worker of the fleet, for this run of `connector`.
+    fn share_budget(&self, sink: &mut dyn Sink, connector: &str, run: RunId) {
+        sink.share_budget(Arc::new(mailbox_budget::StateBudget {
+            db: self.db.clone(),
+            holder: format!("{}/{connector}/run {}", self.worker.id, run.0),
+        }));
     }
 }
 

@@ -74,6 +74,7 @@ impl Host {
             .begin_run_of(&config.id, now_ms(), RunKind::Redeliver, None)?;
         summary.run = Some(run);
         let mut sink = config.sink.open(&config.secrets)?;
+        self.share_budget(sink.as_mut(), &config.id, run);
         let mut totals = RunCounts::default();
         let result = (|| -> Result<(), RunError> {
             for chunk in entries.chunks(BATCH) {
