@@ -259,6 +259,9 @@ fn sink(server: &GraphServer, secret: &str) -> GraphSink {
         graph_url: server.graph_url(),
         login_url: server.login_url(),
         max_concurrency: 8,
+        mailbox_concurrency: 4,
+        mailbox_requests: 10_000,
+        mailbox_window_secs: 600,
         timeout_secs: 30,
     };
     GraphSink::new(
@@ -268,6 +271,7 @@ fn sink(server: &GraphServer, secret: &str) -> GraphSink {
             secret.to_string(),
         )])),
     )
+    .unwrap()
 }
 
 #[test]

@@ -1,16 +1,24 @@
-//! Graph requests: the app token, retries on 429/503, error shapes.
+//! Graph requests, asynchronous (hyper over rustls on the sink's few
+//! threads): the app token, the mailbox's share of its rate window,
+//! retries on 429/503, error shapes.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use serde_json::{Value, json};
 
 use super::{GraphSettings, PENDING_PROPERTY, UPLOAD_CHUNK, body};
 use connector_oauth::{AppTokens, TokenError};
 use connector_secrets::SecretLookup;
+use connector_sink::budget::{LocalBudget, MailboxBudget};
 use connector_sink::{Mailbox, SinkError};
 
 /// How often a throttled (429/503) request is tried before giving up.
@@ -33,7 +41,7 @@ const MAILBOX_IN_PATH: &AsciiSet = &NON_ALPHANUMERIC
 const POLICY_DENIAL: &str = "access to odata is disabled";
 
 /// What went wrong with a request, before it is tied to an email.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(super) enum ApiError {
     /// The email cannot be turned into a Graph message.
     Invalid(String),
@@ -69,17 +77,34 @@ impl ApiError {
     }
 }
 
-/// Graph client shared by the sink's workers.
+type HttpClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
+
+/// Graph client shared by the sink's mailboxes.
 pub(super) struct Api {
     pub(super) settings: GraphSettings,
     pub(super) target: String,
-    agent: ureq::Agent,
-    tokens: AppTokens,
+    client: HttpClient,
+    tokens: Arc<AppTokens>,
     /// Some mailbox answered a mail request: the app has its permission.
     answered: AtomicBool,
-    /// Mailbox → when Graph's last `Retry-After` for it ends; every worker
-    /// waits for it, not only the one that was throttled.
-    quiet_until: Mutex<HashMap<String, Instant>>,
+    /// Mailbox → when Graph's last `Retry-After` for it ends; every
+    /// request to it waits for it, not only the one that was throttled.
+    quiet_until: Arc<Mutex<HashMap<String, Instant>>>,
+    /// Requests in flight, all mailboxes together
+    /// ([`GraphSettings::max_concurrency`]).
+    in_flight: Arc<tokio::sync::Semaphore>,
+    /// Where the mailboxes' slots and rate windows are kept.
+    budget: Mutex<Arc<dyn MailboxBudget>>,
+    /// Budget key → requests reserved from its rate window and not sent
+    /// yet.
+    allowances: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Allowance>>>>,
+}
+
+/// Requests of one mailbox's rate window that this sink may still send.
+#[derive(Debug)]
+struct Allowance {
+    left: u32,
+    until: Instant,
 }
 
 /// An answer: status, `Retry-After` seconds, body.
@@ -90,19 +115,91 @@ struct Answer {
 }
 
 impl Api {
-    pub(super) fn new(settings: GraphSettings, secrets: Arc<dyn SecretLookup>) -> Api {
-        let agent = ureq::AgentBuilder::new()
-            .timeout(settings.timeout)
-            .redirects(0)
-            .max_idle_connections_per_host(settings.max_concurrency.max(4))
+    /// A client for `settings`; it must be made inside the sink's tokio
+    /// runtime.
+    pub(super) fn new(
+        settings: GraphSettings,
+        secrets: Arc<dyn SecretLookup>,
+    ) -> Result<Api, SinkError> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_provider_and_webpki_roots(provider)
+            .map_err(|e| SinkError::Setup {
+                target: settings.graph_url.clone(),
+                reason: format!("TLS cannot be set up: {e}"),
+            })?
+            .https_or_http()
+            .enable_http1()
             .build();
-        Api {
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(60))
+            .build(https);
+        Ok(Api {
             target: settings.graph_url.clone(),
-            tokens: AppTokens::new(settings.credentials.clone(), secrets),
+            tokens: Arc::new(AppTokens::new(settings.credentials.clone(), secrets)),
+            in_flight: Arc::new(tokio::sync::Semaphore::new(settings.max_concurrency)),
             settings,
-            agent,
+            client,
             answered: AtomicBool::new(false),
-            quiet_until: Mutex::new(HashMap::new()),
+            quiet_until: Arc::default(),
+            budget: Mutex::new(Arc::new(LocalBudget::default())),
+            allowances: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Keeps the mailboxes' limits in `budget` from now on.
+    pub(super) fn share_budget(&self, budget: Arc<dyn MailboxBudget>) {
+        *lock(&self.budget) = budget;
+        lock(&self.allowances).clear();
+    }
+
+    /// The budget the mailboxes' limits are kept in.
+    pub(super) fn budget(&self) -> Arc<dyn MailboxBudget> {
+        lock(&self.budget).clone()
+    }
+
+    /// The mailbox's key in the budget: Exchange's limits are per app and
+    /// mailbox.
+    pub(super) fn budget_key(&self, mailbox: &Mailbox) -> String {
+        format!(
+            "graph {} {}",
+            self.settings.credentials.client_id,
+            mailbox.as_str().to_ascii_lowercase()
+        )
+    }
+
+    /// Takes one request from the mailbox's share of its rate window,
+    /// reserving a chunk from the budget when none is left, and waiting
+    /// (this mailbox only) while the window is used up.
+    async fn allow(&self, mailbox: &Mailbox) -> Result<(), ApiError> {
+        let key = self.budget_key(mailbox);
+        let cell = lock(&self.allowances)
+            .entry(key.clone())
+            .or_insert_with(|| {
+                Arc::new(tokio::sync::Mutex::new(Allowance {
+                    left: 0,
+                    until: Instant::now(),
+                }))
+            })
+            .clone();
+        let mut allowance = cell.lock().await;
+        loop {
+            if allowance.left > 0 && Instant::now() < allowance.until {
+                allowance.left -= 1;
+                return Ok(());
+            }
+            let limits = self.settings.limits;
+            let chunk = (limits.requests / 100).clamp(1, 100);
+            let (budget, key) = (self.budget(), key.clone());
+            let asked = Instant::now();
+            let grant = blocking(move || budget.reserve_requests(&key, chunk, &limits)).await?;
+            if grant.granted > 0 {
+                allowance.left = grant.granted;
+                allowance.until = asked + grant.window_left;
+            } else {
+                tracing::info!(%mailbox, wait = ?grant.window_left, "the mailbox's request window is used up; waiting for the next");
+                tokio::time::sleep(grant.window_left.max(Duration::from_millis(10))).await;
+            }
         }
     }
 
@@ -120,29 +217,9 @@ impl Api {
         self.answered.load(Ordering::Relaxed)
     }
 
-    /// Waits while Graph asked to leave `mailbox` alone, looking again
-    /// after each wait (another worker may have been throttled meanwhile).
-    fn wait_quiet(&self, mailbox: &Mailbox) {
-        loop {
-            let until = self
-                .quiet_until
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .get(mailbox.as_str())
-                .copied();
-            match until.and_then(|u| u.checked_duration_since(Instant::now())) {
-                Some(wait) => std::thread::sleep(wait),
-                None => return,
-            }
-        }
-    }
-
-    /// Leaves `mailbox` alone for `wait` (all workers).
+    /// Leaves `mailbox` alone for `wait` (every request to it).
     fn hold_off(&self, mailbox: &Mailbox, wait: Duration) {
-        let until = Instant::now() + wait;
-        let mut quiet = self.quiet_until.lock().unwrap_or_else(|p| p.into_inner());
-        let slot = quiet.entry(mailbox.to_string()).or_insert(until);
-        *slot = (*slot).max(until);
+        hold_off(&self.quiet_until, mailbox.as_str(), wait);
     }
 
     /// The sink error for `e` while working on `message_id` (empty when
@@ -193,16 +270,20 @@ impl Api {
         }
     }
 
-    /// A valid app token, requested when missing or about to expire.
-    fn token(&self) -> Result<String, ApiError> {
-        self.tokens.token().map_err(|e| match e {
-            TokenError::Credentials { reason, fix } => ApiError::Authentication { reason, fix },
-            e @ TokenError::NotAnEndpoint { .. } => ApiError::Setup(e.to_string()),
-            e @ TokenError::Unavailable { .. } => ApiError::Unavailable {
-                message: e.to_string(),
-                maybe_done: false,
-            },
-        })
+    /// A valid app token, requested when missing or about to expire (on a
+    /// blocking thread: the request is synchronous).
+    async fn token(&self) -> Result<String, ApiError> {
+        let tokens = self.tokens.clone();
+        off_thread(move || tokens.token())
+            .await?
+            .map_err(|e| match e {
+                TokenError::Credentials { reason, fix } => ApiError::Authentication { reason, fix },
+                e @ TokenError::NotAnEndpoint { .. } => ApiError::Setup(e.to_string()),
+                e @ TokenError::Unavailable { .. } => ApiError::Unavailable {
+                    message: e.to_string(),
+                    maybe_done: false,
+                },
+            })
     }
 
     /// Sends a Graph request for `mailbox` with the app token. 429, 503
@@ -210,35 +291,37 @@ impl Api {
     /// one) and try again, except a 503/504 to a request that `creates`
     /// (it may have taken effect: the caller reads the folder again
     /// first); 401 gets a new token once.
-    fn call(
+    async fn call(
         &self,
         mailbox: &Mailbox,
         method: &str,
         url: &str,
-        body: Option<&Value>,
+        body: Option<Value>,
         creates: bool,
     ) -> Result<Value, ApiError> {
-        // Serialized once, before waiting: what goes out right after the
-        // wait is then only the sending.
-        let text = body.map(Value::to_string);
+        // Serialized once, before waiting, on a blocking thread (a big
+        // body takes a while): what goes out right after the wait is then
+        // only the sending.
+        let text = match body {
+            Some(v) => Some(off_thread(move || Bytes::from(v.to_string())).await?),
+            None => None,
+        };
         let mut renewed = false;
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let token = self.token()?;
-            self.wait_quiet(mailbox);
-            let request = self
-                .agent
-                .request(method, url)
-                .set("Authorization", &format!("Bearer {token}"))
-                .set("Accept", "application/json");
-            let sent = match &text {
-                Some(t) => request
-                    .set("Content-Type", "application/json")
-                    .send_string(t),
-                None => request.call(),
-            };
-            let answer = match answer(sent) {
+            let token = self.token().await?;
+            self.allow(mailbox).await?;
+            let mut headers = vec![
+                ("Authorization", format!("Bearer {token}")),
+                ("Accept", "application/json".to_string()),
+            ];
+            if text.is_some() {
+                headers.push(("Content-Type", "application/json".to_string()));
+            }
+            let body = text.clone().unwrap_or_default();
+            let sent = self.send(Some(mailbox), method, url, &headers, body).await;
+            let answer = match sent {
                 Ok(a) => a,
                 Err(message) => {
                     return Err(ApiError::Unavailable {
@@ -269,7 +352,7 @@ impl Api {
                 429 | 503 | 504 if attempt < ATTEMPTS && !(creates && status != 429) => {
                     let wait = throttle_wait(answer.retry_after, attempt);
                     self.hold_off(mailbox, wait);
-                    tracing::info!(url, status, ?wait, "Graph throttled; waiting");
+                    tracing::info!(url, status, code, ?wait, "Graph throttled; waiting");
                     continue;
                 }
                 429 | 500..=599 => {
@@ -321,7 +404,11 @@ impl Api {
     }
 
     /// The id of `folder` (`INBOX/Name/...`), created where missing.
-    pub(super) fn folder_id(&self, mailbox: &Mailbox, folder: &str) -> Result<String, ApiError> {
+    pub(super) async fn folder_id(
+        &self,
+        mailbox: &Mailbox,
+        folder: &str,
+    ) -> Result<String, ApiError> {
         let mut segments: Vec<&str> = folder.split('/').filter(|s| !s.is_empty()).collect();
         let mut parent = "msgfolderroot".to_string();
         if segments
@@ -333,17 +420,21 @@ impl Api {
         }
         for name in segments {
             let base = format!("{}/mailFolders/{parent}/childFolders", self.users(mailbox));
-            parent = match self.find_child(mailbox, &base, name)? {
+            parent = match self.find_child(mailbox, &base, name).await? {
                 Some(id) => id,
                 None => {
                     let create = json!({"displayName": name});
-                    match self.call(mailbox, "POST", &base, Some(&create), false) {
+                    match self
+                        .call(mailbox, "POST", &base, Some(create), false)
+                        .await
+                    {
                         Ok(created) => created["id"]
                             .as_str()
                             .map(str::to_string)
                             .ok_or_else(|| ApiError::Refused(format!("{base}: no folder id")))?,
                         Err(ApiError::Refused(said)) if said.contains(" 409 ") => self
-                            .find_child(mailbox, &base, name)?
+                            .find_child(mailbox, &base, name)
+                            .await?
                             .ok_or(ApiError::Refused(said))?,
                         Err(e) => return Err(e),
                     }
@@ -353,7 +444,7 @@ impl Api {
         Ok(parent)
     }
 
-    fn find_child(
+    async fn find_child(
         &self,
         mailbox: &Mailbox,
         base: &str,
@@ -364,7 +455,7 @@ impl Api {
             "$filter",
             &format!("displayName eq '{}'", name.replace('\'', "''")),
         );
-        let found = self.call(mailbox, "GET", url.as_str(), None, false)?;
+        let found = self.call(mailbox, "GET", url.as_str(), None, false).await?;
         Ok(found["value"]
             .as_array()
             .and_then(|v| v.first())
@@ -373,7 +464,7 @@ impl Api {
     }
 
     /// What a folder holds, following `@odata.nextLink`.
-    pub(super) fn folder_contents(
+    pub(super) async fn folder_contents(
         &self,
         mailbox: &Mailbox,
         folder_id: &str,
@@ -394,7 +485,7 @@ impl Api {
             .append_pair("$top", "1000");
         let mut next = Some(first.to_string());
         while let Some(url) = next.take() {
-            let page = self.call(mailbox, "GET", &url, None, false)?;
+            let page = self.call(mailbox, "GET", &url, None, false).await?;
             for m in page["value"].as_array().into_iter().flatten() {
                 let (Some(mid), Some(id)) = (m["internetMessageId"].as_str(), m["id"].as_str())
                 else {
@@ -423,14 +514,14 @@ impl Api {
     }
 
     /// Creates a message in a folder; returns its id.
-    pub(super) fn create_message(
+    pub(super) async fn create_message(
         &self,
         mailbox: &Mailbox,
         folder_id: &str,
-        json: &Value,
+        json: Value,
     ) -> Result<String, ApiError> {
         let url = format!("{}/mailFolders/{folder_id}/messages", self.users(mailbox));
-        let created = self.call(mailbox, "POST", &url, Some(json), true)?;
+        let created = self.call(mailbox, "POST", &url, Some(json), true).await?;
         created["id"]
             .as_str()
             .map(str::to_string)
@@ -443,31 +534,37 @@ impl Api {
     /// Adds one attachment under 3 MB with `POST …/attachments`. Not
     /// repeated after a 503/504 or a cut-off answer (it may have been
     /// added): the caller deletes the message and creates it again.
-    pub(super) fn post_attachment(
+    pub(super) async fn post_attachment(
         &self,
         mailbox: &Mailbox,
         message: &str,
         attachment: &body::Attachment,
     ) -> Result<(), ApiError> {
         let url = format!("{}/messages/{message}/attachments", self.users(mailbox));
-        self.call(mailbox, "POST", &url, Some(&attachment.json()), true)
+        let json = {
+            let attachment = attachment.clone();
+            off_thread(move || attachment.json()).await?
+        };
+        self.call(mailbox, "POST", &url, Some(json), true)
+            .await
             .map(|_| ())
     }
 
     /// Marks a message complete ([`PENDING_PROPERTY`] = 0) once its
     /// attachments are in: a named property, which Exchange lets an app
     /// change on a received item (unlike the Message-ID or the flags).
-    pub(super) fn mark_complete(&self, mailbox: &Mailbox, id: &str) -> Result<(), ApiError> {
+    pub(super) async fn mark_complete(&self, mailbox: &Mailbox, id: &str) -> Result<(), ApiError> {
         let url = format!("{}/messages/{id}", self.users(mailbox));
         let patch = json!({"singleValueExtendedProperties": [body::pending_property("0")]});
-        self.call(mailbox, "PATCH", &url, Some(&patch), false)
+        self.call(mailbox, "PATCH", &url, Some(patch), false)
+            .await
             .map(|_| ())
     }
 
     /// Deletes a message; one already gone is fine.
-    pub(super) fn delete_message(&self, mailbox: &Mailbox, id: &str) -> Result<(), ApiError> {
+    pub(super) async fn delete_message(&self, mailbox: &Mailbox, id: &str) -> Result<(), ApiError> {
         let url = format!("{}/messages/{id}", self.users(mailbox));
-        match self.call(mailbox, "DELETE", &url, None, false) {
+        match self.call(mailbox, "DELETE", &url, None, false).await {
             Ok(_) | Err(ApiError::FolderGone(_)) => Ok(()),
             Err(e) => Err(e),
         }
@@ -477,7 +574,7 @@ impl Api {
     /// in chunks of [`UPLOAD_CHUNK`] with `Content-Type:
     /// application/octet-stream` and no token (the upload URL carries its
     /// own authorization).
-    pub(super) fn upload_attachment(
+    pub(super) async fn upload_attachment(
         &self,
         mailbox: &Mailbox,
         message: &str,
@@ -492,18 +589,20 @@ impl Api {
             "{}/messages/{message}/attachments/createUploadSession",
             self.users(mailbox)
         );
-        let session = self.call(
-            mailbox,
-            "POST",
-            &url,
-            Some(&json!({"AttachmentItem": {
-                "attachmentType": "file",
-                "name": name,
-                "size": bytes.len(),
-                "contentType": content_type,
-            }})),
-            false,
-        )?;
+        let session = self
+            .call(
+                mailbox,
+                "POST",
+                &url,
+                Some(json!({"AttachmentItem": {
+                    "attachmentType": "file",
+                    "name": name,
+                    "size": bytes.len(),
+                    "contentType": content_type,
+                }})),
+                false,
+            )
+            .await?;
         let upload = session["uploadUrl"]
             .as_str()
             .ok_or_else(|| ApiError::Refused(format!("POST {url} answered without uploadUrl")))?
@@ -513,19 +612,19 @@ impl Api {
         let mut attempt = 0;
         while start < total {
             let end = (start + UPLOAD_CHUNK).min(total);
-            let sent = self
-                .agent
-                .put(&upload)
-                .set("Content-Type", "application/octet-stream")
-                .set(
-                    "Content-Range",
-                    &format!("bytes {start}-{}/{total}", end - 1),
-                )
-                .send_bytes(&bytes[start..end]);
-            let answer = answer(sent).map_err(|message| ApiError::Unavailable {
-                message: format!("PUT to the upload session of {name}: {message}"),
-                maybe_done: false,
-            })?;
+            let range = format!("bytes {start}-{}/{total}", end - 1);
+            let headers = [
+                ("Content-Type", "application/octet-stream".to_string()),
+                ("Content-Range", range),
+            ];
+            let chunk = Bytes::copy_from_slice(&bytes[start..end]);
+            let answer = self
+                .send(None, "PUT", &upload, &headers, chunk)
+                .await
+                .map_err(|message| ApiError::Unavailable {
+                    message: format!("PUT to the upload session of {name}: {message}"),
+                    maybe_done: false,
+                })?;
             match answer.status {
                 200..=202 => {
                     attempt = 0;
@@ -544,7 +643,7 @@ impl Api {
                 }
                 429 | 503 | 504 if attempt + 1 < ATTEMPTS => {
                     attempt += 1;
-                    std::thread::sleep(throttle_wait(answer.retry_after, attempt));
+                    tokio::time::sleep(throttle_wait(answer.retry_after, attempt)).await;
                 }
                 status => {
                     let (code, message) = graph_error(&answer.body);
@@ -583,24 +682,129 @@ pub(super) struct Contents {
     pub incomplete: HashMap<String, Vec<String>>,
 }
 
-/// The status, `Retry-After` and body of a response, or why there is none.
-fn answer(sent: Result<ureq::Response, ureq::Error>) -> Result<Answer, String> {
-    let response = match sent {
-        Ok(r) | Err(ureq::Error::Status(_, r)) => r,
-        Err(ureq::Error::Transport(t)) => return Err(t.to_string()),
-    };
-    let status = response.status();
-    let retry_after = response
-        .header("Retry-After")
-        .and_then(|v| v.trim().parse().ok());
-    let body = response
-        .into_string()
-        .map_err(|e| format!("reading the answer: {e}"))?;
-    Ok(Answer {
-        status,
-        retry_after,
-        body,
+impl Api {
+    /// Sends one request (within [`GraphSettings::max_concurrency`] and
+    /// its timeout; for `mailbox`, once Graph's `Retry-After` for it has
+    /// run) and reads the answer: its status, `Retry-After` and body, or
+    /// why there is none.
+    async fn send(
+        &self,
+        mailbox: Option<&Mailbox>,
+        method: &str,
+        url: &str,
+        headers: &[(&str, String)],
+        body: Bytes,
+    ) -> Result<Answer, String> {
+        let mut request = hyper::Request::builder().method(method).uri(url);
+        for (name, value) in headers {
+            request = request.header(*name, value);
+        }
+        let request = request.body(Full::new(body)).map_err(|e| e.to_string())?;
+        let permit = self
+            .in_flight
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|e| e.to_string())?;
+        // A task of its own on the runtime's threads, so that it is sent
+        // the moment the mailbox may be asked and its Retry-After is kept
+        // the moment it comes, whatever the caller's thread is busy with.
+        let (client, quiet, timeout) = (
+            self.client.clone(),
+            self.quiet_until.clone(),
+            self.settings.timeout,
+        );
+        let mailbox = mailbox.map(|m| m.to_string());
+        let exchange = async move {
+            let _permit = permit;
+            if let Some(mailbox) = &mailbox {
+                wait_quiet(&quiet, mailbox).await;
+            }
+            let response =
+                client
+                    .request(request)
+                    .await
+                    .map_err(|e| match std::error::Error::source(&e) {
+                        Some(cause) => format!("{e}: {cause}"),
+                        None => e.to_string(),
+                    })?;
+            let status = response.status().as_u16();
+            let retry_after = response
+                .headers()
+                .get("Retry-After")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse().ok());
+            if let (Some(mailbox), Some(seconds), 429 | 503 | 504) = (&mailbox, retry_after, status)
+            {
+                hold_off(&quiet, mailbox, Duration::from_secs(seconds).min(MAX_WAIT));
+            }
+            let bytes = response
+                .into_body()
+                .collect()
+                .await
+                .map_err(|e| format!("reading the answer: {e}"))?
+                .to_bytes();
+            Ok(Answer {
+                status,
+                retry_after,
+                body: String::from_utf8_lossy(&bytes).into_owned(),
+            })
+        };
+        let sent = tokio::spawn(tokio::time::timeout(timeout, exchange));
+        match sent.await {
+            Ok(Ok(answer)) => answer,
+            Ok(Err(_)) => Err(format!("no answer within {timeout:?}")),
+            Err(e) => Err(format!("the request stopped: {e}")),
+        }
+    }
+}
+
+/// Waits while Graph asked to leave `mailbox` alone, looking again after
+/// each wait (another request may have been throttled meanwhile).
+async fn wait_quiet(quiet: &Mutex<HashMap<String, Instant>>, mailbox: &str) {
+    loop {
+        let until = lock(quiet).get(mailbox).copied();
+        match until.and_then(|u| u.checked_duration_since(Instant::now())) {
+            Some(wait) => tokio::time::sleep(wait).await,
+            None => return,
+        }
+    }
+}
+
+/// Leaves `mailbox` alone for `wait`.
+fn hold_off(quiet: &Mutex<HashMap<String, Instant>>, mailbox: &str, wait: Duration) {
+    let until = Instant::now() + wait;
+    let mut quiet = lock(quiet);
+    let slot = quiet.entry(mailbox.to_string()).or_insert(until);
+    *slot = (*slot).max(until);
+}
+
+/// Runs CPU-heavy or blocking work on a blocking thread, so that the
+/// requests of other mailboxes go on meanwhile.
+async fn off_thread<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ApiError::Unavailable {
+            message: format!("the sink's work stopped: {e}"),
+            maybe_done: false,
+        })
+}
+
+/// Runs a call to the budget (which may wait for its database) on a
+/// blocking thread.
+pub(super) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, SinkError> + Send + 'static,
+) -> Result<T, ApiError> {
+    off_thread(f).await?.map_err(|e| ApiError::Unavailable {
+        message: e.to_string(),
+        maybe_done: false,
     })
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Code and message of Graph's `{"error":{"code":…,"message":…}}`.

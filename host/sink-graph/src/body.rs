@@ -11,6 +11,7 @@ use super::{PENDING_PROPERTY, REQUEST_BUDGET, UPLOAD_SESSION_MIN};
 use connector_sink::Email;
 
 /// An attachment as Graph takes it.
+#[derive(Clone)]
 pub(super) struct Attachment {
     pub name: String,
     pub content_type: String,

@@ -38,10 +38,21 @@
 //! display name (`$filter=displayName eq '…'`) or created (409 "already
 //! exists" is fine).
 //!
-//! **Limits and errors.** At most 4 requests in flight per mailbox
-//! (Exchange's limit for an app) and `max-concurrency` in all. 429, 503
+//! **Limits and errors.** Exchange allows an app 4 requests in flight and
+//! 10,000 requests per 10 minutes per mailbox (`mailbox-concurrency`,
+//! `mailbox-requests`, `mailbox-window-secs`). The sink keeps those limits
+//! in a [`MailboxBudget`](connector_sink::MailboxBudget): the host's state
+//! store, shared by every worker writing to the same mailboxes as the same
+//! app (in-process without one). Per mailbox it takes slots for as many
+//! requests at once as it has work for (never more than the limit, all
+//! workers together), runs that many lanes of emails one request after
+//! another, renews the slots while it holds them and frees each when its
+//! lane runs out of work; requests come from the mailbox's rate window,
+//! reserved in chunks. All mailboxes of a batch are worked at once, as
+//! asynchronous tasks on a few threads (tokio, hyper), at most
+//! `max-concurrency` requests in flight in all. 429, 503
 //! and 504 wait for `Retry-After` (exponential backoff without one; every
-//! worker holds off that mailbox) and try again (a few times, then
+//! request to that mailbox holds off, the others go on) and try again (a few times, then
 //! [`SinkError::Unavailable`]); a create answered 503/504 or cut off may
 //! have happened, so the folder is read again before that email is sent
 //! again. A folder deleted meanwhile (404 `ErrorItemNotFound`) is found or
@@ -61,15 +72,17 @@
 
 mod api;
 mod body;
+mod lanes;
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use self::api::{Api, ApiError, Contents};
 use connector_oauth::ClientCredentials;
 use connector_secrets::SecretLookup;
+use connector_sink::budget::{MailboxBudget, MailboxLimits};
 use connector_sink::{Delivery, Email, Mailbox, Receipt, Sink, SinkError};
 use serde::Deserialize;
 
@@ -81,8 +94,14 @@ pub const UPLOAD_SESSION_MIN: usize = 3_000_000;
 /// Most bytes of JSON the sink puts in one request: Graph refuses requests
 /// over 4 MB (413); 16 KiB are left for the request line and headers.
 pub const REQUEST_BUDGET: usize = (4 << 20) - (16 << 10);
-/// Exchange's limit of concurrent requests per app and mailbox.
-pub const PER_MAILBOX_CONCURRENCY: usize = 4;
+/// Exchange Online's limits per app and mailbox ("Microsoft Graph
+/// service-specific throttling limits", Outlook service): 4 requests in
+/// flight, 10,000 requests per 10 minutes.
+pub const EXCHANGE_LIMITS: MailboxLimits = MailboxLimits {
+    concurrency: 4,
+    requests: 10_000,
+    window: Duration::from_secs(600),
+};
 /// Upload-session chunk size: under Outlook's 4 MB per PUT, and a
 /// multiple of 320 KiB (12 × 320 KiB) for servers that want that.
 pub const UPLOAD_CHUNK: usize = 320 * 1024 * 12;
@@ -91,6 +110,8 @@ pub const UPLOAD_CHUNK: usize = 320 * 1024 * 12;
 /// whole.
 pub const PENDING_PROPERTY: &str =
     "Integer {6f1c3c8e-53b1-4c5e-9a51-8d6c0b1e2a47} Name ConnectorAttachmentsPending";
+/// Threads that drive the sink's requests, however many are in flight.
+const THREADS: usize = 2;
 
 /// `[sink] kind = "graph"`: Exchange Online through Microsoft Graph with
 /// an app registration (client credentials).
@@ -110,10 +131,21 @@ pub struct GraphSinkConfig {
     /// (`https://login.microsoftonline.com` when absent).
     #[serde(default = "default_login_url")]
     pub login_url: String,
-    /// Most requests in flight at once, all mailboxes together (8); never
-    /// more than 4 per mailbox, Exchange's own limit.
+    /// Most requests in flight at once, all mailboxes together (400: 100
+    /// mailboxes at their limit).
     #[serde(default = "default_graph_concurrency")]
     pub max_concurrency: u32,
+    /// Most requests in flight per mailbox, all workers together (4,
+    /// Exchange's limit; 1 to 4).
+    #[serde(default = "default_mailbox_concurrency")]
+    pub mailbox_concurrency: u32,
+    /// Most requests per mailbox in `mailbox-window-secs`, all workers
+    /// together (10,000, Exchange's limit).
+    #[serde(default = "default_mailbox_requests")]
+    pub mailbox_requests: u32,
+    /// The rate window in seconds (600).
+    #[serde(default = "default_mailbox_window_secs")]
+    pub mailbox_window_secs: u32,
     /// Seconds to wait for one request (120).
     #[serde(default = "default_timeout_secs")]
     pub timeout_secs: u32,
@@ -128,7 +160,19 @@ fn default_login_url() -> String {
 }
 
 fn default_graph_concurrency() -> u32 {
-    8
+    400
+}
+
+fn default_mailbox_concurrency() -> u32 {
+    EXCHANGE_LIMITS.concurrency
+}
+
+fn default_mailbox_requests() -> u32 {
+    EXCHANGE_LIMITS.requests
+}
+
+fn default_mailbox_window_secs() -> u32 {
+    EXCHANGE_LIMITS.window.as_secs() as u32
 }
 
 fn default_timeout_secs() -> u32 {
@@ -147,6 +191,8 @@ pub struct GraphSettings {
     pub graph_url: String,
     /// Most requests in flight at once.
     pub max_concurrency: usize,
+    /// Each mailbox's limits, all workers together.
+    pub limits: MailboxLimits,
     /// Timeout of one request.
     pub timeout: Duration,
 }
@@ -164,10 +210,34 @@ impl GraphSettings {
             timeout,
         )?;
         connector_oauth::check_http_url("graph-url", &config.graph_url)?;
+        if !(1..=EXCHANGE_LIMITS.concurrency).contains(&config.mailbox_concurrency) {
+            return Err(format!(
+                "`mailbox-concurrency = {}` is outside 1 to {}: Exchange Online answers a fifth concurrent request per mailbox with 429; set 1 to {}",
+                config.mailbox_concurrency,
+                EXCHANGE_LIMITS.concurrency,
+                EXCHANGE_LIMITS.concurrency
+            ));
+        }
+        if config.mailbox_requests == 0 || config.mailbox_window_secs == 0 {
+            return Err(format!(
+                "`mailbox-requests = {}` and `mailbox-window-secs = {}` must both be at least 1 (Exchange Online: 10000 requests per 600 seconds)",
+                config.mailbox_requests, config.mailbox_window_secs
+            ));
+        }
+        if config.max_concurrency == 0 {
+            return Err(
+                "`max-concurrency = 0` would send nothing; set at least 1 (400 when absent)".into(),
+            );
+        }
         Ok(GraphSettings {
             credentials,
             graph_url: config.graph_url.trim().trim_end_matches('/').to_string(),
-            max_concurrency: config.max_concurrency.max(1) as usize,
+            max_concurrency: config.max_concurrency as usize,
+            limits: MailboxLimits {
+                concurrency: config.mailbox_concurrency,
+                requests: config.mailbox_requests,
+                window: Duration::from_secs(u64::from(config.mailbox_window_secs)),
+            },
             timeout,
         })
     }
@@ -189,6 +259,9 @@ struct FolderState {
 
 /// Imports emails through Microsoft Graph; see the module documentation.
 pub struct GraphSink {
+    /// Drives the requests; dropped after `api`, whose connections live
+    /// in it.
+    runtime: tokio::runtime::Runtime,
     api: Arc<Api>,
     folders: HashMap<(Mailbox, String), FolderState>,
     /// Mailboxes Graph refused for this sink's life (unknown, or access
@@ -226,17 +299,37 @@ impl GraphSink {
             target: config.graph_url.clone(),
             reason,
         })?;
-        Ok(GraphSink::new(settings, secrets))
+        GraphSink::new(settings, secrets)
     }
 
     /// A sink for these settings; the client secret comes from `secrets`.
     /// Nothing is requested until the first call.
-    pub fn new(settings: GraphSettings, secrets: Arc<dyn SecretLookup>) -> GraphSink {
-        GraphSink {
-            api: Arc::new(Api::new(settings, secrets)),
+    pub fn new(
+        settings: GraphSettings,
+        secrets: Arc<dyn SecretLookup>,
+    ) -> Result<GraphSink, SinkError> {
+        let target = settings.graph_url.clone();
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(THREADS)
+            .thread_name("graph-sink")
+            .enable_all()
+            .build()
+            .map_err(|e| SinkError::Setup {
+                target,
+                reason: format!(
+                    "cannot start the sink's threads: {e}; the machine is out of threads or memory"
+                ),
+            })?;
+        let api = {
+            let _inside = runtime.enter();
+            Api::new(settings, secrets)?
+        };
+        Ok(GraphSink {
+            runtime,
+            api: Arc::new(api),
             folders: HashMap::new(),
             refused: HashMap::new(),
-        }
+        })
     }
 
     /// The error to report for an email to a refused mailbox.
@@ -254,99 +347,100 @@ impl GraphSink {
         self.api.sink_error(e, mailbox, message_id, folder)
     }
 
-    /// Readies the folder; a refused mailbox is remembered (and reported
-    /// with its emails) rather than returned.
-    fn try_folder(&mut self, mailbox: &Mailbox, folder: &str) -> Result<bool, SinkError> {
-        if self.refused.contains_key(mailbox) {
-            return Ok(false);
-        }
-        match self.ready_folder(mailbox, folder) {
-            Ok(()) => Ok(true),
-            Err(ApiError::Denied(said)) => {
-                self.refused.insert(mailbox.clone(), Refusal::Denied(said));
-                Ok(false)
+    /// Readies the folders of `wanted` that are not ready yet, every
+    /// mailbox at once (each under one of its slots); a refused mailbox is
+    /// remembered (and reported with its emails). Returns the folders that
+    /// failed otherwise.
+    fn ready_folders(
+        &mut self,
+        wanted: &[(&Mailbox, &str)],
+    ) -> HashMap<(Mailbox, String), SinkError> {
+        let mut by_mailbox: HashMap<&Mailbox, Vec<&str>> = HashMap::new();
+        for (mailbox, folder) in wanted {
+            let key = ((*mailbox).clone(), folder.to_string());
+            let ready = self.folders.get(&key).is_some_and(|f| !f.stale);
+            if ready || self.refused.contains_key(*mailbox) {
+                continue;
             }
-            Err(ApiError::Refused(said)) => {
-                self.refused.insert(mailbox.clone(), Refusal::Refused(said));
-                Ok(false)
+            let folders = by_mailbox.entry(mailbox).or_default();
+            if !folders.contains(folder) {
+                folders.push(folder);
             }
-            Err(e) => Err(self.api.sink_error(e, mailbox, "", folder)),
         }
-    }
-
-    /// The folder's state, found or created and read when needed.
-    fn ready_folder(&mut self, mailbox: &Mailbox, folder: &str) -> Result<(), ApiError> {
-        let key = (mailbox.clone(), folder.to_string());
-        if self.folders.get(&key).is_some_and(|f| !f.stale) {
-            return Ok(());
-        }
-        // Found again when stale too: it may have been deleted meanwhile.
-        let id = self.api.folder_id(mailbox, folder)?;
-        let Contents {
-            complete,
-            incomplete,
-        } = self.api.folder_contents(mailbox, &id)?;
-        tracing::debug!(
-            %mailbox,
-            folder,
-            messages = complete.len(),
-            incomplete = incomplete.len(),
-            "Graph folder read"
-        );
-        self.folders.insert(
-            key,
-            FolderState {
-                id,
-                known: complete,
-                incomplete,
-                stale: false,
+        let api = &self.api;
+        let read = self.runtime.block_on(lanes::each_mailbox(
+            api,
+            by_mailbox,
+            |mailbox, folders| async move {
+                let mut out = Vec::new();
+                for folder in folders {
+                    let read = read_folder(api, mailbox, folder).await;
+                    let refused = matches!(read, Err(ApiError::Denied(_) | ApiError::Refused(_)));
+                    out.push((folder, read));
+                    if refused {
+                        break;
+                    }
+                }
+                out
             },
-        );
-        Ok(())
-    }
-}
-
-/// Hands out work so that no mailbox has more than
-/// [`PER_MAILBOX_CONCURRENCY`] requests in flight.
-struct Scheduler {
-    queue: Mutex<(Vec<Job>, HashMap<Mailbox, usize>)>,
-    freed: Condvar,
-}
-
-struct Job {
-    index: usize,
-    mailbox: Mailbox,
-}
-
-impl Scheduler {
-    /// The next job whose mailbox has room, waiting while every queued
-    /// job's mailbox is busy; `None` when no job is left.
-    fn next(&self) -> Option<Job> {
-        let mut guard = self.queue.lock().unwrap_or_else(|p| p.into_inner());
-        loop {
-            let (jobs, busy) = &mut *guard;
-            if jobs.is_empty() {
-                return None;
+        ));
+        let mut failed = HashMap::new();
+        for (mailbox, outcome) in read {
+            let folders = match outcome {
+                Ok(folders) => folders,
+                Err(e) => {
+                    // No slot could be had: every folder of it failed.
+                    for (m, folder) in wanted.iter().filter(|(m, _)| *m == mailbox) {
+                        let e = self.api.sink_error(e.clone(), m, "", folder);
+                        failed.insert(((*m).clone(), folder.to_string()), e);
+                    }
+                    continue;
+                }
+            };
+            for (folder, read) in folders {
+                match read {
+                    Ok(state) => {
+                        self.folders
+                            .insert((mailbox.clone(), folder.to_string()), state);
+                    }
+                    Err(ApiError::Denied(said)) => {
+                        self.refused.insert(mailbox.clone(), Refusal::Denied(said));
+                    }
+                    Err(ApiError::Refused(said)) => {
+                        self.refused.insert(mailbox.clone(), Refusal::Refused(said));
+                    }
+                    Err(e) => {
+                        let error = self.api.sink_error(e, mailbox, "", folder);
+                        failed.insert((mailbox.clone(), folder.to_string()), error);
+                    }
+                }
             }
-            let at = jobs
-                .iter()
-                .position(|j| busy.get(&j.mailbox).copied().unwrap_or(0) < PER_MAILBOX_CONCURRENCY);
-            if let Some(at) = at {
-                let job = jobs.remove(at);
-                *busy.entry(job.mailbox.clone()).or_default() += 1;
-                return Some(job);
-            }
-            guard = self.freed.wait(guard).unwrap_or_else(|p| p.into_inner());
         }
+        failed
     }
+}
 
-    fn done(&self, mailbox: &Mailbox) {
-        let mut guard = self.queue.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(n) = guard.1.get_mut(mailbox) {
-            *n = n.saturating_sub(1);
-        }
-        self.freed.notify_all();
-    }
+/// Finds (or creates) a folder and reads what it holds.
+async fn read_folder(api: &Api, mailbox: &Mailbox, folder: &str) -> Result<FolderState, ApiError> {
+    // Found again when stale too: it may have been deleted meanwhile.
+    let id = api.folder_id(mailbox, folder).await?;
+    let Contents {
+        complete,
+        incomplete,
+    } = api.folder_contents(mailbox, &id).await?;
+    tracing::debug!(
+        %mailbox,
+        folder,
+        messages = complete.len(),
+        incomplete = incomplete.len(),
+        "Graph folder read"
+    );
+    Ok(FolderState {
+        id,
+        known: complete,
+        incomplete,
+        stale: false,
+    })
 }
 
 impl Sink for GraphSink {
@@ -365,13 +459,35 @@ impl Sink for GraphSink {
         folder: &str,
         message_id: &str,
     ) -> Result<bool, SinkError> {
-        if !self.try_folder(mailbox, folder)? {
-            // Refused: its emails are reported by `deliver`.
-            return Ok(false);
-        }
-        Ok(self.folders[&(mailbox.clone(), folder.to_string())]
-            .known
-            .contains_key(message_id))
+        self.contains_each(&[(mailbox, folder, message_id)])
+            .pop()
+            .expect("one answer per query")
+    }
+
+    fn contains_each(
+        &mut self,
+        queries: &[(&Mailbox, &str, &str)],
+    ) -> Vec<Result<bool, SinkError>> {
+        let wanted: Vec<(&Mailbox, &str)> = queries.iter().map(|(m, f, _)| (*m, *f)).collect();
+        let failed = self.ready_folders(&wanted);
+        queries
+            .iter()
+            .map(|(mailbox, folder, message_id)| {
+                let key = ((*mailbox).clone(), folder.to_string());
+                if let Some(e) = failed.get(&key) {
+                    return Err(e.clone());
+                }
+                // A refused mailbox's emails are reported by `deliver`.
+                Ok(self
+                    .folders
+                    .get(&key)
+                    .is_some_and(|f| f.known.contains_key(*message_id)))
+            })
+            .collect()
+    }
+
+    fn share_budget(&mut self, budget: Arc<dyn MailboxBudget>) {
+        self.api.share_budget(budget);
     }
 
     fn deliver(&mut self, batch: &[Delivery<'_>]) -> Vec<Result<Receipt, SinkError>> {
@@ -380,19 +496,10 @@ impl Sink for GraphSink {
         let receipt = |d: &Delivery<'_>, id: &str| {
             Receipt(format!("graph:{}/{};id={id}", d.mailbox, d.folder))
         };
-        // Folders first (sequential: a few requests each).
-        let mut failed_folders: HashMap<(Mailbox, String), SinkError> = HashMap::new();
-        for d in batch {
-            let key = (d.mailbox.clone(), d.folder.to_string());
-            if failed_folders.contains_key(&key) {
-                continue;
-            }
-            if let Err(e) = self.try_folder(d.mailbox, d.folder) {
-                failed_folders.insert(key, e);
-            }
-        }
+        let wanted: Vec<(&Mailbox, &str)> = batch.iter().map(|d| (d.mailbox, d.folder)).collect();
+        let failed_folders = self.ready_folders(&wanted);
         // What is already there, or twice in the batch, is not sent again.
-        let mut jobs = Vec::new();
+        let mut jobs: HashMap<&Mailbox, Vec<Job>> = HashMap::new();
         let mut first_of: HashMap<(Mailbox, String, String), usize> = HashMap::new();
         let mut repeats = Vec::new();
         for (i, d) in batch.iter().enumerate() {
@@ -410,7 +517,8 @@ impl Sink for GraphSink {
                 )));
                 continue;
             }
-            if let Some(id) = self.folders[&key].known.get(&d.email.message_id) {
+            let folder = &self.folders[&key];
+            if let Some(id) = folder.known.get(&d.email.message_id) {
                 results[i] = Some(Ok(receipt(d, id)));
                 continue;
             }
@@ -420,49 +528,27 @@ impl Sink for GraphSink {
                 continue;
             }
             first_of.insert(dup, i);
-            jobs.push(Job {
+            // The folder's id and the pending copies to delete first.
+            jobs.entry(d.mailbox).or_default().push(Job {
                 index: i,
-                mailbox: d.mailbox.clone(),
-            });
-        }
-        let workers = self.api.settings.max_concurrency.min(jobs.len()).max(1);
-        // Each job's folder id and the pending copies it deletes first.
-        let plans: HashMap<usize, (String, Vec<String>)> = jobs
-            .iter()
-            .map(|j| {
-                let d = &batch[j.index];
-                let folder = &self.folders[&(d.mailbox.clone(), d.folder.to_string())];
-                let stale = folder
+                email: d.email,
+                folder_id: folder.id.clone(),
+                pending: folder
                     .incomplete
                     .get(&d.email.message_id)
                     .cloned()
-                    .unwrap_or_default();
-                (j.index, (folder.id.clone(), stale))
-            })
-            .collect();
-        let scheduler = Scheduler {
-            queue: Mutex::new((jobs, HashMap::new())),
-            freed: Condvar::new(),
-        };
+                    .unwrap_or_default(),
+            });
+        }
         let api = &self.api;
-        let done: Mutex<Vec<(usize, Result<String, ApiError>)>> = Mutex::new(Vec::new());
-        std::thread::scope(|scope| {
-            for _ in 0..workers {
-                scope.spawn(|| {
-                    while let Some(job) = scheduler.next() {
-                        let d = &batch[job.index];
-                        let (folder_id, pending) = &plans[&job.index];
-                        let result = redo(api, d.mailbox, folder_id, pending, d.email);
-                        scheduler.done(&job.mailbox);
-                        done.lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .push((job.index, result));
-                    }
-                });
-            }
-        });
-        let done = done.into_inner().unwrap_or_else(|p| p.into_inner());
-        for (i, result) in done {
+        let (done, unrun) =
+            self.runtime
+                .block_on(lanes::each_job(api, jobs, |mailbox, job| async move {
+                    let created = redo(api, mailbox, &job.folder_id, &job.pending, job.email);
+                    (job.index, created.await)
+                }));
+        let unrun = unrun.into_iter().map(|(job, e)| (job.index, Err(e)));
+        for (i, result) in done.into_iter().chain(unrun) {
             let d = &batch[i];
             let key = (d.mailbox.clone(), d.folder.to_string());
             results[i] = Some(match result {
@@ -500,9 +586,18 @@ impl Sink for GraphSink {
     }
 }
 
+/// One email to create in one mailbox: where, and the pending copies a
+/// stopped attempt left to delete first.
+struct Job<'a> {
+    index: usize,
+    email: &'a Email,
+    folder_id: String,
+    pending: Vec<String>,
+}
+
 /// Deletes the pending copies a stopped attempt left of `email`, then
 /// creates it; returns its Graph id.
-fn redo(
+async fn redo(
     api: &Api,
     mailbox: &Mailbox,
     folder_id: &str,
@@ -510,40 +605,45 @@ fn redo(
     email: &Email,
 ) -> Result<String, ApiError> {
     for id in pending {
-        api.delete_message(mailbox, id)?;
+        api.delete_message(mailbox, id).await?;
         tracing::info!(%mailbox, id, message_id = %email.message_id, "deleted an incomplete copy before creating the email again");
     }
-    create(api, mailbox, folder_id, email)
+    create(api, mailbox, folder_id, email).await
 }
 
 /// Creates one email in a folder, with the attachments that follow the
 /// create; returns its Graph id.
-fn create(
+async fn create(
     api: &Api,
     mailbox: &Mailbox,
     folder_id: &str,
     email: &Email,
 ) -> Result<String, ApiError> {
-    let built = body::message_json(email).map_err(ApiError::Invalid)?;
-    let id = api.create_message(mailbox, folder_id, &built.json)?;
+    // Built on a blocking thread: turning big attachments into JSON takes
+    // a while, and the other mailboxes' requests go on meanwhile.
+    let owned = email.clone();
+    let built = tokio::task::spawn_blocking(move || body::message_json(&owned))
+        .await
+        .map_err(|e| ApiError::Invalid(format!("building the message stopped: {e}")))?
+        .map_err(ApiError::Invalid)?;
+    let id = api.create_message(mailbox, folder_id, built.json).await?;
     if built.posted.is_empty() && built.uploaded.is_empty() {
         return Ok(id);
     }
-    let finished = built
-        .posted
-        .iter()
-        .try_for_each(|att| api.post_attachment(mailbox, &id, att))
-        .and_then(|()| {
-            built
-                .uploaded
-                .iter()
-                .try_for_each(|att| api.upload_attachment(mailbox, &id, att))
-        })
-        .and_then(|()| api.mark_complete(mailbox, &id));
+    let finished = async {
+        for att in &built.posted {
+            api.post_attachment(mailbox, &id, att).await?;
+        }
+        for att in &built.uploaded {
+            api.upload_attachment(mailbox, &id, att).await?;
+        }
+        api.mark_complete(mailbox, &id).await
+    }
+    .await;
     if let Err(e) = finished {
         // Still pending, the half-made item is not counted; remove it now
         // if possible (else the retry, which reads the folder again, does).
-        if let Err(d) = api.delete_message(mailbox, &id) {
+        if let Err(d) = api.delete_message(mailbox, &id).await {
             tracing::warn!(%mailbox, id, "cannot delete a half-made message yet: {d:?}");
             if let ApiError::Unavailable { message, .. } = e {
                 return Err(ApiError::Unavailable {
@@ -555,4 +655,38 @@ fn create(
         return Err(e);
     }
     Ok(id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(extra: &str) -> GraphSinkConfig {
+        toml::from_str(&format!(
+            "tenant = \"t.example\"\nclient-id = \"app\"\nclient-secret-secret = \"s\"\n{extra}"
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn mailbox_limits_default_to_exchanges_and_are_refused_outside_what_it_allows() {
+        let settings = GraphSettings::from_config(&config("")).unwrap();
+        assert_eq!(settings.limits, EXCHANGE_LIMITS);
+        let lower = GraphSettings::from_config(&config(
+            "mailbox-concurrency = 2\nmailbox-requests = 500\nmailbox-window-secs = 60",
+        ))
+        .unwrap();
+        assert_eq!(
+            lower.limits,
+            MailboxLimits {
+                concurrency: 2,
+                requests: 500,
+                window: Duration::from_secs(60)
+            }
+        );
+        let fifth = GraphSettings::from_config(&config("mailbox-concurrency = 5")).unwrap_err();
+        assert!(fifth.contains("set 1 to 4"), "{fifth}");
+        let none = GraphSettings::from_config(&config("mailbox-requests = 0")).unwrap_err();
+        assert!(none.contains("at least 1"), "{none}");
+    }
 }

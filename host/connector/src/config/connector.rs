@@ -380,7 +380,15 @@ ca-file = "certs/ca.pem"
         };
         assert_eq!(g.graph_url, "https://graph.microsoft.com");
         assert_eq!(g.login_url, "https://login.microsoftonline.com");
-        assert_eq!(g.max_concurrency, 8);
+        assert_eq!(g.max_concurrency, 400);
+        assert_eq!(
+            (
+                g.mailbox_concurrency,
+                g.mailbox_requests,
+                g.mailbox_window_secs
+            ),
+            (4, 10_000, 600)
+        );
         let msg = load(&(graph + "client-secret = \"x\"\n"))
             .unwrap_err()
             .to_string();

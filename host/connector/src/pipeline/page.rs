@@ -237,19 +237,45 @@ impl PageStage<'_> {
         commit: &mut PageCommit,
         counts: &mut RunCounts,
     ) -> Result<(), RunError> {
+        // Every mailbox is asked at once (a sink reads the folders it does
+        // not know yet concurrently); what could not be answered is asked
+        // again after a pause.
+        let mut asking: Vec<(&Pending, &Mailbox)> = pending
+            .iter()
+            .flat_map(|p| p.mailboxes.iter().map(move |m| (p, m)))
+            .collect();
         let mut batch: Vec<(&Pending, &Mailbox)> = Vec::new();
-        for p in pending {
-            for mailbox in &p.mailboxes {
-                if self
-                    .with_retries(|| sink.contains(mailbox, &self.folder, &p.email.message_id))?
-                {
-                    counts.skipped_duplicates += 1;
-                    commit
-                        .ledger
-                        .push(self.entry(p, mailbox, "already in mailbox".into()));
-                } else {
-                    batch.push((p, mailbox));
+        let mut failures = 0;
+        while !asking.is_empty() {
+            let queries: Vec<(&Mailbox, &str, &str)> = asking
+                .iter()
+                .map(|(p, m)| (*m, self.folder.as_str(), p.email.message_id.as_str()))
+                .collect();
+            let answers = sink.contains_each(&queries);
+            let mut again = Vec::new();
+            let mut last_error = None;
+            for ((p, mailbox), answer) in asking.into_iter().zip(answers) {
+                match answer {
+                    Ok(true) => {
+                        counts.skipped_duplicates += 1;
+                        commit
+                            .ledger
+                            .push(self.entry(p, mailbox, "already in mailbox".into()));
+                    }
+                    Ok(false) => batch.push((p, mailbox)),
+                    Err(e) if e.is_retryable() && failures < self.retry.attempts() => {
+                        again.push((p, mailbox));
+                        last_error = Some(e);
+                    }
+                    Err(e) => return Err(RunError::Sink(e)),
                 }
+            }
+            asking = again;
+            if let Some(e) = last_error {
+                let pause = self.retry.backoff(failures);
+                failures += 1;
+                tracing::warn!("mailbox store unavailable: {e}; retrying in {pause:?}");
+                std::thread::sleep(pause);
             }
         }
         let mut failures = 0;
@@ -302,22 +328,6 @@ impl PageStage<'_> {
             }
         }
         Ok(())
-    }
-
-    fn with_retries<T>(&self, mut f: impl FnMut() -> Result<T, SinkError>) -> Result<T, RunError> {
-        let mut failures = 0;
-        loop {
-            match f() {
-                Ok(v) => return Ok(v),
-                Err(e) if e.is_retryable() && failures < self.retry.attempts() => {
-                    let pause = self.retry.backoff(failures);
-                    failures += 1;
-                    tracing::warn!("mailbox store unavailable: {e}; retrying in {pause:?}");
-                    std::thread::sleep(pause);
-                }
-                Err(e) => return Err(RunError::Sink(e)),
-            }
-        }
     }
 
     fn entry(&self, p: &Pending, mailbox: &Mailbox, receipt: String) -> LedgerEntry {

@@ -1,0 +1,193 @@
+//! Working every mailbox of a batch at once, each within its limits: per
+//! mailbox as many lanes as the budget gives slots (never more than the
+//! mailbox's limit, all workers together, nor than it has work for), each
+//! lane doing one piece of work after another under its slot. A lane
+//! renews its slot every half [`SLOT_LEASE`] and frees it when the
+//! mailbox's work runs out, so another worker can take it; a mailbox that
+//! got fewer slots than it could use asks again every [`SLOT_POLL`].
+//!
+//! Everything here runs as futures of the sink's `block_on`; the requests
+//! themselves are driven by the runtime's threads.
+
+use std::cell::RefCell;
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
+
+use super::api::{Api, ApiError, blocking};
+use connector_sink::Mailbox;
+use connector_sink::budget::SLOT_LEASE;
+
+/// How often a mailbox short of slots asks the budget again.
+const SLOT_POLL: Duration = Duration::from_millis(50);
+
+/// Runs `work` for each mailbox at once, each under one slot of its own
+/// (waiting for one); a mailbox whose slot cannot be had (the budget
+/// unreachable) gets the error instead.
+pub(super) async fn each_mailbox<'a, W, T, Fut>(
+    api: &Api,
+    work: HashMap<&'a Mailbox, W>,
+    f: impl Fn(&'a Mailbox, W) -> Fut,
+) -> Vec<(&'a Mailbox, Result<T, ApiError>)>
+where
+    Fut: Future<Output = T>,
+{
+    let f = &f;
+    work.into_iter()
+        .map(|(mailbox, w)| async move {
+            let key = api.budget_key(mailbox);
+            let slot = loop {
+                match take(api, &key, 1).await {
+                    Ok(slots) if slots.is_empty() => tokio::time::sleep(SLOT_POLL).await,
+                    Ok(slots) => break slots[0],
+                    Err(e) => return (mailbox, Err(e)),
+                }
+            };
+            let done = f(mailbox, w).await;
+            release(api, &key, slot).await;
+            (mailbox, Ok(done))
+        })
+        .collect::<FuturesUnordered<_>>()
+        .collect()
+        .await
+}
+
+/// Runs `f` on every job, each mailbox's jobs in as many lanes as it gets
+/// slots, all mailboxes at once. Returns the results, and the jobs that
+/// could not run (no slot could be had: the budget unreachable) with why.
+pub(super) async fn each_job<'a, J, R, Fut>(
+    api: &Api,
+    jobs: HashMap<&'a Mailbox, Vec<J>>,
+    f: impl Fn(&'a Mailbox, J) -> Fut,
+) -> (Vec<R>, Vec<(J, ApiError)>)
+where
+    Fut: Future<Output = R>,
+{
+    let f = &f;
+    let per_mailbox: Vec<(Vec<R>, Vec<(J, ApiError)>)> = jobs
+        .into_iter()
+        .map(|(mailbox, jobs)| mailbox_jobs(api, mailbox, jobs, f))
+        .collect::<FuturesUnordered<_>>()
+        .collect()
+        .await;
+    let mut done = Vec::new();
+    let mut unrun = Vec::new();
+    for (d, u) in per_mailbox {
+        done.extend(d);
+        unrun.extend(u);
+    }
+    (done, unrun)
+}
+
+/// One mailbox's jobs: lanes added as slots are had, each slot freed when
+/// its lane finds no work left.
+async fn mailbox_jobs<'a, J, R, Fut>(
+    api: &Api,
+    mailbox: &'a Mailbox,
+    jobs: Vec<J>,
+    f: &impl Fn(&'a Mailbox, J) -> Fut,
+) -> (Vec<R>, Vec<(J, ApiError)>)
+where
+    Fut: Future<Output = R>,
+{
+    let key = api.budget_key(mailbox);
+    let limit = api.settings.limits.concurrency as usize;
+    let queue = RefCell::new(VecDeque::from(jobs));
+    let results = RefCell::new(Vec::new());
+    let mut lanes = FuturesUnordered::new();
+    loop {
+        let waiting = queue.borrow().len();
+        let want = waiting.min(limit.saturating_sub(lanes.len()));
+        if want > 0 {
+            match take(api, &key, want as u32).await {
+                Ok(slots) => {
+                    for slot in slots {
+                        lanes.push(lane(api, &key, slot, mailbox, &queue, &results, f));
+                    }
+                }
+                Err(e) if lanes.is_empty() => {
+                    let unrun = queue.take().into_iter().map(|j| (j, e.clone())).collect();
+                    return (results.take(), unrun);
+                }
+                Err(e) => tracing::warn!(%mailbox, "cannot take more slots now: {e:?}"),
+            }
+        }
+        if lanes.is_empty() {
+            if queue.borrow().is_empty() {
+                break;
+            }
+            tracing::debug!(%mailbox, "every slot of the mailbox is taken; waiting");
+            tokio::time::sleep(SLOT_POLL).await;
+            continue;
+        }
+        let short = queue.borrow().len() > lanes.len() && lanes.len() < limit;
+        let ended = if short {
+            match tokio::time::timeout(SLOT_POLL, lanes.next()).await {
+                Ok(ended) => ended,
+                Err(_) => continue,
+            }
+        } else {
+            lanes.next().await
+        };
+        if let Some((slot, true)) = ended {
+            release(api, &key, slot).await;
+        }
+    }
+    (results.take(), Vec::new())
+}
+
+/// Works jobs from `queue` under `slot` until none is left; returns the
+/// slot and whether it is still this sink's (a renewal can find it lost).
+async fn lane<'a, J, R, Fut>(
+    api: &Api,
+    key: &str,
+    slot: u32,
+    mailbox: &'a Mailbox,
+    queue: &RefCell<VecDeque<J>>,
+    results: &RefCell<Vec<R>>,
+    f: &impl Fn(&'a Mailbox, J) -> Fut,
+) -> (u32, bool)
+where
+    Fut: Future<Output = R>,
+{
+    let mut renewed = Instant::now();
+    loop {
+        if renewed.elapsed() >= SLOT_LEASE / 2 {
+            let (budget, owned) = (api.budget(), key.to_string());
+            match blocking(move || budget.renew_slots(&owned, &[slot])).await {
+                Ok(held) if held.is_empty() => {
+                    tracing::warn!(%mailbox, slot, "the mailbox slot expired and was taken; this lane stops");
+                    return (slot, false);
+                }
+                Ok(_) => renewed = Instant::now(),
+                Err(e) => tracing::warn!(%mailbox, "cannot renew a mailbox slot now: {e:?}"),
+            }
+        }
+        let Some(job) = queue.borrow_mut().pop_front() else {
+            return (slot, true);
+        };
+        let result = f(mailbox, job).await;
+        results.borrow_mut().push(result);
+    }
+}
+
+/// Takes up to `want` of the mailbox's free slots.
+async fn take(api: &Api, key: &str, want: u32) -> Result<Vec<u32>, ApiError> {
+    let (budget, key, limits) = (api.budget(), key.to_string(), api.settings.limits);
+    blocking(move || budget.take_slots(&key, want, &limits)).await
+}
+
+/// Frees a slot; one that cannot be freed now expires on its own.
+async fn release(api: &Api, key: &str, slot: u32) {
+    let (budget, owned) = (api.budget(), key.to_string());
+    if let Err(e) = blocking(move || budget.release_slots(&owned, &[slot])).await {
+        tracing::warn!(
+            key,
+            slot,
+            "cannot free a mailbox slot now, it expires on its own: {e:?}"
+        );
+    }
+}
