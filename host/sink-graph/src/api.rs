@@ -424,10 +424,7 @@ impl Api {
                 Some(id) => id,
                 None => {
                     let create = json!({"displayName": name});
-                    match self
-                        .call(mailbox, "POST", &base, Some(create), false)
-                        .await
-                    {
+                    match self.call(mailbox, "POST", &base, Some(create), false).await {
                         Ok(created) => created["id"]
                             .as_str()
                             .map(str::to_string)

@@ -6,6 +6,7 @@
 //! cargo run --release -p connector-bench -- attachment --mb 100
 //! cargo run --release -p connector-bench -- backfill --messages 1000000
 //! cargo run --release -p connector-bench -- ledger --deliveries 500000
+//! cargo run --release -p connector-bench -- mailbox-ceiling --messages 32000
 //! ```
 //!
 //! * `throughput`: the Symphony simulator (in a child process) → the
@@ -24,6 +25,12 @@
 //!   a Maildir; prints RSS after the first pages, along the way, at the end,
 //!   and the peak.
 //!
+//! * `mailbox-ceiling`: a chat export → the host → the Graph test server
+//!   with 100 mailboxes, 250 ms per request and 4 in flight per mailbox
+//!   (a ceiling of 1,600 emails/s), with one worker and with two over one
+//!   PostgreSQL sharing the mailboxes' budget; prints the ratio to the
+//!   ceiling and the share of requests answered 429.
+//!
 //! * `ledger`: pages of ledger entries (fan-out 5) committed into each state
 //!   store, SQLite and a throw-away PostgreSQL; prints bytes on disk per
 //!   delivery and deliveries committed per second.
@@ -32,6 +39,7 @@
 //! process so it is not counted. Each scenario of `all` runs in a process
 //! of its own, so each peak is its own.
 
+mod ceiling;
 mod ledger;
 
 use std::collections::BTreeMap;
@@ -118,9 +126,17 @@ fn main() -> Result<()> {
             opt("--per-page", 1000)?,
         ),
         "ledger" => ledger::ledger(tempdir()?, opt("--deliveries", 500_000)? as usize),
+        "mailbox-ceiling" => ceiling::mailbox_ceiling(
+            tempdir()?,
+            &ceiling::Ceiling {
+                messages: opt("--messages", 32_000)? as usize,
+                mailboxes: opt("--mailboxes", 100)? as usize,
+                latency: Duration::from_millis(opt("--latency-ms", 250)?),
+            },
+        ),
         "sim" => serve_sim(opt("--messages", 1000)? as usize, opt("--large-bytes", 0)?),
         other => bail!(
-            "unknown command `{other}`: use all, throughput [--messages N] [--no-imap], attachment [--mb N], backfill [--messages N] [--per-page N], ledger [--deliveries N]; each takes --dir D (where the state and the Maildir go)"
+            "unknown command `{other}`: use all, throughput [--messages N] [--no-imap], attachment [--mb N], backfill [--messages N] [--per-page N], ledger [--deliveries N], mailbox-ceiling [--messages N] [--mailboxes N] [--latency-ms N]; each takes --dir D (where the state and the Maildir go)"
         ),
     }
 }
