@@ -321,6 +321,7 @@ fn sink_config(port: u16, tls: TlsMode, auth: ImapAuthMethod) -> ImapSinkConfig 
         client_secret_secret: None,
         login_url: None,
         max_connections: 4,
+        mailbox_connections: 4,
         batch_messages: 100,
         batch_mb: 32,
         timeout_secs: 30,

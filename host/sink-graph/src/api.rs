@@ -21,6 +21,10 @@ use connector_secrets::SecretLookup;
 use connector_sink::budget::{LocalBudget, MailboxBudget};
 use connector_sink::{Mailbox, SinkError};
 
+/// Bytes of JSON up to which a body is built and written on the sink's own
+/// thread; bigger ones go to a blocking thread, so the other mailboxes'
+/// requests go on meanwhile.
+pub(super) const INLINE_WORK: usize = 64 << 10;
 /// How often a throttled (429/503) request is tried before giving up.
 const ATTEMPTS: u32 = 6;
 /// Longest `Retry-After` honoured at once.
@@ -84,7 +88,7 @@ pub(super) struct Api {
     pub(super) settings: GraphSettings,
     pub(super) target: String,
     client: HttpClient,
-    tokens: Arc<AppTokens>,
+    tokens: AppTokens,
     /// Some mailbox answered a mail request: the app has its permission.
     answered: AtomicBool,
     /// Mailbox → when Graph's last `Retry-After` for it ends; every
@@ -136,7 +140,7 @@ impl Api {
             .build(https);
         Ok(Api {
             target: settings.graph_url.clone(),
-            tokens: Arc::new(AppTokens::new(settings.credentials.clone(), secrets)),
+            tokens: AppTokens::new(settings.credentials.clone(), secrets),
             in_flight: Arc::new(tokio::sync::Semaphore::new(settings.max_concurrency)),
             settings,
             client,
@@ -270,20 +274,18 @@ impl Api {
         }
     }
 
-    /// A valid app token, requested when missing or about to expire (on a
-    /// blocking thread: the request is synchronous).
-    async fn token(&self) -> Result<String, ApiError> {
-        let tokens = self.tokens.clone();
-        off_thread(move || tokens.token())
-            .await?
-            .map_err(|e| match e {
-                TokenError::Credentials { reason, fix } => ApiError::Authentication { reason, fix },
-                e @ TokenError::NotAnEndpoint { .. } => ApiError::Setup(e.to_string()),
-                e @ TokenError::Unavailable { .. } => ApiError::Unavailable {
-                    message: e.to_string(),
-                    maybe_done: false,
-                },
-            })
+    /// A valid app token, requested when missing or about to expire. The
+    /// request is synchronous: it holds up the sink's other requests, which
+    /// would wait for the token anyway.
+    fn token(&self) -> Result<String, ApiError> {
+        self.tokens.token().map_err(|e| match e {
+            TokenError::Credentials { reason, fix } => ApiError::Authentication { reason, fix },
+            e @ TokenError::NotAnEndpoint { .. } => ApiError::Setup(e.to_string()),
+            e @ TokenError::Unavailable { .. } => ApiError::Unavailable {
+                message: e.to_string(),
+                maybe_done: false,
+            },
+        })
     }
 
     /// Sends a Graph request for `mailbox` with the app token. 429, 503
@@ -303,14 +305,17 @@ impl Api {
         // body takes a while): what goes out right after the wait is then
         // only the sending.
         let text = match body {
-            Some(v) => Some(off_thread(move || Bytes::from(v.to_string())).await?),
+            Some(v) if body::json_len(&v) > INLINE_WORK => {
+                Some(off_thread(move || Bytes::from(v.to_string())).await?)
+            }
+            Some(v) => Some(Bytes::from(v.to_string())),
             None => None,
         };
         let mut renewed = false;
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let token = self.token().await?;
+            let token = self.token()?;
             self.allow(mailbox).await?;
             let mut headers = vec![
                 ("Authorization", format!("Bearer {token}")),

@@ -619,13 +619,17 @@ async fn create(
     folder_id: &str,
     email: &Email,
 ) -> Result<String, ApiError> {
-    // Built on a blocking thread: turning big attachments into JSON takes
-    // a while, and the other mailboxes' requests go on meanwhile.
-    let owned = email.clone();
-    let built = tokio::task::spawn_blocking(move || body::message_json(&owned))
-        .await
-        .map_err(|e| ApiError::Invalid(format!("building the message stopped: {e}")))?
-        .map_err(ApiError::Invalid)?;
+    // A big email is built on a blocking thread: turning big attachments
+    // into JSON takes a while, and the other mailboxes' requests go on.
+    let built = if email.len() > api::INLINE_WORK as u64 {
+        let owned = email.clone();
+        tokio::task::spawn_blocking(move || body::message_json(&owned))
+            .await
+            .map_err(|e| ApiError::Invalid(format!("building the message stopped: {e}")))?
+    } else {
+        body::message_json(email)
+    }
+    .map_err(ApiError::Invalid)?;
     let id = api.create_message(mailbox, folder_id, built.json).await?;
     if built.posted.is_empty() && built.uploaded.is_empty() {
         return Ok(id);

@@ -44,6 +44,11 @@
 //!
 //! Mailboxes of one batch are worked in parallel, one thread and one
 //! connection each, never more than `max-connections` connections open.
+//! Each connection holds one of its mailbox's slots in the sink's
+//! [`MailboxBudget`] (the host's state, shared by every worker of the
+//! fleet): at most `mailbox-connections` connections to one mailbox, all
+//! workers together. A connection waits for a slot up to the timeout,
+//! renews it while in use and frees it when closed.
 
 mod client;
 mod codec;
@@ -58,7 +63,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rustls::ClientConfig;
 use rustls::pki_types::CertificateDer;
@@ -68,6 +73,7 @@ use self::client::{Client, ClientError, Completion, Endpoint, Security};
 use self::codec::{Args, Status, StatusLine};
 use connector_oauth::{AppTokens, ClientCredentials, TokenError};
 use connector_secrets::{Secret, SecretLookup};
+use connector_sink::budget::{LocalBudget, MailboxBudget, MailboxLimits, SLOT_LEASE};
 use connector_sink::{Delivery, Email, Mailbox, Receipt, Sink, SinkError, TlsMode};
 use serde::Deserialize;
 
@@ -132,6 +138,8 @@ pub struct ImapSettings {
     pub auth: ImapAuth,
     /// Most connections open at once (one per mailbox being worked).
     pub max_connections: usize,
+    /// Most connections to one mailbox at once, all workers together.
+    pub mailbox_connections: u32,
     /// Most emails in one MULTIAPPEND or pipelined run of APPENDs.
     pub batch_messages: usize,
     /// Most bytes in one MULTIAPPEND or pipelined run of APPENDs.
@@ -183,6 +191,13 @@ impl ImapSettings {
             ca_file: config.ca_file.clone(),
             auth,
             max_connections: config.max_connections.max(1) as usize,
+            mailbox_connections: match config.mailbox_connections {
+                0 => return Err(
+                    "`mailbox-connections = 0` would never connect; set at least 1 (4 when absent)"
+                        .into(),
+                ),
+                n => n,
+            },
             batch_messages: config.batch_messages.max(1) as usize,
             batch_bytes: (config.batch_mb.max(1) as usize) << 20,
             timeout,
@@ -307,6 +322,10 @@ pub struct ImapSinkConfig {
     /// into (4 when absent).
     #[serde(default = "default_imap_connections")]
     pub max_connections: u32,
+    /// Most connections to one mailbox at once, all workers of the fleet
+    /// together (4 when absent).
+    #[serde(default = "default_imap_connections")]
+    pub mailbox_connections: u32,
     /// Most emails appended by one command or pipelined run (100).
     #[serde(default = "default_imap_batch_messages")]
     pub batch_messages: u32,
@@ -366,6 +385,78 @@ struct Shared {
     /// Some mailbox has accepted an app token in this sink's life: a
     /// mailbox that refuses a new one lacks its own permission.
     app_accepted: AtomicBool,
+    /// Where each mailbox's connection slots are kept.
+    budget: Mutex<Arc<dyn MailboxBudget>>,
+}
+
+/// A mailbox's connection slot, freed when dropped (with its connection).
+struct ConnectionSlot {
+    budget: Arc<dyn MailboxBudget>,
+    key: String,
+    slot: u32,
+    renewed: Instant,
+}
+
+impl ConnectionSlot {
+    /// Takes one of the mailbox's connection slots, waiting up to the
+    /// timeout while other connections (of any worker) hold them all.
+    fn take(sh: &Shared, mailbox: &Mailbox) -> Result<ConnectionSlot, SinkError> {
+        let budget = sh.budget.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let key = format!(
+            "imap {}:{} {}",
+            sh.settings.host,
+            sh.settings.port,
+            mailbox.as_str().to_ascii_lowercase()
+        );
+        let limits = MailboxLimits {
+            concurrency: sh.settings.mailbox_connections,
+            requests: u32::MAX,
+            window: SLOT_LEASE,
+        };
+        let until = Instant::now() + sh.settings.timeout;
+        loop {
+            if let Some(&slot) = budget.take_slots(&key, 1, &limits)?.first() {
+                return Ok(ConnectionSlot {
+                    budget,
+                    key,
+                    slot,
+                    renewed: Instant::now(),
+                });
+            }
+            if Instant::now() >= until {
+                return Err(SinkError::Unavailable {
+                    target: sh.target.clone(),
+                    message: format!(
+                        "all {} connections to {mailbox} that `mailbox-connections` allows are in use by other workers",
+                        limits.concurrency
+                    ),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Renews the slot when half its lease has passed.
+    fn keep(&mut self) {
+        if self.renewed.elapsed() < SLOT_LEASE / 2 {
+            return;
+        }
+        match self.budget.renew_slots(&self.key, &[self.slot]) {
+            Ok(held) if held.is_empty() => {
+                tracing::warn!(key = %self.key, "a connection slot expired and was taken by another worker")
+            }
+            Ok(_) => self.renewed = Instant::now(),
+            Err(e) => tracing::warn!(key = %self.key, "cannot renew a connection slot now: {e}"),
+        }
+    }
+}
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        if let Err(e) = self.budget.release_slots(&self.key, &[self.slot]) {
+            tracing::warn!(key = %self.key, "cannot free a connection slot now, it expires on its own: {e}");
+        }
+    }
 }
 
 /// Imports emails over IMAP; see the module documentation.
@@ -442,6 +533,7 @@ impl ImapSink {
                 target,
                 tokens,
                 app_accepted: AtomicBool::new(false),
+                budget: Mutex::new(Arc::new(LocalBudget::default())),
             },
             mailboxes: HashMap::new(),
             clock: 0,
@@ -522,6 +614,10 @@ impl Sink for ImapSink {
             }
         };
         format!("imap {}:{} ({tls}, {auth})", s.host, s.port)
+    }
+
+    fn share_budget(&mut self, budget: Arc<dyn MailboxBudget>) {
+        *self.shared.budget.lock().unwrap_or_else(|p| p.into_inner()) = budget;
     }
 
     fn contains(
@@ -668,6 +764,8 @@ struct FolderBatch<'a> {
 struct Session {
     client: Client,
     delimiter: Option<char>,
+    /// Freed after the connection (fields drop in order).
+    slot: ConnectionSlot,
 }
 
 /// What the sink knows of one folder.
@@ -1117,6 +1215,7 @@ fn open_session<'a>(
         return Err(refused_mailbox(sh, mailbox, "", said));
     }
     if slot.is_none() {
+        let connection_slot = ConnectionSlot::take(sh, mailbox)?;
         let mut client = match connect_and_login(sh, mailbox) {
             Err(LoginError::TokenRefused { token, said }) => {
                 tracing::info!(%mailbox, target = %sh.target, "the app token was refused ({said}); trying once more with a new one");
@@ -1137,9 +1236,15 @@ fn open_session<'a>(
         })?;
         let delimiter = client.delimiter().map_err(|e| connection_error(sh, e))?;
         tracing::debug!(%mailbox, target = %sh.target, ?delimiter, "IMAP session open");
-        *slot = Some(Session { client, delimiter });
+        *slot = Some(Session {
+            client,
+            delimiter,
+            slot: connection_slot,
+        });
     }
-    Ok(slot.as_mut().expect("set above"))
+    let session = slot.as_mut().expect("set above");
+    session.slot.keep();
+    Ok(session)
 }
 
 /// A new connection, logged in as `mailbox`.

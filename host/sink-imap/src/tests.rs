@@ -486,6 +486,7 @@ fn settings(port: u16, auth: ImapAuth) -> ImapSettings {
         ca_file: None,
         auth,
         max_connections: 4,
+        mailbox_connections: 4,
         batch_messages: 3,
         batch_bytes: 1 << 20,
         timeout: Duration::from_secs(10),
@@ -1012,6 +1013,7 @@ fn settings_need_the_secrets_their_auth_uses() {
         client_secret_secret: None,
         login_url: None,
         max_connections: 4,
+        mailbox_connections: 4,
         batch_messages: 100,
         batch_mb: 32,
         timeout_secs: 120,
@@ -1159,4 +1161,30 @@ proptest::proptest! {
         }
         proptest::prop_assert_eq!(decoded, expected);
     }
+}
+
+#[test]
+fn connections_to_a_mailbox_share_its_slots_with_other_workers_and_free_them_when_closed() {
+    let server = FakeServer::start(Behavior::default());
+    let mb = mailbox("alice@example.test");
+    let mut s = settings(server.port, master());
+    s.mailbox_connections = 1;
+    s.timeout = Duration::from_millis(500);
+    let budget: Arc<dyn MailboxBudget> = Arc::new(LocalBudget::default());
+    let mut first = ImapSink::new(s.clone(), secrets()).unwrap();
+    first.share_budget(budget.clone());
+    let mut other = ImapSink::new(s, secrets()).unwrap();
+    other.share_budget(budget.clone());
+    let a = email("a", "");
+    first.deliver(&deliveries(&mb, "INBOX/Chat", std::slice::from_ref(&a)))[0]
+        .as_ref()
+        .unwrap();
+    // The first sink keeps its connection, so its slot: the other waits,
+    // then reports the mailbox busy (retryable).
+    let busy = other.contains(&mb, "INBOX/Chat", &a.message_id).unwrap_err();
+    assert!(busy.is_retryable(), "{busy}");
+    assert!(busy.to_string().contains("mailbox-connections"), "{busy}");
+    assert_eq!(server.store().connections, 1);
+    drop(first);
+    assert!(other.contains(&mb, "INBOX/Chat", &a.message_id).unwrap());
 }
