@@ -718,13 +718,7 @@ fn over_limits(
         s.violations
             .push(format!("{in_flight} requests in flight for {user}"));
         s.counts.over_limits += 1;
-        let mut a = error(
-            429,
-            "ApplicationThrottled",
-            "Application is over its MailboxConcurrency limit.",
-        );
-        a.2.push(("Retry-After".into(), "1".into()));
-        return Some(a);
+        return Some(throttled(MAILBOX_CONCURRENCY_MESSAGE, 1));
     }
     let window = options.mailbox_window;
     let (opened, used) = s.windows.entry(user.to_string()).or_insert((arrived, 0));
@@ -743,13 +737,20 @@ fn over_limits(
         options.mailbox_requests
     ));
     s.counts.over_limits += 1;
-    let mut a = error(
-        429,
-        "ApplicationThrottled",
+    Some(throttled(
         "Application is over its request limit for this mailbox.",
-    );
+        retry_after,
+    ))
+}
+
+/// What Exchange answers past a mailbox's concurrency limit.
+const MAILBOX_CONCURRENCY_MESSAGE: &str = "Application is over its MailboxConcurrency limit.";
+
+/// A 429 `ApplicationThrottled` saying `message`, with `Retry-After`.
+fn throttled(message: &str, retry_after: u64) -> Answer {
+    let mut a = error(429, "ApplicationThrottled", message);
     a.2.push(("Retry-After".into(), retry_after.to_string()));
-    Some(a)
+    a
 }
 
 /// How late after a 429 a request of the same mailbox may still arrive
@@ -783,13 +784,7 @@ fn throttle(
             ));
         }
         s.counts.throttled += 1;
-        let mut a = error(
-            429,
-            "ApplicationThrottled",
-            "Application is over its MailboxConcurrency limit.",
-        );
-        a.2.push(("Retry-After".into(), "1".into()));
-        return Some((a, false));
+        return Some((throttled(MAILBOX_CONCURRENCY_MESSAGE, 1), false));
     }
     if options.throttle_every == 0 || !s.counts.requests.is_multiple_of(options.throttle_every) {
         return None;

@@ -3,8 +3,11 @@
 //! mailbox's limit, all workers together, nor than it has work for), each
 //! lane doing one piece of work after another under its slot. A lane
 //! renews its slot every half [`SLOT_LEASE`] and frees it when the
-//! mailbox's work runs out, so another worker can take it; a mailbox that
-//! got fewer slots than it could use asks again every [`SLOT_POLL`].
+//! mailbox's work runs out (all of a mailbox's in one call, once its last
+//! lane ends), so another worker can take them; a mailbox that got fewer
+//! slots than it could use asks again, after [`SLOT_POLL`] at first and
+//! twice as long each time it gets none, up to [`SLOT_POLL_MAX`] (each
+//! asking is a round trip to the budget's database).
 //!
 //! Everything here runs as futures of the sink's `block_on`; the requests
 //! themselves are driven by the runtime's threads.
@@ -21,8 +24,10 @@ use super::api::{Api, ApiError, blocking};
 use connector_sink::Mailbox;
 use connector_sink::budget::SLOT_LEASE;
 
-/// How often a mailbox short of slots asks the budget again.
-const SLOT_POLL: Duration = Duration::from_millis(50);
+/// How soon a mailbox short of slots first asks the budget again.
+const SLOT_POLL: Duration = Duration::from_millis(25);
+/// The longest a mailbox short of slots waits before asking again.
+const SLOT_POLL_MAX: Duration = Duration::from_millis(400);
 
 /// Runs `work` for each mailbox at once, each under one slot of its own
 /// (waiting for one); a mailbox whose slot cannot be had (the budget
@@ -39,15 +44,19 @@ where
     work.into_iter()
         .map(|(mailbox, w)| async move {
             let key = api.budget_key(mailbox);
+            let mut poll = SLOT_POLL;
             let slot = loop {
                 match take(api, &key, 1).await {
-                    Ok(slots) if slots.is_empty() => tokio::time::sleep(SLOT_POLL).await,
+                    Ok(slots) if slots.is_empty() => {
+                        tokio::time::sleep(poll).await;
+                        poll = (poll * 2).min(SLOT_POLL_MAX);
+                    }
                     Ok(slots) => break slots[0],
                     Err(e) => return (mailbox, Err(e)),
                 }
             };
             let done = f(mailbox, w).await;
-            release(api, &key, slot).await;
+            release(api, &key, &[slot]).await;
             (mailbox, Ok(done))
         })
         .collect::<FuturesUnordered<_>>()
@@ -98,17 +107,27 @@ where
     let queue = RefCell::new(VecDeque::from(jobs));
     let results = RefCell::new(Vec::new());
     let mut lanes = FuturesUnordered::new();
+    let mut ended = Vec::new();
+    let mut poll = SLOT_POLL;
+    let mut asked = None::<Instant>;
     loop {
         let waiting = queue.borrow().len();
         let want = waiting.min(limit.saturating_sub(lanes.len()));
-        if want > 0 {
+        if want > 0 && asked.is_none_or(|at| at.elapsed() >= poll) {
+            asked = Some(Instant::now());
             match take(api, &key, want as u32).await {
                 Ok(slots) => {
+                    poll = if slots.is_empty() {
+                        (poll * 2).min(SLOT_POLL_MAX)
+                    } else {
+                        SLOT_POLL
+                    };
                     for slot in slots {
                         lanes.push(lane(api, &key, slot, mailbox, &queue, &results, f));
                     }
                 }
                 Err(e) if lanes.is_empty() => {
+                    release(api, &key, &ended).await;
                     let unrun = queue.take().into_iter().map(|j| (j, e.clone())).collect();
                     return (results.take(), unrun);
                 }
@@ -120,22 +139,23 @@ where
                 break;
             }
             tracing::debug!(%mailbox, "every slot of the mailbox is taken; waiting");
-            tokio::time::sleep(SLOT_POLL).await;
+            tokio::time::sleep(poll).await;
             continue;
         }
         let short = queue.borrow().len() > lanes.len() && lanes.len() < limit;
-        let ended = if short {
-            match tokio::time::timeout(SLOT_POLL, lanes.next()).await {
-                Ok(ended) => ended,
+        let next = if short {
+            match tokio::time::timeout(poll, lanes.next()).await {
+                Ok(next) => next,
                 Err(_) => continue,
             }
         } else {
             lanes.next().await
         };
-        if let Some((slot, true)) = ended {
-            release(api, &key, slot).await;
+        if let Some((slot, true)) = next {
+            ended.push(slot);
         }
     }
+    release(api, &key, &ended).await;
     (results.take(), Vec::new())
 }
 
@@ -180,14 +200,16 @@ async fn take(api: &Api, key: &str, want: u32) -> Result<Vec<u32>, ApiError> {
     blocking(move || budget.take_slots(&key, want, &limits)).await
 }
 
-/// Frees a slot; one that cannot be freed now expires on its own.
-async fn release(api: &Api, key: &str, slot: u32) {
-    let (budget, owned) = (api.budget(), key.to_string());
-    if let Err(e) = blocking(move || budget.release_slots(&owned, &[slot])).await {
+/// Frees slots; those that cannot be freed now expire on their own.
+async fn release(api: &Api, key: &str, slots: &[u32]) {
+    if slots.is_empty() {
+        return;
+    }
+    let (budget, owned, slots) = (api.budget(), key.to_string(), slots.to_vec());
+    if let Err(e) = blocking(move || budget.release_slots(&owned, &slots)).await {
         tracing::warn!(
             key,
-            slot,
-            "cannot free a mailbox slot now, it expires on its own: {e:?}"
+            "cannot free mailbox slots now, they expire on their own: {e:?}"
         );
     }
 }

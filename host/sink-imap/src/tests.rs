@@ -1181,7 +1181,9 @@ fn connections_to_a_mailbox_share_its_slots_with_other_workers_and_free_them_whe
         .unwrap();
     // The first sink keeps its connection, so its slot: the other waits,
     // then reports the mailbox busy (retryable).
-    let busy = other.contains(&mb, "INBOX/Chat", &a.message_id).unwrap_err();
+    let busy = other
+        .contains(&mb, "INBOX/Chat", &a.message_id)
+        .unwrap_err();
     assert!(busy.is_retryable(), "{busy}");
     assert!(busy.to_string().contains("mailbox-connections"), "{busy}");
     assert_eq!(server.store().connections, 1);

@@ -263,7 +263,7 @@ impl PageStage<'_> {
                             .push(self.entry(p, mailbox, "already in mailbox".into()));
                     }
                     Ok(false) => batch.push((p, mailbox)),
-                    Err(e) if e.is_retryable() && failures < self.retry.attempts() => {
+                    Err(e) if e.is_retryable() => {
                         again.push((p, mailbox));
                         last_error = Some(e);
                     }
@@ -272,10 +272,7 @@ impl PageStage<'_> {
             }
             asking = again;
             if let Some(e) = last_error {
-                let pause = self.retry.backoff(failures);
-                failures += 1;
-                tracing::warn!("mailbox store unavailable: {e}; retrying in {pause:?}");
-                std::thread::sleep(pause);
+                self.pause_to_retry(&mut failures, e, asking.len())?;
             }
         }
         let mut failures = 0;
@@ -315,18 +312,28 @@ impl PageStage<'_> {
             }
             batch = retry_batch;
             if let Some(e) = last_error {
-                if failures >= self.retry.attempts() {
-                    return Err(RunError::Sink(e));
-                }
-                let pause = self.retry.backoff(failures);
-                failures += 1;
-                tracing::warn!(
-                    "mailbox store unavailable: {e}; retrying {} item(s) in {pause:?}",
-                    batch.len()
-                );
-                std::thread::sleep(pause);
+                self.pause_to_retry(&mut failures, e, batch.len())?;
             }
         }
+        Ok(())
+    }
+
+    /// Waits before asking the mail store about `items` again after it
+    /// was unavailable (`e`), or gives up with `e` once the retries are
+    /// used up; `failures` counts the tries so far.
+    fn pause_to_retry(
+        &self,
+        failures: &mut u32,
+        e: SinkError,
+        items: usize,
+    ) -> Result<(), RunError> {
+        if *failures >= self.retry.attempts() {
+            return Err(RunError::Sink(e));
+        }
+        let pause = self.retry.backoff(*failures);
+        *failures += 1;
+        tracing::warn!("mailbox store unavailable: {e}; retrying {items} item(s) in {pause:?}");
+        std::thread::sleep(pause);
         Ok(())
     }
 
