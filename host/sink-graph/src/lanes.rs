@@ -64,6 +64,10 @@ where
         .await
 }
 
+/// What running jobs gave: the results, and the jobs that could not run
+/// with why.
+type Worked<J, R> = (Vec<R>, Vec<(J, ApiError)>);
+
 /// Runs `f` on every job, each mailbox's jobs in as many lanes as it gets
 /// slots, all mailboxes at once. Returns the results, and the jobs that
 /// could not run (no slot could be had: the budget unreachable) with why.
@@ -71,12 +75,12 @@ pub(super) async fn each_job<'a, J, R, Fut>(
     api: &Api,
     jobs: HashMap<&'a Mailbox, Vec<J>>,
     f: impl Fn(&'a Mailbox, J) -> Fut,
-) -> (Vec<R>, Vec<(J, ApiError)>)
+) -> Worked<J, R>
 where
     Fut: Future<Output = R>,
 {
     let f = &f;
-    let per_mailbox: Vec<(Vec<R>, Vec<(J, ApiError)>)> = jobs
+    let per_mailbox: Vec<Worked<J, R>> = jobs
         .into_iter()
         .map(|(mailbox, jobs)| mailbox_jobs(api, mailbox, jobs, f))
         .collect::<FuturesUnordered<_>>()
@@ -98,7 +102,7 @@ async fn mailbox_jobs<'a, J, R, Fut>(
     mailbox: &'a Mailbox,
     jobs: Vec<J>,
     f: &impl Fn(&'a Mailbox, J) -> Fut,
-) -> (Vec<R>, Vec<(J, ApiError)>)
+) -> Worked<J, R>
 where
     Fut: Future<Output = R>,
 {
