@@ -10,7 +10,8 @@
 //! the uploads and the completion mark is redone once; a missing
 //! `Mail.ReadWrite` stops the run while a mailbox outside the access policy
 //! is refused alone; a folder deleted mid-run is found again; tokens are
-//! renewed once. Last, the server itself: each documented rule is shown
+//! renewed once; two sinks sharing a budget stay within a mailbox's 4
+//! requests together. Last, the server itself: each documented rule is shown
 //! refusing what Exchange refuses, so that it cannot drift back to lenient.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -27,7 +28,7 @@ use connector_host::config::ConnectorConfig;
 use connector_host::pipeline::{Host, RunOptions};
 use connector_model::{Attachment, AttachmentData, Mailbox};
 use connector_runtime::SecretStore;
-use connector_sink::{Delivery, Receipt, Sink, SinkError};
+use connector_sink::{Delivery, LocalBudget, MailboxBudget, Receipt, Sink, SinkError};
 use connector_sink_graph::GraphSettings;
 use connector_sink_graph::GraphSink;
 use connector_sink_graph::GraphSinkConfig;
@@ -692,6 +693,43 @@ fn a_folder_deleted_mid_run_is_found_again_and_nothing_is_lost() {
         held, sent,
         "the folder is created again with the new emails"
     );
+    assert!(server.violations().is_empty(), "{:#?}", server.violations());
+}
+
+#[test]
+fn two_sinks_sharing_a_budget_never_send_a_mailbox_more_than_four_requests_together() {
+    let server = GraphServer::start(GraphOptions {
+        latency: Duration::from_millis(40),
+        ..GraphOptions::new(&USERS, CLIENT_ID, SECRET)
+    });
+    let budget: Arc<dyn MailboxBudget> = Arc::new(LocalBudget::default());
+    let alice = Mailbox::new(USERS[0]).unwrap();
+    let bob = Mailbox::new(USERS[1]).unwrap();
+    let (one, two) = (emails("one", 40), emails("two", 40));
+    std::thread::scope(|scope| {
+        for emails in [&one, &two] {
+            let budget = budget.clone();
+            let (server, alice, bob) = (&server, &alice, &bob);
+            scope.spawn(move || {
+                let mut sink = sink(server, SECRET);
+                sink.share_budget(budget);
+                let batch: Vec<Delivery<'_>> = emails
+                    .iter()
+                    .enumerate()
+                    .map(|(i, e)| symphony(if i % 4 == 0 { bob } else { alice }, e))
+                    .collect();
+                let results = deliver_all(&mut sink, &batch, 4);
+                assert!(results.iter().all(Result::is_ok), "{results:?}");
+            });
+        }
+    });
+    assert_eq!(server.messages(USERS[0]).len(), 60);
+    assert_eq!(server.messages(USERS[1]).len(), 20);
+    assert!(
+        server.max_in_flight_per_mailbox() <= 4,
+        "the two sinks together stay within the mailbox's limit"
+    );
+    assert_eq!(server.counts().over_limits, 0);
     assert!(server.violations().is_empty(), "{:#?}", server.violations());
 }
 
