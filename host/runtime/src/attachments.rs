@@ -167,11 +167,7 @@ impl AttachmentSpool {
                     tracing::warn!(plugin = %http.plugin_id, attachment = attachment_id, message = message_id, "attachment download failed ({e}); retry {attempt} in {pause:?}");
                     std::thread::sleep(pause);
                 }
-                Err(DownloadError::Body(e)) if too_large(&e) => {
-                    return Err(PluginError::Permanent(format!(
-                        "attachment {attachment_id} of message {message_id}: {e}"
-                    )));
-                }
+                Err(DownloadError::Body(e)) if too_large(&e) => return Err(sink.refusal(e)),
                 Err(e) => {
                     return Err(PluginError::Transient(format!(
                         "attachment {attachment_id} of message {message_id}: {e}"
@@ -271,13 +267,17 @@ impl AttachmentWriter {
     /// Appends a chunk that arrived; a full disk is a transient error, an
     /// attachment past the limit a permanent one.
     pub(crate) fn append(&mut self, chunk: &[u8]) -> Result<(), PluginError> {
-        self.write_all(chunk).map_err(|e| {
-            if too_large(&e) {
-                PluginError::Permanent(format!("{}: {e}", self.what))
-            } else {
-                spool_error(e)
-            }
-        })
+        self.write_all(chunk).map_err(|e| self.refusal(e))
+    }
+
+    /// What a failed write means: past the limit, a permanent error naming
+    /// the attachment; anything else, the spool's trouble.
+    fn refusal(&self, e: std::io::Error) -> PluginError {
+        if too_large(&e) {
+            PluginError::Permanent(format!("{}: {e}", self.what))
+        } else {
+            spool_error(e)
+        }
     }
 
     /// The attachment's data: bytes, or the spooled file.

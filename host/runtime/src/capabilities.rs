@@ -122,6 +122,13 @@ pub struct Capabilities {
     pub attachment_bytes: u64,
 }
 
+/// The largest attachment, in bytes, for a grant of `mb` MiB (the default
+/// when none is granted).
+fn attachment_bytes(mb: Option<u64>) -> u64 {
+    mb.unwrap_or(DEFAULT_MAX_ATTACHMENT_MB)
+        .saturating_mul(1 << 20)
+}
+
 impl Capabilities {
     /// Declared ∩ `granted`. Anything granted but not declared is dropped
     /// here; [`Grants::problems`] reports it to the operator.
@@ -169,10 +176,7 @@ impl Capabilities {
             } else {
                 AddressPolicy::PublicOnly
             },
-            attachment_bytes: granted
-                .attachment_mb
-                .unwrap_or(DEFAULT_MAX_ATTACHMENT_MB)
-                .saturating_mul(1 << 20),
+            attachment_bytes: attachment_bytes(granted.attachment_mb),
         }
     }
 
@@ -187,7 +191,7 @@ impl Capabilities {
             timeout_secs: manifest.permissions.timeout_secs,
             trusted_native: false,
             addresses: AddressPolicy::PublicOnly,
-            attachment_bytes: DEFAULT_MAX_ATTACHMENT_MB << 20,
+            attachment_bytes: attachment_bytes(None),
         }
     }
 
