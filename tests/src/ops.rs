@@ -423,3 +423,31 @@ impl Rng {
         lo + self.next_u64() % (hi - lo + 1)
     }
 }
+
+/// The state letter of process `pid` in `/proc/PID/stat` (`T` when
+/// stopped, `Z` a zombie); `None` when there is no such process.
+pub fn process_state(pid: u32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(')')?.1.trim_start().chars().next()
+}
+
+/// Whether process `pid` exists and is not a zombie.
+pub fn process_alive(pid: u32) -> bool {
+    process_state(pid).is_some_and(|s| !matches!(s, 'Z' | 'X'))
+}
+
+/// The seed of a randomised test: `var` when set (to replay a failure),
+/// else one from the clock; printed either way, with how to replay it.
+pub fn test_seed(var: &str, what: &str) -> u64 {
+    let seed = std::env::var(var)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+        });
+    eprintln!("{what} seed {seed} (rerun with {var}={seed})");
+    seed
+}

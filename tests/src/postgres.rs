@@ -41,6 +41,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock, mpsc};
+
+use crate::ops::process_alive;
 use std::time::{Duration, Instant};
 
 /// Where Debian's `postgresql-NN` packages install each version, in
@@ -778,17 +780,6 @@ fn tail(log: &str) -> String {
     lines[lines.len().saturating_sub(60)..].join("\n")
 }
 
-/// Whether a process exists and is not a zombie.
-fn alive(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|stat| {
-            let state = stat.rsplit_once(')')?.1.split_whitespace().next()?;
-            Some(state != "Z" && state != "X")
-        })
-        .unwrap_or(false)
-}
-
 /// Removes the folders of servers whose test process died without cleaning
 /// up (killed outright: its servers were signalled by the kernel).
 fn remove_abandoned_folders() {
@@ -808,13 +799,13 @@ fn remove_abandoned_folders() {
         else {
             continue;
         };
-        if !is_ours || alive(owner) {
+        if !is_ours || process_alive(owner) {
             continue;
         }
         let postmaster = std::fs::read_to_string(path.join("data/postmaster.pid"))
             .ok()
             .and_then(|s| s.lines().next()?.trim().parse().ok());
-        if postmaster.is_some_and(alive) {
+        if postmaster.is_some_and(process_alive) {
             continue;
         }
         let _ = std::fs::remove_dir_all(&path);
@@ -933,7 +924,7 @@ extern "C" fn clean_up_at_exit() {
             }
             std::thread::sleep(Duration::from_millis(10));
         }
-        if alive(pid) {
+        if process_alive(pid) {
             // SAFETY: as above.
             unsafe {
                 libc::kill(pid as libc::pid_t, libc::SIGKILL);

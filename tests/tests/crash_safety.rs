@@ -75,16 +75,7 @@ fn killing_the_host_with_sigkill_at_random_points_loses_and_duplicates_nothing()
     let tmp = tempfile::tempdir().unwrap();
     let mut s = chat_setup(tmp.path(), "crash", MESSAGES, PAGE_SIZE, "24h");
     let mut next_message = MESSAGES;
-    let seed = std::env::var("CRASH_SEED")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos() as u64
-        });
-    eprintln!("crash test seed {seed} (rerun with CRASH_SEED={seed})");
+    let seed = test_seed("CRASH_SEED", "crash test");
     let mut rng = Rng::new(seed);
     // Warm the compile cache so that delays land in the run, not in compiling.
     let config = s.config.to_str().unwrap().to_string();

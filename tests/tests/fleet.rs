@@ -211,16 +211,6 @@ impl Chaos {
     }
 }
 
-/// A seed of the time, printed so a failure can be replayed.
-fn seed(what: &str) -> u64 {
-    let seed = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64;
-    eprintln!("{what} seed: {seed}");
-    seed
-}
-
 /// Asserts that `connector` was run by more than one worker, and that its
 /// reconciliation agrees.
 fn assert_shared_and_reconciled(fleet: &WorkerFleet, store: &PostgresStore, connector: &str) {
@@ -246,7 +236,7 @@ fn assert_shared_and_reconciled(fleet: &WorkerFleet, store: &PostgresStore, conn
 fn three_workers_share_six_connectors_through_kills_a_hang_and_a_database_restart_delivering_everything_once()
  {
     let dir = tempfile::tempdir().unwrap();
-    let seed = seed("fleet chaos");
+    let seed = test_seed("FLEET_SEED", "fleet chaos");
     let mut rng = Rng::new(seed);
     // The Symphony connector's truth: what one run over its own state
     // delivers from the same simulated pod.
@@ -358,7 +348,7 @@ fn three_workers_share_six_connectors_through_kills_a_hang_and_a_database_restar
 #[test]
 fn three_workers_reading_one_datahose_tag_through_kills_and_a_hang_archive_every_message_once() {
     let dir = tempfile::tempdir().unwrap();
-    let mut rng = Rng::new(seed("datahose fleet"));
+    let mut rng = Rng::new(test_seed("FLEET_SEED", "datahose fleet"));
     // The account is in half the streams: the others reach the archive
     // only through the datahose, which gives an unacknowledged batch again
     // after 1.5 s, to whichever reader of the tag asks next.
@@ -475,12 +465,6 @@ fn a_worker_frozen_before_its_commit_is_refused_by_the_store_after_its_successor
     assert!(status.status.success(), "{status:?}");
     let report: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
     assert_eq!(report["fenced_commits"], 1, "{report}");
-}
-
-/// The state letter of process `pid` in `/proc/PID/stat` (`T` when stopped).
-fn process_state(pid: u32) -> Option<char> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    stat.rsplit_once(')')?.1.trim_start().chars().next()
 }
 
 fn connector_id(setup: &ChatSetup) -> String {

@@ -11,6 +11,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use connector_e2e::ops::process_alive;
 use connector_e2e::postgres::{Postgres, PostgresError, PostgresOptions, fresh_database};
 use postgres::error::SqlState;
 use postgres::{Client, NoTls};
@@ -52,16 +53,9 @@ fn processes_in(dir: &Path) -> Vec<u32> {
         .filter_map(|entry| {
             let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
             let cwd = std::fs::read_link(entry.path().join("cwd")).ok()?;
-            (cwd.starts_with(dir) && alive(pid)).then_some(pid)
+            (cwd.starts_with(dir) && process_alive(pid)).then_some(pid)
         })
         .collect()
-}
-
-fn alive(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|stat| Some(!stat.rsplit_once(')')?.1.trim_start().starts_with('Z')))
-        .unwrap_or(false)
 }
 
 fn port_free(port: u16) -> bool {
@@ -271,7 +265,7 @@ fn a_killed_server_recovers_its_committed_data_when_started_again() {
     let pid = server.pid().unwrap();
 
     server.kill().unwrap();
-    assert!(!alive(pid), "the postmaster survived");
+    assert!(!process_alive(pid), "the postmaster survived");
     assert!(
         processes_in(&server.dir().join("data")).is_empty(),
         "backends survived"
@@ -306,7 +300,7 @@ fn dropping_the_server_removes_its_folder_and_its_processes() {
     assert!(processes_in(&dir).len() > 1, "no backends seen");
     drop(server);
     assert!(!dir.exists());
-    assert!(!alive(pid));
+    assert!(!process_alive(pid));
     assert!(processes_in(&dir).is_empty());
     assert!(port_free(port));
 
@@ -438,14 +432,14 @@ fn a_test_process_killed_outright_leaves_no_server_running() {
         "a_test_process_killed_outright_leaves_no_server_running",
         "hold",
     );
-    assert!(alive(pid));
+    assert!(process_alive(pid));
     // SAFETY: kills the child this test started and has not reaped.
     unsafe {
         libc::kill(child.id() as libc::pid_t, libc::SIGKILL);
     }
     child.wait().unwrap();
     wait_until("the postmaster and backends exited", || {
-        !alive(pid) && processes_in(&dir).is_empty()
+        !process_alive(pid) && processes_in(&dir).is_empty()
     });
     wait_until("the port is free", || port_free(port));
     assert!(dir.exists(), "nobody was left to remove the folder");
@@ -468,7 +462,10 @@ fn a_test_process_that_exits_stops_the_shared_server_and_removes_its_folder() {
     );
     run.succeeds();
     let ChildRun { pid, port, dir, .. } = run;
-    assert!(!alive(pid), "the shared postmaster outlived its process");
+    assert!(
+        !process_alive(pid),
+        "the shared postmaster outlived its process"
+    );
     assert!(processes_in(&dir).is_empty(), "its backends outlived it");
     assert!(!dir.exists(), "its folder was left behind");
     assert!(port_free(port));
