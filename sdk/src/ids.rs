@@ -106,6 +106,13 @@ id_type! {
     AttachmentId
 }
 
+id_type! {
+    /// Id of a partition of the source (a stream, a stable shard of
+    /// channels), stable across listings: the host keeps a checkpoint and a
+    /// lease per partition (see [`crate::Source::partitions`]).
+    PartitionId
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

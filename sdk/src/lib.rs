@@ -7,7 +7,7 @@
 //! A plugin is one type implementing [`Source`] plus one [`export!`] line. The
 //! plugin crate needs no knowledge of `wit-bindgen` or of the component model:
 //! the SDK generates the bindings for the WIT world
-//! `connector:source/source-plugin@0.1.0` (shipped in `wit/v0.1.0`) and adapts
+//! `connector:source/source-plugin@0.2.0` (shipped in `wit/v0.2.0`) and adapts
 //! them to the [`Source`] and [`AttachmentReader`] traits.
 //!
 //! ## A complete plugin
@@ -219,7 +219,7 @@ mod ids;
 mod records;
 
 pub use chunk_reader::ChunkReader;
-pub use ids::{AttachmentId, ConversationId, MessageId, PersonId};
+pub use ids::{AttachmentId, ConversationId, MessageId, PartitionId, PersonId};
 pub use records::{EXTERNAL_PARTICIPANTS, IntoOptionalString};
 
 /// Generated guest bindings for the `source-plugin` world. Not part of the
@@ -229,7 +229,7 @@ pub use records::{EXTERNAL_PARTICIPANTS, IntoOptionalString};
 pub mod bindings {
     wit_bindgen::generate!({
         world: "source-plugin",
-        path: "wit/v0.1.0",
+        path: "wit/v0.2.0",
         pub_export_macro: true,
         export_macro_name: "__export_source_plugin",
         default_bindings_module: "connector_sdk::bindings",
@@ -251,7 +251,7 @@ pub const SDK_VERSION: &str = env!("CARGO_PKG_VERSION");
 /// `api-version` a plugin's manifest declares. The one place the SDK names
 /// its version: a test checks that the bindings are generated from
 /// `wit/v{API_VERSION}`, whose package carries this version.
-pub const API_VERSION: &str = "0.1.0";
+pub const API_VERSION: &str = "0.2.0";
 
 /// A source of messages: what a plugin implements.
 ///
@@ -278,11 +278,46 @@ pub trait Source: Sized + 'static {
         Ok(())
     }
 
-    /// Starts a sync run.
+    /// Starts a sync run of the whole source (a source that lists no
+    /// partitions).
     ///
     /// `checkpoint` is the token of the last page whose messages the host
     /// delivered in an earlier run, or `None` on the first run.
     fn open(config_json: &str, checkpoint: Option<Vec<u8>>) -> Result<Self, SourceError>;
+
+    /// The partitions of the source now: parts the host reads on their
+    /// own, each with its own checkpoint, several at once and on several
+    /// workers (a chat service's streams, stable shards of channels).
+    ///
+    /// The default lists none: the source is read as one whole through
+    /// [`Source::open`]. A source that lists partitions is opened once per
+    /// partition through [`Source::open_partition`] instead. The host asks
+    /// at the start of every run, so a part that appears is read from then
+    /// on and one that is no longer listed keeps what was archived.
+    fn partitions(config_json: &str) -> Result<Vec<PartitionId>, SourceError> {
+        let _ = config_json;
+        Ok(Vec::new())
+    }
+
+    /// Starts a sync run of one partition listed by [`Source::partitions`].
+    ///
+    /// `checkpoint` is the partition's last committed token. On a
+    /// partition's first run after the source was read as one whole, it is
+    /// the whole source's last token, so the plugin can go on from its
+    /// position there. The default refuses: implement it together with
+    /// [`Source::partitions`].
+    fn open_partition(
+        config_json: &str,
+        partition: PartitionId,
+        checkpoint: Option<Vec<u8>>,
+    ) -> Result<Self, SourceError> {
+        let _ = (config_json, checkpoint);
+        Err(SourceError::Permanent(format!(
+            "plugin {} lists partitions but cannot open one (asked for {partition}); \
+             implement Source::open_partition",
+            Self::NAME
+        )))
+    }
 
     /// Returns the next page of messages.
     ///
@@ -445,6 +480,13 @@ pub mod __private {
         fn validate_config(config_json: String) -> Result<(), SourceError> {
             S::validate_config(&config_json)
         }
+
+        fn partitions(config_json: String) -> Result<Vec<String>, SourceError> {
+            Ok(S::partitions(&config_json)?
+                .into_iter()
+                .map(PartitionId::into_string)
+                .collect())
+        }
     }
 
     /// A session resource wrapping the plugin's [`Source`]; resource methods
@@ -454,9 +496,13 @@ pub mod __private {
     impl<S: Source> guest::GuestSession for SessionAdapter<S> {
         fn open(
             config_json: String,
+            partition: Option<String>,
             checkpoint: Option<Vec<u8>>,
         ) -> Result<guest::Session, SourceError> {
-            let source = S::open(&config_json, checkpoint)?;
+            let source = match partition {
+                None => S::open(&config_json, checkpoint)?,
+                Some(id) => S::open_partition(&config_json, id.into(), checkpoint)?,
+            };
             Ok(guest::Session::new(SessionAdapter(RefCell::new(source))))
         }
 

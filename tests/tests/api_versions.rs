@@ -61,7 +61,8 @@ fn future_plugin(dir: &Path) -> std::path::PathBuf {
     for iface in [
         "types", "http", "secrets", "signing", "state", "log", "source",
     ] {
-        let from = format!("connector:source/{iface}@0.1.0").into_bytes();
+        let newest = SUPPORTED_API_VERSIONS.last().unwrap();
+        let from = format!("connector:source/{iface}@{newest}").into_bytes();
         let to = format!("connector:source/{iface}@0.9.0").into_bytes();
         let mut i = 0;
         while i + from.len() <= bytes.len() {
@@ -91,7 +92,7 @@ fn a_component_of_an_unknown_version_is_refused_with_the_supported_ones() {
         msg.contains(&format!("it runs {}", SUPPORTED_API_VERSIONS.join(", "))),
         "{msg}"
     );
-    // Through the host, with a manifest that claims 0.1.0.
+    // Through the host, with a manifest that claims the newest version.
     let manifest = connector_runtime::manifest::package(
         &workspace_root().join("plugins/chat-export/manifest.toml"),
         &wasm,

@@ -117,7 +117,7 @@ fn new_plugin_creates_a_plugin_that_builds_to_wasm_and_runs() {
         "{}",
         String::from_utf8_lossy(&check.stderr)
     );
-    assert!(report.contains("API 0.1.0"), "{report}");
+    assert!(report.contains("API 0.2.0"), "{report}");
 
     let run = Harness::new(plugin.join("manifest.toml"))
         .config(json!({"room": "Lobby", "messages": 5, "page_size": 2}))

@@ -7,13 +7,16 @@ pub const PACKAGE: &str = "connector:source";
 
 /// The `connector:source` API versions this host runs, oldest first; each has
 /// its own bindings module in the wasm host (`wasm/since_v0_1_0.rs`, …).
-pub const SUPPORTED_API_VERSIONS: &[&str] = &[ApiVersion::V0_1_0.as_str()];
+pub const SUPPORTED_API_VERSIONS: &[&str] =
+    &[ApiVersion::V0_1_0.as_str(), ApiVersion::V0_2_0.as_str()];
 
 /// A supported API version, as the runner dispatches on it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ApiVersion {
     /// `connector:source@0.1.0`, the first released world.
     V0_1_0,
+    /// `connector:source@0.2.0`: partitions.
+    V0_2_0,
 }
 
 impl ApiVersion {
@@ -21,6 +24,7 @@ impl ApiVersion {
     pub const fn as_str(self) -> &'static str {
         match self {
             ApiVersion::V0_1_0 => "0.1.0",
+            ApiVersion::V0_2_0 => "0.2.0",
         }
     }
 
@@ -28,6 +32,7 @@ impl ApiVersion {
     pub fn parse(text: &str) -> Option<ApiVersion> {
         match text {
             "0.1.0" => Some(ApiVersion::V0_1_0),
+            "0.2.0" => Some(ApiVersion::V0_2_0),
             _ => None,
         }
     }

@@ -33,6 +33,31 @@ impl Page {
     }
 }
 
+/// Longest partition id a plugin may list, in bytes.
+pub const MAX_PARTITION_ID: usize = 256;
+
+/// Refuses a listing with an empty, overlong or repeated partition id: the
+/// host keys checkpoints and leases by these ids.
+pub fn check_partition_ids(ids: &[String]) -> Result<(), PluginError> {
+    let mut seen = std::collections::HashSet::new();
+    for id in ids {
+        let problem = if id.is_empty() {
+            "is empty"
+        } else if id.len() > MAX_PARTITION_ID {
+            "is longer than 256 bytes"
+        } else if !seen.insert(id.as_str()) {
+            "is listed twice"
+        } else {
+            continue;
+        };
+        return Err(PluginError::Protocol(format!(
+            "the plugin listed a partition id that {problem} ({:?}); partition ids must be unique, stable and 1 to {MAX_PARTITION_ID} bytes; report this to the plugin's author",
+            id.chars().take(80).collect::<String>()
+        )));
+    }
+    Ok(())
+}
+
 /// One run of a source: the pipeline pulls pages until one is complete.
 pub trait SourceSession {
     /// The next page.
@@ -43,10 +68,18 @@ pub trait SourceSession {
 pub trait Source {
     /// Checks the plugin's configuration without touching the network.
     fn validate_config(&mut self, config_json: &str) -> Result<(), PluginError>;
-    /// Starts a session from the last committed checkpoint.
+    /// The ids of the partitions the source has now; none when it is read
+    /// as one whole (every plugin of API 0.1.0, every native plugin).
+    fn partitions(&mut self, config_json: &str) -> Result<Vec<String>, PluginError> {
+        let _ = config_json;
+        Ok(Vec::new())
+    }
+    /// Starts a session of `partition` (`None`: the whole source) from its
+    /// last committed checkpoint.
     fn open(
         &mut self,
         config_json: &str,
+        partition: Option<&str>,
         checkpoint: Option<Vec<u8>>,
     ) -> Result<Box<dyn SourceSession + '_>, PluginError>;
 }
@@ -88,6 +121,20 @@ mod tests {
             checkpoint: checkpoint.to_vec(),
             complete,
             unreadable: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn partition_listings_with_empty_long_or_repeated_ids_are_refused() {
+        let ok = vec!["a".to_string(), "b".to_string()];
+        assert!(check_partition_ids(&ok).is_ok());
+        for bad in [
+            vec![String::new()],
+            vec!["x".repeat(MAX_PARTITION_ID + 1)],
+            vec!["a".to_string(), "a".to_string()],
+        ] {
+            let e = check_partition_ids(&bad).unwrap_err().to_string();
+            assert!(e.contains("partition id"), "{e}");
         }
     }
 

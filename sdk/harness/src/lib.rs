@@ -450,7 +450,7 @@ impl Harness {
         let mut pages = Vec::new();
         let mut digests = BTreeMap::new();
         let result = (|| -> Result<(), PluginError> {
-            let mut session = plugin.open(&self.config_json, self.checkpoint.clone())?;
+            let mut session = plugin.open(&self.config_json, None, self.checkpoint.clone())?;
             let max = self.max_pages.unwrap_or(DEFAULT_MAX_PAGES);
             while pages.len() < max {
                 let page = session.next_page()?;

@@ -585,7 +585,7 @@ impl Host {
             };
             let fetched = (|| -> Result<(), RunError> {
                 let mut session = plugin
-                    .open(config_json, checkpoint)
+                    .open(config_json, None, checkpoint)
                     .map_err(|e| located(config, e))?;
                 let mut fetched = pages_before;
                 loop {

@@ -262,8 +262,14 @@ impl Source for NativePlugin {
     fn open(
         &mut self,
         config_json: &str,
+        partition: Option<&str>,
         checkpoint: Option<Vec<u8>>,
     ) -> Result<Box<dyn SourceSession + '_>, PluginError> {
+        if let Some(partition) = partition {
+            return Err(PluginError::Protocol(format!(
+                "native plugins have no partitions (asked to open {partition:?})"
+            )));
+        }
         let config = cstring("the configuration", config_json)?;
         let table = self.table;
         let mut error: *mut c_char = std::ptr::null_mut();

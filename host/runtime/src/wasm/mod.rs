@@ -21,10 +21,11 @@ mod limits;
 mod runner;
 mod sandbox;
 mod since_v0_1_0;
+mod since_v0_2_0;
 mod versioned;
 
 /// The newest WIT world's bindings: the types the host works with.
-use since_v0_1_0 as latest;
+use since_v0_2_0 as latest;
 
 pub use engine::PluginEngine;
 pub use runner::{WasmPlugin, WasmSession};

@@ -110,14 +110,25 @@ impl Source for WasmPlugin {
         result.map_err(source_error)
     }
 
+    fn partitions(&mut self, config_json: &str) -> Result<Vec<String>, PluginError> {
+        let (mut store, bindings) = self.instantiate()?;
+        let ids = bindings
+            .call_partitions(&mut store, config_json)
+            .map_err(|e| classify(e, &store, self.http.caps.timeout_secs))?
+            .map_err(source_error)?;
+        crate::source::check_partition_ids(&ids)?;
+        Ok(ids)
+    }
+
     fn open(
         &mut self,
         config_json: &str,
+        partition: Option<&str>,
         checkpoint: Option<Vec<u8>>,
     ) -> Result<Box<dyn SourceSession + '_>, PluginError> {
         let (mut store, bindings) = self.instantiate()?;
         let session = bindings
-            .call_open(&mut store, config_json, checkpoint.as_ref())
+            .call_open(&mut store, config_json, partition, checkpoint.as_ref())
             .map_err(|e| classify(e, &store, self.http.caps.timeout_secs))?
             .map_err(source_error)?;
         Ok(Box::new(WasmSession {

@@ -10,14 +10,15 @@
 //! 3. give the previous `latest` module `Host` impls that convert to the new
 //!    one (as Zed's extension host does for its `since_v*` modules);
 //! 4. add an [`ApiVersion`] variant and an arm to each `match` below, with
-//!    conversions of its page/error types into `latest`.
+//!    conversions of its page/error types into `latest` (none while the
+//!    `types` interface is unchanged: later bindings map it to 0.1.0's).
 
 use wasmtime::Store;
 use wasmtime::component::{Component, HasSelf, Linker, ResourceAny};
 
 use super::latest::types as wit;
 use super::sandbox::SandboxState;
-use super::since_v0_1_0;
+use super::{since_v0_1_0, since_v0_2_0};
 use crate::api_version::ApiVersion;
 
 /// A component linked to the host imports of its API version, ready to be
@@ -25,12 +26,16 @@ use crate::api_version::ApiVersion;
 pub(super) enum InstancePre {
     /// Built against `connector:source@0.1.0`.
     V0_1_0(since_v0_1_0::SourcePluginPre<SandboxState>),
+    /// Built against `connector:source@0.2.0`.
+    V0_2_0(since_v0_2_0::SourcePluginPre<SandboxState>),
 }
 
 /// One instance of a plugin component, whatever its API version.
 pub(super) enum Instance {
     /// Built against `connector:source@0.1.0`.
     V0_1_0(since_v0_1_0::SourcePlugin),
+    /// Built against `connector:source@0.2.0`.
+    V0_2_0(since_v0_2_0::SourcePlugin),
 }
 
 impl InstancePre {
@@ -49,6 +54,13 @@ impl InstancePre {
                     pre,
                 )?))
             }
+            ApiVersion::V0_2_0 => {
+                since_v0_2_0::SourcePlugin::add_to_linker::<_, HasSelf<_>>(linker, |s| s)?;
+                let pre = linker.instantiate_pre(component)?;
+                Ok(InstancePre::V0_2_0(since_v0_2_0::SourcePluginPre::new(
+                    pre,
+                )?))
+            }
         }
     }
 
@@ -56,6 +68,7 @@ impl InstancePre {
     pub(super) fn version(&self) -> ApiVersion {
         match self {
             InstancePre::V0_1_0(_) => ApiVersion::V0_1_0,
+            InstancePre::V0_2_0(_) => ApiVersion::V0_2_0,
         }
     }
 
@@ -66,6 +79,7 @@ impl InstancePre {
     ) -> wasmtime::Result<Instance> {
         match self {
             InstancePre::V0_1_0(pre) => Ok(Instance::V0_1_0(pre.instantiate(store)?)),
+            InstancePre::V0_2_0(pre) => Ok(Instance::V0_2_0(pre.instantiate(store)?)),
         }
     }
 }
@@ -85,14 +99,33 @@ impl Instance {
             Instance::V0_1_0(b) => b
                 .connector_source_source()
                 .call_validate_config(store, config_json),
+            Instance::V0_2_0(b) => b
+                .connector_source_source()
+                .call_validate_config(store, config_json),
         }
     }
 
-    /// `session.open`.
+    /// `source.partitions`; a version without partitions lists none.
+    pub(super) fn call_partitions(
+        &self,
+        store: &mut Store<SandboxState>,
+        config_json: &str,
+    ) -> Call<Vec<String>> {
+        match self {
+            Instance::V0_1_0(_) => Ok(Ok(Vec::new())),
+            Instance::V0_2_0(b) => b
+                .connector_source_source()
+                .call_partitions(store, config_json),
+        }
+    }
+
+    /// `session.open`; a version without partitions opens the whole
+    /// source only (it lists no partitions to ask for).
     pub(super) fn call_open(
         &self,
         store: &mut Store<SandboxState>,
         config_json: &str,
+        partition: Option<&str>,
         checkpoint: Option<&Vec<u8>>,
     ) -> Call<ResourceAny> {
         match self {
@@ -101,6 +134,12 @@ impl Instance {
                     .session()
                     .call_open(store, config_json, checkpoint)
             }
+            Instance::V0_2_0(b) => b.connector_source_source().session().call_open(
+                store,
+                config_json,
+                partition.map(str::to_string).as_ref(),
+                checkpoint,
+            ),
         }
     }
 
@@ -112,6 +151,10 @@ impl Instance {
     ) -> Call<wit::Page> {
         match self {
             Instance::V0_1_0(b) => b
+                .connector_source_source()
+                .session()
+                .call_next_page(store, session),
+            Instance::V0_2_0(b) => b
                 .connector_source_source()
                 .session()
                 .call_next_page(store, session),
@@ -133,6 +176,12 @@ impl Instance {
                 message_id,
                 attachment_id,
             ),
+            Instance::V0_2_0(b) => b.connector_source_source().session().call_open_attachment(
+                store,
+                session,
+                message_id,
+                attachment_id,
+            ),
         }
     }
 
@@ -145,6 +194,10 @@ impl Instance {
     ) -> Call<Option<Vec<u8>>> {
         match self {
             Instance::V0_1_0(b) => b
+                .connector_source_source()
+                .attachment_reader()
+                .call_read(store, reader, max_bytes),
+            Instance::V0_2_0(b) => b
                 .connector_source_source()
                 .attachment_reader()
                 .call_read(store, reader, max_bytes),
