@@ -402,10 +402,11 @@ impl StateStore for PostgresStore {
         page: &PageCommit,
     ) -> Result<(), StateError> {
         let unmapped = encoding::unmapped_lists(&page.quarantine)?;
+        let lease = page.lease.as_deref().unwrap_or(connector);
         self.with(|conn| {
             let result = conn.transaction(|tx| {
-                if !fleet::hold_for_commit(tx, connector, fence)? {
-                    return Err(Fail::State(encoding::fenced(connector, fence)));
+                if !fleet::hold_for_commit(tx, lease, fence)? {
+                    return Err(Fail::State(encoding::fenced(lease, fence)));
                 }
                 ledger::insert(tx, connector, run, &page.ledger)?;
                 quarantine::insert(tx, connector, run, &page.quarantine, &unmapped)?;

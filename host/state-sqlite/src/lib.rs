@@ -199,10 +199,11 @@ impl StateStore for SqliteStore {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        if fleet::current_token(&tx, connector)? != Some(fence) {
+        let lease = page.lease.as_deref().unwrap_or(connector);
+        if fleet::current_token(&tx, lease)? != Some(fence) {
             drop(tx);
             fleet::count_fenced(&self.conn)?;
-            return Err(encoding::fenced(connector, fence));
+            return Err(encoding::fenced(lease, fence));
         }
         ledger::insert(&tx, connector, run, &page.ledger)?;
         quarantine::insert(&tx, connector, run, &page.quarantine, &unmapped)?;
@@ -245,6 +246,24 @@ impl StateStore for SqliteStore {
     }
 }
 
+/// `<lease>.lock` for a lease name that is a safe file name (a connector
+/// id), else named by the name's SHA-256 (a partition's lease, whose id the
+/// plugin chose).
+fn lock_file_name(lease: &str) -> String {
+    let safe = lease.len() <= 200
+        && lease
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if safe {
+        format!("{lease}.lock")
+    } else {
+        format!(
+            "sha256-{}.lock",
+            connector_model::digest::sha256_hex(lease.as_bytes())
+        )
+    }
+}
+
 /// The connector's lock file next to the database, locked; `None` when
 /// another process holds it.
 fn lock_file(database: &Path, connector: &str) -> Result<Option<File>, StateError> {
@@ -258,7 +277,7 @@ fn lock_file(database: &Path, connector: &str) -> Result<Option<File>, StateErro
         .truncate(false)
         .read(true)
         .write(true)
-        .open(dir.join(format!("{connector}.lock")))
+        .open(dir.join(lock_file_name(connector)))
         .map_err(io)?;
     match file.try_lock() {
         Ok(()) => Ok(Some(file)),

@@ -28,7 +28,7 @@ pub use mailbox::{MailboxBudgets, RequestGrant};
 pub use records::{
     CheckpointSlot, ConnectorTotals, DeliveredPair, FailureKind, LedgerEntry, PageCommit,
     QuarantineEntry, RunCounts, RunFailure, RunId, RunKind, RunOutcome, RunRecord, SeenItem,
-    UnreadableRecord,
+    UnreadableRecord, partition_lease,
 };
 pub use store::{
     Checkpoints, ConversationDirectory, DeliveryLedger, PluginValues, QuarantineStore, RunHistory,

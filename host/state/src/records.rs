@@ -166,6 +166,9 @@ pub struct PageCommit {
     pub checkpoint: Vec<u8>,
     /// Where the checkpoint goes.
     pub checkpoint_slot: CheckpointSlot,
+    /// The lease whose token the commit carries when it is not the
+    /// connector's own: a partition's (see [`partition_lease`]).
+    pub lease: Option<String>,
     /// The items the source gave in this page, with their expected fan-out.
     pub seen: Vec<SeenItem>,
     /// What could not be delivered, one record per (item, participant or
@@ -177,6 +180,12 @@ pub struct PageCommit {
     /// Conversations the plugin reported it could not read; a later report
     /// of the same conversation in the run replaces an earlier one.
     pub unreadable: Vec<Unreadable>,
+}
+
+/// The name of the lease (and the checkpoint key) of a partition of
+/// `connector`, or of a backfill's key when `base` is one.
+pub fn partition_lease(base: &str, partition: &str) -> String {
+    format!("{base}#partition:{partition}")
 }
 
 /// Which checkpoint a page commit moves.

@@ -50,6 +50,10 @@ pub struct ConnectorConfig {
     /// How often a page is retried after a transient failure or throttling.
     #[serde(default = "default_retries")]
     pub retries: u32,
+    /// How many partitions of a partitioned source this worker reads at
+    /// once (each with its own plugin instance and sink connection).
+    #[serde(default = "default_partitions_at_once")]
+    pub partitions_at_once: u32,
     /// Where the file was read from (not part of the file).
     #[serde(skip)]
     pub path: PathBuf,
@@ -57,6 +61,10 @@ pub struct ConnectorConfig {
 
 fn default_retries() -> u32 {
     5
+}
+
+fn default_partitions_at_once() -> u32 {
+    8
 }
 
 /// How participants are mapped to mailboxes.

@@ -96,25 +96,43 @@ impl Host {
     /// `run --once`, a backfill or a redelivery never races the daemon into
     /// the same mailboxes.
     pub(super) fn lock_runs(&self, config: &ConnectorConfig) -> Result<HeldLease<'_>, RunError> {
+        match self.lease_outcome(config, &config.id)? {
+            LockOutcome::Taken(lock) => Ok(self.held(lock)),
+            LockOutcome::Held { owner } => Err(RunError::Busy {
+                connector: config.id.clone(),
+                owner,
+            }),
+            LockOutcome::Mismatch { differs, worker } => Err(mismatch(config, differs, worker)),
+        }
+    }
+
+    /// Takes the lease `name` of a partition of the connector; `None` while
+    /// another run holds it.
+    pub(super) fn take_lease(
+        &self,
+        config: &ConnectorConfig,
+        name: &str,
+    ) -> Result<Option<HeldLease<'_>>, RunError> {
+        match self.lease_outcome(config, name)? {
+            LockOutcome::Taken(lock) => Ok(Some(self.held(lock))),
+            LockOutcome::Held { .. } => Ok(None),
+            LockOutcome::Mismatch { differs, worker } => Err(mismatch(config, differs, worker)),
+        }
+    }
+
+    fn lease_outcome(&self, config: &ConnectorConfig, name: &str) -> Result<LockOutcome, RunError> {
         let request = LeaseRequest {
             owner: self.worker.id.clone(),
             ttl: self.lease_time,
             fingerprint: fingerprint(config),
         };
-        match self.db().lock_runs(&config.id, &request)? {
-            LockOutcome::Taken(lock) => Ok(HeldLease {
-                host: self,
-                lock: Some(lock),
-            }),
-            LockOutcome::Held { owner } => Err(RunError::Busy {
-                connector: config.id.clone(),
-                owner,
-            }),
-            LockOutcome::Mismatch { differs, worker } => Err(RunError::Mismatch {
-                connector: config.id.clone(),
-                differs: differs.join(", "),
-                worker,
-            }),
+        Ok(self.db().lock_runs(name, &request)?)
+    }
+
+    fn held(&self, lock: RunLock) -> HeldLease<'_> {
+        HeldLease {
+            host: self,
+            lock: Some(lock),
         }
     }
 
@@ -126,6 +144,14 @@ impl Host {
     /// This worker.
     pub fn worker(&self) -> &WorkerIdentity {
         &self.worker
+    }
+}
+
+fn mismatch(config: &ConnectorConfig, differs: Vec<String>, worker: String) -> RunError {
+    RunError::Mismatch {
+        connector: config.id.clone(),
+        differs: differs.join(", "),
+        worker,
     }
 }
 

@@ -29,7 +29,7 @@ use connector_secrets::SecretError;
 use connector_sink::{Sink, SinkError};
 use connector_state::{
     CheckpointSlot, Fence, RunCounts, RunId, RunKind, RunOutcome, SharedStore, StateError,
-    StateStore,
+    StateStore, partition_lease,
 };
 
 use crate::config::{ConfigError, ConnectorConfig};
@@ -305,22 +305,25 @@ impl Host {
         let lock = self.lock_runs(config)?;
         let run = {
             let mut db = self.db();
-            // A run still marked as running was cut short by a crash.
-            db.interrupt_unfinished(&config.id, now_ms())?;
+            // A run still marked as running was cut short by a crash, unless
+            // another worker reads partitions of the connector right now.
+            if !self.partitions_leased_elsewhere(&*db, &config.id)? {
+                db.interrupt_unfinished(&config.id, now_ms())?;
+            }
             db.begin_run_of(&config.id, now_ms(), kind, range)?
         };
         if let Some(observer) = &control.observer {
             observer.run_started(&config.id, run);
         }
-        let mut counts = RunCounts::default();
-        let result = self.run_pages(config, options, control, run, lock.fence(), &mut counts);
+        let tally = RunTally::default();
+        let result = self.run_pages(config, options, control, run, lock, &tally);
+        let counts = tally.total();
         let (outcome, error) = match &result {
             Ok(outcome) => (*outcome, None),
             Err(e) => (RunOutcome::Failed, Some(e.to_string())),
         };
         self.db()
             .finish_run(run, now_ms(), outcome, &counts, error.as_deref())?;
-        drop(lock);
         match result {
             Ok(outcome) => Ok(RunSummary {
                 run,
@@ -334,73 +337,222 @@ impl Host {
         }
     }
 
+    /// Loads the plugin and asks it for its partitions. A source without
+    /// partitions is read whole under the connector's lease `lock`; a
+    /// partitioned one releases it and reads its partitions, each under a
+    /// lease of its own, so other workers can read the others.
     fn run_pages(
         &self,
         config: &ConnectorConfig,
         options: &RunOptions,
         control: &RunControl,
         run: RunId,
-        fence: Fence,
-        counts: &mut RunCounts,
+        lock: lease::HeldLease<'_>,
+        tally: &RunTally,
     ) -> Result<RunOutcome, RunError> {
         let manifest = PluginManifest::load(&config.plugin)?;
         config.check_grants(&manifest)?;
         let caps = Capabilities::from_grants(&manifest, &config.grants);
         let secrets = granted_secrets(config, &caps)?;
         let users = config.mapping.user_map()?;
-        let mut sink = config.sink.open(&config.secrets)?;
-        self.share_budget(sink.as_mut(), &config.id, run);
+        let run_setup = RunSetup {
+            config,
+            options,
+            control,
+            run,
+            manifest: &manifest,
+            caps,
+            secrets,
+            users: &users,
+            config_json: config.plugin_config_json(),
+            base_key: match &control.window {
+                Some(w) => w.checkpoint_key(&config.id),
+                None => config.id.clone(),
+            },
+            spool: self.spool.path(),
+        };
+        let mut plugin = self.load_plugin(&run_setup)?;
+        let partitions = self.list_partitions(&run_setup, plugin.as_mut())?;
+        tracing::info!(connector = %config.id, plugin = %manifest.id, folder = %config.folder_path(&manifest), partitions = partitions.len(), "run started");
+        if partitions.is_empty() {
+            let mut sink = config.sink.open(&config.secrets)?;
+            self.share_budget(sink.as_mut(), &config.id, run);
+            let stage = run_setup.stage(lock.fence(), None);
+            return self.read_source(
+                &run_setup,
+                &stage,
+                None,
+                plugin.as_mut(),
+                sink.as_mut(),
+                tally,
+            );
+        }
+        drop(plugin);
+        drop(lock);
+        self.read_partitions(&run_setup, partitions, tally)
+    }
+
+    fn load_plugin(
+        &self,
+        setup: &RunSetup<'_>,
+    ) -> Result<Box<dyn connector_runtime::Source>, RunError> {
         let kv: KvAccess = Arc::new(plugin_kv::StateKv {
             db: self.db.clone(),
-            connector: config.id.clone(),
+            connector: setup.config.id.clone(),
         });
-        let context = PluginContext::new(caps, secrets).with_kv(kv);
-        let mut plugin = loader::load(&self.engine, &manifest, context)?;
-        let stage = page::PageStage {
-            connector: &config.id,
-            folder: config.folder_path(&manifest),
-            converter: EmailConverter::new(&manifest.id, &manifest.name)
-                .with_spool(self.spool.path(), DEFAULT_SPILL_ABOVE),
-            users: &users,
-            retry: RetryPolicy::new(config.retries),
-            checkpoint_slot: match &control.window {
-                Some(w) => CheckpointSlot::Key(w.checkpoint_key(&config.id)),
-                None => CheckpointSlot::Connector,
-            },
-            fence,
+        let context = PluginContext::new(setup.caps.clone(), setup.secrets.clone()).with_kv(kv);
+        Ok(loader::load(&self.engine, setup.manifest, context)?)
+    }
+
+    /// The plugin's partitions, asked again after a retryable failure.
+    fn list_partitions(
+        &self,
+        setup: &RunSetup<'_>,
+        plugin: &mut dyn connector_runtime::Source,
+    ) -> Result<Vec<String>, RunError> {
+        let retry = RetryPolicy::new(setup.config.retries);
+        let mut failures = 0u32;
+        loop {
+            match plugin.partitions(&setup.config_json) {
+                Ok(ids) => return Ok(ids),
+                Err(e) if e.is_retryable() && failures < retry.attempts() => {
+                    let pause = retry.pause(failures, &e);
+                    failures += 1;
+                    tracing::warn!(connector = %setup.config.id, "listing partitions: {e}; retrying in {pause:?}");
+                    setup.control.sleep(pause);
+                }
+                Err(e) => return Err(located(setup.config, e).into()),
+            }
+        }
+    }
+
+    /// Reads partitions `ids` with up to `partitions-at-once` threads, each
+    /// with its own plugin instance and sink. A partition another worker
+    /// holds is left to it. The first failure stops the taking of further
+    /// partitions; the run then fails with it.
+    fn read_partitions(
+        &self,
+        setup: &RunSetup<'_>,
+        mut ids: Vec<String>,
+        tally: &RunTally,
+    ) -> Result<RunOutcome, RunError> {
+        // Workers start at different places, so a fleet spreads at once.
+        let start = (now_ms().unsigned_abs() as usize ^ std::process::id() as usize) % ids.len();
+        ids.rotate_left(start);
+        let threads = (setup.config.partitions_at_once.max(1) as usize).min(ids.len());
+        let queue = std::sync::Mutex::new(std::collections::VecDeque::from(ids));
+        let failure: std::sync::Mutex<Option<RunError>> = std::sync::Mutex::new(None);
+        let incomplete = AtomicBool::new(false);
+        let next = || {
+            let failed = locked(&failure).is_some();
+            if failed || setup.control.stopping() {
+                return None;
+            }
+            locked(&queue).pop_front()
         };
+        let fail = |e: RunError| {
+            locked(&failure).get_or_insert(e);
+        };
+        std::thread::scope(|scope| {
+            for n in 0..threads {
+                let spawned = std::thread::Builder::new()
+                    .name(format!("partitions-{}-{n}", setup.config.id))
+                    .spawn_scoped(scope, || {
+                        let opened = self.load_plugin(setup).and_then(|plugin| {
+                            let mut sink = setup.config.sink.open(&setup.config.secrets)?;
+                            self.share_budget(sink.as_mut(), &setup.config.id, setup.run);
+                            Ok((plugin, sink))
+                        });
+                        let (mut plugin, mut sink) = match opened {
+                            Ok(parts) => parts,
+                            Err(e) => return fail(e),
+                        };
+                        while let Some(id) = next() {
+                            let lease_name = partition_lease(&setup.config.id, &id);
+                            let held = match self.take_lease(setup.config, &lease_name) {
+                                Ok(Some(held)) => held,
+                                Ok(None) => {
+                                    tracing::debug!(connector = %setup.config.id, partition = %id, "another run reads this partition");
+                                    if setup.control.window.is_some() {
+                                        incomplete.store(true, Ordering::SeqCst);
+                                    }
+                                    continue;
+                                }
+                                Err(e) => return fail(e),
+                            };
+                            let stage = setup.stage(held.fence(), Some(&id));
+                            match self.read_source(setup, &stage, Some(&id), plugin.as_mut(), sink.as_mut(), tally) {
+                                Ok(RunOutcome::Succeeded) => {}
+                                Ok(_) => incomplete.store(true, Ordering::SeqCst),
+                                Err(e) => return fail(e),
+                            }
+                        }
+                    });
+                if let Err(e) = spawned {
+                    fail(RunError::State(StateError::Io(format!(
+                        "cannot start a partition thread: {e}; the machine is out of threads or memory (lower partitions-at-once)"
+                    ))));
+                }
+            }
+        });
+        if let Some(e) = failure.into_inner().unwrap_or_else(|p| p.into_inner()) {
+            return Err(e);
+        }
+        let stopped = setup.control.stopping() || !locked(&queue).is_empty();
+        Ok(if stopped || incomplete.load(Ordering::SeqCst) {
+            RunOutcome::Interrupted
+        } else {
+            RunOutcome::Succeeded
+        })
+    }
+
+    /// Reads one partition (or the whole source, `partition` `None`) to its
+    /// end: each attempt opens a session at the last committed checkpoint;
+    /// a retryable failure ends the attempt and, after a pause, starts
+    /// another.
+    fn read_source(
+        &self,
+        setup: &RunSetup<'_>,
+        stage: &page::PageStage<'_>,
+        partition: Option<&str>,
+        plugin: &mut dyn connector_runtime::Source,
+        sink: &mut dyn Sink,
+        tally: &RunTally,
+    ) -> Result<RunOutcome, RunError> {
+        let config = setup.config;
         let checkpoint_key = match &stage.checkpoint_slot {
             CheckpointSlot::Key(key) => key.clone(),
             _ => config.id.clone(),
         };
-        let config_json = config.plugin_config_json();
         let retry = stage.retry;
         let mut failures = 0u32;
         let mut pages = 0u64;
-        tracing::info!(connector = %config.id, plugin = %manifest.id, folder = %stage.folder, "run started");
-        // Each attempt opens a session at the last committed checkpoint; a
-        // retryable failure ends the attempt and, after a pause, starts another.
         let mut outages = 0u32;
         loop {
             // Bound first: the state's lock must not be held through the attempt.
-            let checkpoint = self.db().checkpoint(&checkpoint_key);
+            let checkpoint = self
+                .db()
+                .checkpoint(&checkpoint_key)
+                .and_then(|own| match own {
+                    // A partition's first run goes on from where the whole
+                    // source was read up to.
+                    None if partition.is_some() => self.db().checkpoint(&setup.base_key),
+                    own => Ok(own),
+                });
             let attempt = match checkpoint {
                 Err(e) => Err(RunError::State(e)),
                 Ok(checkpoint) => {
                     let (attempt, committed) = self.attempt(
                         AttemptParts {
-                            config,
-                            config_json: &config_json,
+                            setup,
+                            partition,
                             checkpoint,
-                            options,
-                            control,
-                            run,
-                            stage: &stage,
+                            stage,
                             pages_before: pages,
+                            tally,
                         },
-                        plugin.as_mut(),
-                        sink.as_mut(),
-                        counts,
+                        plugin,
+                        sink,
                     );
                     if committed > 0 {
                         pages += committed;
@@ -414,23 +566,100 @@ impl Host {
                 Err(RunError::Plugin(e)) if e.is_retryable() && failures < retry.attempts() => {
                     let pause = retry.pause(failures, &e);
                     failures += 1;
-                    tracing::warn!(connector = %config.id, "{e}; retrying in {pause:?} from the last checkpoint");
-                    control.sleep(pause);
+                    tracing::warn!(connector = %config.id, partition = ?partition, "{e}; retrying in {pause:?} from the last checkpoint");
+                    setup.control.sleep(pause);
                 }
                 // The state's server is down or restarting: nothing of the
                 // page was stored; go on from the last checkpoint once it is
                 // back, for as long as the lease holds.
                 Err(RunError::State(e @ StateError::Unavailable { .. }))
-                    if stage.fence.ensure_live().is_ok() && !control.stopping() =>
+                    if stage.fence.ensure_live().is_ok() && !setup.control.stopping() =>
                 {
                     let pause = retry.backoff(outages.min(4));
                     outages += 1;
-                    tracing::warn!(connector = %config.id, "{e}; retrying in {pause:?} from the last checkpoint");
-                    control.sleep(pause);
+                    tracing::warn!(connector = %config.id, partition = ?partition, "{e}; retrying in {pause:?} from the last checkpoint");
+                    setup.control.sleep(pause);
                 }
                 other => return other,
             }
         }
+    }
+
+    /// Whether a live lease on a partition of `connector` belongs to another
+    /// worker: its run is going on, not cut short.
+    fn partitions_leased_elsewhere(
+        &self,
+        db: &dyn StateStore,
+        connector: &str,
+    ) -> Result<bool, StateError> {
+        let prefix = partition_lease(connector, "");
+        let now = db.clock_ms()?;
+        Ok(db.leases()?.iter().any(|l| {
+            l.connector.starts_with(&prefix) && l.owner != self.worker.id && l.expires_at_ms > now
+        }))
+    }
+}
+
+/// What every partition of a run shares: the connector, its plugin's
+/// manifest and grants, the mapping and where checkpoints go.
+struct RunSetup<'a> {
+    config: &'a ConnectorConfig,
+    options: &'a RunOptions,
+    control: &'a RunControl,
+    run: RunId,
+    manifest: &'a PluginManifest,
+    caps: Capabilities,
+    secrets: SecretStore,
+    users: &'a crate::map::UserMap,
+    config_json: String,
+    /// The checkpoint key of the whole source (the connector's, or a
+    /// backfill's); a partition's key is [`partition_lease`] of it.
+    base_key: String,
+    /// Where big emails are spooled.
+    spool: &'a Path,
+}
+
+impl RunSetup<'_> {
+    /// The page stage of the whole source (`partition` `None`) or of one
+    /// partition, under `fence`.
+    fn stage(&self, fence: Fence, partition: Option<&str>) -> page::PageStage<'_> {
+        let checkpoint_slot = match (partition, &self.control.window) {
+            (Some(id), _) => CheckpointSlot::Key(partition_lease(&self.base_key, id)),
+            (None, Some(_)) => CheckpointSlot::Key(self.base_key.clone()),
+            (None, None) => CheckpointSlot::Connector,
+        };
+        page::PageStage {
+            connector: &self.config.id,
+            folder: self.config.folder_path(self.manifest),
+            converter: EmailConverter::new(&self.manifest.id, &self.manifest.name)
+                .with_spool(self.spool, DEFAULT_SPILL_ABOVE),
+            users: self.users,
+            retry: RetryPolicy::new(self.config.retries),
+            checkpoint_slot,
+            fence,
+        }
+    }
+}
+
+/// The value behind `m`, also after a thread panicked holding it.
+fn locked<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A run's counts, added to by every partition's pages.
+#[derive(Default)]
+struct RunTally(std::sync::Mutex<RunCounts>);
+
+impl RunTally {
+    /// Adds a committed page's counts; the run's total so far.
+    fn add(&self, page: &RunCounts) -> RunCounts {
+        let mut total = locked(&self.0);
+        total.add(page);
+        total.clone()
+    }
+
+    fn total(&self) -> RunCounts {
+        locked(&self.0).clone()
     }
 }
 
@@ -472,15 +701,14 @@ const MAX_MESSAGES_PER_COMMIT: usize = 5_000;
 
 /// What one attempt of a run works with.
 struct AttemptParts<'a> {
-    config: &'a ConnectorConfig,
-    config_json: &'a str,
+    setup: &'a RunSetup<'a>,
+    /// The partition read (`None`: the whole source).
+    partition: Option<&'a str>,
     checkpoint: Option<Vec<u8>>,
-    options: &'a RunOptions,
-    control: &'a RunControl,
-    run: RunId,
     stage: &'a page::PageStage<'a>,
     /// Pages committed by earlier attempts of the run.
     pages_before: u64,
+    tally: &'a RunTally,
 }
 
 impl Host {
@@ -496,18 +724,23 @@ impl Host {
         parts: AttemptParts<'_>,
         plugin: &mut dyn connector_runtime::Source,
         sink: &mut dyn Sink,
-        counts: &mut RunCounts,
     ) -> (Result<RunOutcome, RunError>, u64) {
         let AttemptParts {
-            config,
-            config_json,
+            setup,
+            partition,
             checkpoint,
+            stage,
+            pages_before,
+            tally,
+        } = parts;
+        let RunSetup {
+            config,
             options,
             control,
             run,
-            stage,
-            pages_before,
-        } = parts;
+            ..
+        } = *setup;
+        let config_json = setup.config_json.as_str();
         let db = &self.db;
         std::thread::scope(|scope| {
             let (pages_tx, pages_rx) =
@@ -551,17 +784,18 @@ impl Host {
                             quarantined = page_counts.quarantined,
                             "page committed"
                         );
-                        counts.add(&page_counts);
+                        let total = tally.add(&page_counts);
                         if let Some(observer) = &control.observer {
-                            observer.page_committed(&config.id, counts);
+                            observer.page_committed(&config.id, &total);
                         }
                         if complete {
-                            if let Some(w) = &control.window {
+                            if let (Some(_), CheckpointSlot::Key(key)) =
+                                (&control.window, &stage.checkpoint_slot)
+                            {
                                 // A finished backfill starts over next
                                 // time; the ledger keeps that free of
                                 // duplicates.
-                                let key = w.checkpoint_key(&config.id);
-                                let cleared = page::lock(db).clear_checkpoint(&key);
+                                let cleared = page::lock(db).clear_checkpoint(key);
                                 if let Err(e) = cleared {
                                     return (Err(e.into()), committed);
                                 }
@@ -585,7 +819,7 @@ impl Host {
             };
             let fetched = (|| -> Result<(), RunError> {
                 let mut session = plugin
-                    .open(config_json, None, checkpoint)
+                    .open(config_json, partition, checkpoint)
                     .map_err(|e| located(config, e))?;
                 let mut fetched = pages_before;
                 loop {

@@ -77,6 +77,7 @@ impl PageStage<'_> {
         let commit = PageCommit {
             checkpoint: page.checkpoint,
             checkpoint_slot: self.checkpoint_slot.clone(),
+            lease: Some(self.fence.connector().to_string()),
             conversations: described,
             unreadable: page.unreadable,
             ..PageCommit::default()
