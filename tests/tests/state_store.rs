@@ -186,6 +186,7 @@ conformance!(
     an_expired_lease_is_taken_with_a_higher_token,
     the_keeper_renews_the_lease_while_the_lock_is_held,
     stale_token_commit_is_refused_and_counted,
+    partitions_of_one_connector_are_leased_and_fenced_apart,
     release_only_with_the_current_token,
     fingerprint_mismatch_is_refused_while_a_live_worker_runs_the_other_version,
     heartbeats_list_workers_on_the_store_clock,
@@ -1662,6 +1663,53 @@ mod behaviours {
             LockOutcome::Held { .. }
         ));
         assert!(first.leases().unwrap()[0].expires_at_ms > first.clock_ms().unwrap());
+    }
+
+    pub fn partitions_of_one_connector_are_leased_and_fenced_apart(b: &dyn Backend) {
+        let mut first = b.open();
+        let mut second = b.open();
+        let ttl = Duration::from_millis(400);
+        // Plugin-chosen ids: any text, including what a file name cannot hold.
+        let (a, z) = (
+            connector_state::partition_lease("c", "stream:a/b+c=="),
+            connector_state::partition_lease("c", "stream:z"),
+        );
+        let run = first.begin_run("c", 0).unwrap();
+        let on_a = take(&*first, &a, "w1", ttl);
+        let on_z = take(&*second, &z, "w2", ttl);
+        assert!(matches!(
+            ask(&*second, &a, "w2", ttl),
+            LockOutcome::Held { .. }
+        ));
+        let in_partition = |lease: &str, item: &str, checkpoint: &[u8]| PageCommit {
+            lease: Some(lease.to_string()),
+            checkpoint_slot: CheckpointSlot::Key(lease.to_string()),
+            ..page(vec![entry(item, "a@x")], checkpoint)
+        };
+        first
+            .commit_page("c", run, on_a.token(), &in_partition(&a, "m-a", b"a1"))
+            .unwrap();
+        second
+            .commit_page("c", run, on_z.token(), &in_partition(&z, "m-z", b"z1"))
+            .unwrap();
+        assert_eq!(first.checkpoint(&a).unwrap(), Some(b"a1".to_vec()));
+        assert_eq!(first.checkpoint(&z).unwrap(), Some(b"z1".to_vec()));
+        assert_eq!(first.checkpoint("c").unwrap(), None);
+
+        // Z's lapsed token is refused once a successor took Z.
+        let stale = on_z.token();
+        drop(on_z);
+        std::thread::sleep(ttl + Duration::from_millis(200));
+        let successor = take(&*first, &z, "w1", ttl);
+        assert!(successor.token() > stale);
+        assert!(
+            second
+                .commit_page("c", run, stale, &in_partition(&z, "m-late", b"late"))
+                .is_err()
+        );
+        assert!(!first.is_delivered("c", "m-late", "a@x").unwrap());
+        assert_eq!(first.checkpoint(&z).unwrap(), Some(b"z1".to_vec()));
+        drop(on_a);
     }
 
     pub fn stale_token_commit_is_refused_and_counted(b: &dyn Backend) {
