@@ -734,6 +734,39 @@ fn two_sinks_sharing_a_budget_never_send_a_mailbox_more_than_four_requests_toget
 }
 
 #[test]
+fn a_retry_after_one_sink_got_holds_off_every_sink_sharing_the_budget() {
+    // Every 4th request is throttled (429 or 503 with Retry-After, or
+    // without); asking a mailbox during its Retry-After is a violation.
+    let server = GraphServer::start(GraphOptions {
+        throttle_every: 4,
+        latency: Duration::from_millis(20),
+        ..GraphOptions::new(&USERS, CLIENT_ID, SECRET)
+    });
+    let budget: Arc<dyn MailboxBudget> = Arc::new(LocalBudget::default());
+    let alice = Mailbox::new(USERS[0]).unwrap();
+    let (one, two) = (emails("one", 12), emails("two", 12));
+    std::thread::scope(|scope| {
+        for emails in [&one, &two] {
+            let (budget, server, alice) = (budget.clone(), &server, &alice);
+            scope.spawn(move || {
+                let mut sink = sink(server, SECRET);
+                sink.share_budget(budget);
+                let batch: Vec<Delivery<'_>> = emails.iter().map(|e| symphony(alice, e)).collect();
+                let results = deliver_all(&mut sink, &batch, 6);
+                assert!(results.iter().all(Result::is_ok), "{results:?}");
+            });
+        }
+    });
+    assert!(server.counts().throttled > 0, "the server throttled");
+    assert_eq!(server.messages(USERS[0]).len(), 24);
+    assert!(
+        server.violations().is_empty(),
+        "no sink asked the mailbox during another's Retry-After: {:#?}",
+        server.violations()
+    );
+}
+
+#[test]
 fn throttled_requests_of_every_kind_still_land_each_email_once() {
     let server = server(3);
     let alice = Mailbox::new(USERS[0]).unwrap();

@@ -193,6 +193,7 @@ conformance!(
     racing_stores_one_lease_exactly_one_wins,
     mailbox_slots_are_shared_by_stores_over_one_database_and_expire_unless_renewed,
     a_mailbox_rate_window_refuses_beyond_its_count_and_refills_when_it_ends,
+    a_throttled_mailbox_grants_no_worker_anything_until_its_pause_ends,
 );
 
 mod postgres_only {
@@ -1975,5 +1976,36 @@ mod behaviours {
         std::thread::sleep(spent.window_left + Duration::from_millis(50));
         let refilled = two.reserve_mailbox_requests(m, 20, 10, window).unwrap();
         assert_eq!(refilled.granted, 10, "a new window, never over its count");
+    }
+
+    pub fn a_throttled_mailbox_grants_no_worker_anything_until_its_pause_ends(b: &dyn Backend) {
+        let (mut one, mut two) = (b.open(), b.open());
+        let window = Duration::from_secs(600);
+        let m = "graph:app:alice@x";
+        one.throttle_mailbox(m, Duration::from_millis(700)).unwrap();
+        // A shorter pause asked later does not cut the first one short.
+        two.throttle_mailbox(m, Duration::from_millis(100)).unwrap();
+        let paused = two.reserve_mailbox_requests(m, 5, 10, window).unwrap();
+        assert_eq!(paused.granted, 0);
+        assert!(
+            paused.window_left > Duration::from_millis(300)
+                && paused.window_left <= Duration::from_millis(700),
+            "{:?}",
+            paused.window_left
+        );
+        assert_eq!(
+            two.reserve_mailbox_requests("graph:app:bob@x", 5, 10, window)
+                .unwrap()
+                .granted,
+            5,
+            "pauses are per mailbox"
+        );
+        std::thread::sleep(paused.window_left + Duration::from_millis(50));
+        assert_eq!(
+            one.reserve_mailbox_requests(m, 5, 10, window)
+                .unwrap()
+                .granted,
+            5
+        );
     }
 }

@@ -222,8 +222,16 @@ impl Api {
     }
 
     /// Leaves `mailbox` alone for `wait` (every request to it).
+    /// Leaves `mailbox` alone for `wait`: this sink's requests to it at
+    /// once, every worker's once they next reserve from its window.
     fn hold_off(&self, mailbox: &Mailbox, wait: Duration) {
         hold_off(&self.quiet_until, mailbox.as_str(), wait);
+        let (budget, key) = (self.budget(), self.budget_key(mailbox));
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = budget.throttle(&key, wait) {
+                tracing::warn!("cannot share a mailbox's Retry-After with the other workers: {e}");
+            }
+        });
     }
 
     /// The sink error for `e` while working on `message_id` (empty when
@@ -716,11 +724,18 @@ impl Api {
             self.quiet_until.clone(),
             self.settings.timeout,
         );
+        let shared = mailbox.map(|m| (self.budget(), self.budget_key(m)));
         let mailbox = mailbox.map(|m| m.to_string());
         let exchange = async move {
             let _permit = permit;
             if let Some(mailbox) = &mailbox {
                 wait_quiet(&quiet, mailbox).await;
+            }
+            // A pause another sink of this process was asked for.
+            if let Some((budget, key)) = &shared {
+                while let Some(left) = budget.paused_for(key) {
+                    tokio::time::sleep(left).await;
+                }
             }
             let response =
                 client

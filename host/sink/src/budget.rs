@@ -59,13 +59,24 @@ pub trait MailboxBudget: Send + Sync {
     fn release_slots(&self, mailbox: &str, slots: &[u32]) -> Result<(), SinkError>;
 
     /// Reserves up to `want` requests from the mailbox's current rate
-    /// window.
+    /// window; nothing while the mailbox is throttled (`window_left` is
+    /// then the pause left).
     fn reserve_requests(
         &self,
         mailbox: &str,
         want: u32,
         limits: &MailboxLimits,
     ) -> Result<RequestGrant, SinkError>;
+
+    /// Leaves the mailbox alone for `pause`, as the mail service asked
+    /// (`Retry-After`), for every sink sharing the budget: at once for the
+    /// sinks of this process ([`MailboxBudget::paused_for`]), at their next
+    /// reservation for other workers'.
+    fn throttle(&self, mailbox: &str, pause: Duration) -> Result<(), SinkError>;
+
+    /// How long the mailbox is still paused in this process, if it is;
+    /// cheap enough to ask before every request.
+    fn paused_for(&self, mailbox: &str) -> Option<Duration>;
 }
 
 /// A budget kept in this process: the limits hold for the sinks sharing
@@ -81,6 +92,8 @@ struct LocalMailbox {
     slots: HashMap<u32, Instant>,
     /// When the rate window opened, and the requests reserved in it.
     window: Option<(Instant, u32)>,
+    /// Until when the mail service asked to leave the mailbox alone.
+    throttled_until: Option<Instant>,
 }
 
 impl LocalBudget {
@@ -137,6 +150,12 @@ impl MailboxBudget for LocalBudget {
     ) -> Result<RequestGrant, SinkError> {
         let now = Instant::now();
         Ok(self.with(mailbox, |m| {
+            if let Some(until) = m.throttled_until.filter(|until| *until > now) {
+                return RequestGrant {
+                    granted: 0,
+                    window_left: until - now,
+                };
+            }
             let (opened, used) = match m.window {
                 Some((opened, used)) if opened + limits.window > now => (opened, used),
                 _ => (now, 0),
@@ -148,6 +167,21 @@ impl MailboxBudget for LocalBudget {
                 window_left: (opened + limits.window).saturating_duration_since(now),
             }
         }))
+    }
+
+    fn throttle(&self, mailbox: &str, pause: Duration) -> Result<(), SinkError> {
+        let until = Instant::now() + pause;
+        self.with(mailbox, |m| {
+            m.throttled_until = Some(m.throttled_until.map_or(until, |t| t.max(until)));
+        });
+        Ok(())
+    }
+
+    fn paused_for(&self, mailbox: &str) -> Option<Duration> {
+        let until = self.with(mailbox, |m| m.throttled_until)?;
+        until
+            .checked_duration_since(Instant::now())
+            .filter(|left| !left.is_zero())
     }
 }
 
@@ -171,6 +205,26 @@ mod tests {
         budget.release_slots("m", &[1]).unwrap();
         assert_eq!(budget.take_slots("m", 4, &LIMITS).unwrap(), [1]);
         assert_eq!(budget.take_slots("other", 1, &LIMITS).unwrap(), [0]);
+    }
+
+    #[test]
+    fn a_local_budget_pauses_a_throttled_mailbox_alone_for_the_longest_pause() {
+        let budget = LocalBudget::default();
+        budget.throttle("m", Duration::from_secs(60)).unwrap();
+        budget.throttle("m", Duration::from_secs(1)).unwrap();
+        let left = budget.paused_for("m").unwrap();
+        assert!(left > Duration::from_secs(59), "{left:?}");
+        let grant = budget.reserve_requests("m", 3, &LIMITS).unwrap();
+        assert_eq!(grant.granted, 0);
+        assert!(grant.window_left > Duration::from_secs(59));
+        assert_eq!(budget.paused_for("other"), None);
+        assert_eq!(
+            budget
+                .reserve_requests("other", 3, &LIMITS)
+                .unwrap()
+                .granted,
+            3
+        );
     }
 
     #[test]

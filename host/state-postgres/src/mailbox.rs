@@ -88,6 +88,18 @@ impl MailboxBudgets for PostgresStore {
         })
     }
 
+    fn throttle_mailbox(&mut self, mailbox: &str, pause: Duration) -> Result<(), StateError> {
+        self.with(|c| {
+            c.session().execute(
+                "INSERT INTO mailbox_throttles AS t (mailbox, until_ms)
+                 VALUES ($1, state_now_ms() + $2::bigint)
+                 ON CONFLICT (mailbox) DO UPDATE SET until_ms = GREATEST(t.until_ms, excluded.until_ms)",
+                &[&mailbox, &millis(pause)],
+            )?;
+            Ok(())
+        })
+    }
+
     fn reserve_mailbox_requests(
         &mut self,
         mailbox: &str,
@@ -96,6 +108,19 @@ impl MailboxBudgets for PostgresStore {
         window: Duration,
     ) -> Result<RequestGrant, StateError> {
         self.with(|c| {
+            let paused = c.session().query_opt(
+                "SELECT until_ms - state_now_ms() FROM mailbox_throttles
+                 WHERE mailbox = $1 AND until_ms > state_now_ms()",
+                &[&mailbox],
+            )?;
+            if let Some(row) = paused {
+                return Ok(RequestGrant {
+                    granted: 0,
+                    window_left: Duration::from_millis(
+                        u64::try_from(row.get::<_, i64>(0)).unwrap_or(0),
+                    ),
+                });
+            }
             let row = c.session().query_one(
                 "INSERT INTO mailbox_windows AS w (mailbox, opened_at_ms, used, granted)
                  VALUES ($1, state_now_ms(), LEAST($2::bigint, $3::bigint), LEAST($2::bigint, $3::bigint))

@@ -6,7 +6,7 @@
 //! whatever the database's locale.
 
 /// Schema version this build writes and understands.
-pub const SCHEMA_VERSION: i64 = 3;
+pub const SCHEMA_VERSION: i64 = 4;
 
 /// Schema migrations, applied in order; the database records each one it
 /// has in `schema_migrations`.
@@ -214,6 +214,18 @@ CREATE TABLE mailbox_windows (
     opened_at_ms bigint NOT NULL,
     used bigint NOT NULL,
     granted bigint NOT NULL
+);
+"#,
+    ),
+    (
+        4,
+        "mailbox pauses the mail service asked for, shared by the workers",
+        r#"
+-- Until when a mailbox is left alone because the mail service answered a
+-- request for it with Retry-After (server's clock).
+CREATE TABLE mailbox_throttles (
+    mailbox text COLLATE "C" PRIMARY KEY,
+    until_ms bigint NOT NULL
 );
 "#,
     ),

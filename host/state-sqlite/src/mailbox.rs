@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use connector_model::time::now_ms;
-use rusqlite::params;
+use rusqlite::{OptionalExtension, params};
 
 use crate::SqliteStore;
 use connector_state::mailbox::millis;
@@ -78,6 +78,16 @@ impl MailboxBudgets for SqliteStore {
         Ok(())
     }
 
+    fn throttle_mailbox(&mut self, mailbox: &str, pause: Duration) -> Result<(), StateError> {
+        self.conn
+            .prepare_cached(
+                "INSERT INTO mailbox_throttles (mailbox, until_ms) VALUES (?1, ?2)
+                 ON CONFLICT (mailbox) DO UPDATE SET until_ms = MAX(until_ms, excluded.until_ms)",
+            )?
+            .execute(params![mailbox, now_ms().saturating_add(millis(pause))])?;
+        Ok(())
+    }
+
     fn reserve_mailbox_requests(
         &mut self,
         mailbox: &str,
@@ -85,6 +95,19 @@ impl MailboxBudgets for SqliteStore {
         limit: u32,
         window: Duration,
     ) -> Result<RequestGrant, StateError> {
+        let paused: Option<i64> = self
+            .conn
+            .prepare_cached(
+                "SELECT until_ms - ?2 FROM mailbox_throttles WHERE mailbox = ?1 AND until_ms > ?2",
+            )?
+            .query_row(params![mailbox, now_ms()], |r| r.get(0))
+            .optional()?;
+        if let Some(left) = paused {
+            return Ok(RequestGrant {
+                granted: 0,
+                window_left: Duration::from_millis(u64::try_from(left).unwrap_or(0)),
+            });
+        }
         let (granted, left): (u32, i64) = self
             .conn
             .prepare_cached(

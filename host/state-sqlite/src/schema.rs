@@ -1,7 +1,7 @@
 //! The SQLite schema, as migrations applied in order.
 
 /// Schema version this build writes and understands.
-pub const SCHEMA_VERSION: i64 = 7;
+pub const SCHEMA_VERSION: i64 = 8;
 
 /// Schema migrations, applied in order; a database records each one it has.
 pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[
@@ -252,6 +252,16 @@ pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[
         opened_at_ms INTEGER NOT NULL,
         used INTEGER NOT NULL,
         granted INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    ",
+    ),
+    (
+        8,
+        "mailbox pauses the mail service asked for, shared by the workers",
+        "
+    CREATE TABLE mailbox_throttles (
+        mailbox TEXT PRIMARY KEY NOT NULL,
+        until_ms INTEGER NOT NULL
     ) WITHOUT ROWID;
     ",
     ),

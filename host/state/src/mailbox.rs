@@ -47,9 +47,16 @@ pub trait MailboxBudgets {
         slots: &[u32],
     ) -> Result<(), StateError>;
 
+    /// Leaves the mailbox alone for `pause` from now (the mail service
+    /// answered a request for it with a `Retry-After`): until then every
+    /// reservation, by any worker, is granted nothing and told to wait
+    /// that long. A shorter pause never cuts a longer one short.
+    fn throttle_mailbox(&mut self, mailbox: &str, pause: Duration) -> Result<(), StateError>;
+
     /// Reserves up to `want` requests in the mailbox's current window of
     /// `window` and `limit` requests. A window opens at the first
-    /// reservation after the previous one ended.
+    /// reservation after the previous one ended. While the mailbox is
+    /// throttled nothing is granted and `window_left` is the pause left.
     fn reserve_mailbox_requests(
         &mut self,
         mailbox: &str,

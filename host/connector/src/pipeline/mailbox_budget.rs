@@ -1,8 +1,10 @@
 //! The sinks' per-mailbox limits kept in the state store: every worker
-//! sharing the state shares each mailbox's concurrency slots and rate
-//! window.
+//! sharing the state shares each mailbox's concurrency slots, rate window
+//! and the pauses the mail service asks for.
 
-use std::time::Duration;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use connector_sink::SinkError;
 use connector_sink::budget::{MailboxBudget, MailboxLimits, RequestGrant, SLOT_LEASE};
@@ -15,7 +17,13 @@ use super::page::lock;
 pub(super) struct StateBudget {
     pub db: SharedStore,
     pub holder: String,
+    /// The pauses this process's sinks were asked for, by mailbox: every
+    /// sink of the process sees them at once.
+    pub pauses: Pauses,
 }
+
+/// Mailbox → until when the mail service asked to leave it alone.
+pub(super) type Pauses = Arc<Mutex<HashMap<String, Instant>>>;
 
 impl StateBudget {
     fn with<T>(
@@ -59,4 +67,24 @@ impl MailboxBudget for StateBudget {
         let window: Duration = limits.window;
         self.with(|db, _| db.reserve_mailbox_requests(mailbox, want, limits.requests, window))
     }
+
+    fn throttle(&self, mailbox: &str, pause: Duration) -> Result<(), SinkError> {
+        let until = Instant::now() + pause;
+        let mut pauses = lock_pauses(&self.pauses);
+        let slot = pauses.entry(mailbox.to_string()).or_insert(until);
+        *slot = (*slot).max(until);
+        drop(pauses);
+        self.with(|db, _| db.throttle_mailbox(mailbox, pause))
+    }
+
+    fn paused_for(&self, mailbox: &str) -> Option<Duration> {
+        let until = *lock_pauses(&self.pauses).get(mailbox)?;
+        until
+            .checked_duration_since(Instant::now())
+            .filter(|left| !left.is_zero())
+    }
+}
+
+fn lock_pauses(pauses: &Pauses) -> std::sync::MutexGuard<'_, HashMap<String, Instant>> {
+    pauses.lock().unwrap_or_else(|p| p.into_inner())
 }

@@ -189,6 +189,8 @@ pub struct Host {
     state_dir: PathBuf,
     /// Where big emails are spooled while they are delivered.
     spool: spool::SpoolDir,
+    /// The mailboxes the mail service asked this process to leave alone.
+    pauses: mailbox_budget::Pauses,
 }
 
 /// Creates the state folder (and its parents) when absent, readable by its
@@ -238,6 +240,7 @@ impl Host {
             lease_time: settings.lease_time,
             state_dir: state_dir.to_path_buf(),
             spool,
+            pauses: Default::default(),
         })
     }
 
@@ -670,6 +673,7 @@ impl Host {
         sink.share_budget(Arc::new(mailbox_budget::StateBudget {
             db: self.db.clone(),
             holder: format!("{}/{connector}/run {}", self.worker.id, run.0),
+            pauses: self.pauses.clone(),
         }));
     }
 }
