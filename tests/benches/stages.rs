@@ -164,7 +164,7 @@ fn boundary(c: &mut Criterion) {
     let mut g = c.benchmark_group("boundary");
     for per_page in [100usize, 500] {
         let config = format!(r#"{{"pages": 4000000000, "per_page": {per_page}, "mode": "none"}}"#);
-        let mut session = plugin.open(&config, None).unwrap();
+        let mut session = plugin.open(&config, None, None).unwrap();
         g.throughput(Throughput::Elements(per_page as u64));
         g.bench_function(format!("page_of_{per_page}"), |b| {
             b.iter(|| black_box(session.next_page().unwrap()))
