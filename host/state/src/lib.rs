@@ -26,9 +26,9 @@ pub use fleet::{
 };
 pub use mailbox::{MailboxBudgets, RequestGrant};
 pub use records::{
-    CheckpointSlot, ConnectorTotals, DeliveredPair, FailureKind, LedgerEntry, PageCommit,
-    QuarantineEntry, RunCounts, RunFailure, RunId, RunKind, RunOutcome, RunRecord, SeenItem,
-    UnreadableRecord, partition_lease,
+    CheckpointSlot, ConnectorTotals, DeliveredPair, FailureKind, LedgerEntry, PARTITION_MARK,
+    PageCommit, QuarantineEntry, RunCounts, RunFailure, RunId, RunKind, RunOutcome, RunRecord,
+    SeenItem, UnreadableRecord, partition_lease,
 };
 pub use store::{
     Checkpoints, ConversationDirectory, DeliveryLedger, PluginValues, QuarantineStore, RunHistory,

@@ -182,10 +182,14 @@ pub struct PageCommit {
     pub unreadable: Vec<Unreadable>,
 }
 
+/// What separates a connector (or a backfill's key) from a partition's id
+/// in the partition's lease and checkpoint key.
+pub const PARTITION_MARK: &str = "#partition:";
+
 /// The name of the lease (and the checkpoint key) of a partition of
 /// `connector`, or of a backfill's key when `base` is one.
 pub fn partition_lease(base: &str, partition: &str) -> String {
-    format!("{base}#partition:{partition}")
+    format!("{base}{PARTITION_MARK}{partition}")
 }
 
 /// Which checkpoint a page commit moves.

@@ -15,8 +15,9 @@ use crate::pipeline::RunObserver;
 use connector_model::time::{iso, now_ms};
 use connector_runtime::PluginManifest;
 use connector_state::{
-    ConnectorTotals, Fingerprint, LeaseRecord, RunCounts, RunId, RunKind, RunOutcome, RunRecord,
-    StateError, StateStore, UnreadableRecord, WorkerRecord, fingerprint_conflict,
+    ConnectorTotals, Fingerprint, LeaseRecord, PARTITION_MARK, RunCounts, RunId, RunKind,
+    RunOutcome, RunRecord, StateError, StateStore, UnreadableRecord, WorkerRecord,
+    fingerprint_conflict,
 };
 
 pub use render::{render_html, render_metrics, render_text, render_workers};
@@ -146,7 +147,8 @@ pub struct WorkerView {
     pub alive: bool,
     /// The connectors it is configured to run.
     pub configured: Vec<String>,
-    /// The connectors whose lease it holds now.
+    /// The connectors whose lease it holds now, and how many partitions of
+    /// partitioned ones (`symphony (3 partitions)`).
     pub holds: Vec<String>,
 }
 
@@ -179,6 +181,29 @@ pub fn workers(
         .collect())
 }
 
+/// What `worker` holds of `leases` at `clock`: connectors by name, the
+/// partitions of one counted together.
+fn held_by(worker: &str, leases: &[LeaseRecord], clock: i64) -> Vec<String> {
+    let mut partitions: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut holds = Vec::new();
+    for l in leases
+        .iter()
+        .filter(|l| l.owner == worker && l.expires_at_ms > clock)
+    {
+        match l.connector.split_once(PARTITION_MARK) {
+            Some((connector, _)) => *partitions.entry(connector).or_default() += 1,
+            None => holds.push(l.connector.clone()),
+        }
+    }
+    holds.extend(partitions.into_iter().map(|(connector, n)| {
+        format!(
+            "{connector} ({n} partition{})",
+            if n == 1 { "" } else { "s" }
+        )
+    }));
+    holds
+}
+
 fn worker_view(
     w: WorkerRecord,
     leases: &[LeaseRecord],
@@ -187,11 +212,7 @@ fn worker_view(
 ) -> WorkerView {
     let age_ms = (clock - w.heartbeat_at_ms).max(0);
     WorkerView {
-        holds: leases
-            .iter()
-            .filter(|l| l.owner == w.id && l.expires_at_ms > clock)
-            .map(|l| l.connector.clone())
-            .collect(),
+        holds: held_by(&w.id, leases, clock),
         alive: u128::from(age_ms.unsigned_abs()) <= lease_time.as_millis(),
         heartbeat_age_secs: age_ms as f64 / 1000.0,
         started_at: iso(w.started_at_ms),
@@ -395,4 +416,33 @@ pub fn collect(
             .collect(),
         fenced_commits: db.fenced_commits()?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lease(name: &str, owner: &str, expires_at_ms: i64) -> LeaseRecord {
+        LeaseRecord {
+            connector: name.to_string(),
+            owner: owner.to_string(),
+            token: 1,
+            expires_at_ms,
+            fingerprint: Fingerprint::new(),
+        }
+    }
+
+    #[test]
+    fn a_worker_holds_connectors_by_name_and_partitions_counted_per_connector() {
+        let p = |id: &str| connector_state::partition_lease("symphony", id);
+        let leases = [
+            lease("chat", "w1", 100),
+            lease(&p("stream:a"), "w1", 100),
+            lease(&p("stream:b"), "w1", 100),
+            lease(&p("datahose"), "w2", 100),
+            lease(&p("stream:c"), "w1", 5),
+        ];
+        assert_eq!(held_by("w1", &leases, 10), ["chat", "symphony (2 partitions)"]);
+        assert_eq!(held_by("w2", &leases, 10), ["symphony (1 partition)"]);
+    }
 }
