@@ -1407,11 +1407,11 @@ fn add_extra_streams(
     }
     // (time, stream, sender) of every extra message, in global order.
     let mut slots = Vec::with_capacity(extra.total() * extra.messages_each);
-    for si in first..streams.len() {
+    for (si, stream) in streams.iter().enumerate().skip(first) {
         let mut t = start + rng.gen_range(0..86_400_000);
         for _ in 0..extra.messages_each {
             t += rng.gen_range(1_000..600_000);
-            let sender = streams[si].members[rng.gen_range(0..streams[si].members.len())].user;
+            let sender = stream.members[rng.gen_range(0..stream.members.len())].user;
             slots.push((t, si, sender));
         }
     }
