@@ -1150,3 +1150,84 @@ fn an_unknown_external_policy_is_refused_with_the_values_it_takes() {
         "{err}"
     );
 }
+
+/// What a walk archived, per message id: its conversation and sender.
+fn walked(runs: &[connector_plugin_harness::Run]) -> BTreeMap<String, (String, Option<String>)> {
+    runs.iter()
+        .flat_map(|r| r.messages())
+        .map(|m| {
+            (
+                m.id.clone(),
+                (m.conversation_id.clone(), m.sender.email.clone()),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn a_partitioned_walk_archives_the_same_messages_as_the_whole_pod_walk() {
+    use connector_plugin_harness::Harness;
+    build_plugin("symphony");
+    // Hundreds of streams (the stream list pages past 100), half of them
+    // not readable by the account, and a latency on every call.
+    let sim = sim(SimConfig {
+        latency: std::time::Duration::from_millis(2),
+        datahose: DatahoseConfig {
+            wait: std::time::Duration::from_millis(20),
+            ..DatahoseConfig::default()
+        },
+        ..SimConfig::builder()
+            .seed(7)
+            .messages(120)
+            .large_attachment_bytes(0)
+            .max_small_attachment_bytes(8 * 1024)
+            .membership(Membership::Half)
+            .extra_streams(120, 120, 2)
+            .build()
+    });
+    let base = sim.base_url();
+    let harness = || {
+        Harness::new(workspace_root().join("plugins/symphony/manifest.toml"))
+            .config(serde_json::json!({
+                "pod_url": base, "agent_url": base, "key_manager_url": base,
+                "username": symphony_sim::TEST_USERNAME, "page_size": 50,
+            }))
+            .grant_host(&base)
+            .forward(&base)
+            .signing_key("private-key", symphony_sim::TEST_PRIVATE_KEY_PEM)
+            .max_pages(100_000)
+    };
+    let whole = harness().run_pages().expect("the whole-pod walk");
+    let partitions = harness().partitions().expect("the partitions");
+    let truth = sim.ground_truth();
+    assert_eq!(partitions.len(), truth.streams.len() + 1);
+    assert_eq!(partitions.last().map(String::as_str), Some("datahose"));
+    let mut runs = Vec::new();
+    for id in &partitions {
+        let run = harness()
+            .partition(id)
+            .run_pages()
+            .unwrap_or_else(|e| panic!("partition {id}: {e}"));
+        runs.push(run);
+    }
+    let whole = walked(std::slice::from_ref(&whole));
+    let parts = walked(&runs);
+    // Every message of the streams the account may read, and nothing else.
+    let readable: BTreeSet<&str> = truth
+        .streams
+        .iter()
+        .filter(|s| s.service_member)
+        .map(|s| s.stream_id.as_str())
+        .collect();
+    let want: BTreeSet<&str> = truth
+        .messages
+        .iter()
+        .filter(|m| readable.contains(m.stream_id.as_str()))
+        .map(|m| m.message_id.as_str())
+        .collect();
+    assert_eq!(
+        whole.keys().map(String::as_str).collect::<BTreeSet<_>>(),
+        want
+    );
+    assert_eq!(parts, whole);
+}

@@ -110,6 +110,46 @@ pub struct StreamAttributes {
     pub last_message_date: Option<Int>,
 }
 
+/// `V2StreamAttributes`: `GET /pod/v2/streams/{sid}/info`, one stream as its
+/// members see it (the stream list's facts, without the creator).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StreamDetails {
+    /// Stream id ([`canonical_id`]).
+    #[serde(deserialize_with = "id")]
+    pub id: String,
+    /// `{"type": "IM" | "MIM" | "ROOM" | "POST"}`.
+    pub stream_type: Option<StreamTypeName>,
+    /// Time of the last message (ms).
+    pub last_message_date: Option<Int>,
+    /// Member ids (IM, MIM and walls).
+    pub stream_attributes: Option<ConversationAttributes>,
+    /// Room facts (rooms only).
+    pub room_attributes: Option<RoomAttributes>,
+}
+
+/// `V2StreamType`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct StreamTypeName {
+    /// `IM`, `MIM`, `ROOM` or `POST`.
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+}
+
+/// `V2ConversationSpecificStreamAttributes`.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct ConversationAttributes {
+    /// Member ids.
+    pub members: Option<Vec<Int>>,
+}
+
+/// `V2RoomSpecificStreamAttributes`.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct RoomAttributes {
+    /// Room name.
+    pub name: Option<String>,
+}
+
 /// `V2MembershipList`.
 #[derive(Debug, Deserialize)]
 pub struct MembershipList {

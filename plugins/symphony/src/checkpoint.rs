@@ -30,7 +30,8 @@
 //!
 //! A typical stream costs about 42 bytes (25-byte id, 6-byte time, one
 //! hash), so the host's 1 MiB checkpoint limit holds about 25,000 streams
-//! with positions.
+//! with positions when the pod is read whole; a stream partition's
+//! checkpoint holds its one stream (see [`crate::session::Scope`]).
 
 use std::collections::BTreeMap;
 

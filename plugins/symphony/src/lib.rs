@@ -9,7 +9,9 @@
 //!   without I/O.
 //! * [`client`]: RSA login (a JWT the host signs with the signing key
 //!   `private-key`), session headers, re-login on 401, error classes.
-//! * [`session`]: the run: streams, members, message pages, datahose events.
+//! * [`session`]: the run: streams, members, message pages, datahose events;
+//!   the partitions (`stream:<streamId>` per stream, `datahose`) and the
+//!   session of one of them.
 //! * [`checkpoint`]: per-stream positions and their binary encoding.
 //! * [`normalize`], [`presentation`]: Symphony items into WIT messages,
 //!   PresentationML into sanitized HTML and plain text.
@@ -27,10 +29,10 @@ pub mod normalize;
 pub mod presentation;
 pub mod session;
 
-use connector_sdk::{Page, Source, SourceError};
+use connector_sdk::{Page, PartitionId, Source, SourceError};
 
 use client::HostBackend;
-use session::Session;
+use session::{Scope, Session};
 
 /// The Symphony source: one sync session.
 pub struct Symphony {
@@ -48,6 +50,24 @@ impl Source for Symphony {
     fn open(config_json: &str, checkpoint: Option<Vec<u8>>) -> Result<Self, SourceError> {
         Ok(Symphony {
             session: Session::open(config_json, checkpoint, HostBackend)?,
+        })
+    }
+
+    fn partitions(config_json: &str) -> Result<Vec<PartitionId>, SourceError> {
+        Ok(session::partitions(config_json, HostBackend)?
+            .into_iter()
+            .map(PartitionId::from)
+            .collect())
+    }
+
+    fn open_partition(
+        config_json: &str,
+        partition: PartitionId,
+        checkpoint: Option<Vec<u8>>,
+    ) -> Result<Self, SourceError> {
+        let scope = Scope::from_partition(partition.as_str())?;
+        Ok(Symphony {
+            session: Session::open_scope(config_json, scope, checkpoint, HostBackend)?,
         })
     }
 

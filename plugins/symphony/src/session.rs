@@ -10,6 +10,11 @@
 //! nothing more. A page holds the messages of one such listing (split when it
 //! carries many attachments), plus the stream's conversation the first time
 //! the session mentions it, and the checkpoint after them.
+//!
+//! A session reads a [`Scope`]: the whole pod (streams, then the datahose),
+//! or one partition of it (see [`partitions`]): one stream, or the datahose
+//! alone. Every scope runs the same code; a partition's checkpoint holds its
+//! own part only (one stream's position, or the `ackId`).
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::rc::Rc;
@@ -53,6 +58,91 @@ const EVENT_TYPES: [&str; 4] = [
 /// of every conversation.
 const MESSAGE_EVENT_TYPES: [&str; 2] = ["MESSAGESENT", "SHAREDPOST"];
 
+/// Prefix of a stream partition's id: `stream:<streamId>`.
+const STREAM_PARTITION: &str = "stream:";
+/// Id of the datahose partition.
+const DATAHOSE_PARTITION: &str = "datahose";
+
+/// What a session reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scope {
+    /// The whole pod: every listed stream, then the datahose.
+    Whole,
+    /// One stream (partition `stream:<streamId>`): its conversation and
+    /// messages exactly as the whole-pod walk gives them.
+    Stream(String),
+    /// The datahose alone (partition `datahose`): suppressions, joins,
+    /// leaves, room updates, and with `events_messages` messages.
+    Datahose,
+}
+
+impl Scope {
+    /// The scope of a partition id listed by [`partitions`].
+    pub fn from_partition(id: &str) -> Result<Scope, SourceError> {
+        if id == DATAHOSE_PARTITION {
+            return Ok(Scope::Datahose);
+        }
+        match id.strip_prefix(STREAM_PARTITION) {
+            Some(sid) if !sid.trim().is_empty() => Ok(Scope::Stream(api::canonical_id(sid))),
+            _ => Err(SourceError::Permanent(format!(
+                "unknown Symphony partition {id:?}: this plugin lists \"stream:<streamId>\" and \
+                 \"datahose\" partitions only; the host should drop partitions the plugin no \
+                 longer lists (check that the connector runs the plugin version that listed it)"
+            ))),
+        }
+    }
+
+    /// The partition id of this scope; `None` for the whole pod.
+    pub fn partition_id(&self) -> Option<String> {
+        match self {
+            Scope::Whole => None,
+            Scope::Stream(sid) => Some(format!("{STREAM_PARTITION}{sid}")),
+            Scope::Datahose => Some(DATAHOSE_PARTITION.to_string()),
+        }
+    }
+
+    /// The part of `checkpoint` this scope owns: a stream keeps its own
+    /// position (also from a whole-pod checkpoint handed over on the first
+    /// partitioned run), the datahose its `ackId`.
+    fn narrow(&self, checkpoint: Checkpoint) -> Checkpoint {
+        match self {
+            Scope::Whole => checkpoint,
+            Scope::Stream(sid) => Checkpoint {
+                positions: checkpoint
+                    .positions
+                    .into_iter()
+                    .filter(|(id, _)| id == sid)
+                    .collect(),
+                cursor: None,
+                ack_id: None,
+            },
+            Scope::Datahose => Checkpoint {
+                ack_id: checkpoint.ack_id,
+                ..Checkpoint::default()
+            },
+        }
+    }
+}
+
+/// The partitions of the pod: one per stream the configuration selects
+/// (`stream:<streamId>`, in stream-id order), and `datahose` when the
+/// configuration reads events. Logs in and lists the streams as a whole-pod
+/// run does.
+pub fn partitions<B: Backend>(config_json: &str, backend: B) -> Result<Vec<String>, SourceError> {
+    let config = Config::parse(config_json)?;
+    let mut client = Client::new(backend, &config);
+    client.login()?;
+    let streams = list_streams(&mut client, &config)?;
+    let mut ids: Vec<String> = streams
+        .into_iter()
+        .filter_map(|s| Scope::Stream(s.id).partition_id())
+        .collect();
+    if config.events {
+        ids.extend(Scope::Datahose.partition_id());
+    }
+    Ok(ids)
+}
+
 /// A stream the run archives.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Stream {
@@ -92,9 +182,10 @@ enum Phase {
     Done,
 }
 
-/// A sync run over one pod.
+/// A sync run over one pod, or one partition of it.
 pub struct Session<B> {
     config: Config,
+    scope: Scope,
     client: Client<B>,
     streams: Vec<Stream>,
     next: usize,
@@ -116,6 +207,10 @@ pub struct Session<B> {
     /// companies): each of its messages names them as external
     /// participants.
     external_members: HashMap<String, Vec<String>>,
+    /// In the datahose partition, whether the account may read a stream
+    /// (asked once per stream, as a stream partition does): files of the
+    /// others are named, not fetched.
+    readable: HashMap<String, bool>,
 }
 
 /// A stream whose messages the pod refused to this run.
@@ -123,8 +218,8 @@ pub struct Session<B> {
 pub struct Skipped {
     /// Stream id.
     pub stream: String,
-    /// Its type.
-    pub kind: StreamType,
+    /// Its type, when the pod told it.
+    pub kind: Option<StreamType>,
     /// The pod's answer.
     pub why: String,
 }
@@ -157,14 +252,35 @@ fn parse_json<'a, T: serde::Deserialize<'a>>(what: &str, body: &'a [u8]) -> Resu
 }
 
 impl<B: Backend> Session<B> {
-    /// Starts a run: checks the configuration, reads the checkpoint, logs in
-    /// and lists the streams.
+    /// Starts a run of the whole pod: checks the configuration, reads the
+    /// checkpoint, logs in and lists the streams.
     pub fn open(
         config_json: &str,
         checkpoint: Option<Vec<u8>>,
         backend: B,
     ) -> Result<Session<B>, SourceError> {
+        Session::open_scope(config_json, Scope::Whole, checkpoint, backend)
+    }
+
+    /// Starts a run of `scope`. A stream partition asks the pod for that
+    /// stream only (`GET /pod/v2/streams/{sid}/info`); the datahose
+    /// partition lists the streams, to name and type the conversations of
+    /// its events.
+    pub fn open_scope(
+        config_json: &str,
+        scope: Scope,
+        checkpoint: Option<Vec<u8>>,
+        backend: B,
+    ) -> Result<Session<B>, SourceError> {
         let config = Config::parse(config_json)?;
+        if scope == Scope::Datahose && !config.events {
+            return Err(SourceError::Permanent(
+                "the datahose partition was opened, but the configuration has \"events\": \
+                 false; the host should list the partitions again (the plugin lists \
+                 \"datahose\" only with events on)"
+                    .into(),
+            ));
+        }
         let checkpoint = match checkpoint {
             Some(bytes) => Checkpoint::decode(&bytes).map_err(|e| {
                 SourceError::Permanent(format!(
@@ -174,21 +290,51 @@ impl<B: Backend> Session<B> {
             })?,
             None => Checkpoint::default(),
         };
+        let checkpoint = scope.narrow(checkpoint);
         let mut client = Client::new(backend, &config);
         client.login()?;
-        let mut streams = list_streams(&mut client, &config)?;
+        let mut skipped = Vec::new();
+        let mut streams = match &scope {
+            Scope::Whole | Scope::Datahose => list_streams(&mut client, &config)?,
+            Scope::Stream(sid) => match stream_info(&mut client, sid)? {
+                Ok(stream) if config.wants(stream.kind) => vec![stream],
+                Ok(stream) => {
+                    connector_sdk::info!(
+                        "Symphony stream not of a configured type; nothing to read";
+                        stream = sid,
+                        stream_type = stream.kind.as_str()
+                    );
+                    Vec::new()
+                }
+                Err(why) => {
+                    skipped.push(Skipped {
+                        stream: sid.clone(),
+                        kind: None,
+                        why,
+                    });
+                    Vec::new()
+                }
+            },
+        };
         if let Some(cursor) = &checkpoint.cursor {
             let start = streams.partition_point(|s| s.id < *cursor);
             streams.rotate_left(start);
         }
         connector_sdk::info!(
             "Symphony session opened";
+            partition = scope.partition_id().unwrap_or_else(|| "whole pod".into()),
             streams = streams.len(),
             positions = checkpoint.positions.len(),
             resume_at = checkpoint.cursor.as_deref().unwrap_or("start")
         );
-        Ok(Session {
+        let phase = if scope == Scope::Datahose {
+            Phase::Events
+        } else {
+            Phase::Streams
+        };
+        let mut session = Session {
             config,
+            scope,
             client,
             streams,
             next: 0,
@@ -199,12 +345,17 @@ impl<B: Backend> Session<B> {
             users: HashMap::new(),
             looked_up: HashSet::new(),
             message_streams: HashMap::new(),
-            phase: Phase::Streams,
+            phase,
             pages: 0,
             skipped: Vec::new(),
             reported: HashSet::new(),
             external_members: HashMap::new(),
-        })
+            readable: HashMap::new(),
+        };
+        for refused in skipped {
+            session.skip(refused);
+        }
+        Ok(session)
     }
 
     /// The streams of this run, in visiting order.
@@ -232,7 +383,7 @@ impl<B: Backend> Session<B> {
                 Phase::Streams => {
                     if self.next >= self.streams.len() {
                         self.checkpoint.cursor = None;
-                        self.phase = if self.config.events {
+                        self.phase = if self.config.events && self.scope == Scope::Whole {
                             Phase::Events
                         } else {
                             Phase::Done
@@ -267,8 +418,7 @@ impl<B: Backend> Session<B> {
                             self.next += 1;
                             let elapsed = self.client.backend().now_ms() - started;
                             if idle >= MAX_IDLE_REQUESTS || elapsed > IDLE_BUDGET_MS {
-                                self.checkpoint.cursor =
-                                    self.streams.get(self.next).map(|s| s.id.clone());
+                                self.set_cursor(self.next);
                                 return self.page(Vec::new(), Vec::new(), false);
                             }
                             continue;
@@ -290,24 +440,40 @@ impl<B: Backend> Session<B> {
     /// go on. The host lists it with the fix until a run reads it.
     fn skip_stream(&mut self, why: String) {
         let stream = &self.streams[self.next];
+        let skipped = Skipped {
+            stream: stream.id.clone(),
+            kind: Some(stream.kind),
+            why,
+        };
+        self.skip(skipped);
+    }
+
+    /// Reports a stream the pod refused and remembers it for the end of
+    /// the run.
+    fn skip(&mut self, skipped: Skipped) {
         if self.config.events && self.config.events_messages {
             self.report_unreadable(
-                &stream.id.clone(),
+                &skipped.stream,
                 &format!(
-                    "{why}; its messages come from the datahose, but its files cannot be \
-                     fetched (they are named in the emails)"
+                    "{}; its messages come from the datahose, but its files cannot be \
+                     fetched (they are named in the emails)",
+                    skipped.why
                 ),
                 NOT_MEMBER_FILES_FIX,
             );
         } else {
-            self.report_unreadable(&stream.id.clone(), &why, UNREADABLE_FIX);
+            self.report_unreadable(&skipped.stream, &skipped.why, UNREADABLE_FIX);
         }
-        let stream = &self.streams[self.next];
-        self.skipped.push(Skipped {
-            stream: stream.id.clone(),
-            kind: stream.kind,
-            why,
-        });
+        self.skipped.push(skipped);
+    }
+
+    /// Points the checkpoint's cursor at the stream `next` of the visiting
+    /// order (none past the end). Only the whole-pod walk keeps a cursor: a
+    /// partition has one stream or none.
+    fn set_cursor(&mut self, next: usize) {
+        if self.scope == Scope::Whole {
+            self.checkpoint.cursor = self.streams.get(next).map(|s| s.id.clone());
+        }
     }
 
     /// Reports `stream` to the host as unreadable, once per run.
@@ -327,7 +493,7 @@ impl<B: Backend> Session<B> {
             "{} of {} Symphony streams could not be read and were skipped ({}); to archive \
              them, {UNREADABLE_FIX}",
             self.skipped.len(),
-            self.streams.len(),
+            self.streams.len().max(self.skipped.len()),
             ids.join(", ");
             skipped = self.skipped.len()
         );
@@ -462,13 +628,12 @@ impl<B: Backend> Session<B> {
                 .or_insert_with(|| Position::start(self.config.since))
                 .advance(listed.msg.timestamp.0, &listed.msg.message_id);
         }
-        self.checkpoint.cursor = Some(stream.id.clone());
         if self.pending.is_empty() && !self.pending_more {
             // The listing was short: the stream is drained for this run, and
             // a resumed run starts at the next one.
             self.next += 1;
-            self.checkpoint.cursor = self.streams.get(self.next).map(|s| s.id.clone());
         }
+        self.set_cursor(self.next);
         connector_sdk::info!(
             "Symphony messages";
             stream = stream.id,
@@ -948,6 +1113,25 @@ impl<B: Backend> Session<B> {
         }
     }
 
+    /// Whether the account may read a listed stream's messages and files.
+    /// The whole-pod walk knows it from the streams it read before the
+    /// datahose; the datahose partition asks the pod once per stream, as
+    /// the stream's own partition does.
+    fn may_read(&mut self, stream: &str) -> Result<bool, SourceError> {
+        if self.skipped.iter().any(|s| s.stream == stream) {
+            return Ok(false);
+        }
+        if self.scope != Scope::Datahose {
+            return Ok(true);
+        }
+        if let Some(known) = self.readable.get(stream) {
+            return Ok(*known);
+        }
+        let readable = stream_info(&mut self.client, stream)?.is_ok();
+        self.readable.insert(stream.to_string(), readable);
+        Ok(readable)
+    }
+
     /// The event types the datahose is asked for.
     fn event_types(&self) -> Vec<&'static str> {
         let mut types = EVENT_TYPES.to_vec();
@@ -1087,10 +1271,10 @@ impl<B: Backend> Session<B> {
                 self.described.insert(stream.id.clone());
             }
             // Files of a stream the account cannot read cannot be fetched.
-            let unfetched = if self.skipped.iter().any(|s| s.stream == stream.id) {
-                Some(NOT_MEMBER_FILES)
-            } else if !self.streams.iter().any(|s| s.id == stream.id) {
+            let unfetched = if !self.streams.iter().any(|s| s.id == stream.id) {
                 Some(UNLISTED_FILES)
+            } else if !self.may_read(&stream.id)? {
+                Some(NOT_MEMBER_FILES)
             } else {
                 None
             };
@@ -1114,6 +1298,50 @@ impl<B: Backend> Session<B> {
         connector_sdk::info!("Symphony events"; events = raw_events.len(), archived = messages.len());
         self.page(conversations, messages, complete)
     }
+}
+
+/// One stream as its members see it: `GET /pod/v2/streams/{sid}/info`.
+/// The inner error is the pod's refusal (400 or 403: the account is not a
+/// member), which a run treats as the whole-pod walk treats a refused
+/// message list: the stream is skipped and reported.
+fn stream_info<B: Backend>(
+    client: &mut Client<B>,
+    sid: &str,
+) -> Result<Result<Stream, String>, SourceError> {
+    let what = "GET /pod/v2/streams/{sid}/info";
+    let url = client.pod_url(&format!(
+        "/pod/v2/streams/{}/info",
+        encode_component(sid, false)
+    ));
+    let response = match client.call(Server::Pod, Method::Get, &url, None) {
+        Ok(r) => r,
+        Err(CallError::Refused(_, why) | CallError::Source(SourceError::Permanent(why))) => {
+            return Ok(Err(why));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let info: api::StreamDetails = parse_json(what, &response.body)?;
+    let type_name = info.stream_type.and_then(|t| t.kind).unwrap_or_default();
+    let kind = StreamType::parse(&type_name).ok_or_else(|| {
+        SourceError::Permanent(format!(
+            "{what} gave stream {sid} the type {type_name:?}, none of IM, MIM, ROOM and POST; \
+             report this pod answer to the plugin's maintainers"
+        ))
+    })?;
+    Ok(Ok(Stream {
+        id: sid.to_string(),
+        kind,
+        name: info.room_attributes.and_then(|r| r.name),
+        last_message: info.last_message_date.map(|t| t.0),
+        creator: None,
+        member_ids: info
+            .stream_attributes
+            .and_then(|a| a.members)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|Int(id)| id)
+            .collect(),
+    }))
 }
 
 /// `POST /pod/v2/admin/streams/list`, every page, filtered to the

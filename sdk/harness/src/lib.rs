@@ -190,8 +190,10 @@ pub struct Harness {
     secrets: BTreeMap<String, String>,
     state: BTreeMap<String, Vec<u8>>,
     checkpoint: Option<Vec<u8>>,
+    partition: Option<String>,
     described: BTreeSet<String>,
     rules: Vec<Rule>,
+    forward: Vec<String>,
     max_pages: Option<usize>,
     problems: Vec<String>,
 }
@@ -232,8 +234,10 @@ impl Harness {
             secrets: BTreeMap::new(),
             state: BTreeMap::new(),
             checkpoint: None,
+            partition: None,
             described: BTreeSet::new(),
             rules: Vec::new(),
+            forward: Vec::new(),
             max_pages: None,
             problems: Vec::new(),
         }
@@ -308,6 +312,22 @@ impl Harness {
     /// committed it); without it the session starts from the beginning.
     pub fn checkpoint(mut self, checkpoint: impl Into<Vec<u8>>) -> Harness {
         self.checkpoint = Some(checkpoint.into());
+        self
+    }
+
+    /// Opens the session of `partition` (an id [`Harness::partitions`]
+    /// lists), as the host does for a partitioned source; without it the
+    /// session reads the whole source.
+    pub fn partition(mut self, partition: impl Into<String>) -> Harness {
+        self.partition = Some(partition.into());
+        self
+    }
+
+    /// Sends the requests to `origin` (`scheme://host:port`) that no rule
+    /// answers to the real server there, such as a local simulator of the
+    /// source; the plugin still needs the grant ([`Harness::grant_host`]).
+    pub fn forward(mut self, origin: &str) -> Harness {
+        self.forward.push(origin.trim_end_matches('/').to_string());
         self
     }
 
@@ -420,9 +440,9 @@ impl Harness {
             })
     }
 
-    /// Runs one session: opens it, pulls pages until one is complete (or
-    /// [`Harness::max_pages`]), and returns what happened.
-    pub fn run_pages(&self) -> Result<Run, HarnessError> {
+    /// Loads the plugin with the harness's grants, secrets, state and
+    /// scripted HTTP.
+    fn load(&self) -> Result<Loaded, HarnessError> {
         let (manifest, caps) = self.prepare()?;
         let engine = engine()?;
         let state = Arc::new(MemoryKv::default());
@@ -431,12 +451,15 @@ impl Harness {
                 .set(key, value)
                 .map_err(|e| HarnessError::Setup(format!("state {key:?}: {e}")))?;
         }
-        let transport = Arc::new(ScriptedTransport::new(self.rules.clone()));
+        let transport = Arc::new(ScriptedTransport::new(
+            self.rules.clone(),
+            self.forward.clone(),
+        ));
         let http = HttpClient::with_transport(transport.clone());
         let kv: KvAccess = state.clone();
         let logs: LogSink = Arc::new(Mutex::new(Vec::new()));
         let context = PluginContext::new(caps, self.secrets()).with_http(http);
-        let mut plugin: Box<dyn Source> = match manifest.kind {
+        let plugin: Box<dyn Source> = match manifest.kind {
             PluginKind::Wasm => {
                 let mut wasm = WasmPlugin::load(&engine, &manifest, context.with_kv(kv))
                     .map_err(HarnessError::Load)?;
@@ -447,10 +470,68 @@ impl Harness {
                 loader::load(&engine, &manifest, context).map_err(HarnessError::Load)?
             }
         };
+        Ok(Loaded {
+            plugin,
+            transport,
+            logs,
+            state,
+        })
+    }
+
+    /// The partitions the plugin lists for the configuration, as the host
+    /// asks at the start of every run (empty: the source is read whole).
+    pub fn partitions(&self) -> Result<Vec<String>, HarnessError> {
+        let Loaded {
+            mut plugin,
+            transport,
+            logs,
+            state,
+        } = self.load()?;
+        let result = plugin.partitions(&self.config_json);
+        let run = Run {
+            pages: Vec::new(),
+            source_sha256: BTreeMap::new(),
+            requests: transport.requests(),
+            logs: logs.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+            state,
+        };
+        let unscripted: Vec<RecordedRequest> = run
+            .requests
+            .iter()
+            .filter(|r| !r.scripted)
+            .cloned()
+            .collect();
+        if !unscripted.is_empty() {
+            return Err(HarnessError::Unscripted {
+                unscripted,
+                patterns: self.rules.iter().map(Rule::describe).collect(),
+                run: Box::new(run),
+            });
+        }
+        result.map_err(|error| HarnessError::Plugin {
+            error,
+            run: Box::new(run),
+        })
+    }
+
+    /// Runs one session (of [`Harness::partition`], or of the whole
+    /// source): opens it, pulls pages until one is complete (or
+    /// [`Harness::max_pages`]), and returns what happened.
+    pub fn run_pages(&self) -> Result<Run, HarnessError> {
+        let Loaded {
+            mut plugin,
+            transport,
+            logs,
+            state,
+        } = self.load()?;
         let mut pages = Vec::new();
         let mut digests = BTreeMap::new();
         let result = (|| -> Result<(), PluginError> {
-            let mut session = plugin.open(&self.config_json, None, self.checkpoint.clone())?;
+            let mut session = plugin.open(
+                &self.config_json,
+                self.partition.as_deref(),
+                self.checkpoint.clone(),
+            )?;
             let max = self.max_pages.unwrap_or(DEFAULT_MAX_PAGES);
             while pages.len() < max {
                 let page = session.next_page()?;
@@ -497,6 +578,14 @@ impl Harness {
         check_contract(&run, &self.described)?;
         Ok(run)
     }
+}
+
+/// A loaded plugin and what the harness watches of it.
+struct Loaded {
+    plugin: Box<dyn Source>,
+    transport: Arc<ScriptedTransport>,
+    logs: LogSink,
+    state: Arc<MemoryKv>,
 }
 
 /// The checks the host's pipeline makes on pages, so that a plugin that

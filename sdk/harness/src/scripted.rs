@@ -159,14 +159,28 @@ pub(crate) fn glob_match(pattern: &str, text: &str) -> bool {
 pub(crate) struct ScriptedTransport {
     rules: Mutex<Vec<Rule>>,
     requests: Mutex<Vec<RecordedRequest>>,
+    /// Origins (`scheme://host:port`) whose unscripted requests go to the
+    /// real server there (a local simulator), and the transport to send them.
+    forward: Vec<String>,
+    network: connector_runtime::http::UreqTransport,
 }
 
 impl ScriptedTransport {
-    pub(crate) fn new(rules: Vec<Rule>) -> ScriptedTransport {
+    pub(crate) fn new(rules: Vec<Rule>, forward: Vec<String>) -> ScriptedTransport {
         ScriptedTransport {
             rules: Mutex::new(rules),
             requests: Mutex::new(Vec::new()),
+            forward,
+            network: connector_runtime::http::UreqTransport::new(),
         }
+    }
+
+    /// Whether `url` is on an origin whose requests are forwarded.
+    fn forwarded(&self, url: &str) -> bool {
+        self.forward.iter().any(|origin| {
+            url.strip_prefix(origin.as_str())
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+        })
     }
 
     pub(crate) fn requests(&self) -> Vec<RecordedRequest> {
@@ -194,6 +208,7 @@ impl HttpTransport for ScriptedTransport {
                     r.answer.clone()
                 })
         };
+        let forwarded = answer.is_none() && self.forwarded(&url);
         self.requests
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -202,8 +217,11 @@ impl HttpTransport for ScriptedTransport {
                 url: url.clone(),
                 headers: request.headers.clone(),
                 body: request.body.map(<[u8]>::to_vec),
-                scripted: answer.is_some(),
+                scripted: answer.is_some() || forwarded,
             });
+        if forwarded {
+            return self.network.send(request);
+        }
         match answer {
             Some(Answer::Response {
                 status,

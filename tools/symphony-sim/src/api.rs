@@ -44,6 +44,32 @@ pub(crate) struct V2AdminStreamInfo {
     pub attributes: V2AdminStreamAttributes,
 }
 
+/// `V2StreamAttributes` (`GET /pod/v2/streams/{sid}/info`).
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct V2StreamAttributes {
+    pub id: String,
+    pub cross_pod: bool,
+    pub origin: &'static str,
+    pub active: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_message_date: Option<i64>,
+    pub stream_type: V2StreamType,
+    /// IMs, MIMs and walls: `{"members": [...]}`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stream_attributes: Option<serde_json::Value>,
+    /// Rooms: `{"name": ...}`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub room_attributes: Option<serde_json::Value>,
+}
+
+/// `V2StreamType`.
+#[derive(Debug, Serialize)]
+pub(crate) struct V2StreamType {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+}
+
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct V2AdminStreamAttributes {
@@ -418,6 +444,29 @@ impl Dataset {
             is_owner: m.owner,
             is_creator: m.creator,
             join_date: m.joined,
+        }
+    }
+
+    /// A stream as `GET /pod/v2/streams/{sid}/info` shows it to a member: the current
+    /// members (IM, MIM, wall) or the room's name, no creator.
+    pub(crate) fn stream_attributes(&self, si: usize) -> V2StreamAttributes {
+        let admin = self.admin_stream_info(si);
+        let s = &self.streams[si];
+        let is_room = s.kind == crate::StreamType::Room;
+        V2StreamAttributes {
+            id: admin.id,
+            cross_pod: admin.cross_pod,
+            origin: admin.origin,
+            active: s.active,
+            last_message_date: s.last_message,
+            stream_type: V2StreamType {
+                kind: s.kind.as_str(),
+            },
+            stream_attributes: admin
+                .attributes
+                .members
+                .map(|members| serde_json::json!({ "members": members })),
+            room_attributes: is_room.then(|| serde_json::json!({ "name": s.name })),
         }
     }
 

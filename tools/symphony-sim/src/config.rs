@@ -127,6 +127,27 @@ impl Default for DatahoseConfig {
     }
 }
 
+/// Streams added to the generated pod in bulk, for pods of thousands of streams: cheap to
+/// generate (plain-text messages, no attachments, edits or replies) and deterministic from
+/// the seed. Their messages come after every other message of the pod, so the rest of the
+/// data set is the same with or without them up to the planned suppressions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct ExtraStreams {
+    /// Extra chat rooms (`ROOM`), three to five members each.
+    pub rooms: usize,
+    /// Extra one-to-one conversations (`IM`).
+    pub ims: usize,
+    /// Messages in each extra stream.
+    pub messages_each: usize,
+}
+
+impl ExtraStreams {
+    /// Number of extra streams.
+    pub fn total(&self) -> usize {
+        self.rooms + self.ims
+    }
+}
+
 /// A service account that may log in with an RS512 JWT signed by its private key.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ServiceAccount {
@@ -201,6 +222,11 @@ pub struct SimConfig {
     pub jwt_max_lifetime: Duration,
     /// Fault injection (off by default).
     pub faults: Faults,
+    /// How long every API endpoint (login, pod, agent; not `/_sim`) waits before it
+    /// answers, as a remote pod's round trip does (default: none).
+    pub latency: Duration,
+    /// Streams added in bulk (default: none).
+    pub extra_streams: ExtraStreams,
 }
 
 impl Default for SimConfig {
@@ -227,6 +253,8 @@ impl Default for SimConfig {
             datahose: DatahoseConfig::default(),
             jwt_max_lifetime: Duration::from_secs(300),
             faults: Faults::default(),
+            latency: Duration::ZERO,
+            extra_streams: ExtraStreams::default(),
         }
     }
 }
@@ -372,6 +400,20 @@ impl SimConfigBuilder {
     /// Grants or withholds the User Provisioning role.
     pub fn user_provisioning(mut self, on: bool) -> Self {
         self.0.user_provisioning = on;
+        self
+    }
+    /// Makes every API endpoint wait `latency` before answering.
+    pub fn latency(mut self, latency: Duration) -> Self {
+        self.0.latency = latency;
+        self
+    }
+    /// Adds `rooms` rooms and `ims` IMs of `messages_each` plain messages each.
+    pub fn extra_streams(mut self, rooms: usize, ims: usize, messages_each: usize) -> Self {
+        self.0.extra_streams = ExtraStreams {
+            rooms,
+            ims,
+            messages_each,
+        };
         self
     }
     /// Sets the fault injection options.

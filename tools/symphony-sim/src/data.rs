@@ -1274,6 +1274,17 @@ pub(crate) fn generate(cfg: &SimConfig) -> Dataset {
         }
     }
 
+    // ---- extra streams ---------------------------------------------------------------------------
+    add_extra_streams(
+        cfg,
+        &humans,
+        &mut used_ids,
+        &mut streams,
+        &mut messages,
+        &mut by_stream,
+    );
+    let n_streams = streams.len();
+
     // ---- indexes -----------------------------------------------------------------------------------
     let user_index = users.iter().enumerate().map(|(i, u)| (u.id, i)).collect();
     let message_index = messages
@@ -1331,6 +1342,110 @@ pub(crate) fn generate(cfg: &SimConfig) -> Dataset {
         stream_index,
         message_index,
         files,
+    }
+}
+
+/// Appends [`SimConfig::extra_streams`]: rooms and IMs of plain messages, from a generator
+/// of their own, timed after every other message so that `messages` stays in global order
+/// and the rest of the data set is unchanged.
+fn add_extra_streams(
+    cfg: &SimConfig,
+    humans: &[usize],
+    used_ids: &mut HashSet<String>,
+    streams: &mut Vec<Stream>,
+    messages: &mut Vec<Message>,
+    by_stream: &mut Vec<Vec<usize>>,
+) {
+    let extra = cfg.extra_streams;
+    if extra.total() == 0 {
+        return;
+    }
+    let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed ^ 0x0e47_7a5e_ed57_2ea4);
+    let start = messages
+        .last()
+        .map_or(cfg.start_time_ms, |m| m.ts.max(cfg.start_time_ms))
+        + 60_000;
+    let first = streams.len();
+    for k in 0..extra.total() {
+        let room = k < extra.rooms;
+        let n = if room { rng.gen_range(3..=5) } else { 2 };
+        let members: Vec<usize> = humans
+            .choose_multiple(&mut rng, n.min(humans.len()))
+            .copied()
+            .collect();
+        let created = start - rng.gen_range(3_600_000..10 * 86_400_000);
+        streams.push(Stream {
+            id: gen_id(&mut rng, used_ids),
+            kind: if room {
+                StreamType::Room
+            } else {
+                StreamType::Im
+            },
+            name: room.then(|| format!("Extra room {}", k + 1)),
+            description: room.then(|| format!("Extra room {} of the pod", k + 1)),
+            active: true,
+            public: false,
+            external: false,
+            creator: members[0],
+            created,
+            last_modified: created,
+            last_message: None,
+            members: members
+                .iter()
+                .enumerate()
+                .map(|(i, &user)| Member {
+                    user,
+                    joined: created,
+                    left: None,
+                    owner: room && i == 0,
+                    creator: i == 0,
+                })
+                .collect(),
+            service_member: false,
+        });
+        by_stream.push(Vec::new());
+    }
+    // (time, stream, sender) of every extra message, in global order.
+    let mut slots = Vec::with_capacity(extra.total() * extra.messages_each);
+    for (si, stream) in streams.iter().enumerate().skip(first) {
+        let mut t = start + rng.gen_range(0..86_400_000);
+        for _ in 0..extra.messages_each {
+            t += rng.gen_range(1_000..600_000);
+            let sender = stream.members[rng.gen_range(0..stream.members.len())].user;
+            slots.push((t, si, sender));
+        }
+    }
+    slots.sort();
+    for (ts, si, sender) in slots {
+        let mut b = MessageBuilder::new(false);
+        b.text(&sentence(&mut rng, 3, 10));
+        let sid: [u8; 16] = rng.r#gen();
+        let h = hex::encode(sid);
+        by_stream[si].push(messages.len());
+        streams[si].last_message = Some(ts);
+        messages.push(Message {
+            id: gen_id(&mut rng, used_ids),
+            stream: si,
+            ts,
+            sender,
+            rendered: b.finish(),
+            attachments: Vec::new(),
+            parent: None,
+            replacing: None,
+            replaced_by: None,
+            initial: None,
+            planned_suppression: None,
+            user_agent: USER_AGENTS[0],
+            sid: format!(
+                "{}-{}-{}-{}-{}",
+                &h[..8],
+                &h[8..12],
+                &h[12..16],
+                &h[16..20],
+                &h[20..]
+            ),
+            shares: None,
+        });
     }
 }
 

@@ -102,8 +102,9 @@ use std::ops::Deref;
 use std::sync::Arc;
 
 pub use config::{
-    DatahoseConfig, DropFault, Endpoint, Faults, Membership, RateLimitFault, ServerErrorFault,
-    ServiceAccount, SimConfig, SimConfigBuilder, SlowFault, StreamCounts, SuppressionMode, Trigger,
+    DatahoseConfig, DropFault, Endpoint, ExtraStreams, Faults, Membership, RateLimitFault,
+    ServerErrorFault, ServiceAccount, SimConfig, SimConfigBuilder, SlowFault, StreamCounts,
+    SuppressionMode, Trigger,
 };
 pub use error::SimError;
 pub use keys::{TEST_PRIVATE_KEY_PEM, TEST_PUBLIC_KEY_PEM, TEST_USERNAME, test_private_key_path};

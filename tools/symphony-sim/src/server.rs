@@ -424,6 +424,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
     let pod = Router::new()
         .route("/v3/users", get(users))
         .route("/v2/sessioninfo", get(session_info))
+        .route("/v2/streams/{sid}/info", get(stream_info))
         .merge(admin)
         .route_layer(middleware::from_fn_with_state(shared.clone(), require_pod));
     let agent = Router::new()
@@ -450,6 +451,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(shared.clone(), faults_mw))
+        .layer(middleware::from_fn_with_state(shared.clone(), latency_mw))
         .layer(middleware::from_fn_with_state(shared.clone(), stats_mw))
         .with_state(shared)
 }
@@ -483,6 +485,15 @@ fn classify(path: &str) -> Option<Endpoint> {
         ["pod" | "agent", ..] => Endpoint::Other,
         _ => return None,
     })
+}
+
+/// Every API endpoint waits [`SimConfig::latency`] before it answers (the control
+/// endpoints under `/_sim` do not).
+async fn latency_mw(State(st): St, req: Request, next: Next) -> Response {
+    if !st.cfg.latency.is_zero() && classify(req.uri().path()).is_some() {
+        tokio::time::sleep(st.cfg.latency).await;
+    }
+    next.run(req).await
 }
 
 async fn stats_mw(State(st): St, req: Request, next: Next) -> Response {
@@ -968,6 +979,12 @@ async fn users(State(st): St, RawQuery(q): RawQuery) -> Response {
             errors,
         },
     )
+}
+
+/// `GET /pod/v2/streams/{sid}/info`: like a stream's messages, served to its members only.
+async fn stream_info(State(st): St, Path(sid): Path<String>) -> Response {
+    let si = tri!(readable_stream(&st, &sid));
+    json(StatusCode::OK, &st.ds.stream_attributes(si))
 }
 
 async fn session_info(State(st): St, req: Request) -> Response {

@@ -1354,3 +1354,113 @@ fn the_datahose_long_polls_redelivers_unacknowledged_batches_out_of_order_and_em
         assert!(types.contains(t), "{t} in {types:?}");
     }
 }
+
+#[test]
+fn every_api_call_waits_the_configured_latency() {
+    let latency = Duration::from_millis(150);
+    let sim = sim(small().messages(20).latency(latency).build());
+    let started = std::time::Instant::now();
+    let c = Client::new(&sim.base_url());
+    // Two logins (session and key manager), each delayed.
+    assert!(started.elapsed() >= latency * 2, "{:?}", started.elapsed());
+    for call in 0..3 {
+        let started = std::time::Instant::now();
+        let (code, _) = c.post("/pod/v2/admin/streams/list?limit=1", &json!({}));
+        assert_eq!(code, 200);
+        let took = started.elapsed();
+        assert!(took >= latency, "call {call} took {took:?}");
+    }
+    // An error answer waits too.
+    let started = std::time::Instant::now();
+    let (code, _) = c.post("/pod/v2/admin/streams/list?limit=101", &json!({}));
+    assert_eq!(code, 400);
+    assert!(started.elapsed() >= latency);
+    // Without latency the same call answers sooner.
+    let quick = sim_quick_call();
+    assert!(quick < latency, "{quick:?}");
+}
+
+/// How long a stream-list call takes on a simulator without latency.
+fn sim_quick_call() -> Duration {
+    let sim = sim(small().messages(20).build());
+    let c = Client::new(&sim.base_url());
+    let started = std::time::Instant::now();
+    let (code, _) = c.post("/pod/v2/admin/streams/list?limit=1", &json!({}));
+    assert_eq!(code, 200);
+    started.elapsed()
+}
+
+#[test]
+fn extra_streams_make_a_pod_of_thousands_of_streams_from_the_seed() {
+    let cfg = || small().messages(50).extra_streams(1500, 1500, 3).build();
+    let started = std::time::Instant::now();
+    let truth = symphony_sim::generate_ground_truth(&cfg()).unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        started.elapsed()
+    );
+    let plain = symphony_sim::generate_ground_truth(&small().messages(50).build()).unwrap();
+    assert_eq!(truth.streams.len(), plain.streams.len() + 3000);
+    assert_eq!(truth.messages.len(), plain.messages.len() + 9000);
+    let rooms = truth
+        .streams
+        .iter()
+        .filter(|s| {
+            s.name
+                .as_deref()
+                .is_some_and(|n| n.starts_with("Extra room"))
+        })
+        .count();
+    assert_eq!(rooms, 1500);
+    // The same seed gives the same pod; another seed another one.
+    assert_eq!(symphony_sim::generate_ground_truth(&cfg()).unwrap(), truth);
+    let other = symphony_sim::generate_ground_truth(&SimConfig { seed: 12, ..cfg() }).unwrap();
+    assert_ne!(other.streams, truth.streams);
+    // Over HTTP: every stream is listed (100 a page) and readable.
+    let sim = sim(cfg());
+    let c = Client::new(&sim.base_url());
+    let (_, resp) = c.post("/pod/v2/admin/streams/list?limit=100", &json!({}));
+    let page: Value = resp.into_json().unwrap();
+    assert_eq!(page["count"], truth.streams.len());
+    let extra = truth
+        .streams
+        .iter()
+        .rev()
+        .find(|s| s.message_count == 3)
+        .unwrap();
+    let (ids, _) = c.read_stream(&extra.stream_id, 500);
+    assert_eq!(ids.len(), 3);
+}
+
+#[test]
+fn stream_info_is_served_to_members_as_the_spec_shapes_it() {
+    let sim = sim(small()
+        .membership(Membership::Half)
+        .streams(2, 1, 2, 1)
+        .build());
+    let truth = sim.ground_truth();
+    let c = Client::new(&sim.base_url());
+    for s in &truth.streams {
+        let (code, info) = c.get_json(&format!("/pod/v2/streams/{}/info", s.stream_id));
+        if !s.service_member {
+            assert_eq!(code, 403, "{info}");
+            assert!(info["message"].as_str().unwrap().contains("not a member"));
+            continue;
+        }
+        assert_eq!(code, 200, "{info}");
+        assert_eq!(url_id(&info["id"]).unwrap(), s.stream_id);
+        assert_eq!(info["streamType"]["type"], s.stream_type.as_str());
+        assert!(info["active"].is_boolean() && info["crossPod"].is_boolean());
+        assert!(info.get("createdByUserId").is_none());
+        match s.stream_type {
+            StreamType::Room => {
+                assert_eq!(info["roomAttributes"]["name"].as_str(), s.name.as_deref());
+                assert!(info.get("streamAttributes").is_none());
+            }
+            _ => assert!(info["streamAttributes"]["members"].is_array()),
+        }
+    }
+    let (code, _) = c.get_json("/pod/v2/streams/not+url+safe/info");
+    assert_eq!(code, 400);
+}

@@ -188,6 +188,20 @@ impl FakePod {
                 response(200, json!({"count": s.members.len(), "members": members}))
             }
             ["pod", "v1", "admin", "room", _, "membership", "list"] => response(200, json!([])),
+            ["pod", "v2", "streams", sid, "info"] => {
+                let Some(s) = self.stream(sid) else {
+                    return response(400, json!({"message": "no such stream"}));
+                };
+                let mut info = json!({"id": s.id, "streamType": {"type": s.kind},
+                    "lastMessageDate": s.messages.last().map(|m| m.0)});
+                if s.kind == "ROOM" {
+                    info["roomAttributes"] = json!({"name": s.name});
+                } else {
+                    info["streamAttributes"] =
+                        json!({"members": s.members.iter().map(|m| m.0).collect::<Vec<_>>()});
+                }
+                response(200, info)
+            }
             ["pod", "v3", "users"] => {
                 let ids: Vec<i64> = q["uid"].split(',').map(|v| v.parse().unwrap()).collect();
                 assert!(ids.len() <= 100);
@@ -1005,4 +1019,243 @@ fn messages_from_the_datahose_cover_streams_the_account_cannot_read_once_each() 
     // The datahose was asked for messages too.
     let log = &pod.0.borrow().log;
     assert!(log.iter().any(|l| l.contains("/events/read")));
+}
+
+/// Runs `scope` to the end from `checkpoint`.
+fn run_scope(pod: &Shared, cfg: &str, scope: Scope, checkpoint: Option<Vec<u8>>) -> Vec<Page> {
+    let mut session = Session::open_scope(cfg, scope, checkpoint, pod.clone()).unwrap();
+    let (pages, done) = run(&mut session, 100);
+    assert!(done);
+    pages
+}
+
+fn last_checkpoint(pages: &[Page]) -> Checkpoint {
+    Checkpoint::decode(&pages.last().unwrap().checkpoint).unwrap()
+}
+
+fn stream_ids(pod: &Shared, stream: &str) -> Vec<String> {
+    let pod = pod.0.borrow();
+    let s = pod.stream(stream).unwrap();
+    s.messages.iter().map(|m| m.1.clone()).collect()
+}
+
+#[test]
+fn partitions_are_the_configured_streams_and_the_datahose() {
+    let pod = pod();
+    let all = partitions(CONFIG, pod.clone()).unwrap();
+    assert_eq!(
+        all,
+        [
+            "stream:IMxxxx",
+            "stream:MIMxxx",
+            "stream:POSTxx",
+            "stream:ROOMxx",
+            "datahose"
+        ]
+    );
+    let rooms = config_with(r#""stream_types": ["ROOM"], "events": false"#);
+    assert_eq!(partitions(&rooms, pod.clone()).unwrap(), ["stream:ROOMxx"]);
+    // Every id opens the scope it names.
+    for id in &all {
+        assert_eq!(
+            Scope::from_partition(id).unwrap().partition_id().as_ref(),
+            Some(id)
+        );
+    }
+}
+
+#[test]
+fn partitions_list_every_stream_past_the_first_page() {
+    let pod = pod();
+    {
+        let mut p = pod.0.borrow_mut();
+        for i in 0..250 {
+            p.streams.push(FakeStream {
+                id: format!("EXTRA{i:04}"),
+                kind: "IM",
+                name: None,
+                members: vec![(1, false), (2, false)],
+                messages: Vec::new(),
+            });
+        }
+    }
+    let all = partitions(&config_with("\"events\": false"), pod.clone()).unwrap();
+    assert_eq!(all.len(), 254);
+    assert!(all.contains(&"stream:EXTRA0249".to_string()));
+}
+
+#[test]
+fn an_unknown_partition_is_a_permanent_error_naming_it() {
+    for id in ["room:ROOMxx", "stream:", "datahose2"] {
+        match Scope::from_partition(id) {
+            Err(SourceError::Permanent(why)) => assert!(why.contains(id), "{why}"),
+            other => panic!("{id}: {other:?}"),
+        }
+    }
+    let no_events = config_with("\"events\": false");
+    match Session::open_scope(&no_events, Scope::Datahose, None, pod()) {
+        Err(SourceError::Permanent(why)) => assert!(why.contains("events"), "{why}"),
+        Err(e) => panic!("{e:?}"),
+        Ok(_) => panic!("the datahose partition opened without events"),
+    }
+}
+
+#[test]
+fn a_stream_partition_reads_that_stream_only_and_its_checkpoint_carries_only_it() {
+    let pod = pod();
+    let pages = run_scope(&pod, CONFIG, Scope::Stream("ROOMxx".into()), None);
+    assert_eq!(ids(&pages), stream_ids(&pod, "ROOMxx"));
+    let described: Vec<&str> = pages
+        .iter()
+        .flat_map(|p| &p.conversations)
+        .map(|c| c.id.as_str())
+        .collect();
+    assert_eq!(described, ["ROOMxx"]);
+    for page in &pages {
+        let cp = Checkpoint::decode(&page.checkpoint).unwrap();
+        assert!(cp.positions.keys().all(|k| k == "ROOMxx"), "{cp:?}");
+        assert_eq!((cp.cursor, cp.ack_id), (None, None));
+    }
+    assert_eq!(last_checkpoint(&pages).positions.len(), 1);
+    let log = &pod.0.borrow().log;
+    assert!(!log.iter().any(|l| l.contains("/streams/list")), "{log:?}");
+    assert!(!log.iter().any(|l| l.contains("/events/read")), "{log:?}");
+    assert!(
+        log.iter()
+            .filter(|l| l.contains("/agent/v4/stream/"))
+            .all(|l| l.contains("/stream/ROOMxx/")),
+        "{log:?}"
+    );
+}
+
+#[test]
+fn a_whole_pod_checkpoint_resumes_a_stream_partition_at_that_streams_position() {
+    let pod = pod();
+    // A whole-pod run stopped in the middle of the room (page size 7).
+    let mut whole = Session::open(CONFIG, None, pod.clone()).unwrap();
+    let order: Vec<String> = whole.streams().iter().map(|s| s.id.clone()).collect();
+    assert_eq!(order.last().map(String::as_str), Some("ROOMxx"));
+    let mut taken = Vec::new();
+    let checkpoint = loop {
+        let page = whole.next_page().unwrap();
+        taken.extend(page.messages.iter().map(|m| m.id.clone()));
+        if taken.iter().filter(|id| id.starts_with('r')).count() >= 14 {
+            break page.checkpoint;
+        }
+    };
+    let handed = Checkpoint::decode(&checkpoint).unwrap();
+    assert!(handed.positions.len() > 1 && handed.cursor.is_some());
+    // The room's partition goes on from the room's position there.
+    let pages = run_scope(
+        &pod,
+        CONFIG,
+        Scope::Stream("ROOMxx".into()),
+        Some(checkpoint.clone()),
+    );
+    let room = stream_ids(&pod, "ROOMxx");
+    let rest: Vec<String> = room.into_iter().filter(|id| !taken.contains(id)).collect();
+    assert_eq!(ids(&pages), rest);
+    // A stream the whole-pod run had drained has nothing new.
+    let im = run_scope(
+        &pod,
+        CONFIG,
+        Scope::Stream("IMxxxx".into()),
+        Some(checkpoint),
+    );
+    assert!(ids(&im).is_empty(), "{:?}", ids(&im));
+    assert_eq!(
+        last_checkpoint(&im).positions.keys().collect::<Vec<_>>(),
+        ["IMxxxx"]
+    );
+}
+
+#[test]
+fn the_datahose_partition_only_reads_events_from_the_whole_pods_ack_id() {
+    let pod = pod();
+    let pages = run_scope(&pod, CONFIG, Scope::Datahose, None);
+    assert_eq!(
+        ids(&pages),
+        ["suppression-r03", "event-ev2", "suppression-zz"]
+    );
+    let cp = last_checkpoint(&pages);
+    assert!(cp.positions.is_empty() && cp.cursor.is_none());
+    assert_eq!(cp.ack_id.as_deref(), Some("ack-3"));
+    assert!(
+        !pod.0
+            .borrow()
+            .log
+            .iter()
+            .any(|l| l.contains("/agent/v4/stream/"))
+    );
+    // After a whole-pod run, the partition reads only what came since.
+    let mut whole = Session::open(CONFIG, None, pod.clone()).unwrap();
+    let (whole_pages, _) = run(&mut whole, 100);
+    let handed = whole_pages.last().unwrap().checkpoint.clone();
+    pod.0.borrow_mut().events.push(
+        json!({"id": "ev4", "timestamp": 6000, "type": "USERJOINEDROOM",
+               "initiator": {"user": {"userId": 1}},
+               "payload": {"userJoinedRoom": {"stream": {"streamId": "ROOMxx", "streamType": "ROOM"}, "affectedUser": {"userId": 3}}}}),
+    );
+    let pages = run_scope(&pod, CONFIG, Scope::Datahose, Some(handed));
+    assert_eq!(ids(&pages), ["event-ev4"]);
+}
+
+#[test]
+fn a_stream_partition_the_pod_refuses_is_skipped_and_reported() {
+    let pod = pod();
+    pod.0
+        .borrow_mut()
+        .fail
+        .push(("/streams/MIMxxx/info".into(), 403, vec![]));
+    let mut session =
+        Session::open_scope(CONFIG, Scope::Stream("MIMxxx".into()), None, pod.clone()).unwrap();
+    let (pages, done) = run(&mut session, 10);
+    assert!(done);
+    assert!(ids(&pages).is_empty());
+    assert_eq!(session.skipped().len(), 1);
+    assert_eq!(session.skipped()[0].stream, "MIMxxx");
+    assert!(session.skipped()[0].why.contains("403"));
+}
+
+/// What the host archives of a message: everything but the attachments'
+/// session headers (each session logs in on its own).
+fn archived(pages: &[Page]) -> BTreeMap<String, String> {
+    pages
+        .iter()
+        .flat_map(|p| &p.messages)
+        .map(|m| {
+            let mut m = m.clone();
+            m.attachments.iter_mut().for_each(|a| {
+                if let AttachmentBody::Fetch(f) = &mut a.body {
+                    f.headers.clear();
+                }
+            });
+            (m.id.clone(), format!("{m:?}"))
+        })
+        .collect()
+}
+
+#[test]
+fn a_partitioned_walk_archives_what_the_whole_pod_walk_archives() {
+    for cfg in [CONFIG.to_string(), config_with("\"events_messages\": true")] {
+        let pod = pod();
+        let whole = run_scope(&pod, &cfg, Scope::Whole, None);
+        let pod = self::pod();
+        let mut parts = Vec::new();
+        let mut conversations = BTreeMap::new();
+        for id in partitions(&cfg, pod.clone()).unwrap() {
+            let pages = run_scope(&pod, &cfg, Scope::from_partition(&id).unwrap(), None);
+            for c in pages.iter().flat_map(|p| &p.conversations) {
+                conversations.insert(c.id.clone(), format!("{c:?}"));
+            }
+            parts.extend(pages);
+        }
+        assert_eq!(archived(&parts), archived(&whole));
+        let whole_conversations: BTreeMap<String, String> = whole
+            .iter()
+            .flat_map(|p| &p.conversations)
+            .map(|c| (c.id.clone(), format!("{c:?}")))
+            .collect();
+        assert_eq!(conversations, whole_conversations);
+    }
 }

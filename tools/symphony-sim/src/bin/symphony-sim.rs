@@ -63,6 +63,18 @@ struct Args {
     /// Status a non-member gets for messages and attachments (403 or 400).
     #[arg(long, default_value_t = 403)]
     non_member_status: u16,
+    /// Milliseconds every API call waits before answering (a remote pod's round trip).
+    #[arg(long, default_value_t = 0)]
+    latency_ms: u64,
+    /// Extra rooms of `--extra-messages-each` plain messages, for pods of thousands of streams.
+    #[arg(long, default_value_t = 0)]
+    extra_rooms: usize,
+    /// Extra IMs of `--extra-messages-each` plain messages.
+    #[arg(long, default_value_t = 0)]
+    extra_ims: usize,
+    /// Messages in each extra room or IM.
+    #[arg(long, default_value_t = 3)]
+    extra_messages_each: usize,
     /// Faults, e.g. `429:every=40:burst=3:retry=1,expire:after=100,drop:every=7:on=attachment`
     /// (kinds: 429, 400, expire, 5xx, slow, drop; see the library docs of `Faults`).
     #[arg(long)]
@@ -101,6 +113,8 @@ fn config(args: &Args) -> Result<SimConfig, symphony_sim::SimError> {
         })
         .membership(args.membership.parse()?)
         .non_member_status(args.non_member_status)
+        .latency(Duration::from_millis(args.latency_ms))
+        .extra_streams(args.extra_rooms, args.extra_ims, args.extra_messages_each)
         .faults(faults);
     if let Some(ttl) = args.session_ttl_secs {
         cfg = cfg.session_ttl((ttl > 0).then(|| Duration::from_secs(ttl)));
