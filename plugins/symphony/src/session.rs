@@ -1266,12 +1266,19 @@ impl<B: Backend> Session<B> {
         // Messages in time order, so that a parent comes before its replies.
         sent.sort_by_key(|(l, _)| l.msg.timestamp.0);
         for (listed, stream) in sent {
+            let listed_stream = self.streams.iter().any(|s| s.id == stream.id);
+            // Partitioned, a stream the account reads is its own
+            // partition's: its messages come from there, never from here
+            // too (partitions are read at the same time).
+            if self.scope == Scope::Datahose && listed_stream && self.may_read(&stream.id)? {
+                continue;
+            }
             if !self.described.contains(&stream.id) {
                 conversations.push(self.describe(&stream)?);
                 self.described.insert(stream.id.clone());
             }
             // Files of a stream the account cannot read cannot be fetched.
-            let unfetched = if !self.streams.iter().any(|s| s.id == stream.id) {
+            let unfetched = if !listed_stream {
                 Some(UNLISTED_FILES)
             } else if !self.may_read(&stream.id)? {
                 Some(NOT_MEMBER_FILES)

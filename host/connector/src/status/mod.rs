@@ -442,7 +442,10 @@ mod tests {
             lease(&p("datahose"), "w2", 100),
             lease(&p("stream:c"), "w1", 5),
         ];
-        assert_eq!(held_by("w1", &leases, 10), ["chat", "symphony (2 partitions)"]);
+        assert_eq!(
+            held_by("w1", &leases, 10),
+            ["chat", "symphony (2 partitions)"]
+        );
         assert_eq!(held_by("w2", &leases, 10), ["symphony (1 partition)"]);
     }
 }

@@ -1021,6 +1021,36 @@ fn messages_from_the_datahose_cover_streams_the_account_cannot_read_once_each() 
     assert!(log.iter().any(|l| l.contains("/events/read")));
 }
 
+#[test]
+fn partitioned_the_datahose_leaves_the_messages_of_streams_the_account_reads_to_their_partitions() {
+    let pod = pod();
+    {
+        let mut p = pod.0.borrow_mut();
+        let m0 = p.stream("MIMxxx").unwrap().messages[0].2.clone();
+        let r00 = p.stream("ROOMxx").unwrap().messages[0].2.clone();
+        let sent = |id: &str, m: &Value| {
+            json!({"id": id, "messageId": m["messageId"], "timestamp": m["timestamp"],
+                   "type": "MESSAGESENT", "initiator": {"user": m["user"]},
+                   "payload": {"messageSent": {"message": m}}})
+        };
+        p.events
+            .splice(0..0, vec![sent("s1", &m0), sent("s2", &r00)]);
+        p.fail.push(("/streams/MIMxxx/info".into(), 403, vec![]));
+    }
+    let cfg = config_with("\"events_messages\": true");
+    let from_datahose = ids(&run_scope(&pod, &cfg, Scope::Datahose, None));
+    assert!(
+        from_datahose.contains(&"m0".to_string()),
+        "{from_datahose:?}"
+    );
+    assert!(
+        !from_datahose.contains(&"r00".to_string()),
+        "{from_datahose:?}"
+    );
+    let from_room = ids(&run_scope(&pod, &cfg, Scope::Stream("ROOMxx".into()), None));
+    assert!(from_room.contains(&"r00".to_string()), "{from_room:?}");
+}
+
 /// Runs `scope` to the end from `checkpoint`.
 fn run_scope(pod: &Shared, cfg: &str, scope: Scope, checkpoint: Option<Vec<u8>>) -> Vec<Page> {
     let mut session = Session::open_scope(cfg, scope, checkpoint, pod.clone()).unwrap();
@@ -1250,6 +1280,17 @@ fn a_partitioned_walk_archives_what_the_whole_pod_walk_archives() {
             }
             parts.extend(pages);
         }
+        let given: Vec<&str> = parts
+            .iter()
+            .flat_map(|p| &p.messages)
+            .map(|m| m.id.as_str())
+            .collect();
+        let unique: std::collections::BTreeSet<&str> = given.iter().copied().collect();
+        assert_eq!(
+            given.len(),
+            unique.len(),
+            "each message from one partition: {given:?}"
+        );
         assert_eq!(archived(&parts), archived(&whole));
         let whole_conversations: BTreeMap<String, String> = whole
             .iter()
