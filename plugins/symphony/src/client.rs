@@ -27,11 +27,26 @@ pub trait Backend {
     fn sign(&mut self, data: &[u8]) -> Result<Vec<u8>, SourceError>;
     /// Milliseconds since the epoch, now.
     fn now_ms(&self) -> i64;
+    /// The tokens an earlier session of this instance got for `account`
+    /// (the host runs the partitions a thread reads one after another in
+    /// one instance, so they log in once); none by default.
+    fn remembered_login(&self, account: &str) -> Option<Tokens> {
+        let _ = account;
+        None
+    }
+    /// Keeps `tokens` for the next session of this instance.
+    fn remember_login(&mut self, account: &str, tokens: &Tokens) {
+        let _ = (account, tokens);
+    }
 }
 
 /// The host's imports.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct HostBackend;
+
+/// The last login of this instance, by account (see
+/// [`Backend::remembered_login`]); memory of one instance only.
+static LAST_LOGIN: std::sync::Mutex<Option<(String, Tokens)>> = std::sync::Mutex::new(None);
 
 impl Backend for HostBackend {
     fn fetch(&mut self, request: &Request) -> Result<FullResponse, HttpError> {
@@ -45,6 +60,18 @@ impl Backend for HostBackend {
 
     fn now_ms(&self) -> i64 {
         connector_sdk::time::now_ms()
+    }
+
+    fn remembered_login(&self, account: &str) -> Option<Tokens> {
+        let last = LAST_LOGIN.lock().unwrap_or_else(|p| p.into_inner());
+        last.as_ref()
+            .filter(|(who, _)| who == account)
+            .map(|(_, tokens)| tokens.clone())
+    }
+
+    fn remember_login(&mut self, account: &str, tokens: &Tokens) {
+        *LAST_LOGIN.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some((account.to_string(), tokens.clone()));
     }
 }
 
@@ -264,12 +291,27 @@ impl<B: Backend> Client<B> {
         self.logins
     }
 
-    /// The current session headers, logging in first if needed.
+    /// The current session headers: those of an earlier session of this
+    /// instance for the same account, else a fresh login's.
     pub fn tokens(&mut self) -> Result<Tokens, SourceError> {
+        if self.tokens.is_none() {
+            self.tokens = self.backend.remembered_login(&self.account());
+        }
         if self.tokens.is_none() {
             self.login()?;
         }
         Ok(self.tokens.clone().expect("logged in"))
+    }
+
+    /// Who logs in where: the key of a remembered login.
+    fn account(&self) -> String {
+        format!(
+            "{} {} {} {}",
+            self.username,
+            self.pod,
+            self.agent,
+            self.key_manager.as_deref().unwrap_or("-")
+        )
     }
 
     /// Logs in to the pod and the key manager with a fresh JWT signed by the
@@ -295,10 +337,13 @@ impl<B: Backend> Client<B> {
         };
         self.logins += 1;
         connector_sdk::debug!("logged in to Symphony"; logins = self.logins);
-        self.tokens = Some(Tokens {
+        let tokens = Tokens {
             session,
             key_manager,
-        });
+        };
+        let account = self.account();
+        self.backend.remember_login(&account, &tokens);
+        self.tokens = Some(tokens);
         Ok(())
     }
 

@@ -131,7 +131,7 @@ impl Scope {
 pub fn partitions<B: Backend>(config_json: &str, backend: B) -> Result<Vec<String>, SourceError> {
     let config = Config::parse(config_json)?;
     let mut client = Client::new(backend, &config);
-    client.login()?;
+    client.tokens()?;
     let streams = list_streams(&mut client, &config)?;
     let mut ids: Vec<String> = streams
         .into_iter()
@@ -292,7 +292,7 @@ impl<B: Backend> Session<B> {
         };
         let checkpoint = scope.narrow(checkpoint);
         let mut client = Client::new(backend, &config);
-        client.login()?;
+        client.tokens()?;
         let mut skipped = Vec::new();
         let mut streams = match &scope {
             Scope::Whole | Scope::Datahose => list_streams(&mut client, &config)?,

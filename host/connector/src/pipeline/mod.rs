@@ -533,15 +533,15 @@ impl Host {
         let mut outages = 0u32;
         loop {
             // Bound first: the state's lock must not be held through the attempt.
-            let checkpoint = self
-                .db()
-                .checkpoint(&checkpoint_key)
-                .and_then(|own| match own {
-                    // A partition's first run goes on from where the whole
-                    // source was read up to.
-                    None if partition.is_some() => self.db().checkpoint(&setup.base_key),
-                    own => Ok(own),
-                });
+            // One statement per look-up: the state's lock is held to the
+            // end of the statement that takes it.
+            let own = self.db().checkpoint(&checkpoint_key);
+            let checkpoint = match own {
+                // A partition's first run goes on from where the whole
+                // source was read up to.
+                Ok(None) if partition.is_some() => self.db().checkpoint(&setup.base_key),
+                own => own,
+            };
             let attempt = match checkpoint {
                 Err(e) => Err(RunError::State(e)),
                 Ok(checkpoint) => {

@@ -20,6 +20,17 @@ use connector_model::AttachmentData;
 
 /// Chunk size for deferred attachment reads.
 const ATTACHMENT_CHUNK: u32 = 1 << 20;
+/// Most sessions one instance serves, one after another, before a fresh
+/// one replaces it (so what a plugin leaks stays bounded).
+const SESSIONS_PER_INSTANCE: u32 = 64;
+
+/// An instance of the component in its store.
+struct Instantiated {
+    store: Store<SandboxState>,
+    bindings: Instance,
+    /// Sessions it has served.
+    sessions: u32,
+}
 
 /// A compiled plugin ready to start sessions.
 pub struct WasmPlugin {
@@ -29,6 +40,10 @@ pub struct WasmPlugin {
     http: PluginHttp,
     kv: Option<KvAccess>,
     log_sink: Option<LogSink>,
+    /// The instance of the last session, when it ended cleanly: the next
+    /// session (the next partition this thread reads) runs in it, so the
+    /// plugin may keep what it learned (a login) in memory meanwhile.
+    idle: std::sync::Mutex<Option<Instantiated>>,
 }
 
 impl WasmPlugin {
@@ -74,6 +89,7 @@ impl WasmPlugin {
             http: PluginHttp::new(&manifest.id, caps, secrets, http),
             kv,
             log_sink: None,
+            idle: std::sync::Mutex::new(None),
         })
     }
 
@@ -126,40 +142,69 @@ impl Source for WasmPlugin {
         partition: Option<&str>,
         checkpoint: Option<Vec<u8>>,
     ) -> Result<Box<dyn SourceSession + '_>, PluginError> {
-        let (mut store, bindings) = self.instantiate()?;
-        let session = bindings
-            .call_open(&mut store, config_json, partition, checkpoint.as_ref())
-            .map_err(|e| classify(e, &store, self.http.caps.timeout_secs))?
+        let idle = self.idle.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let mut inst = match idle {
+            Some(inst) => inst,
+            None => {
+                let (store, bindings) = self.instantiate()?;
+                Instantiated {
+                    store,
+                    bindings,
+                    sessions: 0,
+                }
+            }
+        };
+        inst.store
+            .set_epoch_deadline(PluginEngine::ticks_for(self.http.caps.timeout_secs));
+        let session = inst
+            .bindings
+            .call_open(&mut inst.store, config_json, partition, checkpoint.as_ref())
+            .map_err(|e| classify(e, &inst.store, self.http.caps.timeout_secs))?
             .map_err(source_error)?;
+        inst.sessions += 1;
         Ok(Box::new(WasmSession {
             plugin: self,
-            store,
-            bindings,
+            inst: Some(inst),
             session: Some(session),
+            failed: false,
             spool: AttachmentSpool::new(self.http.caps.attachment_bytes),
         }))
     }
 }
 
-/// A session of a wasm plugin; its store lives as long as the session.
+/// A session of a wasm plugin. Its store outlives it when it ends cleanly,
+/// for the plugin's next session.
 pub struct WasmSession<'a> {
     plugin: &'a WasmPlugin,
-    store: Store<SandboxState>,
-    bindings: Instance,
+    /// The instance; taken only when the session is dropped.
+    inst: Option<Instantiated>,
     session: Option<ResourceAny>,
+    /// A call trapped: the instance is never called again.
+    failed: bool,
     spool: AttachmentSpool,
 }
 
 impl WasmSession<'_> {
-    fn arm_deadline(&mut self) {
-        self.store
-            .set_epoch_deadline(PluginEngine::ticks_for(self.plugin.http.caps.timeout_secs));
+    /// The instance, its deadline armed for one more call.
+    fn armed(&mut self) -> &mut Instantiated {
+        let ticks = PluginEngine::ticks_for(self.plugin.http.caps.timeout_secs);
+        let inst = self
+            .inst
+            .as_mut()
+            .expect("held until the session is dropped");
+        inst.store.set_epoch_deadline(ticks);
+        inst
     }
 
     fn fail(&mut self, e: wasmtime::Error) -> PluginError {
         // After a trap the instance may be inconsistent: never call it again.
         self.session = None;
-        classify(e, &self.store, self.plugin.http.caps.timeout_secs)
+        self.failed = true;
+        let inst = self
+            .inst
+            .as_ref()
+            .expect("held until the session is dropped");
+        classify(e, &inst.store, self.plugin.http.caps.timeout_secs)
     }
 
     fn session(&self) -> Result<ResourceAny, PluginError> {
@@ -181,28 +226,24 @@ impl AttachmentSession for WasmSession<'_> {
         size: Option<u64>,
     ) -> Result<AttachmentData, PluginError> {
         let session = self.session()?;
-        self.arm_deadline();
-        let reader = self
-            .bindings
-            .call_open_attachment(&mut self.store, session, message_id, attachment_id)
-            .map_err(|e| self.fail(e))?
-            .map_err(source_error)?;
+        let inst = self.armed();
+        let opened =
+            inst.bindings
+                .call_open_attachment(&mut inst.store, session, message_id, attachment_id);
+        let reader = opened.map_err(|e| self.fail(e))?.map_err(source_error)?;
         let mut writer = self.spool.writer(message_id, attachment_id, size)?;
         loop {
-            self.arm_deadline();
-            let chunk = self
+            let inst = self.armed();
+            let read = inst
                 .bindings
-                .call_read(&mut self.store, reader, ATTACHMENT_CHUNK)
-                .map_err(|e| self.fail(e))?
-                .map_err(source_error)?;
-            match chunk {
+                .call_read(&mut inst.store, reader, ATTACHMENT_CHUNK);
+            match read.map_err(|e| self.fail(e))?.map_err(source_error)? {
                 Some(bytes) => writer.append(&bytes)?,
                 None => break,
             }
         }
-        reader
-            .resource_drop(&mut self.store)
-            .map_err(|e| self.fail(e))?;
+        let dropped = reader.resource_drop(&mut self.armed().store);
+        dropped.map_err(|e| self.fail(e))?;
         writer.finish()
     }
 }
@@ -210,12 +251,9 @@ impl AttachmentSession for WasmSession<'_> {
 impl SourceSession for WasmSession<'_> {
     fn next_page(&mut self) -> Result<Page, PluginError> {
         let session = self.session()?;
-        self.arm_deadline();
-        let page = self
-            .bindings
-            .call_next_page(&mut self.store, session)
-            .map_err(|e| self.fail(e))?
-            .map_err(source_error)?;
+        let inst = self.armed();
+        let page = inst.bindings.call_next_page(&mut inst.store, session);
+        let page = page.map_err(|e| self.fail(e))?.map_err(source_error)?;
         if page.checkpoint.len() > MAX_CHECKPOINT {
             return Err(PluginError::Protocol(format!(
                 "checkpoint of {} bytes is larger than the {MAX_CHECKPOINT} the host stores",
@@ -240,18 +278,27 @@ impl SourceSession for WasmSession<'_> {
             messages,
             checkpoint: page.checkpoint,
             complete: page.complete,
-            unreadable: std::mem::take(&mut self.store.data_mut().unreadable),
+            unreadable: std::mem::take(&mut self.armed().store.data_mut().unreadable),
         })
     }
 }
 
 impl Drop for WasmSession<'_> {
     fn drop(&mut self) {
-        if let Some(session) = self.session.take() {
-            self.arm_deadline();
-            if let Err(e) = session.resource_drop(&mut self.store) {
-                tracing::warn!(plugin = %self.plugin.http.plugin_id, "ending the plugin session failed: {e:#}");
-            }
+        let Some(session) = self.session.take() else {
+            return;
+        };
+        if let Err(e) = session.resource_drop(&mut self.armed().store) {
+            tracing::warn!(plugin = %self.plugin.http.plugin_id, "ending the plugin session failed: {e:#}");
+            return;
+        }
+        // The instance serves the plugin's next session, unless it has
+        // served enough.
+        if let Some(inst) = self.inst.take()
+            && !self.failed
+            && inst.sessions < SESSIONS_PER_INSTANCE
+        {
+            *self.plugin.idle.lock().unwrap_or_else(|p| p.into_inner()) = Some(inst);
         }
     }
 }

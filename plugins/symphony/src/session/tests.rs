@@ -41,6 +41,8 @@ struct FakePod {
     /// Simplified Key Delivery: the agent takes the session token alone.
     skd: bool,
     signed: Vec<String>,
+    /// The login an instance remembers between its sessions.
+    remembered: Option<(String, crate::client::Tokens)>,
 }
 
 fn response(status: u16, body: Value) -> FullResponse {
@@ -287,6 +289,18 @@ impl Backend for Shared {
         let mut pod = self.0.borrow_mut();
         pod.now += 1;
         1_800_000_000_000 + pod.now
+    }
+
+    fn remembered_login(&self, account: &str) -> Option<crate::client::Tokens> {
+        let pod = self.0.borrow();
+        pod.remembered
+            .as_ref()
+            .filter(|(who, _)| who == account)
+            .map(|(_, t)| t.clone())
+    }
+
+    fn remember_login(&mut self, account: &str, tokens: &crate::client::Tokens) {
+        self.0.borrow_mut().remembered = Some((account.to_string(), tokens.clone()));
     }
 }
 
@@ -1299,4 +1313,23 @@ fn a_partitioned_walk_archives_what_the_whole_pod_walk_archives() {
             .collect();
         assert_eq!(conversations, whole_conversations);
     }
+}
+
+#[test]
+fn partitions_read_one_after_another_in_one_instance_log_in_once_and_again_when_refused() {
+    let pod = pod();
+    let logins = |pod: &Shared| pod.0.borrow().signed.len();
+    let ids = partitions(CONFIG, pod.clone()).unwrap();
+    for id in &ids {
+        run_scope(&pod, CONFIG, Scope::from_partition(id).unwrap(), None);
+    }
+    assert_eq!(
+        logins(&pod),
+        1,
+        "the listing's login served every partition"
+    );
+    // The pod expires the remembered token: the next session logs in again.
+    pod.0.borrow_mut().expire = true;
+    run_scope(&pod, CONFIG, Scope::from_partition(&ids[0]).unwrap(), None);
+    assert_eq!(logins(&pod), 2);
 }
