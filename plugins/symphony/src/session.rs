@@ -485,7 +485,11 @@ impl<B: Backend> Session<B> {
 
     /// At the end of the run: how many streams were skipped, and the fix.
     fn report_skipped(&self) {
-        if self.skipped.is_empty() || (self.config.events && self.config.events_messages) {
+        // A partition's own report (`report_unreadable`) names its stream.
+        if self.skipped.is_empty()
+            || self.scope != Scope::Whole
+            || (self.config.events && self.config.events_messages)
+        {
             return;
         }
         let ids: Vec<&str> = self.skipped.iter().map(|s| s.stream.as_str()).collect();

@@ -99,7 +99,8 @@ pub enum RunError {
 /// Options of one run.
 #[derive(Debug, Clone, Default)]
 pub struct RunOptions {
-    /// Stop after this many pages (the rest waits for the next run).
+    /// Stop after this many pages, of every partition together (the rest
+    /// waits for the next run).
     pub max_pages: Option<u64>,
 }
 
@@ -373,6 +374,7 @@ impl Host {
                 None => config.id.clone(),
             },
             spool: self.spool.path(),
+            pages_fetched: Default::default(),
         };
         let mut plugin = self.load_plugin(&run_setup)?;
         let partitions = self.list_partitions(&run_setup, plugin.as_mut())?;
@@ -448,7 +450,7 @@ impl Host {
         let incomplete = AtomicBool::new(false);
         let next = || {
             let failed = locked(&failure).is_some();
-            if failed || setup.control.stopping() {
+            if failed || setup.control.stopping() || setup.page_limit_reached() {
                 return None;
             }
             locked(&queue).pop_front()
@@ -501,7 +503,8 @@ impl Host {
         if let Some(e) = failure.into_inner().unwrap_or_else(|p| p.into_inner()) {
             return Err(e);
         }
-        let stopped = setup.control.stopping() || !locked(&queue).is_empty();
+        let stopped =
+            setup.control.stopping() || setup.page_limit_reached() || !locked(&queue).is_empty();
         Ok(if stopped || incomplete.load(Ordering::SeqCst) {
             RunOutcome::Interrupted
         } else {
@@ -529,7 +532,6 @@ impl Host {
         };
         let retry = stage.retry;
         let mut failures = 0u32;
-        let mut pages = 0u64;
         let mut outages = 0u32;
         loop {
             // Bound first: the state's lock must not be held through the attempt.
@@ -551,14 +553,12 @@ impl Host {
                             partition,
                             checkpoint,
                             stage,
-                            pages_before: pages,
                             tally,
                         },
                         plugin,
                         sink,
                     );
                     if committed > 0 {
-                        pages += committed;
                         failures = 0;
                         outages = 0;
                     }
@@ -620,9 +620,19 @@ struct RunSetup<'a> {
     base_key: String,
     /// Where big emails are spooled.
     spool: &'a Path,
+    /// Pages fetched by every session of the run, for
+    /// [`RunOptions::max_pages`].
+    pages_fetched: std::sync::atomic::AtomicU64,
 }
 
 impl RunSetup<'_> {
+    /// Whether the run fetched the pages it may (`--max-pages`).
+    fn page_limit_reached(&self) -> bool {
+        self.options
+            .max_pages
+            .is_some_and(|max| self.pages_fetched.load(Ordering::SeqCst) >= max)
+    }
+
     /// The page stage of the whole source (`partition` `None`) or of one
     /// partition, under `fence`.
     fn stage(&self, fence: Fence, partition: Option<&str>) -> page::PageStage<'_> {
@@ -710,8 +720,6 @@ struct AttemptParts<'a> {
     partition: Option<&'a str>,
     checkpoint: Option<Vec<u8>>,
     stage: &'a page::PageStage<'a>,
-    /// Pages committed by earlier attempts of the run.
-    pages_before: u64,
     tally: &'a RunTally,
 }
 
@@ -734,12 +742,10 @@ impl Host {
             partition,
             checkpoint,
             stage,
-            pages_before,
             tally,
         } = parts;
         let RunSetup {
             config,
-            options,
             control,
             run,
             ..
@@ -821,16 +827,21 @@ impl Host {
                     );
                 }
             };
+            // The session outlives the deliverer: attachments it spooled
+            // are read until the last page is delivered.
+            let mut session = None;
             let fetched = (|| -> Result<(), RunError> {
-                let mut session = plugin
-                    .open(config_json, partition, checkpoint)
-                    .map_err(|e| located(config, e))?;
-                let mut fetched = pages_before;
+                let session = session.insert(
+                    plugin
+                        .open(config_json, partition, checkpoint)
+                        .map_err(|e| located(config, e))?,
+                );
                 loop {
-                    if options.max_pages.is_some_and(|max| fetched >= max) || control.stopping() {
+                    if setup.page_limit_reached() || control.stopping() {
                         return Ok(());
                     }
                     let mut page = session.next_page()?;
+                    setup.pages_fetched.fetch_add(1, Ordering::SeqCst);
                     faults::reached(faults::Point::Fetch);
                     if let Some(window) = &control.window {
                         page.messages.retain(|m| window.contains(m.sent_at));
@@ -840,7 +851,6 @@ impl Host {
                         // The deliverer stopped; its result says why.
                         return Ok(());
                     }
-                    fetched += 1;
                     if complete {
                         return Ok(());
                     }
@@ -851,6 +861,7 @@ impl Host {
                 Ok(result) => result,
                 Err(panic) => std::panic::resume_unwind(panic),
             };
+            drop(session);
             let outcome = match (fetched, delivered) {
                 (_, Err(e)) => Err(e),
                 (Err(e), Ok(_)) => Err(e),
