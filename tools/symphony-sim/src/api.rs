@@ -340,6 +340,46 @@ pub(crate) struct MessageSuppressionResponse {
     pub suppression_date: i64,
 }
 
+/// `RoomDetail`, the answer of `POST /pod/v1/admin/room/{id}/setActive`.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct RoomDetail {
+    pub room_attributes: RoomAttributes,
+    pub room_system_info: RoomSystemInfo,
+    pub immutable_room_attributes: ImmutableRoomAttributes,
+}
+
+/// `RoomAttributes`.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct RoomAttributes {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    pub members_can_invite: bool,
+    pub discoverable: bool,
+}
+
+/// `RoomSystemInfo`: `active` false means no message can be sent and membership is locked.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct RoomSystemInfo {
+    pub id: String,
+    pub creation_date: i64,
+    pub created_by_user_id: i64,
+    pub active: bool,
+}
+
+/// `ImmutableRoomAttributes`.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct ImmutableRoomAttributes {
+    pub public: bool,
+    pub read_only: bool,
+    pub copy_protected: bool,
+}
+
 const AVATAR_ORIGINAL: &str = "../avatars/static/150/default.png";
 const AVATAR_SMALL: &str = "../avatars/static/50/default.png";
 
@@ -359,6 +399,14 @@ pub(crate) enum LogKind {
 }
 
 impl LogKind {
+    /// The stream the event happened in.
+    pub(crate) fn stream(self, ds: &Dataset) -> usize {
+        match self {
+            LogKind::Sent(m) | LogKind::Suppressed(m) => ds.messages[m].stream,
+            LogKind::Joined(s, _) | LogKind::Left(s, _) | LogKind::RoomUpdated(s) => s,
+        }
+    }
+
     /// The event type's wire name.
     pub(crate) fn wire_name(self, ds: &Dataset) -> &'static str {
         match self {
@@ -467,6 +515,30 @@ impl Dataset {
                 .members
                 .map(|members| serde_json::json!({ "members": members })),
             room_attributes: is_room.then(|| serde_json::json!({ "name": s.name })),
+        }
+    }
+
+    /// A room as `setActive` answers it, with its activity `active`.
+    pub(crate) fn room_detail(&self, si: usize, active: bool) -> RoomDetail {
+        let s = &self.streams[si];
+        RoomDetail {
+            room_attributes: RoomAttributes {
+                name: s.name.clone(),
+                description: s.description.clone(),
+                members_can_invite: true,
+                discoverable: s.public,
+            },
+            room_system_info: RoomSystemInfo {
+                id: payload_id(&s.id),
+                creation_date: s.created,
+                created_by_user_id: self.users[s.creator].id,
+                active,
+            },
+            immutable_room_attributes: ImmutableRoomAttributes {
+                public: s.public,
+                read_only: false,
+                copy_protected: false,
+            },
         }
     }
 

@@ -227,6 +227,11 @@ pub struct SimConfig {
     pub latency: Duration,
     /// Streams added in bulk (default: none).
     pub extra_streams: ExtraStreams,
+    /// Streams generated with the pod but created at run time, one by one, by
+    /// [`crate::SimHandle::create_stream`] (default: none): until then nothing shows them
+    /// (lists, ids, datahose, ground truth). They are created after every other message,
+    /// with the service account as a member, and their messages follow.
+    pub later_streams: ExtraStreams,
 }
 
 impl Default for SimConfig {
@@ -255,6 +260,7 @@ impl Default for SimConfig {
             faults: Faults::default(),
             latency: Duration::ZERO,
             extra_streams: ExtraStreams::default(),
+            later_streams: ExtraStreams::default(),
         }
     }
 }
@@ -410,6 +416,16 @@ impl SimConfigBuilder {
     /// Adds `rooms` rooms and `ims` IMs of `messages_each` plain messages each.
     pub fn extra_streams(mut self, rooms: usize, ims: usize, messages_each: usize) -> Self {
         self.0.extra_streams = ExtraStreams {
+            rooms,
+            ims,
+            messages_each,
+        };
+        self
+    }
+    /// Holds back `rooms` rooms and `ims` IMs of `messages_each` plain messages each, for
+    /// [`crate::SimHandle::create_stream`] to create at run time.
+    pub fn later_streams(mut self, rooms: usize, ims: usize, messages_each: usize) -> Self {
+        self.0.later_streams = ExtraStreams {
             rooms,
             ims,
             messages_each,

@@ -81,6 +81,9 @@ pub(crate) struct Stream {
     pub members: Vec<Member>,
     /// Whether the service accounts are members (they may read its messages).
     pub service_member: bool,
+    /// One of [`SimConfig::later_streams`]: it exists only once created at run time
+    /// ([`crate::SimHandle::create_stream`]), and has the service account as a member.
+    pub later: bool,
 }
 
 impl Stream {
@@ -758,6 +761,7 @@ pub(crate) fn generate(cfg: &SimConfig) -> Dataset {
             last_message: None,
             members: Vec::new(),
             service_member: false,
+            later: false,
         };
         let mut member_users: Vec<usize>;
         match kind {
@@ -1275,14 +1279,14 @@ pub(crate) fn generate(cfg: &SimConfig) -> Dataset {
     }
 
     // ---- extra streams ---------------------------------------------------------------------------
-    add_extra_streams(
-        cfg,
-        &humans,
-        &mut used_ids,
-        &mut streams,
-        &mut messages,
-        &mut by_stream,
-    );
+    let mut pools = Pools {
+        used_ids: &mut used_ids,
+        streams: &mut streams,
+        messages: &mut messages,
+        by_stream: &mut by_stream,
+    };
+    add_extra_streams(cfg, &humans, &mut pools, false);
+    add_extra_streams(cfg, &humans, &mut pools, true);
     let n_streams = streams.len();
 
     // ---- indexes -----------------------------------------------------------------------------------
@@ -1322,7 +1326,7 @@ pub(crate) fn generate(cfg: &SimConfig) -> Dataset {
     }
     let mut streams = streams;
     for (i, s) in streams.iter_mut().enumerate() {
-        s.service_member = cfg.membership.includes(i);
+        s.service_member = s.later || cfg.membership.includes(i);
     }
     let stream_index = streams
         .iter()
@@ -1345,22 +1349,40 @@ pub(crate) fn generate(cfg: &SimConfig) -> Dataset {
     }
 }
 
-/// Appends [`SimConfig::extra_streams`]: rooms and IMs of plain messages, from a generator
-/// of their own, timed after every other message so that `messages` stays in global order
-/// and the rest of the data set is unchanged.
-fn add_extra_streams(
-    cfg: &SimConfig,
-    humans: &[usize],
-    used_ids: &mut HashSet<String>,
-    streams: &mut Vec<Stream>,
-    messages: &mut Vec<Message>,
-    by_stream: &mut Vec<Vec<usize>>,
-) {
-    let extra = cfg.extra_streams;
+/// What the generated streams and messages are being collected in.
+struct Pools<'a> {
+    used_ids: &'a mut HashSet<String>,
+    streams: &'a mut Vec<Stream>,
+    messages: &'a mut Vec<Message>,
+    by_stream: &'a mut Vec<Vec<usize>>,
+}
+
+/// Appends [`SimConfig::extra_streams`] (or, `later`, [`SimConfig::later_streams`]): rooms
+/// and IMs of plain messages, from a generator of their own, timed after every other message
+/// so that `messages` stays in global order and the rest of the data set is unchanged. A
+/// later stream is created after every earlier message, and its messages follow.
+fn add_extra_streams(cfg: &SimConfig, humans: &[usize], pools: &mut Pools<'_>, later: bool) {
+    let Pools {
+        used_ids,
+        streams,
+        messages,
+        by_stream,
+    } = pools;
+    let extra = if later {
+        cfg.later_streams
+    } else {
+        cfg.extra_streams
+    };
     if extra.total() == 0 {
         return;
     }
-    let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed ^ 0x0e47_7a5e_ed57_2ea4);
+    let salt = if later {
+        0x1a7e_5c0f_fee0_0b5e
+    } else {
+        0x0e47_7a5e_ed57_2ea4
+    };
+    let label = if later { "New" } else { "Extra" };
+    let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed ^ salt);
     let start = messages
         .last()
         .map_or(cfg.start_time_ms, |m| m.ts.max(cfg.start_time_ms))
@@ -1373,7 +1395,11 @@ fn add_extra_streams(
             .choose_multiple(&mut rng, n.min(humans.len()))
             .copied()
             .collect();
-        let created = start - rng.gen_range(3_600_000..10 * 86_400_000);
+        let created = if later {
+            start + k as i64
+        } else {
+            start - rng.gen_range(3_600_000..10 * 86_400_000)
+        };
         streams.push(Stream {
             id: gen_id(&mut rng, used_ids),
             kind: if room {
@@ -1381,8 +1407,8 @@ fn add_extra_streams(
             } else {
                 StreamType::Im
             },
-            name: room.then(|| format!("Extra room {}", k + 1)),
-            description: room.then(|| format!("Extra room {} of the pod", k + 1)),
+            name: room.then(|| format!("{label} room {}", k + 1)),
+            description: room.then(|| format!("{label} room {} of the pod", k + 1)),
             active: true,
             public: false,
             external: false,
@@ -1402,6 +1428,7 @@ fn add_extra_streams(
                 })
                 .collect(),
             service_member: false,
+            later,
         });
         by_stream.push(Vec::new());
     }

@@ -36,6 +36,7 @@
 //! | `GET /pod/v3/users?uid=..|email=..|username=..&local&active` (≤ 100 items) | `V2UserList` `{users, errors}`; external users with their `emailAddress`, as a User Provisioning caller sees them; 204 when nothing matches |
 //! | `GET /pod/v2/sessioninfo` | `UserV2` of the logged-in service account |
 //! | `POST /pod/v1/admin/messagesuppression/{id}/suppress` | `MessageSuppressionResponse`; suppresses at run time |
+//! | `POST /pod/v1/admin/room/{id}/setActive?active=` | `RoomDetail`; deactivates or reactivates a room (400 for other streams); a deactivated room stays listed (`isActive` false) and readable |
 //! | `GET /agent/v4/stream/{sid}/message?since&until&skip&limit` (limit ≤ 500, default 50) | JSON array of `V4Message` in timestamp order, `since`/`until` inclusive; **204 with no body** when empty |
 //! | `GET /agent/v1/message/{id}` | one `V4Message`; 204 if unknown or suppressed |
 //! | (in both) | a wall post sharing a message carries it whole as `sharedMessage`; the shared message's files download with the wall post's stream and message ids |
@@ -187,6 +188,31 @@ impl SimHandle {
     /// false if the id is unknown.
     pub fn add_service_account(&self, stream_id: &str) -> bool {
         self.shared.add_service_account(stream_id)
+    }
+
+    /// Removes the service account from a stream now, as an administrator would: from then
+    /// on its messages and files are refused to it (the configured non-member status). The
+    /// stream stays in the admin stream list, which lists every stream of the enterprise.
+    /// Returns false if the id is unknown or the account was not a member.
+    pub fn remove_service_account(&self, stream_id: &str) -> bool {
+        self.shared.remove_service_account(stream_id)
+    }
+
+    /// Creates the next of the [`SimConfig::later_streams`] of `kind` (`Room` or `Im`) now,
+    /// as its members would (a room created, an IM opened) and then write in it: from now on
+    /// it is listed, its messages are served, it is in the ground truth, and with
+    /// [`DatahoseConfig::history`] its messages join the datahose. Returns its id (URL-safe),
+    /// or `None` when no such stream is left.
+    pub fn create_stream(&self, kind: StreamType) -> Option<String> {
+        self.shared.create_stream(kind)
+    }
+
+    /// Deactivates (`active` false) or reactivates a room now, as
+    /// `POST /pod/v1/admin/room/{id}/setActive?active=` does: it stays in the admin stream
+    /// list with `isActive` false, and its messages stay readable by its members. Returns
+    /// false if the id is unknown or not a room's.
+    pub fn set_room_active(&self, room_id: &str, active: bool) -> bool {
+        self.shared.set_room_active(room_id, active).is_ok()
     }
 
     /// Suppresses one message now (as `POST /pod/v1/admin/messagesuppression/{id}/suppress`

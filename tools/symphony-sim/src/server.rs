@@ -53,6 +53,12 @@ pub(crate) struct Live {
     pub events: Vec<LogEvent>,
     /// Streams the service account was added to while running.
     pub joined: std::collections::HashSet<usize>,
+    /// Streams the service account was removed from while running.
+    pub removed: std::collections::HashSet<usize>,
+    /// Later streams not created yet ([`SimConfig::later_streams`]): nothing shows them.
+    pub unborn: std::collections::BTreeSet<usize>,
+    /// Rooms deactivated (`false`) or reactivated (`true`) while running.
+    pub active: HashMap<usize, bool>,
 }
 
 /// The datahose's state for one tag, shared by every reader using it.
@@ -100,15 +106,23 @@ impl Shared {
                 ))
             })
             .collect::<Result<Vec<_>, crate::SimError>>()?;
+        let unborn: std::collections::BTreeSet<usize> = (0..ds.streams.len())
+            .filter(|&si| ds.streams[si].later)
+            .collect();
         let live = Live {
             suppressed: vec![None; ds.messages.len()],
             applied: false,
             events: if cfg.datahose.history {
-                ds.history()
+                let mut log = ds.history();
+                log.retain(|e| !unborn.contains(&e.kind.stream(&ds)));
+                log
             } else {
                 Vec::new()
             },
             joined: Default::default(),
+            removed: Default::default(),
+            unborn,
+            active: HashMap::new(),
         };
         let shared = Shared {
             ds,
@@ -162,7 +176,7 @@ impl Shared {
 
     /// Suppresses one message now; `None` if unknown, `Some(false)` if it already was.
     pub(crate) fn suppress(&self, message_id: &str, by: usize) -> Option<(usize, bool)> {
-        let mi = self.ds.find_message(message_id)?;
+        let mi = self.find_message(message_id)?;
         let mut live = self.live.write().unwrap_or_else(|e| e.into_inner());
         if live.suppressed[mi].is_some() {
             return Some((mi, false));
@@ -193,18 +207,121 @@ impl Shared {
         for &si in &live.joined {
             truth.streams[si].service_member = true;
         }
+        for &si in &live.removed {
+            truth.streams[si].service_member = false;
+        }
+        for (&si, &active) in &live.active {
+            truth.streams[si].active = active;
+        }
+        let unborn: std::collections::HashSet<&str> = live
+            .unborn
+            .iter()
+            .map(|&si| self.ds.streams[si].id.as_str())
+            .collect();
         truth
+            .streams
+            .retain(|s| !unborn.contains(s.stream_id.as_str()));
+        truth
+            .messages
+            .retain(|m| !unborn.contains(m.stream_id.as_str()));
+        truth
+    }
+
+    /// A stream that exists now, by id (any base64 flavour).
+    pub(crate) fn find_stream(&self, id: &str) -> Option<usize> {
+        let si = self.ds.find_stream(id)?;
+        let live = self.live.read().unwrap_or_else(|e| e.into_inner());
+        (!live.unborn.contains(&si)).then_some(si)
+    }
+
+    /// A message of a stream that exists now, by id (any base64 flavour).
+    pub(crate) fn find_message(&self, id: &str) -> Option<usize> {
+        let mi = self.ds.find_message(id)?;
+        let live = self.live.read().unwrap_or_else(|e| e.into_inner());
+        (!live.unborn.contains(&self.ds.messages[mi].stream)).then_some(mi)
+    }
+
+    /// Whether a stream is active now (a room may have been deactivated).
+    pub(crate) fn is_active(&self, si: usize) -> bool {
+        let live = self.live.read().unwrap_or_else(|e| e.into_inner());
+        live.active
+            .get(&si)
+            .copied()
+            .unwrap_or(self.ds.streams[si].active)
+    }
+
+    /// Whether the service account is a member of a stream now.
+    fn service_member(&self, si: usize) -> bool {
+        let live = self.live.read().unwrap_or_else(|e| e.into_inner());
+        (self.ds.streams[si].service_member || live.joined.contains(&si))
+            && !live.removed.contains(&si)
     }
 
     /// Makes the service account a member of a stream; false if the id is
     /// unknown.
     pub(crate) fn add_service_account(&self, stream_id: &str) -> bool {
-        let Some(si) = self.ds.find_stream(stream_id) else {
+        let Some(si) = self.find_stream(stream_id) else {
             return false;
         };
         let mut live = self.live.write().unwrap_or_else(|e| e.into_inner());
+        live.removed.remove(&si);
         live.joined.insert(si);
         true
+    }
+
+    /// Removes the service account from a stream; false if the id is unknown
+    /// or it was not a member.
+    pub(crate) fn remove_service_account(&self, stream_id: &str) -> bool {
+        let Some(si) = self.find_stream(stream_id) else {
+            return false;
+        };
+        if !self.service_member(si) {
+            return false;
+        }
+        let mut live = self.live.write().unwrap_or_else(|e| e.into_inner());
+        live.joined.remove(&si);
+        live.removed.insert(si);
+        true
+    }
+
+    /// Creates the next later stream of `kind` (in creation order): from now on it is
+    /// listed, readable, in the ground truth, and its messages join the datahose's history.
+    /// `None` when none of that kind is left.
+    pub(crate) fn create_stream(&self, kind: StreamType) -> Option<String> {
+        let mut live = self.live.write().unwrap_or_else(|e| e.into_inner());
+        let si = live
+            .unborn
+            .iter()
+            .copied()
+            .find(|&si| self.ds.streams[si].kind == kind)?;
+        live.unborn.remove(&si);
+        if self.cfg.datahose.history {
+            let mut born: Vec<LogEvent> = self
+                .ds
+                .history()
+                .into_iter()
+                .filter(|e| e.kind.stream(&self.ds) == si)
+                .collect();
+            live.events.append(&mut born);
+        }
+        Some(self.ds.streams[si].id.clone())
+    }
+
+    /// Deactivates (`active` false) or reactivates a room, as
+    /// `POST /pod/v1/admin/room/{id}/setActive` does. `Err` for an unknown id or a stream
+    /// that is not a room.
+    pub(crate) fn set_room_active(&self, id: &str, active: bool) -> Result<usize, Invalid> {
+        let si = self
+            .find_stream(id)
+            .ok_or_else(|| invalid(format!("Room {id} not found")))?;
+        if self.ds.streams[si].kind != StreamType::Room {
+            return Err(invalid(format!(
+                "Stream {id} is not a room: only chat rooms are deactivated or reactivated"
+            )));
+        }
+        let mut live = self.live.write().unwrap_or_else(|e| e.into_inner());
+        live.active.insert(si, active);
+        Ok(si)
     }
 
     pub(crate) fn stats_snapshot(&self) -> Stats {
@@ -311,7 +428,7 @@ fn bad_request(message: &str) -> Response {
 
 /// A refusal (400 unless said otherwise) as an error value (small, unlike `Response`).
 #[derive(Debug)]
-struct Invalid(u16, String);
+pub(crate) struct Invalid(u16, String);
 
 impl IntoResponse for Invalid {
     fn into_response(self) -> Response {
@@ -417,6 +534,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
             "/v1/admin/messagesuppression/{id}/suppress",
             post(suppress_message),
         )
+        .route("/v1/admin/room/{id}/setActive", post(set_room_active))
         .route_layer(middleware::from_fn_with_state(
             shared.clone(),
             require_provisioning,
@@ -657,17 +775,9 @@ fn readable_stream(st: &Shared, sid: &str) -> Result<usize, Invalid> {
         )));
     }
     let si = st
-        .ds
         .find_stream(sid)
         .ok_or_else(|| invalid(format!("Invalid stream id {sid}")))?;
-    let joined = || {
-        st.live
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .joined
-            .contains(&si)
-    };
-    if !st.ds.streams[si].service_member && !joined() {
+    if !st.service_member(si) {
         st.count(|s| s.not_member += 1);
         return Err(Invalid(
             st.cfg.non_member_status,
@@ -800,6 +910,12 @@ async fn streams_list(State(st): St, RawQuery(q): RawQuery, body: Bytes) -> Resp
         Some(v) => return bad_request(&format!("Invalid includeInactiveStreams {v}")),
     };
     let ds = &st.ds;
+    let unborn = st
+        .live
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .unborn
+        .clone();
     let matching: Vec<usize> = (0..ds.streams.len())
         .filter(|&i| {
             let s = &ds.streams[i];
@@ -811,10 +927,11 @@ async fn streams_list(State(st): St, RawQuery(q): RawQuery, body: Bytes) -> Resp
                 && origin
                     .as_deref()
                     .is_none_or(|v| (v == "EXTERNAL") == creator_external)
+                && !unborn.contains(&i)
                 && status
                     .as_deref()
-                    .is_none_or(|v| (v == "ACTIVE") == s.active)
-                && (include_inactive || s.active)
+                    .is_none_or(|v| (v == "ACTIVE") == st.is_active(i))
+                && (include_inactive || st.is_active(i))
                 && privacy
                     .as_deref()
                     .is_none_or(|v| (v == "PUBLIC") == (s.kind == StreamType::Room && s.public))
@@ -832,7 +949,11 @@ async fn streams_list(State(st): St, RawQuery(q): RawQuery, body: Bytes) -> Resp
         .iter()
         .skip(skip)
         .take(limit)
-        .map(|&i| ds.admin_stream_info(i))
+        .map(|&i| {
+            let mut info = ds.admin_stream_info(i);
+            info.is_active = st.is_active(i);
+            info
+        })
         .collect();
     json(
         StatusCode::OK,
@@ -850,7 +971,7 @@ async fn stream_members(State(st): St, Path(id): Path<String>, RawQuery(q): RawQ
     let q = Query::parse(q.as_deref());
     let (skip, limit) = tri!(paging(&q, 100, 1000));
     let past = tri!(q.boolean("includePastMembers")).unwrap_or(false);
-    let Some(si) = st.ds.find_stream(&id) else {
+    let Some(si) = st.find_stream(&id) else {
         return bad_request(&format!("Stream {id} not found"));
     };
     if st.ds.streams[si].kind == StreamType::Post {
@@ -883,7 +1004,7 @@ async fn stream_members(State(st): St, Path(id): Path<String>, RawQuery(q): RawQ
 async fn room_members(State(st): St, Path(id): Path<String>, RawQuery(q): RawQuery) -> Response {
     let q = Query::parse(q.as_deref());
     let past = tri!(q.boolean("includePastMembers")).unwrap_or(false);
-    let Some(si) = st.ds.find_stream(&id) else {
+    let Some(si) = st.find_stream(&id) else {
         return bad_request(&format!("Room {id} not found"));
     };
     let s = &st.ds.streams[si];
@@ -984,7 +1105,9 @@ async fn users(State(st): St, RawQuery(q): RawQuery) -> Response {
 /// `GET /pod/v2/streams/{sid}/info`: like a stream's messages, served to its members only.
 async fn stream_info(State(st): St, Path(sid): Path<String>) -> Response {
     let si = tri!(readable_stream(&st, &sid));
-    json(StatusCode::OK, &st.ds.stream_attributes(si))
+    let mut attributes = st.ds.stream_attributes(si);
+    attributes.active = st.is_active(si);
+    json(StatusCode::OK, &attributes)
 }
 
 async fn session_info(State(st): St, req: Request) -> Response {
@@ -1002,6 +1125,24 @@ async fn session_info(State(st): St, req: Request) -> Response {
         Some(u) => json(StatusCode::OK, &st.ds.user_v2(u)),
         None => error(500, "Session user not found"),
     }
+}
+
+/// `POST /pod/v1/admin/room/{id}/setActive?active=`: deactivates or reactivates a room. A
+/// deactivated room stays in the admin stream list (`isActive` false; the `status` filter
+/// tells them apart) and its messages stay readable by its members: the spec only says no
+/// message can be sent in it and its membership is locked.
+async fn set_room_active(State(st): St, Path(id): Path<String>, RawQuery(q): RawQuery) -> Response {
+    let q = Query::parse(q.as_deref());
+    let Some(active) = tri!(q.boolean("active")) else {
+        return bad_request("Query parameter active is required");
+    };
+    if !url_safe(&id) {
+        return bad_request(&format!(
+            "Invalid room id {id}: URLs carry ids in URL-safe base64"
+        ));
+    }
+    let si = tri!(st.set_room_active(&id, active));
+    json(StatusCode::OK, &st.ds.room_detail(si, active))
 }
 
 async fn suppress_message(State(st): St, Path(id): Path<String>, req: Request) -> Response {
@@ -1073,7 +1214,7 @@ async fn message_by_id(State(st): St, Path(id): Path<String>) -> Response {
             "Invalid message id {id}: URLs carry ids in URL-safe base64"
         ));
     }
-    let Some(mi) = st.ds.find_message(&id) else {
+    let Some(mi) = st.find_message(&id) else {
         return StatusCode::NO_CONTENT.into_response();
     };
     let stream = &st.ds.streams[st.ds.messages[mi].stream];
@@ -1090,7 +1231,7 @@ async fn attachment(State(st): St, Path(sid): Path<String>, RawQuery(q): RawQuer
         return bad_request("Query parameters fileId and messageId are required");
     };
     let si = tri!(readable_stream(&st, &sid));
-    let Some(mi) = st.ds.find_message(&message_id) else {
+    let Some(mi) = st.find_message(&message_id) else {
         return bad_request(&format!("Message {message_id} not found"));
     };
     if st.ds.messages[mi].stream != si {
