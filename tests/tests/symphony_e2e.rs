@@ -1230,3 +1230,185 @@ fn a_partitioned_walk_archives_the_same_messages_as_the_whole_pod_walk() {
     );
     assert_eq!(parts, whole);
 }
+
+/// A pod of 300 messages whose service account is in every stream, with
+/// one room and one IM held back for the test to create between runs.
+fn pod_with_later_streams() -> SimConfig {
+    SimConfig::builder()
+        .seed(20_240_101)
+        .messages(300)
+        .large_attachment_bytes(0)
+        .max_small_attachment_bytes(8 * 1024)
+        .membership(Membership::All)
+        .later_streams(1, 1, 7)
+        .build()
+}
+
+/// The checkpoint the host keeps for the partition of stream `sid`.
+fn stream_checkpoint(host: &Host, s: &Setup, sid: &str) -> Option<Vec<u8>> {
+    let key = connector_state::partition_lease(&s.config.id, &format!("stream:{sid}"));
+    host.db().checkpoint(&key).unwrap()
+}
+
+/// The ledger: per source item, the mailboxes it was delivered to, with the
+/// Message-ID and email hash.
+fn ledger(host: &Host, s: &Setup) -> BTreeMap<String, BTreeSet<(String, String, String)>> {
+    let mut out: BTreeMap<String, BTreeSet<(String, String, String)>> = BTreeMap::new();
+    for e in host.db().ledger_entries(&s.config.id).unwrap() {
+        out.entry(e.item_id)
+            .or_default()
+            .insert((lower(&e.mailbox), e.message_id, e.email_sha256));
+    }
+    out
+}
+
+#[test]
+fn a_stream_created_between_two_runs_is_archived_whole_by_the_next_run_exactly_once() {
+    let sim = sim(pod_with_later_streams());
+    let s = setup(&sim.base_url(), 50);
+    let host = Host::open(&s.state).unwrap();
+    let first = host.run_once(&s.config, &RunOptions::default()).unwrap();
+    assert_eq!(first.outcome, RunOutcome::Succeeded);
+    let before = sim.ground_truth();
+    check_archive(&s, &before);
+
+    // A room is created and an IM opened, and people write in them.
+    let room = sim.create_stream(symphony_sim::StreamType::Room).unwrap();
+    let im = sim.create_stream(symphony_sim::StreamType::Im).unwrap();
+    let after = sim.ground_truth();
+    assert_eq!(after.streams.len(), before.streams.len() + 2);
+    let new: BTreeSet<&str> = after
+        .messages
+        .iter()
+        .filter(|m| m.stream_id == room || m.stream_id == im)
+        .map(|m| m.message_id.as_str())
+        .collect();
+    assert_eq!(new.len(), 14);
+    assert_eq!(after.messages.len(), before.messages.len() + new.len());
+    for sid in [&room, &im] {
+        assert!(
+            stream_checkpoint(&host, &s, sid).is_none(),
+            "{sid}: no partition before it existed"
+        );
+        assert!(after.stream(sid).unwrap().members.len() >= 2);
+    }
+
+    // The next run lists them as partitions of their own and archives all
+    // their messages, to their members, once.
+    let second = host.run_once(&s.config, &RunOptions::default()).unwrap();
+    assert_eq!(second.outcome, RunOutcome::Succeeded);
+    assert_eq!(second.counts.items_from_source as usize, new.len());
+    assert_eq!(second.counts.skipped_duplicates, 0);
+    assert_eq!(
+        second.counts.imported as usize,
+        deliveries(&after) - deliveries(&before)
+    );
+    check_archive(&s, &after);
+    for sid in [&room, &im] {
+        assert!(
+            stream_checkpoint(&host, &s, sid).is_some(),
+            "{sid}: the new partition's checkpoint"
+        );
+    }
+    let ledger = ledger(&host, &s);
+    let expected = expectations(&after);
+    for id in &new {
+        let mailboxes: BTreeSet<String> = ledger[*id].iter().map(|(m, ..)| m.clone()).collect();
+        assert_eq!(mailboxes, expected[*id].mailboxes, "{id} in the ledger");
+    }
+
+    // Nothing new: nothing read again.
+    let third = host.run_once(&s.config, &RunOptions::default()).unwrap();
+    assert_eq!(third.outcome, RunOutcome::Succeeded);
+    assert_eq!(
+        (third.counts.items_from_source, third.counts.imported),
+        (0, 0)
+    );
+    check_archive(&s, &after);
+}
+
+#[test]
+fn a_stream_that_leaves_keeps_what_was_archived_and_the_next_runs_succeed_without_repeats() {
+    let sim = sim(pod_with_later_streams());
+    let s = setup(&sim.base_url(), 50);
+    let host = Host::open(&s.state).unwrap();
+    let first = host.run_once(&s.config, &RunOptions::default()).unwrap();
+    assert_eq!(first.outcome, RunOutcome::Succeeded);
+    let truth = sim.ground_truth();
+    let archived = check_archive(&s, &truth);
+    let ledger_before = ledger(&host, &s);
+    let with_messages = |kind: symphony_sim::StreamType| {
+        truth
+            .streams
+            .iter()
+            .filter(|t| t.stream_type == kind && t.active && t.message_count > 0)
+            .max_by_key(|t| t.message_count)
+            .unwrap()
+            .stream_id
+            .clone()
+    };
+    // A room is deactivated; the service account is removed from an IM.
+    let room = with_messages(symphony_sim::StreamType::Room);
+    let im = with_messages(symphony_sim::StreamType::Im);
+    let checkpoints: Vec<Vec<u8>> = [&room, &im]
+        .iter()
+        .map(|sid| stream_checkpoint(&host, &s, sid).expect("a checkpoint after the first run"))
+        .collect();
+    assert!(sim.set_room_active(&room, false));
+    assert!(sim.remove_service_account(&im));
+    let now = sim.ground_truth();
+    assert!(!now.stream(&room).unwrap().active);
+    assert!(!now.stream(&im).unwrap().service_member);
+    assert_eq!(now.messages.len(), truth.messages.len());
+
+    // The next run succeeds: nothing new, nothing again, the archive, the
+    // ledger and both checkpoints as they were; the IM is named as not read.
+    let second = host.run_once(&s.config, &RunOptions::default()).unwrap();
+    assert_eq!(second.outcome, RunOutcome::Succeeded);
+    assert_eq!(
+        (
+            second.counts.items_from_source,
+            second.counts.imported,
+            second.counts.skipped_duplicates
+        ),
+        (0, 0, 0)
+    );
+    assert_eq!(check_archive(&s, &truth), archived);
+    assert_eq!(ledger(&host, &s), ledger_before);
+    for id in truth
+        .messages
+        .iter()
+        .filter(|m| m.stream_id == room || m.stream_id == im)
+    {
+        assert!(ledger_before.contains_key(&id.message_id), "{id:?}");
+    }
+    for (sid, kept) in [&room, &im].iter().zip(&checkpoints) {
+        assert_eq!(
+            stream_checkpoint(&host, &s, sid).as_ref(),
+            Some(kept),
+            "{sid}: its checkpoint is kept"
+        );
+    }
+    let listed = not_read(&s.state, &s.config.path);
+    assert_eq!(
+        listed.keys().map(String::as_str).collect::<Vec<_>>(),
+        vec![im.as_str()],
+        "the IM the account left, and only it"
+    );
+
+    // The account is added back: the IM goes on from its checkpoint, with
+    // nothing delivered twice.
+    assert!(sim.add_service_account(&im));
+    let third = host.run_once(&s.config, &RunOptions::default()).unwrap();
+    assert_eq!(third.outcome, RunOutcome::Succeeded);
+    assert_eq!(
+        (
+            third.counts.items_from_source,
+            third.counts.imported,
+            third.counts.skipped_duplicates
+        ),
+        (0, 0, 0)
+    );
+    assert_eq!(check_archive(&s, &truth), archived);
+    assert!(not_read(&s.state, &s.config.path).is_empty());
+}
