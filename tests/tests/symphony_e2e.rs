@@ -6,7 +6,9 @@
 //! service account is a member of half the streams gives it those streams,
 //! exactly, and names the others with the fix; with the datahose read for
 //! messages too, the whole pod arrives exactly once while the datahose
-//! re-delivers and reorders.
+//! re-delivers and reorders. Streams come and go between runs: a new one is
+//! archived whole by the next run as a partition of its own; one deactivated
+//! or left by the account keeps its archive, ledger and checkpoint.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;

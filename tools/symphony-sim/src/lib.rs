@@ -58,7 +58,10 @@
 //! otherwise), while JSON answers carry them in standard base64 with padding.
 //!
 //! Simulator control (not part of Symphony): `GET /_sim/stats`, `GET /_sim/ground-truth`,
-//! `POST /_sim/apply-suppressions`, `POST /_sim/expire-sessions`.
+//! `POST /_sim/apply-suppressions`, `POST /_sim/expire-sessions`; on [`SimHandle`], streams
+//! come and go at run time ([`SimHandle::create_stream`] of [`SimConfig::later_streams`],
+//! [`SimHandle::set_room_active`], [`SimHandle::add_service_account`],
+//! [`SimHandle::remove_service_account`]).
 //!
 //! ## Data
 //!
