@@ -399,8 +399,9 @@ fn three_workers_reading_one_datahose_tag_through_kills_and_a_hang_archive_every
     chaos.end(&mut fleet);
 
     let store = fleet.store();
+    // Generous: on 2 busy cores three workers' partitions take turns.
     wait_for(
-        Duration::from_secs(120),
+        Duration::from_secs(240),
         &format!("the fleet to deliver the {pairs} pairs of one run alone"),
         || (store.delivered_count("symphony").ok()? == pairs as u64).then_some(()),
     );
@@ -418,6 +419,72 @@ fn three_workers_reading_one_datahose_tag_through_kills_and_a_hang_archive_every
         truth,
         "every mailbox holds what one reader alone archives, each email once"
     );
+}
+
+#[test]
+fn three_workers_share_the_partitions_of_a_pod_of_a_thousand_streams_through_kills_and_a_hang_each_email_once()
+ {
+    let dir = tempfile::tempdir().unwrap();
+    let seed = test_seed("FLEET_SEED", "partitioned fleet");
+    let mut rng = Rng::new(seed);
+    let pod = symphony_sim::start_blocking(
+        symphony_sim::SimConfig::builder()
+            .seed(seed)
+            .messages(200)
+            .large_attachment_bytes(0)
+            .membership(symphony_sim::Membership::All)
+            .extra_streams(500, 500, 2)
+            .build(),
+    )
+    .expect("the Symphony simulator starts");
+    let streams: Vec<String> = pod
+        .ground_truth()
+        .streams
+        .iter()
+        .map(|s| s.stream_id.clone())
+        .collect();
+    assert!(streams.len() > 1_000, "{} streams", streams.len());
+    let truth = symphony_reference(&dir.path().join("reference"), &pod.base_url(), "");
+    let pairs: usize = truth.values().map(Vec::len).sum();
+
+    let archive = dir.path().join("fleet");
+    let config = symphony(&archive, &pod.base_url(), "");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, format!("partitions-at-once = 4\n{text}")).unwrap();
+    let mut fleet = WorkerFleet::new(dir.path(), vec![config]);
+    for _ in 0..3 {
+        fleet.start_worker();
+    }
+    let mut chaos = Chaos::new(&mut rng, false);
+    for step in 0..12u64 {
+        std::thread::sleep(Duration::from_millis(rng.range(600, 1400)));
+        chaos.step(&mut fleet, &mut rng, step);
+    }
+    chaos.end(&mut fleet);
+
+    let store = fleet.store();
+    wait_for(
+        Duration::from_secs(240),
+        &format!("the fleet to deliver the {pairs} pairs of one run alone"),
+        || (store.delivered_count("symphony").ok()? == pairs as u64).then_some(()),
+    );
+    for worker in std::mem::take(&mut fleet.workers) {
+        worker.terminate();
+    }
+    assert_shared_and_reconciled(&fleet, &store, "symphony");
+    assert_eq!(
+        mailbox_contents(&archive.join("mail"), SYMPHONY_FOLDER),
+        truth,
+        "every mailbox holds what one run alone archives, each email once"
+    );
+    let without = streams
+        .iter()
+        .filter(|sid| {
+            let key = connector_state::partition_lease("symphony", &format!("stream:{sid}"));
+            store.checkpoint(&key).unwrap().is_none()
+        })
+        .count();
+    assert_eq!(without, 0, "every stream's partition has its checkpoint");
 }
 
 #[test]

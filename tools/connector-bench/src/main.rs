@@ -7,6 +7,7 @@
 //! cargo run --release -p connector-bench -- backfill --messages 1000000
 //! cargo run --release -p connector-bench -- ledger --deliveries 500000
 //! cargo run --release -p connector-bench -- mailbox-ceiling --messages 32000
+//! cargo run --release -p connector-bench -- partitions --streams 3000 --at-once 16
 //! ```
 //!
 //! * `throughput`: the Symphony simulator (in a child process) → the
@@ -31,6 +32,10 @@
 //!   PostgreSQL sharing the mailboxes' budget; prints the ratio to the
 //!   ceiling and the share of requests answered 429.
 //!
+//! * `partitions`: a simulated pod of 3,000 streams with 20 ms per call,
+//!   walked by the Symphony plugin's partitions one at a time and 16 at
+//!   once; prints both runs' times and the speed-up.
+//!
 //! * `ledger`: pages of ledger entries (fan-out 5) committed into each state
 //!   store, SQLite and a throw-away PostgreSQL; prints bytes on disk per
 //!   delivery and deliveries committed per second.
@@ -41,6 +46,7 @@
 
 mod ceiling;
 mod ledger;
+mod partitions;
 
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
@@ -134,9 +140,17 @@ fn main() -> Result<()> {
                 latency: Duration::from_millis(opt("--latency-ms", 250)?),
             },
         ),
+        "partitions" => partitions::partitions(
+            tempdir()?,
+            &partitions::Partitions {
+                streams: opt("--streams", 3_000)? as usize,
+                latency: Duration::from_millis(opt("--latency-ms", 20)?),
+                at_once: opt("--at-once", 16)? as u32,
+            },
+        ),
         "sim" => serve_sim(opt("--messages", 1000)? as usize, opt("--large-bytes", 0)?),
         other => bail!(
-            "unknown command `{other}`: use all, throughput [--messages N] [--no-imap], attachment [--mb N], backfill [--messages N] [--per-page N], ledger [--deliveries N], mailbox-ceiling [--messages N] [--mailboxes N] [--latency-ms N]; each takes --dir D (where the state and the Maildir go)"
+            "unknown command `{other}`: use all, throughput [--messages N] [--no-imap], attachment [--mb N], backfill [--messages N] [--per-page N], ledger [--deliveries N], mailbox-ceiling [--messages N] [--mailboxes N] [--latency-ms N], partitions [--streams N] [--latency-ms N] [--at-once N]; each takes --dir D (where the state and the Maildir go)"
         ),
     }
 }
