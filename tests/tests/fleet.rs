@@ -211,6 +211,32 @@ impl Chaos {
     }
 }
 
+/// Starts three workers, puts them through twelve steps of kills and a
+/// hang, waits until the `symphony` connector delivered `pairs` (generous:
+/// on 2 busy cores three workers' partitions take turns), and stops them;
+/// returns the test's store on the fleet's state.
+fn symphony_through_chaos(fleet: &mut WorkerFleet, rng: &mut Rng, pairs: usize) -> PostgresStore {
+    for _ in 0..3 {
+        fleet.start_worker();
+    }
+    let mut chaos = Chaos::new(rng, false);
+    for step in 0..12u64 {
+        std::thread::sleep(Duration::from_millis(rng.range(600, 1400)));
+        chaos.step(fleet, rng, step);
+    }
+    chaos.end(fleet);
+    let store = fleet.store();
+    wait_for(
+        Duration::from_secs(240),
+        &format!("the fleet to deliver the {pairs} pairs of one run alone"),
+        || (store.delivered_count("symphony").ok()? == pairs as u64).then_some(()),
+    );
+    for worker in std::mem::take(&mut fleet.workers) {
+        worker.terminate();
+    }
+    store
+}
+
 /// Asserts that `connector` was run by more than one worker, and that its
 /// reconciliation agrees.
 fn assert_shared_and_reconciled(fleet: &WorkerFleet, store: &PostgresStore, connector: &str) {
@@ -386,28 +412,9 @@ fn three_workers_reading_one_datahose_tag_through_kills_and_a_hang_archive_every
     let archive = dir.path().join("fleet");
     let config = symphony(&archive, &pod.base_url(), &settings("fleet"));
     let mut fleet = WorkerFleet::new(dir.path(), vec![config]);
-    for _ in 0..3 {
-        fleet.start_worker();
-    }
     // A reader of the same tag that dies holding a batch.
     assert_eq!(pod.take_datahose_batch_without_ack("fleet"), 40);
-    let mut chaos = Chaos::new(&mut rng, false);
-    for step in 0..12u64 {
-        std::thread::sleep(Duration::from_millis(rng.range(600, 1400)));
-        chaos.step(&mut fleet, &mut rng, step);
-    }
-    chaos.end(&mut fleet);
-
-    let store = fleet.store();
-    // Generous: on 2 busy cores three workers' partitions take turns.
-    wait_for(
-        Duration::from_secs(240),
-        &format!("the fleet to deliver the {pairs} pairs of one run alone"),
-        || (store.delivered_count("symphony").ok()? == pairs as u64).then_some(()),
-    );
-    for worker in std::mem::take(&mut fleet.workers) {
-        worker.terminate();
-    }
+    let store = symphony_through_chaos(&mut fleet, &mut rng, pairs);
     assert!(
         pod.stats().redelivered_events >= 40,
         "the datahose gave batches again: {:?}",
@@ -452,25 +459,7 @@ fn three_workers_share_the_partitions_of_a_pod_of_a_thousand_streams_through_kil
     let text = std::fs::read_to_string(&config).unwrap();
     std::fs::write(&config, format!("partitions-at-once = 4\n{text}")).unwrap();
     let mut fleet = WorkerFleet::new(dir.path(), vec![config]);
-    for _ in 0..3 {
-        fleet.start_worker();
-    }
-    let mut chaos = Chaos::new(&mut rng, false);
-    for step in 0..12u64 {
-        std::thread::sleep(Duration::from_millis(rng.range(600, 1400)));
-        chaos.step(&mut fleet, &mut rng, step);
-    }
-    chaos.end(&mut fleet);
-
-    let store = fleet.store();
-    wait_for(
-        Duration::from_secs(240),
-        &format!("the fleet to deliver the {pairs} pairs of one run alone"),
-        || (store.delivered_count("symphony").ok()? == pairs as u64).then_some(()),
-    );
-    for worker in std::mem::take(&mut fleet.workers) {
-        worker.terminate();
-    }
+    let store = symphony_through_chaos(&mut fleet, &mut rng, pairs);
     assert_shared_and_reconciled(&fleet, &store, "symphony");
     assert_eq!(
         mailbox_contents(&archive.join("mail"), SYMPHONY_FOLDER),

@@ -1264,13 +1264,19 @@ fn ledger(host: &Host, s: &Setup) -> BTreeMap<String, BTreeSet<(String, String, 
     out
 }
 
-#[test]
-fn a_stream_created_between_two_runs_is_archived_whole_by_the_next_run_exactly_once() {
-    let sim = sim(pod_with_later_streams());
+/// A connector over `sim` that has run once, successfully.
+fn archived_once(sim: &BlockingSim) -> (Setup, Host) {
     let s = setup(&sim.base_url(), 50);
     let host = Host::open(&s.state).unwrap();
     let first = host.run_once(&s.config, &RunOptions::default()).unwrap();
     assert_eq!(first.outcome, RunOutcome::Succeeded);
+    (s, host)
+}
+
+#[test]
+fn a_stream_created_between_two_runs_is_archived_whole_by_the_next_run_exactly_once() {
+    let sim = sim(pod_with_later_streams());
+    let (s, host) = archived_once(&sim);
     let before = sim.ground_truth();
     check_archive(&s, &before);
 
@@ -1332,10 +1338,7 @@ fn a_stream_created_between_two_runs_is_archived_whole_by_the_next_run_exactly_o
 #[test]
 fn a_stream_that_leaves_keeps_what_was_archived_and_the_next_runs_succeed_without_repeats() {
     let sim = sim(pod_with_later_streams());
-    let s = setup(&sim.base_url(), 50);
-    let host = Host::open(&s.state).unwrap();
-    let first = host.run_once(&s.config, &RunOptions::default()).unwrap();
-    assert_eq!(first.outcome, RunOutcome::Succeeded);
+    let (s, host) = archived_once(&sim);
     let truth = sim.ground_truth();
     let archived = check_archive(&s, &truth);
     let ledger_before = ledger(&host, &s);

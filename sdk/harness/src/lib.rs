@@ -488,26 +488,13 @@ impl Harness {
             state,
         } = self.load()?;
         let result = plugin.partitions(&self.config_json);
-        let run = Run {
-            pages: Vec::new(),
-            source_sha256: BTreeMap::new(),
-            requests: transport.requests(),
-            logs: logs.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+        let loaded = Loaded {
+            plugin,
+            transport,
+            logs,
             state,
         };
-        let unscripted: Vec<RecordedRequest> = run
-            .requests
-            .iter()
-            .filter(|r| !r.scripted)
-            .cloned()
-            .collect();
-        if !unscripted.is_empty() {
-            return Err(HarnessError::Unscripted {
-                unscripted,
-                patterns: self.rules.iter().map(Rule::describe).collect(),
-                run: Box::new(run),
-            });
-        }
+        let run = self.checked_run(loaded, Vec::new(), BTreeMap::new())?;
         result.map_err(|error| HarnessError::Plugin {
             error,
             run: Box::new(run),
@@ -518,16 +505,11 @@ impl Harness {
     /// source): opens it, pulls pages until one is complete (or
     /// [`Harness::max_pages`]), and returns what happened.
     pub fn run_pages(&self) -> Result<Run, HarnessError> {
-        let Loaded {
-            mut plugin,
-            transport,
-            logs,
-            state,
-        } = self.load()?;
+        let mut loaded = self.load()?;
         let mut pages = Vec::new();
         let mut digests = BTreeMap::new();
         let result = (|| -> Result<(), PluginError> {
-            let mut session = plugin.open(
+            let mut session = loaded.plugin.open(
                 &self.config_json,
                 self.partition.as_deref(),
                 self.checkpoint.clone(),
@@ -549,12 +531,37 @@ impl Harness {
             }
             Ok(())
         })();
+        let run = self.checked_run(loaded, pages, digests)?;
+        if let Err(error) = result {
+            return Err(HarnessError::Plugin {
+                error,
+                run: Box::new(run),
+            });
+        }
+        check_contract(&run, &self.described)?;
+        Ok(run)
+    }
+}
+
+impl Harness {
+    /// What the plugin did, refused when it sent a request no rule
+    /// scripted.
+    fn checked_run(
+        &self,
+        loaded: Loaded,
+        pages: Vec<Page>,
+        source_sha256: BTreeMap<String, String>,
+    ) -> Result<Run, HarnessError> {
         let run = Run {
             pages,
-            source_sha256: digests,
-            requests: transport.requests(),
-            logs: logs.lock().unwrap_or_else(|p| p.into_inner()).clone(),
-            state,
+            source_sha256,
+            requests: loaded.transport.requests(),
+            logs: loaded
+                .logs
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
+            state: loaded.state,
         };
         let unscripted: Vec<RecordedRequest> = run
             .requests
@@ -569,13 +576,6 @@ impl Harness {
                 run: Box::new(run),
             });
         }
-        if let Err(error) = result {
-            return Err(HarnessError::Plugin {
-                error,
-                run: Box::new(run),
-            });
-        }
-        check_contract(&run, &self.described)?;
         Ok(run)
     }
 }

@@ -1063,18 +1063,7 @@ pub(crate) fn generate(cfg: &SimConfig) -> Dataset {
             initial: None,
             planned_suppression: None,
             user_agent: USER_AGENTS[rng.gen_range(0..USER_AGENTS.len())],
-            sid: {
-                let b: [u8; 16] = rng.r#gen();
-                let h = hex::encode(b);
-                format!(
-                    "{}-{}-{}-{}-{}",
-                    &h[..8],
-                    &h[8..12],
-                    &h[12..16],
-                    &h[16..20],
-                    &h[20..]
-                )
-            },
+            sid: uuid_text(rng.r#gen()),
             shares: None,
         };
         match kind {
@@ -1446,8 +1435,7 @@ fn add_extra_streams(cfg: &SimConfig, humans: &[usize], pools: &mut Pools<'_>, l
     for (ts, si, sender) in slots {
         let mut b = MessageBuilder::new(false);
         b.text(&sentence(&mut rng, 3, 10));
-        let sid: [u8; 16] = rng.r#gen();
-        let h = hex::encode(sid);
+        let sid = uuid_text(rng.r#gen());
         by_stream[si].push(messages.len());
         streams[si].last_message = Some(ts);
         messages.push(Message {
@@ -1463,14 +1451,7 @@ fn add_extra_streams(cfg: &SimConfig, humans: &[usize], pools: &mut Pools<'_>, l
             initial: None,
             planned_suppression: None,
             user_agent: USER_AGENTS[0],
-            sid: format!(
-                "{}-{}-{}-{}-{}",
-                &h[..8],
-                &h[8..12],
-                &h[12..16],
-                &h[16..20],
-                &h[20..]
-            ),
+            sid,
             shares: None,
         });
     }
@@ -1628,4 +1609,17 @@ fn render_max_length(rng: &mut ChaCha8Rng) -> Rendered {
     let mut b = MessageBuilder::new(true);
     b.open("p").text(&text).close("p");
     b.finish()
+}
+
+/// 16 bytes written as a UUID (`8-4-4-4-12` hex digits), as message `sid`s are.
+fn uuid_text(bytes: [u8; 16]) -> String {
+    let h = hex::encode(bytes);
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..]
+    )
 }

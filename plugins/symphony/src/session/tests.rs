@@ -999,18 +999,24 @@ fn without_the_key_manager_login_agent_calls_and_downloads_carry_the_session_alo
     }
 }
 
+/// The JSON of the first message of `stream`.
+fn first_message(pod: &FakePod, stream: &str) -> Value {
+    pod.stream(stream).unwrap().messages[0].2.clone()
+}
+
+/// A `MESSAGESENT` datahose event `id` carrying message `m`.
+fn sent(id: &str, m: &Value) -> Value {
+    json!({"id": id, "messageId": m["messageId"], "timestamp": m["timestamp"],
+           "type": "MESSAGESENT", "initiator": {"user": m["user"]},
+           "payload": {"messageSent": {"message": m}}})
+}
+
 #[test]
 fn messages_from_the_datahose_cover_streams_the_account_cannot_read_once_each() {
     let pod = pod();
     {
         let mut p = pod.0.borrow_mut();
-        let m0 = p.stream("MIMxxx").unwrap().messages[0].2.clone();
-        let r00 = p.stream("ROOMxx").unwrap().messages[0].2.clone();
-        let sent = |id: &str, m: &Value| {
-            json!({"id": id, "messageId": m["messageId"], "timestamp": m["timestamp"],
-                   "type": "MESSAGESENT", "initiator": {"user": m["user"]},
-                   "payload": {"messageSent": {"message": m}}})
-        };
+        let (m0, r00) = (first_message(&p, "MIMxxx"), first_message(&p, "ROOMxx"));
         // Delivered twice (at least once), and one message the listing has.
         let events = vec![sent("s1", &m0), sent("s2", &r00), sent("s1", &m0)];
         p.events.splice(0..0, events);
@@ -1040,13 +1046,7 @@ fn partitioned_the_datahose_leaves_the_messages_of_streams_the_account_reads_to_
     let pod = pod();
     {
         let mut p = pod.0.borrow_mut();
-        let m0 = p.stream("MIMxxx").unwrap().messages[0].2.clone();
-        let r00 = p.stream("ROOMxx").unwrap().messages[0].2.clone();
-        let sent = |id: &str, m: &Value| {
-            json!({"id": id, "messageId": m["messageId"], "timestamp": m["timestamp"],
-                   "type": "MESSAGESENT", "initiator": {"user": m["user"]},
-                   "payload": {"messageSent": {"message": m}}})
-        };
+        let (m0, r00) = (first_message(&p, "MIMxxx"), first_message(&p, "ROOMxx"));
         p.events
             .splice(0..0, vec![sent("s1", &m0), sent("s2", &r00)]);
         p.fail.push(("/streams/MIMxxx/info".into(), 403, vec![]));
