@@ -14,8 +14,10 @@
 //! `run --once` and `status`. The program is this crate's `connector-cli`
 //! binary, the host's `connector` program built in this crate.
 //!
-//! Pinned: the output of `validate`, `run --once` (stdout and stderr),
-//! `status` (text and JSON), the admin log (`connector log`), the counts per
+//! Pinned: the output of `validate`, `run --once` (stdout, and stderr with
+//! its lines sorted: partitions are read at once),
+//! `status` (text and JSON), the admin log (`connector log`, its rows
+//! sorted), the counts per
 //! mailbox and day (`reconcile --by-day`) and the quarantine (`quarantine
 //! list`), whole; the ledger rows (`reconcile`, as CSV and as JSON checked
 //! against the mailboxes) and the quarantine as JSON, by line count and
@@ -366,14 +368,25 @@ fn run_demo(tmp: &Path) -> DemoOutput {
     let stderr = String::from_utf8_lossy(&run.stderr);
     assert!(run.status.success(), "the demo's run failed: {stderr}");
     let stdout = String::from_utf8_lossy(&run.stdout);
-    add(&args, &format!("{stdout}-- stderr:\n{stderr}"), true);
+    // The stream partitions are read several at once, so their lines come
+    // in any order: they are pinned sorted by what follows their time.
+    let mut lines: Vec<&str> = stderr.lines().collect();
+    lines.sort_by_key(|line| line.split_once(' ').map_or(*line, |(_, rest)| rest));
+    let stderr = lines.join("\n");
+    add(&args, &format!("{stdout}-- stderr:\n{stderr}\n"), true);
     let args = ["status", config];
     add(&args, &cli(&args), true);
     let args = ["status", "--json", config];
     add(&args, &cli(&args), true);
-    // The admin log (CSV, its only format).
+    // The admin log (CSV, its only format), its rows sorted: partitions
+    // read at once record their failures in any order.
     let args = ["log", "--connector", CONNECTOR, "--last"];
-    add(&args, &cli(&args), true);
+    let log = cli(&args);
+    let mut rows: Vec<&str> = log.lines().collect();
+    if rows.len() > 1 {
+        rows[1..].sort_unstable();
+    }
+    add(&args, &format!("{}\n", rows.join("\n")), true);
     // The reconciliation: the ledger's rows, one per (item, mailbox or
     // unmapped participant) — all the ledger holds but its delivery times
     // and receipts (Maildir file paths, named after this machine, pinned
