@@ -1696,6 +1696,9 @@ mod behaviours {
         assert_eq!(first.checkpoint(&a).unwrap(), Some(b"a1".to_vec()));
         assert_eq!(first.checkpoint(&z).unwrap(), Some(b"z1".to_vec()));
         assert_eq!(first.checkpoint("c").unwrap(), None);
+        assert_eq!(second.partition_checkpoints("c").unwrap(), 2);
+        assert_eq!(second.partition_checkpoints("c#partition").unwrap(), 0);
+        assert_eq!(second.partition_checkpoints("other").unwrap(), 0);
 
         // Z's lapsed token is refused once a successor took Z.
         let stale = on_z.token();

@@ -26,6 +26,21 @@ impl Checkpoints for PostgresStore {
             Ok(())
         })
     }
+
+    fn partition_checkpoints(&self, connector: &str) -> Result<u64, StateError> {
+        let prefix = connector_state::partition_lease(connector, "");
+        let length = prefix.chars().count() as i32;
+        self.with(|c| {
+            let n: i64 = c
+                .session()
+                .query_one(
+                    "SELECT count(*) FROM checkpoints WHERE substr(connector, 1, $2) = $1",
+                    &[&prefix, &length],
+                )?
+                .get(0);
+            Ok(n.unsigned_abs())
+        })
+    }
 }
 
 /// Stores the page's checkpoint in its slot, inside the page's transaction.

@@ -24,6 +24,16 @@ impl Checkpoints for SqliteStore {
             .execute("DELETE FROM checkpoints WHERE connector = ?1", [connector])?;
         Ok(())
     }
+
+    fn partition_checkpoints(&self, connector: &str) -> Result<u64, StateError> {
+        let prefix = connector_state::partition_lease(connector, "");
+        let n: i64 = self.conn.query_row(
+            "SELECT count(*) FROM checkpoints WHERE substr(connector, 1, ?2) = ?1",
+            params![prefix, prefix.chars().count() as i64],
+            |r| r.get(0),
+        )?;
+        Ok(n.unsigned_abs())
+    }
 }
 
 /// Stores the page's checkpoint in its slot, inside the page's transaction.

@@ -25,6 +25,10 @@ pub trait Checkpoints {
     /// Forgets the connector's checkpoint, so its next run starts from the
     /// beginning (the ledger still prevents duplicate deliveries).
     fn clear_checkpoint(&mut self, connector: &str) -> Result<(), StateError>;
+
+    /// How many partitions of the connector have a checkpoint of their own
+    /// (keys [`crate::partition_lease`] of the connector's id).
+    fn partition_checkpoints(&self, connector: &str) -> Result<u64, StateError>;
 }
 
 /// Every run of every connector: when and how it ran, what it counted, the

@@ -101,6 +101,8 @@ pub struct ConnectorStatus {
     pub delivered: u64,
     /// Items in the quarantine now.
     pub quarantined: u64,
+    /// Partitions of a partitioned source with a checkpoint of their own.
+    pub partitions: u64,
     /// Totals over the runs kept.
     pub totals: ConnectorTotals,
     /// The last run's error, when the last run failed.
@@ -396,6 +398,7 @@ pub fn collect(
             next_run_at: Some(iso(next_due)),
             delivered: db.delivered_count(&c.id)?,
             quarantined: db.quarantine_count(&c.id)?,
+            partitions: db.partition_checkpoints(&c.id)?,
             totals,
             last_error,
             lease: lease.map(|l| LeaseView {

@@ -68,6 +68,9 @@ pub fn render_text(report: &StatusReport) -> String {
             "  delivered: {} (item, mailbox) pair(s); quarantined now: {}",
             c.delivered, c.quarantined
         );
+        if c.partitions > 0 {
+            let _ = writeln!(out, "  partitions: {} with a checkpoint", c.partitions);
+        }
         if let Some(l) = c.lease.as_ref().filter(|l| l.held) {
             let _ = writeln!(out, "  lease: {}", lease_text(l));
         }
@@ -269,6 +272,9 @@ fn card(c: &ConnectorStatus) -> String {
         format!("{} (item, mailbox) pairs", c.delivered),
     );
     row("Quarantined", format!("{} item(s)", c.quarantined));
+    if c.partitions > 0 {
+        row("Partitions", format!("{} with a checkpoint", c.partitions));
+    }
     if let Some(l) = &c.lease {
         row("Lease", esc(&lease_text(l)));
     }
