@@ -1417,3 +1417,55 @@ fn a_stream_that_leaves_keeps_what_was_archived_and_the_next_runs_succeed_withou
     assert_eq!(check_archive(&s, &truth), archived);
     assert!(not_read(&s.state, &s.config.path).is_empty());
 }
+
+#[test]
+fn a_stream_type_no_longer_configured_leaves_the_partitions_and_keeps_its_archive() {
+    let sim = sim(sim_config(300));
+    let (s, host) = archived_once(&sim);
+    let truth = sim.ground_truth();
+    let archived = check_archive(&s, &truth);
+    let ledger_before = ledger(&host, &s);
+    let ims: Vec<String> = truth
+        .streams
+        .iter()
+        .filter(|st| st.stream_type == symphony_sim::StreamType::Im)
+        .map(|st| {
+            connector_state::partition_lease(&s.config.id, &format!("stream:{}", st.stream_id))
+        })
+        .collect();
+    assert!(!ims.is_empty());
+    let with_checkpoint = |keys: &[String]| {
+        keys.iter()
+            .filter(|k| host.db().checkpoint(k).unwrap().is_some())
+            .count()
+    };
+    assert_eq!(with_checkpoint(&ims), ims.len());
+
+    // From now on rooms only: the IMs are no longer partitions.
+    let text = std::fs::read_to_string(&s.config.path).unwrap();
+    std::fs::write(
+        &s.config.path,
+        text.replacen(
+            "page_size = 50\n",
+            "page_size = 50\nstream_types = [\"ROOM\"]\n",
+            1,
+        ),
+    )
+    .unwrap();
+    let rooms_only = ConnectorConfig::load(&s.config.path).unwrap();
+    let before = host.db().partition_checkpoints(&rooms_only.id).unwrap();
+    let second = host.run_once(&rooms_only, &RunOptions::default()).unwrap();
+    assert_eq!(second.outcome, RunOutcome::Succeeded);
+    assert_eq!(
+        (second.counts.items_from_source, second.counts.imported),
+        (0, 0)
+    );
+    // What was archived from the IMs stays: emails, ledger, checkpoints.
+    assert_eq!(check_archive(&s, &truth), archived);
+    assert_eq!(ledger(&host, &s), ledger_before);
+    assert_eq!(with_checkpoint(&ims), ims.len());
+    assert_eq!(
+        host.db().partition_checkpoints(&rooms_only.id).unwrap(),
+        before
+    );
+}
