@@ -1165,10 +1165,23 @@ fn walked(runs: &[connector_plugin_harness::Run]) -> BTreeMap<String, (String, O
         .collect()
 }
 
+/// The Symphony plugin under the harness (built first), against the
+/// simulator at `base`, with pages of 50 and no page limit to speak of.
+fn symphony_harness(base: &str) -> connector_plugin_harness::Harness {
+    build_plugin("symphony");
+    connector_plugin_harness::Harness::new(workspace_root().join("plugins/symphony/manifest.toml"))
+        .config(serde_json::json!({
+            "pod_url": base, "agent_url": base, "key_manager_url": base,
+            "username": symphony_sim::TEST_USERNAME, "page_size": 50,
+        }))
+        .grant_host(base)
+        .forward(base)
+        .signing_key("private-key", symphony_sim::TEST_PRIVATE_KEY_PEM)
+        .max_pages(100_000)
+}
+
 #[test]
 fn a_partitioned_walk_archives_the_same_messages_as_the_whole_pod_walk() {
-    use connector_plugin_harness::Harness;
-    build_plugin("symphony");
     // Hundreds of streams (the stream list pages past 100), half of them
     // not readable by the account, and a latency on every call.
     let sim = sim(SimConfig {
@@ -1187,17 +1200,7 @@ fn a_partitioned_walk_archives_the_same_messages_as_the_whole_pod_walk() {
             .build()
     });
     let base = sim.base_url();
-    let harness = || {
-        Harness::new(workspace_root().join("plugins/symphony/manifest.toml"))
-            .config(serde_json::json!({
-                "pod_url": base, "agent_url": base, "key_manager_url": base,
-                "username": symphony_sim::TEST_USERNAME, "page_size": 50,
-            }))
-            .grant_host(&base)
-            .forward(&base)
-            .signing_key("private-key", symphony_sim::TEST_PRIVATE_KEY_PEM)
-            .max_pages(100_000)
-    };
+    let harness = || symphony_harness(&base);
     let whole = harness().run_pages().expect("the whole-pod walk");
     let partitions = harness().partitions().expect("the partitions");
     let truth = sim.ground_truth();
@@ -1467,5 +1470,59 @@ fn a_stream_type_no_longer_configured_leaves_the_partitions_and_keeps_its_archiv
     assert_eq!(
         host.db().partition_checkpoints(&rooms_only.id).unwrap(),
         before
+    );
+}
+
+#[test]
+fn a_connector_read_whole_before_partitions_goes_on_from_its_checkpoint_in_every_partition() {
+    use connector_state::{DEFAULT_LEASE, LeaseRequest, LockOutcome, PageCommit, RunCounts};
+    let sim = sim(sim_config(400));
+    let base = sim.base_url();
+    // A run of the whole pod to its end, as the plugin read it before it
+    // listed partitions.
+    let whole = symphony_harness(&base)
+        .run_pages()
+        .expect("the whole-pod walk");
+    assert_eq!(whole.messages().count(), 400);
+    let s = setup(&base, 50);
+    let host = Host::open(&s.state).unwrap();
+    {
+        // Its checkpoint, as the connector's state kept it then.
+        let mut db = host.db();
+        let id = s.config.id.as_str();
+        let run = db.begin_run(id, 0).unwrap();
+        let request = LeaseRequest {
+            owner: "before partitions".into(),
+            ttl: DEFAULT_LEASE,
+            fingerprint: Default::default(),
+        };
+        let LockOutcome::Taken(lock) = db.lock_runs(id, &request).unwrap() else {
+            panic!("the lease is free");
+        };
+        let page = PageCommit {
+            checkpoint: whole.last_checkpoint().unwrap(),
+            ..PageCommit::default()
+        };
+        db.commit_page(id, run, lock.token(), &page).unwrap();
+        db.finish_run(run, 1, RunOutcome::Succeeded, &RunCounts::default(), None)
+            .unwrap();
+        let token = lock.token();
+        drop(lock);
+        db.release_lease(id, token).unwrap();
+    }
+
+    // Partitioned now: each partition starts at its position in it.
+    let run = host.run_once(&s.config, &RunOptions::default()).unwrap();
+    assert_eq!(run.outcome, RunOutcome::Succeeded);
+    assert_eq!(
+        (run.counts.items_from_source, run.counts.imported),
+        (0, 0),
+        "nothing is read again"
+    );
+    let truth = sim.ground_truth();
+    assert_eq!(
+        host.db().partition_checkpoints(&s.config.id).unwrap() as usize,
+        truth.streams.len() + 1,
+        "every stream's partition and the datahose now have their own"
     );
 }
