@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 use super::{GraphSettings, PENDING_PROPERTY, UPLOAD_CHUNK, body};
 use connector_oauth::{AppTokens, TokenError};
 use connector_secrets::SecretLookup;
-use connector_sink::budget::{LocalBudget, MailboxBudget};
+use connector_sink::budget::{LocalBudget, MailboxBudget, Pauses};
 use connector_sink::{Mailbox, SinkError};
 
 /// Bytes of JSON up to which a body is built and written on the sink's own
@@ -93,7 +93,7 @@ pub(super) struct Api {
     answered: AtomicBool,
     /// Mailbox → when Graph's last `Retry-After` for it ends; every
     /// request to it waits for it, not only the one that was throttled.
-    quiet_until: Arc<Mutex<HashMap<String, Instant>>>,
+    quiet_until: Arc<Pauses>,
     /// Requests in flight, all mailboxes together
     /// ([`GraphSettings::max_concurrency`]).
     in_flight: Arc<tokio::sync::Semaphore>,
@@ -225,7 +225,7 @@ impl Api {
     /// Leaves `mailbox` alone for `wait`: this sink's requests to it at
     /// once, every worker's once they next reserve from its window.
     fn hold_off(&self, mailbox: &Mailbox, wait: Duration) {
-        hold_off(&self.quiet_until, mailbox.as_str(), wait);
+        self.quiet_until.hold(mailbox.as_str(), wait);
         let (budget, key) = (self.budget(), self.budget_key(mailbox));
         tokio::task::spawn_blocking(move || {
             if let Err(e) = budget.throttle(&key, wait) {
@@ -729,13 +729,11 @@ impl Api {
         let exchange = async move {
             let _permit = permit;
             if let Some(mailbox) = &mailbox {
-                wait_quiet(&quiet, mailbox).await;
+                sleep_while_paused(|| quiet.left(mailbox)).await;
             }
             // A pause another sink of this process was asked for.
             if let Some((budget, key)) = &shared {
-                while let Some(left) = budget.paused_for(key) {
-                    tokio::time::sleep(left).await;
-                }
+                sleep_while_paused(|| budget.paused_for(key)).await;
             }
             let response =
                 client
@@ -753,7 +751,7 @@ impl Api {
                 .and_then(|v| v.trim().parse().ok());
             if let (Some(mailbox), Some(seconds), 429 | 503 | 504) = (&mailbox, retry_after, status)
             {
-                hold_off(&quiet, mailbox, Duration::from_secs(seconds).min(MAX_WAIT));
+                quiet.hold(mailbox, Duration::from_secs(seconds).min(MAX_WAIT));
             }
             let bytes = response
                 .into_body()
@@ -776,24 +774,13 @@ impl Api {
     }
 }
 
-/// Waits while Graph asked to leave `mailbox` alone, looking again after
-/// each wait (another request may have been throttled meanwhile).
-async fn wait_quiet(quiet: &Mutex<HashMap<String, Instant>>, mailbox: &str) {
-    loop {
-        let until = lock(quiet).get(mailbox).copied();
-        match until.and_then(|u| u.checked_duration_since(Instant::now())) {
-            Some(wait) => tokio::time::sleep(wait).await,
-            None => return,
-        }
+/// Waits while a mailbox is paused (`left`: how long it still is), looking
+/// again after each wait (another request may have been throttled
+/// meanwhile).
+async fn sleep_while_paused(left: impl Fn() -> Option<Duration>) {
+    while let Some(wait) = left() {
+        tokio::time::sleep(wait).await;
     }
-}
-
-/// Leaves `mailbox` alone for `wait`.
-fn hold_off(quiet: &Mutex<HashMap<String, Instant>>, mailbox: &str, wait: Duration) {
-    let until = Instant::now() + wait;
-    let mut quiet = lock(quiet);
-    let slot = quiet.entry(mailbox.to_string()).or_insert(until);
-    *slot = (*slot).max(until);
 }
 
 /// Runs CPU-heavy or blocking work on a blocking thread, so that the

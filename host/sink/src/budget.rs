@@ -35,6 +35,31 @@ pub struct MailboxLimits {
     pub window: Duration,
 }
 
+/// Until when each mailbox is to be left alone, as the mail service asked
+/// (`Retry-After`): the one record of such pauses, for a sink's own
+/// requests and for the budgets that share them.
+#[derive(Debug, Default)]
+pub struct Pauses(Mutex<HashMap<String, Instant>>);
+
+impl Pauses {
+    /// Leaves `mailbox` alone for `pause` from now; a shorter pause never
+    /// cuts a longer one short.
+    pub fn hold(&self, mailbox: &str, pause: Duration) {
+        let until = Instant::now() + pause;
+        let mut all = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let slot = all.entry(mailbox.to_string()).or_insert(until);
+        *slot = (*slot).max(until);
+    }
+
+    /// How long `mailbox` is still to be left alone, if it is.
+    pub fn left(&self, mailbox: &str) -> Option<Duration> {
+        let all = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        all.get(mailbox)?
+            .checked_duration_since(Instant::now())
+            .filter(|left| !left.is_zero())
+    }
+}
+
 /// Where the mailboxes' slots and rate windows are kept. `mailbox` is the
 /// sink's key for the mailbox: the store, the app and the address, so that
 /// every sink writing to the same mailbox as the same app shares it.
@@ -84,6 +109,7 @@ pub trait MailboxBudget: Send + Sync {
 #[derive(Debug, Default)]
 pub struct LocalBudget {
     mailboxes: Mutex<HashMap<String, LocalMailbox>>,
+    pauses: Pauses,
 }
 
 #[derive(Debug, Default)]
@@ -92,8 +118,6 @@ struct LocalMailbox {
     slots: HashMap<u32, Instant>,
     /// When the rate window opened, and the requests reserved in it.
     window: Option<(Instant, u32)>,
-    /// Until when the mail service asked to leave the mailbox alone.
-    throttled_until: Option<Instant>,
 }
 
 impl LocalBudget {
@@ -148,14 +172,14 @@ impl MailboxBudget for LocalBudget {
         want: u32,
         limits: &MailboxLimits,
     ) -> Result<RequestGrant, SinkError> {
+        if let Some(left) = self.pauses.left(mailbox) {
+            return Ok(RequestGrant {
+                granted: 0,
+                window_left: left,
+            });
+        }
         let now = Instant::now();
         Ok(self.with(mailbox, |m| {
-            if let Some(until) = m.throttled_until.filter(|until| *until > now) {
-                return RequestGrant {
-                    granted: 0,
-                    window_left: until - now,
-                };
-            }
             let (opened, used) = match m.window {
                 Some((opened, used)) if opened + limits.window > now => (opened, used),
                 _ => (now, 0),
@@ -170,18 +194,12 @@ impl MailboxBudget for LocalBudget {
     }
 
     fn throttle(&self, mailbox: &str, pause: Duration) -> Result<(), SinkError> {
-        let until = Instant::now() + pause;
-        self.with(mailbox, |m| {
-            m.throttled_until = Some(m.throttled_until.map_or(until, |t| t.max(until)));
-        });
+        self.pauses.hold(mailbox, pause);
         Ok(())
     }
 
     fn paused_for(&self, mailbox: &str) -> Option<Duration> {
-        let until = self.with(mailbox, |m| m.throttled_until)?;
-        until
-            .checked_duration_since(Instant::now())
-            .filter(|left| !left.is_zero())
+        self.pauses.left(mailbox)
     }
 }
 

@@ -2,12 +2,11 @@
 //! sharing the state shares each mailbox's concurrency slots, rate window
 //! and the pauses the mail service asks for.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use connector_sink::SinkError;
-use connector_sink::budget::{MailboxBudget, MailboxLimits, RequestGrant, SLOT_LEASE};
+use connector_sink::budget::{MailboxBudget, MailboxLimits, Pauses, RequestGrant, SLOT_LEASE};
 use connector_state::{SharedStore, StateError, StateStore};
 
 use super::page::lock;
@@ -19,11 +18,8 @@ pub(super) struct StateBudget {
     pub holder: String,
     /// The pauses this process's sinks were asked for, by mailbox: every
     /// sink of the process sees them at once.
-    pub pauses: Pauses,
+    pub pauses: Arc<Pauses>,
 }
-
-/// Mailbox → until when the mail service asked to leave it alone.
-pub(super) type Pauses = Arc<Mutex<HashMap<String, Instant>>>;
 
 impl StateBudget {
     fn with<T>(
@@ -69,22 +65,11 @@ impl MailboxBudget for StateBudget {
     }
 
     fn throttle(&self, mailbox: &str, pause: Duration) -> Result<(), SinkError> {
-        let until = Instant::now() + pause;
-        let mut pauses = lock_pauses(&self.pauses);
-        let slot = pauses.entry(mailbox.to_string()).or_insert(until);
-        *slot = (*slot).max(until);
-        drop(pauses);
+        self.pauses.hold(mailbox, pause);
         self.with(|db, _| db.throttle_mailbox(mailbox, pause))
     }
 
     fn paused_for(&self, mailbox: &str) -> Option<Duration> {
-        let until = *lock_pauses(&self.pauses).get(mailbox)?;
-        until
-            .checked_duration_since(Instant::now())
-            .filter(|left| !left.is_zero())
+        self.pauses.left(mailbox)
     }
-}
-
-fn lock_pauses(pauses: &Pauses) -> std::sync::MutexGuard<'_, HashMap<String, Instant>> {
-    pauses.lock().unwrap_or_else(|p| p.into_inner())
 }

@@ -191,7 +191,7 @@ pub struct Host {
     /// Where big emails are spooled while they are delivered.
     spool: spool::SpoolDir,
     /// The mailboxes the mail service asked this process to leave alone.
-    pauses: mailbox_budget::Pauses,
+    pauses: Arc<connector_sink::budget::Pauses>,
 }
 
 /// Creates the state folder (and its parents) when absent, readable by its
@@ -449,14 +449,14 @@ impl Host {
         let failure: std::sync::Mutex<Option<RunError>> = std::sync::Mutex::new(None);
         let incomplete = AtomicBool::new(false);
         let next = || {
-            let failed = locked(&failure).is_some();
+            let failed = page::locked(&failure).is_some();
             if failed || setup.control.stopping() || setup.page_limit_reached() {
                 return None;
             }
-            locked(&queue).pop_front()
+            page::locked(&queue).pop_front()
         };
         let fail = |e: RunError| {
-            locked(&failure).get_or_insert(e);
+            page::locked(&failure).get_or_insert(e);
         };
         std::thread::scope(|scope| {
             for n in 0..threads {
@@ -503,8 +503,9 @@ impl Host {
         if let Some(e) = failure.into_inner().unwrap_or_else(|p| p.into_inner()) {
             return Err(e);
         }
-        let stopped =
-            setup.control.stopping() || setup.page_limit_reached() || !locked(&queue).is_empty();
+        let stopped = setup.control.stopping()
+            || setup.page_limit_reached()
+            || !page::locked(&queue).is_empty();
         Ok(if stopped || incomplete.load(Ordering::SeqCst) {
             RunOutcome::Interrupted
         } else {
@@ -654,11 +655,6 @@ impl RunSetup<'_> {
     }
 }
 
-/// The value behind `m`, also after a thread panicked holding it.
-fn locked<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
 /// A run's counts, added to by every partition's pages.
 #[derive(Default)]
 struct RunTally(std::sync::Mutex<RunCounts>);
@@ -666,13 +662,13 @@ struct RunTally(std::sync::Mutex<RunCounts>);
 impl RunTally {
     /// Adds a committed page's counts; the run's total so far.
     fn add(&self, page: &RunCounts) -> RunCounts {
-        let mut total = locked(&self.0);
+        let mut total = page::locked(&self.0);
         total.add(page);
         total.clone()
     }
 
     fn total(&self) -> RunCounts {
-        locked(&self.0).clone()
+        page::locked(&self.0).clone()
     }
 }
 

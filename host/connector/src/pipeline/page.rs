@@ -451,9 +451,14 @@ fn quarantine_unmapped(msg: &Message, email: &Email, unmapped: &[Person], commit
     });
 }
 
+/// The value behind `m`, also after a thread panicked holding it.
+pub(super) fn locked<T: ?Sized>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 /// The state database, also after a thread panicked holding it.
 pub(super) fn lock(db: &SharedStore) -> std::sync::MutexGuard<'_, dyn StateStore + 'static> {
-    db.lock().unwrap_or_else(|p| p.into_inner())
+    locked(db)
 }
 
 #[cfg(test)]
