@@ -12,3 +12,14 @@ pub struct RequestGrant {
     /// then, and a used-up window has room again after it.
     pub window_left: Duration,
 }
+
+impl RequestGrant {
+    /// `granted` requests for the `left_ms` milliseconds a store computed
+    /// (none when not positive).
+    pub fn for_millis(granted: u32, left_ms: i64) -> RequestGrant {
+        RequestGrant {
+            granted,
+            window_left: Duration::from_millis(u64::try_from(left_ms).unwrap_or(0)),
+        }
+    }
+}

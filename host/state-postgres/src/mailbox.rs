@@ -114,12 +114,7 @@ impl MailboxBudgets for PostgresStore {
                 &[&mailbox],
             )?;
             if let Some(row) = paused {
-                return Ok(RequestGrant {
-                    granted: 0,
-                    window_left: Duration::from_millis(
-                        u64::try_from(row.get::<_, i64>(0)).unwrap_or(0),
-                    ),
-                });
+                return Ok(RequestGrant::for_millis(0, row.get(0)));
             }
             let row = c.session().query_one(
                 "INSERT INTO mailbox_windows AS w (mailbox, opened_at_ms, used, granted)
@@ -139,12 +134,10 @@ impl MailboxBudgets for PostgresStore {
                     &millis(window),
                 ],
             )?;
-            Ok(RequestGrant {
-                granted: u32::try_from(row.get::<_, i64>(0)).unwrap_or(0),
-                window_left: Duration::from_millis(
-                    u64::try_from(row.get::<_, i64>(1)).unwrap_or(0),
-                ),
-            })
+            Ok(RequestGrant::for_millis(
+                u32::try_from(row.get::<_, i64>(0)).unwrap_or(0),
+                row.get(1),
+            ))
         })
     }
 }

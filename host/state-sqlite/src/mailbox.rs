@@ -103,10 +103,7 @@ impl MailboxBudgets for SqliteStore {
             .query_row(params![mailbox, now_ms()], |r| r.get(0))
             .optional()?;
         if let Some(left) = paused {
-            return Ok(RequestGrant {
-                granted: 0,
-                window_left: Duration::from_millis(u64::try_from(left).unwrap_or(0)),
-            });
+            return Ok(RequestGrant::for_millis(0, left));
         }
         let (granted, left): (u32, i64) = self
             .conn
@@ -125,9 +122,6 @@ impl MailboxBudgets for SqliteStore {
                 params![mailbox, want, limit, millis(window), now_ms()],
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )?;
-        Ok(RequestGrant {
-            granted,
-            window_left: Duration::from_millis(u64::try_from(left).unwrap_or(0)),
-        })
+        Ok(RequestGrant::for_millis(granted, left))
     }
 }
