@@ -104,11 +104,16 @@ impl WasmPlugin {
         self.pre.version()
     }
 
+    /// Gives the next call into `store` the plugin's time limit.
+    fn arm(&self, store: &mut Store<SandboxState>) {
+        store.set_epoch_deadline(PluginEngine::ticks_for(self.http.caps.timeout_secs));
+    }
+
     fn instantiate(&self) -> Result<(Store<SandboxState>, Instance), PluginError> {
         let state = SandboxState::new(self.http.clone(), self.kv.clone(), self.log_sink.clone())?;
         let mut store = Store::new(self.engine.engine(), state);
         store.limiter(|s| &mut s.limiter);
-        store.set_epoch_deadline(PluginEngine::ticks_for(self.http.caps.timeout_secs));
+        self.arm(&mut store);
         let bindings = self
             .pre
             .instantiate(&mut store)
@@ -154,8 +159,7 @@ impl Source for WasmPlugin {
                 }
             }
         };
-        inst.store
-            .set_epoch_deadline(PluginEngine::ticks_for(self.http.caps.timeout_secs));
+        self.arm(&mut inst.store);
         let session = inst
             .bindings
             .call_open(&mut inst.store, config_json, partition, checkpoint.as_ref())
@@ -166,7 +170,6 @@ impl Source for WasmPlugin {
             plugin: self,
             inst: Some(inst),
             session: Some(session),
-            failed: false,
             spool: AttachmentSpool::new(self.http.caps.attachment_bytes),
         }))
     }
@@ -178,28 +181,25 @@ pub struct WasmSession<'a> {
     plugin: &'a WasmPlugin,
     /// The instance; taken only when the session is dropped.
     inst: Option<Instantiated>,
+    /// `None` once a call trapped: the instance is never called again.
     session: Option<ResourceAny>,
-    /// A call trapped: the instance is never called again.
-    failed: bool,
     spool: AttachmentSpool,
 }
 
 impl WasmSession<'_> {
     /// The instance, its deadline armed for one more call.
     fn armed(&mut self) -> &mut Instantiated {
-        let ticks = PluginEngine::ticks_for(self.plugin.http.caps.timeout_secs);
         let inst = self
             .inst
             .as_mut()
             .expect("held until the session is dropped");
-        inst.store.set_epoch_deadline(ticks);
+        self.plugin.arm(&mut inst.store);
         inst
     }
 
     fn fail(&mut self, e: wasmtime::Error) -> PluginError {
         // After a trap the instance may be inconsistent: never call it again.
         self.session = None;
-        self.failed = true;
         let inst = self
             .inst
             .as_ref()
@@ -293,9 +293,8 @@ impl Drop for WasmSession<'_> {
             return;
         }
         // The instance serves the plugin's next session, unless it has
-        // served enough.
+        // served enough (one that trapped returned above: no session).
         if let Some(inst) = self.inst.take()
-            && !self.failed
             && inst.sessions < SESSIONS_PER_INSTANCE
         {
             *self.plugin.idle.lock().unwrap_or_else(|p| p.into_inner()) = Some(inst);
