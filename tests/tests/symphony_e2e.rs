@@ -90,6 +90,18 @@ fn sim_config(messages: usize) -> SimConfig {
         .build()
 }
 
+/// The ids of the streams the service account is not in, sorted.
+fn outside_streams(truth: &GroundTruth) -> Vec<&str> {
+    let mut outside: Vec<&str> = truth
+        .streams
+        .iter()
+        .filter(|s| !s.service_member)
+        .map(|s| s.stream_id.as_str())
+        .collect();
+    outside.sort_unstable();
+    outside
+}
+
 fn sim(config: SimConfig) -> BlockingSim {
     start_blocking(config).expect("the simulator starts")
 }
@@ -821,13 +833,7 @@ fn a_pod_where_the_account_is_a_member_of_half_the_streams_archives_those_exactl
     for status in [403, 400] {
         let sim = sim(half_member_pod().non_member_status(status).build());
         let truth = sim.ground_truth();
-        let mut skipped: Vec<&str> = truth
-            .streams
-            .iter()
-            .filter(|s| !s.service_member)
-            .map(|s| s.stream_id.as_str())
-            .collect();
-        skipped.sort_unstable();
+        let skipped = outside_streams(&truth);
         assert!(skipped.len() > 1 && skipped.len() < truth.streams.len());
         let s = setup(&sim.base_url(), 50);
         let file = s.config.path.clone();
@@ -979,13 +985,7 @@ fn with_the_datahose_a_pod_where_the_account_is_in_half_the_streams_is_archived_
     check_archive(&s, &truth);
     // The streams the account is not in are listed: their messages came
     // from the datahose, their files could not be fetched.
-    let mut outside: Vec<&str> = truth
-        .streams
-        .iter()
-        .filter(|s| !s.service_member)
-        .map(|s| s.stream_id.as_str())
-        .collect();
-    outside.sort_unstable();
+    let outside = outside_streams(&truth);
     let listed = not_read(&s.state, &s.config.path);
     assert_eq!(
         listed.keys().map(String::as_str).collect::<Vec<_>>(),
