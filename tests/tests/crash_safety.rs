@@ -83,7 +83,7 @@ fn killing_the_host_with_sigkill_at_random_points_loses_and_duplicates_nothing()
     let first = run_killed(&s.state, &s.config, &Kill::At("fetch", 1));
     assert!(first, "the first run dies at its first page");
 
-    let points = ["fetch", "convert", "deliver", "commit", "committed"];
+    let points = ["fetch", "convert", "deliver", "commit", "in-commit", "committed"];
     let mut kills: Vec<(String, bool)> = Vec::new();
     let mut killed = 0;
     let mut by_point = std::collections::BTreeMap::<&str, usize>::new();

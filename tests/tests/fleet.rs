@@ -133,9 +133,12 @@ impl WorkerFleet {
         self.workers.push(worker);
     }
 
-    /// A store of the test's own on the fleet's database.
+    /// A store of the test's own on the fleet's database; its queries give
+    /// up after 20 s, so that a test waiting on a lock
+    /// the workers hold fails instead of hanging.
     fn store(&self) -> PostgresStore {
-        let config = PostgresConfig::parse(&self.url)
+        let url = format!("{}?options=-c%20statement_timeout%3D20000", self.url);
+        let config = PostgresConfig::parse(&url)
             .unwrap()
             .with_password(self.pg.password());
         PostgresStore::connect(&config).unwrap()
@@ -521,6 +524,55 @@ fn a_worker_frozen_before_its_commit_is_refused_by_the_store_after_its_successor
     assert!(status.status.success(), "{status:?}");
     let report: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
     assert_eq!(report["fenced_commits"], 1, "{report}");
+}
+
+#[test]
+fn a_worker_frozen_inside_its_commit_transaction_is_cut_off_by_the_server_and_its_successor_delivers_everything_once()
+ {
+    let dir = tempfile::tempdir().unwrap();
+    let setup = chat_setup(&dir.path().join("chat"), "chat", 60, 20, "1s");
+    let id = connector_id(&setup);
+    let pairs = setup.truth.pairs() as u64;
+    let mut fleet = WorkerFleet::new(dir.path(), vec![setup.config.clone()]);
+    // Frozen with its first page in the mailboxes and half-way through the
+    // page's transaction: it holds the lease row and the new month's
+    // ledger partitions locked.
+    fleet.start_worker_with(&[("CONNECTOR_FREEZE_AT", "in-commit:1")]);
+    let frozen = fleet.workers[0].pid();
+    wait_for(
+        Duration::from_secs(60),
+        "the first worker to freeze",
+        || process_state(frozen).filter(|s| *s == 'T'),
+    );
+    fleet.start_worker();
+    let store = fleet.store();
+    wait_for(
+        Duration::from_secs(60),
+        &format!("the second worker to deliver all {pairs} pairs"),
+        || (store.delivered_count(&id).ok()? == pairs).then_some(()),
+    );
+    assert!(
+        fleet
+            .pg
+            .log()
+            .contains("terminating connection due to idle-in-transaction timeout"),
+        "the server ended the frozen transaction:\n{}",
+        fleet.pg.log()
+    );
+
+    fleet.workers[0].resume();
+    // The woken worker finds its transaction gone; give it a few of its
+    // schedule's runs to do anything it might wrongly do.
+    std::thread::sleep(Duration::from_secs(3 * LEASE_SECS));
+    for worker in std::mem::take(&mut fleet.workers) {
+        worker.terminate();
+    }
+    assert_eq!(store.delivered_count(&id).unwrap(), pairs);
+    assert_eq!(
+        assert_mailboxes_match(&setup.mail, &setup.truth),
+        setup.truth.pairs(),
+        "the frozen worker's first page was delivered once, by it, and recorded by its successor"
+    );
 }
 
 fn connector_id(setup: &ChatSetup) -> String {

@@ -34,6 +34,9 @@ pub struct PostgresConfig {
     root_cert: Option<PathBuf>,
     /// The URL as parsed, without password.
     parsed: postgres::Config,
+    /// How long the server lets a transaction of this store wait for its
+    /// client (see [`PostgresConfig::with_idle_transaction_limit`]).
+    idle_transaction_limit: Duration,
 }
 
 /// A state database URL that cannot be used.
@@ -101,6 +104,7 @@ impl PostgresConfig {
             password: None,
             root_cert,
             parsed,
+            idle_transaction_limit: connector_state::DEFAULT_LEASE,
         };
         if config.parsed.get_password().is_some() {
             return Err(PostgresConfigError::PasswordInUrl {
@@ -114,6 +118,25 @@ impl PostgresConfig {
     pub fn with_password(mut self, password: impl Into<String>) -> PostgresConfig {
         self.password = Some(password.into());
         self
+    }
+
+    /// A worker frozen in the middle of a commit (a paused VM, a debugger)
+    /// keeps its transaction's locks, among them its connector's lease row,
+    /// and so holds back the worker that takes its lease over. The store
+    /// asks the server to end any of its transactions left waiting on the
+    /// client for longer than `limit` (`idle_in_transaction_session_timeout`;
+    /// the ended transaction is rolled back and stores nothing), unless the
+    /// server, database or role sets a limit of its own. It is the lease
+    /// time by default: give a fleet's workers their `--lease-secs`.
+    pub fn with_idle_transaction_limit(mut self, limit: Duration) -> PostgresConfig {
+        self.idle_transaction_limit = limit;
+        self
+    }
+
+    /// The limit of [`PostgresConfig::with_idle_transaction_limit`], as a
+    /// setting's value.
+    pub(crate) fn idle_transaction_setting(&self) -> String {
+        format!("{}ms", self.idle_transaction_limit.as_millis().max(1))
     }
 
     /// The URL as given (without `sslrootcert`); it never holds a password.

@@ -37,8 +37,8 @@ use tokio_postgres_rustls::MakeRustlsConnect;
 pub use config::{PostgresConfig, PostgresConfigError};
 pub use schema::SCHEMA_VERSION;
 
-use connector_state::encoding;
 use connector_state::{LeaseRequest, LockOutcome, PageCommit, RunId, StateError, StateStore};
+use connector_state::{encoding, faults};
 
 /// Namespace of this store's advisory locks (the two-key form): "conn".
 const LOCK_CLASS: i32 = 0x636f_6e6e;
@@ -137,8 +137,15 @@ impl<C: GenericClient> Session<'_, C> {
 
 impl Conn {
     fn open(config: &PostgresConfig, tls: &MakeRustlsConnect) -> Result<Conn, postgres::Error> {
+        let mut client = config.client_config().connect(tls.clone())?;
+        // '0' is no limit: the server, database and role set none.
+        client.execute(
+            "SELECT set_config('idle_in_transaction_session_timeout', $1, false)
+             WHERE current_setting('idle_in_transaction_session_timeout') = '0'",
+            &[&config.idle_transaction_setting()],
+        )?;
         Ok(Conn {
-            client: config.client_config().connect(tls.clone())?,
+            client,
             statements: Statements::default(),
         })
     }
@@ -409,6 +416,7 @@ impl StateStore for PostgresStore {
                     return Err(Fail::State(encoding::fenced(lease, fence)));
                 }
                 ledger::insert(tx, connector, run, &page.ledger)?;
+                faults::reached(faults::Point::InCommit);
                 quarantine::insert(tx, connector, run, &page.quarantine, &unmapped)?;
                 quarantine::release(tx, connector, &page.released)?;
                 runs::add_page(tx, connector, run, page)?;

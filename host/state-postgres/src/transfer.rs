@@ -42,6 +42,13 @@ fn each_row<'t>(
     }
 }
 
+/// Lifts the store's idle-transaction limit for a transfer's one
+/// transaction, which waits on the other store between its statements.
+fn allow_slow_client(tx: &mut Transaction<'_>) -> Result<(), Fail> {
+    tx.batch_execute("SET LOCAL idle_in_transaction_session_timeout = 0")?;
+    Ok(())
+}
+
 impl StateExport for PostgresStore {
     fn export_state(&self, sink: &mut dyn RowSink) -> Result<(), StateError> {
         self.with(|c| {
@@ -51,6 +58,7 @@ impl StateExport for PostgresStore {
                 .isolation_level(IsolationLevel::RepeatableRead)
                 .read_only(true)
                 .start()?;
+            allow_slow_client(&mut tx)?;
             let mut send = |row: Row| sink.push(row).map_err(Fail::State);
             each_row(
                 &mut tx,
@@ -260,6 +268,7 @@ impl StateImport for PostgresStore {
     ) -> Result<(), StateError> {
         self.with(|c| {
             c.transaction(|tx| {
+                allow_slow_client(tx.client)?;
                 let mut writer = Writer {
                     tx,
                     batch: Vec::new(),

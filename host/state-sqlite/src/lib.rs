@@ -32,10 +32,10 @@ pub fn migrations() -> &'static [(i64, &'static str, &'static str)] {
     MIGRATIONS
 }
 
-use connector_state::encoding;
 use connector_state::{
     LeaseLiveness, LeaseRequest, LockOutcome, PageCommit, RunId, RunLock, StateError, StateStore,
 };
+use connector_state::{encoding, faults};
 use fleet::Taking;
 
 /// How long a write waits for another process holding the database.
@@ -206,6 +206,7 @@ impl StateStore for SqliteStore {
             return Err(encoding::fenced(lease, fence));
         }
         ledger::insert(&tx, connector, run, &page.ledger)?;
+        faults::reached(faults::Point::InCommit);
         quarantine::insert(&tx, connector, run, &page.quarantine, &unmapped)?;
         quarantine::release(&tx, connector, &page.released)?;
         runs::add_page(&tx, connector, run, page)?;

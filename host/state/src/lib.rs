@@ -13,6 +13,7 @@
 
 pub mod encoding;
 pub mod error;
+pub mod faults;
 pub mod fleet;
 pub mod mailbox;
 pub mod records;

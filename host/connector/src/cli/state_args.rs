@@ -81,9 +81,10 @@ impl StateArgs {
     }
 
     /// The PostgreSQL database at `url`, with the password from
-    /// `--state-password-file` or CONNECTOR_STATE_PASSWORD when given.
+    /// `--state-password-file` or CONNECTOR_STATE_PASSWORD when given; a
+    /// transaction frozen mid-way is ended after a lease time.
     pub fn postgres(&self, url: &str) -> Result<PostgresConfig> {
-        let mut config = PostgresConfig::parse(url)?;
+        let mut config = PostgresConfig::parse(url)?.with_idle_transaction_limit(self.lease_time());
         let password = match (&self.password_file, std::env::var(PASSWORD_VARIABLE)) {
             (Some(file), _) => Some(read_secret_file(file)?.expose().to_string()),
             (None, Ok(value)) => Some(value),

@@ -2,7 +2,6 @@
 //! map its participants, import it, and commit the page's ledger entries and
 //! checkpoint together.
 
-pub mod faults;
 mod lease;
 mod mailbox_budget;
 mod page;
@@ -29,7 +28,7 @@ use connector_secrets::SecretError;
 use connector_sink::{Sink, SinkError};
 use connector_state::{
     CheckpointSlot, Fence, RunCounts, RunId, RunKind, RunOutcome, SharedStore, StateError,
-    StateStore, partition_lease,
+    StateStore, faults, partition_lease,
 };
 
 use crate::config::{ConfigError, ConnectorConfig};

@@ -1,5 +1,5 @@
-//! Fault injection for the crash-safety and fleet tests. When the
-//! environment variable `CONNECTOR_KILL_AT` is `POINT:N`, the process sends
+//! Fault injection for the crash-safety and fleet tests, for the host's
+//! pipeline and the state stores alike. When the environment variable `CONNECTOR_KILL_AT` is `POINT:N`, the process sends
 //! itself SIGKILL (no unwinding, no destructors, no flushing: exactly
 //! `kill -9`) the `N`th time (1-based) it reaches `POINT`; with
 //! `CONNECTOR_FREEZE_AT` it sends itself SIGSTOP there instead, as a VM
@@ -10,7 +10,13 @@
 //! * `convert` — a message was converted (mid-page);
 //! * `deliver` — a batch of emails is in the mailboxes, not yet recorded;
 //! * `commit` — the page is about to be committed;
+//! * `in-commit` — the page's transaction wrote the ledger (and holds its
+//!   locks: the lease row, a new month's partitions) and is not committed;
 //! * `committed` — the page and its checkpoint were just committed.
+//!
+//! The signal goes to the thread that reached the point, so that thread
+//! stops (or dies) there and not a few statements later; a SIGSTOP stops
+//! every other thread of the process too, wherever it is.
 //!
 //! Unset (the normal case) it costs one atomic load per point.
 
@@ -23,13 +29,15 @@ pub const KILL_AT_VAR: &str = "CONNECTOR_KILL_AT";
 /// The variable that arms the freeze point.
 pub const FREEZE_AT_VAR: &str = "CONNECTOR_FREEZE_AT";
 
-/// Where in a run the process can be killed.
+/// Where in a run the process can be killed or frozen (see the module's
+/// list).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Point {
+pub enum Point {
     Fetch,
     Convert,
     Deliver,
     Commit,
+    InCommit,
     Committed,
 }
 
@@ -40,6 +48,7 @@ impl Point {
             "convert" => Point::Convert,
             "deliver" => Point::Deliver,
             "commit" => Point::Commit,
+            "in-commit" => Point::InCommit,
             "committed" => Point::Committed,
             _ => return None,
         })
@@ -77,12 +86,12 @@ fn armed() -> &'static [Armed] {
 }
 
 /// Marks that the run reached `point`; signals the process when armed for it.
-pub(crate) fn reached(point: Point) {
+pub fn reached(point: Point) {
     for armed in armed().iter().filter(|a| a.point == point) {
         if armed.reached.fetch_add(1, Ordering::SeqCst) + 1 == armed.at {
-            // SAFETY: getpid and kill have no memory-safety preconditions.
+            // SAFETY: raise has no memory-safety preconditions.
             unsafe {
-                libc::kill(libc::getpid(), armed.signal);
+                libc::raise(armed.signal);
             }
         }
     }
