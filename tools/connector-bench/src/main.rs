@@ -47,6 +47,7 @@
 mod ceiling;
 mod ledger;
 mod partitions;
+mod single;
 
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
@@ -120,11 +121,25 @@ fn main() -> Result<()> {
             }
             Ok(())
         }
-        "throughput" => throughput(
-            tempdir()?,
-            opt("--messages", 50_000)? as usize,
-            !args.iter().any(|a| a == "--no-imap"),
-        ),
+        "throughput" => {
+            let only = args
+                .iter()
+                .position(|a| a == "--only")
+                .and_then(|i| args.get(i + 1))
+                .map(String::as_str);
+            let messages = opt("--messages", 50_000)? as usize;
+            if only != Some("single") {
+                throughput(tempdir()?, messages, !args.iter().any(|a| a == "--no-imap"))?;
+            }
+            if only != Some("fan-out") && !args.iter().any(|a| a == "--no-imap") {
+                single::single_mailbox(
+                    tempdir()?,
+                    messages,
+                    opt("--batch", single::BATCH as u64)? as usize,
+                )?;
+            }
+            Ok(())
+        }
         "attachment" => attachment(tempdir()?, opt("--mb", 100)?),
         "backfill" => backfill(
             tempdir()?,
@@ -150,7 +165,7 @@ fn main() -> Result<()> {
         ),
         "sim" => serve_sim(opt("--messages", 1000)? as usize, opt("--large-bytes", 0)?),
         other => bail!(
-            "unknown command `{other}`: use all, throughput [--messages N] [--no-imap], attachment [--mb N], backfill [--messages N] [--per-page N], ledger [--deliveries N], mailbox-ceiling [--messages N] [--mailboxes N] [--latency-ms N], partitions [--streams N] [--latency-ms N] [--at-once N]; each takes --dir D (where the state and the Maildir go)"
+            "unknown command `{other}`: use all, throughput [--messages N] [--no-imap] [--only fan-out|single] [--batch N], attachment [--mb N], backfill [--messages N] [--per-page N], ledger [--deliveries N], mailbox-ceiling [--messages N] [--mailboxes N] [--latency-ms N], partitions [--streams N] [--latency-ms N] [--at-once N]; each takes --dir D (where the state and the Maildir go)"
         ),
     }
 }
@@ -283,16 +298,31 @@ fn maildir_sink(path: &Path) -> String {
     )
 }
 
-/// Runs once after loading (and compiling) the plugin outside the clock.
-fn timed_run(host: &Host, config: &ConnectorConfig) -> Result<(RunSummary, Duration)> {
+/// Runs once after loading (and compiling) the plugin outside the clock;
+/// returns the run, its wall time and the CPU time this process used
+/// meanwhile (every thread; Dovecot and the simulator are other
+/// processes).
+fn timed_run(host: &Host, config: &ConnectorConfig) -> Result<(RunSummary, Duration, Duration)> {
     host.validate(config)?;
+    let cpu = single::cpu_time();
     let started = Instant::now();
     let summary = host.run_once(config, &RunOptions::default())?;
     let elapsed = started.elapsed();
+    let cpu = single::cpu_time().saturating_sub(cpu);
     if summary.outcome != RunOutcome::Succeeded {
         bail!("the run ended {:?}: {:?}", summary.outcome, summary.counts);
     }
-    Ok((summary, elapsed))
+    Ok((summary, elapsed, cpu))
+}
+
+/// "busy N%": CPU time over wall time.
+fn busy(cpu: Duration, wall: Duration) -> String {
+    format!(
+        "{:.2}s of CPU in {:.2}s: busy {:.0}%",
+        cpu.as_secs_f64(),
+        wall.as_secs_f64(),
+        100.0 * cpu.as_secs_f64() / wall.as_secs_f64()
+    )
 }
 
 fn per_sec(n: u64, d: Duration) -> f64 {
@@ -319,7 +349,7 @@ fn throughput(tmp: tempfile::TempDir, messages: usize, imap: bool) -> Result<()>
     std::fs::create_dir_all(&dir)?;
     let config = symphony_connector(&dir, &sim.base, &maildir_sink(&mail), "")?;
     let host = Host::open(&dir.join("state"))?;
-    let (summary, elapsed) = timed_run(&host, &config)?;
+    let (summary, elapsed, _) = timed_run(&host, &config)?;
     println!("peak RSS of the Maildir run: {}", mb(peak_rss()));
     let emails = read_maildir(&mail)?;
     let bytes: u64 = emails.values().flatten().map(|e| e.len() as u64).sum();
@@ -355,10 +385,14 @@ fn throughput(tmp: tempfile::TempDir, messages: usize, imap: bool) -> Result<()>
         &format!("imap-master-password = \"{MASTER_PASSWORD}\"\n"),
     )?;
     let host = Host::open(&dir.join("state"))?;
-    let (summary, host_elapsed) = timed_run(&host, &config)?;
+    let (summary, host_elapsed, cpu) = timed_run(&host, &config)?;
     report_run("simulator → Dovecot (IMAP)", &summary.counts, host_elapsed);
+    println!(
+        "simulator → Dovecot: the connector (and the bench's own thread) used {}",
+        busy(cpu, host_elapsed)
+    );
     let host_rate = per_sec(summary.counts.imported, host_elapsed);
-    let raw_elapsed = raw_multiappend(dovecot.port(), &emails)?;
+    let raw_elapsed = raw_multiappend(dovecot.port(), &emails, IMAP_CONNECTIONS, IMAP_BATCH)?;
     let raw_rate = per_sec(count as u64, raw_elapsed);
     println!(
         "raw MULTIAPPEND ceiling (same {count} emails, {IMAP_CONNECTIONS} connections, {IMAP_BATCH} per command, no host): {:.2}s = {raw_rate:.0} deliveries/s",
@@ -397,22 +431,27 @@ fn read_maildir(root: &Path) -> Result<BTreeMap<String, Vec<Vec<u8>>>> {
 }
 
 /// Appends every mailbox's emails to its `INBOX/Raw` with a minimal IMAP
-/// client: master-user login, `IMAP_BATCH` emails per MULTIAPPEND with
-/// non-synchronizing literals, `IMAP_CONNECTIONS` mailboxes at a time.
+/// client: master-user login, `batch` emails per MULTIAPPEND with
+/// non-synchronizing literals, `connections` mailboxes at a time.
 /// Returns the time from the first connection to the last answer.
-fn raw_multiappend(port: u16, emails: &BTreeMap<String, Vec<Vec<u8>>>) -> Result<Duration> {
+fn raw_multiappend(
+    port: u16,
+    emails: &BTreeMap<String, Vec<Vec<u8>>>,
+    connections: usize,
+    batch: usize,
+) -> Result<Duration> {
     type Work<'a> = Vec<(&'a String, &'a Vec<Vec<u8>>)>;
     let queue: Mutex<Work<'_>> = Mutex::new(emails.iter().collect());
     let started = Instant::now();
     std::thread::scope(|s| -> Result<()> {
-        let workers: Vec<_> = (0..IMAP_CONNECTIONS)
+        let workers: Vec<_> = (0..connections)
             .map(|_| {
                 s.spawn(|| -> Result<()> {
                     loop {
                         let Some((mailbox, emails)) = queue.lock().unwrap().pop() else {
                             return Ok(());
                         };
-                        raw_mailbox(port, mailbox, emails)?;
+                        raw_mailbox(port, mailbox, emails, batch)?;
                     }
                 })
             })
@@ -425,7 +464,7 @@ fn raw_multiappend(port: u16, emails: &BTreeMap<String, Vec<Vec<u8>>>) -> Result
     Ok(started.elapsed())
 }
 
-fn raw_mailbox(port: u16, mailbox: &str, emails: &[Vec<u8>]) -> Result<()> {
+fn raw_mailbox(port: u16, mailbox: &str, emails: &[Vec<u8>], batch: usize) -> Result<()> {
     let stream = TcpStream::connect(("127.0.0.1", port))?;
     stream.set_nodelay(true)?;
     let mut reader = BufReader::new(stream.try_clone()?);
@@ -458,7 +497,7 @@ fn raw_mailbox(port: u16, mailbox: &str, emails: &[Vec<u8>]) -> Result<()> {
         format!("LOGIN \"{mailbox}*{MASTER_USER}\" \"{MASTER_PASSWORD}\"\r\n").as_bytes(),
     )?;
     command(&mut writer, b"CREATE \"INBOX/Raw\"\r\n")?;
-    for chunk in emails.chunks(IMAP_BATCH) {
+    for chunk in emails.chunks(batch) {
         let mut wire = b"APPEND \"INBOX/Raw\"".to_vec();
         for email in chunk {
             wire.extend_from_slice(

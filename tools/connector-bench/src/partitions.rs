@@ -49,8 +49,8 @@ pub fn partitions(tmp: tempfile::TempDir, setup: &Partitions) -> Result<()> {
         let config = connector(&dir, &sim.base_url(), at_once)?;
         let host = Host::open(&dir.join("state"))?;
         let logins_before = sim.stats().logins;
-        let (first, archive) = timed_run(&host, &config)?;
-        let (second, quiet) = timed_run(&host, &config)?;
+        let (first, archive, _) = timed_run(&host, &config)?;
+        let (second, quiet, _) = timed_run(&host, &config)?;
         if second.counts.imported != 0 {
             bail!("the second run imported {} emails", second.counts.imported);
         }

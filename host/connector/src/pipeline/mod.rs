@@ -719,13 +719,17 @@ struct AttemptParts<'a> {
 }
 
 impl Host {
-    /// One session of the plugin. The plugin fetches pages on this thread
-    /// while another delivers and commits the pages before them (at most
-    /// [`MAX_PAGES_PER_COMMIT`] pages wait in between, and those waiting
-    /// are committed together), so the plugin's work and the host's
-    /// overlap. Returns how the attempt ended and how many pages it
-    /// committed; a failure of either side ends both, and pages are
-    /// committed strictly in order.
+    /// One session of the plugin, as a pipeline of four threads, so that
+    /// the plugin, the host and the mail store work at once: this thread
+    /// fetches pages; a planner converts and maps them (merging the pages
+    /// the plugin got ahead with, at most [`MAX_PAGES_PER_COMMIT`]); an
+    /// importer delivers one planned page after another; a committer
+    /// commits each imported page, strictly in order. A page's commit
+    /// follows the confirmation of all its emails, so what the mail store
+    /// holds and the ledger lacks is at most the pages between the two (a
+    /// crash leaves them to the mailboxes' Message-ID check, as it always
+    /// could one page). Returns how the attempt ended and how many pages
+    /// it committed; a failure of any thread ends them all.
     fn attempt(
         &self,
         parts: AttemptParts<'_>,
@@ -747,82 +751,117 @@ impl Host {
         } = *setup;
         let config_json = setup.config_json.as_str();
         let db = &self.db;
+        let in_flight = page::InFlight::default();
+        let in_flight = &in_flight;
         std::thread::scope(|scope| {
             let (pages_tx, pages_rx) =
                 std::sync::mpsc::sync_channel::<connector_runtime::Page>(MAX_PAGES_PER_COMMIT);
-            let deliverer = std::thread::Builder::new()
-                .name(format!("deliver-{}", config.id))
-                .spawn_scoped(scope, move || {
-                    let mut conversations: HashMap<String, Conversation> = HashMap::new();
-                    let mut committed = 0u64;
-                    while let Ok(mut page) = pages_rx.recv() {
-                        // Pages the plugin got ahead with are delivered and
-                        // committed together: fewer commits, and fewer
-                        // waits for the slowest mailbox.
-                        let mut merged = 1;
-                        while !page.complete
-                            && merged < MAX_PAGES_PER_COMMIT
-                            && page.messages.len() < MAX_MESSAGES_PER_COMMIT
-                        {
-                            match pages_rx.try_recv() {
-                                Ok(next) => {
-                                    page.absorb(next);
-                                    merged += 1;
-                                }
-                                Err(_) => break,
+            // One page waits between two stages: enough to keep each busy.
+            let (planned_tx, planned_rx) = std::sync::mpsc::sync_channel::<PlannedPage>(1);
+            let (imported_tx, imported_rx) = std::sync::mpsc::sync_channel::<PlannedPage>(1);
+            let thread =
+                |name: &str| std::thread::Builder::new().name(format!("{name}-{}", config.id));
+            let planner = thread("plan").spawn_scoped(scope, move || -> StageEnd {
+                let mut conversations: HashMap<String, Conversation> = HashMap::new();
+                while let Ok(mut page) = pages_rx.recv() {
+                    // Pages the plugin got ahead with are delivered and
+                    // committed together: fewer commits, and fewer
+                    // waits for the slowest mailbox.
+                    let mut merged = 1;
+                    while !page.complete
+                        && merged < MAX_PAGES_PER_COMMIT
+                        && page.messages.len() < MAX_MESSAGES_PER_COMMIT
+                    {
+                        match pages_rx.try_recv() {
+                            Ok(next) => {
+                                page.absorb(next);
+                                merged += 1;
                             }
-                        }
-                        let complete = page.complete;
-                        let mut page_counts =
-                            match stage.deliver(page, &mut conversations, sink, db, run) {
-                                Ok(c) => c,
-                                Err(e) => return (Err(e), committed),
-                            };
-                        page_counts.pages = merged as u64;
-                        faults::reached(faults::Point::Committed);
-                        committed += merged as u64;
-                        tracing::info!(
-                            connector = %config.id,
-                            messages = page_counts.items_from_source,
-                            imported = page_counts.imported,
-                            duplicates = page_counts.skipped_duplicates,
-                            quarantined = page_counts.quarantined,
-                            "page committed"
-                        );
-                        let total = tally.add(&page_counts);
-                        if let Some(observer) = &control.observer {
-                            observer.page_committed(&config.id, &total);
-                        }
-                        if complete {
-                            if let (Some(_), CheckpointSlot::Key(key)) =
-                                (&control.window, &stage.checkpoint_slot)
-                            {
-                                // A finished backfill starts over next
-                                // time; the ledger keeps that free of
-                                // duplicates.
-                                let cleared = page::lock(db).clear_checkpoint(key);
-                                if let Err(e) = cleared {
-                                    return (Err(e.into()), committed);
-                                }
-                            }
-                            return (Ok(RunOutcome::Succeeded), committed);
+                            Err(_) => break,
                         }
                     }
-                    // The plugin side stopped before a complete page.
-                    (Ok(RunOutcome::Interrupted), committed)
-                });
-            let deliverer = match deliverer {
-                Ok(handle) => handle,
-                Err(e) => {
+                    let complete = page.complete;
+                    let planned = stage
+                        .prepare(page, &mut conversations, db, in_flight)
+                        .map_err(|e| (e, 0))?;
+                    let next = PlannedPage {
+                        planned,
+                        merged,
+                        complete,
+                    };
+                    if planned_tx.send(next).is_err() {
+                        break;
+                    }
+                }
+                Ok(StageOutcome::Done)
+            });
+            let importer = thread("import").spawn_scoped(scope, move || -> StageEnd {
+                while let Ok(mut page) = planned_rx.recv() {
+                    stage
+                        .import_planned(&mut page.planned, sink)
+                        .map_err(|e| (e, 0))?;
+                    if imported_tx.send(page).is_err() {
+                        break;
+                    }
+                }
+                Ok(StageOutcome::Done)
+            });
+            let committer = thread("commit").spawn_scoped(scope, move || -> StageEnd {
+                let mut committed = 0u64;
+                while let Ok(page) = imported_rx.recv() {
+                    let result = stage.commit_planned(page.planned, db, run, in_flight);
+                    let mut page_counts = match result {
+                        Ok(c) => c,
+                        Err(e) => return Err((e, committed)),
+                    };
+                    page_counts.pages = page.merged as u64;
+                    faults::reached(faults::Point::Committed);
+                    committed += page.merged as u64;
+                    tracing::info!(
+                        connector = %config.id,
+                        messages = page_counts.items_from_source,
+                        imported = page_counts.imported,
+                        duplicates = page_counts.skipped_duplicates,
+                        quarantined = page_counts.quarantined,
+                        "page committed"
+                    );
+                    let total = tally.add(&page_counts);
+                    if let Some(observer) = &control.observer {
+                        observer.page_committed(&config.id, &total);
+                    }
+                    if page.complete {
+                        if let (Some(_), CheckpointSlot::Key(key)) =
+                            (&control.window, &stage.checkpoint_slot)
+                        {
+                            // A finished backfill starts over next
+                            // time; the ledger keeps that free of
+                            // duplicates.
+                            let cleared = page::lock(db).clear_checkpoint(key);
+                            if let Err(e) = cleared {
+                                return Err((e.into(), committed));
+                            }
+                        }
+                        return Ok(StageOutcome::Committed(RunOutcome::Succeeded, committed));
+                    }
+                }
+                // The stages before stopped before a complete page.
+                Ok(StageOutcome::Committed(RunOutcome::Interrupted, committed))
+            });
+            let stages = match (planner, importer, committer) {
+                (Ok(p), Ok(i), Ok(c)) => [p, i, c],
+                (p, i, c) => {
+                    let e = [p.err(), i.err(), c.err()].into_iter().flatten().next();
+                    drop(pages_tx);
                     return (
                         Err(RunError::State(StateError::Io(format!(
-                            "cannot start the delivery thread: {e}; the machine is out of threads or memory"
+                            "cannot start the delivery threads: {}; the machine is out of threads or memory",
+                            e.map(|e| e.to_string()).unwrap_or_default()
                         )))),
                         0,
                     );
                 }
             };
-            // The session outlives the deliverer: attachments it spooled
+            // The session outlives the stages: attachments it spooled
             // are read until the last page is delivered.
             let mut session = None;
             let fetched = (|| -> Result<(), RunError> {
@@ -843,7 +882,7 @@ impl Host {
                     }
                     let complete = page.complete;
                     if pages_tx.send(page).is_err() {
-                        // The deliverer stopped; its result says why.
+                        // A stage stopped; its result says why.
                         return Ok(());
                     }
                     if complete {
@@ -852,17 +891,59 @@ impl Host {
                 }
             })();
             drop(pages_tx);
-            let (delivered, committed) = match deliverer.join() {
-                Ok(result) => result,
-                Err(panic) => std::panic::resume_unwind(panic),
-            };
+            // Joined in order, so that every stage has ended before the
+            // session is dropped; the first stage to fail says why.
+            let ends: Vec<StageEnd> = stages
+                .into_iter()
+                .map(|h| {
+                    h.join()
+                        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+                })
+                .collect();
             drop(session);
-            let outcome = match (fetched, delivered) {
-                (_, Err(e)) => Err(e),
-                (Err(e), Ok(_)) => Err(e),
-                (Ok(()), Ok(outcome)) => Ok(outcome),
+            let mut committed = 0;
+            let mut outcome = None;
+            let mut failure = None;
+            for end in ends {
+                match end {
+                    Ok(StageOutcome::Done) => {}
+                    Ok(StageOutcome::Committed(o, n)) => {
+                        outcome = Some(o);
+                        committed = n;
+                    }
+                    Err((e, n)) => {
+                        committed = committed.max(n);
+                        failure.get_or_insert(e);
+                    }
+                }
+            }
+            let result = match (failure, fetched) {
+                (Some(e), _) | (None, Err(e)) => Err(e),
+                (None, Ok(())) => Ok(outcome.unwrap_or(RunOutcome::Interrupted)),
             };
-            (outcome, committed)
+            (result, committed)
         })
     }
 }
+
+/// A planned page on its way from the planner to the committer.
+struct PlannedPage {
+    planned: page::Planned,
+    /// How many of the plugin's pages it merges.
+    merged: usize,
+    /// It is the source's last.
+    complete: bool,
+}
+
+/// How a stage of [`Host::attempt`] ended.
+enum StageOutcome {
+    /// Its input ended (or the next stage stopped).
+    Done,
+    /// The committer: how the attempt ended, and how many pages it
+    /// committed.
+    Committed(RunOutcome, u64),
+}
+
+/// A stage's end: its outcome, or the failure that stopped it (with the
+/// pages committed before, for the committer).
+type StageEnd = Result<StageOutcome, (RunError, u64)>;

@@ -52,10 +52,53 @@ struct Plan {
     fully_mapped: Vec<String>,
 }
 
+/// What the pages planned but not yet committed will import: (item,
+/// mailbox) pairs. A page planned while earlier ones are still being
+/// imported or committed leaves these out (the ledger does not have them
+/// yet); a pair leaves the set only after its page's commit, so a planner
+/// that looks here first and in the ledger second never misses one.
+#[derive(Default)]
+pub(super) struct InFlight(std::sync::Mutex<std::collections::HashSet<(String, Mailbox)>>);
+
+impl InFlight {
+    /// The pairs of `items` in flight now.
+    fn of(&self, items: &[&str]) -> std::collections::HashSet<(String, Mailbox)> {
+        let ids: std::collections::HashSet<&str> = items.iter().copied().collect();
+        locked(&self.0)
+            .iter()
+            .filter(|(item, _)| ids.contains(item.as_str()))
+            .cloned()
+            .collect()
+    }
+
+    fn add(&self, pending: &[Pending]) {
+        let mut set = locked(&self.0);
+        for p in pending {
+            for m in &p.mailboxes {
+                set.insert((p.item_id.clone(), m.clone()));
+            }
+        }
+    }
+
+    fn remove(&self, pending: &[Pending]) {
+        let mut set = locked(&self.0);
+        for p in pending {
+            for m in &p.mailboxes {
+                set.remove(&(p.item_id.clone(), m.clone()));
+            }
+        }
+    }
+}
+
+/// A page (or a few merged), planned: converted, mapped and checked
+/// against the ledger, ready to import and then commit.
+pub(super) struct Planned(Plan);
+
 impl PageStage<'_> {
     /// Delivers every message of `page` and commits the page: plan
     /// (convert, map, check the ledger), import, commit. Returns the page's
     /// counts.
+    #[cfg(test)]
     pub fn deliver(
         &self,
         page: Page,
@@ -64,6 +107,23 @@ impl PageStage<'_> {
         db: &SharedStore,
         run: RunId,
     ) -> Result<RunCounts, RunError> {
+        let in_flight = InFlight::default();
+        let mut planned = self.prepare(page, conversations, db, &in_flight)?;
+        self.import_planned(&mut planned, sink)?;
+        self.commit_planned(planned, db, run, &in_flight)
+    }
+
+    /// Plans `page`: stores new conversation descriptions with it,
+    /// converts and maps each message, and leaves out what the ledger or
+    /// an earlier page still `in_flight` has; adds what is left to
+    /// `in_flight`.
+    pub(super) fn prepare(
+        &self,
+        page: Page,
+        conversations: &mut HashMap<String, Conversation>,
+        db: &SharedStore,
+        in_flight: &InFlight,
+    ) -> Result<Planned, RunError> {
         // Only new or changed descriptions are stored: a plugin may repeat
         // a conversation on every page.
         let mut described = Vec::new();
@@ -82,12 +142,39 @@ impl PageStage<'_> {
             unreadable: page.unreadable,
             ..PageCommit::default()
         };
-        let mut plan = self.plan(&page.messages, conversations, commit, db)?;
+        let plan = self.plan(&page.messages, conversations, commit, db, in_flight)?;
+        in_flight.add(&plan.pending);
+        Ok(Planned(plan))
+    }
+
+    /// Imports a planned page: every email is confirmed by the mail store
+    /// (or refused, or found already there) when this returns.
+    pub(super) fn import_planned(
+        &self,
+        planned: &mut Planned,
+        sink: &mut dyn Sink,
+    ) -> Result<(), RunError> {
         // A worker whose lease lapsed (paused, or cut off from the state)
         // must not import: another may already deliver these messages.
         self.fence.ensure_live()?;
-        self.import(&plan.pending, sink, &mut plan.commit, &mut plan.counts)?;
-        self.commit(plan, db, run)
+        let plan = &mut planned.0;
+        self.import(&plan.pending, sink, &mut plan.commit, &mut plan.counts)
+    }
+
+    /// Commits an imported page and takes its pairs out of `in_flight`;
+    /// returns its counts.
+    pub(super) fn commit_planned(
+        &self,
+        planned: Planned,
+        db: &SharedStore,
+        run: RunId,
+        in_flight: &InFlight,
+    ) -> Result<RunCounts, RunError> {
+        let Planned(mut plan) = planned;
+        let pending = std::mem::take(&mut plan.pending);
+        let counts = self.commit(plan, db, run)?;
+        in_flight.remove(&pending);
+        Ok(counts)
     }
 
     /// Adds to `conversations` those the messages belong to that the plugin
@@ -116,13 +203,15 @@ impl PageStage<'_> {
     }
 
     /// Converts each message, maps its participants, and leaves out the
-    /// mailboxes the ledger says already have it.
+    /// mailboxes the ledger (or a page still in flight) says already have
+    /// it.
     fn plan(
         &self,
         messages: &[Message],
         conversations: &HashMap<String, Conversation>,
         commit: PageCommit,
         db: &SharedStore,
+        in_flight: &InFlight,
     ) -> Result<Plan, RunError> {
         let mut plan = Plan {
             pending: Vec::with_capacity(messages.len()),
@@ -138,6 +227,9 @@ impl PageStage<'_> {
         // page, not per message (nothing is recorded before the page's
         // commit, so the answer holds for the whole page).
         let ids: Vec<&str> = messages.iter().map(|m| m.id.as_str()).collect();
+        // In flight first, the ledger second: a pair leaves the set only
+        // once its page is committed.
+        let flying = in_flight.of(&ids);
         let delivered = lock(db).delivered_set(self.connector, &ids)?;
         for msg in messages {
             let conv = conversations.get(&msg.conversation_id).ok_or_else(|| {
@@ -172,7 +264,9 @@ impl PageStage<'_> {
             }
             let mut needed = Vec::new();
             for mailbox in &fan.mailboxes {
-                if delivered.contains(&(msg.id.clone(), mailbox.to_string())) {
+                if flying.contains(&(msg.id.clone(), mailbox.clone()))
+                    || delivered.contains(&(msg.id.clone(), mailbox.to_string()))
+                {
                     plan.counts.skipped_duplicates += 1;
                 } else {
                     needed.push(mailbox.clone());
@@ -598,6 +692,79 @@ mod tests {
             .deliver(never, &mut HashMap::new(), &mut sink, &db, run)
             .unwrap_err();
         assert!(err.to_string().contains("c-unknown"), "{err}");
+    }
+
+    #[test]
+    fn a_message_repeated_by_the_next_page_before_the_first_is_committed_is_imported_once() {
+        let users = UserMap::from_pairs([("u-b", "b@x.test")], vec!["x.test".into()]).unwrap();
+        let db: SharedStore = Arc::new(Mutex::new(SqliteStore::open_in_memory().unwrap()));
+        let stage = stage(&users, &db);
+        let conv = Conversation {
+            id: "c1".into(),
+            kind: ConversationKind::Direct,
+            name: None,
+            participants: vec![person("u-a", Some("a@x.test"))],
+        };
+        let run = lock(&db).begin_run("t", 0).unwrap();
+        // Answers "not there" whatever it holds: only the host's own
+        // record can keep the repeat out.
+        struct Forgetful(Vec<String>);
+        impl Sink for Forgetful {
+            fn describe(&self) -> String {
+                "forgetful".into()
+            }
+            fn contains(&mut self, _: &Mailbox, _: &str, _: &str) -> Result<bool, SinkError> {
+                Ok(false)
+            }
+            fn deliver(&mut self, batch: &[Delivery<'_>]) -> Vec<Result<Receipt, SinkError>> {
+                batch
+                    .iter()
+                    .map(|d| {
+                        self.0.push(d.email.message_id.clone());
+                        Ok(Receipt(d.email.message_id.clone()))
+                    })
+                    .collect()
+            }
+        }
+        let mut sink = Forgetful(Vec::new());
+        let page = |ids: &[&str], checkpoint: &[u8]| Page {
+            conversations: vec![conv.clone()],
+            messages: ids.iter().map(|id| chat(id, "c1")).collect(),
+            checkpoint: checkpoint.to_vec(),
+            complete: false,
+            unreadable: Vec::new(),
+        };
+        let in_flight = InFlight::default();
+        let mut conversations = HashMap::new();
+        // The second page is planned while the first is being imported.
+        let mut first = stage
+            .prepare(
+                page(&["m1", "m2"], b"1"),
+                &mut conversations,
+                &db,
+                &in_flight,
+            )
+            .unwrap();
+        let mut second = stage
+            .prepare(
+                page(&["m2", "m3"], b"2"),
+                &mut conversations,
+                &db,
+                &in_flight,
+            )
+            .unwrap();
+        stage.import_planned(&mut first, &mut sink).unwrap();
+        stage.import_planned(&mut second, &mut sink).unwrap();
+        let one = stage.commit_planned(first, &db, run, &in_flight).unwrap();
+        let two = stage.commit_planned(second, &db, run, &in_flight).unwrap();
+        assert_eq!(sink.0.len(), 3, "m2 once: {:?}", sink.0);
+        assert_eq!((one.imported, two.imported), (2, 1));
+        assert_eq!(two.skipped_duplicates, 1);
+        // Once committed, the ledger answers for it.
+        let third = stage
+            .prepare(page(&["m2"], b"3"), &mut conversations, &db, &in_flight)
+            .unwrap();
+        assert!(third.0.pending.is_empty());
     }
 
     #[test]
