@@ -369,6 +369,34 @@ impl Client {
         })
     }
 
+    /// Writes a command whose literals are all non-synchronizing, without
+    /// waiting for its completion: the server works on it while more is
+    /// sent. Returns its tag, for [`Client::finish`].
+    pub fn send(&mut self, args: Args<'_>) -> Result<String, ClientError> {
+        debug_assert!(args.parts.iter().all(|p| match p {
+            Part::Literal { non_sync, .. } => *non_sync,
+            Part::Text(_) => true,
+        }));
+        let (tag, _) = self.write_command(&args, &mut Vec::new())?;
+        self.flush()?;
+        Ok(tag)
+    }
+
+    /// Reads up to the completion of `tag`, a command [`Client::send`]
+    /// wrote. Commands are finished in the order they were sent: a server
+    /// that completes a later one first breaks the connection (the caller
+    /// drops it and finds out what arrived).
+    pub fn finish(&mut self, tag: &str) -> Result<Completion, ClientError> {
+        self.codes.clear();
+        let mut untagged = Vec::new();
+        let status = self.wait_for(tag, &mut untagged)?;
+        Ok(Completion {
+            status,
+            untagged,
+            codes: std::mem::take(&mut self.codes),
+        })
+    }
+
     /// Sends several commands before reading any answer (only
     /// non-synchronizing literals allowed) and returns their completions
     /// in order.

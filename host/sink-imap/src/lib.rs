@@ -81,6 +81,11 @@ use serde::Deserialize;
 /// (the server may refuse before the bytes are sent).
 pub const SYNC_LITERAL_ABOVE: usize = 4 << 20;
 
+/// Most MULTIAPPEND commands on the wire at once to one folder: the next
+/// is sent while the server stores the last, so neither side waits for
+/// the other.
+const APPENDS_IN_FLIGHT: usize = 2;
+
 /// Response codes after which trying again later may succeed.
 const RETRYABLE_CODES: [&str; 4] = ["UNAVAILABLE", "INUSE", "SERVERBUG", "TRYCREATE"];
 
@@ -984,31 +989,28 @@ impl MailboxState {
                 }
             }
         }
-        let mut sent: Vec<(usize, Result<Receipt, SinkError>)> = Vec::new();
+        let mut chunks = Vec::new();
         let mut rest = to_send.as_slice();
         while !rest.is_empty() {
             let chunk = next_chunk(rest, &sh.settings);
             rest = &rest[chunk.len()..];
-            let results = self.append_chunk(sh, folder, chunk);
-            let broken = results
-                .iter()
-                .any(|r| matches!(r, Err(SinkError::Unavailable { .. })));
-            sent.extend(chunk.iter().map(|(i, _)| *i).zip(results));
-            if broken {
-                // The connection is gone: the rest waits for the retry.
-                for (i, _) in rest {
-                    sent.push((
-                        *i,
-                        Err(SinkError::Unavailable {
-                            target: sh.target.clone(),
-                            message: format!(
-                                "not appended to {folder} of {}: an earlier append failed",
-                                self.mailbox
-                            ),
-                        }),
-                    ));
-                }
-                break;
+            chunks.push(chunk);
+        }
+        let mut sent: Vec<(usize, Result<Receipt, SinkError>)> = Vec::new();
+        let done = self.append_chunks(sh, folder, &chunks, &mut sent);
+        if done < chunks.len() {
+            // The connection is gone: the rest waits for the retry.
+            for (i, _) in chunks[done..].iter().copied().flatten() {
+                sent.push((
+                    *i,
+                    Err(SinkError::Unavailable {
+                        target: sh.target.clone(),
+                        message: format!(
+                            "not appended to {folder} of {}: an earlier append failed",
+                            self.mailbox
+                        ),
+                    }),
+                ));
             }
         }
         for (i, first) in repeats {
@@ -1020,6 +1022,152 @@ impl MailboxState {
             sent.push((i, copy));
         }
         out.extend(sent);
+    }
+
+    /// Appends `chunks` in order, pushing one result per email, and
+    /// returns how many chunks were tried: all, unless the connection
+    /// broke. MULTIAPPENDs are pipelined, up to [`APPENDS_IN_FLIGHT`] on
+    /// the wire; a connection cut with commands in flight fails them all
+    /// and marks the folder to be read again, so that what did arrive is
+    /// found by its Message-ID and not appended twice.
+    fn append_chunks(
+        &mut self,
+        sh: &Shared,
+        folder: &str,
+        chunks: &[&[(usize, &Email)]],
+        out: &mut Vec<(usize, Result<Receipt, SinkError>)>,
+    ) -> usize {
+        let mut flying: std::collections::VecDeque<(usize, String)> = Default::default();
+        let mut next = 0;
+        loop {
+            while next < chunks.len()
+                && flying.len() < APPENDS_IN_FLIGHT
+                && self.can_pipeline(chunks[next])
+            {
+                match self.send_chunk(sh, folder, chunks[next]) {
+                    Ok(tag) => flying.push_back((next, tag)),
+                    Err(e) => {
+                        let cut: Vec<usize> =
+                            flying.iter().map(|(k, _)| *k).chain([next]).collect();
+                        return self.cut_off(folder, chunks, &cut, e, out);
+                    }
+                }
+                next += 1;
+            }
+            if let Some((k, tag)) = flying.pop_front() {
+                let done = match self.finish_chunk(sh, &tag) {
+                    Ok(done) => done,
+                    Err(e) => {
+                        let cut: Vec<usize> = [k]
+                            .into_iter()
+                            .chain(flying.iter().map(|(j, _)| *j))
+                            .collect();
+                        return self.cut_off(folder, chunks, &cut, e, out);
+                    }
+                };
+                let mut settled = vec![(k, done)];
+                if settled[0].1.status.status != Status::Ok {
+                    // Refused: what follows is read first, so the
+                    // connection is free to find the culprit.
+                    while let Some((j, tag)) = flying.pop_front() {
+                        match self.finish_chunk(sh, &tag) {
+                            Ok(done) => settled.push((j, done)),
+                            Err(e) => {
+                                let cut: Vec<usize> = settled
+                                    .iter()
+                                    .map(|(k, _)| *k)
+                                    .chain([j])
+                                    .chain(flying.iter().map(|(j, _)| *j))
+                                    .collect();
+                                return self.cut_off(folder, chunks, &cut, e, out);
+                            }
+                        }
+                    }
+                }
+                for (j, done) in settled {
+                    let results = match self.settle_multi(sh, folder, chunks[j], &done) {
+                        Ok(results) => results,
+                        Err(e) => {
+                            // Nothing else is in flight now.
+                            let cut: Vec<usize> = (j..next).collect();
+                            return self.cut_off(folder, chunks, &cut, e, out);
+                        }
+                    };
+                    out.extend(chunks[j].iter().map(|(i, _)| *i).zip(results));
+                }
+                continue;
+            }
+            if next == chunks.len() {
+                return next;
+            }
+            let results = self.append_chunk(sh, folder, chunks[next]);
+            let broken = results
+                .iter()
+                .any(|r| matches!(r, Err(SinkError::Unavailable { .. })));
+            out.extend(chunks[next].iter().map(|(i, _)| *i).zip(results));
+            next += 1;
+            if broken {
+                return next;
+            }
+        }
+    }
+
+    /// Whether `chunk` can go as a MULTIAPPEND with non-synchronizing
+    /// literals on this connection (opened when needed).
+    fn can_pipeline(&self, chunk: &[(usize, &Email)]) -> bool {
+        let Some(session) = &self.session else {
+            return false;
+        };
+        chunk.len() > 1
+            && chunk[0].1.len() <= SYNC_LITERAL_ABOVE as u64
+            && session.client.has("LITERAL+")
+            && session.client.has("MULTIAPPEND")
+    }
+
+    /// Writes `chunk` as one MULTIAPPEND without waiting for its answer.
+    fn send_chunk(
+        &mut self,
+        sh: &Shared,
+        folder: &str,
+        chunk: &[(usize, &Email)],
+    ) -> Result<String, SinkError> {
+        let name = self.folders[folder].server_name.clone();
+        let session = self.session(sh)?;
+        let messages: Vec<&Email> = chunk.iter().map(|(_, e)| *e).collect();
+        session
+            .client
+            .send(Client::append_args(&name, &messages, true))
+            .map_err(|e| connection_error(sh, e))
+    }
+
+    fn finish_chunk(&mut self, sh: &Shared, tag: &str) -> Result<Completion, SinkError> {
+        let session = self.session(sh)?;
+        session
+            .client
+            .finish(tag)
+            .map_err(|e| connection_error(sh, e))
+    }
+
+    /// After the connection broke (`e`) with the chunks `cut` unanswered:
+    /// each of their emails fails with `e`, the connection is dropped and
+    /// the folder is read again before more is appended. Returns how many
+    /// chunks were tried.
+    fn cut_off(
+        &mut self,
+        folder: &str,
+        chunks: &[&[(usize, &Email)]],
+        cut: &[usize],
+        e: SinkError,
+        out: &mut Vec<(usize, Result<Receipt, SinkError>)>,
+    ) -> usize {
+        self.drop_session();
+        if let Some(state) = self.folders.get_mut(folder) {
+            state.stale = true;
+        }
+        for &k in cut {
+            out.extend(chunks[k].iter().map(|(i, _)| (*i, Err(e.clone()))));
+        }
+        cut.iter().max().map_or(0, |k| k + 1)
     }
 
     /// Appends a chunk (see [`next_chunk`]); one result per email.
@@ -1067,38 +1215,7 @@ impl MailboxState {
         } else if multiappend && messages.len() > 1 {
             let args = Client::append_args(&name, &messages, true);
             let done: Completion = client.command(args).map_err(conn)?;
-            match done.status.status {
-                Status::Ok => {
-                    return Ok(self.record_multi(sh, folder, chunk, &done.status));
-                }
-                _ if is_retryable_code(&done.status) => {
-                    if done.status.code.as_deref() == Some("TRYCREATE")
-                        && let Some(f) = self.folders.get_mut(folder)
-                    {
-                        // Deleted meanwhile: create it again on the retry.
-                        f.prepared = false;
-                        f.loaded = false;
-                    }
-                    return Err(unavailable(sh, &done.status));
-                }
-                status => {
-                    tracing::info!(
-                        mailbox = %self.mailbox, folder, count = chunk.len(),
-                        "MULTIAPPEND refused ({}); appending one by one to find the culprit",
-                        done.status.describe()
-                    );
-                    if status == Status::Bad {
-                        // The server may have lost track of the command.
-                        self.drop_session();
-                    }
-                    let session = self.session(sh)?;
-                    let commands = messages
-                        .iter()
-                        .map(|m| Client::append_args(&name, std::slice::from_ref(m), true))
-                        .collect();
-                    session.client.pipeline(commands).map_err(conn)?
-                }
-            }
+            return self.settle_multi(sh, folder, chunk, &done);
         } else {
             let commands = messages
                 .iter()
@@ -1106,16 +1223,76 @@ impl MailboxState {
                 .collect();
             client.pipeline(commands).map_err(conn)?
         };
+        Ok(self.record_singles(sh, folder, chunk, &statuses))
+    }
+
+    /// The results of single APPENDs of `chunk`'s emails, answered
+    /// `statuses`; a BAD drops the connection.
+    fn record_singles(
+        &mut self,
+        sh: &Shared,
+        folder: &str,
+        chunk: &[(usize, &Email)],
+        statuses: &[StatusLine],
+    ) -> Vec<Result<Receipt, SinkError>> {
         let mut results = Vec::with_capacity(chunk.len());
         let mut bad = false;
-        for ((_, email), status) in chunk.iter().zip(&statuses) {
+        for ((_, email), status) in chunk.iter().zip(statuses) {
             bad |= status.status == Status::Bad;
             results.push(self.record_single(sh, folder, email, status));
         }
         if bad {
             self.drop_session();
         }
-        Ok(results)
+        results
+    }
+
+    /// The results of a MULTIAPPEND of `chunk` answered `done`: receipts
+    /// when accepted; when refused, the emails appended one by one to find
+    /// the culprit (on a connection with nothing else in flight); an
+    /// error when trying again later may succeed.
+    fn settle_multi(
+        &mut self,
+        sh: &Shared,
+        folder: &str,
+        chunk: &[(usize, &Email)],
+        done: &Completion,
+    ) -> Result<Vec<Result<Receipt, SinkError>>, SinkError> {
+        match done.status.status {
+            Status::Ok => Ok(self.record_multi(sh, folder, chunk, &done.status)),
+            _ if is_retryable_code(&done.status) => {
+                if done.status.code.as_deref() == Some("TRYCREATE")
+                    && let Some(f) = self.folders.get_mut(folder)
+                {
+                    // Deleted meanwhile: create it again on the retry.
+                    f.prepared = false;
+                    f.loaded = false;
+                }
+                Err(unavailable(sh, &done.status))
+            }
+            status => {
+                tracing::info!(
+                    mailbox = %self.mailbox, folder, count = chunk.len(),
+                    "MULTIAPPEND refused ({}); appending one by one to find the culprit",
+                    done.status.describe()
+                );
+                if status == Status::Bad {
+                    // The server may have lost track of the command.
+                    self.drop_session();
+                }
+                let name = self.folders[folder].server_name.clone();
+                let session = self.session(sh)?;
+                let commands = chunk
+                    .iter()
+                    .map(|(_, m)| Client::append_args(&name, std::slice::from_ref(m), true))
+                    .collect();
+                let statuses = session
+                    .client
+                    .pipeline(commands)
+                    .map_err(|e| connection_error(sh, e))?;
+                Ok(self.record_singles(sh, folder, chunk, &statuses))
+            }
+        }
     }
 
     /// Results of an accepted MULTIAPPEND.

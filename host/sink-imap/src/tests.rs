@@ -186,6 +186,10 @@ struct Behavior {
     /// Once this many messages are stored, store the current command's
     /// messages and close the connection without answering (once).
     drop_after: Option<usize>,
+    /// Answer the first APPEND only once the next command has arrived: a
+    /// client that waits for each answer before sending more never gets
+    /// it.
+    hold_first_append: bool,
 }
 
 impl Default for Behavior {
@@ -196,6 +200,7 @@ impl Default for Behavior {
             delimiter: "/",
             login_reply: None,
             drop_after: None,
+            hold_first_append: false,
         }
     }
 }
@@ -323,7 +328,14 @@ fn serve(stream: TcpStream, store: &Mutex<Store>, b: &Behavior) {
     }
     let _ = writer.write_all(format!("* OK [CAPABILITY {}] fake ready\r\n", b.caps).as_bytes());
     let mut selected: Option<String> = None;
+    let mut held: Option<String> = None;
+    let mut appends = 0;
     while let Some((text, literals)) = read_command(&mut reader, &mut writer) {
+        if let Some(reply) = held.take()
+            && writer.write_all(reply.as_bytes()).is_err()
+        {
+            break;
+        }
         let (tag, rest) = text.split_once(' ').unwrap_or((&text, ""));
         let verb = rest.split(' ').next().unwrap_or("").to_ascii_uppercase();
         let mut s = store.lock().unwrap();
@@ -469,6 +481,13 @@ fn serve(stream: TcpStream, store: &Mutex<Store>, b: &Behavior) {
             _ => format!("{tag} BAD unknown command\r\n"),
         };
         drop(s);
+        if verb == "APPEND" {
+            appends += 1;
+            if appends == 1 && b.hold_first_append {
+                held = Some(reply);
+                continue;
+            }
+        }
         if writer.write_all(reply.as_bytes()).is_err() {
             break;
         }
@@ -695,6 +714,51 @@ fn a_refused_email_in_a_multiappend_is_found_by_appending_one_by_one() {
 }
 
 #[test]
+fn the_next_multiappend_is_on_the_wire_before_the_last_is_answered() {
+    let server = FakeServer::start(Behavior {
+        hold_first_append: true,
+        ..Behavior::default()
+    });
+    let mut s = settings(server.port, master());
+    // A client that waited for the first answer would time out.
+    s.timeout = Duration::from_secs(3);
+    let mut sink = ImapSink::new(s, secrets()).unwrap();
+    let mb = mailbox("alice@example.test");
+    let emails: Vec<Email> = (0..9).map(|i| email(&format!("m{i}"), "")).collect();
+    let results = sink.deliver(&deliveries(&mb, "INBOX/Chat", &emails));
+    let receipts: Vec<String> = results.into_iter().map(|r| r.unwrap().0).collect();
+    assert!(receipts[8].ends_with(";UID=9"), "{receipts:?}");
+    assert_eq!(server.commands("APPEND").len(), 3);
+    assert_eq!(server.store().connections, 1);
+}
+
+#[test]
+fn a_refused_multiappend_with_the_next_in_flight_finds_its_culprit_and_the_next_lands_once() {
+    let server = FakeServer::start(Behavior::default());
+    let mut sink = sink(&server);
+    let mb = mailbox("alice@example.test");
+    let mut emails: Vec<Email> = (0..6).map(|i| email(&format!("m{i}"), "")).collect();
+    emails[1] = email("big", "X-Refuse: yes\r\n");
+    let results = sink.deliver(&deliveries(&mb, "INBOX/Chat", &emails));
+    for (i, r) in results.iter().enumerate() {
+        match i {
+            1 => assert!(matches!(r, Err(SinkError::Refused { .. })), "{r:?}"),
+            _ => assert!(r.is_ok(), "{i}: {r:?}"),
+        }
+    }
+    // Two MULTIAPPENDs on the wire, then the first's three one by one.
+    assert_eq!(server.commands("APPEND").len(), 5);
+    let mut stored = server.folder("INBOX/Chat");
+    stored.sort();
+    let mut expected: Vec<Vec<u8>> = [0, 2, 3, 4, 5]
+        .iter()
+        .map(|&i| emails[i].in_memory().unwrap().to_vec())
+        .collect();
+    expected.sort();
+    assert_eq!(stored, expected, "each accepted email once");
+}
+
+#[test]
 fn without_multiappend_single_appends_are_pipelined_with_literal_plus() {
     let server = FakeServer::start(Behavior {
         caps: "IMAP4rev1 LITERAL+ UIDPLUS AUTH=PLAIN AUTH=XOAUTH2 SASL-IR",
@@ -781,7 +845,8 @@ fn a_dropped_connection_is_retryable_and_the_retry_appends_nothing_twice() {
     let batch = deliveries(&mb, "INBOX/Chat", &emails);
     let first = sink.deliver(&batch);
     // 3 stored and acknowledged; the second MULTIAPPEND (3 more) was
-    // stored but not acknowledged; the rest was not sent.
+    // stored but not acknowledged; the third was on the wire behind it
+    // (pipelined) and never stored.
     assert!(first[..3].iter().all(Result::is_ok), "{first:?}");
     for r in &first[3..] {
         let err = r.as_ref().unwrap_err();
