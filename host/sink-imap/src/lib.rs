@@ -14,8 +14,10 @@
 //!
 //! * as MULTIAPPEND commands with non-synchronizing literals when the
 //!   server has MULTIAPPEND and LITERAL+, in batches bounded by count and
-//!   bytes; a MULTIAPPEND is atomic, so when one is refused its emails are
-//!   appended again one by one to find the culprit;
+//!   bytes, pipelined (the next batch is on the wire while the server
+//!   stores the last, two at once); a MULTIAPPEND is atomic, so
+//!   when one is refused its emails are appended again one by one to find
+//!   the culprit, once the commands behind it are answered;
 //! * else as pipelined single APPENDs with LITERAL+ (Exchange), or one at a
 //!   time with synchronizing literals;
 //! * emails over [`SYNC_LITERAL_ABOVE`] go alone with a synchronizing
@@ -28,8 +30,9 @@
 //! [`SinkError::Refused`]; `BYE`, dropped connections, timeouts and
 //! `NO [UNAVAILABLE]`/`[INUSE]`/`[SERVERBUG]` are
 //! [`SinkError::Unavailable`] (the connection is dropped and opened again on
-//! the next call; a folder whose append was cut off is read again before
-//! more is appended, so what did arrive is not appended twice); refused
+//! the next call; a folder whose appends were cut off, however many were in
+//! flight, is read again before more is appended, so what did arrive is not
+//! appended twice); refused
 //! credentials are [`SinkError::Authentication`], naming the secret to fix.
 //!
 //! XOAUTH2 as an app ([`XOAuth2Token::App`]) gets its tokens with the
@@ -1217,12 +1220,29 @@ impl MailboxState {
             let done: Completion = client.command(args).map_err(conn)?;
             return self.settle_multi(sh, folder, chunk, &done);
         } else {
-            let commands = messages
-                .iter()
-                .map(|m| Client::append_args(&name, std::slice::from_ref(m), true))
-                .collect();
-            client.pipeline(commands).map_err(conn)?
+            return self.append_singles_pipelined(sh, folder, chunk);
         };
+        Ok(self.record_singles(sh, folder, chunk, &statuses))
+    }
+
+    /// Appends `chunk`'s emails as single APPENDs with non-synchronizing
+    /// literals, all sent before any answer is read.
+    fn append_singles_pipelined(
+        &mut self,
+        sh: &Shared,
+        folder: &str,
+        chunk: &[(usize, &Email)],
+    ) -> Result<Vec<Result<Receipt, SinkError>>, SinkError> {
+        let name = self.folders[folder].server_name.clone();
+        let session = self.session(sh)?;
+        let commands = chunk
+            .iter()
+            .map(|(_, m)| Client::append_args(&name, std::slice::from_ref(m), true))
+            .collect();
+        let statuses = session
+            .client
+            .pipeline(commands)
+            .map_err(|e| connection_error(sh, e))?;
         Ok(self.record_singles(sh, folder, chunk, &statuses))
     }
 
@@ -1280,17 +1300,7 @@ impl MailboxState {
                     // The server may have lost track of the command.
                     self.drop_session();
                 }
-                let name = self.folders[folder].server_name.clone();
-                let session = self.session(sh)?;
-                let commands = chunk
-                    .iter()
-                    .map(|(_, m)| Client::append_args(&name, std::slice::from_ref(m), true))
-                    .collect();
-                let statuses = session
-                    .client
-                    .pipeline(commands)
-                    .map_err(|e| connection_error(sh, e))?;
-                Ok(self.record_singles(sh, folder, chunk, &statuses))
+                self.append_singles_pipelined(sh, folder, chunk)
             }
         }
     }

@@ -413,21 +413,26 @@ fn read_maildir(root: &Path) -> Result<BTreeMap<String, Vec<Vec<u8>>>> {
         let name = mailbox.file_name().to_string_lossy().into_owned();
         let mut emails = Vec::new();
         for folder in std::fs::read_dir(mailbox.path())? {
-            let cur = folder?.path().join("cur");
-            let Ok(files) = std::fs::read_dir(&cur) else {
-                continue;
-            };
-            let mut paths: Vec<PathBuf> = files
-                .map(|f| f.map(|f| f.path()))
-                .collect::<Result<_, _>>()?;
-            paths.sort();
-            for path in paths {
-                emails.push(std::fs::read(path)?);
-            }
+            read_emails_in(&folder?.path().join("cur"), &mut emails)?;
         }
         out.insert(name, emails);
     }
     Ok(out)
+}
+
+/// Adds the files of `dir` (none when it does not exist), in name order.
+fn read_emails_in(dir: &Path, emails: &mut Vec<Vec<u8>>) -> Result<()> {
+    let Ok(files) = std::fs::read_dir(dir) else {
+        return Ok(());
+    };
+    let mut paths: Vec<PathBuf> = files
+        .map(|f| f.map(|f| f.path()))
+        .collect::<Result<_, _>>()?;
+    paths.sort();
+    for path in paths {
+        emails.push(std::fs::read(path)?);
+    }
+    Ok(())
 }
 
 /// Appends every mailbox's emails to its `INBOX/Raw` with a minimal IMAP

@@ -19,7 +19,7 @@ use connector_host::config::ConnectorConfig;
 use connector_host::pipeline::Host;
 use serde_json::json;
 
-use super::{busy, per_sec, raw_multiappend, report_run, timed_run};
+use super::{busy, per_sec, raw_multiappend, read_emails_in, report_run, timed_run};
 
 /// Emails per MULTIAPPEND, for the sink and the raw client alike.
 pub const BATCH: usize = 500;
@@ -134,17 +134,7 @@ fn connector(dir: &Path, port: u16, messages: usize, batch: usize) -> Result<Con
 fn read_folder(dovecot: &Dovecot, folder: &str) -> Result<Vec<Vec<u8>>> {
     let mut emails = Vec::new();
     for sub in ["cur", "new"] {
-        let dir = dovecot.maildir(USER, folder).join(sub);
-        let Ok(files) = std::fs::read_dir(&dir) else {
-            continue;
-        };
-        let mut paths: Vec<_> = files
-            .map(|f| f.map(|f| f.path()))
-            .collect::<Result<_, _>>()?;
-        paths.sort();
-        for path in paths {
-            emails.push(std::fs::read(path)?);
-        }
+        read_emails_in(&dovecot.maildir(USER, folder).join(sub), &mut emails)?;
     }
     Ok(emails)
 }

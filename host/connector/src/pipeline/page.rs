@@ -696,16 +696,16 @@ mod tests {
 
     #[test]
     fn a_message_repeated_by_the_next_page_before_the_first_is_committed_is_imported_once() {
-        let users = UserMap::from_pairs([("u-b", "b@x.test")], vec!["x.test".into()]).unwrap();
+        let users = UserMap::load(None, vec!["x.test".into()]).unwrap();
         let db: SharedStore = Arc::new(Mutex::new(SqliteStore::open_in_memory().unwrap()));
         let stage = stage(&users, &db);
         let conv = Conversation {
             id: "c1".into(),
-            kind: ConversationKind::Direct,
-            name: None,
+            kind: ConversationKind::Room,
+            name: Some("Notes".into()),
             participants: vec![person("u-a", Some("a@x.test"))],
         };
-        let run = lock(&db).begin_run("t", 0).unwrap();
+        let run = lock(&db).begin_run("t", 1).unwrap();
         // Answers "not there" whatever it holds: only the host's own
         // record can keep the repeat out.
         struct Forgetful(Vec<String>);
