@@ -5,7 +5,9 @@
 //! read back over an independent IMAP reader and compared byte for byte
 //! (SHA-256) with what the ledger says was sent. A second run appends
 //! nothing; Dovecot killed mid-import and started again loses and
-//! duplicates nothing. Then the sink alone: TLS (implicit and STARTTLS)
+//! duplicates nothing. Then the sink alone: a connection cut with
+//! MULTIAPPENDs in flight (one stored, its answer lost; the next half
+//! sent), TLS (implicit and STARTTLS)
 //! with a private CA, a refused email in a MULTIAPPEND batch, refused
 //! credentials, an Exchange-like server without MULTIAPPEND, per-user
 //! logins, and append rates.
@@ -474,6 +476,96 @@ fn an_oversized_email_is_refused_alone_while_the_rest_of_its_batch_lands() {
     let mut kept = emails.clone();
     kept.remove(3);
     assert_stored(&dovecot, USERS[1], &kept);
+}
+
+/// A loopback proxy to `port` that cuts its first connection once the
+/// client has sent `cut_after` bytes: nothing more reaches the server, and
+/// nothing more the server says reaches the client; the connection is
+/// closed (both ways) once the server has answered an APPEND since (or
+/// after 10 s). Later connections pass. Returns its port.
+fn cutting_proxy(port: u16, cut_after: usize) -> u16 {
+    use std::io::{Read, Write};
+    use std::net::{Shutdown, TcpListener, TcpStream};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let proxy_port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for (n, client) in listener.incoming().enumerate() {
+            let Ok(mut client) = client else { return };
+            let mut server = TcpStream::connect(("127.0.0.1", port)).unwrap();
+            let (mut from_server, mut to_client) =
+                (server.try_clone().unwrap(), client.try_clone().unwrap());
+            let cut = Arc::new(AtomicBool::new(false));
+            let (answered_tx, answered) = std::sync::mpsc::channel();
+            let cutting = cut.clone();
+            std::thread::spawn(move || {
+                let mut buf = vec![0; 16 << 10];
+                while let Ok(read @ 1..) = from_server.read(&mut buf) {
+                    if !cutting.load(Ordering::SeqCst) {
+                        if to_client.write_all(&buf[..read]).is_err() {
+                            break;
+                        }
+                    } else if buf[..read].windows(10).any(|w| w == b"[APPENDUID") {
+                        let _ = answered_tx.send(());
+                    }
+                }
+            });
+            std::thread::spawn(move || {
+                let limit = if n == 0 { cut_after } else { usize::MAX };
+                let mut sent = 0;
+                let mut buf = vec![0; 16 << 10];
+                while let Ok(read @ 1..) = client.read(&mut buf) {
+                    let take = read.min(limit - sent);
+                    if server.write_all(&buf[..take]).is_err() {
+                        break;
+                    }
+                    sent += take;
+                    if sent == limit {
+                        cut.store(true, Ordering::SeqCst);
+                        let _ = answered.recv_timeout(Duration::from_secs(10));
+                        break;
+                    }
+                }
+                let _ = server.shutdown(Shutdown::Both);
+                let _ = client.shutdown(Shutdown::Both);
+            });
+        }
+    });
+    proxy_port
+}
+
+#[test]
+fn a_connection_cut_inside_pipelined_multiappends_loses_and_duplicates_nothing() {
+    let dovecot = dovecot(DovecotOptions::default());
+    let carol = Mailbox::new(USERS[2]).unwrap();
+    let emails = synthetic_emails("cut", 100, 2000);
+    let batch_bytes: usize = emails[..20].iter().map(|e| e.len() as usize).sum();
+    // Cut halfway into the second MULTIAPPEND of 20: the first may have
+    // been stored without its answer reaching the sink.
+    let port = cutting_proxy(dovecot.port(), batch_bytes * 3 / 2);
+    let mut config = sink_config(port, TlsMode::None, ImapAuthMethod::Master);
+    config.batch_messages = 20;
+    let mut sink = open(&config, MASTER_PASSWORD).unwrap();
+    let first = deliver_all(&mut sink, &carol, &emails);
+    let failed: Vec<Email> = emails
+        .iter()
+        .zip(&first)
+        .filter(|(_, r)| r.is_err())
+        .map(|(e, _)| e.clone())
+        .collect();
+    assert!(!failed.is_empty(), "the cut failed nothing");
+    assert_eq!(
+        dovecot.count_on_disk(USERS[2], FOLDER),
+        20,
+        "the first MULTIAPPEND was stored before the cut"
+    );
+    for r in first.iter().filter_map(|r| r.as_ref().err()) {
+        assert!(r.is_retryable(), "{r}");
+    }
+    // What the pipeline does next: deliver what failed again.
+    let second = deliver_all(&mut sink, &carol, &failed);
+    assert!(second.iter().all(Result::is_ok), "{second:?}");
+    assert_stored(&dovecot, USERS[2], &emails);
 }
 
 #[test]
