@@ -17,7 +17,10 @@
 //!   Dovecot: the very emails the Maildir run wrote, appended with a minimal
 //!   MULTIAPPEND client and no host in front, with as many connections and
 //!   as many emails per command as the sink uses. Prints messages and
-//!   deliveries per second and the ratio host / raw.
+//!   deliveries per second and the ratio host / raw. Then the
+//!   single-mailbox case (`single.rs`): one conversation, one mailbox, one
+//!   connection, against the raw client over one connection.
+//!   `--only fan-out` or `--only single` runs one case.
 //! * `attachment`: one message with a big attachment (100 MiB by default)
 //!   among a few small ones, simulator → Maildir; prints the host process's
 //!   peak RSS.
