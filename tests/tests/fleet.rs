@@ -229,11 +229,7 @@ fn symphony_through_chaos(fleet: &mut WorkerFleet, rng: &mut Rng, pairs: usize) 
     }
     chaos.end(fleet);
     let store = fleet.store();
-    wait_for(
-        Duration::from_secs(240),
-        &format!("the fleet to deliver the {pairs} pairs of one run alone"),
-        || (store.delivered_count("symphony").ok()? == pairs as u64).then_some(()),
-    );
+    wait_for_deliveries(&store, "symphony", pairs as u64, Duration::from_secs(240));
     for worker in std::mem::take(&mut fleet.workers) {
         worker.terminate();
     }
@@ -313,19 +309,16 @@ fn three_workers_share_six_connectors_through_kills_a_hang_and_a_database_restar
     chaos.end(&mut fleet);
 
     let store = fleet.store();
-    wait_for(
+    wait_for_deliveries(
+        &store,
+        "symphony",
+        symphony_pairs as u64,
         Duration::from_secs(120),
-        &format!("symphony to deliver its {symphony_pairs} pairs"),
-        || (store.delivered_count("symphony").ok()? == symphony_pairs as u64).then_some(()),
     );
     for (setup, _) in &setups {
         let id = connector_id(setup);
         let pairs = setup.truth.pairs() as u64;
-        wait_for(
-            Duration::from_secs(120),
-            &format!("{id} to deliver its {pairs} pairs"),
-            || (store.delivered_count(&id).ok()? == pairs).then_some(()),
-        );
+        wait_for_deliveries(&store, &id, pairs, Duration::from_secs(120));
     }
     let workers_seen = fleet.command(&["workers"]);
     assert!(workers_seen.status.success());
@@ -498,11 +491,7 @@ fn a_worker_frozen_before_its_commit_is_refused_by_the_store_after_its_successor
     );
     fleet.start_worker();
     let store = fleet.store();
-    wait_for(
-        Duration::from_secs(60),
-        &format!("the second worker to deliver all {pairs} pairs"),
-        || (store.delivered_count(&id).ok()? == pairs).then_some(()),
-    );
+    wait_for_deliveries(&store, &id, pairs, Duration::from_secs(60));
     assert_eq!(store.fenced_commits().unwrap(), 0);
 
     fleet.workers[0].resume();
@@ -546,11 +535,7 @@ fn a_worker_frozen_inside_its_commit_transaction_is_cut_off_by_the_server_and_it
     );
     fleet.start_worker();
     let store = fleet.store();
-    wait_for(
-        Duration::from_secs(60),
-        &format!("the second worker to deliver all {pairs} pairs"),
-        || (store.delivered_count(&id).ok()? == pairs).then_some(()),
-    );
+    wait_for_deliveries(&store, &id, pairs, Duration::from_secs(60));
     assert!(
         fleet
             .pg
@@ -573,6 +558,23 @@ fn a_worker_frozen_inside_its_commit_transaction_is_cut_off_by_the_server_and_it
         setup.truth.pairs(),
         "the frozen worker's first page was delivered once, by it, and recorded by its successor"
     );
+}
+
+/// Waits until the ledger of `connector` holds `pairs` deliveries; on
+/// timeout says how many it held (more is a duplicate, fewer a loss).
+fn wait_for_deliveries(store: &PostgresStore, connector: &str, pairs: u64, timeout: Duration) {
+    let start = Instant::now();
+    loop {
+        let held = store.delivered_count(connector);
+        if matches!(held, Ok(n) if n == pairs) {
+            return;
+        }
+        assert!(
+            start.elapsed() < timeout,
+            "after {timeout:?} the ledger of {connector} holds {held:?} deliveries, not {pairs}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 fn connector_id(setup: &ChatSetup) -> String {

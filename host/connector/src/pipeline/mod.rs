@@ -723,9 +723,10 @@ impl Host {
     /// while another delivers and commits the pages before them (at most
     /// [`MAX_PAGES_PER_COMMIT`] pages wait in between, and those waiting
     /// are committed together), so the plugin's work and the host's
-    /// overlap. Returns how the attempt ended and how many pages it
-    /// committed; a failure of either side ends both, and pages are
-    /// committed strictly in order.
+    /// overlap; a plugin whose manifest sets `fetch-after-commit` is asked
+    /// for a page only once the one before is committed. Returns how the
+    /// attempt ended and how many pages it committed; a failure of either
+    /// side ends both, and pages are committed strictly in order.
     fn attempt(
         &self,
         parts: AttemptParts<'_>,
@@ -747,9 +748,12 @@ impl Host {
         } = *setup;
         let config_json = setup.config_json.as_str();
         let db = &self.db;
+        let after_commit = setup.manifest.fetch_after_commit;
         std::thread::scope(|scope| {
             let (pages_tx, pages_rx) =
                 std::sync::mpsc::sync_channel::<connector_runtime::Page>(MAX_PAGES_PER_COMMIT);
+            // One message per page committed, for `fetch-after-commit`.
+            let (committed_tx, committed_rx) = std::sync::mpsc::channel::<()>();
             let deliverer = std::thread::Builder::new()
                 .name(format!("deliver-{}", config.id))
                 .spawn_scoped(scope, move || {
@@ -781,6 +785,9 @@ impl Host {
                         page_counts.pages = merged as u64;
                         faults::reached(faults::Point::Committed);
                         committed += merged as u64;
+                        for _ in 0..merged {
+                            let _ = committed_tx.send(());
+                        }
                         tracing::info!(
                             connector = %config.id,
                             messages = page_counts.items_from_source,
@@ -847,6 +854,10 @@ impl Host {
                         return Ok(());
                     }
                     if complete {
+                        return Ok(());
+                    }
+                    if after_commit && committed_rx.recv().is_err() {
+                        // The deliverer stopped before committing the page.
                         return Ok(());
                     }
                 }
