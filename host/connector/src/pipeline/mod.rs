@@ -443,7 +443,7 @@ impl Host {
         // Workers start at different places, so a fleet spreads at once.
         let start = (now_ms().unsigned_abs() as usize ^ std::process::id() as usize) % ids.len();
         ids.rotate_left(start);
-        let threads = (setup.config.partitions_at_once.max(1) as usize).min(ids.len());
+        let threads = (setup.config.partitions_at_once as usize).min(ids.len());
         let queue = std::sync::Mutex::new(std::collections::VecDeque::from(ids));
         let failure: std::sync::Mutex<Option<RunError>> = std::sync::Mutex::new(None);
         let incomplete = AtomicBool::new(false);
