@@ -17,7 +17,7 @@ use connector_e2e::daemon_process::DaemonProcess;
 use connector_e2e::dovecot::{Dovecot, DovecotOptions, MASTER_PASSWORD, master_sink_table};
 use connector_e2e::graph_server::{GraphOptions, GraphServer};
 use connector_e2e::ops::*;
-use connector_e2e::symphony::{SymphonyConnector, symphony_connector_file};
+use connector_e2e::symphony::symphony_maildir_connector;
 
 const BIN: &str = env!("CARGO_BIN_EXE_connector-cli");
 const USERS: [&str; 3] = [
@@ -46,25 +46,7 @@ fn pod(seed: u64, faults: &str) -> symphony_sim::BlockingSim {
 }
 
 fn symphony(dir: &Path, id: &str, base: &str) -> PathBuf {
-    let config = symphony_connector_file(
-        dir,
-        &SymphonyConnector {
-            id,
-            base,
-            retries: 12,
-            page_size: 25,
-            domain: "acme-capital.example",
-            sink: "[sink]\nkind = \"maildir\"\npath = \"mail\"\nfsync = false\n",
-            extra_secrets: "",
-        },
-    );
-    let text = std::fs::read_to_string(&config).unwrap();
-    std::fs::write(
-        &config,
-        text.replacen("retries = 12\n", "retries = 12\nschedule = \"20s\"\n", 1),
-    )
-    .unwrap();
-    config
+    symphony_maildir_connector(dir, id, base, "20s", "")
 }
 
 /// Replaces a chat connector's Maildir sink by `sink`, its folder by
