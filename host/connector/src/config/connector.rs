@@ -165,6 +165,12 @@ impl ConnectorConfig {
                 "use a plain name without `/`, `.` or `\\`, e.g. `Symphony`",
             ));
         }
+        if self.partitions_at_once == 0 {
+            return Err(self.invalid(
+                "partitions-at-once = 0 would read no partition".into(),
+                "set it to 1 or more (8 when left out)",
+            ));
+        }
         for guest in self.grants.files.keys() {
             if !guest.starts_with('/') || guest.contains("..") {
                 return Err(self.invalid(
@@ -251,6 +257,17 @@ path = "mail"
         assert_eq!(
             cfg.plugin_config_json(),
             r#"{"page_size":50,"path":"/export/chat.jsonl"}"#
+        );
+    }
+
+    #[test]
+    fn partitions_at_once_of_zero_is_refused() {
+        let msg = load(&format!("partitions-at-once = 0\n{GOOD}"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.contains("partitions-at-once = 0") && msg.contains("1 or more"),
+            "{msg}"
         );
     }
 

@@ -443,7 +443,7 @@ impl Host {
         // Workers start at different places, so a fleet spreads at once.
         let start = (now_ms().unsigned_abs() as usize ^ std::process::id() as usize) % ids.len();
         ids.rotate_left(start);
-        let threads = (setup.config.partitions_at_once.max(1) as usize).min(ids.len());
+        let threads = (setup.config.partitions_at_once as usize).min(ids.len());
         let queue = std::sync::Mutex::new(std::collections::VecDeque::from(ids));
         let failure: std::sync::Mutex<Option<RunError>> = std::sync::Mutex::new(None);
         let incomplete = AtomicBool::new(false);
@@ -728,8 +728,10 @@ impl Host {
     /// follows the confirmation of all its emails, so what the mail store
     /// holds and the ledger lacks is at most the pages between the two (a
     /// crash leaves them to the mailboxes' Message-ID check, as it always
-    /// could one page). Returns how the attempt ended and how many pages
-    /// it committed; a failure of any thread ends them all.
+    /// could one page). A plugin whose manifest sets `fetch-after-commit`
+    /// is asked for a page only once the one before is committed. Returns
+    /// how the attempt ended and how many pages it committed; a failure of
+    /// any thread ends them all.
     fn attempt(
         &self,
         parts: AttemptParts<'_>,
@@ -753,9 +755,12 @@ impl Host {
         let db = &self.db;
         let in_flight = page::InFlight::default();
         let in_flight = &in_flight;
+        let after_commit = setup.manifest.fetch_after_commit;
         std::thread::scope(|scope| {
             let (pages_tx, pages_rx) =
                 std::sync::mpsc::sync_channel::<connector_runtime::Page>(MAX_PAGES_PER_COMMIT);
+            // One message per page committed, for `fetch-after-commit`.
+            let (committed_tx, committed_rx) = std::sync::mpsc::channel::<()>();
             // One page waits between two stages: enough to keep each busy.
             let (planned_tx, planned_rx) = std::sync::mpsc::sync_channel::<PlannedPage>(1);
             let (imported_tx, imported_rx) = std::sync::mpsc::sync_channel::<PlannedPage>(1);
@@ -817,6 +822,9 @@ impl Host {
                     page_counts.pages = page.merged as u64;
                     faults::reached(faults::Point::Committed);
                     committed += page.merged as u64;
+                    for _ in 0..page.merged {
+                        let _ = committed_tx.send(());
+                    }
                     tracing::info!(
                         connector = %config.id,
                         messages = page_counts.items_from_source,
@@ -886,6 +894,14 @@ impl Host {
                         return Ok(());
                     }
                     if complete {
+                        return Ok(());
+                    }
+                    if after_commit && committed_rx.recv().is_err() {
+                        // The committer stopped before committing the page.
+                        return Ok(());
+                    }
+                    if after_commit && committed_rx.recv().is_err() {
+                        // The deliverer stopped before committing the page.
                         return Ok(());
                     }
                 }
