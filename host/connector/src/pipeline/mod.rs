@@ -900,10 +900,6 @@ impl Host {
                         // The committer stopped before committing the page.
                         return Ok(());
                     }
-                    if after_commit && committed_rx.recv().is_err() {
-                        // The deliverer stopped before committing the page.
-                        return Ok(());
-                    }
                 }
             })();
             drop(pages_tx);
