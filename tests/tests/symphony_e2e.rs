@@ -957,6 +957,57 @@ fn a_pod_where_the_account_is_a_member_of_half_the_streams_archives_those_exactl
 }
 
 #[test]
+fn a_pod_without_the_datahose_is_archived_and_the_run_succeeds_with_a_standing_warning_of_what_is_not_captured()
+ {
+    let sim = sim(SimConfig {
+        datahose_addon: false,
+        ..sim_config(150)
+    });
+    let truth = sim.ground_truth();
+    let s = setup(&sim.base_url(), 50);
+    let file = s.config.path.clone();
+    let datahose = "datahose (suppressions, joins and leaves)";
+    for _ in 0..2 {
+        let out = connector_e2e::ops::connector(
+            std::path::Path::new(BIN),
+            &s.state,
+            &["run", "--once", file.to_str().unwrap()],
+        );
+        assert!(
+            out.status.success(),
+            "the run succeeds without the datahose: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // Every run names what is missing: the warning stands.
+        let listed = not_read(&s.state, &file);
+        let (reason, fix) = listed.get(datahose).expect("the status names the datahose");
+        assert_eq!(listed.len(), 1, "{listed:?}");
+        assert!(
+            reason.contains("HTTP 404")
+                && reason.contains("suppressions")
+                && reason.contains("joins and leaves"),
+            "{reason}"
+        );
+        assert!(
+            fix.contains("enable the datahose") && fix.contains("\"events\" = false"),
+            "{fix}"
+        );
+        let admin_log = connector_e2e::ops::connector_ok(
+            std::path::Path::new(BIN),
+            &s.state,
+            &["log", "--connector", "symphony-e2e", "--last"],
+        );
+        assert!(
+            admin_log
+                .lines()
+                .any(|l| l.contains(datahose) && l.contains("enable the datahose")),
+            "{admin_log}"
+        );
+    }
+    check_archive(&s, &truth);
+}
+
+#[test]
 fn with_the_datahose_a_pod_where_the_account_is_in_half_the_streams_is_archived_whole_exactly_once()
 {
     let datahose = DatahoseConfig {
