@@ -806,6 +806,22 @@ fn half_member_pod() -> symphony_sim::SimConfigBuilder {
         .membership(Membership::Half)
 }
 
+/// Runs `connector run --once` on `s`, which must succeed (`when` says in
+/// what case); its log.
+fn run_cli_to_success(s: &Setup, when: &str) -> String {
+    let out = connector_e2e::ops::connector(
+        std::path::Path::new(BIN),
+        &s.state,
+        &["run", "--once", s.config.path.to_str().unwrap()],
+    );
+    assert!(
+        out.status.success(),
+        "the run succeeds {when}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
 /// The conversations `connector status --json` lists as not read, with
 /// their reasons and fixes.
 fn not_read(state: &std::path::Path, file: &std::path::Path) -> BTreeMap<String, (String, String)> {
@@ -837,19 +853,7 @@ fn a_pod_where_the_account_is_a_member_of_half_the_streams_archives_those_exactl
         assert!(skipped.len() > 1 && skipped.len() < truth.streams.len());
         let s = setup(&sim.base_url(), 50);
         let file = s.config.path.clone();
-        let run = || {
-            let out = connector_e2e::ops::connector(
-                std::path::Path::new(BIN),
-                &s.state,
-                &["run", "--once", file.to_str().unwrap()],
-            );
-            assert!(
-                out.status.success(),
-                "the run succeeds though some streams are refused: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            String::from_utf8_lossy(&out.stderr).into_owned()
-        };
+        let run = || run_cli_to_success(&s, "though some streams are refused");
         // Each stream is a partition of its own: the log names each refused one.
         let log = run();
         for id in &skipped {
@@ -968,16 +972,7 @@ fn a_pod_without_the_datahose_is_archived_and_the_run_succeeds_with_a_standing_w
     let file = s.config.path.clone();
     let datahose = "datahose (suppressions, joins and leaves)";
     for _ in 0..2 {
-        let out = connector_e2e::ops::connector(
-            std::path::Path::new(BIN),
-            &s.state,
-            &["run", "--once", file.to_str().unwrap()],
-        );
-        assert!(
-            out.status.success(),
-            "the run succeeds without the datahose: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        run_cli_to_success(&s, "without the datahose");
         // Every run names what is missing: the warning stands.
         let listed = not_read(&s.state, &file);
         let (reason, fix) = listed.get(datahose).expect("the status names the datahose");
@@ -1856,10 +1851,11 @@ fn a_process_killed_mid_day_and_while_sending_transcripts_delivers_each_transcri
 
 #[test]
 fn a_message_that_arrives_after_its_day_was_sent_goes_into_one_addendum_of_that_day() {
+    let redeliver_after = std::time::Duration::from_secs(20);
     let datahose = DatahoseConfig {
         history: true,
         wait: std::time::Duration::from_millis(300),
-        redeliver_after: std::time::Duration::from_secs(6),
+        redeliver_after,
         batch: 40,
     };
     let sim = sim(half_member_pod().messages(300).datahose(datahose).build());
@@ -1870,21 +1866,45 @@ fn a_message_that_arrives_after_its_day_was_sent_goes_into_one_addendum_of_that_
     // again after the first run sent their days (the first batches hold
     // the rooms' first joins, whose days have nothing else).
     let tag = format!("connector-{}", symphony_sim::TEST_USERNAME);
+    let taken = std::time::Instant::now();
     for _ in 0..4 {
         assert_eq!(sim.take_datahose_batch_without_ack(&tag), 40);
     }
-    let first = host.run_once(&s.config, &RunOptions::default()).unwrap();
-    assert_eq!(first.outcome, RunOutcome::Succeeded);
+    run_to_success(&host, &s);
     assert_eq!(sim.stats().redelivered_events, 0, "nothing came back yet");
     let before = connector_e2e::transcripts::read_transcripts(&s.mail, TRANSCRIPTS_ON_DISK);
     assert!(!before.is_empty() && before.iter().all(|t| t.part == 0));
-    std::thread::sleep(std::time::Duration::from_secs(6));
-    let second = host.run_once(&s.config, &RunOptions::default()).unwrap();
-    assert_eq!(second.outcome, RunOutcome::Succeeded);
+    std::thread::sleep(
+        (redeliver_after + std::time::Duration::from_secs(1)).saturating_sub(taken.elapsed()),
+    );
+    run_to_success(&host, &s);
     assert!(sim.stats().redelivered_events >= 160, "{:?}", sim.stats());
     let truth = sim.ground_truth();
     check_archive(&s, &truth);
     let parts = check_transcripts(&s, &truth);
+    // The rooms' joins and leaves from the datahose are lines of their days.
+    for (kind, line) in [
+        ("USERJOINEDROOM", "joined the conversation"),
+        ("USERLEFTROOM", "left the conversation"),
+    ] {
+        let event = truth
+            .events
+            .iter()
+            .find(|e| e.event_type == kind)
+            .expect("the pod has such an event");
+        let id = format!("event-{}", event.event_id);
+        let told = parts
+            .values()
+            .find(|t| t.items.contains(&id))
+            .unwrap_or_else(|| panic!("{id} is in a transcript"));
+        assert!(
+            told.body
+                .lines()
+                .any(|l| l.contains(line) && l.ends_with(&format!("(message {id}):"))),
+            "{id}: {}",
+            told.body
+        );
+    }
     let addenda: Vec<&(String, String, u32)> =
         parts.keys().filter(|(_, _, part)| *part > 0).collect();
     assert!(!addenda.is_empty(), "late messages came");

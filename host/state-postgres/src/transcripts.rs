@@ -78,25 +78,62 @@ impl TranscriptDays for PostgresStore {
         let number = part.part as i32;
         self.with(|c| {
             let rows = c.session().query(
-                "SELECT item_id, sent_at_ms, mailboxes, entry FROM transcript_lines
+                "SELECT connector, conversation, day, item_id, sent_at_ms, mailboxes, entry, part,
+                     delivered
+                 FROM transcript_lines
                  WHERE connector = $1 AND conversation = $2 AND day = $3 AND part = $4
                  ORDER BY sent_at_ms, item_id",
                 &[&connector, &part.conversation_id, &part.day, &number],
             )?;
-            Ok(rows
-                .iter()
-                .map(|r| TranscriptLine {
-                    conversation_id: part.conversation_id.clone(),
-                    day: part.day.clone(),
-                    item_id: r.get(0),
-                    sent_at_ms: r.get(1),
-                    mailboxes: r.get(2),
-                    entry: r.get(3),
-                    part: Some(part.part),
-                })
-                .collect())
+            Ok(rows.iter().map(|r| line_of_row(r).1).collect())
         })
     }
+}
+
+/// The columns [`line_of_row`] reads, in its order.
+pub(crate) const LINE_COLUMNS: &str =
+    "connector, conversation, day, item_id, sent_at_ms, mailboxes, entry, part, delivered";
+
+/// The connector, the line and whether its part was delivered, from a row
+/// of [`LINE_COLUMNS`].
+pub(crate) fn line_of_row(r: &postgres::Row) -> (String, TranscriptLine, bool) {
+    let line = TranscriptLine {
+        conversation_id: r.get(1),
+        day: r.get(2),
+        item_id: r.get(3),
+        sent_at_ms: r.get(4),
+        mailboxes: r.get(5),
+        entry: r.get(6),
+        part: r.get::<_, Option<i32>>(7).map(|p| p as u32),
+    };
+    (r.get(0), line, r.get(8))
+}
+
+/// Writes a line as a transfer gives it, with its part and delivery.
+pub(crate) fn insert_whole(
+    tx: &mut Session<'_, Transaction<'_>>,
+    connector: &str,
+    line: &TranscriptLine,
+    delivered: bool,
+) -> Result<(), Fail> {
+    let part = line.part.map(|p| p as i32);
+    tx.execute(
+        "INSERT INTO transcript_lines (connector, conversation, day, item_id, sent_at_ms,
+             mailboxes, entry, part, delivered)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        &[
+            &connector,
+            &line.conversation_id,
+            &line.day,
+            &line.item_id,
+            &line.sent_at_ms,
+            &line.mailboxes,
+            &line.entry,
+            &part,
+            &delivered,
+        ],
+    )?;
+    Ok(())
 }
 
 /// Keeps the page's transcript lines and marks the transcripts it

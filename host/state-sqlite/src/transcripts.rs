@@ -90,32 +90,67 @@ impl TranscriptDays for SqliteStore {
         connector: &str,
         part: &TranscriptPart,
     ) -> Result<Vec<TranscriptLine>, StateError> {
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT item_id, sent_at_ms, mailboxes, entry FROM transcript_lines
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT {LINE_COLUMNS} FROM transcript_lines
              WHERE connector = ?1 AND conversation = ?2 AND day = ?3 AND part = ?4
-             ORDER BY sent_at_ms, item_id",
-        )?;
+             ORDER BY sent_at_ms, item_id"
+        ))?;
         let rows = stmt.query_map(
             params![connector, part.conversation_id, part.day, part.part],
-            |r| {
-                let mailboxes: String = r.get(2)?;
-                Ok(TranscriptLine {
-                    conversation_id: part.conversation_id.clone(),
-                    day: part.day.clone(),
-                    item_id: r.get(0)?,
-                    sent_at_ms: r.get(1)?,
-                    mailboxes: mailboxes
-                        .split(MAILBOX_SEPARATOR)
-                        .filter(|m| !m.is_empty())
-                        .map(String::from)
-                        .collect(),
-                    entry: r.get(3)?,
-                    part: Some(part.part),
-                })
-            },
+            |r| line_of_row(r).map(|(_, line, _)| line),
         )?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
+}
+
+/// The columns [`line_of_row`] reads, in its order.
+pub(super) const LINE_COLUMNS: &str =
+    "connector, conversation, day, item_id, sent_at_ms, mailboxes, entry, part, delivered";
+
+/// The connector, the line and whether its part was delivered, from a row
+/// of [`LINE_COLUMNS`].
+pub(super) fn line_of_row(
+    r: &rusqlite::Row<'_>,
+) -> rusqlite::Result<(String, TranscriptLine, bool)> {
+    let mailboxes: String = r.get(5)?;
+    let line = TranscriptLine {
+        conversation_id: r.get(1)?,
+        day: r.get(2)?,
+        item_id: r.get(3)?,
+        sent_at_ms: r.get(4)?,
+        mailboxes: mailboxes
+            .split(MAILBOX_SEPARATOR)
+            .filter(|m| !m.is_empty())
+            .map(String::from)
+            .collect(),
+        entry: r.get(6)?,
+        part: r.get::<_, Option<i64>>(7)?.map(|p| p as u32),
+    };
+    Ok((r.get(0)?, line, r.get::<_, i64>(8)? != 0))
+}
+
+/// Writes a line as a transfer gives it, with its part and delivery.
+pub(super) fn insert_whole(
+    tx: &Transaction<'_>,
+    connector: &str,
+    line: &TranscriptLine,
+    delivered: bool,
+) -> Result<(), StateError> {
+    tx.prepare_cached(&format!(
+        "INSERT INTO transcript_lines ({LINE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
+    ))?
+    .execute(params![
+        connector,
+        line.conversation_id,
+        line.day,
+        line.item_id,
+        line.sent_at_ms,
+        line.mailboxes.join(&MAILBOX_SEPARATOR.to_string()),
+        line.entry,
+        line.part,
+        delivered
+    ])?;
+    Ok(())
 }
 
 /// Keeps the page's transcript lines and marks the transcripts it
