@@ -579,6 +579,9 @@ fn check_archive_of(
             let parsed = MessageParser::default()
                 .parse(&stored.bytes)
                 .expect("the email parses");
+            if !checked.contains_key(parsed.message_id().unwrap_or_default()) {
+                connector_e2e::transcripts::check_rfc5322(&stored.bytes);
+            }
             let mid = parsed.message_id().expect("a Message-ID").to_string();
             let (id, e) = by_message_id
                 .get(&mid)
@@ -1789,6 +1792,29 @@ fn with_delivery_both_every_message_email_and_every_daily_transcript_equals_the_
     let again = host.run_once(&s.config, &RunOptions::default()).unwrap();
     assert_eq!(again.counts.imported, 0);
     assert_eq!(check_transcripts(&s, &truth).len(), parts.len());
+}
+
+#[test]
+fn with_delivery_transcripts_only_the_days_arrive_and_no_email_per_message() {
+    let sim = sim(sim_config(200));
+    let mut s = setup(&sim.base_url(), 50);
+    deliver(&mut s, "transcripts");
+    let host = Host::open(&s.state).unwrap();
+    let runs = run_to_success(&host, &s);
+    for mailbox in mailboxes(&s.mail) {
+        assert!(
+            maildir_emails(&s.mail, &mailbox, FOLDER_ON_DISK).is_empty(),
+            "{mailbox} got emails of single messages"
+        );
+    }
+    let parts = check_transcripts(&s, &sim.ground_truth());
+    assert!(!parts.is_empty());
+    let delivered =
+        connector_e2e::transcripts::read_transcripts(&s.mail, TRANSCRIPTS_ON_DISK).len() as u64;
+    assert_eq!(
+        runs.iter().map(|r| r.counts.imported).sum::<u64>(),
+        delivered
+    );
 }
 
 /// Runs the binary once on `s`, killed by itself the `n`th time it
