@@ -1534,6 +1534,14 @@ mod behaviours {
             db.undelivered_transcripts("c").unwrap(),
             [part("room", "2024-01-01", 0), part("room", "2024-01-01", 1)]
         );
+        assert_eq!(
+            db.transcript_backlog("c").unwrap(),
+            TranscriptBacklog {
+                open_days: 2,
+                unsent: 2
+            },
+            "room on the 2nd and dm on the 1st are open; two parts wait"
+        );
     }
 
     pub fn a_transcript_is_marked_delivered_only_by_the_commit_of_its_deliveries(b: &dyn Backend) {
@@ -1566,6 +1574,10 @@ mod behaviours {
         );
         commit(&mut *db, &lock, run, &delivery);
         assert!(db.undelivered_transcripts("c").unwrap().is_empty());
+        assert_eq!(
+            db.transcript_backlog("c").unwrap(),
+            TranscriptBacklog::default()
+        );
         assert!(
             db.is_delivered("c", "transcript:2024-01-01:0:room", "a@x.test")
                 .unwrap()

@@ -1792,6 +1792,17 @@ fn with_delivery_both_every_message_email_and_every_daily_transcript_equals_the_
     let again = host.run_once(&s.config, &RunOptions::default()).unwrap();
     assert_eq!(again.counts.imported, 0);
     assert_eq!(check_transcripts(&s, &truth).len(), parts.len());
+    // The status says where the transcripts stand: every day was sent.
+    let status: serde_json::Value = serde_json::from_str(&connector_e2e::ops::connector_ok(
+        std::path::Path::new(BIN),
+        &s.state,
+        &["status", "--json", s.config.path.to_str().unwrap()],
+    ))
+    .unwrap();
+    assert_eq!(
+        status["connectors"][0]["transcripts"],
+        serde_json::json!({"open_days": 0, "unsent": 0})
+    );
 }
 
 #[test]

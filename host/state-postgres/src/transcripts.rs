@@ -5,7 +5,9 @@
 use postgres::Transaction;
 
 use crate::{Fail, PostgresStore, Session};
-use connector_state::{StateError, TranscriptDays, TranscriptLine, TranscriptPart};
+use connector_state::{
+    StateError, TranscriptBacklog, TranscriptDays, TranscriptLine, TranscriptPart,
+};
 
 impl TranscriptDays for PostgresStore {
     fn days_to_seal(
@@ -67,6 +69,24 @@ impl TranscriptDays for PostgresStore {
                     part: r.get::<_, i32>(2) as u32,
                 })
                 .collect())
+        })
+    }
+
+    fn transcript_backlog(&self, connector: &str) -> Result<TranscriptBacklog, StateError> {
+        self.with(|c| {
+            let row = c.session().query_one(
+                "SELECT
+                     (SELECT count(*) FROM (SELECT DISTINCT conversation, day FROM transcript_lines
+                      WHERE connector = $1 AND part IS NULL) AS o),
+                     (SELECT count(*) FROM (SELECT DISTINCT conversation, day, part
+                      FROM transcript_lines
+                      WHERE connector = $1 AND part IS NOT NULL AND NOT delivered) AS u)",
+                &[&connector],
+            )?;
+            Ok(TranscriptBacklog {
+                open_days: row.get::<_, i64>(0).unsigned_abs(),
+                unsent: row.get::<_, i64>(1).unsigned_abs(),
+            })
         })
     }
 

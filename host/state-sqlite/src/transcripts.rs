@@ -5,7 +5,9 @@
 use rusqlite::{OptionalExtension, Transaction, TransactionBehavior, params};
 
 use crate::SqliteStore;
-use connector_state::{StateError, TranscriptDays, TranscriptLine, TranscriptPart};
+use connector_state::{
+    StateError, TranscriptBacklog, TranscriptDays, TranscriptLine, TranscriptPart,
+};
 
 /// What separates the mailboxes in the `mailboxes` column (never part of
 /// an address).
@@ -83,6 +85,23 @@ impl TranscriptDays for SqliteStore {
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn transcript_backlog(&self, connector: &str) -> Result<TranscriptBacklog, StateError> {
+        let (open, unsent): (i64, i64) = self.conn.query_row(
+            "SELECT
+                 (SELECT count(*) FROM (SELECT DISTINCT conversation, day FROM transcript_lines
+                  WHERE connector = ?1 AND part IS NULL)),
+                 (SELECT count(*) FROM (SELECT DISTINCT conversation, day, part
+                  FROM transcript_lines
+                  WHERE connector = ?1 AND part IS NOT NULL AND delivered = 0))",
+            params![connector],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        Ok(TranscriptBacklog {
+            open_days: open.unsigned_abs(),
+            unsent: unsent.unsigned_abs(),
+        })
     }
 
     fn transcript_lines(

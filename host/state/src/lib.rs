@@ -29,7 +29,7 @@ pub use mailbox::{MailboxBudgets, RequestGrant};
 pub use records::{
     CheckpointSlot, ConnectorTotals, DeliveredPair, FailureKind, LedgerEntry, PARTITION_MARK,
     PageCommit, QuarantineEntry, RunCounts, RunFailure, RunId, RunKind, RunOutcome, RunRecord,
-    SeenItem, TranscriptLine, TranscriptPart, UnreadableRecord, partition_lease,
+    SeenItem, TranscriptBacklog, TranscriptLine, TranscriptPart, UnreadableRecord, partition_lease,
 };
 pub use store::{
     Checkpoints, ConversationDirectory, DeliveryLedger, PluginValues, QuarantineStore, RunHistory,

@@ -211,6 +211,17 @@ pub struct TranscriptLine {
     pub part: Option<u32>,
 }
 
+/// Where a connector's transcripts stand: conversation days with messages
+/// not in a transcript yet (waiting for their day to close), and
+/// transcripts sealed but not delivered yet.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct TranscriptBacklog {
+    /// Conversation days holding messages no transcript holds yet.
+    pub open_days: u64,
+    /// Transcripts (days and addenda) sealed and not yet delivered.
+    pub unsent: u64,
+}
+
 /// One transcript email of a conversation's day: the day's transcript
 /// (part 0), or an addendum of messages that arrived after it went out
 /// (parts 1, 2, …).

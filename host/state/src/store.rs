@@ -227,6 +227,9 @@ pub trait TranscriptDays {
     /// conversation, day and part.
     fn undelivered_transcripts(&self, connector: &str) -> Result<Vec<TranscriptPart>, StateError>;
 
+    /// How many days are open and how many transcripts wait to be sent.
+    fn transcript_backlog(&self, connector: &str) -> Result<TranscriptBacklog, StateError>;
+
     /// The lines of one part, by sent time and item.
     fn transcript_lines(
         &self,
