@@ -129,8 +129,9 @@ pub(crate) fn line_of_row(r: &postgres::Row) -> (String, TranscriptLine, bool) {
     (r.get(0), line, r.get(8))
 }
 
-/// Writes a line as a transfer gives it, with its part and delivery.
-pub(crate) fn insert_whole(
+/// Writes a line with its part and delivery (a line already kept stays as
+/// it is).
+pub(crate) fn insert(
     tx: &mut Session<'_, Transaction<'_>>,
     connector: &str,
     line: &TranscriptLine,
@@ -140,7 +141,8 @@ pub(crate) fn insert_whole(
     tx.execute(
         "INSERT INTO transcript_lines (connector, conversation, day, item_id, sent_at_ms,
              mailboxes, entry, part, delivered)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+         ON CONFLICT (connector, conversation, day, item_id) DO NOTHING",
         &[
             &connector,
             &line.conversation_id,
@@ -165,21 +167,7 @@ pub(crate) fn store(
     delivered: &[TranscriptPart],
 ) -> Result<(), Fail> {
     for line in lines {
-        tx.execute(
-            "INSERT INTO transcript_lines (connector, conversation, day, item_id, sent_at_ms,
-                 mailboxes, entry)
-             VALUES ($1, $2, $3, $4, $5, $6, $7)
-             ON CONFLICT (connector, conversation, day, item_id) DO NOTHING",
-            &[
-                &connector,
-                &line.conversation_id,
-                &line.day,
-                &line.item_id,
-                &line.sent_at_ms,
-                &line.mailboxes,
-                &line.entry,
-            ],
-        )?;
+        insert(tx, connector, line, false)?;
     }
     for part in delivered {
         let number = part.part as i32;

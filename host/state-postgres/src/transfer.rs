@@ -429,7 +429,7 @@ impl Writer<'_, '_, '_> {
                 line,
                 delivered,
             } => {
-                transcripts::insert_whole(tx, &connector, &line, delivered)?;
+                transcripts::insert(tx, &connector, &line, delivered)?;
             }
         }
         Ok(())

@@ -148,15 +148,17 @@ pub(super) fn line_of_row(
     Ok((r.get(0)?, line, r.get::<_, i64>(8)? != 0))
 }
 
-/// Writes a line as a transfer gives it, with its part and delivery.
-pub(super) fn insert_whole(
+/// Writes a line with its part and delivery (a line already kept stays as
+/// it is).
+pub(super) fn insert(
     tx: &Transaction<'_>,
     connector: &str,
     line: &TranscriptLine,
     delivered: bool,
 ) -> Result<(), StateError> {
     tx.prepare_cached(&format!(
-        "INSERT INTO transcript_lines ({LINE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
+        "INSERT INTO transcript_lines ({LINE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+         ON CONFLICT (connector, conversation, day, item_id) DO NOTHING"
     ))?
     .execute(params![
         connector,
@@ -180,23 +182,8 @@ pub(super) fn store(
     lines: &[TranscriptLine],
     delivered: &[TranscriptPart],
 ) -> Result<(), StateError> {
-    let mut insert = tx.prepare_cached(
-        "INSERT INTO transcript_lines (connector, conversation, day, item_id, sent_at_ms,
-             mailboxes, entry)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
-         ON CONFLICT (connector, conversation, day, item_id) DO NOTHING",
-    )?;
     for line in lines {
-        let mailboxes = line.mailboxes.join(&MAILBOX_SEPARATOR.to_string());
-        insert.execute(params![
-            connector,
-            line.conversation_id,
-            line.day,
-            line.item_id,
-            line.sent_at_ms,
-            mailboxes,
-            line.entry
-        ])?;
+        insert(tx, connector, line, false)?;
     }
     let mut mark = tx.prepare_cached(
         "UPDATE transcript_lines SET delivered = 1

@@ -375,7 +375,7 @@ fn write(tx: &rusqlite::Transaction<'_>, row: Row) -> Result<(), StateError> {
             line,
             delivered,
         } => {
-            transcripts::insert_whole(tx, &connector, &line, delivered)?;
+            transcripts::insert(tx, &connector, &line, delivered)?;
         }
     }
     Ok(())
