@@ -87,3 +87,43 @@ domains = ["{domain}"]
         ),
     )
 }
+
+/// A Symphony connector `id` over the simulator at `base`, in `dir`, into
+/// the Maildir `dir/mail` (the simulator's domain mapped), run on
+/// `schedule`, with `settings` added to its plugin's settings.
+pub fn symphony_maildir_connector(
+    dir: &Path,
+    id: &str,
+    base: &str,
+    schedule: &str,
+    settings: &str,
+) -> PathBuf {
+    let config = symphony_connector_file(
+        dir,
+        &SymphonyConnector {
+            id,
+            base,
+            retries: 12,
+            page_size: 20,
+            domain: "acme-capital.example",
+            sink: "[sink]\nkind = \"maildir\"\npath = \"mail\"\nfsync = false\n",
+            extra_secrets: "",
+        },
+    );
+    let text = std::fs::read_to_string(&config).expect("reading the connector file");
+    std::fs::write(
+        &config,
+        text.replacen(
+            "retries = 12\n",
+            &format!("retries = 12\nschedule = \"{schedule}\"\n"),
+            1,
+        )
+        .replacen(
+            "page_size = 20\n",
+            &format!("page_size = 20\n{settings}"),
+            1,
+        ),
+    )
+    .expect("writing the connector file");
+    config
+}

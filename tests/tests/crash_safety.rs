@@ -83,7 +83,14 @@ fn killing_the_host_with_sigkill_at_random_points_loses_and_duplicates_nothing()
     let first = run_killed(&s.state, &s.config, &Kill::At("fetch", 1));
     assert!(first, "the first run dies at its first page");
 
-    let points = ["fetch", "convert", "deliver", "commit", "in-commit", "committed"];
+    let points = [
+        "fetch",
+        "convert",
+        "deliver",
+        "commit",
+        "in-commit",
+        "committed",
+    ];
     let mut kills: Vec<(String, bool)> = Vec::new();
     let mut killed = 0;
     let mut by_point = std::collections::BTreeMap::<&str, usize>::new();
@@ -96,7 +103,8 @@ fn killing_the_host_with_sigkill_at_random_points_loses_and_duplicates_nothing()
         let kill = if round % 6 == 0 {
             Kill::After(Duration::from_millis(rng.range(20, 400)))
         } else {
-            let point = points[(round % 5) as usize];
+            // Every point in turn (the sixth rounds are the delays).
+            let point = points[(round - round / 6) as usize % points.len()];
             // Pages of 3 messages, one delivery batch each: small numbers
             // so that each run gets a page or two further before it dies.
             let n = match point {
@@ -121,7 +129,7 @@ fn killing_the_host_with_sigkill_at_random_points_loses_and_duplicates_nothing()
         started.elapsed()
     );
     assert!(
-        by_point.len() == 6,
+        by_point.len() == points.len() + 1,
         "every kind of point was hit: {by_point:?}"
     );
 

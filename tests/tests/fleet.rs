@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use connector_e2e::daemon_process::DaemonProcess;
 use connector_e2e::ops::*;
 use connector_e2e::postgres::{Postgres, PostgresOptions};
-use connector_e2e::symphony::{SymphonyConnector, symphony_connector_file};
+use connector_e2e::symphony::symphony_maildir_connector;
 use connector_state::prelude::*;
 use connector_state_postgres::{PostgresConfig, PostgresStore};
 
@@ -26,30 +26,7 @@ const SYMPHONY_FOLDER: &str = ".INBOX.Symphony";
 /// A Symphony connector over the simulator at `base`, in `dir`, run every
 /// second, with `settings` added to its plugin's settings.
 fn symphony(dir: &Path, base: &str, settings: &str) -> PathBuf {
-    let config = symphony_connector_file(
-        dir,
-        &SymphonyConnector {
-            id: "symphony",
-            base,
-            retries: 12,
-            page_size: 20,
-            domain: "acme-capital.example",
-            sink: "[sink]\nkind = \"maildir\"\npath = \"mail\"\nfsync = false\n",
-            extra_secrets: "",
-        },
-    );
-    let text = std::fs::read_to_string(&config).unwrap();
-    std::fs::write(
-        &config,
-        text.replacen("retries = 12\n", "retries = 12\nschedule = \"1s\"\n", 1)
-            .replacen(
-                "page_size = 20\n",
-                &format!("page_size = 20\n{settings}"),
-                1,
-            ),
-    )
-    .unwrap();
-    config
+    symphony_maildir_connector(dir, "symphony", base, "1s", settings)
 }
 
 /// The Message-IDs in each mailbox of the Symphony connector in `dir` after
@@ -229,11 +206,7 @@ fn symphony_through_chaos(fleet: &mut WorkerFleet, rng: &mut Rng, pairs: usize) 
     }
     chaos.end(fleet);
     let store = fleet.store();
-    wait_for(
-        Duration::from_secs(240),
-        &format!("the fleet to deliver the {pairs} pairs of one run alone"),
-        || (store.delivered_count("symphony").ok()? == pairs as u64).then_some(()),
-    );
+    wait_for_deliveries(&store, "symphony", pairs as u64, Duration::from_secs(240));
     for worker in std::mem::take(&mut fleet.workers) {
         worker.terminate();
     }
@@ -313,19 +286,16 @@ fn three_workers_share_six_connectors_through_kills_a_hang_and_a_database_restar
     chaos.end(&mut fleet);
 
     let store = fleet.store();
-    wait_for(
+    wait_for_deliveries(
+        &store,
+        "symphony",
+        symphony_pairs as u64,
         Duration::from_secs(120),
-        &format!("symphony to deliver its {symphony_pairs} pairs"),
-        || (store.delivered_count("symphony").ok()? == symphony_pairs as u64).then_some(()),
     );
     for (setup, _) in &setups {
         let id = connector_id(setup);
         let pairs = setup.truth.pairs() as u64;
-        wait_for(
-            Duration::from_secs(120),
-            &format!("{id} to deliver its {pairs} pairs"),
-            || (store.delivered_count(&id).ok()? == pairs).then_some(()),
-        );
+        wait_for_deliveries(&store, &id, pairs, Duration::from_secs(120));
     }
     let workers_seen = fleet.command(&["workers"]);
     assert!(workers_seen.status.success());
@@ -483,26 +453,10 @@ fn three_workers_share_the_partitions_of_a_pod_of_a_thousand_streams_through_kil
 fn a_worker_frozen_before_its_commit_is_refused_by_the_store_after_its_successor_delivered_everything_once()
  {
     let dir = tempfile::tempdir().unwrap();
-    let setup = chat_setup(&dir.path().join("chat"), "chat", 60, 20, "1s");
-    let id = connector_id(&setup);
-    let pairs = setup.truth.pairs() as u64;
-    let mut fleet = WorkerFleet::new(dir.path(), vec![setup.config.clone()]);
     // Its first page is in the mailboxes and about to be committed when
     // the worker freezes, holding its lease until the lease runs out.
-    fleet.start_worker_with(&[("CONNECTOR_FREEZE_AT", "commit:1")]);
-    let frozen = fleet.workers[0].pid();
-    wait_for(
-        Duration::from_secs(60),
-        "the first worker to freeze",
-        || process_state(frozen).filter(|s| *s == 'T'),
-    );
-    fleet.start_worker();
-    let store = fleet.store();
-    wait_for(
-        Duration::from_secs(60),
-        &format!("the second worker to deliver all {pairs} pairs"),
-        || (store.delivered_count(&id).ok()? == pairs).then_some(()),
-    );
+    let (setup, mut fleet, store) = frozen_then_succeeded(dir.path(), "commit:1");
+    let (id, pairs) = (connector_id(&setup), setup.truth.pairs() as u64);
     assert_eq!(store.fenced_commits().unwrap(), 0);
 
     fleet.workers[0].resume();
@@ -530,27 +484,11 @@ fn a_worker_frozen_before_its_commit_is_refused_by_the_store_after_its_successor
 fn a_worker_frozen_inside_its_commit_transaction_is_cut_off_by_the_server_and_its_successor_delivers_everything_once()
  {
     let dir = tempfile::tempdir().unwrap();
-    let setup = chat_setup(&dir.path().join("chat"), "chat", 60, 20, "1s");
-    let id = connector_id(&setup);
-    let pairs = setup.truth.pairs() as u64;
-    let mut fleet = WorkerFleet::new(dir.path(), vec![setup.config.clone()]);
     // Frozen with its first page in the mailboxes and half-way through the
     // page's transaction: it holds the lease row and the new month's
     // ledger partitions locked.
-    fleet.start_worker_with(&[("CONNECTOR_FREEZE_AT", "in-commit:1")]);
-    let frozen = fleet.workers[0].pid();
-    wait_for(
-        Duration::from_secs(60),
-        "the first worker to freeze",
-        || process_state(frozen).filter(|s| *s == 'T'),
-    );
-    fleet.start_worker();
-    let store = fleet.store();
-    wait_for(
-        Duration::from_secs(60),
-        &format!("the second worker to deliver all {pairs} pairs"),
-        || (store.delivered_count(&id).ok()? == pairs).then_some(()),
-    );
+    let (setup, mut fleet, store) = frozen_then_succeeded(dir.path(), "in-commit:1");
+    let (id, pairs) = (connector_id(&setup), setup.truth.pairs() as u64);
     assert!(
         fleet
             .pg
@@ -573,6 +511,48 @@ fn a_worker_frozen_inside_its_commit_transaction_is_cut_off_by_the_server_and_it
         setup.truth.pairs(),
         "the frozen worker's first page was delivered once, by it, and recorded by its successor"
     );
+}
+
+/// A fleet over one chat connector whose first worker froze at `point`
+/// (`CONNECTOR_FREEZE_AT`), and a second worker started then, which has
+/// delivered everything; with the test's own store.
+fn frozen_then_succeeded(root: &Path, point: &str) -> (ChatSetup, WorkerFleet, PostgresStore) {
+    let setup = chat_setup(&root.join("chat"), "chat", 60, 20, "1s");
+    let mut fleet = WorkerFleet::new(root, vec![setup.config.clone()]);
+    fleet.start_worker_with(&[("CONNECTOR_FREEZE_AT", point)]);
+    let frozen = fleet.workers[0].pid();
+    wait_for(
+        Duration::from_secs(60),
+        "the first worker to freeze",
+        || process_state(frozen).filter(|s| *s == 'T'),
+    );
+    fleet.start_worker();
+    let store = fleet.store();
+    let pairs = setup.truth.pairs() as u64;
+    wait_for_deliveries(
+        &store,
+        &connector_id(&setup),
+        pairs,
+        Duration::from_secs(60),
+    );
+    (setup, fleet, store)
+}
+
+/// Waits until the ledger of `connector` holds `pairs` deliveries; on
+/// timeout says how many it held (more is a duplicate, fewer a loss).
+fn wait_for_deliveries(store: &PostgresStore, connector: &str, pairs: u64, timeout: Duration) {
+    let start = Instant::now();
+    loop {
+        let held = store.delivered_count(connector);
+        if matches!(held, Ok(n) if n == pairs) {
+            return;
+        }
+        assert!(
+            start.elapsed() < timeout,
+            "after {timeout:?} the ledger of {connector} holds {held:?} deliveries, not {pairs}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 fn connector_id(setup: &ChatSetup) -> String {

@@ -142,7 +142,7 @@ at_page = 0"#,
         "",
     );
     let e = plugin_error(s.host().run_once(&cfg, &RunOptions::default()));
-    assert!(matches!(e, PluginError::MemoryLimit { mb: 32 }), "{e:?}");
+    assert!(matches!(e, PluginError::MemoryLimit { mb: 128 }), "{e:?}");
     assert!(e.to_string().contains("raise memory-mb"));
 }
 
@@ -321,6 +321,32 @@ fn an_attachment_that_never_ends_stops_its_page_at_the_granted_size_and_the_host
     assert_eq!(s.delivered("alice@example.test"), 2, "the page before it");
 
     let calm = s.config("pages = 3\nper_page = 1", "");
+    let summary = host.run_once(&calm, &RunOptions::default()).unwrap();
+    assert_eq!(summary.outcome, RunOutcome::Succeeded);
+}
+
+#[test]
+fn a_conversation_of_more_people_than_the_host_takes_stops_its_page_with_a_clear_error() {
+    let s = Setup::new();
+    let host = s.host();
+    let crowded = s.config(
+        &format!(
+            "pages = 2\nper_page = 2\nparticipants = {}",
+            connector_runtime::MAX_PARTICIPANTS
+        ),
+        "",
+    );
+    let e = plugin_error(host.run_once(&crowded, &RunOptions::default()));
+    assert!(matches!(e, PluginError::Protocol(_)), "{e:?}");
+    let said = e.to_string();
+    assert!(
+        said.contains("conversation c1 lists 250002 participants")
+            && said.contains("report this to the plugin's author"),
+        "the error names the conversation, its size and what to do: {said}"
+    );
+    assert_eq!(s.delivered("alice@example.test"), 0, "nothing of the page");
+
+    let calm = s.config("pages = 3\nper_page = 1\nparticipants = 1000", "");
     let summary = host.run_once(&calm, &RunOptions::default()).unwrap();
     assert_eq!(summary.outcome, RunOutcome::Succeeded);
 }

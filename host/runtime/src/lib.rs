@@ -40,4 +40,4 @@ pub use http::{HttpClient, PluginHttp};
 pub use kv::{KvAccess, KvError, MemoryKv, PluginKv};
 pub use manifest::{PluginKind, PluginManifest, RequestedPermissions};
 pub use origin::Origin;
-pub use source::{Page, Source, SourceSession};
+pub use source::{MAX_PARTICIPANTS, Page, Source, SourceSession};

@@ -11,7 +11,7 @@ use crate::api_version::SUPPORTED_API_VERSIONS;
 use crate::config::{ConfigError, read_toml, relative_to};
 use crate::origin::Origin;
 
-const HINT: &str = "a manifest has id, name, version, api-version, wasm (or kind = \"native\" and library), sha256 and a [permissions] table (hosts, secrets, signing-keys, files, memory-mb, timeout-secs); see plugins/chat-export/manifest.toml";
+const HINT: &str = "a manifest has id, name, version, api-version, wasm (or kind = \"native\" and library), sha256, optionally fetch-after-commit, and a [permissions] table (hosts, secrets, signing-keys, files, memory-mb, timeout-secs); see plugins/chat-export/manifest.toml";
 
 /// What a plugin is built as.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -52,6 +52,13 @@ pub struct PluginManifest {
     /// Hex SHA-256 of the `.wasm` file (or the library); checked before every
     /// load.
     pub sha256: String,
+    /// The plugin's reads acknowledge what it read before to the source
+    /// (a datahose's `ackId`, a queue's ack), which then never gives it
+    /// again. The host otherwise asks for the next page while it delivers
+    /// the ones before; with this it asks only once the page before is
+    /// committed, so a crash in between cannot lose an acknowledged page.
+    #[serde(default)]
+    pub fetch_after_commit: bool,
     /// What the plugin asks to be allowed.
     #[serde(default)]
     pub permissions: RequestedPermissions,
@@ -366,6 +373,17 @@ secrets = ["token"]
         let m = PluginManifest::load(&write(dir.path(), &good(&sha))).unwrap();
         assert_eq!(m.permissions.memory_mb, 128);
         assert_eq!(m.read_wasm().unwrap(), b"\0asm");
+    }
+
+    #[test]
+    fn pages_are_fetched_ahead_of_commits_unless_the_manifest_says_fetch_after_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let sha = "0".repeat(64);
+        let m = PluginManifest::load(&write(dir.path(), &good(&sha))).unwrap();
+        assert!(!m.fetch_after_commit);
+        let text = good(&sha).replace("[permissions]", "fetch-after-commit = true\n[permissions]");
+        let m = PluginManifest::load(&write(dir.path(), &text)).unwrap();
+        assert!(m.fetch_after_commit);
     }
 
     #[test]

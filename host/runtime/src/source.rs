@@ -4,6 +4,7 @@
 use connector_model::{Conversation, Message, Unreadable};
 
 use crate::PluginError;
+use crate::attachments::MAX_CHECKPOINT;
 
 /// A page of normalized messages with attachments already fetched.
 #[derive(Debug, Clone, PartialEq)]
@@ -31,7 +32,37 @@ impl Page {
         self.complete = next.complete;
         self.unreadable.extend(next.unreadable);
     }
+
+    /// Refuses a page past the host's limits, the same for every kind of
+    /// plugin: a checkpoint over [`MAX_CHECKPOINT`] bytes (the host stores
+    /// it with every commit) or a conversation of more than
+    /// [`MAX_PARTICIPANTS`] people (each may be a mailbox every message of
+    /// it goes to). A plugin's bug, or a hostile plugin, then stops its run
+    /// with an error instead of the host.
+    pub fn check_limits(&self) -> Result<(), PluginError> {
+        if self.checkpoint.len() > MAX_CHECKPOINT {
+            return Err(PluginError::Protocol(format!(
+                "checkpoint of {} bytes is larger than the {MAX_CHECKPOINT} the host stores",
+                self.checkpoint.len()
+            )));
+        }
+        if let Some(c) = self
+            .conversations
+            .iter()
+            .find(|c| c.participants.len() > MAX_PARTICIPANTS)
+        {
+            return Err(PluginError::Protocol(format!(
+                "conversation {} lists {} participants, more than the {MAX_PARTICIPANTS} the host takes in one conversation (every participant may be a mailbox each of its messages goes to)",
+                c.id,
+                c.participants.len()
+            )));
+        }
+        Ok(())
+    }
 }
+
+/// Most people one conversation may list.
+pub const MAX_PARTICIPANTS: usize = 250_000;
 
 /// Longest partition id a plugin may list, in bytes.
 pub const MAX_PARTITION_ID: usize = 256;

@@ -67,7 +67,7 @@ pub enum SinkError {
     },
     /// Reading or writing the store failed.
     #[error(
-        "cannot use {}: {source}; check free space and permissions, the run retries later", path.display()
+        "cannot use {}: {source}; free space or mend the permissions there: nothing is lost, the daemon retries on its own and a run started again goes on from its last committed page", path.display()
     )]
     Io {
         /// The file or folder.

@@ -36,7 +36,7 @@ pub fn migrations() -> &'static [(i64, &'static str, &'static str)] {
 use connector_state::{
     LeaseLiveness, LeaseRequest, LockOutcome, PageCommit, RunId, RunLock, StateError, StateStore,
 };
-use connector_state::{encoding, faults};
+use connector_state::{SQLITE_READ_ONLY_HINT, encoding, faults, sqlite_hint};
 use fleet::Taking;
 
 /// How long a write waits for another process holding the database.
@@ -79,11 +79,34 @@ fn rows_for_ids<T>(
 
 /// The database at `path` could not be opened or brought up to date.
 fn open_error(path: &Path, source: rusqlite::Error) -> StateError {
+    let hint = match source.sqlite_error_code() {
+        // SQLite cannot open a database in a folder it cannot write to,
+        // as its write-ahead log lives beside the file.
+        Some(rusqlite::ErrorCode::CannotOpen) if !folder_writable(path) => SQLITE_READ_ONLY_HINT,
+        Some(rusqlite::ErrorCode::CannotOpen) => {
+            "check the path, and its folder's permissions and free space"
+        }
+        _ => sqlite_hint(&source),
+    };
     StateError::Open {
         location: path.display().to_string(),
         source: Box::new(source),
-        hint: "check the path, its folder's permissions and free space, and that the file is a database written by this connector",
+        hint,
     }
+}
+
+/// Whether this process may write in the folder of `path` (a read-only
+/// file system says no, also to root).
+fn folder_writable(path: &Path) -> bool {
+    let folder = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let Ok(folder) = std::ffi::CString::new(folder.as_os_str().as_encoded_bytes()) else {
+        return true;
+    };
+    // SAFETY: access reads the NUL-terminated path it is given.
+    unsafe { libc::access(folder.as_ptr(), libc::W_OK) == 0 }
 }
 
 impl SqliteStore {

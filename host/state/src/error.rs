@@ -129,12 +129,34 @@ pub enum StateError {
     },
 }
 
+/// What to do about a SQLite state that is read-only.
+pub const SQLITE_READ_ONLY_HINT: &str = "the state database or its folder is read-only (a file system mounted read-only, or the file's permissions): make both writable for the user the connector runs as, then run again; nothing is lost";
+
+/// What the operator should do about a SQLite error, by its code.
+#[cfg(feature = "sqlite")]
+pub fn sqlite_hint(e: &rusqlite::Error) -> &'static str {
+    use rusqlite::ErrorCode;
+    match e.sqlite_error_code() {
+        Some(ErrorCode::DiskFull) => {
+            "the disk holding the state folder is full: free space (or grow the volume), then run again; nothing is lost, the run goes on from its last committed page"
+        }
+        Some(ErrorCode::ReadOnly) => SQLITE_READ_ONLY_HINT,
+        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => {
+            "another process holds the state database locked (another `connector` command, or a `sqlite3` shell, on this state folder): let it finish or end it, then run again"
+        }
+        Some(ErrorCode::NotADatabase | ErrorCode::DatabaseCorrupt) => {
+            "the file is damaged: restore the state folder from a backup (`sqlite3 <state file> 'PRAGMA integrity_check'` shows the damage); the connector never resets or rewrites a damaged state, since its ledger is what keeps each delivery from being made twice"
+        }
+        _ => SQLITE_HINT,
+    }
+}
+
 #[cfg(feature = "sqlite")]
 impl From<rusqlite::Error> for StateError {
     fn from(e: rusqlite::Error) -> StateError {
         StateError::Query {
+            hint: sqlite_hint(&e),
             source: Box::new(e),
-            hint: SQLITE_HINT,
         }
     }
 }

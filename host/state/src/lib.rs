@@ -20,7 +20,9 @@ pub mod records;
 pub mod store;
 pub mod transfer;
 
-pub use error::{BackendError, POSTGRES_HINT, SQLITE_HINT, StateError};
+#[cfg(feature = "sqlite")]
+pub use error::sqlite_hint;
+pub use error::{BackendError, POSTGRES_HINT, SQLITE_HINT, SQLITE_READ_ONLY_HINT, StateError};
 pub use fleet::{
     DEFAULT_LEASE, Fence, Fingerprint, Fleet, LeaseKeeper, LeaseLiveness, LeaseRecord,
     LeaseRequest, LockOutcome, RunLock, WorkerRecord, fingerprint_conflict,

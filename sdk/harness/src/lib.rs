@@ -681,6 +681,7 @@ fn bare_manifest(path: &Path) -> Result<PluginManifest, String> {
         wasm: std::path::absolute(path).map_err(|e| e.to_string())?,
         library: None,
         sha256: sha256_hex(&bytes),
+        fetch_after_commit: false,
         permissions: RequestedPermissions {
             hosts: vec![any("http://*:*"), any("https://*:*")],
             ..RequestedPermissions::default()

@@ -173,6 +173,12 @@ impl ConnectorConfig {
                 "use a plain name without `/`, `.` or `\\`, e.g. `Symphony`",
             ));
         }
+        if self.partitions_at_once == 0 {
+            return Err(self.invalid(
+                "partitions-at-once = 0 would read no partition".into(),
+                "set it to 1 or more (8 when left out)",
+            ));
+        }
         let transcripts = &self.transcripts.folder;
         if transcripts.trim().is_empty() || transcripts.contains(['/', '.', '\\']) {
             return Err(self.invalid(
@@ -309,6 +315,17 @@ path = "mail"
             let msg = load(&text).unwrap_err().to_string();
             assert!(msg.contains(says), "{bad}: {msg}");
         }
+    }
+
+    #[test]
+    fn partitions_at_once_of_zero_is_refused() {
+        let msg = load(&format!("partitions-at-once = 0\n{GOOD}"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.contains("partitions-at-once = 0") && msg.contains("1 or more"),
+            "{msg}"
+        );
     }
 
     #[test]

@@ -482,7 +482,7 @@ impl Host {
         // Workers start at different places, so a fleet spreads at once.
         let start = (now_ms().unsigned_abs() as usize ^ std::process::id() as usize) % ids.len();
         ids.rotate_left(start);
-        let threads = (setup.config.partitions_at_once.max(1) as usize).min(ids.len());
+        let threads = (setup.config.partitions_at_once as usize).min(ids.len());
         let queue = std::sync::Mutex::new(std::collections::VecDeque::from(ids));
         let failure: std::sync::Mutex<Option<RunError>> = std::sync::Mutex::new(None);
         let incomplete = AtomicBool::new(false);
@@ -774,9 +774,10 @@ impl Host {
     /// while another delivers and commits the pages before them (at most
     /// [`MAX_PAGES_PER_COMMIT`] pages wait in between, and those waiting
     /// are committed together), so the plugin's work and the host's
-    /// overlap. Returns how the attempt ended and how many pages it
-    /// committed; a failure of either side ends both, and pages are
-    /// committed strictly in order.
+    /// overlap; a plugin whose manifest sets `fetch-after-commit` is asked
+    /// for a page only once the one before is committed. Returns how the
+    /// attempt ended and how many pages it committed; a failure of either
+    /// side ends both, and pages are committed strictly in order.
     fn attempt(
         &self,
         parts: AttemptParts<'_>,
@@ -798,9 +799,12 @@ impl Host {
         } = *setup;
         let config_json = setup.config_json.as_str();
         let db = &self.db;
+        let after_commit = setup.manifest.fetch_after_commit;
         std::thread::scope(|scope| {
             let (pages_tx, pages_rx) =
                 std::sync::mpsc::sync_channel::<connector_runtime::Page>(MAX_PAGES_PER_COMMIT);
+            // One message per page committed, for `fetch-after-commit`.
+            let (committed_tx, committed_rx) = std::sync::mpsc::channel::<()>();
             let deliverer = std::thread::Builder::new()
                 .name(format!("deliver-{}", config.id))
                 .spawn_scoped(scope, move || {
@@ -832,6 +836,9 @@ impl Host {
                         page_counts.pages = merged as u64;
                         faults::reached(faults::Point::Committed);
                         committed += merged as u64;
+                        for _ in 0..merged {
+                            let _ = committed_tx.send(());
+                        }
                         tracing::info!(
                             connector = %config.id,
                             messages = page_counts.items_from_source,
@@ -898,6 +905,10 @@ impl Host {
                         return Ok(());
                     }
                     if complete {
+                        return Ok(());
+                    }
+                    if after_commit && committed_rx.recv().is_err() {
+                        // The deliverer stopped before committing the page.
                         return Ok(());
                     }
                 }

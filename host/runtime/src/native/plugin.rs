@@ -9,9 +9,7 @@ use std::sync::{Mutex, OnceLock};
 use base64::Engine as _;
 
 use super::abi::{self, BodyJson, ErrorJson, NativeV1, Outcome, PageJson};
-use crate::attachments::{
-    self, AttachmentSession, AttachmentSpool, Body, Described, MAX_CHECKPOINT,
-};
+use crate::attachments::{self, AttachmentSession, AttachmentSpool, Body, Described};
 use crate::context::PluginContext;
 use crate::http::{BodyEncoding, FetchSpec};
 use crate::normalize;
@@ -362,12 +360,6 @@ impl NativeSession<'_> {
         let checkpoint = base64::engine::general_purpose::STANDARD
             .decode(page.checkpoint_base64.trim())
             .map_err(|e| PluginError::Protocol(format!("checkpoint_base64 is not base64: {e}")))?;
-        if checkpoint.len() > MAX_CHECKPOINT {
-            return Err(PluginError::Protocol(format!(
-                "checkpoint of {} bytes is larger than the {MAX_CHECKPOINT} the host stores",
-                checkpoint.len()
-            )));
-        }
         let mut conversations = Vec::with_capacity(page.conversations.len());
         for c in page.conversations {
             conversations.push(normalize::conversation(model::Conversation {
@@ -415,13 +407,15 @@ impl NativeSession<'_> {
             };
             messages.push(normalize::message(message, original.as_deref()));
         }
-        Ok(Page {
+        let page = Page {
             conversations,
             messages,
             checkpoint,
             complete: page.complete,
             unreadable: Vec::new(),
-        })
+        };
+        page.check_limits()?;
+        Ok(page)
     }
 }
 

@@ -12,7 +12,7 @@ use super::latest::types as wit;
 use super::sandbox::{LogSink, SandboxState};
 use super::versioned::{Instance, InstancePre};
 use crate::api_version::ApiVersion;
-use crate::attachments::{self, AttachmentSession, AttachmentSpool, MAX_CHECKPOINT};
+use crate::attachments::{self, AttachmentSession, AttachmentSpool};
 use crate::context::PluginContext;
 use crate::{KvAccess, Page, PluginError, PluginHttp, PluginManifest};
 use crate::{Source, SourceSession};
@@ -254,12 +254,6 @@ impl SourceSession for WasmSession<'_> {
         let inst = self.armed();
         let page = inst.bindings.call_next_page(&mut inst.store, session);
         let page = page.map_err(|e| self.fail(e))?.map_err(source_error)?;
-        if page.checkpoint.len() > MAX_CHECKPOINT {
-            return Err(PluginError::Protocol(format!(
-                "checkpoint of {} bytes is larger than the {MAX_CHECKPOINT} the host stores",
-                page.checkpoint.len()
-            )));
-        }
         let mut messages = Vec::with_capacity(page.messages.len());
         for mut m in page.messages {
             let wit_attachments = std::mem::take(&mut m.attachments);
@@ -269,7 +263,7 @@ impl SourceSession for WasmSession<'_> {
             }
             messages.push(convert::message(m, attachments));
         }
-        Ok(Page {
+        let page = Page {
             conversations: page
                 .conversations
                 .into_iter()
@@ -279,7 +273,9 @@ impl SourceSession for WasmSession<'_> {
             checkpoint: page.checkpoint,
             complete: page.complete,
             unreadable: std::mem::take(&mut self.armed().store.data_mut().unreadable),
-        })
+        };
+        page.check_limits()?;
+        Ok(page)
     }
 }
 

@@ -18,7 +18,9 @@
 //!   size whose reads never end);
 //! * `at_page` (default 0): absolute, 0-based page number at which to
 //!   misbehave; pages before it are served normally;
-//! * `url`: target of `denied-host`.
+//! * `url`: target of `denied-host`;
+//! * `participants` (default 0): people added to conversation `c1` (`p-0`,
+//!   `p-1`, …), for the host's limit on a conversation's size.
 //!
 //! Page `p` holds messages `m-<p>-<i>` for `i` in `0..per_page` in
 //! conversation `c1` (a room with `alice` <alice@example.test> and `bob`
@@ -68,6 +70,8 @@ struct Config {
     at_page: u64,
     #[serde(default)]
     url: Option<String>,
+    #[serde(default)]
+    participants: u64,
 }
 
 impl Config {
@@ -191,7 +195,9 @@ impl Misbehaving {
             page = page.with_conversation(
                 Conversation::new("c1", ConversationKind::Room)
                     .with_name("Misbehaving room")
-                    .with_participants([alice, bob]),
+                    .with_participants([alice, bob].into_iter().chain(
+                        (0..self.config.participants).map(|i| Person::new(format!("p-{i}"))),
+                    )),
             );
             self.described = true;
         }
