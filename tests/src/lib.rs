@@ -12,6 +12,7 @@ pub mod ops;
 pub mod postgres;
 pub mod smtp_server;
 pub mod symphony;
+pub mod transcripts;
 
 pub mod slack;
 

@@ -16,7 +16,7 @@ use connector_state::prelude::*;
 use connector_state::transfer::{self, StateExport, StateImport, Table, TransferError};
 use connector_state::{
     CheckpointSlot, DEFAULT_LEASE, Fingerprint, LeaseRequest, LockOutcome, PageCommit,
-    QuarantineEntry,
+    QuarantineEntry, TranscriptLine,
 };
 use connector_state_postgres::{PostgresConfig, PostgresStore};
 use connector_state_sqlite::SqliteStore;
@@ -218,10 +218,28 @@ fn a_row_changed_in_the_copy_fails_the_check_naming_its_table_and_connector() {
             source_sha256: String::new(),
         }],
         checkpoint_slot: CheckpointSlot::Keep,
+        // Two days of a conversation, one of them sealed into its
+        // transcript: both travel, with the part.
+        transcript_lines: ["2024-01-01", "2024-01-02"]
+            .iter()
+            .enumerate()
+            .map(|(n, day)| TranscriptLine {
+                conversation_id: "room".to_string(),
+                day: day.to_string(),
+                item_id: format!("m{n}"),
+                sent_at_ms: 1_000 + n as i64,
+                mailboxes: vec!["a@test.invalid".to_string(), "b@test.invalid".to_string()],
+                entry: vec![0, 1, 2, n as u8],
+                part: None,
+            })
+            .collect(),
         ..PageCommit::default()
     };
     source
         .commit_page("chat", run, lock.token(), &page)
+        .unwrap();
+    source
+        .seal_transcript("chat", "room", "2024-01-01")
         .unwrap();
     source.release_lease("chat", lock.token()).unwrap();
     drop(lock);
@@ -240,6 +258,19 @@ fn a_row_changed_in_the_copy_fails_the_check_naming_its_table_and_connector() {
         target.quarantine("chat").unwrap(),
         source.quarantine("chat").unwrap(),
         "the big email comes back whole"
+    );
+    assert_eq!(
+        target.undelivered_transcripts("chat").unwrap(),
+        source.undelivered_transcripts("chat").unwrap(),
+    );
+    let sealed = &source.undelivered_transcripts("chat").unwrap()[0];
+    assert_eq!(
+        target.transcript_lines("chat", sealed).unwrap(),
+        source.transcript_lines("chat", sealed).unwrap()
+    );
+    assert_eq!(
+        target.days_to_seal("chat", "2024-12-31").unwrap(),
+        [("room".to_string(), "2024-01-02".to_string())]
     );
     // Back from PostgreSQL into SQLite, the same rows again.
     let mut back = SqliteStore::open_in_memory().unwrap();

@@ -194,6 +194,8 @@ conformance!(
     mailbox_slots_are_shared_by_stores_over_one_database_and_expire_unless_renewed,
     a_mailbox_rate_window_refuses_beyond_its_count_and_refills_when_it_ends,
     a_throttled_mailbox_grants_no_worker_anything_until_its_pause_ends,
+    transcript_lines_are_kept_with_their_page_and_sealed_into_parts_once_their_day_is_closed,
+    a_transcript_is_marked_delivered_only_by_the_commit_of_its_deliveries,
 );
 
 mod postgres_only {
@@ -1432,6 +1434,161 @@ mod behaviours {
         assert_eq!(db.checkpoint("c").unwrap(), None);
         assert!(db.refused_mailboxes("c", "m1").unwrap().is_empty());
         assert_eq!(db.last_run("c").unwrap().unwrap().kind, RunKind::Redeliver);
+    }
+
+    /// A line of `conversation`'s `day` for message `item`, going to
+    /// `mailboxes`.
+    fn line(
+        conversation: &str,
+        day: &str,
+        item: &str,
+        at: i64,
+        mailboxes: &[&str],
+    ) -> TranscriptLine {
+        TranscriptLine {
+            conversation_id: conversation.to_string(),
+            day: day.to_string(),
+            item_id: item.to_string(),
+            sent_at_ms: at,
+            mailboxes: mailboxes.iter().map(|m| m.to_string()).collect(),
+            entry: format!("entry of {item}").into_bytes(),
+            part: None,
+        }
+    }
+
+    fn part(conversation: &str, day: &str, part: u32) -> TranscriptPart {
+        TranscriptPart {
+            conversation_id: conversation.to_string(),
+            day: day.to_string(),
+            part,
+        }
+    }
+
+    /// The items of a part, in its order.
+    fn items_of(db: &dyn StateStore, p: &TranscriptPart) -> Vec<String> {
+        db.transcript_lines("c", p)
+            .unwrap()
+            .into_iter()
+            .map(|l| l.item_id)
+            .collect()
+    }
+
+    pub fn transcript_lines_are_kept_with_their_page_and_sealed_into_parts_once_their_day_is_closed(
+        b: &dyn Backend,
+    ) {
+        let mut db = b.open();
+        let lock = lease(&*db);
+        let run = db.begin_run("c", 0).unwrap();
+        let mut p = page(Vec::new(), b"t1");
+        p.transcript_lines = vec![
+            line("room", "2024-01-01", "m2", 20, &["a@x.test", "b@x.test"]),
+            line("room", "2024-01-01", "m1", 10, &["a@x.test"]),
+            line("room", "2024-01-02", "m3", 30, &["a@x.test"]),
+            line("dm", "2024-01-01", "d1", 15, &["c@x.test"]),
+        ];
+        commit(&mut *db, &lock, run, &p);
+        // A line sent again (a page read again after a crash) stays once.
+        let mut again = page(Vec::new(), b"t2");
+        again.transcript_lines = vec![line("room", "2024-01-01", "m1", 10, &["z@x.test"])];
+        commit(&mut *db, &lock, run, &again);
+        // Only closed days are to seal.
+        let day = |c: &str, d: &str| (c.to_string(), d.to_string());
+        assert_eq!(
+            db.days_to_seal("c", "2024-01-01").unwrap(),
+            [day("dm", "2024-01-01"), day("room", "2024-01-01")]
+        );
+        assert!(db.days_to_seal("other", "2024-12-31").unwrap().is_empty());
+        assert_eq!(
+            db.seal_transcript("c", "room", "2024-01-01").unwrap(),
+            Some(part("room", "2024-01-01", 0))
+        );
+        assert_eq!(db.seal_transcript("c", "room", "2024-01-01").unwrap(), None);
+        assert_eq!(
+            db.days_to_seal("c", "2024-01-01").unwrap(),
+            [day("dm", "2024-01-01")]
+        );
+        let lines = db
+            .transcript_lines("c", &part("room", "2024-01-01", 0))
+            .unwrap();
+        assert_eq!(
+            lines.iter().map(|l| l.item_id.as_str()).collect::<Vec<_>>(),
+            ["m1", "m2"],
+            "in sent order"
+        );
+        assert_eq!(lines[0].mailboxes, ["a@x.test"], "the first line kept");
+        assert_eq!(lines[1].mailboxes, ["a@x.test", "b@x.test"]);
+        assert_eq!(lines[1].entry, b"entry of m2");
+        assert_eq!(lines[1].part, Some(0));
+        // A message of the day that comes after the seal goes into the
+        // next part: an addendum.
+        let mut late = page(Vec::new(), b"t3");
+        late.transcript_lines = vec![line("room", "2024-01-01", "m0", 5, &["a@x.test"])];
+        commit(&mut *db, &lock, run, &late);
+        assert_eq!(
+            db.seal_transcript("c", "room", "2024-01-01").unwrap(),
+            Some(part("room", "2024-01-01", 1))
+        );
+        assert_eq!(items_of(&*db, &part("room", "2024-01-01", 0)), ["m1", "m2"]);
+        assert_eq!(items_of(&*db, &part("room", "2024-01-01", 1)), ["m0"]);
+        assert_eq!(
+            db.undelivered_transcripts("c").unwrap(),
+            [part("room", "2024-01-01", 0), part("room", "2024-01-01", 1)]
+        );
+        assert_eq!(
+            db.transcript_backlog("c").unwrap(),
+            TranscriptBacklog {
+                open_days: 2,
+                unsent: 2
+            },
+            "room on the 2nd and dm on the 1st are open; two parts wait"
+        );
+    }
+
+    pub fn a_transcript_is_marked_delivered_only_by_the_commit_of_its_deliveries(b: &dyn Backend) {
+        let mut db = b.open();
+        let lock = lease(&*db);
+        let run = db.begin_run("c", 0).unwrap();
+        let mut p = page(Vec::new(), b"t1");
+        p.transcript_lines = vec![line("room", "2024-01-01", "m1", 10, &["a@x.test"])];
+        commit(&mut *db, &lock, run, &p);
+        let sealed = db
+            .seal_transcript("c", "room", "2024-01-01")
+            .unwrap()
+            .unwrap();
+        // A commit that fails leaves the transcript to deliver.
+        b.break_quarantine_inserts();
+        let mut delivery = page(vec![entry("transcript:2024-01-01:0:room", "a@x.test")], b"");
+        delivery.checkpoint_slot = CheckpointSlot::Keep;
+        delivery.transcripts_delivered = vec![sealed.clone()];
+        let mut failing = delivery.clone();
+        failing.quarantine = vec![quarantined("q1", "x")];
+        assert!(db.commit_page("c", run, lock.token(), &failing).is_err());
+        b.heal_quarantine_inserts();
+        assert_eq!(
+            db.undelivered_transcripts("c").unwrap(),
+            std::slice::from_ref(&sealed)
+        );
+        assert!(
+            !db.is_delivered("c", "transcript:2024-01-01:0:room", "a@x.test")
+                .unwrap()
+        );
+        commit(&mut *db, &lock, run, &delivery);
+        assert!(db.undelivered_transcripts("c").unwrap().is_empty());
+        assert_eq!(
+            db.transcript_backlog("c").unwrap(),
+            TranscriptBacklog::default()
+        );
+        assert!(
+            db.is_delivered("c", "transcript:2024-01-01:0:room", "a@x.test")
+                .unwrap()
+        );
+        assert_eq!(
+            db.checkpoint("c").unwrap().as_deref(),
+            Some(&b"t1"[..]),
+            "kept"
+        );
+        // Its lines stay, sealed: a later line of the day is an addendum.
+        assert!(db.days_to_seal("c", "2024-12-31").unwrap().is_empty());
     }
 
     fn unreadable(conversation: &str, reason: &str) -> connector_model::Unreadable {

@@ -579,6 +579,9 @@ fn check_archive_of(
             let parsed = MessageParser::default()
                 .parse(&stored.bytes)
                 .expect("the email parses");
+            if !checked.contains_key(parsed.message_id().unwrap_or_default()) {
+                connector_e2e::transcripts::check_rfc5322(&stored.bytes);
+            }
             let mid = parsed.message_id().expect("a Message-ID").to_string();
             let (id, e) = by_message_id
                 .get(&mid)
@@ -806,6 +809,22 @@ fn half_member_pod() -> symphony_sim::SimConfigBuilder {
         .membership(Membership::Half)
 }
 
+/// Runs `connector run --once` on `s`, which must succeed (`when` says in
+/// what case); its log.
+fn run_cli_to_success(s: &Setup, when: &str) -> String {
+    let out = connector_e2e::ops::connector(
+        std::path::Path::new(BIN),
+        &s.state,
+        &["run", "--once", s.config.path.to_str().unwrap()],
+    );
+    assert!(
+        out.status.success(),
+        "the run succeeds {when}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
 /// The conversations `connector status --json` lists as not read, with
 /// their reasons and fixes.
 fn not_read(state: &std::path::Path, file: &std::path::Path) -> BTreeMap<String, (String, String)> {
@@ -837,19 +856,7 @@ fn a_pod_where_the_account_is_a_member_of_half_the_streams_archives_those_exactl
         assert!(skipped.len() > 1 && skipped.len() < truth.streams.len());
         let s = setup(&sim.base_url(), 50);
         let file = s.config.path.clone();
-        let run = || {
-            let out = connector_e2e::ops::connector(
-                std::path::Path::new(BIN),
-                &s.state,
-                &["run", "--once", file.to_str().unwrap()],
-            );
-            assert!(
-                out.status.success(),
-                "the run succeeds though some streams are refused: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            String::from_utf8_lossy(&out.stderr).into_owned()
-        };
+        let run = || run_cli_to_success(&s, "though some streams are refused");
         // Each stream is a partition of its own: the log names each refused one.
         let log = run();
         for id in &skipped {
@@ -954,6 +961,48 @@ fn a_pod_where_the_account_is_a_member_of_half_the_streams_archives_those_exactl
         let truth = sim.ground_truth();
         check_archive_of(&s, &readable_part(&truth), &truth);
     }
+}
+
+#[test]
+fn a_pod_without_the_datahose_is_archived_and_the_run_succeeds_with_a_standing_warning_of_what_is_not_captured()
+ {
+    let sim = sim(SimConfig {
+        datahose_addon: false,
+        ..sim_config(150)
+    });
+    let truth = sim.ground_truth();
+    let s = setup(&sim.base_url(), 50);
+    let file = s.config.path.clone();
+    let datahose = "datahose (suppressions, joins and leaves)";
+    for _ in 0..2 {
+        run_cli_to_success(&s, "without the datahose");
+        // Every run names what is missing: the warning stands.
+        let listed = not_read(&s.state, &file);
+        let (reason, fix) = listed.get(datahose).expect("the status names the datahose");
+        assert_eq!(listed.len(), 1, "{listed:?}");
+        assert!(
+            reason.contains("HTTP 404")
+                && reason.contains("suppressions")
+                && reason.contains("joins and leaves"),
+            "{reason}"
+        );
+        assert!(
+            fix.contains("enable the datahose") && fix.contains("\"events\" = false"),
+            "{fix}"
+        );
+        let admin_log = connector_e2e::ops::connector_ok(
+            std::path::Path::new(BIN),
+            &s.state,
+            &["log", "--connector", "symphony-e2e", "--last"],
+        );
+        assert!(
+            admin_log
+                .lines()
+                .any(|l| l.contains(datahose) && l.contains("enable the datahose")),
+            "{admin_log}"
+        );
+    }
+    check_archive(&s, &truth);
 }
 
 #[test]
@@ -1525,4 +1574,388 @@ fn a_connector_read_whole_before_partitions_goes_on_from_its_checkpoint_in_every
         truth.streams.len() + 1,
         "every stream's partition and the datahose now have their own"
     );
+}
+
+/// Where the Maildir keeps the transcripts (`INBOX/Symphony/Transcripts`).
+const TRANSCRIPTS_ON_DISK: &str = ".INBOX.Symphony.Transcripts";
+
+/// Makes the connector deliver `delivery` (`both`, `transcripts`), with
+/// days in UTC sent as soon as they end.
+fn deliver(s: &mut Setup, delivery: &str) {
+    let path = s.config.path.clone();
+    let text = std::fs::read_to_string(&path).unwrap();
+    let retries = text
+        .lines()
+        .find(|l| l.starts_with("retries = "))
+        .expect("a retries line")
+        .to_string();
+    let text = text.replacen(
+        &retries,
+        &format!("{retries}\ndelivery = \"{delivery}\""),
+        1,
+    ) + "\n[transcripts]\ngrace = \"0s\"\n";
+    std::fs::write(&path, text).unwrap();
+    s.config = ConnectorConfig::load(&path).unwrap();
+}
+
+/// What a conversation's day should hold: its items in sent order, and
+/// the mailboxes of each item.
+type ExpectedDays = BTreeMap<(String, String), Vec<(i64, String, BTreeSet<String>)>>;
+
+/// The UTC day of `ms`, `YYYY-MM-DD`.
+fn utc_day(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .unwrap()
+        .format("%Y-%m-%d")
+        .to_string()
+}
+
+/// Each conversation's days as the ground truth has them.
+fn expected_days(truth: &GroundTruth) -> ExpectedDays {
+    let mut days: ExpectedDays = BTreeMap::new();
+    for (id, e) in expectations(truth) {
+        let (stream, at) = match e.item {
+            Item::Message(m) => (m.stream_id.clone(), m.timestamp),
+            Item::Event(ev) => (ev.stream_id.clone(), ev.timestamp),
+            Item::Deletion(_) => panic!("these tests apply no suppressions"),
+        };
+        let mut mailboxes = e.mailboxes.clone();
+        mailboxes.extend(e.optional.iter().cloned());
+        days.entry((stream, utc_day(at)))
+            .or_default()
+            .push((at, id, mailboxes));
+    }
+    for items in days.values_mut() {
+        items.sort();
+    }
+    days
+}
+
+/// Checks every transcript against the ground truth: each conversation's
+/// day is told once across its parts (the day's transcript, then
+/// addenda), exactly the day's items, each part in sent order, every part
+/// in the mailbox of each of its items' participants and the same bytes in
+/// each. Returns the parts, by conversation, day and part number.
+fn check_transcripts(
+    s: &Setup,
+    truth: &GroundTruth,
+) -> BTreeMap<(String, String, u32), connector_e2e::transcripts::StoredTranscript> {
+    let expected = expected_days(truth);
+    let every = expectations(truth);
+    let mut parts: BTreeMap<(String, String, u32), connector_e2e::transcripts::StoredTranscript> =
+        BTreeMap::new();
+    let mut holders: BTreeMap<(String, String, u32), BTreeSet<String>> = BTreeMap::new();
+    for t in connector_e2e::transcripts::read_transcripts(&s.mail, TRANSCRIPTS_ON_DISK) {
+        let key = (t.conversation.clone(), t.day.clone(), t.part);
+        assert!(
+            holders
+                .entry(key.clone())
+                .or_default()
+                .insert(t.mailbox.clone()),
+            "{}: {key:?} delivered twice",
+            t.mailbox
+        );
+        match parts.get(&key) {
+            Some(first) => assert_eq!(first.raw, t.raw, "{key:?}: the same email everywhere"),
+            None => {
+                parts.insert(key, t);
+            }
+        }
+    }
+    let mut told: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
+    for ((conversation, day, part), t) in &parts {
+        let items = expected
+            .get(&(conversation.clone(), day.clone()))
+            .unwrap_or_else(|| {
+                panic!("a transcript of {conversation} on {day}, a day without items")
+            });
+        let order: Vec<&String> = items.iter().map(|(_, id, _)| id).collect();
+        // In sent order: a subsequence of the day's order.
+        let positions: Vec<usize> = t
+            .items
+            .iter()
+            .map(|id| {
+                order
+                    .iter()
+                    .position(|o| *o == id)
+                    .unwrap_or_else(|| panic!("{conversation} {day}: {id} is not of this day"))
+            })
+            .collect();
+        assert!(
+            positions.windows(2).all(|w| w[0] < w[1]),
+            "{conversation} {day} part {part}: not in sent order: {:?}",
+            t.items
+        );
+        let mailboxes: BTreeSet<String> = items
+            .iter()
+            .filter(|(_, id, _)| t.items.contains(id))
+            .flat_map(|(_, _, m)| m.iter().cloned())
+            .collect();
+        let held = &holders[&(conversation.clone(), day.clone(), *part)];
+        assert!(
+            held.is_subset(&mailboxes),
+            "{conversation} {day} part {part} went to {held:?}, not all of them participants ({mailboxes:?})"
+        );
+        let required: BTreeSet<String> = items
+            .iter()
+            .filter(|(_, id, _)| t.items.contains(id))
+            .flat_map(|(_, id, _)| every[id].mailboxes.iter().cloned())
+            .collect();
+        assert!(
+            required.is_subset(held),
+            "{conversation} {day} part {part}: missing in {:?}",
+            required.difference(held).collect::<Vec<_>>()
+        );
+        assert_eq!(
+            t.body
+                .contains("arrived after the day's transcript was sent"),
+            *part > 0,
+            "an addendum, and only an addendum, says it is one"
+        );
+        told.entry((conversation.clone(), day.clone()))
+            .or_default()
+            .extend(t.items.iter().cloned());
+    }
+    for ((conversation, day), items) in &expected {
+        let mut want: Vec<&String> = items.iter().map(|(_, id, _)| id).collect();
+        let mut got: Vec<&String> = told
+            .get(&(conversation.clone(), day.clone()))
+            .map(|v| v.iter().collect())
+            .unwrap_or_default();
+        want.sort();
+        got.sort();
+        assert_eq!(
+            got, want,
+            "{conversation} on {day}: each item once, none missing"
+        );
+    }
+    parts
+}
+
+#[test]
+fn with_delivery_both_every_message_email_and_every_daily_transcript_equals_the_ground_truth() {
+    let sim = sim(sim_config(600));
+    let mut s = setup(&sim.base_url(), 50);
+    deliver(&mut s, "both");
+    let host = Host::open(&s.state).unwrap();
+    let runs = run_to_success(&host, &s);
+    let truth = sim.ground_truth();
+    check_archive(&s, &truth);
+    let parts = check_transcripts(&s, &truth);
+    let days: BTreeSet<&String> = parts.keys().map(|(_, day, _)| day).collect();
+    assert!(days.len() >= 2, "the pod's messages span days: {days:?}");
+    assert!(parts.keys().all(|(_, _, part)| *part == 0), "no addenda");
+    // Every file of the day's message emails is attached to its transcript.
+    let mut files: BTreeMap<(String, String), usize> = BTreeMap::new();
+    let mut counted = BTreeSet::new();
+    for mailbox in mailboxes(&s.mail) {
+        for stored in maildir_emails(&s.mail, &mailbox, FOLDER_ON_DISK) {
+            let parsed = MessageParser::default().parse(&stored.bytes).unwrap();
+            if !counted.insert(parsed.message_id().unwrap().to_string()) {
+                continue;
+            }
+            let conversation = header(&parsed, "X-Connector-Conversation-Id").unwrap();
+            let day = utc_day(parsed.date().unwrap().to_timestamp() * 1000);
+            *files.entry((conversation, day)).or_default() += parsed.attachments().count();
+        }
+    }
+    for ((conversation, day, _), t) in &parts {
+        let key = (conversation.clone(), day.clone());
+        assert_eq!(t.attachments.len(), files[&key], "{conversation} {day}");
+    }
+    // The transcripts count in the run and the admin log.
+    let transcripts =
+        connector_e2e::transcripts::read_transcripts(&s.mail, TRANSCRIPTS_ON_DISK).len() as u64;
+    let messages: u64 = deliveries(&truth) as u64;
+    let imported: u64 = runs.iter().map(|r| r.counts.imported).sum();
+    assert_eq!(imported, messages + transcripts);
+    let admin_log = connector_e2e::ops::connector_ok(
+        std::path::Path::new(BIN),
+        &s.state,
+        &["log", "--connector", "symphony-e2e", "--last"],
+    );
+    let summary: Vec<&str> = admin_log.lines().nth(1).unwrap().split(',').collect();
+    assert_eq!(summary[3], imported.to_string(), "Imported: {admin_log}");
+    // The ledger knows each transcript by its own id.
+    let (conversation, day, _) = parts.keys().next().unwrap();
+    let mailbox = &parts.values().next().unwrap().mailbox;
+    assert!(
+        host.db()
+            .is_delivered(
+                "symphony-e2e",
+                &format!("transcript:{day}:0:{conversation}"),
+                mailbox
+            )
+            .unwrap()
+    );
+    // A second run delivers nothing again.
+    let again = host.run_once(&s.config, &RunOptions::default()).unwrap();
+    assert_eq!(again.counts.imported, 0);
+    assert_eq!(check_transcripts(&s, &truth).len(), parts.len());
+    // The status says where the transcripts stand: every day was sent.
+    let status: serde_json::Value = serde_json::from_str(&connector_e2e::ops::connector_ok(
+        std::path::Path::new(BIN),
+        &s.state,
+        &["status", "--json", s.config.path.to_str().unwrap()],
+    ))
+    .unwrap();
+    assert_eq!(
+        status["connectors"][0]["transcripts"],
+        serde_json::json!({"open_days": 0, "unsent": 0})
+    );
+}
+
+#[test]
+fn with_delivery_transcripts_only_the_days_arrive_and_no_email_per_message() {
+    let sim = sim(sim_config(200));
+    let mut s = setup(&sim.base_url(), 50);
+    deliver(&mut s, "transcripts");
+    let host = Host::open(&s.state).unwrap();
+    let runs = run_to_success(&host, &s);
+    for mailbox in mailboxes(&s.mail) {
+        assert!(
+            maildir_emails(&s.mail, &mailbox, FOLDER_ON_DISK).is_empty(),
+            "{mailbox} got emails of single messages"
+        );
+    }
+    let parts = check_transcripts(&s, &sim.ground_truth());
+    assert!(!parts.is_empty());
+    let delivered =
+        connector_e2e::transcripts::read_transcripts(&s.mail, TRANSCRIPTS_ON_DISK).len() as u64;
+    assert_eq!(
+        runs.iter().map(|r| r.counts.imported).sum::<u64>(),
+        delivered
+    );
+}
+
+/// Runs the binary once on `s`, killed by itself the `n`th time it
+/// reaches `point`; whether it was killed.
+fn run_killed_at(s: &Setup, point: &str, n: u64) -> bool {
+    use std::os::unix::process::ExitStatusExt;
+    let out = std::process::Command::new(BIN)
+        .arg("--state-dir")
+        .arg(&s.state)
+        .args(["run", "--once"])
+        .arg(&s.config.path)
+        .env("CONNECTOR_LOG", "error")
+        .env("CONNECTOR_KILL_AT", format!("{point}:{n}"))
+        .output()
+        .unwrap();
+    match out.status.signal() {
+        Some(9) => true,
+        _ => {
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            false
+        }
+    }
+}
+
+#[test]
+fn a_process_killed_mid_day_and_while_sending_transcripts_delivers_each_transcript_exactly_once() {
+    let sim = sim(sim_config(300));
+    let mut s = setup(&sim.base_url(), 20);
+    deliver(&mut s, "both");
+    // Killed while the day's pages come in (some committed, some not),
+    // then right after a transcript reached the mailboxes and before its
+    // ledger entries were committed, then between two transcripts.
+    assert!(run_killed_at(&s, "committed", 3), "killed mid-day");
+    assert!(
+        connector_e2e::transcripts::read_transcripts(&s.mail, TRANSCRIPTS_ON_DISK).is_empty(),
+        "no day is sent before the source was read to its end"
+    );
+    assert!(
+        run_killed_at(&s, "transcript", 2),
+        "killed after a transcript"
+    );
+    assert!(run_killed_at(&s, "transcript", 3), "killed after another");
+    assert!(
+        !run_killed_at(&s, "transcript", 1_000_000),
+        "the last run ends"
+    );
+    let truth = sim.ground_truth();
+    check_archive(&s, &truth);
+    let parts = check_transcripts(&s, &truth);
+    assert!(parts.keys().all(|(_, _, part)| *part == 0), "no addenda");
+    // The ledger knows each transcript delivery once.
+    let host = Host::open(&s.state).unwrap();
+    let again = host.run_once(&s.config, &RunOptions::default()).unwrap();
+    assert_eq!(again.counts.imported, 0);
+}
+
+#[test]
+fn a_message_that_arrives_after_its_day_was_sent_goes_into_one_addendum_of_that_day() {
+    let redeliver_after = std::time::Duration::from_secs(20);
+    let datahose = DatahoseConfig {
+        history: true,
+        wait: std::time::Duration::from_millis(300),
+        redeliver_after,
+        batch: 40,
+    };
+    let sim = sim(half_member_pod().messages(300).datahose(datahose).build());
+    let mut s = setup_with(&sim.base_url(), 50, "events_messages = true");
+    deliver(&mut s, "both");
+    let host = Host::open(&s.state).unwrap();
+    // Other readers of the feed take batches and die: their messages come
+    // again after the first run sent their days (the first batches hold
+    // the rooms' first joins, whose days have nothing else).
+    let tag = format!("connector-{}", symphony_sim::TEST_USERNAME);
+    let taken = std::time::Instant::now();
+    for _ in 0..4 {
+        assert_eq!(sim.take_datahose_batch_without_ack(&tag), 40);
+    }
+    run_to_success(&host, &s);
+    assert_eq!(sim.stats().redelivered_events, 0, "nothing came back yet");
+    let before = connector_e2e::transcripts::read_transcripts(&s.mail, TRANSCRIPTS_ON_DISK);
+    assert!(!before.is_empty() && before.iter().all(|t| t.part == 0));
+    std::thread::sleep(
+        (redeliver_after + std::time::Duration::from_secs(1)).saturating_sub(taken.elapsed()),
+    );
+    run_to_success(&host, &s);
+    assert!(sim.stats().redelivered_events >= 160, "{:?}", sim.stats());
+    let truth = sim.ground_truth();
+    check_archive(&s, &truth);
+    let parts = check_transcripts(&s, &truth);
+    // The rooms' joins and leaves from the datahose are lines of their days.
+    for (kind, line) in [
+        ("USERJOINEDROOM", "joined the conversation"),
+        ("USERLEFTROOM", "left the conversation"),
+    ] {
+        let event = truth
+            .events
+            .iter()
+            .find(|e| e.event_type == kind)
+            .expect("the pod has such an event");
+        let id = format!("event-{}", event.event_id);
+        let told = parts
+            .values()
+            .find(|t| t.items.contains(&id))
+            .unwrap_or_else(|| panic!("{id} is in a transcript"));
+        assert!(
+            told.body
+                .lines()
+                .any(|l| l.contains(line) && l.ends_with(&format!("(message {id}):"))),
+            "{id}: {}",
+            told.body
+        );
+    }
+    let addenda: Vec<&(String, String, u32)> =
+        parts.keys().filter(|(_, _, part)| *part > 0).collect();
+    assert!(!addenda.is_empty(), "late messages came");
+    for (conversation, day, part) in &addenda {
+        assert_eq!(*part, 1, "{conversation} {day}: one addendum");
+        // The addendum holds exactly what the day's transcript lacked.
+        let sent = &parts[&(conversation.clone(), day.clone(), 0)];
+        let late = &parts[&(conversation.clone(), day.clone(), 1)];
+        assert!(late.items.iter().all(|i| !sent.items.contains(i)));
+        assert!(
+            before
+                .iter()
+                .any(|t| t.conversation == *conversation && t.day == *day),
+            "the day was sent by the first run"
+        );
+    }
 }

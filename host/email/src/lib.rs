@@ -15,9 +15,13 @@ mod encode;
 mod spool;
 #[cfg(test)]
 mod tests;
+mod transcript;
 mod writer;
 
 pub use email::Email;
+pub use transcript::{
+    EntryError, TranscriptDay, TranscriptEntry, TranscriptFile, transcript_item_id,
+};
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -199,6 +203,17 @@ impl EmailConverter {
 
     /// Builds the email for `msg`, which belongs to `conv`.
     pub fn convert(&self, msg: &Message, conv: &Conversation) -> Result<Email, ConvertError> {
+        self.build(msg, conv, None)
+    }
+
+    /// Builds the email for `msg`, with `subject` instead of the one made
+    /// from the conversation when it is given.
+    fn build(
+        &self,
+        msg: &Message,
+        conv: &Conversation,
+        subject: Option<&str>,
+    ) -> Result<Email, ConvertError> {
         if msg.id.is_empty() {
             return Err(ConvertError::EmptyMessageId {
                 conversation_id: msg.conversation_id.clone(),
@@ -216,7 +231,11 @@ impl EmailConverter {
         let mut builder = MessageBuilder::new()
             .header("From", Raw::new(self.mailbox(&msg.sender)))
             .date(Date::new(msg.sent_at.div_euclid(1000)));
-        let (to, subject) = self.conversation_headers(msg, conv);
+        let (to, conversation_subject) = self.conversation_headers(msg, conv);
+        let subject = match subject {
+            Some(given) => encode::unstructured(given, 9).into_owned(),
+            None => conversation_subject,
+        };
         if !to.is_empty() {
             builder = builder.header("To", Raw::new(to));
         }

@@ -793,7 +793,7 @@ mod tests {
         let err = results.into_iter().next().unwrap().unwrap_err();
         assert!(matches!(err, SinkError::Io { .. }), "{err}");
         assert!(err.is_retryable());
-        assert!(err.to_string().contains("retries later"), "{err}");
+        assert!(err.to_string().contains("retries on its own"), "{err}");
     }
 
     #[test]

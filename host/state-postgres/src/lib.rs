@@ -25,6 +25,7 @@ mod mailbox;
 mod quarantine;
 mod runs;
 mod schema;
+mod transcripts;
 mod transfer;
 
 use std::cell::RefCell;
@@ -422,6 +423,12 @@ impl StateStore for PostgresStore {
                 runs::add_page(tx, connector, run, page)?;
                 checkpoints::store(tx, connector, run, &page.checkpoint_slot, &page.checkpoint)?;
                 conversations::store(tx, connector, &page.conversations)?;
+                transcripts::store(
+                    tx,
+                    connector,
+                    &page.transcript_lines,
+                    &page.transcripts_delivered,
+                )?;
                 Ok(())
             });
             if let Err(Fail::State(StateError::Fenced { .. })) = &result {

@@ -6,7 +6,7 @@
 //! whatever the database's locale.
 
 /// Schema version this build writes and understands.
-pub const SCHEMA_VERSION: i64 = 4;
+pub const SCHEMA_VERSION: i64 = 5;
 
 /// Schema migrations, applied in order; the database records each one it
 /// has in `schema_migrations`.
@@ -227,6 +227,28 @@ CREATE TABLE mailbox_throttles (
     mailbox text COLLATE "C" PRIMARY KEY,
     until_ms bigint NOT NULL
 );
+"#,
+    ),
+    (
+        5,
+        "what each conversation's days hold for their transcripts",
+        r#"
+-- Each message a conversation's day holds for its transcripts: the part
+-- (0 the day's transcript, then addenda) once sealed, and whether that
+-- part's delivery was committed.
+CREATE TABLE transcript_lines (
+    connector text COLLATE "C" NOT NULL,
+    conversation text COLLATE "C" NOT NULL,
+    day text COLLATE "C" NOT NULL,
+    item_id text COLLATE "C" NOT NULL,
+    sent_at_ms bigint NOT NULL,
+    mailboxes text[] NOT NULL,
+    entry bytea NOT NULL,
+    part integer,
+    delivered boolean NOT NULL DEFAULT false,
+    PRIMARY KEY (connector, conversation, day, item_id)
+);
+CREATE INDEX transcript_lines_by_state ON transcript_lines (connector, delivered, part, day);
 "#,
     ),
 ];

@@ -8,7 +8,7 @@ use postgres::{IsolationLevel, Transaction};
 
 use crate::runs::{self, run_record};
 use crate::{Fail, PostgresStore, Session, conversations, corrupt, ledger, query_error};
-use crate::{quarantine, to_u64};
+use crate::{quarantine, to_u64, transcripts};
 use connector_state::encoding;
 use connector_state::transfer::{
     DeliveryRow, LedgerItemRow, Row, RowSink, StateExport, StateImport, Table,
@@ -229,6 +229,22 @@ impl StateExport for PostgresStore {
                     })
                 },
             )?;
+            each_row(
+                &mut tx,
+                &format!(
+                    "SELECT {} FROM transcript_lines ORDER BY connector, conversation, day, item_id",
+                    transcripts::LINE_COLUMNS
+                ),
+                FETCH,
+                |_, r| {
+                    let (connector, line, delivered) = transcripts::line_of_row(r);
+                    send(Row::TranscriptLine {
+                        connector,
+                        line,
+                        delivered,
+                    })
+                },
+            )?;
             tx.commit()?;
             Ok(())
         })
@@ -407,6 +423,13 @@ impl Writer<'_, '_, '_> {
                 conversation,
             } => {
                 conversations::store(tx, &connector, std::slice::from_ref(&conversation))?;
+            }
+            Row::TranscriptLine {
+                connector,
+                line,
+                delivered,
+            } => {
+                transcripts::insert(tx, &connector, &line, delivered)?;
             }
         }
         Ok(())

@@ -13,6 +13,7 @@ mod mailbox;
 mod quarantine;
 mod runs;
 mod schema;
+mod transcripts;
 mod transfer;
 
 use std::collections::HashSet;
@@ -235,6 +236,12 @@ impl StateStore for SqliteStore {
         runs::add_page(&tx, connector, run, page)?;
         checkpoints::store(&tx, connector, run, &page.checkpoint_slot, &page.checkpoint)?;
         conversations::store(&tx, connector, &page.conversations)?;
+        transcripts::store(
+            &tx,
+            connector,
+            &page.transcript_lines,
+            &page.transcripts_delivered,
+        )?;
         tx.commit()?;
         Ok(())
     }

@@ -1,7 +1,7 @@
 //! The SQLite schema, as migrations applied in order.
 
 /// Schema version this build writes and understands.
-pub const SCHEMA_VERSION: i64 = 8;
+pub const SCHEMA_VERSION: i64 = 9;
 
 /// Schema migrations, applied in order; a database records each one it has.
 pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[
@@ -263,6 +263,25 @@ pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[
         mailbox TEXT PRIMARY KEY NOT NULL,
         until_ms INTEGER NOT NULL
     ) WITHOUT ROWID;
+    ",
+    ),
+    (
+        9,
+        "what each conversation's days hold for their transcripts",
+        "
+    CREATE TABLE transcript_lines (
+        connector TEXT NOT NULL,
+        conversation TEXT NOT NULL,
+        day TEXT NOT NULL,
+        item_id TEXT NOT NULL,
+        sent_at_ms INTEGER NOT NULL,
+        mailboxes TEXT NOT NULL,
+        entry BLOB NOT NULL,
+        part INTEGER,
+        delivered INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (connector, conversation, day, item_id)
+    );
+    CREATE INDEX transcript_lines_by_state ON transcript_lines (connector, delivered, part, day);
     ",
     ),
 ];

@@ -6,7 +6,7 @@
 
 use rusqlite::{Connection, TransactionBehavior, params};
 
-use crate::{SqliteStore, conversations, quarantine, runs};
+use crate::{SqliteStore, conversations, quarantine, runs, transcripts};
 use connector_state::encoding;
 use connector_state::transfer::{
     DeliveryRow, LedgerItemRow, Row, RowSink, StateExport, StateImport,
@@ -177,6 +177,21 @@ impl StateExport for SqliteStore {
                 sink.push(Row::Conversation {
                     connector: r.get(0)?,
                     conversation: encoding::parse_conversation(&description)?,
+                })?;
+            }
+        }
+        {
+            let mut stmt = conn.prepare(&format!(
+                "SELECT {} FROM transcript_lines ORDER BY connector, conversation, day, item_id",
+                transcripts::LINE_COLUMNS
+            ))?;
+            let mut rows = stmt.query([])?;
+            while let Some(r) = rows.next()? {
+                let (connector, line, delivered) = transcripts::line_of_row(r)?;
+                sink.push(Row::TranscriptLine {
+                    connector,
+                    line,
+                    delivered,
                 })?;
             }
         }
@@ -354,6 +369,13 @@ fn write(tx: &rusqlite::Transaction<'_>, row: Row) -> Result<(), StateError> {
             conversation,
         } => {
             conversations::store(tx, &connector, std::slice::from_ref(&conversation))?;
+        }
+        Row::TranscriptLine {
+            connector,
+            line,
+            delivered,
+        } => {
+            transcripts::insert(tx, &connector, &line, delivered)?;
         }
     }
     Ok(())

@@ -12,7 +12,9 @@
 //! * `commit` — the page is about to be committed;
 //! * `in-commit` — the page's transaction wrote the ledger (and holds its
 //!   locks: the lease row, a new month's partitions) and is not committed;
-//! * `committed` — the page and its checkpoint were just committed.
+//! * `committed` — the page and its checkpoint were just committed;
+//! * `transcript` — a transcript is in the mailboxes, its ledger entries
+//!   not yet committed.
 //!
 //! The signal goes to the thread that reached the point, so that thread
 //! stops (or dies) there and not a few statements later; a SIGSTOP stops
@@ -39,6 +41,7 @@ pub enum Point {
     Commit,
     InCommit,
     Committed,
+    Transcript,
 }
 
 impl Point {
@@ -50,6 +53,7 @@ impl Point {
             "commit" => Point::Commit,
             "in-commit" => Point::InCommit,
             "committed" => Point::Committed,
+            "transcript" => Point::Transcript,
             _ => return None,
         })
     }

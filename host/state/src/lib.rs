@@ -31,11 +31,11 @@ pub use mailbox::{MailboxBudgets, RequestGrant};
 pub use records::{
     CheckpointSlot, ConnectorTotals, DeliveredPair, FailureKind, LedgerEntry, PARTITION_MARK,
     PageCommit, QuarantineEntry, RunCounts, RunFailure, RunId, RunKind, RunOutcome, RunRecord,
-    SeenItem, UnreadableRecord, partition_lease,
+    SeenItem, TranscriptBacklog, TranscriptLine, TranscriptPart, UnreadableRecord, partition_lease,
 };
 pub use store::{
     Checkpoints, ConversationDirectory, DeliveryLedger, PluginValues, QuarantineStore, RunHistory,
-    SharedStore, StateStore,
+    SharedStore, StateStore, TranscriptDays,
 };
 
 /// The store's traits, to call their methods: `use connector_state::prelude::*`.
@@ -44,6 +44,6 @@ pub mod prelude {
     pub use crate::mailbox::MailboxBudgets;
     pub use crate::store::{
         Checkpoints, ConversationDirectory, DeliveryLedger, PluginValues, QuarantineStore,
-        RunHistory, StateStore,
+        RunHistory, StateStore, TranscriptDays,
     };
 }

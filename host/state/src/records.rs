@@ -180,6 +180,59 @@ pub struct PageCommit {
     /// Conversations the plugin reported it could not read; a later report
     /// of the same conversation in the run replaces an earlier one.
     pub unreadable: Vec<Unreadable>,
+    /// The page's messages as their days' transcripts will show them; a
+    /// line already kept (same conversation, day and item) stays as it is.
+    pub transcript_lines: Vec<TranscriptLine>,
+    /// Transcripts delivered with this commit's ledger entries: their
+    /// lines are marked delivered.
+    pub transcripts_delivered: Vec<TranscriptPart>,
+}
+
+/// One message as its conversation's day keeps it until the day's
+/// transcript is delivered (and after, so a late message is known to be
+/// late).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TranscriptLine {
+    /// The message's conversation.
+    pub conversation_id: String,
+    /// The day, `YYYY-MM-DD` in the connector's transcript time zone.
+    pub day: String,
+    /// The message's source id.
+    pub item_id: String,
+    /// When it was sent (ms since the epoch).
+    pub sent_at_ms: i64,
+    /// The mailboxes the message's participants map to: the day's
+    /// transcript goes to all of them.
+    pub mailboxes: Vec<String>,
+    /// The message as the transcript shows it, with its attachments; the
+    /// host encodes it, the store keeps it as given.
+    pub entry: Vec<u8>,
+    /// The transcript email holding it, once sealed (see [`TranscriptPart`]).
+    pub part: Option<u32>,
+}
+
+/// Where a connector's transcripts stand: conversation days with messages
+/// not in a transcript yet (waiting for their day to close), and
+/// transcripts sealed but not delivered yet.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct TranscriptBacklog {
+    /// Conversation days holding messages no transcript holds yet.
+    pub open_days: u64,
+    /// Transcripts (days and addenda) sealed and not yet delivered.
+    pub unsent: u64,
+}
+
+/// One transcript email of a conversation's day: the day's transcript
+/// (part 0), or an addendum of messages that arrived after it went out
+/// (parts 1, 2, …).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct TranscriptPart {
+    /// The conversation.
+    pub conversation_id: String,
+    /// The day, `YYYY-MM-DD` in the connector's transcript time zone.
+    pub day: String,
+    /// 0 for the day's transcript, then one more per addendum.
+    pub part: u32,
 }
 
 /// What separates a connector (or a backfill's key) from a partition's id

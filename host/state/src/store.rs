@@ -1,7 +1,7 @@
 //! The state store every part of the host works through, whatever keeps
 //! it. One trait per table ([`Checkpoints`], [`RunHistory`],
 //! [`DeliveryLedger`], [`QuarantineStore`], [`PluginValues`],
-//! [`ConversationDirectory`]) and
+//! [`ConversationDirectory`], [`TranscriptDays`]) and
 //! [`StateStore`], which joins them and adds the writes that span tables:
 //! a page's commit and the lock a run holds.
 //!
@@ -199,6 +199,45 @@ pub trait ConversationDirectory {
     -> Result<Vec<Conversation>, StateError>;
 }
 
+/// What each conversation's days hold for their transcripts: the lines
+/// kept by page commits, sealed into transcript emails once a day is
+/// closed, marked delivered by the commit that records the deliveries.
+pub trait TranscriptDays {
+    /// The `(conversation, day)` pairs with lines not yet sealed into a
+    /// transcript, on days up to `last_closed_day` (`YYYY-MM-DD`), by
+    /// conversation and day.
+    fn days_to_seal(
+        &self,
+        connector: &str,
+        last_closed_day: &str,
+    ) -> Result<Vec<(String, String)>, StateError>;
+
+    /// Seals the day's lines that are in no transcript yet into the next
+    /// part (0 when the day had none, else one past the last): that
+    /// transcript holds exactly them, also when its delivery is tried
+    /// again after a crash. `None` when every line is already sealed.
+    fn seal_transcript(
+        &mut self,
+        connector: &str,
+        conversation: &str,
+        day: &str,
+    ) -> Result<Option<TranscriptPart>, StateError>;
+
+    /// The sealed parts whose delivery no commit has recorded yet, by
+    /// conversation, day and part.
+    fn undelivered_transcripts(&self, connector: &str) -> Result<Vec<TranscriptPart>, StateError>;
+
+    /// How many days are open and how many transcripts wait to be sent.
+    fn transcript_backlog(&self, connector: &str) -> Result<TranscriptBacklog, StateError>;
+
+    /// The lines of one part, by sent time and item.
+    fn transcript_lines(
+        &self,
+        connector: &str,
+        part: &TranscriptPart,
+    ) -> Result<Vec<TranscriptLine>, StateError>;
+}
+
 /// The whole state of a host: every table, and the writes across them.
 pub trait StateStore:
     Checkpoints
@@ -207,6 +246,7 @@ pub trait StateStore:
     + QuarantineStore
     + PluginValues
     + ConversationDirectory
+    + TranscriptDays
     + Fleet
     + MailboxBudgets
     + Send

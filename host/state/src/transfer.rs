@@ -24,7 +24,9 @@ use connector_model::Conversation;
 use connector_model::digest::HashingWriter;
 
 use crate::error::StateError;
-use crate::records::{QuarantineEntry, RunFailure, RunId, RunRecord, SeenItem, UnreadableRecord};
+use crate::records::{
+    QuarantineEntry, RunFailure, RunId, RunRecord, SeenItem, TranscriptLine, UnreadableRecord,
+};
 
 /// The tables a transfer copies, in the order they are sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -49,11 +51,13 @@ pub enum Table {
     Kv,
     /// Conversations the plugins described.
     Conversations,
+    /// What each conversation's days hold for their transcripts.
+    TranscriptLines,
 }
 
 impl Table {
     /// Every table, in the order a transfer sends them.
-    pub const ALL: [Table; 10] = [
+    pub const ALL: [Table; 11] = [
         Table::Checkpoints,
         Table::Runs,
         Table::RunItems,
@@ -64,6 +68,7 @@ impl Table {
         Table::Quarantine,
         Table::Kv,
         Table::Conversations,
+        Table::TranscriptLines,
     ];
 
     /// The table's name (as in both schemas).
@@ -79,6 +84,7 @@ impl Table {
             Table::Quarantine => "quarantine",
             Table::Kv => "kv",
             Table::Conversations => "conversations",
+            Table::TranscriptLines => "transcript_lines",
         }
     }
 }
@@ -195,6 +201,15 @@ pub enum Row {
         /// The description.
         conversation: Conversation,
     },
+    /// A line of a conversation's day, with its part once sealed.
+    TranscriptLine {
+        /// The connector.
+        connector: String,
+        /// The line.
+        line: TranscriptLine,
+        /// Whether its part's delivery was committed.
+        delivered: bool,
+    },
 }
 
 impl Row {
@@ -211,6 +226,7 @@ impl Row {
             Row::Quarantine { .. } => Table::Quarantine,
             Row::Kv { .. } => Table::Kv,
             Row::Conversation { .. } => Table::Conversations,
+            Row::TranscriptLine { .. } => Table::TranscriptLines,
         }
     }
 
@@ -225,7 +241,8 @@ impl Row {
             | Row::RunUnreadable { connector, .. }
             | Row::Quarantine { connector, .. }
             | Row::Kv { connector, .. }
-            | Row::Conversation { connector, .. } => connector,
+            | Row::Conversation { connector, .. }
+            | Row::TranscriptLine { connector, .. } => connector,
             Row::LedgerItem(i) => &i.connector,
             Row::Delivery(d) => &d.connector,
         }
@@ -346,6 +363,21 @@ impl Row {
                         message: e.to_string(),
                     })?;
                 out.text(connector).bytes(&description);
+            }
+            Row::TranscriptLine {
+                connector,
+                line,
+                delivered,
+            } => {
+                out.text(connector)
+                    .text(&line.conversation_id)
+                    .text(&line.day)
+                    .text(&line.item_id)
+                    .int(line.sent_at_ms)
+                    .list(&line.mailboxes)
+                    .bytes(&line.entry)
+                    .opt_int(line.part.map(i64::from))
+                    .int(i64::from(*delivered));
             }
         }
         Ok(out.0)

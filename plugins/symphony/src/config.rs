@@ -10,7 +10,7 @@
 //!   "stream_types": ["IM", "MIM", "ROOM", "POST"],
 //!   "page_size": 500,
 //!   "since": 0,
-//!   "events": true,
+//!   "events": "auto",
 //!   "events_tag": "compliance-archiver",
 //!   "events_messages": false
 //! }
@@ -96,9 +96,53 @@ struct RawConfig {
     stream_types: Option<Vec<String>>,
     page_size: Option<u32>,
     since: Option<i64>,
-    events: Option<bool>,
+    events: Option<RawEvents>,
     events_tag: Option<String>,
     events_messages: Option<bool>,
+}
+
+/// `events` as written: `true`, `false` or `"auto"`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum RawEvents {
+    Flag(bool),
+    Word(String),
+}
+
+/// Whether the run reads the datahose (`POST /agent/v5/events/read`), a
+/// paid add-on of the pod.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventsMode {
+    /// Read it when the pod has it (the default): a pod that answers 403
+    /// or 404 is archived without its events, and the run reports what is
+    /// not captured as a standing warning.
+    Auto,
+    /// Read it, and fail the run when the pod does not have it (`true`).
+    Required,
+    /// Never read it (`false`).
+    Off,
+}
+
+impl EventsMode {
+    /// Whether the run asks the datahose at all.
+    pub fn reads(self) -> bool {
+        self != EventsMode::Off
+    }
+
+    fn parse(raw: Option<RawEvents>) -> Result<EventsMode, SourceError> {
+        match raw {
+            None => Ok(EventsMode::Auto),
+            Some(RawEvents::Flag(true)) => Ok(EventsMode::Required),
+            Some(RawEvents::Flag(false)) => Ok(EventsMode::Off),
+            Some(RawEvents::Word(w)) if w.trim().eq_ignore_ascii_case("auto") => {
+                Ok(EventsMode::Auto)
+            }
+            Some(RawEvents::Word(w)) => Err(SourceError::invalid_config(format!(
+                "events {w:?} is not a value it takes: write \"auto\" (read the datahose \
+                 when the pod has it), true (fail without it) or false (never read it)"
+            ))),
+        }
+    }
 }
 
 /// A checked configuration.
@@ -123,7 +167,7 @@ pub struct Config {
     pub since: i64,
     /// Whether to read suppressions and room joins/leaves from the datahose
     /// (`POST /agent/v5/events/read`).
-    pub events: bool,
+    pub events: EventsMode,
     /// The datahose feed's tag.
     pub events_tag: String,
     /// Whether to read messages from the datahose too (`MESSAGESENT`,
@@ -210,7 +254,7 @@ impl Config {
             stream_types,
             page_size,
             since,
-            events: raw.events.unwrap_or(true),
+            events: EventsMode::parse(raw.events)?,
             events_tag,
             events_messages: raw.events_messages.unwrap_or(false),
         })
@@ -266,8 +310,23 @@ mod tests {
         assert_eq!(c.stream_types, StreamType::ALL.to_vec());
         assert_eq!(c.page_size, 500);
         assert_eq!(c.since, 0);
-        assert!(c.events);
+        assert_eq!(c.events, EventsMode::Auto);
         assert_eq!(c.events_tag, "connector-bot");
+    }
+
+    #[test]
+    fn events_takes_auto_true_and_false() {
+        let events = |value: &str| {
+            Config::parse(&format!(
+                r#"{{"pod_url": "https://pod.example", "username": "bot", "events": {value}}}"#
+            ))
+            .unwrap()
+            .events
+        };
+        assert_eq!(events(r#""auto""#), EventsMode::Auto);
+        assert_eq!(events(r#"" AUTO ""#), EventsMode::Auto);
+        assert_eq!(events("true"), EventsMode::Required);
+        assert_eq!(events("false"), EventsMode::Off);
     }
 
     #[test]
@@ -285,7 +344,7 @@ mod tests {
         assert_eq!(c.stream_types, vec![StreamType::Im, StreamType::Room]);
         assert_eq!(c.page_size, 1);
         assert_eq!(c.since, 1_700_000_000_000);
-        assert!(!c.events);
+        assert_eq!(c.events, EventsMode::Off);
         assert_eq!(c.events_tag, "archiver");
         assert!(c.wants(StreamType::Room) && !c.wants(StreamType::Post));
     }
@@ -311,6 +370,8 @@ mod tests {
             r#"{"pod_url": "https://pod.example", "username": "bot", "page_size": 501}"#,
             r#"{"pod_url": "https://pod.example", "username": "bot", "since": -1}"#,
             r#"{"pod_url": "https://pod.example", "username": "bot", "events_tag": ""}"#,
+            r#"{"pod_url": "https://pod.example", "username": "bot", "events": "sometimes"}"#,
+            r#"{"pod_url": "https://pod.example", "username": "bot", "events": 1}"#,
             r#"{"pod_url": "https://pod.example", "username": "bot", "private_key": "x"}"#,
             r#"{"pod_url": "https://pod.example", "username": "bot", "agent_url": "x"}"#,
         ] {

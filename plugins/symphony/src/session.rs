@@ -25,7 +25,7 @@ use connector_sdk::{Conversation, Message, Page, Person, SourceError};
 use crate::api::{self, Int, V4Message};
 use crate::checkpoint::{self, Checkpoint, Position};
 use crate::client::{Backend, CallError, Client, Server, encode_component};
-use crate::config::{Config, StreamType};
+use crate::config::{Config, EventsMode, StreamType};
 use crate::normalize::{self, MessageParts, ParentKind};
 use crate::presentation::{self, MentionedUser};
 
@@ -62,6 +62,9 @@ const MESSAGE_EVENT_TYPES: [&str; 2] = ["MESSAGESENT", "SHAREDPOST"];
 const STREAM_PARTITION: &str = "stream:";
 /// Id of the datahose partition.
 const DATAHOSE_PARTITION: &str = "datahose";
+/// The name the run reports a missing datahose under, in the host's list
+/// of what the source did not give.
+const NO_DATAHOSE: &str = "datahose (suppressions, joins and leaves)";
 
 /// What a session reads.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -137,7 +140,7 @@ pub fn partitions<B: Backend>(config_json: &str, backend: B) -> Result<Vec<Strin
         .into_iter()
         .filter_map(|s| Scope::Stream(s.id).partition_id())
         .collect();
-    if config.events {
+    if config.events.reads() {
         ids.extend(Scope::Datahose.partition_id());
     }
     Ok(ids)
@@ -273,7 +276,7 @@ impl<B: Backend> Session<B> {
         backend: B,
     ) -> Result<Session<B>, SourceError> {
         let config = Config::parse(config_json)?;
-        if scope == Scope::Datahose && !config.events {
+        if scope == Scope::Datahose && !config.events.reads() {
             return Err(SourceError::Permanent(
                 "the datahose partition was opened, but the configuration has \"events\": \
                  false; the host should list the partitions again (the plugin lists \
@@ -383,7 +386,7 @@ impl<B: Backend> Session<B> {
                 Phase::Streams => {
                     if self.next >= self.streams.len() {
                         self.checkpoint.cursor = None;
-                        self.phase = if self.config.events && self.scope == Scope::Whole {
+                        self.phase = if self.config.events.reads() && self.scope == Scope::Whole {
                             Phase::Events
                         } else {
                             Phase::Done
@@ -451,7 +454,7 @@ impl<B: Backend> Session<B> {
     /// Reports a stream the pod refused and remembers it for the end of
     /// the run.
     fn skip(&mut self, skipped: Skipped) {
-        if self.config.events && self.config.events_messages {
+        if self.config.events.reads() && self.config.events_messages {
             self.report_unreadable(
                 &skipped.stream,
                 &format!(
@@ -488,7 +491,7 @@ impl<B: Backend> Session<B> {
         // A partition's own report (`report_unreadable`) names its stream.
         if self.skipped.is_empty()
             || self.scope != Scope::Whole
-            || (self.config.events && self.config.events_messages)
+            || (self.config.events.reads() && self.config.events_messages)
         {
             return;
         }
@@ -1076,8 +1079,11 @@ impl<B: Backend> Session<B> {
     /// `POST /agent/v5/events/read` with the checkpoint's `ackId`. A 400
     /// refuses the request, not the add-on: with an `ackId` it is taken as
     /// stale (the datahose forgets them), dropped, and the read made afresh
-    /// once; 403 and 404 mean the datahose is not there for this account.
-    fn read_events(&mut self) -> Result<connector_sdk::http::FullResponse, SourceError> {
+    /// once; 403 and 404 mean the datahose is not there for this account:
+    /// with `events = "auto"` the answer is `None` (the run goes on without
+    /// events, reported by [`Session::report_no_datahose`]), with `true` a
+    /// failure.
+    fn read_events(&mut self) -> Result<Option<connector_sdk::http::FullResponse>, SourceError> {
         let url = self.client.agent_url("/agent/v5/events/read");
         loop {
             let ack = self.checkpoint.ack_id.clone().unwrap_or_default();
@@ -1092,7 +1098,7 @@ impl<B: Backend> Session<B> {
                 .client
                 .call(Server::Agent, Method::Post, &url, Some(&body))
             {
-                Ok(r) => Ok(r),
+                Ok(r) => Ok(Some(r)),
                 Err(CallError::Refused(400, why)) if !ack.is_empty() => {
                     connector_sdk::warn!(
                         "the datahose refused the stored ackId ({why}); reading afresh: events \
@@ -1107,6 +1113,12 @@ impl<B: Backend> Session<B> {
                     "{why}; the datahose refused the read request itself: check \
                      \"events_tag\" (1 to 80 characters) in the plugin configuration"
                 ))),
+                Err(CallError::Refused(403 | 404, why))
+                    if self.config.events == EventsMode::Auto =>
+                {
+                    self.report_no_datahose(&why);
+                    Ok(None)
+                }
                 Err(CallError::Refused(403 | 404, why)) => Err(SourceError::Permanent(format!(
                     "{why}; suppressions and room joins/leaves are read from the datahose \
                      (an add-on of the pod): enable it for the service account, or set \
@@ -1115,6 +1127,23 @@ impl<B: Backend> Session<B> {
                 Err(e) => Err(e.into()),
             };
         }
+    }
+
+    /// Reports, as a standing warning the host lists with the run (status,
+    /// status page, admin log), that the pod has no datahose for the
+    /// account and what the archive therefore lacks.
+    fn report_no_datahose(&mut self, why: &str) {
+        self.report_unreadable(
+            NO_DATAHOSE,
+            &format!(
+                "{why}: the pod has no datahose (a paid add-on) for the service account, so \
+                 message suppressions (deletions) and room joins and leaves are not captured; \
+                 messages are archived as usual"
+            ),
+            "ask Symphony to enable the datahose for the pod and the service account (the next \
+             run then reads them), or set \"events\" = false in the plugin configuration to \
+             archive messages alone without this warning",
+        );
     }
 
     /// Whether the account may read a listed stream's messages and files.
@@ -1194,7 +1223,10 @@ impl<B: Backend> Session<B> {
     /// left out (the host's ledger keeps later runs from delivering it
     /// again), and the page is in time order.
     fn events_page(&mut self) -> Result<Page, SourceError> {
-        let response = self.read_events()?;
+        let Some(response) = self.read_events()? else {
+            self.phase = Phase::Done;
+            return self.page(Vec::new(), Vec::new(), true);
+        };
         let what = "POST /agent/v5/events/read";
         let (raw_events, ack): (Vec<String>, Option<String>) = if response.status == 204 {
             (Vec::new(), None)

@@ -216,6 +216,9 @@ pub struct SimConfig {
     /// Key Delivery takes the session token alone; a key-manager token sent anyway must
     /// still be valid.
     pub key_manager_required: bool,
+    /// Whether the pod has the datahose add-on (default: yes). Without it the datahose
+    /// endpoint (`POST /agent/v5/events/read`) answers 404 to an authenticated caller.
+    pub datahose_addon: bool,
     /// The datahose's behaviour.
     pub datahose: DatahoseConfig,
     /// Maximum distance between now and a login JWT's `exp` (Symphony: 5 minutes).
@@ -255,6 +258,7 @@ impl Default for SimConfig {
             non_member_status: 403,
             user_provisioning: true,
             key_manager_required: true,
+            datahose_addon: true,
             datahose: DatahoseConfig::default(),
             jwt_max_lifetime: Duration::from_secs(300),
             faults: Faults::default(),
@@ -401,6 +405,11 @@ impl SimConfigBuilder {
     /// Sets the datahose's behaviour.
     pub fn datahose(mut self, datahose: DatahoseConfig) -> Self {
         self.0.datahose = datahose;
+        self
+    }
+    /// Gives the pod the datahose add-on, or not.
+    pub fn datahose_addon(mut self, on: bool) -> Self {
+        self.0.datahose_addon = on;
         self
     }
     /// Grants or withholds the User Provisioning role.

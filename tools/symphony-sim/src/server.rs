@@ -1393,6 +1393,12 @@ impl Shared {
 }
 
 async fn datahose_read(State(st): St, body: Bytes) -> Response {
+    if !st.cfg.datahose_addon {
+        return error(
+            404,
+            "HTTP 404 Not Found: the datahose is not enabled on this pod",
+        );
+    }
     let Ok(body) = serde_json::from_slice::<Value>(&body) else {
         return bad_request("Request body must be a JSON V5EventsReadBody");
     };

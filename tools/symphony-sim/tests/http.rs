@@ -1101,6 +1101,28 @@ fn a_pod_may_refuse_non_members_with_400_instead() {
 }
 
 #[test]
+fn a_pod_without_the_datahose_addon_answers_404_to_the_events_read() {
+    let sim = sim(small().datahose_addon(false).build());
+    let c = Client::new(&sim.base_url());
+    let body = json!({"type": "datahose", "tag": "archiver"});
+    let (code, resp) = c.post("/agent/v5/events/read", &body);
+    assert_eq!(code, 404);
+    assert!(
+        error_body(resp)["message"]
+            .as_str()
+            .unwrap()
+            .contains("datahose")
+    );
+    // The message API still answers.
+    let room = &sim.ground_truth().streams[0];
+    let (code, _) = c.get(&format!(
+        "/agent/v4/stream/{}/message?since=0",
+        room.stream_id
+    ));
+    assert_eq!(code, 200);
+}
+
+#[test]
 fn admin_endpoints_need_the_user_provisioning_role() {
     let sim = sim(small().user_provisioning(false).build());
     let truth = sim.ground_truth();

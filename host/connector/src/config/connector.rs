@@ -10,10 +10,10 @@ use connector_runtime::config::{ConfigError, read_toml, relative_to};
 use connector_runtime::{Grants, PluginManifest};
 use connector_secrets::SecretSource;
 
-use super::{Schedule, SinkConfig};
+use super::{Delivery, Schedule, SinkConfig, TranscriptConfig};
 use crate::map::{ExternalPolicy, MapError, UserMap};
 
-const HINT: &str = "a connector file has id, plugin, optional folder and schedule, and the tables [plugin-config], [grants], [secrets], [mapping], [sink]; see examples/symphony/connector.toml";
+const HINT: &str = "a connector file has id, plugin, optional folder, schedule and delivery, and the tables [plugin-config], [grants], [secrets], [mapping], [sink], [transcripts]; see examples/symphony/connector.toml";
 
 /// A parsed connector configuration with its paths resolved.
 #[derive(Debug, Clone, Deserialize)]
@@ -54,6 +54,14 @@ pub struct ConnectorConfig {
     /// once (each with its own plugin instance and sink connection).
     #[serde(default = "default_partitions_at_once")]
     pub partitions_at_once: u32,
+    /// What is delivered: `messages` (one email per message, the
+    /// default), `transcripts` (one email per conversation per day) or
+    /// `both`.
+    #[serde(default)]
+    pub delivery: Delivery,
+    /// How transcript days are cut and where transcripts go.
+    #[serde(default)]
+    pub transcripts: TranscriptConfig,
     /// Where the file was read from (not part of the file).
     #[serde(skip)]
     pub path: PathBuf,
@@ -171,6 +179,13 @@ impl ConnectorConfig {
                 "set it to 1 or more (8 when left out)",
             ));
         }
+        let transcripts = &self.transcripts.folder;
+        if transcripts.trim().is_empty() || transcripts.contains(['/', '.', '\\']) {
+            return Err(self.invalid(
+                format!("[transcripts] folder `{transcripts}` cannot be a folder name"),
+                "use a plain name without `/`, `.` or `\\`, e.g. `Transcripts`",
+            ));
+        }
         for guest in self.grants.files.keys() {
             if !guest.starts_with('/') || guest.contains("..") {
                 return Err(self.invalid(
@@ -209,6 +224,12 @@ impl ConnectorConfig {
     /// `INBOX/Symphony`.
     pub fn folder_path(&self, manifest: &PluginManifest) -> String {
         format!("INBOX/{}", self.folder_name(manifest))
+    }
+
+    /// The folder that receives transcripts: `[transcripts] folder` under
+    /// [`ConnectorConfig::folder_path`].
+    pub fn transcript_folder_path(&self, manifest: &PluginManifest) -> String {
+        format!("{}/{}", self.folder_path(manifest), self.transcripts.folder)
     }
 }
 
@@ -258,6 +279,42 @@ path = "mail"
             cfg.plugin_config_json(),
             r#"{"page_size":50,"path":"/export/chat.jsonl"}"#
         );
+    }
+
+    #[test]
+    fn delivery_is_messages_by_default_and_transcript_days_are_configurable() {
+        let cfg = load(GOOD).unwrap();
+        assert_eq!(cfg.delivery, Delivery::Messages);
+        assert_eq!(cfg.transcripts, TranscriptConfig::default());
+        assert_eq!(cfg.transcripts.grace, Duration::from_secs(3600));
+        let both = GOOD.replace(
+            "schedule = \"12h\"\n",
+            "schedule = \"12h\"\ndelivery = \"both\"\n",
+        ) + "[transcripts]\ntime-zone = \"+02:00\"\ngrace = \"0s\"\nfolder = \"Days\"\n";
+        let cfg = load(&both).unwrap();
+        assert_eq!(cfg.delivery, Delivery::Both);
+        assert!(cfg.delivery.messages() && cfg.delivery.transcripts());
+        assert_eq!(cfg.transcripts.time_zone.to_string(), "+02:00");
+        assert_eq!(cfg.transcripts.grace, Duration::ZERO);
+        assert_eq!(cfg.transcripts.folder, "Days");
+        for (bad, says) in [
+            ("delivery = \"daily\"", "transcripts"),
+            ("[transcripts]\ntime-zone = \"Europe/Paris\"", "+02:00"),
+            ("[transcripts]\ngrace = \"soon\"", "grace period"),
+            ("[transcripts]\nfolder = \"a/b\"", "plain name"),
+            ("[transcripts]\nzone = \"UTC\"", "zone"),
+        ] {
+            let text = if bad.starts_with('[') {
+                format!("{GOOD}{bad}\n")
+            } else {
+                GOOD.replace(
+                    "schedule = \"12h\"\n",
+                    &format!("schedule = \"12h\"\n{bad}\n"),
+                )
+            };
+            let msg = load(&text).unwrap_err().to_string();
+            assert!(msg.contains(says), "{bad}: {msg}");
+        }
     }
 
     #[test]

@@ -6,8 +6,10 @@ pub mod connector;
 mod plugin_config;
 pub mod schedule;
 pub mod sink;
+pub mod transcripts;
 
 pub use connector::{ConnectorConfig, MappingConfig};
 pub use connector_runtime::ConfigError;
 pub use schedule::Schedule;
 pub use sink::SinkConfig;
+pub use transcripts::{Delivery, TranscriptConfig};

@@ -65,6 +65,9 @@ pub enum RunError {
         /// Why.
         source: ConvertError,
     },
+    /// A transcript line kept in the state cannot be read back.
+    #[error(transparent)]
+    TranscriptLine(#[from] connector_email::EntryError),
     /// The mailbox store failed in a way retrying did not fix.
     #[error(transparent)]
     Sink(#[from] SinkError),
@@ -382,18 +385,54 @@ impl Host {
             let mut sink = config.sink.open(&config.secrets)?;
             self.share_budget(sink.as_mut(), &config.id, run);
             let stage = run_setup.stage(lock.fence(), None);
-            return self.read_source(
+            let outcome = self.read_source(
                 &run_setup,
                 &stage,
                 None,
                 plugin.as_mut(),
                 sink.as_mut(),
                 tally,
-            );
+            )?;
+            if outcome == RunOutcome::Succeeded {
+                self.deliver_transcripts(&run_setup, lock.fence(), sink.as_mut(), tally)?;
+            }
+            return Ok(outcome);
         }
         drop(plugin);
         drop(lock);
-        self.read_partitions(&run_setup, partitions, tally)
+        let outcome = self.read_partitions(&run_setup, partitions, tally)?;
+        // The partitions are read: the connector's own lease again, for
+        // its transcripts (another worker holding it sends them).
+        if outcome == RunOutcome::Succeeded
+            && config.delivery.transcripts()
+            && let Some(lock) = self.take_lease(config, &config.id)?
+        {
+            let mut sink = config.sink.open(&config.secrets)?;
+            self.share_budget(sink.as_mut(), &config.id, run);
+            self.deliver_transcripts(&run_setup, lock.fence(), sink.as_mut(), tally)?;
+        }
+        Ok(outcome)
+    }
+
+    /// Delivers the connector's transcripts that are due, when it delivers
+    /// transcripts, and adds their counts to the run's. Called once a run
+    /// read its source to the end: a day still being caught up on is not
+    /// sealed before its messages are read.
+    fn deliver_transcripts(
+        &self,
+        setup: &RunSetup<'_>,
+        fence: Fence,
+        sink: &mut dyn Sink,
+        tally: &RunTally,
+    ) -> Result<(), RunError> {
+        if !setup.config.delivery.transcripts() {
+            return Ok(());
+        }
+        let stage = setup.transcript_stage(fence);
+        let counts =
+            stage.deliver_transcripts(setup.config.transcripts.grace, sink, &self.db, setup.run)?;
+        tally.add(&counts);
+        Ok(())
     }
 
     fn load_plugin(
@@ -650,6 +689,18 @@ impl RunSetup<'_> {
             retry: RetryPolicy::new(self.config.retries),
             checkpoint_slot,
             fence,
+            delivery: self.config.delivery,
+            zone: self.config.transcripts.time_zone,
+        }
+    }
+
+    /// The stage that delivers the connector's transcripts (into their
+    /// own folder, never moving a checkpoint), under `fence`.
+    fn transcript_stage(&self, fence: Fence) -> page::PageStage<'_> {
+        page::PageStage {
+            folder: self.config.transcript_folder_path(self.manifest),
+            checkpoint_slot: CheckpointSlot::Keep,
+            ..self.stage(fence, None)
         }
     }
 }

@@ -1,14 +1,18 @@
 //! Delivering one page: convert, map, import, then commit ledger entries,
-//! quarantine records and the checkpoint in one transaction.
+//! quarantine records, the page's transcript lines and the checkpoint in
+//! one transaction.
+
+mod transcripts;
 
 use std::collections::HashMap;
 
 use super::RunError;
 use super::faults::{self, Point};
 use super::retry::RetryPolicy;
+use crate::config::Delivery as DeliveryMode;
 use crate::map::UserMap;
 use connector_email::{Email, EmailConverter};
-use connector_model::time::now_ms;
+use connector_model::time::{DayZone, now_ms};
 use connector_model::{Conversation, Mailbox, Message, Person};
 use connector_runtime::{Page, PluginError};
 use connector_sink::{Delivery, Sink, SinkError};
@@ -27,6 +31,11 @@ pub(super) struct PageStage<'a> {
     pub checkpoint_slot: CheckpointSlot,
     /// The run's lease: checked before importing, carried by the commit.
     pub fence: Fence,
+    /// Whether messages go out as emails of their own, in their days'
+    /// transcripts, or both.
+    pub delivery: DeliveryMode,
+    /// The time zone transcript days are cut in.
+    pub zone: DayZone,
 }
 
 /// A message's email and who still needs it.
@@ -247,12 +256,24 @@ impl PageStage<'_> {
                 })?;
             faults::reached(Point::Convert);
             let fan = self.users.fan_out_message(msg, &conv.participants);
-            plan.counts.items_for_import += fan.mailboxes.len() as u64;
+            if self.delivery.transcripts() {
+                plan.commit
+                    .transcript_lines
+                    .push(self.transcript_line(msg, &fan.mailboxes)?);
+            }
+            // Without emails of their own, messages reach mailboxes only
+            // inside transcripts, which the ledger knows by their own ids.
+            let own_emails: &[Mailbox] = if self.delivery.messages() {
+                &fan.mailboxes
+            } else {
+                &[]
+            };
+            plan.counts.items_for_import += own_emails.len() as u64;
             plan.commit.seen.push(SeenItem {
                 item_id: msg.id.clone(),
                 source_sha256: msg.source_sha256.clone(),
                 sent_at_ms: msg.sent_at,
-                mailboxes: fan.mailboxes.iter().map(|m| m.to_string()).collect(),
+                mailboxes: own_emails.iter().map(|m| m.to_string()).collect(),
                 unmapped: fan.unmapped.iter().map(|p| p.id.clone()).collect(),
             });
             name_external(msg, &fan.external, &mut plan.commit);
@@ -263,7 +284,7 @@ impl PageStage<'_> {
                 quarantine_unmapped(msg, &email, &fan.unmapped, &mut plan.commit);
             }
             let mut needed = Vec::new();
-            for mailbox in &fan.mailboxes {
+            for mailbox in own_emails {
                 if flying.contains(&(msg.id.clone(), mailbox.clone()))
                     || delivered.contains(&(msg.id.clone(), mailbox.to_string()))
                 {
@@ -624,6 +645,8 @@ mod tests {
             retry: RetryPolicy::new(0),
             checkpoint_slot: CheckpointSlot::Connector,
             fence: lease.fence(),
+            delivery: DeliveryMode::Messages,
+            zone: DayZone::default(),
         }
     }
 

@@ -16,8 +16,8 @@ use connector_model::time::{iso, now_ms};
 use connector_runtime::PluginManifest;
 use connector_state::{
     ConnectorTotals, Fingerprint, LeaseRecord, PARTITION_MARK, RunCounts, RunId, RunKind,
-    RunOutcome, RunRecord, StateError, StateStore, UnreadableRecord, WorkerRecord,
-    fingerprint_conflict,
+    RunOutcome, RunRecord, StateError, StateStore, TranscriptBacklog, UnreadableRecord,
+    WorkerRecord, fingerprint_conflict,
 };
 
 pub use render::{render_html, render_metrics, render_text, render_workers};
@@ -115,6 +115,10 @@ pub struct ConnectorStatus {
     /// The conversations the source could not read in the last run (and
     /// any run since), with why and the fix; each run asks again.
     pub unreadable: Vec<UnreadableRecord>,
+    /// With `delivery` `transcripts` or `both`: the days still open and
+    /// the transcripts waiting to be sent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub transcripts: Option<TranscriptBacklog>,
 }
 
 /// A connector's lease as the status shows it.
@@ -408,6 +412,11 @@ pub fn collect(
             }),
             refused,
             unreadable: db.unreadable(&c.id)?,
+            transcripts: if c.delivery.transcripts() {
+                Some(db.transcript_backlog(&c.id)?)
+            } else {
+                None
+            },
         });
     }
     Ok(StatusReport {

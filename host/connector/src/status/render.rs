@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 
 use super::{ConnectorState, ConnectorStatus, LeaseView, RunView, StatusReport, WorkerView};
-use connector_state::RunOutcome;
+use connector_state::{RunOutcome, TranscriptBacklog};
 
 /// The report for a terminal.
 pub fn render_text(report: &StatusReport) -> String {
@@ -76,6 +76,9 @@ pub fn render_text(report: &StatusReport) -> String {
         }
         if let Some(refused) = &c.refused {
             let _ = writeln!(out, "  refused: {refused}");
+        }
+        if let Some(t) = &c.transcripts {
+            let _ = writeln!(out, "  transcripts: {}", transcripts_text(t));
         }
         if !c.unreadable.is_empty() {
             let _ = writeln!(
@@ -294,6 +297,13 @@ fn card(c: &ConnectorStatus) -> String {
             h,
             "<table><tr><th></th><th>from source</th><th>for import</th><th>imported</th>\
              <th>duplicates</th><th>quarantined</th><th>failed</th></tr>{rows}</table>"
+        );
+    }
+    if let Some(t) = &c.transcripts {
+        let _ = write!(
+            h,
+            "<p><b>Transcripts</b>: {}</p>",
+            esc(&transcripts_text(t))
         );
     }
     if !c.unreadable.is_empty() {
@@ -557,4 +567,12 @@ pub fn render_metrics(report: &StatusReport) -> String {
         report.fenced_commits
     );
     out
+}
+
+/// What the status says of a connector's transcripts.
+fn transcripts_text(t: &TranscriptBacklog) -> String {
+    format!(
+        "{} conversation day(s) open (sent once the day ends, plus the grace period), {} transcript(s) waiting to be sent (by the next run that reads the source to the end)",
+        t.open_days, t.unsent
+    )
 }

@@ -914,15 +914,45 @@ fn a_400_from_the_datahose_is_a_stale_ack_id_or_a_bad_request_not_a_missing_add_
         }
         other => panic!("{other:?}"),
     }
-    // 403 still names the add-on.
+    // 403 still names the add-on when the datahose is required.
     let pod = super::tests::pod();
-    let mut session = Session::open(&cfg, None, pod.clone()).unwrap();
+    let required = config_with("\"page_size\": 500, \"events\": true");
+    let mut session = Session::open(&required, None, pod.clone()).unwrap();
     pod.0
         .borrow_mut()
         .fail
         .push(("/events/read".into(), 403, vec![]));
     let err = first_error(&mut session);
     assert!(matches!(err, SourceError::Permanent(m) if m.contains("add-on")));
+}
+
+#[test]
+fn by_default_a_pod_without_the_datahose_is_archived_without_events_and_the_run_completes() {
+    for status in [404u16, 403] {
+        let without_events = {
+            let pod = pod();
+            let cfg = config_with("\"page_size\": 7, \"events\": false");
+            let mut session = Session::open(&cfg, None, pod.clone()).unwrap();
+            run(&mut session, 100).0
+        };
+        let pod = pod();
+        pod.0
+            .borrow_mut()
+            .fail
+            .push(("/events/read".into(), status, vec![]));
+        let mut session = Session::open(CONFIG, None, pod.clone()).unwrap();
+        let (pages, done) = run(&mut session, 100);
+        assert!(done, "HTTP {status}");
+        let ids = |pages: &[Page]| -> Vec<String> {
+            pages
+                .iter()
+                .flat_map(|p| &p.messages)
+                .map(|m| m.id.to_string())
+                .collect()
+        };
+        assert!(!ids(&pages).is_empty());
+        assert_eq!(ids(&pages), ids(&without_events), "HTTP {status}");
+    }
 }
 
 #[test]
