@@ -456,7 +456,6 @@ fn a_worker_frozen_before_its_commit_is_refused_by_the_store_after_its_successor
     // Its first page is in the mailboxes and about to be committed when
     // the worker freezes, holding its lease until the lease runs out.
     let (setup, mut fleet, store) = frozen_then_succeeded(dir.path(), "commit:1");
-    let (id, pairs) = (connector_id(&setup), setup.truth.pairs() as u64);
     assert_eq!(store.fenced_commits().unwrap(), 0);
 
     fleet.workers[0].resume();
@@ -465,15 +464,7 @@ fn a_worker_frozen_before_its_commit_is_refused_by_the_store_after_its_successor
         "the woken worker's commit to be refused",
         || (store.fenced_commits().ok()? == 1).then_some(()),
     );
-    for worker in std::mem::take(&mut fleet.workers) {
-        worker.terminate();
-    }
-    assert_eq!(store.delivered_count(&id).unwrap(), pairs);
-    assert_eq!(
-        assert_mailboxes_match(&setup.mail, &setup.truth),
-        setup.truth.pairs(),
-        "the frozen worker's first page was delivered once, by it, and recorded by its successor"
-    );
+    stop_and_check_each_email_once(&mut fleet, &store, &setup);
     let status = fleet.command(&["status", "--json", setup.config.to_str().unwrap()]);
     assert!(status.status.success(), "{status:?}");
     let report: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
@@ -488,7 +479,6 @@ fn a_worker_frozen_inside_its_commit_transaction_is_cut_off_by_the_server_and_it
     // page's transaction: it holds the lease row and the new month's
     // ledger partitions locked.
     let (setup, mut fleet, store) = frozen_then_succeeded(dir.path(), "in-commit:1");
-    let (id, pairs) = (connector_id(&setup), setup.truth.pairs() as u64);
     assert!(
         fleet
             .pg
@@ -502,15 +492,7 @@ fn a_worker_frozen_inside_its_commit_transaction_is_cut_off_by_the_server_and_it
     // The woken worker finds its transaction gone; give it a few of its
     // schedule's runs to do anything it might wrongly do.
     std::thread::sleep(Duration::from_secs(3 * LEASE_SECS));
-    for worker in std::mem::take(&mut fleet.workers) {
-        worker.terminate();
-    }
-    assert_eq!(store.delivered_count(&id).unwrap(), pairs);
-    assert_eq!(
-        assert_mailboxes_match(&setup.mail, &setup.truth),
-        setup.truth.pairs(),
-        "the frozen worker's first page was delivered once, by it, and recorded by its successor"
-    );
+    stop_and_check_each_email_once(&mut fleet, &store, &setup);
 }
 
 /// A fleet over one chat connector whose first worker froze at `point`
@@ -536,6 +518,25 @@ fn frozen_then_succeeded(root: &Path, point: &str) -> (ChatSetup, WorkerFleet, P
         Duration::from_secs(60),
     );
     (setup, fleet, store)
+}
+
+/// Stops every worker, then checks that the ledger and the mailboxes hold
+/// each of the chat connector's emails once: the frozen worker's first
+/// page delivered by it, recorded by its successor.
+fn stop_and_check_each_email_once(
+    fleet: &mut WorkerFleet,
+    store: &PostgresStore,
+    setup: &ChatSetup,
+) {
+    for worker in std::mem::take(&mut fleet.workers) {
+        worker.terminate();
+    }
+    let pairs = setup.truth.pairs();
+    assert_eq!(
+        store.delivered_count(&connector_id(setup)).unwrap(),
+        pairs as u64
+    );
+    assert_eq!(assert_mailboxes_match(&setup.mail, &setup.truth), pairs);
 }
 
 /// Waits until the ledger of `connector` holds `pairs` deliveries; on

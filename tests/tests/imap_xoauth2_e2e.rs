@@ -214,7 +214,7 @@ fn a_token_that_expires_mid_run_is_renewed_and_the_run_delivers_everything_exact
     // no login is ever refused.
     let lifetime = Duration::from_secs(2);
     let ex = exchange(lifetime, lifetime, &[], Duration::from_millis(60));
-    let s = setup(&ex, 240, 10, SECRET, 1);
+    let s = setup(&ex, 480, 10, SECRET, 1);
     let (host, took) = run_outliving_tokens(&ex, &s, lifetime);
     let issued = ex.identity.tokens_issued();
     let (refused, accepted) = ex.identity.introspections();
@@ -230,7 +230,7 @@ fn a_token_that_expires_mid_run_is_renewed_and_the_run_delivers_everything_exact
     // refused login gets one new token and goes on.
     let lifetime = Duration::from_millis(1500);
     let ex = exchange(lifetime, HOUR, &[], Duration::from_millis(60));
-    let s = setup(&ex, 240, 10, SECRET, 1);
+    let s = setup(&ex, 480, 10, SECRET, 1);
     let (host, _) = run_outliving_tokens(&ex, &s, lifetime);
     let (refused, _) = ex.identity.introspections();
     let issued = ex.identity.tokens_issued();
