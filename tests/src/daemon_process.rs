@@ -30,13 +30,35 @@ impl DaemonProcess {
         env: &[(&str, &str)],
         log: &Path,
     ) -> DaemonProcess {
-        // A process group of its own: when a stopped daemon's group is left
-        // orphaned, the kernel sends SIGHUP (a clean stop) to every member;
-        // alone in it, a paused worker never stops the test's other daemons.
+        Self::spawn(bin, global, None, configs, env, log)
+    }
+
+    /// Like [`DaemonProcess::start`], serving the web console of the
+    /// console file `console` too.
+    pub fn start_with_console(
+        bin: &Path,
+        global: &[OsString],
+        console: &Path,
+        configs: &[&Path],
+        env: &[(&str, &str)],
+        log: &Path,
+    ) -> DaemonProcess {
+        Self::spawn(bin, global, Some(console), configs, env, log)
+    }
+
+    fn spawn(
+        bin: &Path,
+        global: &[OsString],
+        console: Option<&Path>,
+        configs: &[&Path],
+        env: &[(&str, &str)],
+        log: &Path,
+    ) -> DaemonProcess {
         let mut child = Command::new(bin)
             .process_group(0)
             .args(global)
             .args(["daemon", "--listen", "127.0.0.1:0"])
+            .args(console.iter().flat_map(|c| [Path::new("--console"), c]))
             .args(configs)
             .env("CONNECTOR_LOG", "warn")
             .envs(env.iter().copied())

@@ -4,6 +4,7 @@
 //! back what landed in the Maildir.
 
 pub mod chat_fixture;
+pub mod console_client;
 pub mod daemon_process;
 pub mod dovecot;
 pub mod graph_server;

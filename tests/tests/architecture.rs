@@ -234,6 +234,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("model", &[]),
     ("secrets", &[]),
     ("oauth", &["connector-secrets"]),
+    ("console", &["connector-secrets"]),
     ("email", &["connector-model"]),
     ("runtime", &["connector-model", "connector-secrets"]),
     ("state", &["connector-model", "connector-email"]),

@@ -1,11 +1,10 @@
 //! The daemon as operators run it, as a real process: connectors on their
 //! schedules in their own threads (a plugin that traps on every run does not
-//! hold up another connector), the status over HTTP (JSON, Prometheus
-//! metrics, and an HTML page checked in a real headless browser), and a
-//! clean stop on SIGTERM that loses nothing.
+//! hold up another connector), the status over HTTP (JSON and Prometheus
+//! metrics; the console's pages are `console.rs`'s), and a clean stop on
+//! SIGTERM that loses nothing.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::time::Duration;
 
 use connector_e2e::daemon_process::DaemonProcess;
@@ -189,96 +188,4 @@ fn sigterm_during_a_run_commits_the_current_page_and_the_next_run_resumes_after_
     );
     assert!(out.contains(" 0 duplicate(s) skipped"), "{out}");
     assert_mailboxes_match(&chat.mail, &chat.truth);
-}
-
-fn chromium() -> PathBuf {
-    for name in ["chromium", "chromium-browser", "google-chrome"] {
-        if let Ok(out) = Command::new("which").arg(name).output()
-            && out.status.success()
-        {
-            return PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
-        }
-    }
-    panic!("chromium is not installed: run scripts/setup (it installs Debian's `chromium`)");
-}
-
-fn browser(profile: &Path, args: &[&str], url: &str) -> String {
-    let out = Command::new(chromium())
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--no-first-run",
-            "--hide-scrollbars",
-        ])
-        .arg(format!("--user-data-dir={}", profile.display()))
-        .args(args)
-        .arg(url)
-        .output()
-        .expect("running chromium");
-    assert!(
-        out.status.success(),
-        "chromium failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-#[test]
-fn the_status_page_shows_each_connector_and_its_state_in_a_headless_browser() {
-    let tmp = tempfile::tempdir().unwrap();
-    let chat = chat_setup(tmp.path(), "chat-archive", 12, 4, "1h");
-    let broken = misbehaving_config(
-        tmp.path(),
-        "broken-source",
-        "pages = 2\nmode = \"trap\"\nat_page = 0",
-        "0 3 * * *",
-    );
-    let daemon = start_daemon(&chat.state, &[&chat.config, &broken]);
-    wait_for(
-        Duration::from_secs(90),
-        "both connectors to have run",
-        || {
-            let s = daemon.status();
-            let states: Vec<&str> = s["connectors"]
-                .as_array()?
-                .iter()
-                .map(|c| c["state"].as_str().unwrap_or(""))
-                .collect();
-            (states == ["idle", "failing"]).then_some(())
-        },
-    );
-    let url = format!("http://{}/", daemon.addr());
-    let profile = tmp.path().join("chromium-profile");
-    let dom = browser(&profile, &["--dump-dom"], &url);
-    for needle in [
-        "<title>Connector status</title>",
-        r#"data-connector="chat-archive" data-state="idle""#,
-        r#"data-connector="broken-source" data-state="failing""#,
-        r#"<span class="state state-idle">idle</span>"#,
-        r#"<span class="state state-failing">failing</span>"#,
-        "What to do:",
-        "0 3 * * *",
-    ] {
-        assert!(dom.contains(needle), "rendered DOM lacks {needle}:\n{dom}");
-    }
-    // A screenshot for people to look at (target/test-artifacts/).
-    let shots = connector_e2e::workspace_root().join("target/test-artifacts");
-    std::fs::create_dir_all(&shots).unwrap();
-    let png = shots.join("status-page.png");
-    let _ = std::fs::remove_file(&png);
-    browser(
-        &profile,
-        &[
-            &format!("--screenshot={}", png.display()),
-            "--window-size=1280,720",
-        ],
-        &url,
-    );
-    let bytes = std::fs::read(&png).expect("chromium wrote the screenshot");
-    assert!(bytes.starts_with(b"\x89PNG") && bytes.len() > 10_000);
-    daemon.terminate();
 }

@@ -14,6 +14,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod console;
 pub mod daemon;
 pub mod map;
 pub mod pipeline;

@@ -3,6 +3,7 @@
 //! the quarantine. [`main`] is the whole program; `src/main.rs` only calls
 //! it (so that tests can build the same binary).
 
+mod console;
 mod migrate;
 mod plugin;
 mod progress;
@@ -77,13 +78,22 @@ enum Command {
     /// Runs every connector on its schedule until SIGTERM or Ctrl-C (a second
     /// one stops at once; nothing uncommitted is lost either way).
     Daemon {
-        /// Serve the status page `/`, `/status.json` and `/metrics` here,
-        /// e.g. 127.0.0.1:9090.
+        /// Serve `/healthz`, `/status.json` and `/metrics` here, e.g.
+        /// 127.0.0.1:9090, and the console with `--console`.
         #[arg(long)]
         listen: Option<String>,
+        /// The console file (sign-in, roles, TLS; docs/console.md): serve
+        /// the web console on the `--listen` address.
+        #[arg(long, requires = "listen")]
+        console: Option<PathBuf>,
         /// Connector configuration files.
         #[arg(required = true)]
         configs: Vec<PathBuf>,
+    },
+    /// The web console's local accounts.
+    Console {
+        #[command(subcommand)]
+        action: console::ConsoleAction,
     },
     /// Checks connector files, their plugins' manifests and configurations.
     Validate {
@@ -336,10 +346,15 @@ fn dispatch(cli: Cli, progress: Option<Arc<Progress>>) -> Result<ExitCode> {
                 let window = backfill_window(from.as_deref(), to.as_deref())?;
                 run_once(&cli.state, &configs, max_pages, window, retention, progress)
             } else {
-                daemon(&cli.state, &configs, None, retention)
+                daemon(&cli.state, &configs, None, None, retention)
             }
         }
-        Command::Daemon { listen, configs } => daemon(&cli.state, &configs, listen, retention),
+        Command::Daemon {
+            listen,
+            console,
+            configs,
+        } => daemon(&cli.state, &configs, listen, console, retention),
+        Command::Console { action } => console::run(action),
         Command::Validate { configs } => validate(&cli.state, &configs),
         Command::Status { json, configs } => status(&cli.state, &configs, json),
         Command::Workers { json } => workers(&cli.state, json),
@@ -516,20 +531,25 @@ fn daemon(
     state: &StateArgs,
     configs: &[PathBuf],
     listen: Option<String>,
+    console: Option<PathBuf>,
     retention: Option<Duration>,
 ) -> Result<ExitCode> {
     let connectors = load_all(configs)?;
+    let console = console
+        .map(|path| connector_console::ConsoleSettings::load(&path))
+        .transpose()?;
     let host = Arc::new(state.open_host()?);
     let stop = Arc::new(AtomicBool::new(false));
     install_signal_handler(stop.clone());
     let options = DaemonOptions {
         listen,
+        console,
         log_retention: retention,
     };
     let n = connectors.len();
     let daemon = Daemon::start(host, connectors, &options, stop)?;
-    if let Some(addr) = daemon.status_addr() {
-        say!("status: http://{addr}/");
+    if let Some(url) = daemon.url() {
+        say!("status: {url}/");
     }
     say!("daemon: running {n} connector(s); SIGTERM or Ctrl-C stops it");
     let _ = std::io::stdout().flush();

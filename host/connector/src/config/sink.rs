@@ -30,6 +30,17 @@ pub enum SinkConfig {
 }
 
 impl SinkConfig {
+    /// The store's kind and where it is, for people (no secrets).
+    pub fn describe(&self) -> String {
+        let port = |p: Option<u16>| p.map(|p| format!(":{p}")).unwrap_or_default();
+        match self {
+            SinkConfig::Maildir(c) => format!("maildir at {}", c.path.display()),
+            SinkConfig::Imap(c) => format!("imap {}{}", c.host, port(c.port)),
+            SinkConfig::Smtp(c) => format!("smtp {}{}", c.host, port(c.port)),
+            SinkConfig::Graph(c) => format!("graph tenant {} at {}", c.tenant, c.graph_url),
+        }
+    }
+
     /// The sink this table describes. Its credentials (IMAP passwords,
     /// tokens, client secrets) are the operator's: read from the
     /// connector's secret source, not from the plugin's grants. Nothing

@@ -12,9 +12,10 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crate::config::ConnectorConfig;
+use crate::console::{WebContext, WebServer};
 use crate::pipeline::{Host, RunControl, RunError, RunObserver, RunOptions, fingerprints};
 use crate::status::LiveBoard;
-use crate::status::server::{ServeError, StatusServer};
+use connector_console::{Console, ConsoleSettings, ServeError};
 use connector_model::time::now_ms;
 use connector_state::{RunCounts, RunOutcome};
 
@@ -24,8 +25,11 @@ const TICK: Duration = Duration::from_millis(200);
 /// How the daemon runs.
 #[derive(Debug, Clone, Default)]
 pub struct DaemonOptions {
-    /// Serve `/`, `/status.json` and `/metrics` on this address.
+    /// Serve `/healthz`, `/status.json` and `/metrics` on this address,
+    /// and the console when `console` is set.
     pub listen: Option<String>,
+    /// The console's settings (sign-in, roles, TLS).
+    pub console: Option<ConsoleSettings>,
     /// Forget runs (with their admin logs and reconciliation data) that
     /// finished longer ago than this; `None` keeps them all. The ledger and
     /// the quarantine are never pruned.
@@ -35,9 +39,12 @@ pub struct DaemonOptions {
 /// Why the daemon could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
-    /// The status server could not listen.
+    /// The web server could not listen.
     #[error(transparent)]
     Serve(#[from] ServeError),
+    /// The console's settings cannot be used.
+    #[error(transparent)]
+    Console(#[from] connector_console::SettingsError),
     /// A thread could not be started.
     #[error(
         "cannot start a thread for connector `{connector}`: {message}; the machine is out of resources, free some and start again"
@@ -59,7 +66,7 @@ pub enum DaemonError {
 pub struct Daemon {
     threads: Vec<JoinHandle<()>>,
     heartbeat: Option<JoinHandle<()>>,
-    server: Option<StatusServer>,
+    server: Option<WebServer>,
     live: Arc<LiveBoard>,
     stop: Arc<AtomicBool>,
 }
@@ -94,14 +101,23 @@ impl Daemon {
         let live = Arc::new(LiveBoard::default());
         let fingerprints = fingerprints(&configs);
         let server = match &options.listen {
-            Some(addr) => Some(StatusServer::start(
-                addr,
-                host.state().clone(),
-                configs.clone(),
-                fingerprints.clone(),
-                live.clone(),
-                host.lease_time(),
-            )?),
+            Some(addr) => {
+                let console = match &options.console {
+                    Some(settings) => Some(Console::new(
+                        settings.clone(),
+                        crate::console::nav(),
+                        Arc::new(connector_console::NoHooks),
+                    )?),
+                    None => None,
+                };
+                let ctx = WebContext::new(
+                    host.clone(),
+                    configs.clone(),
+                    fingerprints.clone(),
+                    live.clone(),
+                );
+                Some(WebServer::start(addr, console, Arc::new(ctx))?)
+            }
             None => None,
         };
         let heartbeat = {
@@ -142,9 +158,14 @@ impl Daemon {
         })
     }
 
-    /// Where the status server listens, if it runs.
+    /// Where the web server listens, if it runs.
     pub fn status_addr(&self) -> Option<SocketAddr> {
-        self.server.as_ref().map(StatusServer::addr)
+        self.server.as_ref().map(WebServer::addr)
+    }
+
+    /// The web server's `http(s)://address`, if it runs.
+    pub fn url(&self) -> Option<String> {
+        self.server.as_ref().map(WebServer::url)
     }
 
     /// The live facts the status shows.

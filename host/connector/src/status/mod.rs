@@ -2,10 +2,9 @@
 //! last run, counts, next run and last error with what to do about it. The
 //! same report is printed by `connector status`, served by the daemon as
 //! `/status.json`, as a small HTML page at `/`, and as Prometheus metrics at
-//! `/metrics` (see [`server`]).
+//! `/metrics` (see [`crate::console`]).
 
 mod render;
-pub mod server;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;

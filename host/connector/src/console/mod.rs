@@ -1,0 +1,201 @@
+//! The daemon's web server: the console's pages (the connectors, one
+//! connector with its runs, logs, quarantine and reconciliation, the audit
+//! trail) behind sign-in, and the machine endpoints (`/healthz`,
+//! `/metrics`, `/status.json`). Sign-in, sessions, roles and CSRF are
+//! `connector-console`'s; this module says what each page shows and does.
+//!
+//! Without a console file only the machine endpoints are served, and `/`
+//! says how to turn the console on.
+
+mod connector;
+mod connectors;
+mod machine;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use connector_console::{
+    Console, ConsoleServer, NavLink, Permission, Refusal, ServeError, page, refusal_page,
+};
+use connector_state::{Fingerprint, StateStore};
+use maud::html;
+
+use crate::config::ConnectorConfig;
+use crate::pipeline::Host;
+use crate::status::{LiveBoard, StatusReport, collect};
+
+/// What the pages read and act on.
+pub struct WebContext {
+    /// The daemon's host (redeliveries run through it).
+    pub host: Arc<Host>,
+    /// The connectors the daemon runs.
+    pub configs: Vec<ConnectorConfig>,
+    /// Their files' fingerprints.
+    pub fingerprints: BTreeMap<String, Fingerprint>,
+    /// What the connector threads report.
+    pub live: Arc<LiveBoard>,
+    /// The pages' own connection to the state, so a busy connector never
+    /// holds a page up; opened again after an error.
+    reader: Mutex<Option<Box<dyn StateStore>>>,
+}
+
+/// Why a page could not be made: shown as a 500 page with the cause.
+pub(crate) struct PageError(String);
+
+impl<E: std::fmt::Display> From<E> for PageError {
+    fn from(e: E) -> PageError {
+        PageError(e.to_string())
+    }
+}
+
+impl IntoResponse for PageError {
+    fn into_response(self) -> Response {
+        refusal_page(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "Cannot show this page",
+            &format!("{}; see the daemon's log, and reload the page.", self.0),
+        )
+    }
+}
+
+impl WebContext {
+    /// A context for the daemon's pages.
+    pub fn new(
+        host: Arc<Host>,
+        configs: Vec<ConnectorConfig>,
+        fingerprints: BTreeMap<String, Fingerprint>,
+        live: Arc<LiveBoard>,
+    ) -> WebContext {
+        WebContext {
+            host,
+            configs,
+            fingerprints,
+            live,
+            reader: Mutex::new(None),
+        }
+    }
+
+    /// Runs `read` with the pages' state connection, off the async threads.
+    pub(crate) async fn read<T: Send + 'static>(
+        self: &Arc<Self>,
+        read: impl FnOnce(&WebContext, &dyn StateStore) -> Result<T, PageError> + Send + 'static,
+    ) -> Result<T, PageError> {
+        let ctx = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut slot = ctx.reader.lock().unwrap_or_else(|p| p.into_inner());
+            if slot.is_none() {
+                *slot = Some(ctx.host.state().open()?);
+            }
+            let db = slot.as_deref().expect("opened above");
+            let result = read(&ctx, db);
+            if result.is_err() {
+                *slot = None;
+            }
+            result
+        })
+        .await
+        .map_err(|e| PageError(e.to_string()))?
+    }
+
+    /// The status of every connector.
+    pub(crate) fn report(&self, db: &dyn StateStore) -> Result<StatusReport, PageError> {
+        Ok(collect(
+            db,
+            &self.configs,
+            Some(&self.live),
+            self.host.lease_time(),
+            &self.fingerprints,
+        )?)
+    }
+
+    /// The connector with this id.
+    pub(crate) fn config(&self, id: &str) -> Result<&ConnectorConfig, Refusal> {
+        self.configs.iter().find(|c| c.id == id).ok_or_else(|| {
+            Refusal::new(
+                StatusCode::NOT_FOUND,
+                "No such connector",
+                &format!("This daemon runs no connector `{id}`; pick one from the list."),
+            )
+        })
+    }
+}
+
+/// The navigation bar.
+pub fn nav() -> Vec<NavLink> {
+    vec![NavLink {
+        label: "Data connectors",
+        href: "/",
+        permission: Permission::ViewStatus,
+    }]
+}
+
+/// The daemon's web server.
+pub struct WebServer {
+    server: ConsoleServer,
+}
+
+impl WebServer {
+    /// Serves on `addr`: the console's pages when `console` is given, and
+    /// the machine endpoints always.
+    pub fn start(
+        addr: &str,
+        console: Option<Arc<Console>>,
+        ctx: Arc<WebContext>,
+    ) -> Result<WebServer, ServeError> {
+        let machine = machine::routes(ctx.clone());
+        let (app, tls) = match &console {
+            Some(console) => {
+                let pages = Router::new()
+                    .route("/", get(connectors::list))
+                    .route("/connectors/{id}", get(connector::show))
+                    .route(
+                        "/connectors/{id}/runs/{run}/log.csv",
+                        get(connector::download_log),
+                    )
+                    .route(
+                        "/connectors/{id}/runs/{run}/reconciliation",
+                        get(connector::reconciliation),
+                    )
+                    .route("/connectors/{id}/quarantine", get(connector::quarantine))
+                    .route("/connectors/{id}/redeliver", post(connector::redeliver))
+                    .with_state(ctx)
+                    .merge(machine);
+                (console.router(pages), console.settings().tls_files())
+            }
+            None => {
+                let off = Router::new().route("/", get(console_off)).merge(machine);
+                (off, None)
+            }
+        };
+        let server = ConsoleServer::start(addr, tls.as_ref(), app)?;
+        Ok(WebServer { server })
+    }
+
+    /// The address it listens on.
+    pub fn addr(&self) -> std::net::SocketAddr {
+        self.server.addr()
+    }
+
+    /// `http(s)://` and the address.
+    pub fn url(&self) -> String {
+        self.server.url()
+    }
+}
+
+async fn console_off() -> Response {
+    let body = html! {
+        h1 { "The console is off" }
+        p.notice {
+            "This daemon serves only " a href="/status.json" { "status.json" } ", "
+            a href="/metrics" { "/metrics" } " and " a href="/healthz" { "/healthz" } ". "
+            "To manage connectors here, start it with "
+            code { "connector daemon --listen ADDRESS --console console.toml" }
+            " (see docs/console.md)."
+        }
+    };
+    (StatusCode::OK, page("Console off", None, "/", body)).into_response()
+}
