@@ -4,10 +4,11 @@
 //! metrics, and an HTML page checked in a real headless browser), and a
 //! clean stop on SIGTERM that loses nothing.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
+use connector_e2e::browser::chromium;
 use connector_e2e::daemon_process::DaemonProcess;
 use connector_e2e::ops::*;
 use serde_json::Value;
@@ -189,17 +190,6 @@ fn sigterm_during_a_run_commits_the_current_page_and_the_next_run_resumes_after_
     );
     assert!(out.contains(" 0 duplicate(s) skipped"), "{out}");
     assert_mailboxes_match(&chat.mail, &chat.truth);
-}
-
-fn chromium() -> PathBuf {
-    for name in ["chromium", "chromium-browser", "google-chrome"] {
-        if let Ok(out) = Command::new("which").arg(name).output()
-            && out.status.success()
-        {
-            return PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
-        }
-    }
-    panic!("chromium is not installed: run scripts/setup (it installs Debian's `chromium`)");
 }
 
 fn browser(profile: &Path, args: &[&str], url: &str) -> String {
