@@ -167,8 +167,8 @@ impl Browser {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Ok(answer) = agent.get(&status).call()
-                && let Ok(body) = answer.into_json::<Value>()
-                && body["value"]["ready"] == true
+                && let Ok(text) = answer.into_string()
+                && serde_json::from_str::<Value>(&text).is_ok_and(|b| b["value"]["ready"] == true)
             {
                 return;
             }
@@ -223,7 +223,8 @@ impl Browser {
                         .unwrap_or_else(|e| format!("<unknown: {e}>")),
                     shot.map(|p| format!("screenshot {}", p.display()))
                         .unwrap_or_else(|e| format!("no screenshot: {e}")),
-                    self.try_page_text().unwrap_or_else(|e| format!("<no text: {e}>"))
+                    self.try_page_text()
+                        .unwrap_or_else(|e| format!("<no text: {e}>"))
                 );
             }
             std::thread::sleep(Duration::from_millis(100));
@@ -398,9 +399,10 @@ impl Drop for Browser {
             }
         }
         if let Some(client) = self.client.take() {
-            let _ = self
-                .runtime
-                .block_on(tokio::time::timeout(Duration::from_secs(10), client.close()));
+            // The timer needs the runtime's context: made inside block_on.
+            let close =
+                async { tokio::time::timeout(Duration::from_secs(10), client.close()).await };
+            let _ = self.runtime.block_on(close);
         }
         if let Some(mut driver) = self.driver.take() {
             // chromedriver leads a process group of its own, which Chromium

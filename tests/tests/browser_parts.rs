@@ -46,16 +46,15 @@ struct RelyingParty {
 impl RelyingParty {
     fn start() -> RelyingParty {
         let server = Arc::new(tiny_http::Server::http("127.0.0.1:0").expect("binding a port"));
-        let port = server
-            .server_addr()
-            .to_ip()
-            .expect("an IP listener")
-            .port();
+        let port = server.server_addr().to_ip().expect("an IP listener").port();
         let (sender, requests) = channel();
         let listener = Arc::clone(&server);
         std::thread::spawn(move || {
             for request in listener.incoming_requests() {
-                let _ = sender.send(request.url().to_string());
+                // The browser also asks for /favicon.ico.
+                if request.url().starts_with("/callback") {
+                    let _ = sender.send(request.url().to_string());
+                }
                 let _ = request.respond(tiny_http::Response::from_string(
                     "The relying party received the answer.",
                 ));
@@ -68,7 +67,7 @@ impl RelyingParty {
         }
     }
 
-    /// The query of the next request to the redirect URI.
+    /// The query of the next request to the redirect URI (`/callback`).
     fn answer(&self) -> BTreeMap<String, String> {
         let url = self
             .requests
@@ -98,12 +97,21 @@ fn provider_for(rp: &RelyingParty) -> OidcProvider {
     })
 }
 
-fn discovery(provider: &OidcProvider) -> Value {
-    ureq::get(&provider.discovery_url())
+/// The JSON body of a successful answer to `request`.
+fn json(request: ureq::Request, what: &str) -> Value {
+    let text = request
         .call()
-        .expect("the discovery document answers")
-        .into_json()
-        .expect("the discovery document is JSON")
+        .unwrap_or_else(|e| panic!("{what} did not answer: {e}"))
+        .into_string()
+        .unwrap_or_else(|e| panic!("reading {what}: {e}"));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{what} is not JSON ({e}): {text}"))
+}
+
+fn discovery(provider: &OidcProvider) -> Value {
+    json(
+        ureq::get(&provider.discovery_url()),
+        "the discovery document",
+    )
 }
 
 /// 32 random bytes, base64url: a state, a nonce or a PKCE code verifier.
@@ -165,8 +173,8 @@ fn redeem(
         .as_str()
         .expect("a token endpoint")
         .to_string();
-    let basic = base64::engine::general_purpose::STANDARD
-        .encode(format!("{CLIENT_ID}:{CLIENT_SECRET}"));
+    let basic =
+        base64::engine::general_purpose::STANDARD.encode(format!("{CLIENT_ID}:{CLIENT_SECRET}"));
     match ureq::post(&endpoint)
         .set("Authorization", &format!("Basic {basic}"))
         .send_form(&[
@@ -175,7 +183,10 @@ fn redeem(
             ("redirect_uri", &rp.redirect_uri),
             ("code_verifier", code_verifier),
         ]) {
-        Ok(answer) => Ok(answer.into_json().expect("the token answer is JSON")),
+        Ok(answer) => Ok(
+            serde_json::from_str(&answer.into_string().expect("a token answer"))
+                .expect("the token answer is JSON"),
+        ),
         Err(ureq::Error::Status(status, answer)) => {
             Err((status, answer.into_string().unwrap_or_default()))
         }
@@ -191,8 +202,7 @@ fn jwt_claims(jwt: &str) -> Value {
 }
 
 #[test]
-fn the_provider_publishes_its_endpoints_on_its_issuer_and_refuses_an_authorization_without_pkce()
-{
+fn the_provider_publishes_its_endpoints_on_its_issuer_and_refuses_an_authorization_without_pkce() {
     let rp = RelyingParty::start();
     let provider = provider_for(&rp);
     let issuer = provider.issuer();
@@ -211,7 +221,10 @@ fn the_provider_publishes_its_endpoints_on_its_issuer_and_refuses_an_authorizati
             "{endpoint} {url:?} is not on the issuer {issuer}"
         );
     }
-    assert_eq!(doc["code_challenge_methods_supported"], serde_json::json!(["S256"]));
+    assert_eq!(
+        doc["code_challenge_methods_supported"],
+        serde_json::json!(["S256"])
+    );
     let scopes = doc["scopes_supported"].as_array().expect("scopes");
     for scope in SCOPES.split(' ') {
         assert!(scopes.contains(&scope.into()), "{scope} missing: {doc}");
@@ -220,11 +233,7 @@ fn the_provider_publishes_its_endpoints_on_its_issuer_and_refuses_an_authorizati
     for claim in ["email", "name", "groups"] {
         assert!(claims.contains(&claim.into()), "{claim} missing: {doc}");
     }
-    let jwks: Value = ureq::get(doc["jwks_uri"].as_str().unwrap())
-        .call()
-        .expect("the JWKS answers")
-        .into_json()
-        .expect("the JWKS is JSON");
+    let jwks = json(ureq::get(doc["jwks_uri"].as_str().unwrap()), "the JWKS");
     let key = &jwks["keys"][0];
     assert_eq!((&key["kty"], &key["alg"]), (&"RSA".into(), &"RS256".into()));
     assert!(key.get("d").is_none(), "the JWKS publishes a private key");
@@ -262,8 +271,7 @@ fn the_provider_publishes_its_endpoints_on_its_issuer_and_refuses_an_authorizati
 }
 
 #[test]
-fn a_user_signs_in_in_the_browser_by_code_with_pkce_and_the_id_token_names_them_and_their_groups()
-{
+fn a_user_signs_in_in_the_browser_by_code_with_pkce_and_the_id_token_names_them_and_their_groups() {
     let rp = RelyingParty::start();
     let provider = provider_for(&rp);
     let browser = Browser::start();
@@ -276,8 +284,15 @@ fn a_user_signs_in_in_the_browser_by_code_with_pkce_and_the_id_token_names_them_
         .find(|c| c.name == "_interaction")
         .expect("the login page set its interaction cookie");
     assert!(interaction.http_only, "{interaction:?}");
-    assert_eq!(interaction.same_site.as_deref(), Some("Lax"), "{interaction:?}");
-    assert!(!interaction.secure, "a cookie of a plain-HTTP issuer: {interaction:?}");
+    assert_eq!(
+        interaction.same_site.as_deref(),
+        Some("Lax"),
+        "{interaction:?}"
+    );
+    assert!(
+        !interaction.secure,
+        "a cookie of a plain-HTTP issuer: {interaction:?}"
+    );
 
     browser.fill("username", &ada().email);
     browser.fill("password", &ada().password);
@@ -299,15 +314,13 @@ fn a_user_signs_in_in_the_browser_by_code_with_pkce_and_the_id_token_names_them_
     assert_eq!(id["name"], ada().name);
     assert_eq!(id["groups"], serde_json::json!(ada().groups));
     assert_eq!(id["nonce"], request.nonce);
-    let userinfo: Value = ureq::get(discovery(&provider)["userinfo_endpoint"].as_str().unwrap())
-        .set(
+    let userinfo = json(
+        ureq::get(discovery(&provider)["userinfo_endpoint"].as_str().unwrap()).set(
             "Authorization",
             &format!("Bearer {}", tokens["access_token"].as_str().unwrap()),
-        )
-        .call()
-        .expect("userinfo answers")
-        .into_json()
-        .unwrap();
+        ),
+        "userinfo",
+    );
     assert_eq!(
         (&userinfo["email"], &userinfo["groups"]),
         (&id["email"], &id["groups"])
@@ -346,7 +359,11 @@ fn a_wrong_password_is_refused_on_the_providers_login_page() {
         rp.requests.try_recv().is_err(),
         "the relying party heard from a refused sign-in"
     );
-    assert!(provider.log().contains("login refused"), "{}", provider.log());
+    assert!(
+        provider.log().contains("login refused"),
+        "{}",
+        provider.log()
+    );
 }
 
 #[test]
@@ -359,7 +376,10 @@ fn a_screenshot_of_the_page_is_written_as_a_png_of_the_window() {
     )]));
     let browser = Browser::start();
     browser.goto(&format!("{origin}/page.html"));
-    assert_eq!(browser.run_script("return document.title;", Vec::new()), "Parts");
+    assert_eq!(
+        browser.run_script("return document.title;", Vec::new()),
+        "Parts"
+    );
     assert!(browser.page_text().contains("A page to look at"));
     let path = browser.screenshot("browser-parts-page");
     assert!(path.starts_with(connector_e2e::browser::screenshot_dir()));
