@@ -3,12 +3,14 @@
 //! packaging, writes connector files, serves files over real HTTP, and reads
 //! back what landed in the Maildir.
 
+pub mod browser;
 pub mod chat_fixture;
 pub mod console_client;
 pub mod daemon_process;
 pub mod dovecot;
 pub mod graph_server;
 pub mod identity_platform;
+pub mod oidc_provider;
 pub mod ops;
 pub mod postgres;
 pub mod smtp_server;
