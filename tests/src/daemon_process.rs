@@ -30,25 +30,27 @@ impl DaemonProcess {
         env: &[(&str, &str)],
         log: &Path,
     ) -> DaemonProcess {
-        Self::spawn(bin, global, None, configs, env, log)
+        Self::spawn(bin, global, "127.0.0.1:0", None, configs, env, log)
     }
 
     /// Like [`DaemonProcess::start`], serving the web console of the
-    /// console file `console` too.
+    /// console file `console` too, on `listen` (`127.0.0.1:0` picks a port).
     pub fn start_with_console(
         bin: &Path,
         global: &[OsString],
+        listen: &str,
         console: &Path,
         configs: &[&Path],
         env: &[(&str, &str)],
         log: &Path,
     ) -> DaemonProcess {
-        Self::spawn(bin, global, Some(console), configs, env, log)
+        Self::spawn(bin, global, listen, Some(console), configs, env, log)
     }
 
     fn spawn(
         bin: &Path,
         global: &[OsString],
+        listen: &str,
         console: Option<&Path>,
         configs: &[&Path],
         env: &[(&str, &str)],
@@ -57,7 +59,7 @@ impl DaemonProcess {
         let mut child = Command::new(bin)
             .process_group(0)
             .args(global)
-            .args(["daemon", "--listen", "127.0.0.1:0"])
+            .args(["daemon", "--listen", listen])
             .args(console.iter().flat_map(|c| [Path::new("--console"), c]))
             .args(configs)
             .env("CONNECTOR_LOG", "warn")

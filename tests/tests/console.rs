@@ -56,6 +56,7 @@ fn start_unwaited(console_extra: &str, env: &[(&str, &str)]) -> (tempfile::TempD
     let daemon = DaemonProcess::start_with_console(
         Path::new(BIN),
         &["--state-dir".into(), chat.state.as_os_str().to_owned()],
+        "127.0.0.1:0",
         &console,
         &[&chat.config],
         env,
@@ -378,6 +379,7 @@ fn the_data_connectors_page_shows_each_connector_its_state_and_what_to_do() {
     let daemon = DaemonProcess::start_with_console(
         Path::new(BIN),
         &["--state-dir".into(), chat.state.as_os_str().to_owned()],
+        "127.0.0.1:0",
         &console,
         &[&chat.config, &broken],
         &[],

@@ -161,8 +161,7 @@ impl OidcSignIn {
                 CsrfToken::new_random,
                 Nonce::new_random,
             )
-            .add_scope(Scope::new("email".into()))
-            .add_scope(Scope::new("profile".into()))
+            .add_scopes(self.settings.scopes.iter().cloned().map(Scope::new))
             .set_pkce_challenge(challenge)
             .url();
         let browser = random_token();

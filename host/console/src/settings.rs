@@ -70,9 +70,18 @@ pub struct OidcSettings {
     pub groups_claim: String,
     /// Each group's roles; a user whose groups grant none is refused.
     pub roles: BTreeMap<String, Vec<Role>>,
+    /// The scopes asked for besides `openid`; add `groups` where the
+    /// provider sends the groups claim only for that scope (Okta,
+    /// oidc-provider).
+    #[serde(default = "default_scopes")]
+    pub scopes: Vec<String>,
     /// The text of the sign-in button.
     #[serde(default = "default_button")]
     pub button: String,
+}
+
+fn default_scopes() -> Vec<String> {
+    vec!["email".into(), "profile".into()]
 }
 
 fn default_groups_claim() -> String {

@@ -1,0 +1,219 @@
+//! The web console in a real browser (Chromium over WebDriver) against the
+//! real daemon, signing in through a real OpenID provider: the pages an
+//! administrator walks through, what a viewer sees, a script-bearing name
+//! shown as text, and a screenshot of each page kept as a test artefact.
+
+use std::path::Path;
+use std::time::Duration;
+
+use connector_e2e::browser::Browser;
+use connector_e2e::daemon_process::DaemonProcess;
+use connector_e2e::dovecot::free_port;
+use connector_e2e::oidc_provider::{OidcClient, OidcConfig, OidcProvider, OidcUser};
+use connector_e2e::ops::*;
+use serde_json::json;
+
+const BIN: &str = env!("CARGO_BIN_EXE_connector-cli");
+const SCRIPT_NAME: &str = "<script>alert(1)</script>";
+const CLIENT_SECRET: &str = "console-client-secret";
+
+fn user(name: &str, groups: &[&str]) -> OidcUser {
+    OidcUser {
+        sub: name.into(),
+        email: format!("{name}@example.test"),
+        name: name.into(),
+        password: format!("{name}-password"),
+        groups: groups.iter().map(|g| g.to_string()).collect(),
+    }
+}
+
+/// A provider, and a daemon whose console signs in through it, running a
+/// chat-export connector whose `room-ext` items wait in the quarantine.
+struct Setup {
+    _tmp: tempfile::TempDir,
+    provider: OidcProvider,
+    chat: ChatSetup,
+    daemon: DaemonProcess,
+    base: String,
+}
+
+fn setup() -> Setup {
+    let tmp = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let provider = OidcProvider::start(&OidcConfig {
+        clients: vec![OidcClient {
+            client_id: "connector-console".into(),
+            client_secret: CLIENT_SECRET.into(),
+            redirect_uris: vec![format!("{base}/signin/callback")],
+            post_logout_redirect_uris: vec![],
+        }],
+        users: vec![
+            user("admin", &["compliance-admins"]),
+            user("viewer", &["compliance-staff"]),
+            user("stranger", &["marketing"]),
+        ],
+    });
+    let chat = chat_setup(tmp.path(), "chat", 30, 10, "24h");
+    let export = std::fs::read_to_string(&chat.export).unwrap();
+    std::fs::write(
+        &chat.export,
+        export.replace(r#""name":"u-dave""#, &format!(r#""name":"{SCRIPT_NAME}""#)),
+    )
+    .unwrap();
+    let console = connector_e2e::write_file(
+        tmp.path(),
+        "console.toml",
+        &format!(
+            r#"public-url = "{base}"
+[secrets]
+from = "env"
+prefix = "CONSOLE_"
+[oidc]
+issuer = "{issuer}"
+client-id = "connector-console"
+client-secret = "oidc-secret"
+scopes = ["email", "profile", "groups"]
+[oidc.roles]
+compliance-admins = ["connector-admin", "auditor"]
+compliance-staff = ["viewer"]
+"#,
+            issuer = provider.issuer()
+        ),
+    );
+    let daemon = DaemonProcess::start_with_console(
+        Path::new(BIN),
+        &["--state-dir".into(), chat.state.as_os_str().to_owned()],
+        &format!("127.0.0.1:{port}"),
+        &console,
+        &[&chat.config],
+        &[("CONSOLE_OIDC_SECRET", CLIENT_SECRET)],
+        &tmp.path().join("daemon.log"),
+    );
+    wait_for(Duration::from_secs(90), "the first run", || {
+        (daemon.connector("chat")["last_run"]["outcome"] == "succeeded").then_some(())
+    });
+    Setup {
+        _tmp: tmp,
+        provider,
+        chat,
+        daemon,
+        base,
+    }
+}
+
+/// Opens the console, follows it to the provider, signs in there and
+/// comes back signed in.
+fn sign_in(browser: &Browser, s: &Setup, name: &str) {
+    browser.goto(&format!("{}/", s.base));
+    browser.wait_for_url("the sign-in page", |u| u.contains("/signin"));
+    browser.click("a.button");
+    browser.wait_for_url("the provider's login page", |u| {
+        u.starts_with(&s.provider.issuer())
+    });
+    browser.fill("username", &format!("{name}@example.test"));
+    browser.fill("password", &format!("{name}-password"));
+    browser.click_button("Sign in");
+}
+
+#[test]
+fn an_administrator_signs_in_through_the_provider_and_walks_the_console() {
+    let s = setup();
+    let browser = Browser::start();
+    sign_in(&browser, &s, "admin");
+    browser.wait_for_text("Data connectors");
+    browser.wait_for_url("the connectors page", |u| u == format!("{}/", s.base));
+    let text = browser.page_text();
+    assert!(
+        text.contains("admin@example.test (connector-admin, auditor)"),
+        "{text}"
+    );
+    let session = browser
+        .cookies()
+        .into_iter()
+        .find(|c| c.name == "connector_session")
+        .expect("a session cookie");
+    assert!(session.http_only && session.secure, "{session:?}");
+    assert_eq!(session.same_site.as_deref(), Some("Strict"));
+    browser.screenshot("console-data-connectors");
+
+    browser.click("a[href='/connectors/chat']");
+    browser.wait_for_text("Properties");
+    assert!(browser.page_text().contains("maildir at"));
+    browser.screenshot("console-connector");
+
+    // The log behind the link is `connector log`'s CSV.
+    let csv = browser.run_script(
+        "return fetch(document.querySelector('a[download]').href).then(r => r.text());",
+        vec![],
+    );
+    let expected = connector_ok(Path::new(BIN), &s.chat.state, &["log", "1"]);
+    assert_eq!(csv.as_str().unwrap().trim_end(), expected.trim_end());
+
+    browser.click("a[href$='/reconciliation']");
+    browser.wait_for_text("Per mailbox and day");
+    browser.screenshot("console-reconciliation");
+
+    browser.goto(&format!("{}/connectors/chat/quarantine", s.base));
+    browser.wait_for_text("Quarantine of chat");
+    let text = browser.page_text();
+    assert!(text.contains(SCRIPT_NAME), "the name shows as text: {text}");
+    // Had the name run as script, its alert would now be open and the
+    // next WebDriver command would fail with "unexpected alert open".
+    assert_eq!(browser.run_script("return 1 + 1;", vec![]), json!(2));
+    browser.screenshot("console-quarantine");
+
+    // Fix the mapping, then redeliver (the confirmation answered yes).
+    let mut users = std::fs::read_to_string(&s.chat.users_csv).unwrap();
+    users.push_str("u-dave,dave@example.test\n");
+    std::fs::write(&s.chat.users_csv, users).unwrap();
+    browser.run_script("window.confirm = () => true;", vec![]);
+    browser.click_button("Redeliver");
+    browser.wait_for_text("Redelivered");
+    let released = s.chat.truth.quarantined.len();
+    assert!(
+        browser
+            .page_text()
+            .contains(&format!("Released from the quarantine\n{released}")),
+        "{}",
+        browser.page_text()
+    );
+    browser.screenshot("console-redelivered");
+    assert_eq!(s.daemon.connector("chat")["quarantined"], 0);
+
+    browser.click_button("Sign out");
+    browser.wait_for_url("the sign-in page", |u| u.contains("/signin"));
+    browser.goto(&format!("{}/connectors/chat", s.base));
+    browser.wait_for_url("the sign-in page again", |u| u.contains("/signin?next="));
+}
+
+#[test]
+fn a_viewer_sees_no_change_buttons_and_a_user_without_a_role_is_refused() {
+    let s = setup();
+    let browser = Browser::start();
+    sign_in(&browser, &s, "viewer");
+    browser.wait_for_text("Data connectors");
+    browser.goto(&format!("{}/connectors/chat", s.base));
+    browser.wait_for_text("Runs");
+    let source = browser.page_source();
+    assert!(
+        !source.contains("/redeliver"),
+        "no change buttons for a viewer"
+    );
+    assert!(!source.contains("/reconciliation"));
+    browser.goto(&format!("{}/connectors/chat/quarantine", s.base));
+    browser.wait_for_text("Not allowed");
+    assert!(browser.page_text().contains("may not see the quarantine"));
+    browser.screenshot("console-viewer-refused");
+
+    let stranger = Browser::start();
+    sign_in(&stranger, &s, "stranger");
+    stranger.wait_for_text("none of their groups (marketing) gives a role");
+    assert!(
+        stranger
+            .cookies()
+            .iter()
+            .all(|c| c.name != "connector_session"),
+        "no session without a role"
+    );
+}
