@@ -191,6 +191,43 @@ fn sigterm_during_a_run_commits_the_current_page_and_the_next_run_resumes_after_
     assert_mailboxes_match(&chat.mail, &chat.truth);
 }
 
+#[test]
+fn a_pause_during_a_run_stops_it_after_its_page_and_run_now_after_resume_continues_from_there() {
+    let tmp = tempfile::tempdir().unwrap();
+    let bin = Path::new(BIN);
+    let chat = chat_setup(tmp.path(), "long", 400, 1, "24h");
+    let daemon = start_daemon(&chat.state, &[&chat.config]);
+    wait_for(Duration::from_secs(90), "the run to be under way", || {
+        let c = daemon.connector("long");
+        (c["state"] == "running" && c["current_run"]["counts"]["pages"].as_u64()? >= 3)
+            .then_some(())
+    });
+    connector_ok(bin, &chat.state, &["pause", "long"]);
+    let last = wait_for(Duration::from_secs(30), "the run to stop", || {
+        let c = daemon.connector("long");
+        c["current_run"].is_null().then(|| c["last_run"].clone())
+    });
+    assert_eq!(last["outcome"], "interrupted", "{last:#}");
+    let done = last["counts"]["items_from_source"].as_u64().unwrap();
+    assert!((3..400).contains(&done), "{done}");
+
+    // Not due for a day: resumed, it waits; asked, it runs at once from
+    // the last committed page.
+    connector_ok(bin, &chat.state, &["resume", "long"]);
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(daemon.connector("long")["last_run"]["id"], last["id"]);
+    connector_ok(bin, &chat.state, &["run-now", "long"]);
+    let next = wait_for(Duration::from_secs(90), "the requested run to end", || {
+        let r = daemon.connector("long")["last_run"].clone();
+        (r["id"] != last["id"]).then_some(r)
+    });
+    assert_eq!(next["outcome"], "succeeded", "{next:#}");
+    assert_eq!(next["counts"]["items_from_source"], 400 - done, "{next:#}");
+    assert_eq!(next["counts"]["skipped_duplicates"], 0, "{next:#}");
+    daemon.terminate();
+    assert_mailboxes_match(&chat.mail, &chat.truth);
+}
+
 fn chromium() -> PathBuf {
     for name in ["chromium", "chromium-browser", "google-chrome"] {
         if let Ok(out) = Command::new("which").arg(name).output()
