@@ -120,7 +120,8 @@ pub struct ConnectorStatus {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub transcripts: Option<TranscriptBacklog>,
     /// Set while an admin has the connector paused: no run starts until
-    /// it is resumed.
+    /// it is resumed. Absent from the JSON when not paused.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub paused: Option<PauseView>,
 }
 
