@@ -358,6 +358,8 @@ fn pause_stops_scheduled_runs_resume_restarts_them_and_run_now_runs_a_connector_
     );
     assert!(text.contains("  paused: by cli:"), "{text}");
     assert!(text.contains("connector resume every"), "{text}");
+    let (_, page) = http_get(daemon.addr(), "/").unwrap();
+    assert!(page.contains("<dt>Paused</dt>"), "{page}");
     // A run under way when the pause arrived stops after its page.
     std::thread::sleep(Duration::from_secs(1));
     wait_for(Duration::from_secs(30), "no run in progress", || {

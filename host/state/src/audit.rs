@@ -254,6 +254,30 @@ pub enum ChainBreak {
         /// What was found in its place.
         found: String,
     },
+    /// The last record is not the one the trail's head recorded when it
+    /// was appended: it was replaced, hash and all.
+    #[error(
+        "audit record {seq}, the last, was replaced after it was written: its SHA-256 is {record_sha256}, but the trail's head recorded {head_sha256}"
+    )]
+    LastReplaced {
+        /// The last record.
+        seq: u64,
+        /// Its SHA-256 now.
+        record_sha256: String,
+        /// The SHA-256 the head recorded.
+        head_sha256: String,
+    },
+    /// Records follow the one the trail's head names as the last: they
+    /// were put in around the store, not appended through it.
+    #[error(
+        "audit records {seq} to {last} were not appended through the connector: the trail's head names record {} as the last", seq - 1
+    )]
+    Unrecorded {
+        /// The first record put in around the store.
+        seq: u64,
+        /// The last record stored.
+        last: u64,
+    },
 }
 
 impl ChainBreak {
@@ -262,7 +286,9 @@ impl ChainBreak {
         match self {
             ChainBreak::ContentChanged { seq, .. }
             | ChainBreak::LinkBroken { seq, .. }
-            | ChainBreak::Missing { seq, .. } => *seq,
+            | ChainBreak::Missing { seq, .. }
+            | ChainBreak::LastReplaced { seq, .. }
+            | ChainBreak::Unrecorded { seq, .. } => *seq,
         }
     }
 }
@@ -323,21 +349,27 @@ impl ChainVerifier {
     /// last append) says; returns how many records were checked.
     pub fn finish(self, head: Option<&AuditHead>) -> Result<u64, ChainBreak> {
         let checked = self.checked();
-        match head {
-            Some(h) if h.seq > checked => Err(ChainBreak::Missing {
+        let appended = head.map_or(0, |h| h.seq);
+        if appended > checked {
+            return Err(ChainBreak::Missing {
                 seq: checked + 1,
                 found: format!(
-                    "the trail ends at record {checked}, but {} record(s) were appended",
-                    h.seq
+                    "the trail ends at record {checked}, but {appended} record(s) were appended"
                 ),
+            });
+        }
+        if appended < checked {
+            return Err(ChainBreak::Unrecorded {
+                seq: appended + 1,
+                last: checked,
+            });
+        }
+        match head {
+            Some(h) if h.sha256 != self.prev_sha256 => Err(ChainBreak::LastReplaced {
+                seq: checked,
+                record_sha256: self.prev_sha256,
+                head_sha256: h.sha256.clone(),
             }),
-            Some(h) if h.seq == checked && h.sha256 != self.prev_sha256 => {
-                Err(ChainBreak::LinkBroken {
-                    seq: checked,
-                    prev_sha256: h.sha256.clone(),
-                    expected_prev: self.prev_sha256,
-                })
-            }
             _ => Ok(checked),
         }
     }
@@ -445,6 +477,49 @@ mod tests {
         let err = verify_chain(&records).unwrap_err();
         assert_eq!(err.seq(), 2);
         assert!(matches!(err, ChainBreak::Missing { .. }), "{err}");
+    }
+
+    fn head_of(r: &AuditRecord) -> AuditHead {
+        AuditHead {
+            seq: r.seq,
+            sha256: r.sha256.clone(),
+        }
+    }
+
+    fn checked(records: &[AuditRecord]) -> ChainVerifier {
+        let mut verifier = ChainVerifier::default();
+        for r in records {
+            verifier.check(r).unwrap();
+        }
+        verifier
+    }
+
+    #[test]
+    fn a_replaced_last_record_is_found_by_the_head() {
+        let mut records = chain(3);
+        let head = head_of(&records[2]);
+        records[2].entry.detail = "other".into();
+        records[2].sha256 = record_sha256(&records[2].prev_sha256, 3, &records[2].entry);
+        let err = checked(&records).finish(Some(&head)).unwrap_err();
+        assert!(
+            matches!(err, ChainBreak::LastReplaced { seq: 3, .. }),
+            "{err}"
+        );
+        assert_eq!(checked(&records).finish(Some(&head_of(&records[2]))), Ok(3));
+    }
+
+    #[test]
+    fn records_past_the_head_were_not_appended_through_the_store() {
+        let records = chain(3);
+        let err = checked(&records)
+            .finish(Some(&head_of(&records[1])))
+            .unwrap_err();
+        assert!(
+            matches!(err, ChainBreak::Unrecorded { seq: 3, last: 3 }),
+            "{err}"
+        );
+        let err = checked(&records).finish(None).unwrap_err();
+        assert_eq!(err.seq(), 1);
     }
 
     #[test]
