@@ -189,3 +189,140 @@ fn sigterm_during_a_run_commits_the_current_page_and_the_next_run_resumes_after_
     assert!(out.contains(" 0 duplicate(s) skipped"), "{out}");
     assert_mailboxes_match(&chat.mail, &chat.truth);
 }
+
+#[test]
+fn a_pause_during_a_run_stops_it_after_its_page_and_run_now_after_resume_continues_from_there() {
+    let tmp = tempfile::tempdir().unwrap();
+    let bin = Path::new(BIN);
+    let chat = chat_setup(tmp.path(), "long", 400, 1, "24h");
+    let daemon = start_daemon(&chat.state, &[&chat.config]);
+    wait_for(Duration::from_secs(90), "the run to be under way", || {
+        let c = daemon.connector("long");
+        (c["state"] == "running" && c["current_run"]["counts"]["pages"].as_u64()? >= 3)
+            .then_some(())
+    });
+    connector_ok(bin, &chat.state, &["pause", "long"]);
+    let last = wait_for(Duration::from_secs(30), "the run to stop", || {
+        let c = daemon.connector("long");
+        c["current_run"].is_null().then(|| c["last_run"].clone())
+    });
+    assert_eq!(last["outcome"], "interrupted", "{last:#}");
+    let done = last["counts"]["items_from_source"].as_u64().unwrap();
+    assert!((3..400).contains(&done), "{done}");
+
+    // Not due for a day: resumed, it waits; asked, it runs at once from
+    // the last committed page.
+    connector_ok(bin, &chat.state, &["resume", "long"]);
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(daemon.connector("long")["last_run"]["id"], last["id"]);
+    connector_ok(bin, &chat.state, &["run-now", "long"]);
+    let next = wait_for(Duration::from_secs(90), "the requested run to end", || {
+        let r = daemon.connector("long")["last_run"].clone();
+        (r["id"] != last["id"]).then_some(r)
+    });
+    assert_eq!(next["outcome"], "succeeded", "{next:#}");
+    assert_eq!(next["counts"]["items_from_source"], 400 - done, "{next:#}");
+    assert_eq!(next["counts"]["skipped_duplicates"], 0, "{next:#}");
+    daemon.terminate();
+    assert_mailboxes_match(&chat.mail, &chat.truth);
+}
+
+/// The id of the connector's last finished run, from the daemon's status.
+fn last_run_id(daemon: &DaemonProcess, connector: &str) -> Option<i64> {
+    daemon.connector(connector)["last_run"]["id"].as_i64()
+}
+
+#[test]
+fn pause_stops_scheduled_runs_resume_restarts_them_and_run_now_runs_a_connector_at_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let bin = Path::new(BIN);
+    // One connector due every second, one due a day after its first run.
+    let every = chat_setup(tmp.path(), "every", 6, 3, "* * * * * *");
+    let daily = chat_setup(tmp.path(), "daily", 6, 3, "24h");
+    let daemon = start_daemon(&every.state, &[&every.config, &daily.config]);
+    wait_for(
+        Duration::from_secs(90),
+        "both connectors to have run",
+        || {
+            (last_run_id(&daemon, "every")? >= 2 && last_run_id(&daemon, "daily")? >= 1)
+                .then_some(())
+        },
+    );
+
+    // Paused: the status says so, and no run starts.
+    let out = connector_ok(bin, &every.state, &["pause", "every"]);
+    assert!(out.contains("paused by cli:"), "{out}");
+    let paused = &daemon.connector("every")["paused"];
+    assert!(
+        paused["by"].as_str().unwrap().starts_with("cli:"),
+        "{paused:#}"
+    );
+    assert!(paused["at"].is_string(), "{paused:#}");
+    let text = connector_ok(
+        bin,
+        &every.state,
+        &["status", every.config.to_str().unwrap()],
+    );
+    assert!(text.contains("  paused: by cli:"), "{text}");
+    assert!(text.contains("connector resume every"), "{text}");
+    // A run under way when the pause arrived stops after its page.
+    std::thread::sleep(Duration::from_secs(1));
+    wait_for(Duration::from_secs(30), "no run in progress", || {
+        daemon.connector("every")["current_run"]
+            .is_null()
+            .then_some(())
+    });
+    let frozen = last_run_id(&daemon, "every");
+    std::thread::sleep(Duration::from_secs(4));
+    let c = daemon.connector("every");
+    assert_eq!(c["last_run"]["id"].as_i64(), frozen, "no run while paused");
+    assert!(c["current_run"].is_null(), "{c:#}");
+
+    // Resumed: it runs on its schedule again.
+    let out = connector_ok(bin, &every.state, &["resume", "every"]);
+    assert!(out.contains("resumed"), "{out}");
+    wait_for(Duration::from_secs(30), "a run after the resume", || {
+        (last_run_id(&daemon, "every")? > frozen?).then_some(())
+    });
+    assert!(daemon.connector("every")["paused"].is_null());
+
+    // Run now: the daily connector runs at once, a day before it is due.
+    let before = last_run_id(&daemon, "daily");
+    let asked = std::time::Instant::now();
+    let out = connector_ok(bin, &every.state, &["run-now", "daily"]);
+    assert!(out.contains("requested"), "{out}");
+    wait_for(Duration::from_secs(30), "the requested run", || {
+        (last_run_id(&daemon, "daily")? > before?).then_some(())
+    });
+    assert!(
+        asked.elapsed() < Duration::from_secs(10),
+        "ran {:?} after the request",
+        asked.elapsed()
+    );
+    daemon.terminate();
+
+    // The audit trail names each action, by whom and from where.
+    let export = connector_ok(bin, &every.state, &["audit", "export", "--format", "json"]);
+    let records: Vec<Value> = serde_json::from_str(&export).unwrap();
+    let actions: Vec<(&str, &str)> = records
+        .iter()
+        .map(|r| (r["action"].as_str().unwrap(), r["target"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            ("paused", "every"),
+            ("resumed", "every"),
+            ("run-started", "daily")
+        ]
+    );
+    for r in &records {
+        assert!(r["actor"].as_str().unwrap().starts_with("cli:"), "{r:#}");
+        assert_eq!(r["source"], "local", "{r:#}");
+    }
+    let csv = connector_ok(bin, &every.state, &["audit", "export"]);
+    assert!(csv.starts_with("Seq,Time,"), "{csv}");
+    assert_eq!(csv.lines().count(), 4, "{csv}");
+    let verified = connector_ok(bin, &every.state, &["audit", "verify"]);
+    assert!(verified.contains("OK: 3 record(s)"), "{verified}");
+}

@@ -564,3 +564,55 @@ fn connector_id(setup: &ChatSetup) -> String {
         .to_string_lossy()
         .into_owned()
 }
+
+#[test]
+fn a_pause_holds_every_worker_of_the_fleet_and_a_run_now_request_is_run_once_by_one_of_them() {
+    let root = tempfile::tempdir().unwrap();
+    let setup = chat_setup(&root.path().join("chat"), "daily", 12, 4, "24h");
+    let mut fleet = WorkerFleet::new(root.path(), vec![setup.config.clone()]);
+    let store = fleet.store();
+    // Paused before any worker starts: none of them runs it, although a
+    // connector that never ran is due at once.
+    succeeded(fleet.command(&["pause", "daily"]), "pause");
+    fleet.start_worker();
+    fleet.start_worker();
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        store.last_run("daily").unwrap(),
+        None,
+        "no run while paused"
+    );
+
+    // Resumed: one worker runs it; its next run is a day away.
+    succeeded(fleet.command(&["resume", "daily"]), "resume");
+    let pairs = setup.truth.pairs() as u64;
+    wait_for_deliveries(&store, "daily", pairs, Duration::from_secs(60));
+    let finished_runs = |n: usize| {
+        let runs = store.runs("daily", 10).unwrap();
+        (runs.len() == n && runs.iter().all(|r| r.outcome.is_some())).then_some(())
+    };
+    wait_for(Duration::from_secs(30), "the first run to end", || {
+        finished_runs(1)
+    });
+
+    // Run now: exactly one run more, by whichever worker took the request.
+    let asked = Instant::now();
+    succeeded(fleet.command(&["run-now", "daily"]), "run-now");
+    wait_for(Duration::from_secs(30), "the requested run", || {
+        finished_runs(2)
+    });
+    assert!(asked.elapsed() < Duration::from_secs(15), "{asked:?}");
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        store.runs("daily", 10).unwrap().len(),
+        2,
+        "one run per request"
+    );
+    assert!(store.run_requests().unwrap().is_empty());
+    stop_and_check_each_email_once(&mut fleet, &store, &setup);
+
+    let trail = store.audit_records(0, 10).unwrap();
+    let actions: Vec<&str> = trail.iter().map(|r| r.entry.action.as_str()).collect();
+    assert_eq!(actions, ["paused", "resumed", "run-started"]);
+    assert_eq!(connector_state::verify_chain(&trail), Ok(()));
+}

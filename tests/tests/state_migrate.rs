@@ -16,7 +16,7 @@ use connector_state::prelude::*;
 use connector_state::transfer::{self, StateExport, StateImport, Table, TransferError};
 use connector_state::{
     CheckpointSlot, DEFAULT_LEASE, Fingerprint, LeaseRequest, LockOutcome, PageCommit,
-    QuarantineEntry, TranscriptLine,
+    QuarantineEntry, TranscriptLine, verify_chain,
 };
 use connector_state_postgres::{PostgresConfig, PostgresStore};
 use connector_state_sqlite::SqliteStore;
@@ -82,6 +82,10 @@ fn a_migrated_state_reads_the_same_and_a_worker_on_it_delivers_only_what_is_new(
         let mut db = SqliteStore::open(&sqlite_path).unwrap();
         db.kv_set("chat", "note", b"kept across the move").unwrap();
     }
+    // Admin actions: a pause kept, and the audit trail's chain.
+    for action in ["pause", "resume", "pause"] {
+        connector_ok(bin, &s.state, &[action, "other"]);
+    }
     assert!(!s.truth.quarantined.is_empty(), "the export quarantines");
     assert_mailboxes_match(&s.mail, &s.truth);
     let status_before = connector_ok(bin, &s.state, &["status", "--json", &config]);
@@ -123,6 +127,13 @@ fn a_migrated_state_reads_the_same_and_a_worker_on_it_delivers_only_what_is_new(
             Some(&b"kept across the move"[..])
         );
         assert!(target.leases().unwrap().is_empty(), "leases start afresh");
+        let trail = target.audit_records(0, 100).unwrap();
+        assert_eq!(trail, db.audit_records(0, 100).unwrap());
+        assert_eq!(trail.len(), 3);
+        assert_eq!(verify_chain(&trail), Ok(()));
+        assert_eq!(target.audit_head().unwrap(), db.audit_head().unwrap());
+        assert_eq!(target.paused("other").unwrap(), db.paused("other").unwrap());
+        assert!(target.paused("other").unwrap().is_some());
     }
 
     // The same counts and quarantine over --state-url.
@@ -143,6 +154,14 @@ fn a_migrated_state_reads_the_same_and_a_worker_on_it_delivers_only_what_is_new(
         serde_json::from_str::<Value>(&quarantine_before).unwrap()
     );
     let last_copied_run = store(&pg, "migrated").last_run("chat").unwrap().unwrap().id;
+    let verified = succeeded(run(&pg, &pg_flags, &["audit", "verify"]), "audit verify");
+    assert!(verified.contains("OK: 3 record(s)"), "{verified}");
+    succeeded(run(&pg, &pg_flags, &["resume", "other"]), "resume");
+    let verified = succeeded(run(&pg, &pg_flags, &["audit", "verify"]), "audit verify");
+    assert!(
+        verified.contains("OK: 4 record(s)"),
+        "the chain goes on: {verified}"
+    );
 
     // New messages: a run over the copy delivers them, and nothing twice.
     append_messages(&mut s, 40, 12);

@@ -18,6 +18,9 @@ use connector_state_sqlite::SqliteStore;
 
 use behaviours::Backend;
 
+/// The `connector` program, run as operators run it.
+const BIN: &str = env!("CARGO_BIN_EXE_connector-cli");
+
 /// A SQLite file in a folder of its own.
 struct Sqlite {
     dir: tempfile::TempDir,
@@ -57,6 +60,26 @@ impl Backend for Sqlite {
         self.raw()
             .execute_batch("DROP TRIGGER fail_quarantine;")
             .unwrap();
+    }
+
+    fn execute_raw(&self, sql: &str) -> Result<(), String> {
+        self.raw().execute_batch(sql).map_err(|e| e.to_string())
+    }
+
+    fn drop_audit_guards(&self) {
+        self.execute_raw("DROP TRIGGER audit_trail_no_update; DROP TRIGGER audit_trail_no_delete;")
+            .unwrap();
+    }
+
+    fn cli(&self, args: &[&str]) -> std::process::Output {
+        std::process::Command::new(BIN)
+            .arg("--state-dir")
+            .arg(self.dir.path())
+            .args(args)
+            .env("CONNECTOR_LOG", "warn")
+            .env_remove("CONNECTOR_STATE_URL")
+            .output()
+            .unwrap()
     }
 }
 
@@ -120,6 +143,39 @@ impl Backend for Pg {
         self.raw()
             .batch_execute("DROP TRIGGER fail_quarantine ON quarantine;")
             .unwrap();
+    }
+
+    fn execute_raw(&self, sql: &str) -> Result<(), String> {
+        self.raw()
+            .batch_execute(sql)
+            .map_err(|e| match e.as_db_error() {
+                Some(db) => db.message().to_string(),
+                None => e.to_string(),
+            })
+    }
+
+    fn drop_audit_guards(&self) {
+        self.execute_raw("ALTER TABLE audit_trail DISABLE TRIGGER USER;")
+            .unwrap();
+    }
+
+    fn cli(&self, args: &[&str]) -> std::process::Output {
+        let mut url = url::Url::parse(&self.url).unwrap();
+        let password = percent_encoding::percent_decode_str(url.password().unwrap())
+            .decode_utf8()
+            .unwrap()
+            .into_owned();
+        url.set_password(None).unwrap();
+        let state_dir = tempfile::tempdir().unwrap();
+        std::process::Command::new(BIN)
+            .arg("--state-dir")
+            .arg(state_dir.path())
+            .args(["--state-url", url.as_str()])
+            .args(args)
+            .env("CONNECTOR_STATE_PASSWORD", password)
+            .env("CONNECTOR_LOG", "warn")
+            .output()
+            .unwrap()
     }
 }
 
@@ -196,6 +252,13 @@ conformance!(
     a_throttled_mailbox_grants_no_worker_anything_until_its_pause_ends,
     transcript_lines_are_kept_with_their_page_and_sealed_into_parts_once_their_day_is_closed,
     a_transcript_is_marked_delivered_only_by_the_commit_of_its_deliveries,
+    audit_records_chain_from_zeros_and_are_listed_by_number_and_by_filter,
+    the_audit_trail_refuses_changes_and_removals,
+    a_changed_audit_record_is_named_by_verify_chain_and_by_the_audit_verify_command,
+    a_removed_audit_record_is_found_in_the_middle_and_at_the_end,
+    appends_from_several_stores_at_once_form_one_unbroken_chain,
+    a_pause_is_seen_by_every_store_keeps_its_first_author_and_is_lifted_by_resume,
+    a_run_request_is_taken_by_exactly_one_of_racing_stores,
 );
 
 mod postgres_only {
@@ -536,9 +599,9 @@ mod sqlite_only {
     use super::behaviours::{entry, failure, lease, page, quarantined, seen};
     use super::*;
     use connector_email::Email;
-    use connector_state::StateError;
     use connector_state::prelude::*;
     use connector_state::records::*;
+    use connector_state::{AuditAction, AuditEntry, StateError, verify_chain};
     use connector_state_sqlite::{SCHEMA_VERSION, migrations};
 
     /// A file with the `schema_migrations` table and the first `versions`
@@ -747,6 +810,23 @@ mod sqlite_only {
             .finish_run(run, 200, RunOutcome::Succeeded, &RunCounts::default(), None)
             .unwrap();
         source.kv_set("c", "k", b"v").unwrap();
+        for (actor, action) in [
+            ("cli:ann", AuditAction::Paused),
+            ("bob", AuditAction::SignIn),
+        ] {
+            source
+                .append_audit(&AuditEntry {
+                    at_ms: 5,
+                    actor: actor.to_string(),
+                    source: "local".to_string(),
+                    action,
+                    target: "c".to_string(),
+                    detail: String::new(),
+                })
+                .unwrap();
+        }
+        source.pause("c", "cli:ann").unwrap();
+        source.request_run("c", "bob").unwrap();
 
         let mut target = SqliteStore::open_in_memory().unwrap();
         let digests = transfer::migrate(&source, &mut target, ":memory:").unwrap();
@@ -776,6 +856,22 @@ mod sqlite_only {
         );
         assert_eq!(target.run(run).unwrap(), source.run(run).unwrap());
         assert!(target.begin_run("c", 300).unwrap() > run, "ids go on");
+        assert_eq!(rows(Table::AuditTrail), 2);
+        let trail = target.audit_records(0, 100).unwrap();
+        assert_eq!(trail, source.audit_records(0, 100).unwrap());
+        assert_eq!(verify_chain(&trail), Ok(()));
+        assert_eq!(target.audit_head().unwrap(), source.audit_head().unwrap());
+        assert_eq!(target.paused("c").unwrap(), source.paused("c").unwrap());
+        assert_eq!(
+            target.run_requests().unwrap(),
+            source.run_requests().unwrap()
+        );
+        let next = target.append_audit(&trail[0].entry).unwrap();
+        assert_eq!(
+            (next.seq, &next.prev_sha256),
+            (3, &trail[1].sha256),
+            "the chain goes on"
+        );
 
         // A second transfer into it is refused; a changed row is caught.
         assert!(matches!(
@@ -811,7 +907,9 @@ mod behaviours {
     use connector_state::prelude::*;
     use connector_state::records::*;
     use connector_state::{
-        Fingerprint, LeaseRequest, LockOutcome, RunLock, StateError, WorkerRecord,
+        AuditAction, AuditEntry, AuditHead, AuditQuery, AuditRecord, ChainBreak, ChainVerifier,
+        Fingerprint, GENESIS_SHA256, LeaseRequest, LockOutcome, RunLock, RunRequest, StateError,
+        WorkerRecord, record_sha256, verify_chain,
     };
 
     /// A kind of state database, fresh and empty for each test.
@@ -826,6 +924,17 @@ mod behaviours {
 
         /// Undoes [`Backend::break_quarantine_inserts`].
         fn heal_quarantine_inserts(&self);
+
+        /// Runs `sql` on the database directly, as anyone holding its
+        /// credentials (or the file) could; the error's text on failure.
+        fn execute_raw(&self, sql: &str) -> Result<(), String>;
+
+        /// Removes the triggers that refuse changes to the audit trail,
+        /// as someone set on hiding an action would.
+        fn drop_audit_guards(&self);
+
+        /// Runs the `connector` binary with `args` on this database.
+        fn cli(&self, args: &[&str]) -> std::process::Output;
     }
 
     pub(super) fn entry(item: &str, mailbox: &str) -> LedgerEntry {
@@ -2167,5 +2276,279 @@ mod behaviours {
                 .granted,
             5
         );
+    }
+
+    fn audit_entry(n: usize, action: AuditAction, target: &str) -> AuditEntry {
+        AuditEntry {
+            at_ms: 1_000 + n as i64,
+            actor: format!("admin-{}@example.com", n % 3),
+            source: "192.0.2.7".to_string(),
+            action,
+            target: target.to_string(),
+            detail: format!("{{\"n\":{n},\"note\":\"é \\u0000 ,\\\"\"}}"),
+        }
+    }
+
+    /// Appends `n` records about `chat` and `other` in turn.
+    fn appended(db: &mut dyn StateStore, n: usize) -> Vec<AuditRecord> {
+        (0..n)
+            .map(|i| {
+                let target = if i % 2 == 0 { "chat" } else { "other" };
+                db.append_audit(&audit_entry(i, AuditAction::ALL[i % 13], target))
+                    .unwrap()
+            })
+            .collect()
+    }
+
+    fn all_records(db: &dyn StateStore) -> Vec<AuditRecord> {
+        db.audit_records(0, 10_000).unwrap()
+    }
+
+    pub fn audit_records_chain_from_zeros_and_are_listed_by_number_and_by_filter(b: &dyn Backend) {
+        let mut db = b.open();
+        assert_eq!(db.audit_head().unwrap(), None);
+        assert!(all_records(&*db).is_empty());
+        let records = appended(&mut *db, 5);
+        assert_eq!(
+            records.iter().map(|r| r.seq).collect::<Vec<_>>(),
+            [1, 2, 3, 4, 5]
+        );
+        assert_eq!(records[0].prev_sha256, GENESIS_SHA256);
+        for pair in records.windows(2) {
+            assert_eq!(pair[1].prev_sha256, pair[0].sha256);
+        }
+        assert_eq!(
+            records[2].sha256,
+            record_sha256(&records[2].prev_sha256, 3, &records[2].entry)
+        );
+        assert_eq!(verify_chain(&records), Ok(()));
+
+        // Read back, by another store, exactly as appended.
+        let other = b.open();
+        assert_eq!(all_records(&*other), records);
+        assert_eq!(other.audit_records(2, 2).unwrap(), records[2..4].to_vec());
+        assert_eq!(
+            other.audit_head().unwrap(),
+            Some(AuditHead {
+                seq: 5,
+                sha256: records[4].sha256.clone()
+            })
+        );
+
+        // Newest first, filtered, paged by number.
+        let seqs = |q: AuditQuery| -> Vec<u64> {
+            other
+                .search_audit(&q)
+                .unwrap()
+                .iter()
+                .map(|r| r.seq)
+                .collect()
+        };
+        let all = AuditQuery {
+            limit: 100,
+            ..AuditQuery::default()
+        };
+        assert_eq!(seqs(all.clone()), [5, 4, 3, 2, 1]);
+        let chat = AuditQuery {
+            target: Some("chat".into()),
+            ..all.clone()
+        };
+        assert_eq!(seqs(chat.clone()), [5, 3, 1]);
+        assert_eq!(
+            seqs(AuditQuery {
+                before_seq: Some(5),
+                limit: 1,
+                ..chat
+            }),
+            [3]
+        );
+        assert_eq!(
+            seqs(AuditQuery {
+                actor: Some("admin-1@example.com".into()),
+                ..all.clone()
+            }),
+            [5, 2]
+        );
+        assert_eq!(
+            seqs(AuditQuery {
+                action: Some(AuditAction::SignOut),
+                ..all
+            }),
+            [3]
+        );
+    }
+
+    pub fn the_audit_trail_refuses_changes_and_removals(b: &dyn Backend) {
+        let mut db = b.open();
+        let records = appended(&mut *db, 2);
+        for sql in [
+            "UPDATE audit_trail SET actor = 'nobody' WHERE seq = 1",
+            "DELETE FROM audit_trail WHERE seq = 2",
+        ] {
+            let err = b.execute_raw(sql).unwrap_err();
+            assert!(err.contains("append-only"), "{sql}: {err}");
+        }
+        assert_eq!(all_records(&*db), records);
+    }
+
+    pub fn a_changed_audit_record_is_named_by_verify_chain_and_by_the_audit_verify_command(
+        b: &dyn Backend,
+    ) {
+        let mut db = b.open();
+        appended(&mut *db, 4);
+        let out = b.cli(&["audit", "verify"]);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{out:?}");
+        assert!(stdout.contains("OK: 4 record(s)"), "{stdout}");
+
+        b.drop_audit_guards();
+        b.execute_raw("UPDATE audit_trail SET detail = 'nothing to see' WHERE seq = 2")
+            .unwrap();
+        let err = verify_chain(&all_records(&*db)).unwrap_err();
+        assert!(
+            matches!(err, ChainBreak::ContentChanged { seq: 2, .. }),
+            "{err}"
+        );
+
+        let out = b.cli(&["audit", "verify"]);
+        assert!(!out.status.success(), "{out:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("broken at record 2"), "{stderr}");
+        assert!(stderr.contains("changed after it was written"), "{stderr}");
+        assert!(stderr.contains("keep this state as evidence"), "{stderr}");
+
+        // New records chain on; the break stays visible.
+        db.append_audit(&audit_entry(9, AuditAction::SignIn, ""))
+            .unwrap();
+        assert_eq!(
+            verify_chain(&all_records(&*db)).map_err(|e| e.seq()),
+            Err(2)
+        );
+    }
+
+    pub fn a_removed_audit_record_is_found_in_the_middle_and_at_the_end(b: &dyn Backend) {
+        let mut db = b.open();
+        appended(&mut *db, 4);
+        b.drop_audit_guards();
+        b.execute_raw("DELETE FROM audit_trail WHERE seq = 4")
+            .unwrap();
+        // The chain that is left is whole; the head says one is missing.
+        let left = all_records(&*db);
+        assert_eq!(verify_chain(&left), Ok(()));
+        let mut verifier = ChainVerifier::default();
+        left.iter().for_each(|r| verifier.check(r).unwrap());
+        let err = verifier
+            .finish(db.audit_head().unwrap().as_ref())
+            .unwrap_err();
+        assert!(matches!(err, ChainBreak::Missing { seq: 4, .. }), "{err}");
+        let out = b.cli(&["audit", "verify"]);
+        assert!(!out.status.success(), "{out:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("record 4 is missing"), "{stderr}");
+
+        b.execute_raw("DELETE FROM audit_trail WHERE seq = 2")
+            .unwrap();
+        let err = verify_chain(&all_records(&*db)).unwrap_err();
+        assert!(matches!(err, ChainBreak::Missing { seq: 2, .. }), "{err}");
+        let stderr = String::from_utf8_lossy(&b.cli(&["audit", "verify"]).stderr).into_owned();
+        assert!(stderr.contains("record 2 is missing"), "{stderr}");
+    }
+
+    pub fn appends_from_several_stores_at_once_form_one_unbroken_chain(b: &dyn Backend) {
+        const STORES: usize = 4;
+        const EACH: usize = 25;
+        let start = Arc::new(Barrier::new(STORES));
+        let handles: Vec<_> = (0..STORES)
+            .map(|s| {
+                let mut store = b.open();
+                let start = start.clone();
+                std::thread::spawn(move || {
+                    start.wait();
+                    for i in 0..EACH {
+                        let mut entry = audit_entry(i, AuditAction::ConnectorChanged, "chat");
+                        entry.actor = format!("store-{s}");
+                        store.append_audit(&entry).unwrap();
+                    }
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join().unwrap();
+        }
+        let records = all_records(&*b.open());
+        assert_eq!(records.len(), STORES * EACH);
+        assert_eq!(verify_chain(&records), Ok(()));
+        for s in 0..STORES {
+            let mine = records
+                .iter()
+                .filter(|r| r.entry.actor == format!("store-{s}"))
+                .count();
+            assert_eq!(mine, EACH, "store-{s}");
+        }
+        assert_eq!(
+            b.open().audit_head().unwrap().map(|h| h.seq),
+            Some((STORES * EACH) as u64)
+        );
+    }
+
+    pub fn a_pause_is_seen_by_every_store_keeps_its_first_author_and_is_lifted_by_resume(
+        b: &dyn Backend,
+    ) {
+        let (mut one, mut two) = (b.open(), b.open());
+        assert_eq!(one.paused("chat").unwrap(), None);
+        let now = one.clock_ms().unwrap();
+        let first = one.pause("chat", "alice@example.com").unwrap();
+        assert_eq!(first.by, "alice@example.com");
+        assert!((first.at_ms - now).abs() < 60_000, "{first:?} at {now}");
+        assert_eq!(two.paused("chat").unwrap(), Some(first.clone()));
+        assert_eq!(two.paused("other").unwrap(), None);
+        assert_eq!(two.pause("chat", "cli:bob").unwrap(), first, "kept");
+        two.pause("other", "cli:bob").unwrap();
+        assert_eq!(
+            one.paused_connectors()
+                .unwrap()
+                .into_iter()
+                .map(|(c, p)| (c, p.by))
+                .collect::<Vec<_>>(),
+            [
+                ("chat".to_string(), "alice@example.com".to_string()),
+                ("other".to_string(), "cli:bob".to_string())
+            ]
+        );
+        assert_eq!(two.resume("chat").unwrap(), Some(first));
+        assert_eq!(one.paused("chat").unwrap(), None);
+        assert_eq!(one.resume("chat").unwrap(), None);
+        assert!(one.paused("other").unwrap().is_some());
+    }
+
+    pub fn a_run_request_is_taken_by_exactly_one_of_racing_stores(b: &dyn Backend) {
+        const RACERS: usize = 6;
+        let mut db = b.open();
+        assert_eq!(db.take_run_request("chat").unwrap(), None);
+        let request = db.request_run("chat", "alice@example.com").unwrap();
+        assert_eq!(request.by, "alice@example.com");
+        assert_eq!(db.request_run("chat", "cli:bob").unwrap(), request, "kept");
+        assert_eq!(
+            db.run_requests().unwrap(),
+            [("chat".to_string(), request.clone())]
+        );
+        let start = Arc::new(Barrier::new(RACERS));
+        let handles: Vec<_> = (0..RACERS)
+            .map(|_| {
+                let mut store = b.open();
+                let start = start.clone();
+                std::thread::spawn(move || {
+                    start.wait();
+                    store.take_run_request("chat").unwrap()
+                })
+            })
+            .collect();
+        let taken: Vec<RunRequest> = handles
+            .into_iter()
+            .filter_map(|h| h.join().unwrap())
+            .collect();
+        assert_eq!(taken, [request]);
+        assert!(db.run_requests().unwrap().is_empty());
+        assert_eq!(db.take_run_request("chat").unwrap(), None);
     }
 }

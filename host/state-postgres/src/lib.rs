@@ -15,8 +15,10 @@
 //! [`StateError::Unavailable`], having stored nothing; the next call
 //! connects again.
 
+mod audit;
 mod checkpoints;
 mod config;
+mod controls;
 mod conversations;
 mod fleet;
 mod kv;
@@ -49,6 +51,8 @@ const LOCK_MIGRATIONS: i32 = 1;
 const LOCK_PARTITIONS: i32 = 2;
 /// Advisory lock key of refreshing the ledger partitions' statistics.
 const LOCK_STATISTICS: i32 = 3;
+/// Advisory lock key of appending to the audit trail.
+const LOCK_AUDIT: i32 = 4;
 
 /// What to check when the database cannot be opened.
 const OPEN_HINT: &str = "check the URL, that the server is up and reachable, the user's password (the secret) and rights on the database, and the CA certificate (sslrootcert) when the server uses TLS";

@@ -6,7 +6,7 @@
 //! whatever the database's locale.
 
 /// Schema version this build writes and understands.
-pub const SCHEMA_VERSION: i64 = 5;
+pub const SCHEMA_VERSION: i64 = 6;
 
 /// Schema migrations, applied in order; the database records each one it
 /// has in `schema_migrations`.
@@ -249,6 +249,52 @@ CREATE TABLE transcript_lines (
     PRIMARY KEY (connector, conversation, day, item_id)
 );
 CREATE INDEX transcript_lines_by_state ON transcript_lines (connector, delivered, part, day);
+"#,
+    ),
+    (
+        6,
+        "the audit trail of admin actions; connector pauses and run requests",
+        r#"
+-- The admins' actions, chained by SHA-256 (computed by the code, checked
+-- by `connector audit verify`). Append-only: a trigger refuses changes,
+-- and the chain shows any change made around it. The head row names the
+-- last record, so that a removed last record is found too; appends take
+-- turns under an advisory lock.
+CREATE TABLE audit_trail (
+    seq bigint PRIMARY KEY,
+    at_ms bigint NOT NULL,
+    actor text COLLATE "C" NOT NULL,
+    source text NOT NULL,
+    action text NOT NULL,
+    target text COLLATE "C" NOT NULL,
+    detail text NOT NULL,
+    prev_sha256 text NOT NULL,
+    sha256 text NOT NULL
+);
+CREATE INDEX audit_trail_by_target ON audit_trail (target, seq);
+CREATE FUNCTION audit_trail_append_only() RETURNS trigger LANGUAGE plpgsql AS
+    $$ BEGIN RAISE EXCEPTION 'the audit trail is append-only'; END $$;
+CREATE TRIGGER audit_trail_append_only BEFORE UPDATE OR DELETE ON audit_trail
+    FOR EACH ROW EXECUTE FUNCTION audit_trail_append_only();
+CREATE TRIGGER audit_trail_no_truncate BEFORE TRUNCATE ON audit_trail
+    FOR EACH STATEMENT EXECUTE FUNCTION audit_trail_append_only();
+CREATE TABLE audit_head (
+    id integer PRIMARY KEY CHECK (id = 1),
+    seq bigint NOT NULL,
+    sha256 text NOT NULL
+);
+-- Connectors paused by an admin, and "run now" requests not yet taken
+-- (times are the server's clock).
+CREATE TABLE connector_pauses (
+    connector text COLLATE "C" PRIMARY KEY,
+    paused_by text NOT NULL,
+    paused_at_ms bigint NOT NULL
+);
+CREATE TABLE run_requests (
+    connector text COLLATE "C" PRIMARY KEY,
+    requested_by text NOT NULL,
+    requested_at_ms bigint NOT NULL
+);
 "#,
     ),
 ];

@@ -8,12 +8,14 @@ use postgres::{IsolationLevel, Transaction};
 
 use crate::runs::{self, run_record};
 use crate::{Fail, PostgresStore, Session, conversations, corrupt, ledger, query_error};
-use crate::{quarantine, to_u64, transcripts};
+use crate::{audit, controls, quarantine, to_u64, transcripts};
 use connector_state::encoding;
 use connector_state::transfer::{
     DeliveryRow, LedgerItemRow, Row, RowSink, StateExport, StateImport, Table,
 };
-use connector_state::{FailureKind, QuarantineEntry, RunFailure, RunId, SeenItem, StateError};
+use connector_state::{
+    FailureKind, PauseRecord, QuarantineEntry, RunFailure, RunId, RunRequest, SeenItem, StateError,
+};
 
 /// Rows fetched from a cursor at a time.
 const FETCH: i32 = 1000;
@@ -245,6 +247,42 @@ impl StateExport for PostgresStore {
                     })
                 },
             )?;
+            each_row(
+                &mut tx,
+                "SELECT connector, paused_by, paused_at_ms FROM connector_pauses ORDER BY connector",
+                FETCH,
+                |_, r| {
+                    send(Row::Pause {
+                        connector: r.get(0),
+                        pause: PauseRecord {
+                            by: r.get(1),
+                            at_ms: r.get(2),
+                        },
+                    })
+                },
+            )?;
+            each_row(
+                &mut tx,
+                "SELECT connector, requested_by, requested_at_ms FROM run_requests
+                 ORDER BY connector",
+                FETCH,
+                |_, r| {
+                    send(Row::RunRequest {
+                        connector: r.get(0),
+                        request: RunRequest {
+                            by: r.get(1),
+                            at_ms: r.get(2),
+                        },
+                    })
+                },
+            )?;
+            each_row(
+                &mut tx,
+                "SELECT seq, at_ms, actor, source, action, target, detail, prev_sha256, sha256
+                 FROM audit_trail ORDER BY seq",
+                FETCH,
+                |_, r| send(Row::Audit(audit::record_of_row(r)?)),
+            )?;
             tx.commit()?;
             Ok(())
         })
@@ -255,7 +293,8 @@ impl StateExport for PostgresStore {
             let row = c.session().query_one(
                 "SELECT (SELECT COUNT(*) FROM runs), (SELECT COUNT(*) FROM deliveries),
                     (SELECT COUNT(*) FROM quarantine), (SELECT COUNT(*) FROM checkpoints),
-                    (SELECT COUNT(*) FROM kv)",
+                    (SELECT COUNT(*) FROM kv), (SELECT COUNT(*) FROM connector_pauses),
+                    (SELECT COUNT(*) FROM audit_trail)",
                 &[],
             )?;
             let held: Vec<String> = [
@@ -264,6 +303,8 @@ impl StateExport for PostgresStore {
                 "quarantined messages",
                 "checkpoints",
                 "plugin values",
+                "paused connectors",
+                "audit records",
             ]
             .iter()
             .enumerate()
@@ -431,6 +472,12 @@ impl Writer<'_, '_, '_> {
             } => {
                 transcripts::insert(tx, &connector, &line, delivered)?;
             }
+            Row::Pause { connector, pause } => controls::insert_pause(tx, &connector, &pause)?,
+            Row::RunRequest { connector, request } => {
+                controls::insert_request(tx, &connector, &request)?;
+            }
+            // In order of number: the head ends at the last one.
+            Row::Audit(record) => audit::insert(tx, &record)?,
         }
         Ok(())
     }

@@ -4,7 +4,9 @@
 //! the whole page is recorded or none of it is (and the sinks' own
 //! duplicate check covers emails delivered but not yet recorded).
 
+mod audit;
 mod checkpoints;
+mod controls;
 mod conversations;
 mod fleet;
 mod kv;

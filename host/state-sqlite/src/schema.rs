@@ -1,7 +1,7 @@
 //! The SQLite schema, as migrations applied in order.
 
 /// Schema version this build writes and understands.
-pub const SCHEMA_VERSION: i64 = 9;
+pub const SCHEMA_VERSION: i64 = 10;
 
 /// Schema migrations, applied in order; a database records each one it has.
 pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[
@@ -282,6 +282,47 @@ pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[
         PRIMARY KEY (connector, conversation, day, item_id)
     );
     CREATE INDEX transcript_lines_by_state ON transcript_lines (connector, delivered, part, day);
+    ",
+    ),
+    (
+        10,
+        "the audit trail of admin actions; connector pauses and run requests",
+        // The trail is append-only: triggers refuse changes, and the hash
+        // chain (kept by the code, checked by `connector audit verify`)
+        // shows any change made around them. The head row names the last
+        // record, so that a removed last record is found too.
+        "
+    CREATE TABLE audit_trail (
+        seq INTEGER PRIMARY KEY NOT NULL,
+        at_ms INTEGER NOT NULL,
+        actor TEXT NOT NULL,
+        source TEXT NOT NULL,
+        action TEXT NOT NULL,
+        target TEXT NOT NULL,
+        detail TEXT NOT NULL,
+        prev_sha256 TEXT NOT NULL,
+        sha256 TEXT NOT NULL
+    );
+    CREATE INDEX audit_trail_by_target ON audit_trail (target, seq);
+    CREATE TRIGGER audit_trail_no_update BEFORE UPDATE ON audit_trail
+        BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only'); END;
+    CREATE TRIGGER audit_trail_no_delete BEFORE DELETE ON audit_trail
+        BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only'); END;
+    CREATE TABLE audit_head (
+        id INTEGER PRIMARY KEY NOT NULL CHECK (id = 1),
+        seq INTEGER NOT NULL,
+        sha256 TEXT NOT NULL
+    );
+    CREATE TABLE connector_pauses (
+        connector TEXT PRIMARY KEY NOT NULL,
+        paused_by TEXT NOT NULL,
+        paused_at_ms INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    CREATE TABLE run_requests (
+        connector TEXT PRIMARY KEY NOT NULL,
+        requested_by TEXT NOT NULL,
+        requested_at_ms INTEGER NOT NULL
+    ) WITHOUT ROWID;
     ",
     ),
 ];

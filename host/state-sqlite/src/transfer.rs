@@ -6,12 +6,14 @@
 
 use rusqlite::{Connection, TransactionBehavior, params};
 
-use crate::{SqliteStore, conversations, quarantine, runs, transcripts};
+use crate::{SqliteStore, audit, controls, conversations, quarantine, runs, transcripts};
 use connector_state::encoding;
 use connector_state::transfer::{
     DeliveryRow, LedgerItemRow, Row, RowSink, StateExport, StateImport,
 };
-use connector_state::{FailureKind, QuarantineEntry, RunFailure, RunId, SeenItem, StateError};
+use connector_state::{
+    FailureKind, PauseRecord, QuarantineEntry, RunFailure, RunId, RunRequest, SeenItem, StateError,
+};
 
 impl StateExport for SqliteStore {
     fn export_state(&self, sink: &mut dyn RowSink) -> Result<(), StateError> {
@@ -195,6 +197,47 @@ impl StateExport for SqliteStore {
                 })?;
             }
         }
+        {
+            let mut stmt = conn.prepare(
+                "SELECT connector, paused_by, paused_at_ms FROM connector_pauses ORDER BY connector",
+            )?;
+            let mut rows = stmt.query([])?;
+            while let Some(r) = rows.next()? {
+                sink.push(Row::Pause {
+                    connector: r.get(0)?,
+                    pause: PauseRecord {
+                        by: r.get(1)?,
+                        at_ms: r.get(2)?,
+                    },
+                })?;
+            }
+        }
+        {
+            let mut stmt = conn.prepare(
+                "SELECT connector, requested_by, requested_at_ms FROM run_requests
+                 ORDER BY connector",
+            )?;
+            let mut rows = stmt.query([])?;
+            while let Some(r) = rows.next()? {
+                sink.push(Row::RunRequest {
+                    connector: r.get(0)?,
+                    request: RunRequest {
+                        by: r.get(1)?,
+                        at_ms: r.get(2)?,
+                    },
+                })?;
+            }
+        }
+        {
+            let mut stmt = conn.prepare(&format!(
+                "SELECT {} FROM audit_trail ORDER BY seq",
+                audit::RECORD_COLUMNS
+            ))?;
+            let mut rows = stmt.query([])?;
+            while let Some(r) = rows.next()? {
+                sink.push(Row::Audit(audit::record_of_row(r)?))?;
+            }
+        }
         tx.finish()?;
         Ok(())
     }
@@ -207,6 +250,8 @@ impl StateExport for SqliteStore {
             ("quarantine", "quarantined messages"),
             ("checkpoints", "checkpoints"),
             ("kv", "plugin values"),
+            ("connector_pauses", "paused connectors"),
+            ("audit_trail", "audit records"),
         ] {
             let n: i64 =
                 self.conn
@@ -377,6 +422,12 @@ fn write(tx: &rusqlite::Transaction<'_>, row: Row) -> Result<(), StateError> {
         } => {
             transcripts::insert(tx, &connector, &line, delivered)?;
         }
+        Row::Pause { connector, pause } => controls::insert_pause(tx, &connector, &pause)?,
+        Row::RunRequest { connector, request } => {
+            controls::insert_request(tx, &connector, &request)?;
+        }
+        // In order of number: the head ends at the last one.
+        Row::Audit(record) => audit::insert(tx, &record)?,
     }
     Ok(())
 }

@@ -9,8 +9,13 @@
 //! a page's ledger entries, quarantine records, counts and checkpoint in
 //! one transaction. The backends are crates of their own:
 //! `connector-state-sqlite` (one file per host, the default) and
-//! `connector-state-postgres` (shared by a fleet of workers).
+//! `connector-state-postgres` (shared by a fleet of workers). Beside the
+//! tables of the runs, the store keeps the admins' side: the hash-chained
+//! audit trail of their actions ([`audit`]) and the pauses and "run now"
+//! requests every worker honours ([`controls`]).
 
+pub mod audit;
+pub mod controls;
 pub mod encoding;
 pub mod error;
 pub mod faults;
@@ -20,6 +25,11 @@ pub mod records;
 pub mod store;
 pub mod transfer;
 
+pub use audit::{
+    AuditAction, AuditEntry, AuditHead, AuditQuery, AuditRecord, AuditTrail, ChainBreak,
+    ChainVerifier, GENESIS_SHA256, record_sha256, verify_chain,
+};
+pub use controls::{ConnectorControls, PauseRecord, RunRequest};
 #[cfg(feature = "sqlite")]
 pub use error::sqlite_hint;
 pub use error::{BackendError, POSTGRES_HINT, SQLITE_HINT, SQLITE_READ_ONLY_HINT, StateError};
@@ -40,6 +50,8 @@ pub use store::{
 
 /// The store's traits, to call their methods: `use connector_state::prelude::*`.
 pub mod prelude {
+    pub use crate::audit::AuditTrail;
+    pub use crate::controls::ConnectorControls;
     pub use crate::fleet::Fleet;
     pub use crate::mailbox::MailboxBudgets;
     pub use crate::store::{

@@ -3,7 +3,8 @@
 //! [`DeliveryLedger`], [`QuarantineStore`], [`PluginValues`],
 //! [`ConversationDirectory`], [`TranscriptDays`]) and
 //! [`StateStore`], which joins them and adds the writes that span tables:
-//! a page's commit and the lock a run holds.
+//! a page's commit and the lock a run holds. The admins' tables,
+//! [`AuditTrail`] and [`ConnectorControls`], are part of it too.
 //!
 //! Callers bring the traits into scope with `use connector_state::prelude::*`.
 
@@ -11,6 +12,8 @@ use std::collections::HashSet;
 
 use connector_model::{Conversation, TimestampMs};
 
+use crate::audit::AuditTrail;
+use crate::controls::ConnectorControls;
 use crate::error::StateError;
 use crate::fleet::{Fleet, LeaseRequest, LockOutcome};
 use crate::mailbox::MailboxBudgets;
@@ -249,6 +252,8 @@ pub trait StateStore:
     + TranscriptDays
     + Fleet
     + MailboxBudgets
+    + AuditTrail
+    + ConnectorControls
     + Send
 {
     /// Records a page in one transaction: its ledger entries (pairs already

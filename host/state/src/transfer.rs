@@ -23,6 +23,8 @@ use std::io::Write as _;
 use connector_model::Conversation;
 use connector_model::digest::HashingWriter;
 
+use crate::audit::AuditRecord;
+use crate::controls::{PauseRecord, RunRequest};
 use crate::error::StateError;
 use crate::records::{
     QuarantineEntry, RunFailure, RunId, RunRecord, SeenItem, TranscriptLine, UnreadableRecord,
@@ -53,11 +55,17 @@ pub enum Table {
     Conversations,
     /// What each conversation's days hold for their transcripts.
     TranscriptLines,
+    /// Connectors paused by an admin.
+    Pauses,
+    /// "Run now" requests no worker has taken yet.
+    RunRequests,
+    /// The audit trail of admin actions, with its chain.
+    AuditTrail,
 }
 
 impl Table {
     /// Every table, in the order a transfer sends them.
-    pub const ALL: [Table; 11] = [
+    pub const ALL: [Table; 14] = [
         Table::Checkpoints,
         Table::Runs,
         Table::RunItems,
@@ -69,6 +77,9 @@ impl Table {
         Table::Kv,
         Table::Conversations,
         Table::TranscriptLines,
+        Table::Pauses,
+        Table::RunRequests,
+        Table::AuditTrail,
     ];
 
     /// The table's name (as in both schemas).
@@ -85,6 +96,9 @@ impl Table {
             Table::Kv => "kv",
             Table::Conversations => "conversations",
             Table::TranscriptLines => "transcript_lines",
+            Table::Pauses => "connector_pauses",
+            Table::RunRequests => "run_requests",
+            Table::AuditTrail => "audit_trail",
         }
     }
 }
@@ -210,6 +224,23 @@ pub enum Row {
         /// Whether its part's delivery was committed.
         delivered: bool,
     },
+    /// A connector's pause.
+    Pause {
+        /// The connector.
+        connector: String,
+        /// Who paused it, and when.
+        pause: PauseRecord,
+    },
+    /// A connector's pending run request.
+    RunRequest {
+        /// The connector.
+        connector: String,
+        /// Who asked, and when.
+        request: RunRequest,
+    },
+    /// A record of the audit trail, its number and hashes kept as they are
+    /// (the copy is the same chain).
+    Audit(AuditRecord),
 }
 
 impl Row {
@@ -227,11 +258,15 @@ impl Row {
             Row::Kv { .. } => Table::Kv,
             Row::Conversation { .. } => Table::Conversations,
             Row::TranscriptLine { .. } => Table::TranscriptLines,
+            Row::Pause { .. } => Table::Pauses,
+            Row::RunRequest { .. } => Table::RunRequests,
+            Row::Audit(_) => Table::AuditTrail,
         }
     }
 
     /// The connector the row belongs to (for a backfill's checkpoint, the
-    /// part of its key before `#`).
+    /// part of its key before `#`; for an audit record, its target, empty
+    /// when it has none).
     pub fn connector(&self) -> &str {
         match self {
             Row::Checkpoint { key, .. } => key.split('#').next().unwrap_or(key),
@@ -242,7 +277,10 @@ impl Row {
             | Row::Quarantine { connector, .. }
             | Row::Kv { connector, .. }
             | Row::Conversation { connector, .. }
-            | Row::TranscriptLine { connector, .. } => connector,
+            | Row::TranscriptLine { connector, .. }
+            | Row::Pause { connector, .. }
+            | Row::RunRequest { connector, .. } => connector,
+            Row::Audit(r) => &r.entry.target,
             Row::LedgerItem(i) => &i.connector,
             Row::Delivery(d) => &d.connector,
         }
@@ -379,6 +417,23 @@ impl Row {
                     .opt_int(line.part.map(i64::from))
                     .int(i64::from(*delivered));
             }
+            Row::Pause { connector, pause } => {
+                out.text(connector).text(&pause.by).int(pause.at_ms);
+            }
+            Row::RunRequest { connector, request } => {
+                out.text(connector).text(&request.by).int(request.at_ms);
+            }
+            Row::Audit(r) => {
+                out.uint(r.seq)
+                    .int(r.entry.at_ms)
+                    .text(&r.entry.actor)
+                    .text(&r.entry.source)
+                    .text(r.entry.action.as_str())
+                    .text(&r.entry.target)
+                    .text(&r.entry.detail)
+                    .text(&r.prev_sha256)
+                    .text(&r.sha256);
+            }
         }
         Ok(out.0)
     }
@@ -452,13 +507,13 @@ pub trait StateExport {
     /// snapshot: table by table in the order of [`Table::ALL`], each by
     /// connector and then its key (runs, run items and failures by run id;
     /// failures in the order they were recorded; ledger items by item,
-    /// deliveries by item and mailbox; the rest by key). Leases, workers
-    /// and counters are not sent.
+    /// deliveries by item and mailbox; the audit trail by number; the rest
+    /// by key). Leases, workers and counters are not sent.
     fn export_state(&self, sink: &mut dyn RowSink) -> Result<(), StateError>;
 
     /// What the state holds that makes it unfit as a transfer's target
-    /// (runs, ledger, quarantine, checkpoints or plugin values), as "N
-    /// runs, M deliveries"; `None` when it holds none.
+    /// (runs, ledger, quarantine, checkpoints, plugin values or audit
+    /// records), as "N runs, M deliveries"; `None` when it holds none.
     fn held_state(&self) -> Result<Option<String>, StateError>;
 }
 
@@ -467,7 +522,8 @@ pub trait StateImport {
     /// In one transaction: calls `feed` with a sink that writes each row
     /// it is given (rows come in the order [`StateExport::export_state`]
     /// sends them), then makes the state ready for use (e.g. advances id
-    /// sequences past the copied runs) and commits. When `feed` or a write
+    /// sequences past the copied runs, sets the audit trail's head to its
+    /// last copied record) and commits. When `feed` or a write
     /// fails, nothing is stored.
     fn import_state(
         &mut self,

@@ -1,9 +1,12 @@
 //! The `connector` command line: run connectors once or as a daemon, show
-//! their status, write admin logs and reconciliation reports, and manage
-//! the quarantine. [`main`] is the whole program; `src/main.rs` only calls
+//! their status, write admin logs and reconciliation reports, manage
+//! the quarantine, pause, resume or run a connector now, and check the
+//! audit trail of admin actions. [`main`] is the whole program; `src/main.rs` only calls
 //! it (so that tests can build the same binary).
 
+mod audit;
 mod console;
+mod controls;
 mod migrate;
 mod plugin;
 mod progress;
@@ -189,6 +192,28 @@ enum Command {
         #[command(subcommand)]
         action: PluginAction,
     },
+    /// Checks or exports the audit trail of admin actions.
+    Audit {
+        #[command(subcommand)]
+        action: audit::AuditCommand,
+    },
+    /// Pauses a connector: no daemon of the fleet starts a run of it (a run
+    /// under way stops after its current page) until it is resumed.
+    Pause {
+        /// The connector's id.
+        connector: String,
+    },
+    /// Resumes a paused connector: it runs on its schedule again.
+    Resume {
+        /// The connector's id.
+        connector: String,
+    },
+    /// Asks whichever daemon runs the connector to run it at once, whatever
+    /// its schedule says.
+    RunNow {
+        /// The connector's id.
+        connector: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -238,7 +263,8 @@ enum QuarantineAction {
 #[derive(Subcommand)]
 enum StateAction {
     /// Copies the SQLite state of `--state-dir` (ledger, quarantine with
-    /// its emails, runs, checkpoints, plugin values, conversations) into an
+    /// its emails, runs, checkpoints, plugin values, conversations, pauses,
+    /// the audit trail) into an
     /// empty PostgreSQL database, then checks the copy table by table with
     /// row counts and SHA-256s. Stop every daemon on the SQLite state
     /// first; afterwards run the workers with `--state-url URL`.
@@ -412,6 +438,10 @@ fn dispatch(cli: Cli, progress: Option<Arc<Progress>>) -> Result<ExitCode> {
             say!("{}", plugin::check(&dir)?);
             Ok(ExitCode::SUCCESS)
         }
+        Command::Audit { action } => audit::audit(&cli.state, action),
+        Command::Pause { connector } => controls::pause(&cli.state, &connector),
+        Command::Resume { connector } => controls::resume(&cli.state, &connector),
+        Command::RunNow { connector } => controls::run_now(&cli.state, &connector),
     }
 }
 

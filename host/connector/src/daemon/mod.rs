@@ -2,7 +2,12 @@
 //! so that a failing, panicking or slow connector never holds up the
 //! others, serves the status over HTTP, and stops cleanly: once asked to
 //! stop, each run finishes the page it is on (commits it) and ends as
-//! interrupted; the next run resumes at that checkpoint.
+//! interrupted; the next run resumes at that checkpoint. It honours the
+//! admins' controls in the state ([`controls`]): a paused connector starts
+//! no run (a run under way stops after its page) until resumed, and a "run
+//! now" request starts a run at once, whichever worker takes it.
+
+mod controls;
 
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
@@ -17,7 +22,8 @@ use crate::pipeline::{Host, RunControl, RunError, RunObserver, RunOptions, finge
 use crate::status::LiveBoard;
 use connector_console::{Console, ConsoleSettings, ServeError};
 use connector_model::time::now_ms;
-use connector_state::{RunCounts, RunOutcome};
+use connector_state::{RunCounts, RunOutcome, RunRequest};
+use controls::ControlBoard;
 
 /// How often a waiting connector thread looks at the clock and the stop flag.
 const TICK: Duration = Duration::from_millis(200);
@@ -66,6 +72,7 @@ pub enum DaemonError {
 pub struct Daemon {
     threads: Vec<JoinHandle<()>>,
     heartbeat: Option<JoinHandle<()>>,
+    watcher: Option<JoinHandle<()>>,
     server: Option<WebServer>,
     live: Arc<LiveBoard>,
     stop: Arc<AtomicBool>,
@@ -131,6 +138,20 @@ impl Daemon {
                     message: e.to_string(),
                 })?
         };
+        // Read once before any connector thread starts, so that a connector
+        // paused before the daemon started never runs.
+        let board = Arc::new(ControlBoard::default());
+        board.look(&host);
+        let watcher = {
+            let (host, stop, board) = (host.clone(), stop.clone(), board.clone());
+            std::thread::Builder::new()
+                .name("controls".into())
+                .spawn(move || board.watch(&host, &stop, TICK))
+                .map_err(|e| DaemonError::Thread {
+                    connector: "(controls)".into(),
+                    message: e.to_string(),
+                })?
+        };
         let mut threads = Vec::new();
         for config in configs {
             let worker = Worker {
@@ -138,6 +159,7 @@ impl Daemon {
                 live: live.clone(),
                 stop: stop.clone(),
                 retention: options.log_retention,
+                board: board.clone(),
             };
             let id = config.id.clone();
             let thread = std::thread::Builder::new()
@@ -152,6 +174,7 @@ impl Daemon {
         Ok(Daemon {
             threads,
             heartbeat: Some(heartbeat),
+            watcher: Some(watcher),
             server,
             live,
             stop,
@@ -185,6 +208,9 @@ impl Daemon {
             let _ = t.join();
         }
         if let Some(t) = self.heartbeat.take() {
+            let _ = t.join();
+        }
+        if let Some(t) = self.watcher.take() {
             let _ = t.join();
         }
         self.server.take();
@@ -238,6 +264,7 @@ struct Worker {
     live: Arc<LiveBoard>,
     stop: Arc<AtomicBool>,
     retention: Option<Duration>,
+    board: Arc<ControlBoard>,
 }
 
 /// Tells the live board, and remembers the run id in case the run panics.
@@ -262,6 +289,33 @@ impl Worker {
         self.stop.load(Ordering::SeqCst)
     }
 
+    /// Waits until `due` while the connector is not paused, or until a run
+    /// of it is requested (from `requests_from` on; the request taken:
+    /// `Some`), or the daemon stops. A paused connector waits past `due`
+    /// until it is resumed.
+    fn wait_until(&self, id: &str, due: i64, requests_from: i64) -> Option<RunRequest> {
+        while !self.stopping() {
+            let paused = self.board.is_paused(id);
+            if !paused && now_ms() >= requests_from && self.board.is_requested(id) {
+                match self.host.db().take_run_request(id) {
+                    Ok(Some(request)) => return Some(request),
+                    // Another worker took it.
+                    Ok(None) => self.board.forget_request(id),
+                    Err(e) => {
+                        tracing::warn!(connector = id, "cannot take the run request: {e}");
+                    }
+                }
+            }
+            let now = now_ms();
+            if !paused && now >= due {
+                return None;
+            }
+            let left = Duration::from_millis((due - now).max(0) as u64);
+            std::thread::sleep(if paused { TICK } else { left.min(TICK) });
+        }
+        None
+    }
+
     fn run(&self, config: &ConnectorConfig) {
         let id = config.id.as_str();
         let mut last_start = match self.host.db().last_scheduled_run(id) {
@@ -274,6 +328,9 @@ impl Worker {
         // Set while another run (another worker's) holds the lease: look
         // again then, to take over if that worker dies.
         let mut retry_at: Option<i64> = None;
+        // A request this worker could not serve (another holds the lease)
+        // is left to the holder until then.
+        let mut requests_from = 0;
         loop {
             let due = retry_at
                 .take()
@@ -285,17 +342,19 @@ impl Worker {
                 "next run at {}",
                 connector_model::time::iso(due)
             );
-            while now_ms() < due && !self.stopping() {
-                let left = Duration::from_millis((due - now_ms()).max(0) as u64);
-                std::thread::sleep(left.min(TICK));
-            }
+            let requested = self.wait_until(id, due, requests_from);
             if self.stopping() {
                 break;
+            }
+            if let Some(r) = &requested {
+                tracing::info!(connector = id, "run requested by {}: running now", r.by);
             }
             // Another worker of the fleet may have run it meanwhile.
             // A run of it left unfinished is another worker's, alive or
             // dead: try now (the lease decides), to take over a dead one.
-            if let Ok(Some(r)) = self.host.db().last_scheduled_run(id) {
+            if requested.is_none()
+                && let Ok(Some(r)) = self.host.db().last_scheduled_run(id)
+            {
                 last_start = last_start.max(Some(r.started_at_ms));
                 if r.outcome.is_some() && config.schedule.next_due(last_start) > now_ms() {
                     continue;
@@ -307,8 +366,14 @@ impl Worker {
                 live: self.live.clone(),
                 run: std::sync::Mutex::new(None),
             });
+            // Set by the controls' thread when the connector is paused or
+            // the daemon stops.
+            let run_stop = self.board.run_starting(id);
+            if self.stopping() {
+                run_stop.store(true, Ordering::SeqCst);
+            }
             let control = RunControl {
-                stop: Some(self.stop.clone()),
+                stop: Some(run_stop),
                 window: None,
                 observer: Some(tracker.clone()),
             };
@@ -316,6 +381,7 @@ impl Worker {
                 self.host
                     .run_controlled(config, &RunOptions::default(), &control)
             }));
+            self.board.run_ended(id);
             match result {
                 Ok(Ok(s)) => tracing::info!(
                     connector = id,
@@ -329,9 +395,18 @@ impl Worker {
                     let wait = self.host.lease_time() / 2;
                     tracing::debug!(connector = id, "held by {owner}; looking again in {wait:?}");
                     // This attempt did not run: the schedule counts from
-                    // the run that did.
+                    // the run that did. A request waits for the holder.
                     last_start = before;
-                    retry_at = Some(now_ms() + i64::try_from(wait.as_millis()).unwrap_or(i64::MAX));
+                    if let Some(r) = &requested
+                        && let Err(e) = self.host.db().request_run(id, &r.by)
+                    {
+                        tracing::warn!(connector = id, "cannot keep the run request: {e}");
+                    }
+                    let retry = now_ms() + i64::try_from(wait.as_millis()).unwrap_or(i64::MAX);
+                    retry_at = Some(retry);
+                    if requested.is_some() {
+                        requests_from = retry;
+                    }
                 }
                 // The run logged its error; the next due time retries it.
                 Ok(Err(_)) => tracing::info!(

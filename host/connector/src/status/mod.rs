@@ -118,6 +118,19 @@ pub struct ConnectorStatus {
     /// the transcripts waiting to be sent.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub transcripts: Option<TranscriptBacklog>,
+    /// Set while an admin has the connector paused: no run starts until
+    /// it is resumed. Absent from the JSON when not paused.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub paused: Option<PauseView>,
+}
+
+/// A connector's pause as the status shows it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct PauseView {
+    /// Who paused it (a console user, `cli:<OS user>`).
+    pub by: String,
+    /// When, RFC 3339 UTC.
+    pub at: String,
 }
 
 /// A connector's lease as the status shows it.
@@ -416,6 +429,10 @@ pub fn collect(
             } else {
                 None
             },
+            paused: db.paused(&c.id)?.map(|p| PauseView {
+                by: p.by,
+                at: iso(p.at_ms),
+            }),
         });
     }
     Ok(StatusReport {

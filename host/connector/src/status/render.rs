@@ -3,7 +3,9 @@
 
 use std::fmt::Write as _;
 
-use super::{ConnectorState, ConnectorStatus, LeaseView, RunView, StatusReport, WorkerView};
+use super::{
+    ConnectorState, ConnectorStatus, LeaseView, PauseView, RunView, StatusReport, WorkerView,
+};
 use connector_state::{RunOutcome, TranscriptBacklog};
 
 /// The report for a terminal.
@@ -12,6 +14,9 @@ pub fn render_text(report: &StatusReport) -> String {
     for c in &report.connectors {
         let _ = writeln!(out, "connector {} (plugin {})", c.id, c.plugin);
         let _ = writeln!(out, "  state: {}", c.state.as_str());
+        if let Some(p) = &c.paused {
+            let _ = writeln!(out, "  paused: {}", paused_text(c, p));
+        }
         let _ = writeln!(out, "  schedule: {}", c.schedule);
         if let Some(r) = &c.current_run {
             let _ = writeln!(
@@ -111,6 +116,13 @@ pub fn render_text(report: &StatusReport) -> String {
         );
     }
     out
+}
+
+fn paused_text(c: &ConnectorStatus, p: &PauseView) -> String {
+    format!(
+        "by {} at {}; no run starts until `connector resume {}`",
+        p.by, p.at, c.id
+    )
 }
 
 fn lease_text(l: &LeaseView) -> String {
@@ -234,6 +246,12 @@ fn card(c: &ConnectorStatus) -> String {
     let mut row = |k: &str, v: String| {
         let _ = write!(h, "<dt>{}</dt><dd>{}</dd>", esc(k), v);
     };
+    if let Some(p) = &c.paused {
+        row(
+            "Paused",
+            format!("<b class=\"paused\">{}</b>", esc(&paused_text(c, p))),
+        );
+    }
     if let Some(r) = &c.current_run {
         row(
             "Running",
