@@ -417,3 +417,98 @@ fn the_data_connectors_page_shows_each_connector_its_state_and_what_to_do() {
     }
     daemon.terminate();
 }
+
+#[test]
+fn an_admin_pauses_resumes_and_runs_now_and_the_auditor_sees_each_action_in_a_verified_trail() {
+    let (_tmp, c) = start("", &[]);
+    let mut admin = signed_in(&c.base, "admin");
+    let post = |client: &mut ConsoleClient, action: &str| {
+        let csrf = client.get("/connectors/chat").csrf().unwrap();
+        client.post(
+            &format!("/connectors/chat/{action}"),
+            &[("csrf", &csrf)],
+            &[],
+        )
+    };
+    assert_eq!(post(&mut admin, "pause").status, 303);
+    assert_eq!(c.daemon.connector("chat")["paused"]["by"], "admin");
+    let list = admin.get("/");
+    assert!(
+        list.body.contains(r#"data-paused="admin""#),
+        "{}",
+        list.body
+    );
+    assert!(list.body.contains(">Resume</button>") && !list.body.contains(">Run now</button>"));
+    let refused = post(&mut admin, "run");
+    assert_eq!(refused.status, 409);
+    assert!(refused.body.contains("resume it first"), "{}", refused.body);
+    assert_eq!(post(&mut admin, "resume").status, 303);
+    assert!(c.daemon.connector("chat")["paused"].is_null());
+    assert_eq!(post(&mut admin, "run").status, 303);
+    wait_for(Duration::from_secs(60), "the run asked for", || {
+        let succeeded = &c.daemon.connector("chat")["totals"]["runs_by_outcome"]["succeeded"];
+        (succeeded.as_u64()? >= 2).then_some(())
+    });
+    assert_eq!(admin.get("/connectors/chat/runs/1/log.csv").status, 200);
+    // Admin actions are for auditors to see, not for admins or viewers.
+    assert_eq!(admin.get("/audit").status, 403);
+    assert_eq!(signed_in(&c.base, "viewer").get("/audit").status, 403);
+    let mut auditor = signed_in(&c.base, "auditor");
+    let trail = auditor.get("/audit");
+    assert_eq!(trail.status, 200);
+    assert!(
+        trail.body.contains(r#"data-chain="intact""#),
+        "{}",
+        trail.body
+    );
+    for action in [
+        "sign-in",
+        "paused",
+        "resumed",
+        "run-started",
+        "log-downloaded",
+    ] {
+        assert!(
+            trail.body.contains(&format!(r#"data-action="{action}""#)),
+            "{action} in {}",
+            trail.body
+        );
+    }
+    let only_admin = auditor.get("/audit?actor=admin&action=paused");
+    assert_eq!(only_admin.body.matches("<tr data-action=").count(), 1);
+    let csv = auditor.get("/audit.csv");
+    assert!(csv.body.starts_with("Seq,Time,"), "{}", csv.body);
+    assert!(
+        csv.body.contains(",audit-exported,"),
+        "the export is recorded"
+    );
+    let verified = connector_ok(Path::new(BIN), &c.chat.state, &["audit", "verify"]);
+    assert!(verified.contains("audit trail OK"), "{verified}");
+
+    // Someone with the database file changes record 2: the page and the
+    // command both name it.
+    let db = rusqlite::Connection::open(c.chat.state.join("state.db")).unwrap();
+    db.execute_batch(
+        "DROP TRIGGER audit_trail_no_update; UPDATE audit_trail SET actor = 'nobody' WHERE seq = 2;",
+    )
+    .unwrap();
+    let trail = auditor.get("/audit");
+    assert!(
+        trail.body.contains(r#"data-chain="broken""#) && trail.body.contains("broken at record 2"),
+        "{}",
+        trail.body
+    );
+    let out = std::process::Command::new(BIN)
+        .arg("--state-dir")
+        .arg(&c.chat.state)
+        .args(["audit", "verify"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("broken at record 2"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    c.daemon.terminate();
+}

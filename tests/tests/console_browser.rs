@@ -181,6 +181,42 @@ fn an_administrator_signs_in_through_the_provider_and_walks_the_console() {
     browser.screenshot("console-redelivered");
     assert_eq!(s.daemon.connector("chat")["quarantined"], 0);
 
+    // Pause, resume and run now from the connector's page.
+    browser.goto(&format!("{}/connectors/chat", s.base));
+    browser.click_button("Pause");
+    browser.wait_until("the paused badge", |b| {
+        b.page_source()
+            .contains(r#"data-paused="admin@example.test""#)
+            .then_some(())
+    });
+    browser.screenshot("console-connector-paused");
+    browser.click_button("Resume");
+    browser.wait_for_text("Run now");
+    browser.click_button("Run now");
+    wait_for(Duration::from_secs(60), "the run asked for", || {
+        let succeeded = &s.daemon.connector("chat")["totals"]["runs_by_outcome"]["succeeded"];
+        (succeeded.as_u64()? >= 2).then_some(())
+    });
+
+    // Everything above is in the audit trail, and the chain holds.
+    browser.click("a[href='/audit']");
+    browser.wait_for_text("Chain intact");
+    let trail = browser.page_text();
+    for action in [
+        "sign-in",
+        "log-downloaded",
+        "redelivered",
+        "paused",
+        "resumed",
+        "run-started",
+    ] {
+        assert!(trail.contains(action), "{action} in {trail}");
+    }
+    assert!(trail.contains("admin@example.test"), "{trail}");
+    browser.screenshot("console-audit-trail");
+    let verified = connector_ok(Path::new(BIN), &s.chat.state, &["audit", "verify"]);
+    assert!(verified.contains("audit trail OK"), "{verified}");
+
     browser.click_button("Sign out");
     browser.wait_for_url("the sign-in page", |u| u.contains("/signin"));
     browser.goto(&format!("{}/connectors/chat", s.base));

@@ -8,11 +8,10 @@ use anyhow::Result;
 use clap::{Subcommand, ValueEnum};
 
 use super::state_args::StateArgs;
-use connector_model::time::iso;
-use connector_state::{AuditRecord, ChainVerifier, StateStore};
-
-/// Records read from the state at a time.
-const PAGE: usize = 1000;
+use crate::report::audit::{
+    BROKEN_TRAIL_ADVICE, TrailCheck, verify_trail, write_audit_csv, write_audit_json,
+};
+use connector_state::StateStore;
 
 /// How `connector audit export` writes the trail.
 #[derive(Clone, Copy, ValueEnum)]
@@ -48,53 +47,22 @@ pub(super) fn audit(state: &StateArgs, command: AuditCommand) -> Result<ExitCode
     }
 }
 
-/// Calls `each` with every record of the trail, oldest first, a page at a
-/// time.
-fn each_record(
-    db: &dyn StateStore,
-    mut each: impl FnMut(&AuditRecord) -> Result<()>,
-) -> Result<()> {
-    let mut after = 0;
-    loop {
-        let page = db.audit_records(after, PAGE)?;
-        for record in &page {
-            each(record)?;
-        }
-        match page.last() {
-            Some(last) if page.len() == PAGE => after = last.seq,
-            _ => return Ok(()),
-        }
-    }
-}
-
 fn verify(db: &dyn StateStore) -> Result<ExitCode> {
-    let mut verifier = ChainVerifier::default();
-    let mut broken = None;
-    each_record(db, |record| {
-        if broken.is_none()
-            && let Err(b) = verifier.check(record)
-        {
-            broken = Some(b);
-        }
-        Ok(())
-    })?;
-    let head = db.audit_head()?;
-    let result = match broken {
-        Some(b) => Err(b),
-        None => verifier.finish(head.as_ref()),
-    };
-    match result {
-        Ok(n) => {
-            let last = head.map_or_else(|| "none".to_string(), |h| h.sha256);
+    match verify_trail(db)? {
+        TrailCheck::Intact {
+            records,
+            last_sha256,
+        } => {
+            let last = last_sha256.unwrap_or_else(|| "none".to_string());
             writeln!(
                 std::io::stdout().lock(),
-                "audit trail OK: {n} record(s), each chained to the one before; last SHA-256 {last}"
+                "audit trail OK: {records} record(s), each chained to the one before; last SHA-256 {last}"
             )?;
             Ok(ExitCode::SUCCESS)
         }
-        Err(b) => {
+        TrailCheck::Broken(b) => {
             eprintln!(
-                "error: the audit trail is broken at record {seq}: {b}. It was changed outside the connector: keep this state as evidence (copy the state folder, or dump the database), compare it with a backup or an earlier `connector audit export` to see what changed, and tell your security officer; new records still chain on, so the break stays visible",
+                "error: the audit trail is broken at record {seq}: {b}. {BROKEN_TRAIL_ADVICE}",
                 seq = b.seq()
             );
             Ok(ExitCode::FAILURE)
@@ -102,58 +70,11 @@ fn verify(db: &dyn StateStore) -> Result<ExitCode> {
     }
 }
 
-/// The CSV header of an export.
-const COLUMNS: [&str; 10] = [
-    "Seq",
-    "Time",
-    "Time (ms)",
-    "Actor",
-    "Source",
-    "Action",
-    "Target",
-    "Detail",
-    "Previous SHA-256",
-    "SHA-256",
-];
-
 fn export(db: &dyn StateStore, format: ExportFormat) -> Result<ExitCode> {
-    let stdout = std::io::stdout();
+    let stdout = std::io::stdout().lock();
     match format {
-        ExportFormat::Csv => {
-            let mut w = csv::Writer::from_writer(stdout.lock());
-            w.write_record(COLUMNS)?;
-            each_record(db, |r| {
-                let e = &r.entry;
-                w.write_record([
-                    r.seq.to_string().as_str(),
-                    &iso(e.at_ms),
-                    &e.at_ms.to_string(),
-                    &e.actor,
-                    &e.source,
-                    e.action.as_str(),
-                    &e.target,
-                    &e.detail,
-                    &r.prev_sha256,
-                    &r.sha256,
-                ])?;
-                Ok(())
-            })?;
-            w.flush()?;
-        }
-        ExportFormat::Json => {
-            // An array written a record at a time: the trail may be long.
-            let mut out = std::io::BufWriter::new(stdout.lock());
-            out.write_all(b"[")?;
-            let mut first = true;
-            each_record(db, |r| {
-                out.write_all(if first { b"\n  " } else { b",\n  " })?;
-                first = false;
-                serde_json::to_writer(&mut out, r)?;
-                Ok(())
-            })?;
-            out.write_all(if first { b"]\n" } else { b"\n]\n" })?;
-            out.flush()?;
-        }
+        ExportFormat::Csv => write_audit_csv(db, stdout)?,
+        ExportFormat::Json => write_audit_json(db, stdout)?,
     }
     Ok(ExitCode::SUCCESS)
 }

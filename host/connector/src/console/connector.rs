@@ -11,11 +11,11 @@ use axum::response::{IntoResponse, Response};
 use connector_console::{CsrfForm, Permission, SignedIn, csrf_field, page, refusal_page};
 use connector_model::time::iso;
 use connector_runtime::PluginManifest;
-use connector_state::RunId;
+use connector_state::{AuditAction, RunId};
 use maud::{Markup, html};
 use serde::Deserialize;
 
-use super::connectors::{run_summary, state_badge};
+use super::connectors::{NoFields, run_controls, run_summary, state_badge};
 use super::{PageError, WebContext};
 use crate::report;
 
@@ -85,6 +85,7 @@ pub(super) async fn show(
     let may_reconcile = signed_in.identity.may(Permission::ViewReconciliation);
     let body = html! {
         h1 { (id) " " (state_badge(&status)) }
+        (run_controls(&signed_in, &status))
         @if let Some(e) = &status.last_error {
             div.advice { (e.message) br; strong { "What to do: " } (e.action) }
         }
@@ -156,6 +157,18 @@ pub(super) async fn download_log(
             Ok(out)
         })
         .await;
+    let csv = match csv {
+        Ok(bytes) => ctx
+            .record(
+                &signed_in,
+                AuditAction::LogDownloaded,
+                &id,
+                format!("run {run}"),
+            )
+            .await
+            .map(|()| bytes),
+        Err(e) => Err(e),
+    };
     match csv {
         Ok(bytes) => (
             [
@@ -309,9 +322,6 @@ pub(super) async fn quarantine(
     page("Quarantine", Some(&signed_in), "/", body).into_response()
 }
 
-#[derive(Deserialize)]
-pub(super) struct NoFields {}
-
 pub(super) async fn redeliver(
     State(ctx): State<Arc<WebContext>>,
     Path(id): Path<String>,
@@ -337,6 +347,20 @@ pub(super) async fn redeliver(
         }
         Err(e) => return PageError::from(e).into_response(),
     };
+    let detail = format!(
+        "run {}: {} examined, {} delivered, {} released, {} still quarantined",
+        summary.run.map_or("none".to_string(), |r| r.0.to_string()),
+        summary.examined,
+        summary.delivered,
+        summary.released,
+        summary.still_quarantined
+    );
+    if let Err(e) = ctx
+        .record(&signed_in, AuditAction::Redelivered, &id, detail)
+        .await
+    {
+        return e.into_response();
+    }
     let body = html! {
         h1 { "Redelivered" }
         p { a href={ "/connectors/" (id) "/quarantine" } { "← the quarantine of " (id) } }

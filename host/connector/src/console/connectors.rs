@@ -3,18 +3,51 @@
 
 use std::sync::Arc;
 
-use axum::extract::State;
-use axum::response::{IntoResponse, Response};
-use connector_console::{Permission, SignedIn, page};
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Redirect, Response};
+use connector_console::{CsrfForm, Permission, Refusal, SignedIn, csrf_field, page};
+use connector_model::time::iso;
+use connector_state::AuditAction;
 use maud::{Markup, html};
 
 use super::WebContext;
 use crate::status::{ConnectorStatus, RunView};
 
-/// A state badge.
+/// A state badge, and a second one while paused.
 pub(super) fn state_badge(c: &ConnectorStatus) -> Markup {
     let state = c.state.as_str();
-    html! { span class={ "state state-" (state) } data-state=(state) { (state) } }
+    html! {
+        span class={ "state state-" (state) } data-state=(state) { (state) }
+        @if let Some(p) = &c.paused {
+            " " span.state.state-paused data-paused=(p.by) title={ "paused by " (p.by) " at " (p.at) } { "paused" }
+        }
+    }
+}
+
+/// *Run now*, *Pause* or *Resume*, for those who may change connectors.
+pub(super) fn run_controls(signed_in: &SignedIn, c: &ConnectorStatus) -> Markup {
+    if !signed_in.identity.may(Permission::ChangeConnectors) {
+        return html! {};
+    }
+    let action = |path: &str, label: &str, class: &str| {
+        html! {
+            form method="post" action={ "/connectors/" (c.id) "/" (path) } {
+                (csrf_field(signed_in))
+                button class=(class) type="submit" { (label) }
+            }
+        }
+    };
+    html! {
+        div.actions {
+            @if c.paused.is_some() {
+                (action("resume", "Resume", ""))
+            } @else {
+                (action("run", "Run now", ""))
+                (action("pause", "Pause", "secondary"))
+            }
+        }
+    }
 }
 
 /// A run's outcome and when it ended.
@@ -52,6 +85,7 @@ pub(super) async fn list(signed_in: SignedIn, State(ctx): State<Arc<WebContext>>
                         td { (c.plugin) }
                         td {
                             (state_badge(c))
+                            (run_controls(&signed_in, c))
                             @if let Some(e) = &c.last_error {
                                 div.advice { (e.message) br; strong { "What to do: " } (e.action) }
                             }
@@ -71,4 +105,100 @@ pub(super) async fn list(signed_in: SignedIn, State(ctx): State<Arc<WebContext>>
         }
     };
     page("Data connectors", Some(&signed_in), "/", body).into_response()
+}
+
+#[derive(serde::Deserialize)]
+pub(super) struct NoFields {}
+
+/// What a control does to the state, and the audit detail; `Err` refuses.
+type Control =
+    fn(&mut dyn connector_state::StateStore, &str, &str) -> Result<Option<String>, Refusal>;
+
+async fn control(
+    ctx: Arc<WebContext>,
+    id: String,
+    signed_in: SignedIn,
+    action: AuditAction,
+    apply: Control,
+) -> Response {
+    if let Err(refused) = signed_in.require(Permission::ChangeConnectors) {
+        return refused.into_response();
+    }
+    if let Err(missing) = ctx.config(&id) {
+        return missing.into_response();
+    }
+    let (target, by) = (id.clone(), signed_in.identity.name.clone());
+    let applied = ctx.read(move |_, db| Ok(apply(db, &target, &by))).await;
+    match applied {
+        Ok(Ok(Some(detail))) => {
+            if let Err(e) = ctx.record(&signed_in, action, &id, detail).await {
+                return e.into_response();
+            }
+            Redirect::to(&format!("/connectors/{id}")).into_response()
+        }
+        // Nothing changed (already paused, not paused): nothing to record.
+        Ok(Ok(None)) => Redirect::to(&format!("/connectors/{id}")).into_response(),
+        Ok(Err(refused)) => refused.into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+fn state_failed(e: connector_state::StateError) -> Refusal {
+    Refusal::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "Not done",
+        &format!("{e}; nothing was changed, try again"),
+    )
+}
+
+pub(super) async fn run_now(
+    State(ctx): State<Arc<WebContext>>,
+    Path(id): Path<String>,
+    CsrfForm { signed_in, .. }: CsrfForm<NoFields>,
+) -> Response {
+    control(ctx, id, signed_in, AuditAction::RunStarted, |db, id, by| {
+        if let Some(p) = db.paused(id).map_err(state_failed)? {
+            return Err(Refusal::new(
+                StatusCode::CONFLICT,
+                "Paused",
+                &format!(
+                    "{id} is paused (by {} at {}); resume it first, then run it.",
+                    p.by,
+                    iso(p.at_ms)
+                ),
+            ));
+        }
+        let request = db.request_run(id, by).map_err(state_failed)?;
+        Ok(Some(format!("requested at {}", iso(request.at_ms))))
+    })
+    .await
+}
+
+pub(super) async fn pause(
+    State(ctx): State<Arc<WebContext>>,
+    Path(id): Path<String>,
+    CsrfForm { signed_in, .. }: CsrfForm<NoFields>,
+) -> Response {
+    control(ctx, id, signed_in, AuditAction::Paused, |db, id, by| {
+        if db.paused(id).map_err(state_failed)?.is_some() {
+            return Ok(None);
+        }
+        db.pause(id, by).map_err(state_failed)?;
+        Ok(Some(String::new()))
+    })
+    .await
+}
+
+pub(super) async fn resume(
+    State(ctx): State<Arc<WebContext>>,
+    Path(id): Path<String>,
+    CsrfForm { signed_in, .. }: CsrfForm<NoFields>,
+) -> Response {
+    control(ctx, id, signed_in, AuditAction::Resumed, |db, id, _| {
+        Ok(db
+            .resume(id)
+            .map_err(state_failed)?
+            .map(|p| format!("paused by {} at {}", p.by, iso(p.at_ms))))
+    })
+    .await
 }

@@ -7,6 +7,7 @@
 //! Without a console file only the machine endpoints are served, and `/`
 //! says how to turn the console on.
 
+mod audit;
 mod connector;
 mod connectors;
 mod machine;
@@ -21,7 +22,9 @@ use axum::routing::{get, post};
 use connector_console::{
     Console, ConsoleServer, NavLink, Permission, Refusal, ServeError, page, refusal_page,
 };
-use connector_state::{Fingerprint, StateStore};
+use connector_console::{ConsoleEvent, ConsoleHooks, EventKind, SignedIn};
+use connector_model::time::now_ms;
+use connector_state::{AuditAction, AuditEntry, Fingerprint, StateStore};
 use maud::html;
 
 use crate::config::ConnectorConfig;
@@ -79,26 +82,58 @@ impl WebContext {
         }
     }
 
-    /// Runs `read` with the pages' state connection, off the async threads.
+    /// Runs `work` with the pages' state connection, on this thread.
+    fn with_state<T>(
+        &self,
+        work: impl FnOnce(&WebContext, &mut dyn StateStore) -> Result<T, PageError>,
+    ) -> Result<T, PageError> {
+        let mut slot = self.reader.lock().unwrap_or_else(|p| p.into_inner());
+        if slot.is_none() {
+            *slot = Some(self.host.state().open()?);
+        }
+        let db = slot.as_deref_mut().expect("opened above");
+        let result = work(self, db);
+        if result.is_err() {
+            *slot = None;
+        }
+        result
+    }
+
+    /// Runs `work` with the pages' state connection, off the async threads.
     pub(crate) async fn read<T: Send + 'static>(
         self: &Arc<Self>,
-        read: impl FnOnce(&WebContext, &dyn StateStore) -> Result<T, PageError> + Send + 'static,
+        work: impl FnOnce(&WebContext, &mut dyn StateStore) -> Result<T, PageError> + Send + 'static,
     ) -> Result<T, PageError> {
         let ctx = self.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut slot = ctx.reader.lock().unwrap_or_else(|p| p.into_inner());
-            if slot.is_none() {
-                *slot = Some(ctx.host.state().open()?);
-            }
-            let db = slot.as_deref().expect("opened above");
-            let result = read(&ctx, db);
-            if result.is_err() {
-                *slot = None;
-            }
-            result
-        })
-        .await
-        .map_err(|e| PageError(e.to_string()))?
+        tokio::task::spawn_blocking(move || ctx.with_state(work))
+            .await
+            .map_err(|e| PageError(e.to_string()))?
+    }
+
+    /// Records what `who` did in the audit trail.
+    pub(crate) async fn record(
+        self: &Arc<Self>,
+        who: &SignedIn,
+        action: AuditAction,
+        target: &str,
+        detail: String,
+    ) -> Result<(), PageError> {
+        let entry = AuditEntry {
+            at_ms: now_ms(),
+            actor: who.identity.name.clone(),
+            source: who.source.clone(),
+            action,
+            target: target.to_string(),
+            detail,
+        };
+        self.read(move |_, db| Ok(db.append_audit(&entry).map(drop)?))
+            .await
+            .map_err(|e| {
+                PageError(format!(
+                    "{action} on `{target}` was done, but the audit trail could not record it ({}); fix the cause and record it by hand in your change log",
+                    e.0
+                ))
+            })
     }
 
     /// The status of every connector.
@@ -126,11 +161,61 @@ impl WebContext {
 
 /// The navigation bar.
 pub fn nav() -> Vec<NavLink> {
-    vec![NavLink {
-        label: "Data connectors",
-        href: "/",
-        permission: Permission::ViewStatus,
-    }]
+    vec![
+        NavLink {
+            label: "Data connectors",
+            href: "/",
+            permission: Permission::ViewStatus,
+        },
+        NavLink {
+            label: "Audit trail",
+            href: "/audit",
+            permission: Permission::ViewAuditTrail,
+        },
+    ]
+}
+
+/// The console's sign-ins, sign-in failures and sign-outs, recorded in the
+/// audit trail.
+pub struct AuditHooks {
+    ctx: Arc<WebContext>,
+}
+
+impl AuditHooks {
+    /// Hooks that record into `ctx`'s state.
+    pub fn new(ctx: Arc<WebContext>) -> AuditHooks {
+        AuditHooks { ctx }
+    }
+}
+
+impl ConsoleHooks for AuditHooks {
+    fn record(&self, event: &ConsoleEvent) {
+        let action = match event.kind {
+            EventKind::SignedIn => AuditAction::SignIn,
+            EventKind::SignInFailed => AuditAction::SignInFailed,
+            EventKind::SignedOut => AuditAction::SignOut,
+        };
+        let entry = AuditEntry {
+            at_ms: now_ms(),
+            actor: event.actor.clone(),
+            source: event.source.clone(),
+            action,
+            target: String::new(),
+            detail: event.detail.clone(),
+        };
+        // Called from an async handler: the write may block briefly.
+        let written = tokio::task::block_in_place(|| {
+            self.ctx
+                .with_state(|_, db| Ok(db.append_audit(&entry).map(drop)?))
+        });
+        if let Err(e) = written {
+            tracing::error!(
+                "the audit trail could not record {action} by {}: {}",
+                event.actor,
+                e.0
+            );
+        }
+    }
 }
 
 /// The daemon's web server.
@@ -162,6 +247,12 @@ impl WebServer {
                     )
                     .route("/connectors/{id}/quarantine", get(connector::quarantine))
                     .route("/connectors/{id}/redeliver", post(connector::redeliver))
+                    .route("/connectors/{id}/run", post(connectors::run_now))
+                    .route("/connectors/{id}/pause", post(connectors::pause))
+                    .route("/connectors/{id}/resume", post(connectors::resume))
+                    .route("/audit", get(audit::trail))
+                    .route("/audit.csv", get(audit::export_csv))
+                    .route("/audit.json", get(audit::export_json))
                     .with_state(ctx)
                     .merge(machine);
                 (console.router(pages), console.settings().tls_files())

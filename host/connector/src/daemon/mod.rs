@@ -17,7 +17,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crate::config::ConnectorConfig;
-use crate::console::{WebContext, WebServer};
+use crate::console::{AuditHooks, WebContext, WebServer};
 use crate::pipeline::{Host, RunControl, RunError, RunObserver, RunOptions, fingerprints};
 use crate::status::LiveBoard;
 use connector_console::{Console, ConsoleSettings, ServeError};
@@ -109,21 +109,21 @@ impl Daemon {
         let fingerprints = fingerprints(&configs);
         let server = match &options.listen {
             Some(addr) => {
-                let console = match &options.console {
-                    Some(settings) => Some(Console::new(
-                        settings.clone(),
-                        crate::console::nav(),
-                        Arc::new(connector_console::NoHooks),
-                    )?),
-                    None => None,
-                };
-                let ctx = WebContext::new(
+                let ctx = Arc::new(WebContext::new(
                     host.clone(),
                     configs.clone(),
                     fingerprints.clone(),
                     live.clone(),
-                );
-                Some(WebServer::start(addr, console, Arc::new(ctx))?)
+                ));
+                let console = match &options.console {
+                    Some(settings) => Some(Console::new(
+                        settings.clone(),
+                        crate::console::nav(),
+                        Arc::new(AuditHooks::new(ctx.clone())),
+                    )?),
+                    None => None,
+                };
+                Some(WebServer::start(addr, console, ctx)?)
             }
             None => None,
         };

@@ -5,7 +5,10 @@
 //! * the **reconciliation** of a run ([`reconcile`]): per mailbox and day,
 //!   every item the source gave against what was delivered, with the
 //!   SHA-256 of the source item and of the delivered email, flagging any
-//!   mismatch.
+//!   mismatch;
+//! * the **audit trail** of admin actions ([`audit`]): verified and exported.
+
+pub mod audit;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::Write;
