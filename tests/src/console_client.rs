@@ -146,6 +146,20 @@ impl ConsoleClient {
     }
 }
 
+/// A name that would run as script if a page did not escape it.
+pub const SCRIPT_NAME: &str = "<script>alert(1)</script>";
+
+/// Gives participant `u-dave` of a chat setup's export [`SCRIPT_NAME`] as
+/// his display name.
+pub fn give_dave_a_script_name(chat: &crate::ops::ChatSetup) {
+    let export = std::fs::read_to_string(&chat.export).unwrap();
+    std::fs::write(
+        &chat.export,
+        export.replace(r#""name":"u-dave""#, &format!(r#""name":"{SCRIPT_NAME}""#)),
+    )
+    .unwrap();
+}
+
 /// The password every test account gets.
 pub const TEST_PASSWORD: &str = "correct horse battery staple";
 

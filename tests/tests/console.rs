@@ -6,7 +6,9 @@
 use std::path::Path;
 use std::time::Duration;
 
-use connector_e2e::console_client::{ConsoleClient, TEST_PASSWORD, console_file};
+use connector_e2e::console_client::{
+    ConsoleClient, SCRIPT_NAME, TEST_PASSWORD, console_file, give_dave_a_script_name,
+};
 use connector_e2e::daemon_process::DaemonProcess;
 use connector_e2e::ops::*;
 
@@ -21,8 +23,6 @@ struct Console {
     base: String,
 }
 
-const SCRIPT_NAME: &str = "<script>alert(1)</script>";
-
 fn start(console_extra: &str, env: &[(&str, &str)]) -> (tempfile::TempDir, Console) {
     let (tmp, console) = start_unwaited(console_extra, env);
     wait_for(Duration::from_secs(90), "the first run", || {
@@ -36,13 +36,7 @@ fn start(console_extra: &str, env: &[(&str, &str)]) -> (tempfile::TempDir, Conso
 fn start_unwaited(console_extra: &str, env: &[(&str, &str)]) -> (tempfile::TempDir, Console) {
     let tmp = tempfile::tempdir().unwrap();
     let chat = chat_setup(tmp.path(), "chat", 30, 10, "24h");
-    // Dave's name would run as script if a page did not escape it.
-    let export = std::fs::read_to_string(&chat.export).unwrap();
-    std::fs::write(
-        &chat.export,
-        export.replace(r#""name":"u-dave""#, &format!(r#""name":"{SCRIPT_NAME}""#)),
-    )
-    .unwrap();
+    give_dave_a_script_name(&chat);
     let console = console_file(
         Path::new(BIN),
         tmp.path(),

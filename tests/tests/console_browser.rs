@@ -7,6 +7,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use connector_e2e::browser::Browser;
+use connector_e2e::console_client::{SCRIPT_NAME, give_dave_a_script_name};
 use connector_e2e::daemon_process::DaemonProcess;
 use connector_e2e::dovecot::free_port;
 use connector_e2e::oidc_provider::{OidcClient, OidcConfig, OidcProvider, OidcUser};
@@ -14,7 +15,6 @@ use connector_e2e::ops::*;
 use serde_json::json;
 
 const BIN: &str = env!("CARGO_BIN_EXE_connector-cli");
-const SCRIPT_NAME: &str = "<script>alert(1)</script>";
 const CLIENT_SECRET: &str = "console-client-secret";
 
 fn user(name: &str, groups: &[&str]) -> OidcUser {
@@ -55,12 +55,7 @@ fn setup() -> Setup {
         ],
     });
     let chat = chat_setup(tmp.path(), "chat", 30, 10, "24h");
-    let export = std::fs::read_to_string(&chat.export).unwrap();
-    std::fs::write(
-        &chat.export,
-        export.replace(r#""name":"u-dave""#, &format!(r#""name":"{SCRIPT_NAME}""#)),
-    )
-    .unwrap();
+    give_dave_a_script_name(&chat);
     let console = connector_e2e::write_file(
         tmp.path(),
         "console.toml",

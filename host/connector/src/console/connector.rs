@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use connector_console::{CsrfForm, Permission, SignedIn, csrf_field, page, refusal_page};
 use connector_model::time::iso;
 use connector_runtime::PluginManifest;
-use connector_state::{AuditAction, RunId};
+use connector_state::{AuditAction, RunId, RunRecord, StateStore};
 use maud::{Markup, html};
 use serde::Deserialize;
 
@@ -136,6 +136,15 @@ pub(super) async fn show(
     page(&id, Some(&signed_in), "/", body).into_response()
 }
 
+/// Run `run` of connector `id`.
+fn run_of(db: &dyn StateStore, id: &str, run: i64) -> Result<RunRecord, PageError> {
+    let record = report::pick_run(db, Some(RunId(run)), None)?;
+    if record.connector != id {
+        return Err(PageError(format!("run {run} is not a run of {id}")));
+    }
+    Ok(record)
+}
+
 pub(super) async fn download_log(
     signed_in: SignedIn,
     State(ctx): State<Arc<WebContext>>,
@@ -147,10 +156,7 @@ pub(super) async fn download_log(
     let wanted = id.clone();
     let csv = ctx
         .read(move |_, db| {
-            let record = report::pick_run(db, Some(RunId(run)), None)?;
-            if record.connector != wanted {
-                return Err(PageError(format!("run {run} is not a run of {wanted}")));
-            }
+            let record = run_of(db, &wanted, run)?;
             let log = report::admin_log(db, &record)?;
             let mut out = Vec::new();
             report::write_admin_log_csv(&log, &mut out)?;
@@ -196,10 +202,7 @@ pub(super) async fn reconciliation(
     let wanted = id.clone();
     let rec = ctx
         .read(move |_, db| {
-            let record = report::pick_run(db, Some(RunId(run)), None)?;
-            if record.connector != wanted {
-                return Err(PageError(format!("run {run} is not a run of {wanted}")));
-            }
+            let record = run_of(db, &wanted, run)?;
             Ok(report::reconcile(db, &record, None)?)
         })
         .await;
