@@ -9,7 +9,7 @@ use axum::response::Response;
 use maud::{Markup, html};
 use serde::de::DeserializeOwned;
 
-use crate::frame::refusal_page;
+use crate::refusal::refusal_page;
 use crate::session::{SignedIn, same_secret};
 
 /// The largest form body taken (a mapping CSV is uploaded in a form).

@@ -12,7 +12,9 @@
 mod accounts;
 mod csrf;
 mod frame;
+mod layout;
 mod oidc;
+mod refusal;
 mod roles;
 mod server;
 mod session;
@@ -32,8 +34,10 @@ use axum::routing::{get, post};
 
 pub use accounts::{AccountsError, LocalAccount, LocalAccounts};
 pub use csrf::{CsrfForm, csrf_field};
-pub use frame::{CONTENT_SECURITY_POLICY_VALUE, NavLink, Refusal, page, refusal_page};
+pub use frame::page;
+pub use layout::{CONTENT_SECURITY_POLICY_VALUE, NavLink};
 pub use oidc::OidcError;
+pub use refusal::{Refusal, refusal_page};
 pub use roles::{Identity, Permission, Role};
 pub use server::{ConsoleServer, ServeError};
 pub use session::{SESSION_COOKIE, SignedIn};
@@ -144,11 +148,11 @@ impl Console {
             .route("/signin/oidc", get(signin::oidc_start))
             .route("/signin/callback", get(signin::oidc_callback))
             .route("/signout", post(signin::signout))
-            .route("/assets/console.css", get(frame::css))
-            .route("/assets/console.js", get(frame::js))
+            .route("/assets/console.css", get(layout::css))
+            .route("/assets/console.js", get(layout::js))
             .merge(pages)
             .layer(axum::Extension(self.clone()))
-            .layer(axum::middleware::map_response(frame::security_headers))
+            .layer(axum::middleware::map_response(layout::security_headers))
     }
 
     /// Tells the hooks.

@@ -18,7 +18,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::Console;
-use crate::frame::{Refusal, refusal_page};
+use crate::refusal::{Refusal, refusal_page};
 use crate::roles::{Identity, Permission};
 
 /// The session cookie's name.

@@ -10,7 +10,8 @@ use serde::Deserialize;
 
 use crate::accounts::LocalAccounts;
 use crate::csrf::CsrfForm;
-use crate::frame::{page, refusal_page};
+use crate::frame::page;
+use crate::refusal::refusal_page;
 use crate::roles::Identity;
 use crate::session::{SESSION_COOKIE, cookie, expired_session_cookie, set_cookie, with_cookie};
 use crate::{Console, ConsoleEvent, EventKind};
