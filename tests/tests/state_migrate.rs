@@ -54,8 +54,8 @@ fn counts(status: &str) -> Vec<(String, u64, u64)> {
         .map(|c| {
             (
                 c["id"].as_str().unwrap().to_string(),
-                c["delivered"].as_u64().unwrap(),
-                c["quarantined"].as_u64().unwrap(),
+                c["deliveries_in_ledger"].as_u64().unwrap(),
+                c["in_quarantine"].as_u64().unwrap(),
             )
         })
         .collect()

@@ -869,6 +869,7 @@ mod behaviours {
             skipped_duplicates: 1,
             failed: 0,
             quarantined: 1,
+            partially_imported: 1,
         }
     }
 
@@ -1733,10 +1734,11 @@ mod behaviours {
         let totals = db.connector_totals("c").unwrap();
         assert_eq!(totals.runs_by_outcome.get("succeeded"), Some(&1));
         assert_eq!(totals.runs_by_outcome.len(), 1);
-        assert_eq!(totals.imported, 4 + 2);
-        assert_eq!(totals.items_from_source, 4 + 2);
-        assert_eq!(totals.quarantined, 2);
-        assert_eq!(totals.skipped_duplicates, 2);
+        assert_eq!(totals.counts.imported, 4 + 2);
+        assert_eq!(totals.counts.items_from_source, 4 + 2);
+        assert_eq!(totals.counts.quarantined, 2);
+        assert_eq!(totals.counts.skipped_duplicates, 2);
+        assert_eq!(totals.counts.partially_imported, 2);
         assert_eq!(totals.last_success_ms, Some(50));
         assert_eq!(db.connectors().unwrap(), ["b-other", "c"]);
         assert_eq!(

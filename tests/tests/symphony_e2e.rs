@@ -1157,7 +1157,7 @@ fn external_participants_are_named_not_quarantined_while_internal_unmapped_ones_
             && f.reason.contains("belongs to another organisation"))
     );
     assert_eq!(
-        log.summary.failed,
+        log.run.counts.failed,
         log.failures
             .iter()
             .filter(|f| f.kind != FailureKind::External)

@@ -4,7 +4,21 @@
 use std::fmt::Write as _;
 
 use super::{ConnectorState, ConnectorStatus, LeaseView, RunView, StatusReport, WorkerView};
+use crate::report::counts::{COUNTS, summary};
 use connector_state::{RunOutcome, TranscriptBacklog};
+
+/// What the connector's state holds now, as the text and the page label
+/// it: deliveries in the ledger and items in the quarantine (unlike a
+/// run's counts, which say what that run did).
+fn standing(c: &ConnectorStatus) -> [(&'static str, String); 2] {
+    [
+        (
+            "in the ledger",
+            format!("{} delivery(ies) ((item, mailbox) pairs)", c.deliveries_in_ledger),
+        ),
+        ("in quarantine now", format!("{} item(s)", c.in_quarantine)),
+    ]
+}
 
 /// The report for a terminal.
 pub fn render_text(report: &StatusReport) -> String {
@@ -16,13 +30,11 @@ pub fn render_text(report: &StatusReport) -> String {
         if let Some(r) = &c.current_run {
             let _ = writeln!(
                 out,
-                "  running: {} {} since {} — {} page(s), {} message(s), {} imported so far",
+                "  running: {} {} since {} — {} so far",
                 r.kind.as_str(),
                 r.id,
                 r.started_at,
-                r.counts.pages,
-                r.counts.items_from_source,
-                r.counts.imported
+                summary(&r.counts)
             );
         }
         match &c.last_run {
@@ -36,16 +48,7 @@ pub fn render_text(report: &StatusReport) -> String {
                     r.finished_at.as_deref().unwrap_or("?"),
                     r.outcome
                 );
-                let _ = writeln!(
-                    out,
-                    "    {} message(s) from source, {} for import, {} imported, {} duplicate(s) skipped, {} quarantined, {} failed",
-                    r.counts.items_from_source,
-                    r.counts.items_for_import,
-                    r.counts.imported,
-                    r.counts.skipped_duplicates,
-                    r.counts.quarantined,
-                    r.counts.failed
-                );
+                let _ = writeln!(out, "    {}", summary(&r.counts));
             }
             None => {
                 let _ = writeln!(out, "  last run: none yet");
@@ -63,10 +66,11 @@ pub fn render_text(report: &StatusReport) -> String {
                 c.next_run_at.as_deref().unwrap_or("not scheduled")
             );
         }
+        let [ledger, quarantine] = standing(c);
         let _ = writeln!(
             out,
-            "  delivered: {} (item, mailbox) pair(s); quarantined now: {}",
-            c.delivered, c.quarantined
+            "  {}: {}; {}: {}",
+            ledger.0, ledger.1, quarantine.0, quarantine.1
         );
         if c.partitions > 0 {
             let _ = writeln!(out, "  partitions: {} with a checkpoint", c.partitions);
@@ -207,16 +211,11 @@ fn workers_card(report: &StatusReport) -> String {
 }
 
 fn counts_row(label: &str, r: &RunView) -> String {
-    format!(
-        "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-        esc(label),
-        r.counts.items_from_source,
-        r.counts.items_for_import,
-        r.counts.imported,
-        r.counts.skipped_duplicates,
-        r.counts.quarantined,
-        r.counts.failed
-    )
+    let mut row = format!("<tr><td>{}</td>", esc(label));
+    for c in &COUNTS {
+        let _ = write!(row, "<td data-count=\"{}\">{}</td>", c.field, (c.of)(&r.counts));
+    }
+    row + "</tr>"
 }
 
 fn card(c: &ConnectorStatus) -> String {
@@ -238,12 +237,11 @@ fn card(c: &ConnectorStatus) -> String {
         row(
             "Running",
             format!(
-                "{} {} since {} — {} page(s), {} imported so far",
+                "{} {} since {} — {} so far",
                 r.kind.as_str(),
                 r.id,
                 esc(&r.started_at),
-                r.counts.pages,
-                r.counts.imported
+                esc(&summary(&r.counts))
             ),
         );
     }
@@ -270,11 +268,9 @@ fn card(c: &ConnectorStatus) -> String {
             esc(c.next_run_at.as_deref().unwrap_or("not scheduled")),
         );
     }
-    row(
-        "Delivered",
-        format!("{} (item, mailbox) pairs", c.delivered),
-    );
-    row("Quarantined", format!("{} item(s)", c.quarantined));
+    for (label, value) in standing(c) {
+        row(&capitalized(label), esc(&value));
+    }
     if c.partitions > 0 {
         row("Partitions", format!("{} with a checkpoint", c.partitions));
     }
@@ -293,11 +289,11 @@ fn card(c: &ConnectorStatus) -> String {
         rows.push_str(&counts_row("last run", r));
     }
     if !rows.is_empty() {
-        let _ = write!(
-            h,
-            "<table><tr><th></th><th>from source</th><th>for import</th><th>imported</th>\
-             <th>duplicates</th><th>quarantined</th><th>failed</th></tr>{rows}</table>"
-        );
+        h.push_str("<table class=\"counts\"><tr><th></th>");
+        for c in &COUNTS {
+            let _ = write!(h, "<th title=\"{}\">{}</th>", esc(c.help), esc(c.phrase));
+        }
+        let _ = write!(h, "</tr>{rows}</table>");
     }
     if let Some(t) = &c.transcripts {
         let _ = write!(
@@ -467,41 +463,25 @@ pub fn render_metrics(report: &StatusReport) -> String {
         "Finished runs, by outcome.",
         runs,
     );
+    for count in &COUNTS {
+        family(
+            count.metric,
+            "counter",
+            count.help,
+            per(&|c| Some((count.of)(&c.totals.counts).to_string())),
+        );
+    }
     family(
-        "connector_items_from_source_total",
-        "counter",
-        "Messages received from the source.",
-        per(&|c| Some(c.totals.items_from_source.to_string())),
-    );
-    family(
-        "connector_items_imported_total",
-        "counter",
-        "(message, mailbox) pairs imported into mailboxes.",
-        per(&|c| Some(c.totals.imported.to_string())),
-    );
-    family(
-        "connector_items_skipped_duplicates_total",
-        "counter",
-        "(message, mailbox) pairs skipped because they were already delivered.",
-        per(&|c| Some(c.totals.skipped_duplicates.to_string())),
-    );
-    family(
-        "connector_items_quarantined_total",
-        "counter",
-        "Messages quarantined because a participant had no mailbox.",
-        per(&|c| Some(c.totals.quarantined.to_string())),
-    );
-    family(
-        "connector_items_failed_total",
-        "counter",
-        "(message, mailbox) pairs a mailbox refused.",
-        per(&|c| Some(c.totals.failed.to_string())),
+        "connector_ledger_deliveries",
+        "gauge",
+        "(item, mailbox) pairs in the delivery ledger now.",
+        per(&|c| Some(c.deliveries_in_ledger.to_string())),
     );
     family(
         "connector_quarantine_items",
         "gauge",
-        "Messages in the quarantine now.",
-        per(&|c| Some(c.quarantined.to_string())),
+        "Items in the quarantine now.",
+        per(&|c| Some(c.in_quarantine.to_string())),
     );
     family(
         "connector_last_success_timestamp_seconds",
@@ -567,6 +547,15 @@ pub fn render_metrics(report: &StatusReport) -> String {
         report.fenced_commits
     );
     out
+}
+
+/// `label` with its first letter upper case, as the page's labels are.
+fn capitalized(label: &str) -> String {
+    let mut chars = label.chars();
+    chars
+        .next()
+        .map(|first| first.to_uppercase().chain(chars).collect())
+        .unwrap_or_default()
 }
 
 /// What the status says of a connector's transcripts.
