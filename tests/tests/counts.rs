@@ -250,7 +250,11 @@ fn the_summary_admin_log_status_json_page_and_metrics_give_a_run_the_same_counts
 
     // The first run delivers the first 2 pages (8 messages); the second, a
     // backfill over everything, finds those delivered and imports the rest.
-    let first = connector_ok(bin(), &s.state, &["run", "--once", "--max-pages", "2", config]);
+    let first = connector_ok(
+        bin(),
+        &s.state,
+        &["run", "--once", "--max-pages", "2", config],
+    );
     let second = connector_ok(
         bin(),
         &s.state,
@@ -299,9 +303,12 @@ fn the_summary_admin_log_status_json_page_and_metrics_give_a_run_the_same_counts
     // `connector status`, as text and JSON.
     let text = connector_ok(bin(), &s.state, &["status", config]);
     assert_eq!(said(status_counts_line(&text)), runs[1], "{text}");
-    let json: Value =
-        serde_json::from_str(&connector_ok(bin(), &s.state, &["status", "--json", config]))
-            .unwrap();
+    let json: Value = serde_json::from_str(&connector_ok(
+        bin(),
+        &s.state,
+        &["status", "--json", config],
+    ))
+    .unwrap();
     let c = &json["connectors"][0];
     assert_eq!(in_json(&c["last_run"]["counts"]), runs[1], "{c:#}");
     let mut totals = runs[0].clone();
@@ -339,7 +346,10 @@ fn the_summary_admin_log_status_json_page_and_metrics_give_a_run_the_same_counts
         Some(quarantined as f64)
     );
     assert_eq!(
-        sample(&metrics, "connector_ledger_deliveries{connector=\"counts\"}"),
+        sample(
+            &metrics,
+            "connector_ledger_deliveries{connector=\"counts\"}"
+        ),
         Some(reached as f64)
     );
     let (code, html) = http_get(daemon.addr(), "/").unwrap();

@@ -192,14 +192,13 @@ impl RunHistory for PostgresStore {
         self.with(|c| {
             let mut s = c.session();
             let mut totals = ConnectorTotals::default();
-            let sums = encoding::RUN_COUNT_COLUMNS
-                .map(|c| format!("COALESCE(SUM({c}), 0)::bigint"))
-                .join(", ");
+            // The sums in the order of `encoding::RUN_COUNT_COLUMNS`.
             let rows = s.query(
-                &format!(
-                    "SELECT outcome, COUNT(*), {sums}
-                     FROM runs WHERE connector = $1 GROUP BY outcome"
-                ),
+                "SELECT outcome, COUNT(*), SUM(pages)::bigint, SUM(items_from_source)::bigint,
+                    SUM(items_for_import)::bigint, SUM(imported)::bigint,
+                    SUM(skipped_duplicates)::bigint, SUM(failed)::bigint,
+                    SUM(quarantined)::bigint, SUM(partially_imported)::bigint
+                 FROM runs WHERE connector = $1 GROUP BY outcome",
                 &[&connector],
             )?;
             for row in rows {
@@ -209,9 +208,11 @@ impl RunHistory for PostgresStore {
                     encoding::parse_stored("run outcome", &outcome, RunOutcome::parse)?;
                     totals.runs_by_outcome.insert(outcome, to_u64(row.get(1)));
                 }
-                totals.counts.add(&RunCounts::from_columns(std::array::from_fn(|i| {
-                    row.get(2 + i)
-                })));
+                totals
+                    .counts
+                    .add(&RunCounts::from_columns(std::array::from_fn(|i| {
+                        row.get(2 + i)
+                    })));
             }
             totals.last_success_ms = s
                 .query_one(

@@ -215,8 +215,8 @@ impl Host {
                 commit.released.push(q.item_id.clone());
                 summary.released += 1;
             } else if unmapped.len() != q.unmapped.len() {
-                    let names: Vec<&str> = unmapped.iter().map(|p| p.id.as_str()).collect();
-                    commit.quarantine.push(QuarantineEntry {
+                let names: Vec<&str> = unmapped.iter().map(|p| p.id.as_str()).collect();
+                commit.quarantine.push(QuarantineEntry {
                         unmapped: unmapped.clone(),
                         reason: if names.is_empty() {
                             q.reason.clone()
@@ -228,7 +228,7 @@ impl Host {
                         },
                         ..q.clone()
                     });
-                }
+            }
         }
         commit.counts = counts.clone();
         faults::reached(Point::Commit);

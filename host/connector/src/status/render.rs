@@ -14,7 +14,10 @@ fn standing(c: &ConnectorStatus) -> [(&'static str, String); 2] {
     [
         (
             "in the ledger",
-            format!("{} delivery(ies) ((item, mailbox) pairs)", c.deliveries_in_ledger),
+            format!(
+                "{} delivery(ies) ((item, mailbox) pairs)",
+                c.deliveries_in_ledger
+            ),
         ),
         ("in quarantine now", format!("{} item(s)", c.in_quarantine)),
     ]
@@ -213,7 +216,12 @@ fn workers_card(report: &StatusReport) -> String {
 fn counts_row(label: &str, r: &RunView) -> String {
     let mut row = format!("<tr><td>{}</td>", esc(label));
     for c in &COUNTS {
-        let _ = write!(row, "<td data-count=\"{}\">{}</td>", c.field, (c.of)(&r.counts));
+        let _ = write!(
+            row,
+            "<td data-count=\"{}\">{}</td>",
+            c.field,
+            (c.of)(&r.counts)
+        );
     }
     row + "</tr>"
 }
