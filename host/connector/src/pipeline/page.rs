@@ -841,9 +841,13 @@ mod tests {
         let counts = stage
             .deliver(page, &mut HashMap::new(), &mut sink, &db, run)
             .unwrap();
+        // Three pairs: a imported, c refused, u-ext without a mailbox; one
+        // item, quarantined once and partially imported.
+        assert_eq!(counts.items_for_import, 3);
         assert_eq!(counts.imported, 1);
-        assert_eq!(counts.failed, 1);
+        assert_eq!(counts.failed, 2);
         assert_eq!(counts.quarantined, 1);
+        assert_eq!(counts.partially_imported, 1);
         let db = lock(&db);
         let failures = db.run_failures(run).unwrap();
         let summary: Vec<(&str, &str, FailureKind)> = failures

@@ -110,7 +110,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn every_field_of_run_counts_is_named_once_in_the_json_s_order_of_values() {
+    fn every_field_of_run_counts_is_named_once_and_reads_its_own_value() {
         let counts = RunCounts::from_values([1, 2, 3, 4, 5, 6, 7, 8]);
         let json = serde_json::to_value(&counts).unwrap();
         let fields = json.as_object().unwrap();
