@@ -14,10 +14,7 @@ fn standing(c: &ConnectorStatus) -> [(&'static str, String); 2] {
     [
         (
             "in the ledger",
-            format!(
-                "{} delivery(ies) ((item, mailbox) pairs)",
-                c.deliveries_in_ledger
-            ),
+            format!("{} (item, mailbox) delivery(ies)", c.deliveries_in_ledger),
         ),
         ("in quarantine now", format!("{} item(s)", c.in_quarantine)),
     ]
