@@ -165,7 +165,7 @@ fn a_migrated_state_reads_the_same_and_a_worker_on_it_delivers_only_what_is_new(
         )
     });
     let n = s.truth.quarantined.len();
-    assert!(out.contains(&format!("{n} delivered")), "{out}");
+    assert!(out.contains(&format!("{n} imported")), "{out}");
 
     // A target that holds state is refused, saying what to do.
     let refused = run(
