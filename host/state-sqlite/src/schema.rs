@@ -302,7 +302,7 @@ pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[
             WHERE f.run_id = runs.id AND f.kind <> 'external')),
         partially_imported = (SELECT COUNT(DISTINCT f.item_id) FROM run_failures f
             WHERE f.run_id = runs.id AND f.kind <> 'external'
-            AND EXISTS (SELECT 1 FROM ledger l
+            AND EXISTS (SELECT 1 FROM ledger_items l
                 WHERE l.connector = runs.connector AND l.item_id = f.item_id));
     ",
     ),
