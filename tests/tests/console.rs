@@ -146,9 +146,9 @@ fn a_viewer_sees_the_connectors_but_is_refused_every_change_even_by_a_direct_pos
     assert_eq!(viewer.get("/connectors/chat/quarantine").status, 403);
     let reconciliation = viewer.get("/connectors/chat/runs/1/reconciliation");
     assert_eq!(reconciliation.status, 403);
-    let quarantined = c.daemon.connector("chat")["quarantined"].clone();
+    let quarantined = c.daemon.connector("chat")["in_quarantine"].clone();
     assert!(quarantined.as_u64().unwrap() > 0);
-    assert_eq!(c.daemon.connector("chat")["quarantined"], quarantined);
+    assert_eq!(c.daemon.connector("chat")["in_quarantine"], quarantined);
     // The auditor reads the quarantine and the reconciliation, changes nothing.
     let mut auditor = signed_in(&c.base, "auditor");
     assert_eq!(auditor.get("/connectors/chat/quarantine").status, 200);
@@ -279,7 +279,9 @@ fn the_downloaded_log_is_the_csv_that_connector_log_writes() {
 fn a_mapping_fix_then_redeliver_from_the_console_delivers_the_quarantined_items_once() {
     let (_tmp, c) = start("", &[]);
     let mut admin = signed_in(&c.base, "admin");
-    let quarantined = c.daemon.connector("chat")["quarantined"].as_u64().unwrap();
+    let quarantined = c.daemon.connector("chat")["in_quarantine"]
+        .as_u64()
+        .unwrap();
     assert_eq!(quarantined as usize, c.chat.truth.quarantined.len());
     let mut users = std::fs::read_to_string(&c.chat.users_csv).unwrap();
     users.push_str("u-dave,dave@example.test\n");
@@ -297,7 +299,7 @@ fn a_mapping_fix_then_redeliver_from_the_console_delivers_the_quarantined_items_
             done.body
         );
     }
-    assert_eq!(c.daemon.connector("chat")["quarantined"], 0);
+    assert_eq!(c.daemon.connector("chat")["in_quarantine"], 0);
     let dave = mailbox_contents(&c.chat.mail, CHAT_FOLDER_ON_DISK)
         .remove("dave@example.test")
         .unwrap_or_default();

@@ -174,7 +174,7 @@ fn an_administrator_signs_in_through_the_provider_and_walks_the_console() {
         browser.page_text()
     );
     browser.screenshot("console-redelivered");
-    assert_eq!(s.daemon.connector("chat")["quarantined"], 0);
+    assert_eq!(s.daemon.connector("chat")["in_quarantine"], 0);
 
     // Pause, resume and run now from the connector's page.
     browser.goto(&format!("{}/connectors/chat", s.base));

@@ -161,18 +161,19 @@ fn quarantined_items_reach_newly_mapped_mailboxes_once_the_mapping_csv_is_fixed(
 
     // Before the fix nothing changes.
     let out = connector_ok(bin(), &s.state, &["quarantine", "redeliver", config]);
-    assert!(out.contains(" 0 delivered"), "{out}");
+    assert!(out.contains(" 0 imported"), "{out}");
     assert!(
-        out.contains(&format!("{} still quarantined", rows.len())),
+        out.contains(&format!("{} quarantined", rows.len())),
         "{out}"
     );
+    assert!(out.contains(" 0 released"), "{out}");
 
     let state = s.state.clone();
     let out = s.redeliver_quarantine_to_dave(|| {
         connector_ok(bin(), &state, &["quarantine", "redeliver", config])
     });
     let n = rows.len();
-    assert!(out.contains(&format!("{n} delivered")), "{out}");
+    assert!(out.contains(&format!("{n} imported")), "{out}");
     assert!(out.contains(&format!("{n} released")), "{out}");
     let list = connector_ok(bin(), &s.state, &["quarantine", "list", "quar", "--json"]);
     assert_eq!(
@@ -192,7 +193,7 @@ fn quarantined_items_reach_newly_mapped_mailboxes_once_the_mapping_csv_is_fixed(
 
     // Doing it again, or a backfill over everything, delivers nothing twice.
     let out = connector_ok(bin(), &s.state, &["quarantine", "redeliver", config]);
-    assert!(out.contains("0 quarantined item(s) examined"), "{out}");
+    assert!(out.contains(": 0 item(s) from source"), "{out}");
     let out = connector_ok(
         bin(),
         &s.state,
@@ -334,14 +335,14 @@ fn a_backfill_delivers_only_its_date_range_resumes_when_interrupted_and_leaves_t
     args.push(config);
     let out = connector_ok(bin(), &s.state, &args);
     assert!(out.contains("interrupted"), "{out}");
-    assert!(out.contains(" 6 message(s) from source"), "{out}");
+    assert!(out.contains(" 6 item(s) from source"), "{out}");
     // The same backfill again resumes at its own checkpoint: messages 16–19.
     let mut args = vec!["run", "--once"];
     args.extend(range);
     args.push(config);
     let out = connector_ok(bin(), &s.state, &args);
     assert!(out.contains("succeeded"), "{out}");
-    assert!(out.contains(" 4 message(s) from source"), "{out}");
+    assert!(out.contains(" 4 item(s) from source"), "{out}");
     let in_range: BTreeSet<String> = (10..20)
         .map(|i| chat_message_id(&format!("m-{i:05}")))
         .collect();
@@ -367,9 +368,9 @@ fn a_backfill_delivers_only_its_date_range_resumes_when_interrupted_and_leaves_t
     // The connector's own checkpoint was never moved: its first run starts
     // at the beginning and skips what the backfill delivered.
     let out = connector_ok(bin(), &s.state, &["run", "--once", config]);
-    assert!(out.contains(" 48 message(s) from source"), "{out}");
+    assert!(out.contains(" 48 item(s) from source"), "{out}");
     assert!(
-        out.contains(&format!(" {want_pairs} duplicate(s) skipped")),
+        out.contains(&format!(" {want_pairs} skipped as duplicates")),
         "{out}"
     );
     assert_mailboxes_match(&s.mail, &s.truth);

@@ -54,8 +54,8 @@ fn counts(status: &str) -> Vec<(String, u64, u64)> {
         .map(|c| {
             (
                 c["id"].as_str().unwrap().to_string(),
-                c["delivered"].as_u64().unwrap(),
-                c["quarantined"].as_u64().unwrap(),
+                c["deliveries_in_ledger"].as_u64().unwrap(),
+                c["in_quarantine"].as_u64().unwrap(),
             )
         })
         .collect()
@@ -184,7 +184,7 @@ fn a_migrated_state_reads_the_same_and_a_worker_on_it_delivers_only_what_is_new(
         )
     });
     let n = s.truth.quarantined.len();
-    assert!(out.contains(&format!("{n} delivered")), "{out}");
+    assert!(out.contains(&format!("{n} imported")), "{out}");
 
     // A target that holds state is refused, saying what to do.
     let refused = run(

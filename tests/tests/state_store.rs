@@ -697,6 +697,46 @@ mod sqlite_only {
     }
 
     #[test]
+    fn a_version_9_database_counts_its_runs_again_from_their_failure_rows() {
+        // m1: a@x imported, c@x refused, u-d without a mailbox; m2: a@x
+        // imported, an external participant named; m3: u-d only. Schema 9
+        // counted the refusal alone as failed and no unmapped pair.
+        let sqlite = Sqlite::fresh();
+        at_version(&sqlite, 9)
+            .execute_batch(
+                "INSERT INTO runs (connector, started_at_ms, finished_at_ms, outcome, pages,
+                    items_from_source, items_for_import, imported, failed, quarantined)
+                    VALUES ('c', 1, 2, 'succeeded', 1, 3, 3, 2, 1, 2);
+                 INSERT INTO run_failures (run_id, connector, item_id, source_user_id, mailbox,
+                    kind, reason, at_ms) VALUES
+                    (1, 'c', 'm1', 'u-c', 'c@x', 'refused', 'no', 2),
+                    (1, 'c', 'm1', 'u-d', '', 'unmapped', 'none', 2),
+                    (1, 'c', 'm2', 'u-e', '', 'external', 'named', 2),
+                    (1, 'c', 'm3', 'u-d', '', 'unmapped', 'none', 2);
+                 INSERT INTO ledger_items (item_key, connector, item_id, message_id,
+                    source_sha256, email_sha256, first_delivered_at_ms) VALUES
+                    (1, 'c', 'm1', 'm1@x', 's', 'e', 2), (2, 'c', 'm2', 'm2@x', 's', 'e', 2);
+                 INSERT INTO deliveries (item_key, mailbox, receipt, delivered_at_ms, run_id)
+                    VALUES (1, 'a@x', 'r', 2, 1), (2, 'a@x', 'r', 2, 1);",
+            )
+            .unwrap();
+        let db = SqliteStore::open(&sqlite.path()).unwrap();
+        let c = db.last_run("c").unwrap().unwrap().counts;
+        assert_eq!(
+            (
+                c.items_for_import,
+                c.imported,
+                c.skipped_duplicates,
+                c.failed
+            ),
+            (5, 2, 0, 3),
+            "every pair imported, skipped or failed: {c:?}"
+        );
+        assert_eq!((c.quarantined, c.partially_imported), (2, 1), "{c:?}");
+        assert_eq!(db.connector_totals("c").unwrap().counts, c);
+    }
+
+    #[test]
     fn a_version_5_database_keeps_its_failures_and_takes_external_ones_and_unreadable_conversations()
      {
         let sqlite = Sqlite::fresh();
@@ -978,6 +1018,7 @@ mod behaviours {
             skipped_duplicates: 1,
             failed: 0,
             quarantined: 1,
+            partially_imported: 1,
         }
     }
 
@@ -1842,10 +1883,11 @@ mod behaviours {
         let totals = db.connector_totals("c").unwrap();
         assert_eq!(totals.runs_by_outcome.get("succeeded"), Some(&1));
         assert_eq!(totals.runs_by_outcome.len(), 1);
-        assert_eq!(totals.imported, 4 + 2);
-        assert_eq!(totals.items_from_source, 4 + 2);
-        assert_eq!(totals.quarantined, 2);
-        assert_eq!(totals.skipped_duplicates, 2);
+        assert_eq!(totals.counts.imported, 4 + 2);
+        assert_eq!(totals.counts.items_from_source, 4 + 2);
+        assert_eq!(totals.counts.quarantined, 2);
+        assert_eq!(totals.counts.skipped_duplicates, 2);
+        assert_eq!(totals.counts.partially_imported, 2);
         assert_eq!(totals.last_success_ms, Some(50));
         assert_eq!(db.connectors().unwrap(), ["b-other", "c"]);
         assert_eq!(

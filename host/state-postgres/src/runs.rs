@@ -23,7 +23,8 @@ macro_rules! run_columns {
     () => {
         "SELECT id, connector, started_at_ms, finished_at_ms, outcome, pages,
             items_from_source, items_for_import, imported, skipped_duplicates,
-            failed, quarantined, error, kind, range_from_ms, range_to_ms, pid
+            failed, quarantined, error, kind, range_from_ms, range_to_ms, pid,
+            partially_imported
          FROM runs "
     };
 }
@@ -61,7 +62,7 @@ impl RunHistory for PostgresStore {
         counts: &RunCounts,
         error: Option<&str>,
     ) -> Result<(), StateError> {
-        let [p, s, f, i, d, x, q] = counts.columns();
+        let [p, s, f, i, d, x, q, pi] = counts.columns();
         self.with(|c| {
             let changed = c.session().execute(
                 "UPDATE runs SET finished_at_ms = $1, outcome = $2, error = $3,
@@ -69,7 +70,8 @@ impl RunHistory for PostgresStore {
                     items_for_import = GREATEST(items_for_import, $6),
                     imported = GREATEST(imported, $7),
                     skipped_duplicates = GREATEST(skipped_duplicates, $8),
-                    failed = GREATEST(failed, $9), quarantined = GREATEST(quarantined, $10)
+                    failed = GREATEST(failed, $9), quarantined = GREATEST(quarantined, $10),
+                    partially_imported = GREATEST(partially_imported, $12)
                  WHERE id = $11",
                 &[
                     &finished_at_ms,
@@ -83,6 +85,7 @@ impl RunHistory for PostgresStore {
                     &x,
                     &q,
                     &run.0,
+                    &pi,
                 ],
             )?;
             if changed == 0 {
@@ -189,29 +192,28 @@ impl RunHistory for PostgresStore {
         self.with(|c| {
             let mut s = c.session();
             let mut totals = ConnectorTotals::default();
+            // The sums in the order of `encoding::RUN_COUNT_COLUMNS`.
             let rows = s.query(
-                "SELECT outcome, COUNT(*), SUM(imported)::bigint, SUM(quarantined)::bigint,
-                    SUM(failed)::bigint, SUM(skipped_duplicates)::bigint,
-                    SUM(items_from_source)::bigint
-                 FROM runs WHERE connector = $1 AND outcome IS NOT NULL GROUP BY outcome",
+                "SELECT outcome, COUNT(*), SUM(pages)::bigint, SUM(items_from_source)::bigint,
+                    SUM(items_for_import)::bigint, SUM(imported)::bigint,
+                    SUM(skipped_duplicates)::bigint, SUM(failed)::bigint,
+                    SUM(quarantined)::bigint, SUM(partially_imported)::bigint
+                 FROM runs WHERE connector = $1 GROUP BY outcome",
                 &[&connector],
             )?;
             for row in rows {
-                let outcome: String = row.get(0);
-                encoding::parse_stored("run outcome", &outcome, RunOutcome::parse)?;
-                totals.runs_by_outcome.insert(outcome, to_u64(row.get(1)));
-                add_sums(&mut totals, &row, 2);
+                // Runs still going (or cut short by a crash) count what
+                // they committed, but are no finished run.
+                if let Some(outcome) = row.get::<_, Option<String>>(0) {
+                    encoding::parse_stored("run outcome", &outcome, RunOutcome::parse)?;
+                    totals.runs_by_outcome.insert(outcome, to_u64(row.get(1)));
+                }
+                totals
+                    .counts
+                    .add(&RunCounts::from_columns(std::array::from_fn(|i| {
+                        row.get(2 + i)
+                    })));
             }
-            // Runs still going (or cut short by a crash) count what they
-            // committed.
-            let row = s.query_one(
-                "SELECT COALESCE(SUM(imported), 0)::bigint, COALESCE(SUM(quarantined), 0)::bigint,
-                    COALESCE(SUM(failed), 0)::bigint, COALESCE(SUM(skipped_duplicates), 0)::bigint,
-                    COALESCE(SUM(items_from_source), 0)::bigint
-                 FROM runs WHERE connector = $1 AND outcome IS NULL",
-                &[&connector],
-            )?;
-            add_sums(&mut totals, &row, 0);
             totals.last_success_ms = s
                 .query_one(
                     "SELECT MAX(finished_at_ms) FROM runs
@@ -309,15 +311,6 @@ impl RunHistory for PostgresStore {
     }
 }
 
-fn add_sums(totals: &mut ConnectorTotals, row: &Row, first: usize) {
-    let sum = |i: usize| to_u64(row.get::<_, Option<i64>>(first + i).unwrap_or(0));
-    totals.imported += sum(0);
-    totals.quarantined += sum(1);
-    totals.failed += sum(2);
-    totals.skipped_duplicates += sum(3);
-    totals.items_from_source += sum(4);
-}
-
 impl PostgresStore {
     /// The reports `sql` (an [`unreadable_columns`] query) selects.
     fn query_unreadable(
@@ -368,7 +361,10 @@ pub(crate) fn run_record(r: &Row) -> Result<RunRecord, Fail> {
             .get::<_, Option<&str>>(4)
             .map(|o| encoding::parse_stored("run outcome", o, RunOutcome::parse))
             .transpose()?,
-        counts: RunCounts::from_columns(std::array::from_fn(|i| r.get(5 + i))),
+        // pages … quarantined, then partially_imported (added later).
+        counts: RunCounts::from_columns(std::array::from_fn(|i| {
+            r.get(if i < 7 { 5 + i } else { 17 })
+        })),
         error: r.get(12),
         kind: encoding::parse_stored("run kind", r.get(13), RunKind::parse)?,
         range_ms: match range {
@@ -389,14 +385,14 @@ pub(crate) fn add_page(
     run: RunId,
     page: &PageCommit,
 ) -> Result<(), Fail> {
-    let [p, s, f, i, d, x, q] = page.counts.columns();
+    let [p, s, f, i, d, x, q, pi] = page.counts.columns();
     let changed = tx.execute(
         "UPDATE runs SET pages = pages + $1, items_from_source = items_from_source + $2,
             items_for_import = items_for_import + $3, imported = imported + $4,
             skipped_duplicates = skipped_duplicates + $5, failed = failed + $6,
-            quarantined = quarantined + $7
+            quarantined = quarantined + $7, partially_imported = partially_imported + $10
          WHERE id = $8 AND connector = $9",
-        &[&p, &s, &f, &i, &d, &x, &q, &run.0, &connector],
+        &[&p, &s, &f, &i, &d, &x, &q, &run.0, &connector, &pi],
     )?;
     if changed == 0 {
         return Err(Fail::State(StateError::UnknownRun { run }));

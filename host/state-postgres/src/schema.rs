@@ -6,7 +6,7 @@
 //! whatever the database's locale.
 
 /// Schema version this build writes and understands.
-pub const SCHEMA_VERSION: i64 = 6;
+pub const SCHEMA_VERSION: i64 = 7;
 
 /// Schema migrations, applied in order; the database records each one it
 /// has in `schema_migrations`.
@@ -295,6 +295,26 @@ CREATE TABLE run_requests (
     requested_by text NOT NULL,
     requested_at_ms bigint NOT NULL
 );
+"#,
+    ),
+    (
+        7,
+        "partially imported items per run; failed and for-import pairs count participants without a mailbox",
+        // As SQLite's migration 10: runs recorded before are counted again
+        // from their failure rows.
+        r#"
+ALTER TABLE runs ADD COLUMN partially_imported bigint NOT NULL DEFAULT 0;
+UPDATE runs SET
+    items_for_import = items_for_import + (SELECT COUNT(*) FROM run_failures f
+        WHERE f.run_id = runs.id AND f.kind = 'unmapped'),
+    failed = GREATEST(failed, (SELECT COUNT(*) FROM run_failures f
+        WHERE f.run_id = runs.id AND f.kind <> 'external')),
+    quarantined = GREATEST(quarantined, (SELECT COUNT(DISTINCT f.item_id) FROM run_failures f
+        WHERE f.run_id = runs.id AND f.kind <> 'external')),
+    partially_imported = (SELECT COUNT(DISTINCT f.item_id) FROM run_failures f
+        WHERE f.run_id = runs.id AND f.kind <> 'external'
+        AND EXISTS (SELECT 1 FROM ledger_items l
+            WHERE l.connector = runs.connector AND l.item_id = f.item_id));
 "#,
     ),
 ];

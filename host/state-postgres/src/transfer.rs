@@ -78,7 +78,7 @@ impl StateExport for PostgresStore {
                 &mut tx,
                 "SELECT id, connector, started_at_ms, finished_at_ms, outcome, pages,
                     items_from_source, items_for_import, imported, skipped_duplicates, failed,
-                    quarantined, error, kind, range_from_ms, range_to_ms, pid
+                    quarantined, error, kind, range_from_ms, range_to_ms, pid, partially_imported
                  FROM runs ORDER BY connector, id",
                 FETCH,
                 |_, r| send(Row::Run(run_record(r)?)),
@@ -415,10 +415,10 @@ impl Writer<'_, '_, '_> {
                 tx.execute(
                     "INSERT INTO runs (id, connector, started_at_ms, finished_at_ms, outcome, pages,
                         items_from_source, items_for_import, imported, skipped_duplicates, failed,
-                        quarantined, error, kind, range_from_ms, range_to_ms, pid)
+                        quarantined, error, kind, range_from_ms, range_to_ms, pid, partially_imported)
                      OVERRIDING SYSTEM VALUE
                      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16,
-                        $17)",
+                        $17, $18)",
                     &[
                         &r.id.0,
                         &r.connector,
@@ -437,6 +437,7 @@ impl Writer<'_, '_, '_> {
                         &r.range_ms.map(|r| r.0),
                         &r.range_ms.map(|r| r.1),
                         &r.pid.map(i64::from),
+                        &counts[7],
                     ],
                 )?;
             }

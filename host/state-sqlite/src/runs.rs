@@ -42,13 +42,14 @@ impl RunHistory for SqliteStore {
         counts: &RunCounts,
         error: Option<&str>,
     ) -> Result<(), StateError> {
-        let [p, s, f, i, d, x, q] = counts.columns();
+        let [p, s, f, i, d, x, q, pi] = counts.columns();
         let changed = self.conn.execute(
             "UPDATE runs SET finished_at_ms = ?1, outcome = ?2, error = ?3,
                 pages = MAX(pages, ?4), items_from_source = MAX(items_from_source, ?5),
                 items_for_import = MAX(items_for_import, ?6), imported = MAX(imported, ?7),
                 skipped_duplicates = MAX(skipped_duplicates, ?8), failed = MAX(failed, ?9),
-                quarantined = MAX(quarantined, ?10)
+                quarantined = MAX(quarantined, ?10),
+                partially_imported = MAX(partially_imported, ?12)
              WHERE id = ?11",
             params![
                 finished_at_ms,
@@ -61,7 +62,8 @@ impl RunHistory for SqliteStore {
                 d,
                 x,
                 q,
-                run.0
+                run.0,
+                pi
             ],
         )?;
         if changed == 0 {
@@ -150,47 +152,34 @@ impl RunHistory for SqliteStore {
 
     fn connector_totals(&self, connector: &str) -> Result<ConnectorTotals, StateError> {
         let mut totals = ConnectorTotals::default();
-        let mut stmt = self.conn.prepare(
-            "SELECT outcome, COUNT(*), SUM(imported), SUM(quarantined), SUM(failed),
-                    SUM(skipped_duplicates), SUM(items_from_source)
-             FROM runs WHERE connector = ?1 AND outcome IS NOT NULL GROUP BY outcome",
-        )?;
+        let sums = encoding::RUN_COUNT_COLUMNS
+            .map(|c| format!("COALESCE(SUM({c}), 0)"))
+            .join(", ");
+        let mut stmt = self.conn.prepare(&format!(
+            "SELECT outcome, COUNT(*), {sums}
+             FROM runs WHERE connector = ?1 GROUP BY outcome"
+        ))?;
         let rows = stmt.query_map([connector], |r| {
+            let mut columns = [0i64; 8];
+            for (k, c) in columns.iter_mut().enumerate() {
+                *c = r.get(k + 2)?;
+            }
             Ok((
-                r.get::<_, String>(0)?,
+                r.get::<_, Option<String>>(0)?,
                 r.get::<_, i64>(1)?,
-                r.get::<_, i64>(2)?,
-                r.get::<_, i64>(3)?,
-                r.get::<_, i64>(4)?,
-                r.get::<_, i64>(5)?,
-                r.get::<_, i64>(6)?,
+                RunCounts::from_columns(columns),
             ))
         })?;
         for row in rows {
-            let (outcome, runs, imported, quarantined, failed, duplicates, from_source) = row?;
-            encoding::parse_stored("run outcome", &outcome, RunOutcome::parse)?;
-            totals.runs_by_outcome.insert(outcome, to_u64(runs));
-            totals.imported += to_u64(imported);
-            totals.quarantined += to_u64(quarantined);
-            totals.failed += to_u64(failed);
-            totals.skipped_duplicates += to_u64(duplicates);
-            totals.items_from_source += to_u64(from_source);
+            let (outcome, runs, counts) = row?;
+            // Runs still going (or cut short by a crash) count what they
+            // committed, but are no finished run.
+            if let Some(outcome) = outcome {
+                encoding::parse_stored("run outcome", &outcome, RunOutcome::parse)?;
+                totals.runs_by_outcome.insert(outcome, to_u64(runs));
+            }
+            totals.counts.add(&counts);
         }
-        // Runs still going (or cut short by a crash) count what they committed.
-        let (imported, quarantined, failed, duplicates, from_source): (i64, i64, i64, i64, i64) =
-            self.conn.query_row(
-                "SELECT COALESCE(SUM(imported), 0), COALESCE(SUM(quarantined), 0),
-                        COALESCE(SUM(failed), 0), COALESCE(SUM(skipped_duplicates), 0),
-                        COALESCE(SUM(items_from_source), 0)
-                 FROM runs WHERE connector = ?1 AND outcome IS NULL",
-                [connector],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
-            )?;
-        totals.imported += to_u64(imported);
-        totals.quarantined += to_u64(quarantined);
-        totals.failed += to_u64(failed);
-        totals.skipped_duplicates += to_u64(duplicates);
-        totals.items_from_source += to_u64(from_source);
         totals.last_success_ms = self.conn.query_row(
             "SELECT MAX(finished_at_ms) FROM runs WHERE connector = ?1 AND outcome = 'succeeded'",
             [connector],
@@ -327,7 +316,8 @@ impl SqliteStore {
         let mut stmt = self.conn.prepare(&format!(
             "SELECT id, connector, started_at_ms, finished_at_ms, outcome, pages,
                     items_from_source, items_for_import, imported, skipped_duplicates,
-                    failed, quarantined, error, kind, range_from_ms, range_to_ms, pid
+                    failed, quarantined, error, kind, range_from_ms, range_to_ms, pid,
+                    partially_imported
              FROM runs {tail}"
         ))?;
         let rows = stmt.query_map(values, |r| {
@@ -347,6 +337,7 @@ impl SqliteStore {
                         r.get(9)?,
                         r.get(10)?,
                         r.get(11)?,
+                        r.get(17)?,
                     ]),
                     error: r.get(12)?,
                     kind: RunKind::Run,
@@ -383,14 +374,14 @@ pub(super) fn add_page(
     run: RunId,
     page: &PageCommit,
 ) -> Result<(), StateError> {
-    let [p, s, f, i, d, x, q] = page.counts.columns();
+    let [p, s, f, i, d, x, q, pi] = page.counts.columns();
     let changed = tx.execute(
         "UPDATE runs SET pages = pages + ?1, items_from_source = items_from_source + ?2,
             items_for_import = items_for_import + ?3, imported = imported + ?4,
             skipped_duplicates = skipped_duplicates + ?5, failed = failed + ?6,
-            quarantined = quarantined + ?7
+            quarantined = quarantined + ?7, partially_imported = partially_imported + ?10
          WHERE id = ?8 AND connector = ?9",
-        params![p, s, f, i, d, x, q, run.0, connector],
+        params![p, s, f, i, d, x, q, run.0, connector, pi],
     )?;
     if changed == 0 {
         return Err(StateError::UnknownRun { run });

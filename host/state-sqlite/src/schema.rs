@@ -1,7 +1,7 @@
 //! The SQLite schema, as migrations applied in order.
 
 /// Schema version this build writes and understands.
-pub const SCHEMA_VERSION: i64 = 10;
+pub const SCHEMA_VERSION: i64 = 11;
 
 /// Schema migrations, applied in order; a database records each one it has.
 pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[
@@ -323,6 +323,28 @@ pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[
         requested_by TEXT NOT NULL,
         requested_at_ms INTEGER NOT NULL
     ) WITHOUT ROWID;
+    ",
+    ),
+    (
+        11,
+        "partially imported items per run; failed and for-import pairs count participants without a mailbox",
+        // Runs recorded before counted only refused pairs as failed, left
+        // participants without a mailbox out of the pairs for import and
+        // quarantined items only for them: their failure rows say what
+        // the counts are now (runs older than these rows keep theirs).
+        "
+    ALTER TABLE runs ADD COLUMN partially_imported INTEGER NOT NULL DEFAULT 0;
+    UPDATE runs SET
+        items_for_import = items_for_import + (SELECT COUNT(*) FROM run_failures f
+            WHERE f.run_id = runs.id AND f.kind = 'unmapped'),
+        failed = MAX(failed, (SELECT COUNT(*) FROM run_failures f
+            WHERE f.run_id = runs.id AND f.kind <> 'external')),
+        quarantined = MAX(quarantined, (SELECT COUNT(DISTINCT f.item_id) FROM run_failures f
+            WHERE f.run_id = runs.id AND f.kind <> 'external')),
+        partially_imported = (SELECT COUNT(DISTINCT f.item_id) FROM run_failures f
+            WHERE f.run_id = runs.id AND f.kind <> 'external'
+            AND EXISTS (SELECT 1 FROM ledger_items l
+                WHERE l.connector = runs.connector AND l.item_id = f.item_id));
     ",
     ),
 ];

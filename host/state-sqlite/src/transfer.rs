@@ -289,13 +289,13 @@ fn write(tx: &rusqlite::Transaction<'_>, row: Row) -> Result<(), StateError> {
             .execute(params![key, data, run.map(|r| r.0)])?;
         }
         Row::Run(r) => {
-            let [p, s, f, i, d, x, q] = r.counts.columns();
+            let [p, s, f, i, d, x, q, pi] = r.counts.columns();
             tx.prepare_cached(
                 "INSERT INTO runs (id, connector, started_at_ms, finished_at_ms, outcome, pages,
                     items_from_source, items_for_import, imported, skipped_duplicates, failed,
-                    quarantined, error, kind, range_from_ms, range_to_ms, pid)
+                    quarantined, error, kind, range_from_ms, range_to_ms, pid, partially_imported)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16,
-                    ?17)",
+                    ?17, ?18)",
             )?
             .execute(params![
                 r.id.0,
@@ -315,6 +315,7 @@ fn write(tx: &rusqlite::Transaction<'_>, row: Row) -> Result<(), StateError> {
                 r.range_ms.map(|r| r.0),
                 r.range_ms.map(|r| r.1),
                 r.pid.map(i64::from),
+                pi,
             ])?;
         }
         Row::RunItem {

@@ -144,11 +144,23 @@ pub fn to_u64(n: i64) -> u64 {
     u64::try_from(n).unwrap_or(0)
 }
 
+/// The `runs` table's count columns, in the order of [`RunCounts::values`].
+pub const RUN_COUNT_COLUMNS: [&str; 8] = [
+    "pages",
+    "items_from_source",
+    "items_for_import",
+    "imported",
+    "skipped_duplicates",
+    "failed",
+    "quarantined",
+    "partially_imported",
+];
+
 impl RunCounts {
     /// The counts in the `runs` table's column order: pages, items from
     /// source, items for import, imported, skipped duplicates, failed,
-    /// quarantined.
-    pub fn values(&self) -> [u64; 7] {
+    /// quarantined, partially imported.
+    pub fn values(&self) -> [u64; 8] {
         [
             self.pages,
             self.items_from_source,
@@ -157,19 +169,12 @@ impl RunCounts {
             self.skipped_duplicates,
             self.failed,
             self.quarantined,
+            self.partially_imported,
         ]
     }
 
-    /// The counts as the `runs` table's columns store them, in the order
-    /// of [`RunCounts::values`].
-    pub fn columns(&self) -> [i64; 7] {
-        self.values().map(to_i64)
-    }
-
-    /// The counts read back from the columns [`RunCounts::columns`] gives,
-    /// in the same order.
-    pub fn from_columns(columns: [i64; 7]) -> RunCounts {
-        let c = columns.map(to_u64);
+    /// The counts from values in the order of [`RunCounts::values`].
+    pub fn from_values(c: [u64; 8]) -> RunCounts {
         RunCounts {
             pages: c[0],
             items_from_source: c[1],
@@ -178,6 +183,19 @@ impl RunCounts {
             skipped_duplicates: c[4],
             failed: c[5],
             quarantined: c[6],
+            partially_imported: c[7],
         }
+    }
+
+    /// The counts as the `runs` table's columns store them, in the order
+    /// of [`RunCounts::values`].
+    pub fn columns(&self) -> [i64; 8] {
+        self.values().map(to_i64)
+    }
+
+    /// The counts read back from the columns [`RunCounts::columns`] gives,
+    /// in the same order.
+    pub fn from_columns(columns: [i64; 8]) -> RunCounts {
+        RunCounts::from_values(columns.map(to_u64))
     }
 }

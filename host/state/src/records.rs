@@ -50,39 +50,70 @@ impl RunOutcome {
     }
 }
 
-/// What a run (or a page of it) did.
+/// What a run (or a page of it) did: the one definition of every count the
+/// run summary, `connector status` (text and JSON), the status page,
+/// `/metrics` and the admin log show (`docs/counts.md` lists where each
+/// appears).
+///
+/// An *item* is one message from the source (or, with transcripts, one
+/// transcript email). A *pair* is an item and one of its internal
+/// participants: the mailbox the participant maps to, or the participant
+/// when no mailbox is mapped. External participants that the mapping only
+/// names (`external = "name"`) are outside the archive and make no pair.
+/// Every pair ends the run as exactly one of imported, skipped as a
+/// duplicate or failed, so `items_for_import = imported +
+/// skipped_duplicates + failed`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct RunCounts {
-    /// Pages fetched from the source.
+    /// Pages fetched from the source (none for a redelivery).
     pub pages: u64,
-    /// Messages the source returned.
+    /// Items the source gave (a redelivery: the quarantined items it
+    /// examined).
     pub items_from_source: u64,
-    /// (message, mailbox) pairs to import, after fan-out.
+    /// Pairs after fan-out: one per mailbox an item should reach plus one
+    /// per participant without a mailbox (Purview's "items available for
+    /// import after fan-out").
     pub items_for_import: u64,
-    /// Pairs imported.
+    /// Pairs this run delivered into a mailbox.
     pub imported: u64,
-    /// Pairs already delivered before.
+    /// Items with at least one failed pair and at least one pair imported
+    /// or skipped as a duplicate: they reached some of their mailboxes
+    /// but not all.
+    #[serde(default)]
+    pub partially_imported: u64,
+    /// Pairs already delivered before this run: found in the delivery
+    /// ledger, or already in the mailbox.
     pub skipped_duplicates: u64,
-    /// Pairs that failed.
+    /// Pairs not delivered: a participant without a mailbox, or a mailbox
+    /// that refused the item. Each has a row in the admin log (`unmapped`
+    /// or `refused`) and its item is in the quarantine.
     pub failed: u64,
-    /// Messages quarantined for unmapped participants.
+    /// Items this run put (or kept) in the quarantine because at least one
+    /// of their pairs failed; each item once, whatever the number of its
+    /// failed pairs.
     pub quarantined: u64,
 }
 
 impl RunCounts {
     /// Adds `other` to these counts, field by field.
     pub fn add(&mut self, other: &RunCounts) {
-        self.pages = self.pages.saturating_add(other.pages);
-        self.items_from_source = self
-            .items_from_source
-            .saturating_add(other.items_from_source);
-        self.items_for_import = self.items_for_import.saturating_add(other.items_for_import);
-        self.imported = self.imported.saturating_add(other.imported);
-        self.skipped_duplicates = self
-            .skipped_duplicates
-            .saturating_add(other.skipped_duplicates);
-        self.failed = self.failed.saturating_add(other.failed);
-        self.quarantined = self.quarantined.saturating_add(other.quarantined);
+        let mut sums = self.values();
+        for (sum, n) in sums.iter_mut().zip(other.values()) {
+            *sum = sum.saturating_add(n);
+        }
+        *self = RunCounts::from_values(sums);
+    }
+
+    /// Counts one item whose pairs ended as `reached` (imported or skipped
+    /// as duplicates) and `failed`: a partial import when both are
+    /// non-zero, and quarantined when any failed.
+    pub fn count_item_outcome(&mut self, reached: u64, failed: u64) {
+        if failed > 0 {
+            self.quarantined += 1;
+            if reached > 0 {
+                self.partially_imported += 1;
+            }
+        }
     }
 }
 
@@ -388,16 +419,9 @@ pub struct DeliveredPair {
 pub struct ConnectorTotals {
     /// Finished runs by outcome (`succeeded`, `failed`, `interrupted`).
     pub runs_by_outcome: BTreeMap<String, u64>,
-    /// (item, mailbox) pairs imported.
-    pub imported: u64,
-    /// Messages quarantined.
-    pub quarantined: u64,
-    /// Pairs that failed.
-    pub failed: u64,
-    /// Pairs skipped as already delivered.
-    pub skipped_duplicates: u64,
-    /// Messages received from the source.
-    pub items_from_source: u64,
+    /// The counts of every run kept (finished or not), added up.
+    #[serde(flatten)]
+    pub counts: RunCounts,
     /// When the last successful run finished.
     pub last_success_ms: Option<TimestampMs>,
 }
@@ -408,37 +432,22 @@ mod tests {
 
     #[test]
     fn run_counts_add_every_field() {
-        let mut total = RunCounts {
-            pages: 1,
-            items_from_source: 2,
-            items_for_import: 4,
-            imported: 2,
-            skipped_duplicates: 1,
-            failed: 0,
-            quarantined: 1,
-        };
-        total.add(&RunCounts {
-            pages: 1,
-            items_from_source: 1,
-            items_for_import: 1,
-            imported: 1,
-            skipped_duplicates: 1,
-            failed: 1,
-            quarantined: 1,
-        });
-        assert_eq!(
-            total,
-            RunCounts {
-                pages: 2,
-                items_from_source: 3,
-                items_for_import: 5,
-                imported: 3,
-                skipped_duplicates: 2,
-                failed: 1,
-                quarantined: 2,
-            }
-        );
+        let mut total = RunCounts::from_values([1, 2, 4, 2, 1, 0, 1, 1]);
+        total.add(&RunCounts::from_values([1, 1, 1, 1, 1, 1, 1, 0]));
+        assert_eq!(total, RunCounts::from_values([2, 3, 5, 3, 2, 1, 2, 1]));
         let json = serde_json::to_value(&total).unwrap();
         assert_eq!(json["items_for_import"], 5);
+        assert_eq!(json["partially_imported"], 1);
+    }
+
+    #[test]
+    fn an_item_is_quarantined_when_a_pair_failed_and_partial_when_another_reached_its_mailbox() {
+        let mut counts = RunCounts::default();
+        counts.count_item_outcome(3, 0);
+        assert_eq!(counts, RunCounts::default(), "delivered everywhere");
+        counts.count_item_outcome(0, 2);
+        assert_eq!((counts.quarantined, counts.partially_imported), (1, 0));
+        counts.count_item_outcome(2, 1);
+        assert_eq!((counts.quarantined, counts.partially_imported), (2, 1));
     }
 }

@@ -513,17 +513,11 @@ fn run_once(
         }
         match result {
             Ok(s) => say!(
-                "{}: run {} {} — {} page(s), {} message(s) from source, {} for import, {} imported, {} duplicate(s) skipped, {} quarantined, {} failed",
+                "{}: run {} {} — {}",
                 config.id,
                 s.run.0,
                 s.outcome.as_str(),
-                s.counts.pages,
-                s.counts.items_from_source,
-                s.counts.items_for_import,
-                s.counts.imported,
-                s.counts.skipped_duplicates,
-                s.counts.quarantined,
-                s.counts.failed
+                report::counts::summary(&s.counts)
             ),
             Err(e) => {
                 failed = true;
@@ -780,15 +774,10 @@ fn redeliver(state: &StateArgs, configs: &[PathBuf]) -> Result<ExitCode> {
     for config in &connectors {
         match host.redeliver_quarantine(config) {
             Ok(s) => say!(
-                "{}: {} quarantined item(s) examined, {} delivered, {} already there, {} released, {} still quarantined ({} participant(s) without a mailbox), {} refused{}",
+                "{}: {}, {} released from the quarantine{}",
                 config.id,
-                s.examined,
-                s.delivered,
-                s.duplicates,
+                report::counts::summary(&s.counts),
                 s.released,
-                s.still_quarantined,
-                s.still_unmapped,
-                s.failed,
                 s.run
                     .map(|r| format!("; admin log: `connector log {}`", r.0))
                     .unwrap_or_default()

@@ -69,14 +69,8 @@ impl RunObserver for Progress {
     }
 
     fn page_committed(&self, connector: &str, total: &RunCounts) {
-        self.bar(connector).set_message(format!(
-            "{} page(s), {} message(s), {} imported, {} duplicate(s), {} quarantined",
-            total.pages,
-            total.items_from_source,
-            total.imported,
-            total.skipped_duplicates,
-            total.quarantined
-        ));
+        self.bar(connector)
+            .set_message(crate::report::counts::summary(total));
     }
 }
 

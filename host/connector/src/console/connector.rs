@@ -17,7 +17,8 @@ use serde::Deserialize;
 
 use super::connectors::{NoFields, run_controls, run_summary, state_badge};
 use super::{PageError, WebContext};
-use crate::report;
+use crate::report::{self, counts, counts::COUNTS};
+use crate::status::{capitalized, lease_text, paused_text, standing, transcripts_text};
 
 /// How many runs the page lists.
 const RUNS_SHOWN: usize = 50;
@@ -93,25 +94,26 @@ pub(super) async fn show(
         h2 { "Properties" }
         (properties(&ctx, &id))
         h2 { "Status with the source" }
-        dl.props {
+        dl.props #standing {
             dt { "Last run" } dd { (run_summary(status.last_run.as_ref())) }
+            dt { "Last success" } dd { (status.last_success_at.as_deref().unwrap_or("never")) }
             dt { "Next run" } dd { (status.next_run_at.as_deref().unwrap_or("")) }
-            dt { "Delivered (item, mailbox) pairs" } dd { (status.delivered) }
-            dt { "In the quarantine" } dd {
-                (status.quarantined)
-                @if signed_in.identity.may(Permission::ViewQuarantine) {
-                    " · " a href={ "/connectors/" (id) "/quarantine" } { "Open the quarantine" }
-                }
+            @if let Some(p) = &status.paused { dt { "Paused" } dd { (paused_text(&status, p)) } }
+            @for (label, value) in standing(&status) { dt { (capitalized(label)) } dd { (value) } }
+            @if signed_in.identity.may(Permission::ViewQuarantine) {
+                dt {} dd { a href={ "/connectors/" (id) "/quarantine" } { "Open the quarantine" } }
             }
+            @if let Some(l) = &status.lease { dt { "Lease" } dd { (lease_text(l)) } }
+            @if let Some(t) = &status.transcripts { dt { "Transcripts" } dd { (transcripts_text(t)) } }
             @for u in &status.unreadable {
-                dt { "Not read" } dd { (u.report.conversation_id) ": " (u.report.reason) " " strong { "Fix: " } (u.report.fix) }
+                dt { "Not read" } dd { code { (u.report.conversation_id) } ": " (u.report.reason) " " strong { "Fix: " } (u.report.fix) }
             }
         }
         h2 { "Runs" }
         table #runs {
             thead { tr {
                 th { "Run" } th { "Kind" } th { "Started" } th { "Outcome" }
-                th.num { "From source" } th.num { "Imported" } th.num { "Duplicates" } th.num { "Failed" } th.num { "Quarantined" }
+                @for c in &COUNTS { th.num title=(c.help) { (c.column) } }
                 th { "Log" }
             } }
             tbody {
@@ -119,9 +121,7 @@ pub(super) async fn show(
                     tr data-run=(r.id.0) {
                         td { (r.id.0) } td { (r.kind.as_str()) } td { (iso(r.started_at_ms)) }
                         td { (r.outcome.map_or("running", |o| o.as_str())) }
-                        td.num { (r.counts.items_from_source) } td.num { (r.counts.imported) }
-                        td.num { (r.counts.skipped_duplicates) } td.num { (r.counts.failed) }
-                        td.num { (r.counts.quarantined) }
+                        @for c in &COUNTS { td.num data-count=(c.field) { ((c.of)(&r.counts)) } }
                         td {
                             a href={ "/connectors/" (id) "/runs/" (r.id.0) "/log.csv" } download { "Download log" }
                             @if may_reconcile {
@@ -220,12 +220,12 @@ pub(super) async fn reconciliation(
         }
         h2 { "Per mailbox and day" }
         table #reconciliation {
-            thead { tr { th { "Day" } th { "Mailbox" } th.num { "Seen" } th.num { "Delivered" } th.num { "Quarantined" } th.num { "Mismatches" } } }
+            thead { tr { th { "Day" } th { "Mailbox" } th.num { "Seen" } th.num { "Delivered" } th.num { "In quarantine" } th.num { "Mismatches" } } }
             tbody {
                 @for d in &rec.days {
                     tr class=[(d.mismatches > 0).then_some("mismatch")] {
                         td { (d.day) } td { @if d.mailbox.is_empty() { span.muted { "(no mailbox)" } } @else { (d.mailbox) } }
-                        td.num { (d.seen) } td.num { (d.delivered) } td.num { (d.quarantined) } td.num { (d.mismatches) }
+                        td.num { (d.seen) } td.num { (d.delivered) } td.num { (d.in_quarantine) } td.num { (d.mismatches) }
                     }
                 }
             }
@@ -351,12 +351,10 @@ pub(super) async fn redeliver(
         Err(e) => return PageError::from(e).into_response(),
     };
     let detail = format!(
-        "run {}: {} examined, {} delivered, {} released, {} still quarantined",
+        "run {}: {}, {} released from the quarantine",
         summary.run.map_or("none".to_string(), |r| r.0.to_string()),
-        summary.examined,
-        summary.delivered,
-        summary.released,
-        summary.still_quarantined
+        counts::summary(&summary.counts),
+        summary.released
     );
     if let Err(e) = ctx
         .record(&signed_in, AuditAction::Redelivered, &id, detail)
@@ -369,13 +367,8 @@ pub(super) async fn redeliver(
         p { a href={ "/connectors/" (id) "/quarantine" } { "← the quarantine of " (id) } }
         dl.props #redelivery {
             dt { "Run" } dd { (summary.run.map_or("none (the quarantine was empty)".to_string(), |r| r.0.to_string())) }
-            dt { "Items examined" } dd { (summary.examined) }
-            dt { "Delivered now" } dd { (summary.delivered) }
-            dt { "Already delivered" } dd { (summary.duplicates) }
+            @for c in &COUNTS { dt { (c.column) } dd data-count=(c.field) { ((c.of)(&summary.counts)) } }
             dt { "Released from the quarantine" } dd { (summary.released) }
-            dt { "Still quarantined" } dd { (summary.still_quarantined) }
-            dt { "Participants still without a mailbox" } dd { (summary.still_unmapped) }
-            dt { "Refused again" } dd { (summary.failed) }
         }
     };
     page("Redelivered", Some(&signed_in), "/", body).into_response()

@@ -75,7 +75,7 @@ pub(super) async fn list(signed_in: SignedIn, State(ctx): State<Arc<WebContext>>
         table #connectors {
             thead { tr {
                 th { "Name" } th { "Plugin" } th { "Status" } th { "Last run" } th { "Next run" }
-                th.num { "Imported" } th.num { "Quarantined" } th.num { "Failed" } th { "Schedule" }
+                th.num { "Imported" } th.num { "Failed" } th.num { "In quarantine" } th { "Schedule" }
             } }
             tbody {
                 @for c in &report.connectors {
@@ -93,13 +93,32 @@ pub(super) async fn list(signed_in: SignedIn, State(ctx): State<Arc<WebContext>>
                         td { (run_summary(last)) }
                         td { (c.next_run_at.as_deref().unwrap_or("")) }
                         td.num { (last.map_or(0, |r| r.counts.imported)) }
-                        td.num { (c.quarantined) }
                         td.num { (last.map_or(0, |r| r.counts.failed)) }
+                        td.num { (c.in_quarantine) }
                         td.mono { (c.schedule) }
                     }
                 }
                 @if report.connectors.is_empty() {
                     tr { td colspan="9" { "No connectors configured." } }
+                }
+            }
+        }
+        @if !report.workers.is_empty() {
+            h2 { "Workers" }
+            p.muted { (report.fenced_commits) " commit(s) refused since a worker's lease was taken over (each stored nothing)" }
+            table #workers {
+                thead { tr { th { "Worker" } th { "Version" } th { "Started" } th { "Heartbeat" } th { "Runs" } th { "Configured" } } }
+                tbody {
+                    @for w in &report.workers {
+                        tr data-worker=(w.id) data-alive=(w.alive) {
+                            td.mono { (w.id) }
+                            td { (w.version) }
+                            td { (w.started_at) }
+                            td { (format!("{:.0}", w.heartbeat_age_secs)) " s ago" @if !w.alive { " " span.state.state-failing { "gone" } } }
+                            td { (w.holds.join(", ")) }
+                            td { (w.configured.join(", ")) }
+                        }
+                    }
                 }
             }
         }

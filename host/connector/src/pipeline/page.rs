@@ -268,7 +268,11 @@ impl PageStage<'_> {
             } else {
                 &[]
             };
-            plan.counts.items_for_import += own_emails.len() as u64;
+            // A participant without a mailbox is a pair for import that
+            // fails (its failure row is written below).
+            let unmapped = fan.unmapped.len() as u64;
+            plan.counts.items_for_import += own_emails.len() as u64 + unmapped;
+            plan.counts.failed += unmapped;
             plan.commit.seen.push(SeenItem {
                 item_id: msg.id.clone(),
                 source_sha256: msg.source_sha256.clone(),
@@ -280,7 +284,6 @@ impl PageStage<'_> {
             if fan.unmapped.is_empty() {
                 plan.fully_mapped.push(msg.id.clone());
             } else {
-                plan.counts.quarantined += 1;
                 quarantine_unmapped(msg, &email, &fan.unmapped, &mut plan.commit);
             }
             let mut needed = Vec::new();
@@ -338,6 +341,8 @@ impl PageStage<'_> {
                 commit.released.push(item);
             }
         }
+        let mut counts = counts;
+        count_item_outcomes(&commit, &mut counts);
         commit.counts = counts.clone();
         faults::reached(Point::Commit);
         db.commit_page(self.connector, run, self.fence.token(), &commit)?;
@@ -532,6 +537,22 @@ fn name_external(msg: &Message, external: &[Person], commit: &mut PageCommit) {
                 person.id
             ),
         });
+    }
+}
+
+/// Counts each item the page saw by how its pairs ended (see
+/// [`RunCounts::count_item_outcome`]): every pair of a seen item (its
+/// mailboxes and participants without one) was imported, skipped as a
+/// duplicate or failed, and each failed pair has a failure row.
+fn count_item_outcomes(commit: &PageCommit, counts: &mut RunCounts) {
+    let mut failed: HashMap<&str, u64> = HashMap::new();
+    for f in commit.failures.iter().filter(|f| f.kind.is_failure()) {
+        *failed.entry(f.item_id.as_str()).or_default() += 1;
+    }
+    for item in &commit.seen {
+        let pairs = (item.mailboxes.len() + item.unmapped.len()) as u64;
+        let failed = failed.get(item.item_id.as_str()).copied().unwrap_or(0);
+        counts.count_item_outcome(pairs.saturating_sub(failed), failed);
     }
 }
 
@@ -820,9 +841,13 @@ mod tests {
         let counts = stage
             .deliver(page, &mut HashMap::new(), &mut sink, &db, run)
             .unwrap();
+        // Three pairs: a imported, c refused, u-ext without a mailbox; one
+        // item, quarantined once and partially imported.
+        assert_eq!(counts.items_for_import, 3);
         assert_eq!(counts.imported, 1);
-        assert_eq!(counts.failed, 1);
+        assert_eq!(counts.failed, 2);
         assert_eq!(counts.quarantined, 1);
+        assert_eq!(counts.partially_imported, 1);
         let db = lock(&db);
         let failures = db.run_failures(run).unwrap();
         let summary: Vec<(&str, &str, FailureKind)> = failures

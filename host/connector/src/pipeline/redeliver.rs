@@ -25,20 +25,13 @@ const BATCH: usize = 100;
 pub struct RedeliverySummary {
     /// The redelivery's run id (its admin log is `connector log RUN`).
     pub run: Option<RunId>,
-    /// Quarantined items looked at.
-    pub examined: u64,
-    /// (item, mailbox) pairs delivered now.
-    pub delivered: u64,
-    /// Pairs found already delivered (ledger or mailbox).
-    pub duplicates: u64,
-    /// Items released from the quarantine.
+    /// What the redelivery did, counted as any run's counts (its items
+    /// from source are the quarantined items it examined; its quarantined
+    /// items are the ones it kept in the quarantine).
+    pub counts: RunCounts,
+    /// Items released from the quarantine (delivered to every mailbox
+    /// they lack).
     pub released: u64,
-    /// Items still in the quarantine.
-    pub still_quarantined: u64,
-    /// Participants still without a mailbox, over all items.
-    pub still_unmapped: u64,
-    /// Pairs the mailbox store refused again.
-    pub failed: u64,
 }
 
 /// The mail store a connector file's `[sink]` table describes (for
@@ -62,10 +55,7 @@ impl Host {
         let users = config.mapping.user_map()?;
         let folder = config.folder_path(&manifest);
         let entries = self.db().quarantine(&config.id)?;
-        let mut summary = RedeliverySummary {
-            examined: entries.len() as u64,
-            ..RedeliverySummary::default()
-        };
+        let mut summary = RedeliverySummary::default();
         if entries.is_empty() {
             return Ok(summary);
         }
@@ -97,6 +87,7 @@ impl Host {
         };
         self.db()
             .finish_run(run, now_ms(), outcome, &totals, error.as_deref())?;
+        summary.counts = totals;
         result.map(|()| summary)
     }
 
@@ -144,9 +135,12 @@ impl Host {
                     targets.push((mailbox, person));
                 }
             }
-            counts.items_for_import += targets.len() as u64;
+            // Participants still without a mailbox are pairs that fail
+            // again (their failure rows are written below).
+            counts.items_for_import += (targets.len() + unmapped.len()) as u64;
+            counts.failed += unmapped.len() as u64;
             let delivered = self.db().delivered_set(connector, &[q.item_id.as_str()])?;
-            let mut refused = false;
+            let mut refused = 0;
             for (mailbox, person) in &targets {
                 let entry = |receipt: String| LedgerEntry {
                     item_id: q.item_id.clone(),
@@ -181,7 +175,7 @@ impl Host {
                     }
                     Some(Err(e)) if e.is_retryable() => return Err(RunError::Sink(e)),
                     Some(Err(e)) => {
-                        refused = true;
+                        refused += 1;
                         counts.failed += 1;
                         commit.failures.push(RunFailure {
                             item_id: q.item_id.clone(),
@@ -213,15 +207,16 @@ impl Host {
                     ),
                 });
             }
-            if unmapped.is_empty() && !refused {
+            counts.count_item_outcome(
+                targets.len() as u64 - refused,
+                refused + unmapped.len() as u64,
+            );
+            if unmapped.is_empty() && refused == 0 {
                 commit.released.push(q.item_id.clone());
                 summary.released += 1;
-            } else {
-                summary.still_quarantined += 1;
-                summary.still_unmapped += unmapped.len() as u64;
-                if unmapped.len() != q.unmapped.len() {
-                    let names: Vec<&str> = unmapped.iter().map(|p| p.id.as_str()).collect();
-                    commit.quarantine.push(QuarantineEntry {
+            } else if unmapped.len() != q.unmapped.len() {
+                let names: Vec<&str> = unmapped.iter().map(|p| p.id.as_str()).collect();
+                commit.quarantine.push(QuarantineEntry {
                         unmapped: unmapped.clone(),
                         reason: if names.is_empty() {
                             q.reason.clone()
@@ -233,12 +228,8 @@ impl Host {
                         },
                         ..q.clone()
                     });
-                }
             }
         }
-        summary.delivered += counts.imported;
-        summary.duplicates += counts.skipped_duplicates;
-        summary.failed += counts.failed;
         commit.counts = counts.clone();
         faults::reached(Point::Commit);
         self.db()

@@ -1,7 +1,8 @@
 //! Reports for administrators and auditors, from the state database:
 //!
-//! * the **admin log** of a run ([`admin_log`]): the counts Microsoft Purview
-//!   admins know from connector admin logs, then one row per failure;
+//! * the **admin log** of a run ([`admin_log`]): the run's counts, named
+//!   as Microsoft Purview admins know them from connector admin logs
+//!   ([`counts`]), then one row per failure;
 //! * the **reconciliation** of a run ([`reconcile`]): per mailbox and day,
 //!   every item the source gave against what was delivered, with the
 //!   SHA-256 of the source item and of the delivered email, flagging any
@@ -10,8 +11,12 @@
 
 pub mod audit;
 
+pub mod counts;
+
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::Write;
+
+pub use counts::{COUNTS, Count};
 
 use connector_model::Mailbox;
 use connector_model::time::iso;
@@ -67,38 +72,11 @@ impl From<std::io::Error> for ReportError {
     }
 }
 
-/// The counts of a run's admin log. Units are (message, participant) pairs
-/// except `items_from_source` and `partially_imported`, which count
-/// messages.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
-pub struct AdminSummary {
-    /// When the run ended, RFC 3339 UTC (empty while running).
-    pub completion_time: String,
-    /// Messages the source gave.
-    pub items_from_source: u64,
-    /// (message, participant) pairs after fan-out, mapped or not.
-    pub items_for_import: u64,
-    /// Pairs imported into a mailbox by this run.
-    pub imported: u64,
-    /// Messages that reached some but not all of their participants.
-    pub partially_imported: u64,
-    /// Pairs already delivered before (ledger or mailbox).
-    pub skipped_duplicates: u64,
-    /// Pairs not delivered: participants without a mailbox and mailboxes
-    /// that refused the item; one failure row each (external participants
-    /// named by the mapping's policy have rows too, but are not counted).
-    pub failed: u64,
-    /// Messages put in (or kept in) the quarantine.
-    pub quarantined: u64,
-}
-
 /// A run's admin log.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct AdminLog {
-    /// The run.
+    /// The run, with its counts.
     pub run: RunRecord,
-    /// Its counts.
-    pub summary: AdminSummary,
     /// One row per (item, participant) that was not delivered.
     pub failures: Vec<RunFailure>,
     /// The conversations the run could not read, with the fix.
@@ -122,59 +100,21 @@ pub fn pick_run(
 
 /// Builds the admin log of a run.
 pub fn admin_log(db: &dyn StateStore, run: &RunRecord) -> Result<AdminLog, ReportError> {
-    let failures = db.run_failures(run.id)?;
-    let unmapped = failures
-        .iter()
-        .filter(|f| f.kind == FailureKind::Unmapped)
-        .count() as u64;
-    let failed_items: BTreeSet<&str> = failures
-        .iter()
-        .filter(|f| f.kind.is_failure())
-        .map(|f| f.item_id.as_str())
-        .collect();
-    let failed_list: Vec<&str> = failed_items.iter().copied().collect();
-    let reached: BTreeSet<String> = db
-        .ledger_for_items(&run.connector, &failed_list)?
-        .into_iter()
-        .map(|d| d.entry.item_id)
-        .collect();
-    let partially_imported = failed_items
-        .iter()
-        .filter(|i| reached.contains(**i))
-        .count() as u64;
-    let c = &run.counts;
     Ok(AdminLog {
-        summary: AdminSummary {
-            completion_time: run.finished_at_ms.map(iso).unwrap_or_default(),
-            items_from_source: c.items_from_source,
-            items_for_import: c.items_for_import + unmapped,
-            imported: c.imported,
-            partially_imported,
-            skipped_duplicates: c.skipped_duplicates,
-            failed: failures.iter().filter(|f| f.kind.is_failure()).count() as u64,
-            quarantined: c.quarantined,
-        },
-        failures,
+        failures: db.run_failures(run.id)?,
         unreadable: db.run_unreadable(run.id)?,
         run: run.clone(),
     })
 }
 
-/// The column names of the admin log's summary row.
-pub const ADMIN_LOG_COLUMNS: [&str; 12] = [
-    "Completion time",
-    "Items available from source",
-    "Items available for import after fan-out",
-    "Imported",
-    "Partially imported",
-    "Skipped as duplicates",
-    "Failed",
-    "Quarantined",
-    "Connector",
-    "Run",
-    "Run kind",
-    "Outcome",
-];
+/// The column names of the admin log's summary row: the completion time,
+/// every count ([`COUNTS`]), then which run it is.
+pub fn admin_log_columns() -> Vec<&'static str> {
+    std::iter::once("Completion time")
+        .chain(COUNTS.iter().map(|c| c.column))
+        .chain(["Connector", "Run", "Run kind", "Outcome"])
+        .collect()
+}
 
 /// The column names of the admin log's failure rows.
 pub const FAILURE_COLUMNS: [&str; 5] =
@@ -189,25 +129,17 @@ pub const UNREADABLE_COLUMNS: [&str; 3] = ["Unreadable conversation", "Reason", 
 /// conversation.
 pub fn write_admin_log_csv(log: &AdminLog, out: impl Write) -> Result<(), ReportError> {
     let mut w = csv::WriterBuilder::new().flexible(true).from_writer(out);
-    w.write_record(ADMIN_LOG_COLUMNS)?;
-    let s = &log.summary;
-    w.write_record([
-        s.completion_time.clone(),
-        s.items_from_source.to_string(),
-        s.items_for_import.to_string(),
-        s.imported.to_string(),
-        s.partially_imported.to_string(),
-        s.skipped_duplicates.to_string(),
-        s.failed.to_string(),
-        s.quarantined.to_string(),
-        log.run.connector.clone(),
-        log.run.id.0.to_string(),
-        log.run.kind.as_str().to_string(),
-        log.run
-            .outcome
-            .map_or("running", |o| o.as_str())
-            .to_string(),
-    ])?;
+    w.write_record(admin_log_columns())?;
+    let run = &log.run;
+    let mut row = vec![run.finished_at_ms.map(iso).unwrap_or_default()];
+    row.extend(COUNTS.iter().map(|c| (c.of)(&run.counts).to_string()));
+    row.extend([
+        run.connector.clone(),
+        run.id.0.to_string(),
+        run.kind.as_str().to_string(),
+        run.outcome.map_or("running", |o| o.as_str()).to_string(),
+    ]);
+    w.write_record(row)?;
     w.flush()?;
     let mut out = w
         .into_inner()
@@ -331,8 +263,10 @@ pub struct DaySummary {
     pub seen: u64,
     /// Of those, delivered (now or before, or redelivered).
     pub delivered: u64,
-    /// Held in the quarantine (unmapped or refused).
-    pub quarantined: u64,
+    /// Of those, not delivered and held in the quarantine now (the
+    /// participant has no mailbox, or the mailbox refused the item); a
+    /// pair count, unlike a run's `quarantined` items.
+    pub in_quarantine: u64,
     /// Mismatches.
     pub mismatches: u64,
 }
@@ -522,7 +456,7 @@ pub fn reconcile(
             PairStatus::Delivered | PairStatus::Redelivered | PairStatus::SourceChanged => {
                 d.delivered += 1
             }
-            PairStatus::Quarantined | PairStatus::Refused => d.quarantined += 1,
+            PairStatus::Quarantined | PairStatus::Refused => d.in_quarantine += 1,
             _ => {}
         }
         if r.mismatch {
@@ -558,7 +492,7 @@ pub const RECONCILE_COLUMNS: [&str; 12] = [
 ];
 
 /// Writes one CSV row per pair (or, with `by_day`, one per mailbox and
-/// day: `Day,Mailbox,Seen,Delivered,Quarantined,Mismatches`).
+/// day: `Day,Mailbox,Seen,Delivered,In quarantine,Mismatches`).
 pub fn write_reconciliation_csv(
     r: &Reconciliation,
     by_day: bool,
@@ -571,7 +505,7 @@ pub fn write_reconciliation_csv(
             "Mailbox",
             "Seen",
             "Delivered",
-            "Quarantined",
+            "In quarantine",
             "Mismatches",
         ])?;
         for d in &r.days {
@@ -580,7 +514,7 @@ pub fn write_reconciliation_csv(
                 d.mailbox.clone(),
                 d.seen.to_string(),
                 d.delivered.to_string(),
-                d.quarantined.to_string(),
+                d.in_quarantine.to_string(),
                 d.mismatches.to_string(),
             ])?;
         }

@@ -1,8 +1,8 @@
 //! What operators see: per connector its state (idle, running, failing), its
 //! last run, counts, next run and last error with what to do about it. The
 //! same report is printed by `connector status`, served by the daemon as
-//! `/status.json`, as a small HTML page at `/`, and as Prometheus metrics at
-//! `/metrics` (see [`crate::console`]).
+//! `/status.json` and as Prometheus metrics at `/metrics`, and shown by the
+//! console's pages (see [`crate::console`]).
 
 mod render;
 
@@ -19,7 +19,8 @@ use connector_state::{
     WorkerRecord, fingerprint_conflict,
 };
 
-pub use render::{render_html, render_metrics, render_text, render_workers};
+pub(crate) use render::{capitalized, lease_text, paused_text, standing, transcripts_text};
+pub use render::{render_metrics, render_text, render_workers};
 
 /// Where a connector stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -96,10 +97,12 @@ pub struct ConnectorStatus {
     /// When the next scheduled run is due, RFC 3339 UTC (a time in the past
     /// means "as soon as the daemon gets to it").
     pub next_run_at: Option<String>,
-    /// (item, mailbox) pairs in the delivery ledger.
-    pub delivered: u64,
-    /// Items in the quarantine now.
-    pub quarantined: u64,
+    /// (item, mailbox) pairs in the delivery ledger, by every run kept or
+    /// pruned: what the mailboxes hold.
+    pub deliveries_in_ledger: u64,
+    /// Items in the quarantine now (a run's `quarantined` counts what that
+    /// run put or kept there; redelivery takes items out).
+    pub in_quarantine: u64,
     /// Partitions of a partitioned source with a checkpoint of their own.
     pub partitions: u64,
     /// Totals over the runs kept.
@@ -412,8 +415,8 @@ pub fn collect(
             last_run: last_finished.as_ref().map(run_view),
             last_success_at: totals.last_success_ms.map(iso),
             next_run_at: Some(iso(next_due)),
-            delivered: db.delivered_count(&c.id)?,
-            quarantined: db.quarantine_count(&c.id)?,
+            deliveries_in_ledger: db.delivered_count(&c.id)?,
+            in_quarantine: db.quarantine_count(&c.id)?,
             partitions: db.partition_checkpoints(&c.id)?,
             totals,
             last_error,

@@ -154,6 +154,10 @@ impl PageStage<'_> {
             &mut plan.commit,
             &mut plan.counts,
         )?;
+        // A transcript is no seen item: its outcome is counted here.
+        let failed = plan.counts.failed;
+        plan.counts
+            .count_item_outcome(plan.counts.items_for_import - failed, failed);
         faults::reached(Point::Transcript);
         self.commit(plan, db, run)
     }
