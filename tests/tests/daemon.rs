@@ -327,3 +327,54 @@ fn pause_stops_scheduled_runs_resume_restarts_them_and_run_now_runs_a_connector_
     let verified = connector_ok(bin, &every.state, &["audit", "verify"]);
     assert!(verified.contains("OK: 3 record(s)"), "{verified}");
 }
+
+#[test]
+fn connectors_in_a_folder_start_restart_and_stop_as_their_files_come_change_and_go() {
+    let tmp = tempfile::tempdir().unwrap();
+    let first = chat_setup(tmp.path(), "first", 6, 10, "24h");
+    let daemon = start_daemon(&first.state, &[tmp.path()]);
+    let ids = || -> Vec<String> {
+        daemon.status()["connectors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    wait_for(Duration::from_secs(60), "the first connector's run", || {
+        (daemon.connector("first")["last_run"]["outcome"] == "succeeded").then_some(())
+    });
+
+    // A new file: its connector starts and runs, without a restart.
+    let second = chat_setup(tmp.path(), "second", 6, 10, "24h");
+    wait_for(Duration::from_secs(60), "the new connector's run", || {
+        (ids() == ["first", "second"]
+            && daemon.connector("second")["last_run"]["outcome"] == "succeeded")
+            .then_some(())
+    });
+    assert_mailboxes_match(&second.mail, &first.truth);
+
+    // A file that does not parse is named in the log; the others go on.
+    std::fs::write(tmp.path().join("broken.toml"), "id = \n").unwrap();
+    // A changed file: its connector restarts with it.
+    let text = std::fs::read_to_string(&first.config).unwrap();
+    std::fs::write(
+        &first.config,
+        text.replace("schedule = \"24h\"", "schedule = \"0 3 * * *\""),
+    )
+    .unwrap();
+    wait_for(Duration::from_secs(30), "the new schedule", || {
+        (daemon.connector("first")["schedule"] == "0 3 * * *").then_some(())
+    });
+    assert!(daemon.log().contains("broken.toml"), "{}", daemon.log());
+
+    // A removed file: its connector stops and leaves the status.
+    std::fs::remove_file(&second.config).unwrap();
+    wait_for(
+        Duration::from_secs(30),
+        "the removed connector to leave",
+        || (ids() == ["first"]).then_some(()),
+    );
+    let took = daemon.terminate();
+    assert!(took < Duration::from_secs(30), "stopped in {took:?}");
+}

@@ -25,6 +25,7 @@ use chrono::{DateTime, NaiveDate};
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::config::ConnectorConfig;
+use crate::config::folder::read_connectors;
 use crate::daemon::{Daemon, DaemonOptions, prune};
 use crate::pipeline::{RunControl, RunObserver, RunOptions, TimeWindow};
 use crate::report::{self, MailboxCheck};
@@ -89,7 +90,9 @@ enum Command {
         /// the web console on the `--listen` address.
         #[arg(long, requires = "listen")]
         console: Option<PathBuf>,
-        /// Connector configuration files.
+        /// Connector files, or folders of them (each `*.toml` in a folder is
+        /// one; folders are followed while the daemon runs: a connector
+        /// added, changed or removed there is started, restarted or stopped).
         #[arg(required = true)]
         configs: Vec<PathBuf>,
     },
@@ -558,7 +561,11 @@ fn daemon(
     console: Option<PathBuf>,
     retention: Option<Duration>,
 ) -> Result<ExitCode> {
-    let connectors = load_all(configs)?;
+    let (connectors, unreadable) = read_connectors(configs);
+    if !unreadable.is_empty() {
+        let all: Vec<String> = unreadable.into_iter().map(|u| u.error).collect();
+        bail!("{}", all.join("\n"));
+    }
     let console = console
         .map(|path| connector_console::ConsoleSettings::load(&path))
         .transpose()?;
@@ -568,6 +575,7 @@ fn daemon(
     let options = DaemonOptions {
         listen,
         console,
+        sources: configs.to_vec(),
         log_retention: retention,
     };
     let n = connectors.len();

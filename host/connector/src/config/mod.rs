@@ -3,6 +3,7 @@
 //! The plugin's own manifest is read by `connector-runtime`.
 
 pub mod connector;
+pub mod folder;
 mod plugin_config;
 pub mod schedule;
 pub mod sink;

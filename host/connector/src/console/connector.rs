@@ -24,11 +24,12 @@ use crate::status::{capitalized, lease_text, paused_text, standing, transcripts_
 const RUNS_SHOWN: usize = 50;
 
 fn properties(ctx: &WebContext, id: &str) -> Markup {
-    let Some(c) = ctx.configs.iter().find(|c| c.id == id) else {
+    let set = ctx.connectors();
+    let Some(c) = set.configs.iter().find(|c| c.id == id) else {
         return html! {};
     };
     let manifest = PluginManifest::load(&c.plugin);
-    let sha = ctx
+    let sha = set
         .fingerprints
         .get(id)
         .and_then(|f| f.get("plugin"))
@@ -334,7 +335,7 @@ pub(super) async fn redeliver(
         return refused.into_response();
     }
     let config = match ctx.config(&id) {
-        Ok(c) => c.clone(),
+        Ok(c) => c,
         Err(missing) => return missing.into_response(),
     };
     let host = ctx.host.clone();

@@ -12,7 +12,6 @@ mod connector;
 mod connectors;
 mod machine;
 
-use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use axum::Router;
@@ -24,10 +23,11 @@ use connector_console::{
 };
 use connector_console::{ConsoleEvent, ConsoleHooks, EventKind, SignedIn};
 use connector_model::time::now_ms;
-use connector_state::{AuditAction, AuditEntry, Fingerprint, StateStore};
+use connector_state::{AuditAction, AuditEntry, StateStore};
 use maud::html;
 
 use crate::config::ConnectorConfig;
+use crate::daemon::roster::{ConnectorSet, SharedConnectors};
 use crate::pipeline::Host;
 use crate::status::{LiveBoard, StatusReport, collect};
 
@@ -35,10 +35,8 @@ use crate::status::{LiveBoard, StatusReport, collect};
 pub struct WebContext {
     /// The daemon's host (redeliveries run through it).
     pub host: Arc<Host>,
-    /// The connectors the daemon runs.
-    pub configs: Vec<ConnectorConfig>,
-    /// Their files' fingerprints.
-    pub fingerprints: BTreeMap<String, Fingerprint>,
+    /// The connectors the daemon runs now.
+    connectors: SharedConnectors,
     /// What the connector threads report.
     pub live: Arc<LiveBoard>,
     /// The pages' own connection to the state, so a busy connector never
@@ -67,16 +65,10 @@ impl IntoResponse for PageError {
 
 impl WebContext {
     /// A context for the daemon's pages.
-    pub fn new(
-        host: Arc<Host>,
-        configs: Vec<ConnectorConfig>,
-        fingerprints: BTreeMap<String, Fingerprint>,
-        live: Arc<LiveBoard>,
-    ) -> WebContext {
+    pub fn new(host: Arc<Host>, connectors: SharedConnectors, live: Arc<LiveBoard>) -> WebContext {
         WebContext {
             host,
-            configs,
-            fingerprints,
+            connectors,
             live,
             reader: Mutex::new(None),
         }
@@ -138,18 +130,28 @@ impl WebContext {
 
     /// The status of every connector.
     pub(crate) fn report(&self, db: &dyn StateStore) -> Result<StatusReport, PageError> {
+        let set = self.connectors();
         Ok(collect(
             db,
-            &self.configs,
+            &set.configs,
             Some(&self.live),
             self.host.lease_time(),
-            &self.fingerprints,
+            &set.fingerprints,
         )?)
     }
 
+    /// The connectors the daemon runs now.
+    pub(crate) fn connectors(&self) -> ConnectorSet {
+        self.connectors
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
     /// The connector with this id.
-    pub(crate) fn config(&self, id: &str) -> Result<&ConnectorConfig, Refusal> {
-        self.configs.iter().find(|c| c.id == id).ok_or_else(|| {
+    pub(crate) fn config(&self, id: &str) -> Result<ConnectorConfig, Refusal> {
+        let set = self.connectors();
+        set.configs.into_iter().find(|c| c.id == id).ok_or_else(|| {
             Refusal::new(
                 StatusCode::NOT_FOUND,
                 "No such connector",

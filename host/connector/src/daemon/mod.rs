@@ -8,11 +8,12 @@
 //! now" request starts a run at once, whichever worker takes it.
 
 mod controls;
+pub mod roster;
 
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -24,6 +25,7 @@ use connector_console::{Console, ConsoleSettings, ServeError};
 use connector_model::time::now_ms;
 use connector_state::{RunCounts, RunOutcome, RunRequest};
 use controls::ControlBoard;
+use roster::{ConnectorSet, Roster, SharedConnectors};
 
 /// How often a waiting connector thread looks at the clock and the stop flag.
 const TICK: Duration = Duration::from_millis(200);
@@ -36,6 +38,10 @@ pub struct DaemonOptions {
     pub listen: Option<String>,
     /// The console's settings (sign-in, roles, TLS).
     pub console: Option<ConsoleSettings>,
+    /// Where the connector files were read from (files and folders); the
+    /// folders are followed while the daemon runs. Empty: the connectors
+    /// given are all there is.
+    pub sources: Vec<std::path::PathBuf>,
     /// Forget runs (with their admin logs and reconciliation data) that
     /// finished longer ago than this; `None` keeps them all. The ledger and
     /// the quarantine are never pruned.
@@ -70,7 +76,7 @@ pub enum DaemonError {
 
 /// A running daemon.
 pub struct Daemon {
-    threads: Vec<JoinHandle<()>>,
+    roster: Option<JoinHandle<()>>,
     heartbeat: Option<JoinHandle<()>>,
     watcher: Option<JoinHandle<()>>,
     server: Option<WebServer>,
@@ -106,15 +112,13 @@ impl Daemon {
         }
         prune(&host, options.log_retention);
         let live = Arc::new(LiveBoard::default());
-        let fingerprints = fingerprints(&configs);
+        let shared: SharedConnectors = Arc::new(RwLock::new(ConnectorSet {
+            fingerprints: fingerprints(&configs),
+            configs: configs.clone(),
+        }));
         let server = match &options.listen {
             Some(addr) => {
-                let ctx = Arc::new(WebContext::new(
-                    host.clone(),
-                    configs.clone(),
-                    fingerprints.clone(),
-                    live.clone(),
-                ));
+                let ctx = Arc::new(WebContext::new(host.clone(), shared.clone(), live.clone()));
                 let console = match &options.console {
                     Some(settings) => Some(Console::new(
                         settings.clone(),
@@ -128,11 +132,10 @@ impl Daemon {
             None => None,
         };
         let heartbeat = {
-            let (host, stop) = (host.clone(), stop.clone());
-            let record = host.worker().record(fingerprints);
+            let (host, stop, shared) = (host.clone(), stop.clone(), shared.clone());
             std::thread::Builder::new()
                 .name("heartbeat".into())
-                .spawn(move || send_heartbeats(&host, &record, &stop))
+                .spawn(move || send_heartbeats(&host, &shared, &stop))
                 .map_err(|e| DaemonError::Thread {
                     connector: "(heartbeat)".into(),
                     message: e.to_string(),
@@ -152,27 +155,40 @@ impl Daemon {
                     message: e.to_string(),
                 })?
         };
-        let mut threads = Vec::new();
-        for config in configs {
-            let worker = Worker {
-                host: host.clone(),
-                live: live.clone(),
-                stop: stop.clone(),
-                retention: options.log_retention,
-                board: board.clone(),
-            };
-            let id = config.id.clone();
-            let thread = std::thread::Builder::new()
-                .name(format!("connector-{id}"))
-                .spawn(move || worker.run(&config))
+        let spawn: roster::Spawn = {
+            let (host, live, board) = (host.clone(), live.clone(), board.clone());
+            let retention = options.log_retention;
+            Box::new(move |config: ConnectorConfig, stop: Arc<AtomicBool>| {
+                let worker = Worker {
+                    host: host.clone(),
+                    live: live.clone(),
+                    stop,
+                    retention,
+                    board: board.clone(),
+                };
+                std::thread::Builder::new()
+                    .name(format!("connector-{}", config.id))
+                    .spawn(move || worker.run(&config))
+            })
+        };
+        let roster = Roster::start(configs, options.sources.clone(), spawn, shared).map_err(
+            |(connector, e)| DaemonError::Thread {
+                connector,
+                message: e.to_string(),
+            },
+        )?;
+        let roster = {
+            let stop = stop.clone();
+            std::thread::Builder::new()
+                .name("connectors".into())
+                .spawn(move || roster.supervise(&stop, TICK))
                 .map_err(|e| DaemonError::Thread {
-                    connector: id,
+                    connector: "(connectors)".into(),
                     message: e.to_string(),
-                })?;
-            threads.push(thread);
-        }
+                })?
+        };
         Ok(Daemon {
-            threads,
+            roster: Some(roster),
             heartbeat: Some(heartbeat),
             watcher: Some(watcher),
             server,
@@ -204,7 +220,7 @@ impl Daemon {
     /// Waits until every connector thread has ended (after a stop), then
     /// stops the status server.
     pub fn wait(mut self) {
-        for t in self.threads.drain(..) {
+        if let Some(t) = self.roster.take() {
             let _ = t.join();
         }
         if let Some(t) = self.heartbeat.take() {
@@ -219,10 +235,18 @@ impl Daemon {
 
 /// Tells the state this worker is alive, a third of the lease time apart,
 /// until the daemon stops; then removes it from the fleet's list.
-fn send_heartbeats(host: &Host, record: &connector_state::WorkerRecord, stop: &AtomicBool) {
+fn send_heartbeats(host: &Host, connectors: &SharedConnectors, stop: &AtomicBool) {
     let beat = host.lease_time() / 3;
+    let mut record = host.worker().record(Default::default());
     while !stop.load(Ordering::SeqCst) {
-        if let Err(e) = host.db().heartbeat(record) {
+        record = host.worker().record(
+            connectors
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .fingerprints
+                .clone(),
+        );
+        if let Err(e) = host.db().heartbeat(&record) {
             tracing::warn!("cannot send the heartbeat, retrying: {e}");
         }
         forget_long_gone(host);
