@@ -406,6 +406,24 @@ impl GraphServer {
         format!("{}/login", self.origin)
     }
 
+    /// A connector file's `[sink]` table for this server: tenant
+    /// `contoso.example`, the app `client_id`, its secret under the name
+    /// `graph-client-secret`, then `extra` lines.
+    pub fn sink_table(&self, client_id: &str, extra: &str) -> String {
+        format!(
+            r#"[sink]
+kind = "graph"
+tenant = "contoso.example"
+client-id = "{client_id}"
+client-secret-secret = "graph-client-secret"
+graph-url = "{}"
+login-url = "{}"
+{extra}"#,
+            self.graph_url(),
+            self.login_url()
+        )
+    }
+
     /// The options it runs with.
     pub fn options(&self) -> &GraphOptions {
         &self.options

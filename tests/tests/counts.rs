@@ -178,19 +178,8 @@ fn graph_setup(root: &Path, server: &GraphServer, n: usize) -> ChatSetup {
     std::fs::write(
         &s.config,
         format!(
-            r#"{head}[secrets]
-from = "file"
-path = "secrets.toml"
-[sink]
-kind = "graph"
-tenant = "contoso.example"
-client-id = "{CLIENT_ID}"
-client-secret-secret = "graph-client-secret"
-graph-url = "{}"
-login-url = "{}"
-"#,
-            server.graph_url(),
-            server.login_url()
+            "{head}[secrets]\nfrom = \"file\"\npath = \"secrets.toml\"\n{}",
+            server.sink_table(CLIENT_ID, "")
         ),
     )
     .unwrap();

@@ -155,8 +155,9 @@ fn a_plugin_that_traps_on_every_run_does_not_stop_another_connector_under_the_da
     assert_mailboxes_match(&chat.mail, &chat.truth);
 }
 
-#[test]
-fn sigterm_during_a_run_commits_the_current_page_and_the_next_run_resumes_after_it() {
+/// A daemon running connector `long` (400 messages, a page each) with
+/// three pages of its first run committed.
+fn long_run_under_way() -> (tempfile::TempDir, ChatSetup, DaemonProcess) {
     let tmp = tempfile::tempdir().unwrap();
     let chat = chat_setup(tmp.path(), "long", 400, 1, "24h");
     let daemon = start_daemon(&chat.state, &[&chat.config]);
@@ -165,6 +166,12 @@ fn sigterm_during_a_run_commits_the_current_page_and_the_next_run_resumes_after_
         (c["state"] == "running" && c["current_run"]["counts"]["pages"].as_u64()? >= 3)
             .then_some(())
     });
+    (tmp, chat, daemon)
+}
+
+#[test]
+fn sigterm_during_a_run_commits_the_current_page_and_the_next_run_resumes_after_it() {
+    let (_tmp, chat, daemon) = long_run_under_way();
     daemon.terminate();
     // The interrupted run committed whole pages only; the next one resumes
     // right after the last of them.
@@ -193,15 +200,8 @@ fn sigterm_during_a_run_commits_the_current_page_and_the_next_run_resumes_after_
 
 #[test]
 fn a_pause_during_a_run_stops_it_after_its_page_and_run_now_after_resume_continues_from_there() {
-    let tmp = tempfile::tempdir().unwrap();
     let bin = Path::new(BIN);
-    let chat = chat_setup(tmp.path(), "long", 400, 1, "24h");
-    let daemon = start_daemon(&chat.state, &[&chat.config]);
-    wait_for(Duration::from_secs(90), "the run to be under way", || {
-        let c = daemon.connector("long");
-        (c["state"] == "running" && c["current_run"]["counts"]["pages"].as_u64()? >= 3)
-            .then_some(())
-    });
+    let (_tmp, chat, daemon) = long_run_under_way();
     connector_ok(bin, &chat.state, &["pause", "long"]);
     let last = wait_for(Duration::from_secs(30), "the run to stop", || {
         let c = daemon.connector("long");

@@ -60,19 +60,7 @@ fn graph_connector(
     server: &GraphServer,
     f: &ChatFixture,
 ) -> std::path::PathBuf {
-    let sink = format!(
-        r#"[sink]
-kind = "graph"
-tenant = "contoso.example"
-client-id = "{CLIENT_ID}"
-client-secret-secret = "graph-client-secret"
-graph-url = "{}"
-login-url = "{}"
-max-concurrency = 8
-"#,
-        server.graph_url(),
-        server.login_url()
-    );
+    let sink = server.sink_table(CLIENT_ID, "max-concurrency = 8\n");
     connector_file(
         dir,
         "graph-e2e",

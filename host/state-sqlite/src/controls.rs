@@ -13,12 +13,13 @@ pub(crate) fn insert_pause(
     connector: &str,
     pause: &PauseRecord,
 ) -> Result<(), StateError> {
-    conn.prepare_cached(
-        "INSERT INTO connector_pauses (connector, paused_by, paused_at_ms) VALUES (?1, ?2, ?3)
-         ON CONFLICT (connector) DO NOTHING",
-    )?
-    .execute(params![connector, pause.by, pause.at_ms])?;
-    Ok(())
+    insert_keeping(
+        conn,
+        "connector_pauses (connector, paused_by, paused_at_ms)",
+        connector,
+        &pause.by,
+        pause.at_ms,
+    )
 }
 
 /// Writes a connector's run request (keeping one already there).
@@ -27,11 +28,28 @@ pub(crate) fn insert_request(
     connector: &str,
     request: &RunRequest,
 ) -> Result<(), StateError> {
-    conn.prepare_cached(
-        "INSERT INTO run_requests (connector, requested_by, requested_at_ms) VALUES (?1, ?2, ?3)
-         ON CONFLICT (connector) DO NOTHING",
-    )?
-    .execute(params![connector, request.by, request.at_ms])?;
+    insert_keeping(
+        conn,
+        "run_requests (connector, requested_by, requested_at_ms)",
+        connector,
+        &request.by,
+        request.at_ms,
+    )
+}
+
+/// Inserts (connector, by, at) into `table_and_columns` unless the
+/// connector has a row there already.
+fn insert_keeping(
+    conn: &Connection,
+    table_and_columns: &str,
+    connector: &str,
+    by: &str,
+    at_ms: i64,
+) -> Result<(), StateError> {
+    conn.prepare_cached(&format!(
+        "INSERT INTO {table_and_columns} VALUES (?1, ?2, ?3) ON CONFLICT (connector) DO NOTHING"
+    ))?
+    .execute(params![connector, by, at_ms])?;
     Ok(())
 }
 
