@@ -427,3 +427,101 @@ fn a_lost_ledger_does_not_duplicate_what_the_mailbox_already_holds() {
     assert!(again.counts.skipped_duplicates > 0);
     check_mailboxes(&s);
 }
+
+#[test]
+fn transcripts_in_a_named_zone_cut_days_at_local_midnight_across_both_clock_changes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let manifest = install_chat_export(&root.join("plugin"));
+    let export = root.join("export");
+    std::fs::create_dir_all(&export).unwrap();
+    let alice = person("u-alice", "Alice", Some("alice@example.test"));
+    let bob = person("u-bob", "Bob", Some("bob@example.test"));
+    // London's clocks went forward at 01:00 UTC on 2026-03-29 and back at
+    // 01:00 UTC on 2026-10-25.
+    let sent = [
+        ("spring-1", "2026-03-28T23:30:00Z", "2026-03-28"), // 23:30 GMT
+        ("spring-2", "2026-03-29T00:30:00Z", "2026-03-29"), // 00:30 GMT
+        ("spring-3", "2026-03-29T22:30:00Z", "2026-03-29"), // 23:30 BST
+        ("spring-4", "2026-03-29T23:30:00Z", "2026-03-30"), // 00:30 BST
+        ("autumn-1", "2026-10-24T23:30:00Z", "2026-10-25"), // 00:30 BST
+        ("autumn-2", "2026-10-25T00:30:00Z", "2026-10-25"), // 01:30 BST
+        ("autumn-3", "2026-10-25T01:30:00Z", "2026-10-25"), // 01:30 GMT
+        ("autumn-4", "2026-10-25T23:30:00Z", "2026-10-25"), // 23:30 GMT
+    ];
+    let mut lines = vec![json!({"type": "conversation", "id": "desk", "kind": "room",
+        "name": "London desk", "participants": [alice.clone(), bob.clone()]})];
+    for (i, (id, at, _)) in sent.iter().enumerate() {
+        let ms = chrono::DateTime::parse_from_rfc3339(at)
+            .unwrap()
+            .timestamp_millis();
+        lines.push(json!({"type": "message", "id": id, "conversation": "desk",
+            "sender": if i % 2 == 0 { &alice } else { &bob }, "sent_at": ms, "text": format!("at {at}")}));
+    }
+    let text: String = lines.iter().map(|l| l.to_string() + "\n").collect();
+    std::fs::write(export.join("chat.jsonl"), text).unwrap();
+    let config = write_file(
+        root,
+        "connector.toml",
+        &format!(
+            r#"
+id = "chat-london"
+plugin = "{manifest}"
+delivery = "transcripts"
+[plugin-config]
+path = "/export/chat.jsonl"
+page_size = 3
+[grants]
+files = {{ "/export" = "export" }}
+[mapping]
+domains = ["example.test"]
+[sink]
+kind = "maildir"
+path = "mail"
+fsync = false
+[transcripts]
+time-zone = "Europe/London"
+grace = "0s"
+"#,
+            manifest = manifest.display()
+        ),
+    );
+    let config = ConnectorConfig::load(&config).unwrap();
+    let host = Host::open(&root.join("state")).unwrap();
+    let summary = host.run_once(&config, &RunOptions::default()).unwrap();
+    assert_eq!(summary.outcome, RunOutcome::Succeeded);
+
+    let mut want: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    for (id, _, day) in &sent {
+        want.entry(day).or_default().push(id.to_string());
+    }
+    let stored =
+        transcripts::read_transcripts(&root.join("mail"), ".INBOX.Chat export.Transcripts");
+    for mailbox in ["alice@example.test", "bob@example.test"] {
+        let got: BTreeMap<&str, Vec<String>> = stored
+            .iter()
+            .filter(|t| t.mailbox == mailbox)
+            .inspect(|t| assert_eq!((t.conversation.as_str(), t.part), ("desk", 0)))
+            .map(|t| (t.day.as_str(), t.items.clone()))
+            .collect();
+        assert_eq!(got, want, "{mailbox}: one transcript per London day");
+    }
+    let body = |day: &str| {
+        &stored
+            .iter()
+            .find(|t| t.day == day)
+            .unwrap_or_else(|| panic!("a transcript of {day}"))
+            .body
+    };
+    assert!(!body("2026-03-28").contains("clocks changed"));
+    assert!(body("2026-03-29").contains("the day lasted 23 hours in Europe/London"));
+    assert!(body("2026-03-30").contains("[00:30:00 BST] Bob"));
+    let autumn = body("2026-10-25");
+    assert!(autumn.contains("the day lasted 25 hours in Europe/London"));
+    let bst = autumn.find("[01:30:00 BST] Bob").expect(autumn);
+    let gmt = autumn.find("[01:30:00 GMT] Alice").expect(autumn);
+    assert!(bst < gmt, "{autumn}");
+    // A second run sends no day again.
+    let again = host.run_once(&config, &RunOptions::default()).unwrap();
+    assert_eq!(again.counts.imported, 0);
+}

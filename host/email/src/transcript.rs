@@ -256,8 +256,9 @@ fn conversation_title(conv: &Conversation) -> String {
     }
 }
 
-/// The lines above the entries: what the email is, and for an addendum
-/// that it is one and why.
+/// The lines above the entries: what the email is, how long the day was
+/// when the clocks changed on it, and for an addendum that it is one and
+/// why.
 fn transcript_heading(day: &TranscriptDay<'_>, conv: &Conversation) -> String {
     let mut text = format!(
         "Transcript of {} on {} (times in {}): {} message(s).\n",
@@ -266,6 +267,19 @@ fn transcript_heading(day: &TranscriptDay<'_>, conv: &Conversation) -> String {
         day.zone,
         day.entries.len()
     );
+    if let Some((start, end)) = day.zone.day_span(day.day) {
+        let minutes = (end - start) / 60_000;
+        if minutes != 24 * 60 {
+            let length = match minutes % 60 {
+                0 => format!("{} hours", minutes / 60),
+                m => format!("{} hours {m} minutes", minutes / 60),
+            };
+            text.push_str(&format!(
+                "The clocks changed on {}: the day lasted {length} in {}.\n",
+                day.day, day.zone
+            ));
+        }
+    }
     if day.part > 0 {
         text.push_str(&format!(
             "Addendum {}: these messages of {} arrived after the day's transcript was sent.\n",
@@ -472,6 +486,10 @@ mod tests {
         assert!(at("Edit of message m1") > 0 && at("Deletes message m2") > 0);
         assert!(at("Alice Smith <alice@x.test> joined the conversation (message m5)") > 0);
         assert!(at("[attached: quote.pdf (4 bytes)]") > 0);
+        assert!(
+            !body.contains("clocks changed"),
+            "a UTC day is 24 hours: {body}"
+        );
         let files: Vec<_> = parsed.attachments().collect();
         assert_eq!(files.len(), 1);
         assert_eq!(files[0].contents(), &[0, 1, 2, 255]);
@@ -512,6 +530,45 @@ mod tests {
         assert_ne!(
             email.message_id,
             converter.message_id("transcript:2024-01-01:0:room-1")
+        );
+    }
+
+    #[test]
+    fn a_day_the_clocks_go_back_tells_its_length_and_the_zone_of_each_repeated_time() {
+        // 2026-10-25 in London: 01:30 BST, then an hour later 01:30 GMT.
+        let first = entry("m1", 1_792_888_200_000, MessageKind::Chat, "before");
+        let second = entry("m2", 1_792_891_800_000, MessageKind::Chat, "after");
+        let entries = [first, second];
+        let day = TranscriptDay {
+            day: "2026-10-25",
+            zone: "Europe/London".parse().unwrap(),
+            part: 0,
+            entries: &entries,
+        };
+        let converter = EmailConverter::new("symphony", "Symphony");
+        let raw = converter
+            .transcript(&day, &room())
+            .unwrap()
+            .bytes()
+            .unwrap()
+            .into_owned();
+        let parsed = mail_parser::MessageParser::default().parse(&raw).unwrap();
+        let body = parsed.body_text(0).unwrap();
+        assert!(body.contains("(times in Europe/London)"), "{body}");
+        assert!(
+            body.contains(
+                "The clocks changed on 2026-10-25: the day lasted 25 hours in Europe/London."
+            ),
+            "{body}"
+        );
+        let bst = body.find("[01:30:00 BST] Alice Smith").expect(&body);
+        let gmt = body.find("[01:30:00 GMT] Alice Smith").expect(&body);
+        assert!(bst < gmt, "{body}");
+        assert_eq!(
+            parsed
+                .header_raw("X-Connector-Property-Transcript-Time-Zone")
+                .map(str::trim),
+            Some("Europe/London")
         );
     }
 

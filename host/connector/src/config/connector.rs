@@ -297,9 +297,17 @@ path = "mail"
         assert_eq!(cfg.transcripts.time_zone.to_string(), "+02:00");
         assert_eq!(cfg.transcripts.grace, Duration::ZERO);
         assert_eq!(cfg.transcripts.folder, "Days");
+        let named = GOOD.to_string() + "[transcripts]\ntime-zone = \"Europe/Paris\"\n";
+        assert_eq!(
+            load(&named).unwrap().transcripts.time_zone.to_string(),
+            "Europe/Paris"
+        );
         for (bad, says) in [
             ("delivery = \"daily\"", "transcripts"),
-            ("[transcripts]\ntime-zone = \"Europe/Paris\"", "+02:00"),
+            (
+                "[transcripts]\ntime-zone = \"Europe/Pariss\"",
+                "Europe/London",
+            ),
             ("[transcripts]\ngrace = \"soon\"", "grace period"),
             ("[transcripts]\nfolder = \"a/b\"", "plain name"),
             ("[transcripts]\nzone = \"UTC\"", "zone"),

@@ -39,7 +39,9 @@ impl Delivery {
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct TranscriptConfig {
     /// The time zone days are cut in and times shown in: `UTC` (the
-    /// default) or an offset such as `+02:00`.
+    /// default), an offset such as `+02:00`, or an IANA zone such as
+    /// `Europe/London`, whose days follow its daylight saving (23 or 25
+    /// hours the days the clocks change).
     #[serde(default, deserialize_with = "day_zone")]
     pub time_zone: DayZone,
     /// How long after a day ends its transcript waits for late messages
