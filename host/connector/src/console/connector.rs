@@ -295,6 +295,7 @@ pub(super) async fn quarantine(
         }
         @if signed_in.identity.may(Permission::ChangeConnectors) {
             div.actions {
+                a.button.secondary href={ "/connectors/" (id) "/mapping" } { "Fix the mapping" }
                 form method="post" action={ "/connectors/" (id) "/redeliver" } data-confirm="Redeliver every quarantined item with the current mapping?" {
                     (csrf_field(&signed_in))
                     button type="submit" { "Redeliver" }

@@ -11,6 +11,7 @@ mod audit;
 mod connector;
 mod connectors;
 mod machine;
+mod mapping;
 
 use std::sync::{Arc, Mutex};
 
@@ -249,6 +250,10 @@ impl WebServer {
                     )
                     .route("/connectors/{id}/quarantine", get(connector::quarantine))
                     .route("/connectors/{id}/redeliver", post(connector::redeliver))
+                    .route(
+                        "/connectors/{id}/mapping",
+                        get(mapping::show).post(mapping::save),
+                    )
                     .route("/connectors/{id}/run", post(connectors::run_now))
                     .route("/connectors/{id}/pause", post(connectors::pause))
                     .route("/connectors/{id}/resume", post(connectors::resume))

@@ -142,6 +142,12 @@ impl UserMap {
         })
     }
 
+    /// Checks the text of an override CSV as [`UserMap::load`] would read
+    /// it from `path`; returns how many people it maps.
+    pub fn check_csv(path: &Path, bytes: &[u8]) -> Result<usize, MapError> {
+        Ok(parse_csv(path, bytes)?.len())
+    }
+
     /// The same map with `policy` for external participants.
     pub fn with_external(self, policy: ExternalPolicy) -> UserMap {
         UserMap {
