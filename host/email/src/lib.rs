@@ -7,7 +7,8 @@
 //!
 //! Every value a source gives is kept exactly: header values that would not
 //! survive a parser unchanged are written as RFC 2047 encoded words, and
-//! attachments are written byte for byte. Line breaks in text bodies are
+//! attachments are written byte for byte; those the HTML body shows
+//! through `cid:` URLs go inline beside it (see the `inline` module). Line breaks in text bodies are
 //! written as CRLF, as RFC 5322 requires.
 
 mod email;
@@ -394,8 +395,10 @@ impl EmailConverter {
         list.join(", ")
     }
 
-    /// The body: text and HTML (as alternatives when both exist), then
-    /// attachments, with boundaries derived from the Message-ID. Attachment
+    /// The body: text and HTML (as alternatives when both exist), in a
+    /// multipart/related part with the attachments the HTML shows by
+    /// `cid:` (see [`inline`]), then the other attachments, with boundaries
+    /// derived from the Message-ID. Attachment
     /// bodies are placeholders the [`EmailWriter`] fills in.
     fn body(
         &self,
