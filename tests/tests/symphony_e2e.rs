@@ -528,8 +528,39 @@ fn check_email(
             "{id}: an HTML body beside the text"
         );
     }
+    // Images the markup embeds arrive inline: each part the HTML names by
+    // its Content-ID, in order, the post's own before a shared message's.
+    let embedded: Vec<_> = m
+        .inline_images
+        .iter()
+        .chain(shared.iter().flat_map(|s| &s.inline_images))
+        .collect();
+    let html = parsed.body_html(0).unwrap_or_default();
+    let inline: Vec<(String, String)> = parsed
+        .attachments()
+        .filter_map(|a| {
+            let cid = a.content_id()?;
+            assert!(
+                html.contains(&format!("<img src=\"cid:{cid}\"")),
+                "{id}: {html}"
+            );
+            assert_eq!(a.content_disposition().unwrap().ctype(), "inline", "{id}");
+            Some((
+                a.content_type()
+                    .map(|c| format!("{}/{}", c.ctype(), c.subtype().unwrap_or_default()))
+                    .unwrap_or_default(),
+                hex::encode(Sha256::digest(attachment_bytes(raw, a))),
+            ))
+        })
+        .collect();
+    let want_inline: Vec<(String, String)> = embedded
+        .iter()
+        .map(|i| (i.media_type.clone(), i.sha256.clone()))
+        .collect();
+    assert_eq!(inline, want_inline, "{id}: inline images byte for byte");
     let got: Vec<(String, String)> = parsed
         .attachments()
+        .filter(|a| a.content_id().is_none())
         .map(|a| {
             (
                 a.attachment_name().unwrap_or_default().to_string(),
@@ -1935,6 +1966,200 @@ fn a_message_that_arrives_after_its_day_was_sent_goes_into_one_addendum_of_that_
                 .iter()
                 .any(|t| t.conversation == *conversation && t.day == *day),
             "the day was sent by the first run"
+        );
+    }
+}
+
+/// Text escaped as the plugin writes it into HTML.
+fn html_escaped(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+        .replace('\'', "&#39;")
+}
+
+#[test]
+fn rich_content_shows_in_the_html_mentions_tags_tables_emoji_shared_posts_and_inline_images() {
+    let sim = sim(SimConfig {
+        inline_images: true,
+        ..sim_config(500)
+    });
+    let s = setup(&sim.base_url(), 50);
+    let host = Host::open(&s.state).unwrap();
+    run_to_success(&host, &s);
+    let truth = sim.ground_truth();
+    // Every email parses without defects and matches the ground truth
+    // (text, files and inline images byte for byte).
+    check_archive(&s, &truth);
+
+    let converter = EmailConverter::new("symphony", "Symphony");
+    let mut emails: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+    for mailbox in mailboxes(&s.mail) {
+        for stored in maildir_emails(&s.mail, &mailbox, FOLDER_ON_DISK) {
+            let parsed = MessageParser::default().parse(&stored.bytes).unwrap();
+            let id = header(&parsed, "X-Connector-Message-Id").unwrap();
+            emails.entry(id).or_insert(stored.bytes);
+        }
+    }
+    let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
+    for m in &truth.messages {
+        let Some(raw) = emails.get(&m.message_id) else {
+            continue;
+        };
+        let parsed = MessageParser::default().parse(raw).unwrap();
+        let html = parsed.body_html(0).unwrap_or_default().into_owned();
+        let text = parsed.body_text(0).unwrap_or_default().into_owned();
+        let id = &m.message_id;
+        for user in m.mentions.iter().map(|u| truth.user(*u).unwrap()) {
+            let name = html_escaped(&user.display_name);
+            let (shown, written) = match user.email.as_deref() {
+                Some(email) => (
+                    format!("<a href=\"mailto:{email}\">@{name}</a>"),
+                    format!("@{} <{email}>", user.display_name),
+                ),
+                None => (format!("<b>@{name}</b>"), format!("@{}", user.display_name)),
+            };
+            assert!(html.contains(&shown), "{id}: {shown} in {html}");
+            assert!(text.contains(&written), "{id}: {written} in {text}");
+            *seen.entry("mention").or_default() += 1;
+        }
+        for tag in &m.hashtags {
+            assert!(html.contains(&format!("<b>#{tag}</b>")), "{id}: {html}");
+            assert!(text.contains(&format!("#{tag}")), "{id}: {text}");
+            *seen.entry("hashtag").or_default() += 1;
+        }
+        for ticker in &m.cashtags {
+            assert!(html.contains(&format!("<b>${ticker}</b>")), "{id}: {html}");
+            assert!(text.contains(&format!("${ticker}")), "{id}: {text}");
+            *seen.entry("cashtag").or_default() += 1;
+        }
+        if !m.emojis.is_empty() {
+            // The emoji end the message.
+            let mut emoji: Vec<char> = m
+                .text
+                .chars()
+                .rev()
+                .take_while(|c| !c.is_ascii() && !c.is_alphabetic())
+                .collect();
+            emoji.reverse();
+            let emoji: String = emoji.into_iter().collect();
+            assert!(!emoji.is_empty(), "{id}: {}", m.text);
+            assert!(html.contains(&emoji), "{id}: {emoji} in {html}");
+            assert!(text.contains(&emoji), "{id}: {emoji} in {text}");
+            *seen.entry("emoji").or_default() += 1;
+        }
+        let rows: Vec<&str> = m.text.lines().filter(|l| l.contains('\t')).collect();
+        if !rows.is_empty() {
+            assert!(html.contains("<table><thead><tr><th>"), "{id}: {html}");
+            for row in rows {
+                let cells: Vec<&str> = row.split('\t').collect();
+                assert!(text.contains(&cells.join(" | ")), "{id}: {text}");
+                let tag = if cells[0] == "Ticker" { "th" } else { "td" };
+                let html_row: String = cells
+                    .iter()
+                    .map(|c| format!("<{tag}>{}</{tag}>", html_escaped(c)))
+                    .collect();
+                assert!(
+                    html.contains(&format!("<tr>{html_row}</tr>")),
+                    "{id}: {html}"
+                );
+            }
+            *seen.entry("table").or_default() += 1;
+        }
+        if let Some(original) = m.parent_message_id.as_deref()
+            && m.relation == Some(Relation::Forward)
+        {
+            assert_eq!(
+                header(&parsed, "X-Connector-Forward-Of").as_deref(),
+                Some(original)
+            );
+            assert!(
+                text.starts_with(&format!(
+                    "Forwarded from message {original} <{}>",
+                    converter.message_id(original)
+                )),
+                "{id}: {text}"
+            );
+            *seen.entry("forward").or_default() += 1;
+        }
+        if let Some(shared) = m
+            .shared_message_id
+            .as_deref()
+            .and_then(|s| truth.message(s))
+        {
+            let author = truth.user(shared.sender_user_id).unwrap();
+            let heading = format!("Shared message from {}", author.display_name);
+            assert!(
+                html.contains(&format!("<blockquote><p>{}", html_escaped(&heading))),
+                "{id}: {html}"
+            );
+            assert!(text.contains(&heading), "{id}: {text}");
+            let files: Vec<&str> = parsed
+                .attachments()
+                .filter_map(|a| a.attachment_name())
+                .collect();
+            for file in &shared.attachments {
+                assert!(files.contains(&file.name.as_str()), "{id}: {files:?}");
+                *seen.entry("shared file").or_default() += 1;
+            }
+            *seen.entry("shared").or_default() += 1;
+        }
+        if !m.inline_images.is_empty() {
+            // check_archive matched each inline part to its `cid:`; here the
+            // parts sit beside the HTML in one multipart/related.
+            let tree = mailparse::parse_mail(raw).unwrap();
+            fn related<'a>(
+                p: &'a mailparse::ParsedMail<'a>,
+            ) -> Option<&'a mailparse::ParsedMail<'a>> {
+                if p.ctype.mimetype == "multipart/related" {
+                    return Some(p);
+                }
+                p.subparts.iter().find_map(related)
+            }
+            let related = related(&tree).unwrap_or_else(|| panic!("{id}: multipart/related"));
+            assert_eq!(related.subparts[0].ctype.mimetype, "multipart/alternative");
+            let shared = m
+                .shared_message_id
+                .as_deref()
+                .and_then(|s| truth.message(s));
+            let want: Vec<&str> = m
+                .inline_images
+                .iter()
+                .chain(shared.iter().flat_map(|s| &s.inline_images))
+                .map(|i| i.sha256.as_str())
+                .collect();
+            let mut got = Vec::new();
+            for image in &related.subparts[1..] {
+                assert_eq!(image.ctype.mimetype, "image/svg+xml", "{id}");
+                let cid = image
+                    .headers
+                    .iter()
+                    .find(|h| h.get_key().eq_ignore_ascii_case("Content-ID"))
+                    .map(|h| h.get_value())
+                    .unwrap_or_else(|| panic!("{id}: a Content-ID"));
+                let cid = cid.trim().trim_start_matches('<').trim_end_matches('>');
+                assert!(html.contains(&format!("src=\"cid:{cid}\"")), "{id}: {html}");
+                got.push(hex::encode(Sha256::digest(image.get_body_raw().unwrap())));
+            }
+            assert_eq!(got, want, "{id}: the exact bytes");
+            *seen.entry("inline image").or_default() += 1;
+        }
+    }
+    for kind in [
+        "mention",
+        "hashtag",
+        "cashtag",
+        "emoji",
+        "table",
+        "forward",
+        "shared",
+        "shared file",
+        "inline image",
+    ] {
+        assert!(
+            seen.get(kind).is_some_and(|n| *n > 0),
+            "no {kind} checked: {seen:?}"
         );
     }
 }

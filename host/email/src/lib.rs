@@ -7,11 +7,13 @@
 //!
 //! Every value a source gives is kept exactly: header values that would not
 //! survive a parser unchanged are written as RFC 2047 encoded words, and
-//! attachments are written byte for byte. Line breaks in text bodies are
+//! attachments are written byte for byte; those the HTML body shows
+//! through `cid:` URLs go inline beside it (see the `inline` module). Line breaks in text bodies are
 //! written as CRLF, as RFC 5322 requires.
 
 mod email;
 mod encode;
+mod inline;
 mod spool;
 #[cfg(test)]
 mod tests;
@@ -393,8 +395,10 @@ impl EmailConverter {
         list.join(", ")
     }
 
-    /// The body: text and HTML (as alternatives when both exist), then
-    /// attachments, with boundaries derived from the Message-ID. Attachment
+    /// The body: text and HTML (as alternatives when both exist), in a
+    /// multipart/related part with the attachments the HTML shows by
+    /// `cid:` (see [`inline`]), then the other attachments, with boundaries
+    /// derived from the Message-ID. Attachment
     /// bodies are placeholders the [`EmailWriter`] fills in.
     fn body(
         &self,
@@ -419,7 +423,13 @@ impl EmailConverter {
             }
         });
 
+        // Attachments the HTML shows through `cid:` URLs go beside it in a
+        // multipart/related part (see [`inline`]).
+        let cids = given_html
+            .map(inline::referenced_content_ids)
+            .unwrap_or_default();
         let mut attachments = Vec::with_capacity(msg.attachments.len());
+        let mut inline_parts = Vec::new();
         for (index, attachment) in msg.attachments.iter().enumerate() {
             let media_type = attachment
                 .media_type
@@ -459,11 +469,19 @@ impl EmailConverter {
             let streamed = text_bytes.is_none();
             let body = text_bytes.unwrap_or_else(|| writer::placeholder(index));
             let id_header = "X-Connector-Attachment-Id";
-            let mut part = MimePart::new(
+            let inline = cids.contains(&attachment.id) && inline::is_content_id(&attachment.id);
+            let part = MimePart::new(
                 ContentType::new(media_type).attribute("name", file_name.clone()),
                 BodyPart::Binary(Cow::Owned(body)),
-            )
-            .attachment(file_name)
+            );
+            let mut part = if inline {
+                part.cid(attachment.id.clone()).header(
+                    "Content-Disposition",
+                    ContentType::new("inline").attribute("filename", file_name),
+                )
+            } else {
+                part.attachment(file_name)
+            }
             .header(
                 id_header,
                 Raw::new(encode::unstructured(&attachment.id, id_header.len() + 2).into_owned()),
@@ -471,7 +489,11 @@ impl EmailConverter {
             if streamed {
                 part = part.transfer_encoding("base64");
             }
-            attachments.push(part);
+            if inline {
+                inline_parts.push(part);
+            } else {
+                attachments.push(part);
+            }
         }
 
         let texts: Vec<&str> = text.iter().chain(html.iter()).map(String::as_str).collect();
@@ -484,6 +506,13 @@ impl EmailConverter {
         let alternative = (text.is_some() && html.is_some()).then(|| boundary("alt"));
         let mixed = (!attachments.is_empty() || (text.is_none() && html.is_none()))
             .then(|| boundary("mix"));
+        let related = (!inline_parts.is_empty()).then(|| boundary("rel"));
+        // RFC 2387: `type` names the root part's media type.
+        let root_type = if text.is_some() {
+            "multipart/alternative"
+        } else {
+            "text/html"
+        };
         let main = match (text, html) {
             (Some(text), Some(html)) => Some(MimePart::new(
                 ContentType::new("multipart/alternative")
@@ -496,6 +525,21 @@ impl EmailConverter {
             (Some(text), None) => Some(MimePart::new("text/plain", text)),
             (None, Some(html)) => Some(MimePart::new("text/html", html)),
             (None, None) => None,
+        };
+        // Inline parts exist only beside an HTML body, so `main` is some.
+        let main = match (main, related) {
+            (Some(main), Some(related)) => {
+                let mut parts = Vec::with_capacity(inline_parts.len() + 1);
+                parts.push(main);
+                parts.extend(inline_parts);
+                Some(MimePart::new(
+                    ContentType::new("multipart/related")
+                        .attribute("boundary", related)
+                        .attribute("type", root_type),
+                    parts,
+                ))
+            }
+            (main, _) => main,
         };
         Ok(match main {
             Some(main) if attachments.is_empty() => main,

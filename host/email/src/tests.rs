@@ -643,6 +643,95 @@ fn binary_attachment_bytes_round_trip_exactly() {
 }
 
 #[test]
+fn an_attachment_the_html_shows_by_cid_is_inline_beside_it_in_multipart_related() {
+    let png: Vec<u8> = (0..=255u8).rev().cycle().take(700).collect();
+    let mut msg = chat("m-inline", "chart below");
+    msg.html = Some(
+        r#"<p>chart below</p><img src="cid:chart%2F1@inline" alt="chart"><p>cid:other@x is text</p>"#
+            .to_string(),
+    );
+    msg.attachments = vec![
+        attachment(
+            "report",
+            "report.pdf",
+            Some("application/pdf"),
+            AttachmentData::Bytes(b"%PDF".to_vec()),
+        ),
+        attachment(
+            "chart/1@inline",
+            "chart.png",
+            Some("image/png"),
+            AttachmentData::Bytes(png.clone()),
+        ),
+        // Named by no `cid:` URL: an ordinary attachment, Content-ID-like id or not.
+        attachment(
+            "unused@inline",
+            "unused.png",
+            Some("image/png"),
+            AttachmentData::Bytes(vec![1, 2]),
+        ),
+    ];
+    let email = converter().convert(&msg, &room()).unwrap();
+    assert_eq!(
+        converter().convert(&msg, &room()).unwrap().in_memory(),
+        email.in_memory(),
+        "the same message gives the same bytes"
+    );
+    let parsed = parse(&email);
+    assert_eq!(
+        parsed.root_part().content_type().unwrap().subtype(),
+        Some("mixed")
+    );
+    let related = parsed
+        .parts
+        .iter()
+        .find(|p| p.content_type().and_then(|c| c.subtype()) == Some("related"))
+        .expect("a multipart/related part");
+    assert_eq!(
+        related.content_type().unwrap().attribute("type"),
+        Some("multipart/alternative")
+    );
+    let inline = parsed
+        .parts
+        .iter()
+        .find(|p| p.content_id() == Some("chart/1@inline"))
+        .expect("the image carries its Content-ID");
+    assert_eq!(inline.contents(), png.as_slice());
+    assert_eq!(inline.content_disposition().unwrap().ctype(), "inline");
+    assert_eq!(inline.attachment_name(), Some("chart.png"));
+    let mailparse_tree = mailparse::parse_mail(email.in_memory().unwrap()).unwrap();
+    let related_children: Vec<String> = mailparse_tree.subparts[0]
+        .subparts
+        .iter()
+        .map(|p| p.ctype.mimetype.clone())
+        .collect();
+    assert_eq!(related_children, ["multipart/alternative", "image/png"]);
+    let ordinary: Vec<(&str, Option<&str>)> = mailparse_tree.subparts[1..]
+        .iter()
+        .map(|p| {
+            let cid = p.headers.iter().find(|h| h.get_key() == "Content-ID");
+            (p.ctype.mimetype.as_str(), cid.map(|_| "cid"))
+        })
+        .collect();
+    assert_eq!(ordinary, [("application/pdf", None), ("image/png", None)]);
+}
+
+#[test]
+fn a_cid_url_naming_an_id_that_is_no_content_id_leaves_the_attachment_ordinary() {
+    let mut msg = chat("m-plain-id", "x");
+    msg.html = Some(r#"<img src="cid:plain-id">"#.to_string());
+    msg.attachments = vec![attachment(
+        "plain-id",
+        "a.png",
+        Some("image/png"),
+        AttachmentData::Bytes(vec![9]),
+    )];
+    let email = converter().convert(&msg, &room()).unwrap();
+    assert!(!raw_text(&email).contains("multipart/related"));
+    assert!(!raw_text(&email).contains("Content-ID"));
+}
+
+#[test]
 fn five_megabyte_attachment_from_a_file_round_trips() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("big.bin");

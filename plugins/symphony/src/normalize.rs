@@ -223,7 +223,22 @@ pub fn message(msg: &V4Message, parts: MessageParts<'_>) -> Message {
     if parts.rendered.fallback {
         properties.push(("Markup-Fallback".into(), "true".into()));
     }
-    let Rendered { text, html, .. } = parts.rendered;
+    let Rendered {
+        text, html, images, ..
+    } = parts.rendered;
+    // The images the HTML shows inline come after the files, each under
+    // the id its `cid:` URL names (the host then attaches it inline).
+    let mut attachments = parts.attachments;
+    attachments.extend(images.into_iter().map(|image| {
+        let size = image.bytes.len() as u64;
+        Attachment::new(
+            image.id,
+            image.file_name,
+            AttachmentBody::Inline(image.bytes),
+        )
+        .with_media_type(image.media_type)
+        .with_size(size)
+    }));
     Message::new(
         &msg.message_id,
         parts.stream_id,
@@ -234,7 +249,7 @@ pub fn message(msg: &V4Message, parts: MessageParts<'_>) -> Message {
     .with_relations(relations)
     .with_text((!text.is_empty()).then_some(text))
     .with_html((!html.is_empty()).then_some(html))
-    .with_attachments(parts.attachments)
+    .with_attachments(attachments)
     .with_original(parts.raw)
     .with_properties(properties)
 }
@@ -256,12 +271,23 @@ pub fn with_shared(post: Rendered, shared: &Rendered, author: &str) -> Rendered 
     html.push_str("<blockquote><p>");
     crate::presentation::escape_html(&heading, &mut html);
     html.push_str("</p>");
-    html.push_str(&shared.html);
+    // The shared message's images follow the post's own.
+    let mut shared_html = shared.html.clone();
+    let mut shared_images = shared.images.clone();
+    crate::presentation::renumber_images(
+        &mut shared_html,
+        &mut shared_images,
+        post.images.len() + 1,
+    );
+    html.push_str(&shared_html);
     html.push_str("</blockquote>");
+    let mut images = post.images;
+    images.extend(shared_images);
     Rendered {
         text,
         html,
         fallback: post.fallback || shared.fallback,
+        images,
     }
 }
 
@@ -297,6 +323,7 @@ pub fn with_unfetched(body: Rendered, files: &[String], why: &str, fix: &str) ->
         text,
         html,
         fallback: body.fallback,
+        images: body.images,
     }
 }
 
@@ -446,6 +473,7 @@ mod tests {
             text: text.into(),
             html: format!("<p>{text}</p>"),
             fallback: false,
+            images: Vec::new(),
         }
     }
 
@@ -606,5 +634,57 @@ mod tests {
         assert_eq!(media_type("archive.tar.gz"), Some("application/gzip"));
         assert_eq!(media_type("no extension"), None);
         assert_eq!(media_type("x.unknown"), None);
+    }
+
+    #[test]
+    fn a_shared_messages_images_follow_the_posts_own_and_every_image_is_attached_by_its_cid() {
+        let image = |b64: &str| {
+            presentation::render(
+                &format!(r#"<div><p>x</p><img src="data:image/png;base64,{b64}" alt="c"/></div>"#),
+                &Default::default(),
+                &|_| None,
+            )
+        };
+        let post = image("AAEC");
+        let shared = image("AwQF");
+        let both = with_shared(post, &shared, "Bob <bob@x.example>");
+        let ids: Vec<&str> = both.images.iter().map(|i| i.id.as_str()).collect();
+        assert_eq!(ids, ["image-1@inline.symphony", "image-2@inline.symphony"]);
+        assert_eq!(both.images[1].bytes, [3, 4, 5]);
+        assert!(
+            both.html
+                .contains(r#"<blockquote><p>Shared message from Bob &lt;bob@x.example&gt;:</p><div><p>x</p><img src="cid:image-2@inline.symphony" alt="c">"#),
+            "{}",
+            both.html
+        );
+        let msg: V4Message = serde_json::from_value(serde_json::json!({
+            "messageId": "m1", "timestamp": 1, "message": "", "user": {"userId": 7}
+        }))
+        .unwrap();
+        let m = message(
+            &msg,
+            MessageParts {
+                raw: "{}",
+                stream_id: "s1",
+                stream_type: StreamType::Post,
+                parent: None,
+                known_sender: None,
+                rendered: both,
+                attachments: Vec::new(),
+            },
+        );
+        let attached: Vec<(&str, &str, Option<&str>)> = m
+            .attachments
+            .iter()
+            .map(|a| (a.id.as_str(), a.file_name.as_str(), a.media_type.as_deref()))
+            .collect();
+        assert_eq!(
+            attached,
+            [
+                ("image-1@inline.symphony", "image-1.png", Some("image/png")),
+                ("image-2@inline.symphony", "image-2.png", Some("image/png"))
+            ]
+        );
+        assert!(matches!(&m.attachments[0].body, AttachmentBody::Inline(b) if b == &[0, 1, 2]));
     }
 }

@@ -10,9 +10,13 @@
 //!   italic, underline, strike, code, pre, lists, tables, headings,
 //!   quotes) with an allow-list of attributes (`href` of links with an
 //!   `http`, `https` or `mailto` URL; `colspan`/`rowspan`; `start`).
-//!   Scripts, styles, frames, forms' controls and images are dropped, other
+//!   Scripts, styles, frames and forms' controls are dropped, other
 //!   unknown elements are replaced by their content, and every event
-//!   handler, style and class of the source is dropped.
+//!   handler, style and class of the source is dropped. An image whose
+//!   `src` is a base64 `data:image/...` URL (MessageML's way to embed a
+//!   small image) becomes an [`InlineImage`] the HTML shows as
+//!   `<img src="cid:...">`; every other image (a remote URL the reader's
+//!   client would fetch) is dropped.
 //! * **Text**: text nodes in order; a line break around each block
 //!   (paragraphs, list items, table rows, `pre`, headings...) and for each
 //!   `<br/>`; table cells separated by ` | `; code kept verbatim; links as
@@ -22,12 +26,86 @@
 //! Markup the tokenizer cannot read falls back to text: tags are stripped,
 //! entities decoded, and the HTML is that text escaped.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 
+use base64::Engine as _;
 use quick_xml::events::{BytesStart, Event};
 
 /// Elements nested deeper than this are flattened into their parent.
 const MAX_DEPTH: usize = 128;
+/// Largest embedded image kept, decoded (MessageML advises 25 KB per
+/// message); a larger one is dropped like a remote image.
+pub const MAX_INLINE_IMAGE_BYTES: usize = 1024 * 1024;
+/// The right side of every inline image's id, which is also its Content-ID.
+const INLINE_ID_DOMAIN: &str = "inline.symphony";
+
+/// An image the markup embeds as a `data:` URL, to be attached inline.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InlineImage {
+    /// Attachment id and Content-ID, `image-<n>@inline.symphony` (`n` from
+    /// 1 in document order), which the HTML names as `cid:<id>`.
+    pub id: String,
+    /// File name, `image-<n>.<subtype>`.
+    pub file_name: String,
+    /// The data URL's media type (`image/png`).
+    pub media_type: String,
+    /// The decoded bytes.
+    pub bytes: Vec<u8>,
+}
+
+fn inline_image_id(n: usize) -> String {
+    format!("image-{n}@{INLINE_ID_DOMAIN}")
+}
+
+/// The media type and bytes of a base64 `data:image/...` URL.
+fn decode_image_url(src: &str) -> Option<(String, Vec<u8>)> {
+    let src = src.trim();
+    let rest = src
+        .get(..5)?
+        .eq_ignore_ascii_case("data:")
+        .then(|| &src[5..])?;
+    let (meta, payload) = rest.split_once(',')?;
+    let (media_type, params) = meta.split_once(';').unwrap_or((meta, ""));
+    let media_type = media_type.trim().to_ascii_lowercase();
+    let subtype = media_type.strip_prefix("image/")?;
+    let token = |s: &str| {
+        !s.is_empty()
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$&-^_.+".contains(&b))
+    };
+    let base64 = params
+        .split(';')
+        .any(|p| p.trim().eq_ignore_ascii_case("base64"));
+    if !token(subtype) || !base64 {
+        return None;
+    }
+    let compact: String = payload.chars().filter(|c| !c.is_whitespace()).collect();
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(compact)
+        .ok()
+        .filter(|b| !b.is_empty() && b.len() <= MAX_INLINE_IMAGE_BYTES)?;
+    Some((media_type, bytes))
+}
+
+/// Gives `image` the id and file name of the `n`th image.
+fn number_image(image: &mut InlineImage, n: usize) {
+    let subtype = image.media_type.trim_start_matches("image/");
+    let ext = subtype.split('+').next().unwrap_or(subtype);
+    image.file_name = format!("image-{n}.{ext}");
+    image.id = inline_image_id(n);
+}
+
+/// Renumbers `images` (and the `cid:` URLs of `html` naming them) from
+/// `first`, so that two bodies' images can go in one message.
+pub fn renumber_images(html: &mut String, images: &mut [InlineImage], first: usize) {
+    // From the last, so that no new id is one still to be replaced.
+    for (i, image) in images.iter_mut().enumerate().rev() {
+        let old = format!("src=\"cid:{}\"", image.id);
+        number_image(image, first + i);
+        *html = html.replace(&old, &format!("src=\"cid:{}\"", image.id));
+    }
+}
 
 /// A user a mention refers to, as the plugin knows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,7 +117,7 @@ pub struct MentionedUser {
 }
 
 /// A message body in both forms.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Rendered {
     /// Plain text (empty for a message without text).
     pub text: String,
@@ -47,6 +125,9 @@ pub struct Rendered {
     pub html: String,
     /// True when the markup could not be read and was turned into text.
     pub fallback: bool,
+    /// Images the markup embeds, in document order; the HTML shows each
+    /// through its `cid:` URL.
+    pub images: Vec<InlineImage>,
 }
 
 /// An entity of the message's `data` (EntityJSON).
@@ -614,6 +695,8 @@ enum Shown {
 struct Renderer<'a> {
     entities: &'a HashMap<String, Entity>,
     users: &'a dyn Fn(i64) -> Option<MentionedUser>,
+    /// Embedded images met while writing the HTML.
+    images: RefCell<Vec<InlineImage>>,
 }
 
 /// Text collected with the block rule: at most one line break in a row,
@@ -811,6 +894,29 @@ impl Renderer<'_> {
 
     fn html_element(&self, el: &Element, out: &mut String) {
         let name = el.name.as_str();
+        if name == "img"
+            && let Some((media_type, bytes)) = el.attr("src").and_then(decode_image_url)
+        {
+            let mut images = self.images.borrow_mut();
+            let mut image = InlineImage {
+                id: String::new(),
+                file_name: String::new(),
+                media_type,
+                bytes,
+            };
+            number_image(&mut image, images.len() + 1);
+            out.push_str("<img src=\"cid:");
+            out.push_str(&image.id);
+            out.push('"');
+            if let Some(alt) = el.attr("alt") {
+                out.push_str(" alt=\"");
+                escape_html(alt, out);
+                out.push('"');
+            }
+            out.push('>');
+            images.push(image);
+            return;
+        }
         if is_dropped(name) {
             return;
         }
@@ -939,11 +1045,7 @@ pub fn render(
 ) -> Rendered {
     let trimmed = message.trim_start_matches('\u{feff}').trim();
     if trimmed.is_empty() {
-        return Rendered {
-            text: String::new(),
-            html: String::new(),
-            fallback: false,
-        };
+        return Rendered::default();
     }
     if !trimmed.starts_with('<') {
         let text = finish_text(&decode_entities(trimmed));
@@ -951,6 +1053,7 @@ pub fn render(
             html: text_to_html(&text),
             text,
             fallback: false,
+            images: Vec::new(),
         };
     }
     let Some(tree) = parse_tree(trimmed) else {
@@ -963,26 +1066,30 @@ pub fn render(
             },
             text,
             fallback: true,
+            images: Vec::new(),
         };
     };
-    let renderer = Renderer { entities, users };
+    let renderer = Renderer {
+        entities,
+        users,
+        images: RefCell::new(Vec::new()),
+    };
     let mut text = TextOut::default();
     renderer.text(&tree, &mut text, false);
     let text = finish_text(&text.s);
     let mut html = String::with_capacity(trimmed.len());
     renderer.html(&tree, &mut html);
+    let images = renderer.images.into_inner();
     // A message whose markup holds no text at all (attachment-only).
-    if text.trim().is_empty() && !html.contains("<hr") && !html.contains("<td") {
-        return Rendered {
-            text: String::new(),
-            html: String::new(),
-            fallback: false,
-        };
+    if text.trim().is_empty() && images.is_empty() && !html.contains("<hr") && !html.contains("<td")
+    {
+        return Rendered::default();
     }
     Rendered {
         text,
         html,
         fallback: false,
+        images,
     }
 }
 
@@ -1271,5 +1378,57 @@ mod tests {
         // Found by the presentation fuzz target: stripping tags sliced the
         // markup inside a multi-byte character and panicked.
         assert_eq!(strip_tags("plain é<b>x</b> ü"), "plain éx ü");
+    }
+
+    #[test]
+    fn embedded_data_url_images_are_shown_by_cid_and_remote_ones_dropped() {
+        let r = go(
+            r#"<p>Chart:</p><img src="data:image/svg+xml;base64,PHN2Zy8+" alt="a &lt;b&gt;"/><img src="https://evil.example/p.gif"/><img src="data:text/html;base64,PHA+"/><img src="DATA:Image/PNG;charset=x;base64, AAEC "/><img src="data:image/png;base64,@@"/>"#,
+            "{}",
+        );
+        assert_eq!(r.text, "Chart:");
+        assert_eq!(
+            r.html,
+            r#"<div><p>Chart:</p><img src="cid:image-1@inline.symphony" alt="a &lt;b&gt;"><img src="cid:image-2@inline.symphony"></div>"#
+        );
+        let got: Vec<(&str, &str, &str, &[u8])> = r
+            .images
+            .iter()
+            .map(|i| {
+                (
+                    i.id.as_str(),
+                    i.file_name.as_str(),
+                    i.media_type.as_str(),
+                    i.bytes.as_slice(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (
+                    "image-1@inline.symphony",
+                    "image-1.svg",
+                    "image/svg+xml",
+                    b"<svg/>".as_slice()
+                ),
+                (
+                    "image-2@inline.symphony",
+                    "image-2.png",
+                    "image/png",
+                    [0u8, 1, 2].as_slice()
+                ),
+            ]
+        );
+        // An image alone is a body; one too large is dropped like a remote one.
+        let alone = go(r#"<img src="data:image/gif;base64,R0lG"/>"#, "{}");
+        assert_eq!((alone.text.as_str(), alone.images.len()), ("", 1));
+        let big =
+            base64::engine::general_purpose::STANDARD.encode(vec![0u8; MAX_INLINE_IMAGE_BYTES + 1]);
+        let too_big = go(
+            &format!(r#"<p>x</p><img src="data:image/png;base64,{big}"/>"#),
+            "{}",
+        );
+        assert!(too_big.images.is_empty() && !too_big.html.contains("<img"));
     }
 }

@@ -196,6 +196,10 @@ pub struct SimConfig {
     pub large_attachment_bytes: u64,
     /// Whether to include a message whose plain text is exactly 60,000 characters.
     pub max_length_message: bool,
+    /// Whether every tenth ordinary message without files shows a small chart inline (an
+    /// `<img>` with a `data:` URL) instead of its text; off by default, so the seeded data
+    /// stays as it is.
+    pub inline_images: bool,
     /// When the planned suppressions take effect.
     pub suppressions: SuppressionMode,
     /// Accounts allowed to log in (default: the test account only).
@@ -251,6 +255,7 @@ impl Default for SimConfig {
             max_small_attachment_bytes: 96 * 1024,
             large_attachment_bytes: 3 * 1024 * 1024,
             max_length_message: true,
+            inline_images: false,
             suppressions: SuppressionMode::Pending,
             service_accounts: vec![ServiceAccount::test_account()],
             session_ttl: Some(Duration::from_secs(3600)),
@@ -367,6 +372,11 @@ impl SimConfigBuilder {
     /// Includes (or not) the 60,000-character message.
     pub fn max_length_message(mut self, on: bool) -> Self {
         self.0.max_length_message = on;
+        self
+    }
+    /// Turns on (or off) the messages showing an image inline ([`SimConfig::inline_images`]).
+    pub fn inline_images(mut self, on: bool) -> Self {
+        self.0.inline_images = on;
         self
     }
     /// Sets when planned suppressions take effect.

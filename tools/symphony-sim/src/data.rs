@@ -249,6 +249,7 @@ impl Dataset {
                     hashtags: m.rendered.hashtags.clone(),
                     cashtags: m.rendered.cashtags.clone(),
                     emojis: m.rendered.emojis.clone(),
+                    inline_images: m.rendered.images.clone(),
                     attachments: m
                         .attachments
                         .iter()
@@ -1223,6 +1224,20 @@ pub(crate) fn generate(cfg: &SimConfig) -> Dataset {
         });
     }
 
+    // ---- inline images ---------------------------------------------------------------------------
+    // Every tenth ordinary message without files (the 60,000-character one excepted) becomes
+    // a chart shown inline; made without the generator, so the rest of the data set is the
+    // same with or without them.
+    if cfg.inline_images {
+        let long =
+            (cfg.max_length_message && !normals.is_empty()).then(|| normals[normals.len() / 2]);
+        for &i in normals.iter().step_by(10) {
+            if Some(i) != long && messages[i].attachments.is_empty() {
+                messages[i].rendered = render_inline_chart(cfg.seed, &messages[i].id);
+            }
+        }
+    }
+
     // ---- shared wall posts ---------------------------------------------------------------------
     // Every third plain wall post shares the latest earlier message of a conversation (the
     // first one a message with attachments); chosen without the generator, so the rest of
@@ -1575,6 +1590,34 @@ fn render_normal(
                 .close("p");
         }
     }
+    b.finish()
+}
+
+/// A message showing a small SVG chart inline (a `data:` URL), its colour and bar heights
+/// drawn from the seed and the message id.
+fn render_inline_chart(seed: u64, message_id: &str) -> Rendered {
+    let h: [u8; 32] = Sha256::new()
+        .chain_update(b"symphony-sim inline image")
+        .chain_update(seed.to_le_bytes())
+        .chain_update(message_id.as_bytes())
+        .finalize()
+        .into();
+    let mut svg = format!(
+        r##"<svg xmlns="http://www.w3.org/2000/svg" width="64" height="32" viewBox="0 0 64 32"><g fill="#{}">"##,
+        hex::encode(&h[..3])
+    );
+    for (x, height) in h[3..11].iter().enumerate() {
+        let height = 1 + height % 32;
+        svg.push_str(&format!(
+            r#"<rect x="{}" y="{}" width="6" height="{height}"/>"#,
+            x * 8,
+            32 - height
+        ));
+    }
+    svg.push_str("</g></svg>");
+    let mut b = MessageBuilder::new(true);
+    b.open("p").text("Chart of the day:").close("p");
+    b.image("image/svg+xml", svg.as_bytes());
     b.finish()
 }
 

@@ -114,8 +114,8 @@ pub use error::SimError;
 pub use keys::{TEST_PRIVATE_KEY_PEM, TEST_PUBLIC_KEY_PEM, TEST_USERNAME, test_private_key_path};
 pub use stats::Stats;
 pub use truth::{
-    GroundTruth, Relation, StreamType, TruthAttachment, TruthEvent, TruthMember, TruthMessage,
-    TruthStream, TruthUser, normalize_text,
+    GroundTruth, Relation, StreamType, TruthAttachment, TruthEvent, TruthInlineImage, TruthMember,
+    TruthMessage, TruthStream, TruthUser, normalize_text,
 };
 
 /// Generates the data set of `config` and builds its ground truth without serving anything

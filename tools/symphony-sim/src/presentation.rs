@@ -6,7 +6,12 @@
 //! break (never two in a row, none at the start or end); table cells in a row are separated
 //! by a tab. Text inside `<pre>` keeps its own line breaks.
 
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
 use serde_json::{Map, Value, json};
+use sha2::{Digest, Sha256};
+
+use crate::truth::TruthInlineImage;
 
 /// Escapes text for XHTML element content and attribute values.
 pub(crate) fn escape(s: &str, out: &mut String) {
@@ -31,6 +36,7 @@ pub(crate) struct Rendered {
     pub hashtags: Vec<String>,
     pub cashtags: Vec<String>,
     pub emojis: Vec<String>,
+    pub images: Vec<TruthInlineImage>,
 }
 
 /// Incremental PresentationML writer.
@@ -124,6 +130,21 @@ impl MessageBuilder {
         self.html.push_str("\">");
         self.text(url);
         self.html.push_str("</a>");
+        self
+    }
+
+    /// An image shown inline: `<img src="data:<media type>;base64,...">` (no text).
+    pub fn image(&mut self, media_type: &str, bytes: &[u8]) -> &mut Self {
+        self.html.push_str("<img src=\"data:");
+        escape(media_type, &mut self.html);
+        self.html.push_str(";base64,");
+        self.html.push_str(&STANDARD.encode(bytes));
+        self.html.push_str("\"/>");
+        self.r.images.push(TruthInlineImage {
+            media_type: media_type.to_string(),
+            size: bytes.len() as u64,
+            sha256: hex::encode(Sha256::digest(bytes)),
+        });
         self
     }
 
@@ -261,6 +282,7 @@ mod tests {
             .close("p");
         b.table(&["a", "b"], &[vec!["1".into(), "2".into()]]);
         b.pre("x < y\nz");
+        b.image("image/svg+xml", b"<svg/>");
         let r = b.finish();
         assert!(r.presentation.starts_with(
             r#"<div data-format="PresentationML" data-version="2.0" class="wysiwyg"><p>Hi <span class="entity" data-entity-id="0">@Zoë &lt;Z&gt;</span> &amp; "#
@@ -274,5 +296,11 @@ mod tests {
         assert_eq!(data["0"]["id"][0]["value"], "42");
         assert_eq!(data["3"]["data"]["unicode"], "👍");
         assert_eq!(r.mentions, vec![42]);
+        assert!(
+            r.presentation
+                .ends_with(r#"</pre><img src="data:image/svg+xml;base64,PHN2Zy8+"/></div>"#)
+        );
+        assert_eq!(r.images.len(), 1);
+        assert_eq!(r.images[0].size, 6);
     }
 }

@@ -182,6 +182,18 @@ pub struct TruthAttachment {
     pub image: bool,
 }
 
+/// An image shown inline in a message's markup: an `<img>` whose `src` is a `data:` URL
+/// (base64), as MessageML allows for small images.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TruthInlineImage {
+    /// The data URL's media type (`image/svg+xml`).
+    pub media_type: String,
+    /// Size in bytes of the decoded image.
+    pub size: u64,
+    /// Lowercase hex SHA-256 of the decoded image.
+    pub sha256: String,
+}
+
 /// One message (one version of it: an edit is its own message).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TruthMessage {
@@ -214,6 +226,10 @@ pub struct TruthMessage {
     pub emojis: Vec<String>,
     /// Attachments, in `attachments[]` order.
     pub attachments: Vec<TruthAttachment>,
+    /// Images embedded in the markup as `data:` URLs, in document order (none unless
+    /// [`crate::SimConfig::inline_images`]).
+    #[serde(default)]
+    pub inline_images: Vec<TruthInlineImage>,
     /// `parentMessageId` (reply or forward).
     pub parent_message_id: Option<String>,
     /// Whether the parent relation is a reply or a forward.

@@ -1704,3 +1704,50 @@ fn a_stream_the_service_account_is_removed_from_stays_listed_and_is_refused() {
     assert!(sim.add_service_account(&ours.stream_id));
     assert_eq!(c.get(&list).0, 200);
 }
+
+#[test]
+fn inline_images_are_opt_in_data_urls_whose_bytes_the_ground_truth_hashes() {
+    let plain = symphony_sim::generate_ground_truth(&small().build()).unwrap();
+    assert!(plain.messages.iter().all(|m| m.inline_images.is_empty()));
+    let sim = sim(small().inline_images(true).build());
+    let truth = sim.ground_truth();
+    let with_images: Vec<_> = truth
+        .messages
+        .iter()
+        .filter(|m| !m.inline_images.is_empty())
+        .collect();
+    assert!(with_images.len() >= 3, "{}", with_images.len());
+    // Only the messages given an image differ.
+    assert_eq!(truth.messages.len(), plain.messages.len());
+    for (a, b) in truth.messages.iter().zip(&plain.messages) {
+        if a.inline_images.is_empty() {
+            assert_eq!(a, b);
+        }
+    }
+    let c = Client::new(&sim.base_url());
+    for m in with_images {
+        let (code, page) = c.get_json(&format!(
+            "/agent/v4/stream/{}/message?since={}&limit=500",
+            m.stream_id, m.timestamp
+        ));
+        assert_eq!(code, 200);
+        let served = page
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| url_id(&v["messageId"]).as_deref() == Some(m.message_id.as_str()))
+            .unwrap();
+        let markup = served["message"].as_str().unwrap();
+        let (_, rest) = markup
+            .split_once("<img src=\"data:image/svg+xml;base64,")
+            .expect("an <img> with a data URL");
+        let bytes = STANDARD.decode(&rest[..rest.find('"').unwrap()]).unwrap();
+        assert_eq!(m.inline_images[0].media_type, "image/svg+xml");
+        assert_eq!(bytes.len() as u64, m.inline_images[0].size);
+        assert_eq!(
+            hex::encode(Sha256::digest(&bytes)),
+            m.inline_images[0].sha256
+        );
+        assert!(bytes.starts_with(b"<svg xmlns=\"http://www.w3.org/2000/svg\""));
+    }
+}
