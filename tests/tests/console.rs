@@ -283,9 +283,43 @@ fn a_mapping_fix_then_redeliver_from_the_console_delivers_the_quarantined_items_
         .as_u64()
         .unwrap();
     assert_eq!(quarantined as usize, c.chat.truth.quarantined.len());
-    let mut users = std::fs::read_to_string(&c.chat.users_csv).unwrap();
-    users.push_str("u-dave,dave@example.test\n");
-    std::fs::write(&c.chat.users_csv, users).unwrap();
+    // The mapping is fixed in the console: a CSV that does not parse is
+    // refused and changes nothing; a good one is saved and recorded.
+    let before = std::fs::read_to_string(&c.chat.users_csv).unwrap();
+    let mapping = admin.get("/connectors/chat/mapping");
+    assert!(
+        mapping.body.contains("u-carol,carol@example.test"),
+        "{}",
+        mapping.body
+    );
+    let csrf = mapping.csrf().unwrap();
+    let bad = admin.post(
+        "/connectors/chat/mapping",
+        &[
+            ("csrf", &csrf),
+            ("csv", "ExternalUserId,Mailbox\nu-dave,not an address\n"),
+        ],
+        &[],
+    );
+    assert_eq!(bad.status, 400, "{}", bad.body);
+    assert!(bad.body.contains("line 2"), "{}", bad.body);
+    assert_eq!(std::fs::read_to_string(&c.chat.users_csv).unwrap(), before);
+    let mut viewer = signed_in(&c.base, "viewer");
+    let viewer_csrf = viewer.get("/").csrf().unwrap();
+    let refused = viewer.post(
+        "/connectors/chat/mapping",
+        &[("csrf", &viewer_csrf), ("csv", "ExternalUserId,Mailbox\n")],
+        &[],
+    );
+    assert_eq!(refused.status, 403);
+    let fixed = format!("{before}u-dave,dave@example.test\n");
+    let saved = admin.post(
+        "/connectors/chat/mapping",
+        &[("csrf", &csrf), ("csv", &fixed)],
+        &[],
+    );
+    assert_eq!(saved.status, 303, "{}", saved.body);
+    assert_eq!(std::fs::read_to_string(&c.chat.users_csv).unwrap(), fixed);
     for round in 0..2 {
         let csrf = admin.get("/connectors/chat/quarantine").csrf().unwrap();
         let done = admin.post("/connectors/chat/redeliver", &[("csrf", &csrf)], &[]);
@@ -314,6 +348,20 @@ fn a_mapping_fix_then_redeliver_from_the_console_delivers_the_quarantined_items_
     let mut got = dave.clone();
     got.sort();
     assert_eq!(got, expected, "each once, none twice");
+    let trail = connector_ok(
+        Path::new(BIN),
+        &c.chat.state,
+        &["audit", "export", "--format", "json"],
+    );
+    let trail: serde_json::Value = serde_json::from_str(&trail).unwrap();
+    let change = trail
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["action"] == "mapping-changed")
+        .expect("the mapping change is recorded");
+    assert_eq!(change["actor"], "admin");
+    assert_eq!(change["detail"], "+u-dave,dave@example.test");
     c.daemon.terminate();
 }
 

@@ -158,10 +158,17 @@ fn an_administrator_signs_in_through_the_provider_and_walks_the_console() {
     assert_eq!(browser.run_script("return 1 + 1;", vec![]), json!(2));
     browser.screenshot("console-quarantine");
 
-    // Fix the mapping, then redeliver (the confirmation answered yes).
-    let mut users = std::fs::read_to_string(&s.chat.users_csv).unwrap();
-    users.push_str("u-dave,dave@example.test\n");
-    std::fs::write(&s.chat.users_csv, users).unwrap();
+    // Fix the mapping in the console, then redeliver (the confirmation
+    // answered yes).
+    browser.click("a[href='/connectors/chat/mapping']");
+    browser.wait_for_text("Mapping of chat");
+    let users = std::fs::read_to_string(&s.chat.users_csv).unwrap();
+    browser.fill("csv", &format!("{users}u-dave,dave@example.test\n"));
+    browser.click_button("Save mapping");
+    browser.wait_for_text("Saved.");
+    browser.screenshot("console-mapping");
+    browser.goto(&format!("{}/connectors/chat/quarantine", s.base));
+    browser.wait_for_text("Quarantine of chat");
     browser.run_script("window.confirm = () => true;", vec![]);
     browser.click_button("Redeliver");
     browser.wait_for_text("Redelivered");
@@ -204,6 +211,7 @@ fn an_administrator_signs_in_through_the_provider_and_walks_the_console() {
         "paused",
         "resumed",
         "run-started",
+        "mapping-changed",
     ] {
         assert!(trail.contains(action), "{action} in {trail}");
     }
