@@ -3,7 +3,11 @@
 //! read again while the daemon runs, so connectors added to it, changed or
 //! removed are followed without a restart.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+
+use connector_state::Fingerprint;
 
 use super::ConnectorConfig;
 
@@ -66,3 +70,15 @@ fn files_of(folder: &Path) -> std::io::Result<Vec<PathBuf>> {
     files.sort();
     Ok(files)
 }
+
+/// The connectors a daemon runs now, as its pages and heartbeat see them.
+#[derive(Debug, Clone, Default)]
+pub struct ConnectorSet {
+    /// Each connector's file, read.
+    pub configs: Vec<ConnectorConfig>,
+    /// Each connector's files' fingerprints, by id.
+    pub fingerprints: BTreeMap<String, Fingerprint>,
+}
+
+/// The set, shared with the pages and the heartbeat.
+pub type SharedConnectors = Arc<RwLock<ConnectorSet>>;

@@ -60,11 +60,8 @@ pub(super) async fn show(
     State(ctx): State<Arc<WebContext>>,
     Path(id): Path<String>,
 ) -> Response {
-    if let Err(refused) = signed_in.require(Permission::ViewStatus) {
+    if let Err(refused) = ctx.connector_for(&signed_in, Permission::ViewStatus, &id) {
         return refused.into_response();
-    }
-    if let Err(missing) = ctx.config(&id) {
-        return missing.into_response();
     }
     let wanted = id.clone();
     let loaded = ctx
@@ -258,11 +255,8 @@ pub(super) async fn quarantine(
     Path(id): Path<String>,
     Query(filter): Query<QuarantineFilter>,
 ) -> Response {
-    if let Err(refused) = signed_in.require(Permission::ViewQuarantine) {
+    if let Err(refused) = ctx.connector_for(&signed_in, Permission::ViewQuarantine, &id) {
         return refused.into_response();
-    }
-    if let Err(missing) = ctx.config(&id) {
-        return missing.into_response();
     }
     let wanted = id.clone();
     let entries = match ctx.read(move |_, db| Ok(db.quarantine(&wanted)?)).await {
@@ -332,12 +326,9 @@ pub(super) async fn redeliver(
     Path(id): Path<String>,
     CsrfForm { signed_in, .. }: CsrfForm<NoFields>,
 ) -> Response {
-    if let Err(refused) = signed_in.require(Permission::ChangeConnectors) {
-        return refused.into_response();
-    }
-    let config = match ctx.config(&id) {
+    let config = match ctx.connector_for(&signed_in, Permission::ChangeConnectors, &id) {
         Ok(c) => c,
-        Err(missing) => return missing.into_response(),
+        Err(refused) => return refused.into_response(),
     };
     let host = ctx.host.clone();
     let done = tokio::task::spawn_blocking(move || host.redeliver_quarantine(&config)).await;

@@ -140,11 +140,8 @@ async fn control(
     action: AuditAction,
     apply: Control,
 ) -> Response {
-    if let Err(refused) = signed_in.require(Permission::ChangeConnectors) {
+    if let Err(refused) = ctx.connector_for(&signed_in, Permission::ChangeConnectors, &id) {
         return refused.into_response();
-    }
-    if let Err(missing) = ctx.config(&id) {
-        return missing.into_response();
     }
     let (target, by) = (id.clone(), signed_in.identity.name.clone());
     let applied = ctx.read(move |_, db| Ok(apply(db, &target, &by))).await;

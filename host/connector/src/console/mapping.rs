@@ -31,12 +31,9 @@ pub(super) async fn show(
     Path(id): Path<String>,
     Query(shown): Query<Shown>,
 ) -> Response {
-    if let Err(refused) = signed_in.require(Permission::ViewQuarantine) {
-        return refused.into_response();
-    }
-    let config = match ctx.config(&id) {
+    let config = match ctx.connector_for(&signed_in, Permission::ViewQuarantine, &id) {
         Ok(c) => c,
-        Err(missing) => return missing.into_response(),
+        Err(refused) => return refused.into_response(),
     };
     let csv = config
         .mapping
@@ -100,12 +97,9 @@ pub(super) async fn save(
     Path(id): Path<String>,
     CsrfForm { signed_in, form }: CsrfForm<MappingForm>,
 ) -> Response {
-    if let Err(refused) = signed_in.require(Permission::ChangeConnectors) {
-        return refused.into_response();
-    }
-    let config = match ctx.config(&id) {
+    let config = match ctx.connector_for(&signed_in, Permission::ChangeConnectors, &id) {
         Ok(c) => c,
-        Err(missing) => return missing.into_response(),
+        Err(refused) => return refused.into_response(),
     };
     let Some(path) = config.mapping.overrides.clone() else {
         return Refusal::new(

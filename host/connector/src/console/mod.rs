@@ -28,7 +28,7 @@ use connector_state::{AuditAction, AuditEntry, StateStore};
 use maud::html;
 
 use crate::config::ConnectorConfig;
-use crate::daemon::roster::{ConnectorSet, SharedConnectors};
+use crate::config::folder::{ConnectorSet, SharedConnectors};
 use crate::pipeline::Host;
 use crate::status::{LiveBoard, StatusReport, collect};
 
@@ -147,6 +147,17 @@ impl WebContext {
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
+    }
+
+    /// The connector with this id, when `who` has `permission`.
+    pub(crate) fn connector_for(
+        &self,
+        who: &SignedIn,
+        permission: Permission,
+        id: &str,
+    ) -> Result<ConnectorConfig, Refusal> {
+        who.require(permission)?;
+        self.config(id)
     }
 
     /// The connector with this id.

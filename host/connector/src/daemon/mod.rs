@@ -8,7 +8,7 @@
 //! now" request starts a run at once, whichever worker takes it.
 
 mod controls;
-pub mod roster;
+mod roster;
 
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
@@ -18,6 +18,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crate::config::ConnectorConfig;
+use crate::config::folder::{ConnectorSet, SharedConnectors};
 use crate::console::{AuditHooks, WebContext, WebServer};
 use crate::pipeline::{Host, RunControl, RunError, RunObserver, RunOptions, fingerprints};
 use crate::status::LiveBoard;
@@ -25,7 +26,7 @@ use connector_console::{Console, ConsoleSettings, ServeError};
 use connector_model::time::now_ms;
 use connector_state::{RunCounts, RunOutcome, RunRequest};
 use controls::ControlBoard;
-use roster::{ConnectorSet, Roster, SharedConnectors};
+use roster::Roster;
 
 /// How often a waiting connector thread looks at the clock and the stop flag.
 const TICK: Duration = Duration::from_millis(200);

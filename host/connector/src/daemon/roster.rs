@@ -8,31 +8,19 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use connector_state::Fingerprint;
 
 use crate::config::ConnectorConfig;
-use crate::config::folder::read_connectors;
+use crate::config::folder::{ConnectorSet, SharedConnectors, read_connectors};
 use crate::pipeline::fingerprint;
 
 /// How often folders of connector files are read again.
 pub const RESCAN: Duration = Duration::from_secs(2);
-
-/// The connectors a daemon runs now, as its pages and heartbeat see them.
-#[derive(Debug, Clone, Default)]
-pub struct ConnectorSet {
-    /// Each connector's file, read.
-    pub configs: Vec<ConnectorConfig>,
-    /// Each connector's files' fingerprints, by id.
-    pub fingerprints: BTreeMap<String, Fingerprint>,
-}
-
-/// The set, shared with the pages and the heartbeat.
-pub type SharedConnectors = Arc<RwLock<ConnectorSet>>;
 
 /// Starts a connector's thread, which runs until its flag is set.
 pub(super) type Spawn =
