@@ -44,9 +44,33 @@ pub struct ConsoleClient {
 impl ConsoleClient {
     /// A client of the console at `base` (`http://127.0.0.1:PORT`).
     pub fn new(base: &str) -> ConsoleClient {
+        Self::with_agent(base, ureq::AgentBuilder::new())
+    }
+
+    /// A client of the console at `base` (`https://…`) that trusts only
+    /// the CA `ca_pem`.
+    pub fn trusting(base: &str, ca_pem: &str) -> ConsoleClient {
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in rustls_pemfile_certs(ca_pem) {
+            roots.add(cert).expect("the test CA is a certificate");
+        }
+        let tls = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("TLS 1.2 and 1.3")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        Self::with_agent(
+            base,
+            ureq::AgentBuilder::new().tls_config(std::sync::Arc::new(tls)),
+        )
+    }
+
+    fn with_agent(base: &str, agent: ureq::AgentBuilder) -> ConsoleClient {
         ConsoleClient {
             base: base.trim_end_matches('/').to_string(),
-            agent: ureq::AgentBuilder::new().redirects(0).build(),
+            agent: agent.redirects(0).build(),
             cookie: None,
         }
     }
@@ -144,6 +168,13 @@ impl ConsoleClient {
     pub fn set_session(&mut self, token: &str) {
         self.cookie = Some(token.to_string());
     }
+}
+
+fn rustls_pemfile_certs(pem: &str) -> Vec<rustls::pki_types::CertificateDer<'static>> {
+    use rustls::pki_types::pem::PemObject;
+    rustls::pki_types::CertificateDer::pem_slice_iter(pem.as_bytes())
+        .collect::<Result<_, _>>()
+        .expect("PEM certificates")
 }
 
 /// A name that would run as script if a page did not escape it.

@@ -73,8 +73,9 @@ impl DaemonProcess {
         stdout.read_line(&mut line).unwrap();
         let addr = line
             .trim()
-            .strip_prefix("status: http://")
-            .and_then(|a| a.strip_suffix('/'))
+            .strip_prefix("status: ")
+            .and_then(|u| u.split_once("://"))
+            .and_then(|(_, a)| a.strip_suffix('/'))
             .unwrap_or_else(|| {
                 panic!(
                     "the daemon's first line names its status address: {line:?}; log:\n{}",

@@ -222,3 +222,23 @@ pub fn mailboxes(root: &Path) -> Vec<String> {
     names.sort();
     names
 }
+
+/// A throw-away CA, a server certificate for `localhost` and 127.0.0.1
+/// signed by it, and the server's key: `(ca, certificate, key)`, PEM.
+pub fn loopback_certificates() -> Result<(String, String, String), rcgen::Error> {
+    let ca_key = rcgen::KeyPair::generate()?;
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new())?;
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "connector tests' CA");
+    let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key)?;
+    let key = rcgen::KeyPair::generate()?;
+    let mut params =
+        rcgen::CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])?;
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "localhost");
+    let cert = params.signed_by(&key, &ca)?;
+    Ok((ca.pem(), cert.pem(), key.serialize_pem()))
+}

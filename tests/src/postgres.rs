@@ -733,29 +733,8 @@ fn euid() -> libc::uid_t {
     unsafe { libc::geteuid() }
 }
 
-/// A CA, a server certificate for `localhost` and 127.0.0.1 signed by it,
-/// and the server's key (PEM).
 fn certificates() -> Result<(String, String, String), PostgresError> {
-    let ca_key = rcgen::KeyPair::generate().map_err(PostgresError::Certificate)?;
-    let mut ca_params =
-        rcgen::CertificateParams::new(Vec::<String>::new()).map_err(PostgresError::Certificate)?;
-    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, "connector tests' PostgreSQL CA");
-    let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key)
-        .map_err(PostgresError::Certificate)?;
-    let key = rcgen::KeyPair::generate().map_err(PostgresError::Certificate)?;
-    let mut params =
-        rcgen::CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
-            .map_err(PostgresError::Certificate)?;
-    params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, "localhost");
-    let cert = params
-        .signed_by(&key, &ca)
-        .map_err(PostgresError::Certificate)?;
-    Ok((ca.pem(), cert.pem(), key.serialize_pem()))
+    crate::loopback_certificates().map_err(PostgresError::Certificate)
 }
 
 /// `bytes` random bytes from the kernel, in hex.

@@ -556,3 +556,56 @@ fn an_admin_pauses_resumes_and_runs_now_and_the_auditor_sees_each_action_in_a_ve
     );
     c.daemon.terminate();
 }
+
+#[test]
+fn the_console_serves_https_from_its_certificate_files_and_refuses_plain_http() {
+    let tmp = tempfile::tempdir().unwrap();
+    let chat = chat_setup(tmp.path(), "chat", 3, 10, "24h");
+    let (ca, cert, key) = connector_e2e::loopback_certificates().unwrap();
+    std::fs::write(tmp.path().join("console.crt"), cert).unwrap();
+    std::fs::write(tmp.path().join("console.key"), key).unwrap();
+    let console = console_file(
+        Path::new(BIN),
+        tmp.path(),
+        &[("viewer", &["viewer"])],
+        "[tls]\ncertificate = \"console.crt\"\nkey = \"console.key\"\n",
+    );
+    let daemon = DaemonProcess::start_with_console(
+        Path::new(BIN),
+        &["--state-dir".into(), chat.state.as_os_str().to_owned()],
+        "127.0.0.1:0",
+        &console,
+        &[&chat.config],
+        &[],
+        &tmp.path().join("daemon.log"),
+    );
+    let mut client =
+        ConsoleClient::trusting(&format!("https://localhost:{}", port_of(&daemon)), &ca);
+    assert_eq!(client.sign_in("viewer", TEST_PASSWORD).status, 200);
+    assert_eq!(client.get("/").status, 200);
+    assert_eq!(client.get("/healthz").status, 200);
+    // Plain HTTP on the same port gets no page.
+    assert!(http_get(daemon.addr(), "/healthz").map_or(true, |(code, _)| code != 200));
+    drop(daemon);
+
+    // A key that is no key stops the daemon, naming the file.
+    std::fs::write(tmp.path().join("console.key"), "not a key\n").unwrap();
+    let out = std::process::Command::new(BIN)
+        .arg("--state-dir")
+        .arg(&chat.state)
+        .args(["daemon", "--listen", "127.0.0.1:0", "--console"])
+        .arg(&console)
+        .arg(&chat.config)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("console.key") && err.contains("[tls]"),
+        "{err}"
+    );
+}
+
+fn port_of(daemon: &DaemonProcess) -> u16 {
+    daemon.addr().rsplit(':').next().unwrap().parse().unwrap()
+}
