@@ -213,3 +213,39 @@ pub(crate) fn with_cookie(mut response: Response, cookie: HeaderValue) -> Respon
     response.headers_mut().append(SET_COOKIE, cookie);
     response
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeSet;
+
+    fn someone() -> Identity {
+        Identity {
+            name: "alice".into(),
+            roles: BTreeSet::from([crate::roles::Role::Viewer]),
+            via: "local".into(),
+        }
+    }
+
+    fn token_of(cookie: &HeaderValue) -> String {
+        let text = cookie.to_str().unwrap();
+        let pair = text.split(';').next().unwrap();
+        pair.strip_prefix("connector_session=").unwrap().to_string()
+    }
+
+    #[test]
+    fn a_session_ends_when_its_lifetime_is_over_and_at_sign_out() {
+        let sessions = Sessions::new(Duration::from_millis(300));
+        let first = token_of(&sessions.open(someone()));
+        let (who, csrf) = sessions.find(&first).expect("a fresh session");
+        assert_eq!(who.name, "alice");
+        assert_eq!(csrf.len(), 43, "256 random bits, URL-safe");
+        std::thread::sleep(Duration::from_millis(400));
+        assert!(sessions.find(&first).is_none(), "expired");
+        let second = token_of(&sessions.open(someone()));
+        assert_ne!(first, second);
+        assert!(sessions.close(&second).is_some());
+        assert!(sessions.find(&second).is_none(), "signed out");
+        assert!(sessions.find("forged").is_none());
+    }
+}
