@@ -393,16 +393,7 @@ fn a_console_file_with_an_unknown_key_stops_the_daemon_with_the_key_named() {
         "console.toml",
         "accounts = \"accounts.toml\"\nsession-minute = 5\n",
     );
-    let out = std::process::Command::new(BIN)
-        .arg("--state-dir")
-        .arg(&chat.state)
-        .args(["daemon", "--listen", "127.0.0.1:0", "--console"])
-        .arg(&console)
-        .arg(&chat.config)
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = daemon_refused(&chat, &console);
     assert!(
         err.contains("unknown field `session-minute`") && err.contains("docs/console.md"),
         "{err}"
@@ -590,16 +581,7 @@ fn the_console_serves_https_from_its_certificate_files_and_refuses_plain_http() 
 
     // A key that is no key stops the daemon, naming the file.
     std::fs::write(tmp.path().join("console.key"), "not a key\n").unwrap();
-    let out = std::process::Command::new(BIN)
-        .arg("--state-dir")
-        .arg(&chat.state)
-        .args(["daemon", "--listen", "127.0.0.1:0", "--console"])
-        .arg(&console)
-        .arg(&chat.config)
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = daemon_refused(&chat, &console);
     assert!(
         err.contains("console.key") && err.contains("[tls]"),
         "{err}"
@@ -608,4 +590,18 @@ fn the_console_serves_https_from_its_certificate_files_and_refuses_plain_http() 
 
 fn port_of(daemon: &DaemonProcess) -> u16 {
     daemon.addr().rsplit(':').next().unwrap().parse().unwrap()
+}
+
+/// What the daemon said when it refused to start with `console`.
+fn daemon_refused(chat: &ChatSetup, console: &Path) -> String {
+    let out = std::process::Command::new(BIN)
+        .arg("--state-dir")
+        .arg(&chat.state)
+        .args(["daemon", "--listen", "127.0.0.1:0", "--console"])
+        .arg(console)
+        .arg(&chat.config)
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "the daemon refuses to start");
+    String::from_utf8_lossy(&out.stderr).into_owned()
 }
