@@ -7,6 +7,7 @@ use argon2::Argon2;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use serde::{Deserialize, Serialize};
 
+use crate::files::replace_file;
 use crate::roles::Role;
 
 /// The accounts file.
@@ -96,15 +97,7 @@ impl LocalAccounts {
             path: path.to_path_buf(),
             message: e.to_string(),
         })?;
-        let dir = path
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(io)?;
-        std::io::Write::write_all(&mut tmp, text.as_bytes()).map_err(io)?;
-        tmp.as_file().sync_all().map_err(io)?;
-        tmp.persist(path).map_err(|e| io(e.error))?;
-        Ok(())
+        replace_file(path, text.as_bytes()).map_err(io)
     }
 
     /// Adds the account, or sets the password and roles of the one named so.

@@ -4,13 +4,12 @@
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::StatusCode;
-use axum::http::header::{HOST, ORIGIN};
 use axum::response::Response;
 use maud::{Markup, html};
 use serde::de::DeserializeOwned;
 
 use crate::refusal::refusal_page;
-use crate::session::{SignedIn, same_secret};
+use crate::session::{SignedIn, same_origin, same_secret};
 
 /// The largest form body taken (a mapping CSV is uploaded in a form).
 const MAX_FORM_BYTES: usize = 16 * 1024 * 1024;
@@ -45,16 +44,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for CsrfForm<T> {
     async fn from_request(request: Request, state: &S) -> Result<CsrfForm<T>, Response> {
         let (mut parts, body) = request.into_parts();
         let signed_in = SignedIn::from_request_parts(&mut parts, state).await?;
-        let origin_host = parts
-            .headers
-            .get(ORIGIN)
-            .and_then(|o| o.to_str().ok())
-            .map(|o| o.split_once("://").map_or(o, |(_, h)| h).to_string());
-        let host = parts.headers.get(HOST).and_then(|h| h.to_str().ok());
-        if let Some(origin) = origin_host
-            && origin != "null"
-            && Some(origin.as_str()) != host
-        {
+        if !same_origin(&parts.headers) {
             return Err(forbidden(
                 "This form was sent from another site; open the console and send it from there.",
             ));

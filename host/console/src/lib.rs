@@ -11,6 +11,7 @@
 
 mod accounts;
 mod csrf;
+mod files;
 mod frame;
 mod layout;
 mod oidc;
@@ -34,6 +35,7 @@ use axum::routing::{get, post};
 
 pub use accounts::{AccountsError, LocalAccount, LocalAccounts};
 pub use csrf::{CsrfForm, csrf_field};
+pub use files::replace_file;
 pub use frame::page;
 pub use layout::{CONTENT_SECURITY_POLICY_VALUE, NavLink};
 pub use oidc::OidcError;
@@ -42,7 +44,6 @@ pub use roles::{Identity, Permission, Role};
 pub use server::{ConsoleServer, ServeError};
 pub use session::{SESSION_COOKIE, SignedIn};
 pub use settings::{ConsoleSettings, OidcSettings, SettingsError, TlsFiles};
-pub use throttle::{MAX_FAILURES, WINDOW};
 
 /// What the console tells its embedder (for the audit trail).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,10 +77,6 @@ pub trait ConsoleHooks: Send + Sync + 'static {
         let _ = event;
     }
 }
-
-/// Hooks that do nothing.
-pub struct NoHooks;
-impl ConsoleHooks for NoHooks {}
 
 /// The console: its settings, sessions, sign-in and navigation.
 pub struct Console {

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::extract::{ConnectInfo, FromRequestParts};
-use axum::http::header::{COOKIE, SET_COOKIE};
+use axum::http::header::{COOKIE, HOST, ORIGIN, SET_COOKIE};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
@@ -35,6 +35,16 @@ pub(crate) fn random_token() -> String {
 /// they differ.
 pub(crate) fn same_secret(a: &str, b: &str) -> bool {
     a.len() == b.len() && bool::from(a.as_bytes().ct_eq(b.as_bytes()))
+}
+
+/// Whether a request came from this console's own pages: it names no
+/// origin (or `null`), or the origin's host is the one it was sent to.
+pub(crate) fn same_origin(headers: &HeaderMap) -> bool {
+    let host = headers.get(HOST).and_then(|h| h.to_str().ok());
+    match headers.get(ORIGIN).and_then(|o| o.to_str().ok()) {
+        None | Some("null") => true,
+        Some(origin) => Some(origin.split_once("://").map_or(origin, |(_, h)| h)) == host,
+    }
 }
 
 /// The value of cookie `name` in the request's headers.

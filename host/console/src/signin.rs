@@ -2,7 +2,7 @@
 //! provider's round trip, and sign-out.
 
 use axum::extract::{FromRequest, Query, Request};
-use axum::http::header::{HOST, ORIGIN, RETRY_AFTER};
+use axum::http::header::RETRY_AFTER;
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use maud::html;
@@ -13,7 +13,9 @@ use crate::csrf::CsrfForm;
 use crate::frame::page;
 use crate::refusal::refusal_page;
 use crate::roles::Identity;
-use crate::session::{SESSION_COOKIE, cookie, expired_session_cookie, set_cookie, with_cookie};
+use crate::session::{
+    SESSION_COOKIE, cookie, expired_session_cookie, same_origin, set_cookie, with_cookie,
+};
 use crate::{Console, ConsoleEvent, EventKind};
 
 /// The cookie that ties an OpenID provider's callback to the browser that
@@ -75,20 +77,10 @@ pub(crate) struct LocalSignIn {
     next: Option<String>,
 }
 
-/// Whether a request without a session came from this console's own pages.
-fn same_origin(request: &Request) -> bool {
-    let headers = request.headers();
-    let host = headers.get(HOST).and_then(|h| h.to_str().ok());
-    match headers.get(ORIGIN).and_then(|o| o.to_str().ok()) {
-        None | Some("null") => true,
-        Some(origin) => Some(origin.split_once("://").map_or(origin, |(_, h)| h)) == host,
-    }
-}
-
 pub(crate) async fn signin_local(request: Request) -> Response {
     let console = Console::from_request(&request);
     let from = Console::source_of(&request);
-    if !same_origin(&request) {
+    if !same_origin(request.headers()) {
         return refusal_page(
             StatusCode::FORBIDDEN,
             "Refused",

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
-use connector_console::{CsrfForm, Permission, Refusal, SignedIn, csrf_field, page};
+use connector_console::{CsrfForm, Permission, Refusal, SignedIn, csrf_field, page, replace_file};
 use connector_state::AuditAction;
 use maud::html;
 use serde::Deserialize;
@@ -129,7 +129,7 @@ pub(super) async fn save(
     let before = std::fs::read_to_string(&path).unwrap_or_default();
     let written = tokio::task::spawn_blocking({
         let (path, text) = (path.clone(), text.clone());
-        move || write_replacing(&path, text.as_bytes())
+        move || replace_file(&path, text.as_bytes())
     })
     .await;
     match written {
@@ -145,20 +145,6 @@ pub(super) async fn save(
         return e.into_response();
     }
     Redirect::to(&format!("/connectors/{id}/mapping?saved=1")).into_response()
-}
-
-/// Writes `bytes` to `path` through a temporary file beside it, so a crash
-/// leaves the old file or the new one, never half of one.
-fn write_replacing(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(std::path::Path::new("."));
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
-    std::io::Write::write_all(&mut tmp, bytes)?;
-    tmp.as_file().sync_all()?;
-    tmp.persist(path).map_err(|e| e.error)?;
-    Ok(())
 }
 
 #[cfg(test)]

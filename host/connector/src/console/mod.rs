@@ -157,11 +157,6 @@ impl WebContext {
         id: &str,
     ) -> Result<ConnectorConfig, Refusal> {
         who.require(permission)?;
-        self.config(id)
-    }
-
-    /// The connector with this id.
-    pub(crate) fn config(&self, id: &str) -> Result<ConnectorConfig, Refusal> {
         let set = self.connectors();
         set.configs.into_iter().find(|c| c.id == id).ok_or_else(|| {
             Refusal::new(

@@ -115,7 +115,7 @@ impl Daemon {
         let live = Arc::new(LiveBoard::default());
         let shared: SharedConnectors = Arc::new(RwLock::new(ConnectorSet {
             fingerprints: fingerprints(&configs),
-            configs: configs.clone(),
+            configs,
         }));
         let server = match &options.listen {
             Some(addr) => {
@@ -172,12 +172,13 @@ impl Daemon {
                     .spawn(move || worker.run(&config))
             })
         };
-        let roster = Roster::start(configs, options.sources.clone(), spawn, shared).map_err(
-            |(connector, e)| DaemonError::Thread {
-                connector,
-                message: e.to_string(),
-            },
-        )?;
+        let roster =
+            Roster::start(options.sources.clone(), spawn, shared).map_err(|(connector, e)| {
+                DaemonError::Thread {
+                    connector,
+                    message: e.to_string(),
+                }
+            })?;
         let roster = {
             let stop = stop.clone();
             std::thread::Builder::new()
@@ -238,9 +239,8 @@ impl Daemon {
 /// until the daemon stops; then removes it from the fleet's list.
 fn send_heartbeats(host: &Host, connectors: &SharedConnectors, stop: &AtomicBool) {
     let beat = host.lease_time() / 3;
-    let mut record = host.worker().record(Default::default());
     while !stop.load(Ordering::SeqCst) {
-        record = host.worker().record(
+        let record = host.worker().record(
             connectors
                 .read()
                 .unwrap_or_else(|p| p.into_inner())
@@ -256,7 +256,7 @@ fn send_heartbeats(host: &Host, connectors: &SharedConnectors, stop: &AtomicBool
             std::thread::sleep(TICK);
         }
     }
-    if let Err(e) = host.db().forget_worker(&record.id) {
+    if let Err(e) = host.db().forget_worker(&host.worker().id) {
         tracing::warn!("cannot remove this worker from the fleet's list: {e}");
     }
 }

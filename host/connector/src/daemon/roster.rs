@@ -38,9 +38,10 @@ pub(super) struct Roster {
     sources: Vec<PathBuf>,
     follow: bool,
     running: BTreeMap<String, Running>,
-    /// Threads asked to stop, each with the file to start again once it
-    /// has (a changed connector), or none (a removed one).
-    leaving: Vec<(Running, Option<ConnectorConfig>)>,
+    /// Threads asked to stop, each with the file (and its fingerprint) to
+    /// start again once it has (a changed connector), or none (a removed
+    /// one).
+    leaving: Vec<(Running, Option<(ConnectorConfig, Fingerprint)>)>,
     spawn: Spawn,
     shared: SharedConnectors,
     /// The last problem logged per file, so each is logged once.
@@ -50,14 +51,18 @@ pub(super) struct Roster {
 }
 
 impl Roster {
-    /// Starts a thread for each of `configs` (read from `sources`).
+    /// Starts a thread for each connector of `shared` (read from
+    /// `sources`).
     pub(super) fn start(
-        configs: Vec<ConnectorConfig>,
         sources: Vec<PathBuf>,
         spawn: Spawn,
         shared: SharedConnectors,
     ) -> Result<Roster, (String, std::io::Error)> {
         let follow = crate::config::folder::any_folder(&sources);
+        let ConnectorSet {
+            configs,
+            mut fingerprints,
+        } = shared.read().unwrap_or_else(|p| p.into_inner()).clone();
         let mut roster = Roster {
             sources,
             follow,
@@ -70,25 +75,36 @@ impl Roster {
         };
         for config in configs {
             let id = config.id.clone();
-            roster.launch(config).map_err(|e| (id, e))?;
+            let print = fingerprints.remove(&id).unwrap_or_default();
+            roster.launch(config, print).map_err(|e| (id, e))?;
         }
-        roster.publish();
         Ok(roster)
     }
 
-    fn launch(&mut self, config: ConnectorConfig) -> std::io::Result<()> {
+    fn launch(&mut self, config: ConnectorConfig, fingerprint: Fingerprint) -> std::io::Result<()> {
         let stop = Arc::new(AtomicBool::new(false));
         let thread = (self.spawn)(config.clone(), stop.clone())?;
         self.running.insert(
             config.id.clone(),
             Running {
-                fingerprint: fingerprint(&config),
+                fingerprint,
                 config,
                 stop,
                 thread,
             },
         );
         Ok(())
+    }
+
+    /// Starts a connector while the daemon runs; a failure is logged.
+    fn launch_logged(&mut self, config: ConnectorConfig, fingerprint: Fingerprint) {
+        let id = config.id.clone();
+        if let Err(e) = self.launch(config, fingerprint) {
+            tracing::error!(
+                connector = id,
+                "cannot start its thread: {e}; the machine is out of resources"
+            );
+        }
     }
 
     /// Follows the folders until `stop` is set; then stops every
@@ -177,13 +193,14 @@ impl Roster {
         self.order = order;
         for config in seen {
             let id = config.id.clone();
+            let print = fingerprint(&config);
             let waiting = self.leaving.iter_mut().find(|(r, _)| r.config.id == id);
             if let Some((_, next)) = waiting {
-                *next = Some(config);
+                *next = Some((config, print));
                 continue;
             }
             match self.running.get(&id) {
-                Some(r) if r.fingerprint == fingerprint(&config) => {}
+                Some(r) if r.fingerprint == print => {}
                 Some(_) => {
                     let r = self.running.remove(&id).expect("found above");
                     tracing::info!(
@@ -191,16 +208,11 @@ impl Roster {
                         "its files changed: restarting after its page"
                     );
                     r.stop.store(true, Ordering::SeqCst);
-                    self.leaving.push((r, Some(config)));
+                    self.leaving.push((r, Some((config, print))));
                 }
                 None => {
                     tracing::info!(connector = id, "new connector file: starting");
-                    if let Err(e) = self.launch(config) {
-                        tracing::error!(
-                            connector = id,
-                            "cannot start its thread: {e}; the machine is out of resources"
-                        );
-                    }
+                    self.launch_logged(config, print);
                 }
             }
         }
@@ -220,14 +232,8 @@ impl Roster {
             let (old, next) = self.leaving.swap_remove(i);
             let _ = old.thread.join();
             changed = true;
-            if let Some(config) = next {
-                let id = config.id.clone();
-                if let Err(e) = self.launch(config) {
-                    tracing::error!(
-                        connector = id,
-                        "cannot start its thread: {e}; the machine is out of resources"
-                    );
-                }
+            if let Some((config, print)) = next {
+                self.launch_logged(config, print);
             }
         }
         if changed {
@@ -238,24 +244,29 @@ impl Roster {
     /// Tells the pages and the heartbeat which connectors run now (those
     /// restarting included).
     fn publish(&self) {
-        let mut set = ConnectorSet::default();
-        let restarting = self.leaving.iter().filter_map(|(_, next)| next.as_ref());
-        let mut configs: Vec<ConnectorConfig> = self
+        let restarting = self
+            .leaving
+            .iter()
+            .filter_map(|(_, next)| next.as_ref().map(|(c, p)| (c, p)));
+        let mut now: Vec<(&ConnectorConfig, &Fingerprint)> = self
             .running
             .values()
-            .map(|r| r.config.clone())
-            .chain(restarting.cloned())
+            .map(|r| (&r.config, &r.fingerprint))
+            .chain(restarting)
             .collect();
-        configs.sort_by_key(|c| {
+        now.sort_by_key(|(c, _)| {
             self.order
                 .iter()
                 .position(|id| *id == c.id)
                 .unwrap_or(usize::MAX)
         });
-        for c in &configs {
-            set.fingerprints.insert(c.id.clone(), fingerprint(c));
-        }
-        set.configs = configs;
+        let set = ConnectorSet {
+            fingerprints: now
+                .iter()
+                .map(|(c, p)| (c.id.clone(), (*p).clone()))
+                .collect(),
+            configs: now.into_iter().map(|(c, _)| c.clone()).collect(),
+        };
         *self.shared.write().unwrap_or_else(|p| p.into_inner()) = set;
     }
 }
