@@ -31,7 +31,9 @@ enum Kill {
     After(Duration),
 }
 
-fn run_killed(state: &Path, config: &Path, kill: &Kill) -> bool {
+/// Runs once and says whether the run was killed, and how long it took.
+fn run_killed(state: &Path, config: &Path, kill: &Kill) -> (bool, Duration) {
+    let start = Instant::now();
     let mut cmd = Command::new(BIN);
     cmd.arg("--state-dir")
         .arg(state)
@@ -45,7 +47,6 @@ fn run_killed(state: &Path, config: &Path, kill: &Kill) -> bool {
     }
     let mut child = cmd.spawn().expect("starting the connector");
     if let Kill::After(delay) = kill {
-        let start = Instant::now();
         while start.elapsed() < *delay {
             if child.try_wait().unwrap().is_some() {
                 break;
@@ -55,7 +56,8 @@ fn run_killed(state: &Path, config: &Path, kill: &Kill) -> bool {
         let _ = child.kill(); // SIGKILL
     }
     let out = child.wait_with_output().unwrap();
-    match out.status.signal() {
+    let took = start.elapsed();
+    let died = match out.status.signal() {
         Some(9) => true,
         Some(other) => panic!("killed by signal {other}, expected 9 (SIGKILL)"),
         None => {
@@ -66,7 +68,8 @@ fn run_killed(state: &Path, config: &Path, kill: &Kill) -> bool {
             );
             false
         }
-    }
+    };
+    (died, took)
 }
 
 #[test]
@@ -80,7 +83,7 @@ fn killing_the_host_with_sigkill_at_random_points_loses_and_duplicates_nothing()
     // Warm the compile cache so that delays land in the run, not in compiling.
     let config = s.config.to_str().unwrap().to_string();
     let config = config.as_str();
-    let first = run_killed(&s.state, &s.config, &Kill::At("fetch", 1));
+    let (first, _) = run_killed(&s.state, &s.config, &Kill::At("fetch", 1));
     assert!(first, "the first run dies at its first page");
 
     let points = [
@@ -95,13 +98,17 @@ fn killing_the_host_with_sigkill_at_random_points_loses_and_duplicates_nothing()
     let mut killed = 0;
     let mut by_point = std::collections::BTreeMap::<&str, usize>::new();
     let mut round = 0;
+    // Delays from outside are drawn below the length of the latest whole
+    // run, so that they land inside a run on a fast machine as on a slow one.
+    let mut whole_run = Duration::from_millis(100);
     while killed < 60 {
         round += 1;
         assert!(round < 200, "too many rounds: {kills:?}");
         append_messages(&mut s, next_message, ADDED_PER_RUN);
         next_message += ADDED_PER_RUN;
         let kill = if round % 6 == 0 {
-            Kill::After(Duration::from_millis(rng.range(20, 400)))
+            let ceiling = (whole_run.as_millis() as u64).max(10);
+            Kill::After(Duration::from_millis(rng.range(5, ceiling)))
         } else {
             // Every point in turn (the sixth rounds are the delays).
             let point = points[(round - round / 6) as usize % points.len()];
@@ -113,7 +120,10 @@ fn killing_the_host_with_sigkill_at_random_points_loses_and_duplicates_nothing()
             };
             Kill::At(point, n)
         };
-        let died = run_killed(&s.state, &s.config, &kill);
+        let (died, took) = run_killed(&s.state, &s.config, &kill);
+        if !died {
+            whole_run = took;
+        }
         if died {
             killed += 1;
             let name = match &kill {
