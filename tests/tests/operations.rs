@@ -412,41 +412,83 @@ fn a_closed_output_pipe_ends_the_command_quietly() {
     }
 }
 
-#[test]
-fn a_missing_mapping_csv_is_named_once_with_its_fix() {
-    let tmp = tempfile::tempdir().unwrap();
-    let s = chat_setup(tmp.path(), "nocsv", 3, 4, "24h");
-    std::fs::remove_file(&s.users_csv).unwrap();
-    let out = connector(bin(), &s.state, &["validate", s.config.to_str().unwrap()]);
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains(&s.users_csv.display().to_string()),
-        "{stderr}"
-    );
-    assert!(
-        stderr.contains("[mapping]"),
-        "says where to fix it: {stderr}"
-    );
-    assert_eq!(stderr.matches("os error 2").count(), 1, "{stderr}");
+/// `connector validate` and `connector run --once` on `s`'s connector
+/// file: each must fail; their standard errors.
+fn validate_and_run_refuse(s: &ChatSetup) -> [String; 2] {
+    let config = s.config.to_str().unwrap();
+    [&["validate", config][..], &["run", "--once", config][..]].map(|args| {
+        let out = connector(bin(), &s.state, args);
+        assert!(!out.status.success(), "{args:?} must fail");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    })
 }
 
 #[test]
-fn validate_refuses_an_export_path_in_no_granted_folder() {
+fn a_missing_mapping_csv_is_named_once_with_its_connector_file_and_fix() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = chat_setup(tmp.path(), "nocsv", 3, 4, "24h");
+    std::fs::remove_file(&s.users_csv).unwrap();
+    for stderr in validate_and_run_refuse(&s) {
+        assert!(
+            stderr.contains(&s.users_csv.display().to_string()),
+            "{stderr}"
+        );
+        assert!(
+            stderr.contains(&format!(
+                "{} names in [mapping] overrides",
+                s.config.display()
+            )),
+            "says which connector file names it: {stderr}"
+        );
+        assert!(stderr.contains("create it"), "says what to do: {stderr}");
+        assert_eq!(stderr.matches("os error 2").count(), 1, "{stderr}");
+        assert_eq!(stderr.matches("No such file").count(), 1, "{stderr}");
+    }
+}
+
+#[test]
+fn a_path_outside_the_granted_folders_is_named_with_the_grant_to_add() {
     let tmp = tempfile::tempdir().unwrap();
     let s = chat_setup(tmp.path(), "nofolder", 3, 4, "24h");
     let text = std::fs::read_to_string(&s.config).unwrap();
-    let without = text.replace("files = { \"/export\" = \"export-nofolder\" }\n", "");
+    let elsewhere = text.replace("\"/export\" = ", "\"/data\" = ");
+    assert_ne!(text, elsewhere, "the setup grants the export folder");
+    std::fs::write(&s.config, elsewhere).unwrap();
+    for stderr in validate_and_run_refuse(&s) {
+        assert!(stderr.contains("/export/chat.jsonl"), "{stderr}");
+        assert!(
+            stderr.contains("not inside a folder granted to the plugin"),
+            "{stderr}"
+        );
+        assert!(
+            stderr.contains("`[grants] files = { \"/export\" = "),
+            "says how to grant it: {stderr}"
+        );
+        assert!(!stderr.contains("os error 44"), "{stderr}");
+    }
+}
+
+#[test]
+fn a_plugin_that_reads_files_with_no_granted_folder_is_refused_before_the_source_is_read() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = chat_setup(tmp.path(), "nogrant", 3, 4, "24h");
+    let text = std::fs::read_to_string(&s.config).unwrap();
+    let without = text.replace("files = { \"/export\" = \"export-nogrant\" }\n", "");
     assert_ne!(text, without, "the setup grants the export folder");
     std::fs::write(&s.config, without).unwrap();
-    let out = connector(bin(), &s.state, &["validate", s.config.to_str().unwrap()]);
-    assert!(!out.status.success(), "validate must refuse what run would");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("/export/chat.jsonl"), "{stderr}");
-    assert!(
-        stderr.contains("[grants] files"),
-        "says how to grant it: {stderr}"
-    );
+    for stderr in validate_and_run_refuse(&s) {
+        assert!(
+            stderr.contains(&format!(
+                "{}: plugin `chat-export` reads files",
+                s.config.display()
+            )),
+            "names the connector file: {stderr}"
+        );
+        assert!(
+            stderr.contains("grants it no folder") && stderr.contains("files = { \"/export\""),
+            "says what to add: {stderr}"
+        );
+    }
 }
 
 #[test]
@@ -462,15 +504,14 @@ fn a_bad_plugin_setting_is_reported_at_its_line_of_the_connector_file() {
         .position(|l| l.starts_with("page_size"))
         .unwrap()
         + 1;
-    let out = connector(bin(), &s.state, &["validate", s.config.to_str().unwrap()]);
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
     let place = format!(
         "{}:{line}: `page_size` in [plugin-config]",
         s.config.display()
     );
-    assert!(stderr.contains(&place), "expected {place:?} in: {stderr}");
-    assert!(!stderr.contains("line 1 column"), "{stderr}");
+    for stderr in validate_and_run_refuse(&s) {
+        assert!(stderr.contains(&place), "expected {place:?} in: {stderr}");
+        assert!(!stderr.contains("line 1 column"), "{stderr}");
+    }
 }
 
 #[test]

@@ -91,16 +91,6 @@ pub struct MappingConfig {
     pub external: ExternalPolicy,
 }
 
-impl MappingConfig {
-    /// Loads the override CSV and makes the map these settings describe.
-    pub fn user_map(&self) -> Result<UserMap, MapError> {
-        Ok(
-            UserMap::load(self.overrides.as_deref(), self.domains.clone())?
-                .with_external(self.external),
-        )
-    }
-}
-
 /// Parses `90s`, `30m`, `24h`, `1d`.
 pub fn parse_duration(s: &str) -> Option<Duration> {
     let s = s.trim();
@@ -198,8 +188,18 @@ impl ConnectorConfig {
     }
 
     /// Checks the grants against the plugin's manifest: everything granted
-    /// must be declared. Returns the list of problems, empty when none.
+    /// must be declared, and a plugin that reads files (`files = true`)
+    /// must be granted at least one folder, or it could open nothing.
     pub fn check_grants(&self, manifest: &PluginManifest) -> Result<(), ConfigError> {
+        if manifest.permissions.files && self.grants.files.is_empty() {
+            return Err(self.invalid(
+                format!(
+                    "plugin `{}` reads files (its manifest declares `files = true`) but this connector grants it no folder, so it could open nothing",
+                    manifest.id
+                ),
+                "add the folder it reads under [grants], e.g. `files = { \"/export\" = \"/folder/on/disk\" }`, and name paths inside it in [plugin-config] (here `/export/...`)",
+            ));
+        }
         let problems = self.grants.problems(manifest);
         if problems.is_empty() {
             Ok(())
@@ -212,6 +212,24 @@ impl ConnectorConfig {
                 ),
             ))
         }
+    }
+
+    /// Loads the `[mapping]` override CSV and makes the map the table
+    /// describes; a CSV that cannot be read is named with this file.
+    pub fn user_map(&self) -> Result<UserMap, MapError> {
+        let mapping = &self.mapping;
+        let map =
+            UserMap::load(mapping.overrides.as_deref(), mapping.domains.clone()).map_err(|e| {
+                match e {
+                    MapError::Read { path, source } => MapError::Overrides {
+                        csv: path,
+                        connector: self.path.clone(),
+                        reason: source,
+                    },
+                    other => other,
+                }
+            })?;
+        Ok(map.with_external(mapping.external))
     }
 
     /// The folder under INBOX that receives mail: `folder`, or the plugin's

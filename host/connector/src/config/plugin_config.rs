@@ -11,30 +11,38 @@ impl ConnectorConfig {
 
     /// A plugin's "invalid configuration" `message`, with the place it
     /// names in the JSON the host built (`at line 1 column C`) replaced by
-    /// the connector file, the line and the key the value comes from. A
-    /// message that names no place is returned as it is.
+    /// the connector file, the line and the `[plugin-config]` key the value
+    /// comes from; an error at no key (a missing field, reported at the end
+    /// of the JSON) names the table and its line. A message that names no
+    /// place is returned as it is.
     pub fn locate_plugin_config_error(&self, message: &str) -> String {
         let Some((before, line, column)) = json_position(message) else {
             return message.to_string();
         };
-        let Some(key) = (line == 1)
+        let key = (line == 1)
             .then(|| self.key_at(column.saturating_sub(1)))
-            .flatten()
-        else {
-            return message.to_string();
+            .flatten();
+        let text = std::fs::read_to_string(&self.path).unwrap_or_default();
+        let place = match plugin_config_line(&text, key) {
+            Some(line) => format!("{}:{line}", self.path.display()),
+            None => self.path.display().to_string(),
         };
-        let file_line = key_line(&self.path, key).unwrap_or(1);
-        format!(
-            "{}:{file_line}: `{key}` in [plugin-config]: {}",
-            self.path.display(),
-            before.trim_end()
-        )
+        let table = match key {
+            Some(key) => format!("`{key}` in [plugin-config]"),
+            None => "[plugin-config]".to_string(),
+        };
+        format!("{place}: {table}: {}", before.trim_end())
     }
 
     /// The top-level key whose `"key":value` covers `offset` in
     /// [`ConnectorConfig::plugin_config_json`] (keys and values are
     /// serialized in the table's order, with no spaces).
+    /// An offset at the closing `}` (where a missing field is reported) is
+    /// at no key.
     fn key_at(&self, offset: usize) -> Option<&str> {
+        if offset + 1 >= self.plugin_config_json().len() {
+            return None;
+        }
         let mut at = 1; // `{`
         for (key, value) in &self.plugin_config {
             let end = at
@@ -59,32 +67,25 @@ fn json_position(message: &str) -> Option<(&str, usize, usize)> {
     Some((&message[..at], line.parse().ok()?, column.parse().ok()?))
 }
 
-/// The 1-based line of `key` in the `[plugin-config]` table of the file, or
-/// of the table's header when the key is written another way (a dotted key,
-/// an inline table).
-fn key_line(path: &std::path::Path, key: &str) -> Option<usize> {
-    let text = std::fs::read_to_string(path).ok()?;
-    let mut in_table = false;
-    let mut header = None;
-    for (n, line) in text.lines().enumerate() {
-        let line = line.trim();
-        if line.starts_with('[') {
-            in_table = line == "[plugin-config]";
-            if in_table {
-                header = Some(n + 1);
-            }
-            continue;
-        }
-        let name = line
-            .split('=')
-            .next()
-            .map(|k| k.trim().trim_matches('"'))
-            .unwrap_or_default();
-        if in_table && name == key && line.contains('=') {
-            return Some(n + 1);
-        }
-    }
-    header
+/// The 1-based line in the connector file `text` where `key` of the
+/// `[plugin-config]` table is written (by toml's spans, however it is
+/// written: `key = …`, a dotted key, a `[plugin-config.key]` header), or
+/// where the table itself is when `key` is `None` or not found there.
+fn plugin_config_line(text: &str, key: Option<&str>) -> Option<usize> {
+    use toml::de::{DeTable, DeValue};
+    let doc = DeTable::parse(text).ok()?;
+    let (name, table) = doc
+        .get_ref()
+        .iter()
+        .find(|(name, _)| name.get_ref() == "plugin-config")?;
+    let at = match (key, table.get_ref()) {
+        (Some(key), DeValue::Table(entries)) => entries
+            .iter()
+            .find(|(k, _)| k.get_ref() == key)
+            .map_or(name.span().start, |(k, _)| k.span().start),
+        _ => name.span().start,
+    };
+    Some(connector_runtime::config::line_column(text, at).0)
 }
 
 #[cfg(test)]
@@ -112,5 +113,16 @@ mod tests {
             )
         );
         assert_eq!(cfg.locate_plugin_config_error("no position"), "no position");
+        let missing = format!(
+            "invalid configuration: missing field `export` at line 1 column {}",
+            json.len()
+        );
+        assert_eq!(
+            cfg.locate_plugin_config_error(&missing),
+            format!(
+                "{}:4: [plugin-config]: invalid configuration: missing field `export`",
+                path.display()
+            )
+        );
     }
 }

@@ -433,10 +433,10 @@ impl Worker {
                         requests_from = retry;
                     }
                 }
-                // The run logged its error; the next due time retries it.
-                Ok(Err(_)) => tracing::info!(
+                // The next due time retries it.
+                Ok(Err(e)) => tracing::error!(
                     connector = id,
-                    "the run will be retried at its next due time"
+                    "run failed: {e}; the run will be retried at its next due time"
                 ),
                 Err(panic) => {
                     let what = panic

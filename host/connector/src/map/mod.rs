@@ -30,6 +30,18 @@ pub enum MapError {
         #[source]
         source: std::io::Error,
     },
+    /// The override file a connector file names in `[mapping] overrides`
+    /// could not be read (the file system's reason is in the text only, so
+    /// it is said once however the error is shown).
+    #[error("cannot read the mapping CSV {} ({reason}), which {} names in [mapping] overrides; create it ({CSV_HINT}), or correct or remove that `overrides` line", csv.display(), connector.display())]
+    Overrides {
+        /// The CSV.
+        csv: PathBuf,
+        /// The connector file naming it.
+        connector: PathBuf,
+        /// What the file system said.
+        reason: std::io::Error,
+    },
     /// The header row lacks the needed columns.
     #[error("the header row of {} is `{found}`, which has no `ExternalUserId` and `Mailbox` (or `O365UserMailbox`) columns; {CSV_HINT}", path.display())]
     MissingColumns {

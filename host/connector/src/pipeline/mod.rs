@@ -265,15 +265,9 @@ impl Host {
     /// Loads and cross-checks a connector's configuration and its plugin's
     /// manifest, then loads the plugin and asks it to check its config.
     pub fn validate(&self, config: &ConnectorConfig) -> Result<PluginManifest, RunError> {
-        let manifest = PluginManifest::load(&config.plugin)?;
-        config.check_grants(&manifest)?;
-        config.mapping.user_map()?;
-        // Refuses a secrets file others can read, as a run would; the
-        // plugin itself validates without secrets.
-        granted_secrets(
-            config,
-            &Capabilities::from_grants(&manifest, &config.grants),
-        )?;
+        // Whatever a run refuses before touching the source; the plugin
+        // itself validates without secrets.
+        let Checked { manifest, .. } = Checked::load(config)?;
         let caps = Capabilities::for_validation(&manifest, &config.grants);
         let mut plugin = loader::load(
             &self.engine,
@@ -330,17 +324,13 @@ impl Host {
         };
         self.db()
             .finish_run(run, now_ms(), outcome, &counts, error.as_deref())?;
-        match result {
-            Ok(outcome) => Ok(RunSummary {
-                run,
-                outcome,
-                counts,
-            }),
-            Err(e) => {
-                tracing::error!(connector = %config.id, "run failed: {e}");
-                Err(e)
-            }
-        }
+        // An error is recorded with the run; the caller says it (the daemon
+        // in its log, `run --once` on standard error), once.
+        result.map(|outcome| RunSummary {
+            run,
+            outcome,
+            counts,
+        })
     }
 
     /// Loads the plugin and asks it for its partitions. A source without
@@ -356,11 +346,12 @@ impl Host {
         lock: lease::HeldLease<'_>,
         tally: &RunTally,
     ) -> Result<RunOutcome, RunError> {
-        let manifest = PluginManifest::load(&config.plugin)?;
-        config.check_grants(&manifest)?;
-        let caps = Capabilities::from_grants(&manifest, &config.grants);
-        let secrets = granted_secrets(config, &caps)?;
-        let users = config.mapping.user_map()?;
+        let Checked {
+            manifest,
+            caps,
+            secrets,
+            users,
+        } = Checked::load(config)?;
         let run_setup = RunSetup {
             config,
             options,
@@ -734,12 +725,34 @@ impl Host {
     }
 }
 
-/// The values of the secrets and signing keys `caps` allow, from the
-/// connector's secret source (a secrets file must be readable by its owner
-/// only).
-fn granted_secrets(config: &ConnectorConfig, caps: &Capabilities) -> Result<SecretStore, RunError> {
-    let names: BTreeSet<String> = caps.secrets.union(&caps.signing_keys).cloned().collect();
-    Ok(SecretStore::load(&config.secrets, &names)?)
+/// What a run needs before it touches the source, each part checked: the
+/// plugin's manifest, the grants against it (nothing undeclared, a folder
+/// for a plugin that reads files), the granted secrets (a secrets file must
+/// be readable by its owner only) and the mapping (its overrides CSV).
+/// `connector validate` and every run both start here, so validate refuses
+/// whatever a run would refuse before reading anything.
+struct Checked {
+    manifest: PluginManifest,
+    caps: Capabilities,
+    secrets: SecretStore,
+    users: crate::map::UserMap,
+}
+
+impl Checked {
+    fn load(config: &ConnectorConfig) -> Result<Checked, RunError> {
+        let manifest = PluginManifest::load(&config.plugin)?;
+        config.check_grants(&manifest)?;
+        let caps = Capabilities::from_grants(&manifest, &config.grants);
+        let names: BTreeSet<String> = caps.secrets.union(&caps.signing_keys).cloned().collect();
+        let secrets = SecretStore::load(&config.secrets, &names)?;
+        let users = config.user_map()?;
+        Ok(Checked {
+            manifest,
+            caps,
+            secrets,
+            users,
+        })
+    }
 }
 
 /// A plugin's complaint about its configuration, pointed at the line of

@@ -52,7 +52,7 @@ impl Host {
     ) -> Result<RedeliverySummary, RunError> {
         let lease = self.lock_runs(config)?;
         let manifest = PluginManifest::load(&config.plugin)?;
-        let users = config.mapping.user_map()?;
+        let users = config.user_map()?;
         let folder = config.folder_path(&manifest);
         let entries = self.db().quarantine(&config.id)?;
         let mut summary = RedeliverySummary::default();
