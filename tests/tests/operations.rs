@@ -544,3 +544,59 @@ fn validate_refuses_a_secrets_file_others_can_read() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("chmod 600"), "{stderr}");
 }
+
+#[test]
+fn a_reply_quotes_the_sender_time_and_first_line_of_the_message_it_answers_not_its_source_id() {
+    let tmp = tempfile::tempdir().unwrap();
+    // One message a page: the parent is in the page before the reply's.
+    let s = chat_setup(tmp.path(), "replies", 0, 1, "24h");
+    let alice = serde_json::json!({"id": "u-alice", "email": "alice@example.test"});
+    let bob = serde_json::json!({"id": "u-bob", "email": "bob@example.test"});
+    let lines = [
+        serde_json::json!({"type": "conversation", "id": "town-square", "kind": "room",
+                           "participants": [alice, bob]}),
+        serde_json::json!({"type": "message", "id": "post:t:town-square:1",
+                           "conversation": "town-square", "sender": alice,
+                           "sent_at": "2026-01-05T10:00:00Z", "text": "Price is 101\nsecond line"}),
+        serde_json::json!({"type": "message", "id": "post:t:town-square:2",
+                           "conversation": "town-square", "sender": bob,
+                           "sent_at": "2026-01-05T10:05:00Z", "text": "Agreed",
+                           "reply_to": "post:t:town-square:1"}),
+        serde_json::json!({"type": "message", "id": "post:t:town-square:3",
+                           "conversation": "town-square", "sender": bob,
+                           "sent_at": "2026-01-05T10:06:00Z", "text": "Still agreed",
+                           "reply_to": "post:t:town-square:0"}),
+    ];
+    let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
+    std::fs::write(&s.export, text).unwrap();
+    connector_ok(
+        bin(),
+        &s.state,
+        &["run", "--once", s.config.to_str().unwrap()],
+    );
+    let bodies: Vec<String> =
+        connector_e2e::maildir_emails(&s.mail, "alice@example.test", ".INBOX.Chat")
+            .iter()
+            .map(|e| {
+                let parsed = mail_parser::MessageParser::default()
+                    .parse(&e.bytes)
+                    .expect("an email");
+                parsed.body_text(0).unwrap().replace("\r\n", "\n")
+            })
+            .collect();
+    assert_eq!(bodies.len(), 3, "{bodies:?}");
+    assert!(
+        bodies.contains(
+            &"On 2026-01-05 at 10:00:00 UTC, alice@example.test wrote:\n> Price is 101\n\nAgreed"
+                .to_string()
+        ),
+        "the reply quotes its parent: {bodies:?}"
+    );
+    assert!(
+        bodies.contains(&"In reply to an earlier message\n\nStill agreed".to_string()),
+        "a reply to a message the host never read says so: {bodies:?}"
+    );
+    for body in &bodies {
+        assert!(!body.contains("post:t:"), "no source id in a body: {body}");
+    }
+}

@@ -203,18 +203,35 @@ impl EmailConverter {
         }
     }
 
-    /// Builds the email for `msg`, which belongs to `conv`.
+    /// Builds the email for `msg`, which belongs to `conv`, knowing none
+    /// of the messages it refers to (see [`EmailConverter::convert_quoting`]).
     pub fn convert(&self, msg: &Message, conv: &Conversation) -> Result<Email, ConvertError> {
-        self.build(msg, conv, None)
+        self.build(msg, conv, None, &|_| None)
+    }
+
+    /// Builds the email for `msg`, which belongs to `conv`. A message it
+    /// replies to (forwards, edits, deletes) that `earlier` knows by source
+    /// id is shown at the top of the body as mail clients quote: who sent
+    /// it, when, and its first line; one it does not know is "an earlier
+    /// message". Source ids appear only in the `X-Connector-*` headers.
+    pub fn convert_quoting(
+        &self,
+        msg: &Message,
+        conv: &Conversation,
+        earlier: &dyn Fn(&str) -> Option<Quote>,
+    ) -> Result<Email, ConvertError> {
+        self.build(msg, conv, None, earlier)
     }
 
     /// Builds the email for `msg`, with `subject` instead of the one made
-    /// from the conversation when it is given.
+    /// from the conversation when it is given, quoting what `earlier`
+    /// knows of the messages it refers to.
     fn build(
         &self,
         msg: &Message,
         conv: &Conversation,
         subject: Option<&str>,
+        earlier: &dyn Fn(&str) -> Option<Quote>,
     ) -> Result<Email, ConvertError> {
         if msg.id.is_empty() {
             return Err(ConvertError::EmptyMessageId {
@@ -309,7 +326,7 @@ impl EmailConverter {
             .collect();
         let mut out = EmailWriter::new(&sources, &self.spool_dir, self.spill_above);
         builder
-            .body(self.body(msg, &message_id, &related)?)
+            .body(self.body(msg, &message_id, earlier)?)
             .serialize(&mut out);
         let built = out.finish().map_err(|e| match e {
             WriteError::Attachment { index, source } => {
@@ -404,9 +421,9 @@ impl EmailConverter {
         &self,
         msg: &Message,
         message_id: &str,
-        related: &[String],
+        earlier: &dyn Fn(&str) -> Option<Quote>,
     ) -> Result<MimePart<'static>, ConvertError> {
-        let context = context_lines(msg, related);
+        let context = context_of(msg, earlier);
         let given_text = msg.text.as_deref().filter(|t| !t.is_empty());
         let given_html = msg.html.as_deref().filter(|t| !t.is_empty());
         let text = match (given_text, given_html) {
@@ -415,12 +432,8 @@ impl EmailConverter {
             (None, None) => Some(with_context(&context, &event_text(msg))),
         };
         let html = given_html.map(|html| {
-            if context.is_empty() {
-                crlf(html)
-            } else {
-                let lines: Vec<String> = context.iter().map(|l| html::escape(l)).collect();
-                crlf(&format!("<p>{}</p>\n{html}", lines.join("<br>\n")))
-            }
+            let quoted: String = context.iter().map(Context::html).collect();
+            crlf(&format!("{quoted}{html}"))
         });
 
         // Attachments the HTML shows through `cid:` URLs go beside it in a
@@ -670,31 +683,106 @@ fn subject_names_sender(conv: &Conversation) -> bool {
     conv.name.as_deref().is_none_or(|n| n.trim().is_empty()) && conv.participants.is_empty()
 }
 
-/// One line per relation, naming the original message by source id and
-/// Message-ID (`related`: the Message-ID of each relation's target).
-fn context_lines(msg: &Message, related: &[String]) -> Vec<String> {
+/// What a message's body shows of one it refers to (replies to, forwards,
+/// edits, deletes), when the host knows it: who sent it, when, and its
+/// first line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Quote {
+    /// The sender's name (display name, else email address, else id).
+    pub sender: String,
+    /// When it was sent, in ms since the epoch.
+    pub sent_at: i64,
+    /// Its first line of text (an event's description when it has none),
+    /// cut at 80 characters.
+    pub first_line: String,
+}
+
+impl Quote {
+    /// What a message referring to `msg` shows of it.
+    pub fn of(msg: &Message) -> Quote {
+        Quote {
+            sender: name_of(&msg.sender).to_string(),
+            sent_at: msg.sent_at,
+            first_line: transcript::first_line(&transcript::plain_text(msg)),
+        }
+    }
+}
+
+/// The lines above a message's own text about one message it refers to.
+struct Context {
+    /// "On … , Alice wrote:", or "In reply to an earlier message".
+    intro: String,
+    /// The first line of the message referred to, when known.
+    quoted: Option<String>,
+}
+
+impl Context {
+    /// As plain text: the intro, then the quoted line after `> `.
+    fn text(&self) -> String {
+        match &self.quoted {
+            Some(line) => format!("{}\n> {line}", self.intro),
+            None => self.intro.clone(),
+        }
+    }
+
+    /// As HTML: the intro as a paragraph, the quoted line in a blockquote.
+    fn html(&self) -> String {
+        let quoted = self
+            .quoted
+            .as_deref()
+            .map(|line| format!("<blockquote>{}</blockquote>\n", html::escape(line)))
+            .unwrap_or_default();
+        format!("<p>{}</p>\n{quoted}", html::escape(&self.intro))
+    }
+}
+
+/// One [`Context`] per relation, the known ones (by `earlier`) quoted,
+/// the others "an earlier message". Times are in UTC, so the same message
+/// always makes the same email.
+fn context_of(msg: &Message, earlier: &dyn Fn(&str) -> Option<Quote>) -> Vec<Context> {
     msg.relations
         .iter()
-        .zip(related)
-        .map(|(relation, message_id)| {
-            let what = match relation {
-                Relation::ReplyTo(_) => "In reply to message",
-                Relation::ForwardOf(_) => "Forwarded from message",
-                Relation::EditOf(_) => "Edit of message",
-                Relation::Deletes(_) => "Deletes message",
-            };
-            let id = relation_target(relation);
-            format!("{what} {id} <{message_id}>")
+        .map(|relation| match earlier(relation_target(relation)) {
+            Some(quote) => {
+                let utc = connector_model::time::DayZone::default();
+                let when = format!(
+                    "{} at {} UTC",
+                    utc.day_of(quote.sent_at),
+                    utc.clock_of(quote.sent_at)
+                );
+                let who = &quote.sender;
+                let intro = match relation {
+                    Relation::ReplyTo(_) => format!("On {when}, {who} wrote:"),
+                    Relation::ForwardOf(_) => format!("Forwarded from {who}, {when}:"),
+                    Relation::EditOf(_) => format!("Edit of the message {who} sent {when}:"),
+                    Relation::Deletes(_) => format!("Deletes the message {who} sent {when}:"),
+                };
+                Context {
+                    intro,
+                    quoted: Some(quote.first_line),
+                }
+            }
+            None => Context {
+                intro: match relation {
+                    Relation::ReplyTo(_) => "In reply to an earlier message",
+                    Relation::ForwardOf(_) => "Forwarded from an earlier message",
+                    Relation::EditOf(_) => "Edit of an earlier message",
+                    Relation::Deletes(_) => "Deletes an earlier message",
+                }
+                .to_string(),
+                quoted: None,
+            },
         })
         .collect()
 }
 
-/// The body text with the relation lines and a blank line in front.
-fn with_context(context: &[String], text: &str) -> String {
+/// The body text with the relations' context and a blank line in front.
+fn with_context(context: &[Context], text: &str) -> String {
     if context.is_empty() {
         crlf(text)
     } else {
-        crlf(&format!("{}\n\n{text}", context.join("\n")))
+        let lines: Vec<String> = context.iter().map(Context::text).collect();
+        crlf(&format!("{}\n\n{text}", lines.join("\n")))
     }
 }
 

@@ -87,12 +87,7 @@ impl TranscriptEntry {
     /// The entry of `msg`, with its attachments read (from memory or their
     /// spool files).
     pub fn from_message(msg: &Message) -> Result<TranscriptEntry, ConvertError> {
-        let given = msg.text.as_deref().filter(|t| !t.trim().is_empty());
-        let text = match (given, msg.html.as_deref().filter(|h| !h.trim().is_empty())) {
-            (Some(text), _) => text.to_string(),
-            (None, Some(html)) => without_tags(html),
-            (None, None) => event_text(msg),
-        };
+        let text = plain_text(msg);
         let mut files = Vec::with_capacity(msg.attachments.len());
         for a in &msg.attachments {
             let bytes = match &a.data {
@@ -237,7 +232,7 @@ impl EmailConverter {
                 conversation_title(conv)
             ),
         };
-        self.build(&transcript, conv, Some(&subject))
+        self.build(&transcript, conv, Some(&subject), &|_| None)
     }
 }
 
@@ -352,8 +347,19 @@ fn person_line(person: &Person) -> String {
     }
 }
 
-/// The first line of `text`, cut to 80 characters.
-fn first_line(text: &str) -> String {
+/// The message's text as plain text: its text, else its HTML without
+/// tags, else a description of the event.
+pub(crate) fn plain_text(msg: &Message) -> String {
+    let given = msg.text.as_deref().filter(|t| !t.trim().is_empty());
+    match (given, msg.html.as_deref().filter(|h| !h.trim().is_empty())) {
+        (Some(text), _) => text.to_string(),
+        (None, Some(html)) => without_tags(html),
+        (None, None) => event_text(msg),
+    }
+}
+
+/// The first line of `text`, cut at 80 characters (with `…`).
+pub(crate) fn first_line(text: &str) -> String {
     let line = text.lines().next().unwrap_or_default();
     let mut cut: String = line.chars().take(80).collect();
     if line.chars().count() > 80 {

@@ -682,6 +682,7 @@ impl RunSetup<'_> {
             fence,
             delivery: self.config.delivery,
             zone: self.config.transcripts.time_zone,
+            earlier: Default::default(),
         }
     }
 

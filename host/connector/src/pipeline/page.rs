@@ -11,7 +11,7 @@ use super::faults::{self, Point};
 use super::retry::RetryPolicy;
 use crate::config::Delivery as DeliveryMode;
 use crate::map::UserMap;
-use connector_email::{Email, EmailConverter};
+use connector_email::{Email, EmailConverter, Quote};
 use connector_model::time::{DayZone, now_ms};
 use connector_model::{Conversation, Mailbox, Message, Person};
 use connector_runtime::{Page, PluginError};
@@ -36,6 +36,40 @@ pub(super) struct PageStage<'a> {
     pub delivery: DeliveryMode,
     /// The time zone transcript days are cut in.
     pub zone: DayZone,
+    /// What replies quote of the messages planned before them.
+    pub earlier: Earlier,
+}
+
+/// The sender, time and first line of each message this stage planned
+/// (by source id), for the emails of later messages that reply to them.
+/// Only the planner uses it; it forgets everything past
+/// [`Earlier::MOST`] messages, so a long run stays small.
+#[derive(Default)]
+pub(super) struct Earlier(std::sync::Mutex<HashMap<String, Quote>>);
+
+impl Earlier {
+    /// Most messages remembered.
+    const MOST: usize = 100_000;
+
+    /// What is known of message `id`: from `page` (the messages planned
+    /// with it), else from the pages planned before.
+    fn quote(&self, page: &HashMap<&str, &Message>, id: &str) -> Option<Quote> {
+        match page.get(id) {
+            Some(msg) => Some(Quote::of(msg)),
+            None => locked(&self.0).get(id).cloned(),
+        }
+    }
+
+    /// Remembers the messages of a planned page.
+    fn remember(&self, messages: &[Message]) {
+        let mut known = locked(&self.0);
+        if known.len() + messages.len() > Self::MOST {
+            known.clear();
+        }
+        for msg in messages {
+            known.insert(msg.id.clone(), Quote::of(msg));
+        }
+    }
 }
 
 /// A message's email and who still needs it.
@@ -240,6 +274,7 @@ impl PageStage<'_> {
         // once its page is committed.
         let flying = in_flight.of(&ids);
         let delivered = lock(db).delivered_set(self.connector, &ids)?;
+        let by_id: HashMap<&str, &Message> = messages.iter().map(|m| (m.id.as_str(), m)).collect();
         for msg in messages {
             let conv = conversations.get(&msg.conversation_id).ok_or_else(|| {
                 PluginError::Protocol(format!(
@@ -249,7 +284,7 @@ impl PageStage<'_> {
             })?;
             let email = self
                 .converter
-                .convert(msg, conv)
+                .convert_quoting(msg, conv, &|id| self.earlier.quote(&by_id, id))
                 .map_err(|source| RunError::Convert {
                     item: msg.id.clone(),
                     source,
@@ -314,6 +349,7 @@ impl PageStage<'_> {
                 });
             }
         }
+        self.earlier.remember(messages);
         Ok(plan)
     }
 
@@ -668,6 +704,7 @@ mod tests {
             fence: lease.fence(),
             delivery: DeliveryMode::Messages,
             zone: DayZone::default(),
+            earlier: Default::default(),
         }
     }
 
