@@ -1990,7 +1990,6 @@ fn rich_content_shows_in_the_html_mentions_tags_tables_emoji_shared_posts_and_in
     // (text, files and inline images byte for byte).
     check_archive(&s, &truth);
 
-    let converter = EmailConverter::new("symphony", "Symphony");
     let mut emails: BTreeMap<String, Vec<u8>> = BTreeMap::new();
     for mailbox in mailboxes(&s.mail) {
         for stored in maildir_emails(&s.mail, &mailbox, FOLDER_ON_DISK) {
