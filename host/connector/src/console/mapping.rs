@@ -78,7 +78,7 @@ pub(super) struct MappingForm {
 
 /// The lines of `after` not in `before` (`+`) and of `before` not in
 /// `after` (`-`), for the audit trail.
-fn changed_lines(before: &str, after: &str) -> String {
+pub(super) fn changed_lines(before: &str, after: &str) -> String {
     let lines = |t: &str| -> BTreeSet<String> {
         t.lines()
             .map(str::trim)
