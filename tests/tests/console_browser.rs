@@ -323,7 +323,11 @@ fn an_administrator_adds_a_symphony_connector_with_the_wizard_runs_it_and_edits_
     browser.screenshot("wizard-plugins");
     browser.click("tr[data-plugin='symphony'] button");
     browser.wait_for_text("What Symphony asks to be allowed");
-    assert!(browser.page_text().contains("private-key (the plugin never sees them)"));
+    assert!(
+        browser
+            .page_text()
+            .contains("private-key (the plugin never sees them)")
+    );
     // Going on without accepting is refused.
     browser.fill("hosts", &pod);
     browser.click_button("Next");
@@ -349,14 +353,21 @@ fn an_administrator_adds_a_symphony_connector_with_the_wizard_runs_it_and_edits_
     browser.fill("setting-events_tag", &"t".repeat(81));
     browser.click_button("Next");
     browser.wait_for_text("The plugin does not take these settings");
-    assert!(browser.page_text().contains("events_tag must have 1 to 80 characters"));
+    assert!(
+        browser
+            .page_text()
+            .contains("events_tag must have 1 to 80 characters")
+    );
     browser.fill("setting-events_tag", "");
     browser.screenshot("wizard-settings");
     browser.click_button("Next");
 
     browser.wait_for_text("Where the mail goes");
     let mail = root.join("mail");
-    browser.fill("settings", &format!("path = \"{}\"\nfsync = false", mail.display()));
+    browser.fill(
+        "settings",
+        &format!("path = \"{}\"\nfsync = false", mail.display()),
+    );
     browser.click_button("Next");
 
     // The mapping: a preview of the source's people, then an override.
@@ -366,7 +377,10 @@ fn an_administrator_adds_a_symphony_connector_with_the_wizard_runs_it_and_edits_
     browser.wait_for_text("The source's people");
     let rows = preview_rows(&browser);
     assert!(rows.len() >= 2, "{rows:?}");
-    let mapped = rows.iter().filter(|r| r[3].ends_with("@acme-capital.example")).count();
+    let mapped = rows
+        .iter()
+        .filter(|r| r[3].ends_with("@acme-capital.example"))
+        .count();
     assert!(mapped >= 1, "people of the domain map by e-mail: {rows:?}");
     let person = rows[0][0].clone();
     browser.fill(
@@ -376,7 +390,10 @@ fn an_administrator_adds_a_symphony_connector_with_the_wizard_runs_it_and_edits_
     browser.click_button("Preview people");
     browser.wait_for_text("The source's people");
     let rows = preview_rows(&browser);
-    let row = rows.iter().find(|r| r[0] == person).expect("the person again");
+    let row = rows
+        .iter()
+        .find(|r| r[0] == person)
+        .expect("the person again");
     assert_eq!(row[3], "legal-hold@acme-capital.example", "{rows:?}");
     browser.screenshot("wizard-mapping");
     browser.click_button("Next");
@@ -384,7 +401,9 @@ fn an_administrator_adds_a_symphony_connector_with_the_wizard_runs_it_and_edits_
     browser.wait_for_text("Checked as connector validate checks it");
     browser.screenshot("wizard-review");
     browser.click_button("Finish");
-    browser.wait_for_url("the new connector's page", |u| u.ends_with("/connectors/pod-archive"));
+    browser.wait_for_url("the new connector's page", |u| {
+        u.ends_with("/connectors/pod-archive")
+    });
     browser.wait_for_text("Properties");
 
     // The file is one `connector validate` accepts, and the daemon runs it.
@@ -396,17 +415,25 @@ fn an_administrator_adds_a_symphony_connector_with_the_wizard_runs_it_and_edits_
     );
     assert!(validated.contains("pod-archive"), "{validated}");
     browser.click_button("Run now");
-    wait_for(Duration::from_secs(120), "the wizard's connector to run", || {
-        (daemon.connector("pod-archive")["last_run"]["outcome"] == "succeeded").then_some(())
-    });
+    wait_for(
+        Duration::from_secs(120),
+        "the wizard's connector to run",
+        || (daemon.connector("pod-archive")["last_run"]["outcome"] == "succeeded").then_some(()),
+    );
     let imported = daemon.connector("pod-archive")["last_run"]["counts"]["imported"].clone();
     assert!(imported.as_u64().unwrap_or(0) > 0, "{imported}");
-    assert!(mail.join("legal-hold@acme-capital.example").is_dir(), "the override's mailbox");
+    assert!(
+        mail.join("legal-hold@acme-capital.example").is_dir(),
+        "the override's mailbox"
+    );
 
     // Edit: a new page size, shown as a change before it is written.
     browser.click("#edit-connector");
     browser.wait_for_text("What Symphony asks to be allowed");
-    browser.goto(&format!("{}/settings", browser.current_url().trim_end_matches("/permissions")));
+    browser.goto(&format!(
+        "{}/settings",
+        browser.current_url().trim_end_matches("/permissions")
+    ));
     browser.wait_for_text("Service account");
     browser.fill("setting-page_size", "50");
     browser.click_button("Next");
@@ -416,15 +443,27 @@ fn an_administrator_adds_a_symphony_connector_with_the_wizard_runs_it_and_edits_
     browser.click_button("Next");
     browser.wait_for_text("What changes");
     let diff = browser.page_text();
-    assert!(diff.contains("+page_size = 50") && diff.contains("-page_size = 20"), "{diff}");
+    assert!(
+        diff.contains("+page_size = 50") && diff.contains("-page_size = 20"),
+        "{diff}"
+    );
     browser.click_button("Finish");
-    browser.wait_for_url("the connector's page", |u| u.ends_with("/connectors/pod-archive"));
-    assert!(std::fs::read_to_string(&file).unwrap().contains("page_size = 50"));
+    browser.wait_for_url("the connector's page", |u| {
+        u.ends_with("/connectors/pod-archive")
+    });
+    assert!(
+        std::fs::read_to_string(&file)
+            .unwrap()
+            .contains("page_size = 50")
+    );
 
     browser.goto(&format!("{base}/audit"));
     browser.wait_for_text("Chain intact");
     let trail = browser.page_text();
-    assert!(trail.contains("connector-created") && trail.contains("connector-changed"), "{trail}");
+    assert!(
+        trail.contains("connector-created") && trail.contains("connector-changed"),
+        "{trail}"
+    );
     let verified = connector_ok(Path::new(BIN), &state, &["audit", "verify"]);
     assert!(verified.contains("audit trail OK"), "{verified}");
 }

@@ -44,8 +44,8 @@ pub use refusal::{Refusal, refusal_page};
 pub use roles::{Identity, Permission, Role};
 pub use server::{ConsoleServer, ServeError};
 pub use session::{SESSION_COOKIE, SignedIn, random_token};
-pub use settings_form::{FormProblems, SchemaError, SettingsForm};
 pub use settings::{ConnectorFolders, ConsoleSettings, OidcSettings, SettingsError, TlsFiles};
+pub use settings_form::{FormProblems, SchemaError, SettingsForm};
 
 /// What the console tells its embedder (for the audit trail).
 #[derive(Debug, Clone, PartialEq, Eq)]

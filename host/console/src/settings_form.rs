@@ -14,13 +14,15 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use maud::{Markup, html};
-use serde::de::{Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
+use serde::de::{Deserializer, MapAccess, Visitor};
 use serde_json::{Map, Value};
 
 /// Why a settings schema cannot make a form.
 #[derive(Debug, thiserror::Error)]
-#[error("the plugin's settings schema cannot make a form: {0}; fix the schema file its manifest names (settings-schema)")]
+#[error(
+    "the plugin's settings schema cannot make a form: {0}; fix the schema file its manifest names (settings-schema)"
+)]
 pub struct SchemaError(String);
 
 /// A plugin's settings form.
@@ -171,7 +173,9 @@ impl SettingsForm {
     pub fn parse(text: &str) -> Result<SettingsForm, SchemaError> {
         let root: Root = serde_json::from_str(text).map_err(|e| SchemaError(e.to_string()))?;
         if root.kind.as_deref() != Some("object") {
-            return Err(SchemaError("its root is not of \"type\": \"object\"".into()));
+            return Err(SchemaError(
+                "its root is not of \"type\": \"object\"".into(),
+            ));
         }
         let fields = root
             .properties
@@ -474,7 +478,9 @@ mod tests {
     #[test]
     fn a_switch_turned_off_against_its_default_is_written() {
         let form = SettingsForm::parse(SCHEMA).unwrap();
-        let config = form.read(&answers(&[("url", "https://a.example")])).unwrap();
+        let config = form
+            .read(&answers(&[("url", "https://a.example")]))
+            .unwrap();
         assert_eq!(config["fast"], Value::Bool(false));
     }
 

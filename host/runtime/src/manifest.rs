@@ -270,7 +270,8 @@ impl PluginManifest {
             Ok(_) => Err(ConfigError::Invalid {
                 path,
                 message: "the settings schema is not a JSON object".into(),
-                hint: "describe [plugin-config] as {\"type\": \"object\", \"properties\": {…}}".into(),
+                hint: "describe [plugin-config] as {\"type\": \"object\", \"properties\": {…}}"
+                    .into(),
             }),
             Err(e) => Err(ConfigError::Parse {
                 path,

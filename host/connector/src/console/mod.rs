@@ -290,7 +290,10 @@ impl WebServer {
                                 .route("/connectors/new", get(wizard::choose).post(wizard::start))
                                 .route("/connectors/{id}/edit", post(wizard::edit))
                                 .route("/wizard/{draft}/finish", post(wizard::finish))
-                                .route("/wizard/{draft}/{step}", get(wizard::show).post(wizard::save))
+                                .route(
+                                    "/wizard/{draft}/{step}",
+                                    get(wizard::show).post(wizard::save),
+                                )
                                 .with_state(wizard),
                         )
                     }

@@ -35,6 +35,10 @@ use super::{PageError, WebContext};
 use crate::config::{Schedule, SinkConfig};
 use crate::map::UserMap;
 
+/// The source's people and the mailbox each maps to, or why the source
+/// could not be read.
+type Preview = Result<Vec<(Person, Option<String>)>, String>;
+
 /// How many pages of the source the mapping preview reads.
 const PREVIEW_PAGES: usize = 3;
 
@@ -73,16 +77,14 @@ impl Wizard {
         found
     }
 
-    fn draft(&self, id: &str, who: &SignedIn) -> Result<Draft, Response> {
-        who.require(Permission::ChangeConnectors)
-            .map_err(IntoResponse::into_response)?;
+    fn draft(&self, id: &str, who: &SignedIn) -> Result<Draft, Refusal> {
+        who.require(Permission::ChangeConnectors)?;
         self.drafts.get(id, &who.identity.name).ok_or_else(|| {
             Refusal::new(
                 StatusCode::NOT_FOUND,
                 "No such draft",
                 "This draft is not yours, has expired (8 hours) or the daemon restarted; start again from Add connector.",
             )
-            .into_response()
         })
     }
 }
@@ -251,7 +253,10 @@ pub(super) async fn start(
         return Refusal::new(
             StatusCode::NOT_FOUND,
             "No such plugin",
-            &format!("No plugin `{}` is installed; choose one from the list.", form.plugin),
+            &format!(
+                "No plugin `{}` is installed; choose one from the list.",
+                form.plugin
+            ),
         )
         .into_response();
     };
@@ -296,7 +301,7 @@ pub(super) async fn show(
 ) -> Response {
     let draft = match wizard.draft(&draft_id, &signed_in) {
         Ok(d) => d,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let Some(step) = Step::of(&step) else {
         return not_found();
@@ -318,7 +323,7 @@ pub(super) async fn save(
 ) -> Response {
     let mut draft = match wizard.draft(&draft_id, &signed_in) {
         Ok(d) => d,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let Some(step) = Step::of(&step) else {
         return not_found();
@@ -398,7 +403,11 @@ fn listed(table: Option<&Table>, key: &str) -> Vec<String> {
     table
         .and_then(|t| t.get(key))
         .and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -417,7 +426,7 @@ fn form_of(
     draft: &Draft,
     step: Step,
     problems: &[String],
-    preview: Option<Result<Vec<(Person, Option<String>)>, String>>,
+    preview: Option<Preview>,
 ) -> Markup {
     let inner = match step {
         Step::Permissions => permissions_form(draft),
@@ -541,7 +550,11 @@ fn save_permissions(draft: &mut Draft, answers: &Answers<'_>) -> Result<(), Vec<
     }
     if asked.files {
         let mut files = Table::new();
-        for line in answers.text("files").lines().filter(|l| !l.trim().is_empty()) {
+        for line in answers
+            .text("files")
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+        {
             match line.split_once('=') {
                 Some((guest, host)) => {
                     files.insert(guest.trim().into(), Value::String(host.trim().into()));
@@ -562,27 +575,43 @@ fn save_permissions(draft: &mut Draft, answers: &Answers<'_>) -> Result<(), Vec<
         if answers.get("secrets-from") == Some("file") {
             let path = answers.text("secrets-path");
             if path.is_empty() {
-                problems.push("Give the secrets file's path, or take environment variables.".into());
+                problems
+                    .push("Give the secrets file's path, or take environment variables.".into());
             }
             secrets.insert("from".into(), Value::String("file".into()));
             secrets.insert("path".into(), Value::String(path));
         } else {
             secrets.insert("from".into(), Value::String("env".into()));
-            secrets.insert("prefix".into(), Value::String(answers.text("secrets-prefix")));
+            secrets.insert(
+                "prefix".into(),
+                Value::String(answers.text("secrets-prefix")),
+            );
         }
         draft.doc.insert("secrets".into(), Value::Table(secrets));
     }
     draft.doc.insert("grants".into(), Value::Table(grants));
     draft.accepted = problems.is_empty();
-    if problems.is_empty() { Ok(()) } else { Err(problems) }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(problems)
+    }
 }
 
 // Name --------------------------------------------------------------------------
 
 fn name_form(draft: &Draft) -> Markup {
     let id = draft.id().unwrap_or("");
-    let folder = draft.doc.get("folder").and_then(Value::as_str).unwrap_or("");
-    let schedule = draft.doc.get("schedule").and_then(Value::as_str).unwrap_or("24h");
+    let folder = draft
+        .doc
+        .get("folder")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let schedule = draft
+        .doc
+        .get("schedule")
+        .and_then(Value::as_str)
+        .unwrap_or("24h");
     html! {
         label { "Name: the connector's id (lower-case letters, digits and -); it keys its state and cannot change later"
             @if draft.editing.is_some() {
@@ -611,7 +640,9 @@ fn save_name(wizard: &Wizard, draft: &mut Draft, answers: &Answers<'_>) -> Resul
         } else if wizard.ctx.connectors().configs.iter().any(|c| c.id == id)
             || wizard.folders.folder.join(format!("{id}.toml")).exists()
         {
-            problems.push(format!("A connector `{id}` exists already; choose another name."));
+            problems.push(format!(
+                "A connector `{id}` exists already; choose another name."
+            ));
         }
         draft.doc.insert("id".into(), Value::String(id));
     }
@@ -630,23 +661,39 @@ fn save_name(wizard: &Wizard, draft: &mut Draft, answers: &Answers<'_>) -> Resul
         Ok(_) => {
             draft.doc.insert("schedule".into(), Value::String(schedule));
         }
-        Err(e) => problems.push(format!("The schedule `{schedule}` is not one: {}", e.message())),
+        Err(e) => problems.push(format!(
+            "The schedule `{schedule}` is not one: {}",
+            e.message()
+        )),
     }
-    if problems.is_empty() { Ok(()) } else { Err(problems) }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(problems)
+    }
 }
 
 // Settings ------------------------------------------------------------------------
 
 /// The plugin's settings form, or why it has none.
 fn settings_schema(draft: &Draft) -> Result<Option<SettingsForm>, String> {
-    let Some(text) = draft.manifest.read_settings_schema().map_err(|e| e.to_string())? else {
+    let Some(text) = draft
+        .manifest
+        .read_settings_schema()
+        .map_err(|e| e.to_string())?
+    else {
         return Ok(None);
     };
-    SettingsForm::parse(&text).map(Some).map_err(|e| e.to_string())
+    SettingsForm::parse(&text)
+        .map(Some)
+        .map_err(|e| e.to_string())
 }
 
 fn plugin_config_json(draft: &Draft) -> Map<String, Json> {
-    let table = draft.get_table("plugin-config").cloned().unwrap_or_default();
+    let table = draft
+        .get_table("plugin-config")
+        .cloned()
+        .unwrap_or_default();
     match serde_json::to_value(table) {
         Ok(Json::Object(m)) => m,
         _ => Map::new(),
@@ -710,9 +757,13 @@ async fn save_settings(
         None => Answers(form)
             .text("plugin-config")
             .parse()
-            .map_err(|e: toml::de::Error| vec![format!("The settings are not TOML: {}", e.message())])?,
+            .map_err(|e: toml::de::Error| {
+                vec![format!("The settings are not TOML: {}", e.message())]
+            })?,
     };
-    draft.doc.insert("plugin-config".into(), Value::Table(config.clone()));
+    draft
+        .doc
+        .insert("plugin-config".into(), Value::Table(config.clone()));
     let grants: Grants = draft
         .get_table("grants")
         .cloned()
@@ -723,16 +774,21 @@ async fn save_settings(
         .unwrap_or_default();
     let json = serde_json::to_string(&config).unwrap_or_default();
     let (host, manifest) = (wizard.ctx.host.clone(), draft.manifest.clone());
-    let checked = tokio::task::spawn_blocking(move || host.check_plugin_config(&manifest, &grants, &json))
-        .await
-        .map_err(|e| vec![e.to_string()])?;
+    let checked =
+        tokio::task::spawn_blocking(move || host.check_plugin_config(&manifest, &grants, &json))
+            .await
+            .map_err(|e| vec![e.to_string()])?;
     checked.map_err(|e| vec![format!("The plugin does not take these settings: {e}")])
 }
 
 // Sink -----------------------------------------------------------------------------
 
 const SINK_KINDS: [(&str, &str, &str); 4] = [
-    ("maildir", "A Maildir folder on this machine", "path = \"/var/mail/archive\""),
+    (
+        "maildir",
+        "A Maildir folder on this machine",
+        "path = \"/var/mail/archive\"",
+    ),
     (
         "imap",
         "An IMAP server (Dovecot, Exchange Online with XOAUTH2)",
@@ -754,7 +810,12 @@ fn sink_form(draft: &Draft) -> Markup {
     let sink = draft.get_table("sink");
     let kind = text_of(sink, "kind");
     let rest: Table = sink
-        .map(|t| t.iter().filter(|(k, _)| *k != "kind").map(|(k, v)| (k.clone(), v.clone())).collect())
+        .map(|t| {
+            t.iter()
+                .filter(|(k, _)| *k != "kind")
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect()
+        })
         .unwrap_or_default();
     html! {
         fieldset { legend { "Where the mail goes" }
@@ -781,7 +842,12 @@ fn save_sink(draft: &mut Draft, answers: &Answers<'_>) -> Result<(), Vec<String>
     let mut table: Table = answers
         .text("settings")
         .parse()
-        .map_err(|e: toml::de::Error| vec![format!("The mail store's settings are not TOML: {}", e.message())])?;
+        .map_err(|e: toml::de::Error| {
+            vec![format!(
+                "The mail store's settings are not TOML: {}",
+                e.message()
+            )]
+        })?;
     table.insert("kind".into(), Value::String(kind));
     if let Err(e) = Value::Table(table.clone()).try_into::<SinkConfig>() {
         draft.doc.insert("sink".into(), Value::Table(table));
@@ -796,7 +862,7 @@ fn save_sink(draft: &mut Draft, answers: &Answers<'_>) -> Result<(), Vec<String>
 
 // Mapping --------------------------------------------------------------------------
 
-fn mapping_form(draft: &Draft, preview: Option<Result<Vec<(Person, Option<String>)>, String>>) -> Markup {
+fn mapping_form(draft: &Draft, preview: Option<Preview>) -> Markup {
     let mapping = draft.get_table("mapping");
     let by_email = mapping
         .and_then(|m| m.get("by-email"))
@@ -842,13 +908,24 @@ fn mapping_form(draft: &Draft, preview: Option<Result<Vec<(Person, Option<String
     }
 }
 
-fn save_mapping(wizard: &Wizard, draft: &mut Draft, answers: &Answers<'_>) -> Result<(), Vec<String>> {
+fn save_mapping(
+    wizard: &Wizard,
+    draft: &mut Draft,
+    answers: &Answers<'_>,
+) -> Result<(), Vec<String>> {
     let mut mapping = draft.get_table("mapping").cloned().unwrap_or_default();
-    mapping.insert("by-email".into(), Value::Boolean(answers.get("by-email") == Some("yes")));
+    mapping.insert(
+        "by-email".into(),
+        Value::Boolean(answers.get("by-email") == Some("yes")),
+    );
     mapping.insert("domains".into(), strings(&answers.lines("domains")));
     mapping.insert("external".into(), Value::String(answers.text("external")));
     let csv = answers.text("csv").replace("\r\n", "\n");
-    let csv = if csv.is_empty() { CSV_HEADER.to_string() } else { format!("{}\n", csv.trim_end()) };
+    let csv = if csv.is_empty() {
+        CSV_HEADER.to_string()
+    } else {
+        format!("{}\n", csv.trim_end())
+    };
     if !mapping.contains_key("overrides") {
         let id = draft.id().unwrap_or("connector").to_string();
         mapping.insert("overrides".into(), Value::String(Draft::csv_name(&id)));
@@ -860,7 +937,7 @@ fn save_mapping(wizard: &Wizard, draft: &mut Draft, answers: &Answers<'_>) -> Re
 }
 
 /// The people the source names and the mailbox each maps to.
-async fn preview(wizard: &Wizard, draft: &Draft) -> Result<Vec<(Person, Option<String>)>, String> {
+async fn preview(wizard: &Wizard, draft: &Draft) -> Preview {
     let target = draft.target(&wizard.folders.folder).unwrap_or_default();
     let (config, map): (_, UserMap) = draft.config(&target)?;
     let host = wizard.ctx.host.clone();
@@ -932,7 +1009,7 @@ pub(super) async fn finish(
 ) -> Response {
     let draft = match wizard.draft(&draft_id, &signed_in) {
         Ok(d) => d,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     if !Step::Review.reachable(&draft) {
         return Redirect::to(&step_url(&draft_id, Step::Permissions)).into_response();
@@ -953,7 +1030,10 @@ pub(super) async fn finish(
         return Refusal::new(
             StatusCode::CONFLICT,
             "Not finished",
-            &format!("{} exists already; go back and choose another name.", target.display()),
+            &format!(
+                "{} exists already; go back and choose another name.",
+                target.display()
+            ),
         )
         .into_response();
     }
@@ -980,7 +1060,9 @@ pub(super) async fn finish(
     .await;
     match written {
         Ok(Ok(())) => {}
-        Ok(Err(e)) => return PageError(format!("cannot write {}: {e}", target.display())).into_response(),
+        Ok(Err(e)) => {
+            return PageError(format!("cannot write {}: {e}", target.display())).into_response();
+        }
         Err(e) => return PageError::from(e).into_response(),
     }
     wizard.drafts.remove(&draft_id);

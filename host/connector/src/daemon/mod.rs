@@ -117,11 +117,7 @@ impl Daemon {
                 return Err(DaemonError::DuplicateId(c.id.clone()));
             }
         }
-        if let Some(folders) = options
-            .console
-            .as_ref()
-            .and_then(|c| c.connector_folders())
-        {
+        if let Some(folders) = options.console.as_ref().and_then(|c| c.connector_folders()) {
             let same = |a: &std::path::Path| {
                 a.canonicalize().ok() == folders.folder.canonicalize().ok() && a.is_dir()
             };

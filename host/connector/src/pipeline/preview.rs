@@ -8,7 +8,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use connector_model::Person;
-use connector_runtime::{Capabilities, Grants, MemoryKv, PluginContext, PluginManifest, SecretStore, loader};
+use connector_runtime::{
+    Capabilities, Grants, MemoryKv, PluginContext, PluginManifest, SecretStore, loader,
+};
 
 use super::{Host, RunError, granted_secrets, located};
 use crate::config::ConnectorConfig;
