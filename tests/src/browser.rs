@@ -316,6 +316,16 @@ impl Browser {
         );
     }
 
+    /// Chooses the file `path` in the file input the CSS `selector` finds.
+    pub fn upload(&self, selector: &str, path: &std::path::Path) {
+        let path = path.to_str().expect("a UTF-8 path").to_string();
+        self.with_element(
+            &format!("a file input at {selector:?}"),
+            Locator::Css(selector),
+            async |input| input.send_keys(&path).await,
+        );
+    }
+
     /// Clicks the element the CSS `selector` finds.
     pub fn click(&self, selector: &str) {
         self.with_element(

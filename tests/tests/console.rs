@@ -34,6 +34,16 @@ fn start(console_extra: &str, env: &[(&str, &str)]) -> (tempfile::TempDir, Conso
 
 /// Like [`start`], not waiting for the first run.
 fn start_unwaited(console_extra: &str, env: &[(&str, &str)]) -> (tempfile::TempDir, Console) {
+    start_following(console_extra, env, None)
+}
+
+/// Like [`start_unwaited`], the daemon also following the folder
+/// `folder` (made under the test's folder) when given.
+fn start_following(
+    console_extra: &str,
+    env: &[(&str, &str)],
+    folder: Option<&str>,
+) -> (tempfile::TempDir, Console) {
     let tmp = tempfile::tempdir().unwrap();
     let chat = chat_setup(tmp.path(), "chat", 30, 10, "24h");
     give_dave_a_script_name(&chat);
@@ -47,12 +57,18 @@ fn start_unwaited(console_extra: &str, env: &[(&str, &str)]) -> (tempfile::TempD
         ],
         console_extra,
     );
+    let followed = folder.map(|f| tmp.path().join(f));
+    let mut sources = vec![chat.config.as_path()];
+    if let Some(f) = &followed {
+        std::fs::create_dir_all(f).unwrap();
+        sources.push(f);
+    }
     let daemon = DaemonProcess::start_with_console(
         Path::new(BIN),
         &["--state-dir".into(), chat.state.as_os_str().to_owned()],
         "127.0.0.1:0",
         &console,
-        &[&chat.config],
+        &sources,
         env,
         &tmp.path().join("daemon.log"),
     );
@@ -604,4 +620,80 @@ fn daemon_refused(chat: &ChatSetup, console: &Path) -> String {
         .unwrap();
     assert!(!out.status.success(), "the daemon refuses to start");
     String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+const WIZARD: &str = "[connectors]\nplugins = \"plugins\"\nfolder = \"connectors\"\n";
+
+#[test]
+fn only_a_connector_admin_opens_the_wizard_and_a_draft_is_its_owners_alone() {
+    let (tmp, c) = start_following(WIZARD, &[], Some("connectors"));
+    connector_e2e::install_chat_export(&tmp.path().join("plugins/chat-export"));
+    let mut viewer = signed_in(&c.base, "viewer");
+    assert!(!viewer.get("/").body.contains("Add connector"));
+    assert_eq!(viewer.get("/connectors/new").status, 403);
+    let csrf = viewer.get("/").csrf().unwrap();
+    let refused = viewer.post(
+        "/connectors/new",
+        &[("csrf", &csrf), ("plugin", "chat-export")],
+        &[],
+    );
+    assert_eq!(refused.status, 403, "{}", refused.body);
+    let edit = viewer.post("/connectors/chat/edit", &[("csrf", &csrf)], &[]);
+    assert_eq!(edit.status, 403, "{}", edit.body);
+
+    let mut admin = signed_in(&c.base, "admin");
+    let list = admin.get("/connectors/new");
+    assert!(
+        list.body.contains(r#"data-plugin="chat-export""#),
+        "{}",
+        list.body
+    );
+    let csrf = list.csrf().unwrap();
+    let started = admin.post(
+        "/connectors/new",
+        &[("csrf", &csrf), ("plugin", "chat-export")],
+        &[],
+    );
+    assert_eq!(started.status, 303, "{}", started.body);
+    let draft = started.header("location").unwrap().to_string();
+    assert!(
+        draft.starts_with("/wizard/") && draft.ends_with("/permissions"),
+        "{draft}"
+    );
+    assert_eq!(admin.get(&draft).status, 200);
+    // A viewer may neither open the draft nor post to it.
+    assert_eq!(viewer.get(&draft).status, 403);
+    let refused = viewer.post(&draft, &[("csrf", &csrf)], &[]);
+    assert_eq!(refused.status, 403);
+    // A step without the token is refused and changes nothing.
+    let forged = admin.post(&draft, &[("accept", "yes")], &[]);
+    assert_eq!(forged.status, 403);
+    c.daemon.terminate();
+}
+
+#[test]
+fn a_daemon_whose_wizard_folder_it_does_not_follow_refuses_to_start() {
+    let tmp = tempfile::tempdir().unwrap();
+    let chat = chat_setup(tmp.path(), "chat", 3, 10, "24h");
+    let console = console_file(
+        Path::new(BIN),
+        tmp.path(),
+        &[("admin", &["connector-admin"])],
+        WIZARD,
+    );
+    std::fs::create_dir_all(tmp.path().join("connectors")).unwrap();
+    let out = std::process::Command::new(BIN)
+        .arg("--state-dir")
+        .arg(&chat.state)
+        .args(["daemon", "--listen", "127.0.0.1:0", "--console"])
+        .arg(&console)
+        .arg(&chat.config)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("is not a folder this daemon follows") && err.contains("connectors"),
+        "{err}"
+    );
 }

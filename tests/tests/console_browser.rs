@@ -37,8 +37,15 @@ struct Setup {
     base: String,
 }
 
-fn setup() -> Setup {
-    let tmp = tempfile::tempdir().unwrap();
+/// A provider, and a daemon over `state` running `sources` (connector
+/// files or folders) whose console signs in through it; `console_extra`
+/// is added to the console file.
+fn start_console(
+    dir: &Path,
+    state: &Path,
+    sources: &[&Path],
+    console_extra: &str,
+) -> (OidcProvider, DaemonProcess, String) {
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
     let provider = OidcProvider::start(&OidcConfig {
@@ -54,13 +61,12 @@ fn setup() -> Setup {
             user("stranger", &["marketing"]),
         ],
     });
-    let chat = chat_setup(tmp.path(), "chat", 30, 10, "24h");
-    give_dave_a_script_name(&chat);
     let console = connector_e2e::write_file(
-        tmp.path(),
+        dir,
         "console.toml",
         &format!(
             r#"public-url = "{base}"
+{console_extra}
 [secrets]
 from = "env"
 prefix = "CONSOLE_"
@@ -78,13 +84,21 @@ compliance-staff = ["viewer"]
     );
     let daemon = DaemonProcess::start_with_console(
         Path::new(BIN),
-        &["--state-dir".into(), chat.state.as_os_str().to_owned()],
+        &["--state-dir".into(), state.as_os_str().to_owned()],
         &format!("127.0.0.1:{port}"),
         &console,
-        &[&chat.config],
+        sources,
         &[("CONSOLE_OIDC_SECRET", CLIENT_SECRET)],
-        &tmp.path().join("daemon.log"),
+        &dir.join("daemon.log"),
     );
+    (provider, daemon, base)
+}
+
+fn setup() -> Setup {
+    let tmp = tempfile::tempdir().unwrap();
+    let chat = chat_setup(tmp.path(), "chat", 30, 10, "24h");
+    give_dave_a_script_name(&chat);
+    let (provider, daemon, base) = start_console(tmp.path(), &chat.state, &[&chat.config], "");
     wait_for(Duration::from_secs(90), "the first run", || {
         (daemon.connector("chat")["last_run"]["outcome"] == "succeeded").then_some(())
     });
@@ -100,11 +114,15 @@ compliance-staff = ["viewer"]
 /// Opens the console, follows it to the provider, signs in there and
 /// comes back signed in.
 fn sign_in(browser: &Browser, s: &Setup, name: &str) {
-    browser.goto(&format!("{}/", s.base));
+    sign_in_at(browser, &s.base, &s.provider, name);
+}
+
+fn sign_in_at(browser: &Browser, base: &str, provider: &OidcProvider, name: &str) {
+    browser.goto(&format!("{base}/"));
     browser.wait_for_url("the sign-in page", |u| u.contains("/signin"));
     browser.click("a.button");
     browser.wait_for_url("the provider's login page", |u| {
-        u.starts_with(&s.provider.issuer())
+        u.starts_with(&provider.issuer())
     });
     browser.fill("username", &format!("{name}@example.test"));
     browser.fill("password", &format!("{name}-password"));
@@ -255,4 +273,204 @@ fn a_viewer_sees_no_change_buttons_and_a_user_without_a_role_is_refused() {
             .all(|c| c.name != "connector_session"),
         "no session without a role"
     );
+}
+
+/// The rows of the mapping preview: id, name, e-mail, mailbox.
+fn preview_rows(browser: &Browser) -> Vec<Vec<String>> {
+    let rows = browser.run_script(
+        "return [...document.querySelectorAll('#preview tbody tr')].map(r => [...r.cells].map(c => c.innerText.trim()));",
+        vec![],
+    );
+    serde_json::from_value(rows).unwrap()
+}
+
+#[test]
+fn an_administrator_adds_a_symphony_connector_with_the_wizard_runs_it_and_edits_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let sim = symphony_sim::start_blocking(
+        symphony_sim::SimConfig::builder()
+            .seed(7)
+            .messages(60)
+            .large_attachment_bytes(0)
+            .membership(symphony_sim::Membership::All)
+            .build(),
+    )
+    .expect("the simulator starts");
+    let pod = sim.base_url();
+    connector_e2e::install_plugin(
+        "symphony",
+        "plugins/symphony/manifest.toml",
+        &root.join("plugins/symphony"),
+    );
+    let secrets = connector_e2e::symphony::write_symphony_secrets(root, "");
+    let folder = root.join("connectors");
+    std::fs::create_dir_all(&folder).unwrap();
+    let state = root.join("state");
+    let (provider, daemon, base) = start_console(
+        root,
+        &state,
+        &[&folder],
+        "[connectors]\nplugins = \"plugins\"\nfolder = \"connectors\"",
+    );
+    let browser = Browser::start();
+    sign_in_at(&browser, &base, &provider, "admin");
+    browser.wait_for_text("Data connectors");
+
+    // Choose the plugin: its description and permissions.
+    browser.click("#add-connector");
+    browser.wait_for_text("Choose the source to archive");
+    browser.screenshot("wizard-plugins");
+    browser.click("tr[data-plugin='symphony'] button");
+    browser.wait_for_text("What Symphony asks to be allowed");
+    assert!(
+        browser
+            .page_text()
+            .contains("private-key (the plugin never sees them)")
+    );
+    // Going on without accepting is refused.
+    browser.fill("hosts", &pod);
+    browser.click_button("Next");
+    browser.wait_for_text("Accept the permissions to go on");
+    browser.click("input[name='secrets-from'][value='file']");
+    browser.fill("secrets-path", secrets.to_str().unwrap());
+    browser.click("input[name='accept']");
+    browser.screenshot("wizard-permissions");
+    browser.click_button("Next");
+
+    browser.wait_for_text("Schedule");
+    browser.fill("id", "pod-archive");
+    browser.click_button("Next");
+
+    // The settings form comes from the plugin's schema; the plugin's own
+    // check refuses what it does not take.
+    browser.wait_for_text("Service account");
+    for field in ["pod_url", "agent_url", "key_manager_url"] {
+        browser.fill(&format!("setting-{field}"), &pod);
+    }
+    browser.fill("setting-username", symphony_sim::TEST_USERNAME);
+    browser.fill("setting-page_size", "20");
+    browser.fill("setting-events_tag", &"t".repeat(81));
+    browser.click_button("Next");
+    browser.wait_for_text("The plugin does not take these settings");
+    assert!(
+        browser
+            .page_text()
+            .contains("events_tag must have 1 to 80 characters")
+    );
+    browser.fill("setting-events_tag", "");
+    browser.screenshot("wizard-settings");
+    browser.click_button("Next");
+
+    browser.wait_for_text("Where the mail goes");
+    let mail = root.join("mail");
+    browser.fill(
+        "settings",
+        &format!("path = \"{}\"\nfsync = false", mail.display()),
+    );
+    browser.click_button("Next");
+
+    // The mapping: a preview of the source's people, then an override.
+    browser.wait_for_text("Map people automatically");
+    browser.fill("domains", "acme-capital.example");
+    browser.click_button("Preview people");
+    browser.wait_for_text("The source's people");
+    let rows = preview_rows(&browser);
+    assert!(rows.len() >= 2, "{rows:?}");
+    let mapped = rows
+        .iter()
+        .filter(|r| r[3].ends_with("@acme-capital.example"))
+        .count();
+    assert!(mapped >= 1, "people of the domain map by e-mail: {rows:?}");
+    let person = rows[0][0].clone();
+    // The override comes as a file, uploaded into the user map's box.
+    let csv = connector_e2e::write_file(
+        root,
+        "legal-hold.csv",
+        &format!("ExternalUserId,Mailbox\n{person},legal-hold@acme-capital.example\n"),
+    );
+    browser.upload("input[data-fills='csv']", &csv);
+    browser.wait_until("the uploaded CSV in the box", |b| {
+        let value = b.run_script("return document.querySelector('[name=csv]').value;", vec![]);
+        value.as_str()?.contains("legal-hold@").then_some(())
+    });
+    browser.click_button("Preview people");
+    browser.wait_for_text("The source's people");
+    let rows = preview_rows(&browser);
+    let row = rows
+        .iter()
+        .find(|r| r[0] == person)
+        .expect("the person again");
+    assert_eq!(row[3], "legal-hold@acme-capital.example", "{rows:?}");
+    browser.screenshot("wizard-mapping");
+    browser.click_button("Next");
+
+    browser.wait_for_text("Checked as connector validate checks it");
+    browser.screenshot("wizard-review");
+    browser.click_button("Finish");
+    browser.wait_for_url("the new connector's page", |u| {
+        u.ends_with("/connectors/pod-archive")
+    });
+    browser.wait_for_text("Properties");
+
+    // The file is one `connector validate` accepts, and the daemon runs it.
+    let file = folder.join("pod-archive.toml");
+    let validated = connector_ok(
+        Path::new(BIN),
+        &state,
+        &["validate", file.to_str().unwrap()],
+    );
+    assert!(validated.contains("pod-archive"), "{validated}");
+    browser.click_button("Run now");
+    wait_for(
+        Duration::from_secs(120),
+        "the wizard's connector to run",
+        || (daemon.connector("pod-archive")["last_run"]["outcome"] == "succeeded").then_some(()),
+    );
+    let imported = daemon.connector("pod-archive")["last_run"]["counts"]["imported"].clone();
+    assert!(imported.as_u64().unwrap_or(0) > 0, "{imported}");
+    assert!(
+        mail.join("legal-hold@acme-capital.example").is_dir(),
+        "the override's mailbox"
+    );
+
+    // Edit: a new page size, shown as a change before it is written.
+    browser.click("#edit-connector");
+    browser.wait_for_text("What Symphony asks to be allowed");
+    browser.goto(&format!(
+        "{}/settings",
+        browser.current_url().trim_end_matches("/permissions")
+    ));
+    browser.wait_for_text("Service account");
+    browser.fill("setting-page_size", "50");
+    browser.click_button("Next");
+    browser.wait_for_text("Where the mail goes");
+    browser.click_button("Next");
+    browser.wait_for_text("Map people automatically");
+    browser.click_button("Next");
+    browser.wait_for_text("What changes");
+    let diff = browser.page_text();
+    assert!(
+        diff.contains("+page_size = 50") && diff.contains("-page_size = 20"),
+        "{diff}"
+    );
+    browser.click_button("Finish");
+    browser.wait_for_url("the connector's page", |u| {
+        u.ends_with("/connectors/pod-archive")
+    });
+    assert!(
+        std::fs::read_to_string(&file)
+            .unwrap()
+            .contains("page_size = 50")
+    );
+
+    browser.goto(&format!("{base}/audit"));
+    browser.wait_for_text("Chain intact");
+    let trail = browser.page_text();
+    assert!(
+        trail.contains("connector-created") && trail.contains("connector-changed"),
+        "{trail}"
+    );
+    let verified = connector_ok(Path::new(BIN), &state, &["audit", "verify"]);
+    assert!(verified.contains("audit trail OK"), "{verified}");
 }

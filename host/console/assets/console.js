@@ -6,3 +6,17 @@ document.addEventListener("submit", (event) => {
     event.preventDefault();
   }
 });
+
+// A file input with data-fills="NAME" puts the chosen file's text into the
+// form's field NAME (a CSV uploaded into the user map's box); without
+// script the box is filled by hand.
+document.addEventListener("change", (event) => {
+  const input = event.target;
+  const field = input.dataset && input.dataset.fills;
+  if (input.type !== "file" || !field || input.files.length === 0) {
+    return;
+  }
+  input.files[0].text().then((text) => {
+    input.form.elements[field].value = text;
+  });
+});

@@ -20,6 +20,7 @@ mod roles;
 mod server;
 mod session;
 mod settings;
+mod settings_form;
 mod signin;
 mod throttle;
 
@@ -42,8 +43,9 @@ pub use oidc::OidcError;
 pub use refusal::{Refusal, refusal_page};
 pub use roles::{Identity, Permission, Role};
 pub use server::{ConsoleServer, ServeError};
-pub use session::{SESSION_COOKIE, SignedIn};
-pub use settings::{ConsoleSettings, OidcSettings, SettingsError, TlsFiles};
+pub use session::{SESSION_COOKIE, SignedIn, random_token};
+pub use settings::{ConnectorFolders, ConsoleSettings, OidcSettings, SettingsError, TlsFiles};
+pub use settings_form::{FormProblems, SchemaError, SettingsForm};
 
 /// What the console tells its embedder (for the audit trail).
 #[derive(Debug, Clone, PartialEq, Eq)]

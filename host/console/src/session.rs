@@ -25,7 +25,7 @@ use crate::roles::{Identity, Permission};
 pub const SESSION_COOKIE: &str = "connector_session";
 
 /// A fresh random token, URL-safe.
-pub(crate) fn random_token() -> String {
+pub fn random_token() -> String {
     let mut bytes = [0u8; 32];
     rand::rngs::OsRng.fill_bytes(&mut bytes);
     URL_SAFE_NO_PAD.encode(bytes)

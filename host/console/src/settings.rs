@@ -42,6 +42,10 @@ pub struct ConsoleSettings {
     /// behind a proxy that ends TLS).
     #[serde(default)]
     pub tls: Option<TlsFiles>,
+    /// Where the Add-connector wizard finds plugins and writes connector
+    /// files; without it connectors are added by hand.
+    #[serde(default)]
+    pub connectors: Option<ConnectorFolders>,
     /// The folder the file was read from; relative paths are taken from it.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -100,6 +104,17 @@ pub struct TlsFiles {
     pub certificate: PathBuf,
     /// The private key (PKCS#8, PKCS#1 or SEC1).
     pub key: PathBuf,
+}
+
+/// The folders of the Add-connector wizard, relative to the console file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ConnectorFolders {
+    /// Installed plugins: each sub-folder's `manifest.toml` is one.
+    pub plugins: PathBuf,
+    /// Where new connector files are written; the daemon must follow this
+    /// folder (name it on its command line), so that it starts them.
+    pub folder: PathBuf,
 }
 
 /// Why the console file cannot be used.
@@ -204,6 +219,14 @@ impl ConsoleSettings {
     }
 
     /// The TLS files, resolved against the console file's folder.
+    /// The wizard's folders, resolved against the console file's folder.
+    pub fn connector_folders(&self) -> Option<ConnectorFolders> {
+        self.connectors.as_ref().map(|c| ConnectorFolders {
+            plugins: self.base_dir.join(&c.plugins),
+            folder: self.base_dir.join(&c.folder),
+        })
+    }
+
     pub fn tls_files(&self) -> Option<TlsFiles> {
         self.tls.as_ref().map(|t| TlsFiles {
             certificate: self.base_dir.join(&t.certificate),

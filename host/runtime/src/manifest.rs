@@ -11,7 +11,7 @@ use crate::api_version::SUPPORTED_API_VERSIONS;
 use crate::config::{ConfigError, read_toml, relative_to};
 use crate::origin::Origin;
 
-const HINT: &str = "a manifest has id, name, version, api-version, wasm (or kind = \"native\" and library), sha256, optionally fetch-after-commit, and a [permissions] table (hosts, secrets, signing-keys, files, memory-mb, timeout-secs); see plugins/chat-export/manifest.toml";
+const HINT: &str = "a manifest has id, name, version, api-version, wasm (or kind = \"native\" and library), sha256, optionally description, settings-schema and fetch-after-commit, and a [permissions] table (hosts, secrets, signing-keys, files, memory-mb, timeout-secs); see plugins/chat-export/manifest.toml";
 
 /// What a plugin is built as.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -36,6 +36,15 @@ pub struct PluginManifest {
     pub name: String,
     /// The plugin's own version.
     pub version: String,
+    /// What the plugin reads, in a sentence or two, shown to an admin who
+    /// chooses a plugin in the console.
+    #[serde(default)]
+    pub description: Option<String>,
+    /// A JSON Schema (draft 2020-12, an object of simple properties) of the
+    /// plugin's `[plugin-config]`, relative to the manifest: the console
+    /// makes its settings form from it.
+    #[serde(default)]
+    pub settings_schema: Option<PathBuf>,
     /// The WIT API version the plugin was built against, e.g. `0.1.0`.
     pub api_version: String,
     /// `wasm` (default) or `native`.
@@ -245,6 +254,35 @@ impl PluginManifest {
         }
     }
 
+    /// The settings schema's text (see [`PluginManifest::settings_schema`]),
+    /// checked to be a JSON object; `None` when the manifest names none.
+    pub fn read_settings_schema(&self) -> Result<Option<String>, ConfigError> {
+        let Some(file) = &self.settings_schema else {
+            return Ok(None);
+        };
+        let path = relative_to(&self.path, file);
+        let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read {
+            path: path.clone(),
+            source,
+        })?;
+        match serde_json::from_str::<serde_json::Value>(&text) {
+            Ok(serde_json::Value::Object(_)) => Ok(Some(text)),
+            Ok(_) => Err(ConfigError::Invalid {
+                path,
+                message: "the settings schema is not a JSON object".into(),
+                hint: "describe [plugin-config] as {\"type\": \"object\", \"properties\": {…}}"
+                    .into(),
+            }),
+            Err(e) => Err(ConfigError::Parse {
+                path,
+                line: e.line(),
+                column: e.column(),
+                message: e.to_string(),
+                hint: "the settings schema is a JSON Schema object; fix the JSON".into(),
+            }),
+        }
+    }
+
     /// Reads the plugin file (see [`PluginManifest::wasm_path`]) and checks it
     /// against the pinned SHA-256.
     pub fn read_wasm(&self) -> Result<Vec<u8>, WasmFileError> {
@@ -305,6 +343,15 @@ pub fn package(source: &Path, wasm: &Path, out: &Path) -> Result<PathBuf, Packag
         ),
     };
     std::fs::write(out.join(&wasm_name), &bytes).map_err(io(out))?;
+    let schema_name = match &manifest.settings_schema {
+        Some(file) => {
+            let from = relative_to(source, file);
+            let name = format!("{}.schema.json", manifest.id);
+            std::fs::copy(&from, out.join(&name)).map_err(io(&from))?;
+            Some(name)
+        }
+        None => None,
+    };
     let text = std::fs::read_to_string(source).map_err(io(source))?;
     let mut in_root = true;
     let rewritten: Vec<String> = text
@@ -317,6 +364,10 @@ pub fn package(source: &Path, wasm: &Path, out: &Path) -> Result<PathBuf, Packag
             match field {
                 f if f == key && in_root => format!("{key} = \"{wasm_name}\""),
                 "sha256" if in_root => format!("sha256 = \"{sha}\""),
+                "settings-schema" if in_root => match &schema_name {
+                    Some(name) => format!("settings-schema = \"{name}\""),
+                    None => line.to_string(),
+                },
                 _ => line.to_string(),
             }
         })

@@ -676,6 +676,8 @@ fn bare_manifest(path: &Path) -> Result<PluginManifest, String> {
         name: id.clone(),
         id,
         version: "0.0.0".into(),
+        description: None,
+        settings_schema: None,
         api_version,
         kind: PluginKind::Wasm,
         wasm: std::path::absolute(path).map_err(|e| e.to_string())?,

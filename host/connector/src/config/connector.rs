@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use connector_runtime::config::{ConfigError, read_toml, relative_to};
+use connector_runtime::config::{ConfigError, parse_toml, read_toml, relative_to};
 use connector_runtime::{Grants, PluginManifest};
 use connector_secrets::SecretSource;
 
@@ -76,12 +76,16 @@ fn default_partitions_at_once() -> u32 {
 }
 
 /// How participants are mapped to mailboxes.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct MappingConfig {
     /// CSV of `ExternalUserId,Mailbox`, checked before automatic mapping.
     #[serde(default)]
     pub overrides: Option<PathBuf>,
+    /// Whether people without an override map by the email address the
+    /// source knows (the default); `false` maps only those in `overrides`.
+    #[serde(default = "yes")]
+    pub by_email: bool,
     /// When set, only emails in these domains map automatically.
     #[serde(default)]
     pub domains: Vec<String>,
@@ -89,6 +93,35 @@ pub struct MappingConfig {
     /// (the default) or `quarantine`.
     #[serde(default)]
     pub external: ExternalPolicy,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Default for MappingConfig {
+    fn default() -> MappingConfig {
+        MappingConfig {
+            overrides: None,
+            by_email: true,
+            domains: Vec::new(),
+            external: ExternalPolicy::default(),
+        }
+    }
+}
+
+impl MappingConfig {
+    /// The map these settings describe, with the override CSV's text
+    /// `csv` (errors name `path`) instead of the file's.
+    pub fn user_map_of(&self, path: &Path, csv: &[u8]) -> Result<UserMap, MapError> {
+        Ok(self.with_settings(UserMap::from_csv(path, csv, self.domains.clone())?))
+    }
+
+    /// `map` with the external policy and e-mail matching of these settings.
+    fn with_settings(&self, map: UserMap) -> UserMap {
+        map.with_external(self.external)
+            .with_email_matching(self.by_email)
+    }
 }
 
 /// Parses `90s`, `30m`, `24h`, `1d`.
@@ -110,7 +143,19 @@ impl ConnectorConfig {
     /// Reads a connector file, resolves its relative paths against the
     /// file's folder and checks it.
     pub fn load(path: &Path) -> Result<ConnectorConfig, ConfigError> {
-        let mut cfg: ConnectorConfig = read_toml(path, HINT)?;
+        let cfg: ConnectorConfig = read_toml(path, HINT)?;
+        cfg.resolved(path)
+    }
+
+    /// Parses a connector file's `text` as if read from `path` (which need
+    /// not exist yet), and checks it like [`ConnectorConfig::load`].
+    pub fn parse(path: &Path, text: &str) -> Result<ConnectorConfig, ConfigError> {
+        let cfg: ConnectorConfig = parse_toml(path, text, HINT)?;
+        cfg.resolved(path)
+    }
+
+    fn resolved(mut self, path: &Path) -> Result<ConnectorConfig, ConfigError> {
+        let cfg = &mut self;
         cfg.path = path.to_path_buf();
         cfg.plugin = relative_to(path, &cfg.plugin);
         for dir in cfg.grants.files.values_mut() {
@@ -137,7 +182,7 @@ impl ConnectorConfig {
             SinkConfig::Graph(_) => {}
         }
         cfg.validate()?;
-        Ok(cfg)
+        Ok(self)
     }
 
     fn invalid(&self, message: String, hint: &str) -> ConfigError {
@@ -229,7 +274,7 @@ impl ConnectorConfig {
                     other => other,
                 }
             })?;
-        Ok(map.with_external(mapping.external))
+        Ok(mapping.with_settings(map))
     }
 
     /// The folder under INBOX that receives mail: `folder`, or the plugin's

@@ -85,6 +85,12 @@ pub(super) async fn show(
     let body = html! {
         h1 { (id) " " (state_badge(&status)) }
         (run_controls(&signed_in, &status))
+        @if ctx.may_edit(&signed_in) {
+            form method="post" action={ "/connectors/" (id) "/edit" } {
+                (csrf_field(&signed_in))
+                button.secondary #edit-connector type="submit" { "Edit" }
+            }
+        }
         @if let Some(e) = &status.last_error {
             div.advice { (e.message) br; strong { "What to do: " } (e.action) }
         }

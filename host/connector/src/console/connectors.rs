@@ -71,6 +71,9 @@ pub(super) async fn list(signed_in: SignedIn, State(ctx): State<Arc<WebContext>>
     };
     let body = html! {
         h1 { "Data connectors" }
+        @if ctx.may_edit(&signed_in) {
+            div.actions { a.button #add-connector href="/connectors/new" { "Add connector" } }
+        }
         p.muted { (report.connectors.len()) " connector(s) · updated " (report.generated_at) }
         table #connectors {
             thead { tr {

@@ -63,6 +63,9 @@ pub(super) async fn show(
                 label { "One line per person: ExternalUserId,Mailbox (a header row first)"
                     textarea name="csv" rows="16" cols="80" spellcheck="false" { (text) }
                 }
+                label { "…or upload a CSV file"
+                    input type="file" accept=".csv,text/csv" data-fills="csv";
+                }
                 div.actions { button type="submit" { "Save mapping" } }
             },
             (Some(text), false) => pre.mono #mapping { (text) },
@@ -78,7 +81,7 @@ pub(super) struct MappingForm {
 
 /// The lines of `after` not in `before` (`+`) and of `before` not in
 /// `after` (`-`), for the audit trail.
-fn changed_lines(before: &str, after: &str) -> String {
+pub(super) fn changed_lines(before: &str, after: &str) -> String {
     let lines = |t: &str| -> BTreeSet<String> {
         t.lines()
             .map(str::trim)

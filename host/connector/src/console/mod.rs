@@ -10,8 +10,10 @@
 mod audit;
 mod connector;
 mod connectors;
+mod draft;
 mod machine;
 mod mapping;
+mod wizard;
 
 use std::sync::{Arc, Mutex};
 
@@ -43,6 +45,9 @@ pub struct WebContext {
     /// The pages' own connection to the state, so a busy connector never
     /// holds a page up; opened again after an error.
     reader: Mutex<Option<Box<dyn StateStore>>>,
+    /// Whether the Add-connector wizard is served (the console file has
+    /// `[connectors]`).
+    wizard_on: std::sync::atomic::AtomicBool,
 }
 
 /// Why a page could not be made: shown as a 500 page with the cause.
@@ -72,6 +77,7 @@ impl WebContext {
             connectors,
             live,
             reader: Mutex::new(None),
+            wizard_on: Default::default(),
         }
     }
 
@@ -147,6 +153,12 @@ impl WebContext {
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
+    }
+
+    /// Whether `who` may add and edit connectors here.
+    pub(crate) fn may_edit(&self, who: &SignedIn) -> bool {
+        self.wizard_on.load(std::sync::atomic::Ordering::Relaxed)
+            && who.identity.may(Permission::ChangeConnectors)
     }
 
     /// The connector with this id, when `who` has `permission`.
@@ -266,8 +278,27 @@ impl WebServer {
                     .route("/audit", get(audit::trail))
                     .route("/audit.csv", get(audit::export_csv))
                     .route("/audit.json", get(audit::export_json))
-                    .with_state(ctx)
+                    .with_state(ctx.clone())
                     .merge(machine);
+                let pages = match console.settings().connector_folders() {
+                    Some(folders) => {
+                        ctx.wizard_on
+                            .store(true, std::sync::atomic::Ordering::Relaxed);
+                        let wizard = Arc::new(wizard::Wizard::new(ctx, folders));
+                        pages.merge(
+                            Router::new()
+                                .route("/connectors/new", get(wizard::choose).post(wizard::start))
+                                .route("/connectors/{id}/edit", post(wizard::edit))
+                                .route("/wizard/{draft}/finish", post(wizard::finish))
+                                .route(
+                                    "/wizard/{draft}/{step}",
+                                    get(wizard::show).post(wizard::save),
+                                )
+                                .with_state(wizard),
+                        )
+                    }
+                    None => pages,
+                };
                 (console.router(pages), console.settings().tls_files())
             }
             None => {

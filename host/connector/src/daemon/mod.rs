@@ -73,6 +73,12 @@ pub enum DaemonError {
         "two connector files use the id `{0}`; each connector needs its own id, since the id keys its checkpoint and ledger"
     )]
     DuplicateId(String),
+    /// The console's wizard writes connectors into a folder the daemon
+    /// does not follow.
+    #[error(
+        "the console file's [connectors] folder {0} is not a folder this daemon follows, so connectors added in the console would never run; name that folder on the command line (connector daemon … {0})"
+    )]
+    WizardFolderNotFollowed(std::path::PathBuf),
 }
 
 /// A running daemon.
@@ -109,6 +115,14 @@ impl Daemon {
         for c in &configs {
             if !ids.insert(c.id.clone()) {
                 return Err(DaemonError::DuplicateId(c.id.clone()));
+            }
+        }
+        if let Some(folders) = options.console.as_ref().and_then(|c| c.connector_folders()) {
+            let same = |a: &std::path::Path| {
+                a.canonicalize().ok() == folders.folder.canonicalize().ok() && a.is_dir()
+            };
+            if !options.sources.iter().any(|s| same(s)) {
+                return Err(DaemonError::WizardFolderNotFollowed(folders.folder));
             }
         }
         prune(&host, options.log_retention);

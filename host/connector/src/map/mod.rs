@@ -113,6 +113,8 @@ pub struct UserMap {
     overrides: HashMap<String, Mailbox>,
     domains: Vec<String>,
     external: ExternalPolicy,
+    /// Whether a person without an override maps by their email.
+    no_email_matching: bool,
 }
 
 /// The mailboxes that receive one message, and the people who have none.
@@ -137,20 +139,25 @@ impl UserMap {
     /// `Mailbox` (or Purview's `O365UserMailbox`) column, in any order and
     /// case; other columns are ignored, cells are trimmed.
     pub fn load(overrides_csv: Option<&Path>, domains: Vec<String>) -> Result<UserMap, MapError> {
-        let overrides = match overrides_csv {
+        match overrides_csv {
             Some(path) => {
                 let bytes = std::fs::read(path).map_err(|source| MapError::Read {
                     path: path.to_path_buf(),
                     source,
                 })?;
-                parse_csv(path, &bytes)?
+                UserMap::from_csv(path, &bytes, domains)
             }
-            None => HashMap::new(),
-        };
+            None => UserMap::from_pairs(Vec::<(String, String)>::new(), domains),
+        }
+    }
+
+    /// The map [`UserMap::load`] makes of an override CSV's text, which
+    /// errors name as `path`.
+    pub fn from_csv(path: &Path, bytes: &[u8], domains: Vec<String>) -> Result<UserMap, MapError> {
         Ok(UserMap {
-            overrides,
+            overrides: parse_csv(path, bytes)?,
             domains: check_domains(domains)?,
-            external: ExternalPolicy::default(),
+            ..UserMap::default()
         })
     }
 
@@ -158,6 +165,15 @@ impl UserMap {
     /// it from `path`; returns how many people it maps.
     pub fn check_csv(path: &Path, bytes: &[u8]) -> Result<usize, MapError> {
         Ok(parse_csv(path, bytes)?.len())
+    }
+
+    /// The same map, mapping people without an override by their email
+    /// (`true`, the default) or only by the overrides (`false`).
+    pub fn with_email_matching(self, on: bool) -> UserMap {
+        UserMap {
+            no_email_matching: !on,
+            ..self
+        }
     }
 
     /// The same map with `policy` for external participants.
@@ -184,7 +200,7 @@ impl UserMap {
         Ok(UserMap {
             overrides: overrides.map,
             domains: check_domains(domains)?,
-            external: ExternalPolicy::default(),
+            ..UserMap::default()
         })
     }
 
@@ -198,12 +214,15 @@ impl UserMap {
         self.overrides.len()
     }
 
-    /// The mailbox of `person`: the override for their id, else their email
-    /// when it is a valid address (in one of the domains, when domains are
-    /// set).
+    /// The mailbox of `person`: the override for their id, else (unless
+    /// email matching is off) their email when it is a valid address (in
+    /// one of the domains, when domains are set).
     pub fn resolve(&self, person: &Person) -> Option<Mailbox> {
         if let Some(mailbox) = self.overrides.get(&person.id) {
             return Some(mailbox.clone());
+        }
+        if self.no_email_matching {
+            return None;
         }
         let mailbox = Mailbox::new(person.email.as_deref()?).ok()?;
         if self.domains.is_empty() || self.domains.iter().any(|d| d == mailbox.domain()) {

@@ -6,6 +6,7 @@ mod lease;
 mod mailbox_budget;
 mod page;
 mod plugin_kv;
+mod preview;
 mod redeliver;
 mod retry;
 mod spool;
@@ -35,6 +36,7 @@ use crate::config::{ConfigError, ConnectorConfig};
 use crate::map::MapError;
 
 pub use lease::{WorkerIdentity, fingerprint, fingerprints};
+pub use preview::PREVIEW_PEOPLE;
 pub use redeliver::{RedeliverySummary, connector_sink};
 pub use retry::RetryPolicy;
 pub use state_location::{HostSettings, StateLocation};
@@ -268,15 +270,11 @@ impl Host {
         // Whatever a run refuses before touching the source; the plugin
         // itself validates without secrets.
         let Checked { manifest, .. } = Checked::load(config)?;
-        let caps = Capabilities::for_validation(&manifest, &config.grants);
-        let mut plugin = loader::load(
-            &self.engine,
-            &manifest,
-            PluginContext::new(caps, SecretStore::default()),
-        )?;
-        plugin
-            .validate_config(&config.plugin_config_json())
-            .map_err(|e| located(config, e))?;
+        self.check_plugin_config(&manifest, &config.grants, &config.plugin_config_json())
+            .map_err(|e| match e {
+                RunError::Plugin(e) => RunError::Plugin(located(config, e)),
+                other => other,
+            })?;
         config.sink.open(&config.secrets)?;
         Ok(manifest)
     }
