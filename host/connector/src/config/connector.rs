@@ -124,6 +124,17 @@ impl MappingConfig {
     }
 }
 
+/// The first string in `value` that is an absolute path (a file or folder
+/// inside the sandbox), depth first.
+fn first_path(value: &toml::Value) -> Option<&str> {
+    match value {
+        toml::Value::String(s) if s.starts_with('/') => Some(s),
+        toml::Value::Table(t) => t.values().find_map(first_path),
+        toml::Value::Array(a) => a.iter().find_map(first_path),
+        _ => None,
+    }
+}
+
 /// Parses `90s`, `30m`, `24h`, `1d`.
 pub fn parse_duration(s: &str) -> Option<Duration> {
     let s = s.trim();
@@ -234,12 +245,18 @@ impl ConnectorConfig {
 
     /// Checks the grants against the plugin's manifest: everything granted
     /// must be declared, and a plugin that reads files (`files = true`)
-    /// must be granted at least one folder, or it could open nothing.
+    /// whose `[plugin-config]` names a path must be granted a folder, or it
+    /// could open nothing (one that reads over HTTP needs none).
     pub fn check_grants(&self, manifest: &PluginManifest) -> Result<(), ConfigError> {
-        if manifest.permissions.files && self.grants.files.is_empty() {
+        let named_path = self.plugin_config.values().find_map(first_path);
+        if let (true, true, Some(path)) = (
+            manifest.permissions.files,
+            self.grants.files.is_empty(),
+            named_path,
+        ) {
             return Err(self.invalid(
                 format!(
-                    "plugin `{}` reads files (its manifest declares `files = true`) but this connector grants it no folder, so it could open nothing",
+                    "plugin `{}` reads files (its manifest declares `files = true`) and [plugin-config] names `{path}`, but this connector grants it no folder, so it could open nothing",
                     manifest.id
                 ),
                 "add the folder it reads under [grants], e.g. `files = { \"/export\" = \"/folder/on/disk\" }`, and name paths inside it in [plugin-config] (here `/export/...`)",
