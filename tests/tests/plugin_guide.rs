@@ -179,3 +179,25 @@ fn the_guides_quick_start_creates_tests_builds_and_runs_a_plugin_outside_the_rep
     );
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[test]
+fn plugin_new_outside_the_repository_refuses_an_sdk_folder_that_is_not_the_sdk() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = connector(
+        tmp.path(),
+        &[
+            "plugin",
+            "new",
+            "acme-chat",
+            "--sdk",
+            tmp.path().to_str().unwrap(),
+        ],
+    );
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("is not the connector-sdk crate: pass --sdk PATH"),
+        "{stderr}"
+    );
+    assert!(!tmp.path().join("acme-chat").exists(), "nothing written");
+}

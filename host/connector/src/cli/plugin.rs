@@ -167,8 +167,10 @@ fn build_plugin(plugin: &PluginDir, out: Option<&Path>) -> Result<PathBuf> {
                     WIT_WORLDS.map(|(v, _)| v).join(", ")
                 );
             };
-            let wit = tempfile::tempdir()?;
-            std::fs::write(wit.path().join("source.wit"), world)?;
+            let wit = tempfile::tempdir()
+                .context("creating a temporary folder for the WIT world: check TMPDIR")?;
+            std::fs::write(wit.path().join("source.wit"), world)
+                .context("writing the WIT world to a temporary folder: check TMPDIR")?;
             std::fs::create_dir_all(&target)
                 .with_context(|| format!("creating {}", target.display()))?;
             eprintln!(

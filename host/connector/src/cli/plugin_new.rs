@@ -121,7 +121,12 @@ pub(super) fn create(request: &NewPlugin) -> Result<Created> {
     }
     std::fs::create_dir_all(request.parent)
         .with_context(|| format!("creating {}", request.parent.display()))?;
-    let parent = request.parent.canonicalize()?;
+    let parent = request.parent.canonicalize().with_context(|| {
+        format!(
+            "reading {}: pass an existing --dir",
+            request.parent.display()
+        )
+    })?;
     let dir = parent.join(name);
     if dir.exists() {
         bail!(
@@ -154,7 +159,12 @@ pub(super) fn create(request: &NewPlugin) -> Result<Created> {
                     // A shared target folder (CARGO_TARGET_DIR) keeps its
                     // compiled dependencies for every plugin.
                     let target = match std::env::var_os("CARGO_TARGET_DIR") {
-                        Some(t) => std::path::absolute(t)?.display().to_string(),
+                        Some(t) => std::path::absolute(&t)
+                            .with_context(|| {
+                                format!("CARGO_TARGET_DIR={t:?}: set it to a folder, or unset it")
+                            })?
+                            .display()
+                            .to_string(),
                         None => "target".to_string(),
                     };
                     files.push(("Cargo.lock".into(), rust_template::LOCK.into()));
@@ -203,9 +213,16 @@ pub(super) fn create(request: &NewPlugin) -> Result<Created> {
     for (path, text) in &files {
         let file = dir.join(path);
         if let Some(folder) = file.parent() {
-            std::fs::create_dir_all(folder)?;
+            std::fs::create_dir_all(folder).with_context(|| {
+                format!(
+                    "creating {}: check that you may write there",
+                    folder.display()
+                )
+            })?;
         }
-        std::fs::write(&file, text).with_context(|| format!("writing {}", file.display()))?;
+        std::fs::write(&file, text).with_context(|| {
+            format!("writing {}: check that you may write there", file.display())
+        })?;
     }
     let workspace = match (request.lang, workspace) {
         (Lang::Rust, Some(root)) => {
@@ -264,13 +281,23 @@ fn sdk_folder(given: Option<&Path>) -> Result<PathBuf> {
             sdk.display()
         );
     }
-    Ok(sdk.canonicalize()?)
+    sdk.canonicalize().with_context(|| {
+        format!(
+            "reading {}: pass --sdk PATH to the SDK's folder",
+            sdk.display()
+        )
+    })
 }
 
 /// Adds `dir` to the members of the workspace at `root` (once).
 fn join_workspace(root: &Path, dir: &Path) -> Result<()> {
     let cargo = root.join("Cargo.toml");
-    let text = std::fs::read_to_string(&cargo)?;
+    let text = std::fs::read_to_string(&cargo).with_context(|| {
+        format!(
+            "reading {}: add the plugin to its workspace members yourself",
+            cargo.display()
+        )
+    })?;
     let member = dir
         .strip_prefix(root)
         .unwrap_or(dir)
