@@ -81,7 +81,10 @@ impl PluginDir {
             .and_then(|p| p.get("name"))
             .and_then(|n| n.as_str())
         else {
-            bail!("{} has no [package] name", cargo_toml.display());
+            bail!(
+                "{} has no [package] name: add `name = \"my-plugin\"` under [package]",
+                cargo_toml.display()
+            );
         };
         Ok(PluginDir {
             dir: dir.to_path_buf(),
