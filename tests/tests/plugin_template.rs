@@ -1,6 +1,8 @@
-//! `scripts/new-plugin NAME` in a temporary copy of the workspace creates a
-//! plugin from templates/source-plugin that builds to wasm32-wasip2 and runs
-//! under the test harness.
+//! `connector plugin new NAME --dir plugins` in a temporary copy of the
+//! workspace (what `scripts/new-plugin NAME` runs) creates a plugin from
+//! templates/source-plugin that joins the workspace, builds to wasm32-wasip2
+//! and runs under the test harness. `plugin_guide.rs` walks the same
+//! commands outside the repository.
 
 use std::path::Path;
 use std::process::Command;
@@ -29,7 +31,7 @@ fn copy_tree(from: &Path, to: &Path) {
 }
 
 #[test]
-fn new_plugin_creates_a_plugin_that_builds_to_wasm_and_runs() {
+fn plugin_new_in_the_workspace_creates_a_member_that_builds_to_wasm_and_runs() {
     let root = workspace_root();
     let tmp = tempfile::tempdir().unwrap();
     let copy = tmp.path().join("ws");
@@ -37,23 +39,45 @@ fn new_plugin_creates_a_plugin_that_builds_to_wasm_and_runs() {
     // Share the build folder, so that dependencies are not rebuilt.
     std::os::unix::fs::symlink(root.join("target"), copy.join("target")).unwrap();
 
-    let out = Command::new("bash")
-        .arg(copy.join("scripts/new-plugin"))
-        .args(["acme-chat", "Acme Chat"])
-        .output()
-        .unwrap();
+    let connector = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_connector-cli"))
+            .args(args)
+            .env_remove("CARGO_TARGET_DIR")
+            .env_remove("RUSTFLAGS")
+            .env_remove("CARGO_ENCODED_RUSTFLAGS")
+            .output()
+            .unwrap()
+    };
+    let plugins = copy.join("plugins");
+    let plugins = plugins.to_str().unwrap();
+    let new = |name: &str| {
+        connector(&[
+            "plugin",
+            "new",
+            name,
+            "--dir",
+            plugins,
+            "--display-name",
+            "Acme Chat",
+        ])
+    };
+    let out = new("acme-chat");
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        stdout.contains("scripts/build-plugins acme-chat"),
-        "{stdout}"
-    );
+    assert!(stdout.contains("a member of the workspace"), "{stdout}");
+    assert!(stdout.contains("connector plugin test"), "{stdout}");
     let plugin = copy.join("plugins/acme-chat");
-    for file in ["Cargo.toml", "manifest.toml", "src/lib.rs", "README.md"] {
+    for file in [
+        "Cargo.toml",
+        "manifest.toml",
+        "src/lib.rs",
+        "README.md",
+        "tests/harness.rs",
+    ] {
         let text = std::fs::read_to_string(plugin.join(file)).unwrap();
         assert!(!text.contains("__"), "{file} keeps a placeholder:\n{text}");
     }
@@ -64,32 +88,16 @@ fn new_plugin_creates_a_plugin_that_builds_to_wasm_and_runs() {
         "added to the workspace"
     );
     // A second plugin of the same name is refused.
-    let again = Command::new("bash")
-        .arg(copy.join("scripts/new-plugin"))
-        .arg("acme-chat")
-        .output()
-        .unwrap();
+    let again = new("acme-chat");
     assert!(!again.status.success());
     assert!(String::from_utf8_lossy(&again.stderr).contains("already exists"));
-    let bad = Command::new("bash")
-        .arg(copy.join("scripts/new-plugin"))
-        .arg("Acme_Chat")
-        .output()
-        .unwrap();
+    let bad = new("Acme_Chat");
     assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("lower-case letters"));
 
     // `connector plugin build` compiles into the folder the manifest's
     // `wasm` names (here the workspace's target/plugins, shared with the
     // other tests) and writes an installable, pinned copy.
-    let connector = |args: &[&str]| {
-        Command::new(env!("CARGO_BIN_EXE_connector-cli"))
-            .args(args)
-            .env_remove("CARGO_TARGET_DIR")
-            .env_remove("RUSTFLAGS")
-            .env_remove("CARGO_ENCODED_RUSTFLAGS")
-            .output()
-            .unwrap()
-    };
     let dist = tmp.path().join("dist");
     let plugin_arg = plugin.to_str().unwrap();
     let build = connector(&[

@@ -148,3 +148,47 @@ fsync = false
         10
     );
 }
+
+#[test]
+fn plugin_new_lang_python_then_plugin_build_makes_a_component_the_host_runs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let connector = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_connector-cli"))
+            .args(args)
+            .current_dir(tmp.path())
+            .output()
+            .unwrap()
+    };
+    let new = connector(&["plugin", "new", "csv-chat", "--lang", "python"]);
+    assert!(
+        new.status.success(),
+        "{}",
+        String::from_utf8_lossy(&new.stderr)
+    );
+    // A missing componentize-py fails here, with the hint to run scripts/setup.
+    let build = connector(&["plugin", "build", "csv-chat"]);
+    assert!(
+        build.status.success(),
+        "{}",
+        String::from_utf8_lossy(&build.stderr)
+    );
+    let plugin = tmp.path().join("csv-chat");
+    assert!(plugin.join("target/csv_chat.wasm").is_file());
+    let installed = plugin.join("target/dist/csv-chat/manifest.toml");
+    assert_eq!(
+        connector_runtime::PluginManifest::load(&installed)
+            .unwrap()
+            .id,
+        "csv-chat"
+    );
+
+    let data = tempfile::tempdir().unwrap();
+    write_csv(data.path(), 5);
+    let run = Harness::new(plugin.join("manifest.toml"))
+        .config(json!({"path": "/export/chat.csv", "page_size": 2}))
+        .grant_folder("/export", data.path())
+        .run_pages()
+        .unwrap();
+    assert_eq!(run.messages().count(), 5);
+    assert_eq!(run.last_checkpoint().unwrap(), b"5");
+}

@@ -633,7 +633,7 @@ fn load_manifest(path: &Path) -> Result<PluginManifest, String> {
     let file = manifest.wasm_path();
     let bytes = std::fs::read(&file).map_err(|e| {
         format!(
-            "cannot read the plugin file {}: {e}; build the plugin first (scripts/build-plugins, or \
+            "cannot read the plugin file {}: {e}; build the plugin first (`connector plugin build <plugin folder>`, or \
              cargo build --release --target wasm32-wasip2 -p <crate> --target-dir target/plugins)",
             file.display()
         )

@@ -9,6 +9,7 @@ mod console;
 mod controls;
 mod migrate;
 mod plugin;
+mod plugin_new;
 mod progress;
 mod state_args;
 
@@ -221,6 +222,31 @@ enum Command {
 
 #[derive(Subcommand)]
 enum PluginAction {
+    /// Creates a plugin from the templates built into this binary: a Rust
+    /// crate (manifest, a sample `Source`, unit and harness tests) or a
+    /// Python plugin (componentize-py). Inside this repository it joins the
+    /// workspace; anywhere else it is a crate of its own on the SDK crate
+    /// named by --sdk.
+    New {
+        /// The plugin's id, crate and folder name: lower-case letters,
+        /// digits and '-', starting with a letter.
+        name: String,
+        /// The folder to create the plugin's folder in.
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+        /// The plugin's language.
+        #[arg(long, value_enum, default_value = "rust")]
+        lang: plugin_new::Lang,
+        /// The display name (the default target folder); by default the
+        /// name in CamelCase.
+        #[arg(long)]
+        display_name: Option<String>,
+        /// Outside this repository: the folder of the `connector-sdk` crate
+        /// (`sdk/` of the connector framework's source) the plugin builds
+        /// on. By default the SDK of the source this binary was built from.
+        #[arg(long)]
+        sdk: Option<PathBuf>,
+    },
     /// Builds a Rust plugin for wasm32-wasip2 into the folder its manifest's
     /// `wasm` names (what the harness and the host load), then writes an
     /// installable copy with the manifest pinned to the built file.
@@ -232,6 +258,13 @@ enum PluginAction {
         /// `<target>/dist/<plugin id>`).
         #[arg(long)]
         out: Option<PathBuf>,
+    },
+    /// Builds the plugin as `build` does, then runs its crate's tests
+    /// (`cargo test`), whose harness tests load the wasm just built.
+    Test {
+        /// The plugin's folder.
+        #[arg(default_value = ".")]
+        dir: PathBuf,
     },
     /// Checks the manifest and the built component: the API version the
     /// component was built against, and the permissions it asks for.
@@ -433,6 +466,46 @@ fn dispatch(cli: Cli, progress: Option<Arc<Progress>>) -> Result<ExitCode> {
         } => {
             let written = plugin::build(&dir, out.as_deref())?;
             say!("{}", written.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Plugin {
+            action:
+                PluginAction::New {
+                    name,
+                    dir,
+                    lang,
+                    display_name,
+                    sdk,
+                },
+        } => {
+            let created = plugin_new::create(&plugin_new::NewPlugin {
+                name: &name,
+                parent: &dir,
+                lang,
+                display_name: display_name.as_deref(),
+                sdk: sdk.as_deref(),
+            })?;
+            // As the author named it, for commands to copy.
+            let given = dir.join(&name);
+            let shown = given.display();
+            match created.workspace {
+                Some(root) => say!(
+                    "created {}, a member of the workspace {}",
+                    created.dir.display(),
+                    root.display()
+                ),
+                None => say!("created {}", created.dir.display()),
+            }
+            say!(
+                "next: connector plugin test {shown}   (builds the wasm, runs its tests)\n      \
+                 connector plugin build {shown}  (writes an installable copy)"
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Plugin {
+            action: PluginAction::Test { dir },
+        } => {
+            say!("{}", plugin::test(&dir)?);
             Ok(ExitCode::SUCCESS)
         }
         Command::Plugin {
