@@ -586,7 +586,19 @@ impl Api {
         let total = bytes.len();
         let mut start = 0;
         let mut attempt = 0;
-        while start < total {
+        // Answers that sent the upload back to bytes it had sent already.
+        let mut stalls = 0;
+        let mut created = false;
+        while !created {
+            if start >= total {
+                // Every byte was taken, yet no 201 said the attachment is whole.
+                return Err(ApiError::Unavailable {
+                    message: format!(
+                        "uploading {name}: the upload session took all {total} bytes but never answered 201 Created; the message is retried from the start"
+                    ),
+                    maybe_done: false,
+                });
+            }
             let end = (start + UPLOAD_CHUNK).min(total);
             let range = format!("bytes {start}-{}/{total}", end - 1);
             let headers = [
@@ -602,10 +614,21 @@ impl Api {
                     maybe_done: false,
                 })?;
             match answer.status {
-                200..=202 => {
+                201 => created = true,
+                200 | 202 => {
                     attempt = 0;
                     // The server says where to go on (normally `end`).
-                    start = answers::next_upload_start(answer.status, &answer.body, end, total);
+                    let next = answers::next_upload_start(answer.status, &answer.body, end, total);
+                    stalls = if next <= start { stalls + 1 } else { 0 };
+                    if stalls >= ATTEMPTS {
+                        return Err(ApiError::Unavailable {
+                            message: format!(
+                                "uploading {name}: the upload session asked {stalls} times in a row for bytes from {next} on, which it had been sent; the message is retried from the start"
+                            ),
+                            maybe_done: false,
+                        });
+                    }
+                    start = next;
                 }
                 429 | 503 | 504 if attempt + 1 < ATTEMPTS => {
                     attempt += 1;
