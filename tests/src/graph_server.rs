@@ -236,6 +236,19 @@ struct State {
     down: bool,
     /// Go down once this many upload sessions are complete.
     down_after_uploads: Option<usize>,
+    /// How upload sessions break (a faulty server, not Exchange's rules).
+    broken_uploads: Option<BrokenUpload>,
+}
+
+/// How a broken server answers upload PUTs (for tests of a client that
+/// must not trust it blindly).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BrokenUpload {
+    /// Takes every byte but answers the last PUT 200 without ranges,
+    /// never 201 Created.
+    NeverCreated,
+    /// Stores nothing and asks for the bytes from 0 again after each PUT.
+    AsksFromZeroAgain,
 }
 
 impl State {
@@ -502,6 +515,11 @@ login-url = "{}"
     pub fn go_down_after_uploads(&self, n: usize) {
         let mut s = self.state();
         s.down_after_uploads = Some(s.counts.uploads + n);
+    }
+
+    /// Breaks upload sessions from now on (`None`: mends them).
+    pub fn break_uploads(&self, how: Option<BrokenUpload>) {
+        self.state().broken_uploads = how;
     }
 
     /// Answers again.
@@ -1602,7 +1620,25 @@ fn upload(s: &mut State, id: &str, request: &Request) -> Answer {
     if let Some(problem) = problem {
         return s.refuse(416, "InvalidRange", &format!("upload {id}: {problem}"));
     }
+    let broken = s.broken_uploads;
     let upload = s.uploads.get_mut(id).expect("found above");
+    match broken {
+        Some(BrokenUpload::AsksFromZeroAgain) => {
+            return (
+                200,
+                json!({"expirationDateTime": "2099-01-01T00:00:00Z", "nextExpectedRanges": ["0-"]}),
+                Vec::new(),
+            );
+        }
+        Some(BrokenUpload::NeverCreated) if upload.received.len() + body.len() >= upload.size => {
+            return (
+                200,
+                json!({"expirationDateTime": "2099-01-01T00:00:00Z", "nextExpectedRanges": []}),
+                Vec::new(),
+            );
+        }
+        _ => {}
+    }
     upload.received.extend_from_slice(body);
     if upload.received.len() < upload.size {
         let next = upload.received.len();

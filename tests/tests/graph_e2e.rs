@@ -22,7 +22,9 @@ use base64::Engine as _;
 use connector_e2e::chat_fixture::{
     ChatFixture, Paging, USERS, chat_fixture, connector_file, synthetic_email,
 };
-use connector_e2e::graph_server::{Counts, GraphOptions, GraphServer, Headers, IN_FLIGHT_SLACK};
+use connector_e2e::graph_server::{
+    BrokenUpload, Counts, GraphOptions, GraphServer, Headers, IN_FLIGHT_SLACK,
+};
 use connector_email::Email;
 use connector_host::config::ConnectorConfig;
 use connector_host::pipeline::{Host, RunOptions};
@@ -1343,4 +1345,34 @@ fn a_run_without_mail_read_write_stops_and_quarantines_nothing_while_an_excluded
     );
     assert!(server.messages(USERS[1]).is_empty());
     assert!(server.violations().is_empty(), "{:#?}", server.violations());
+}
+
+#[test]
+fn an_upload_session_that_never_completes_or_keeps_asking_for_the_same_bytes_fails_the_item_and_ends()
+ {
+    for broken in [BrokenUpload::NeverCreated, BrokenUpload::AsksFromZeroAgain] {
+        let server = server(0);
+        let alice = Mailbox::new(USERS[0]).unwrap();
+        let (email, files) = email_with("broken", 1, "big".into(), &[3_100_000]);
+        let batch = [symphony(&alice, &email)];
+        server.break_uploads(Some(broken));
+        let mut sink = sink(&server, SECRET);
+        let results = sink.deliver(&batch);
+        let err = results[0]
+            .as_ref()
+            .expect_err("a broken upload is not a delivery");
+        assert!(err.is_retryable(), "{err}");
+        let text = err.to_string();
+        assert!(
+            text.contains("never answered 201 Created") || text.contains("which it had been sent"),
+            "{broken:?}: {text}"
+        );
+        // Once the server is mended, the next run delivers the item once.
+        server.break_uploads(None);
+        drop(sink);
+        let mut next = self::sink(&server, SECRET);
+        assert!(next.deliver(&batch)[0].is_ok());
+        let expected = BTreeMap::from([(email.message_id.clone(), files)]);
+        assert_holds(&server, USERS[0], &expected);
+    }
 }

@@ -22,6 +22,9 @@ pub const DEFAULT_LOGIN_URL: &str = "https://login.microsoftonline.com";
 
 /// Longest a token is renewed before it expires.
 const MAX_RENEW_MARGIN: Duration = Duration::from_secs(300);
+/// Longest a token is trusted, whatever its `expires_in` says (the
+/// identity platform gives 60 to 90 minutes).
+pub const MAX_LIFETIME: Duration = Duration::from_secs(24 * 3600);
 
 /// Who asks for tokens, and for which resource.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -120,6 +123,71 @@ pub enum TokenError {
     },
 }
 
+/// What the token endpoint answered, read from its status and body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenAnswer {
+    /// 200 with an `access_token`, which lives `lifetime`: `expires_in`
+    /// (a number in the v2.0 endpoint's answers, a string in older ones;
+    /// 3600 s when missing or unreadable), at most [`MAX_LIFETIME`].
+    Granted {
+        /// The access token.
+        token: String,
+        /// How long it lives from now.
+        lifetime: Duration,
+    },
+    /// 200 without an `access_token`: not an identity platform.
+    NoToken,
+    /// 429 or 5xx: the endpoint is busy.
+    Busy,
+    /// Any other status: the credentials were refused. `error` and
+    /// `error_description` of the OAuth error body (empty, and the whole
+    /// body, when it has none).
+    Refused {
+        /// The OAuth `error` code, e.g. `invalid_client`.
+        error: String,
+        /// `error_description`, else the body as it came.
+        description: String,
+    },
+}
+
+/// Reads the token endpoint's answer (`status` and `body`); see
+/// [`TokenAnswer`] for what each outcome means.
+pub fn read_token_answer(status: u16, body: &str) -> TokenAnswer {
+    if status == 429 || status >= 500 {
+        return TokenAnswer::Busy;
+    }
+    let parsed: Value = serde_json::from_str(body).unwrap_or(Value::Null);
+    if status != 200 {
+        return TokenAnswer::Refused {
+            error: parsed["error"].as_str().unwrap_or("").to_string(),
+            description: parsed["error_description"]
+                .as_str()
+                .unwrap_or(body)
+                .to_string(),
+        };
+    }
+    let Some(token) = parsed["access_token"].as_str() else {
+        return TokenAnswer::NoToken;
+    };
+    let seconds = parsed["expires_in"]
+        .as_u64()
+        .or_else(|| parsed["expires_in"].as_str()?.parse().ok())
+        .unwrap_or(3600);
+    TokenAnswer::Granted {
+        token: token.to_string(),
+        lifetime: Duration::from_secs(seconds).min(MAX_LIFETIME),
+    }
+}
+
+/// When a token that lives `lifetime` from `now` is asked for again: at
+/// half its life, at most five minutes before it expires; a lifetime over
+/// [`MAX_LIFETIME`] counts as that.
+pub fn renewal_time(now: Instant, lifetime: Duration) -> Instant {
+    let lifetime = lifetime.min(MAX_LIFETIME);
+    let margin = (lifetime / 2).min(MAX_RENEW_MARGIN);
+    now + (lifetime - margin)
+}
+
 struct Cached {
     value: String,
     renew_at: Instant,
@@ -174,10 +242,9 @@ impl AppTokens {
             return Ok(t.value.clone());
         }
         let (value, lifetime) = self.request()?;
-        let margin = (lifetime / 2).min(MAX_RENEW_MARGIN);
         *slot = Some(Cached {
             value: value.clone(),
-            renew_at: Instant::now() + lifetime - margin,
+            renew_at: renewal_time(Instant::now(), lifetime),
         });
         tracing::debug!(
             tenant = %self.credentials.tenant,
@@ -236,35 +303,20 @@ impl AppTokens {
         let body = response
             .into_string()
             .map_err(|e| unavailable(format!("reading the answer: {e}")))?;
-        let parsed: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
-        if status == 429 || status >= 500 {
-            return Err(unavailable(format!("the token endpoint answered {status}")));
-        }
-        if status != 200 {
-            return Err(TokenError::Credentials {
-                reason: format!(
-                    "the token request was refused ({status}): {} {}",
-                    parsed["error"].as_str().unwrap_or(""),
-                    parsed["error_description"].as_str().unwrap_or(&body)
-                ),
+        match read_token_answer(status, &body) {
+            TokenAnswer::Granted { token, lifetime } => Ok((token, lifetime)),
+            TokenAnswer::NoToken => Err(TokenError::NotAnEndpoint { url }),
+            TokenAnswer::Busy => Err(unavailable(format!("the token endpoint answered {status}"))),
+            TokenAnswer::Refused { error, description } => Err(TokenError::Credentials {
+                reason: format!("the token request was refused ({status}): {error} {description}"),
                 fix: format!(
                     "check `tenant` ({}) and `client-id` ({}) and put a valid client secret of that app in {}",
                     c.tenant,
                     c.client_id,
                     self.secrets.where_to_set(name)
                 ),
-            });
+            }),
         }
-        let Some(value) = parsed["access_token"].as_str() else {
-            return Err(TokenError::NotAnEndpoint { url });
-        };
-        // A number in the v2.0 endpoint's answers, a string in older ones.
-        let seconds = parsed["expires_in"]
-            .as_u64()
-            .or_else(|| parsed["expires_in"].as_str()?.parse().ok())
-            .unwrap_or(3600);
-        let lifetime = Duration::from_secs(seconds);
-        Ok((value.to_string(), lifetime))
     }
 }
 
@@ -405,5 +457,27 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn a_token_whose_expires_in_overflows_the_clock_is_trusted_a_day_at_most() {
+        // Before MAX_LIFETIME, `Instant::now() + lifetime` panicked
+        // ("overflow when adding duration to instant") on this answer.
+        let body =
+            r#"{"token_type":"Bearer","expires_in":18446744073709551615,"access_token":"t"}"#;
+        let TokenAnswer::Granted { token, lifetime } = read_token_answer(200, body) else {
+            panic!("{:?}", read_token_answer(200, body));
+        };
+        assert_eq!((token.as_str(), lifetime), ("t", MAX_LIFETIME));
+        let now = Instant::now();
+        assert_eq!(
+            renewal_time(now, Duration::MAX),
+            now + MAX_LIFETIME - MAX_RENEW_MARGIN
+        );
+        let text = r#"{"expires_in":"99999999999999999999","access_token":"t"}"#;
+        assert!(matches!(
+            read_token_answer(200, text),
+            TokenAnswer::Granted { lifetime, .. } if lifetime == Duration::from_secs(3600)
+        ));
     }
 }

@@ -15,6 +15,7 @@ use hyper_util::rt::TokioExecutor;
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use serde_json::{Value, json};
 
+use super::answers::{self, Contents, MAX_WAIT, throttle_wait};
 use super::{GraphSettings, PENDING_PROPERTY, UPLOAD_CHUNK, body};
 use connector_oauth::{AppTokens, TokenError};
 use connector_secrets::SecretLookup;
@@ -27,8 +28,6 @@ use connector_sink::{Mailbox, SinkError};
 pub(super) const INLINE_WORK: usize = 64 << 10;
 /// How often a throttled (429/503) request is tried before giving up.
 const ATTEMPTS: u32 = 6;
-/// Longest `Retry-After` honoured at once.
-const MAX_WAIT: Duration = Duration::from_secs(120);
 /// What a mailbox address keeps unencoded in a URL path: letters, digits,
 /// `-`, `.`, `_`, `~` and `@`; everything else (`#`, `?`, `/`, `+`, `%`,
 /// non-ASCII) is percent-encoded.
@@ -346,9 +345,9 @@ impl Api {
             let status = answer.status;
             if (200..300).contains(&status) {
                 self.answered.store(true, Ordering::Relaxed);
-                return Ok(serde_json::from_str(&answer.body).unwrap_or(Value::Null));
+                return Ok(answers::body(&answer.body));
             }
-            let (code, message) = graph_error(&answer.body);
+            let (code, message) = answers::error(&answer.body);
             let said = format!("{method} {url} answered {status} {code}: {message}");
             match status {
                 401 if !renewed => {
@@ -438,9 +437,7 @@ impl Api {
                 None => {
                     let create = json!({"displayName": name});
                     match self.call(mailbox, "POST", &base, Some(create), false).await {
-                        Ok(created) => created["id"]
-                            .as_str()
-                            .map(str::to_string)
+                        Ok(created) => answers::id(&created)
                             .ok_or_else(|| ApiError::Refused(format!("{base}: no folder id")))?,
                         Err(ApiError::Refused(said)) if said.contains(" 409 ") => self
                             .find_child(mailbox, &base, name)
@@ -466,11 +463,7 @@ impl Api {
             &format!("displayName eq '{}'", name.replace('\'', "''")),
         );
         let found = self.call(mailbox, "GET", url.as_str(), None, false).await?;
-        Ok(found["value"]
-            .as_array()
-            .and_then(|v| v.first())
-            .and_then(|f| f["id"].as_str())
-            .map(str::to_string))
+        Ok(answers::first_id(&found))
     }
 
     /// What a folder holds, following `@odata.nextLink`.
@@ -496,29 +489,7 @@ impl Api {
         let mut next = Some(first.to_string());
         while let Some(url) = next.take() {
             let page = self.call(mailbox, "GET", &url, None, false).await?;
-            for m in page["value"].as_array().into_iter().flatten() {
-                let (Some(mid), Some(id)) = (m["internetMessageId"].as_str(), m["id"].as_str())
-                else {
-                    continue;
-                };
-                let mid = mid.trim().trim_matches(['<', '>']).to_string();
-                let pending = m["singleValueExtendedProperties"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .any(|p| {
-                        p["id"]
-                            .as_str()
-                            .is_some_and(|i| i.eq_ignore_ascii_case(PENDING_PROPERTY))
-                            && p["value"] == "1"
-                    });
-                if pending {
-                    out.incomplete.entry(mid).or_default().push(id.to_string());
-                } else {
-                    out.complete.insert(mid, id.to_string());
-                }
-            }
-            next = page["@odata.nextLink"].as_str().map(str::to_string);
+            next = out.add_page(&page);
         }
         Ok(out)
     }
@@ -532,13 +503,10 @@ impl Api {
     ) -> Result<String, ApiError> {
         let url = format!("{}/mailFolders/{folder_id}/messages", self.users(mailbox));
         let created = self.call(mailbox, "POST", &url, Some(json), true).await?;
-        created["id"]
-            .as_str()
-            .map(str::to_string)
-            .ok_or_else(|| ApiError::Unavailable {
-                message: format!("POST {url} answered without a message id"),
-                maybe_done: true,
-            })
+        answers::id(&created).ok_or_else(|| ApiError::Unavailable {
+            message: format!("POST {url} answered without a message id"),
+            maybe_done: true,
+        })
     }
 
     /// Adds one attachment under 3 MB with `POST …/attachments`. Not
@@ -613,14 +581,24 @@ impl Api {
                 false,
             )
             .await?;
-        let upload = session["uploadUrl"]
-            .as_str()
-            .ok_or_else(|| ApiError::Refused(format!("POST {url} answered without uploadUrl")))?
-            .to_string();
+        let upload = answers::upload_url(&session)
+            .ok_or_else(|| ApiError::Refused(format!("POST {url} answered without uploadUrl")))?;
         let total = bytes.len();
         let mut start = 0;
         let mut attempt = 0;
-        while start < total {
+        // Answers that sent the upload back to bytes it had sent already.
+        let mut stalls = 0;
+        let mut created = false;
+        while !created {
+            if start >= total {
+                // Every byte was taken, yet no 201 said the attachment is whole.
+                return Err(ApiError::Unavailable {
+                    message: format!(
+                        "uploading {name}: the upload session took all {total} bytes but never answered 201 Created; the message is retried from the start"
+                    ),
+                    maybe_done: false,
+                });
+            }
             let end = (start + UPLOAD_CHUNK).min(total);
             let range = format!("bytes {start}-{}/{total}", end - 1);
             let headers = [
@@ -636,27 +614,28 @@ impl Api {
                     maybe_done: false,
                 })?;
             match answer.status {
-                200..=202 => {
+                201 => created = true,
+                200 | 202 => {
                     attempt = 0;
-                    let parsed: Value = serde_json::from_str(&answer.body).unwrap_or(Value::Null);
                     // The server says where to go on (normally `end`).
-                    start = parsed["nextExpectedRanges"]
-                        .as_array()
-                        .and_then(|r| r.first())
-                        .and_then(|r| r.as_str())
-                        .and_then(|r| r.split('-').next())
-                        .and_then(|s| s.parse().ok())
-                        .unwrap_or(end);
-                    if answer.status == 201 {
-                        start = total;
+                    let next = answers::next_upload_start(answer.status, &answer.body, end, total);
+                    stalls = if next <= start { stalls + 1 } else { 0 };
+                    if stalls >= ATTEMPTS {
+                        return Err(ApiError::Unavailable {
+                            message: format!(
+                                "uploading {name}: the upload session asked {stalls} times in a row for bytes from {next} on, which it had been sent; the message is retried from the start"
+                            ),
+                            maybe_done: false,
+                        });
                     }
+                    start = next;
                 }
                 429 | 503 | 504 if attempt + 1 < ATTEMPTS => {
                     attempt += 1;
                     tokio::time::sleep(throttle_wait(answer.retry_after, attempt)).await;
                 }
                 status => {
-                    let (code, message) = graph_error(&answer.body);
+                    let (code, message) = answers::error(&answer.body);
                     let said = format!(
                         "uploading {name} (bytes {start}-{}/{total}) answered {status} {code}: {message}",
                         end - 1
@@ -674,22 +653,6 @@ impl Api {
         }
         Ok(())
     }
-}
-
-/// How long to wait after a throttled answer: its `Retry-After`, else an
-/// exponential backoff (1 s, 2 s, 4 s, …).
-fn throttle_wait(retry_after: Option<u64>, attempt: u32) -> Duration {
-    Duration::from_secs(retry_after.unwrap_or(1 << attempt.saturating_sub(1).min(6))).min(MAX_WAIT)
-}
-
-/// What a folder holds: Message-ID (without brackets) → message id.
-#[derive(Debug, Default)]
-pub(super) struct Contents {
-    /// Complete messages.
-    pub complete: HashMap<String, String>,
-    /// Messages still marked pending (a run stopped while adding their
-    /// attachments): not delivered, to delete before creating again.
-    pub incomplete: HashMap<String, Vec<String>>,
 }
 
 impl Api {
@@ -748,7 +711,7 @@ impl Api {
                 .headers()
                 .get("Retry-After")
                 .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.trim().parse().ok());
+                .and_then(answers::retry_after);
             if let (Some(mailbox), Some(seconds), 429 | 503 | 504) = (&mailbox, retry_after, status)
             {
                 quiet.hold(mailbox, Duration::from_secs(seconds).min(MAX_WAIT));
@@ -809,15 +772,4 @@ pub(super) async fn blocking<T: Send + 'static>(
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-/// Code and message of Graph's `{"error":{"code":…,"message":…}}`.
-fn graph_error(body: &str) -> (String, String) {
-    let parsed: Value = serde_json::from_str(body).unwrap_or(Value::Null);
-    let code = parsed["error"]["code"].as_str().unwrap_or("").to_string();
-    let message = parsed["error"]["message"]
-        .as_str()
-        .map(str::to_string)
-        .unwrap_or_else(|| body.chars().take(200).collect());
-    (code, message)
 }

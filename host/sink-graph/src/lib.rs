@@ -70,6 +70,7 @@
 //!
 //! Receipts read `graph:<mailbox>/<folder>;id=<Graph message id>`.
 
+pub mod answers;
 mod api;
 mod body;
 mod lanes;
@@ -79,7 +80,8 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use self::api::{Api, ApiError, Contents};
+use self::answers::Contents;
+use self::api::{Api, ApiError};
 use connector_oauth::ClientCredentials;
 use connector_secrets::SecretLookup;
 use connector_sink::budget::{MailboxBudget, MailboxLimits};
