@@ -446,14 +446,21 @@ fn a_missing_mapping_csv_is_named_once_with_its_connector_file_and_fix() {
     }
 }
 
+/// A chat-export connector `id` of 3 messages whose connector file has
+/// `from` replaced by `to`.
+fn chat_setup_with(dir: &Path, id: &str, from: &str, to: &str) -> ChatSetup {
+    let s = chat_setup(dir, id, 3, 4, "24h");
+    let text = std::fs::read_to_string(&s.config).unwrap();
+    let changed = text.replace(from, to);
+    assert_ne!(text, changed, "the setup's connector file has {from:?}");
+    std::fs::write(&s.config, changed).unwrap();
+    s
+}
+
 #[test]
 fn a_path_outside_the_granted_folders_is_named_with_the_grant_to_add() {
     let tmp = tempfile::tempdir().unwrap();
-    let s = chat_setup(tmp.path(), "nofolder", 3, 4, "24h");
-    let text = std::fs::read_to_string(&s.config).unwrap();
-    let elsewhere = text.replace("\"/export\" = ", "\"/data\" = ");
-    assert_ne!(text, elsewhere, "the setup grants the export folder");
-    std::fs::write(&s.config, elsewhere).unwrap();
+    let s = chat_setup_with(tmp.path(), "nofolder", "\"/export\" = ", "\"/data\" = ");
     for stderr in validate_and_run_refuse(&s) {
         assert!(stderr.contains("/export/chat.jsonl"), "{stderr}");
         assert!(
@@ -471,11 +478,12 @@ fn a_path_outside_the_granted_folders_is_named_with_the_grant_to_add() {
 #[test]
 fn a_plugin_that_reads_files_with_no_granted_folder_is_refused_before_the_source_is_read() {
     let tmp = tempfile::tempdir().unwrap();
-    let s = chat_setup(tmp.path(), "nogrant", 3, 4, "24h");
-    let text = std::fs::read_to_string(&s.config).unwrap();
-    let without = text.replace("files = { \"/export\" = \"export-nogrant\" }\n", "");
-    assert_ne!(text, without, "the setup grants the export folder");
-    std::fs::write(&s.config, without).unwrap();
+    let s = chat_setup_with(
+        tmp.path(),
+        "nogrant",
+        "files = { \"/export\" = \"export-nogrant\" }\n",
+        "",
+    );
     for stderr in validate_and_run_refuse(&s) {
         assert!(
             stderr.contains(&format!(

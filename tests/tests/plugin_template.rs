@@ -127,23 +127,13 @@ fn plugin_new_in_the_workspace_creates_a_member_that_builds_to_wasm_and_runs() {
     );
     assert!(report.contains("API 0.2.0"), "{report}");
 
+    // What the component does is the template's own harness tests' to
+    // check (`plugin test`, walked by plugin_guide.rs); here: it runs.
     let run = Harness::new(plugin.join("manifest.toml"))
         .config(json!({"room": "Lobby", "messages": 5, "page_size": 2}))
-        .state("sessions", "41")
         .run_pages()
         .unwrap();
-    assert_eq!(
-        run.state("sessions").as_deref(),
-        Some(&b"42"[..]),
-        "state in and out"
-    );
-    assert_eq!(run.pages.len(), 3);
     assert_eq!(run.messages().count(), 5);
-    assert_eq!(
-        run.conversations().next().unwrap().name.as_deref(),
-        Some("Lobby")
-    );
-    assert_eq!(run.last_checkpoint().unwrap(), b"5");
 }
 
 #[test]

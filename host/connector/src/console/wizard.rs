@@ -189,6 +189,15 @@ fn step_page(who: &SignedIn, draft_id: &str, draft: &Draft, here: Step, body: Ma
     page(&title, Some(who), "/", body).into_response()
 }
 
+/// `Ok` when there is no problem.
+fn none_of(problems: Vec<String>) -> Result<(), Vec<String>> {
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(problems)
+    }
+}
+
 fn problem_list(problems: &[String]) -> Markup {
     html! {
         @for p in problems { p.advice role="alert" { (p) } }
@@ -310,7 +319,14 @@ pub(super) async fn show(
     }
     let body = match step {
         Step::Review => review_body(&wizard, &signed_in, &draft_id, &draft).await,
-        _ => form_of(&signed_in, &draft_id, &draft, step, &[], None),
+        _ => form_of(
+            &signed_in,
+            &draft_id,
+            &draft,
+            step,
+            &Problems::default(),
+            None,
+        ),
     };
     step_page(&signed_in, &draft_id, &draft, step, body)
 }
@@ -332,12 +348,12 @@ pub(super) async fn save(
     }
     let answers = Answers(&form);
     let before = draft.clone();
-    let outcome = match step {
-        Step::Permissions => save_permissions(&mut draft, &answers),
-        Step::Name => save_name(&wizard, &mut draft, &answers),
+    let outcome: Result<(), Problems> = match step {
+        Step::Permissions => save_permissions(&mut draft, &answers).map_err(Problems::from),
+        Step::Name => save_name(&wizard, &mut draft, &answers).map_err(Problems::from),
         Step::Settings => save_settings(&wizard, &mut draft, &form).await,
-        Step::Sink => save_sink(&mut draft, &answers),
-        Step::Mapping => save_mapping(&wizard, &mut draft, &answers),
+        Step::Sink => save_sink(&mut draft, &answers).map_err(Problems::from),
+        Step::Mapping => save_mapping(&wizard, &mut draft, &answers).map_err(Problems::from),
         Step::Review => unreachable!("refused above"),
     };
     match outcome {
@@ -351,7 +367,14 @@ pub(super) async fn save(
         Ok(()) if step == Step::Mapping && answers.get("action") == Some("preview") => {
             let preview = preview(&wizard, &draft).await;
             wizard.drafts.put(&draft_id, draft.clone());
-            let body = form_of(&signed_in, &draft_id, &draft, step, &[], Some(preview));
+            let body = form_of(
+                &signed_in,
+                &draft_id,
+                &draft,
+                step,
+                &Problems::default(),
+                Some(preview),
+            );
             step_page(&signed_in, &draft_id, &draft, step, body)
         }
         Ok(()) => {
@@ -418,29 +441,48 @@ fn text_of(table: Option<&Table>, key: &str) -> String {
         .to_string()
 }
 
-/// The form of `step`, filled from `draft`, with `problems` on top.
+/// What is wrong with a step's answers: said above the form and, for the
+/// plugin's settings, beside each field.
+#[derive(Default)]
+struct Problems {
+    said: Vec<String>,
+    fields: FormProblems,
+}
+
+impl Problems {
+    fn said(message: String) -> Problems {
+        Problems::from(vec![message])
+    }
+}
+
+impl From<Vec<String>> for Problems {
+    fn from(said: Vec<String>) -> Problems {
+        Problems {
+            said,
+            ..Problems::default()
+        }
+    }
+}
+
+/// The form of `step`, filled from `draft`, with `problems`.
 fn form_of(
     who: &SignedIn,
     draft_id: &str,
     draft: &Draft,
     step: Step,
-    problems: &[String],
+    problems: &Problems,
     preview: Option<Preview>,
 ) -> Markup {
     let inner = match step {
         Step::Permissions => permissions_form(draft),
         Step::Name => name_form(draft),
-        Step::Settings => settings_form(draft, problems),
+        Step::Settings => settings_form(draft, &problems.fields),
         Step::Sink => sink_form(draft),
         Step::Mapping => mapping_form(draft, preview),
         Step::Review => html! {},
     };
-    let problems = match step {
-        Step::Settings => &[][..],
-        _ => problems,
-    };
     html! {
-        (problem_list(problems))
+        (problem_list(&problems.said))
         form.wizard method="post" action=(step_url(draft_id, step)) {
             (csrf_field(who))
             (inner)
@@ -590,11 +632,7 @@ fn save_permissions(draft: &mut Draft, answers: &Answers<'_>) -> Result<(), Vec<
     }
     draft.doc.insert("grants".into(), Value::Table(grants));
     draft.accepted = problems.is_empty();
-    if problems.is_empty() {
-        Ok(())
-    } else {
-        Err(problems)
-    }
+    none_of(problems)
 }
 
 // Name --------------------------------------------------------------------------
@@ -665,11 +703,7 @@ fn save_name(wizard: &Wizard, draft: &mut Draft, answers: &Answers<'_>) -> Resul
             e.message()
         )),
     }
-    if problems.is_empty() {
-        Ok(())
-    } else {
-        Err(problems)
-    }
+    none_of(problems)
 }
 
 // Settings ------------------------------------------------------------------------
@@ -699,23 +733,11 @@ fn plugin_config_json(draft: &Draft) -> Map<String, Json> {
     }
 }
 
-fn settings_form(draft: &Draft, problems: &[String]) -> Markup {
-    // Problems of one field are keyed `field: message`; the rest go on top.
-    let mut by_field = FormProblems::new();
-    let mut general = Vec::new();
-    for p in problems {
-        match p.split_once('\u{1f}') {
-            Some((field, message)) => {
-                by_field.insert(field.to_string(), message.to_string());
-            }
-            None => general.push(p.clone()),
-        }
-    }
+fn settings_form(draft: &Draft, problems: &FormProblems) -> Markup {
     let values = plugin_config_json(draft);
     html! {
-        (problem_list(&general))
         @match settings_schema(draft) {
-            Ok(Some(form)) => (form.render(&values, &by_field)),
+            Ok(Some(form)) => (form.render(&values, problems)),
             Ok(None) => label { "The plugin ships no settings form: its [plugin-config] as TOML"
                 textarea.mono name="plugin-config" rows="12" {
                     (draft.get_table("plugin-config").map(|t| t.to_string()).unwrap_or_default())
@@ -730,14 +752,12 @@ async fn save_settings(
     wizard: &Wizard,
     draft: &mut Draft,
     form: &[(String, String)],
-) -> Result<(), Vec<String>> {
-    let config: Table = match settings_schema(draft).map_err(|e| vec![e])? {
+) -> Result<(), Problems> {
+    let config: Table = match settings_schema(draft).map_err(Problems::said)? {
         Some(schema) => {
-            let read = schema.read(form).map_err(|problems| {
-                problems
-                    .into_iter()
-                    .map(|(field, message)| format!("{field}\u{1f}{message}"))
-                    .collect::<Vec<_>>()
+            let read = schema.read(form).map_err(|fields| Problems {
+                said: vec!["Some settings are not right; see beside each.".into()],
+                fields,
             })?;
             // Keys the schema does not know stay as the file had them.
             let mut table: Table = draft
@@ -748,7 +768,7 @@ async fn save_settings(
                 .filter(|(k, _)| !schema.has(k))
                 .collect();
             for (k, v) in read {
-                let v = Value::try_from(v).map_err(|e| vec![format!("{k}: {e}")])?;
+                let v = Value::try_from(v).map_err(|e| Problems::said(format!("{k}: {e}")))?;
                 table.insert(k, v);
             }
             table
@@ -757,7 +777,7 @@ async fn save_settings(
             .text("plugin-config")
             .parse()
             .map_err(|e: toml::de::Error| {
-                vec![format!("The settings are not TOML: {}", e.message())]
+                Problems::said(format!("The settings are not TOML: {}", e.message()))
             })?,
     };
     draft
@@ -769,15 +789,15 @@ async fn save_settings(
         .map(Value::Table)
         .map(|g| g.try_into())
         .transpose()
-        .map_err(|e: toml::de::Error| vec![e.message().to_string()])?
+        .map_err(|e: toml::de::Error| Problems::said(e.message().to_string()))?
         .unwrap_or_default();
     let json = serde_json::to_string(&config).unwrap_or_default();
     let (host, manifest) = (wizard.ctx.host.clone(), draft.manifest.clone());
     let checked =
         tokio::task::spawn_blocking(move || host.check_plugin_config(&manifest, &grants, &json))
             .await
-            .map_err(|e| vec![e.to_string()])?;
-    checked.map_err(|e| vec![format!("The plugin does not take these settings: {e}")])
+            .map_err(|e| Problems::said(e.to_string()))?;
+    checked.map_err(|e| Problems::said(format!("The plugin does not take these settings: {e}")))
 }
 
 // Sink -----------------------------------------------------------------------------
