@@ -10,7 +10,6 @@
 mod audit;
 mod connector;
 mod connectors;
-mod draft;
 mod machine;
 mod mapping;
 mod wizard;
