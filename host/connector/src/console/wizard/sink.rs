@@ -47,7 +47,7 @@ pub(super) fn sink_form(draft: &Draft) -> Markup {
                 label.choice { input type="radio" name="kind" value=(value) checked[kind == value || (kind.is_empty() && value == "maildir")]; " " (label) }
             }
         }
-        label { "Its settings, as the [sink] table of a connector file (without kind)"
+        label { "Its settings, as the [sink] table of a connector file without kind (each key is in docs/connector-file.md)"
             textarea.mono name="settings" rows="8" spellcheck="false" { (if rest.is_empty() { String::new() } else { rest.to_string() }) }
         }
         details { summary { "Examples" }
