@@ -118,10 +118,12 @@ impl Daemon {
             }
         }
         if let Some(folders) = options.console.as_ref().and_then(|c| c.connector_folders()) {
-            let same = |a: &std::path::Path| {
-                a.canonicalize().ok() == folders.folder.canonicalize().ok() && a.is_dir()
-            };
-            if !options.sources.iter().any(|s| same(s)) {
+            let wanted = folders.folder.canonicalize().ok();
+            let followed = options
+                .sources
+                .iter()
+                .any(|s| s.is_dir() && s.canonicalize().ok() == wanted);
+            if !followed {
                 return Err(DaemonError::WizardFolderNotFollowed(folders.folder));
             }
         }

@@ -271,10 +271,7 @@ impl Host {
         // itself validates without secrets.
         let Checked { manifest, .. } = Checked::load(config)?;
         self.check_plugin_config(&manifest, &config.grants, &config.plugin_config_json())
-            .map_err(|e| match e {
-                RunError::Plugin(e) => RunError::Plugin(located(config, e)),
-                other => other,
-            })?;
+            .map_err(|e| located(config, e))?;
         config.sink.open(&config.secrets)?;
         Ok(manifest)
     }

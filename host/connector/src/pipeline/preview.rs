@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use connector_model::Person;
 use connector_runtime::{
-    Capabilities, Grants, MemoryKv, PluginContext, PluginManifest, SecretStore, loader,
+    Capabilities, Grants, MemoryKv, PluginContext, PluginError, PluginManifest, SecretStore, loader,
 };
 
 use super::{Checked, Host, RunError, located};
@@ -26,15 +26,14 @@ impl Host {
         manifest: &PluginManifest,
         grants: &Grants,
         config_json: &str,
-    ) -> Result<(), RunError> {
+    ) -> Result<(), PluginError> {
         let caps = Capabilities::for_validation(manifest, grants);
-        let mut plugin = loader::load(
+        loader::load(
             &self.engine,
             manifest,
             PluginContext::new(caps, SecretStore::default()),
-        )?;
-        plugin.validate_config(config_json)?;
-        Ok(())
+        )?
+        .validate_config(config_json)
     }
 
     /// The people the source's first `pages` pages name (senders and

@@ -13,24 +13,33 @@ use connector_state::AuditAction;
 use maud::{Markup, html};
 use serde_json::{Map, Value as Json};
 
-use super::draft::Draft;
+use super::draft::{Draft, DraftConfig};
 use super::{Step, Wizard, step_url};
 use crate::console::PageError;
 use crate::console::mapping::changed_lines;
 
+/// Where a checked draft is written: the connector file, and its user map
+/// when it names one.
+struct Targets {
+    file: PathBuf,
+    csv_file: Option<PathBuf>,
+}
+
 /// Checks the draft as `connector validate` checks a file, with its user
-/// map from the draft; returns the file's path.
-async fn check_all(wizard: &Wizard, draft: &Draft) -> Result<PathBuf, String> {
-    let target = draft
+/// map from the draft; returns where it is written.
+async fn check_all(wizard: &Wizard, draft: &Draft) -> Result<Targets, String> {
+    let file = draft
         .target(&wizard.folders.folder)
         .ok_or("the connector has no name yet")?;
-    let config = draft.config(&target)?.config;
+    let DraftConfig {
+        config, csv_file, ..
+    } = draft.config(&file)?;
     let host = wizard.ctx.host.clone();
     tokio::task::spawn_blocking(move || host.validate(&config).map(drop))
         .await
         .map_err(|e| e.to_string())?
         .map_err(|e| e.to_string())?;
-    Ok(target)
+    Ok(Targets { file, csv_file })
 }
 
 pub(super) async fn review_body(
@@ -47,7 +56,7 @@ pub(super) async fn review_body(
         .map(|p| std::fs::read_to_string(p).unwrap_or_default());
     html! {
         @match &checked {
-            Ok(target) => p.notice role="status" { "Checked as connector validate checks it. Finish writes " code { (target.display()) } "; the daemon starts it within seconds." },
+            Ok(targets) => p.notice role="status" { "Checked as connector validate checks it. Finish writes " code { (targets.file.display()) } "; the daemon starts it within seconds." },
             Err(e) => p.advice role="alert" { (e) " Go back to the step concerned and change it." },
         }
         @if let Some(before) = &before {
@@ -79,7 +88,10 @@ pub(in crate::console) async fn finish(
     if !Step::Review.reachable(&draft) {
         return Redirect::to(&step_url(&draft_id, Step::Permissions)).into_response();
     }
-    let target = match check_all(&wizard, &draft).await {
+    let Targets {
+        file: target,
+        csv_file,
+    } = match check_all(&wizard, &draft).await {
         Ok(t) => t,
         Err(e) => {
             return Refusal::new(
@@ -102,10 +114,6 @@ pub(in crate::console) async fn finish(
         )
         .into_response();
     }
-    let csv_file = match draft.config(&target) {
-        Ok(c) => c.csv_file,
-        Err(e) => return PageError(e).into_response(),
-    };
     let before = draft
         .editing
         .as_ref()
