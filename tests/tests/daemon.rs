@@ -155,11 +155,15 @@ fn a_plugin_that_traps_on_every_run_does_not_stop_another_connector_under_the_da
     assert_mailboxes_match(&chat.mail, &chat.truth);
 }
 
-/// A daemon running connector `long` (400 messages, a page each) with
-/// three pages of its first run committed.
+/// Messages of connector `long`, a page each: a run of several seconds, so
+/// that it is still under way when a test acts on it.
+const LONG_RUN: u64 = 2000;
+
+/// A daemon running connector `long` with three pages of its first run
+/// committed.
 fn long_run_under_way() -> (tempfile::TempDir, ChatSetup, DaemonProcess) {
     let tmp = tempfile::tempdir().unwrap();
-    let chat = chat_setup(tmp.path(), "long", 400, 1, "24h");
+    let chat = chat_setup(tmp.path(), "long", LONG_RUN as usize, 1, "24h");
     let daemon = start_daemon(&chat.state, &[&chat.config]);
     wait_for(Duration::from_secs(90), "the run to be under way", || {
         let c = daemon.connector("long");
@@ -184,14 +188,14 @@ fn sigterm_during_a_run_commits_the_current_page_and_the_next_run_resumes_after_
     let last = &status["connectors"][0]["last_run"];
     assert_eq!(last["outcome"], "interrupted", "{last:#}");
     let done = last["counts"]["items_from_source"].as_u64().unwrap();
-    assert!((3..400).contains(&done), "{done}");
+    assert!((3..LONG_RUN).contains(&done), "{done}");
     let out = connector_ok(
         Path::new(BIN),
         &chat.state,
         &["run", "--once", chat.config.to_str().unwrap()],
     );
     assert!(
-        out.contains(&format!("{} item(s) from source", 400 - done)),
+        out.contains(&format!("{} item(s) from source", LONG_RUN - done)),
         "resumes after the {done} committed messages: {out}"
     );
     assert!(out.contains(" 0 skipped as duplicates"), "{out}");
@@ -209,7 +213,7 @@ fn a_pause_during_a_run_stops_it_after_its_page_and_run_now_after_resume_continu
     });
     assert_eq!(last["outcome"], "interrupted", "{last:#}");
     let done = last["counts"]["items_from_source"].as_u64().unwrap();
-    assert!((3..400).contains(&done), "{done}");
+    assert!((3..LONG_RUN).contains(&done), "{done}");
 
     // Not due for a day: resumed, it waits; asked, it runs at once from
     // the last committed page.
@@ -222,7 +226,11 @@ fn a_pause_during_a_run_stops_it_after_its_page_and_run_now_after_resume_continu
         (r["id"] != last["id"]).then_some(r)
     });
     assert_eq!(next["outcome"], "succeeded", "{next:#}");
-    assert_eq!(next["counts"]["items_from_source"], 400 - done, "{next:#}");
+    assert_eq!(
+        next["counts"]["items_from_source"],
+        LONG_RUN - done,
+        "{next:#}"
+    );
     assert_eq!(next["counts"]["skipped_duplicates"], 0, "{next:#}");
     daemon.terminate();
     assert_mailboxes_match(&chat.mail, &chat.truth);
