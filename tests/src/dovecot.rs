@@ -170,6 +170,14 @@ impl Dovecot {
         format!("{}{}", read("stdout.log"), read("dovecot.log"))
     }
 
+    /// CPU time the server's processes have used so far, with those that
+    /// ended (a connection's `imap` process ends with it).
+    pub fn cpu_time(&self) -> std::time::Duration {
+        self.child.as_ref().map_or(std::time::Duration::ZERO, |c| {
+            crate::ops::group_cpu_time(c.id())
+        })
+    }
+
     /// Kills the server and all its processes at once (as a crash would)
     /// and waits until its ports are free.
     pub fn kill(&mut self) {

@@ -431,6 +431,51 @@ pub fn process_state(pid: u32) -> Option<char> {
     stat.rsplit_once(')')?.1.trim_start().chars().next()
 }
 
+/// User and system CPU time used by this process so far (every thread,
+/// also those that ended).
+pub fn own_cpu_time() -> std::time::Duration {
+    std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|stat| cpu_of(&stat))
+        .map_or(std::time::Duration::ZERO, |(_, cpu)| cpu)
+}
+
+/// User and system CPU time used so far by the processes of group `pgid`,
+/// with their children that ended and were waited for (a server's worker
+/// processes come and go with their connections).
+pub fn group_cpu_time(pgid: u32) -> std::time::Duration {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return std::time::Duration::ZERO;
+    };
+    entries
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().parse::<u32>().is_ok())
+        .filter_map(|e| std::fs::read_to_string(e.path().join("stat")).ok())
+        .filter_map(|stat| cpu_of(&stat))
+        .filter(|(group, _)| *group == pgid)
+        .map(|(_, cpu)| cpu)
+        .sum()
+}
+
+/// A `/proc/PID/stat` line's process group and CPU time (its own and its
+/// waited-for children's, user and system).
+fn cpu_of(stat: &str) -> Option<(u32, std::time::Duration)> {
+    // The fields after the command name (in parentheses, which may hold
+    // spaces): state is field 3 of the line, so field N is at N - 3.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let group: u32 = fields.get(5 - 3)?.parse().ok()?;
+    let mut ticks = 0u64;
+    for field in 14..=17 {
+        ticks += fields.get(field - 3)?.parse::<u64>().ok()?;
+    }
+    // SAFETY: sysconf only reads a system constant.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    Some((
+        group,
+        std::time::Duration::from_micros(ticks * 1_000_000 / per_second),
+    ))
+}
+
 /// Whether process `pid` exists and is not a zombie.
 pub fn process_alive(pid: u32) -> bool {
     process_state(pid).is_some_and(|s| !matches!(s, 'Z' | 'X'))

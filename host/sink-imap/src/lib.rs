@@ -15,7 +15,9 @@
 //! * as MULTIAPPEND commands with non-synchronizing literals when the
 //!   server has MULTIAPPEND and LITERAL+, in batches bounded by count and
 //!   bytes, pipelined (the next batch is on the wire while the server
-//!   stores the last, two at once); a MULTIAPPEND is atomic, so
+//!   stores the last, two at once; [`Sink::deliver_before`] also writes
+//!   the first of the caller's next emails before it reads its own last
+//!   answers, see `ahead.rs`); a MULTIAPPEND is atomic, so
 //!   when one is refused its emails are appended again one by one to find
 //!   the culprit, once the commands behind it are answered;
 //! * else as pipelined single APPENDs with LITERAL+ (Exchange), or one at a
@@ -53,6 +55,7 @@
 //! workers together. A connection waits for a slot up to the timeout,
 //! renews it while in use and frees it when closed.
 
+mod ahead;
 mod client;
 mod codec;
 #[cfg(feature = "fuzzing")]
@@ -588,7 +591,7 @@ impl ImapSink {
                 break;
             }
             if let Some(state) = self.mailboxes.get_mut(&mailbox) {
-                state.close();
+                state.close(&self.shared);
                 total -= 1;
             }
         }
@@ -598,7 +601,7 @@ impl ImapSink {
 impl Drop for ImapSink {
     fn drop(&mut self) {
         for state in self.mailboxes.values_mut() {
-            state.close();
+            state.close(&self.shared);
         }
     }
 }
@@ -663,6 +666,26 @@ impl Sink for ImapSink {
     }
 
     fn deliver(&mut self, batch: &[Delivery<'_>]) -> Vec<Result<Receipt, SinkError>> {
+        self.deliver_batch(batch, &[])
+    }
+
+    /// Writes the first of `next` ahead on each connection that `batch`
+    /// leaves open, once its own emails are all on the wire.
+    fn deliver_before(
+        &mut self,
+        batch: &[Delivery<'_>],
+        next: &[Delivery<'_>],
+    ) -> Vec<Result<Receipt, SinkError>> {
+        self.deliver_batch(batch, next)
+    }
+}
+
+impl ImapSink {
+    fn deliver_batch(
+        &mut self,
+        batch: &[Delivery<'_>],
+        next: &[Delivery<'_>],
+    ) -> Vec<Result<Receipt, SinkError>> {
         let mut results: Vec<Option<Result<Receipt, SinkError>>> =
             (0..batch.len()).map(|_| None).collect();
         // Group by mailbox, then folder, keeping the batch's order.
@@ -713,17 +736,35 @@ impl Sink for ImapSink {
         let work = move || {
             let mut out = Vec::new();
             loop {
-                let next = queue.lock().unwrap_or_else(|p| p.into_inner()).pop();
-                let Some((_, state)) = next else {
+                let (popped, last) = {
+                    let mut queue = queue.lock().unwrap_or_else(|p| p.into_inner());
+                    (queue.pop(), queue.is_empty())
+                };
+                let Some((_, state)) = popped else {
                     return out;
                 };
                 let folders = &groups[&state.mailbox];
-                for fb in folders {
-                    state.deliver_folder(shared, fb, &mut out);
+                // A connection that stays open writes its mailbox's next
+                // emails ahead, after its last folder of this batch.
+                let ahead: Vec<&Email> = match folders.last() {
+                    Some(fb) if last => next
+                        .iter()
+                        .filter(|d| *d.mailbox == state.mailbox && d.folder == fb.folder)
+                        .map(|d| d.email)
+                        .collect(),
+                    _ => Vec::new(),
+                };
+                for (k, fb) in folders.iter().enumerate() {
+                    let ahead = if k + 1 == folders.len() {
+                        &ahead[..]
+                    } else {
+                        &[]
+                    };
+                    state.deliver_folder(shared, fb, ahead, &mut out);
                 }
                 if !queue.lock().unwrap_or_else(|p| p.into_inner()).is_empty() {
                     // Keep at most one connection per worker.
-                    state.close();
+                    state.close(shared);
                 }
             }
         };
@@ -791,6 +832,21 @@ struct FolderState {
     max_uid: u32,
     /// Message-ID → receipt of the copy in the folder.
     known: HashMap<String, String>,
+    /// Message-ID → receipt of emails written ahead of their call and
+    /// accepted, until their call asks for them (then they are `known`).
+    sent_ahead: HashMap<String, String>,
+}
+
+/// A folder batch's emails, sorted out against what the folder holds.
+struct SortedOut<'a> {
+    /// To append, first copies only.
+    to_send: Vec<(usize, &'a Email)>,
+    /// Already in the folder: item and receipt.
+    found: Vec<(usize, String)>,
+    /// Written ahead and accepted: their Message-IDs.
+    claimed: Vec<String>,
+    /// Twice in the batch: item and the item of its first copy.
+    repeats: Vec<(usize, usize)>,
 }
 
 /// A mailbox's connection and folders.
@@ -802,6 +858,8 @@ struct MailboxState {
     /// What the server answered when this mailbox refused a new app
     /// token: not tried again in this sink's life.
     refused: Option<String>,
+    /// MULTIAPPENDs on the wire for a call still to come.
+    ahead: Option<ahead::Ahead>,
 }
 
 impl MailboxState {
@@ -812,6 +870,7 @@ impl MailboxState {
             folders: HashMap::new(),
             last_used: 0,
             refused: None,
+            ahead: None,
         }
     }
 
@@ -821,18 +880,28 @@ impl MailboxState {
             .is_some_and(|f| f.prepared && f.loaded && !f.stale)
     }
 
-    /// Logs out (best effort) and drops the connection.
-    fn close(&mut self) {
-        if let Some(mut session) = self.session.take() {
+    /// Settles what was written ahead, logs out (best effort) and drops
+    /// the connection.
+    fn close(&mut self, sh: &Shared) {
+        if let Some(session) = &mut self.session {
             // A server that stopped answering must not hold up the run.
             session.client.set_timeout(Duration::from_secs(2));
+        }
+        self.settle_ahead(sh);
+        if let Some(mut session) = self.session.take() {
             let _ = session.client.command(Args::new("LOGOUT"));
         }
     }
 
-    /// Drops the connection after an error.
+    /// Drops the connection after an error; a folder with commands written
+    /// ahead is read again before more is appended.
     fn drop_session(&mut self) {
         self.session = None;
+        if let Some(ahead) = self.ahead.take()
+            && let Some(state) = self.folders.get_mut(&ahead.folder)
+        {
+            state.stale = true;
+        }
     }
 
     fn receipt(&self, folder: &str, validity: Option<u32>, uid: Option<u32>) -> String {
@@ -865,6 +934,7 @@ impl MailboxState {
     }
 
     fn prepare_and_load(&mut self, sh: &Shared, folder: &str) -> Result<(), SinkError> {
+        self.settle_ahead(sh);
         let mailbox = self.mailbox.clone();
         let session = open_session(&mut self.session, &mut self.refused, &self.mailbox, sh)?;
         let state = self.folders.entry(folder.to_string()).or_default();
@@ -961,46 +1031,99 @@ impl MailboxState {
         Ok(())
     }
 
-    /// Appends one folder's emails; pushes one result per item.
+    /// Sorts out `items` for `folder`: already there (or written ahead and
+    /// accepted), twice, or to append.
+    fn sort_out<'a>(
+        &self,
+        folder: &str,
+        items: impl Iterator<Item = (usize, &'a Email)>,
+    ) -> SortedOut<'a> {
+        let mut sorted = SortedOut {
+            to_send: Vec::new(),
+            found: Vec::new(),
+            claimed: Vec::new(),
+            repeats: Vec::new(),
+        };
+        let mut first_of: HashMap<&str, usize> = HashMap::new();
+        let state = &self.folders[folder];
+        for (i, email) in items {
+            if let Some(receipt) = state.known.get(&email.message_id) {
+                sorted.found.push((i, receipt.clone()));
+            } else if let Some(receipt) = state.sent_ahead.get(&email.message_id) {
+                sorted.found.push((i, receipt.clone()));
+                sorted.claimed.push(email.message_id.clone());
+            } else if let Some(&first) = first_of.get(email.message_id.as_str()) {
+                sorted.repeats.push((i, first));
+            } else {
+                first_of.insert(&email.message_id, i);
+                sorted.to_send.push((i, email));
+            }
+        }
+        sorted
+    }
+
+    /// Appends one folder's emails; pushes one result per item. `next`
+    /// are the caller's next emails for this folder, written ahead once
+    /// these are all on the wire.
     fn deliver_folder(
         &mut self,
         sh: &Shared,
         fb: &FolderBatch<'_>,
+        next: &[&Email],
         out: &mut Vec<(usize, Result<Receipt, SinkError>)>,
     ) {
         let folder = fb.folder;
-        if let Err(e) = self.ready_folder(sh, folder) {
-            for (i, _) in &fb.items {
-                out.push((*i, Err(e.clone())));
-            }
-            return;
+        if self.ahead.as_ref().is_some_and(|a| a.folder != folder) {
+            self.settle_ahead(sh);
         }
         // Already there, or twice in this batch: not appended again.
-        let mut to_send: Vec<(usize, &Email)> = Vec::new();
-        let mut repeats: Vec<(usize, usize)> = Vec::new();
-        let mut first_of: HashMap<&str, usize> = HashMap::new();
-        {
-            let state = &self.folders[folder];
-            for (i, email) in &fb.items {
-                if let Some(receipt) = state.known.get(&email.message_id) {
-                    out.push((*i, Ok(Receipt(receipt.clone()))));
-                } else if let Some(&first) = first_of.get(email.message_id.as_str()) {
-                    repeats.push((*i, first));
-                } else {
-                    first_of.insert(&email.message_id, *i);
-                    to_send.push((*i, *email));
+        let sorted = loop {
+            if let Err(e) = self.ready_folder(sh, folder) {
+                for (i, _) in &fb.items {
+                    out.push((*i, Err(e.clone())));
                 }
+                return;
+            }
+            let sorted = self.sort_out(folder, fb.items.iter().copied());
+            match &self.ahead {
+                Some(ahead) if !ahead.begins(&sorted.to_send) => self.settle_ahead(sh),
+                _ => break sorted,
+            }
+        };
+        let SortedOut {
+            to_send,
+            found,
+            claimed,
+            repeats,
+        } = sorted;
+        let state = self.folders.get_mut(folder).expect("read above");
+        for id in claimed {
+            if let Some(receipt) = state.sent_ahead.remove(&id) {
+                state.known.insert(id, receipt);
             }
         }
+        out.extend(found.into_iter().map(|(i, r)| (i, Ok(Receipt(r)))));
+        // The commands written ahead by the call before carry the first
+        // emails; they are this call's first in flight.
+        let written: Vec<(String, usize)> = self.ahead.take().map_or_else(Vec::new, |a| {
+            a.commands
+                .into_iter()
+                .map(|(tag, ids)| (tag, ids.len()))
+                .collect()
+        });
         let mut chunks = Vec::new();
         let mut rest = to_send.as_slice();
         while !rest.is_empty() {
-            let chunk = next_chunk(rest, &sh.settings);
+            let chunk = match written.get(chunks.len()) {
+                Some((_, n)) => &rest[..*n],
+                None => next_chunk(rest, &sh.settings),
+            };
             rest = &rest[chunk.len()..];
             chunks.push(chunk);
         }
+        let written = written.into_iter().map(|(tag, _)| tag).collect();
         let mut sent: Vec<(usize, Result<Receipt, SinkError>)> = Vec::new();
-        let done = self.append_chunks(sh, folder, &chunks, &mut sent);
+        let done = self.append_chunks(sh, folder, &chunks, written, next, &mut sent);
         if done < chunks.len() {
             // The connection is gone: the rest waits for the retry.
             for (i, _) in chunks[done..].iter().copied().flatten() {
@@ -1038,10 +1161,14 @@ impl MailboxState {
         sh: &Shared,
         folder: &str,
         chunks: &[&[(usize, &Email)]],
+        written: Vec<String>,
+        ahead: &[&Email],
         out: &mut Vec<(usize, Result<Receipt, SinkError>)>,
     ) -> usize {
-        let mut flying: std::collections::VecDeque<(usize, String)> = Default::default();
-        let mut next = 0;
+        // The first chunks may be on the wire already (written ahead).
+        let mut flying: std::collections::VecDeque<(usize, String)> =
+            written.into_iter().enumerate().collect();
+        let mut next = flying.len();
         loop {
             while next < chunks.len()
                 && flying.len() < APPENDS_IN_FLIGHT
@@ -1056,6 +1183,9 @@ impl MailboxState {
                     }
                 }
                 next += 1;
+            }
+            if next == chunks.len() {
+                self.write_ahead(sh, folder, ahead, flying.len());
             }
             if let Some((k, tag)) = flying.pop_front() {
                 let done = match self.finish_chunk(sh, &tag) {
@@ -1086,6 +1216,7 @@ impl MailboxState {
                             }
                         }
                     }
+                    self.settle_ahead(sh);
                 }
                 for (j, done) in settled {
                     let results = match self.settle_multi(sh, folder, chunks[j], &done) {
@@ -1200,6 +1331,7 @@ impl MailboxState {
         folder: &str,
         chunk: &[(usize, &Email)],
     ) -> Result<Vec<Result<Receipt, SinkError>>, SinkError> {
+        self.settle_ahead(sh);
         let name = self.folders[folder].server_name.clone();
         let session = self.session(sh)?;
         let client = &mut session.client;

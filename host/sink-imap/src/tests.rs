@@ -559,6 +559,22 @@ fn deliveries<'a>(mb: &'a Mailbox, folder: &'a str, emails: &'a [Email]) -> Vec<
         .collect()
 }
 
+/// Alice's receipts for the UIDs `uids` of `INBOX/Chat`.
+fn chat_receipts(uids: std::ops::RangeInclusive<u32>) -> Vec<String> {
+    uids.map(|uid| format!("imap:alice@example.test/INBOX/Chat;UIDVALIDITY=77;UID={uid}"))
+        .collect()
+}
+
+/// Delivers `now` to alice's `INBOX/Chat`, telling the sink `next` comes
+/// after; checks that every email of `now` was stored.
+fn deliver_before_next(sink: &mut ImapSink, mb: &Mailbox, now: &[Email], next: &[Email]) {
+    let results = sink.deliver_before(
+        &deliveries(mb, "INBOX/Chat", now),
+        &deliveries(mb, "INBOX/Chat", next),
+    );
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+}
+
 #[test]
 fn multiappend_batches_by_count_and_bytes_and_receipts_carry_appenduid() {
     let server = FakeServer::start(Behavior::default());
@@ -572,12 +588,7 @@ fn multiappend_batches_by_count_and_bytes_and_receipts_carry_appenduid() {
     );
     let results = sink.deliver(&deliveries(&mb, "INBOX/Chat", &emails));
     let receipts: Vec<String> = results.into_iter().map(|r| r.unwrap().0).collect();
-    assert_eq!(
-        receipts,
-        (1..=7)
-            .map(|uid| format!("imap:alice@example.test/INBOX/Chat;UIDVALIDITY=77;UID={uid}"))
-            .collect::<Vec<_>>()
-    );
+    assert_eq!(receipts, chat_receipts(1..=7));
     let appends = server.commands("APPEND");
     assert_eq!(appends.len(), 3, "7 emails in batches of 3: {appends:?}");
     assert_eq!(appends[0].matches("{").count(), 3);
@@ -713,16 +724,23 @@ fn a_refused_email_in_a_multiappend_is_found_by_appending_one_by_one() {
     );
 }
 
-#[test]
-fn the_next_multiappend_is_on_the_wire_before_the_last_is_answered() {
+/// A server that answers the first APPEND only once the next command has
+/// arrived, and a sink that gives up after 3 s: a client that waits for
+/// that answer before writing more times out.
+fn holding_first_append() -> (FakeServer, ImapSink) {
     let server = FakeServer::start(Behavior {
         hold_first_append: true,
         ..Behavior::default()
     });
     let mut s = settings(server.port, master());
-    // A client that waited for the first answer would time out.
     s.timeout = Duration::from_secs(3);
-    let mut sink = ImapSink::new(s, secrets()).unwrap();
+    let sink = ImapSink::new(s, secrets()).unwrap();
+    (server, sink)
+}
+
+#[test]
+fn the_next_multiappend_is_on_the_wire_before_the_last_is_answered() {
+    let (server, mut sink) = holding_first_append();
     let mb = mailbox("alice@example.test");
     let emails: Vec<Email> = (0..9).map(|i| email(&format!("m{i}"), "")).collect();
     let results = sink.deliver(&deliveries(&mb, "INBOX/Chat", &emails));
@@ -756,6 +774,121 @@ fn a_refused_multiappend_with_the_next_in_flight_finds_its_culprit_and_the_next_
         .collect();
     expected.sort();
     assert_eq!(stored, expected, "each accepted email once");
+}
+
+#[test]
+fn the_next_calls_first_emails_are_on_the_wire_before_the_last_answer_and_that_call_takes_them_over()
+ {
+    let (server, mut sink) = holding_first_append();
+    let mb = mailbox("alice@example.test");
+    let emails: Vec<Email> = (0..9).map(|i| email(&format!("m{i}"), "")).collect();
+    let (now, next) = emails.split_at(3);
+    // Answered, so the next call's first MULTIAPPEND was written before
+    // this call read its answer.
+    deliver_before_next(&mut sink, &mb, now, next);
+    // Written ahead is not "already there": the pipeline asks first.
+    assert!(
+        !sink
+            .contains(&mb, "INBOX/Chat", &next[0].message_id)
+            .unwrap()
+    );
+    let second = sink.deliver(&deliveries(&mb, "INBOX/Chat", next));
+    let receipts: Vec<String> = second.into_iter().map(|r| r.unwrap().0).collect();
+    assert_eq!(receipts, chat_receipts(4..=9));
+    // This call's, then the next call's two (the wire holds two at once):
+    // the second call wrote nothing of its own.
+    assert_eq!(server.commands("APPEND").len(), 3, "nothing appended twice");
+    let stored = server.folder("INBOX/Chat");
+    assert_eq!(stored.len(), 9);
+    for (stored, sent) in stored.iter().zip(&emails) {
+        assert_eq!(&stored[..], sent.in_memory().unwrap());
+    }
+    assert_eq!(server.store().connections, 1);
+}
+
+#[test]
+fn emails_written_ahead_are_kept_for_their_call_when_another_call_comes_first() {
+    let server = FakeServer::start(Behavior::default());
+    let mut sink = sink(&server);
+    let mb = mailbox("alice@example.test");
+    let emails: Vec<Email> = (0..6).map(|i| email(&format!("m{i}"), "")).collect();
+    let other = [email("other", "")];
+    let (now, next) = emails.split_at(3);
+    deliver_before_next(&mut sink, &mb, now, next);
+    // Another folder needs the connection: what was written ahead is
+    // answered first and kept.
+    let between = sink.deliver(&deliveries(&mb, "INBOX/Other", &other));
+    assert!(between[0].is_ok(), "{between:?}");
+    assert!(
+        !sink
+            .contains(&mb, "INBOX/Chat", &next[0].message_id)
+            .unwrap()
+    );
+    let later = sink.deliver(&deliveries(&mb, "INBOX/Chat", next));
+    let receipts: Vec<String> = later.into_iter().map(|r| r.unwrap().0).collect();
+    assert_eq!(receipts, chat_receipts(4..=6));
+    assert_eq!(server.folder("INBOX/Chat").len(), 6, "each email once");
+    assert_eq!(server.commands("APPEND").len(), 3);
+}
+
+#[test]
+fn a_refused_multiappend_written_ahead_is_appended_again_by_its_call_which_finds_the_culprit() {
+    let server = FakeServer::start(Behavior::default());
+    let mut sink = sink(&server);
+    let mb = mailbox("alice@example.test");
+    let mut emails: Vec<Email> = (0..6).map(|i| email(&format!("m{i}"), "")).collect();
+    emails[4] = email("big", "X-Refuse: yes\r\n");
+    let (now, next) = emails.split_at(3);
+    deliver_before_next(&mut sink, &mb, now, next);
+    let second = sink.deliver(&deliveries(&mb, "INBOX/Chat", next));
+    for (i, r) in second.iter().enumerate() {
+        match i {
+            1 => assert!(matches!(r, Err(SinkError::Refused { .. })), "{r:?}"),
+            _ => assert!(r.is_ok(), "{i}: {r:?}"),
+        }
+    }
+    // This call's, the next's written ahead (refused), then the next's
+    // again one by one.
+    assert_eq!(server.commands("APPEND").len(), 5);
+    assert_eq!(
+        server.folder("INBOX/Chat").len(),
+        5,
+        "each accepted email once"
+    );
+}
+
+#[test]
+fn a_connection_cut_with_emails_written_ahead_appends_nothing_twice() {
+    let server = FakeServer::start(Behavior {
+        drop_after: Some(6),
+        ..Behavior::default()
+    });
+    let mut sink = sink(&server);
+    let mb = mailbox("alice@example.test");
+    let emails: Vec<Email> = (0..6).map(|i| email(&format!("m{i}"), "")).collect();
+    let (now, next) = emails.split_at(3);
+    deliver_before_next(&mut sink, &mb, now, next);
+    // The server stored what was written ahead and closed the connection
+    // without answering.
+    let batch = deliveries(&mb, "INBOX/Chat", next);
+    let cut = sink.deliver(&batch);
+    assert!(
+        cut.iter()
+            .all(|r| matches!(r, Err(SinkError::Unavailable { .. }))),
+        "{cut:?}"
+    );
+    let retried = sink.deliver(&batch);
+    let receipts: Vec<String> = retried.into_iter().map(|r| r.unwrap().0).collect();
+    assert!(
+        receipts[0].ends_with(";UID=4") && receipts[2].ends_with(";UID=6"),
+        "{receipts:?}"
+    );
+    assert_eq!(
+        server.folder("INBOX/Chat").len(),
+        6,
+        "nothing appended twice"
+    );
+    assert_eq!(server.store().connections, 2);
 }
 
 #[test]

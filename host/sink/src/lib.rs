@@ -205,4 +205,20 @@ pub trait Sink: Send {
     /// Message-ID is already in the folder is not stored again: its result
     /// is the receipt of the copy already there.
     fn deliver(&mut self, batch: &[Delivery<'_>]) -> Vec<Result<Receipt, SinkError>>;
+
+    /// [`Sink::deliver`], told what the caller delivers next: a sink that
+    /// pipelines its requests may write some of `next` before it waits for
+    /// the last answers to `batch`, so that the store is not idle between
+    /// two calls. What it wrote ahead is stored whether or not a later call
+    /// asks for it, so `next` holds only emails the caller is about to
+    /// deliver; the call that does gets their receipts as for any other.
+    /// Sinks without pipelining deliver `batch` alone.
+    fn deliver_before(
+        &mut self,
+        batch: &[Delivery<'_>],
+        next: &[Delivery<'_>],
+    ) -> Vec<Result<Receipt, SinkError>> {
+        let _ = next;
+        self.deliver(batch)
+    }
 }

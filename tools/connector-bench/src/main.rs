@@ -307,11 +307,11 @@ fn maildir_sink(path: &Path) -> String {
 /// processes).
 fn timed_run(host: &Host, config: &ConnectorConfig) -> Result<(RunSummary, Duration, Duration)> {
     host.validate(config)?;
-    let cpu = single::cpu_time();
+    let cpu = connector_e2e::ops::own_cpu_time();
     let started = Instant::now();
     let summary = host.run_once(config, &RunOptions::default())?;
     let elapsed = started.elapsed();
-    let cpu = single::cpu_time().saturating_sub(cpu);
+    let cpu = connector_e2e::ops::own_cpu_time().saturating_sub(cpu);
     if summary.outcome != RunOutcome::Succeeded {
         bail!("the run ended {:?}: {:?}", summary.outcome, summary.counts);
     }

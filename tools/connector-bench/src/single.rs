@@ -10,7 +10,6 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use connector_e2e::chat_fixture::{ChatFixture, Paging, connector_file};
@@ -37,13 +36,19 @@ pub fn single_mailbox(tmp: tempfile::TempDir, messages: usize, batch: usize) -> 
     });
     let config = connector(tmp.path(), dovecot.port(), messages, batch)?;
     let host = Host::open(&tmp.path().join("state"))?;
+    let dovecot_before = dovecot.cpu_time();
     let (summary, elapsed, cpu) = timed_run(&host, &config)?;
+    let dovecot_path = dovecot.cpu_time().saturating_sub(dovecot_before);
     report_run(
         "single mailbox: chat export → Dovecot (IMAP, 1 connection)",
         &summary.counts,
         elapsed,
     );
     println!("single mailbox: the connector used {}", busy(cpu, elapsed));
+    println!(
+        "single mailbox: Dovecot used {} during the whole path's run",
+        busy(dovecot_path, elapsed)
+    );
     let emails = read_folder(&dovecot, "INBOX/Symphony")?;
     if emails.len() as u64 != summary.counts.imported {
         bail!(
@@ -55,7 +60,9 @@ pub fn single_mailbox(tmp: tempfile::TempDir, messages: usize, batch: usize) -> 
     let bytes: usize = emails.iter().map(Vec::len).sum();
     let count = emails.len();
     let by_mailbox = BTreeMap::from([(USER.to_string(), emails)]);
+    let dovecot_before = dovecot.cpu_time();
     let raw = raw_multiappend(dovecot.port(), &by_mailbox, 1, batch)?;
+    let dovecot_raw = dovecot.cpu_time().saturating_sub(dovecot_before);
     let host_rate = per_sec(summary.counts.imported, elapsed);
     let raw_rate = per_sec(count as u64, raw);
     println!(
@@ -64,23 +71,14 @@ pub fn single_mailbox(tmp: tempfile::TempDir, messages: usize, batch: usize) -> 
         raw.as_secs_f64()
     );
     println!(
+        "single mailbox: Dovecot used {} during the raw client's run",
+        busy(dovecot_raw, raw)
+    );
+    println!(
         "single mailbox: whole path / raw client: {:.2}",
         host_rate / raw_rate
     );
     Ok(())
-}
-
-/// User and system CPU time of this process so far (every thread, also
-/// those that ended), from `/proc/self/stat`.
-pub fn cpu_time() -> Duration {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    // Fields after the command name (in parentheses, which may hold spaces).
-    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let ticks = |i: usize| -> u64 { fields.get(i).and_then(|f| f.parse().ok()).unwrap_or(0) };
-    // utime and stime are fields 14 and 15 of the line (11 and 12 here),
-    // in clock ticks of 10 ms on Linux.
-    Duration::from_millis((ticks(11) + ticks(12)) * 10)
 }
 
 /// The connector: one conversation whose only participant is [`USER`],

@@ -822,7 +822,9 @@ impl Host {
             // One message per page committed, for `fetch-after-commit`.
             let (committed_tx, committed_rx) = std::sync::mpsc::channel::<()>();
             // One page waits between two stages: enough to keep each busy.
-            let (planned_tx, planned_rx) = std::sync::mpsc::sync_channel::<PlannedPage>(1);
+            // Two wait for the importer, which takes the second as it
+            // starts on the first (the sink may start on it meanwhile).
+            let (planned_tx, planned_rx) = std::sync::mpsc::sync_channel::<PlannedPage>(2);
             let (imported_tx, imported_rx) = std::sync::mpsc::sync_channel::<PlannedPage>(1);
             let thread =
                 |name: &str| std::thread::Builder::new().name(format!("{name}-{}", config.id));
@@ -861,9 +863,12 @@ impl Host {
                 Ok(StageOutcome::Done)
             });
             let importer = thread("import").spawn_scoped(scope, move || -> StageEnd {
-                while let Ok(mut page) = planned_rx.recv() {
+                let mut held = None;
+                while let Some(mut page) = held.take().or_else(|| planned_rx.recv().ok()) {
+                    held = planned_rx.try_recv().ok();
+                    let next = held.as_ref().map(|n: &PlannedPage| &n.planned);
                     stage
-                        .import_planned(&mut page.planned, sink)
+                        .import_planned(&mut page.planned, next, sink)
                         .map_err(|e| (e, 0))?;
                     if imported_tx.send(page).is_err() {
                         break;

@@ -152,7 +152,7 @@ impl PageStage<'_> {
     ) -> Result<RunCounts, RunError> {
         let in_flight = InFlight::default();
         let mut planned = self.prepare(page, conversations, db, &in_flight)?;
-        self.import_planned(&mut planned, sink)?;
+        self.import_planned(&mut planned, None, sink)?;
         self.commit_planned(planned, db, run, &in_flight)
     }
 
@@ -191,17 +191,27 @@ impl PageStage<'_> {
     }
 
     /// Imports a planned page: every email is confirmed by the mail store
-    /// (or refused, or found already there) when this returns.
+    /// (or refused, or found already there) when this returns. `next`, the
+    /// page to be imported after it, may be started on meanwhile (see
+    /// [`Sink::deliver_before`]).
     pub(super) fn import_planned(
         &self,
         planned: &mut Planned,
+        next: Option<&Planned>,
         sink: &mut dyn Sink,
     ) -> Result<(), RunError> {
         // A worker whose lease lapsed (paused, or cut off from the state)
         // must not import: another may already deliver these messages.
         self.fence.ensure_live()?;
         let plan = &mut planned.0;
-        self.import(&plan.pending, sink, &mut plan.commit, &mut plan.counts)
+        let next = next.map_or(&[][..], |n| n.0.pending.as_slice());
+        self.import(
+            &plan.pending,
+            next,
+            sink,
+            &mut plan.commit,
+            &mut plan.counts,
+        )
     }
 
     /// Commits an imported page and takes its pairs out of `in_flight`;
@@ -386,10 +396,12 @@ impl PageStage<'_> {
     }
 
     /// Imports what the ledger does not have, skipping what the mailbox
-    /// already holds (a crash between import and commit leaves such items).
+    /// already holds (a crash between import and commit leaves such items);
+    /// `next` is what the caller imports after.
     fn import(
         &self,
         pending: &[Pending],
+        next: &[Pending],
         sink: &mut dyn Sink,
         commit: &mut PageCommit,
         counts: &mut RunCounts,
@@ -432,6 +444,18 @@ impl PageStage<'_> {
                 self.pause_to_retry(&mut failures, e, asking.len())?;
             }
         }
+        // Only the first call looks ahead: a retry follows a failure.
+        let mut next: Option<Vec<Delivery<'_>>> = Some(
+            next.iter()
+                .flat_map(|p| {
+                    p.mailboxes.iter().map(move |mailbox| Delivery {
+                        mailbox,
+                        folder: &self.folder,
+                        email: &p.email,
+                    })
+                })
+                .collect(),
+        );
         let mut failures = 0;
         while !batch.is_empty() {
             let deliveries: Vec<Delivery<'_>> = batch
@@ -445,7 +469,10 @@ impl PageStage<'_> {
             // The mailboxes were asked for these Message-IDs before: a worker
             // paused since then must not deliver what its successor did.
             self.fence.ensure_live()?;
-            let results = sink.deliver(&deliveries);
+            let results = match next.take() {
+                Some(next) => sink.deliver_before(&deliveries, &next),
+                None => sink.deliver(&deliveries),
+            };
             faults::reached(Point::Deliver);
             let mut retry_batch = Vec::new();
             let mut last_error = None;
@@ -708,6 +735,16 @@ mod tests {
         }
     }
 
+    /// Room `c1`, whose one participant is `u-a`.
+    fn notes() -> Conversation {
+        Conversation {
+            id: "c1".into(),
+            kind: ConversationKind::Room,
+            name: Some("Notes".into()),
+            participants: vec![person("u-a", Some("a@x.test"))],
+        }
+    }
+
     fn chat(id: &str, conversation: &str) -> Message {
         Message {
             id: id.into(),
@@ -776,16 +813,86 @@ mod tests {
     }
 
     #[test]
+    fn the_sink_importing_a_page_is_told_the_emails_of_the_page_planned_after_it() {
+        let users = UserMap::load(None, vec!["x.test".into()]).unwrap();
+        let db: SharedStore = Arc::new(Mutex::new(SqliteStore::open_in_memory().unwrap()));
+        let stage = stage(&users, &db);
+        let conv = notes();
+        /// Records each call: its emails and those it was told come next.
+        #[derive(Default)]
+        struct Told(Vec<(Vec<String>, Vec<String>)>);
+        impl Sink for Told {
+            fn describe(&self) -> String {
+                "told".into()
+            }
+            fn contains(&mut self, _: &Mailbox, _: &str, _: &str) -> Result<bool, SinkError> {
+                Ok(false)
+            }
+            fn deliver(&mut self, batch: &[Delivery<'_>]) -> Vec<Result<Receipt, SinkError>> {
+                self.deliver_before(batch, &[])
+            }
+            fn deliver_before(
+                &mut self,
+                batch: &[Delivery<'_>],
+                next: &[Delivery<'_>],
+            ) -> Vec<Result<Receipt, SinkError>> {
+                let ids = |d: &[Delivery<'_>]| -> Vec<String> {
+                    d.iter().map(|d| d.email.message_id.clone()).collect()
+                };
+                self.0.push((ids(batch), ids(next)));
+                batch
+                    .iter()
+                    .map(|d| Ok(Receipt(d.email.message_id.clone())))
+                    .collect()
+            }
+        }
+        let page = |ids: &[&str]| Page {
+            conversations: vec![conv.clone()],
+            messages: ids.iter().map(|id| chat(id, "c1")).collect(),
+            checkpoint: b"1".to_vec(),
+            complete: false,
+            unreadable: Vec::new(),
+        };
+        let in_flight = InFlight::default();
+        let mut conversations = HashMap::new();
+        let mut planned: Vec<Planned> = [&["m1", "m2"][..], &["m3"][..]]
+            .into_iter()
+            .map(|ids| {
+                stage
+                    .prepare(page(ids), &mut conversations, &db, &in_flight)
+                    .unwrap()
+            })
+            .collect();
+        let mut sink = Told::default();
+        let (first, second) = planned.split_at_mut(1);
+        stage
+            .import_planned(&mut first[0], Some(&second[0]), &mut sink)
+            .unwrap();
+        stage
+            .import_planned(&mut second[0], None, &mut sink)
+            .unwrap();
+        let id = |m: &str| -> String {
+            stage
+                .converter
+                .convert(&chat(m, "c1"), &conv)
+                .unwrap()
+                .message_id
+        };
+        assert_eq!(
+            sink.0,
+            [
+                (vec![id("m1"), id("m2")], vec![id("m3")]),
+                (vec![id("m3")], vec![])
+            ]
+        );
+    }
+
+    #[test]
     fn a_message_repeated_by_the_next_page_before_the_first_is_committed_is_imported_once() {
         let users = UserMap::load(None, vec!["x.test".into()]).unwrap();
         let db: SharedStore = Arc::new(Mutex::new(SqliteStore::open_in_memory().unwrap()));
         let stage = stage(&users, &db);
-        let conv = Conversation {
-            id: "c1".into(),
-            kind: ConversationKind::Room,
-            name: Some("Notes".into()),
-            participants: vec![person("u-a", Some("a@x.test"))],
-        };
+        let conv = notes();
         let run = lock(&db).begin_run("t", 1).unwrap();
         // Answers "not there" whatever it holds: only the host's own
         // record can keep the repeat out.
@@ -834,8 +941,8 @@ mod tests {
                 &in_flight,
             )
             .unwrap();
-        stage.import_planned(&mut first, &mut sink).unwrap();
-        stage.import_planned(&mut second, &mut sink).unwrap();
+        stage.import_planned(&mut first, None, &mut sink).unwrap();
+        stage.import_planned(&mut second, None, &mut sink).unwrap();
         let one = stage.commit_planned(first, &db, run, &in_flight).unwrap();
         let two = stage.commit_planned(second, &db, run, &in_flight).unwrap();
         assert_eq!(sink.0.len(), 3, "m2 once: {:?}", sink.0);

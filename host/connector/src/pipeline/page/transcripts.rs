@@ -150,6 +150,7 @@ impl PageStage<'_> {
         self.fence.ensure_live()?;
         self.import(
             std::slice::from_ref(&pending),
+            &[],
             sink,
             &mut plan.commit,
             &mut plan.counts,
