@@ -672,6 +672,61 @@ fn only_a_connector_admin_opens_the_wizard_and_a_draft_is_its_owners_alone() {
 }
 
 #[test]
+fn a_settings_step_refused_field_by_field_shows_every_answer_again_as_typed() {
+    let (tmp, c) = start_following(WIZARD, &[], Some("connectors"));
+    connector_e2e::install_chat_export(&tmp.path().join("plugins/chat-export"));
+    let export = tmp.path().join("export");
+    std::fs::create_dir_all(&export).unwrap();
+    let mut admin = signed_in(&c.base, "admin");
+    let csrf = admin.get("/connectors/new").csrf().unwrap();
+    let started = admin.post(
+        "/connectors/new",
+        &[("csrf", &csrf), ("plugin", "chat-export")],
+        &[],
+    );
+    let draft = started.header("location").unwrap().to_string();
+    let step = |s: &str| draft.replace("/permissions", &format!("/{s}"));
+    let grant = format!("/export = {}", export.display());
+    for (path, fields) in [
+        (
+            draft.clone(),
+            vec![("files", grant.as_str()), ("accept", "yes")],
+        ),
+        (step("name"), vec![("id", "desk"), ("schedule", "24h")]),
+    ] {
+        let mut fields = fields;
+        fields.push(("csrf", &csrf));
+        let done = admin.post(&path, &fields, &[]);
+        assert_eq!(done.status, 303, "{path}: {}", done.body);
+    }
+    let refused = admin.post(
+        &step("settings"),
+        &[
+            ("csrf", &csrf),
+            ("setting-path", "/export/chat.jsonl"),
+            ("setting-page_size", "0"),
+        ],
+        &[],
+    );
+    assert_eq!(refused.status, 422, "{}", refused.body);
+    assert!(
+        refused
+            .body
+            .contains("Messages per page must be from 1 to 5000"),
+        "{}",
+        refused.body
+    );
+    // The answer that was right, and the one that was not, as typed.
+    assert!(
+        refused.body.contains(r#"value="/export/chat.jsonl""#),
+        "{}",
+        refused.body
+    );
+    assert!(refused.body.contains(r#"value="0""#), "{}", refused.body);
+    c.daemon.terminate();
+}
+
+#[test]
 fn a_daemon_whose_wizard_folder_it_does_not_follow_refuses_to_start() {
     let tmp = tempfile::tempdir().unwrap();
     let chat = chat_setup(tmp.path(), "chat", 3, 10, "24h");

@@ -168,6 +168,22 @@ fn input_name(field: &str) -> String {
     format!("setting-{field}")
 }
 
+/// The answers a posted form gives for `field`, as typed.
+fn answers_of<'a>(form: &'a [(String, String)], field: &str) -> Vec<&'a str> {
+    let name = input_name(field);
+    form.iter()
+        .filter(|(k, _)| *k == name)
+        .map(|(_, v)| v.as_str())
+        .collect()
+}
+
+/// What a field shows: its saved value (`None`: not set), or the answers
+/// just posted for it.
+enum Shown<'a> {
+    Saved(Option<&'a Value>),
+    Typed(Vec<&'a str>),
+}
+
 impl SettingsForm {
     /// The form of the schema `text`.
     pub fn parse(text: &str) -> Result<SettingsForm, SchemaError> {
@@ -196,9 +212,24 @@ impl SettingsForm {
     /// The fields, filled with `values` (a configuration as the plugin
     /// takes it), with each problem beside its field.
     pub fn render(&self, values: &Map<String, Value>, problems: &FormProblems) -> Markup {
+        self.render_shown(problems, |f| Shown::Saved(values.get(&f.name)))
+    }
+
+    /// The form again as it was posted (`form`, which [`SettingsForm::read`]
+    /// refused with `problems`): each field shows what was typed into it,
+    /// so that only what is wrong needs typing again.
+    pub fn render_typed(&self, form: &[(String, String)], problems: &FormProblems) -> Markup {
+        self.render_shown(problems, |f| Shown::Typed(answers_of(form, &f.name)))
+    }
+
+    fn render_shown<'a>(
+        &'a self,
+        problems: &FormProblems,
+        show: impl Fn(&'a Field) -> Shown<'a>,
+    ) -> Markup {
         html! {
             @for f in &self.fields {
-                @let current = values.get(&f.name);
+                @let current = show(f);
                 @let name = input_name(&f.name);
                 div.field {
                     label for=(name) {
@@ -223,11 +254,9 @@ impl SettingsForm {
         let mut config = Map::new();
         let mut problems = FormProblems::new();
         for f in &self.fields {
-            let name = input_name(&f.name);
-            let answers: Vec<&str> = form
-                .iter()
-                .filter(|(k, _)| *k == name)
-                .map(|(_, v)| v.trim())
+            let answers: Vec<&str> = answers_of(form, &f.name)
+                .into_iter()
+                .map(str::trim)
                 .collect();
             match f.value(&answers) {
                 Ok(Some(v)) => {
@@ -256,13 +285,28 @@ impl SettingsForm {
 }
 
 impl Field {
-    fn input(&self, name: &str, current: Option<&Value>) -> Markup {
+    fn input(&self, name: &str, current: Shown<'_>) -> Markup {
         let placeholder = self.default.as_ref().map(shown);
-        let text = current.map(shown).unwrap_or_default();
-        let on = |v: &Value| match current {
-            Some(Value::Array(items)) => items.contains(v),
-            Some(_) => false,
-            None => matches!(&self.default, Some(Value::Array(d)) if d.contains(v)),
+        let text = match &current {
+            Shown::Saved(Some(Value::Array(items))) if matches!(self.kind, Kind::Lines) => {
+                items.iter().map(shown).collect::<Vec<_>>().join("\n")
+            }
+            Shown::Saved(Some(v)) if matches!(self.kind, Kind::Json) => v.to_string(),
+            Shown::Saved(v) => v.map(shown).unwrap_or_default(),
+            Shown::Typed(answers) => answers.first().copied().unwrap_or("").to_string(),
+        };
+        // Whether choice `i` (value `v`) is picked.
+        let picked = |i: usize, v: &Value| match &current {
+            Shown::Saved(Some(Value::Array(items))) => items.contains(v),
+            Shown::Saved(Some(c)) => *c == v,
+            Shown::Saved(None) => {
+                matches!(&self.default, Some(Value::Array(d)) if d.contains(v))
+            }
+            Shown::Typed(answers) => answers.contains(&i.to_string().as_str()),
+        };
+        let unset = match &current {
+            Shown::Saved(c) => c.is_none(),
+            Shown::Typed(answers) => answers.first().is_none_or(|a| a.is_empty()),
         };
         match &self.kind {
             Kind::Text { uri } => html! {
@@ -275,21 +319,24 @@ impl Field {
                     min=[min] max=[max] value=(text) placeholder=[placeholder];
             },
             Kind::Boolean => {
-                let checked = current
-                    .or(self.default.as_ref())
-                    .and_then(Value::as_bool)
-                    .unwrap_or(false);
+                let checked = match &current {
+                    Shown::Saved(c) => c
+                        .or(self.default.as_ref())
+                        .and_then(Value::as_bool)
+                        .unwrap_or(false),
+                    Shown::Typed(answers) => answers.contains(&"true"),
+                };
                 html! { input id=(name) name=(name) type="checkbox" value="true" checked[checked]; }
             }
             Kind::Choice(choices) => html! {
                 select id=(name) name=(name) {
                     @if !self.required {
-                        option value="" selected[current.is_none()] {
+                        option value="" selected[unset] {
                             @match &placeholder { Some(d) => { "(default: " (d) ")" }, None => "(not set)" }
                         }
                     }
                     @for (i, c) in choices.iter().enumerate() {
-                        option value=(i) selected[current == Some(c)] { (shown(c)) }
+                        option value=(i) selected[!unset && picked(i, c)] { (shown(c)) }
                     }
                 }
             },
@@ -297,24 +344,17 @@ impl Field {
                 fieldset id=(name) {
                     @for (i, c) in choices.iter().enumerate() {
                         label.choice {
-                            input name=(name) type="checkbox" value=(i) checked[on(c)];
+                            input name=(name) type="checkbox" value=(i) checked[picked(i, c)];
                             " " (shown(c))
                         }
                     }
                 }
             },
             Kind::Lines => {
-                let lines = match current {
-                    Some(Value::Array(items)) => {
-                        items.iter().map(shown).collect::<Vec<_>>().join("\n")
-                    }
-                    _ => String::new(),
-                };
-                html! { textarea id=(name) name=(name) rows="4" placeholder="one per line" { (lines) } }
+                html! { textarea id=(name) name=(name) rows="4" placeholder="one per line" { (text) } }
             }
             Kind::Json => {
-                let json = current.map(Value::to_string).unwrap_or_default();
-                html! { textarea.mono id=(name) name=(name) rows="4" placeholder="JSON" { (json) } }
+                html! { textarea.mono id=(name) name=(name) rows="4" placeholder="JSON" { (text) } }
             }
         }
     }
@@ -488,6 +528,34 @@ mod tests {
     fn a_schema_that_is_not_an_object_is_refused() {
         let err = SettingsForm::parse(r#"{"type": "string"}"#).unwrap_err();
         assert!(err.to_string().contains("settings-schema"), "{err}");
+    }
+
+    #[test]
+    fn refused_answers_are_shown_again_as_typed_beside_what_is_wrong() {
+        let form = SettingsForm::parse(SCHEMA).unwrap();
+        let posted = answers(&[
+            ("url", "https://pod.example.com"),
+            ("size", "501"),
+            ("fast", "true"),
+            ("mode", "1"),
+            ("kinds", "0"),
+            ("kinds", "1"),
+            ("tags", "x\ny"),
+        ]);
+        let problems = form.read(&posted).unwrap_err();
+        let html = form.render_typed(&posted, &problems).into_string();
+        for shown in [
+            r#"value="https://pod.example.com""#,
+            r#"value="501""#,
+            r#"type="checkbox" value="true" checked"#,
+            r#"<option value="1" selected>"#,
+            r#"value="0" checked"#,
+            r#"value="1" checked"#,
+            ">x\ny</textarea>",
+            "size must be from 1 to 500",
+        ] {
+            assert!(html.contains(shown), "{shown} not in {html}");
+        }
     }
 
     #[test]

@@ -224,6 +224,7 @@ pub(in crate::console) async fn show(
             step,
             &Problems::default(),
             None,
+            None,
         ),
     };
     step_page(&signed_in, &draft_id, &draft, step, body)
@@ -261,7 +262,15 @@ pub(in crate::console) async fn save(
     match outcome {
         Err(problems) => {
             // The answers are shown again, with what is wrong.
-            let body = form_of(&signed_in, &draft_id, &draft, step, &problems, None);
+            let body = form_of(
+                &signed_in,
+                &draft_id,
+                &draft,
+                step,
+                &problems,
+                Some(&form),
+                None,
+            );
             let mut response = step_page(&signed_in, &draft_id, &before, step, body);
             *response.status_mut() = StatusCode::UNPROCESSABLE_ENTITY;
             response
@@ -275,6 +284,7 @@ pub(in crate::console) async fn save(
                 &draft,
                 step,
                 &Problems::default(),
+                None,
                 Some(preview),
             );
             step_page(&signed_in, &draft_id, &draft, step, body)
@@ -366,19 +376,21 @@ impl From<Vec<String>> for Problems {
     }
 }
 
-/// The form of `step`, filled from `draft`, with `problems`.
+/// The form of `step`, filled from `draft`, with `problems`; a step whose
+/// answers `posted` were refused field by field shows them again as typed.
 fn form_of(
     who: &SignedIn,
     draft_id: &str,
     draft: &Draft,
     step: Step,
     problems: &Problems,
+    posted: Option<&[(String, String)]>,
     preview: Option<mapping::Preview>,
 ) -> Markup {
     let inner = match step {
         Step::Permissions => permissions::permissions_form(draft),
         Step::Name => name::name_form(draft),
-        Step::Settings => settings::settings_form(draft, &problems.fields),
+        Step::Settings => settings::settings_form(draft, &problems.fields, posted),
         Step::Sink => sink::sink_form(draft),
         Step::Mapping => mapping::mapping_form(draft, preview),
         Step::Review => html! {},

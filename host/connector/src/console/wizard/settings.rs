@@ -35,17 +35,26 @@ fn plugin_config_json(draft: &Draft) -> Map<String, Json> {
     }
 }
 
-pub(super) fn settings_form(draft: &Draft, problems: &FormProblems) -> Markup {
+/// The settings form, filled from `draft`, or with the answers `posted`
+/// when some of them were refused (`problems`).
+pub(super) fn settings_form(
+    draft: &Draft,
+    problems: &FormProblems,
+    posted: Option<&[(String, String)]>,
+) -> Markup {
     let values = plugin_config_json(draft);
     html! {
-        @match settings_schema(draft) {
-            Ok(Some(form)) => (form.render(&values, problems)),
-            Ok(None) => label { "The plugin ships no settings form: its [plugin-config] as TOML"
+        @match (settings_schema(draft), posted) {
+            (Ok(Some(form)), Some(posted)) if !problems.is_empty() => {
+                (form.render_typed(posted, problems))
+            }
+            (Ok(Some(form)), _) => (form.render(&values, problems)),
+            (Ok(None), _) => label { "The plugin ships no settings form: its [plugin-config] as TOML"
                 textarea.mono name="plugin-config" rows="12" {
                     (draft.get_table("plugin-config").map(|t| t.to_string()).unwrap_or_default())
                 }
             },
-            Err(e) => p.advice { (e) },
+            (Err(e), _) => p.advice { (e) },
         }
     }
 }
