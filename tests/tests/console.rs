@@ -671,12 +671,14 @@ fn only_a_connector_admin_opens_the_wizard_and_a_draft_is_its_owners_alone() {
     c.daemon.terminate();
 }
 
-#[test]
-fn a_settings_step_refused_field_by_field_shows_every_answer_again_as_typed() {
+/// A console following `connectors/` with the chat-export plugin
+/// installed and an `export/` folder beside it, an admin signed in and a
+/// draft of a chat-export connector started: the draft's permissions page
+/// and the form token.
+fn chat_export_draft() -> (tempfile::TempDir, Console, ConsoleClient, String, String) {
     let (tmp, c) = start_following(WIZARD, &[], Some("connectors"));
     connector_e2e::install_chat_export(&tmp.path().join("plugins/chat-export"));
-    let export = tmp.path().join("export");
-    std::fs::create_dir_all(&export).unwrap();
+    std::fs::create_dir_all(tmp.path().join("export")).unwrap();
     let mut admin = signed_in(&c.base, "admin");
     let csrf = admin.get("/connectors/new").csrf().unwrap();
     let started = admin.post(
@@ -685,8 +687,43 @@ fn a_settings_step_refused_field_by_field_shows_every_answer_again_as_typed() {
         &[],
     );
     let draft = started.header("location").unwrap().to_string();
+    (tmp, c, admin, draft, csrf)
+}
+
+#[test]
+fn a_relative_folder_grant_is_read_against_the_connector_files_folder_as_a_run_reads_it() {
+    let (_tmp, c, mut admin, draft, csrf) = chat_export_draft();
+    // `connectors/../export` exists; the daemon's own folder has no
+    // `../export`.
+    let missing = admin.post(
+        &draft,
+        &[
+            ("csrf", &csrf),
+            ("files", "/export = export"),
+            ("accept", "yes"),
+        ],
+        &[],
+    );
+    assert_eq!(missing.status, 422, "{}", missing.body);
+    assert!(missing.body.contains("does not exist"), "{}", missing.body);
+    let granted = admin.post(
+        &draft,
+        &[
+            ("csrf", &csrf),
+            ("files", "/export = ../export"),
+            ("accept", "yes"),
+        ],
+        &[],
+    );
+    assert_eq!(granted.status, 303, "{}", granted.body);
+    c.daemon.terminate();
+}
+
+#[test]
+fn a_settings_step_refused_field_by_field_shows_every_answer_again_as_typed() {
+    let (tmp, c, mut admin, draft, csrf) = chat_export_draft();
     let step = |s: &str| draft.replace("/permissions", &format!("/{s}"));
-    let grant = format!("/export = {}", export.display());
+    let grant = format!("/export = {}", tmp.path().join("export").display());
     for (path, fields) in [
         (
             draft.clone(),

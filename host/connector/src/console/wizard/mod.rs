@@ -249,7 +249,12 @@ pub(in crate::console) async fn save(
     let before = draft.clone();
     let outcome: Result<(), Problems> = match step {
         Step::Permissions => {
-            permissions::save_permissions(&mut draft, &answers).map_err(Problems::from)
+            let folder = &wizard.folders.folder;
+            // A new connector's name comes later; its file's folder is known.
+            let file = draft
+                .target(folder)
+                .unwrap_or_else(|| folder.join("new.toml"));
+            permissions::save_permissions(&mut draft, &answers, &file).map_err(Problems::from)
         }
         Step::Name => name::save_name(&wizard, &mut draft, &answers).map_err(Problems::from),
         Step::Settings => settings::save_settings(&wizard, &mut draft, &form).await,

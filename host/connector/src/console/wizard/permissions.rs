@@ -1,7 +1,10 @@
 //! The plugin's permissions: what it asks for, what the admin grants, and
 //! the acceptance without which nothing goes on.
 
+use std::path::Path;
+
 use connector_runtime::Grants;
+use connector_runtime::config::relative_to;
 use maud::{Markup, html};
 use toml::{Table, Value};
 
@@ -90,9 +93,12 @@ pub(super) fn permissions_form(draft: &Draft) -> Markup {
     }
 }
 
+/// Saves the grants; `file` is where the connector file goes, which
+/// relative folder grants are read against (as `connector run` reads them).
 pub(super) fn save_permissions(
     draft: &mut Draft,
     answers: &Answers<'_>,
+    file: &Path,
 ) -> Result<(), Vec<String>> {
     let mut problems = Vec::new();
     if answers.get("accept") != Some("yes") {
@@ -126,7 +132,12 @@ pub(super) fn save_permissions(
         grants.insert("files".into(), Value::Table(files));
     }
     match Value::Table(grants.clone()).try_into::<Grants>() {
-        Ok(g) => problems.extend(g.problems(&draft.manifest)),
+        Ok(mut g) => {
+            for dir in g.files.values_mut() {
+                *dir = relative_to(file, dir);
+            }
+            problems.extend(g.problems(&draft.manifest))
+        }
         Err(e) => problems.push(format!("The grants are not valid: {}", e.message())),
     }
     if !asked.secrets.is_empty() || !asked.signing_keys.is_empty() {
