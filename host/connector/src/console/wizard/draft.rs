@@ -31,6 +31,9 @@ pub(crate) struct Draft {
     pub owner: String,
     /// The file being changed; `None` for a new connector.
     pub editing: Option<PathBuf>,
+    /// That file's text as it was: what the edit leaves alone keeps its
+    /// comments and layout.
+    original: Option<String>,
     /// The plugin's manifest.
     pub manifest: PluginManifest,
     /// The connector file, as built so far.
@@ -53,6 +56,7 @@ impl Draft {
         Draft {
             owner: owner.to_string(),
             editing: None,
+            original: None,
             manifest,
             doc,
             csv: CSV_HEADER.to_string(),
@@ -77,6 +81,7 @@ impl Draft {
         Ok(Draft {
             owner: owner.to_string(),
             editing: Some(config.path.clone()),
+            original: Some(text),
             manifest,
             doc,
             csv,
@@ -109,9 +114,10 @@ impl Draft {
         format!("{id}.users.csv")
     }
 
-    /// The connector file's text.
+    /// The connector file's text. An edit keeps the file's own text
+    /// (comments, order, quoting) for every value it leaves as it was.
     pub fn text(&self) -> String {
-        toml::to_string_pretty(&self.doc).unwrap_or_default()
+        file_text(self.original.as_deref(), &self.doc)
     }
 
     /// The connector as [`ConnectorConfig::load`] would read it from
@@ -147,6 +153,44 @@ pub(crate) struct DraftConfig {
 }
 
 /// The drafts open in this daemon, by id.
+/// The text of a connector file holding `doc`: `original` (the file as
+/// it was) with what changed put in, or, for a new file, `doc` alone.
+fn file_text(original: Option<&str>, doc: &Table) -> String {
+    let fresh = toml::to_string_pretty(doc).unwrap_or_default();
+    let (Some(Ok(mut kept)), Ok(changed)) = (
+        original.map(str::parse::<toml_edit::DocumentMut>),
+        fresh.parse::<toml_edit::DocumentMut>(),
+    ) else {
+        return fresh;
+    };
+    keep_unchanged(kept.as_table_mut(), changed.as_table());
+    kept.to_string()
+}
+
+/// Makes `old` hold what `new` holds, leaving every value that did not
+/// change (and its comments) as it was.
+fn keep_unchanged(old: &mut toml_edit::Table, new: &toml_edit::Table) {
+    old.retain(|key, _| new.contains_key(key));
+    for (key, item) in new.iter() {
+        match (old.get_mut(key), item) {
+            (Some(toml_edit::Item::Table(kept)), toml_edit::Item::Table(changed)) => {
+                keep_unchanged(kept, changed)
+            }
+            (Some(kept), changed)
+                if value_of(kept).is_some_and(|v| Some(v) == value_of(changed)) => {}
+            _ => {
+                old.insert(key, item.clone());
+            }
+        }
+    }
+}
+
+/// The value an item holds, whatever its layout.
+fn value_of(item: &toml_edit::Item) -> Option<Value> {
+    let table: Table = toml::from_str(&format!("v = {}", item.as_value()?)).ok()?;
+    table.get("v").cloned()
+}
+
 #[derive(Default)]
 pub(crate) struct Drafts {
     open: Mutex<HashMap<String, Draft>>,
@@ -191,5 +235,62 @@ impl Drafts {
     pub fn remove(&self, id: &str) {
         let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
         open.remove(id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FILE: &str = r#"# The desk's chat, archived nightly.
+id = "desk"
+plugin = 'plugins/chat-export/manifest.toml'   # pinned by its SHA-256
+folder = "Chat"
+
+[plugin-config]
+# The export the desk's tool writes at midnight.
+path = "/export/chat.jsonl"
+page_size = 20  # small pages: the export is big
+
+[sink]
+kind = "maildir"
+path = "mail"
+"#;
+
+    #[test]
+    fn an_edit_changes_only_what_was_changed_and_keeps_the_files_comments() {
+        let mut doc: Table = FILE.parse().unwrap();
+        let config = doc["plugin-config"].as_table_mut().unwrap();
+        config.insert("page_size".into(), Value::Integer(50));
+        doc.remove("folder");
+        doc.insert("schedule".into(), Value::String("1h".into()));
+        let text = file_text(Some(FILE), &doc);
+        assert_eq!(
+            text,
+            r#"# The desk's chat, archived nightly.
+id = "desk"
+plugin = 'plugins/chat-export/manifest.toml'   # pinned by its SHA-256
+schedule = "1h"
+
+[plugin-config]
+# The export the desk's tool writes at midnight.
+path = "/export/chat.jsonl"
+page_size = 50
+
+[sink]
+kind = "maildir"
+path = "mail"
+"#
+        );
+        let reread: Table = text.parse().unwrap();
+        assert_eq!(reread, doc, "the text holds the draft");
+    }
+
+    #[test]
+    fn a_new_file_is_the_draft_alone() {
+        let doc: Table = FILE.parse().unwrap();
+        let text = file_text(None, &doc);
+        assert!(!text.contains('#'), "{text}");
+        assert_eq!(text.parse::<Table>().unwrap(), doc);
     }
 }
