@@ -1,8 +1,9 @@
 """python-example: a connector source plugin written in Python.
 
-Built with componentize-py against the frozen WIT world in
-sdk/wit/v0.1.0 (see README.md beside this file). It reads a chat log in
-CSV from a folder the operator grants:
+`connector plugin build` builds it with componentize-py against the
+frozen WIT world `connector:source@0.1.0`, which the `connector` binary
+carries (docs/plugin-guide.md, "Other languages", tells the rest). It
+reads a chat log in CSV from a folder the operator grants:
 
     id,conversation,sender_id,sender_name,sender_email,sent_at_ms,text
 
