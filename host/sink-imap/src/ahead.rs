@@ -11,7 +11,7 @@
 use std::collections::VecDeque;
 
 use super::codec::Status;
-use super::{APPENDS_IN_FLIGHT, Email, MailboxState, Shared, append_uids, next_chunk};
+use super::{APPENDS_IN_FLIGHT, Email, MailboxState, Shared, next_chunk, placed_uids};
 
 /// Commands on the wire for emails of a call still to come, all to one
 /// folder, oldest first.
@@ -51,16 +51,18 @@ impl MailboxState {
         next: &[&Email],
         flying: usize,
     ) {
-        if next.is_empty() || self.ahead.as_ref().is_some_and(|a| a.folder != folder) {
+        let on_wire = |me: &Self| flying + me.ahead.as_ref().map_or(0, |a| a.commands.len());
+        if next.is_empty()
+            || on_wire(self) >= APPENDS_IN_FLIGHT
+            || self.ahead.as_ref().is_some_and(|a| a.folder != folder)
+        {
             return;
         }
         let to_send = self
             .sort_out(folder, next.iter().enumerate().map(|(i, e)| (i, *e)))
             .to_send;
         let mut sent = self.ahead.as_ref().map_or(0, Ahead::emails);
-        while flying + self.ahead.as_ref().map_or(0, |a| a.commands.len()) < APPENDS_IN_FLIGHT
-            && sent < to_send.len()
-        {
+        while on_wire(self) < APPENDS_IN_FLIGHT && sent < to_send.len() {
             let chunk = next_chunk(&to_send[sent..], &sh.settings);
             if !self.can_pipeline(chunk) {
                 return;
@@ -110,19 +112,11 @@ impl MailboxState {
                 tracing::info!(mailbox = %self.mailbox, folder = %ahead.folder, "a MULTIAPPEND written ahead was answered {}; its emails go again with their own call", done.status.describe());
                 continue;
             }
-            let uids = append_uids(&done.status).filter(|(_, uids)| uids.len() == ids.len());
-            for (n, id) in ids.into_iter().enumerate() {
-                let (validity, uid) = match &uids {
-                    Some((v, list)) => (Some(*v), Some(list[n])),
-                    None => (None, None),
-                };
-                let receipt = self.receipt(&ahead.folder, validity, uid);
-                if let Some(state) = self.folders.get_mut(&ahead.folder) {
-                    if let Some(uid) = uid {
-                        state.max_uid = state.max_uid.max(uid);
-                    }
-                    state.sent_ahead.insert(id, receipt);
-                }
+            for ((validity, uid), id) in placed_uids(sh, &done.status, ids.len())
+                .into_iter()
+                .zip(&ids)
+            {
+                self.remember(&ahead.folder, id, validity, uid, true);
             }
         }
     }

@@ -1105,17 +1105,12 @@ impl MailboxState {
         out.extend(found.into_iter().map(|(i, r)| (i, Ok(Receipt(r)))));
         // The commands written ahead by the call before carry the first
         // emails; they are this call's first in flight.
-        let written: Vec<(String, usize)> = self.ahead.take().map_or_else(Vec::new, |a| {
-            a.commands
-                .into_iter()
-                .map(|(tag, ids)| (tag, ids.len()))
-                .collect()
-        });
+        let written = self.ahead.take().map(|a| a.commands).unwrap_or_default();
         let mut chunks = Vec::new();
         let mut rest = to_send.as_slice();
         while !rest.is_empty() {
             let chunk = match written.get(chunks.len()) {
-                Some((_, n)) => &rest[..*n],
+                Some((_, ids)) => &rest[..ids.len()],
                 None => next_chunk(rest, &sh.settings),
             };
             rest = &rest[chunk.len()..];
@@ -1445,23 +1440,11 @@ impl MailboxState {
         chunk: &[(usize, &Email)],
         status: &StatusLine,
     ) -> Vec<Result<Receipt, SinkError>> {
-        let uids = append_uids(status).filter(|(_, uids)| {
-            if uids.len() == chunk.len() {
-                true
-            } else {
-                tracing::warn!(target = %sh.target, "APPENDUID lists {} UIDs for {} emails; receipts without UIDs", uids.len(), chunk.len());
-                false
-            }
-        });
-        chunk
-            .iter()
-            .enumerate()
-            .map(|(n, (_, email))| {
-                let (validity, uid) = match &uids {
-                    Some((v, list)) => (Some(*v), Some(list[n])),
-                    None => (None, None),
-                };
-                Ok(self.remember(folder, email, validity, uid))
+        placed_uids(sh, status, chunk.len())
+            .into_iter()
+            .zip(chunk)
+            .map(|((validity, uid), (_, email))| {
+                Ok(self.remember(folder, &email.message_id, validity, uid, false))
             })
             .collect()
     }
@@ -1480,7 +1463,7 @@ impl MailboxState {
                     Some((v, uids)) if uids.len() == 1 => (Some(v), Some(uids[0])),
                     _ => (None, None),
                 };
-                Ok(self.remember(folder, email, validity, uid))
+                Ok(self.remember(folder, &email.message_id, validity, uid, false))
             }
             _ if is_retryable_code(status) => {
                 if status.code.as_deref() == Some("TRYCREATE")
@@ -1500,21 +1483,28 @@ impl MailboxState {
         }
     }
 
+    /// Notes that `folder` now holds the email `message_id`, under `uid`
+    /// when the server said: among what the folder is known to hold, or,
+    /// `written_ahead` of its call, kept for that call. Returns its receipt.
     fn remember(
         &mut self,
         folder: &str,
-        email: &Email,
+        message_id: &str,
         validity: Option<u32>,
         uid: Option<u32>,
+        written_ahead: bool,
     ) -> Receipt {
         let receipt = self.receipt(folder, validity, uid);
         if let Some(state) = self.folders.get_mut(folder) {
             if let Some(uid) = uid {
                 state.max_uid = state.max_uid.max(uid);
             }
-            state
-                .known
-                .insert(email.message_id.clone(), receipt.clone());
+            let held = if written_ahead {
+                &mut state.sent_ahead
+            } else {
+                &mut state.known
+            };
+            held.insert(message_id.to_string(), receipt.clone());
         }
         Receipt(receipt)
     }
@@ -1637,6 +1627,23 @@ fn next_chunk<'a, 'b>(
         n += 1;
     }
     &rest[..n]
+}
+
+/// Where an accepted MULTIAPPEND of `count` emails put each, in order:
+/// UIDVALIDITY and UID, or neither when the server does not say (no
+/// UIDPLUS, or an APPENDUID listing another number of UIDs).
+fn placed_uids(sh: &Shared, status: &StatusLine, count: usize) -> Vec<(Option<u32>, Option<u32>)> {
+    match append_uids(status) {
+        Some((validity, uids)) if uids.len() == count => uids
+            .into_iter()
+            .map(|uid| (Some(validity), Some(uid)))
+            .collect(),
+        Some((_, uids)) => {
+            tracing::warn!(target = %sh.target, "APPENDUID lists {} UIDs for {} emails; receipts without UIDs", uids.len(), count);
+            vec![(None, None); count]
+        }
+        None => vec![(None, None); count],
+    }
 }
 
 /// UIDVALIDITY and UIDs of an `[APPENDUID v set]` code.

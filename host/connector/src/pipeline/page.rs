@@ -409,10 +409,7 @@ impl PageStage<'_> {
         // Every mailbox is asked at once (a sink reads the folders it does
         // not know yet concurrently); what could not be answered is asked
         // again after a pause.
-        let mut asking: Vec<(&Pending, &Mailbox)> = pending
-            .iter()
-            .flat_map(|p| p.mailboxes.iter().map(move |m| (p, m)))
-            .collect();
+        let mut asking = each_mailbox(pending);
         let mut batch: Vec<(&Pending, &Mailbox)> = Vec::new();
         let mut failures = 0;
         while !asking.is_empty() {
@@ -446,25 +443,16 @@ impl PageStage<'_> {
         }
         // Only the first call looks ahead: a retry follows a failure.
         let mut next: Option<Vec<Delivery<'_>>> = Some(
-            next.iter()
-                .flat_map(|p| {
-                    p.mailboxes.iter().map(move |mailbox| Delivery {
-                        mailbox,
-                        folder: &self.folder,
-                        email: &p.email,
-                    })
-                })
+            each_mailbox(next)
+                .into_iter()
+                .map(|(p, mailbox)| self.delivery(p, mailbox))
                 .collect(),
         );
         let mut failures = 0;
         while !batch.is_empty() {
             let deliveries: Vec<Delivery<'_>> = batch
                 .iter()
-                .map(|(p, mailbox)| Delivery {
-                    mailbox,
-                    folder: &self.folder,
-                    email: &p.email,
-                })
+                .map(|(p, mailbox)| self.delivery(p, mailbox))
                 .collect();
             // The mailboxes were asked for these Message-IDs before: a worker
             // paused since then must not deliver what its successor did.
@@ -519,6 +507,15 @@ impl PageStage<'_> {
         tracing::warn!("mailbox store unavailable: {e}; retrying {items} item(s) in {pause:?}");
         std::thread::sleep(pause);
         Ok(())
+    }
+
+    /// `p`'s email for `mailbox`, into the stage's folder.
+    fn delivery<'a>(&'a self, p: &'a Pending, mailbox: &'a Mailbox) -> Delivery<'a> {
+        Delivery {
+            mailbox,
+            folder: &self.folder,
+            email: &p.email,
+        }
     }
 
     fn entry(&self, p: &Pending, mailbox: &Mailbox, receipt: String) -> LedgerEntry {
@@ -578,6 +575,14 @@ impl PageStage<'_> {
 }
 
 /// A person as the admin log names them: `id <email>`, or the id alone.
+/// Each pending email with each mailbox it goes to, in order.
+fn each_mailbox(pending: &[Pending]) -> Vec<(&Pending, &Mailbox)> {
+    pending
+        .iter()
+        .flat_map(|p| p.mailboxes.iter().map(move |m| (p, m)))
+        .collect()
+}
+
 fn named(person: &Person) -> String {
     match &person.email {
         Some(email) => format!("{} <{email}>", person.id),
