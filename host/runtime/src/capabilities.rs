@@ -3,7 +3,7 @@
 //! declares, intersected with that. The one place where the two meet.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
@@ -52,6 +52,14 @@ pub struct Grants {
 }
 
 impl Grants {
+    /// Reads relative folder grants against the folder of the connector
+    /// file `file` (which need not exist yet).
+    pub fn resolve_folders(&mut self, file: &Path) {
+        for dir in self.files.values_mut() {
+            *dir = crate::config::relative_to(file, dir);
+        }
+    }
+
     /// What is granted but the manifest does not declare, and granted
     /// folders that do not exist: one sentence each, empty when all is
     /// well. The plugin would not get those anyway ([`Capabilities`] takes

@@ -169,9 +169,7 @@ impl ConnectorConfig {
         let cfg = &mut self;
         cfg.path = path.to_path_buf();
         cfg.plugin = relative_to(path, &cfg.plugin);
-        for dir in cfg.grants.files.values_mut() {
-            *dir = relative_to(path, dir);
-        }
+        cfg.grants.resolve_folders(path);
         if let SecretSource::File { path: p } = &mut cfg.secrets {
             *p = relative_to(path, p);
         }

@@ -217,15 +217,7 @@ pub(in crate::console) async fn show(
     }
     let body = match step {
         Step::Review => review::review_body(&wizard, &signed_in, &draft_id, &draft).await,
-        _ => form_of(
-            &signed_in,
-            &draft_id,
-            &draft,
-            step,
-            &Problems::default(),
-            None,
-            None,
-        ),
+        _ => form_of(&signed_in, &draft_id, &draft, step, Beside::Nothing),
     };
     step_page(&signed_in, &draft_id, &draft, step, body)
 }
@@ -272,9 +264,7 @@ pub(in crate::console) async fn save(
                 &draft_id,
                 &draft,
                 step,
-                &problems,
-                Some(&form),
-                None,
+                Beside::Refused(&problems, &form),
             );
             let mut response = step_page(&signed_in, &draft_id, &before, step, body);
             *response.status_mut() = StatusCode::UNPROCESSABLE_ENTITY;
@@ -288,9 +278,7 @@ pub(in crate::console) async fn save(
                 &draft_id,
                 &draft,
                 step,
-                &Problems::default(),
-                None,
-                Some(preview),
+                Beside::Preview(preview),
             );
             step_page(&signed_in, &draft_id, &draft, step, body)
         }
@@ -381,17 +369,30 @@ impl From<Vec<String>> for Problems {
     }
 }
 
-/// The form of `step`, filled from `draft`, with `problems`; a step whose
-/// answers `posted` were refused field by field shows them again as typed.
+/// What a step's form shows besides the draft.
+enum Beside<'a> {
+    Nothing,
+    /// The answers just posted and what is wrong with them; a step that
+    /// can shows them again as typed.
+    Refused(&'a Problems, &'a [(String, String)]),
+    /// The people the source's first pages map to (mapping step).
+    Preview(mapping::Preview),
+}
+
+/// The form of `step`, filled from `draft`, with what goes `beside` it.
 fn form_of(
     who: &SignedIn,
     draft_id: &str,
     draft: &Draft,
     step: Step,
-    problems: &Problems,
-    posted: Option<&[(String, String)]>,
-    preview: Option<mapping::Preview>,
+    beside: Beside<'_>,
 ) -> Markup {
+    let nothing_wrong = Problems::default();
+    let (problems, posted, preview) = match beside {
+        Beside::Nothing => (&nothing_wrong, None, None),
+        Beside::Refused(problems, posted) => (problems, Some(posted), None),
+        Beside::Preview(preview) => (&nothing_wrong, None, Some(preview)),
+    };
     let inner = match step {
         Step::Permissions => permissions::permissions_form(draft),
         Step::Name => name::name_form(draft),

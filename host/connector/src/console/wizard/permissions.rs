@@ -4,7 +4,6 @@
 use std::path::Path;
 
 use connector_runtime::Grants;
-use connector_runtime::config::relative_to;
 use maud::{Markup, html};
 use toml::{Table, Value};
 
@@ -133,9 +132,7 @@ pub(super) fn save_permissions(
     }
     match Value::Table(grants.clone()).try_into::<Grants>() {
         Ok(mut g) => {
-            for dir in g.files.values_mut() {
-                *dir = relative_to(file, dir);
-            }
+            g.resolve_folders(file);
             problems.extend(g.problems(&draft.manifest))
         }
         Err(e) => problems.push(format!("The grants are not valid: {}", e.message())),
